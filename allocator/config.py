@@ -1,0 +1,218 @@
+"""Validated configuration of the learning policy and the reward objective.
+
+Every model is frozen and forbids unknown keys, so a typo in a YAML file is an error
+rather than a silently ignored setting. Cross-field rules live in a few
+``model_validator``s that reject bad input and never rewrite it. Deployment settings
+(tracking URI, Ray address) are not science configuration and do not live here.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from allocator.errors import ConfigError
+
+PositiveFloat = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+Probability = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+GroupName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+
+RULE_CODES: dict[str, int] = {"thompson": 0, "ucb": 1, "greedy": 2}
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class BetaPrior(StrictModel):
+    """Beta(alpha, beta) prior on a Bernoulli success rate."""
+
+    alpha: PositiveFloat = 1.0
+    beta: PositiveFloat = 1.0
+
+
+class NormalGammaPrior(StrictModel):
+    """Normal–Gamma prior on (mean, precision) of a real-valued reward."""
+
+    mean: FiniteFloat = 0.0
+    kappa: PositiveFloat = 1.0
+    alpha: PositiveFloat = 1.0
+    beta: PositiveFloat = 1.0
+
+
+class LinearPrior(StrictModel):
+    """Gaussian prior mean of a group's weight vector (precision is the policy's)."""
+
+    mean: list[FiniteFloat]
+
+
+class _PolicyBase(StrictModel):
+    """Settings shared by every posterior family.
+
+    ``rule`` picks how the posterior becomes a choice: Thompson sampling through the
+    sample bank, an upper confidence bound (``mean + ucb_alpha * sd``), or greedy on the
+    mean. ``epsilon`` mixes a uniform share over the request's candidates into every rule,
+    so that no eligible arm ever has probability zero (off-policy evaluation needs it).
+    """
+
+    rule: Literal["thompson", "ucb", "greedy"] = "thompson"
+    epsilon: Annotated[float, Field(ge=0.0, lt=1.0, allow_inf_nan=False)] = 0.01
+    ucb_alpha: PositiveFloat = 1.0
+    discount: Annotated[float, Field(gt=0.0, le=1.0, allow_inf_nan=False)] | None = None
+    half_life: PositiveFloat | None = None
+    bank_rows: Annotated[int, Field(ge=1, le=65536)] = 256
+    bank_max_cells: Annotated[int, Field(ge=1024)] = 1 << 25
+    refresh_every: Annotated[int, Field(ge=1)] = 64
+    new_arm_prior: Literal["configured", "empirical"] = "configured"
+
+    @model_validator(mode="after")
+    def _one_forgetting_knob(self) -> _PolicyBase:
+        if self.discount is not None and self.half_life is not None:
+            raise ValueError(
+                f"set either discount ({self.discount}) or half_life ({self.half_life}), not both"
+            )
+        return self
+
+    @property
+    def gamma(self) -> float:
+        """Per-update decay factor of sufficient statistics (1.0 = no forgetting)."""
+        if self.half_life is not None:
+            return math.pow(0.5, 1.0 / self.half_life)
+        return 1.0 if self.discount is None else self.discount
+
+    @property
+    def rule_code(self) -> int:
+        return RULE_CODES[self.rule]
+
+
+class BetaBernoulliConfig(_PolicyBase):
+    """Beta–Bernoulli posterior per arm: rewards in [0, 1] (click, order)."""
+
+    kind: Literal["beta_bernoulli"] = "beta_bernoulli"
+    prior: BetaPrior = BetaPrior()
+    group_priors: dict[GroupName, BetaPrior] = Field(default_factory=dict)
+
+
+class NormalGammaConfig(_PolicyBase):
+    """Normal–Gamma posterior per arm: real rewards with unknown variance (GMV, revenue)."""
+
+    kind: Literal["normal_gamma"] = "normal_gamma"
+    prior: NormalGammaPrior = NormalGammaPrior()
+    group_priors: dict[GroupName, NormalGammaPrior] = Field(default_factory=dict)
+
+
+class _LinearBase(_PolicyBase):
+    prior_precision: PositiveFloat = 1.0
+    noise_scale: PositiveFloat = 1.0
+    max_candidates: Annotated[int, Field(ge=1, le=100_000)] = 1024
+
+
+class LinearGaussianConfig(_LinearBase):
+    """Disjoint linear Gaussian model: one d-dim ridge posterior per arm."""
+
+    kind: Literal["linear_gaussian"] = "linear_gaussian"
+    n_features: Annotated[int, Field(ge=1, le=512)]
+    group_priors: dict[GroupName, LinearPrior] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _prior_lengths(self) -> LinearGaussianConfig:
+        for group, prior in self.group_priors.items():
+            if len(prior.mean) != self.n_features:
+                raise ValueError(
+                    f"group_priors.{group}.mean has length {len(prior.mean)}, "
+                    f"expected n_features={self.n_features}"
+                )
+        return self
+
+
+class SharedLinearConfig(_LinearBase):
+    """One linear model over (arm features ⊗ user context), for large catalogues."""
+
+    kind: Literal["shared_linear"] = "shared_linear"
+    n_context_features: Annotated[int, Field(ge=1, le=256)]
+    n_arm_features: Annotated[int, Field(ge=1, le=256)]
+
+    @model_validator(mode="after")
+    def _joint_size(self) -> SharedLinearConfig:
+        joint = self.n_context_features * self.n_arm_features
+        if joint > 4096:
+            raise ValueError(
+                f"n_context_features*n_arm_features = {joint} exceeds 4096 "
+                "(the shared model keeps a dense joint precision matrix)"
+            )
+        return self
+
+
+PolicyConfig = Annotated[
+    BetaBernoulliConfig | NormalGammaConfig | LinearGaussianConfig | SharedLinearConfig,
+    Field(discriminator="kind"),
+]
+
+
+class ObjectiveConfig(StrictModel):
+    """Reward = click·w_click + order·w_order + gmv·take_rate[group]·w_gmv.
+
+    Partners pay a revenue share and Mini Shop merchants a commission: both are the
+    ``take_rates`` of their group; groups not listed use ``default_take_rate``.
+    """
+
+    click: FiniteFloat = 0.0
+    order: FiniteFloat = 1.0
+    gmv: FiniteFloat = 0.0
+    take_rates: dict[GroupName, Probability] = Field(default_factory=dict)
+    default_take_rate: Probability = 0.0
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> ObjectiveConfig:
+        if self.click == 0.0 and self.order == 0.0 and self.gmv == 0.0:
+            raise ValueError("objective weights click, order and gmv are all 0: nothing to learn")
+        return self
+
+
+class EngineConfig(StrictModel):
+    """A policy plus the objective that turns outcomes into its reward."""
+
+    policy: PolicyConfig
+    objective: ObjectiveConfig = ObjectiveConfig()
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for item in err.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "<root>"
+        got = item.get("input")
+        shown = repr(got) if not isinstance(got, dict) else "{...}"
+        lines.append(f"  {where}: {item['msg']} (got {shown[:80]})")
+    return "\n".join(lines)
+
+
+def parse_config(model: type[StrictModel], data: Any, source: str = "<dict>") -> Any:
+    """Validate ``data`` as ``model``; raise :class:`ConfigError` naming each bad field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, source)) from None
+
+
+def load_yaml(path: str | Path) -> Any:
+    """Read a YAML file with ``safe_load`` (never executes tags)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {path}: {err.strerror}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+
+
+def load_engine_config(path: str | Path) -> EngineConfig:
+    """Load and validate an :class:`EngineConfig` from a YAML file."""
+    cfg: EngineConfig = parse_config(EngineConfig, load_yaml(path), str(path))
+    return cfg

@@ -1,0 +1,27 @@
+"""The project's exception hierarchy.
+
+Every error the library raises on bad input derives from :class:`AllocatorError`, so the
+serving layer can catch one type; the subclasses also derive from the matching builtin
+(``ValueError``, ``KeyError``) so generic handlers keep working.
+"""
+
+from __future__ import annotations
+
+
+class AllocatorError(Exception):
+    """Base class of every error raised by ``allocator``."""
+
+
+class ConfigError(AllocatorError, ValueError):
+    """A configuration file or model is invalid (names the field and the value)."""
+
+
+class InvalidInputError(AllocatorError, ValueError):
+    """A request, context, reward or array argument has the wrong shape, dtype or value."""
+
+
+class UnknownArmError(AllocatorError, KeyError):
+    """An arm id or index is not registered, or has been retired."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable.
+        return str(self.args[0]) if self.args else ""

@@ -1,0 +1,144 @@
+"""Disjoint linear Gaussian posteriors: one ridge model per arm, sampled in score space.
+
+Per arm we keep discounted ``G = Σ w x xᵀ`` and ``h = Σ w r x`` (lazy forgetting as in
+:mod:`allocator.kernels.beta`). The refreshed posterior is ``θ_a ~ N(μ_a, v² A_a⁻¹)`` with
+``A_a = λI + G_a`` and ``μ_a = A_a⁻¹(λ μ0_a + h_a)``. A request only needs the score
+``x·θ_a ~ N(x·μ_a, v² xᵀA_a⁻¹x)``, so deciding costs O(C·d²) plus the bank, never a
+d-dimensional draw per arm.
+"""
+
+import numpy as np
+from numba import njit
+
+from allocator.kernels.choice import (
+    ERR_NONFINITE,
+    ERR_TOO_MANY,
+    OK,
+    RULE_GREEDY,
+    RULE_THOMPSON,
+    all_finite,
+    argmax_onehot,
+    clear_marks,
+    gauss_win_shares,
+    mark_candidates,
+    mix_uniform_and_draw,
+)
+
+
+@njit(cache=True, nogil=True)
+def update_linear(arm, x, reward, gamma, clock, t_last, g, h, count, dirty):
+    """Rank-1 update of arm ``arm`` with context ``x`` (d,); advance ``clock[0]``.
+
+    ``g`` (capacity, d, d), ``h`` (capacity, d), ``count`` (capacity,) discounted counts.
+    """
+    t = clock[0] + 1
+    clock[0] = t
+    d = x.shape[0]
+    ga = g[arm]
+    ha = h[arm]
+    w = 1.0 if gamma == 1.0 else gamma ** (t - t_last[arm])
+    for i in range(d):
+        xi = x[i]
+        for k in range(d):
+            ga[i, k] = w * ga[i, k] + xi * x[k]
+        ha[i] = w * ha[i] + reward * xi
+    count[arm] = w * count[arm] + 1.0
+    t_last[arm] = t
+    dirty[arm] = True
+
+
+@njit(cache=True, nogil=True)
+def update_linear_batch(arms, xs, rewards, gamma, clock, t_last, g, h, count, dirty):
+    """Sequential :func:`update_linear` over ``arms`` (k,), ``xs`` (k, d), ``rewards`` (k,)."""
+    for i in range(arms.shape[0]):
+        update_linear(arms[i], xs[i], rewards[i], gamma, clock, t_last, g, h, count, dirty)
+
+
+@njit(cache=True, nogil=True)
+def linear_scores(x, cand, mu, a_inv, v, mean_out, sd_out):
+    """Per-candidate score mean ``x·μ_a`` and sd ``v·sqrt(xᵀA_a⁻¹x)``."""
+    d = x.shape[0]
+    for j in range(cand.shape[0]):
+        a = cand[j]
+        mua = mu[a]
+        ai = a_inv[a]
+        m = 0.0
+        q = 0.0
+        for i in range(d):
+            m += x[i] * mua[i]
+            row = 0.0
+            for k in range(d):
+                row += ai[i, k] * x[k]
+            q += x[i] * row
+        mean_out[j] = m
+        sd_out[j] = v * np.sqrt(q) if q > 0.0 else 0.0
+
+
+@njit(cache=True, nogil=True)
+def scores_to_probs(mean, sd, n, z, rule, ucb_alpha, best, arg, p):
+    """Turn per-candidate score mean/sd into base choice probabilities ``p[:n]``."""
+    if rule == RULE_THOMPSON:
+        gauss_win_shares(mean, sd, z, n, best, arg, p)
+    else:
+        for j in range(n):
+            best[j] = mean[j] if rule == RULE_GREEDY else mean[j] + ucb_alpha * sd[j]
+        argmax_onehot(best, n, p)
+
+
+@njit(cache=True, nogil=True)
+def decide_linear(
+    x, cand, active, pos_of_arm, mu, a_inv, v, z, rule, ucb_alpha, eps, rng_state,
+    mean_buf, sd_buf, best, arg, p, err,
+):
+    """Choose one candidate for context ``x`` (d,); exact probabilities in ``p[:C]``.
+
+    ``mu`` (capacity, d), ``a_inv`` (capacity, d, d), ``z`` (slots, M) standard normals.
+    Returns the chosen position or a negative error code (state untouched).
+    """
+    if not all_finite(x):
+        return ERR_NONFINITE
+    n = cand.shape[0]
+    if n > z.shape[0]:
+        return ERR_TOO_MANY
+    code = mark_candidates(cand, active, pos_of_arm, err)
+    if code != OK:
+        return code
+    clear_marks(cand, n, pos_of_arm)
+    linear_scores(x, cand, mu, a_inv, v, mean_buf, sd_buf)
+    scores_to_probs(mean_buf, sd_buf, n, z, rule, ucb_alpha, best, arg, p)
+    return mix_uniform_and_draw(p, n, eps, rng_state)
+
+
+@njit(cache=True, nogil=True)
+def decide_linear_batch(
+    xs, cand_ptr, cand_idx, active, pos_of_arm, mu, a_inv, v, z, rule, ucb_alpha, eps,
+    rng_state, mean_buf, sd_buf, best, arg, p_out, chosen, err,
+):
+    """Batch form of :func:`decide_linear`: ``xs`` (R, d), CSR candidates, ``p_out`` (nnz,).
+
+    Every request is checked before the first draw; ``err`` gets ``[request, position]``.
+    """
+    n_req = cand_ptr.shape[0] - 1
+    one = np.zeros(1, dtype=np.int64)
+    for r in range(n_req):
+        c = cand_idx[cand_ptr[r]:cand_ptr[r + 1]]
+        err[0] = r
+        err[1] = 0
+        if not all_finite(xs[r]):
+            return ERR_NONFINITE
+        if c.shape[0] > z.shape[0]:
+            return ERR_TOO_MANY
+        code = mark_candidates(c, active, pos_of_arm, one)
+        if code != OK:
+            err[1] = one[0]
+            return code
+        clear_marks(c, c.shape[0], pos_of_arm)
+    for r in range(n_req):
+        lo = cand_ptr[r]
+        c = cand_idx[lo:cand_ptr[r + 1]]
+        n = c.shape[0]
+        p = p_out[lo:lo + n]
+        linear_scores(xs[r], c, mu, a_inv, v, mean_buf, sd_buf)
+        scores_to_probs(mean_buf, sd_buf, n, z, rule, ucb_alpha, best, arg, p)
+        chosen[r] = mix_uniform_and_draw(p, n, eps, rng_state)
+    return OK

@@ -1,0 +1,157 @@
+"""One linear model over joint features ``φ(x, a) = vec(f_a ⊗ x)`` for large catalogues.
+
+Arms carry feature vectors ``f_a`` (d_arm,), so a catalogue of 10^6 merchants costs
+O(10^6·d_arm) memory plus one (D, D) precision, D = d_arm·d_ctx. Per request the context is
+folded once into ``w = M x`` (d_arm,) and ``P = (I⊗x)ᵀ A⁻¹ (I⊗x)`` (d_arm, d_arm), so each
+candidate's score mean ``f·w`` and variance ``v² fᵀPf`` cost O(d_arm²). Scores are
+sampled per candidate from their marginals (the cross-arm correlation of the shared
+weights is not used for exploration); propensities remain exact for that procedure.
+"""
+
+import numpy as np
+from numba import njit
+
+from allocator.kernels.choice import (
+    ERR_NONFINITE,
+    ERR_TOO_MANY,
+    OK,
+    all_finite,
+    clear_marks,
+    mark_candidates,
+    mix_uniform_and_draw,
+)
+from allocator.kernels.linear import scores_to_probs
+
+
+@njit(cache=True, nogil=True)
+def update_shared(f, x, reward, gamma, g, h, clock):
+    """Fold one observation with arm features ``f`` (d_arm,) and context ``x`` (d_ctx,).
+
+    ``g`` (D, D) and ``h`` (D,) decay by ``gamma`` and gain ``φφᵀ`` and ``rφ``.
+    """
+    clock[0] += 1
+    da = f.shape[0]
+    dc = x.shape[0]
+    dim = da * dc
+    if gamma != 1.0:
+        for i in range(dim):
+            h[i] *= gamma
+            for k in range(dim):
+                g[i, k] *= gamma
+    for i in range(da):
+        fi = f[i]
+        if fi == 0.0:
+            continue
+        for p in range(dc):
+            phi_ip = fi * x[p]
+            row = i * dc + p
+            h[row] += reward * phi_ip
+            for k in range(da):
+                fk = f[k]
+                if fk == 0.0:
+                    continue
+                base = k * dc
+                for q in range(dc):
+                    g[row, base + q] += phi_ip * fk * x[q]
+
+
+@njit(cache=True, nogil=True)
+def update_shared_batch(features, arms, xs, rewards, gamma, g, h, clock):
+    """Sequential :func:`update_shared` over ``arms`` (k,), ``xs`` (k, d_ctx), ``rewards``."""
+    for i in range(arms.shape[0]):
+        update_shared(features[arms[i]], xs[i], rewards[i], gamma, g, h, clock)
+
+
+@njit(cache=True, nogil=True)
+def shared_scores(x, cand, features, mu, a_inv, v, w_buf, p_buf, mean_out, sd_out):
+    """Per-candidate score mean and sd under the shared model (see module docstring)."""
+    da = features.shape[1]
+    dc = x.shape[0]
+    for i in range(da):
+        s = 0.0
+        for q in range(dc):
+            s += mu[i * dc + q] * x[q]
+        w_buf[i] = s
+    for i in range(da):
+        for k in range(i, da):
+            s = 0.0
+            for q in range(dc):
+                xq = x[q]
+                if xq == 0.0:
+                    continue
+                row = i * dc + q
+                inner = 0.0
+                for r in range(dc):
+                    inner += a_inv[row, k * dc + r] * x[r]
+                s += xq * inner
+            p_buf[i, k] = s
+            p_buf[k, i] = s
+    for j in range(cand.shape[0]):
+        f = features[cand[j]]
+        m = 0.0
+        var = 0.0
+        for i in range(da):
+            fi = f[i]
+            m += fi * w_buf[i]
+            row = 0.0
+            for k in range(da):
+                row += p_buf[i, k] * f[k]
+            var += fi * row
+        mean_out[j] = m
+        sd_out[j] = v * np.sqrt(var) if var > 0.0 else 0.0
+
+
+@njit(cache=True, nogil=True)
+def decide_shared(
+    x, cand, active, pos_of_arm, features, mu, a_inv, v, z, rule, ucb_alpha, eps, rng_state,
+    w_buf, p_buf, mean_buf, sd_buf, best, arg, p, err,
+):
+    """Choose one candidate under the shared model; exact probabilities in ``p[:C]``.
+
+    ``features`` (capacity, d_arm), ``mu`` (D,), ``a_inv`` (D, D), ``z`` (slots, M).
+    Returns the chosen position or a negative error code (state untouched).
+    """
+    if not all_finite(x):
+        return ERR_NONFINITE
+    n = cand.shape[0]
+    if n > z.shape[0]:
+        return ERR_TOO_MANY
+    code = mark_candidates(cand, active, pos_of_arm, err)
+    if code != OK:
+        return code
+    clear_marks(cand, n, pos_of_arm)
+    shared_scores(x, cand, features, mu, a_inv, v, w_buf, p_buf, mean_buf, sd_buf)
+    scores_to_probs(mean_buf, sd_buf, n, z, rule, ucb_alpha, best, arg, p)
+    return mix_uniform_and_draw(p, n, eps, rng_state)
+
+
+@njit(cache=True, nogil=True)
+def decide_shared_batch(
+    xs, cand_ptr, cand_idx, active, pos_of_arm, features, mu, a_inv, v, z, rule, ucb_alpha,
+    eps, rng_state, w_buf, p_buf, mean_buf, sd_buf, best, arg, p_out, chosen, err,
+):
+    """Batch form of :func:`decide_shared` over CSR candidate lists."""
+    n_req = cand_ptr.shape[0] - 1
+    one = np.zeros(1, dtype=np.int64)
+    for r in range(n_req):
+        c = cand_idx[cand_ptr[r]:cand_ptr[r + 1]]
+        err[0] = r
+        err[1] = 0
+        if not all_finite(xs[r]):
+            return ERR_NONFINITE
+        if c.shape[0] > z.shape[0]:
+            return ERR_TOO_MANY
+        code = mark_candidates(c, active, pos_of_arm, one)
+        if code != OK:
+            err[1] = one[0]
+            return code
+        clear_marks(c, c.shape[0], pos_of_arm)
+    for r in range(n_req):
+        lo = cand_ptr[r]
+        c = cand_idx[lo:cand_ptr[r + 1]]
+        n = c.shape[0]
+        p = p_out[lo:lo + n]
+        shared_scores(xs[r], c, features, mu, a_inv, v, w_buf, p_buf, mean_buf, sd_buf)
+        scores_to_probs(mean_buf, sd_buf, n, z, rule, ucb_alpha, best, arg, p)
+        chosen[r] = mix_uniform_and_draw(p, n, eps, rng_state)
+    return OK

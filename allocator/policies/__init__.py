@@ -1,0 +1,52 @@
+"""Policies: a posterior family (config → arrays → kernels) with a decision rule.
+
+:func:`make_policy` builds the right class from a validated config; the mapping is a table
+keyed by the config's ``kind``, so adding a family is one class and one entry here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from allocator.config import (
+    BetaBernoulliConfig,
+    LinearGaussianConfig,
+    NormalGammaConfig,
+    SharedLinearConfig,
+)
+from allocator.policies.base import BatchChoice, Choice, Policy
+from allocator.policies.linear import LinearGaussianPolicy, SharedLinearPolicy
+from allocator.policies.per_arm import BetaBernoulliPolicy, NormalGammaPolicy
+from allocator.registry import ArmRegistry
+
+POLICY_CLASSES: dict[str, type[Policy]] = {
+    "beta_bernoulli": BetaBernoulliPolicy,
+    "normal_gamma": NormalGammaPolicy,
+    "linear_gaussian": LinearGaussianPolicy,
+    "shared_linear": SharedLinearPolicy,
+}
+
+
+def make_policy(
+    config: BetaBernoulliConfig | NormalGammaConfig | LinearGaussianConfig | SharedLinearConfig,
+    registry: ArmRegistry,
+    seed: int,
+    **kwargs: Any,
+) -> Policy:
+    """Build the policy for ``config.kind`` over the arms of ``registry``."""
+    cls: Any = POLICY_CLASSES[config.kind]
+    policy: Policy = cls(config, registry, seed, **kwargs)
+    return policy
+
+
+__all__ = [
+    "POLICY_CLASSES",
+    "BatchChoice",
+    "BetaBernoulliPolicy",
+    "Choice",
+    "LinearGaussianPolicy",
+    "NormalGammaPolicy",
+    "Policy",
+    "SharedLinearPolicy",
+    "make_policy",
+]

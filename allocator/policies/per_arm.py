@@ -1,0 +1,222 @@
+"""Context-free posteriors with a per-arm sample bank: Beta–Bernoulli and Normal–Gamma.
+
+The bank holds ``M`` posterior draws per arm; Thompson sampling picks a bank row uniformly
+and takes its argmax over the request's candidates, so the exact propensity is a count.
+A refresh redraws only the arms whose statistics changed, and ``M`` shrinks for huge
+catalogues so the bank stays within ``bank_max_cells`` (float32) cells.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from allocator.config import BetaBernoulliConfig, NormalGammaConfig
+from allocator.errors import InvalidInputError
+from allocator.kernels import beta as kb
+from allocator.kernels import normal_gamma as kng
+from allocator.kernels import per_arm as kpa
+from allocator.policies.base import Policy
+from allocator.registry import ArmRegistry
+
+
+def _grown(arr: np.ndarray, capacity: int, fill: float = 0.0) -> np.ndarray:
+    out = np.full((capacity, *arr.shape[1:]), fill, dtype=arr.dtype)
+    out[: arr.shape[0]] = arr
+    return out
+
+
+class PerArmPolicy(Policy):
+    """Shared machinery of the context-free families (bank, winners, mean/sd)."""
+
+    _stats: tuple[str, ...] = ()
+
+    def __init__(self, config: Any, registry: ArmRegistry, seed: int) -> None:
+        super().__init__(config, registry, seed)
+        cap = max(registry.capacity, 1)
+        self.bank_rows = int(max(1, min(config.bank_rows, config.bank_max_cells // cap)))
+        self._bank = np.zeros((0, self.bank_rows), dtype=np.float32)
+        self._winner = np.full(self.bank_rows, -1, dtype=np.int64)
+        self._mean = np.zeros(0)
+        self._sd = np.zeros(0)
+        self._t_last = np.zeros(0, dtype=np.int64)
+        for name in self._stats:
+            setattr(self, name, np.zeros(0))
+        self._new_scratch(self.bank_rows, 1)
+        self.sync_arms()
+
+    def _ensure_scratch(self, n_candidates: int) -> None:
+        self._new_scratch(self.bank_rows, n_candidates)
+
+    def _grow(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._bank = _grown(self._bank, capacity)
+        self._mean = _grown(self._mean, capacity)
+        self._sd = _grown(self._sd, capacity)
+        self._t_last = _grown(self._t_last, capacity)
+        for name in self._stats:
+            setattr(self, name, _grown(getattr(self, name), capacity))
+
+    def _decide(self, cand: np.ndarray, x: np.ndarray | None) -> int:
+        return int(kpa.decide_per_arm(
+            cand, self.registry.active, self._pos_of_arm, self._bank, self._winner,
+            self._mean, self._sd, self._rule, self._ucb_alpha, self._eps, self._stream,
+            self._best, self._arg, self._p, self._err,
+        ))
+
+    def _decide_batch(
+        self, ptr: np.ndarray, idx: np.ndarray, xs: np.ndarray | None,
+        probs: np.ndarray, chosen: np.ndarray,
+    ) -> int:
+        return int(kpa.decide_per_arm_batch(
+            ptr, idx, self.registry.active, self._pos_of_arm, self._bank, self._winner,
+            self._mean, self._sd, self._rule, self._ucb_alpha, self._eps, self._stream,
+            self._best, self._arg, probs, chosen, self._err,
+        ))
+
+    def _refresh(self) -> None:
+        n = self.registry.n_arms
+        idx = np.flatnonzero(self._dirty[:n])
+        if idx.size == 0:
+            return
+        self._bank[idx] = self._draw(idx)
+        kpa.refresh_winners(self._bank, n, idx, self._dirty, self._winner, False)
+        self._dirty[idx] = False
+
+    def _draw(self, idx: np.ndarray) -> np.ndarray:
+        """Posterior draws (len(idx), M) for arms ``idx``; updates their mean and sd."""
+        raise NotImplementedError
+
+    def _group_prior(self, new: np.ndarray) -> dict[str, np.ndarray]:
+        """Per new arm, the configured prior of its group (or the default prior)."""
+        cfg = self.config
+        groups = self.registry.groups
+        codes = self.registry.arm_group[new]
+        fields = type(cfg.prior).model_fields
+        out = {f: np.empty(new.shape[0]) for f in fields}
+        for code in np.unique(codes):
+            prior = cfg.group_priors.get(groups[code], cfg.prior)
+            sel = codes == code
+            for f in fields:
+                out[f][sel] = getattr(prior, f)
+        return out
+
+    def _synced_group_members(self, code: int) -> np.ndarray:
+        n = self.registry.n_arms
+        members = np.flatnonzero(
+            (self.registry.arm_group[:n] == code) & self.registry.active[:n]
+            & (np.arange(n) < self._n_synced)
+        )
+        return members
+
+
+class BetaBernoulliPolicy(PerArmPolicy):
+    """Beta–Bernoulli Thompson sampling (or UCB / greedy on the Beta posterior)."""
+
+    config: BetaBernoulliConfig
+    _stats = ("_a0", "_b0", "_s1", "_s0")
+
+    def _check_rewards(self, rewards: np.ndarray) -> None:
+        bad = (rewards < 0.0) | (rewards > 1.0)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise InvalidInputError(
+                f"reward[{i}] = {rewards[i]!r}: Beta–Bernoulli expects rewards in [0, 1]"
+            )
+
+    def _update(self, arm: int, reward: float, x: np.ndarray | None) -> None:
+        kb.update_beta(arm, reward, self._gamma, self._clock, self._t_last,
+                       self._s1, self._s0, self._dirty)
+
+    def _update_batch(self, arms: np.ndarray, rewards: np.ndarray, xs: np.ndarray | None) -> None:
+        kb.update_beta_batch(arms, rewards, self._gamma, self._clock, self._t_last,
+                             self._s1, self._s0, self._dirty)
+
+    def posterior(self, arms: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Effective ``(alpha, beta)`` of ``arms`` now (forgetting applied)."""
+        idx = np.atleast_1d(np.asarray(arms, dtype=np.int64))
+        alpha, beta = np.empty(idx.shape[0]), np.empty(idx.shape[0])
+        mean, sd = np.empty(self._capacity), np.empty(self._capacity)
+        kb.beta_posterior(idx, self._gamma, self._clock, self._t_last, self._s1, self._s0,
+                          self._a0, self._b0, alpha, beta, mean, sd)
+        return alpha, beta
+
+    def _draw(self, idx: np.ndarray) -> np.ndarray:
+        alpha, beta = np.empty(idx.shape[0]), np.empty(idx.shape[0])
+        kb.beta_posterior(idx, self._gamma, self._clock, self._t_last, self._s1, self._s0,
+                          self._a0, self._b0, alpha, beta, self._mean, self._sd)
+        return self._rng.beta(alpha[:, None], beta[:, None], size=(idx.shape[0], self.bank_rows))
+
+    def _init_arms(self, new: np.ndarray, arm_features: Any) -> None:
+        prior = self._group_prior(new)
+        a0, b0 = prior["alpha"], prior["beta"]
+        if self.config.new_arm_prior == "empirical":
+            for code in np.unique(self.registry.arm_group[new]):
+                members = self._synced_group_members(code)
+                members = members[(self._s1[members] + self._s0[members]) > 0]
+                if members.size:
+                    alpha, beta = self.posterior(members)
+                    m = float(np.mean(alpha / (alpha + beta)))
+                    sel = self.registry.arm_group[new] == code
+                    strength = a0[sel] + b0[sel]
+                    a0[sel], b0[sel] = m * strength, (1.0 - m) * strength
+        self._a0[new], self._b0[new] = a0, b0
+        self._s1[new] = 0.0
+        self._s0[new] = 0.0
+        self._t_last[new] = self._clock[0]
+
+
+class NormalGammaPolicy(PerArmPolicy):
+    """Normal–Gamma Thompson sampling for real-valued rewards with unknown variance."""
+
+    config: NormalGammaConfig
+    _stats = ("_m0", "_k0", "_al0", "_be0", "_sn", "_sx", "_sxx")
+
+    def _update(self, arm: int, reward: float, x: np.ndarray | None) -> None:
+        kng.update_normal_gamma(arm, reward, self._gamma, self._clock, self._t_last,
+                                self._sn, self._sx, self._sxx, self._dirty)
+
+    def _update_batch(self, arms: np.ndarray, rewards: np.ndarray, xs: np.ndarray | None) -> None:
+        kng.update_normal_gamma_batch(arms, rewards, self._gamma, self._clock, self._t_last,
+                                      self._sn, self._sx, self._sxx, self._dirty)
+
+    def posterior(self, arms: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Effective ``(mu, kappa, alpha, beta)`` of ``arms`` now (forgetting applied)."""
+        idx = np.atleast_1d(np.asarray(arms, dtype=np.int64))
+        out = [np.empty(idx.shape[0]) for _ in range(4)]
+        mean, sd = np.empty(self._capacity), np.empty(self._capacity)
+        self._posterior_into(idx, out, mean, sd)
+        return out[0], out[1], out[2], out[3]
+
+    def _posterior_into(self, idx: np.ndarray, out: list[np.ndarray], mean: np.ndarray,
+                        sd: np.ndarray) -> None:
+        kng.normal_gamma_posterior(
+            idx, self._gamma, self._clock, self._t_last, self._sn, self._sx, self._sxx,
+            self._m0, self._k0, self._al0, self._be0, out[0], out[1], out[2], out[3], mean, sd,
+        )
+
+    def _draw(self, idx: np.ndarray) -> np.ndarray:
+        out = [np.empty(idx.shape[0]) for _ in range(4)]
+        self._posterior_into(idx, out, self._mean, self._sd)
+        mu, kappa, alpha, beta = (o[:, None] for o in out)
+        size = (idx.shape[0], self.bank_rows)
+        tau = self._rng.gamma(alpha, 1.0 / beta, size=size)
+        return mu + self._rng.standard_normal(size) / np.sqrt(kappa * tau)
+
+    def _init_arms(self, new: np.ndarray, arm_features: Any) -> None:
+        prior = self._group_prior(new)
+        m0 = prior["mean"]
+        if self.config.new_arm_prior == "empirical":
+            for code in np.unique(self.registry.arm_group[new]):
+                members = self._synced_group_members(code)
+                members = members[self._sn[members] > 0]
+                if members.size:
+                    m0[self.registry.arm_group[new] == code] = float(
+                        np.mean(self.posterior(members)[0])
+                    )
+        self._m0[new], self._k0[new] = m0, prior["kappa"]
+        self._al0[new], self._be0[new] = prior["alpha"], prior["beta"]
+        for name in ("_sn", "_sx", "_sxx"):
+            getattr(self, name)[new] = 0.0
+        self._t_last[new] = self._clock[0]

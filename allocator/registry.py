@@ -1,0 +1,136 @@
+"""Stable string arm ids ↔ dense indices, with groups and an active mask.
+
+Indices are never reused: retiring an arm only clears its ``active`` flag, so every other
+arm's learned state (indexed densely by the policies) is undisturbed. Arrays grow by
+doubling, so adding arms one at a time stays amortised O(1) up to millions of arms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from allocator.errors import InvalidInputError, UnknownArmError
+
+MINI_SHOP = "mini_shop"
+
+
+class ArmRegistry:
+    """Arm ids, their groups, and which arms may currently be chosen."""
+
+    def __init__(self, capacity: int = 16) -> None:
+        if capacity < 1:
+            raise InvalidInputError(f"capacity must be >= 1, got {capacity}")
+        self._index: dict[str, int] = {}
+        self._ids: list[str] = []
+        self._groups: list[str] = []
+        self._group_code: dict[str, int] = {}
+        self.active = np.zeros(capacity, dtype=np.bool_)
+        self.arm_group = np.full(capacity, -1, dtype=np.int64)
+
+    @property
+    def n_arms(self) -> int:
+        """Number of indices handed out (active or retired)."""
+        return len(self._ids)
+
+    @property
+    def capacity(self) -> int:
+        return int(self.active.shape[0])
+
+    @property
+    def groups(self) -> list[str]:
+        """Group names, position = group code."""
+        return list(self._groups)
+
+    def group_code(self, group: str) -> int:
+        try:
+            return self._group_code[group]
+        except KeyError:
+            raise UnknownArmError(f"unknown group {group!r}; known: {self._groups}") from None
+
+    def add(self, ids: Sequence[str] | str, group: str) -> np.ndarray:
+        """Register ``ids`` in ``group``; return their indices.
+
+        Re-adding a retired id reactivates it with its old index (and learned state);
+        re-adding an active id, or an id already in another group, is an error.
+        """
+        ids = [ids] if isinstance(ids, str) else list(ids)
+        if not group or not isinstance(group, str):
+            raise InvalidInputError(f"group must be a non-empty string, got {group!r}")
+        if len(set(ids)) != len(ids):
+            raise InvalidInputError("ids contains duplicates")
+        for arm_id in ids:
+            if not isinstance(arm_id, str) or not arm_id:
+                raise InvalidInputError(f"arm id must be a non-empty string, got {arm_id!r}")
+            known = self._index.get(arm_id)
+            if known is not None:
+                if self.active[known]:
+                    raise InvalidInputError(f"arm {arm_id!r} is already registered")
+                if self._groups[self.arm_group[known]] != group:
+                    raise InvalidInputError(
+                        f"arm {arm_id!r} was registered in group "
+                        f"{self._groups[self.arm_group[known]]!r}, not {group!r}"
+                    )
+        code = self._group_code.get(group)
+        if code is None:
+            code = len(self._groups)
+            self._groups.append(group)
+            self._group_code[group] = code
+        fresh = [a for a in ids if a not in self._index]
+        self._reserve(self.n_arms + len(fresh))
+        out = np.empty(len(ids), dtype=np.int64)
+        for i, arm_id in enumerate(ids):
+            idx = self._index.get(arm_id)
+            if idx is None:
+                idx = len(self._ids)
+                self._index[arm_id] = idx
+                self._ids.append(arm_id)
+            out[i] = idx
+        self.arm_group[out] = code
+        self.active[out] = True
+        return out
+
+    def retire(self, ids: Iterable[str]) -> np.ndarray:
+        """Make arms ineligible; their index and learned state are kept."""
+        idx = self.lookup(list(ids), allow_retired=True)
+        self.active[idx] = False
+        return idx
+
+    def lookup(self, ids: Sequence[str], allow_retired: bool = False) -> np.ndarray:
+        """Indices of ``ids``; unknown (or, unless allowed, retired) ids raise."""
+        out = np.empty(len(ids), dtype=np.int64)
+        for i, arm_id in enumerate(ids):
+            idx = self._index.get(arm_id)
+            if idx is None:
+                raise UnknownArmError(f"unknown arm id {arm_id!r} at position {i}")
+            if not allow_retired and not self.active[idx]:
+                raise UnknownArmError(f"arm {arm_id!r} at position {i} is retired")
+            out[i] = idx
+        return out
+
+    def arm_id(self, index: int) -> str:
+        if not 0 <= index < len(self._ids):
+            raise UnknownArmError(f"arm index {index} out of range [0, {len(self._ids)})")
+        return self._ids[index]
+
+    def group_of(self, index: int) -> str:
+        return self._groups[int(self.arm_group[index])] if 0 <= index < self.n_arms else ""
+
+    def members(self, group: str) -> np.ndarray:
+        """Indices of the active arms of ``group``."""
+        code = self.group_code(group)
+        n = self.n_arms
+        return np.flatnonzero((self.arm_group[:n] == code) & self.active[:n])
+
+    def _reserve(self, n: int) -> None:
+        cap = self.capacity
+        if n <= cap:
+            return
+        while cap < n:
+            cap *= 2
+        active = np.zeros(cap, dtype=np.bool_)
+        active[: self.active.shape[0]] = self.active
+        group = np.full(cap, -1, dtype=np.int64)
+        group[: self.arm_group.shape[0]] = self.arm_group
+        self.active, self.arm_group = active, group
