@@ -76,7 +76,7 @@ def mark_candidates(cand, active, pos_of_arm, err):
 @njit(cache=True, nogil=True)
 def all_finite(x):
     """True when no entry of the 1-d array ``x`` is NaN or infinite."""
-    for i in range(x.shape[0]):
+    for i in range(x.shape[0]):  # noqa: SIM110 (a generator does not compile in numba)
         if not np.isfinite(x[i]):
             return False
     return True

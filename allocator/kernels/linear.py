@@ -30,7 +30,10 @@ def update_linear(arm, x, reward, gamma, clock, t_last, g, h, count, dirty):
     """Rank-1 update of arm ``arm`` with context ``x`` (d,); advance ``clock[0]``.
 
     ``g`` (capacity, d, d), ``h`` (capacity, d), ``count`` (capacity,) discounted counts.
+    Returns False, touching nothing, when ``x`` is not finite.
     """
+    if not all_finite(x):
+        return False
     t = clock[0] + 1
     clock[0] = t
     d = x.shape[0]
@@ -45,6 +48,7 @@ def update_linear(arm, x, reward, gamma, clock, t_last, g, h, count, dirty):
     count[arm] = w * count[arm] + 1.0
     t_last[arm] = t
     dirty[arm] = True
+    return True
 
 
 @njit(cache=True, nogil=True)
@@ -87,8 +91,24 @@ def scores_to_probs(mean, sd, n, z, rule, ucb_alpha, best, arg, p):
 
 @njit(cache=True, nogil=True)
 def decide_linear(
-    x, cand, active, pos_of_arm, mu, a_inv, v, z, rule, ucb_alpha, eps, rng_state,
-    mean_buf, sd_buf, best, arg, p, err,
+    x,
+    cand,
+    active,
+    pos_of_arm,
+    mu,
+    a_inv,
+    v,
+    z,
+    rule,
+    ucb_alpha,
+    eps,
+    rng_state,
+    mean_buf,
+    sd_buf,
+    best,
+    arg,
+    p,
+    err,
 ):
     """Choose one candidate for context ``x`` (d,); exact probabilities in ``p[:C]``.
 
@@ -111,8 +131,26 @@ def decide_linear(
 
 @njit(cache=True, nogil=True)
 def decide_linear_batch(
-    xs, cand_ptr, cand_idx, active, pos_of_arm, mu, a_inv, v, z, rule, ucb_alpha, eps,
-    rng_state, mean_buf, sd_buf, best, arg, p_out, chosen, err,
+    xs,
+    cand_ptr,
+    cand_idx,
+    active,
+    pos_of_arm,
+    mu,
+    a_inv,
+    v,
+    z,
+    rule,
+    ucb_alpha,
+    eps,
+    rng_state,
+    mean_buf,
+    sd_buf,
+    best,
+    arg,
+    p_out,
+    chosen,
+    err,
 ):
     """Batch form of :func:`decide_linear`: ``xs`` (R, d), CSR candidates, ``p_out`` (nnz,).
 
@@ -121,7 +159,7 @@ def decide_linear_batch(
     n_req = cand_ptr.shape[0] - 1
     one = np.zeros(1, dtype=np.int64)
     for r in range(n_req):
-        c = cand_idx[cand_ptr[r]:cand_ptr[r + 1]]
+        c = cand_idx[cand_ptr[r] : cand_ptr[r + 1]]
         err[0] = r
         err[1] = 0
         if not all_finite(xs[r]):
@@ -135,9 +173,9 @@ def decide_linear_batch(
         clear_marks(c, c.shape[0], pos_of_arm)
     for r in range(n_req):
         lo = cand_ptr[r]
-        c = cand_idx[lo:cand_ptr[r + 1]]
+        c = cand_idx[lo : cand_ptr[r + 1]]
         n = c.shape[0]
-        p = p_out[lo:lo + n]
+        p = p_out[lo : lo + n]
         linear_scores(xs[r], c, mu, a_inv, v, mean_buf, sd_buf)
         scores_to_probs(mean_buf, sd_buf, n, z, rule, ucb_alpha, best, arg, p)
         chosen[r] = mix_uniform_and_draw(p, n, eps, rng_state)

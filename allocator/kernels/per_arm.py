@@ -34,8 +34,21 @@ def _base_probs(cand, pos_of_arm, bank, winner, mean, sd, rule, ucb_alpha, best,
 
 @njit(cache=True, nogil=True)
 def decide_per_arm(
-    cand, active, pos_of_arm, bank, winner, mean, sd, rule, ucb_alpha, eps, rng_state,
-    best, arg, p, err,
+    cand,
+    active,
+    pos_of_arm,
+    bank,
+    winner,
+    mean,
+    sd,
+    rule,
+    ucb_alpha,
+    eps,
+    rng_state,
+    best,
+    arg,
+    p,
+    err,
 ):
     """Choose one candidate; fill ``p[:C]`` with the exact choice probabilities.
 
@@ -64,8 +77,23 @@ def decide_per_arm(
 
 @njit(cache=True, nogil=True)
 def decide_per_arm_batch(
-    cand_ptr, cand_idx, active, pos_of_arm, bank, winner, mean, sd, rule, ucb_alpha, eps,
-    rng_state, best, arg, p_out, chosen, err,
+    cand_ptr,
+    cand_idx,
+    active,
+    pos_of_arm,
+    bank,
+    winner,
+    mean,
+    sd,
+    rule,
+    ucb_alpha,
+    eps,
+    rng_state,
+    best,
+    arg,
+    p_out,
+    chosen,
+    err,
 ):
     """Batch form of :func:`decide_per_arm` over CSR candidate lists.
 
@@ -78,7 +106,7 @@ def decide_per_arm_batch(
     n_req = cand_ptr.shape[0] - 1
     one = np.zeros(1, dtype=np.int64)
     for r in range(n_req):
-        c = cand_idx[cand_ptr[r]:cand_ptr[r + 1]]
+        c = cand_idx[cand_ptr[r] : cand_ptr[r + 1]]
         code = mark_candidates(c, active, pos_of_arm, one)
         if code != OK:
             err[0] = r
@@ -87,9 +115,9 @@ def decide_per_arm_batch(
         clear_marks(c, c.shape[0], pos_of_arm)
     for r in range(n_req):
         lo = cand_ptr[r]
-        c = cand_idx[lo:cand_ptr[r + 1]]
+        c = cand_idx[lo : cand_ptr[r + 1]]
         n = c.shape[0]
-        p = p_out[lo:lo + n]
+        p = p_out[lo : lo + n]
         mark_candidates(c, active, pos_of_arm, one)
         _base_probs(c, pos_of_arm, bank, winner, mean, sd, rule, ucb_alpha, best, arg, p)
         clear_marks(c, n, pos_of_arm)

@@ -28,7 +28,10 @@ def update_shared(f, x, reward, gamma, g, h, clock):
     """Fold one observation with arm features ``f`` (d_arm,) and context ``x`` (d_ctx,).
 
     ``g`` (D, D) and ``h`` (D,) decay by ``gamma`` and gain ``φφᵀ`` and ``rφ``.
+    Returns False, touching nothing, when ``x`` is not finite.
     """
+    if not all_finite(x):
+        return False
     clock[0] += 1
     da = f.shape[0]
     dc = x.shape[0]
@@ -53,6 +56,7 @@ def update_shared(f, x, reward, gamma, g, h, clock):
                 base = k * dc
                 for q in range(dc):
                     g[row, base + q] += phi_ip * fk * x[q]
+    return True
 
 
 @njit(cache=True, nogil=True)
@@ -103,8 +107,27 @@ def shared_scores(x, cand, features, mu, a_inv, v, w_buf, p_buf, mean_out, sd_ou
 
 @njit(cache=True, nogil=True)
 def decide_shared(
-    x, cand, active, pos_of_arm, features, mu, a_inv, v, z, rule, ucb_alpha, eps, rng_state,
-    w_buf, p_buf, mean_buf, sd_buf, best, arg, p, err,
+    x,
+    cand,
+    active,
+    pos_of_arm,
+    features,
+    mu,
+    a_inv,
+    v,
+    z,
+    rule,
+    ucb_alpha,
+    eps,
+    rng_state,
+    w_buf,
+    p_buf,
+    mean_buf,
+    sd_buf,
+    best,
+    arg,
+    p,
+    err,
 ):
     """Choose one candidate under the shared model; exact probabilities in ``p[:C]``.
 
@@ -127,14 +150,35 @@ def decide_shared(
 
 @njit(cache=True, nogil=True)
 def decide_shared_batch(
-    xs, cand_ptr, cand_idx, active, pos_of_arm, features, mu, a_inv, v, z, rule, ucb_alpha,
-    eps, rng_state, w_buf, p_buf, mean_buf, sd_buf, best, arg, p_out, chosen, err,
+    xs,
+    cand_ptr,
+    cand_idx,
+    active,
+    pos_of_arm,
+    features,
+    mu,
+    a_inv,
+    v,
+    z,
+    rule,
+    ucb_alpha,
+    eps,
+    rng_state,
+    w_buf,
+    p_buf,
+    mean_buf,
+    sd_buf,
+    best,
+    arg,
+    p_out,
+    chosen,
+    err,
 ):
     """Batch form of :func:`decide_shared` over CSR candidate lists."""
     n_req = cand_ptr.shape[0] - 1
     one = np.zeros(1, dtype=np.int64)
     for r in range(n_req):
-        c = cand_idx[cand_ptr[r]:cand_ptr[r + 1]]
+        c = cand_idx[cand_ptr[r] : cand_ptr[r + 1]]
         err[0] = r
         err[1] = 0
         if not all_finite(xs[r]):
@@ -148,9 +192,9 @@ def decide_shared_batch(
         clear_marks(c, c.shape[0], pos_of_arm)
     for r in range(n_req):
         lo = cand_ptr[r]
-        c = cand_idx[lo:cand_ptr[r + 1]]
+        c = cand_idx[lo : cand_ptr[r + 1]]
         n = c.shape[0]
-        p = p_out[lo:lo + n]
+        p = p_out[lo : lo + n]
         shared_scores(xs[r], c, features, mu, a_inv, v, w_buf, p_buf, mean_buf, sd_buf)
         scores_to_probs(mean_buf, sd_buf, n, z, rule, ucb_alpha, best, arg, p)
         chosen[r] = mix_uniform_and_draw(p, n, eps, rng_state)

@@ -9,6 +9,7 @@ decision stream is counter-based (two ``uint64`` words) and the bank stream is a
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from typing import Any, NamedTuple
 
@@ -64,13 +65,18 @@ def as_float_array(values: Any, name: str, shape: tuple[int, ...]) -> np.ndarray
         try:
             arr = np.ascontiguousarray(values, dtype=np.float64)
         except (TypeError, ValueError):
-            raise InvalidInputError(f"{name} must be numeric, got {type(values).__name__}") from None
-    if arr.ndim != len(shape) or any(s not in (-1, a) for s, a in zip(shape, arr.shape, strict=True)):
+            raise InvalidInputError(
+                f"{name} must be numeric, got {type(values).__name__}"
+            ) from None
+    if arr.ndim != len(shape) or any(
+        s not in (-1, a) for s, a in zip(shape, arr.shape, strict=True)
+    ):
         want = tuple("n" if s == -1 else s for s in shape)
         raise InvalidInputError(f"{name} has shape {arr.shape}, expected {want}")
     if not np.isfinite(arr).all():
-        bad = np.argwhere(~np.isfinite(arr))[0]
-        raise InvalidInputError(f"{name}{list(bad)} = {arr[tuple(bad)]!r}: expected a finite number")
+        bad = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
+        where = ", ".join(map(str, bad))
+        raise InvalidInputError(f"{name}[{where}] = {float(arr[bad])}: expected a finite number")
     return arr
 
 
@@ -118,15 +124,16 @@ class Policy(ABC):
         cand = as_index_array(candidates, "candidates")
         if cand.shape[0] > self._p.shape[0]:
             self._ensure_scratch(cand.shape[0])
-        pos = self._decide(cand, self._context(context))
+        x = self._context(context)
+        pos = self._decide(cand, x)
         if pos < 0:
+            if pos == ck.ERR_NONFINITE:
+                as_float_array(x, "context", (-1,))
             self._raise(pos, cand)
         self._last_n = cand.shape[0]
         return Choice(pos, int(cand[pos]), float(self._p[pos]))
 
-    def decide_batch(
-        self, cand_ptr: Any, cand_idx: Any, contexts: Any = None
-    ) -> BatchChoice:
+    def decide_batch(self, cand_ptr: Any, cand_idx: Any, contexts: Any = None) -> BatchChoice:
         """Decide for R requests given as CSR candidate lists (``cand_ptr`` has R+1 entries)."""
         ptr = as_index_array(cand_ptr, "cand_ptr")
         idx = as_index_array(cand_idx, "cand_idx")
@@ -151,7 +158,9 @@ class Policy(ABC):
         """Fold one observed reward for ``arm`` (with its context for contextual models)."""
         self._check_arm(arm)
         r = self._check_reward(reward, "reward")
-        self._update(int(arm), r, self._context(context))
+        x = self._context(context)
+        if not self._update(int(arm), r, x):
+            as_float_array(x, "context", (-1,))
         self._after_updates(1)
 
     def update_batch(self, arms: Any, rewards: Any, contexts: Any = None) -> None:
@@ -201,15 +210,22 @@ class Policy(ABC):
 
     @abstractmethod
     def _decide_batch(
-        self, ptr: np.ndarray, idx: np.ndarray, xs: np.ndarray | None,
-        probs: np.ndarray, chosen: np.ndarray,
+        self,
+        ptr: np.ndarray,
+        idx: np.ndarray,
+        xs: np.ndarray | None,
+        probs: np.ndarray,
+        chosen: np.ndarray,
     ) -> int: ...
 
     @abstractmethod
-    def _update(self, arm: int, reward: float, x: np.ndarray | None) -> None: ...
+    def _update(self, arm: int, reward: float, x: np.ndarray | None) -> bool:
+        """Fold one observation; False (state untouched) if the context is not finite."""
 
     @abstractmethod
-    def _update_batch(self, arms: np.ndarray, rewards: np.ndarray, xs: np.ndarray | None) -> None: ...
+    def _update_batch(
+        self, arms: np.ndarray, rewards: np.ndarray, xs: np.ndarray | None
+    ) -> None: ...
 
     @abstractmethod
     def _refresh(self) -> None: ...
@@ -229,7 +245,7 @@ class Policy(ABC):
                 f"arm_features given, but {type(self).__name__} takes no arm features"
             )
 
-    def _check_rewards(self, rewards: np.ndarray) -> None:
+    def _check_rewards(self, rewards: np.ndarray) -> None:  # noqa: B027 (optional hook)
         """Family-specific reward domain check (all finite already)."""
 
     # ------------------------------------------------------------------ helpers
@@ -262,10 +278,12 @@ class Policy(ABC):
             raise UnknownArmError(f"arm {arm} is not a registered arm index")
 
     def _check_reward(self, reward: Any, name: str) -> float:
-        if not isinstance(reward, (int, float, np.integer, np.floating)) or isinstance(reward, bool):
+        if not isinstance(reward, (int, float, np.integer, np.floating)) or isinstance(
+            reward, bool
+        ):
             raise InvalidInputError(f"{name} must be a number, got {reward!r}")
         r = float(reward)
-        if not np.isfinite(r):
+        if not math.isfinite(r):
             raise InvalidInputError(f"{name} = {r!r}: expected a finite number")
         self._check_rewards(np.array([r]))
         return r

@@ -49,7 +49,13 @@ class LinearGaussianPolicy(_ScoreBankPolicy):
 
     config: LinearGaussianConfig
 
-    def __init__(self, config: LinearGaussianConfig, registry: ArmRegistry, seed: int) -> None:
+    def __init__(
+        self,
+        config: LinearGaussianConfig,
+        registry: ArmRegistry,
+        seed: int,
+        arm_features: Any = None,
+    ) -> None:
         super().__init__(config, registry, seed)
         d = config.n_features
         self.n_features = d
@@ -63,7 +69,7 @@ class LinearGaussianPolicy(_ScoreBankPolicy):
         self._mu = np.zeros((0, d))
         self._a_inv = np.zeros((0, d, d))
         self._init_bank(min(config.max_candidates, max(registry.capacity, 1)))
-        self.sync_arms()
+        self.sync_arms(arm_features)
 
     def _grow(self, capacity: int) -> None:
         self._capacity = capacity
@@ -86,7 +92,8 @@ class LinearGaussianPolicy(_ScoreBankPolicy):
             if cfg.new_arm_prior == "empirical":
                 n = self.registry.n_arms
                 members = np.flatnonzero(
-                    (self.registry.arm_group[:n] == code) & self.registry.active[:n]
+                    (self.registry.arm_group[:n] == code)
+                    & self.registry.active[:n]
                     & (np.arange(n) < self._n_synced)
                 )
                 members = members[self._count[members] > 0]
@@ -105,7 +112,7 @@ class LinearGaussianPolicy(_ScoreBankPolicy):
         g, h = self._g[idx], self._h[idx]
         if w is not None:
             g, h = g * w[:, None, None], h * w[:, None]
-        a = g + self._lam * np.eye(self.n_features)
+        a = g + self._lam * np.eye(self.config.n_features)
         b = h + self._lam * self._mu0[idx]
         return np.linalg.solve(a, b[..., None])[..., 0], a
 
@@ -120,29 +127,91 @@ class LinearGaussianPolicy(_ScoreBankPolicy):
         self._roll_bank()
 
     def _decide(self, cand: np.ndarray, x: np.ndarray | None) -> int:
-        return int(kl.decide_linear(
-            x, cand, self.registry.active, self._pos_of_arm, self._mu, self._a_inv, self._v,
-            self._z, self._rule, self._ucb_alpha, self._eps, self._stream,
-            self._mean_buf, self._sd_buf, self._best, self._arg, self._p, self._err,
-        ))
+        return int(
+            kl.decide_linear(
+                x,
+                cand,
+                self.registry.active,
+                self._pos_of_arm,
+                self._mu,
+                self._a_inv,
+                self._v,
+                self._z,
+                self._rule,
+                self._ucb_alpha,
+                self._eps,
+                self._stream,
+                self._mean_buf,
+                self._sd_buf,
+                self._best,
+                self._arg,
+                self._p,
+                self._err,
+            )
+        )
 
     def _decide_batch(
-        self, ptr: np.ndarray, idx: np.ndarray, xs: np.ndarray | None,
-        probs: np.ndarray, chosen: np.ndarray,
+        self,
+        ptr: np.ndarray,
+        idx: np.ndarray,
+        xs: np.ndarray | None,
+        probs: np.ndarray,
+        chosen: np.ndarray,
     ) -> int:
-        return int(kl.decide_linear_batch(
-            xs, ptr, idx, self.registry.active, self._pos_of_arm, self._mu, self._a_inv,
-            self._v, self._z, self._rule, self._ucb_alpha, self._eps, self._stream,
-            self._mean_buf, self._sd_buf, self._best, self._arg, probs, chosen, self._err,
-        ))
+        return int(
+            kl.decide_linear_batch(
+                xs,
+                ptr,
+                idx,
+                self.registry.active,
+                self._pos_of_arm,
+                self._mu,
+                self._a_inv,
+                self._v,
+                self._z,
+                self._rule,
+                self._ucb_alpha,
+                self._eps,
+                self._stream,
+                self._mean_buf,
+                self._sd_buf,
+                self._best,
+                self._arg,
+                probs,
+                chosen,
+                self._err,
+            )
+        )
 
-    def _update(self, arm: int, reward: float, x: np.ndarray | None) -> None:
-        kl.update_linear(arm, x, reward, self._gamma, self._clock, self._t_last,
-                         self._g, self._h, self._count, self._dirty)
+    def _update(self, arm: int, reward: float, x: np.ndarray | None) -> bool:
+        return bool(
+            kl.update_linear(
+                arm,
+                x,
+                reward,
+                self._gamma,
+                self._clock,
+                self._t_last,
+                self._g,
+                self._h,
+                self._count,
+                self._dirty,
+            )
+        )
 
     def _update_batch(self, arms: np.ndarray, rewards: np.ndarray, xs: np.ndarray | None) -> None:
-        kl.update_linear_batch(arms, xs, rewards, self._gamma, self._clock, self._t_last,
-                               self._g, self._h, self._count, self._dirty)
+        kl.update_linear_batch(
+            arms,
+            xs,
+            rewards,
+            self._gamma,
+            self._clock,
+            self._t_last,
+            self._g,
+            self._h,
+            self._count,
+            self._dirty,
+        )
 
 
 class SharedLinearPolicy(_ScoreBankPolicy):
@@ -150,8 +219,9 @@ class SharedLinearPolicy(_ScoreBankPolicy):
 
     config: SharedLinearConfig
 
-    def __init__(self, config: SharedLinearConfig, registry: ArmRegistry, seed: int,
-                 arm_features: Any = None) -> None:
+    def __init__(
+        self, config: SharedLinearConfig, registry: ArmRegistry, seed: int, arm_features: Any = None
+    ) -> None:
         super().__init__(config, registry, seed)
         self.n_features = config.n_context_features
         self.n_arm_features = config.n_arm_features
@@ -200,30 +270,78 @@ class SharedLinearPolicy(_ScoreBankPolicy):
         self._roll_bank()
 
     def _decide(self, cand: np.ndarray, x: np.ndarray | None) -> int:
-        return int(ksl.decide_shared(
-            x, cand, self.registry.active, self._pos_of_arm, self._features, self._mu,
-            self._a_inv, self._v, self._z, self._rule, self._ucb_alpha, self._eps,
-            self._stream, self._w_buf, self._pp_buf, self._mean_buf, self._sd_buf,
-            self._best, self._arg, self._p, self._err,
-        ))
+        return int(
+            ksl.decide_shared(
+                x,
+                cand,
+                self.registry.active,
+                self._pos_of_arm,
+                self._features,
+                self._mu,
+                self._a_inv,
+                self._v,
+                self._z,
+                self._rule,
+                self._ucb_alpha,
+                self._eps,
+                self._stream,
+                self._w_buf,
+                self._pp_buf,
+                self._mean_buf,
+                self._sd_buf,
+                self._best,
+                self._arg,
+                self._p,
+                self._err,
+            )
+        )
 
     def _decide_batch(
-        self, ptr: np.ndarray, idx: np.ndarray, xs: np.ndarray | None,
-        probs: np.ndarray, chosen: np.ndarray,
+        self,
+        ptr: np.ndarray,
+        idx: np.ndarray,
+        xs: np.ndarray | None,
+        probs: np.ndarray,
+        chosen: np.ndarray,
     ) -> int:
-        return int(ksl.decide_shared_batch(
-            xs, ptr, idx, self.registry.active, self._pos_of_arm, self._features, self._mu,
-            self._a_inv, self._v, self._z, self._rule, self._ucb_alpha, self._eps,
-            self._stream, self._w_buf, self._pp_buf, self._mean_buf, self._sd_buf,
-            self._best, self._arg, probs, chosen, self._err,
-        ))
+        return int(
+            ksl.decide_shared_batch(
+                xs,
+                ptr,
+                idx,
+                self.registry.active,
+                self._pos_of_arm,
+                self._features,
+                self._mu,
+                self._a_inv,
+                self._v,
+                self._z,
+                self._rule,
+                self._ucb_alpha,
+                self._eps,
+                self._stream,
+                self._w_buf,
+                self._pp_buf,
+                self._mean_buf,
+                self._sd_buf,
+                self._best,
+                self._arg,
+                probs,
+                chosen,
+                self._err,
+            )
+        )
 
-    def _update(self, arm: int, reward: float, x: np.ndarray | None) -> None:
-        ksl.update_shared(self._features[arm], x, reward, self._gamma, self._g, self._h,
-                          self._clock)
+    def _update(self, arm: int, reward: float, x: np.ndarray | None) -> bool:
+        if not ksl.update_shared(
+            self._features[arm], x, reward, self._gamma, self._g, self._h, self._clock
+        ):
+            return False
         self._model_dirty = True
+        return True
 
     def _update_batch(self, arms: np.ndarray, rewards: np.ndarray, xs: np.ndarray | None) -> None:
-        ksl.update_shared_batch(self._features, arms, xs, rewards, self._gamma, self._g,
-                                self._h, self._clock)
+        ksl.update_shared_batch(
+            self._features, arms, xs, rewards, self._gamma, self._g, self._h, self._clock
+        )
         self._model_dirty = True

@@ -32,7 +32,9 @@ class PerArmPolicy(Policy):
 
     _stats: tuple[str, ...] = ()
 
-    def __init__(self, config: Any, registry: ArmRegistry, seed: int) -> None:
+    def __init__(
+        self, config: Any, registry: ArmRegistry, seed: int, arm_features: Any = None
+    ) -> None:
         super().__init__(config, registry, seed)
         cap = max(registry.capacity, 1)
         self.bank_rows = int(max(1, min(config.bank_rows, config.bank_max_cells // cap)))
@@ -44,7 +46,7 @@ class PerArmPolicy(Policy):
         for name in self._stats:
             setattr(self, name, np.zeros(0))
         self._new_scratch(self.bank_rows, 1)
-        self.sync_arms()
+        self.sync_arms(arm_features)
 
     def _ensure_scratch(self, n_candidates: int) -> None:
         self._new_scratch(self.bank_rows, n_candidates)
@@ -59,21 +61,55 @@ class PerArmPolicy(Policy):
             setattr(self, name, _grown(getattr(self, name), capacity))
 
     def _decide(self, cand: np.ndarray, x: np.ndarray | None) -> int:
-        return int(kpa.decide_per_arm(
-            cand, self.registry.active, self._pos_of_arm, self._bank, self._winner,
-            self._mean, self._sd, self._rule, self._ucb_alpha, self._eps, self._stream,
-            self._best, self._arg, self._p, self._err,
-        ))
+        return int(
+            kpa.decide_per_arm(
+                cand,
+                self.registry.active,
+                self._pos_of_arm,
+                self._bank,
+                self._winner,
+                self._mean,
+                self._sd,
+                self._rule,
+                self._ucb_alpha,
+                self._eps,
+                self._stream,
+                self._best,
+                self._arg,
+                self._p,
+                self._err,
+            )
+        )
 
     def _decide_batch(
-        self, ptr: np.ndarray, idx: np.ndarray, xs: np.ndarray | None,
-        probs: np.ndarray, chosen: np.ndarray,
+        self,
+        ptr: np.ndarray,
+        idx: np.ndarray,
+        xs: np.ndarray | None,
+        probs: np.ndarray,
+        chosen: np.ndarray,
     ) -> int:
-        return int(kpa.decide_per_arm_batch(
-            ptr, idx, self.registry.active, self._pos_of_arm, self._bank, self._winner,
-            self._mean, self._sd, self._rule, self._ucb_alpha, self._eps, self._stream,
-            self._best, self._arg, probs, chosen, self._err,
-        ))
+        return int(
+            kpa.decide_per_arm_batch(
+                ptr,
+                idx,
+                self.registry.active,
+                self._pos_of_arm,
+                self._bank,
+                self._winner,
+                self._mean,
+                self._sd,
+                self._rule,
+                self._ucb_alpha,
+                self._eps,
+                self._stream,
+                self._best,
+                self._arg,
+                probs,
+                chosen,
+                self._err,
+            )
+        )
 
     def _refresh(self) -> None:
         n = self.registry.n_arms
@@ -105,7 +141,8 @@ class PerArmPolicy(Policy):
     def _synced_group_members(self, code: int) -> np.ndarray:
         n = self.registry.n_arms
         members = np.flatnonzero(
-            (self.registry.arm_group[:n] == code) & self.registry.active[:n]
+            (self.registry.arm_group[:n] == code)
+            & self.registry.active[:n]
             & (np.arange(n) < self._n_synced)
         )
         return members
@@ -116,36 +153,67 @@ class BetaBernoulliPolicy(PerArmPolicy):
 
     config: BetaBernoulliConfig
     _stats = ("_a0", "_b0", "_s1", "_s0")
+    _a0: np.ndarray  # prior alpha per arm
+    _b0: np.ndarray  # prior beta per arm
+    _s1: np.ndarray  # discounted successes as of t_last
+    _s0: np.ndarray  # discounted failures as of t_last
 
     def _check_rewards(self, rewards: np.ndarray) -> None:
         bad = (rewards < 0.0) | (rewards > 1.0)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raise InvalidInputError(
-                f"reward[{i}] = {rewards[i]!r}: Beta–Bernoulli expects rewards in [0, 1]"
+                f"reward[{i}] = {float(rewards[i])}: Beta–Bernoulli expects rewards in [0, 1]"
             )
 
-    def _update(self, arm: int, reward: float, x: np.ndarray | None) -> None:
-        kb.update_beta(arm, reward, self._gamma, self._clock, self._t_last,
-                       self._s1, self._s0, self._dirty)
+    def _update(self, arm: int, reward: float, x: np.ndarray | None) -> bool:
+        kb.update_beta(
+            arm, reward, self._gamma, self._clock, self._t_last, self._s1, self._s0, self._dirty
+        )
+        return True
 
     def _update_batch(self, arms: np.ndarray, rewards: np.ndarray, xs: np.ndarray | None) -> None:
-        kb.update_beta_batch(arms, rewards, self._gamma, self._clock, self._t_last,
-                             self._s1, self._s0, self._dirty)
+        kb.update_beta_batch(
+            arms, rewards, self._gamma, self._clock, self._t_last, self._s1, self._s0, self._dirty
+        )
 
     def posterior(self, arms: Any) -> tuple[np.ndarray, np.ndarray]:
         """Effective ``(alpha, beta)`` of ``arms`` now (forgetting applied)."""
         idx = np.atleast_1d(np.asarray(arms, dtype=np.int64))
         alpha, beta = np.empty(idx.shape[0]), np.empty(idx.shape[0])
         mean, sd = np.empty(self._capacity), np.empty(self._capacity)
-        kb.beta_posterior(idx, self._gamma, self._clock, self._t_last, self._s1, self._s0,
-                          self._a0, self._b0, alpha, beta, mean, sd)
+        kb.beta_posterior(
+            idx,
+            self._gamma,
+            self._clock,
+            self._t_last,
+            self._s1,
+            self._s0,
+            self._a0,
+            self._b0,
+            alpha,
+            beta,
+            mean,
+            sd,
+        )
         return alpha, beta
 
     def _draw(self, idx: np.ndarray) -> np.ndarray:
         alpha, beta = np.empty(idx.shape[0]), np.empty(idx.shape[0])
-        kb.beta_posterior(idx, self._gamma, self._clock, self._t_last, self._s1, self._s0,
-                          self._a0, self._b0, alpha, beta, self._mean, self._sd)
+        kb.beta_posterior(
+            idx,
+            self._gamma,
+            self._clock,
+            self._t_last,
+            self._s1,
+            self._s0,
+            self._a0,
+            self._b0,
+            alpha,
+            beta,
+            self._mean,
+            self._sd,
+        )
         return self._rng.beta(alpha[:, None], beta[:, None], size=(idx.shape[0], self.bank_rows))
 
     def _init_arms(self, new: np.ndarray, arm_features: Any) -> None:
@@ -172,14 +240,40 @@ class NormalGammaPolicy(PerArmPolicy):
 
     config: NormalGammaConfig
     _stats = ("_m0", "_k0", "_al0", "_be0", "_sn", "_sx", "_sxx")
+    _m0: np.ndarray  # prior (mean, kappa, alpha, beta) per arm
+    _k0: np.ndarray
+    _al0: np.ndarray
+    _be0: np.ndarray
+    _sn: np.ndarray  # discounted count, sum and sum of squares as of t_last
+    _sx: np.ndarray
+    _sxx: np.ndarray
 
-    def _update(self, arm: int, reward: float, x: np.ndarray | None) -> None:
-        kng.update_normal_gamma(arm, reward, self._gamma, self._clock, self._t_last,
-                                self._sn, self._sx, self._sxx, self._dirty)
+    def _update(self, arm: int, reward: float, x: np.ndarray | None) -> bool:
+        kng.update_normal_gamma(
+            arm,
+            reward,
+            self._gamma,
+            self._clock,
+            self._t_last,
+            self._sn,
+            self._sx,
+            self._sxx,
+            self._dirty,
+        )
+        return True
 
     def _update_batch(self, arms: np.ndarray, rewards: np.ndarray, xs: np.ndarray | None) -> None:
-        kng.update_normal_gamma_batch(arms, rewards, self._gamma, self._clock, self._t_last,
-                                      self._sn, self._sx, self._sxx, self._dirty)
+        kng.update_normal_gamma_batch(
+            arms,
+            rewards,
+            self._gamma,
+            self._clock,
+            self._t_last,
+            self._sn,
+            self._sx,
+            self._sxx,
+            self._dirty,
+        )
 
     def posterior(self, arms: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Effective ``(mu, kappa, alpha, beta)`` of ``arms`` now (forgetting applied)."""
@@ -189,11 +283,27 @@ class NormalGammaPolicy(PerArmPolicy):
         self._posterior_into(idx, out, mean, sd)
         return out[0], out[1], out[2], out[3]
 
-    def _posterior_into(self, idx: np.ndarray, out: list[np.ndarray], mean: np.ndarray,
-                        sd: np.ndarray) -> None:
+    def _posterior_into(
+        self, idx: np.ndarray, out: list[np.ndarray], mean: np.ndarray, sd: np.ndarray
+    ) -> None:
         kng.normal_gamma_posterior(
-            idx, self._gamma, self._clock, self._t_last, self._sn, self._sx, self._sxx,
-            self._m0, self._k0, self._al0, self._be0, out[0], out[1], out[2], out[3], mean, sd,
+            idx,
+            self._gamma,
+            self._clock,
+            self._t_last,
+            self._sn,
+            self._sx,
+            self._sxx,
+            self._m0,
+            self._k0,
+            self._al0,
+            self._be0,
+            out[0],
+            out[1],
+            out[2],
+            out[3],
+            mean,
+            sd,
         )
 
     def _draw(self, idx: np.ndarray) -> np.ndarray:

@@ -1,0 +1,31 @@
+"""Command line: ``allocator check CONFIG`` validates an engine config and prints it resolved."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from allocator import __version__
+from allocator.config import load_engine_config
+from allocator.errors import AllocatorError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="allocator", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"entry-alloc {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    check = sub.add_parser("check", help="validate an engine config (YAML) and print it resolved")
+    check.add_argument("config")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_engine_config(args.config)
+    except AllocatorError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(cfg.model_dump(mode="json"), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,95 @@
+"""Slow, obviously-correct references for every kernel (plain Python / numpy, no numba)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+MASK = (1 << 64) - 1
+
+
+def mix64(x: int) -> int:
+    z = (x + 0x9E3779B97F4A7C15) & MASK
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK
+    return z ^ (z >> 31)
+
+
+def uniforms(key: int, start: int, n: int) -> list[float]:
+    """The decision stream's uniforms number ``start .. start+n-1``."""
+    return [(mix64(key ^ mix64(c)) >> 11) / 2.0**53 for c in range(start, start + n)]
+
+
+def discounted_weights(steps: list[int], now: int, gamma: float) -> np.ndarray:
+    """Weight gamma^(now - s) of an observation made at clock step s."""
+    return np.array([gamma ** (now - s) for s in steps], dtype=np.float64)
+
+
+def beta_posterior(rewards, steps, now, gamma, a0, b0):
+    w = discounted_weights(steps, now, gamma)
+    r = np.asarray(rewards, dtype=np.float64)
+    return a0 + float(np.sum(w * r)), b0 + float(np.sum(w * (1 - r)))
+
+
+def normal_gamma_posterior(rewards, steps, now, gamma, m0, k0, al0, be0):
+    """Weighted Normal–Gamma update written the textbook way (sums, not the kernel's form)."""
+    w = discounted_weights(steps, now, gamma)
+    x = np.asarray(rewards, dtype=np.float64)
+    n = w.sum()
+    if n == 0:
+        return m0, k0, al0, be0
+    xbar = np.sum(w * x) / n
+    kn = k0 + n
+    mn = (k0 * m0 + n * xbar) / kn
+    an = al0 + n / 2
+    bn = be0 + 0.5 * np.sum(w * (x - xbar) ** 2) + k0 * n * (xbar - m0) ** 2 / (2 * kn)
+    return mn, kn, an, bn
+
+
+def ridge_posterior(xs, rewards, steps, now, gamma, lam, mu0):
+    """Weighted ridge: A = λI + Σ w x xᵀ, mean = A⁻¹(λ μ0 + Σ w r x) via numpy.linalg.solve."""
+    xs = np.asarray(xs, dtype=np.float64).reshape(len(rewards), -1)
+    d = xs.shape[1]
+    w = discounted_weights(steps, now, gamma)
+    a = lam * np.eye(d) + (xs * w[:, None]).T @ xs
+    b = lam * np.asarray(mu0, dtype=np.float64) + (xs * (w * np.asarray(rewards))[:, None]).sum(0)
+    return np.linalg.solve(a, b), a
+
+
+def win_shares(samples: np.ndarray) -> np.ndarray:
+    """samples (C, M): share of columns whose first maximiser is row j."""
+    c, m = samples.shape
+    p = np.zeros(c)
+    for col in range(m):
+        best = 0
+        for j in range(1, c):
+            if samples[j, col] > samples[best, col]:
+                best = j
+        p[best] += 1.0 / m
+    return p
+
+
+def mix_and_draw(p: np.ndarray, eps: float, u: float) -> tuple[np.ndarray, int]:
+    q = (1 - eps) * np.asarray(p, dtype=np.float64) + eps / len(p) if eps > 0 else np.array(p)
+    acc = 0.0
+    last = 0
+    for j, pj in enumerate(q):
+        if pj > 0:
+            last = j
+            acc += pj
+            if u < acc:
+                return q, j
+    return q, last
+
+
+def linear_scores(x, cand, mu, a_inv, v):
+    mean = np.array([x @ mu[a] for a in cand])
+    sd = np.array([v * np.sqrt(max(x @ a_inv[a] @ x, 0.0)) for a in cand])
+    return mean, sd
+
+
+def shared_scores(x, cand, features, mu, a_inv, v):
+    """Build φ = vec(f ⊗ x) explicitly and evaluate φ·μ and v·sqrt(φᵀA⁻¹φ)."""
+    phis = np.array([np.outer(features[a], x).ravel() for a in cand])
+    mean = phis @ mu
+    sd = v * np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", phis, a_inv, phis), 0.0))
+    return mean, sd

@@ -1,0 +1,77 @@
+"""Statistical behaviour on seeded problems: the policies learn, and forgetting tracks change."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from allocator import BetaBernoulliConfig, LinearGaussianConfig, make_policy
+from tests.conftest import make_registry
+
+
+def run_bernoulli(pol, ctr_schedule, n_steps, seed):
+    """Online decide → update loop; returns the expected regret of each step."""
+    rng = np.random.default_rng(seed)
+    k = ctr_schedule(0).shape[0]
+    cand = np.arange(k, dtype=np.int64)
+    regret = np.empty(n_steps)
+    for t in range(n_steps):
+        ctr = ctr_schedule(t)
+        arm = pol.decide(cand).arm
+        pol.update(arm, float(rng.random() < ctr[arm]))
+        regret[t] = ctr.max() - ctr[arm]
+    return regret
+
+
+def test_beta_ts_learns_bernoulli_k10():
+    ctr = np.random.default_rng(0).beta(1, 30, 10)
+    pol = make_policy(BetaBernoulliConfig(), make_registry(10), seed=0)
+    regret = run_bernoulli(pol, lambda t: ctr, 20_000, seed=1)
+    first, second = regret[:10_000].sum(), regret[10_000:].sum()
+    uniform = 20_000 * (ctr.max() - ctr.mean())
+    print(f"TS regret first half {first:.1f}, second half {second:.1f}, uniform {uniform:.1f}")
+    assert second < first
+    assert regret.sum() * 5 <= uniform
+
+
+def test_discounting_tracks_a_change_point():
+    base = np.array([0.10, 0.06, 0.05, 0.04, 0.03])
+    swapped = base[::-1].copy()
+
+    def schedule(t):
+        return base if t < 10_000 else swapped
+
+    results = {}
+    for name, cfg in {
+        "stationary": BetaBernoulliConfig(),
+        "half_life_1000": BetaBernoulliConfig(half_life=1000),
+    }.items():
+        regret = run_bernoulli(make_policy(cfg, make_registry(5), seed=3), schedule, 13_000, 4)
+        results[name] = regret[10_000:].sum()
+    print("regret in the 3000 steps after the change point:", results)
+    assert results["half_life_1000"] * 2 < results["stationary"]
+
+
+def sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def test_linear_ts_beats_best_single_arm():
+    rng = np.random.default_rng(7)
+    d, k, n = 6, 5, 6_000
+    theta = rng.normal(size=(k, d)) * 2 / np.sqrt(d)
+    xs = rng.normal(size=(n, d))
+    xs[:, 0] = 1.0
+    truth = sigmoid(xs @ theta.T)  # (n, k)
+    pol = make_policy(LinearGaussianConfig(n_features=d, noise_scale=0.5), make_registry(k), 0)
+    cand = np.arange(k, dtype=np.int64)
+    earned = 0.0
+    for t in range(n):
+        arm = pol.decide(cand, xs[t]).arm
+        pol.update(arm, float(rng.random() < truth[t, arm]), xs[t])
+        earned += truth[t, arm]
+    best_single = truth.sum(axis=0).max()
+    print(
+        f"linear TS {earned:.0f}, best single arm {best_single:.0f}, "
+        f"oracle {truth.max(1).sum():.0f}"
+    )
+    assert earned > 1.05 * best_single

@@ -1,0 +1,116 @@
+"""Logged propensities are the exact probabilities of the implemented procedure.
+
+From a frozen state the probability vector of a request is fixed, so the empirical
+frequencies of 10^5 decisions must fall inside per-arm binomial bounds (5 sigma). With
+varying contexts and candidate subsets, each arm's count must match the sum of its
+per-decision probabilities within the same bound (a calibration check).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from allocator import BetaBernoulliConfig, LinearGaussianConfig, SharedLinearConfig, make_policy
+from tests.conftest import make_registry
+
+N = 100_000
+
+
+def assert_binomial(counts, expected, variance):
+    slack = 5.0 * np.sqrt(variance) + 1.0
+    worst = np.max(np.abs(counts - expected) / slack)
+    print(f"worst |count - expected| / bound = {worst:.3f}")
+    assert (np.abs(counts - expected) <= slack).all(), (counts, expected)
+
+
+def frozen_beta_policy(rng, k=12):
+    cfg = BetaBernoulliConfig(epsilon=0.05, refresh_every=10**9, bank_rows=128)
+    pol = make_policy(cfg, make_registry(k), seed=5)
+    arms = rng.integers(0, k, 400)
+    pol.update_batch(arms, (rng.random(400) < np.linspace(0.05, 0.3, k)[arms]).astype(float))
+    pol.refresh()
+    return pol
+
+
+@pytest.mark.slow
+def test_beta_frequencies_match_propensities_on_subsets(rng):
+    pol = frozen_beta_policy(rng)
+    for cand in ([3, 7, 1, 11], [0, 5], list(range(12))[::-1]):
+        cand = np.asarray(cand, dtype=np.int64)
+        ptr = np.arange(N + 1, dtype=np.int64) * cand.shape[0]
+        out = pol.decide_batch(ptr, np.tile(cand, N))
+        p = out.probabilities[: cand.shape[0]]
+        np.testing.assert_allclose(out.probabilities.reshape(N, -1), np.tile(p, (N, 1)))
+        np.testing.assert_allclose(out.propensities, p[out.positions])
+        counts = np.bincount(out.positions, minlength=cand.shape[0])
+        assert_binomial(counts, N * p, N * p * (1 - p))
+        assert (p >= 0.05 / cand.shape[0] - 1e-15).all()
+
+
+def test_single_decisions_match_propensities(rng):
+    pol = frozen_beta_policy(rng)
+    cand = np.array([2, 9, 4, 6], dtype=np.int64)
+    pol.decide(cand)
+    p = pol.probabilities
+    counts = np.zeros(4)
+    for _ in range(20_000):
+        choice = pol.decide(cand)
+        assert choice.propensity == p[choice.position]
+        counts[choice.position] += 1
+    assert_binomial(counts, 20_000 * p, 20_000 * p * (1 - p))
+
+
+def calibration(pol, rng, k, make_context, n_feat):
+    """Random subsets and contexts per request: per-arm count vs Σ propensity."""
+    sizes = rng.integers(1, k + 1, N)
+    ptr = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    idx = np.concatenate([rng.choice(k, s, replace=False) for s in sizes]).astype(np.int64)
+    xs = make_context(N, n_feat)
+    out = pol.decide_batch(ptr, idx, xs)
+    counts = np.bincount(out.arms, minlength=k)
+    expected = np.bincount(idx, weights=out.probabilities, minlength=k)
+    variance = np.bincount(idx, weights=out.probabilities * (1 - out.probabilities), minlength=k)
+    assert_binomial(counts, expected, variance)
+    sums = np.add.reduceat(out.probabilities, ptr[:-1])
+    np.testing.assert_allclose(sums, 1.0, atol=1e-9)
+
+
+@pytest.mark.slow
+def test_beta_calibration_on_random_subsets(rng):
+    calibration(frozen_beta_policy(rng), rng, 12, lambda n, d: None, 0)
+
+
+@pytest.mark.slow
+def test_linear_calibration_on_random_subsets_and_contexts(rng):
+    k, d = 10, 5
+    cfg = LinearGaussianConfig(n_features=d, epsilon=0.02, refresh_every=10**9, bank_rows=64)
+    pol = make_policy(cfg, make_registry(k), seed=9)
+    xs = rng.normal(size=(300, d))
+    pol.update_batch(rng.integers(0, k, 300), rng.random(300), xs)
+    pol.refresh()
+    calibration(pol, rng, k, lambda n, dd: rng.normal(size=(n, dd)), d)
+
+
+@pytest.mark.slow
+def test_shared_linear_calibration(rng):
+    k, da, dc = 30, 3, 4
+    cfg = SharedLinearConfig(
+        n_context_features=dc, n_arm_features=da, refresh_every=10**9, bank_rows=64
+    )
+    pol = make_policy(cfg, make_registry(k), seed=4, arm_features=rng.normal(size=(k, da)))
+    pol.update_batch(rng.integers(0, k, 200), rng.random(200), rng.normal(size=(200, dc)))
+    pol.refresh()
+    calibration(pol, rng, k, lambda n, dd: rng.normal(size=(n, dd)), dc)
+
+
+def test_ucb_and_greedy_put_mass_on_argmax_plus_epsilon(rng):
+    k, d = 6, 3
+    for rule in ("ucb", "greedy"):
+        cfg = LinearGaussianConfig(n_features=d, rule=rule, epsilon=0.1)
+        pol = make_policy(cfg, make_registry(k), seed=1)
+        pol.update_batch(rng.integers(0, k, 100), rng.random(100), rng.normal(size=(100, d)))
+        pol.refresh()
+        pol.decide(np.arange(k), rng.normal(size=d))
+        p = np.sort(pol.probabilities)
+        np.testing.assert_allclose(p, [0.1 / k] * (k - 1) + [0.9 + 0.1 / k])

@@ -1,0 +1,33 @@
+"""The CLI validates configs; every bundled config is valid; the README example runs."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from allocator.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("engine_*.yaml")), ids=str)
+def test_bundled_engine_configs_validate(path, capsys):
+    assert main(["check", str(path)]) == 0
+    assert '"kind"' in capsys.readouterr().out
+
+
+def test_cli_reports_bad_config(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("policy: {kind: beta_bernoulli, epsilon: 2}\n")
+    assert main(["check", str(bad)]) == 2
+    assert "policy.beta_bernoulli.epsilon" in capsys.readouterr().err
+
+
+def test_readme_python_example_runs():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert blocks, "README has no python example"
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), {})

@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from allocator import BetaBernoulliConfig, ConfigError, EngineConfig, load_engine_config
+from allocator.config import LinearGaussianConfig, ObjectiveConfig, SharedLinearConfig
+
+
+def test_yaml_round_trip(tmp_path):
+    path = tmp_path / "engine.yaml"
+    path.write_text(
+        "policy:\n  kind: linear_gaussian\n  n_features: 3\n  half_life: 1000\n"
+        "  group_priors: {mini_shop: {mean: [0.1, 0.0, 0.0]}}\n"
+        "objective: {order: 1.0, gmv: 0.5, take_rates: {taobao: 0.03, mini_shop: 0.05}}\n"
+    )
+    cfg = load_engine_config(path)
+    assert isinstance(cfg.policy, LinearGaussianConfig)
+    assert cfg.policy.gamma == pytest.approx(0.5 ** (1 / 1000))
+    assert cfg.objective.take_rates["mini_shop"] == 0.05
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        ({"policy": {"kind": "nope"}}, "policy: Input tag 'nope'"),
+        ({"policy": {"kind": "beta_bernoulli", "epsilon": 1.5}}, "policy.beta_bernoulli.epsilon"),
+        ({"policy": {"kind": "beta_bernoulli", "prior": {"alpha": -1}}}, "prior.alpha"),
+        (
+            {"policy": {"kind": "beta_bernoulli", "discount": 0.9, "half_life": 10}},
+            r"either discount \(0.9\) or half_life \(10.0\)",
+        ),
+        ({"policy": {"kind": "beta_bernoulli", "typo": 1}}, "typo: Extra inputs"),
+        ({"policy": {"kind": "linear_gaussian"}}, "n_features: Field required"),
+        (
+            {
+                "policy": {
+                    "kind": "linear_gaussian",
+                    "n_features": 2,
+                    "group_priors": {"g": {"mean": [1.0]}},
+                }
+            },
+            "group_priors.g.mean has length 1",
+        ),
+        (
+            {"policy": {"kind": "shared_linear", "n_context_features": 100, "n_arm_features": 100}},
+            "exceeds 4096",
+        ),
+        ({"policy": {"kind": "beta_bernoulli"}, "objective": {"order": 0.0}}, "all 0"),
+        (
+            {"policy": {"kind": "beta_bernoulli"}, "objective": {"take_rates": {"taobao": 1.2}}},
+            "take_rates.taobao",
+        ),
+        ({"policy": {"kind": "normal_gamma", "prior": {"mean": float("nan")}}}, "prior.mean"),
+    ],
+)
+def test_invalid_configs_name_the_field(tmp_path, data, match):
+    import yaml
+
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=match):
+        load_engine_config(path)
+
+
+def test_unsafe_yaml_and_missing_file(tmp_path):
+    path = tmp_path / "evil.yaml"
+    path.write_text("policy: !!python/object/apply:os.system ['echo hi']\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_engine_config(path)
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_engine_config(tmp_path / "missing.yaml")
+
+
+def test_models_are_frozen():
+    cfg = BetaBernoulliConfig()
+    with pytest.raises(ValidationError):
+        cfg.epsilon = 0.5  # type: ignore[misc]
+    EngineConfig(policy=cfg, objective=ObjectiveConfig(click=1.0))
+    SharedLinearConfig(n_context_features=4, n_arm_features=4)
