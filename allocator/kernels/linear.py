@@ -26,6 +26,38 @@ from allocator.kernels.choice import (
 
 
 @njit(cache=True, nogil=True)
+def check_request(x, cand, active, pos_of_arm, slots, err):
+    """Check a contextual request: finite context, at most ``slots`` valid, distinct arms.
+
+    Returns ``OK`` or a negative error code (``err[0]`` = bad candidate position); no mark
+    is left set in ``pos_of_arm``.
+    """
+    if not all_finite(x):
+        return ERR_NONFINITE
+    n = cand.shape[0]
+    if n > slots:
+        return ERR_TOO_MANY
+    code = mark_candidates(cand, active, pos_of_arm, err)
+    if code == OK:
+        clear_marks(cand, n, pos_of_arm)
+    return code
+
+
+@njit(cache=True, nogil=True)
+def check_requests(xs, cand_ptr, cand_idx, active, pos_of_arm, slots, err):
+    """:func:`check_request` over a CSR batch; ``err`` gets ``[request, position]``."""
+    one = np.zeros(1, dtype=np.int64)
+    for r in range(cand_ptr.shape[0] - 1):
+        c = cand_idx[cand_ptr[r] : cand_ptr[r + 1]]
+        code = check_request(xs[r], c, active, pos_of_arm, slots, one)
+        if code != OK:
+            err[0] = r
+            err[1] = one[0]
+            return code
+    return OK
+
+
+@njit(cache=True, nogil=True)
 def update_linear(arm, x, reward, gamma, clock, t_last, g, h, count, dirty):
     """Rank-1 update of arm ``arm`` with context ``x`` (d,); advance ``clock[0]``.
 
@@ -115,15 +147,10 @@ def decide_linear(
     ``mu`` (capacity, d), ``a_inv`` (capacity, d, d), ``z`` (slots, M) standard normals.
     Returns the chosen position or a negative error code (state untouched).
     """
-    if not all_finite(x):
-        return ERR_NONFINITE
-    n = cand.shape[0]
-    if n > z.shape[0]:
-        return ERR_TOO_MANY
-    code = mark_candidates(cand, active, pos_of_arm, err)
+    code = check_request(x, cand, active, pos_of_arm, z.shape[0], err)
     if code != OK:
         return code
-    clear_marks(cand, n, pos_of_arm)
+    n = cand.shape[0]
     linear_scores(x, cand, mu, a_inv, v, mean_buf, sd_buf)
     scores_to_probs(mean_buf, sd_buf, n, z, rule, ucb_alpha, best, arg, p)
     return mix_uniform_and_draw(p, n, eps, rng_state)
@@ -156,22 +183,10 @@ def decide_linear_batch(
 
     Every request is checked before the first draw; ``err`` gets ``[request, position]``.
     """
-    n_req = cand_ptr.shape[0] - 1
-    one = np.zeros(1, dtype=np.int64)
-    for r in range(n_req):
-        c = cand_idx[cand_ptr[r] : cand_ptr[r + 1]]
-        err[0] = r
-        err[1] = 0
-        if not all_finite(xs[r]):
-            return ERR_NONFINITE
-        if c.shape[0] > z.shape[0]:
-            return ERR_TOO_MANY
-        code = mark_candidates(c, active, pos_of_arm, one)
-        if code != OK:
-            err[1] = one[0]
-            return code
-        clear_marks(c, c.shape[0], pos_of_arm)
-    for r in range(n_req):
+    code = check_requests(xs, cand_ptr, cand_idx, active, pos_of_arm, z.shape[0], err)
+    if code != OK:
+        return code
+    for r in range(cand_ptr.shape[0] - 1):
         lo = cand_ptr[r]
         c = cand_idx[lo : cand_ptr[r + 1]]
         n = c.shape[0]

@@ -11,16 +11,8 @@ weights is not used for exploration); propensities remain exact for that procedu
 import numpy as np
 from numba import njit
 
-from allocator.kernels.choice import (
-    ERR_NONFINITE,
-    ERR_TOO_MANY,
-    OK,
-    all_finite,
-    clear_marks,
-    mark_candidates,
-    mix_uniform_and_draw,
-)
-from allocator.kernels.linear import scores_to_probs
+from allocator.kernels.choice import OK, all_finite, mix_uniform_and_draw
+from allocator.kernels.linear import check_request, check_requests, scores_to_probs
 
 
 @njit(cache=True, nogil=True)
@@ -134,15 +126,10 @@ def decide_shared(
     ``features`` (capacity, d_arm), ``mu`` (D,), ``a_inv`` (D, D), ``z`` (slots, M).
     Returns the chosen position or a negative error code (state untouched).
     """
-    if not all_finite(x):
-        return ERR_NONFINITE
-    n = cand.shape[0]
-    if n > z.shape[0]:
-        return ERR_TOO_MANY
-    code = mark_candidates(cand, active, pos_of_arm, err)
+    code = check_request(x, cand, active, pos_of_arm, z.shape[0], err)
     if code != OK:
         return code
-    clear_marks(cand, n, pos_of_arm)
+    n = cand.shape[0]
     shared_scores(x, cand, features, mu, a_inv, v, w_buf, p_buf, mean_buf, sd_buf)
     scores_to_probs(mean_buf, sd_buf, n, z, rule, ucb_alpha, best, arg, p)
     return mix_uniform_and_draw(p, n, eps, rng_state)
@@ -175,22 +162,10 @@ def decide_shared_batch(
     err,
 ):
     """Batch form of :func:`decide_shared` over CSR candidate lists."""
-    n_req = cand_ptr.shape[0] - 1
-    one = np.zeros(1, dtype=np.int64)
-    for r in range(n_req):
-        c = cand_idx[cand_ptr[r] : cand_ptr[r + 1]]
-        err[0] = r
-        err[1] = 0
-        if not all_finite(xs[r]):
-            return ERR_NONFINITE
-        if c.shape[0] > z.shape[0]:
-            return ERR_TOO_MANY
-        code = mark_candidates(c, active, pos_of_arm, one)
-        if code != OK:
-            err[1] = one[0]
-            return code
-        clear_marks(c, c.shape[0], pos_of_arm)
-    for r in range(n_req):
+    code = check_requests(xs, cand_ptr, cand_idx, active, pos_of_arm, z.shape[0], err)
+    if code != OK:
+        return code
+    for r in range(cand_ptr.shape[0] - 1):
         lo = cand_ptr[r]
         c = cand_idx[lo : cand_ptr[r + 1]]
         n = c.shape[0]
