@@ -177,17 +177,22 @@ def argmax_onehot(score, n, p):
 
 
 @njit(cache=True, nogil=True)
-def mix_uniform_and_draw(p, n, eps, rng_state):
-    """Mix an ``eps`` uniform share into ``p[:n]`` in place and draw one position from it.
-
-    Returns the drawn position. The inverse-CDF walk falls back to the last position with
-    positive mass when rounding leaves the cumulative sum a hair below ``u``.
-    """
+def mix_uniform(p, n, eps):
+    """Mix an ``eps`` uniform share into ``p[:n]`` in place."""
     if eps > 0.0:
         share = eps / n
         keep = 1.0 - eps
         for j in range(n):
             p[j] = keep * p[j] + share
+
+
+@njit(cache=True, nogil=True)
+def draw_index(p, n, rng_state):
+    """Draw one position from ``p[:n]`` with the next uniform of the stream.
+
+    The inverse-CDF walk falls back to the last position with positive mass when rounding
+    leaves the cumulative sum a hair below ``u``.
+    """
     u = next_uniform(rng_state)
     acc = 0.0
     last = 0
@@ -198,3 +203,10 @@ def mix_uniform_and_draw(p, n, eps, rng_state):
             if u < acc:
                 return j
     return last
+
+
+@njit(cache=True, nogil=True)
+def mix_uniform_and_draw(p, n, eps, rng_state):
+    """:func:`mix_uniform` then :func:`draw_index`; returns the drawn position."""
+    mix_uniform(p, n, eps)
+    return draw_index(p, n, rng_state)

@@ -21,6 +21,7 @@ from allocator.kernels.choice import (
     clear_marks,
     gauss_win_shares,
     mark_candidates,
+    mix_uniform,
     mix_uniform_and_draw,
 )
 
@@ -141,10 +142,12 @@ def decide_linear(
     arg,
     p,
     err,
+    draw,
 ):
     """Choose one candidate for context ``x`` (d,); exact probabilities in ``p[:C]``.
 
     ``mu`` (capacity, d), ``a_inv`` (capacity, d, d), ``z`` (slots, M) standard normals.
+    With ``draw`` False only ``p`` is filled (ε mixed in) and 0 is returned.
     Returns the chosen position or a negative error code (state untouched).
     """
     code = check_request(x, cand, active, pos_of_arm, z.shape[0], err)
@@ -153,6 +156,9 @@ def decide_linear(
     n = cand.shape[0]
     linear_scores(x, cand, mu, a_inv, v, mean_buf, sd_buf)
     scores_to_probs(mean_buf, sd_buf, n, z, rule, ucb_alpha, best, arg, p)
+    if not draw:
+        mix_uniform(p, n, eps)
+        return 0
     return mix_uniform_and_draw(p, n, eps, rng_state)
 
 

@@ -16,6 +16,7 @@ from allocator.kernels.choice import (
     bank_win_shares,
     clear_marks,
     mark_candidates,
+    mix_uniform,
     mix_uniform_and_draw,
 )
 
@@ -49,6 +50,7 @@ def decide_per_arm(
     arg,
     p,
     err,
+    draw,
 ):
     """Choose one candidate; fill ``p[:C]`` with the exact choice probabilities.
 
@@ -59,6 +61,7 @@ def decide_per_arm(
     rule : int (0 Thompson, 1 UCB, 2 greedy); ucb_alpha, eps : float
     rng_state : uint64 (2,) decision stream, advanced by one draw on success
     best, arg : scratch (>= max(M, C),); p : float64 (>= C,) output; err : int64 (1,)
+    draw : bool, False = only fill ``p`` (ε mixed in) for a caller that draws itself
 
     Returns
     -------
@@ -72,6 +75,9 @@ def decide_per_arm(
     n = cand.shape[0]
     _base_probs(cand, pos_of_arm, bank, winner, mean, sd, rule, ucb_alpha, best, arg, p)
     clear_marks(cand, n, pos_of_arm)
+    if not draw:
+        mix_uniform(p, n, eps)
+        return 0
     return mix_uniform_and_draw(p, n, eps, rng_state)
 
 

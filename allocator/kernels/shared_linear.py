@@ -11,7 +11,7 @@ weights is not used for exploration); propensities remain exact for that procedu
 import numpy as np
 from numba import njit
 
-from allocator.kernels.choice import OK, all_finite, mix_uniform_and_draw
+from allocator.kernels.choice import OK, all_finite, mix_uniform, mix_uniform_and_draw
 from allocator.kernels.linear import check_request, check_requests, scores_to_probs
 
 
@@ -120,10 +120,12 @@ def decide_shared(
     arg,
     p,
     err,
+    draw,
 ):
     """Choose one candidate under the shared model; exact probabilities in ``p[:C]``.
 
     ``features`` (capacity, d_arm), ``mu`` (D,), ``a_inv`` (D, D), ``z`` (slots, M).
+    With ``draw`` False only ``p`` is filled (ε mixed in) and 0 is returned.
     Returns the chosen position or a negative error code (state untouched).
     """
     code = check_request(x, cand, active, pos_of_arm, z.shape[0], err)
@@ -132,6 +134,9 @@ def decide_shared(
     n = cand.shape[0]
     shared_scores(x, cand, features, mu, a_inv, v, w_buf, p_buf, mean_buf, sd_buf)
     scores_to_probs(mean_buf, sd_buf, n, z, rule, ucb_alpha, best, arg, p)
+    if not draw:
+        mix_uniform(p, n, eps)
+        return 0
     return mix_uniform_and_draw(p, n, eps, rng_state)
 
 

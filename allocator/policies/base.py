@@ -121,17 +121,29 @@ class Policy(ABC):
 
     def decide(self, candidates: Any, context: Any = None) -> Choice:
         """Choose one of ``candidates`` (arm indices); return position, arm and propensity."""
+        cand, pos = self.base_probabilities(candidates, context, draw=True)
+        return Choice(pos, int(cand[pos]), float(self._p[pos]))
+
+    def base_probabilities(
+        self, candidates: Any, context: Any = None, draw: bool = False
+    ) -> tuple[np.ndarray, int]:
+        """Check a request and fill the policy's choice probabilities over its candidates.
+
+        Returns the candidate array and, with ``draw``, the drawn position (else 0). The
+        probabilities stay in an internal buffer until the next call (see
+        :attr:`probabilities`); the constraint layer mixes them before its own draw.
+        """
         cand = as_index_array(candidates, "candidates")
         if cand.shape[0] > self._p.shape[0]:
             self._ensure_scratch(cand.shape[0])
         x = self._context(context)
-        pos = self._decide(cand, x)
+        pos = self._decide(cand, x, draw)
         if pos < 0:
             if pos == ck.ERR_NONFINITE:
                 as_float_array(x, "context", (-1,))
             self._raise(pos, cand)
         self._last_n = cand.shape[0]
-        return Choice(pos, int(cand[pos]), float(self._p[pos]))
+        return cand, pos
 
     def decide_batch(self, cand_ptr: Any, cand_idx: Any, contexts: Any = None) -> BatchChoice:
         """Decide for R requests given as CSR candidate lists (``cand_ptr`` has R+1 entries)."""
@@ -206,7 +218,12 @@ class Policy(ABC):
 
     # ------------------------------------------------------------ for subclasses
     @abstractmethod
-    def _decide(self, cand: np.ndarray, x: np.ndarray | None) -> int: ...
+    def _decide(self, cand: np.ndarray, x: np.ndarray | None, draw: bool = True) -> int:
+        """One kernel call: fill ``self._p`` and draw (or only fill, ``draw=False``)."""
+
+    @abstractmethod
+    def candidate_means(self, cand: np.ndarray) -> np.ndarray:
+        """Posterior mean reward of each candidate of the last :meth:`_decide` call."""
 
     @abstractmethod
     def _decide_batch(

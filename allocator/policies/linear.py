@@ -35,6 +35,9 @@ class _ScoreBankPolicy(Policy):
     def _ensure_scratch(self, n_candidates: int) -> None:
         self._new_scratch(self.bank_rows, n_candidates)
 
+    def candidate_means(self, cand: np.ndarray) -> np.ndarray:
+        return self._mean_buf[: cand.shape[0]]
+
     def _roll_bank(self) -> None:
         slots, m_rows = self._z.shape
         step = max(1, min(m_rows, _Z_CELLS_PER_REFRESH // max(slots, 1)))
@@ -126,7 +129,7 @@ class LinearGaussianPolicy(_ScoreBankPolicy):
             self._dirty[idx] = False
         self._roll_bank()
 
-    def _decide(self, cand: np.ndarray, x: np.ndarray | None) -> int:
+    def _decide(self, cand: np.ndarray, x: np.ndarray | None, draw: bool = True) -> int:
         return int(
             kl.decide_linear(
                 x,
@@ -147,6 +150,7 @@ class LinearGaussianPolicy(_ScoreBankPolicy):
                 self._arg,
                 self._p,
                 self._err,
+                draw,
             )
         )
 
@@ -269,7 +273,7 @@ class SharedLinearPolicy(_ScoreBankPolicy):
             self._model_dirty = False
         self._roll_bank()
 
-    def _decide(self, cand: np.ndarray, x: np.ndarray | None) -> int:
+    def _decide(self, cand: np.ndarray, x: np.ndarray | None, draw: bool = True) -> int:
         return int(
             ksl.decide_shared(
                 x,
@@ -293,6 +297,7 @@ class SharedLinearPolicy(_ScoreBankPolicy):
                 self._arg,
                 self._p,
                 self._err,
+                draw,
             )
         )
 

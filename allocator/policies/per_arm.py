@@ -60,7 +60,10 @@ class PerArmPolicy(Policy):
         for name in self._stats:
             setattr(self, name, _grown(getattr(self, name), capacity))
 
-    def _decide(self, cand: np.ndarray, x: np.ndarray | None) -> int:
+    def candidate_means(self, cand: np.ndarray) -> np.ndarray:
+        return self._mean[cand]
+
+    def _decide(self, cand: np.ndarray, x: np.ndarray | None, draw: bool = True) -> int:
         return int(
             kpa.decide_per_arm(
                 cand,
@@ -78,6 +81,7 @@ class PerArmPolicy(Policy):
                 self._arg,
                 self._p,
                 self._err,
+                draw,
             )
         )
 
