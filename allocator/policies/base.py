@@ -105,6 +105,7 @@ class Policy(ABC):
         self._pending = 0
         self._pos_of_arm = np.empty(0, dtype=np.int64)
         self._dirty = np.empty(0, dtype=np.bool_)
+        self._n_obs = np.empty(0, dtype=np.int64)
         self._p = np.empty(0, dtype=np.float64)
         self._last_n = 0
 
@@ -113,6 +114,13 @@ class Policy(ABC):
     def clock(self) -> int:
         """Observations folded into the model so far (the forgetting clock)."""
         return int(self._clock[0])
+
+    @property
+    def n_observations(self) -> np.ndarray:
+        """Raw (undiscounted) number of rewards folded in per arm (capacity,); read-only view."""
+        view = self._n_obs.view()
+        view.flags.writeable = False
+        return view
 
     @property
     def probabilities(self) -> np.ndarray:
@@ -173,6 +181,7 @@ class Policy(ABC):
         x = self._context(context)
         if not self._update(int(arm), r, x):
             as_float_array(x, "context", (-1,))
+        self._n_obs[arm] += 1
         self._after_updates(1)
 
     def update_batch(self, arms: Any, rewards: Any, contexts: Any = None) -> None:
@@ -186,6 +195,7 @@ class Policy(ABC):
         self._check_rewards(r)
         xs = self._contexts(contexts, a.shape[0])
         self._update_batch(a, r, xs)
+        np.add.at(self._n_obs, a, 1)
         self._after_updates(a.shape[0])
 
     def refresh(self) -> None:
@@ -209,6 +219,9 @@ class Policy(ABC):
             dirty = np.zeros(self._capacity, dtype=np.bool_)
             dirty[: self._dirty.shape[0]] = self._dirty
             self._dirty = dirty
+            n_obs = np.zeros(self._capacity, dtype=np.int64)
+            n_obs[: self._n_obs.shape[0]] = self._n_obs
+            self._n_obs = n_obs
         if new.size:
             self._init_arms(new, arm_features)
             self._dirty[new] = True

@@ -1,0 +1,231 @@
+"""Contract and traffic-shaping rules: floors, caps, tilts, cold-start floors.
+
+A constraint names a target (a group, one arm, or the cold arms of a group), a kind, the
+requests it applies to (scope), and a schedule of its value over UTC time. Validation
+rejects sets that no allocator could honour — floors that can sum past 1 for some request
+at some time, caps below floors on the same target — naming the constraints and the time.
+Targets are checked against the arm registry when the set is compiled.
+"""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from allocator.config import GroupName, PositiveFloat, StrictModel
+
+AttrValue = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class GroupTarget(StrictModel):
+    group: GroupName
+
+
+class ArmTarget(StrictModel):
+    arm: Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class ColdArmsTarget(StrictModel):
+    """Arms of ``group`` with fewer than ``n_min`` observations, for at most ``max_age_s``
+    seconds after they were first offered as a candidate."""
+
+    cold_in_group: GroupName
+    n_min: Annotated[int, Field(ge=1)] = 50
+    max_age_s: PositiveFloat = 14 * 86400.0
+
+
+Target = GroupTarget | ArmTarget | ColdArmsTarget
+
+
+class Schedule(StrictModel):
+    """Value over time: ``start_value`` at ``start`` to ``end_value`` at ``end``.
+
+    ``constant`` keeps ``start_value``; ``linear`` interpolates; ``step`` moves in ``steps``
+    equal stairs. Outside [start, end) the constraint is inactive. For floors and caps the
+    value is a share of in-scope impressions; for tilts it is a probability multiplier.
+    """
+
+    start: datetime
+    end: datetime
+    start_value: Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
+    end_value: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] | None = None
+    shape: Literal["constant", "linear", "step"] = "constant"
+    steps: Annotated[int, Field(ge=1, le=10_000)] = 4
+
+    @field_validator("start", "end")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError(f"{value.isoformat()} has no time zone: write UTC times, e.g. 'Z'")
+        return value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Schedule:
+        if self.end <= self.start:
+            raise ValueError(
+                f"end {self.end.isoformat()} is not after start {self.start.isoformat()}"
+            )
+        return self
+
+    @property
+    def final_value(self) -> float:
+        return self.start_value if self.end_value is None else self.end_value
+
+    def value_at(self, t: float) -> float:
+        """Scheduled value at epoch seconds ``t`` (0 outside the window)."""
+        t0, t1 = self.start.timestamp(), self.end.timestamp()
+        if not t0 <= t < t1:
+            return 0.0
+        return schedule_value(t, t0, t1, self.start_value, self.final_value, self.shape, self.steps)
+
+
+SHAPE_CODES = {"constant": 0, "linear": 1, "step": 2}
+
+
+def schedule_value(
+    t: float, t0: float, t1: float, v0: float, v1: float, shape: str, steps: int
+) -> float:
+    """Reference implementation of the schedule (the kernel mirrors it)."""
+    frac = (t - t0) / (t1 - t0)
+    if shape == "constant":
+        return v0
+    if shape == "linear":
+        return v0 + (v1 - v0) * frac
+    return v0 + (v1 - v0) * min(int(frac * steps), steps - 1) / max(steps - 1, 1)
+
+
+class Constraint(StrictModel):
+    name: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")]
+    kind: Literal["floor", "cap", "tilt"]
+    target: Target
+    scope: dict[Annotated[str, Field(min_length=1)], list[AttrValue]] = Field(default_factory=dict)
+    schedule: Schedule
+    priority: int = 0
+    on_missing: Literal["skip", "carry"] = "skip"
+
+    @model_validator(mode="after")
+    def _check(self) -> Constraint:
+        for attr, values in self.scope.items():
+            if not values:
+                raise ValueError(
+                    f"constraint {self.name!r}: scope.{attr} is empty (matches nothing)"
+                )
+        s = self.schedule
+        if self.kind in ("floor", "cap") and max(s.start_value, s.final_value) > 1.0:
+            raise ValueError(
+                f"constraint {self.name!r}: a {self.kind} share must be in [0, 1], got "
+                f"{s.start_value} → {s.final_value}"
+            )
+        if isinstance(self.target, ColdArmsTarget) and self.kind != "floor":
+            raise ValueError(f"constraint {self.name!r}: cold-arm targets take floors only")
+        return self
+
+    def covers(self, request: dict[str, str]) -> bool:
+        return all(request.get(attr) in values for attr, values in self.scope.items())
+
+
+class ConstraintSet(StrictModel):
+    """A validated set of constraints plus the layer's tuning.
+
+    ``window`` is the guarantee window W (in-scope impressions); ``eta`` turns queued
+    deficit into extra floor probability; ``backstop`` is the queue length B past which a
+    decision is forced onto the target (and flagged).
+    """
+
+    window: Annotated[int, Field(ge=10, le=1_000_000)] = 1000
+    eta: Annotated[float, Field(gt=0.0, le=10.0, allow_inf_nan=False)] = 0.05
+    backstop: Annotated[float, Field(ge=1.0, allow_inf_nan=False)] = 30.0
+    constraints: list[Constraint] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ConstraintSet:
+        names = [c.name for c in self.constraints]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"constraint names must be unique, repeated: {dupes}")
+        _check_caps_above_floors(self.constraints)
+        _check_floor_sums(self.constraints)
+        return self
+
+
+def _breakpoints(cs: list[Constraint]) -> list[float]:
+    """Times where some schedule starts, ends or steps: sums of linear pieces peak there."""
+    times: set[float] = set()
+    for c in cs:
+        t0, t1 = c.schedule.start.timestamp(), c.schedule.end.timestamp()
+        times.add(t0)
+        times.add(t1 - 1e-3)
+        if c.schedule.shape == "step":
+            n = c.schedule.steps
+            times.update(t0 + (t1 - t0) * i / n for i in range(1, n))
+    return sorted(times)
+
+
+def _atoms(cs: list[Constraint]) -> list[dict[str, str]]:
+    """One representative request per combination of mentioned attribute values."""
+    attrs = sorted({a for c in cs for a in c.scope})
+    choices = [sorted({v for c in cs for v in c.scope.get(a, [])}) + ["\x00other"] for a in attrs]
+    return [dict(zip(attrs, combo, strict=True)) for combo in itertools.product(*choices)]
+
+
+def _fmt(t: float) -> str:
+    return datetime.fromtimestamp(round(t), tz=UTC).isoformat()
+
+
+def _target_group(c: Constraint) -> str | None:
+    if isinstance(c.target, GroupTarget):
+        return c.target.group
+    if isinstance(c.target, ColdArmsTarget):
+        return c.target.cold_in_group
+    return None
+
+
+def _check_floor_sums(cs: list[Constraint]) -> None:
+    """Conservative: per group, max(group floor, cold floor + arm floors); summed over groups.
+
+    Arm floors are counted as their own group (their group is only known to the registry).
+    """
+    floors = [c for c in cs if c.kind == "floor"]
+    if not floors:
+        return
+    for t in _breakpoints(floors):
+        for request in _atoms(floors):
+            live = [(c, c.schedule.value_at(t)) for c in floors if c.covers(request)]
+            live = [(c, v) for c, v in live if v > 0.0]
+            by_group: dict[str, tuple[float, float]] = {}
+            for c, v in live:
+                key = _target_group(c) or f"arm:{c.target.arm}"  # type: ignore[union-attr]
+                group_floor, inner = by_group.get(key, (0.0, 0.0))
+                if isinstance(c.target, GroupTarget):
+                    group_floor = max(group_floor, v)
+                else:
+                    inner += v
+                by_group[key] = (group_floor, inner)
+            total = sum(max(g, i) for g, i in by_group.values())
+            if total > 1.0 + 1e-12:
+                shown = {k: v for k, v in request.items() if not v.startswith("\x00")}
+                raise ValueError(
+                    f"floors {[c.name for c, _ in live]} sum to {total:.3f} > 1 at {_fmt(t)} "
+                    f"for requests {shown or 'of every scope'}"
+                )
+
+
+def _check_caps_above_floors(cs: list[Constraint]) -> None:
+    for cap, floor in itertools.product(cs, cs):
+        if cap.kind != "cap" or floor.kind != "floor" or cap.target != floor.target:
+            continue
+        for t in _breakpoints([cap, floor]):
+            for request in _atoms([cap, floor]):
+                if not (cap.covers(request) and floor.covers(request)):
+                    continue
+                if not cap.schedule.start.timestamp() <= t < cap.schedule.end.timestamp():
+                    continue
+                c, f = cap.schedule.value_at(t), floor.schedule.value_at(t)
+                if c < f:
+                    raise ValueError(
+                        f"cap {cap.name!r} ({c:.3f}) is below floor {floor.name!r} ({f:.3f}) "
+                        f"on the same target at {_fmt(t)}"
+                    )

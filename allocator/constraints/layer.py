@@ -1,0 +1,193 @@
+"""A policy wrapped by the constraint layer: contracts honoured, propensities still exact.
+
+Per request the policy fills its probability vector (no draw), the constraint kernel mixes
+tilts, floors and caps into it, draws once, and advances the queues and the per-window
+accounting. :meth:`ConstrainedPolicy.reconfigure` swaps a new contract set in atomically,
+carrying over the queues and windows of constraints whose definition did not change.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from allocator.constraints.compiled import CompiledConstraints, compile_constraints
+from allocator.constraints.config import ConstraintSet
+from allocator.errors import InvalidInputError
+from allocator.kernels import constraints as kc
+from allocator.policies.base import Policy
+
+
+class ConstrainedChoice(NamedTuple):
+    """A decision after constraint mixing; ``propensity`` is exact for the whole procedure."""
+
+    position: int
+    arm: int
+    propensity: float
+    forced: bool
+    forced_by: str | None
+    adjusted_by: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ConstraintReport:
+    """Accounting of one constraint since it was installed (or carried over)."""
+
+    name: str
+    kind: str
+    impressions: int
+    served_share: float
+    target_share: float
+    deficit: float
+    worst_window_slack: float | None
+    backstops: int
+    cost: float
+
+
+class _State:
+    """Queues, rings and counters of one compiled set (replaced whole on reconfigure)."""
+
+    def __init__(self, compiled: CompiledConstraints, window: int) -> None:
+        k = compiled.def_i.shape[0]
+        self.compiled = compiled
+        self.st_f = np.zeros((k, kc.N_STATE_F))
+        self.st_f[:, kc.S_WORST] = np.inf
+        self.st_i = np.zeros((k, kc.N_STATE_I), dtype=np.int64)
+        self.ring = np.zeros((2, k, window))
+        self.codes = np.zeros(len(compiled.attrs), dtype=np.int64)
+
+    def carry_from(self, old: _State) -> None:
+        """Keep the state of constraints whose name and definition are unchanged."""
+        same_window = old.ring.shape[2] == self.ring.shape[2]
+        previous = {c.name: (i, c) for i, c in enumerate(old.compiled.order)}
+        for i, c in enumerate(self.compiled.order):
+            hit = previous.get(c.name)
+            if hit is None or hit[1] != c:
+                continue
+            j = hit[0]
+            self.st_f[i] = old.st_f[j]
+            self.st_i[i] = old.st_i[j]
+            if same_window:
+                self.ring[:, i] = old.ring[:, j]
+            else:  # a new window restarts the window accounting, not the queue
+                self.st_f[i, [kc.S_WIN_SERVED, kc.S_WIN_TARGET]] = 0.0
+                self.st_f[i, kc.S_WORST] = np.inf
+                self.st_i[i, [kc.J_RING_POS, kc.J_N_SEEN]] = 0
+
+
+def as_epoch_seconds(t: Any) -> float:
+    """Epoch seconds from a float or a time-zone-aware datetime."""
+    if isinstance(t, datetime):
+        if t.tzinfo is None:
+            raise InvalidInputError(f"timestamp {t.isoformat()} has no time zone: expected UTC")
+        return t.timestamp()
+    if isinstance(t, (int, float, np.integer, np.floating)) and not isinstance(t, bool):
+        value = float(t)
+        if math.isfinite(value):
+            return value
+    raise InvalidInputError(f"timestamp = {t!r}: expected epoch seconds or an aware datetime")
+
+
+class ConstrainedPolicy:
+    """A :class:`Policy` plus a :class:`ConstraintSet`, deciding with exact propensities."""
+
+    def __init__(self, policy: Policy, constraints: ConstraintSet | None = None) -> None:
+        self.policy = policy
+        self.registry = policy.registry
+        self._first_seen = np.full(self.registry.capacity, np.nan)
+        self._member = np.zeros((0, 0), dtype=np.bool_)
+        self._state = self._build(constraints or ConstraintSet())
+
+    # ------------------------------------------------------------------ decisions
+    def decide(
+        self,
+        candidates: Any,
+        context: Any = None,
+        attrs: Mapping[str, str] | None = None,
+        timestamp: Any = 0.0,
+    ) -> ConstrainedChoice:
+        """Choose among ``candidates`` for a request with ``attrs`` at ``timestamp``."""
+        state = self._state
+        t = as_epoch_seconds(timestamp)
+        codes = state.compiled.encode(attrs, state.codes)
+        cand, _ = self.policy.base_probabilities(candidates, context, draw=False)
+        n = cand.shape[0]
+        k = state.st_f.shape[0]
+        if self._member.shape[0] != k or self._member.shape[1] < n:
+            self._member = np.zeros((k, max(n, 16)), dtype=np.bool_)
+        if self._first_seen.shape[0] < self.registry.capacity:
+            grown = np.full(self.registry.capacity, np.nan)
+            grown[: self._first_seen.shape[0]] = self._first_seen
+            self._first_seen = grown
+        pol = self.policy
+        chosen, forced = kc.constrain_and_draw(
+            pol._p, n, cand, pol.candidate_means(cand), t, codes,
+            state.compiled.def_i, state.compiled.def_f, state.compiled.allowed,
+            state.compiled.spec.eta, state.compiled.spec.backstop,
+            self.registry.arm_group, pol.n_observations, self._first_seen,
+            state.st_f, state.st_i, state.ring, self._member, pol._stream,
+        )  # fmt: skip
+        moved = state.st_f[:, kc.S_MOVED]
+        names = state.compiled.order
+        adjusted = tuple(names[i].name for i in np.flatnonzero(moved > 1e-12)) if k else ()
+        return ConstrainedChoice(
+            int(chosen), int(cand[chosen]), float(pol._p[chosen]), forced >= 0,
+            names[forced].name if forced >= 0 else None, adjusted,
+        )  # fmt: skip
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        """Final choice probabilities of the last request, constraint mixing included."""
+        return self.policy.probabilities
+
+    def update(self, arm: int, reward: float, context: Any = None) -> None:
+        self.policy.update(arm, reward, context)
+
+    # ------------------------------------------------------------- contract changes
+    @property
+    def constraints(self) -> ConstraintSet:
+        return self._state.compiled.spec
+
+    def reconfigure(self, constraints: ConstraintSet) -> None:
+        """Validate and compile ``constraints`` fully, then swap it in with one assignment.
+
+        Learned policy state is untouched; queues of unchanged constraints carry over. A
+        set that fails to compile raises and leaves the running set in place.
+        """
+        new = self._build(constraints)
+        new.carry_from(self._state)
+        self._state = new
+
+    def _build(self, spec: ConstraintSet) -> _State:
+        if not isinstance(spec, ConstraintSet):
+            raise InvalidInputError(
+                f"constraints must be a ConstraintSet, got {type(spec).__name__}"
+            )
+        return _State(compile_constraints(spec, self.registry), spec.window)
+
+    # ---------------------------------------------------------------- accounting
+    def report(self) -> list[ConstraintReport]:
+        """Per constraint: shares served vs target, deficit, worst window, backstops, cost."""
+        state = self._state
+        out = []
+        for i, c in enumerate(state.compiled.order):
+            f, j = state.st_f[i], state.st_i[i]
+            seen = int(j[kc.J_N_SEEN])
+            worst = float(f[kc.S_WORST])
+            out.append(ConstraintReport(
+                name=c.name,
+                kind=c.kind,
+                impressions=seen,
+                served_share=float(f[kc.S_TOTAL_SERVED]) / seen if seen else 0.0,
+                target_share=float(f[kc.S_TOTAL_TARGET]) / seen if seen else 0.0,
+                deficit=float(f[kc.S_QUEUE]),
+                worst_window_slack=None if math.isinf(worst) else worst,
+                backstops=int(j[kc.J_BACKSTOPS]),
+                cost=float(f[kc.S_COST]),
+            ))  # fmt: skip
+        return out

@@ -1,0 +1,271 @@
+"""Constraint mixing between the policy's probabilities and the final draw.
+
+Per request: tilts multiply their target's probabilities; floors and caps become bounds on
+their target's mass, ``lo = min(1, r + η·Q)`` and ``hi = max(0, r - η·Q')``, where ``Q`` is a
+clipped virtual queue of unmet share; cyclic proportional projections move mass until every
+bound holds (within-target shares follow the policy's own probabilities). When a queue
+reaches the backstop ``B`` the draw is restricted to (or away from) that target and the
+decision is flagged as forced. The draw uses the final vector, so its entry is the exact
+propensity. Queues and per-window accounting advance on in-scope impressions only.
+
+Constraint arrays have one entry per constraint, in priority order (K,).
+"""
+
+import numpy as np
+from numba import njit
+
+from allocator.kernels.choice import draw_index
+
+FLOOR = 0
+CAP = 1
+TILT = 2
+
+TARGET_GROUP = 0
+TARGET_ARM = 1
+TARGET_COLD = 2
+
+SHAPE_CONSTANT = 0
+SHAPE_LINEAR = 1
+SHAPE_STEP = 2
+
+# Columns of the packed tables (one row per constraint).
+I_KIND, I_TARGET_KIND, I_TARGET_ID, I_N_MIN, I_SHAPE, I_STEPS, I_CARRY = range(7)
+N_DEF_I = 7
+F_MAX_AGE, F_T0, F_T1, F_V0, F_V1 = range(5)
+N_DEF_F = 5
+S_QUEUE, S_WIN_SERVED, S_WIN_TARGET, S_WORST, S_TOTAL_SERVED, S_TOTAL_TARGET = range(6)
+S_COST, S_MOVED, S_VALUE = 6, 7, 8
+N_STATE_F = 9
+J_RING_POS, J_N_SEEN, J_BACKSTOPS, J_N_MEMBERS, J_ACTIVE = range(5)
+N_STATE_I = 5
+
+_TOL = 1e-12
+_MAX_PASSES = 100
+
+
+@njit(cache=True, nogil=True)
+def schedule_value(t, t0, t1, v0, v1, shape, steps):
+    """Scheduled value at ``t`` inside ``[t0, t1)`` (mirrors ``constraints.config``)."""
+    frac = (t - t0) / (t1 - t0)
+    if shape == SHAPE_CONSTANT:
+        return v0
+    if shape == SHAPE_LINEAR:
+        return v0 + (v1 - v0) * frac
+    k = int(frac * steps)
+    if k > steps - 1:
+        k = steps - 1
+    return v0 + (v1 - v0) * k / max(steps - 1, 1)
+
+
+@njit(cache=True, nogil=True)
+def _scale_target(p, n, member, k, bound, mu, delta):
+    """Move mass so the members of constraint ``k`` hold exactly ``bound``.
+
+    Members scale by ``bound / mass`` and the others by ``(1-bound)/(1-mass)``; returns the
+    expected reward given up, ``Σ (p_before - p_after)·μ``.
+    """
+    mass = 0.0
+    m = 0
+    for j in range(n):
+        if member[k, j]:
+            mass += p[j]
+            m += 1
+    lost = 0.0
+    if m == 0 or m == n:
+        return lost
+    rest = 1.0 - mass
+    for j in range(n):
+        old = p[j]
+        if member[k, j]:
+            p[j] = old * bound / mass if mass > 0.0 else bound / m
+        else:
+            p[j] = old * (1.0 - bound) / rest if rest > 0.0 else (1.0 - bound) / (n - m)
+        lost += (old - p[j]) * mu[j]
+    delta[0] = max(delta[0], abs(mass - bound))
+    return lost
+
+
+@njit(cache=True, nogil=True)
+def _restrict(p, n, member, k, inside, mu):
+    """Keep only members (``inside``) or only non-members of ``k``, renormalised."""
+    total = 0.0
+    for j in range(n):
+        if member[k, j] == inside:
+            total += p[j]
+    lost = 0.0
+    count = 0
+    for j in range(n):
+        if member[k, j] == inside:
+            count += 1
+    for j in range(n):
+        old = p[j]
+        if member[k, j] == inside:
+            p[j] = old / total if total > 0.0 else 1.0 / count
+        else:
+            p[j] = 0.0
+        lost += (old - p[j]) * mu[j]
+    return lost
+
+
+@njit(cache=True, nogil=True)
+def constrain_and_draw(
+    p, n, cand, mu, t, req_codes, def_i, def_f, allowed, eta, backstop,
+    arm_group, n_obs, first_seen, st_f, st_i, ring, member, rng_state,
+):  # fmt: skip
+    """Apply every active constraint to ``p[:n]`` in place, draw, and account.
+
+    Parameters
+    ----------
+    p : float64 (>= n,) policy probabilities in, final probabilities out
+    cand : int64 (n,) arm indices; mu : float64 (n,) posterior mean reward per candidate
+    t : float epoch seconds; req_codes : int64 (A,) request attribute value codes
+    def_i : int64 (K, N_DEF_I); def_f : float64 (K, N_DEF_F) definitions (``I_*``, ``F_*``)
+    allowed : bool (K, A, V) scope table; eta, backstop : float
+    arm_group, n_obs : int64 (capacity,); first_seen : float64 (capacity,), NaN = never seen
+    st_f : float64 (K, N_STATE_F); st_i : int64 (K, N_STATE_I) state (``S_*``, ``J_*``);
+    ``S_MOVED`` and ``S_VALUE`` describe this decision only
+    ring : float64 (2, K, W) served indicator and scheduled share of the last W impressions
+    member : bool (K, >= n) scratch; rng_state : uint64 (2,) decision stream
+
+    Returns
+    -------
+    (int, int)
+        Chosen position, and the index of the forcing constraint (-1 if not forced).
+    """
+    n_con = def_i.shape[0]
+    n_attr = req_codes.shape[0]
+    window = ring.shape[2]
+    for j in range(n):
+        a = cand[j]
+        if np.isnan(first_seen[a]):
+            first_seen[a] = t
+    for k in range(n_con):
+        st_f[k, S_MOVED] = 0.0
+        ok = def_f[k, F_T0] <= t < def_f[k, F_T1]
+        for i in range(n_attr):
+            if ok and not allowed[k, i, req_codes[i]]:
+                ok = False
+        st_i[k, J_ACTIVE] = 1 if ok else 0
+        st_i[k, J_N_MEMBERS] = 0
+        if not ok:
+            continue
+        st_f[k, S_VALUE] = schedule_value(
+            t, def_f[k, F_T0], def_f[k, F_T1], def_f[k, F_V0], def_f[k, F_V1],
+            def_i[k, I_SHAPE], def_i[k, I_STEPS],
+        )  # fmt: skip
+        tk = def_i[k, I_TARGET_KIND]
+        tid = def_i[k, I_TARGET_ID]
+        count = 0
+        for j in range(n):
+            a = cand[j]
+            if tk == TARGET_GROUP:
+                is_member = arm_group[a] == tid
+            elif tk == TARGET_ARM:
+                is_member = a == tid
+            else:
+                is_member = (
+                    arm_group[a] == tid
+                    and n_obs[a] < def_i[k, I_N_MIN]
+                    and t - first_seen[a] <= def_f[k, F_MAX_AGE]
+                )
+            member[k, j] = is_member
+            if is_member:
+                count += 1
+        st_i[k, J_N_MEMBERS] = count
+
+    # Tilts reshape the base distribution before any bound is enforced.
+    for k in range(n_con):
+        if st_i[k, J_ACTIVE] == 0 or def_i[k, I_KIND] != TILT or st_i[k, J_N_MEMBERS] == 0:
+            continue
+        boost = st_f[k, S_VALUE]
+        total = 0.0
+        for j in range(n):
+            total += p[j] * boost if member[k, j] else p[j]
+        lost = 0.0
+        for j in range(n):
+            old = p[j]
+            p[j] = (old * boost if member[k, j] else old) / total
+            lost += (old - p[j]) * mu[j]
+            st_f[k, S_MOVED] += abs(old - p[j])
+        st_f[k, S_COST] += lost
+
+    # Backstop: the longest queue at or past B forces the decision.
+    forced = -1
+    longest = 0.0
+    for k in range(n_con):
+        m = st_i[k, J_N_MEMBERS]
+        if st_i[k, J_ACTIVE] == 0 or def_i[k, I_KIND] == TILT or m == 0 or m == n:
+            continue
+        q = st_f[k, S_QUEUE]
+        if q >= backstop and q > longest:
+            longest = q
+            forced = k
+    before = p[:n].copy()
+    if forced >= 0:
+        st_f[forced, S_COST] += _restrict(p, n, member, forced, def_i[forced, I_KIND] == FLOOR, mu)
+        st_i[forced, J_BACKSTOPS] += 1
+        for j in range(n):
+            st_f[forced, S_MOVED] += abs(before[j] - p[j])
+    else:
+        delta = np.zeros(1)
+        for _ in range(_MAX_PASSES):
+            delta[0] = 0.0
+            for k in range(n_con):
+                kk = def_i[k, I_KIND]
+                if st_i[k, J_ACTIVE] == 0 or kk == TILT or st_i[k, J_N_MEMBERS] == 0:
+                    continue
+                mass = 0.0
+                for j in range(n):
+                    if member[k, j]:
+                        mass += p[j]
+                r = st_f[k, S_VALUE]
+                q = st_f[k, S_QUEUE]
+                if kk == FLOOR:
+                    bound = min(1.0, r + eta * q)
+                    if mass < bound - _TOL:
+                        st_f[k, S_COST] += _scale_target(p, n, member, k, bound, mu, delta)
+                else:
+                    bound = max(0.0, r - eta * q)
+                    if mass > bound + _TOL:
+                        st_f[k, S_COST] += _scale_target(p, n, member, k, bound, mu, delta)
+            if delta[0] <= _TOL:
+                break
+        for k in range(n_con):
+            if st_i[k, J_ACTIVE] == 1 and def_i[k, I_KIND] != TILT:
+                for j in range(n):
+                    if member[k, j]:
+                        st_f[k, S_MOVED] += abs(p[j] - before[j])
+
+    chosen = draw_index(p, n, rng_state)
+
+    for k in range(n_con):
+        kk = def_i[k, I_KIND]
+        if st_i[k, J_ACTIVE] == 0 or kk == TILT:
+            continue
+        has_members = st_i[k, J_N_MEMBERS] > 0
+        if not has_members and def_i[k, I_CARRY] == 0:
+            continue
+        served = 1.0 if (has_members and member[k, chosen]) else 0.0
+        r = st_f[k, S_VALUE]
+        if kk == FLOOR:
+            st_f[k, S_QUEUE] = max(st_f[k, S_QUEUE] + r - served, 0.0)
+        else:
+            st_f[k, S_QUEUE] = max(st_f[k, S_QUEUE] + served - r, 0.0)
+        pos = st_i[k, J_RING_POS]
+        if st_i[k, J_N_SEEN] >= window:
+            st_f[k, S_WIN_SERVED] -= ring[0, k, pos]
+            st_f[k, S_WIN_TARGET] -= ring[1, k, pos]
+        ring[0, k, pos] = served
+        ring[1, k, pos] = r
+        st_f[k, S_WIN_SERVED] += served
+        st_f[k, S_WIN_TARGET] += r
+        st_i[k, J_RING_POS] = (pos + 1) % window
+        st_i[k, J_N_SEEN] += 1
+        st_f[k, S_TOTAL_SERVED] += served
+        st_f[k, S_TOTAL_TARGET] += r
+        if st_i[k, J_N_SEEN] >= window:
+            gap = st_f[k, S_WIN_SERVED] - st_f[k, S_WIN_TARGET]
+            slack = gap / window if kk == FLOOR else -gap / window
+            if slack < st_f[k, S_WORST]:
+                st_f[k, S_WORST] = slack
+    return chosen, forced
