@@ -167,7 +167,7 @@ def _breakpoints(cs: list[Constraint]) -> list[float]:
 def _atoms(cs: list[Constraint]) -> list[dict[str, str]]:
     """One representative request per combination of mentioned attribute values."""
     attrs = sorted({a for c in cs for a in c.scope})
-    choices = [sorted({v for c in cs for v in c.scope.get(a, [])}) + ["\x00other"] for a in attrs]
+    choices = [[*sorted({v for c in cs for v in c.scope.get(a, [])}), "\x00other"] for a in attrs]
     return [dict(zip(attrs, combo, strict=True)) for combo in itertools.product(*choices)]
 
 
