@@ -130,14 +130,16 @@ class Constraint(StrictModel):
 class ConstraintSet(StrictModel):
     """A validated set of constraints plus the layer's tuning.
 
-    ``window`` is the guarantee window W (in-scope impressions); ``eta`` turns queued
-    deficit into extra floor probability; ``backstop`` is the queue length B past which a
-    decision is forced onto the target (and flagged).
+    ``window`` is the guarantee window W (in-scope impressions); ``eta`` turns the unmet
+    share balance into extra floor probability; ``surplus`` caps how much over-service (in
+    impressions) a floor banks against later probability (0 = never); ``backstop`` is the
+    clipped queue length B past which a decision is forced onto the target (and flagged).
     """
 
     window: Annotated[int, Field(ge=10, le=1_000_000)] = 1000
     eta: Annotated[float, Field(gt=0.0, le=10.0, allow_inf_nan=False)] = 0.05
     backstop: Annotated[float, Field(ge=1.0, allow_inf_nan=False)] = 30.0
+    surplus: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 10.0
     constraints: list[Constraint] = Field(default_factory=list)
 
     @model_validator(mode="after")

@@ -128,7 +128,7 @@ class ConstrainedPolicy:
         chosen, forced = kc.constrain_and_draw(
             pol._p, n, cand, pol.candidate_means(cand), t, codes,
             state.compiled.def_i, state.compiled.def_f, state.compiled.allowed,
-            state.compiled.spec.eta, state.compiled.spec.backstop,
+            state.compiled.spec.eta, state.compiled.spec.backstop, state.compiled.spec.surplus,
             self.registry.arm_group, pol.n_observations, self._first_seen,
             state.st_f, state.st_i, state.ring, self._member, pol._stream,
         )  # fmt: skip

@@ -1,12 +1,18 @@
 """Constraint mixing between the policy's probabilities and the final draw.
 
 Per request: tilts multiply their target's probabilities; floors and caps become bounds on
-their target's mass, ``lo = min(1, r + η·Q)`` and ``hi = max(0, r - η·Q')``, where ``Q`` is a
-clipped virtual queue of unmet share; cyclic proportional projections move mass until every
-bound holds (within-target shares follow the policy's own probabilities). When a queue
+their target's mass, ``lo = clip(r + η·D)`` and ``hi = clip(r - η·D')``. ``D`` is the
+signed balance of unmet share, clamped below at ``-surplus`` so that a floor that was
+over-served lowers its probability a little instead of being over-served for good (a queue
+clipped at 0 forgives every surplus and serves a binding floor ~5 points above schedule).
+The clipped virtual queue ``Q ← max(Q + r − served, 0)`` bounds every window
+(``served ≥ Σr − Q_max``) and drives the backstop. Cyclic proportional projections move
+mass until every bound holds (within-target shares follow the policy's own probabilities). When a queue
 reaches the backstop ``B`` the draw is restricted to (or away from) that target and the
 decision is flagged as forced. The draw uses the final vector, so its entry is the exact
-propensity. Queues and per-window accounting advance on in-scope impressions only.
+propensity. Queues and per-window accounting advance on in-scope impressions only; an
+impression that offered no choice for a constraint (no member for a floor, only members for
+a cap) is skipped, or counted as unmet share when the constraint carries its debt.
 
 Constraint arrays have one entry per constraint, in priority order (K,).
 """
@@ -34,8 +40,8 @@ N_DEF_I = 7
 F_MAX_AGE, F_T0, F_T1, F_V0, F_V1 = range(5)
 N_DEF_F = 5
 S_QUEUE, S_WIN_SERVED, S_WIN_TARGET, S_WORST, S_TOTAL_SERVED, S_TOTAL_TARGET = range(6)
-S_COST, S_MOVED, S_VALUE = 6, 7, 8
-N_STATE_F = 9
+S_COST, S_MOVED, S_VALUE, S_BALANCE = 6, 7, 8, 9
+N_STATE_F = 10
 J_RING_POS, J_N_SEEN, J_BACKSTOPS, J_N_MEMBERS, J_ACTIVE = range(5)
 N_STATE_I = 5
 
@@ -109,7 +115,7 @@ def _restrict(p, n, member, k, inside, mu):
 
 @njit(cache=True, nogil=True)
 def constrain_and_draw(
-    p, n, cand, mu, t, req_codes, def_i, def_f, allowed, eta, backstop,
+    p, n, cand, mu, t, req_codes, def_i, def_f, allowed, eta, backstop, surplus,
     arm_group, n_obs, first_seen, st_f, st_i, ring, member, rng_state,
 ):  # fmt: skip
     """Apply every active constraint to ``p[:n]`` in place, draw, and account.
@@ -120,7 +126,7 @@ def constrain_and_draw(
     cand : int64 (n,) arm indices; mu : float64 (n,) posterior mean reward per candidate
     t : float epoch seconds; req_codes : int64 (A,) request attribute value codes
     def_i : int64 (K, N_DEF_I); def_f : float64 (K, N_DEF_F) definitions (``I_*``, ``F_*``)
-    allowed : bool (K, A, V) scope table; eta, backstop : float
+    allowed : bool (K, A, V) scope table; eta, backstop, surplus : float
     arm_group, n_obs : int64 (capacity,); first_seen : float64 (capacity,), NaN = never seen
     st_f : float64 (K, N_STATE_F); st_i : int64 (K, N_STATE_I) state (``S_*``, ``J_*``);
     ``S_MOVED`` and ``S_VALUE`` describe this decision only
@@ -219,13 +225,13 @@ def constrain_and_draw(
                     if member[k, j]:
                         mass += p[j]
                 r = st_f[k, S_VALUE]
-                q = st_f[k, S_QUEUE]
+                d = st_f[k, S_BALANCE]
                 if kk == FLOOR:
-                    bound = min(1.0, r + eta * q)
+                    bound = min(1.0, max(0.0, r + eta * d))
                     if mass < bound - _TOL:
                         st_f[k, S_COST] += _scale_target(p, n, member, k, bound, mu, delta)
                 else:
-                    bound = max(0.0, r - eta * q)
+                    bound = min(1.0, max(0.0, r - eta * d))
                     if mass > bound + _TOL:
                         st_f[k, S_COST] += _scale_target(p, n, member, k, bound, mu, delta)
             if delta[0] <= _TOL:
@@ -242,15 +248,17 @@ def constrain_and_draw(
         kk = def_i[k, I_KIND]
         if st_i[k, J_ACTIVE] == 0 or kk == TILT:
             continue
-        has_members = st_i[k, J_N_MEMBERS] > 0
-        if not has_members and def_i[k, I_CARRY] == 0:
+        m = st_i[k, J_N_MEMBERS]
+        # A floor needs a member among the candidates, a cap a non-member: otherwise the
+        # request offered no choice and only counts (as unmet share) when debts carry.
+        eligible = m > 0 if kk == FLOOR else m < n
+        if not eligible and def_i[k, I_CARRY] == 0:
             continue
-        served = 1.0 if (has_members and member[k, chosen]) else 0.0
+        served = 1.0 if (m > 0 and member[k, chosen]) else 0.0
         r = st_f[k, S_VALUE]
-        if kk == FLOOR:
-            st_f[k, S_QUEUE] = max(st_f[k, S_QUEUE] + r - served, 0.0)
-        else:
-            st_f[k, S_QUEUE] = max(st_f[k, S_QUEUE] + served - r, 0.0)
+        unmet = r - served if kk == FLOOR else served - r
+        st_f[k, S_QUEUE] = max(st_f[k, S_QUEUE] + unmet, 0.0)
+        st_f[k, S_BALANCE] = max(st_f[k, S_BALANCE] + unmet, -surplus)
         pos = st_i[k, J_RING_POS]
         if st_i[k, J_N_SEEN] >= window:
             st_f[k, S_WIN_SERVED] -= ring[0, k, pos]
