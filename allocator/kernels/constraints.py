@@ -7,8 +7,8 @@ over-served lowers its probability a little instead of being over-served for goo
 clipped at 0 forgives every surplus and serves a binding floor ~5 points above schedule).
 The clipped virtual queue ``Q ← max(Q + r − served, 0)`` bounds every window
 (``served ≥ Σr − Q_max``) and drives the backstop. Cyclic proportional projections move
-mass until every bound holds (within-target shares follow the policy's own probabilities). When a queue
-reaches the backstop ``B`` the draw is restricted to (or away from) that target and the
+mass until every bound holds (within-target shares follow the policy's own probabilities).
+When a queue reaches the backstop ``B`` the draw is restricted to (or away from) that target and the
 decision is flagged as forced. The draw uses the final vector, so its entry is the exact
 propensity. Queues and per-window accounting advance on in-scope impressions only; an
 impression that offered no choice for a constraint (no member for a floor, only members for
