@@ -54,9 +54,12 @@ class CompiledConstraints:
             )
         for i, name in enumerate(self.attrs):
             value = attrs.get(name)
-            if value is not None and not isinstance(value, str):
-                raise InvalidInputError(f"attrs[{name!r}] = {value!r}: expected a string")
-            out[i] = self.vocab[i].get(value, 0) if value is not None else 0
+            code = self.vocab[i].get(value) if isinstance(value, str) else None
+            if code is None:
+                if value is not None and not isinstance(value, str):
+                    raise InvalidInputError(f"attrs[{name!r}] = {value!r}: expected a string")
+                code = 0
+            out[i] = code
         return out
 
 

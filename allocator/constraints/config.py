@@ -140,7 +140,7 @@ class ConstraintSet(StrictModel):
     eta: Annotated[float, Field(gt=0.0, le=10.0, allow_inf_nan=False)] = 0.05
     backstop: Annotated[float, Field(ge=1.0, allow_inf_nan=False)] = 30.0
     surplus: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 10.0
-    constraints: list[Constraint] = Field(default_factory=list)
+    constraints: Annotated[list[Constraint], Field(max_length=62)] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _consistent(self) -> ConstraintSet:

@@ -24,14 +24,23 @@ from allocator.policies.base import Policy
 
 
 class ConstrainedChoice(NamedTuple):
-    """A decision after constraint mixing; ``propensity`` is exact for the whole procedure."""
+    """A decision after constraint mixing; ``propensity`` is exact for the whole procedure.
+
+    ``adjusted_mask`` has bit ``i`` set when constraint ``names[i]`` moved probability mass
+    for this decision (decoded lazily by :attr:`adjusted_by`, off the hot path).
+    """
 
     position: int
     arm: int
     propensity: float
     forced: bool
     forced_by: str | None
-    adjusted_by: tuple[str, ...]
+    adjusted_mask: int
+    names: tuple[str, ...]
+
+    @property
+    def adjusted_by(self) -> tuple[str, ...]:
+        return tuple(name for i, name in enumerate(self.names) if self.adjusted_mask >> i & 1)
 
 
 @dataclass(frozen=True)
@@ -60,6 +69,7 @@ class _State:
         self.st_i = np.zeros((k, kc.N_STATE_I), dtype=np.int64)
         self.ring = np.zeros((2, k, window))
         self.codes = np.zeros(len(compiled.attrs), dtype=np.int64)
+        self.names = tuple(c.name for c in compiled.order)
 
     def carry_from(self, old: _State) -> None:
         """Keep the state of constraints whose name and definition are unchanged."""
@@ -101,6 +111,7 @@ class ConstrainedPolicy:
         self.registry = policy.registry
         self._first_seen = np.full(self.registry.capacity, np.nan)
         self._member = np.zeros((0, 0), dtype=np.bool_)
+        self._before = np.zeros(0)
         self._state = self._build(constraints or ConstraintSet())
 
     # ------------------------------------------------------------------ decisions
@@ -120,24 +131,23 @@ class ConstrainedPolicy:
         k = state.st_f.shape[0]
         if self._member.shape[0] != k or self._member.shape[1] < n:
             self._member = np.zeros((k, max(n, 16)), dtype=np.bool_)
+            self._before = np.zeros(max(n, 16))
         if self._first_seen.shape[0] < self.registry.capacity:
             grown = np.full(self.registry.capacity, np.nan)
             grown[: self._first_seen.shape[0]] = self._first_seen
             self._first_seen = grown
         pol = self.policy
-        chosen, forced = kc.constrain_and_draw(
-            pol._p, n, cand, pol.candidate_means(cand), t, codes,
-            state.compiled.def_i, state.compiled.def_f, state.compiled.allowed,
-            state.compiled.spec.eta, state.compiled.spec.backstop, state.compiled.spec.surplus,
-            self.registry.arm_group, pol.n_observations, self._first_seen,
-            state.st_f, state.st_i, state.ring, self._member, pol._stream,
+        c = state.compiled
+        chosen, forced, adjusted = kc.constrain_and_draw(
+            pol._p, n, cand, pol.candidate_means(cand), t, codes, c.def_i, c.def_f, c.allowed,
+            c.spec.eta, c.spec.backstop, c.spec.surplus, self.registry.arm_group, pol._n_obs,
+            self._first_seen, state.st_f, state.st_i, state.ring, self._member, self._before,
+            pol._stream,
         )  # fmt: skip
-        moved = state.st_f[:, kc.S_MOVED]
-        names = state.compiled.order
-        adjusted = tuple(names[i].name for i in np.flatnonzero(moved > 1e-12)) if k else ()
+        names = state.names
         return ConstrainedChoice(
             int(chosen), int(cand[chosen]), float(pol._p[chosen]), forced >= 0,
-            names[forced].name if forced >= 0 else None, adjusted,
+            names[forced] if forced >= 0 else None, int(adjusted), names,
         )  # fmt: skip
 
     @property

@@ -64,7 +64,7 @@ def schedule_value(t, t0, t1, v0, v1, shape, steps):
 
 
 @njit(cache=True, nogil=True)
-def _scale_target(p, n, member, k, bound, mu, delta):
+def _scale_target(p, n, member, k, bound, mu):
     """Move mass so the members of constraint ``k`` hold exactly ``bound``.
 
     Members scale by ``bound / mass`` and the others by ``(1-bound)/(1-mass)``; returns the
@@ -87,7 +87,6 @@ def _scale_target(p, n, member, k, bound, mu, delta):
         else:
             p[j] = old * (1.0 - bound) / rest if rest > 0.0 else (1.0 - bound) / (n - m)
         lost += (old - p[j]) * mu[j]
-    delta[0] = max(delta[0], abs(mass - bound))
     return lost
 
 
@@ -116,7 +115,7 @@ def _restrict(p, n, member, k, inside, mu):
 @njit(cache=True, nogil=True)
 def constrain_and_draw(
     p, n, cand, mu, t, req_codes, def_i, def_f, allowed, eta, backstop, surplus,
-    arm_group, n_obs, first_seen, st_f, st_i, ring, member, rng_state,
+    arm_group, n_obs, first_seen, st_f, st_i, ring, member, before, rng_state,
 ):  # fmt: skip
     """Apply every active constraint to ``p[:n]`` in place, draw, and account.
 
@@ -131,12 +130,14 @@ def constrain_and_draw(
     st_f : float64 (K, N_STATE_F); st_i : int64 (K, N_STATE_I) state (``S_*``, ``J_*``);
     ``S_MOVED`` and ``S_VALUE`` describe this decision only
     ring : float64 (2, K, W) served indicator and scheduled share of the last W impressions
-    member : bool (K, >= n) scratch; rng_state : uint64 (2,) decision stream
+    member : bool (K, >= n) and before : float64 (>= n,) scratch
+    rng_state : uint64 (2,) decision stream
 
     Returns
     -------
-    (int, int)
-        Chosen position, and the index of the forcing constraint (-1 if not forced).
+    (int, int, int)
+        Chosen position, the index of the forcing constraint (-1 if not forced), and a
+        bitmask of the constraints that moved probability mass for this decision.
     """
     n_con = def_i.shape[0]
     n_attr = req_codes.shape[0]
@@ -206,16 +207,16 @@ def constrain_and_draw(
         if q >= backstop and q > longest:
             longest = q
             forced = k
-    before = p[:n].copy()
+    for j in range(n):
+        before[j] = p[j]
     if forced >= 0:
         st_f[forced, S_COST] += _restrict(p, n, member, forced, def_i[forced, I_KIND] == FLOOR, mu)
         st_i[forced, J_BACKSTOPS] += 1
         for j in range(n):
             st_f[forced, S_MOVED] += abs(before[j] - p[j])
     else:
-        delta = np.zeros(1)
         for _ in range(_MAX_PASSES):
-            delta[0] = 0.0
+            change = 0.0
             for k in range(n_con):
                 kk = def_i[k, I_KIND]
                 if st_i[k, J_ACTIVE] == 0 or kk == TILT or st_i[k, J_N_MEMBERS] == 0:
@@ -229,12 +230,14 @@ def constrain_and_draw(
                 if kk == FLOOR:
                     bound = min(1.0, max(0.0, r + eta * d))
                     if mass < bound - _TOL:
-                        st_f[k, S_COST] += _scale_target(p, n, member, k, bound, mu, delta)
+                        st_f[k, S_COST] += _scale_target(p, n, member, k, bound, mu)
+                        change = max(change, bound - mass)
                 else:
                     bound = min(1.0, max(0.0, r - eta * d))
                     if mass > bound + _TOL:
-                        st_f[k, S_COST] += _scale_target(p, n, member, k, bound, mu, delta)
-            if delta[0] <= _TOL:
+                        st_f[k, S_COST] += _scale_target(p, n, member, k, bound, mu)
+                        change = max(change, mass - bound)
+            if change <= _TOL:
                 break
         for k in range(n_con):
             if st_i[k, J_ACTIVE] == 1 and def_i[k, I_KIND] != TILT:
@@ -243,6 +246,10 @@ def constrain_and_draw(
                         st_f[k, S_MOVED] += abs(p[j] - before[j])
 
     chosen = draw_index(p, n, rng_state)
+    adjusted = 0
+    for k in range(n_con):
+        if st_f[k, S_MOVED] > _TOL:
+            adjusted |= 1 << k
 
     for k in range(n_con):
         kk = def_i[k, I_KIND]
@@ -276,4 +283,4 @@ def constrain_and_draw(
             slack = gap / window if kk == FLOOR else -gap / window
             if slack < st_f[k, S_WORST]:
                 st_f[k, S_WORST] = slack
-    return chosen, forced
+    return chosen, forced, adjusted
