@@ -25,3 +25,7 @@ class UnknownArmError(AllocatorError, KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable.
         return str(self.args[0]) if self.args else ""
+
+
+class SnapshotError(AllocatorError):
+    """A snapshot file is corrupt, truncated, of another version, or not ours."""

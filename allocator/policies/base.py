@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from allocator.errors import InvalidInputError, UnknownArmError
+from allocator.errors import InvalidInputError, SnapshotError, UnknownArmError
 from allocator.kernels import choice as ck
 from allocator.registry import ArmRegistry
 
@@ -85,6 +86,13 @@ class Policy(ABC):
 
     #: context length expected by ``decide`` (None = context-free model)
     n_features: int | None = None
+    #: arrays that, with the meta fields, are the complete state (snapshots restore them)
+    _state: tuple[str, ...] = ("_stream", "_clock", "_n_obs", "_dirty")
+    #: learned sufficient statistics that add up across replicas (fleet deltas)
+    _additive: tuple[str, ...] = ()
+    #: arrays carried into a reconfigured policy: learned statistics and per-arm priors
+    _learned: tuple[str, ...] = ("_n_obs",)
+    _meta: tuple[str, ...] = ("_capacity", "_n_synced", "_pending", "version")
 
     def __init__(self, config: Any, registry: ArmRegistry, seed: int) -> None:
         if not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -108,6 +116,8 @@ class Policy(ABC):
         self._n_obs = np.empty(0, dtype=np.int64)
         self._p = np.empty(0, dtype=np.float64)
         self._last_n = 0
+        self.version = 0
+        self._delta_base: dict[str, np.ndarray] = {}
 
     # ----------------------------------------------------------------- public API
     @property
@@ -202,6 +212,7 @@ class Policy(ABC):
         """Bring the posterior and the sample bank up to date with every update so far."""
         self._refresh()
         self._pending = 0
+        self.version += 1
 
     def sync_arms(self, arm_features: Any = None) -> np.ndarray:
         """Allocate state for arms added to the registry since the last sync.
@@ -228,6 +239,143 @@ class Policy(ABC):
             self._n_synced = n
             self._refresh()
         return new
+
+    # ------------------------------------------------------ state, deltas, reload
+    def export_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Copies of every state array plus JSON-able meta (RNG state included)."""
+        arrays = {name: np.array(getattr(self, name), copy=True) for name in self._state}
+        meta = {name: getattr(self, name) for name in self._meta}
+        meta["kind"] = self.config.kind
+        meta["rng"] = self._rng.bit_generator.state
+        return arrays, meta
+
+    @classmethod
+    def restore(
+        cls, config: Any, registry: ArmRegistry, seed: int,
+        arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any],
+    ) -> Policy:  # fmt: skip
+        """Rebuild a policy exactly as exported: it then makes the same decisions."""
+        if meta.get("kind") != config.kind:
+            raise SnapshotError(f"state is of kind {meta.get('kind')!r}, config is {config.kind!r}")
+        policy = cls(config, ArmRegistry(), seed)
+        policy.registry = registry
+        for name in cls._state:
+            current = getattr(policy, name)
+            try:
+                value = arrays[name]
+            except KeyError:
+                raise SnapshotError(f"state array {name!r} is missing") from None
+            if value.dtype != current.dtype or value.ndim != current.ndim:
+                raise SnapshotError(
+                    f"state array {name!r} has dtype {value.dtype} and {value.ndim} dims, "
+                    f"expected {current.dtype} and {current.ndim}"
+                )
+            setattr(policy, name, np.array(value, copy=True))
+        for name in cls._meta:
+            setattr(policy, name, meta[name])
+        policy._rng.bit_generator.state = dict(meta["rng"])
+        policy._pos_of_arm = np.full(policy._capacity, -1, dtype=np.int64)
+        policy._after_restore()
+        return policy
+
+    def adopt_learned(self, other: Policy) -> None:
+        """Take ``other``'s learned statistics (same arms), then refresh everything.
+
+        Used by hot reload: hyper-parameters come from this policy's config, evidence from
+        the running one. Arms that ``other`` never saw keep this policy's initial state.
+        """
+        other._settle()
+        n = min(other.registry.n_arms, self.registry.n_arms)
+        for name in self._learned:
+            mine, theirs = getattr(self, name), getattr(other, name)
+            if mine.shape[1:] != theirs.shape[1:]:
+                raise InvalidInputError(f"cannot carry {name!r}: model dimensions changed")
+            if name in self._per_model:
+                mine[...] = theirs
+            else:
+                mine[:n] = theirs[:n]
+        self._clock[0] = other._clock[0]
+        if hasattr(self, "_t_last"):
+            self._t_last[:n] = self._clock[0]
+        self._dirty[:n] = True
+        self._mark_model_dirty()
+        self.refresh()
+
+    def export_delta(self) -> dict[str, np.ndarray]:
+        """What this replica learned since its previous export (sufficient statistics).
+
+        Exact for the conjugate models without forgetting. With forgetting, statistics are
+        first brought to this replica's clock and the learner folds the delta in as if it
+        had been observed at its own clock: an approximation whose error shrinks with the
+        export interval relative to the half-life.
+        """
+        self._settle()
+        names = (*self._additive, "_n_obs")
+        delta: dict[str, np.ndarray] = {}
+        for name in names:
+            current = np.array(getattr(self, name), copy=True)
+            base = self._delta_base.get(name)
+            diff = current.copy()
+            if base is not None:
+                if name in self._per_model:
+                    diff -= base
+                else:
+                    diff[: base.shape[0]] -= base
+            delta[name] = diff if name in self._per_model else diff[: self.registry.n_arms]
+            self._delta_base[name] = current
+        return delta
+
+    def merge(self, delta: Mapping[str, np.ndarray]) -> None:
+        """Fold a replica's :meth:`export_delta` into this policy, then refresh."""
+        names = (*self._additive, "_n_obs")
+        missing = [n for n in names if n not in delta]
+        if missing:
+            raise InvalidInputError(f"delta lacks {missing}: not from a {self.config.kind} policy")
+        n_obs = np.asarray(delta["_n_obs"])
+        if n_obs.ndim != 1 or n_obs.shape[0] > self.registry.n_arms:
+            raise InvalidInputError(
+                f"delta covers {n_obs.shape[0]} arms, this policy knows {self.registry.n_arms}"
+            )
+        k = n_obs.shape[0]
+        for name in names:
+            target, part = getattr(self, name), np.asarray(delta[name])
+            want = target.shape if name in self._per_model else (k, *target.shape[1:])
+            if part.shape != want:
+                raise InvalidInputError(f"delta[{name!r}] has shape {part.shape}, expected {want}")
+        self._settle()
+        for name in names:
+            target = getattr(self, name)
+            if name in self._per_model:
+                target += delta[name]
+            else:
+                target[:k] += delta[name]
+        self._clock[0] += int(n_obs.sum())
+        if hasattr(self, "_t_last"):
+            self._t_last[:k] = self._clock[0]
+        self._dirty[:k] |= n_obs > 0
+        self._mark_model_dirty()
+        self.refresh()
+
+    #: learned arrays that belong to the whole model rather than to one arm
+    _per_model: frozenset[str] = frozenset()
+
+    def _settle(self) -> None:
+        """Apply pending lazy forgetting so stored statistics are effective at the clock."""
+        if self._gamma == 1.0 or not hasattr(self, "_t_last"):
+            return
+        n = self.registry.n_arms
+        w = self._gamma ** (self._clock[0] - self._t_last[:n]).astype(np.float64)
+        for name in self._additive:
+            arr = getattr(self, name)
+            arr[:n] *= w.reshape((n,) + (1,) * (arr.ndim - 1))
+        self._t_last[:n] = self._clock[0]
+
+    def _mark_model_dirty(self) -> None:  # noqa: B027 (optional hook)
+        """Hook for models with one shared posterior."""
+
+    @abstractmethod
+    def _after_restore(self) -> None:
+        """Rebuild scratch buffers sized by restored state."""
 
     # ------------------------------------------------------------ for subclasses
     @abstractmethod

@@ -26,6 +26,11 @@ _Z_CELLS_PER_REFRESH = 1 << 16
 class _ScoreBankPolicy(Policy):
     """The normal bank ``z`` and its rolling redraw."""
 
+    _meta = (*Policy._meta, "bank_rows", "_z_cursor")
+
+    def _after_restore(self) -> None:
+        self._new_scratch(self.bank_rows, self._z.shape[0])
+
     def _init_bank(self, slots: int) -> None:
         self.bank_rows = int(self.config.bank_rows)
         self._z = self._rng.standard_normal((slots, self.bank_rows))
@@ -51,6 +56,9 @@ class LinearGaussianPolicy(_ScoreBankPolicy):
     """Disjoint linear Thompson sampling (or LinUCB / greedy) over d context features."""
 
     config: LinearGaussianConfig
+    _state = (*Policy._state, "_g", "_h", "_count", "_t_last", "_mu0", "_mu", "_a_inv", "_z")
+    _additive = ("_g", "_h", "_count")
+    _learned = ("_n_obs", "_g", "_h", "_count", "_mu0")
 
     def __init__(
         self,
@@ -222,6 +230,14 @@ class SharedLinearPolicy(_ScoreBankPolicy):
     """One linear model over vec(arm features ⊗ context): catalogue-scale memory."""
 
     config: SharedLinearConfig
+    _state = (*Policy._state, "_g", "_h", "_mu", "_a_inv", "_features", "_z")
+    _meta = (*_ScoreBankPolicy._meta, "_model_dirty")
+    _additive = ("_g", "_h")
+    _learned = ("_n_obs", "_g", "_h", "_features")
+    _per_model = frozenset({"_g", "_h"})
+
+    def _mark_model_dirty(self) -> None:
+        self._model_dirty = True
 
     def __init__(
         self, config: SharedLinearConfig, registry: ArmRegistry, seed: int, arm_features: Any = None

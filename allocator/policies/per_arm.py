@@ -31,6 +31,7 @@ class PerArmPolicy(Policy):
     """Shared machinery of the context-free families (bank, winners, mean/sd)."""
 
     _stats: tuple[str, ...] = ()
+    _meta = (*Policy._meta, "bank_rows")
 
     def __init__(
         self, config: Any, registry: ArmRegistry, seed: int, arm_features: Any = None
@@ -50,6 +51,9 @@ class PerArmPolicy(Policy):
 
     def _ensure_scratch(self, n_candidates: int) -> None:
         self._new_scratch(self.bank_rows, n_candidates)
+
+    def _after_restore(self) -> None:
+        self._new_scratch(self.bank_rows, 1)
 
     def _grow(self, capacity: int) -> None:
         self._capacity = capacity
@@ -157,6 +161,9 @@ class BetaBernoulliPolicy(PerArmPolicy):
 
     config: BetaBernoulliConfig
     _stats = ("_a0", "_b0", "_s1", "_s0")
+    _state = (*Policy._state, "_bank", "_winner", "_mean", "_sd", "_t_last", *_stats)
+    _additive = ("_s1", "_s0")
+    _learned = ("_n_obs", *_stats)
     _a0: np.ndarray  # prior alpha per arm
     _b0: np.ndarray  # prior beta per arm
     _s1: np.ndarray  # discounted successes as of t_last
@@ -244,6 +251,9 @@ class NormalGammaPolicy(PerArmPolicy):
 
     config: NormalGammaConfig
     _stats = ("_m0", "_k0", "_al0", "_be0", "_sn", "_sx", "_sxx")
+    _state = (*Policy._state, "_bank", "_winner", "_mean", "_sd", "_t_last", *_stats)
+    _additive = ("_sn", "_sx", "_sxx")
+    _learned = ("_n_obs", *_stats)
     _m0: np.ndarray  # prior (mean, kappa, alpha, beta) per arm
     _k0: np.ndarray
     _al0: np.ndarray
