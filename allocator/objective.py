@@ -31,6 +31,13 @@ class Objective:
         )
         return table[self._registry.arm_group[np.asarray(arms, dtype=np.int64)]]
 
+    def reward_one(self, arm: int, click: float, order: float, gmv: float) -> float:
+        """Scalar reward for one validated outcome (the serving hot path)."""
+        group = self._registry.group_of(arm)
+        rate = self.config.take_rates.get(group, self.config.default_take_rate)
+        c = self.config
+        return c.click * click + c.order * order + c.gmv * gmv * rate
+
     def reward(
         self,
         arms: np.ndarray,

@@ -134,3 +134,41 @@ class ArmRegistry:
         group = np.full(cap, -1, dtype=np.int64)
         group[: self.arm_group.shape[0]] = self.arm_group
         self.active, self.arm_group = active, group
+
+    def all_ids(self) -> list[str]:
+        """Every id ever registered, by index."""
+        return list(self._ids)
+
+    def members_all(self) -> list[str]:
+        """Ids of the active arms."""
+        return [self._ids[i] for i in np.flatnonzero(self.active[: self.n_arms])]
+
+    def copy(self) -> ArmRegistry:
+        """An independent copy (used to stage a reconfiguration before swapping it in)."""
+        out = ArmRegistry(capacity=self.capacity)
+        out._index = dict(self._index)
+        out._ids = list(self._ids)
+        out._groups = list(self._groups)
+        out._group_code = dict(self._group_code)
+        out.active = self.active.copy()
+        out.arm_group = self.arm_group.copy()
+        return out
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {
+            "registry.ids": np.array(self._ids, dtype=str),
+            "registry.groups": np.array(self._groups, dtype=str),
+            "registry.arm_group": self.arm_group.copy(),
+            "registry.active": self.active.copy(),
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> ArmRegistry:
+        out = cls(capacity=int(arrays["registry.active"].shape[0]))
+        out._ids = arrays["registry.ids"].tolist()
+        out._index = {arm_id: i for i, arm_id in enumerate(out._ids)}
+        out._groups = arrays["registry.groups"].tolist()
+        out._group_code = {g: i for i, g in enumerate(out._groups)}
+        out.active = arrays["registry.active"].astype(np.bool_, copy=True)
+        out.arm_group = arrays["registry.arm_group"].astype(np.int64, copy=True)
+        return out

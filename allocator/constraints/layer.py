@@ -18,7 +18,7 @@ import numpy as np
 
 from allocator.constraints.compiled import CompiledConstraints, compile_constraints
 from allocator.constraints.config import ConstraintSet
-from allocator.errors import InvalidInputError
+from allocator.errors import InvalidInputError, SnapshotError
 from allocator.kernels import constraints as kc
 from allocator.policies.base import Policy
 
@@ -171,7 +171,7 @@ class ConstrainedPolicy:
         """
         new = self._build(constraints)
         new.carry_from(self._state)
-        self._state = new
+        self._state = new  # one assignment: decide() reads self._state once
 
     def _build(self, spec: ConstraintSet) -> _State:
         if not isinstance(spec, ConstraintSet):
@@ -179,6 +179,37 @@ class ConstrainedPolicy:
                 f"constraints must be a ConstraintSet, got {type(spec).__name__}"
             )
         return _State(compile_constraints(spec, self.registry), spec.window)
+
+    def export_state(self) -> dict[str, np.ndarray]:
+        """Queues, windows and first-seen times (the set itself lives in the config)."""
+        s = self._state
+        return {
+            "constraints.st_f": s.st_f.copy(),
+            "constraints.st_i": s.st_i.copy(),
+            "constraints.ring": s.ring.copy(),
+            "constraints.first_seen": self._first_seen.copy(),
+        }
+
+    def restore_state(self, arrays: Mapping[str, np.ndarray]) -> None:
+        s = self._state
+        for name, current in (("st_f", s.st_f), ("st_i", s.st_i), ("ring", s.ring)):
+            value = arrays[f"constraints.{name}"]
+            if value.shape != current.shape or value.dtype != current.dtype:
+                raise SnapshotError(
+                    f"constraint state {name} has shape {value.shape}, expected {current.shape}"
+                )
+            current[...] = value
+        self._first_seen = np.array(arrays["constraints.first_seen"], dtype=np.float64)
+
+    def carry_from(self, other: ConstrainedPolicy) -> None:
+        """Take ``other``'s queues for unchanged constraints, and its first-seen times."""
+        self._state.carry_from(other._state)
+        n = min(self._first_seen.shape[0], other._first_seen.shape[0])
+        self._first_seen[:n] = other._first_seen[:n]
+
+    def replace_policy(self, policy: Policy) -> None:
+        """Serve from ``policy`` from now on (same registry); queues are kept."""
+        self.policy = policy
 
     # ---------------------------------------------------------------- accounting
     def report(self) -> list[ConstraintReport]:

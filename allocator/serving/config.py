@@ -1,0 +1,121 @@
+"""Configuration of an embedded :class:`~allocator.serving.Allocator`.
+
+Science (policy, objective, contracts, arms) and serving behaviour (reward wait, pending
+capacity, refresh cadence) are validated together because they must agree (feature
+counts, arm features, known groups). Deployment settings (log directory, autosave path)
+are arguments of the allocator, not part of this model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, model_validator
+
+from allocator.config import (
+    EngineConfig,
+    FiniteFloat,
+    LinearGaussianConfig,
+    PositiveFloat,
+    SharedLinearConfig,
+    StrictModel,
+    load_yaml,
+    parse_config,
+)
+from allocator.constraints.config import ArmTarget, ColdArmsTarget, ConstraintSet, GroupTarget
+
+NonNegative = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
+
+
+class ArmSpec(StrictModel):
+    """One destination: a partner platform (its own group) or a Mini Shop merchant."""
+
+    id: Annotated[str, Field(min_length=1, max_length=256)]
+    group: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+    features: list[FiniteFloat] | None = None
+
+
+class Outcome(StrictModel):
+    """What happened after a decision; missing fields count as 0."""
+
+    click: NonNegative = 0.0
+    order: NonNegative = 0.0
+    gmv: NonNegative = 0.0
+
+
+class ServingConfig(StrictModel):
+    """Feedback handling and refresh cadence.
+
+    Decisions wait ``reward_wait_s`` for feedback, then learn ``default_outcome`` exactly
+    once. At most ``pending_capacity`` decisions wait; beyond it the oldest is expired early
+    (and counted as evicted). The posterior refreshes every ``policy.refresh_every`` updates
+    or ``refresh_every_s`` seconds, whichever comes first. Decision timestamps may go back by
+    ``max_clock_skew_s`` at most (later ones are rejected).
+    """
+
+    reward_wait_s: PositiveFloat = 3600.0
+    default_outcome: Outcome = Outcome()
+    pending_capacity: Annotated[int, Field(ge=1, le=100_000_000)] = 1_000_000
+    refresh_every_s: PositiveFloat | None = 5.0
+    max_clock_skew_s: NonNegative = 5.0
+    feature_names: list[Annotated[str, Field(min_length=1)]] | None = None
+
+
+class AllocatorConfig(StrictModel):
+    """Everything an allocator needs: engine, contracts, arms, serving behaviour."""
+
+    engine: EngineConfig
+    constraints: ConstraintSet = ConstraintSet()
+    arms: Annotated[list[ArmSpec], Field(min_length=1)]
+    serving: ServingConfig = ServingConfig()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AllocatorConfig:
+        ids = [a.id for a in self.arms]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"arms: ids must be unique, repeated: {dupes[:5]}")
+        policy = self.engine.policy
+        names = self.serving.feature_names
+        want = (
+            policy.n_features if isinstance(policy, LinearGaussianConfig)
+            else policy.n_context_features if isinstance(policy, SharedLinearConfig)
+            else None
+        )  # fmt: skip
+        if names is not None and want is None:
+            raise ValueError(
+                f"serving.feature_names given, but policy {policy.kind} takes no context"
+            )
+        if names is not None and len(names) != want:
+            raise ValueError(
+                f"serving.feature_names has {len(names)} names, the policy expects {want}"
+            )
+        for arm in self.arms:
+            if isinstance(policy, SharedLinearConfig):
+                if arm.features is None or len(arm.features) != policy.n_arm_features:
+                    raise ValueError(
+                        f"arms: {arm.id!r} needs features of length {policy.n_arm_features} "
+                        "for the shared linear model"
+                    )
+            elif arm.features is not None:
+                raise ValueError(f"arms: {arm.id!r} has features, but {policy.kind} uses none")
+        groups = {a.group for a in self.arms}
+        for c in self.constraints.constraints:
+            t = c.target
+            target_group = (
+                t.group if isinstance(t, GroupTarget)
+                else t.cold_in_group if isinstance(t, ColdArmsTarget)
+                else None
+            )  # fmt: skip
+            if target_group is not None and target_group not in groups:
+                raise ValueError(f"constraint {c.name!r}: unknown target group {target_group!r}")
+            if isinstance(t, ArmTarget) and t.arm not in ids:
+                raise ValueError(f"constraint {c.name!r}: unknown target arm {t.arm!r}")
+        return self
+
+
+def load_allocator_config(path: str | Path) -> AllocatorConfig:
+    """Load and validate an :class:`AllocatorConfig` from YAML."""
+    cfg: AllocatorConfig = parse_config(AllocatorConfig, load_yaml(path), str(path))
+    return cfg
