@@ -13,7 +13,13 @@ from allocator.config import (
     SharedLinearConfig,
     load_engine_config,
 )
-from allocator.errors import AllocatorError, ConfigError, InvalidInputError, UnknownArmError
+from allocator.errors import (
+    AllocatorError,
+    ConfigError,
+    InvalidInputError,
+    SnapshotError,
+    UnknownArmError,
+)
 from allocator.objective import Objective
 from allocator.policies import (
     BatchChoice,
@@ -26,10 +32,20 @@ from allocator.policies import (
     make_policy,
 )
 from allocator.registry import ArmRegistry
+from allocator.serving import (
+    Allocator,
+    AllocatorConfig,
+    Decision,
+    Outcome,
+    UpdateStatus,
+    load_allocator_config,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Allocator",
+    "AllocatorConfig",
     "AllocatorError",
     "ArmRegistry",
     "BatchChoice",
@@ -37,6 +53,7 @@ __all__ = [
     "BetaBernoulliPolicy",
     "Choice",
     "ConfigError",
+    "Decision",
     "EngineConfig",
     "InvalidInputError",
     "LinearGaussianConfig",
@@ -45,11 +62,15 @@ __all__ = [
     "NormalGammaPolicy",
     "Objective",
     "ObjectiveConfig",
+    "Outcome",
     "Policy",
     "SharedLinearConfig",
     "SharedLinearPolicy",
+    "SnapshotError",
     "UnknownArmError",
+    "UpdateStatus",
     "__version__",
+    "load_allocator_config",
     "load_engine_config",
     "make_policy",
 ]

@@ -180,6 +180,20 @@ class EngineConfig(StrictModel):
     policy: PolicyConfig
     objective: ObjectiveConfig = ObjectiveConfig()
 
+    @model_validator(mode="after")
+    def _bernoulli_rewards(self) -> EngineConfig:
+        o = self.objective
+        if self.policy.kind == "beta_bernoulli" and (
+            o.gmv != 0.0 or min(o.click, o.order) < 0.0 or o.click + o.order > 1.0
+        ):
+            raise ValueError(
+                "policy beta_bernoulli learns rewards in [0, 1]: the objective must weigh "
+                f"click and order with non-negative weights summing to at most 1 and gmv 0 "
+                f"(got click={o.click}, order={o.order}, gmv={o.gmv}); use normal_gamma or a "
+                "linear policy for revenue"
+            )
+        return self
+
 
 def _format_validation_error(err: ValidationError, source: str) -> str:
     lines = [f"invalid configuration in {source}:"]

@@ -146,8 +146,8 @@ class Allocator:
         ``context`` is a float array, or a mapping resolved by ``serving.feature_names``.
         Raises a typed :class:`~allocator.AllocatorError` on bad input, with no state change.
         """
-        t = self._clock() if timestamp is None else as_epoch_seconds(timestamp)
         try:
+            t = self._clock() if timestamp is None else as_epoch_seconds(timestamp)
             if isinstance(candidates, np.ndarray) and candidates.dtype.kind in "iu":
                 cand = candidates
             else:
@@ -178,13 +178,17 @@ class Allocator:
                     choice.forced_by, choice.adjusted_by, self.policy.version, t, request_id,
                 )  # fmt: skip
         except Exception:
-            self._counts["rejected"] += 1
+            self._count("rejected")
             raise
 
     def decide_many(self, requests: Sequence[Mapping[str, Any]]) -> list[Decision]:
         """Decide for each request mapping (keys: the arguments of :meth:`decide`)."""
         with self._lock:
             return [self.decide(**req) for req in requests]
+
+    def _count(self, name: str) -> None:
+        with self._lock:
+            self._counts[name] += 1
 
     def _resolve_context(self, context: Any) -> np.ndarray | None:
         if not isinstance(context, Mapping):
@@ -215,22 +219,30 @@ class Allocator:
                 outcome if isinstance(outcome, Outcome) else Outcome.model_validate(outcome or {})
             )
         except ValidationError as err:
-            self._counts["rejected"] += 1
+            self._count("rejected")
             first = err.errors()[0]
             where = ".".join(map(str, first["loc"]))
             raise InvalidInputError(
                 f"outcome.{where} = {first.get('input')!r}: {first['msg']}"
             ) from None
-        t = self._clock() if timestamp is None else as_epoch_seconds(timestamp)
+        try:
+            t = self._clock() if timestamp is None else as_epoch_seconds(timestamp)
+        except InvalidInputError:
+            self._count("rejected")
+            raise
         with self._lock:
-            entry = self._pending.pop(decision_id)
+            entry = self._pending.get(decision_id)
             if entry is None:
                 if self._pending.was_finished(decision_id):
                     self._counts["duplicates"] += 1
                     return UpdateStatus.DUPLICATE
                 self._counts["unknown"] += 1
                 return UpdateStatus.UNKNOWN
-            self._learn(decision_id, entry, result)
+            try:
+                self._learn(decision_id, entry, result)
+            except InvalidInputError:
+                self._counts["rejected"] += 1
+                raise
             self._counts["updates"] += 1
             self._housekeep(t)
             return UpdateStatus.APPLIED
@@ -247,8 +259,10 @@ class Allocator:
             return self._expire(t)
 
     def _learn(self, decision_id: str, entry: Pending, outcome: Outcome) -> None:
+        """Apply one outcome; the pending entry goes only once the policy accepted it."""
         reward = self._objective.reward_one(entry.arm, outcome.click, outcome.order, outcome.gmv)
         self.policy.update(entry.arm, reward, entry.context)
+        self._pending.pop(decision_id)
         self._pending.finish(decision_id)
 
     def _learn_default(self, decision_id: str, entry: Pending) -> None:
@@ -296,6 +310,12 @@ class Allocator:
             retired = [i for i in registry.members_all() if i not in keep]
             registry.retire(retired)
             for arm in cfg.arms:
+                known = registry._index.get(arm.id)
+                if known is not None and registry.group_of(known) != arm.group:
+                    raise InvalidInputError(
+                        f"arms: {arm.id!r} was registered in group "
+                        f"{registry.group_of(known)!r}, cannot move to {arm.group!r}"
+                    )
                 if not self._is_active(registry, arm.id):
                     registry.add([arm.id], arm.group)
             running = self.policy
@@ -306,9 +326,14 @@ class Allocator:
                 policy = running
                 policy.registry = registry
             else:
-                shared = cfg.engine.policy.kind == "shared_linear"
-                features = (np.array([self._features_of(cfg, i) for i in registry.all_ids()])
-                            if shared else None)  # fmt: skip
+                features = None
+                if cfg.engine.policy.kind == "shared_linear":
+                    given = {a.id: a.features for a in cfg.arms}
+                    old_features = self.policy._features  # type: ignore[attr-defined]
+                    features = np.array([
+                        given[arm_id] if arm_id in given else old_features[i]
+                        for i, arm_id in enumerate(registry.all_ids())
+                    ])  # fmt: skip
                 policy = make_policy(cfg.engine.policy, registry, self.seed, arm_features=features)
                 policy._stream[:] = running._stream
                 policy.adopt_learned(running)
@@ -326,14 +351,6 @@ class Allocator:
     def _is_active(registry: ArmRegistry, arm_id: str) -> bool:
         idx = registry._index.get(arm_id)
         return idx is not None and bool(registry.active[idx])
-
-    def _features_of(self, cfg: AllocatorConfig, arm_id: str) -> list[float]:
-        for arm in cfg.arms:
-            if arm.id == arm_id:
-                return list(arm.features or [])
-        idx = self._registry._index[arm_id]  # retired arm: keep its stored features
-        features: list[float] = self.policy._features[idx].tolist()  # type: ignore[attr-defined]
-        return features
 
     # ---------------------------------------------------------------- fleet learning
     def export_delta(self) -> dict[str, np.ndarray]:

@@ -8,6 +8,7 @@ are arguments of the allocator, not part of this model.
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
@@ -72,8 +73,8 @@ class AllocatorConfig(StrictModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> AllocatorConfig:
-        ids = [a.id for a in self.arms]
-        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        ids = Counter(a.id for a in self.arms)
+        dupes = sorted(i for i, n in ids.items() if n > 1)
         if dupes:
             raise ValueError(f"arms: ids must be unique, repeated: {dupes[:5]}")
         policy = self.engine.policy

@@ -37,6 +37,9 @@ class PendingTable:
             return self._pending.popitem(last=False)
         return None
 
+    def get(self, decision_id: str) -> Pending | None:
+        return self._pending.get(decision_id)
+
     def pop(self, decision_id: str) -> Pending | None:
         return self._pending.pop(decision_id, None)
 

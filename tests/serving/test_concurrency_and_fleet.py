@@ -1,0 +1,131 @@
+"""Many threads, one allocator: nothing lost or double counted. Replicas merge exactly."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from allocator.serving import Allocator, UpdateStatus
+from tests.serving.helpers import T0, config, context_for
+
+CANDS = ["taobao", "douyin", "merchant:0", "merchant:2", "merchant:5"]
+
+
+def hammer(alloc: Allocator, n_threads: int, per_thread: int) -> list[int]:
+    """Each thread decides, then updates its own and its neighbour's decisions (racing)."""
+    issued: list[list[str]] = [[] for _ in range(n_threads)]
+    applied = [0] * n_threads
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(n_threads)
+
+    def work(k: int) -> None:
+        try:
+            barrier.wait()
+            rng = np.random.default_rng(k)
+            for i in range(per_thread):
+                d = alloc.decide(CANDS, timestamp=T0 + 1.0)
+                issued[k].append(d.decision_id)
+                if i % 3 == 0 and i:
+                    victim = issued[(k + 1) % n_threads]
+                    for decision_id in (issued[k][-2], victim[-1] if victim else "none"):
+                        s = alloc.update(decision_id, {"order": float(rng.random() < 0.2)})
+                        applied[k] += s == UpdateStatus.APPLIED
+        except BaseException as err:
+            errors.append(err)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    return applied
+
+
+@pytest.mark.parametrize("per_thread", [
+    3_000, pytest.param(50_000, marks=pytest.mark.slow),
+])  # fmt: skip
+def test_threads_apply_every_update_exactly_once(per_thread):
+    alloc = Allocator(config(reward_wait_s=1e9, pending_capacity=10_000_000), seed=1)
+    alloc.warmup()
+    applied = hammer(alloc, 8, per_thread)
+    m = alloc.metrics()
+    assert m["decisions"] == 8 * per_thread
+    assert m["updates"] == sum(applied)
+    alpha, beta = alloc.policy.posterior(np.arange(alloc.registry.n_arms))
+    assert alpha.sum() + beta.sum() - 2 * alpha.size == pytest.approx(sum(applied))
+    assert int(alloc.policy.n_observations.sum()) == sum(applied)
+    assert m["pending"] == 8 * per_thread - sum(applied)
+
+
+@pytest.mark.parametrize(
+    "kind", ["beta_bernoulli", "normal_gamma", "linear_gaussian", "shared_linear"]
+)
+def test_two_replicas_merge_to_the_single_replica_posterior(kind):
+    cfg = config(kind, reward_wait_s=1e9)
+    single = Allocator(cfg, seed=1)
+    learner = Allocator(cfg, seed=2, replica="learner")
+    replicas = [Allocator(cfg, seed=3, replica="a"), Allocator(cfg, seed=4, replica="b")]
+    rng = np.random.default_rng(0)
+    for i in range(600):
+        rep = replicas[i % 2]
+        x = context_for(kind, i)
+        d = rep.decide(CANDS, context=x, timestamp=T0 + i)
+        s = single.decide([d.arm_id], context=x, timestamp=T0 + i)
+        outcome = {"order": float(rng.random() < 0.3), "gmv": float(rng.gamma(2, 30))}
+        if kind == "beta_bernoulli":
+            outcome.pop("gmv")
+        rep.update(d.decision_id, outcome)
+        single.update(s.decision_id, outcome)
+        if i % 200 == 199:
+            for r in replicas:
+                learner.merge(r.export_delta())
+    for r in replicas:
+        learner.merge(r.export_delta())  # an empty delta is harmless
+    a, b = learner.policy, single.policy
+    for name in a._additive:
+        np.testing.assert_allclose(
+            getattr(a, name), getattr(b, name), rtol=0, atol=1e-9, err_msg=name
+        )
+    np.testing.assert_array_equal(a.n_observations, b.n_observations)
+    a.refresh()
+    b.refresh()
+    if kind in ("beta_bernoulli", "normal_gamma"):
+        for x, y in zip(a.posterior(np.arange(8)), b.posterior(np.arange(8)), strict=True):
+            np.testing.assert_allclose(x, y, atol=1e-9)
+    elif kind == "linear_gaussian":
+        np.testing.assert_allclose(a._mu[:8], b._mu[:8], atol=1e-9)
+    else:
+        np.testing.assert_allclose(a._mu, b._mu, atol=1e-9)
+
+
+def test_replica_adopts_published_learner_snapshot(tmp_path):
+    cfg = config(reward_wait_s=1e9)
+    learner = Allocator(cfg, seed=1, replica="learner")
+    replica = Allocator(cfg, seed=2, replica="a")
+    for i in range(300):
+        d = replica.decide(CANDS, timestamp=T0 + i)
+        replica.update(d.decision_id, {"order": float(d.arm_id == "merchant:2")})
+    learner.merge(replica.export_delta())
+    learner.save(tmp_path / "published.npz")
+    replica.load_published(tmp_path / "published.npz")
+    np.testing.assert_array_equal(replica.policy._s1, learner.policy._s1)
+    delta = replica.export_delta()
+    assert not any(np.any(v) for v in delta.values())  # nothing new since the adopted state
+    d = replica.decide(CANDS, timestamp=T0 + 400)
+    assert d.decision_id.startswith("a-")
+
+
+def test_merge_rejects_foreign_deltas():
+    from allocator import InvalidInputError
+
+    beta = Allocator(config(), seed=1)
+    ng = Allocator(config("normal_gamma"), seed=1)
+    with pytest.raises(InvalidInputError, match="not from a beta_bernoulli policy"):
+        beta.merge(ng.export_delta())
+    delta = beta.export_delta()
+    delta["_s1"] = np.zeros(99)
+    with pytest.raises(InvalidInputError, match=r"covers|shape"):
+        beta.merge(delta)
