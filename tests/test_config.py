@@ -76,5 +76,5 @@ def test_models_are_frozen():
     cfg = BetaBernoulliConfig()
     with pytest.raises(ValidationError):
         cfg.epsilon = 0.5  # type: ignore[misc]
-    EngineConfig(policy=cfg, objective=ObjectiveConfig(click=1.0))
+    EngineConfig(policy=cfg, objective=ObjectiveConfig(click=1.0, order=0.0))
     SharedLinearConfig(n_context_features=4, n_arm_features=4)

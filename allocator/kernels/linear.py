@@ -59,10 +59,72 @@ def check_requests(xs, cand_ptr, cand_idx, active, pos_of_arm, slots, err):
 
 
 @njit(cache=True, nogil=True)
-def update_linear(arm, x, reward, gamma, clock, t_last, g, h, count, dirty):
+def spd_inverse(a, out, work):
+    """Inverse of a symmetric positive-definite (d, d) matrix through its Cholesky factor.
+
+    ``work`` (d, d) receives the lower factor; ``out`` (d, d) the inverse.
+    """
+    d = a.shape[0]
+    for i in range(d):
+        for j in range(i + 1):
+            s = a[i, j]
+            for k in range(j):
+                s -= work[i, k] * work[j, k]
+            if i == j:
+                work[i, i] = np.sqrt(s) if s > 1e-300 else 1e-150
+            else:
+                work[i, j] = s / work[j, j]
+    for c in range(d):  # solve L Lᵀ out[:, c] = e_c
+        for i in range(d):
+            s = 1.0 if i == c else 0.0
+            for k in range(i):
+                s -= work[i, k] * out[k, c]
+            out[i, c] = s / work[i, i]
+        for i in range(d - 1, -1, -1):
+            s = out[i, c]
+            for k in range(i + 1, d):
+                s -= work[k, i] * out[k, c]
+            out[i, c] = s / work[i, i]
+
+
+@njit(cache=True, nogil=True)
+def sherman_morrison(a_inv, x, u):
+    """``a_inv ← (A + x xᵀ)⁻¹`` in place, O(d²); ``u`` (d,) scratch."""
+    d = x.shape[0]
+    denom = 1.0
+    for i in range(d):
+        s = 0.0
+        for k in range(d):
+            s += a_inv[i, k] * x[k]
+        u[i] = s
+        denom += x[i] * s
+    for i in range(d):
+        ui = u[i] / denom
+        for k in range(d):
+            a_inv[i, k] -= ui * u[k]
+
+
+@njit(cache=True, nogil=True)
+def solve_mean(a_inv, lam, mu0, h, mu):
+    """``mu = a_inv (λ μ0 + h)``."""
+    d = h.shape[0]
+    for i in range(d):
+        s = 0.0
+        for k in range(d):
+            s += a_inv[i, k] * (lam * mu0[k] + h[k])
+        mu[i] = s
+
+
+@njit(cache=True, nogil=True)
+def update_linear(
+    arm, x, reward, gamma, lam, clock, t_last, g, h, count, mu0, mu, a_inv, work, dirty
+):
     """Rank-1 update of arm ``arm`` with context ``x`` (d,); advance ``clock[0]``.
 
     ``g`` (capacity, d, d), ``h`` (capacity, d), ``count`` (capacity,) discounted counts.
+    The arm's posterior (``mu``, ``a_inv``) is brought up to date at once: Sherman–Morrison
+    without forgetting, a Cholesky re-solve with it (``work`` is (d+1, d) scratch). The arm
+    stays marked dirty so the next refresh re-solves it exactly (no drift accumulates).
     Returns False, touching nothing, when ``x`` is not finite.
     """
     if not all_finite(x):
@@ -81,14 +143,28 @@ def update_linear(arm, x, reward, gamma, clock, t_last, g, h, count, dirty):
     count[arm] = w * count[arm] + 1.0
     t_last[arm] = t
     dirty[arm] = True
+    if w == 1.0:
+        sherman_morrison(a_inv[arm], x, work[d])
+    else:
+        chol = work[:d]
+        for i in range(d):
+            for k in range(d):
+                chol[i, k] = ga[i, k] + (lam if i == k else 0.0)
+        spd_inverse(chol.copy(), a_inv[arm], chol)
+    solve_mean(a_inv[arm], lam, mu0[arm], ha, mu[arm])
     return True
 
 
 @njit(cache=True, nogil=True)
-def update_linear_batch(arms, xs, rewards, gamma, clock, t_last, g, h, count, dirty):
+def update_linear_batch(
+    arms, xs, rewards, gamma, lam, clock, t_last, g, h, count, mu0, mu, a_inv, work, dirty
+):
     """Sequential :func:`update_linear` over ``arms`` (k,), ``xs`` (k, d), ``rewards`` (k,)."""
     for i in range(arms.shape[0]):
-        update_linear(arms[i], xs[i], rewards[i], gamma, clock, t_last, g, h, count, dirty)
+        update_linear(
+            arms[i], xs[i], rewards[i], gamma, lam, clock, t_last, g, h, count, mu0, mu,
+            a_inv, work, dirty,
+        )  # fmt: skip
 
 
 @njit(cache=True, nogil=True)

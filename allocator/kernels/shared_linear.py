@@ -12,14 +12,21 @@ import numpy as np
 from numba import njit
 
 from allocator.kernels.choice import OK, all_finite, mix_uniform, mix_uniform_and_draw
-from allocator.kernels.linear import check_request, check_requests, scores_to_probs
+from allocator.kernels.linear import (
+    check_request,
+    check_requests,
+    scores_to_probs,
+    sherman_morrison,
+)
 
 
 @njit(cache=True, nogil=True)
-def update_shared(f, x, reward, gamma, g, h, clock):
+def update_shared(f, x, reward, gamma, lam, g, h, mu, a_inv, phi, u, clock):
     """Fold one observation with arm features ``f`` (d_arm,) and context ``x`` (d_ctx,).
 
-    ``g`` (D, D) and ``h`` (D,) decay by ``gamma`` and gain ``φφᵀ`` and ``rφ``.
+    ``g`` (D, D) and ``h`` (D,) decay by ``gamma`` and gain ``φφᵀ`` and ``rφ``. Without
+    forgetting the posterior (``mu`` (D,), ``a_inv`` (D, D)) is updated at once by
+    Sherman–Morrison (``phi``, ``u`` (D,) scratch); with forgetting it waits for the refresh.
     Returns False, touching nothing, when ``x`` is not finite.
     """
     if not all_finite(x):
@@ -34,28 +41,32 @@ def update_shared(f, x, reward, gamma, g, h, clock):
             for k in range(dim):
                 g[i, k] *= gamma
     for i in range(da):
-        fi = f[i]
-        if fi == 0.0:
+        for q in range(dc):
+            phi[i * dc + q] = f[i] * x[q]
+    for r in range(dim):
+        pr = phi[r]
+        h[r] += reward * pr
+        if pr == 0.0:
             continue
-        for p in range(dc):
-            phi_ip = fi * x[p]
-            row = i * dc + p
-            h[row] += reward * phi_ip
-            for k in range(da):
-                fk = f[k]
-                if fk == 0.0:
-                    continue
-                base = k * dc
-                for q in range(dc):
-                    g[row, base + q] += phi_ip * fk * x[q]
+        for c in range(dim):
+            g[r, c] += pr * phi[c]
+    if gamma == 1.0:
+        sherman_morrison(a_inv, phi, u)
+        for r in range(dim):
+            s = 0.0
+            for c in range(dim):
+                s += a_inv[r, c] * h[c]
+            mu[r] = s
     return True
 
 
 @njit(cache=True, nogil=True)
-def update_shared_batch(features, arms, xs, rewards, gamma, g, h, clock):
+def update_shared_batch(features, arms, xs, rewards, gamma, lam, g, h, mu, a_inv, phi, u, clock):
     """Sequential :func:`update_shared` over ``arms`` (k,), ``xs`` (k, d_ctx), ``rewards``."""
     for i in range(arms.shape[0]):
-        update_shared(features[arms[i]], xs[i], rewards[i], gamma, g, h, clock)
+        update_shared(
+            features[arms[i]], xs[i], rewards[i], gamma, lam, g, h, mu, a_inv, phi, u, clock
+        )
 
 
 @njit(cache=True, nogil=True)

@@ -93,6 +93,9 @@ class Policy(ABC):
     #: arrays carried into a reconfigured policy: learned statistics and per-arm priors
     _learned: tuple[str, ...] = ("_n_obs",)
     _meta: tuple[str, ...] = ("_capacity", "_n_synced", "_pending", "version")
+    #: rewards inside this range skip the (array-based) domain check on the scalar path
+    _reward_lo: float = -math.inf
+    _reward_hi: float = math.inf
 
     def __init__(self, config: Any, registry: ArmRegistry, seed: int) -> None:
         if not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -463,7 +466,8 @@ class Policy(ABC):
         r = float(reward)
         if not math.isfinite(r):
             raise InvalidInputError(f"{name} = {r!r}: expected a finite number")
-        self._check_rewards(np.array([r]))
+        if not self._reward_lo <= r <= self._reward_hi:
+            self._check_rewards(np.array([r]))
         return r
 
     def _after_updates(self, n: int) -> None:

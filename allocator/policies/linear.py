@@ -79,6 +79,7 @@ class LinearGaussianPolicy(_ScoreBankPolicy):
         self._mu0 = np.zeros((0, d))
         self._mu = np.zeros((0, d))
         self._a_inv = np.zeros((0, d, d))
+        self._work = np.zeros((d + 1, d))
         self._init_bank(min(config.max_candidates, max(registry.capacity, 1)))
         self.sync_arms(arm_features)
 
@@ -196,34 +197,16 @@ class LinearGaussianPolicy(_ScoreBankPolicy):
         )
 
     def _update(self, arm: int, reward: float, x: np.ndarray | None) -> bool:
-        return bool(
-            kl.update_linear(
-                arm,
-                x,
-                reward,
-                self._gamma,
-                self._clock,
-                self._t_last,
-                self._g,
-                self._h,
-                self._count,
-                self._dirty,
-            )
-        )
+        return bool(kl.update_linear(
+            arm, x, reward, self._gamma, self._lam, self._clock, self._t_last, self._g,
+            self._h, self._count, self._mu0, self._mu, self._a_inv, self._work, self._dirty,
+        ))  # fmt: skip
 
     def _update_batch(self, arms: np.ndarray, rewards: np.ndarray, xs: np.ndarray | None) -> None:
         kl.update_linear_batch(
-            arms,
-            xs,
-            rewards,
-            self._gamma,
-            self._clock,
-            self._t_last,
-            self._g,
-            self._h,
-            self._count,
-            self._dirty,
-        )
+            arms, xs, rewards, self._gamma, self._lam, self._clock, self._t_last, self._g,
+            self._h, self._count, self._mu0, self._mu, self._a_inv, self._work, self._dirty,
+        )  # fmt: skip
 
 
 class SharedLinearPolicy(_ScoreBankPolicy):
@@ -255,6 +238,8 @@ class SharedLinearPolicy(_ScoreBankPolicy):
         self._features = np.zeros((0, config.n_arm_features))
         self._w_buf = np.empty(config.n_arm_features)
         self._pp_buf = np.empty((config.n_arm_features, config.n_arm_features))
+        self._phi = np.empty(dim)
+        self._u = np.empty(dim)
         self._model_dirty = False
         self._init_bank(config.max_candidates)
         self.sync_arms(arm_features)
@@ -355,14 +340,16 @@ class SharedLinearPolicy(_ScoreBankPolicy):
 
     def _update(self, arm: int, reward: float, x: np.ndarray | None) -> bool:
         if not ksl.update_shared(
-            self._features[arm], x, reward, self._gamma, self._g, self._h, self._clock
-        ):
+            self._features[arm], x, reward, self._gamma, self._lam, self._g, self._h, self._mu,
+            self._a_inv, self._phi, self._u, self._clock,
+        ):  # fmt: skip
             return False
         self._model_dirty = True
         return True
 
     def _update_batch(self, arms: np.ndarray, rewards: np.ndarray, xs: np.ndarray | None) -> None:
         ksl.update_shared_batch(
-            self._features, arms, xs, rewards, self._gamma, self._g, self._h, self._clock
-        )
+            self._features, arms, xs, rewards, self._gamma, self._lam, self._g, self._h,
+            self._mu, self._a_inv, self._phi, self._u, self._clock,
+        )  # fmt: skip
         self._model_dirty = True

@@ -163,6 +163,7 @@ class BetaBernoulliPolicy(PerArmPolicy):
     _stats = ("_a0", "_b0", "_s1", "_s0")
     _state = (*Policy._state, "_bank", "_winner", "_mean", "_sd", "_t_last", *_stats)
     _additive = ("_s1", "_s0")
+    _reward_lo, _reward_hi = 0.0, 1.0
     _learned = ("_n_obs", *_stats)
     _a0: np.ndarray  # prior alpha per arm
     _b0: np.ndarray  # prior beta per arm

@@ -79,7 +79,13 @@ def test_linear_updates_match_reference(rng, gamma):
     t_last = np.zeros(k, dtype=np.int64)
     g, h, count = np.zeros((k, d, d)), np.zeros((k, d)), np.zeros(k)
     dirty = np.zeros(k, dtype=np.bool_)
-    kl.update_linear_batch(arms, xs, rewards, gamma, clock, t_last, g, h, count, dirty)
+    lam, mu0 = 2.0, rng.normal(size=(k, d))
+    a_inv = np.repeat(np.eye(d)[None] / lam, k, axis=0)
+    mu = mu0.copy()
+    work = np.zeros((d + 1, d))
+    kl.update_linear_batch(
+        arms, xs, rewards, gamma, lam, clock, t_last, g, h, count, mu0, mu, a_inv, work, dirty
+    )
     for a in range(k):
         sel = np.flatnonzero(arms == a)
         w = naive.discounted_weights([i + 1 for i in sel], 150, gamma)
@@ -88,6 +94,21 @@ def test_linear_updates_match_reference(rng, gamma):
         np.testing.assert_allclose(
             decay * h[a], (xs[sel] * (w * rewards[sel])[:, None]).sum(0), atol=1e-9
         )
+        # The online posterior (as of the arm's last update) equals the ridge solve.
+        ref_mean, ref_a = naive.ridge_posterior(
+            xs[sel], rewards[sel], list(sel + 1), int(t_last[a]), gamma, lam, mu0[a]
+        )
+        np.testing.assert_allclose(mu[a], ref_mean, atol=1e-9)
+        np.testing.assert_allclose(a_inv[a], np.linalg.inv(ref_a), atol=1e-9)
+
+
+def test_spd_inverse_matches_numpy(rng):
+    for d in (1, 2, 5, 16):
+        b = rng.normal(size=(d, d))
+        a = b @ b.T + 0.1 * np.eye(d)
+        out, work = np.zeros((d, d)), np.zeros((d, d))
+        kl.spd_inverse(a, out, work)
+        np.testing.assert_allclose(out, np.linalg.inv(a), rtol=1e-9, atol=1e-9)
 
 
 def test_shared_update_matches_outer_products(rng):
@@ -98,12 +119,22 @@ def test_shared_update_matches_outer_products(rng):
     rewards = rng.random(40)
     g, h = np.zeros((da * dc, da * dc)), np.zeros(da * dc)
     clock = np.zeros(1, dtype=np.int64)
-    ksl.update_shared_batch(feats, arms, xs, rewards, 0.99, g, h, clock)
+    dim = da * dc
+    mu, a_inv, phi, u = np.zeros(dim), np.eye(dim), np.zeros(dim), np.zeros(dim)
+    ksl.update_shared_batch(feats, arms, xs, rewards, 0.99, 1.0, g, h, mu, a_inv, phi, u, clock)
     phis = np.array([np.outer(feats[a], x).ravel() for a, x in zip(arms, xs, strict=True)])
     w = 0.99 ** np.arange(39, -1, -1)
     np.testing.assert_allclose(g, (phis * w[:, None]).T @ phis, atol=1e-9)
     np.testing.assert_allclose(h, (phis * (w * rewards)[:, None]).sum(0), atol=1e-9)
     assert clock[0] == 40
+    # Without forgetting the online posterior is the ridge solution after every update.
+    g, h, mu, a_inv = np.zeros((dim, dim)), np.zeros(dim), np.zeros(dim), np.eye(dim) / 1.5
+    ksl.update_shared_batch(feats, arms, xs, rewards, 1.0, 1.5, g, h, mu, a_inv, phi, u, clock)
+    ref_mean, ref_a = naive.ridge_posterior(
+        phis, rewards, list(range(40)), 40, 1.0, 1.5, np.zeros(dim)
+    )
+    np.testing.assert_allclose(mu, ref_mean, atol=1e-9)
+    np.testing.assert_allclose(a_inv, np.linalg.inv(ref_a), atol=1e-9)
 
 
 def test_bank_win_shares_match_reference_slow_and_fast_paths(rng):
