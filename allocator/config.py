@@ -108,7 +108,7 @@ class NormalGammaConfig(_PolicyBase):
 
 class _LinearBase(_PolicyBase):
     prior_precision: PositiveFloat = 1.0
-    noise_scale: PositiveFloat = 1.0
+    noise_scale: PositiveFloat = 0.5
     max_candidates: Annotated[int, Field(ge=1, le=100_000)] = 1024
 
 

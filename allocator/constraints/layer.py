@@ -92,6 +92,8 @@ class _State:
 
 def as_epoch_seconds(t: Any) -> float:
     """Epoch seconds from a float or a time-zone-aware datetime."""
+    if type(t) is float and math.isfinite(t):
+        return t
     if isinstance(t, datetime):
         if t.tzinfo is None:
             raise InvalidInputError(f"timestamp {t.isoformat()} has no time zone: expected UTC")
@@ -125,6 +127,10 @@ class ConstrainedPolicy:
         """Choose among ``candidates`` for a request with ``attrs`` at ``timestamp``."""
         state = self._state
         t = as_epoch_seconds(timestamp)
+        if not state.names:  # no contract: the policy's own draw is the decision
+            cand, pos = self.policy.base_probabilities(candidates, context, draw=True)
+            p = float(self.policy._p[pos])
+            return ConstrainedChoice(pos, int(cand[pos]), p, False, None, 0, ())
         codes = state.compiled.encode(attrs, state.codes)
         cand, _ = self.policy.base_probabilities(candidates, context, draw=False)
         n = cand.shape[0]

@@ -9,6 +9,7 @@ GIL, so other Python threads of the serving process keep running during a decisi
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -147,7 +148,11 @@ class Allocator:
         Raises a typed :class:`~allocator.AllocatorError` on bad input, with no state change.
         """
         try:
-            t = self._clock() if timestamp is None else as_epoch_seconds(timestamp)
+            t = (
+                timestamp if type(timestamp) is float and math.isfinite(timestamp)
+                else self._clock() if timestamp is None
+                else as_epoch_seconds(timestamp)
+            )  # fmt: skip
             if isinstance(candidates, np.ndarray) and candidates.dtype.kind in "iu":
                 cand = candidates
             else:

@@ -1,0 +1,295 @@
+from __future__ import annotations
+
+import math
+import re
+import threading
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from allocator.errors import AllocatorError, InvalidInputError
+from allocator.logs import DecisionLogWriter, load_decision_log
+from allocator.logs import writer as writer_module
+from tests.logs.helpers import decision, outcome
+
+NAME = re.compile(r"^(decisions|outcomes)-\d{8}T\d{6}-\d{6}\.parquet$")
+
+
+class FakeClock:
+    def __init__(self, t: float = 1_700_000_000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def parts(directory, kind: str = "") -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.name.startswith(kind))
+
+
+def test_parts_are_named_by_utc_time_and_sequence(tmp_path):
+    clock = FakeClock(1_700_000_000.0)  # 2023-11-14T22:13:20Z
+    with DecisionLogWriter(tmp_path, clock=clock) as w:
+        w.write_decision(decision(0))
+        w.write_outcome(outcome(0))
+    names = parts(tmp_path)
+    assert names == [
+        "decisions-20231114T221320-000000.parquet",
+        "outcomes-20231114T221320-000001.parquet",
+    ]
+    meta = pq.read_schema(tmp_path / names[0]).metadata
+    assert meta[b"entry_alloc.schema_version"] == b"1"
+    assert meta[b"entry_alloc.kind"] == b"decisions"
+    assert pq.read_schema(tmp_path / names[1]).metadata[b"entry_alloc.kind"] == b"outcomes"
+
+
+def test_rotation_by_rows(tmp_path):
+    with DecisionLogWriter(tmp_path, rotate_rows=4, clock=FakeClock()) as w:
+        for i in range(10):
+            w.write_decision(decision(i))
+        assert len(parts(tmp_path, "decisions")) == 2  # 8 rows on disk, 2 buffered
+    sizes = [pq.read_metadata(tmp_path / n).num_rows for n in parts(tmp_path, "decisions")]
+    assert sizes == [4, 4, 2]
+    assert list(load_decision_log(tmp_path).decision_id) == [
+        decision(i).decision_id for i in range(10)
+    ]
+
+
+def test_rotation_by_seconds_counts_from_the_first_buffered_row(tmp_path):
+    clock = FakeClock()
+    w = DecisionLogWriter(tmp_path, rotate_seconds=10.0, clock=clock)
+    w.write_decision(decision(0))
+    clock.t += 9.0
+    w.write_decision(decision(1))
+    assert parts(tmp_path) == []
+    clock.t += 1.0  # 10 s after the first row: this write rotates
+    w.write_decision(decision(2))
+    assert len(parts(tmp_path)) == 1
+    clock.t += 5.0
+    w.write_decision(decision(3))  # a new buffer: its clock starts now
+    clock.t += 9.0
+    w.write_outcome(outcome(0))  # any write checks the age of both buffers
+    assert len(parts(tmp_path)) == 1
+    clock.t += 1.0
+    w.write_outcome(outcome(1))
+    assert len(parts(tmp_path, "decisions")) == 2
+    assert parts(tmp_path, "outcomes") == []
+    w.close()
+    log = load_decision_log(tmp_path)
+    assert len(log) == 4 and int(log.has_outcome.sum()) == 2
+
+
+def test_names_keep_write_order_when_the_clock_goes_back(tmp_path):
+    clock = FakeClock()
+    with DecisionLogWriter(tmp_path, rotate_rows=1, clock=clock) as w:
+        for i in range(3):
+            w.write_decision(decision(i))
+            clock.t -= 3600.0
+    names = parts(tmp_path)
+    assert len(names) == 3 and all(NAME.match(n) for n in names)
+    assert list(load_decision_log(tmp_path).decision_id) == [
+        decision(i).decision_id for i in range(3)
+    ]
+
+
+def test_a_new_writer_continues_the_sequence(tmp_path):
+    clock = FakeClock()
+    for i in range(3):  # same second, three writer lifetimes
+        with DecisionLogWriter(tmp_path, clock=clock) as w:
+            w.write_decision(decision(i))
+    assert [n[-14:-8] for n in parts(tmp_path)] == ["000000", "000001", "000002"]
+    assert list(load_decision_log(tmp_path).decision_id) == [
+        decision(i).decision_id for i in range(3)
+    ]
+
+
+def test_concurrent_writers_lose_and_repeat_nothing(tmp_path):
+    n_threads, per_thread = 8, 2_000
+    w = DecisionLogWriter(tmp_path, rotate_rows=1_500)
+    barrier = threading.Barrier(n_threads)
+
+    def work(t: int) -> None:
+        barrier.wait()
+        for j in range(per_thread):
+            i = t * per_thread + j
+            w.write_decision(decision(i))
+            if j % 2 == 0:
+                w.write_outcome(outcome(i, reward=float(i)))
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(n_threads)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    w.close()
+    log = load_decision_log(tmp_path)
+    expected = {decision(i).decision_id for i in range(n_threads * per_thread)}
+    assert len(log) == len(expected) and set(log.decision_id) == expected
+    assert log.duplicate_decisions == log.duplicate_outcomes == log.orphan_outcomes == 0
+    with_outcome = log.has_outcome
+    assert int(with_outcome.sum()) == n_threads * per_thread // 2
+    index = np.array([int(d.split("-")[1], 16) for d in log.decision_id])
+    np.testing.assert_array_equal(log.reward[with_outcome], index[with_outcome])
+    assert all(index[with_outcome] % 2 == 0)
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_close_is_idempotent_and_refuses_more_records(tmp_path):
+    w = DecisionLogWriter(tmp_path)
+    w.write_decision(decision(0))
+    w.close()
+    w.close()
+    assert w.closed and len(parts(tmp_path)) == 1
+    with pytest.raises(AllocatorError, match="is closed"):
+        w.write_decision(decision(1))
+    with pytest.raises(AllocatorError, match="is closed"):
+        w.write_outcome(outcome(1))
+    w.flush()  # nothing buffered: a no-op
+    assert len(parts(tmp_path)) == 1
+
+
+def test_context_manager_flushes_on_error(tmp_path):
+    with pytest.raises(RuntimeError), DecisionLogWriter(tmp_path) as w:
+        w.write_decision(decision(0))
+        raise RuntimeError("boom")
+    assert len(load_decision_log(tmp_path)) == 1
+
+
+def test_flush_writes_both_streams_and_nothing_when_empty(tmp_path):
+    w = DecisionLogWriter(tmp_path)
+    w.flush()
+    assert parts(tmp_path) == []
+    w.write_decision(decision(0))
+    w.write_outcome(outcome(0))
+    w.flush()
+    assert len(parts(tmp_path, "decisions")) == len(parts(tmp_path, "outcomes")) == 1
+    w.close()
+    assert len(parts(tmp_path)) == 2
+
+
+def test_batch_writes_are_all_or_nothing_and_parts_stay_bounded(tmp_path):
+    with DecisionLogWriter(tmp_path, rotate_rows=3) as w:
+        with pytest.raises(InvalidInputError, match=r"records\[1\]: propensity"):
+            w.write_decisions([decision(0), decision(1, propensity=0.0)])
+        w.write_decisions([decision(i) for i in range(7)])
+        w.write_outcomes([outcome(i) for i in range(2)])
+    sizes = [pq.read_metadata(tmp_path / n).num_rows for n in parts(tmp_path, "decisions")]
+    assert sizes == [3, 3, 1]
+    assert len(load_decision_log(tmp_path)) == 7
+
+
+def test_a_failed_part_keeps_its_rows_buffered(tmp_path, monkeypatch):
+    w = DecisionLogWriter(tmp_path, rotate_rows=2)
+    real = writer_module._write_part
+    calls = {"n": 0}
+
+    def flaky(*args):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise OSError("disk full")
+        real(*args)
+
+    monkeypatch.setattr(writer_module, "_write_part", flaky)
+    w.write_decision(decision(0))
+    with pytest.raises(OSError, match="disk full"):
+        w.write_decision(decision(1))
+    assert parts(tmp_path) == []
+    w.write_decision(decision(2))  # retries: the three rows go out as two parts
+    w.close()
+    assert list(load_decision_log(tmp_path).decision_id) == [
+        decision(i).decision_id for i in range(3)
+    ]
+
+
+BAD_DECISIONS = [
+    ({"propensity": 0.0}, r"propensity = 0\.0: expected a probability in \(0, 1\]"),
+    ({"propensity": 1.5}, r"propensity = 1\.5"),
+    ({"propensity": math.nan}, r"propensity = nan: expected a finite number"),
+    ({"propensity": 0.25}, r"propensity = 0\.25: expected the chosen arm's candidate prob"),
+    ({"timestamp": math.inf}, r"timestamp = inf: expected a finite number"),
+    ({"timestamp": "2024-01-01"}, r"timestamp = '2024-01-01'"),
+    ({"timestamp": 10**400}, r"timestamp = 1000.*: expected a finite number"),
+    ({"candidate_probabilities": ("0.5", "0.25", "0.25")}, r"expected a flat sequence of floats"),
+    ({"candidate_probabilities": (0.5, None, 0.25)}, r"expected a flat sequence of floats"),
+    (
+        {"candidate_probabilities": (0.5, 0.5)},
+        r"candidate_probabilities = \[0\.5, 0\.5\]: .*one probability per candidate \(3\), got 2",
+    ),
+    ({"candidate_probabilities": (0.5, 0.25, 0.3)}, r"summing to 1"),
+    ({"candidate_probabilities": (0.5, -0.25, 0.75)}, r"in \[0, 1\]"),
+    ({"candidate_probabilities": (0.5, math.nan, 0.5)}, r"candidate_probabilities\[1\] = nan"),
+    ({"arm_id": "pdd"}, r"arm_id = 'pdd': expected one of the candidates"),
+    ({"candidates": ()}, r"candidates = \[\]: expected at least one"),
+    ({"candidates": ("taobao", "jd", "jd")}, r"expected distinct arm ids"),
+    ({"candidates": "taobao"}, r"candidates = 'taobao': expected a sequence of strings"),
+    ({"candidates": ("taobao", 7, "jd")}, r"candidates\[1\] = 7: expected a string"),
+    ({"decision_id": ""}, r"decision_id = '': expected a non-empty string"),
+    ({"request_id": 12}, r"request_id = 12"),
+    ({"arm_index": -1}, r"arm_index = -1: expected an integer in \[0, 2\*\*63\)"),
+    ({"arm_index": 2**63}, r"arm_index = 9223372036854775808"),
+    ({"arm_index": True}, r"arm_index = True"),
+    ({"model_version": 1.0}, r"model_version = 1\.0"),
+    ({"forced": 1}, r"forced = 1: expected a bool"),
+    ({"group": None}, r"group = None"),
+    ({"context": (1.0, math.inf)}, r"context\[1\] = inf"),
+    ({"context": ((1.0,), (2.0,))}, r"context = .*flat sequence"),
+    ({"context": ((1.0,), (2.0, 3.0))}, r"context = .*flat sequence"),
+    ({"context": (True, False)}, r"context = .*flat sequence"),
+    ({"attrs": {"slot": 3}}, r"attrs\['slot'\] = 3: expected a string"),
+    ({"attrs": ["slot"]}, r"attrs = \['slot'\]: expected a mapping"),
+    ({"adjusted_by": (None,)}, r"adjusted_by\[0\] = None"),
+]
+
+BAD_OUTCOMES = [
+    ({"timestamp": math.nan}, r"timestamp = nan: expected a finite number"),
+    ({"click": -1.0}, r"click = -1\.0: expected a finite number >= 0"),
+    ({"gmv": math.inf}, r"gmv = inf"),
+    ({"reward": math.nan}, r"reward = nan"),
+    ({"source": "manual"}, r"source = 'manual': expected one of \('feedback', 'expired_default'\)"),
+    ({"decision_id": None}, r"decision_id = None"),
+]
+
+
+@pytest.mark.parametrize(("changes", "match"), BAD_DECISIONS)
+def test_invalid_decisions_are_rejected_and_the_writer_keeps_working(tmp_path, changes, match):
+    with DecisionLogWriter(tmp_path, rotate_rows=2) as w:
+        w.write_decision(decision(0))
+        with pytest.raises(InvalidInputError, match=match):
+            w.write_decision(decision(1, **changes))
+        w.write_decision(decision(2))
+    log = load_decision_log(tmp_path)
+    assert list(log.decision_id) == [decision(0).decision_id, decision(2).decision_id]
+
+
+@pytest.mark.parametrize(("changes", "match"), BAD_OUTCOMES)
+def test_invalid_outcomes_are_rejected_and_the_writer_keeps_working(tmp_path, changes, match):
+    with DecisionLogWriter(tmp_path) as w:
+        w.write_decision(decision(0))
+        with pytest.raises(InvalidInputError, match=match):
+            w.write_outcome(outcome(0, **changes))
+        w.write_outcome(outcome(0))
+    log = load_decision_log(tmp_path)
+    assert log.reward.tolist() == [0.25] and log.duplicate_outcomes == 0
+
+
+def test_records_of_the_wrong_type_are_rejected(tmp_path):
+    with DecisionLogWriter(tmp_path) as w:
+        with pytest.raises(InvalidInputError, match="record = 'OutcomeRecord': expected a Dec"):
+            w.write_decision(outcome(0))  # type: ignore[arg-type]
+        with pytest.raises(InvalidInputError, match="expected an OutcomeRecord"):
+            w.write_outcome(decision(0))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"rotate_rows": 0}, "rotate_rows = 0: expected an integer >= 1"),
+        ({"rotate_rows": 2.5}, "rotate_rows = 2.5"),
+        ({"rotate_seconds": 0.0}, "rotate_seconds = 0.0: expected None or a finite number > 0"),
+        ({"rotate_seconds": math.nan}, "rotate_seconds = nan"),
+    ],
+)
+def test_invalid_writer_settings(tmp_path, kwargs, match):
+    with pytest.raises(InvalidInputError, match=match):
+        DecisionLogWriter(tmp_path, **kwargs)
