@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from allocator.constraints import ConstrainedPolicy
 from allocator.constraints.layer import as_epoch_seconds
 from allocator.errors import InvalidInputError, SnapshotError
+from allocator.logs import DecisionLogWriter, DecisionRecord, OutcomeRecord
 from allocator.objective import Objective
 from allocator.policies import POLICY_CLASSES, Policy, make_policy
 from allocator.registry import ArmRegistry
@@ -88,8 +89,11 @@ class Allocator:
         *,
         replica: str = "r0",
         clock: Callable[[], float] = time.time,
+        log_dir: str | Path | None = None,
+        log_rotate_rows: int = 100_000,
     ) -> None:
         cfg = config if isinstance(config, AllocatorConfig) else load_allocator_config(config)
+        self._log = None if log_dir is None else DecisionLogWriter(log_dir, log_rotate_rows)
         self.config = cfg
         self.seed = seed
         self.replica = replica
@@ -174,9 +178,11 @@ class Allocator:
                 )
                 if evicted is not None:
                     self._counts["evicted"] += 1
-                    self._learn_default(*evicted)
+                    self._learn_default(*evicted, t)
                 self._counts["decisions"] += 1
                 registry = self._registry
+                if self._log is not None:
+                    self._log_decision(decision_id, request_id, t, cand, choice, x, attrs)
                 return Decision(
                     decision_id, registry.arm_id(choice.arm), choice.arm,
                     registry.group_of(choice.arm), choice.propensity, choice.forced,
@@ -244,7 +250,7 @@ class Allocator:
                 self._counts["unknown"] += 1
                 return UpdateStatus.UNKNOWN
             try:
-                self._learn(decision_id, entry, result)
+                self._learn(decision_id, entry, result, t)
             except InvalidInputError:
                 self._counts["rejected"] += 1
                 raise
@@ -263,21 +269,55 @@ class Allocator:
         with self._lock:
             return self._expire(t)
 
-    def _learn(self, decision_id: str, entry: Pending, outcome: Outcome) -> None:
+    def _learn(
+        self, decision_id: str, entry: Pending, outcome: Outcome, t: float,
+        source: str = "feedback",
+    ) -> None:  # fmt: skip
         """Apply one outcome; the pending entry goes only once the policy accepted it."""
         reward = self._objective.reward_one(entry.arm, outcome.click, outcome.order, outcome.gmv)
         self.policy.update(entry.arm, reward, entry.context)
         self._pending.pop(decision_id)
         self._pending.finish(decision_id)
+        if self._log is not None:
+            self._log.write_outcome(OutcomeRecord(
+                decision_id=decision_id, timestamp=t, click=outcome.click, order=outcome.order,
+                gmv=outcome.gmv, reward=reward, source=source,  # type: ignore[arg-type]
+            ))  # fmt: skip
 
-    def _learn_default(self, decision_id: str, entry: Pending) -> None:
-        self._learn(decision_id, entry, self.config.serving.default_outcome)
+    def _learn_default(self, decision_id: str, entry: Pending, t: float) -> None:
+        self._learn(decision_id, entry, self.config.serving.default_outcome, t, "expired_default")
+
+    def _log_decision(
+        self, decision_id: str, request_id: str | None, t: float, cand: np.ndarray,
+        choice: Any, x: np.ndarray | None, attrs: Mapping[str, str] | None,
+    ) -> None:  # fmt: skip
+        """One row of the decision log (the candidate ids cost O(C) in Python: logging only)."""
+        registry = self._registry
+        assert self._log is not None
+        self._log.write_decision(DecisionRecord(
+            decision_id=decision_id, request_id=request_id, timestamp=t,
+            arm_id=registry.arm_id(choice.arm), arm_index=choice.arm,
+            group=registry.group_of(choice.arm), propensity=choice.propensity,
+            forced=choice.forced, model_version=self.policy.version,
+            policy_kind=self.config.engine.policy.kind,
+            candidates=[registry.arm_id(int(a)) for a in cand],
+            candidate_probabilities=self._engine.probabilities,
+            context=None if x is None else np.asarray(x, dtype=np.float64),
+            attrs=dict(attrs or {}), adjusted_by=choice.adjusted_by,
+        ))  # fmt: skip
+
+    def close(self) -> None:
+        """Flush and close the decision log (the allocator keeps serving without one)."""
+        with self._lock:
+            if self._log is not None:
+                self._log.close()
+                self._log = None
 
     def _expire(self, t: float) -> int:
         deadline = t - self.config.serving.reward_wait_s
         n = 0
         while (item := self._pending.pop_expired(deadline)) is not None:
-            self._learn_default(*item)
+            self._learn_default(*item, t)
             n += 1
         self._counts["expired"] += n
         return n
@@ -438,7 +478,10 @@ class Allocator:
             self._counts["saves"] += 1
 
     @classmethod
-    def load(cls, path: str | Path, *, clock: Callable[[], float] = time.time) -> Allocator:
+    def load(
+        cls, path: str | Path, *, clock: Callable[[], float] = time.time,
+        log_dir: str | Path | None = None, log_rotate_rows: int = 100_000,
+    ) -> Allocator:  # fmt: skip
         """Rebuild an allocator from :meth:`save`; it makes the decisions the original would."""
         arrays, meta = read_snapshot(path)
         if meta.get("schema") != SNAPSHOT_SCHEMA:
@@ -453,6 +496,7 @@ class Allocator:
             out.replica = str(meta["replica"])
             out._clock = clock
             out._lock = threading.RLock()
+            out._log = None if log_dir is None else DecisionLogWriter(log_dir, log_rotate_rows)
             out._feature_index = {n: i for i, n in enumerate(config.serving.feature_names or [])}
             out._restore_state(arrays, meta)
         except (KeyError, TypeError, ValueError) as err:

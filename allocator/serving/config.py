@@ -101,6 +101,12 @@ class AllocatorConfig(StrictModel):
                     )
             elif arm.features is not None:
                 raise ValueError(f"arms: {arm.id!r} has features, but {policy.kind} uses none")
+        default = self.serving.default_outcome
+        if policy.kind == "beta_bernoulli" and max(default.click, default.order) > 1.0:
+            raise ValueError(
+                "serving.default_outcome: click and order must be at most 1 for beta_bernoulli "
+                f"(got click={default.click}, order={default.order})"
+            )
         groups = {a.group for a in self.arms}
         for c in self.constraints.constraints:
             t = c.target
