@@ -20,14 +20,21 @@ from typing import Any, NamedTuple
 import numpy as np
 from pydantic import ValidationError
 
+from allocator.config import EngineConfig
 from allocator.constraints import ConstrainedPolicy
+from allocator.constraints.config import ConstraintSet
 from allocator.constraints.layer import as_epoch_seconds
 from allocator.errors import InvalidInputError, SnapshotError
 from allocator.logs import DecisionLogWriter, DecisionRecord, OutcomeRecord
 from allocator.objective import Objective
 from allocator.policies import POLICY_CLASSES, Policy, make_policy
 from allocator.registry import ArmRegistry
-from allocator.serving.config import AllocatorConfig, Outcome, load_allocator_config
+from allocator.serving.config import (
+    AllocatorConfig,
+    Outcome,
+    ServingConfig,
+    load_allocator_config,
+)
 from allocator.serving.pending import Pending, PendingTable
 from allocator.snapshot import read_snapshot, write_snapshot
 
@@ -77,6 +84,21 @@ def _arm_features(config: AllocatorConfig, arms: Sequence[Any]) -> np.ndarray | 
     if config.engine.policy.kind != "shared_linear":
         return None
     return np.array([a.features for a in arms], dtype=np.float64)
+
+
+def _config_without_arms(data: Mapping[str, Any]) -> AllocatorConfig:
+    """A saved configuration: its parts are validated, its arms come from the registry.
+
+    The whole config was validated (arms included) when the allocator was built; a
+    restored allocator's ``config.arms`` is empty and :attr:`Allocator.registry` holds the
+    catalogue, so catalogues of millions of merchants load in array time.
+    """
+    return AllocatorConfig.model_construct(
+        engine=EngineConfig.model_validate(data["engine"]),
+        constraints=ConstraintSet.model_validate(data["constraints"]),
+        serving=ServingConfig.model_validate(data["serving"]),
+        arms=[],
+    )
 
 
 class Allocator:
@@ -459,7 +481,8 @@ class Allocator:
             out.update(self._pending.to_arrays(self.policy.n_features))
             meta = {
                 "schema": SNAPSHOT_SCHEMA,
-                "config": self.config.model_dump(mode="json"),
+                # the arm catalogue lives in the registry arrays, not in (slow) JSON
+                "config": self.config.model_dump(mode="json", exclude={"arms"}),
                 "seed": self.seed,
                 "replica": self.replica,
                 "policy": policy_meta,
@@ -489,7 +512,7 @@ class Allocator:
                 f"snapshot {path} has schema {meta.get('schema')}, expected {SNAPSHOT_SCHEMA}"
             )
         try:
-            config = AllocatorConfig.model_validate(meta["config"])
+            config = _config_without_arms(meta["config"])
             out = cls.__new__(cls)
             out.config = config
             out.seed = int(meta["seed"])
