@@ -1,4 +1,7 @@
-"""Command line: ``allocator check CONFIG`` validates an engine config and prints it resolved."""
+"""Command line: ``allocator check CONFIG`` validates a config and prints it resolved.
+
+A file with an ``arms`` list is an allocator (serving) config; otherwise an engine config.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,8 @@ import json
 import sys
 
 from allocator import __version__
-from allocator.config import load_engine_config
+from allocator.config import EngineConfig, load_yaml, parse_config
+from allocator.serving.config import AllocatorConfig
 from allocator.errors import AllocatorError
 
 
@@ -15,11 +19,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="allocator", description=__doc__)
     parser.add_argument("--version", action="version", version=f"entry-alloc {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    check = sub.add_parser("check", help="validate an engine config (YAML) and print it resolved")
+    check = sub.add_parser("check", help="validate a config (YAML) and print it resolved")
     check.add_argument("config")
     args = parser.parse_args(argv)
     try:
-        cfg = load_engine_config(args.config)
+        data = load_yaml(args.config)
+        model = AllocatorConfig if isinstance(data, dict) and "arms" in data else EngineConfig
+        cfg = parse_config(model, data, args.config)
     except AllocatorError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

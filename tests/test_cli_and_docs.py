@@ -12,7 +12,7 @@ from allocator.cli import main
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("engine_*.yaml")), ids=str)
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=str)
 def test_bundled_engine_configs_validate(path, capsys):
     assert main(["check", str(path)]) == 0
     assert '"kind"' in capsys.readouterr().out
@@ -25,7 +25,8 @@ def test_cli_reports_bad_config(tmp_path, capsys):
     assert "policy.beta_bernoulli.epsilon" in capsys.readouterr().err
 
 
-def test_readme_python_example_runs():
+def test_readme_python_examples_run(monkeypatch):
+    monkeypatch.chdir(ROOT)
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
     assert blocks, "README has no python example"
