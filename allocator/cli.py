@@ -11,8 +11,8 @@ import sys
 
 from allocator import __version__
 from allocator.config import EngineConfig, load_yaml, parse_config
-from allocator.serving.config import AllocatorConfig
 from allocator.errors import AllocatorError
+from allocator.serving.config import AllocatorConfig
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -113,8 +113,11 @@ class Allocator:
         clock: Callable[[], float] = time.time,
         log_dir: str | Path | None = None,
         log_rotate_rows: int = 100_000,
+        autosave_path: str | Path | None = None,
+        autosave_every_s: float = 300.0,
     ) -> None:
         cfg = config if isinstance(config, AllocatorConfig) else load_allocator_config(config)
+        self.set_autosave(autosave_path, autosave_every_s)
         self._log = None if log_dir is None else DecisionLogWriter(log_dir, log_rotate_rows)
         self.config = cfg
         self.seed = seed
@@ -344,8 +347,20 @@ class Allocator:
         self._counts["expired"] += n
         return n
 
+    def set_autosave(self, path: str | Path | None, every_s: float = 300.0) -> None:
+        """Save to ``path`` (atomically) at most every ``every_s`` seconds of traffic time."""
+        if path is not None and not (math.isfinite(every_s) and every_s > 0):
+            raise InvalidInputError(f"autosave_every_s = {every_s!r}: expected a positive number")
+        self._autosave = None if path is None else Path(path)
+        self._autosave_every = float(every_s)
+        self._last_autosave_t = -math.inf
+
     def _housekeep(self, t: float) -> None:
         self._expire(t)
+        if self._autosave is not None and t - self._last_autosave_t >= self._autosave_every:
+            if math.isfinite(self._last_autosave_t):
+                self.save(self._autosave)
+            self._last_autosave_t = t
         every = self.config.serving.refresh_every_s
         if every is not None and t - self._last_refresh_t >= every:
             if self.policy._pending:
@@ -520,6 +535,7 @@ class Allocator:
             out._clock = clock
             out._lock = threading.RLock()
             out._log = None if log_dir is None else DecisionLogWriter(log_dir, log_rotate_rows)
+            out.set_autosave(None)
             out._feature_index = {n: i for i, n in enumerate(config.serving.feature_names or [])}
             out._restore_state(arrays, meta)
         except (KeyError, TypeError, ValueError) as err:

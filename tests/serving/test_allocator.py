@@ -191,3 +191,17 @@ def test_warmup_compiles_everything_once():
     alloc.policy.decide_batch(np.array([0, 2]), idx[:2])
     assert [len(k.signatures) for k in kernels] == before
     assert alloc.metrics()["decisions"] == 200  # warm-up leaves no trace
+
+
+def test_periodic_autosave(tmp_path):
+    path = tmp_path / "auto.npz"
+    alloc = Allocator(config(), seed=10, autosave_path=path, autosave_every_s=60.0)
+    alloc.decide(CANDS, timestamp=T0)
+    assert not path.exists()  # the first decision only starts the clock
+    for i in range(1, 200):
+        alloc.decide(CANDS, timestamp=T0 + i)
+    assert path.exists() and alloc.metrics()["saves"] == 3  # at T0+60, +120, +180
+    restored = Allocator.load(path)
+    assert restored.metrics()["decisions"] == 180  # saved before the decision at T0+180
+    with pytest.raises(InvalidInputError, match="autosave_every_s"):
+        alloc.set_autosave(path, 0.0)

@@ -79,7 +79,7 @@ def kill_during_save(tmp_path: Path, trials: int, seed: int) -> None:
     for trial in range(trials):
         child = subprocess.Popen(
             [sys.executable, str(Path(__file__).with_name("snapshot_child.py")), str(path),
-             "60000"],
+             "20000"],
             stdout=subprocess.PIPE, text=True, env=env,
         )  # fmt: skip
         assert child.stdout is not None
