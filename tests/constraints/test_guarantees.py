@@ -80,6 +80,7 @@ def check_windows(data, n_impressions, seed):
 
 @settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=contract_sets())
+@pytest.mark.heavy
 def test_every_window_holds_quick(data):
     check_windows(data, 12_000, seed=1)
 

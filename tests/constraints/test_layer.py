@@ -37,6 +37,7 @@ def group_floor(name, group, value, **kw):
     }
 
 
+@pytest.mark.heavy
 def test_frequencies_match_propensities_with_constraint_mixing():
     """Per-arm counts vs Σ propensities (a martingale check that holds for adaptive p)."""
     reg, policy, partners = world(3, adversarial=False, seed=3)
@@ -78,6 +79,7 @@ def test_frequencies_match_propensities_with_constraint_mixing():
     np.testing.assert_array_equal(chosen_p, log.propensities)
 
 
+@pytest.mark.heavy
 def test_ips_of_uniform_policy_from_constrained_logs_is_within_3_percent():
     reg, policy, partners = world(3, adversarial=False, seed=5)
     spec = {"window": 1000, "constraints": [
@@ -98,6 +100,7 @@ def test_ips_of_uniform_policy_from_constrained_logs_is_within_3_percent():
     assert abs(ips / truth - 1) < 0.03
 
 
+@pytest.mark.heavy
 def test_decaying_floor_tracks_its_schedule_day_by_day():
     reg, policy, partners = world(2)
     spec = {"window": 1000, "constraints": [{

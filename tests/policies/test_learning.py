@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from allocator import BetaBernoulliConfig, LinearGaussianConfig, make_policy
 from tests.conftest import make_registry
@@ -22,6 +23,7 @@ def run_bernoulli(pol, ctr_schedule, n_steps, seed):
     return regret
 
 
+@pytest.mark.heavy
 def test_beta_ts_learns_bernoulli_k10():
     ctr = np.random.default_rng(0).beta(1, 30, 10)
     pol = make_policy(BetaBernoulliConfig(), make_registry(10), seed=0)
@@ -33,6 +35,7 @@ def test_beta_ts_learns_bernoulli_k10():
     assert regret.sum() * 5 <= uniform
 
 
+@pytest.mark.heavy
 def test_discounting_tracks_a_change_point():
     base = np.array([0.10, 0.06, 0.05, 0.04, 0.03])
     swapped = base[::-1].copy()
@@ -55,6 +58,7 @@ def sigmoid(z):
     return 1.0 / (1.0 + np.exp(-z))
 
 
+@pytest.mark.heavy
 def test_linear_ts_beats_best_single_arm():
     rng = np.random.default_rng(7)
     d, k, n = 6, 5, 6_000

@@ -48,6 +48,7 @@ def test_beta_frequencies_match_propensities_on_subsets(rng):
         assert (p >= 0.05 / cand.shape[0] - 1e-15).all()
 
 
+@pytest.mark.heavy
 def test_single_decisions_match_propensities(rng):
     pol = frozen_beta_policy(rng)
     cand = np.array([2, 9, 4, 6], dtype=np.int64)

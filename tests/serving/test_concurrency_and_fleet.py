@@ -45,7 +45,7 @@ def hammer(alloc: Allocator, n_threads: int, per_thread: int) -> list[int]:
 
 
 @pytest.mark.parametrize("per_thread", [
-    3_000, pytest.param(50_000, marks=pytest.mark.slow),
+    pytest.param(3_000, marks=pytest.mark.heavy), pytest.param(50_000, marks=pytest.mark.slow),
 ])  # fmt: skip
 def test_threads_apply_every_update_exactly_once(per_thread):
     alloc = Allocator(config(reward_wait_s=1e9, pending_capacity=10_000_000), seed=1)

@@ -96,6 +96,7 @@ def kill_during_save(tmp_path: Path, trials: int, seed: int) -> None:
             stale.unlink()
 
 
+@pytest.mark.heavy
 def test_kill_during_save_leaves_a_complete_snapshot(tmp_path):
     kill_during_save(tmp_path, trials=3, seed=1)
 
