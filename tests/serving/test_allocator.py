@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pytest
 
@@ -169,6 +170,7 @@ def test_contextual_bad_features():
     np.testing.assert_array_equal(alloc._pending._pending[d.decision_id].context, [0.3, 0, 1])
 
 
+@pytest.mark.skipif(numba.config.DISABLE_JIT, reason="signatures exist only when compiling")
 def test_warmup_compiles_everything_once():
     from allocator.kernels import beta as kb
     from allocator.kernels import choice, constraints, per_arm
