@@ -187,7 +187,7 @@ def ours(label: str, cfg: Any) -> Method:
 
 
 TS = "ours Thompson (default)"
-LIN_TS, LIN_UCB, LIN_EPS = "ours TS noise_scale=1 (default)", "ours LinUCB", "ours ε-greedy 0.05"
+LIN_TS, LIN_UCB, LIN_EPS = "ours TS noise_scale=0.5 (default)", "ours LinUCB", "ours ε-greedy 0.05"
 MW_TS, VW_EPS, VW_SQ = "MABWiser ThompsonSampling", "VW --epsilon 0.05", "VW --squarecb"
 PEERS = [  # workload, package, label, setting, our method to compare with, max rounds
     ("bern10", "mabwiser", MW_TS, "ThompsonSampling", TS, None),
@@ -227,7 +227,7 @@ def workloads(quick: bool) -> dict[str, tuple[str, Callable[[], Env], list[Metho
     shared = SharedLinearConfig(n_context_features=4, n_arm_features=4)
     linear = [
         ours(LIN_TS, lin()),
-        ours("ours TS noise_scale=0.5", lin(noise_scale=0.5)),
+        ours("ours TS noise_scale=1", lin(noise_scale=1.0)),
         ours("ours TS noise_scale=0.25", lin(noise_scale=0.25)),
         ours(LIN_UCB, lin(rule="ucb")),
         ours(LIN_EPS, lin(rule="greedy", epsilon=0.05)),
