@@ -9,6 +9,7 @@ GIL, so other Python threads of the serving process keep running during a decisi
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 import time
@@ -480,9 +481,7 @@ class Allocator:
             out["arms_active"] = int(self._registry.active.sum())
             reports = self._engine.report()
             out["backstops"] = sum(r.backstops for r in reports)
-            out["constraints"] = {
-                r.name: r._asdict() if hasattr(r, "_asdict") else vars(r) for r in reports
-            }
+            out["constraints"] = {r.name: dataclasses.asdict(r) for r in reports}
             return out
 
     # ------------------------------------------------------------------- snapshots
