@@ -123,8 +123,9 @@ def update_linear(
 
     ``g`` (capacity, d, d), ``h`` (capacity, d), ``count`` (capacity,) discounted counts.
     The arm's posterior (``mu``, ``a_inv``) is brought up to date at once: Sherman–Morrison
-    without forgetting, a Cholesky re-solve with it (``work`` is (d+1, d) scratch). The arm
+    without forgetting, a Cholesky re-solve with it. The arm
     stays marked dirty so the next refresh re-solves it exactly (no drift accumulates).
+    ``work`` is (2d+1, d) scratch: precision, Cholesky factor, and one vector.
     Returns False, touching nothing, when ``x`` is not finite.
     """
     if not all_finite(x):
@@ -144,13 +145,13 @@ def update_linear(
     t_last[arm] = t
     dirty[arm] = True
     if w == 1.0:
-        sherman_morrison(a_inv[arm], x, work[d])
+        sherman_morrison(a_inv[arm], x, work[2 * d])
     else:
-        chol = work[:d]
+        prec = work[:d]
         for i in range(d):
             for k in range(d):
-                chol[i, k] = ga[i, k] + (lam if i == k else 0.0)
-        spd_inverse(chol.copy(), a_inv[arm], chol)
+                prec[i, k] = ga[i, k] + (lam if i == k else 0.0)
+        spd_inverse(prec, a_inv[arm], work[d : 2 * d])
     solve_mean(a_inv[arm], lam, mu0[arm], ha, mu[arm])
     return True
 

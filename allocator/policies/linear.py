@@ -79,7 +79,7 @@ class LinearGaussianPolicy(_ScoreBankPolicy):
         self._mu0 = np.zeros((0, d))
         self._mu = np.zeros((0, d))
         self._a_inv = np.zeros((0, d, d))
-        self._work = np.zeros((d + 1, d))
+        self._work = np.zeros((2 * d + 1, d))
         self._init_bank(min(config.max_candidates, max(registry.capacity, 1)))
         self.sync_arms(arm_features)
 

@@ -82,7 +82,7 @@ def test_linear_updates_match_reference(rng, gamma):
     lam, mu0 = 2.0, rng.normal(size=(k, d))
     a_inv = np.repeat(np.eye(d)[None] / lam, k, axis=0)
     mu = mu0.copy()
-    work = np.zeros((d + 1, d))
+    work = np.zeros((2 * d + 1, d))
     kl.update_linear_batch(
         arms, xs, rewards, gamma, lam, clock, t_last, g, h, count, mu0, mu, a_inv, work, dirty
     )
