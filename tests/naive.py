@@ -93,3 +93,18 @@ def shared_scores(x, cand, features, mu, a_inv, v):
     mean = phis @ mu
     sd = v * np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", phis, a_inv, phis), 0.0))
     return mean, sd
+
+
+def ope(reward, pscore, action_prob, q_logged, q_target, clip=None):
+    """Textbook IPS, SNIPS, DM, DR, SNDR with explicit loops."""
+    n = len(reward)
+    w = [
+        min(a / p, clip) if clip is not None else a / p
+        for a, p in zip(action_prob, pscore, strict=True)
+    ]
+    ips = sum(w[i] * reward[i] for i in range(n)) / n
+    snips = sum(w[i] * reward[i] for i in range(n)) / sum(w)
+    dm = sum(q_target) / n
+    dr = sum(q_target[i] + w[i] * (reward[i] - q_logged[i]) for i in range(n)) / n
+    sndr = dm + sum(w[i] * (reward[i] - q_logged[i]) for i in range(n)) / sum(w)
+    return {"ips": ips, "snips": snips, "dm": dm, "dr": dr, "sndr": sndr}

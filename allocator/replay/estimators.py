@@ -1,0 +1,197 @@
+"""Off-policy estimators of a target policy's value from logged bandit feedback.
+
+Data comes as named arrays of one shape (n,), Open Bandit Pipeline style: ``reward``,
+``pscore`` (the logged propensity of the logged action — exact here, by construction of the
+allocator), ``action_prob`` (the target policy's probability of the logged action) and, for
+the model-based estimators, ``q_logged`` (reward model at the logged action) and
+``q_target`` (reward model averaged under the target policy). Estimators are frozen
+dataclasses holding hyper-parameters only; every estimate is a weighted mean, so the
+bootstrap re-weights rows with Poisson(1) counts instead of materialising resamples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, NamedTuple
+
+import numpy as np
+
+from allocator.errors import InvalidInputError
+
+
+class BanditFeedback(NamedTuple):
+    """Logged rounds for one target policy (all arrays (n,), float64)."""
+
+    reward: np.ndarray
+    pscore: np.ndarray
+    action_prob: np.ndarray
+    q_logged: np.ndarray | None = None
+    q_target: np.ndarray | None = None
+
+
+def check_feedback(data: BanditFeedback, needs_model: bool) -> BanditFeedback:
+    """Validate shapes and values; errors name the field and the first bad rows."""
+    n = np.shape(data.reward)[0] if np.ndim(data.reward) == 1 else -1
+    if n <= 0:
+        raise InvalidInputError(
+            f"reward must be a non-empty 1-d array, got shape {np.shape(data.reward)}"
+        )
+    fields: dict[str, np.ndarray | None] = {}
+    for name in BanditFeedback._fields:
+        value = getattr(data, name)
+        if value is None:
+            if needs_model and name in ("q_logged", "q_target"):
+                raise InvalidInputError(f"{name} is required by this estimator (reward model)")
+            fields[name] = None
+            continue
+        arr = np.asarray(value, dtype=np.float64)
+        if arr.shape != (n,):
+            raise InvalidInputError(f"{name} has shape {arr.shape}, expected ({n},)")
+        bad = ~np.isfinite(arr)
+        if name == "pscore":
+            bad |= (arr <= 0.0) | (arr > 1.0)
+        if name == "action_prob":
+            bad |= (arr < 0.0) | (arr > 1.0)
+        if bad.any():
+            rows = np.flatnonzero(bad)[:5].tolist()
+            what = (
+                "in (0, 1]"
+                if name == "pscore"
+                else "in [0, 1]"
+                if name == "action_prob"
+                else "finite"
+            )
+            raise InvalidInputError(
+                f"{name} must be {what}; first bad rows {rows}: {arr[rows].tolist()}"
+            )
+        fields[name] = arr
+    return BanditFeedback(**fields)  # type: ignore[arg-type]  # required ones are set
+
+
+class Estimate(NamedTuple):
+    value: float
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class Estimator:
+    """Base: ``terms`` gives per-row numerators and weights; value = Σ c·num / Σ c·den."""
+
+    clip: float | None = None
+    needs_model: ClassVar[bool] = False
+    name: ClassVar[str] = "base"
+
+    def weights(self, data: BanditFeedback) -> np.ndarray:
+        w = data.action_prob / data.pscore
+        return w if self.clip is None else np.minimum(w, self.clip)
+
+    def terms(self, data: BanditFeedback) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(numerator, denominator, additive term averaged separately) per row."""
+        raise NotImplementedError
+
+    def estimate(self, data: BanditFeedback) -> float:
+        data = check_feedback(data, self.needs_model)
+        return self._combine(*self.terms(data), None)
+
+    def estimate_interval(
+        self, data: BanditFeedback, rng: np.random.Generator, n_boot: int = 200,
+        alpha: float = 0.05,
+    ) -> Estimate:  # fmt: skip
+        """Point estimate and a percentile Poisson-bootstrap interval."""
+        if n_boot < 10 or not 0.0 < alpha < 1.0:
+            raise InvalidInputError(f"n_boot = {n_boot} (>= 10), alpha = {alpha} (in (0, 1))")
+        data = check_feedback(data, self.needs_model)
+        num, den, add = self.terms(data)
+        n = num.shape[0]
+        boots = np.array(
+            [self._combine(num, den, add, np.asarray(rng.poisson(1.0, n))) for _ in range(n_boot)]
+        )
+        boots = boots[np.isfinite(boots)]
+        low, high = np.quantile(boots, [alpha / 2, 1 - alpha / 2])
+        return Estimate(self._combine(num, den, add, None), float(low), float(high))
+
+    @staticmethod
+    def _combine(
+        num: np.ndarray, den: np.ndarray, add: np.ndarray | None, counts: np.ndarray | None
+    ) -> float:
+        c = np.ones(num.shape[0]) if counts is None else counts.astype(np.float64)
+        total_den = float(c @ den)
+        value = float(c @ num) / total_den if total_den > 0 else float("nan")
+        if add is not None:
+            value += float(c @ add) / float(c.sum())
+        return value
+
+
+@dataclass(frozen=True)
+class IPS(Estimator):
+    """Inverse propensity scoring: mean of w·r."""
+
+    name: ClassVar[str] = "ips"
+
+    def terms(self, data: BanditFeedback) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        return self.weights(data) * data.reward, np.ones_like(data.reward), None
+
+
+@dataclass(frozen=True)
+class SNIPS(Estimator):
+    """Self-normalised IPS: Σ w·r / Σ w."""
+
+    name: ClassVar[str] = "snips"
+
+    def terms(self, data: BanditFeedback) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        w = self.weights(data)
+        return w * data.reward, w, None
+
+
+@dataclass(frozen=True)
+class DM(Estimator):
+    """Direct method: mean of the reward model under the target policy."""
+
+    needs_model: ClassVar[bool] = True
+    name: ClassVar[str] = "dm"
+
+    def terms(self, data: BanditFeedback) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        assert data.q_target is not None
+        return data.q_target, np.ones_like(data.reward), None
+
+
+@dataclass(frozen=True)
+class DR(Estimator):
+    """Doubly robust: DM plus the importance-weighted residual of the reward model."""
+
+    needs_model: ClassVar[bool] = True
+    name: ClassVar[str] = "dr"
+
+    def terms(self, data: BanditFeedback) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        assert data.q_target is not None and data.q_logged is not None
+        w = self.weights(data)
+        return data.q_target + w * (data.reward - data.q_logged), np.ones_like(w), None
+
+
+@dataclass(frozen=True)
+class SNDR(Estimator):
+    """Self-normalised DR: DM plus Σ w·(r − q̂) / Σ w."""
+
+    needs_model: ClassVar[bool] = True
+    name: ClassVar[str] = "sndr"
+
+    def terms(self, data: BanditFeedback) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        assert data.q_target is not None and data.q_logged is not None
+        w = self.weights(data)
+        return w * (data.reward - data.q_logged), w, data.q_target
+
+
+class Diagnostics(NamedTuple):
+    effective_sample_size: float
+    max_weight: float
+    zero_weight_share: float
+
+
+def diagnostics(data: BanditFeedback, clip: float | None = None) -> Diagnostics:
+    """ESS = (Σw)²/Σw², the largest weight, and the share of rows the target never takes."""
+    data = check_feedback(data, False)
+    w = IPS(clip=clip).weights(data)
+    s2 = float(w @ w)
+    ess = float(w.sum()) ** 2 / s2 if s2 > 0 else 0.0
+    return Diagnostics(ess, float(w.max()), float(np.mean(w == 0.0)))
