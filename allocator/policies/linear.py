@@ -138,63 +138,27 @@ class LinearGaussianPolicy(_ScoreBankPolicy):
             self._dirty[idx] = False
         self._roll_bank()
 
+    def _model_args(self) -> tuple[Any, ...]:
+        """Arrays shared by the single and batch decide kernels (read at call time)."""
+        return (
+            self._mu, self._a_inv, self._v, self._z, self._rule, self._ucb_alpha, self._eps,
+            self._stream, self._mean_buf, self._sd_buf, self._best, self._arg,
+        )  # fmt: skip
+
     def _decide(self, cand: np.ndarray, x: np.ndarray | None, draw: bool = True) -> int:
-        return int(
-            kl.decide_linear(
-                x,
-                cand,
-                self.registry.active,
-                self._pos_of_arm,
-                self._mu,
-                self._a_inv,
-                self._v,
-                self._z,
-                self._rule,
-                self._ucb_alpha,
-                self._eps,
-                self._stream,
-                self._mean_buf,
-                self._sd_buf,
-                self._best,
-                self._arg,
-                self._p,
-                self._err,
-                draw,
-            )
-        )
+        return int(kl.decide_linear(  # type: ignore[call-arg]  # numba stubs vs *args
+            x, cand, self.registry.active, self._pos_of_arm, *self._model_args(), self._p,
+            self._err, draw,
+        ))  # fmt: skip
 
     def _decide_batch(
-        self,
-        ptr: np.ndarray,
-        idx: np.ndarray,
-        xs: np.ndarray | None,
-        probs: np.ndarray,
-        chosen: np.ndarray,
-    ) -> int:
-        return int(
-            kl.decide_linear_batch(
-                xs,
-                ptr,
-                idx,
-                self.registry.active,
-                self._pos_of_arm,
-                self._mu,
-                self._a_inv,
-                self._v,
-                self._z,
-                self._rule,
-                self._ucb_alpha,
-                self._eps,
-                self._stream,
-                self._mean_buf,
-                self._sd_buf,
-                self._best,
-                self._arg,
-                probs,
-                chosen,
-                self._err,
-            )
-        )
+        self, ptr: np.ndarray, idx: np.ndarray, xs: np.ndarray | None,
+        probs: np.ndarray, chosen: np.ndarray,
+    ) -> int:  # fmt: skip
+        return int(kl.decide_linear_batch(  # type: ignore[call-arg]  # numba stubs vs *args
+            xs, ptr, idx, self.registry.active, self._pos_of_arm, *self._model_args(), probs,
+            chosen, self._err,
+        ))  # fmt: skip
 
     def _update(self, arm: int, reward: float, x: np.ndarray | None) -> bool:
         return bool(kl.update_linear(
@@ -274,69 +238,28 @@ class SharedLinearPolicy(_ScoreBankPolicy):
             self._model_dirty = False
         self._roll_bank()
 
+    def _model_args(self) -> tuple[Any, ...]:
+        """Arrays shared by the single and batch decide kernels (read at call time)."""
+        return (
+            self._features, self._mu, self._a_inv, self._v, self._z, self._rule,
+            self._ucb_alpha, self._eps, self._stream, self._w_buf, self._pp_buf,
+            self._mean_buf, self._sd_buf, self._best, self._arg,
+        )  # fmt: skip
+
     def _decide(self, cand: np.ndarray, x: np.ndarray | None, draw: bool = True) -> int:
-        return int(
-            ksl.decide_shared(
-                x,
-                cand,
-                self.registry.active,
-                self._pos_of_arm,
-                self._features,
-                self._mu,
-                self._a_inv,
-                self._v,
-                self._z,
-                self._rule,
-                self._ucb_alpha,
-                self._eps,
-                self._stream,
-                self._w_buf,
-                self._pp_buf,
-                self._mean_buf,
-                self._sd_buf,
-                self._best,
-                self._arg,
-                self._p,
-                self._err,
-                draw,
-            )
-        )
+        return int(ksl.decide_shared(  # type: ignore[call-arg]  # numba stubs vs *args
+            x, cand, self.registry.active, self._pos_of_arm, *self._model_args(), self._p,
+            self._err, draw,
+        ))  # fmt: skip
 
     def _decide_batch(
-        self,
-        ptr: np.ndarray,
-        idx: np.ndarray,
-        xs: np.ndarray | None,
-        probs: np.ndarray,
-        chosen: np.ndarray,
-    ) -> int:
-        return int(
-            ksl.decide_shared_batch(
-                xs,
-                ptr,
-                idx,
-                self.registry.active,
-                self._pos_of_arm,
-                self._features,
-                self._mu,
-                self._a_inv,
-                self._v,
-                self._z,
-                self._rule,
-                self._ucb_alpha,
-                self._eps,
-                self._stream,
-                self._w_buf,
-                self._pp_buf,
-                self._mean_buf,
-                self._sd_buf,
-                self._best,
-                self._arg,
-                probs,
-                chosen,
-                self._err,
-            )
-        )
+        self, ptr: np.ndarray, idx: np.ndarray, xs: np.ndarray | None,
+        probs: np.ndarray, chosen: np.ndarray,
+    ) -> int:  # fmt: skip
+        return int(ksl.decide_shared_batch(  # type: ignore[call-arg]  # numba stubs vs *args
+            xs, ptr, idx, self.registry.active, self._pos_of_arm, *self._model_args(), probs,
+            chosen, self._err,
+        ))  # fmt: skip
 
     def _update(self, arm: int, reward: float, x: np.ndarray | None) -> bool:
         if not ksl.update_shared(

@@ -95,57 +95,28 @@ class PerArmPolicy(Policy):
     def candidate_means(self, cand: np.ndarray) -> np.ndarray:
         return self._mean[cand]
 
+    def _model_args(self) -> tuple[Any, ...]:
+        """Arrays shared by the single and batch decide kernels (read at call time: they
+        are reallocated on growth and restore)."""
+        return (
+            self._bank, self._winner, self._mean, self._sd, self._rule, self._ucb_alpha,
+            self._eps, self._stream, self._best, self._arg,
+        )  # fmt: skip
+
     def _decide(self, cand: np.ndarray, x: np.ndarray | None, draw: bool = True) -> int:
-        return int(
-            kpa.decide_per_arm(
-                cand,
-                self.registry.active,
-                self._pos_of_arm,
-                self._bank,
-                self._winner,
-                self._mean,
-                self._sd,
-                self._rule,
-                self._ucb_alpha,
-                self._eps,
-                self._stream,
-                self._best,
-                self._arg,
-                self._p,
-                self._err,
-                draw,
-            )
-        )
+        return int(kpa.decide_per_arm(  # type: ignore[call-arg]  # numba stubs vs *args
+            cand, self.registry.active, self._pos_of_arm, *self._model_args(), self._p,
+            self._err, draw,
+        ))  # fmt: skip
 
     def _decide_batch(
-        self,
-        ptr: np.ndarray,
-        idx: np.ndarray,
-        xs: np.ndarray | None,
-        probs: np.ndarray,
-        chosen: np.ndarray,
-    ) -> int:
-        return int(
-            kpa.decide_per_arm_batch(
-                ptr,
-                idx,
-                self.registry.active,
-                self._pos_of_arm,
-                self._bank,
-                self._winner,
-                self._mean,
-                self._sd,
-                self._rule,
-                self._ucb_alpha,
-                self._eps,
-                self._stream,
-                self._best,
-                self._arg,
-                probs,
-                chosen,
-                self._err,
-            )
-        )
+        self, ptr: np.ndarray, idx: np.ndarray, xs: np.ndarray | None,
+        probs: np.ndarray, chosen: np.ndarray,
+    ) -> int:  # fmt: skip
+        return int(kpa.decide_per_arm_batch(  # type: ignore[call-arg]  # numba stubs vs *args
+            ptr, idx, self.registry.active, self._pos_of_arm, *self._model_args(), probs,
+            chosen, self._err,
+        ))  # fmt: skip
 
     def _refresh(self) -> None:
         n = self.registry.n_arms
