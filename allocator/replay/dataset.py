@@ -1,0 +1,118 @@
+"""Logged bandit rounds as named arrays of fixed shapes: what every evaluator consumes.
+
+Sources (the allocator's own decision log, foreign CSV / Parquet through a column mapping,
+the scenario simulator) all produce a :class:`LoggedData`; estimators and replay evaluators
+never see a source format. Candidate sets are CSR (``cand_ptr`` / ``cand_idx``) so rounds
+with different eligible arms need no padding; ``None`` means every arm was eligible.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from allocator.errors import InvalidInputError
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True, eq=False)
+class LoggedData:
+    """n logged rounds over the arms ``arm_ids`` (indices into it everywhere).
+
+    ``actions``, ``rewards``, ``pscores`` are ``(n,)``: the logged arm, its observed reward
+    and the logging policy's probability of it. ``contexts`` is ``(n, d)`` or None.
+    ``cand_ptr`` ``(n+1,)`` / ``cand_idx`` ``(nnz,)`` give each round's eligible arms and,
+    when the logger recorded its whole distribution, ``cand_prob`` ``(nnz,)`` the logging
+    probability of each candidate (the allocator's own logs have it).
+    """
+
+    arm_ids: tuple[str, ...]
+    actions: I64
+    rewards: F64
+    pscores: F64
+    arm_groups: tuple[str, ...] | None = None
+    contexts: F64 | None = None
+    context_names: tuple[str, ...] = ()
+    timestamps: F64 | None = None
+    positions: I64 | None = None
+    cand_ptr: I64 | None = None
+    cand_idx: I64 | None = None
+    cand_prob: F64 | None = None
+
+    def __post_init__(self) -> None:
+        n = self.actions.shape[0]
+        checks: list[tuple[str, np.ndarray | None, tuple[int, ...]]] = [
+            ("rewards", self.rewards, (n,)),
+            ("pscores", self.pscores, (n,)),
+            ("timestamps", self.timestamps, (n,)),
+            ("positions", self.positions, (n,)),
+            ("cand_ptr", self.cand_ptr, (n + 1,)),
+        ]
+        if self.contexts is not None:
+            checks.append(("contexts", self.contexts, (n, self.contexts.shape[1])))
+        for name, arr, shape in checks:
+            if arr is not None and arr.shape != shape:
+                raise InvalidInputError(f"{name} has shape {arr.shape}, expected {shape}")
+        if (self.cand_ptr is None) != (self.cand_idx is None):
+            raise InvalidInputError("cand_ptr and cand_idx come together (or both None)")
+        if self.cand_prob is not None and (
+            self.cand_idx is None or self.cand_prob.shape != self.cand_idx.shape
+        ):
+            raise InvalidInputError("cand_prob needs cand_idx of the same shape")
+        if self.arm_groups is not None and len(self.arm_groups) != len(self.arm_ids):
+            raise InvalidInputError(
+                f"arm_groups has {len(self.arm_groups)} entries for {len(self.arm_ids)} arms"
+            )
+
+    @property
+    def n_rounds(self) -> int:
+        return int(self.actions.shape[0])
+
+    @property
+    def n_arms(self) -> int:
+        return len(self.arm_ids)
+
+    def candidates(self) -> tuple[I64, I64]:
+        """CSR candidate lists, materialising 'all arms' when none were logged."""
+        if self.cand_ptr is not None and self.cand_idx is not None:
+            return self.cand_ptr, self.cand_idx
+        n, k = self.n_rounds, self.n_arms
+        return (
+            np.arange(n + 1, dtype=np.int64) * k,
+            np.tile(np.arange(k, dtype=np.int64), n),
+        )
+
+    def shard(self, index: int, n_shards: int) -> LoggedData:
+        """Contiguous slice ``index`` of ``n_shards`` (time order kept: replay is sequential)."""
+        if not 0 <= index < n_shards:
+            raise InvalidInputError(f"shard index {index} not in [0, {n_shards})")
+        bounds = np.linspace(0, self.n_rounds, n_shards + 1).astype(np.int64)
+        return self.take(int(bounds[index]), int(bounds[index + 1]))
+
+    def take(self, start: int, stop: int) -> LoggedData:
+        """Rounds ``start:stop`` as a new LoggedData (candidate arrays re-based)."""
+        sl = slice(start, stop)
+        ptr = idx = prob = None
+        if self.cand_ptr is not None and self.cand_idx is not None:
+            lo, hi = int(self.cand_ptr[start]), int(self.cand_ptr[stop])
+            ptr = self.cand_ptr[start : stop + 1] - lo
+            idx = self.cand_idx[lo:hi]
+            prob = None if self.cand_prob is None else self.cand_prob[lo:hi]
+        return LoggedData(
+            arm_ids=self.arm_ids,
+            actions=self.actions[sl],
+            rewards=self.rewards[sl],
+            pscores=self.pscores[sl],
+            arm_groups=self.arm_groups,
+            contexts=None if self.contexts is None else self.contexts[sl],
+            context_names=self.context_names,
+            timestamps=None if self.timestamps is None else self.timestamps[sl],
+            positions=None if self.positions is None else self.positions[sl],
+            cand_ptr=ptr,
+            cand_idx=idx,
+            cand_prob=prob,
+        )
