@@ -1,0 +1,195 @@
+"""MLflow tracking of one experiment launch, from the driver only.
+
+Layout (chosen for the MLflow 3 UI as a new user meets it):
+- one experiment per scenario, tagged ``mlflow.experimentKind=custom_model_development`` so
+  the UI opens on the runs table instead of the GenAI overview;
+- one top-level run per grid cell (nested runs stay collapsed and the chart view would show
+  nothing until expanded), tagged with the launch id and its grid coordinates;
+- one summary run per launch with the ranked table and the comparison plots.
+Workers never talk to MLflow: they return plain results and this module writes them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+
+from allocator.errors import ConfigError
+
+EXPERIMENT_KIND_TAG = ("mlflow.experimentKind", "custom_model_development")
+DEFAULT_STORE = "mlflow.db"
+_BATCH = 900  # MLflow accepts at most 1000 metrics per log_batch call
+_MAX_PARAM = 6000
+
+
+def default_tracking_uri(workdir: Path | None = None) -> str:
+    """MLflow's embedded sqlite store in the working directory."""
+    return f"sqlite:///{(workdir or Path.cwd()).resolve() / DEFAULT_STORE}"
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Dotted-key flattening of a nested config, lists indexed (``a.0.b``)."""
+    out: dict[str, str] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, f"{name}."))
+        elif isinstance(value, (list, tuple)) and any(isinstance(v, Mapping) for v in value):
+            out.update(flatten({str(i): v for i, v in enumerate(value)}, f"{name}."))
+        else:
+            text = json.dumps(value, default=str) if not isinstance(value, str) else value
+            out[name] = text[:_MAX_PARAM]
+    return out
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+    """SHA-256 of the canonical JSON of a resolved config (first 16 hex digits)."""
+    text = json.dumps(config, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def environment_tags(config: Mapping[str, Any]) -> dict[str, str]:
+    """Git commit, config hash, package and Python versions."""
+    tags = {"config_hash": config_hash(config), "python": platform.python_version()}
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = "unknown"
+    tags["git_commit"] = commit or "unknown"
+    for dist in ("entry-alloc", "numpy", "numba", "ray", "mlflow"):
+        try:
+            tags[f"version.{dist}"] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            tags[f"version.{dist}"] = "not installed"
+    return tags
+
+
+@dataclass
+class CellRecord:
+    """What the driver logs for one grid cell."""
+
+    name: str
+    coords: dict[str, str]
+    params: dict[str, str]
+    metrics: dict[str, float] = field(default_factory=dict)
+    #: curves: key -> (steps (m,), values (m,)), drawn by MLflow's chart view
+    steps: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    error: str | None = None
+    texts: dict[str, str] = field(default_factory=dict)
+
+
+class LaunchTracker:
+    """Writes one launch (cell runs + summary run) into an MLflow experiment."""
+
+    def __init__(
+        self,
+        experiment: str,
+        tracking_uri: str | None = None,
+        launch_id: str | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
+        from mlflow.tracking import MlflowClient
+
+        self.tracking_uri = tracking_uri or default_tracking_uri()
+        self.launch_id = launch_id or time.strftime("%Y%m%d-%H%M%S")
+        self.tags = {"launch_id": self.launch_id, **(tags or {})}
+        self.client = MlflowClient(tracking_uri=self.tracking_uri)
+        self.experiment_id = self._experiment(experiment)
+
+    def _experiment(self, name: str) -> str:
+        try:
+            found = self.client.get_experiment_by_name(name)
+        except Exception as err:  # unreachable server, unreadable store
+            raise ConfigError(f"MLflow tracking URI {self.tracking_uri!r}: {err}") from None
+        if found is None:
+            location = None
+            parsed = urlparse(self.tracking_uri)
+            if parsed.scheme == "sqlite":  # keep artifacts next to the store, not in cwd
+                db = Path(parsed.path[1:] if parsed.path.startswith("//") else parsed.path)
+                location = (db.parent / "mlartifacts").resolve().as_uri()
+            exp_id: str = self.client.create_experiment(
+                name, artifact_location=location, tags=dict([EXPERIMENT_KIND_TAG])
+            )
+            return exp_id
+        self.client.set_experiment_tag(found.experiment_id, *EXPERIMENT_KIND_TAG)
+        return str(found.experiment_id)
+
+    def log_cell(self, cell: CellRecord) -> str:
+        """One top-level run; FAILED with the error as a tag and artifact if the cell failed."""
+        from mlflow.entities import Metric, Param, RunTag
+
+        tags = {**self.tags, "role": "cell", **{f"grid.{k}": v for k, v in cell.coords.items()}}
+        run = self.client.create_run(self.experiment_id, tags=tags, run_name=cell.name)
+        run_id: str = run.info.run_id
+        now = int(time.time() * 1000)
+        params = [Param(k, v) for k, v in sorted(cell.params.items())]
+        for i in range(0, len(params), 100):
+            self.client.log_batch(run_id, params=params[i : i + 100])
+        metrics = [
+            Metric(k, float(v), now, 0) for k, v in sorted(cell.metrics.items()) if np.isfinite(v)
+        ]
+        for key, (steps, values) in sorted(cell.steps.items()):
+            metrics.extend(
+                Metric(key, float(v), now, int(s))
+                for s, v in zip(steps, values, strict=True)
+                if np.isfinite(v)
+            )
+        for i in range(0, len(metrics), _BATCH):
+            self.client.log_batch(run_id, metrics=metrics[i : i + _BATCH])
+        for name, text in cell.texts.items():
+            self.client.log_text(run_id, text, name)
+        if cell.error is not None:
+            self.client.set_tag(run_id, "error", cell.error.strip().splitlines()[-1][:5000])
+            self.client.log_text(run_id, cell.error, "error.txt")
+        self.client.set_terminated(run_id, "FAILED" if cell.error is not None else "FINISHED")
+        return run_id
+
+    def log_summary(
+        self,
+        name: str,
+        params: Mapping[str, str],
+        files: Sequence[Path],
+        texts: Mapping[str, str],
+        failed: bool,
+    ) -> str:
+        """The launch-summary run: ranked table, plots, resolved config."""
+        from mlflow.entities import Param
+
+        run = self.client.create_run(
+            self.experiment_id, tags={**self.tags, "role": "summary"}, run_name=name
+        )
+        run_id: str = run.info.run_id
+        plist = [Param(k, v) for k, v in sorted(params.items())]
+        for i in range(0, len(plist), 100):
+            self.client.log_batch(run_id, params=plist[i : i + 100])
+        for path in files:
+            self.client.log_artifact(run_id, str(path))
+        for fname, text in texts.items():
+            self.client.log_text(run_id, text, fname)
+        self.client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
+        return run_id
+
+    def ui_hint(self, port: int = 5000) -> str:
+        """The command that opens the MLflow UI on this store and the chart-view link."""
+        parsed = urlparse(self.tracking_uri)
+        if parsed.scheme in ("http", "https"):
+            base = self.tracking_uri.rstrip("/")
+            cmd = f"(server already running at {base})"
+        else:
+            base = f"http://127.0.0.1:{port}"
+            cmd = f"mlflow ui --backend-store-uri {self.tracking_uri} --host 127.0.0.1 --port {port}"
+        url = f"{base}/#/experiments/{self.experiment_id}/runs?compareRunsMode=CHART"
+        return f"{cmd}\nthen open {url}"

@@ -1,0 +1,116 @@
+"""From a scenario config to grid cells and strategy objects.
+
+The grid is strategy (× sweep values) × seed. Every cell's strategy is built once on the
+driver before anything is launched, so a bad engine fails fast with the field named, not
+minutes later inside a worker.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from allocator.constraints import ConstraintSet
+from allocator.errors import ConfigError
+from experiments.config import (
+    ExploreThenCommitSpec,
+    OracleSpec,
+    PolicySpec,
+    ScenarioConfig,
+    StaticSplitSpec,
+    resolve_engine,
+    set_dotted,
+)
+from experiments.simulate import CellTask, scenario_arms
+from experiments.strategies import (
+    ExploreThenCommit,
+    Oracle,
+    PolicyStrategy,
+    ScenarioArms,
+    StaticSplit,
+    Strategy,
+)
+from experiments.world import World
+
+
+def scenario_objective(scenario: ScenarioConfig, world: World) -> dict[str, Any]:
+    """The reward every learning strategy optimises: app value (take rate + strategic) × scale."""
+    rates = {g: float(r) for g, r in world.take_rates.items()}
+    rates["mini_shop"] = min(1.0, rates.get("mini_shop", 0.0) + world.strategic_weight)
+    return {
+        "click": 0.0,
+        "order": 0.0,
+        "gmv": scenario.experiment.reward_scale,
+        "take_rates": rates,
+    }
+
+
+def build_strategy(
+    spec: dict[str, Any], scenario: ScenarioConfig, world: World, arms: ScenarioArms, seed: int
+) -> Strategy:
+    kind = spec["kind"]
+    objective = scenario_objective(scenario, world)
+    if kind == "static_split":
+        return StaticSplit(StaticSplitSpec.model_validate(spec), arms, seed)
+    if kind == "oracle":
+        return Oracle(OracleSpec.model_validate(spec).name, seed)
+    if kind == "explore_then_commit":
+        from allocator.config import ObjectiveConfig
+
+        return ExploreThenCommit(
+            ExploreThenCommitSpec.model_validate(spec), ObjectiveConfig.model_validate(objective),
+            arms, seed, world.start_s,
+        )  # fmt: skip
+    p = PolicySpec.model_validate(spec)
+    engine = resolve_engine(
+        p.engine, objective, arms.n_context, arms.features.shape[1], f"strategy {p.name}.engine"
+    )
+    contracts: ConstraintSet | None = scenario.contracts[p.contracts] if p.contracts else None
+    return PolicyStrategy(p.name, engine, arms, seed, contracts)
+
+
+def grid_cells(
+    scenario: ScenarioConfig, world: World, n_impressions: int
+) -> list[CellTask]:
+    """Expand strategies × sweeps × seeds, validating every cell's strategy on the driver."""
+    arms = scenario_arms(world)
+    cells = []
+    for spec in scenario.strategies:
+        base = spec.model_dump(mode="json")
+        variants: list[tuple[str, dict[str, Any], dict[str, str]]] = [(spec.name, base, {})]
+        if isinstance(spec, PolicySpec) and spec.sweep:
+            variants = []
+            keys = sorted(spec.sweep)
+            for values in itertools.product(*(spec.sweep[k] for k in keys)):
+                engine = base["engine"]
+                coords = {}
+                for key, value in zip(keys, values, strict=True):
+                    engine = set_dotted(engine, key, value)
+                    coords[f"sweep.{key}"] = str(value)
+                label = ",".join(f"{key.split('.')[-1]}={v}" for key, v in zip(keys, values, strict=True))
+                variants.append((f"{spec.name}[{label}]", {**base, "engine": engine}, coords))
+        for name, resolved, coords in variants:
+            try:
+                build_strategy(resolved, scenario, world, arms, 0)
+            except ConfigError:
+                raise
+            except ValueError as err:
+                raise ConfigError(f"strategy {name}: {err}") from None
+            for seed in scenario.experiment.seeds:
+                cells.append(
+                    CellTask(
+                        name=f"{name}/seed={seed}",
+                        strategy=name,
+                        seed=seed,
+                        n_impressions=n_impressions,
+                        coords={
+                            "strategy": name,
+                            "kind": spec.kind,
+                            "seed": str(seed),
+                            "contracts": str(getattr(spec, "contracts", None) or "none"),
+                            **coords,
+                        },
+                        spec=resolved,
+                    )
+                )
+    return cells

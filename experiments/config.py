@@ -1,0 +1,156 @@
+"""The scenario experiment: a world, the strategies to compare, contracts, the grid.
+
+One YAML file (``configs/wechat_entry.yaml``) holds the world (``world:``, see
+:mod:`experiments.world`) and the sections below. Strategy engines are ordinary allocator
+engine configs; the context and arm-feature sizes of contextual models default to the
+world's, so a config names only what it chooses.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, model_validator
+
+from allocator.config import EngineConfig, StrictModel, load_yaml, parse_config
+from allocator.constraints import ConstraintSet
+from allocator.errors import ConfigError
+from experiments.world import WorldConfig
+
+Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+Scale = Literal["small", "default", "full"]
+
+
+class ExperimentSettings(StrictModel):
+    """How much to simulate and how to summarise it."""
+
+    name: Name = "wechat_entry"
+    seeds: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)] = [1, 2]
+    #: impressions per cell at each ``--scale``
+    impressions: dict[Scale, Annotated[int, Field(ge=1000)]] = {
+        "small": 20_000,
+        "default": 200_000,
+        "full": 10_000_000,
+    }
+    #: impressions decided on one model state before their feedback is folded in
+    feedback_batch: Annotated[int, Field(ge=1, le=100_000)] = 256
+    #: points per curve (time bins over the simulated period)
+    curve_points: Annotated[int, Field(ge=2, le=1000)] = 60
+    #: share of the period, at its end, over which "Mini Shop share at the end" is measured
+    end_share_window: Annotated[float, Field(gt=0.0, le=1.0)] = 0.1
+    #: reward units per unit of app value (GMV × take rate); keeps rewards O(1) for the models
+    reward_scale: Annotated[float, Field(gt=0.0)] = 0.1
+    #: off-policy check in every cell: the cell's own log evaluates this strategy
+    ope_target: Name | None = "static_split"
+    ope_bootstrap: Annotated[int, Field(ge=10, le=10_000)] = 100
+
+
+class StaticSplitSpec(StrictModel):
+    """Fixed traffic shares per group (the contract split); uniform within a group."""
+
+    kind: Literal["static_split"] = "static_split"
+    name: Name
+    shares: dict[Name, Annotated[float, Field(gt=0.0)]]
+
+
+class ExploreThenCommitSpec(StrictModel):
+    """A/B test then commit: uniform for ``explore_days``, then greedy on what was learned."""
+
+    kind: Literal["explore_then_commit"] = "explore_then_commit"
+    name: Name
+    explore_days: Annotated[float, Field(gt=0.0)] = 14.0
+
+
+class PolicySpec(StrictModel):
+    """An allocator engine, optionally under a contract set (by name)."""
+
+    kind: Literal["policy"] = "policy"
+    name: Name
+    engine: dict[str, Any]
+    contracts: Name | None = None
+    #: optional hyper-parameter sweep: dotted engine path -> values (one cell per value)
+    sweep: dict[str, Annotated[list[Any], Field(min_length=1)]] = Field(default_factory=dict)
+
+
+class OracleSpec(StrictModel):
+    """The best candidate by the world's true expected value (reference, not a policy)."""
+
+    kind: Literal["oracle"] = "oracle"
+    name: Name
+
+
+StrategySpec = Annotated[
+    StaticSplitSpec | ExploreThenCommitSpec | PolicySpec | OracleSpec,
+    Field(discriminator="kind"),
+]
+
+
+class ScenarioConfig(StrictModel):
+    """Everything ``allocator run`` needs for a simulated scenario."""
+
+    world: WorldConfig
+    experiment: ExperimentSettings = ExperimentSettings()
+    contracts: dict[Name, ConstraintSet] = Field(default_factory=dict)
+    strategies: Annotated[list[StrategySpec], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _references(self) -> ScenarioConfig:
+        names = [s.name for s in self.strategies]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"strategy names must be unique, repeated: {dupes}")
+        for i, s in enumerate(self.strategies):
+            if isinstance(s, PolicySpec) and s.contracts and s.contracts not in self.contracts:
+                raise ValueError(
+                    f"strategies[{i}] ({s.name}): contracts {s.contracts!r} is not defined "
+                    f"under contracts: {sorted(self.contracts)}"
+                )
+        target = self.experiment.ope_target
+        if target is not None and target not in names:
+            raise ValueError(f"experiment.ope_target {target!r} is not a strategy: {names}")
+        return self
+
+
+def load_scenario(path: str | Path) -> ScenarioConfig:
+    """Read and validate a scenario YAML (``ConfigError`` names the bad field)."""
+    data = load_yaml(path)
+    if not isinstance(data, dict) or "world" not in data:
+        raise ConfigError(f"{path}: a scenario config needs a top-level 'world:' section")
+    cfg: ScenarioConfig = parse_config(ScenarioConfig, data, str(path))
+    return cfg
+
+
+def set_dotted(tree: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """A deep copy of ``tree`` with ``a.b.c`` set to ``value``."""
+    out = copy.deepcopy(tree)
+    node = out
+    keys = path.split(".")
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"sweep path {path!r}: {key!r} is not a mapping")
+    node[keys[-1]] = value
+    return out
+
+
+def resolve_engine(
+    engine: dict[str, Any],
+    objective: dict[str, Any],
+    n_context: int,
+    n_arm_features: int,
+    where: str,
+) -> EngineConfig:
+    """Validate a strategy's engine, filling world-dependent sizes and the objective."""
+    data = copy.deepcopy(engine)
+    policy = data.get("policy")
+    if isinstance(policy, dict):
+        if policy.get("kind") == "linear_gaussian":
+            policy.setdefault("n_features", n_context)
+        if policy.get("kind") == "shared_linear":
+            policy.setdefault("n_context_features", n_context)
+            policy.setdefault("n_arm_features", n_arm_features)
+    data.setdefault("objective", objective)
+    cfg: EngineConfig = parse_config(EngineConfig, data, where)
+    return cfg

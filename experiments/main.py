@@ -1,0 +1,165 @@
+"""The main job: run a scenario's grid, track it in MLflow, print the ranked comparison.
+
+``allocator run configs/wechat_entry.yaml`` lands here. The driver builds the world once,
+validates every cell, runs the cells on the given runner (local Ray by default), then —
+and only then, only here — writes MLflow runs, the summary table and the plots.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from allocator.experiment.runner import Runner, TaskResult
+from allocator.experiment.tracking import CellRecord, LaunchTracker, environment_tags, flatten
+from experiments import report
+from experiments.build import grid_cells
+from experiments.config import Scale, load_scenario
+from experiments.simulate import CellResult, CellTask, Shared, run_cell
+from experiments.world import World
+
+
+@dataclass
+class LaunchOutcome:
+    rows: list[dict[str, Any]]
+    table: str
+    failed: list[str]
+    experiment_id: str
+    summary_run_id: str
+    out_dir: Path
+    results: list[TaskResult]
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed else 0
+
+
+def run_scenario(
+    config_path: str | Path,
+    runner: Runner,
+    scale: Scale = "default",
+    tracking_uri: str | None = None,
+    out_dir: str | Path = "runs",
+    launch_id: str | None = None,
+    impressions: int | None = None,
+    stream: TextIO | None = None,
+) -> LaunchOutcome:
+    """Run every cell of the scenario and report; failures are reported, never dropped."""
+    out = stream if stream is not None else sys.stdout
+    scenario = load_scenario(config_path)
+    world = World(scenario.world, seed=scenario.world.seed)
+    n = impressions or scenario.experiment.impressions[scale]
+    cells = grid_cells(scenario, world, n)
+    resolved = scenario.model_dump(mode="json")
+    tracker = LaunchTracker(
+        scenario.experiment.name, tracking_uri, launch_id,
+        tags={**environment_tags(resolved), "scale": scale},
+    )  # fmt: skip
+    out.write(
+        f"{len(cells)} cells ({len(scenario.strategies)} strategies × "
+        f"{len(scenario.experiment.seeds)} seeds), {n:,} impressions each, "
+        f"launch {tracker.launch_id}\n"
+    )
+    out.flush()
+    results = runner.run(run_cell, cells, Shared(world, scenario))
+    launch_dir = Path(out_dir) / tracker.launch_id
+    launch_dir.mkdir(parents=True, exist_ok=True)
+    failed = []
+    table_cells: list[tuple[str, dict[str, float] | None]] = []
+    by_strategy: dict[str, list[CellResult]] = {}
+    for cell, res in zip(cells, results, strict=True):
+        value: CellResult | None = res.value if res.ok else None
+        if value is None:
+            failed.append(f"{cell.name}: {(res.error or '').strip().splitlines()[-1]}")
+        else:
+            by_strategy.setdefault(cell.strategy, []).append(value)
+        table_cells.append((cell.strategy, None if value is None else value.metrics))
+        tracker.log_cell(_cell_record(cell, value, res, scenario, scale))
+    rows = report.ranked_rows(table_cells, scenario.experiment.reward_scale)
+    table = report.format_table(rows)
+    files = _write_files(launch_dir, rows, table, resolved, by_strategy, world, cells)
+    summary_id = tracker.log_summary(
+        f"summary {tracker.launch_id}",
+        {"scale": scale, "impressions_per_cell": str(n), "cells": str(len(cells))},
+        files,
+        {"failed_cells.txt": "\n".join(failed)} if failed else {},
+        failed=bool(failed),
+    )
+    out.write(f"\n{table}\n\n")
+    out.write(
+        "value = app value (revenue share + commission + Mini Shop strategic weight) per "
+        "1,000 impressions, true expectation; floor slack = worst sliding-window share "
+        "minus floor (>= 0 held); regret vs the oracle.\n"
+    )
+    if failed:
+        out.write(f"\n{len(failed)} cell(s) FAILED:\n  " + "\n  ".join(failed) + "\n")
+    out.write(f"\nfiles: {launch_dir}\nMLflow: {tracker.ui_hint()}\n")
+    out.flush()
+    return LaunchOutcome(
+        rows, table, failed, tracker.experiment_id, summary_id, launch_dir, results
+    )
+
+
+def _cell_record(
+    cell: CellTask, value: CellResult | None, res: TaskResult, scenario: Any, scale: str
+) -> CellRecord:
+    params = flatten(
+        {
+            "strategy": cell.spec,
+            "seed": cell.seed,
+            "impressions": cell.n_impressions,
+            "scale": scale,
+            "experiment": scenario.experiment.model_dump(mode="json"),
+            "world": scenario.world.model_dump(mode="json"),
+        }
+    )
+    contracts = cell.spec.get("contracts")
+    if contracts:
+        params.update(flatten(scenario.contracts[contracts].model_dump(mode="json"), "contracts."))
+    if value is None:
+        return CellRecord(cell.name, cell.coords, params, error=res.error or "failed")
+    metrics = {**value.metrics, "cell_seconds": value.seconds}
+    return CellRecord(cell.name, cell.coords, params, metrics, value.curves)
+
+
+def _write_files(
+    launch_dir: Path, rows: list[dict[str, Any]], table: str, resolved: dict[str, Any],
+    by_strategy: dict[str, list[CellResult]], world: World, cells: list[CellTask],
+) -> list[Path]:  # fmt: skip
+    files = [launch_dir / "summary.csv", launch_dir / "summary.txt", launch_dir / "config.json"]
+    files[0].write_text(report.table_csv(rows))
+    files[1].write_text(table + "\n")
+    files[2].write_text(json.dumps(resolved, indent=2, default=str))
+    if by_strategy:
+        mean_curves = {
+            name: {
+                key: (rs[0].curves[key][0], np.mean([r.curves[key][1] for r in rs], axis=0))
+                for key in rs[0].curves
+            }
+            for name, rs in by_strategy.items()
+        }
+        groups = list(dict.fromkeys(world.arm_groups))
+        floors = {
+            key: _floor_group(key, resolved)
+            for c in mean_curves.values()
+            for key in c
+            if key.startswith("curve.floor.")
+        }
+        n_bins = next(iter(mean_curves.values()))["curve.cum_regret"][0].shape[0]
+        days = (world.end_s - world.start_s) / 86400.0
+        files += report.plot_comparison(mean_curves, groups, floors, days / n_bins, launch_dir)
+    return files
+
+
+def _floor_group(curve_key: str, resolved: dict[str, Any]) -> str:
+    name = curve_key[len("curve.floor.") :]
+    for cset in resolved.get("contracts", {}).values():
+        for c in cset["constraints"]:
+            if c["name"] == name:
+                return str(c["target"].get("group", ""))
+    return ""

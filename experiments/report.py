@@ -1,0 +1,152 @@
+"""The launch's comparison: a ranked table over strategies (means over seeds) and plots."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: (column, header, format) of the ranked table, in order
+COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("value_per_1k", "value/1k", "{:.1f}"),
+    ("revenue_per_1k", "revenue/1k", "{:.1f}"),
+    ("gmv_per_1k", "GMV/1k", "{:.0f}"),
+    ("conversion_pct", "conv %", "{:.2f}"),
+    ("mini_shop_share_end", "mini_shop end", "{:.3f}"),
+    ("worst_floor_slack", "floor slack", "{:+.3f}"),
+    ("protection_cost_per_1k", "protect cost/1k", "{:.1f}"),
+    ("regret_per_1k", "regret/1k", "{:.1f}"),
+)
+
+
+def cell_row(metrics: dict[str, float], reward_scale: float) -> dict[str, float]:
+    """The table's quantities for one cell."""
+    slacks = [v for k, v in metrics.items() if k.startswith("floor.") and k.endswith(".worst_slack")]
+    cost = sum(v for k, v in metrics.items() if k.startswith("contract.") and k.endswith(".cost"))
+    n = max(metrics.get("impressions", 1.0), 1.0)
+    return {
+        "value_per_1k": metrics["value_per_1k"],
+        "revenue_per_1k": metrics["revenue_per_1k"],
+        "gmv_per_1k": metrics["gmv_per_1k"],
+        "conversion_pct": 100.0 * metrics["conversion"],
+        "mini_shop_share_end": metrics.get("share_end.mini_shop", float("nan")),
+        "worst_floor_slack": min(slacks) if slacks else float("nan"),
+        "protection_cost_per_1k": cost / reward_scale / n * 1000.0,
+        "regret_per_1k": metrics["regret_per_1k"],
+    }
+
+
+def ranked_rows(
+    cells: Sequence[tuple[str, dict[str, float] | None]], reward_scale: float
+) -> list[dict[str, Any]]:
+    """Mean over seeds per strategy, ranked by value/1k (failed cells counted, not averaged)."""
+    by: dict[str, list[dict[str, float]]] = {}
+    failed: dict[str, int] = {}
+    for strategy, metrics in cells:
+        by.setdefault(strategy, [])
+        failed.setdefault(strategy, 0)
+        if metrics is None:
+            failed[strategy] += 1
+        else:
+            by[strategy].append(cell_row(metrics, reward_scale))
+    rows = []
+    for strategy, runs in by.items():
+        row: dict[str, Any] = {"strategy": strategy, "seeds": len(runs), "failed": failed[strategy]}
+        for key, _, _ in COLUMNS:
+            vals = np.array([r[key] for r in runs], dtype=np.float64)
+            row[key] = float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
+        rows.append(row)
+    rows.sort(key=lambda r: -np.inf if not np.isfinite(r["value_per_1k"]) else -r["value_per_1k"])
+    for i, row in enumerate(rows, 1):
+        row["rank"] = i
+    return rows
+
+
+def format_table(rows: Sequence[dict[str, Any]]) -> str:
+    headers = ["#", "strategy"] + [h for _, h, _ in COLUMNS] + ["seeds"]
+    body = []
+    for r in rows:
+        cells = [str(r["rank"]), r["strategy"]]
+        for key, _, fmt in COLUMNS:
+            v = r[key]
+            cells.append("-" if not np.isfinite(v) else fmt.format(v))
+        cells.append(f"{r['seeds']}" + (f" ({r['failed']} failed)" if r["failed"] else ""))
+        body.append(cells)
+    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.rjust(w) if i != 1 else h.ljust(w) for i, (h, w) in
+                       enumerate(zip(headers, widths, strict=True)))]  # fmt: skip
+    lines.append("  ".join("-" * w for w in widths))
+    for b in body:
+        lines.append("  ".join(c.rjust(w) if i != 1 else c.ljust(w) for i, (c, w) in
+                               enumerate(zip(b, widths, strict=True))))  # fmt: skip
+    return "\n".join(lines)
+
+
+def table_csv(rows: Sequence[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    fields = ["rank", "strategy"] + [k for k, _, _ in COLUMNS] + ["seeds", "failed"]
+    writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def plot_comparison(
+    curves: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]],
+    groups: Sequence[str],
+    floors: dict[str, str],
+    day_per_step: float,
+    out_dir: Path,
+) -> list[Path]:
+    """Two PNGs: cumulative regret per strategy; each group's share over time vs its floor.
+
+    ``curves`` maps strategy -> its (seed-averaged) curves; ``floors`` maps a floor curve
+    key to the group it protects.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for name, c in curves.items():
+        steps, values = c["curve.cum_regret"]
+        ax.plot(steps * day_per_step, values, label=name)
+    ax.set_xlabel("simulated day")
+    ax.set_ylabel("cumulative regret (app value)")
+    ax.set_title("Cumulative regret against the oracle")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    paths.append(out_dir / "cumulative_regret.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(len(groups), 1, figsize=(8, 2.2 * len(groups)), sharex=True)
+    for ax, g in zip(np.atleast_1d(axes), groups, strict=True):
+        for name, c in curves.items():
+            key = f"curve.share.{g}"
+            if key in c:
+                steps, values = c[key]
+                ax.plot(steps * day_per_step, values, label=name, lw=1)
+        for fkey, fg in floors.items():
+            if fg == g:
+                for c in curves.values():
+                    if fkey in c:
+                        steps, values = c[fkey]
+                        ax.plot(steps * day_per_step, values, "k--", lw=1.5, label=fkey[12:])
+                        break
+        ax.set_ylabel(f"{g} share")
+    np.atleast_1d(axes)[0].legend(fontsize=7, ncol=2)
+    np.atleast_1d(axes)[-1].set_xlabel("simulated day")
+    fig.suptitle("Share of impressions per group (dashed: contract floor)")
+    fig.tight_layout()
+    paths.append(out_dir / "group_shares.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+    return paths

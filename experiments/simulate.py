@@ -1,0 +1,289 @@
+"""One grid cell: a strategy run on-policy through the simulated world, measured exactly.
+
+The world streams impressions in chunks; the strategy decides a feedback batch at a time,
+outcomes are drawn from the world's truth and folded in before the next batch. Because the
+truth of every candidate is known, the cell reports the strategy's exact expected value
+and regret next to what it realised, its group shares over time against the contract
+floors, and an off-policy check: its own log (exact propensities) evaluates the reference
+strategy with every estimator, next to that strategy's true value on the same traffic.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from experiments import kernels as k
+from experiments.compliance import FloorTrack, floor_tracks
+from experiments.config import ScenarioConfig
+from experiments.strategies import Decisions, ScenarioArms, StaticSplit, Strategy, Tick
+from experiments.world import World
+
+OPE_MAX_ROWS = 200_000
+
+
+class Shared(NamedTuple):
+    """What every cell reads from the object store: the world and the scenario."""
+
+    world: World
+    scenario: ScenarioConfig
+
+
+@dataclass(frozen=True)
+class CellTask:
+    """One grid cell (small: it travels with the task)."""
+
+    name: str
+    strategy: str
+    seed: int
+    n_impressions: int
+    coords: dict[str, str]
+    spec: dict[str, Any]  # the resolved strategy spec (sweep values applied)
+
+
+@dataclass
+class CellResult:
+    metrics: dict[str, float]
+    curves: dict[str, tuple[np.ndarray, np.ndarray]]
+    seconds: float
+    n_impressions: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def scenario_arms(world: World) -> ScenarioArms:
+    group_names = tuple(dict.fromkeys(world.arm_groups))
+    return ScenarioArms(
+        ids=tuple(world.arm_ids),
+        groups=tuple(world.arm_groups),
+        group_names=group_names,
+        features=np.ascontiguousarray(world.arm_features, dtype=np.float64),
+        n_context=len(world.context_names),
+        categories=tuple(world.categories),
+        city_tiers=tuple(world.city_tiers),
+    )
+
+
+def value_rates(world: World, group_names: tuple[str, ...]) -> np.ndarray:
+    """App value per unit of GMV for each group code: take rate, plus strategic weight in-app."""
+    rates = np.array([world.take_rates[g] for g in group_names], dtype=np.float64)
+    rates[list(group_names).index("mini_shop")] += world.strategic_weight
+    return rates
+
+
+class _Acc:
+    """Per-bin sums over the cell (curves) and per-impression arrays needed afterwards."""
+
+    def __init__(self, n_bins: int, n_groups: int) -> None:
+        self.n_bins, self.n_groups = n_bins, n_groups
+        self.sums: dict[str, np.ndarray] = {}
+        self.group_counts = np.zeros((n_bins, n_groups))
+
+    def add(self, name: str, bins: np.ndarray, values: np.ndarray) -> None:
+        s = np.bincount(bins, weights=values, minlength=self.n_bins)
+        self.sums[name] = self.sums.get(name, 0.0) + s
+
+    def add_groups(self, bins: np.ndarray, groups: np.ndarray) -> None:
+        flat = np.bincount(bins * self.n_groups + groups, minlength=self.n_bins * self.n_groups)
+        self.group_counts += flat.reshape(self.n_bins, self.n_groups)
+
+
+class _OpeLog:
+    """The cell's own log on a strided subsample of feedback batches, for the OPE check."""
+
+    def __init__(self) -> None:
+        self.parts: dict[str, list[np.ndarray]] = {}
+
+    def add(self, **arrays: np.ndarray) -> None:
+        for key, arr in arrays.items():
+            self.parts.setdefault(key, []).append(arr)
+
+    def concat(self, key: str) -> np.ndarray:
+        return np.concatenate(self.parts[key])
+
+
+def run_cell(shared: Shared, task: CellTask) -> CellResult:
+    """Simulate ``task`` and return its metrics and curves (no MLflow here: driver logs)."""
+    from experiments.build import build_strategy  # the factory needs the config types
+
+    start = time.perf_counter()
+    world, scenario = shared
+    exp = scenario.experiment
+    arms = scenario_arms(world)
+    group_of_arm = np.array([arms.group_names.index(g) for g in arms.groups], dtype=np.int64)
+    rates = value_rates(world, arms.group_names)
+    take = np.array([world.take_rates[g] for g in arms.group_names], dtype=np.float64)
+    strategy: Strategy = build_strategy(task.spec, scenario, world, arms, task.seed)
+    ope_ref = _ope_reference(scenario, arms, task)
+    tracks = floor_tracks(scenario, task.spec, arms, world)
+    n_bins = exp.curve_points
+    span = world.end_s - world.start_s
+    acc = _Acc(n_bins, len(arms.group_names))
+    ope = _OpeLog()
+    stride = max(1, int(np.ceil(task.n_impressions / OPE_MAX_ROWS)))
+    batch = exp.feedback_batch
+    n_seen = 0
+    tick_no = 0
+    times: list[np.ndarray] = []
+    served_groups: list[np.ndarray] = []
+    present: list[np.ndarray] = []
+    cats: list[np.ndarray] = []
+    tiers: list[np.ndarray] = []
+    for chunk_no, chunk in enumerate(world.stream(task.n_impressions, seed=task.seed)):
+        cand_group = group_of_arm[chunk.cand_idx]
+        value = chunk.p_click * chunk.p_order * chunk.order_value * rates[cand_group]
+        n = chunk.timestamps.shape[0]
+        for lo in range(0, n, batch):
+            hi = min(n, lo + batch)
+            flo, fhi = int(chunk.cand_ptr[lo]), int(chunk.cand_ptr[hi])
+            tick = Tick(
+                chunk.timestamps[lo:hi], chunk.contexts[lo:hi], chunk.category[lo:hi],
+                chunk.city_tier[lo:hi], chunk.cand_ptr[lo : hi + 1] - flo,
+                chunk.cand_idx[flo:fhi], cand_group[flo:fhi], value[flo:fhi],
+            )  # fmt: skip
+            dec: Decisions = strategy.decide(tick)
+            flat = tick.cand_ptr[:-1] + dec.positions
+            chosen = tick.cand_idx[flat]
+            seed = (task.seed, chunk_no, lo)
+            click, order, gmv = world.draw_outcomes(chunk, flo + flat, seed)
+            strategy.learn(tick, chosen, (click, order, gmv))
+            _record(acc, tick, dec, flat, chosen, group_of_arm, rates, take, (click, order, gmv),
+                    world.start_s, span, n_bins)  # fmt: skip
+            times.append(tick.timestamps)
+            served_groups.append(group_of_arm[chosen])
+            pg = np.empty(hi - lo, dtype=np.int64)
+            k.present_groups(tick.cand_ptr, tick.cand_group, pg)
+            present.append(pg)
+            cats.append(tick.category)
+            tiers.append(tick.city_tier)
+            if ope_ref is not None and tick_no % stride == 0 and dec.probs is not None:
+                _log_for_ope(ope, ope_ref, tick, dec, flat, chosen, gmv * rates[group_of_arm[chosen]])
+            tick_no += 1
+        n_seen += n
+    metrics = _summarise(acc, arms, exp.end_share_window, n_seen)
+    metrics.update(strategy.metrics())
+    curves = _curves(acc, arms, tracks, world.start_s, span)
+    t_all, g_all = np.concatenate(times), np.concatenate(served_groups)
+    p_all, c_all, r_all = np.concatenate(present), np.concatenate(cats), np.concatenate(tiers)
+    for tr in tracks:
+        metrics.update(tr.measure(t_all, g_all, p_all, c_all, r_all))
+    if ope_ref is not None and ope.parts:
+        metrics.update(_ope_metrics(ope, world, task.seed, exp.ope_bootstrap))
+    return CellResult(metrics, curves, time.perf_counter() - start, n_seen)
+
+
+def _record(
+    acc: _Acc, tick: Tick, dec: Decisions, flat: np.ndarray, chosen: np.ndarray,
+    group_of_arm: np.ndarray, rates: np.ndarray, take: np.ndarray, outcomes: tuple[np.ndarray, ...],
+    start_s: float, span: float, n_bins: int,
+) -> None:  # fmt: skip
+    click, order, gmv = outcomes
+    n = chosen.shape[0]
+    bins = np.minimum(((tick.timestamps - start_s) / span * n_bins).astype(np.int64), n_bins - 1)
+    best_pos = np.empty(n, dtype=np.int64)
+    best = np.empty(n)
+    k.row_argmax(tick.cand_ptr, tick.value, best_pos, best)
+    groups = group_of_arm[chosen]
+    acc.add("impressions", bins, np.ones(n))
+    acc.add("value_true", bins, tick.value[flat])
+    acc.add("oracle", bins, best)
+    acc.add("value", bins, gmv * rates[groups])
+    acc.add("revenue", bins, gmv * take[groups])
+    acc.add("gmv", bins, gmv)
+    acc.add("orders", bins, order)
+    acc.add("clicks", bins, click)
+    acc.add_groups(bins, groups)
+
+
+def _ope_reference(scenario: ScenarioConfig, arms: ScenarioArms, task: CellTask) -> Any:
+    name = scenario.experiment.ope_target
+    if name is None:
+        return None
+    spec = next(s for s in scenario.strategies if s.name == name)
+    return StaticSplit(spec, arms, 0) if spec.kind == "static_split" else None  # type: ignore[arg-type]
+
+
+def _log_for_ope(
+    ope: _OpeLog, ref: StaticSplit, tick: Tick, dec: Decisions, flat: np.ndarray,
+    chosen: np.ndarray, reward: np.ndarray,
+) -> None:  # fmt: skip
+    target = ref.distribution(tick)
+    truth = np.empty(chosen.shape[0])
+    k.row_expectation(tick.cand_ptr, target, tick.value, truth)
+    ope.add(
+        contexts=tick.contexts, actions=chosen, rewards=reward, pscores=dec.propensities,
+        cand_ptr=np.diff(tick.cand_ptr), cand_idx=tick.cand_idx, target=target, truth=truth,
+    )  # fmt: skip
+
+
+def _ope_metrics(ope: _OpeLog, world: World, seed: int, n_boot: int) -> dict[str, float]:
+    from allocator.replay import LoggedData, evaluate
+
+    sizes = ope.concat("cand_ptr")
+    ptr = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    data = LoggedData(
+        arm_ids=tuple(world.arm_ids),
+        actions=ope.concat("actions").astype(np.int64),
+        rewards=ope.concat("rewards"),
+        pscores=ope.concat("pscores"),
+        contexts=ope.concat("contexts"),
+        cand_ptr=ptr,
+        cand_idx=ope.concat("cand_idx").astype(np.int64),
+    )
+    truth = float(ope.concat("truth").mean())
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x0BE]))
+    result = evaluate(data, ope.concat("target"), reward_model="ridge", n_boot=n_boot, rng=rng)
+    out = {"ope.truth": truth, "ope.rows": float(data.n_rounds)}
+    for name, est in result.estimates.items():
+        out[f"ope.{name}.value"] = est.value
+        out[f"ope.{name}.low"] = est.low
+        out[f"ope.{name}.high"] = est.high
+        out[f"ope.{name}.covers_truth"] = float(est.low <= truth <= est.high)
+    out["ope.ess"] = result.diagnostics.effective_sample_size
+    out["ope.max_weight"] = result.diagnostics.max_weight
+    return out
+
+
+def _summarise(acc: _Acc, arms: ScenarioArms, end_window: float, n: int) -> dict[str, float]:
+    s = {key: float(v.sum()) for key, v in acc.sums.items()}
+    per = 1000.0 / max(n, 1)
+    m = {
+        "impressions": float(n),
+        "value_per_1k": s["value_true"] * per,
+        "realised_value_per_1k": s["value"] * per,
+        "revenue_per_1k": s["revenue"] * per,
+        "gmv_per_1k": s["gmv"] * per,
+        "orders_per_1k": s["orders"] * per,
+        "ctr": s["clicks"] / max(n, 1),
+        "conversion": s["orders"] / max(n, 1),
+        "regret_per_1k": (s["oracle"] - s["value_true"]) * per,
+        "regret_total": s["oracle"] - s["value_true"],
+    }
+    counts = acc.group_counts
+    total = counts.sum(axis=0)
+    n_end = max(1, int(round(acc.n_bins * end_window)))
+    end = counts[-n_end:].sum(axis=0)
+    for j, g in enumerate(arms.group_names):
+        m[f"share.{g}"] = total[j] / max(n, 1)
+        m[f"share_end.{g}"] = end[j] / max(end.sum(), 1.0)
+    return m
+
+
+def _curves(
+    acc: _Acc, arms: ScenarioArms, tracks: list[FloorTrack], start_s: float, span: float
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    steps = np.arange(acc.n_bins)
+    imp = np.maximum(acc.sums["impressions"], 1.0)
+    out = {
+        "curve.cum_regret": np.cumsum(acc.sums["oracle"] - acc.sums["value_true"]),
+        "curve.cum_value": np.cumsum(acc.sums["value_true"]),
+        "curve.value_per_1k": acc.sums["value_true"] / imp * 1000.0,
+    }
+    for j, g in enumerate(arms.group_names):
+        out[f"curve.share.{g}"] = acc.group_counts[:, j] / imp
+    mids = start_s + (steps + 0.5) / acc.n_bins * span
+    for tr in tracks:
+        out[f"curve.floor.{tr.name}"] = tr.schedule_at(mids)
+    return {key: (steps, np.asarray(v, dtype=np.float64)) for key, v in out.items()}

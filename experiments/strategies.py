@@ -1,0 +1,215 @@
+"""The strategies compared by the scenario: baselines, allocator policies, the oracle.
+
+Every strategy sees the same thing per feedback batch (a :class:`Tick`: impressions with
+their contexts and candidates), returns one choice per impression with its propensity,
+and learns from the outcomes of that batch before the next. Allocator policies decide a
+batch with one kernel call; under contracts the constraint layer decides impression by
+impression (its queues move with every decision).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from allocator.config import NormalGammaConfig, ObjectiveConfig, parse_config
+from allocator.constraints import ConstrainedPolicy, ConstraintSet
+from allocator.objective import Objective
+from allocator.policies import make_policy
+from allocator.registry import ArmRegistry
+from experiments import kernels as k
+from experiments.config import (
+    ExploreThenCommitSpec,
+    OracleSpec,
+    PolicySpec,
+    StaticSplitSpec,
+    resolve_engine,
+)
+
+
+class Tick(NamedTuple):
+    """A feedback batch of n impressions over nnz flat candidates."""
+
+    timestamps: np.ndarray  # (n,) epoch seconds
+    contexts: np.ndarray  # (n, d)
+    category: np.ndarray  # (n,) int64
+    city_tier: np.ndarray  # (n,) int64
+    cand_ptr: np.ndarray  # (n+1,)
+    cand_idx: np.ndarray  # (nnz,) arm indices
+    cand_group: np.ndarray  # (nnz,) group codes
+    value: np.ndarray  # (nnz,) true expected app value of each candidate
+
+
+class Decisions(NamedTuple):
+    positions: np.ndarray  # (n,) position in each row
+    propensities: np.ndarray  # (n,)
+    probs: np.ndarray | None  # (nnz,) the whole decision distribution, when known
+
+
+class ScenarioArms(NamedTuple):
+    """What strategies know about the world's arms (observable only)."""
+
+    ids: tuple[str, ...]
+    groups: tuple[str, ...]
+    group_names: tuple[str, ...]  # group code -> name
+    features: np.ndarray  # (n_arms, d_arm)
+    n_context: int
+    categories: tuple[str, ...]
+    city_tiers: tuple[str, ...]
+
+
+def make_registry(arms: ScenarioArms) -> ArmRegistry:
+    reg = ArmRegistry(capacity=max(16, len(arms.ids)))
+    for g in arms.group_names:
+        members = [a for a, ag in zip(arms.ids, arms.groups, strict=True) if ag == g]
+        if members:
+            reg.add(members, g)
+    if reg.all_ids() != list(arms.ids):
+        raise ValueError("world arms must be listed group by group (partners, then merchants)")
+    return reg
+
+
+class Strategy(ABC):
+    name: str
+
+    def __init__(self, name: str, seed: int) -> None:
+        self.name = name
+        self.rng = np.random.default_rng(np.random.SeedSequence([seed, 0x57A7]))
+
+    @abstractmethod
+    def decide(self, tick: Tick) -> Decisions: ...
+
+    def learn(self, tick: Tick, arms: np.ndarray, outcomes: tuple[np.ndarray, ...]) -> None:  # noqa: B027
+        """Fold a batch's outcomes (click, order, gmv); baselines that do not learn skip it."""
+
+    def metrics(self) -> dict[str, float]:
+        return {}
+
+    def _draw(self, tick: Tick, probs: np.ndarray) -> Decisions:
+        n = tick.cand_ptr.shape[0] - 1
+        pos = np.empty(n, dtype=np.int64)
+        prop = np.empty(n)
+        k.draw_rows(tick.cand_ptr, probs, self.rng.random(n), pos, prop)
+        return Decisions(pos, prop, probs)
+
+
+def uniform_probs(ptr: np.ndarray) -> np.ndarray:
+    sizes = np.diff(ptr)
+    return np.repeat(1.0 / sizes, sizes)
+
+
+class StaticSplit(Strategy):
+    """Fixed group shares, split evenly among a group's candidates in each impression."""
+
+    def __init__(self, spec: StaticSplitSpec, arms: ScenarioArms, seed: int) -> None:
+        super().__init__(spec.name, seed)
+        unknown = sorted(set(spec.shares) - set(arms.group_names))
+        if unknown:
+            raise ValueError(f"{spec.name}: shares for unknown groups {unknown}")
+        self.shares = np.array([spec.shares.get(g, 0.0) for g in arms.group_names])
+
+    def distribution(self, tick: Tick) -> np.ndarray:
+        out = np.empty(tick.cand_idx.shape[0])
+        k.split_weights(tick.cand_ptr, tick.cand_group, self.shares, out)
+        return out
+
+    def decide(self, tick: Tick) -> Decisions:
+        return self._draw(tick, self.distribution(tick))
+
+
+class Oracle(Strategy):
+    """The candidate of highest true expected value (needs the truth; a reference only)."""
+
+    def decide(self, tick: Tick) -> Decisions:
+        n = tick.cand_ptr.shape[0] - 1
+        pos = np.empty(n, dtype=np.int64)
+        best = np.empty(n)
+        k.row_argmax(tick.cand_ptr, tick.value, pos, best)
+        return Decisions(pos, np.ones(n), None)
+
+
+class PolicyStrategy(Strategy):
+    """An allocator engine (optionally constrained) learning from the batch outcomes."""
+
+    def __init__(
+        self,
+        name: str,
+        engine: Any,
+        arms: ScenarioArms,
+        seed: int,
+        contracts: ConstraintSet | None = None,
+    ) -> None:
+        super().__init__(name, seed)
+        self.registry = make_registry(arms)
+        kwargs = {"arm_features": arms.features} if engine.policy.kind == "shared_linear" else {}
+        self.policy = make_policy(engine.policy, self.registry, seed, **kwargs)
+        self.objective = Objective(engine.objective, self.registry)
+        self.contextual = self.policy.n_features is not None
+        self.layer = ConstrainedPolicy(self.policy, contracts) if contracts else None
+        self._attrs = [
+            [{"category": c, "city_tier": t} for t in arms.city_tiers] for c in arms.categories
+        ]
+
+    def decide(self, tick: Tick) -> Decisions:
+        ctx = tick.contexts if self.contextual else None
+        if self.layer is None:
+            b = self.policy.decide_batch(tick.cand_ptr, tick.cand_idx, ctx)
+            return Decisions(b.positions, b.propensities, b.probs)
+        n = tick.cand_ptr.shape[0] - 1
+        pos = np.empty(n, dtype=np.int64)
+        prop = np.empty(n)
+        probs = np.empty(tick.cand_idx.shape[0])
+        ptr, idx = tick.cand_ptr, tick.cand_idx
+        decide = self.layer.decide
+        for i in range(n):
+            lo, hi = ptr[i], ptr[i + 1]
+            c = decide(
+                idx[lo:hi],
+                None if ctx is None else ctx[i],
+                self._attrs[tick.category[i]][tick.city_tier[i]],
+                tick.timestamps[i],
+            )
+            pos[i], prop[i] = c.position, c.propensity
+            probs[lo:hi] = self.policy._p[: hi - lo]
+        return Decisions(pos, prop, probs)
+
+    def learn(self, tick: Tick, arms: np.ndarray, outcomes: tuple[np.ndarray, ...]) -> None:
+        reward = self.objective.reward(arms, *outcomes)
+        self.policy.update_batch(arms, reward, tick.contexts if self.contextual else None)
+
+    def metrics(self) -> dict[str, float]:
+        if self.layer is None:
+            return {}
+        out: dict[str, float] = {}
+        for r in self.layer.report():
+            out[f"contract.{r.name}.backstop_rate"] = r.backstops / max(r.impressions, 1)
+            out[f"contract.{r.name}.cost"] = r.cost
+            out[f"contract.{r.name}.layer_worst_slack"] = r.worst_window_slack
+        return out
+
+
+class ExploreThenCommit(PolicyStrategy):
+    """A/B test then commit: uniform traffic while exploring, then greedy and frozen."""
+
+    def __init__(
+        self, spec: ExploreThenCommitSpec, objective: ObjectiveConfig, arms: ScenarioArms,
+        seed: int, start_s: float,
+    ) -> None:  # fmt: skip
+        policy = parse_config(NormalGammaConfig, {"rule": "greedy", "epsilon": 0.0})
+        engine = resolve_engine(
+            {"policy": policy.model_dump(mode="json")}, objective.model_dump(mode="json"), 0, 0,
+            spec.name,
+        )  # fmt: skip
+        super().__init__(spec.name, engine, arms, seed)
+        self.commit_at = start_s + spec.explore_days * 86400.0
+
+    def decide(self, tick: Tick) -> Decisions:
+        if tick.timestamps[0] < self.commit_at:
+            return self._draw(tick, uniform_probs(tick.cand_ptr))
+        return super().decide(tick)
+
+    def learn(self, tick: Tick, arms: np.ndarray, outcomes: tuple[np.ndarray, ...]) -> None:
+        if tick.timestamps[0] < self.commit_at:
+            super().learn(tick, arms, outcomes)
