@@ -83,7 +83,7 @@ def _experiment_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from allocator.experiment.runner import RayRunner, SequentialRunner
+    from allocator.launch.runner import RayRunner, SequentialRunner
     from allocator.settings import load_settings
 
     settings = load_settings()

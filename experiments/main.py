@@ -15,8 +15,8 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from allocator.experiment.runner import Runner, TaskResult
-from allocator.experiment.tracking import CellRecord, LaunchTracker, environment_tags, flatten
+from allocator.launch.runner import Runner, TaskResult
+from allocator.launch.tracking import CellRecord, LaunchTracker, environment_tags, flatten
 from experiments import report
 from experiments.build import grid_cells
 from experiments.config import Scale, load_scenario
