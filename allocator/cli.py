@@ -64,18 +64,33 @@ def _model_for(data: Any) -> Any:
 
 def _experiment_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="experiment YAML")
-    p.add_argument("--scale", choices=("small", "default", "full"), default="default",
-                   help="simulated impressions per cell (scenario experiment.impressions)")
-    p.add_argument("--impressions", type=int, default=None,
-                   help="override the impressions per cell")
-    p.add_argument("--ray-address", default=None,
-                   help="join this Ray cluster ('auto', 'ray://host:10001'); default: local Ray")
-    p.add_argument("--workers", type=int, default=None,
-                   help="CPUs of the local Ray (default: all cores)")
-    p.add_argument("--sequential", action="store_true",
-                   help="run the cells one after another in this process (no Ray)")
-    p.add_argument("--tracking-uri", default=None,
-                   help="MLflow tracking URI (default: sqlite:///mlflow.db here)")
+    p.add_argument(
+        "--scale",
+        choices=("small", "default", "full"),
+        default="default",
+        help="simulated impressions per cell (scenario experiment.impressions)",
+    )
+    p.add_argument(
+        "--impressions", type=int, default=None, help="override the impressions per cell"
+    )
+    p.add_argument(
+        "--ray-address",
+        default=None,
+        help="join this Ray cluster ('auto', 'ray://host:10001'); default: local Ray",
+    )
+    p.add_argument(
+        "--workers", type=int, default=None, help="CPUs of the local Ray (default: all cores)"
+    )
+    p.add_argument(
+        "--sequential",
+        action="store_true",
+        help="run the cells one after another in this process (no Ray)",
+    )
+    p.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI (default: sqlite:///mlflow.db here)",
+    )
     p.add_argument("--out", default="runs", help="directory for tables and plots")
     p.add_argument("--launch-id", default=None, help="name of this launch (default: timestamp)")
     p.add_argument("--max-retries", type=int, default=2,

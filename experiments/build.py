@@ -69,9 +69,7 @@ def build_strategy(
     return PolicyStrategy(p.name, engine, arms, seed, contracts)
 
 
-def grid_cells(
-    scenario: ScenarioConfig, world: World, n_impressions: int
-) -> list[CellTask]:
+def grid_cells(scenario: ScenarioConfig, world: World, n_impressions: int) -> list[CellTask]:
     """Expand strategies × sweeps × seeds, validating every cell's strategy on the driver."""
     arms = scenario_arms(world)
     cells = []
@@ -87,7 +85,9 @@ def grid_cells(
                 for key, value in zip(keys, values, strict=True):
                     engine = set_dotted(engine, key, value)
                     coords[f"sweep.{key}"] = str(value)
-                label = ",".join(f"{key.split('.')[-1]}={v}" for key, v in zip(keys, values, strict=True))
+                label = ",".join(
+                    f"{key.split('.')[-1]}={v}" for key, v in zip(keys, values, strict=True)
+                )
                 variants.append((f"{spec.name}[{label}]", {**base, "engine": engine}, coords))
         for name, resolved, coords in variants:
             try:

@@ -70,9 +70,7 @@ class FloorTrack:
         return out
 
 
-def floor_tracks(
-    scenario: Any, spec: dict[str, Any], arms: Any, world: Any
-) -> list[FloorTrack]:
+def floor_tracks(scenario: Any, spec: dict[str, Any], arms: Any, world: Any) -> list[FloorTrack]:
     """Group floors of the strategy's own contracts, else of the scenario's first set."""
     name = spec.get("contracts") or next(iter(scenario.contracts), None)
     if name is None:
@@ -93,8 +91,13 @@ def floor_tracks(
                               if v in arms.city_tiers)  # fmt: skip
         out.append(
             FloorTrack(
-                c.name, arms.group_names.index(c.target.group), cats, tiers, c.schedule,
-                c.on_missing == "skip", cset.window,
+                c.name,
+                arms.group_names.index(c.target.group),
+                cats,
+                tiers,
+                c.schedule,
+                c.on_missing == "skip",
+                cset.window,
             )  # fmt: skip
         )
     return out

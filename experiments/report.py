@@ -25,7 +25,9 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
 
 def cell_row(metrics: dict[str, float], reward_scale: float) -> dict[str, float]:
     """The table's quantities for one cell."""
-    slacks = [v for k, v in metrics.items() if k.startswith("floor.") and k.endswith(".worst_slack")]
+    slacks = [
+        v for k, v in metrics.items() if k.startswith("floor.") and k.endswith(".worst_slack")
+    ]
     cost = sum(v for k, v in metrics.items() if k.startswith("contract.") and k.endswith(".cost"))
     n = max(metrics.get("impressions", 1.0), 1.0)
     return {

@@ -159,7 +159,9 @@ def run_cell(shared: Shared, task: CellTask) -> CellResult:
             cats.append(tick.category)
             tiers.append(tick.city_tier)
             if ope_ref is not None and tick_no % stride == 0 and dec.probs is not None:
-                _log_for_ope(ope, ope_ref, tick, dec, flat, chosen, gmv * rates[group_of_arm[chosen]])
+                _log_for_ope(
+                    ope, ope_ref, tick, dec, flat, chosen, gmv * rates[group_of_arm[chosen]]
+                )
             tick_no += 1
         n_seen += n
     metrics = _summarise(acc, arms, exp.end_share_window, n_seen)

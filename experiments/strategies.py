@@ -22,8 +22,6 @@ from allocator.registry import ArmRegistry
 from experiments import kernels as k
 from experiments.config import (
     ExploreThenCommitSpec,
-    OracleSpec,
-    PolicySpec,
     StaticSplitSpec,
     resolve_engine,
 )

@@ -21,3 +21,24 @@ def pytest_configure(config: pytest.Config) -> None:
     """Expose whether slow tests were selected, for tests that scale their sample size."""
     markexpr = config.getoption("markexpr", "") or ""
     pytest.slow_enabled = "not slow" not in markexpr  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One real local Ray (2 CPUs) for the whole session; runners reuse it."""
+    import ray
+
+    from allocator.launch.runner import WORKER_ENV
+
+    ray.init(
+        num_cpus=2, include_dashboard=False, logging_level="warning",
+        runtime_env={"env_vars": WORKER_ENV},
+    )  # fmt: skip
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture
+def tracking_uri(tmp_path) -> str:
+    """A fresh MLflow sqlite store in a temporary directory."""
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"

@@ -129,7 +129,7 @@ class LaunchTracker:
 
     def log_cell(self, cell: CellRecord) -> str:
         """One top-level run; FAILED with the error as a tag and artifact if the cell failed."""
-        from mlflow.entities import Metric, Param, RunTag
+        from mlflow.entities import Metric, Param
 
         tags = {**self.tags, "role": "cell", **{f"grid.{k}": v for k, v in cell.coords.items()}}
         run = self.client.create_run(self.experiment_id, tags=tags, run_name=cell.name)
@@ -190,6 +190,8 @@ class LaunchTracker:
             cmd = f"(server already running at {base})"
         else:
             base = f"http://127.0.0.1:{port}"
-            cmd = f"mlflow ui --backend-store-uri {self.tracking_uri} --host 127.0.0.1 --port {port}"
+            cmd = (
+                f"mlflow ui --backend-store-uri {self.tracking_uri} --host 127.0.0.1 --port {port}"
+            )
         url = f"{base}/#/experiments/{self.experiment_id}/runs?compareRunsMode=CHART"
         return f"{cmd}\nthen open {url}"
