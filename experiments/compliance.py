@@ -98,6 +98,6 @@ def floor_tracks(scenario: Any, spec: dict[str, Any], arms: Any, world: Any) -> 
                 c.schedule,
                 c.on_missing == "skip",
                 cset.window,
-            )  # fmt: skip
+            )
         )
     return out

@@ -27,13 +27,13 @@ class ExperimentSettings(StrictModel):
     """How much to simulate and how to summarise it."""
 
     name: Name = "wechat_entry"
-    seeds: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)] = [1, 2]
+    seeds: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)] = Field(
+        default_factory=lambda: [1, 2]
+    )
     #: impressions per cell at each ``--scale``
-    impressions: dict[Scale, Annotated[int, Field(ge=1000)]] = {
-        "small": 20_000,
-        "default": 200_000,
-        "full": 10_000_000,
-    }
+    impressions: dict[Scale, Annotated[int, Field(ge=1000)]] = Field(
+        default_factory=lambda: {"small": 20_000, "default": 200_000, "full": 10_000_000}
+    )
     #: impressions decided on one model state before their feedback is folded in
     feedback_batch: Annotated[int, Field(ge=1, le=100_000)] = 256
     #: points per curve (time bins over the simulated period)

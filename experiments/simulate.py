@@ -265,7 +265,7 @@ def _summarise(acc: _Acc, arms: ScenarioArms, end_window: float, n: int) -> dict
     }
     counts = acc.group_counts
     total = counts.sum(axis=0)
-    n_end = max(1, int(round(acc.n_bins * end_window)))
+    n_end = max(1, round(acc.n_bins * end_window))
     end = counts[-n_end:].sum(axis=0)
     for j, g in enumerate(arms.group_names):
         m[f"share.{g}"] = total[j] / max(n, 1)

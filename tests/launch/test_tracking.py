@@ -102,5 +102,5 @@ def test_an_unreachable_server_is_a_config_error(monkeypatch):
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
-    with pytest.raises(ConfigError, match="MLflow tracking URI 'http://127.0.0.1:9'"):
+    with pytest.raises(ConfigError, match=r"MLflow tracking URI 'http://127\.0\.0\.1:9'"):
         LaunchTracker("x", "http://127.0.0.1:9")
