@@ -1,5 +1,7 @@
 """Offline evaluation of policies from logged feedback (estimators; runners to come)."""
 
+from allocator.replay.columns import ForeignLogConfig
+from allocator.replay.dataset import LoggedData
 from allocator.replay.estimators import (
     DM,
     DR,
@@ -12,6 +14,7 @@ from allocator.replay.estimators import (
     Estimator,
     diagnostics,
 )
+from allocator.replay.sources import from_decision_log, load_foreign_log
 
 __all__ = [
     "DM",
@@ -23,5 +26,9 @@ __all__ = [
     "Diagnostics",
     "Estimate",
     "Estimator",
+    "ForeignLogConfig",
+    "LoggedData",
     "diagnostics",
+    "from_decision_log",
+    "load_foreign_log",
 ]

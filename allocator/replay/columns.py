@@ -1,0 +1,328 @@
+"""Column mapping of a foreign log file, and the typed reading of its columns.
+
+A foreign log (another team's CSV export, a Parquet dump) names its columns as it likes;
+:class:`ForeignLogConfig` says which column holds what, and the helpers below turn one
+Arrow column into numbers, epoch seconds, arm ids or a categorical encoding. Every bad value
+is reported with its column, its role and the first offending *data rows*: 0-based row
+numbers of the data, header excluded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Final, Literal
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import ConfigDict, Field, model_validator
+
+from allocator.config import GroupName, StrictModel
+from allocator.errors import InvalidInputError
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+Mask = npt.NDArray[np.bool_]
+
+ColumnName = Annotated[str, Field(min_length=1)]
+Label = Annotated[str, Field(min_length=1)]
+Encoding = Literal["one_hot", "index"]
+Format = Literal["csv", "parquet"]
+FORMATS: Final[dict[str, Format]] = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+
+_SHOWN = 5
+_NUMBER = r"(?i)^[+-]?((\d+(\.\d*)?|\.\d+)(e[+-]?\d+)?|inf|infinity|nan)$"
+_ISO_WITH_ZONE = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}(:?\d{2})?)$"
+_SECOND: Final = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}
+
+
+def _distinct(name: str, values: tuple[str, ...]) -> None:
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    if repeated:
+        raise ValueError(f"{name} repeats {repeated}")
+
+
+class ColumnMap(StrictModel):
+    """Which file column plays which role; ``context`` and ``categorical`` may be empty.
+
+    ``categorical`` maps a column to its encoding, in context order: ``one_hot`` adds one
+    0/1 column per level, ``index`` one column holding the level's index. Levels are the
+    column's distinct values sorted as strings, unless ``levels`` fixes them (then any other
+    value is an error).
+    """
+
+    model_config = ConfigDict(coerce_numbers_to_str=True)
+
+    action: ColumnName
+    reward: ColumnName
+    propensity: ColumnName
+    position: ColumnName | None = None
+    timestamp: ColumnName | None = None
+    context: tuple[ColumnName, ...] = ()
+    categorical: dict[ColumnName, Encoding] = Field(default_factory=dict)
+    levels: dict[ColumnName, tuple[Label, ...]] = Field(default_factory=dict)
+    candidates: ColumnName | None = None
+
+    def roles(self) -> list[tuple[str, str]]:
+        """``(column, role)`` of every mapped column, in context order."""
+        out = [(self.action, "action"), (self.reward, "reward"), (self.propensity, "propensity")]
+        for role in ("position", "timestamp", "candidates"):
+            if (column := getattr(self, role)) is not None:
+                out.append((column, role))
+        out += [(c, f"context[{j}]") for j, c in enumerate(self.context)]
+        out += [(c, f"categorical {enc}") for c, enc in self.categorical.items()]
+        return out
+
+    @model_validator(mode="after")
+    def _each_column_once(self) -> ColumnMap:
+        seen: dict[str, str] = {}
+        for column, role in self.roles():
+            if column in seen:
+                raise ValueError(f"column {column!r} is mapped twice: as {seen[column]} and {role}")
+            seen[column] = role
+        return self
+
+    @model_validator(mode="after")
+    def _levels_of_categoricals(self) -> ColumnMap:
+        for column, levels in self.levels.items():
+            if column not in self.categorical:
+                raise ValueError(
+                    f"levels given for {column!r}, which is not one of the categorical "
+                    f"columns {list(self.categorical)}"
+                )
+            if not levels:
+                raise ValueError(f"levels of {column!r} is empty")
+            _distinct(f"levels of {column!r}", levels)
+        return self
+
+
+class ForeignLogConfig(StrictModel):
+    """A foreign log file, its column mapping, and optionally its arm set and arm groups.
+
+    ``format`` is inferred from the suffix (``.csv``, ``.parquet``, ``.pq``) unless given.
+    Without ``arms`` the arm set is every arm id the file mentions, sorted; with it, any
+    other arm id in the file is an error. ``groups`` must then name exactly the arms.
+    """
+
+    model_config = ConfigDict(coerce_numbers_to_str=True)
+
+    path: Path
+    format: Format | None = None
+    columns: ColumnMap
+    arms: Annotated[tuple[Label, ...], Field(min_length=1)] | None = None
+    groups: dict[Label, GroupName] | None = None
+
+    @property
+    def file_format(self) -> Format:
+        return self.format or FORMATS[self.path.suffix.lower()]
+
+    @model_validator(mode="after")
+    def _known_format(self) -> ForeignLogConfig:
+        if self.format is None and self.path.suffix.lower() not in FORMATS:
+            raise ValueError(
+                f"path {str(self.path)!r} has suffix {self.path.suffix!r}: name a "
+                f"{'/'.join(FORMATS)} file or set format to csv or parquet"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _groups_of_the_arms(self) -> ForeignLogConfig:
+        if self.arms is None:
+            return self
+        _distinct("arms", self.arms)
+        if self.groups is not None:
+            missing = [a for a in self.arms if a not in self.groups]
+            extra = [a for a in self.groups if a not in self.arms]
+            if missing or extra:
+                raise ValueError(
+                    f"groups must name exactly the arms: missing {missing}, not arms {extra}"
+                )
+        return self
+
+
+def bad_rows(
+    column: str, role: str, problem: str, mask: Mask, values: pa.ChunkedArray
+) -> Exception:
+    """The error for the rows of ``mask``: the column, its role, the first rows and values."""
+    rows = np.flatnonzero(mask)
+    first = rows[:_SHOWN]
+    shown = values.take(pa.array(first, type=pa.int64())).to_pylist()
+    more = ", ..." if len(rows) > _SHOWN else ""
+    count = f"{len(rows)} row{'s' if len(rows) != 1 else ''}"
+    return InvalidInputError(
+        f"column {column!r} ({role}): {problem} in {count}; first data rows (0-based) "
+        f"[{', '.join(map(str, first.tolist()))}{more}] hold {shown}"
+    )
+
+
+def preview(items: list[str], limit: int = 10) -> str:
+    """``items`` for a message, cut after ``limit`` (an arm set may have thousands)."""
+    return str(items) if len(items) <= limit else f"{str(items[:limit])[:-1]}, ...]"
+
+
+def _wrong_type(column: str, role: str, type_: pa.DataType, expected: str) -> Exception:
+    return InvalidInputError(f"column {column!r} ({role}) has type {type_}, expected {expected}")
+
+
+def _is_text(type_: pa.DataType) -> bool:
+    return bool(pa.types.is_string(type_) or pa.types.is_large_string(type_))
+
+
+def _numeric_text(values: pa.ChunkedArray) -> tuple[pa.ChunkedArray, Mask, Mask]:
+    """Trimmed strings, which of them are numbers, and which are present but not numbers."""
+    trimmed = pc.utf8_trim_whitespace(values)
+    number = pc.fill_null(pc.match_substring_regex(trimmed, _NUMBER), False)
+    is_number = number.to_numpy(zero_copy_only=False)
+    present = pc.is_valid(values).to_numpy(zero_copy_only=False)
+    return trimmed, is_number, present & ~is_number
+
+
+def floats(values: pa.ChunkedArray, column: str, role: str) -> F64:
+    """Numbers of a numeric (or numeric text) column; NaN where a cell is empty."""
+    t = values.type
+    if pa.types.is_null(t):
+        return np.full(len(values), np.nan)
+    if _is_text(t):
+        trimmed, _, not_number = _numeric_text(values)
+        if not_number.any():
+            raise bad_rows(column, role, "values that are not numbers", not_number, values)
+        values = trimmed
+    elif not (
+        pa.types.is_integer(t)
+        or pa.types.is_floating(t)
+        or pa.types.is_decimal(t)
+        or pa.types.is_boolean(t)
+    ):
+        raise _wrong_type(column, role, t, "numbers")
+    number = pc.fill_null(pc.cast(values, pa.float64()), np.nan)
+    return np.ascontiguousarray(number.to_numpy(zero_copy_only=False), dtype=np.float64)
+
+
+def labels(values: pa.ChunkedArray, column: str, role: str) -> pa.ChunkedArray:
+    """String labels (arm ids, levels) of a string or integer column; empty cells are errors."""
+    t = values.type
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    if not (_is_text(t) or pa.types.is_integer(t)):
+        raise _wrong_type(column, role, values.type, "strings or integers")
+    out = pc.cast(values, pa.string())
+    if out.null_count:
+        raise bad_rows(column, role, "missing values", pc.is_null(out).to_numpy(), values)
+    return out
+
+
+def epoch_seconds(values: pa.ChunkedArray, column: str, role: str) -> F64:
+    """Epoch seconds of numbers, zoned timestamps, or text holding either (ISO-8601 + zone)."""
+    t = values.type
+    if pa.types.is_timestamp(t):
+        if t.tz is None:
+            raise InvalidInputError(
+                f"column {column!r} ({role}) holds timestamps without a timezone; "
+                "expected epoch seconds or ISO-8601 with a zone offset"
+            )
+        ticks = pc.cast(pc.cast(values, pa.int64()), pa.float64())
+        out = pc.fill_null(ticks, np.nan).to_numpy(zero_copy_only=False) / _SECOND[t.unit]
+    elif _is_text(t):
+        trimmed, is_number, _ = _numeric_text(values)
+        iso = pc.fill_null(pc.match_substring_regex(trimmed, _ISO_WITH_ZONE), False).to_numpy(
+            zero_copy_only=False
+        )
+        unparsable = pc.is_valid(values).to_numpy(zero_copy_only=False) & ~is_number & ~iso
+        if unparsable.any():
+            expected = "epoch seconds or ISO-8601 with a zone offset"
+            raise bad_rows(column, role, f"values that are not {expected}", unparsable, values)
+        out = np.full(len(values), np.nan)
+        out[is_number] = pc.cast(trimmed.filter(pa.array(is_number)), pa.float64()).to_numpy()
+        out[iso] = _parse_iso(trimmed, iso, column, role, values)
+    else:
+        out = floats(values, column, role)
+    missing = ~np.isfinite(out)
+    if missing.any():
+        raise bad_rows(column, role, "missing or non-finite values", missing, values)
+    return np.ascontiguousarray(out)
+
+
+def _parse_iso(
+    trimmed: pa.ChunkedArray, iso: Mask, column: str, role: str, raw: pa.ChunkedArray
+) -> F64:
+    subset = trimmed.filter(pa.array(iso))
+    try:
+        micros = pc.cast(pc.cast(subset, pa.timestamp("us", tz="UTC")), pa.int64())
+    except pa.ArrowInvalid:  # well-formed but impossible (month 13): find those rows
+        invalid = np.zeros(len(iso), dtype=bool)
+        for row in np.flatnonzero(iso):
+            try:
+                pc.cast(trimmed[int(row)], pa.timestamp("us", tz="UTC"))
+            except pa.ArrowInvalid:
+                invalid[row] = True
+        raise bad_rows(column, role, "impossible dates", invalid, raw) from None
+    return micros.to_numpy().astype(np.float64) / 1e6
+
+
+def encode_categorical(
+    values: pa.ChunkedArray, column: str, encoding: Encoding, levels: tuple[str, ...] | None
+) -> tuple[F64, tuple[str, ...]]:
+    """``(n, L)`` one-hot or ``(n, 1)`` level-index encoding of a column, with column names."""
+    text = labels(values, column, f"categorical {encoding}")
+    if levels is None:
+        levels = tuple(sorted(pc.unique(text).to_pylist()))
+    index = pc.index_in(text, value_set=pa.array(levels, type=pa.string()))
+    unknown = pc.is_null(index).to_numpy(zero_copy_only=False)
+    if unknown.any():
+        role = f"categorical {encoding}"
+        raise bad_rows(column, role, f"levels not in {list(levels)}", unknown, values)
+    idx = index.to_numpy(zero_copy_only=False).astype(np.int64)
+    if encoding == "index":
+        return idx.astype(np.float64)[:, None], (column,)
+    out = np.zeros((len(idx), len(levels)))
+    out[np.arange(len(idx)), idx] = 1.0
+    return out, tuple(f"{column}={level}" for level in levels)
+
+
+def split_candidates(values: pa.ChunkedArray, column: str) -> tuple[I64, pa.ChunkedArray]:
+    """Lengths ``(n,)`` and concatenated, trimmed ids of ``;``-separated candidate lists."""
+    lists = pc.split_pattern(labels(values, column, "candidates"), ";")
+    lengths = pc.list_value_length(lists).to_numpy(zero_copy_only=False).astype(np.int64)
+    return lengths, pc.utf8_trim_whitespace(pc.list_flatten(lists))
+
+
+def candidate_csr(
+    listed: tuple[I64, pa.ChunkedArray],
+    values: pa.ChunkedArray,
+    column: str,
+    arm_ids: pa.Array,
+    actions: I64,
+    action_column: str,
+) -> tuple[I64, I64]:
+    """CSR ``(cand_ptr, cand_idx)`` of split candidate lists (raw ``values`` for messages).
+
+    Each list must name known arms, each once, and hold its round's logged action.
+    """
+    lengths, flat = listed
+    index = pc.index_in(flat, value_set=arm_ids)
+    n = len(actions)
+    row_of = np.repeat(np.arange(n), lengths)
+
+    def rows(flat_mask: Mask) -> Mask:
+        out = np.zeros(n, dtype=bool)
+        out[row_of[flat_mask]] = True
+        return out
+
+    unknown = rows(pc.is_null(index).to_numpy(zero_copy_only=False))
+    if unknown.any():
+        problem = f"arms not in the arm set {preview(arm_ids.to_pylist())}"
+        raise bad_rows(column, "candidates", problem, unknown, values)
+    idx = index.to_numpy(zero_copy_only=False).astype(np.int64)
+    order = np.lexsort((idx, row_of))
+    twice = np.zeros(len(idx), dtype=bool)
+    twice[order[1:]] = (np.diff(row_of[order]) == 0) & (np.diff(idx[order]) == 0)
+    if twice.any():
+        raise bad_rows(column, "candidates", "an arm listed twice", rows(twice), values)
+    without = np.bincount(row_of, weights=idx == actions[row_of], minlength=n) == 0
+    if without.any():
+        problem = f"lists without the logged action (column {action_column!r})"
+        raise bad_rows(column, "candidates", problem, without, values)
+    ptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(lengths, out=ptr[1:])
+    return ptr, idx

@@ -1,0 +1,386 @@
+"""Log sources: foreign CSV / Parquet through a column mapping, and the allocator's own log."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from allocator.errors import InvalidInputError
+from allocator.logs import DecisionLogWriter, load_decision_log
+from allocator.replay import ForeignLogConfig, LoggedData, from_decision_log, load_foreign_log
+from tests.logs.helpers import decision, outcome
+
+CSV = """\
+arm,reward,pscore,slot,ts,age,income,city_tier,category,cands
+taobao,1,0.5,0,2024-01-01T00:00:00Z,30,1000.5,t2,shoes,taobao;douyin
+douyin,0,0.25,1,1704067260,41,2000,t1,bags,taobao; douyin;jd
+jd,0.5,1.0,2,2024-01-01T01:02:00+01:00,25,0,t3,shoes,jd
+taobao,2.5,0.1,0,1704067200.5,52,-3.5,t1,hats,douyin;taobao
+"""
+HEADER, *ROWS = [line.split(",") for line in CSV.splitlines()]
+MAPPING = {
+    "action": "arm",
+    "reward": "reward",
+    "propensity": "pscore",
+    "position": "slot",
+    "timestamp": "ts",
+    "context": ["age", "income"],
+    "categorical": {"city_tier": "one_hot", "category": "index"},
+    "levels": {"city_tier": ["t1", "t2", "t3"]},
+    "candidates": "cands",
+}
+GROUPS = {"taobao": "taobao", "douyin": "partner", "jd": "partner"}
+
+EXPECTED = {
+    "arm_ids": ("douyin", "jd", "taobao"),
+    "arm_groups": ("partner", "partner", "taobao"),
+    "actions": [2, 0, 1, 2],
+    "rewards": [1.0, 0.0, 0.5, 2.5],
+    "pscores": [0.5, 0.25, 1.0, 0.1],
+    "positions": [0, 1, 2, 0],
+    "timestamps": [1704067200.0, 1704067260.0, 1704067320.0, 1704067200.5],
+    "contexts": [
+        [30, 1000.5, 0, 1, 0, 2],
+        [41, 2000, 1, 0, 0, 0],
+        [25, 0, 0, 0, 1, 2],
+        [52, -3.5, 1, 0, 0, 1],
+    ],
+    "context_names": ("age", "income", "city_tier=t1", "city_tier=t2", "city_tier=t3", "category"),
+    "cand_ptr": [0, 2, 5, 6, 8],
+    "cand_idx": [2, 0, 2, 0, 1, 1, 0, 2],
+}
+ARRAYS = (
+    "actions",
+    "rewards",
+    "pscores",
+    "contexts",
+    "timestamps",
+    "positions",
+    "cand_ptr",
+    "cand_idx",
+)
+
+
+def write_csv(path, header=HEADER, rows=ROWS):
+    path.write_text("\n".join(",".join(r) for r in [header, *rows]) + "\n", encoding="utf-8")
+    return path
+
+
+def config(path, **changes) -> ForeignLogConfig:
+    data = {"path": str(path), "columns": MAPPING, "groups": GROUPS, **changes}
+    return ForeignLogConfig.model_validate(data)
+
+
+def assert_same(a: LoggedData, b: LoggedData) -> None:
+    for name in ("arm_ids", "arm_groups", "context_names"):
+        assert getattr(a, name) == getattr(b, name), name
+    for name in (*ARRAYS, "cand_prob"):
+        x, y = getattr(a, name), getattr(b, name)
+        assert (x is None) == (y is None), name
+        if x is not None:
+            assert x.dtype == y.dtype and np.array_equal(x, y), name
+
+
+def test_csv_loads_to_the_expected_arrays(tmp_path):
+    data = load_foreign_log(config(write_csv(tmp_path / "logs.csv")))
+    for name in ("arm_ids", "arm_groups", "context_names"):
+        assert getattr(data, name) == EXPECTED[name], name
+    for name in ARRAYS:
+        arr = getattr(data, name)
+        assert arr.tolist() == EXPECTED[name], name
+        assert arr.dtype == (
+            np.float64 if name in ("rewards", "pscores", "contexts", "timestamps") else np.int64
+        )
+        assert arr.flags.c_contiguous
+    assert data.cand_prob is None
+
+
+def test_relative_path_resolves_against_base_dir(tmp_path):
+    write_csv(tmp_path / "logs.csv")
+    data = load_foreign_log(config("logs.csv"), base_dir=tmp_path)
+    assert data.n_rounds == 4
+
+
+def test_parquet_with_native_types_gives_identical_arrays(tmp_path):
+    from_csv = load_foreign_log(config(write_csv(tmp_path / "logs.csv")))
+    table = pacsv.read_csv(tmp_path / "logs.csv")  # inferred types: ints, floats, text
+    assert table.schema.field("slot").type == pa.int64()
+    pq.write_table(table, tmp_path / "logs.parquet")
+    assert_same(load_foreign_log(config(tmp_path / "logs.parquet")), from_csv)
+
+    stamps = pa.array((np.array(EXPECTED["timestamps"]) * 1e3).astype(np.int64), pa.int64())
+    zoned = table.set_column(4, "ts", stamps.cast(pa.timestamp("ms", tz="Asia/Shanghai")))
+    pq.write_table(zoned, tmp_path / "zoned.dat")
+    assert_same(load_foreign_log(config(tmp_path / "zoned.dat", format="parquet")), from_csv)
+
+
+def test_integer_arm_ids_and_empty_context(tmp_path):
+    table = pa.table({"a": [3, 1, 3], "r": [1.0, 0.0, 1.0], "p": [0.5, 0.5, 0.5]})
+    pq.write_table(table, tmp_path / "ints.pq")
+    cfg = ForeignLogConfig.model_validate(
+        yaml.safe_load(
+            "path: ints.pq\ncolumns: {action: a, reward: r, propensity: p, context: []}\n"
+            "arms: [1, 2, 3]\n"
+        )
+    )
+    data = load_foreign_log(cfg, base_dir=tmp_path)
+    assert data.arm_ids == ("1", "2", "3")
+    assert data.actions.tolist() == [2, 0, 2]
+    assert data.contexts is None and data.context_names == ()
+    assert data.cand_ptr is None and data.timestamps is None and data.arm_groups is None
+
+
+def test_derived_arm_set_includes_arms_only_listed_as_candidates(tmp_path):
+    rows = [[*r[:-1], "taobao;kuaishou"] if r[0] == "taobao" else r for r in ROWS]
+    data = load_foreign_log(config(write_csv(tmp_path / "l.csv", rows=rows), groups=None))
+    assert data.arm_ids == ("douyin", "jd", "kuaishou", "taobao")
+
+
+def with_cell(column: str, cells: dict[int, str]):
+    j = HEADER.index(column)
+    return [
+        [cells.get(i, v) if k == j else v for k, v in enumerate(row)] for i, row in enumerate(ROWS)
+    ]
+
+
+ARMS = {"arms": ["douyin", "jd", "taobao"]}
+
+MALFORMED = [
+    # (rows, config changes, match)
+    (with_cell("pscore", {1: "0", 3: "0.0"}), {}, r"'pscore' \(propensity\).*2 rows.*\[1, 3\]"),
+    (with_cell("pscore", {2: "1.5"}), {}, r"'pscore'.*not in \(0, 1\].*\[2\] hold \['?1\.5'?\]"),
+    (with_cell("pscore", {0: ""}), {}, r"'pscore'.*missing.*\[0\] hold \[None\]"),
+    (with_cell("pscore", {3: "high"}), {}, r"'pscore'.*not numbers.*\[3\] hold \['high'\]"),
+    (with_cell("arm", {2: "kuaishou"}), ARMS, r"'arm' \(action\).*arm set.*\[2\]"),
+    (with_cell("arm", {1: ""}), {}, r"'arm' \(action\).*missing.*\[1\]"),
+    (with_cell("reward", {3: ""}), {}, r"'reward' \(reward\).*missing.*\[3\]"),
+    (with_cell("reward", {0: "inf", 2: "nan"}), {}, r"'reward'.*non-finite.*\[0, 2\]"),
+    (with_cell("age", {0: "old"}), {}, r"'age' \(context\[0\]\).*not numbers.*\[0\]"),
+    (with_cell("income", {2: ""}), {}, r"'income' \(context\[1\]\).*missing.*\[2\]"),
+    (with_cell("city_tier", {1: "t9"}), {}, r"'city_tier'.*levels not in.*\[1\] hold \['t9'\]"),
+    (with_cell("category", {3: ""}), {}, r"'category' \(categorical index\).*missing.*\[3\]"),
+    (with_cell("ts", {2: "yesterday"}), {}, r"'ts' \(timestamp\).*ISO-8601.*\[2\]"),
+    (with_cell("ts", {0: "2024-01-01T00:00:00"}), {}, r"'ts'.*zone offset.*\[0\]"),
+    (with_cell("ts", {1: "2024-13-01T00:00:00Z"}), {}, r"'ts'.*impossible dates.*\[1\]"),
+    (with_cell("ts", {3: ""}), {}, r"'ts'.*missing.*\[3\]"),
+    (with_cell("cands", {0: "douyin;jd"}), {}, r"'cands'.*logged action.*'arm'.*\[0\]"),
+    (with_cell("cands", {1: "taobao;xx"}), ARMS, r"'cands'.*not in the arm set.*\[1\]"),
+    (with_cell("cands", {3: "taobao;douyin;taobao"}), {}, r"'cands'.*twice.*\[3\]"),
+    (with_cell("cands", {2: ""}), {}, r"'cands' \(candidates\).*missing.*\[2\]"),
+    (with_cell("slot", {1: "-1", 2: "1.5"}), {}, r"'slot' \(position\).*\[1, 2\]"),
+    (ROWS, {"groups": {"taobao": "taobao"}}, r"groups.*missing \['douyin', 'jd'\]"),
+]
+
+
+@pytest.mark.parametrize(("rows", "changes", "match"), MALFORMED)
+def test_malformed_values_name_the_column_and_rows(tmp_path, rows, changes, match):
+    cfg = config(write_csv(tmp_path / "bad.csv", rows=rows), **changes)
+    with pytest.raises(InvalidInputError, match=match):
+        load_foreign_log(cfg)
+    table = pacsv.read_csv(
+        tmp_path / "bad.csv",
+        convert_options=pacsv.ConvertOptions(
+            column_types=dict.fromkeys(HEADER, pa.string()),
+            strings_can_be_null=True,
+            null_values=[""],
+        ),
+    )
+    pq.write_table(table, tmp_path / "bad.parquet")
+    with pytest.raises(InvalidInputError, match=match):  # the same rows in a text Parquet
+        load_foreign_log(config(tmp_path / "bad.parquet", **changes))
+
+
+def test_missing_column_lists_the_files_columns(tmp_path):
+    path = write_csv(tmp_path / "l.csv", HEADER[:2] + HEADER[3:], [r[:2] + r[3:] for r in ROWS])
+    with pytest.raises(InvalidInputError, match=r"no column 'pscore' \(propensity\).*'arm'"):
+        load_foreign_log(config(path))
+    pq.write_table(pacsv.read_csv(path), tmp_path / "l.parquet")
+    with pytest.raises(InvalidInputError, match=r"no column 'pscore'.*'cands'\]"):
+        load_foreign_log(config(tmp_path / "l.parquet"))
+
+
+def test_at_most_five_bad_rows_are_shown(tmp_path):
+    rows = [[*ROWS[0][:2], "0", *ROWS[0][3:]]] * 8
+    with pytest.raises(InvalidInputError, match=r"8 rows.*\[0, 1, 2, 3, 4, \.\.\.\]"):
+        load_foreign_log(config(write_csv(tmp_path / "l.csv", rows=rows)))
+
+
+def test_unreadable_and_empty_files(tmp_path):
+    with pytest.raises(InvalidInputError, match=r"cannot read .*nope\.csv"):
+        load_foreign_log(config(tmp_path / "nope.csv"))
+    (tmp_path / "junk.parquet").write_bytes(b"not parquet")
+    with pytest.raises(InvalidInputError, match=r"cannot read .*junk\.parquet as parquet"):
+        load_foreign_log(config(tmp_path / "junk.parquet"))
+    with pytest.raises(InvalidInputError, match="no data rows"):
+        load_foreign_log(config(write_csv(tmp_path / "empty.csv", rows=[])))
+    pq.write_table(pa.table({"arm": [1.5], "reward": [1.0], "pscore": [1.0]}), tmp_path / "f.pq")
+    cfg = ForeignLogConfig.model_validate(
+        {
+            "path": tmp_path / "f.pq",
+            "columns": {k: MAPPING[k] for k in MAPPING if k in ("action", "reward", "propensity")},
+        }
+    )
+    with pytest.raises(InvalidInputError, match=r"'arm' \(action\) has type double"):
+        load_foreign_log(cfg)
+
+
+YAML = """
+path: data/logs.csv
+columns:
+  action: arm
+  reward: reward
+  propensity: pscore
+  position: slot
+  timestamp: ts
+  context: [age, income]
+  categorical:
+    city_tier: one_hot
+    category: index
+  levels: {city_tier: [t1, t2, t3]}
+  candidates: cands
+arms: [taobao, douyin, jd]
+groups: {taobao: taobao, douyin: partner, jd: partner}
+"""
+
+
+def test_config_yaml_round_trip():
+    cfg = ForeignLogConfig.model_validate(yaml.safe_load(YAML))
+    assert cfg.file_format == "csv"
+    assert list(cfg.columns.categorical) == ["city_tier", "category"]
+    dumped = yaml.safe_dump(cfg.model_dump(mode="json"))
+    assert ForeignLogConfig.model_validate(yaml.safe_load(dumped)) == cfg
+    with pytest.raises(ValidationError, match="frozen"):
+        cfg.columns.action = "x"  # type: ignore[misc]
+
+
+def edit(path: str, value):
+    data = yaml.safe_load(YAML)
+    *parents, last = path.split(".")
+    node = data
+    for key in parents:
+        node = node[key]
+    if value is None:
+        del node[last]
+    else:
+        node[last] = value
+    return data
+
+
+INVALID_CONFIGS = [
+    (edit("columns.reward", "arm"), r"column 'arm' is mapped twice: as action and reward"),
+    (edit("columns.context", ["age", "slot"]), r"'slot' is mapped twice"),
+    (edit("columns.categorical", {"city_tier": "ordinal"}), r"columns.categorical.city_tier"),
+    (edit("columns.levels", {"age": ["a"]}), r"levels given for 'age'"),
+    (edit("columns.levels", {"city_tier": []}), r"levels of 'city_tier' is empty"),
+    (edit("columns.levels", {"city_tier": ["t1", "t1"]}), r"repeats \['t1'\]"),
+    (edit("columns.action", None), r"columns.action\n.*Field required"),
+    (edit("columns.propensity", ""), r"columns.propensity\n.*at least 1 character"),
+    (edit("columns.weight", "w"), r"columns.weight\n.*Extra inputs"),
+    (edit("path", "logs.txt"), r"suffix '.txt'"),
+    (edit("format", "json"), r"format\n"),
+    (edit("arms", ["jd", "jd"]), r"arms repeats \['jd'\]"),
+    (edit("arms", []), r"arms\n.*at least 1 item"),
+    (edit("groups", {"taobao": "taobao"}), r"missing \['douyin', 'jd'\]"),
+    (edit("groups.jd", "bad group!"), r"groups.jd\n.*pattern"),
+]
+
+
+@pytest.mark.parametrize(("data", "match"), INVALID_CONFIGS)
+def test_invalid_configs_name_the_field(data, match):
+    with pytest.raises(ValidationError, match=match):
+        ForeignLogConfig.model_validate(data)
+
+
+def write_log(directory, decisions, outcomes=()):
+    with DecisionLogWriter(directory) as w:
+        w.write_decisions(decisions)
+        w.write_outcomes(list(outcomes))
+    return load_decision_log(directory)
+
+
+def own_log(tmp_path, context=None):
+    decisions = [
+        decision(0, context=context),
+        decision(1, arm_id="jd", arm_index=2, group="partner", propensity=0.25, context=context),
+        decision(
+            2,
+            arm_id="shop:7",
+            group="mini_shop",
+            candidates=("shop:7", "pdd"),
+            candidate_probabilities=(0.9, 0.1),
+            propensity=0.9,
+            context=context,
+        ),
+        decision(3, arm_id="jd", group="partner", propensity=0.25, context=context),
+    ]
+    outcomes = [outcome(0, reward=1.0, gmv=10.0), outcome(1, reward=0.0), outcome(3, reward=0.5)]
+    return write_log(tmp_path, decisions, outcomes)
+
+
+def test_decision_log_without_outcomes_is_an_error_unless_dropped(tmp_path):
+    log = own_log(tmp_path)
+    with pytest.raises(InvalidInputError, match=r"1 decision, first \['r0-2'\].*missing='drop'"):
+        from_decision_log(log)
+    data = from_decision_log(log, missing="drop")
+    assert data.arm_ids == ("jd", "shop:7", "taobao")  # pdd: a candidate of dropped round 2 only
+    assert data.arm_groups == ("partner", "mini_shop", "taobao")
+    assert data.actions.tolist() == [2, 0, 0]
+    assert data.rewards.tolist() == [1.0, 0.0, 0.5]
+    assert data.pscores.tolist() == [0.5, 0.25, 0.25]
+    assert data.timestamps.tolist() == [1_700_000_000.0, 1_700_000_001.0, 1_700_000_003.0]
+    assert data.cand_ptr.tolist() == [0, 3, 6, 9]
+    assert data.cand_idx.tolist() == [2, 1, 0] * 3
+    assert data.cand_prob.tolist() == [0.5, 0.25, 0.25] * 3
+    assert data.contexts is None and data.positions is None
+    cand_of_action = data.cand_prob[data.cand_ptr[:-1] + np.array([0, 2, 2])]
+    assert np.array_equal(cand_of_action, data.pscores)
+
+
+def test_decision_log_keeps_every_round_and_picks_the_outcome_column(tmp_path):
+    log = write_log(
+        tmp_path / "all",
+        [decision(i, context=(i, 1.0)) for i in range(3)],
+        [outcome(i, gmv=2.0 * i) for i in range(3)],
+    )
+    data = from_decision_log(log, reward="gmv", arm_ids=["taobao", "shop:7", "jd", "pdd"])
+    assert data.arm_ids == ("taobao", "shop:7", "jd", "pdd")
+    assert data.arm_groups is None  # pdd and others were never chosen: groups unknown
+    assert data.rewards.tolist() == [0.0, 2.0, 4.0]
+    assert data.contexts.tolist() == [[0.0, 1.0], [1.0, 1.0], [2.0, 1.0]]
+    assert data.cand_idx.tolist() == [0, 1, 2] * 3
+    assert data.cand_ptr.tolist() == [0, 3, 6, 9]
+
+
+def test_decision_log_conversion_errors(tmp_path):
+    log = own_log(tmp_path)
+    with pytest.raises(InvalidInputError, match=r"reward = 'revenue'"):
+        from_decision_log(log, reward="revenue")
+    with pytest.raises(InvalidInputError, match=r"missing = 'skip'"):
+        from_decision_log(log, missing="skip")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match=r"2 decisions, first \['r0-1', 'r0-3'\] chose"):
+        from_decision_log(log, missing="drop", arm_ids=["taobao", "shop:7"])
+    with pytest.raises(InvalidInputError, match=r"first \['r0-0', 'r0-1', 'r0-3'\] have cand"):
+        from_decision_log(log, missing="drop", arm_ids=["taobao", "jd"])
+    with pytest.raises(InvalidInputError, match=r"arm_ids repeats \['jd'\]"):
+        from_decision_log(log, missing="drop", arm_ids=["jd", "jd"])
+    with pytest.raises(InvalidInputError, match=r"arm_ids = 'jd'"):
+        from_decision_log(log, missing="drop", arm_ids="jd")
+
+    mixed = write_log(
+        tmp_path / "mixed", [decision(0, context=(1.0,)), decision(1)], [outcome(0), outcome(1)]
+    )
+    with pytest.raises(InvalidInputError, match=r"first \['r0-1'\] were logged without a context"):
+        from_decision_log(mixed)
+    moved = write_log(
+        tmp_path / "moved", [decision(0), decision(1, group="partner")], [outcome(0), outcome(1)]
+    )
+    with pytest.raises(InvalidInputError, match=r"'taobao' is logged in groups"):
+        from_decision_log(moved)
+    bare = write_log(tmp_path / "bare", [decision(0)])
+    with pytest.raises(InvalidInputError, match="no decision with an outcome"):
+        from_decision_log(bare, missing="drop")
