@@ -27,6 +27,8 @@ class ExperimentSettings(StrictModel):
     """How much to simulate and how to summarise it."""
 
     name: Name = "wechat_entry"
+    #: builds the merchants (the same world for every cell); cell seeds drive traffic
+    world_seed: Annotated[int, Field(ge=0)] = 7
     seeds: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)] = Field(
         default_factory=lambda: [1, 2]
     )

@@ -52,7 +52,7 @@ def run_scenario(
     """Run every cell of the scenario and report; failures are reported, never dropped."""
     out = stream if stream is not None else sys.stdout
     scenario = load_scenario(config_path)
-    world = World(scenario.world, seed=scenario.world.seed)
+    world = World(scenario.world, seed=scenario.experiment.world_seed)
     n = impressions or scenario.experiment.impressions[scale]
     cells = grid_cells(scenario, world, n)
     resolved = scenario.model_dump(mode="json")
@@ -80,7 +80,7 @@ def run_scenario(
             by_strategy.setdefault(cell.strategy, []).append(value)
         table_cells.append((cell.strategy, None if value is None else value.metrics))
         tracker.log_cell(_cell_record(cell, value, res, scenario, scale))
-    rows = report.ranked_rows(table_cells, scenario.experiment.reward_scale)
+    rows = report.ranked_rows(table_cells, scenario.experiment.reward_scale, _twins(scenario))
     table = report.format_table(rows)
     files = _write_files(launch_dir, rows, table, resolved, by_strategy, world, cells)
     summary_id = tracker.log_summary(
@@ -94,7 +94,8 @@ def run_scenario(
     out.write(
         "value = app value (revenue share + commission + Mini Shop strategic weight) per "
         "1,000 impressions, true expectation; floor slack = worst sliding-window share "
-        "minus floor (>= 0 held); regret vs the oracle.\n"
+        "minus floor (>= 0 held); protect cost = value given up against the same policy "
+        "without contracts; regret vs the oracle.\n"
     )
     if failed:
         out.write(f"\n{len(failed)} cell(s) FAILED:\n  " + "\n  ".join(failed) + "\n")
@@ -103,6 +104,23 @@ def run_scenario(
     return LaunchOutcome(
         rows, table, failed, tracker.experiment_id, summary_id, launch_dir, results
     )
+
+
+def _twins(scenario: Any) -> dict[str, str]:
+    """Constrained policy strategies → the same engine without contracts, when listed."""
+    free = {
+        json.dumps(s.engine, sort_keys=True): s.name
+        for s in scenario.strategies
+        if s.kind == "policy" and not s.contracts and not s.sweep
+    }
+    return {
+        s.name: free[key]
+        for s in scenario.strategies
+        if s.kind == "policy"
+        and s.contracts
+        and not s.sweep
+        and (key := json.dumps(s.engine, sort_keys=True)) in free
+    }
 
 
 def _cell_record(

@@ -43,9 +43,16 @@ def cell_row(metrics: dict[str, float], reward_scale: float) -> dict[str, float]
 
 
 def ranked_rows(
-    cells: Sequence[tuple[str, dict[str, float] | None]], reward_scale: float
+    cells: Sequence[tuple[str, dict[str, float] | None]],
+    reward_scale: float,
+    twins: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Mean over seeds per strategy, ranked by value/1k (failed cells counted, not averaged)."""
+    """Mean over seeds per strategy, ranked by value/1k (failed cells counted, not averaged).
+
+    ``twins`` maps a constrained strategy to the same engine without contracts: its cost
+    of protection is then the value it gives up against that twin on the same traffic
+    (otherwise the constraint layer's own attribution, Σ(π − p)·μ̂, is shown).
+    """
     by: dict[str, list[dict[str, float]]] = {}
     failed: dict[str, int] = {}
     for strategy, metrics in cells:
@@ -62,6 +69,11 @@ def ranked_rows(
             vals = np.array([r[key] for r in runs], dtype=np.float64)
             row[key] = float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
         rows.append(row)
+    by_name = {r["strategy"]: r for r in rows}
+    for name, twin in (twins or {}).items():
+        if name in by_name and twin in by_name:
+            gap = by_name[twin]["value_per_1k"] - by_name[name]["value_per_1k"]
+            by_name[name]["protection_cost_per_1k"] = gap
     rows.sort(key=lambda r: -np.inf if not np.isfinite(r["value_per_1k"]) else -r["value_per_1k"])
     for i, row in enumerate(rows, 1):
         row["rank"] = i

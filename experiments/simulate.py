@@ -10,6 +10,7 @@ strategy with every estimator, next to that strategy's true value on the same tr
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -20,7 +21,8 @@ from experiments import kernels as k
 from experiments.compliance import FloorTrack, floor_tracks
 from experiments.config import ScenarioConfig
 from experiments.strategies import Decisions, ScenarioArms, StaticSplit, Strategy, Tick
-from experiments.world import World
+from experiments.world import Chunk, World
+from experiments.world.world import TIER_NAMES
 
 OPE_MAX_ROWS = 200_000
 
@@ -62,7 +64,7 @@ def scenario_arms(world: World) -> ScenarioArms:
         features=np.ascontiguousarray(world.arm_features, dtype=np.float64),
         n_context=len(world.context_names),
         categories=tuple(world.categories),
-        city_tiers=tuple(world.city_tiers),
+        city_tiers=TIER_NAMES,
     )
 
 
@@ -131,7 +133,7 @@ def run_cell(shared: Shared, task: CellTask) -> CellResult:
     present: list[np.ndarray] = []
     cats: list[np.ndarray] = []
     tiers: list[np.ndarray] = []
-    for chunk_no, chunk in enumerate(world.stream(task.n_impressions, seed=task.seed)):
+    for chunk in world.stream(task.n_impressions, seed=task.seed):
         cand_group = group_of_arm[chunk.cand_idx]
         value = chunk.p_click * chunk.p_order * chunk.order_value * rates[cand_group]
         n = chunk.timestamps.shape[0]
@@ -146,8 +148,8 @@ def run_cell(shared: Shared, task: CellTask) -> CellResult:
             dec: Decisions = strategy.decide(tick)
             flat = tick.cand_ptr[:-1] + dec.positions
             chosen = tick.cand_idx[flat]
-            seed = (task.seed, chunk_no, lo)
-            click, order, gmv = world.draw_outcomes(chunk, flo + flat, seed)
+            sub = _sub_chunk(chunk, lo, hi, flo, fhi)
+            click, order, gmv = world.draw_outcomes(sub, flat, task.seed)
             strategy.learn(tick, chosen, (click, order, gmv))
             _record(acc, tick, dec, flat, chosen, group_of_arm, rates, take, (click, order, gmv),
                     world.start_s, span, n_bins)  # fmt: skip
@@ -174,6 +176,19 @@ def run_cell(shared: Shared, task: CellTask) -> CellResult:
     if ope_ref is not None and ope.parts:
         metrics.update(_ope_metrics(ope, world, task.seed, exp.ope_bootstrap))
     return CellResult(metrics, curves, time.perf_counter() - start, n_seen)
+
+
+def _sub_chunk(chunk: Chunk, lo: int, hi: int, flo: int, fhi: int) -> Chunk:
+    """Impressions ``lo:hi`` of a chunk (outcome draws are keyed by global impression index)."""
+    return dataclasses.replace(
+        chunk,
+        timestamps=chunk.timestamps[lo:hi], contexts=chunk.contexts[lo:hi],
+        category=chunk.category[lo:hi], city_tier=chunk.city_tier[lo:hi],
+        age_band=chunk.age_band[lo:hi], referral=chunk.referral[lo:hi],
+        cand_ptr=chunk.cand_ptr[lo : hi + 1] - flo, cand_idx=chunk.cand_idx[flo:fhi],
+        p_click=chunk.p_click[flo:fhi], p_order=chunk.p_order[flo:fhi],
+        order_value=chunk.order_value[flo:fhi], offset=chunk.offset + lo,
+    )  # fmt: skip
 
 
 def _record(

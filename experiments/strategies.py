@@ -154,7 +154,7 @@ class PolicyStrategy(Strategy):
         ctx = tick.contexts if self.contextual else None
         if self.layer is None:
             b = self.policy.decide_batch(tick.cand_ptr, tick.cand_idx, ctx)
-            return Decisions(b.positions, b.propensities, b.probs)
+            return Decisions(b.positions, b.propensities, b.probabilities)
         n = tick.cand_ptr.shape[0] - 1
         pos = np.empty(n, dtype=np.int64)
         prop = np.empty(n)
@@ -184,7 +184,8 @@ class PolicyStrategy(Strategy):
         for r in self.layer.report():
             out[f"contract.{r.name}.backstop_rate"] = r.backstops / max(r.impressions, 1)
             out[f"contract.{r.name}.cost"] = r.cost
-            out[f"contract.{r.name}.layer_worst_slack"] = r.worst_window_slack
+            if r.worst_window_slack is not None:
+                out[f"contract.{r.name}.layer_worst_slack"] = r.worst_window_slack
         return out
 
 

@@ -139,7 +139,9 @@ class LaunchTracker:
         for i in range(0, len(params), 100):
             self.client.log_batch(run_id, params=params[i : i + 100])
         metrics = [
-            Metric(k, float(v), now, 0) for k, v in sorted(cell.metrics.items()) if np.isfinite(v)
+            Metric(k, float(v), now, 0)
+            for k, v in sorted(cell.metrics.items())
+            if v is not None and np.isfinite(v)
         ]
         for key, (steps, values) in sorted(cell.steps.items()):
             metrics.extend(
