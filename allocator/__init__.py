@@ -16,6 +16,7 @@ from allocator.config import (
 from allocator.errors import (
     AllocatorError,
     ConfigError,
+    EvaluationRefused,
     InvalidInputError,
     SnapshotError,
     UnknownArmError,
@@ -55,6 +56,7 @@ __all__ = [
     "ConfigError",
     "Decision",
     "EngineConfig",
+    "EvaluationRefused",
     "InvalidInputError",
     "LinearGaussianConfig",
     "LinearGaussianPolicy",

@@ -29,3 +29,11 @@ class UnknownArmError(AllocatorError, KeyError):
 
 class SnapshotError(AllocatorError):
     """A snapshot file is corrupt, truncated, of another version, or not ours."""
+
+
+class EvaluationRefused(AllocatorError):
+    """An evaluation would be biased on this data, so none is returned.
+
+    The message says why (e.g. a learning policy replayed on non-uniformly logged rounds)
+    and what to do instead.
+    """

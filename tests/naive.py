@@ -108,3 +108,45 @@ def ope(reward, pscore, action_prob, q_logged, q_target, clip=None):
     dr = sum(q_target[i] + w[i] * (reward[i] - q_logged[i]) for i in range(n)) / n
     sndr = dm + sum(w[i] * (reward[i] - q_logged[i]) for i in range(n)) / sum(w)
     return {"ips": ips, "snips": snips, "dm": dm, "dr": dr, "sndr": sndr}
+
+
+def ridge_reward_model(xs, arms, rewards, n_arms, l2):
+    """Pooled ridge on [1, x] (intercept unpenalised), then per-arm ridge toward it.
+
+    Arm a: argmin Σ (r − zθ)² + l2·|θ − β|², solved with numpy.linalg.solve. ``xs`` None
+    means intercept only. Returns (coef (K, p), pooled β (p,)).
+    """
+    r = np.asarray(rewards, dtype=np.float64)
+    n = r.shape[0]
+    z = np.ones((n, 1)) if xs is None else np.column_stack([np.ones(n), xs])
+    p = z.shape[1]
+    penalty = np.eye(p)
+    penalty[0, 0] = 0.0
+    beta = np.linalg.solve(z.T @ z + l2 * penalty, z.T @ r)
+    coef = np.empty((n_arms, p))
+    for a in range(n_arms):
+        rows = np.asarray(arms) == a
+        za, ra = z[rows], r[rows]
+        coef[a] = np.linalg.solve(za.T @ za + l2 * np.eye(p), za.T @ ra + l2 * beta)
+    return coef, beta
+
+
+def switch_dr(reward, pscore, action_prob, q_logged, q_target, tau):
+    """Switch-DR: DM everywhere plus the DR correction only where the weight is <= tau."""
+    total = 0.0
+    for i in range(len(reward)):
+        w = action_prob[i] / pscore[i]
+        total += q_target[i] + (w * (reward[i] - q_logged[i]) if w <= tau else 0.0)
+    return total / len(reward)
+
+
+def candidate_feedback(cand_ptr, cand_idx, actions, target, q):
+    """Per round: target probability and q̂ of the logged action, Σ_candidates target·q̂."""
+    action_prob, q_logged, q_target = [], [], []
+    for i, a in enumerate(actions):
+        lo, hi = cand_ptr[i], cand_ptr[i + 1]
+        j = lo + list(cand_idx[lo:hi]).index(a)
+        action_prob.append(target[j])
+        q_logged.append(q[j])
+        q_target.append(sum(target[k] * q[k] for k in range(lo, hi)))
+    return np.array(action_prob), np.array(q_logged), np.array(q_target)

@@ -1,4 +1,4 @@
-"""Offline evaluation of policies from logged feedback (estimators; runners to come)."""
+"""Offline evaluation of policies from logged feedback: estimators, evaluators, replay."""
 
 from allocator.replay.columns import ForeignLogConfig
 from allocator.replay.dataset import LoggedData
@@ -12,8 +12,12 @@ from allocator.replay.estimators import (
     Diagnostics,
     Estimate,
     Estimator,
+    SwitchDR,
     diagnostics,
 )
+from allocator.replay.evaluate import Evaluation, evaluate, target_distribution
+from allocator.replay.rejection import ReplayResult, replay_learning_policy
+from allocator.replay.reward_model import RidgeRewardModel
 from allocator.replay.sources import from_decision_log, load_foreign_log
 
 __all__ = [
@@ -26,9 +30,16 @@ __all__ = [
     "Diagnostics",
     "Estimate",
     "Estimator",
+    "Evaluation",
     "ForeignLogConfig",
     "LoggedData",
+    "ReplayResult",
+    "RidgeRewardModel",
+    "SwitchDR",
     "diagnostics",
+    "evaluate",
     "from_decision_log",
     "load_foreign_log",
+    "replay_learning_policy",
+    "target_distribution",
 ]

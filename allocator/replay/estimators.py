@@ -182,6 +182,29 @@ class SNDR(Estimator):
         return w * (data.reward - data.q_logged), w, data.q_target
 
 
+@dataclass(frozen=True)
+class SwitchDR(Estimator):
+    """Switch-DR (Wang et al., 2017): DR where the weight is at most ``tau``, DM beyond.
+
+    Rows whose importance weight exceeds ``tau`` keep only the model term, trading a bias
+    (where the model is wrong) for the variance of huge weights; ``tau = inf`` is DR.
+    """
+
+    tau: float = 10.0
+    needs_model: ClassVar[bool] = True
+    name: ClassVar[str] = "switch_dr"
+
+    def __post_init__(self) -> None:
+        if not self.tau > 0.0:
+            raise InvalidInputError(f"tau = {self.tau!r}: expected a number > 0")
+
+    def terms(self, data: BanditFeedback) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        assert data.q_target is not None and data.q_logged is not None
+        w = self.weights(data)
+        residual = np.where(w <= self.tau, w * (data.reward - data.q_logged), 0.0)
+        return data.q_target + residual, np.ones_like(w), None
+
+
 class Diagnostics(NamedTuple):
     effective_sample_size: float
     max_weight: float

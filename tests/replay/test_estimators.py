@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from allocator import InvalidInputError
-from allocator.replay import DM, DR, IPS, SNDR, SNIPS, BanditFeedback, diagnostics
+from allocator.replay import DM, DR, IPS, SNDR, SNIPS, BanditFeedback, SwitchDR, diagnostics
 from tests import naive
 
 ESTIMATORS = [IPS, SNIPS, DM, DR, SNDR]
@@ -97,3 +97,16 @@ def test_model_estimators_need_the_model():
     base = BanditFeedback(np.array([1.0, 0.0]), np.full(2, 0.5), np.full(2, 0.5))
     with pytest.raises(InvalidInputError, match="q_logged is required"):
         DR().estimate(base)
+
+
+@pytest.mark.parametrize("tau", [0.5, 2.0, 4.0, np.inf])
+def test_switch_dr_matches_its_reference(tau):
+    data, _ = simulate(3, 400)
+    want = naive.switch_dr(*[list(a) for a in data], tau=tau)
+    assert SwitchDR(tau=tau).estimate(data) == pytest.approx(want, abs=1e-12)
+
+
+@pytest.mark.parametrize("tau", [0.0, -1.0, float("nan")])
+def test_switch_dr_needs_a_positive_threshold(tau):
+    with pytest.raises(InvalidInputError, match=r"tau = .*: expected a number > 0"):
+        SwitchDR(tau=tau)

@@ -1,0 +1,160 @@
+"""Off-policy evaluation sums: ridge reward-model moments and solves, CSR look-ups.
+
+The reward model is one ridge regression per arm over ``[1, x]`` (intercept first). Moments
+are accumulated per (fold, arm) in one pass, so K-fold cross-fitting costs one pass over the
+rows plus ``F + 1`` small solves per arm. Arm models shrink toward a pooled fit rather than
+toward zero: an arm without rows gets the pooled fit exactly, a rare arm mostly the pooled fit.
+"""
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True, nogil=True)
+def ridge_moments(x, arms, rewards, fold, xtx, xty):
+    """Per-(fold, arm) moments of ``[1, x]``.
+
+    Parameters
+    ----------
+    x : float64 (n, d), d may be 0
+    arms : int64 (n,), arm index of each row, in [0, K)
+    rewards : float64 (n,)
+    fold : int64 (n,), fold of each row, in [0, F)
+    xtx : float64 (F, K, d+1, d+1), output: Σ z zᵀ with z = [1, x]
+    xty : float64 (F, K, d+1), output: Σ r z
+    """
+    xtx[...] = 0.0
+    xty[...] = 0.0
+    d = x.shape[1]
+    for i in range(x.shape[0]):
+        f = fold[i]
+        a = arms[i]
+        r = rewards[i]
+        xtx[f, a, 0, 0] += 1.0
+        xty[f, a, 0] += r
+        for j in range(d):
+            xj = x[i, j]
+            xtx[f, a, 0, j + 1] += xj
+            xtx[f, a, j + 1, 0] += xj
+            xty[f, a, j + 1] += r * xj
+            for k in range(d):
+                xtx[f, a, j + 1, k + 1] += xj * x[i, k]
+
+
+@njit(cache=True, nogil=True)
+def cholesky_solve(a, b, out, work):
+    """Solve ``a out = b`` for symmetric positive-definite ``a`` (p, p); ``work`` (p, p)."""
+    p = a.shape[0]
+    for i in range(p):
+        for j in range(i + 1):
+            s = a[i, j]
+            for k in range(j):
+                s -= work[i, k] * work[j, k]
+            if i == j:
+                work[i, i] = np.sqrt(s) if s > 1e-300 else 1e-150
+            else:
+                work[i, j] = s / work[j, j]
+    for i in range(p):  # L y = b
+        s = b[i]
+        for k in range(i):
+            s -= work[i, k] * out[k]
+        out[i] = s / work[i, i]
+    for i in range(p - 1, -1, -1):  # Lᵀ out = y
+        s = out[i]
+        for k in range(i + 1, p):
+            s -= work[k, i] * out[k]
+        out[i] = s / work[i, i]
+
+
+@njit(cache=True, nogil=True)
+def ridge_coefficients(xtx, xty, l2, coef, pooled):
+    """Pooled and per-arm ridge fits of ``M`` models from their moments.
+
+    The pooled fit of model ``m`` solves ``(Σ_a G_a + l2·D) β = Σ_a h_a`` with ``D`` the
+    identity without its intercept entry (the intercept is not penalised); arm ``a`` then
+    solves ``(G_a + l2·I) θ_a = h_a + l2·β``, i.e. ridge shrinkage toward the pooled fit.
+
+    Parameters
+    ----------
+    xtx : float64 (M, K, p, p); xty : float64 (M, K, p); every model has at least one row
+    l2 : float > 0
+    coef : float64 (M, K, p), output; pooled : float64 (M, p), output
+    """
+    n_models, n_arms, p = xty.shape
+    a = np.empty((p, p))
+    b = np.empty(p)
+    work = np.zeros((p, p))
+    for m in range(n_models):
+        a[...] = 0.0
+        b[...] = 0.0
+        for k in range(n_arms):
+            for i in range(p):
+                b[i] += xty[m, k, i]
+                for j in range(p):
+                    a[i, j] += xtx[m, k, i, j]
+        for i in range(1, p):
+            a[i, i] += l2
+        cholesky_solve(a, b, pooled[m], work)
+        for k in range(n_arms):
+            for i in range(p):
+                b[i] = xty[m, k, i] + l2 * pooled[m, i]
+                for j in range(p):
+                    a[i, j] = xtx[m, k, i, j]
+                a[i, i] += l2
+            cholesky_solve(a, b, coef[m, k], work)
+
+
+@njit(cache=True, nogil=True)
+def predict_csr(x, cand_ptr, cand_idx, model_of_row, coef, out):
+    """Reward-model value of every candidate of every row.
+
+    Parameters
+    ----------
+    x : float64 (n, d); cand_ptr : int64 (n+1,); cand_idx : int64 (nnz,)
+    model_of_row : int64 (n,), which of the ``M`` models serves row ``i``
+    coef : float64 (M, K, d+1), intercept first
+    out : float64 (nnz,), output
+    """
+    d = x.shape[1]
+    for i in range(cand_ptr.shape[0] - 1):
+        m = model_of_row[i]
+        for j in range(cand_ptr[i], cand_ptr[i + 1]):
+            a = cand_idx[j]
+            v = coef[m, a, 0]
+            for k in range(d):
+                v += coef[m, a, k + 1] * x[i, k]
+            out[j] = v
+
+
+@njit(cache=True, nogil=True)
+def logged_positions(cand_ptr, cand_idx, actions, out):
+    """Flat position of each row's logged action among its candidates.
+
+    Parameters
+    ----------
+    cand_ptr : int64 (n+1,); cand_idx : int64 (nnz,); actions : int64 (n,)
+    out : int64 (n,), output: ``cand_idx[out[i]] == actions[i]``
+
+    Returns
+    -------
+    int: -1, or the first row whose logged action is not among its candidates.
+    """
+    for i in range(actions.shape[0]):
+        out[i] = -1
+        for j in range(cand_ptr[i], cand_ptr[i + 1]):
+            if cand_idx[j] == actions[i]:
+                out[i] = j
+                break
+        if out[i] < 0:
+            return i
+    return -1
+
+
+@njit(cache=True, nogil=True)
+def segment_sums(cand_ptr, values, out):
+    """``out[i] = Σ values[cand_ptr[i]:cand_ptr[i+1]]``; values (nnz,), out (n,)."""
+    for i in range(cand_ptr.shape[0] - 1):
+        s = 0.0
+        for j in range(cand_ptr[i], cand_ptr[i + 1]):
+            s += values[j]
+        out[i] = s

@@ -1,0 +1,245 @@
+"""Off-policy evaluation of a frozen target policy on logged rounds.
+
+:func:`target_distribution` turns a policy into the probability of every candidate of every
+logged round; :func:`evaluate` builds the :class:`BanditFeedback` (target probability of the
+logged action, reward model at the logged action and under the target) and runs the
+estimators with bootstrap intervals and weight diagnostics. A policy that keeps learning
+while it is evaluated needs replay instead (:mod:`allocator.replay.rejection`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from allocator.errors import InvalidInputError
+from allocator.kernels import ope as kope
+from allocator.policies.base import Policy
+from allocator.replay.dataset import F64, I64, LoggedData
+from allocator.replay.estimators import (
+    DM,
+    DR,
+    IPS,
+    SNDR,
+    SNIPS,
+    BanditFeedback,
+    Diagnostics,
+    Estimate,
+    Estimator,
+    SwitchDR,
+    diagnostics,
+)
+from allocator.replay.reward_model import RidgeRewardModel, check_candidates
+
+ESTIMATORS: dict[str, type[Estimator]] = {
+    cls.name: cls for cls in (IPS, SNIPS, DM, DR, SNDR, SwitchDR)
+}
+DEFAULT_ESTIMATORS = ("ips", "snips", "dm", "dr", "sndr")
+#: tolerance on a round's target probabilities summing to one
+SUM_TOL = 1e-6
+
+
+def check_arms(policy: Policy, data: LoggedData) -> None:
+    """The policy's arm ``i`` must be the log's arm ``i`` (it may know more arms)."""
+    ids = policy.registry.all_ids()[: data.n_arms]
+    if tuple(ids) != tuple(data.arm_ids):
+        i = next(
+            (i for i, (a, b) in enumerate(zip(ids, data.arm_ids, strict=False)) if a != b),
+            len(ids),
+        )
+        theirs = ids[i] if i < len(ids) else None
+        raise InvalidInputError(
+            f"arm index {i} is {data.arm_ids[i]!r} in the log but {theirs!r} in the policy's "
+            "registry: build the policy over the log's arm_ids, in order"
+        )
+
+
+def target_distribution(policy: Policy | Any, data: LoggedData) -> F64:
+    """A frozen target's probability of each candidate of each round, (nnz,) float64.
+
+    ``policy`` is read, not taught: one ``decide_batch`` over the logged candidates and
+    contexts gives its exact decision distribution (its decision stream advances, its model
+    does not). A plain ``(nnz,)`` array (e.g. a static split computed by the caller, aligned
+    with ``data.candidates()``) is checked and returned as float64.
+    """
+    ptr, idx = check_candidates(data)
+    if isinstance(policy, Policy):
+        check_arms(policy, data)
+        if policy.n_features is None:
+            return policy.decide_batch(ptr, idx).probabilities
+        if data.contexts is None:
+            raise InvalidInputError(
+                f"{type(policy).__name__} needs contexts ({policy.n_features} features); "
+                "the logged data has none"
+            )
+        return policy.decide_batch(ptr, idx, data.contexts).probabilities
+    try:
+        prob = np.ascontiguousarray(policy, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InvalidInputError(
+            f"target must be a Policy or a (nnz,) array, got {type(policy).__name__}"
+        ) from None
+    if prob.shape != idx.shape:
+        raise InvalidInputError(
+            f"target probabilities have shape {prob.shape}, expected ({idx.shape[0]},): "
+            "one per candidate of every round"
+        )
+    bad = ~np.isfinite(prob) | (prob < 0.0) | (prob > 1.0)
+    if bad.any():
+        j = int(np.flatnonzero(bad)[0])
+        raise InvalidInputError(f"target probabilities must be in [0, 1]; entry {j} = {prob[j]}")
+    sums = np.empty(data.n_rounds)
+    kope.segment_sums(ptr, prob, sums)
+    off = np.abs(sums - 1.0) > SUM_TOL
+    if off.any():
+        rows = np.flatnonzero(off)[:5]
+        raise InvalidInputError(
+            f"target probabilities of a round must sum to 1; rounds {rows.tolist()} "
+            f"sum to {sums[rows].tolist()}"
+        )
+    return prob
+
+
+def logged_positions(data: LoggedData, ptr: I64, idx: I64) -> I64:
+    """Flat index into the candidates of each round's logged action (must be a candidate)."""
+    pos = np.empty(data.n_rounds, dtype=np.int64)
+    actions = np.ascontiguousarray(data.actions, dtype=np.int64)
+    bad = kope.logged_positions(ptr, idx, actions, pos)
+    if bad >= 0:
+        raise InvalidInputError(
+            f"round {bad}: logged action {int(actions[bad])} is not among its candidates "
+            f"{idx[ptr[bad] : ptr[bad + 1]].tolist()}"
+        )
+    return pos
+
+
+def bandit_feedback(
+    data: LoggedData, target_prob: F64, q_candidates: F64 | None = None
+) -> BanditFeedback:
+    """The estimators' named arrays for target ``target_prob`` (nnz,), optionally with q̂.
+
+    ``q_candidates`` (nnz,) is the reward model at every candidate; then ``q_logged`` is
+    its value at the logged action and ``q_target`` its mean under the target.
+    """
+    ptr, idx = check_candidates(data)
+    pos = logged_positions(data, ptr, idx)
+    q_logged = q_target = None
+    if q_candidates is not None:
+        q_logged = q_candidates[pos]
+        q_target = np.empty(data.n_rounds)
+        kope.segment_sums(ptr, np.ascontiguousarray(target_prob * q_candidates), q_target)
+    return BanditFeedback(
+        np.asarray(data.rewards, dtype=np.float64),
+        np.asarray(data.pscores, dtype=np.float64),
+        target_prob[pos],
+        q_logged,
+        q_target,
+    )
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Per estimator name, the estimate with its interval; the importance-weight diagnostics.
+
+    ``diagnostics`` describe the weights under the evaluation's ``clip``. Estimators that
+    could not run (no reward model) are listed in ``skipped`` with the reason; indexing one
+    of them raises that reason.
+    """
+
+    estimates: dict[str, Estimate]
+    diagnostics: Diagnostics
+    skipped: dict[str, str]
+    n_rounds: int
+
+    def __getitem__(self, name: str) -> Estimate:
+        if name in self.skipped:
+            raise InvalidInputError(self.skipped[name])
+        try:
+            return self.estimates[name]
+        except KeyError:
+            raise InvalidInputError(
+                f"no estimate {name!r}; evaluated: {sorted(self.estimates)}"
+            ) from None
+
+
+def _estimators(spec: Sequence[str | Estimator], clip: float | None) -> list[Estimator]:
+    if isinstance(spec, str) or not spec:
+        raise InvalidInputError(f"estimators must be a non-empty sequence, got {spec!r}")
+    out: list[Estimator] = []
+    for item in spec:
+        if isinstance(item, Estimator):
+            out.append(item)
+        elif isinstance(item, str) and item in ESTIMATORS:
+            out.append(ESTIMATORS[item](clip=clip))
+        else:
+            raise InvalidInputError(
+                f"unknown estimator {item!r}; known: {sorted(ESTIMATORS)} or Estimator instances"
+            )
+    names = [e.name for e in out]
+    if len(set(names)) != len(names):
+        raise InvalidInputError(f"estimators repeat a name: {names}")
+    return out
+
+
+def _reward_model(
+    spec: RidgeRewardModel | str | None, data: LoggedData, rng: np.random.Generator
+) -> RidgeRewardModel | None:
+    if spec is None:
+        return None
+    if isinstance(spec, RidgeRewardModel):
+        return spec if spec.is_fitted else spec.fit(data, rng)
+    if spec == "ridge":
+        return RidgeRewardModel().fit(data, rng)
+    raise InvalidInputError(
+        f"reward_model must be None, 'ridge' or a RidgeRewardModel, got {spec!r}"
+    )
+
+
+def evaluate(
+    data: LoggedData,
+    target_prob: Policy | F64,
+    *,
+    estimators: Sequence[str | Estimator] = DEFAULT_ESTIMATORS,
+    reward_model: RidgeRewardModel | str | None = None,
+    clip: float | None = None,
+    n_boot: int = 200,
+    alpha: float = 0.05,
+    rng: np.random.Generator,
+) -> Evaluation:
+    """Estimate the value of a frozen target policy on ``data``.
+
+    ``target_prob`` is a policy or its (nnz,) probabilities (see :func:`target_distribution`).
+    ``estimators`` are names from :data:`ESTIMATORS` (built with ``clip``) or instances.
+    ``reward_model`` serves DM / DR / SNDR / Switch-DR: ``"ridge"`` or an unfitted
+    :class:`RidgeRewardModel` is fitted on ``data`` (use ``n_folds > 1`` to cross-fit),
+    a fitted one is used as is; with None those estimators are skipped (the reason is in
+    :attr:`Evaluation.skipped`) and if nothing is left to run this raises.
+    """
+    if not isinstance(rng, np.random.Generator):
+        raise InvalidInputError(f"rng must be a numpy Generator, got {type(rng).__name__}")
+    ests = _estimators(estimators, clip)
+    prob = target_distribution(target_prob, data)
+    skipped: dict[str, str] = {}
+    model = None
+    if any(e.needs_model for e in ests):
+        model = _reward_model(reward_model, data, rng)
+        if model is None:
+            for e in ests:
+                if e.needs_model:
+                    skipped[e.name] = (
+                        f"{e.name} needs a reward model: pass reward_model='ridge' or a "
+                        "RidgeRewardModel to evaluate()"
+                    )
+            if len(skipped) == len(ests):
+                raise InvalidInputError("; ".join(skipped.values()))
+    q = None if model is None else model.predict_candidates(data)
+    feedback = bandit_feedback(data, prob, q)
+    estimates = {
+        e.name: e.estimate_interval(feedback, rng, n_boot, alpha)
+        for e in ests
+        if e.name not in skipped
+    }
+    return Evaluation(estimates, diagnostics(feedback, clip), skipped, data.n_rounds)

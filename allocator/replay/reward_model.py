@@ -1,0 +1,179 @@
+"""Per-arm ridge reward model q̂(x, a) for the model-based estimators (DM, DR, SNDR, Switch-DR).
+
+One ridge regression per arm over ``[1, x]``, shrunk toward a pooled fit of all arms: arms
+that were never logged get the pooled model, rarely logged ones mostly it. Without contexts
+this is each arm's mean reward shrunk toward the overall mean,
+``(Σ r_a + l2·r̄) / (n_a + l2)``.
+
+DR is unbiased for any fixed model, but a model fitted on the very rows it corrects is not
+fixed: on small logs it has partly memorised their rewards. With ``n_folds > 1`` the model
+is cross-fitted: each logged round's values come from a model fitted without its fold.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from allocator.errors import InvalidInputError
+from allocator.kernels import ope as kope
+from allocator.replay.dataset import F64, I64, LoggedData
+
+
+def _features(contexts: Any, n: int, d: int | None, name: str) -> F64:
+    """Contexts as a C-contiguous finite (n, d) float64 array; (n, 0) for context-free."""
+    if d is None:
+        if contexts is not None:
+            raise InvalidInputError(f"{name} given, but the reward model was fitted without")
+        return np.empty((n, 0), dtype=np.float64)
+    if contexts is None:
+        raise InvalidInputError(f"{name} is required: the reward model uses {d} features")
+    x = np.ascontiguousarray(contexts, dtype=np.float64)
+    if x.shape != (n, d):
+        raise InvalidInputError(f"{name} has shape {x.shape}, expected ({n}, {d})")
+    bad = np.asarray(~np.isfinite(x).all(axis=1))
+    if bad.any():
+        raise InvalidInputError(f"{name} must be finite; first bad rows {_first(bad)}")
+    return x
+
+
+def _arm_indices(values: Any, n_arms: int, name: str) -> I64:
+    arr = np.asarray(values)
+    if arr.ndim != 1 or (arr.size and not np.issubdtype(arr.dtype, np.integer)):
+        raise InvalidInputError(f"{name} must be a 1-d integer array, got {arr.dtype} {arr.shape}")
+    arr = np.ascontiguousarray(arr, dtype=np.int64)
+    bad = (arr < 0) | (arr >= n_arms)
+    if bad.any():
+        rows = _first(bad)
+        raise InvalidInputError(
+            f"{name} must be arm indices in [0, {n_arms}); first bad entries {rows}: "
+            f"{arr[rows].tolist()}"
+        )
+    return arr
+
+
+def _first(mask: np.ndarray, k: int = 5) -> list[int]:
+    return [int(i) for i in np.flatnonzero(mask)[:k]]
+
+
+def check_candidates(data: LoggedData) -> tuple[I64, I64]:
+    """``data``'s CSR candidate lists, checked: every round has at least one valid arm."""
+    ptr, idx = data.candidates()
+    ptr = np.ascontiguousarray(ptr, dtype=np.int64)
+    idx = _arm_indices(idx, data.n_arms, "cand_idx")
+    if ptr[0] != 0 or ptr[-1] != idx.shape[0]:
+        raise InvalidInputError(
+            f"cand_ptr must run from 0 to len(cand_idx) = {idx.shape[0]}, "
+            f"got {int(ptr[0])} .. {int(ptr[-1])}"
+        )
+    empty = np.diff(ptr) <= 0
+    if empty.any():
+        raise InvalidInputError(f"every round needs a candidate; empty rounds {_first(empty)}")
+    return ptr, idx
+
+
+class RidgeRewardModel:
+    """Per-arm ridge regression with an intercept, shrunk toward a pooled fit.
+
+    ``l2`` is the ridge penalty (in units of rows: an arm with ``n_a`` rows weighs its own
+    data ``n_a : l2`` against the pooled model). ``n_folds > 1`` cross-fits, see the module
+    docstring. :meth:`fit` returns the model itself.
+    """
+
+    def __init__(self, l2: float = 1.0, n_folds: int = 1) -> None:
+        if not isinstance(l2, (int, float)) or not math.isfinite(l2) or l2 <= 0:
+            raise InvalidInputError(f"l2 = {l2!r}: expected a finite number > 0")
+        if not isinstance(n_folds, int) or isinstance(n_folds, bool) or n_folds < 1:
+            raise InvalidInputError(f"n_folds = {n_folds!r}: expected an integer >= 1")
+        self.l2 = float(l2)
+        self.n_folds = n_folds
+        self.n_arms = 0
+        self.n_features: int | None = None
+        self.coef: F64 | None = None  # (K, d+1) fitted on every row, intercept first
+        self._fold_coef: F64 | None = None  # (F, K, d+1), model f fitted without fold f
+        self._folds: I64 | None = None
+        self._fitted_on: LoggedData | None = None
+
+    @property
+    def is_fitted(self) -> bool:
+        return self.coef is not None
+
+    def fit(self, data: LoggedData, rng: np.random.Generator | None = None) -> RidgeRewardModel:
+        """Fit on every logged round (and, cross-fitting, on every fold's complement).
+
+        Folds are a random balanced split drawn from ``rng``, or rows ``i % n_folds`` when
+        ``rng`` is None (deterministic and balanced over time).
+        """
+        n, k = data.n_rounds, data.n_arms
+        if n == 0 or k == 0:
+            raise InvalidInputError(f"cannot fit on {n} rounds over {k} arms")
+        if self.n_folds > n:
+            raise InvalidInputError(f"n_folds = {self.n_folds} exceeds the {n} logged rounds")
+        d = None if data.contexts is None else int(data.contexts.shape[1])
+        x = _features(data.contexts, n, d, "contexts")
+        arms = _arm_indices(data.actions, k, "actions")
+        rewards = np.ascontiguousarray(data.rewards, dtype=np.float64)
+        if not np.isfinite(rewards).all():
+            raise InvalidInputError(
+                f"rewards must be finite; first bad rows {_first(~np.isfinite(rewards))}"
+            )
+        folds = np.arange(n, dtype=np.int64) % self.n_folds
+        if rng is not None:
+            folds = np.ascontiguousarray(rng.permutation(folds))
+        p = x.shape[1] + 1
+        xtx = np.empty((self.n_folds, k, p, p))
+        xty = np.empty((self.n_folds, k, p))
+        kope.ridge_moments(x, arms, rewards, folds, xtx, xty)
+        total_xtx, total_xty = xtx.sum(axis=0), xty.sum(axis=0)
+        if self.n_folds > 1:  # model 0 on every row, model f + 1 without fold f
+            xtx = np.concatenate([total_xtx[None], total_xtx[None] - xtx])
+            xty = np.concatenate([total_xty[None], total_xty[None] - xty])
+        coef = np.empty(xty.shape)
+        kope.ridge_coefficients(xtx, xty, self.l2, coef, np.empty((coef.shape[0], p)))
+        self.n_arms, self.n_features = k, d
+        self.coef = coef[0]
+        self._fold_coef = coef[1:] if self.n_folds > 1 else None
+        self._folds = folds
+        self._fitted_on = data
+        return self
+
+    def predict(self, contexts: Any, arms: Any) -> F64:
+        """q̂ of ``arms`` (m,) in ``contexts`` (m, d), or None when fitted without contexts."""
+        coef = self._coef()
+        a = _arm_indices(arms, self.n_arms, "arms")
+        m = a.shape[0]
+        x = _features(contexts, m, self.n_features, "contexts")
+        out = np.empty(m)
+        ptr = np.arange(m + 1, dtype=np.int64)
+        kope.predict_csr(x, ptr, a, np.zeros(m, dtype=np.int64), coef[None], out)
+        return out
+
+    def predict_candidates(self, data: LoggedData) -> F64:
+        """q̂ of every candidate of every round, aligned with ``data.candidates()[1]`` (nnz,).
+
+        When ``data`` is the very :class:`LoggedData` this model was fitted on and
+        ``n_folds > 1``, each round's values come from the model fitted without its fold.
+        """
+        coef = self._coef()
+        if data.n_arms != self.n_arms:
+            raise InvalidInputError(
+                f"data has {data.n_arms} arms, the reward model was fitted on {self.n_arms}"
+            )
+        ptr, idx = check_candidates(data)
+        n = data.n_rounds
+        x = _features(data.contexts, n, self.n_features, "contexts")
+        if data is self._fitted_on and self._fold_coef is not None:
+            assert self._folds is not None
+            stack, model_of_row = self._fold_coef, self._folds
+        else:
+            stack, model_of_row = coef[None], np.zeros(n, dtype=np.int64)
+        out = np.empty(idx.shape[0])
+        kope.predict_csr(x, ptr, idx, model_of_row, np.ascontiguousarray(stack), out)
+        return out
+
+    def _coef(self) -> F64:
+        if self.coef is None:
+            raise InvalidInputError("the reward model is not fitted: call fit(data) first")
+        return self.coef

@@ -1,0 +1,218 @@
+"""evaluate(): target distributions, feedback assembly, exact identities, coverage of the truth."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from allocator import (
+    BetaBernoulliConfig,
+    InvalidInputError,
+    LinearGaussianConfig,
+    make_policy,
+)
+from allocator.replay import (
+    DR,
+    IPS,
+    RidgeRewardModel,
+    SwitchDR,
+    evaluate,
+    target_distribution,
+)
+from allocator.replay.evaluate import bandit_feedback
+from tests import naive
+from tests.conftest import make_registry
+from tests.replay.world import log_rounds, make_world
+
+
+def world_log(seed: int, n: int = 2000, subsets: bool = True):
+    return log_rounds(make_world(0), n, np.random.default_rng(seed), subsets)
+
+
+def trained(policy, data):
+    x = data.contexts if policy.n_features is not None else None
+    policy.update_batch(data.actions, data.rewards, x)
+    policy.refresh()
+    return policy
+
+
+@pytest.mark.parametrize(
+    "config", [BetaBernoulliConfig(epsilon=0.1), LinearGaussianConfig(n_features=3)]
+)
+def test_target_distribution_is_the_per_round_decision_distribution(config):
+    data = world_log(1, 300).data
+    policy = trained(make_policy(config, make_registry(4, group="g"), seed=3), data)
+    prob = target_distribution(policy, data)
+    ptr, idx = data.candidates()
+    assert prob.shape == idx.shape
+    for i in range(data.n_rounds):
+        x = None if policy.n_features is None else data.contexts[i]
+        policy.decide(idx[ptr[i] : ptr[i + 1]], x)
+        np.testing.assert_allclose(prob[ptr[i] : ptr[i + 1]], policy.probabilities, atol=1e-12)
+    np.testing.assert_array_equal(target_distribution(prob, data), prob)
+    via_policy = evaluate(data, policy, estimators=("ips",), rng=np.random.default_rng(0))
+    via_array = evaluate(data, prob, estimators=("ips",), rng=np.random.default_rng(0))
+    assert via_policy["ips"] == via_array["ips"]
+
+
+def test_feedback_matches_the_naive_assembly():
+    lg = world_log(2, 500)
+    q = RidgeRewardModel().fit(lg.data).predict_candidates(lg.data)
+    fb = bandit_feedback(lg.data, lg.target, q)
+    ptr, idx = lg.data.candidates()
+    want = naive.candidate_feedback(ptr, idx, lg.data.actions, lg.target, q)
+    for got, ref in zip((fb.action_prob, fb.q_logged, fb.q_target), want, strict=True):
+        np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("subsets", [True, False])
+def test_ips_and_snips_of_the_logging_policy_are_the_mean_reward(subsets):
+    lg = world_log(3, 1500, subsets)
+    assert lg.data.cand_prob is not None
+    ev = evaluate(
+        lg.data, lg.data.cand_prob, estimators=("ips", "snips"), rng=np.random.default_rng(0)
+    )
+    mean = float(np.mean(lg.data.rewards))
+    assert ev["ips"].value == mean
+    assert ev["snips"].value == mean
+    assert ev.diagnostics.max_weight == 1.0 and ev.n_rounds == 1500
+
+
+def test_ips_and_dr_cover_the_truth_for_a_fixed_seed():
+    lg = world_log(4, 3000)
+    model = RidgeRewardModel(n_folds=2)
+    ev = evaluate(lg.data, lg.target, reward_model=model, rng=np.random.default_rng(1))
+    print("truth", lg.truth, ev.estimates, ev.diagnostics)
+    for name in ("ips", "dr", "snips", "sndr"):
+        assert ev[name].low <= lg.truth <= ev[name].high, name
+    assert ev["dr"].high - ev["dr"].low < ev["ips"].high - ev["ips"].low  # the model helps
+    assert 0 < ev.diagnostics.effective_sample_size < 3000 and not ev.skipped
+
+
+def coverage(n_seeds: int) -> dict[str, float]:
+    hits = {"ips": 0, "dr": 0}
+    for seed in range(n_seeds):
+        lg = world_log(100 + seed, 2000)
+        ev = evaluate(
+            lg.data, lg.target, estimators=("ips", "dr"), reward_model="ridge",
+            rng=np.random.default_rng(seed),
+        )  # fmt: skip
+        for name in hits:
+            hits[name] += ev[name].low <= lg.truth <= ev[name].high
+    return {k: v / n_seeds for k, v in hits.items()}
+
+
+def test_intervals_cover_the_truth_small():
+    rates = coverage(20)
+    print("coverage over 20 seeds:", rates)
+    assert min(rates.values()) >= 0.75
+
+
+@pytest.mark.slow
+def test_intervals_cover_the_truth_in_85_percent_of_100_seeds():
+    rates = coverage(100)
+    print("coverage over 100 seeds:", rates)
+    assert min(rates.values()) >= 0.85
+
+
+def test_model_estimators_are_skipped_without_a_model():
+    lg = world_log(5, 300)
+    ev = evaluate(lg.data, lg.target, rng=np.random.default_rng(0))
+    assert set(ev.estimates) == {"ips", "snips"}
+    assert set(ev.skipped) == {"dm", "dr", "sndr"}
+    with pytest.raises(InvalidInputError, match="dr needs a reward model: pass reward_model="):
+        ev["dr"]
+    with pytest.raises(
+        InvalidInputError, match=r"no estimate 'ipw'; evaluated: \['ips', 'snips'\]"
+    ):
+        ev["ipw"]
+    with pytest.raises(InvalidInputError, match=r"dm needs a reward model.*; sndr needs"):
+        evaluate(lg.data, lg.target, estimators=("dm", "sndr"), rng=np.random.default_rng(0))
+
+
+def test_estimator_instances_switch_dr_and_a_prefitted_model():
+    lg = world_log(6, 800)
+    model = RidgeRewardModel(l2=3.0).fit(lg.data)
+    ests = (IPS(clip=5.0), DR(), SwitchDR(tau=4.0), SwitchDR(tau=1e-9))
+    with pytest.raises(InvalidInputError, match="estimators repeat a name"):
+        evaluate(
+            lg.data, lg.target, estimators=ests, reward_model=model, rng=np.random.default_rng(0)
+        )
+    ev = evaluate(
+        lg.data, lg.target, estimators=ests[:3], reward_model=model, clip=5.0,
+        rng=np.random.default_rng(0),
+    )  # fmt: skip
+    fb = bandit_feedback(lg.data, lg.target, model.predict_candidates(lg.data))
+    ref = naive.switch_dr(*fb, tau=4.0)
+    assert ev["switch_dr"].value == pytest.approx(ref, abs=1e-12)
+    assert SwitchDR(tau=np.inf).estimate(fb) == pytest.approx(DR().estimate(fb), abs=1e-12)
+    assert SwitchDR(tau=1e-9).estimate(fb) == pytest.approx(float(np.mean(fb.q_target)), abs=1e-12)
+    assert ev.diagnostics.max_weight == 5.0
+
+
+def _bad_target(lg):
+    t = lg.target.copy()
+    t[0] += 0.1
+    return t
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda lg, r: evaluate(lg.data, lg.target[:-1], rng=r), r"shape \(\d+,\), expected"),
+        (lambda lg, r: evaluate(lg.data, -lg.target, rng=r), r"must be in \[0, 1\]; entry 0"),
+        (lambda lg, r: evaluate(lg.data, _bad_target(lg), rng=r), r"rounds \[0\] sum to"),
+        (lambda lg, r: evaluate(lg.data, "uniform", rng=r), r"target must be a Policy or"),
+        (lambda lg, r: evaluate(lg.data, lg.target, rng=0), r"rng must be a numpy Generator"),
+        (
+            lambda lg, r: evaluate(lg.data, lg.target, estimators=("ips", "magic"), rng=r),
+            r"unknown estimator 'magic'; known: \['dm', 'dr', 'ips', 'sndr', 'snips', "
+            r"'switch_dr'\]",
+        ),
+        (lambda lg, r: evaluate(lg.data, lg.target, estimators="ips", rng=r), "non-empty sequence"),
+        (
+            lambda lg, r: evaluate(lg.data, lg.target, reward_model="forest", rng=r),
+            r"reward_model must be None, 'ridge' or a RidgeRewardModel, got 'forest'",
+        ),
+        (lambda lg, r: evaluate(lg.data, lg.target, n_boot=3, rng=r), r"n_boot = 3 \(>= 10\)"),
+        (
+            lambda lg, r: evaluate(
+                dataclasses.replace(lg.data, actions=(lg.data.actions + 1) % 4), lg.target, rng=r
+            ),
+            r"round \d+: logged action \d is not among its candidates",
+        ),
+        (
+            lambda lg, r: evaluate(
+                dataclasses.replace(lg.data, pscores=np.zeros(lg.data.n_rounds)), lg.target, rng=r
+            ),
+            r"pscore must be in \(0, 1\]; first bad rows \[0, 1, 2, 3, 4\]",
+        ),
+        (
+            lambda lg, r: evaluate(
+                dataclasses.replace(lg.data, cand_ptr=lg.data.cand_ptr[::-1].copy()),
+                lg.target,
+                rng=r,
+            ),
+            r"cand_ptr must run from 0 to len\(cand_idx\)",
+        ),
+        (
+            lambda lg, r: target_distribution(
+                make_policy(LinearGaussianConfig(n_features=3), make_registry(4), 0),
+                dataclasses.replace(lg.data, contexts=None),
+            ),
+            r"LinearGaussianPolicy needs contexts \(3 features\)",
+        ),
+        (
+            lambda lg, r: target_distribution(
+                make_policy(BetaBernoulliConfig(), make_registry(4, group="x"), 0),
+                dataclasses.replace(lg.data, arm_ids=("a", "b", "c", "d")),
+            ),
+            r"arm index 0 is 'a' in the log but 'arm:0' in the policy's registry",
+        ),
+    ],
+)
+def test_invalid_inputs(call, match):
+    with pytest.raises(InvalidInputError, match=match):
+        call(world_log(7, 50), np.random.default_rng(0))
