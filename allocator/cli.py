@@ -112,6 +112,7 @@ def _run(args: argparse.Namespace) -> int:
             max_retries=args.max_retries,
         )
     uri = args.tracking_uri or settings.tracking_uri
+    outcome: Any
     try:
         data = load_yaml(args.config)
         is_scenario = isinstance(data, dict) and "world" in data

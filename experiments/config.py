@@ -21,6 +21,7 @@ from experiments.world import WorldConfig
 
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
 Scale = Literal["small", "default", "full"]
+_IMPRESSIONS: dict[Scale, int] = {"small": 20_000, "default": 200_000, "full": 10_000_000}
 
 
 class ExperimentSettings(StrictModel):
@@ -34,7 +35,7 @@ class ExperimentSettings(StrictModel):
     )
     #: impressions per cell at each ``--scale``
     impressions: dict[Scale, Annotated[int, Field(ge=1000)]] = Field(
-        default_factory=lambda: {"small": 20_000, "default": 200_000, "full": 10_000_000}
+        default_factory=lambda: dict(_IMPRESSIONS)
     )
     #: impressions decided on one model state before their feedback is folded in
     feedback_batch: Annotated[int, Field(ge=1, le=100_000)] = 256

@@ -19,7 +19,7 @@ import numpy as np
 
 from experiments import kernels as k
 from experiments.compliance import FloorTrack, floor_tracks
-from experiments.config import ScenarioConfig
+from experiments.config import ScenarioConfig, StaticSplitSpec
 from experiments.strategies import Decisions, ScenarioArms, StaticSplit, Strategy, Tick
 from experiments.world import Chunk, World
 from experiments.world.world import TIER_NAMES
@@ -219,7 +219,7 @@ def _ope_reference(scenario: ScenarioConfig, arms: ScenarioArms, task: CellTask)
     if name is None:
         return None
     spec = next(s for s in scenario.strategies if s.name == name)
-    return StaticSplit(spec, arms, 0) if spec.kind == "static_split" else None  # type: ignore[arg-type]
+    return StaticSplit(spec, arms, 0) if isinstance(spec, StaticSplitSpec) else None
 
 
 def _log_for_ope(
