@@ -208,8 +208,14 @@ def run_replay(
     failed: list[str] = []
     per_policy: dict[str, list[float]] = {}
     for task, res in zip(tasks, results, strict=True):
-        params = flatten({"policy": task.policy.model_dump(mode="json"), "seed": task.seed,
-                          "shard": task.shard, "experiment": s.model_dump(mode="json")})  # fmt: skip
+        params = flatten(
+            {
+                "policy": task.policy.model_dump(mode="json"),
+                "seed": task.seed,
+                "shard": task.shard,
+                "experiment": s.model_dump(mode="json"),
+            }
+        )
         if not res.ok:
             failed.append(f"{task.name}: {(res.error or '').strip().splitlines()[-1]}")
             tracker.log_cell(CellRecord(task.name, task.coords, params, error=res.error))
