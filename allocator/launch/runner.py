@@ -66,9 +66,14 @@ class Progress:
 
 
 def _call(fn: TaskFn, shared: Any, task: Any, index: int) -> TaskResult:
+    from threadpoolctl import threadpool_limits
+
     start = time.perf_counter()
     try:
-        value = fn(shared, task)
+        # One BLAS thread wherever a task runs: thread count changes float rounding, and
+        # the sequential runner must reproduce the Ray workers bit for bit.
+        with threadpool_limits(limits=1):
+            value = fn(shared, task)
     except Exception:  # the task's own error, reported with its traceback
         return TaskResult(index, None, traceback.format_exc(), time.perf_counter() - start)
     return TaskResult(index, value, None, time.perf_counter() - start)

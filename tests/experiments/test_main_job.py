@@ -1,0 +1,214 @@
+"""The main job end to end: the bundled scenario on local Ray, tracked in a real MLflow store."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from allocator.cli import main
+from allocator.launch.runner import RayRunner, SequentialRunner
+from experiments.build import grid_cells
+from experiments.config import ScenarioConfig, load_scenario
+from experiments.main import run_scenario
+from experiments.simulate import Shared, run_cell
+from experiments.world import World
+from tests.experiments.faults import FailingCell
+
+ROOT = Path(__file__).resolve().parents[2]
+SCENARIO = ROOT / "configs" / "wechat_entry.yaml"
+STRATEGIES = ["static_split", "ab_then_commit", "eps_greedy", "beta_ts", "contextual_ts",
+              "contextual_ts_protected", "oracle"]  # fmt: skip
+
+
+def small_scenario(tmp_path: Path, seeds: list[int], **experiment: object) -> Path:
+    """The bundled scenario with fewer merchants and seeds (same structure)."""
+    data = yaml.safe_load(SCENARIO.read_text())
+    data["world"].setdefault("mini_shop", {})["n_merchants"] = 300
+    data["experiment"].update({"seeds": seeds, "curve_points": 12, "ope_bootstrap": 20,
+                               **experiment})  # fmt: skip
+    path = tmp_path / "scenario.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_the_main_job_on_local_ray_tracks_every_cell_and_a_summary(
+    tmp_path, tracking_uri, ray_local
+):
+    cfg = small_scenario(tmp_path, [1, 2])
+    buf = io.StringIO()
+    out = run_scenario(cfg, RayRunner(ray_module=ray_local, progress=False), "small",
+                       tracking_uri, tmp_path / "runs", "e2e", impressions=3000,
+                       stream=buf)  # fmt: skip
+    assert out.exit_code == 0, out.failed
+    assert sorted(r["strategy"] for r in out.rows) == sorted(STRATEGIES)
+    assert out.rows[0]["strategy"] == "oracle"  # the ceiling ranks first
+    printed = buf.getvalue()
+    assert "value/1k" in printed and "floor slack" in printed and "regret/1k" in printed
+    assert "compareRunsMode=CHART" in printed and "mlflow ui --backend-store-uri" in printed
+
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment(out.experiment_id)
+    assert exp.name == "wechat_entry"
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    runs = client.search_runs([exp.experiment_id], max_results=100)
+    cells = [r for r in runs if r.data.tags.get("role") == "cell"]
+    assert len(cells) == 14
+    assert all("mlflow.parentRunId" not in r.data.tags for r in runs)
+    assert {(r.data.tags["grid.strategy"], r.data.tags["grid.seed"]) for r in cells} == {
+        (s, str(seed)) for s in STRATEGIES for seed in (1, 2)
+    }
+    for r in cells:
+        assert r.info.status == "FINISHED"
+        assert r.data.tags["launch_id"] == "e2e"
+        assert len(r.data.tags["git_commit"]) >= 7 and "config_hash" in r.data.tags
+        assert r.data.params["strategy.kind"] == r.data.tags["grid.kind"]
+        assert r.data.params["world.mini_shop.n_merchants"] == "300"
+        m = r.data.metrics
+        for key in ("value_per_1k", "revenue_per_1k", "gmv_per_1k", "conversion",
+                    "regret_per_1k", "share_end.mini_shop"):  # fmt: skip
+            assert np.isfinite(m[key]), key
+        assert m["impressions"] == 3000
+        hist = client.get_metric_history(r.info.run_id, "curve.cum_regret")
+        assert [h.step for h in hist] == list(range(12))
+        assert client.get_metric_history(r.info.run_id, "curve.share.mini_shop")
+    protected = next(r for r in cells if r.data.tags["grid.strategy"] == "contextual_ts_protected")
+    assert "contracts.constraints.0.name" in protected.data.params
+    assert client.get_metric_history(protected.info.run_id, "curve.floor.taobao_protected")
+    assert "contract.taobao_protected.cost" in protected.data.metrics
+    assert "ope.ips.value" in protected.data.metrics and "ope.truth" in protected.data.metrics
+    summary = [r for r in runs if r.data.tags.get("role") == "summary"]
+    assert len(summary) == 1 and summary[0].info.status == "FINISHED"
+    artifacts = {a.path for a in client.list_artifacts(summary[0].info.run_id)}
+    assert {"summary.csv", "summary.txt", "config.json", "cumulative_regret.png",
+            "group_shares.png"} <= artifacts  # fmt: skip
+    assert (out.out_dir / "group_shares.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_cell_that_raises_is_a_failed_run_and_a_failing_exit(tmp_path, tracking_uri, ray_local):
+    cfg = small_scenario(tmp_path, [1])
+    runner = FailingCell(RayRunner(ray_module=ray_local, progress=False), "beta_ts/seed=1")
+    buf = io.StringIO()
+    out = run_scenario(cfg, runner, "small", tracking_uri, tmp_path / "runs", "bad",
+                       impressions=2000, stream=buf)  # fmt: skip
+    assert out.exit_code == 1
+    assert out.failed == ["beta_ts/seed=1: RuntimeError: injected failure in cell beta_ts/seed=1"]
+    assert "1 cell(s) FAILED" in buf.getvalue() and "injected failure" in buf.getvalue()
+    client = MlflowClient(tracking_uri)
+    runs = client.search_runs([out.experiment_id])
+    status = {r.data.tags.get("grid.strategy", "summary"): r.info.status for r in runs}
+    assert status["beta_ts"] == "FAILED" and status["summary"] == "FAILED"
+    assert all(v == "FINISHED" for k, v in status.items() if k not in ("beta_ts", "summary"))
+    failed = next(r for r in runs if r.data.tags.get("grid.strategy") == "beta_ts")
+    assert "injected failure" in failed.data.tags["error"]
+    beta_row = next(r for r in out.rows if r["strategy"] == "beta_ts")
+    assert beta_row["failed"] == 1 and beta_row["seeds"] == 0
+
+
+def test_ray_and_sequential_runners_give_identical_cells(tmp_path, ray_local):
+    scenario = load_scenario(small_scenario(tmp_path, [3]))
+    world = World(scenario.world, seed=scenario.experiment.world_seed)
+    cells = [c for c in grid_cells(scenario, world, 2500)
+             if c.strategy in ("beta_ts", "contextual_ts_protected", "static_split")]  # fmt: skip
+    shared = Shared(world, scenario)
+    seq = SequentialRunner(progress=False).run(run_cell, cells, shared)
+    par = RayRunner(ray_module=ray_local, progress=False).run(run_cell, cells, shared)
+    for a, b in zip(seq, par, strict=True):
+        assert a.ok and b.ok
+        diff = {k for k, v in a.value.metrics.items() if v != b.value.metrics[k]}
+        assert diff == set(), {k: (a.value.metrics[k], b.value.metrics[k]) for k in diff}
+        for key, (steps, values) in a.value.curves.items():
+            np.testing.assert_array_equal(values, b.value.curves[key][1])
+
+
+def _cell_metrics(scenario: ScenarioConfig, names: list[str], n: int, seed: int = 1) -> dict:
+    world = World(scenario.world, seed=scenario.experiment.world_seed)
+    cells = {c.strategy: c for c in grid_cells(scenario, world, n) if c.seed == seed}
+    return {name: run_cell(Shared(world, scenario), cells[name]).metrics for name in names}
+
+
+@pytest.mark.heavy
+def test_the_constrained_strategy_keeps_every_partner_floor_on_every_window():
+    """Worst sliding-window slack within the layer's documented bound −(B+2)/W."""
+    scenario = load_scenario(SCENARIO)
+    scenario = scenario.model_copy(
+        update={"experiment": scenario.experiment.model_copy(update={"ope_target": None})}
+    )
+    m = _cell_metrics(scenario, ["contextual_ts_protected", "contextual_ts"], 60_000)
+    cset = scenario.contracts["protected"]
+    bound = -(cset.backstop + 2) / cset.window
+    floors = [
+        c.name for c in cset.constraints if c.kind == "floor" and "group" in c.target.model_dump()
+    ]
+    assert len(floors) == 3
+    for name in floors:
+        prot = m["contextual_ts_protected"]
+        assert prot[f"floor.{name}.impressions"] >= 5 * cset.window
+        assert prot[f"floor.{name}.worst_slack"] >= bound, name
+        # the layer's own books agree with the re-measurement from served groups
+        assert prot[f"floor.{name}.worst_slack"] == pytest.approx(
+            prot[f"contract.{name}.layer_worst_slack"], abs=2e-3
+        )
+    # without contracts the same policy breaks at least one floor clearly
+    free = m["contextual_ts"]
+    assert min(free[f"floor.{name}.worst_slack"] for name in floors) < 2 * bound
+
+
+@pytest.mark.heavy
+def test_on_the_default_scenario_thompson_sampling_beats_the_static_split_and_context_helps():
+    scenario = load_scenario(SCENARIO)
+    scenario = scenario.model_copy(
+        update={"experiment": scenario.experiment.model_copy(update={"ope_target": None})}
+    )
+    n = scenario.experiment.impressions["default"]
+    m = _cell_metrics(scenario, ["static_split", "beta_ts", "contextual_ts"], n)
+    value = {k: v["value_per_1k"] for k, v in m.items()}
+    assert value["contextual_ts"] > 1.2 * value["static_split"], value
+    assert value["contextual_ts"] > 1.2 * value["beta_ts"], value
+
+
+def test_the_cli_runs_the_scenario_sequentially(tmp_path, capsys):
+    cfg = small_scenario(tmp_path, [1], ope_target=None)
+    uri = f"sqlite:///{tmp_path / 'cli.db'}"
+    code = main(["run", str(cfg), "--sequential", "--impressions", "2000",
+                 "--tracking-uri", uri, "--out", str(tmp_path / "out"), "--launch-id", "cli"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "7 cells (7 strategies × 1 seeds), 2,000 impressions each, launch cli" in out
+    assert (tmp_path / "out" / "cli" / "summary.csv").exists()
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (lambda d: d["world"].update(days="many"), r"world\.days"),
+        (lambda d: d["world"].update(colour="red"), r"world\.colour"),
+        (lambda d: d["experiment"].update(seeds=[]), r"experiment\.seeds"),
+        (lambda d: d["strategies"][0].update(kind="magic"), r"strategies\.0"),
+        (lambda d: d["strategies"][0].update(shares={"taobao": -1}), r"strategies\.0.*shares"),
+        (lambda d: d["strategies"].append(dict(d["strategies"][0])), r"unique"),
+        (lambda d: d["strategies"][5].update(contracts="nope"), r"contracts 'nope' is not defined"),
+        (lambda d: d["contracts"]["protected"]["constraints"][0].update(kind="wall"),
+         r"contracts\.protected\.constraints\.0\.kind"),
+        (lambda d: d["strategies"][4]["engine"]["policy"].update(noise_scale=-1),
+         r"strategy contextual_ts\.engine.*noise_scale"),
+    ],
+)  # fmt: skip
+def test_a_malformed_scenario_fails_fast_naming_the_field(tmp_path, capsys, change, match):
+    data = yaml.safe_load(SCENARIO.read_text())
+    change(data)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(data))
+    code = main(["run", str(path), "--sequential", "--tracking-uri",
+                 f"sqlite:///{tmp_path / 'x.db'}", "--out", str(tmp_path)])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: ")
+    import re
+
+    assert re.search(match, err, re.S), err
+    assert not (tmp_path / "x.db").exists()  # failed before anything was launched or tracked
