@@ -121,7 +121,7 @@ def test_ray_and_sequential_runners_give_identical_cells(tmp_path, ray_local):
         assert a.ok and b.ok
         diff = {k for k, v in a.value.metrics.items() if v != b.value.metrics[k]}
         assert diff == set(), {k: (a.value.metrics[k], b.value.metrics[k]) for k in diff}
-        for key, (steps, values) in a.value.curves.items():
+        for key, (_steps, values) in a.value.curves.items():
             np.testing.assert_array_equal(values, b.value.curves[key][1])
 
 
@@ -174,8 +174,9 @@ def test_on_the_default_scenario_thompson_sampling_beats_the_static_split_and_co
 def test_the_cli_runs_the_scenario_sequentially(tmp_path, capsys):
     cfg = small_scenario(tmp_path, [1], ope_target=None)
     uri = f"sqlite:///{tmp_path / 'cli.db'}"
+    out_dir = str(tmp_path / "out")
     code = main(["run", str(cfg), "--sequential", "--impressions", "2000",
-                 "--tracking-uri", uri, "--out", str(tmp_path / "out"), "--launch-id", "cli"])  # fmt: skip
+                 "--tracking-uri", uri, "--out", out_dir, "--launch-id", "cli"])  # fmt: skip
     out = capsys.readouterr().out
     assert code == 0
     assert "7 cells (7 strategies × 1 seeds), 2,000 impressions each, launch cli" in out
