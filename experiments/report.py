@@ -28,7 +28,8 @@ def cell_row(metrics: dict[str, float], reward_scale: float) -> dict[str, float]
     slacks = [
         v for k, v in metrics.items() if k.startswith("floor.") and k.endswith(".worst_slack")
     ]
-    cost = sum(v for k, v in metrics.items() if k.startswith("contract.") and k.endswith(".cost"))
+    costs = [v for k, v in metrics.items() if k.startswith("contract.") and k.endswith(".cost")]
+    cost = sum(costs) if costs else float("nan")
     n = max(metrics.get("impressions", 1.0), 1.0)
     return {
         "value_per_1k": metrics["value_per_1k"],

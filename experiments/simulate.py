@@ -229,9 +229,13 @@ def _log_for_ope(
     target = ref.distribution(tick)
     truth = np.empty(chosen.shape[0])
     k.row_expectation(tick.cand_ptr, target, tick.value, truth)
+    assert dec.probs is not None
+    # target mass on candidates the logger could not choose: no estimator can see it
+    unsupported = np.where(dec.probs > 0.0, 0.0, target).sum()
     ope.add(
         contexts=tick.contexts, actions=chosen, rewards=reward, pscores=dec.propensities,
         cand_ptr=np.diff(tick.cand_ptr), cand_idx=tick.cand_idx, target=target, truth=truth,
+        unsupported=np.array([unsupported]),
     )  # fmt: skip
 
 
@@ -250,6 +254,10 @@ def _ope_metrics(ope: _OpeLog, world: World, seed: int, n_boot: int) -> dict[str
         cand_idx=ope.concat("cand_idx").astype(np.int64),
     )
     truth = float(ope.concat("truth").mean())
+    unsupported = float(ope.concat("unsupported").sum()) / data.n_rounds
+    if unsupported > 0.0:  # estimates would be silently biased: report why there are none
+        return {"ope.truth": truth, "ope.rows": float(data.n_rounds),
+                "ope.unsupported_mass": unsupported}  # fmt: skip
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x0BE]))
     result = evaluate(data, ope.concat("target"), reward_model="ridge", n_boot=n_boot, rng=rng)
     out = {"ope.truth": truth, "ope.rows": float(data.n_rounds)}
