@@ -21,7 +21,7 @@ from experiments.world import WorldConfig
 
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
 Scale = Literal["small", "default", "full"]
-_IMPRESSIONS: dict[Scale, int] = {"small": 20_000, "default": 200_000, "full": 10_000_000}
+_IMPRESSIONS: dict[Scale, int] = {"small": 20_000, "default": 200_000, "full": 1_000_000}
 
 
 class ExperimentSettings(StrictModel):
