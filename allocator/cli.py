@@ -101,7 +101,11 @@ def _run(args: argparse.Namespace) -> int:
     from allocator.launch.runner import RayRunner, SequentialRunner
     from allocator.settings import load_settings
 
-    settings = load_settings()
+    try:
+        settings = load_settings()
+    except AllocatorError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     runner: Any
     if args.sequential:
         runner = SequentialRunner()

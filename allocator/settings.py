@@ -11,6 +11,8 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict
 
+from allocator.errors import ConfigError
+
 #: environment variables read (and only these)
 ENV_RAY_ADDRESS = "ALLOCATOR_RAY_ADDRESS"
 ENV_TRACKING_URI = "MLFLOW_TRACKING_URI"
@@ -33,9 +35,14 @@ class Settings(BaseModel):
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Settings from the environment (``os.environ`` unless given)."""
     env = os.environ if environ is None else environ
-    workers = env.get(ENV_WORKERS)
+    raw = env.get(ENV_WORKERS) or None
+    workers = None
+    if raw is not None:
+        if not raw.isdigit() or int(raw) < 1:
+            raise ConfigError(f"{ENV_WORKERS} = {raw!r}: expected a positive integer")
+        workers = int(raw)
     return Settings(
         ray_address=env.get(ENV_RAY_ADDRESS) or None,
         tracking_uri=env.get(ENV_TRACKING_URI) or None,
-        workers=int(workers) if workers else None,
+        workers=workers,
     )

@@ -36,6 +36,7 @@ def small_scenario(tmp_path: Path, seeds: list[int], **experiment: object) -> Pa
     return path
 
 
+@pytest.mark.heavy
 def test_the_main_job_on_local_ray_tracks_every_cell_and_a_summary(
     tmp_path, tracking_uri, ray_local
 ):
@@ -89,6 +90,7 @@ def test_the_main_job_on_local_ray_tracks_every_cell_and_a_summary(
     assert (out.out_dir / "group_shares.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.heavy
 def test_a_cell_that_raises_is_a_failed_run_and_a_failing_exit(tmp_path, tracking_uri, ray_local):
     cfg = small_scenario(tmp_path, [1])
     runner = FailingCell(RayRunner(ray_module=ray_local, progress=False), "beta_ts/seed=1")
@@ -109,6 +111,7 @@ def test_a_cell_that_raises_is_a_failed_run_and_a_failing_exit(tmp_path, trackin
     assert beta_row["failed"] == 1 and beta_row["seeds"] == 0
 
 
+@pytest.mark.heavy
 def test_ray_and_sequential_runners_give_identical_cells(tmp_path, ray_local):
     scenario = load_scenario(small_scenario(tmp_path, [3]))
     world = World(scenario.world, seed=scenario.experiment.world_seed)
@@ -171,6 +174,7 @@ def test_on_the_default_scenario_thompson_sampling_beats_the_static_split_and_co
     assert value["contextual_ts"] > 1.2 * value["beta_ts"], value
 
 
+@pytest.mark.heavy
 def test_the_cli_runs_the_scenario_sequentially(tmp_path, capsys):
     cfg = small_scenario(tmp_path, [1], ope_target=None)
     uri = f"sqlite:///{tmp_path / 'cli.db'}"
