@@ -32,3 +32,16 @@ def test_readme_python_examples_run(monkeypatch):
     assert blocks, "README has no python example"
     for block in blocks:
         exec(compile(block, "README.md", "exec"), {})
+
+
+def test_readme_set_up_is_the_main_job_and_the_tests_and_ci_runs_the_second():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    setup = text.split("## Set-up", 1)[1].split("\n## ", 1)[0]
+    block = re.findall(r"```bash\n(.*?)```", setup, flags=re.S)[0]
+    commands = [line for line in block.splitlines() if line and not line.startswith("#")]
+    assert commands == [
+        "python -m pip install -e . && allocator run configs/wechat_entry.yaml",
+        'python -m pip install -e ".[test]" && python -m pytest',
+    ]
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert "-e \".[test]\"" in ci and "python -m pytest" in ci
