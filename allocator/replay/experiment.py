@@ -119,14 +119,24 @@ def load_logs(source: LogSource, base_dir: Path) -> LoggedData:
 def _policy_for(engine: EngineConfig, data: LoggedData, seed: int) -> Policy:
     reg = ArmRegistry(capacity=max(16, data.n_arms))
     groups = data.arm_groups or ("default",) * data.n_arms
-    for g in dict.fromkeys(groups):
-        reg.add([a for a, ag in zip(data.arm_ids, groups, strict=True) if ag == g], g)
-    order = reg.lookup(list(data.arm_ids))
-    if not np.array_equal(order, np.arange(data.n_arms)):
-        raise ConfigError("log arms must be listed group by group to keep their indices")
+    for arm, group in zip(data.arm_ids, groups, strict=True):  # one by one: index i = log arm i
+        reg.add([arm], group)
     if engine.policy.kind == "shared_linear":
         raise ConfigError("shared_linear needs arm features, which logs do not carry")
     return make_policy(engine.policy, reg, seed)
+
+
+def check_policies(policies: list[CandidatePolicy], data: LoggedData) -> None:
+    """Refuse, before any cell runs, a policy that cannot read these logs."""
+    width = None if data.contexts is None else data.contexts.shape[1]
+    for i, p in enumerate(policies):
+        where = f"policies[{i}] ({p.name}): engine.policy"
+        if p.engine.policy.kind == "shared_linear":
+            raise ConfigError(f"{where}.kind = shared_linear needs arm features; logs have none")
+        want = getattr(p.engine.policy, "n_features", None)
+        if want is not None and want != width:
+            got = "no context" if width is None else f"{width} context columns {data.context_names}"
+            raise ConfigError(f"{where}.n_features = {want}, but the logs have {got}")
 
 
 def run_replay_cell(shared: tuple[LoggedData, ReplaySettings], task: ReplayTask) -> dict[str, Any]:
@@ -193,6 +203,7 @@ def run_replay(
     path = Path(config_path)
     cfg: ReplayExperimentConfig = parse_config(ReplayExperimentConfig, load_yaml(path), str(path))
     data = load_logs(cfg.logs, path.parent)
+    check_policies(cfg.policies, data)
     s = cfg.experiment
     tasks = [
         ReplayTask(f"{p.name}/seed={seed}/shard={k}", p, seed, k,
