@@ -1,0 +1,604 @@
+"""Replay experiments end to end: the CLI, a real local Ray or the sequential runner, MLflow.
+
+The logs come from :mod:`tests.replay.make_example_log`, where the click rate of every arm in
+every row is known, so each estimate is checked against the truth of the policy it scores.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import shutil
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from allocator import ArmRegistry, make_policy
+from allocator.cli import main
+from allocator.config import BetaBernoulliConfig, EngineConfig
+from allocator.logs import load_decision_log
+from allocator.replay import LoggedData, from_decision_log, load_foreign_log, target_distribution
+from allocator.replay.columns import ForeignLogConfig
+from allocator.serving import Allocator, AllocatorConfig
+from tests.replay.make_example_log import (
+    ARMS,
+    CLICK_RATE,
+    COLUMNS,
+    EXAMPLE_PATH,
+    MARGINAL_RATE,
+    N_FEATURES,
+    example_csv,
+    make_click_log,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+CLICKS = {"click": 1.0, "order": 0.0}
+BANK = 64  # a small Thompson bank keeps the JIT-off run short
+BETA = {"kind": "beta_bernoulli", "bank_rows": BANK}
+LINEAR = {"kind": "linear_gaussian", "n_features": N_FEATURES, "bank_rows": BANK}
+POLICIES = [
+    {"name": "beta_ts", "engine": {"policy": BETA, "objective": CLICKS}},
+    {"name": "linear_ts", "engine": {"policy": LINEAR, "objective": CLICKS}},
+    {"name": "beta_ts_online", "mode": "learning", "engine": {"policy": BETA, "objective": CLICKS}},
+]
+ESTIMATES = {
+    f"ope.{e}.{b}" for e in ("ips", "snips", "dm", "dr", "sndr") for b in ("value", "low", "high")
+}
+FROZEN_METRICS = ESTIMATES | {
+    "rounds",
+    "train_rounds",
+    "logged.mean_reward",
+    "ope.ess",
+    "ope.max_weight",
+    "ope.zero_support",
+}
+LEARNING_METRICS = {
+    "rounds",
+    "replay.value",
+    "replay.low",
+    "replay.high",
+    "replay.accepted",
+    "replay.kept",
+    "curve.replay_mean_reward",
+}
+
+
+def write_experiment(
+    root: Path, log_text: str, policies: list[dict[str, Any]], **experiment: Any
+) -> Path:
+    """A config in ``root/exp`` reading ``data/clicks.csv`` relative to itself."""
+    (root / "exp" / "data").mkdir(parents=True)
+    (root / "exp" / "data" / "clicks.csv").write_text(log_text)
+    cfg = {
+        "logs": {"foreign": {"path": "data/clicks.csv", "columns": COLUMNS}},
+        "experiment": {"name": "replay-test", **experiment},
+        "policies": policies,
+    }
+    path = root / "exp" / "replay.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def run_cli(*args: str) -> tuple[int, str, str]:
+    """``allocator`` in this process: exit code, stdout, stderr."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(args))
+    return code, out.getvalue(), err.getvalue()
+
+
+def replay(cfg: Path, uri: str, out: Path, launch_id: str, *flags: str) -> tuple[int, str, str]:
+    args = ["replay", str(cfg), "--tracking-uri", uri, "--out", str(out), "--launch-id", launch_id]
+    return run_cli(*args, *flags)
+
+
+def runs_of(uri: str, launch_id: str, experiment: str = "replay-test") -> dict[Any, Any]:
+    """Cell runs keyed by (policy, seed, shard), and the summary run under key "summary"."""
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs(
+        [exp.experiment_id], f"tags.launch_id = '{launch_id}'", max_results=1000
+    )
+    out: dict[Any, Any] = {}
+    for run in runs:
+        t = run.data.tags
+        key = (
+            "summary"
+            if t["role"] == "summary"
+            else (t["grid.policy"], int(t["grid.seed"]), int(t["grid.shard"]))
+        )
+        assert key not in out, f"two runs for {key}"
+        out[key] = run
+    return out
+
+
+def curve(uri: str, run: Any) -> list[tuple[int, float]]:
+    history = MlflowClient(uri).get_metric_history(run.info.run_id, "curve.replay_mean_reward")
+    return sorted((m.step, m.value) for m in history)
+
+
+def frozen_target(engine: dict[str, Any], part: LoggedData, seed: int, train_fraction: float):
+    """The test rounds of a shard and the frozen policy's (n, K) distribution over them.
+
+    Built as the experiment documents it: a policy seeded ``seed`` over the log's arms,
+    taught the first ``train_fraction`` of the shard's rounds, then read, not taught.
+    """
+    registry = ArmRegistry(capacity=max(16, part.n_arms))
+    groups = part.arm_groups or ("default",) * part.n_arms
+    for arm, group in zip(part.arm_ids, groups, strict=True):
+        registry.add([arm], group)
+    policy = make_policy(EngineConfig.model_validate(engine).policy, registry, seed)
+    n_train = int(part.n_rounds * train_fraction)
+    x = part.contexts if policy.n_features is not None else None
+    policy.update_batch(
+        part.actions[:n_train], part.rewards[:n_train], None if x is None else x[:n_train]
+    )
+    policy.refresh()
+    test = part.take(n_train, part.n_rounds)
+    return test, target_distribution(policy, test).reshape(test.n_rounds, part.n_arms)
+
+
+def tiers_of(data: LoggedData) -> np.ndarray:
+    """The city tier of each round, read back from its one-hot context columns."""
+    assert data.contexts is not None and data.context_names[2:] == (
+        "city_tier=t1",
+        "city_tier=t2",
+        "city_tier=t3",
+    )
+    return np.argmax(data.contexts[:, 2:], axis=1)
+
+
+@pytest.fixture(scope="module")
+def migrated_store(tmp_path_factory) -> Path:
+    """An empty MLflow sqlite store whose tables exist: creating them takes seconds."""
+    db = tmp_path_factory.mktemp("template") / "mlflow.db"
+    MlflowClient(f"sqlite:///{db}").search_experiments()
+    return db
+
+
+def fresh_store(template: Path, directory: Path) -> str:
+    """A copy of the migrated empty store in ``directory``: a new, real sqlite store."""
+    shutil.copyfile(template, directory / "mlflow.db")
+    return f"sqlite:///{directory / 'mlflow.db'}"
+
+
+@pytest.fixture
+def tracking_uri(tracking_uri, migrated_store) -> str:
+    """The conftest store in tmp_path, created from the migrated template."""
+    db = Path(tracking_uri.removeprefix("sqlite:///"))
+    return fresh_store(migrated_store, db.parent)
+
+
+# ------------------------------------------------------------ Ray and sequential launches
+class Launches(NamedTuple):
+    uri: str
+    ray: tuple[int, str, str]
+    seq: tuple[int, str, str]
+    out: Path
+
+
+@pytest.fixture(scope="module")
+def launches(ray_local, tmp_path_factory, migrated_store) -> Launches:
+    """One small grid (3 policies × 2 seeds × 2 shards) on the real local Ray and in process."""
+    root = tmp_path_factory.mktemp("launches")
+    cfg = write_experiment(
+        root, make_click_log(2000, seed=7).text, POLICIES, seeds=[1, 2], shards=2, n_boot=50
+    )
+    uri = fresh_store(migrated_store, root)
+    on_ray = replay(cfg, uri, root / "runs", "t")
+    in_process = replay(cfg, uri, root / "runs", "t-seq", "--sequential")
+    assert ray_local.is_initialized()  # the runner joined the session's Ray and left it up
+    return Launches(uri, on_ray, in_process, root / "runs")
+
+
+def test_ray_and_sequential_launches_log_identical_metrics_per_cell(launches):
+    assert launches.ray[0] == 0 and launches.seq[0] == 0, launches.ray[2] + launches.seq[2]
+    on_ray, in_process = runs_of(launches.uri, "t"), runs_of(launches.uri, "t-seq")
+    cells = {(p["name"], s, k) for p in POLICIES for s in (1, 2) for k in (0, 1)}
+    assert set(on_ray) == set(in_process) == cells | {"summary"}
+    for key in cells:
+        assert on_ray[key].data.metrics == in_process[key].data.metrics, key
+        if key[0] == "beta_ts_online":
+            assert curve(launches.uri, on_ray[key]) == curve(launches.uri, in_process[key])
+    # seeds differ only in the policies' random streams: same shard, different numbers
+    a, b = on_ray[("beta_ts", 1, 0)].data.metrics, on_ray[("beta_ts", 2, 0)].data.metrics
+    assert a["rounds"] == b["rounds"] and a["ope.ips.low"] != b["ope.ips.low"]
+    # the printed tables agree too (the launch ids differ)
+    table = launches.ray[1].split("\n\n")[1]
+    assert table == launches.seq[1].split("\n\n")[1]
+    assert table.splitlines()[0].split() == ["#", "policy", "value", "cells"]
+
+
+def test_mlflow_layout_of_a_launch(launches):
+    client = MlflowClient(launches.uri)
+    exp = client.get_experiment_by_name("replay-test")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    runs = runs_of(launches.uri, "t")
+    for key, run in runs.items():
+        tags, metrics, params = run.data.tags, run.data.metrics, run.data.params
+        assert "mlflow.parentRunId" not in tags  # top level: visible in the runs table
+        assert tags["launch_id"] == "t" and len(tags["config_hash"]) == 16
+        if key == "summary":
+            continue
+        policy, seed, shard = key
+        assert run.info.status == "FINISHED"
+        assert run.info.run_name == f"{policy}/seed={seed}/shard={shard}"
+        grid = (tags["role"], tags["grid.policy"], tags["grid.seed"], tags["grid.shard"])
+        assert grid == ("cell", policy, str(seed), str(shard))
+        kind = "linear_gaussian" if policy == "linear_ts" else "beta_bernoulli"
+        assert params["policy.engine.policy.kind"] == kind
+        assert params["policy.engine.policy.bank_rows"] == str(BANK)
+        assert params["policy.engine.objective.click"] == "1.0"
+        assert [params["policy.name"], params["seed"], params["shard"]] == [*grid[1:]]
+        assert params["experiment.shards"] == "2" and params["experiment.n_boot"] == "50"
+        assert metrics["rounds"] == 1000.0
+        if policy == "beta_ts_online":
+            assert tags["grid.mode"] == params["policy.mode"] == "learning"
+            assert set(metrics) == LEARNING_METRICS
+            points = curve(launches.uri, run)
+            steps = [s for s, _ in points]
+            assert steps[0] == 0 and steps[-1] == metrics["replay.accepted"] - 1
+            assert steps == sorted(set(steps)) and 50 <= len(steps) <= 100
+            # the curve is the running mean of the accepted rewards: it ends at the value
+            assert points[-1][1] == pytest.approx(metrics["replay.value"], abs=1e-12)
+        else:
+            assert tags["grid.mode"] == "frozen"
+            assert set(metrics) == FROZEN_METRICS
+            assert metrics["train_rounds"] == 500.0
+            for est in ("ips", "snips", "dm", "dr", "sndr"):
+                low, value, high = (metrics[f"ope.{est}.{b}"] for b in ("low", "value", "high"))
+                assert low < value < high, est
+            assert 0.0 < metrics["ope.ess"] <= 500.0
+    summary = runs["summary"]
+    assert summary.data.tags["role"] == "summary" and summary.info.status == "FINISHED"
+    assert [a.path for a in client.list_artifacts(summary.info.run_id)] == ["summary.txt"]
+    local = client.download_artifacts(summary.info.run_id, "summary.txt", str(launches.out))
+    text = Path(local).read_text()
+    assert text == (launches.out / "t" / "summary.txt").read_text()
+    assert text.strip() in launches.ray[1]
+    ranked = [line.split()[1] for line in text.splitlines()[1:]]
+    assert sorted(ranked) == sorted(p["name"] for p in POLICIES)
+    # the table's value of a frozen policy is its mean DR estimate over its 4 cells
+    dr = np.mean(
+        [runs[("linear_ts", s, k)].data.metrics["ope.dr.value"] for s in (1, 2) for k in (0, 1)]
+    )
+    row = next(line for line in text.splitlines() if " linear_ts " in line)
+    assert float(row.split()[2]) == pytest.approx(dr, abs=1e-5)
+    assert row.split()[3] == "4"
+
+
+# ------------------------------------------------------------ estimates against the truth
+N_ROWS = 16_000
+SEEDS = (1, 2)
+SHARDS = 2
+OPE = {"estimators": ["ips", "dr"], "n_boot": 200, "alpha": 0.05}
+
+
+def assert_near_truth(m: dict[str, float], est: str, truth: float, wrong: list[float]) -> None:
+    """The estimate is within its 95 % interval's width of the truth, and not of ``wrong``.
+
+    A test makes 16 such checks, so "the interval contains the truth" (5 % misses each)
+    would fail most runs; the full width (≈ ±3.9 standard errors) misses ~1e-4 each. The
+    ``wrong`` values (the logging policy's value, another policy's truth) are farther than
+    that from the truth: an estimator that ignores the target cannot meet the tolerance.
+    """
+    value, width = m[f"ope.{est}.value"], m[f"ope.{est}.high"] - m[f"ope.{est}.low"]
+    assert m[f"ope.{est}.low"] < value < m[f"ope.{est}.high"]
+    assert abs(value - truth) <= width, (est, value, truth, width)
+    for other in wrong:
+        assert abs(truth - other) > width and abs(value - other) > width, (est, other)
+
+
+class Truthful(NamedTuple):
+    uri: str
+    data: LoggedData
+    runs: dict[Any, Any]
+
+
+@pytest.fixture(scope="module")
+def truthful(tmp_path_factory, migrated_store) -> Truthful:
+    """A long uniform log (K = 4, p = 1/4), the same three policies, run in process."""
+    root = tmp_path_factory.mktemp("truthful")
+    log = make_click_log(N_ROWS, seed=12)
+    cfg = write_experiment(root, log.text, POLICIES, seeds=list(SEEDS), shards=SHARDS, **OPE)
+    uri = fresh_store(migrated_store, root)
+    code, _, err = replay(cfg, uri, root / "runs", "truth", "--sequential")
+    assert code == 0, err
+    mapping = {"path": cfg.parent / "data" / "clicks.csv", "columns": COLUMNS}
+    data = load_foreign_log(ForeignLogConfig.model_validate(mapping))
+    return Truthful(uri, data, runs_of(uri, "truth"))
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("policy", [POLICIES[0], POLICIES[1]], ids=lambda p: p["name"])
+def test_frozen_policy_estimates_find_its_true_value(truthful, policy):
+    """IPS and DR find the truth Σ_i Σ_a π(a|x_i) μ(x_i, a) / n of the test rounds.
+
+    π is the frozen policy's exact distribution, rebuilt as the cell builds it; μ the known
+    click rates of each round's tier.
+    """
+    truths = {}
+    for p in POLICIES[:2]:
+        for seed in SEEDS:
+            for shard in range(SHARDS):
+                part = truthful.data.shard(shard, SHARDS)
+                test, pi = frozen_target(p["engine"], part, seed, 0.5)
+                mu = CLICK_RATE[tiers_of(test)]
+                truths[p["name"], seed, shard] = (
+                    float((pi * mu).sum(axis=1).mean()),
+                    float(mu.mean()),
+                    pi,
+                )
+    other = next(p["name"] for p in POLICIES[:2] if p is not policy)
+    for seed in SEEDS:
+        for shard in range(SHARDS):
+            key = (policy["name"], seed, shard)
+            truth, logging_value, pi = truths[key]
+            m = truthful.runs[key].data.metrics
+            shown = {e: [round(m[f"ope.{e}.{b}"], 4) for b in ("low", "value", "high")]
+                     for e in ("ips", "dr")}  # fmt: skip
+            print(key, f"truth {truth:.4f} logging {logging_value:.4f}", shown)
+            # the policy learned something: it is not scored on a near-uniform target
+            assert pi.max(axis=1).mean() > 0.9
+            for est in ("ips", "dr"):
+                assert_near_truth(m, est, truth, [logging_value, truths[other, seed, shard][0]])
+            assert m["logged.mean_reward"] == pytest.approx(
+                truthful.data.shard(shard, SHARDS).rewards[int(m["train_rounds"]) :].mean(),
+                abs=1e-12,
+            )
+
+
+def online_running_means(steps: int, runs: int) -> np.ndarray:
+    """(runs, steps) running mean reward of a learning Beta TS played online on the rates."""
+    cfg = BetaBernoulliConfig(bank_rows=BANK)
+    cand = np.arange(len(ARMS), dtype=np.int64)
+    out = np.empty((runs, steps))
+    for s in range(runs):
+        registry = ArmRegistry(capacity=16)
+        registry.add(list(ARMS), "default")
+        policy = make_policy(cfg, registry, seed=10_000 + s)
+        u = np.random.default_rng([77, s]).random(steps)
+        for t in range(steps):
+            arm = policy.decide(cand).arm
+            out[s, t] = float(u[t] < MARGINAL_RATE[arm])
+            policy.update(arm, out[s, t])
+    return np.cumsum(out, axis=1) / np.arange(1, steps + 1)
+
+
+@pytest.mark.heavy
+def test_learning_policy_earns_the_best_arm_minus_its_exploration_loss(truthful):
+    """Rejection replay of a learning Beta TS on a uniform log.
+
+    A context-free policy here faces a 4-armed Bernoulli bandit with the tier-averaged click
+    rates ``MARGINAL_RATE`` (tiers are drawn independently of everything). Over its T
+    accepted rounds its mean reward is μ* − regret(T)/T plus reward noise. No finite-time
+    regret bound for Thompson sampling has usable constants, so the exploration loss is
+    measured instead: the same policy played online against those rates, 30 times. The
+    replayed value must sit within 4 sd of μ* minus that loss (sd of one online run: the
+    replay has the same reward noise and learning-path randomness, as the log was drawn
+    independently of the policy); and nothing beats μ* beyond reward noise (Hoeffding,
+    δ = 1e-4).
+    """
+    best, uniform = float(MARGINAL_RATE.max()), float(MARGINAL_RATE.mean())
+    cells = {
+        (s, k): truthful.runs[("beta_ts_online", s, k)].data.metrics
+        for s in SEEDS
+        for k in range(SHARDS)
+    }
+    online = online_running_means(max(int(m["replay.accepted"]) for m in cells.values()), 30)
+    for (seed, shard), m in cells.items():
+        n, accepted = m["rounds"], int(m["replay.accepted"])
+        # each round is accepted with probability 1/K, whatever the policy does
+        assert abs(accepted - n / 4) < 4 * np.sqrt(n * 0.25 * 0.75)
+        assert m["replay.kept"] == n
+        at_t = online[:, accepted - 1]
+        loss = best - float(at_t.mean())
+        # one run's sd, estimated from 30 runs, but never below its reward noise alone
+        sd = max(float(at_t.std(ddof=1)), np.sqrt(best * (1 - best) / accepted))
+        sd *= np.sqrt(1 + 1 / at_t.size)
+        value = m["replay.value"]
+        print(
+            f"seed {seed} shard {shard}: replay {value:.4f} on {accepted} rounds, "
+            f"μ* {best:.4f}, exploration loss {loss:.4f}, sd {sd:.4f}"
+        )
+        assert 0.0 < loss < 0.5 * (best - uniform)  # learning costs, far less than not learning
+        assert abs(value - (best - loss)) < 4 * sd
+        assert value < best + np.sqrt(np.log(1e4) / (2 * accepted))
+        assert m["replay.low"] < value < m["replay.high"]
+
+
+# ------------------------------------------------------------ refusals, own logs, configs
+def test_learning_policy_on_a_non_uniform_log_fails_only_its_cell(
+    ray_local, tmp_path, tracking_uri
+):
+    """The refusal travels from a Ray worker to the cell's run and the console; the rest runs."""
+    log = make_click_log(1200, seed=3, logging=np.array([0.1, 0.2, 0.3, 0.4]))
+    cfg = write_experiment(tmp_path, log.text, [POLICIES[0], POLICIES[2]], n_boot=20)
+    code, out, _ = replay(cfg, tracking_uri, tmp_path / "runs", "nu")
+    assert code == 1
+    runs = runs_of(tracking_uri, "nu")
+    failed, frozen = runs[("beta_ts_online", 1, 0)], runs[("beta_ts", 1, 0)]
+    assert failed.info.status == "FAILED"
+    error = failed.data.tags["error"]
+    assert error.startswith("allocator.errors.EvaluationRefused: the logged propensities are not")
+    assert "first offending rows [" in error and "uniform_epsilon" in error
+    assert "replay.value" not in failed.data.metrics
+    client = MlflowClient(tracking_uri)
+    assert "error.txt" in [a.path for a in client.list_artifacts(failed.info.run_id)]
+    assert frozen.info.status == "FINISHED" and "ope.dr.value" in frozen.data.metrics
+    assert runs["summary"].info.status == "FAILED"
+    assert "1 cell(s) FAILED:\n  beta_ts_online/seed=1/shard=0: " + error in out
+    assert " beta_ts " in out and "beta_ts_online" not in out.split("\n\n")[1]
+
+
+def own_log(log_dir: Path, n: int, epsilon: float) -> dict[str, float]:
+    """An allocator (Beta TS, ε-mixed) serving n requests of a 3-arm world, logging them.
+
+    Partners and a Mini Shop merchant: sorted by id the groups interleave
+    (jd, shop:7, taobao → partner, mini_shop, partner).
+    """
+    means = {"jd": 0.3, "shop:7": 0.6, "taobao": 0.45}
+    groups = {"jd": "partner", "shop:7": "mini_shop", "taobao": "partner"}
+    config = AllocatorConfig.model_validate(
+        {
+            "engine": {"policy": {**BETA, "epsilon": epsilon}, "objective": CLICKS},
+            "arms": [{"id": a, "group": g} for a, g in groups.items()],
+        }
+    )
+    alloc = Allocator(config, seed=5, log_dir=log_dir)
+    u = np.random.default_rng(9).random(n)
+    for i in range(n):
+        d = alloc.decide(list(means), timestamp=1.7e9 + i)
+        alloc.update(d.decision_id, {"click": float(u[i] < means[d.arm_id])}, 1.7e9 + i + 0.5)
+    alloc.close()
+    return means
+
+
+def test_replay_of_the_allocators_own_decision_log(tmp_path, tracking_uri):
+    """An ε-mixed allocator's log: frozen OPE, the ε-slice replay, and a refused replay."""
+    means = own_log(tmp_path / "exp" / "decisions", 3000, epsilon=0.3)
+    policies = [
+        POLICIES[0],
+        {
+            "name": "eps_slice",
+            "mode": "learning",
+            "uniform_epsilon": 0.3,
+            "engine": {"policy": BETA, "objective": CLICKS},
+        },
+        POLICIES[2],  # learning, no ε: the log is not uniform
+    ]
+    cfg = tmp_path / "exp" / "replay.yaml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "logs": {"decision_log": "decisions", "reward": "reward"},
+                "experiment": {"name": "replay-test", **OPE},
+                "policies": policies,
+            }
+        )
+    )
+    code, out, _ = replay(cfg, tracking_uri, tmp_path / "runs", "own", "--sequential")
+    runs = runs_of(tracking_uri, "own")
+    data = from_decision_log(load_decision_log(tmp_path / "exp" / "decisions"), "reward")
+    # sorted by id, the groups interleave: the policy's registry must still match the log
+    assert data.arm_ids == ("jd", "shop:7", "taobao")
+    assert data.arm_groups == ("partner", "mini_shop", "partner")
+    mu = np.array([means[a] for a in data.arm_ids])
+
+    assert code == 1
+    failed = {k for k, r in runs.items() if r.info.status == "FAILED"}
+    assert failed == {("beta_ts_online", 1, 0), "summary"} and len(runs) == 4
+    refused = runs[("beta_ts_online", 1, 0)].data.tags["error"]
+    assert refused.startswith(
+        "allocator.errors.EvaluationRefused: the logging distribution is not uniform"
+    )
+    assert refused in out
+
+    frozen = runs[("beta_ts", 1, 0)].data.metrics
+    assert frozen["rounds"] == 3000 and frozen["train_rounds"] == 1500
+    assert frozen["logged.mean_reward"] == pytest.approx(data.rewards[1500:].mean(), abs=1e-12)
+    _, pi = frozen_target(POLICIES[0]["engine"], data, 1, 0.5)
+    truth = float((pi @ mu).mean())
+    assert pi[:, 1].mean() > 0.9  # it learned that shop:7 is best
+    for est in ("ips", "dr"):
+        assert_near_truth(frozen, est, truth, [float(mu.mean())])
+
+    sliced = runs[("eps_slice", 1, 0)].data.metrics
+    # the ε-slice keeps each round with probability (ε/|C|)/p: an ε share of the log
+    assert abs(sliced["replay.kept"] - 900) < 4 * np.sqrt(3000 * 0.3 * 0.7)
+    assert abs(sliced["replay.accepted"] - sliced["replay.kept"] / 3) < 4 * np.sqrt(
+        sliced["replay.kept"] * (1 / 3) * (2 / 3)
+    )
+    hoeffding = np.sqrt(np.log(1e4) / (2 * sliced["replay.accepted"]))
+    assert float(mu.mean()) < sliced["replay.value"] < float(mu.max()) + hoeffding
+
+
+BAD_CONFIGS = [
+    (
+        "both sources",
+        lambda c: c["logs"].update(decision_log="decisions"),
+        r"logs: Value error, logs: give exactly one of decision_log or foreign",
+    ),
+    (
+        "unknown estimator",
+        lambda c: c["experiment"].update(estimators=["ips", "magic"]),
+        r"experiment: Value error, experiment\.estimators: unknown \['magic'\]",
+    ),
+    (
+        "unknown policy kind",
+        lambda c: c["policies"][0]["engine"]["policy"].update(kind="softmax"),
+        r"policies\.0\.engine\.policy: Input tag 'softmax' found using 'kind' does not match",
+    ),
+    (
+        "missing column",
+        lambda c: c["logs"]["foreign"]["columns"].update(reward="revenue"),
+        r"has no column 'revenue' \(reward\); its columns are \['entry', 'clicked'",
+    ),
+    (
+        "mapping lacks a role",
+        lambda c: c["logs"]["foreign"]["columns"].pop("propensity"),
+        r"logs\.foreign\.columns\.propensity: Field required",
+    ),
+    (
+        "context width",
+        lambda c: c["policies"][1]["engine"]["policy"].update(n_features=3),
+        r"policies\[1\] \(linear_ts\): engine\.policy\.n_features = 3, but the logs have 5 context",
+    ),
+    (
+        "policy names",
+        lambda c: c["policies"][1].update(name="beta_ts"),
+        r"policy names must be unique",
+    ),
+    (
+        "train fraction",
+        lambda c: c["experiment"].update(train_fraction=1.0),
+        r"experiment\.train_fraction: Input should be less than 1",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"), [b[1:] for b in BAD_CONFIGS], ids=[b[0] for b in BAD_CONFIGS]
+)
+def test_malformed_replay_configs_fail_fast_naming_the_field(tmp_path, change, message):
+    good = write_experiment(tmp_path, make_click_log(50, seed=1).text, POLICIES)
+    cfg = yaml.safe_load(good.read_text())
+    change(cfg)
+    good.write_text(yaml.safe_dump(cfg))
+    db = tmp_path / "mlflow.db"
+    code, out, err = replay(good, f"sqlite:///{db}", tmp_path / "runs", "bad", "--sequential")
+    assert code == 2 and out == ""
+    assert err.startswith("error: ")
+    assert re.search(message, err), err
+    assert not db.exists() and not (tmp_path / "runs").exists()  # nothing ran, nothing logged
+
+
+# ------------------------------------------------------------ the bundled example
+def test_the_example_log_is_reproducible_byte_for_byte():
+    data = example_csv()
+    assert EXAMPLE_PATH.read_bytes() == data
+    assert len(data) <= 150_000 and data.count(b"\n") <= 2001
+
+
+def test_the_bundled_example_config_runs(tmp_path, tracking_uri):
+    code, out, err = run_cli(
+        "replay",
+        str(ROOT / "configs" / "replay_example.yaml"),
+        "--sequential",
+        "--tracking-uri",
+        tracking_uri,
+        "--out",
+        str(tmp_path / "runs"),
+        "--launch-id",
+        "ex",
+    )
+    assert code == 0, err
+    assert out.startswith("12 cells over 2,000 logged rounds, launch ex\n")
+    ranked = [line.split()[1] for line in out.split("\n\n")[1].splitlines()[1:]]
+    # tiers change the best destination: the contextual policy is worth more
+    assert ranked.index("linear_ts") < ranked.index("beta_ts")
