@@ -235,9 +235,9 @@ def run_replay(
         tracker.log_cell(CellRecord(task.name, task.coords, params, m, res.value["curves"]))
         key = "replay.value" if task.policy.mode == "learning" else f"ope.{_headline(s)}.value"
         per_policy.setdefault(task.policy.name, []).append(m.get(key, float("nan")))
-    rows = sorted(
+    rows: list[dict[str, Any]] = sorted(
         ({"policy": k, "value": float(np.mean(v)), "cells": len(v)} for k, v in per_policy.items()),
-        key=lambda r: -float(r["value"]),
+        key=lambda r: -r["value"],
     )
     table = "\n".join(
         [f"{'#':>2}  {'policy':<24}{'value':>12}  cells"]
