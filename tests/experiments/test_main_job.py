@@ -217,3 +217,22 @@ def test_a_malformed_scenario_fails_fast_naming_the_field(tmp_path, capsys, chan
 
     assert re.search(match, err, re.S), err
     assert not (tmp_path / "x.db").exists()  # failed before anything was launched or tracked
+
+
+@pytest.mark.heavy
+def test_every_cell_checks_off_policy_estimates_against_the_truth(tmp_path):
+    scenario = load_scenario(small_scenario(tmp_path, [4], ope_bootstrap=200))
+    m = _cell_metrics(scenario, ["static_split", "eps_greedy", "ab_then_commit", "oracle"],
+                      30_000, seed=4)  # fmt: skip
+    own = m["static_split"]  # the target logged itself: every weight is 1
+    assert own["ope.ips.value"] == pytest.approx(own["ope.snips.value"], rel=1e-12)
+    assert own["ope.ess"] == pytest.approx(30_000)
+    assert abs(own["ope.ips.value"] - own["ope.truth"]) < own["ope.ips.high"] - own["ope.ips.low"]
+    eps = m["eps_greedy"]  # ε = 0.1 keeps every candidate supported
+    for est in ("ips", "dr"):
+        width = eps[f"ope.{est}.high"] - eps[f"ope.{est}.low"]
+        assert abs(eps[f"ope.{est}.value"] - eps["ope.truth"]) < width, est
+    # a greedy committed logger gives most candidates no chance: no estimate, the reason
+    commit = m["ab_then_commit"]
+    assert commit["ope.unsupported_mass"] > 0.5 and "ope.ips.value" not in commit
+    assert not any(k.startswith("ope.") for k in m["oracle"])  # no propensities at all
