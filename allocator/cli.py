@@ -93,6 +93,11 @@ def _experiment_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--out", default="runs", help="directory for tables and plots")
     p.add_argument("--launch-id", default=None, help="name of this launch (default: timestamp)")
+    p.add_argument(
+        "--emit-logs",
+        action="store_true",
+        help="scenario: also write each cell's decision log and a replay config",
+    )
     p.add_argument("--max-retries", type=int, default=2,
                    help="Ray retries of a task whose worker died")  # fmt: skip
 
@@ -128,8 +133,9 @@ def _run(args: argparse.Namespace) -> int:
             from experiments.main import run_scenario
 
             outcome = run_scenario(
-                args.config, runner, args.scale, uri, args.out, args.launch_id, args.impressions
-            )
+                args.config, runner, args.scale, uri, args.out, args.launch_id,
+                args.impressions, emit_logs=args.emit_logs,
+            )  # fmt: skip
         else:
             from allocator.replay.experiment import run_replay
 

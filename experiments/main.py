@@ -7,6 +7,7 @@ and only then, only here — writes MLflow runs, the summary table and the plots
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ def run_scenario(
     launch_id: str | None = None,
     impressions: int | None = None,
     stream: TextIO | None = None,
+    emit_logs: bool = False,
 ) -> LaunchOutcome:
     """Run every cell of the scenario and report; failures are reported, never dropped."""
     out = stream if stream is not None else sys.stdout
@@ -66,9 +68,12 @@ def run_scenario(
         f"launch {tracker.launch_id}\n"
     )
     out.flush()
-    results = runner.run(run_cell, cells, Shared(world, scenario))
     launch_dir = Path(out_dir) / tracker.launch_id
     launch_dir.mkdir(parents=True, exist_ok=True)
+    if emit_logs:  # absolute: Ray workers do not share the driver's working directory
+        log_dir = str((launch_dir / "logs").resolve())
+        cells = [dataclasses.replace(c, log_dir=log_dir) for c in cells]
+    results = runner.run(run_cell, cells, Shared(world, scenario))
     failed = []
     table_cells: list[tuple[str, dict[str, float] | None]] = []
     by_strategy: dict[str, list[CellResult]] = {}
@@ -99,7 +104,13 @@ def run_scenario(
     )
     if failed:
         out.write(f"\n{len(failed)} cell(s) FAILED:\n  " + "\n  ".join(failed) + "\n")
-    out.write(f"\nfiles: {launch_dir}\nMLflow: {tracker.ui_hint()}\n")
+    out.write(f"\nfiles: {launch_dir}\n")
+    if emit_logs:
+        out.write(
+            f"decision logs: {launch_dir / 'logs'} (replay one with: allocator replay "
+            f"{launch_dir / 'logs'}/<cell>.replay.yaml)\n"
+        )
+    out.write(f"MLflow: {tracker.ui_hint()}\n")
     out.flush()
     return LaunchOutcome(
         rows, table, failed, tracker.experiment_id, summary_id, launch_dir, results

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -20,6 +21,7 @@ import numpy as np
 from experiments import kernels as k
 from experiments.compliance import FloorTrack, floor_tracks
 from experiments.config import ScenarioConfig, StaticSplitSpec
+from experiments.emit import LogBuffer
 from experiments.strategies import Decisions, ScenarioArms, StaticSplit, Strategy, Tick
 from experiments.world import Chunk, World
 from experiments.world.world import TIER_NAMES
@@ -44,6 +46,8 @@ class CellTask:
     n_impressions: int
     coords: dict[str, str]
     spec: dict[str, Any]  # the resolved strategy spec (sweep values applied)
+    #: write the cell's decision log (Parquet + replay config) into this directory
+    log_dir: str | None = None
 
 
 @dataclass
@@ -128,6 +132,7 @@ def run_cell(shared: Shared, task: CellTask) -> CellResult:
     batch = exp.feedback_batch
     n_seen = 0
     tick_no = 0
+    log = LogBuffer() if task.log_dir else None
     times: list[np.ndarray] = []
     served_groups: list[np.ndarray] = []
     present: list[np.ndarray] = []
@@ -160,10 +165,13 @@ def run_cell(shared: Shared, task: CellTask) -> CellResult:
             present.append(pg)
             cats.append(tick.category)
             tiers.append(tick.city_tier)
+            reward = gmv * rates[group_of_arm[chosen]]
             if ope_ref is not None and tick_no % stride == 0 and dec.probs is not None:
-                _log_for_ope(
-                    ope, ope_ref, tick, dec, flat, chosen, gmv * rates[group_of_arm[chosen]]
-                )
+                _log_for_ope(ope, ope_ref, tick, dec, flat, chosen, reward)
+            if log is not None and dec.probs is not None:
+                log.add(actions=chosen, rewards=reward, pscores=dec.propensities,
+                        timestamps=tick.timestamps, contexts=tick.contexts,
+                        cand_size=np.diff(tick.cand_ptr), cand_idx=tick.cand_idx)  # fmt: skip
             tick_no += 1
         n_seen += n
     metrics = _summarise(acc, arms, exp.end_share_window, n_seen)
@@ -175,7 +183,11 @@ def run_cell(shared: Shared, task: CellTask) -> CellResult:
         metrics.update(tr.measure(t_all, g_all, p_all, c_all, r_all))
     if ope_ref is not None and ope.parts:
         metrics.update(_ope_metrics(ope, world, task.seed, exp.ope_bootstrap))
-    return CellResult(metrics, curves, time.perf_counter() - start, n_seen)
+    extra: dict[str, Any] = {}
+    if log is not None and log.parts and task.log_dir is not None:
+        path = log.write(Path(task.log_dir), task.name, world.arm_ids, world.context_names)
+        extra["log"] = str(path)
+    return CellResult(metrics, curves, time.perf_counter() - start, n_seen, extra)
 
 
 def _sub_chunk(chunk: Chunk, lo: int, hi: int, flo: int, fhi: int) -> Chunk:

@@ -236,3 +236,30 @@ def test_every_cell_checks_off_policy_estimates_against_the_truth(tmp_path):
     commit = m["ab_then_commit"]
     assert commit["ope.unsupported_mass"] > 0.5 and "ope.ips.value" not in commit
     assert not any(k.startswith("ope.") for k in m["oracle"])  # no propensities at all
+
+
+@pytest.mark.heavy
+def test_emitted_logs_replay_with_the_bundled_importer(tmp_path, capsys):
+    cfg = small_scenario(tmp_path, [1], ope_target=None)
+    data = yaml.safe_load(cfg.read_text())
+    data["strategies"] = [s for s in data["strategies"] if s["name"] in ("eps_greedy", "oracle")]
+    cfg.write_text(yaml.safe_dump(data))
+    uri = f"sqlite:///{tmp_path / 'sim.db'}"
+    out_dir = tmp_path / "out"
+    code = main(["run", str(cfg), "--sequential", "--impressions", "4000", "--emit-logs",
+                 "--tracking-uri", uri, "--out", str(out_dir), "--launch-id", "emit"])  # fmt: skip
+    assert code == 0
+    logs = out_dir / "emit" / "logs"
+    # the oracle has no propensities: nothing to replay, nothing written
+    assert sorted(p.name for p in logs.iterdir()) == [
+        "eps_greedy_seed_1.parquet", "eps_greedy_seed_1.replay.yaml"
+    ]  # fmt: skip
+    from allocator.replay import ForeignLogConfig, load_foreign_log
+
+    replay_cfg = yaml.safe_load((logs / "eps_greedy_seed_1.replay.yaml").read_text())
+    logged = load_foreign_log(ForeignLogConfig.model_validate(replay_cfg["logs"]["foreign"]), logs)
+    assert logged.n_rounds == 4000 and logged.contexts.shape == (4000, 15)
+    assert ((logged.pscores > 0) & (logged.pscores <= 1)).all()
+    assert main(["replay", str(logs / "eps_greedy_seed_1.replay.yaml"), "--sequential",
+                 "--tracking-uri", uri, "--out", str(out_dir)]) == 0  # fmt: skip
+    assert "linear_ts" in capsys.readouterr().out
