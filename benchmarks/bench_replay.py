@@ -1,0 +1,279 @@
+"""Hand-run benchmark of offline replay, the Ray grid runner and MLflow cell logging.
+
+Not a test: it prints one markdown table per section (see benchmarks/README.md).
+
+    python benchmarks/bench_replay.py [--quick] [--only replay|ray|mlflow]
+"""
+
+from __future__ import annotations
+
+import os
+
+# One numba / BLAS thread here too, as in every Ray worker: rates are per core, and the
+# sequential runner is compared with Ray workers on equal terms.
+os.environ.update(NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+
+import argparse
+import datetime
+import importlib
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from allocator import ArmRegistry
+from allocator.config import BetaBernoulliConfig, LinearGaussianConfig
+from allocator.launch.runner import RayRunner, SequentialRunner, TaskResult
+from allocator.launch.tracking import CellRecord, LaunchTracker
+from allocator.policies import make_policy
+from allocator.replay import LoggedData, RidgeRewardModel, evaluate, replay_learning_policy
+from allocator.replay.evaluate import target_distribution
+
+SCENARIO = Path(__file__).resolve().parent.parent / "configs" / "wechat_entry.yaml"
+STRATEGY = "contextual_ts"  # the scenario strategy whose seeds make the Ray grid
+N_TASKS = 8
+
+
+def header(title: str) -> str:
+    """Title, date, machine; the load average tells whether others shared the CPUs."""
+    return (
+        f"### {title}\n\n{datetime.date.today().isoformat()}, {platform.machine()}, "
+        f"{os.cpu_count()} CPUs, python {platform.python_version()}; load average at the end "
+        f"(1 / 5 min): {os.getloadavg()[0]:.1f} / {os.getloadavg()[1]:.1f}\n"
+    )
+
+
+def table(cols: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def note(text: str) -> None:
+    print(f"  {text}", file=sys.stderr, flush=True)
+
+
+def timed(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, float]:
+    t0 = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - t0
+
+
+# ------------------------------------------------------------------------------- replay
+def uniform_log(k: int, n: int, d: int | None, seed: int) -> LoggedData:
+    """n rounds logged uniformly over all k arms; Bernoulli rewards (logistic in x if d)."""
+    rng = np.random.default_rng(seed)
+    actions = rng.integers(0, k, n)
+    x = None
+    if d is None:
+        mean = rng.beta(2.0, 20.0, k)[actions]
+    else:
+        x = rng.normal(size=(n, d))
+        theta = rng.normal(0.0, 1.0 / np.sqrt(d), (k, d))
+        bias = rng.normal(-2.0, 0.5, k)
+        mean = 1.0 / (1.0 + np.exp(-(bias[actions] + np.einsum("nd,nd->n", x, theta[actions]))))
+    return LoggedData(
+        arm_ids=tuple(f"arm:{a}" for a in range(k)),
+        actions=actions.astype(np.int64),
+        rewards=(rng.random(n) < mean).astype(np.float64),
+        pscores=np.full(n, 1.0 / k),
+        contexts=x,
+    )
+
+
+def fresh_policy(cfg: Any, k: int, seed: int = 0) -> Any:
+    registry = ArmRegistry(capacity=max(16, k))
+    registry.add([f"arm:{a}" for a in range(k)], "g")
+    return make_policy(cfg, registry, seed=seed)
+
+
+def trained_policy(cfg: Any, data: LoggedData) -> Any:
+    """A frozen target: the policy taught on the first half of the log."""
+    policy = fresh_policy(cfg, data.n_arms, seed=1)
+    half = data.take(0, data.n_rounds // 2)
+    policy.update_batch(half.actions, half.rewards, half.contexts)
+    policy.refresh()
+    return policy
+
+
+def bare_decide_loop(policy: Any, data: LoggedData) -> None:
+    """The baseline: one ``decide`` per logged round, no replay bookkeeping, no learning."""
+    cand = np.arange(data.n_arms, dtype=np.int64)
+    x = data.contexts
+    for i in range(data.n_rounds):
+        policy.decide(cand, None if x is None else x[i])
+
+
+def bench_replay(quick: bool) -> str:
+    n_replay, n_ope = (20_000, 10_000) if quick else (200_000, 100_000)
+    cases = [
+        ("Beta TS K=10", BetaBernoulliConfig(), 10, None),
+        ("Beta TS K=100", BetaBernoulliConfig(), 100, None),
+        ("linear TS d=16 K=20", LinearGaussianConfig(n_features=16), 20, 16),
+    ]
+    for _, cfg, k, d in cases:  # compile, or load from numba's cache, before timing
+        small = uniform_log(k, 2_000, d, 99)
+        replay_learning_policy(fresh_policy(cfg, k), small, np.random.default_rng(0))
+        evaluate(small, trained_policy(cfg, small), reward_model="ridge", n_boot=20,
+                 rng=np.random.default_rng(0))  # fmt: skip
+    rows = []
+    for label, cfg, k, d in cases:
+        data = uniform_log(k, n_replay, d, 0)
+        policy = fresh_policy(cfg, k)
+        res, sec = timed(replay_learning_policy, policy, data, np.random.default_rng(0))
+        _, bare = timed(bare_decide_loop, fresh_policy(cfg, k), data)
+        rows.append([
+            "rejection replay (learning)", label, f"{data.n_rounds:,}", f"{sec:.2f}",
+            f"{data.n_rounds / sec:,.0f}", f"{res.n_accepted:,}", f"{res.n_accepted / sec:,.0f}",
+            f"{1e6 * sec / data.n_rounds:.1f} µs/round; {sec / bare:.2f}× a bare decide loop",
+            f"value {res.value:.4f}",
+        ])  # fmt: skip
+        note(f"replay {label}: {sec:.1f} s")
+    for label, cfg, k, d in cases:
+        data = uniform_log(k, n_ope, d, 1)
+        target = trained_policy(cfg, data)
+        _, t_dist = timed(target_distribution, target, data)
+        model, t_fit = timed(RidgeRewardModel().fit, data, np.random.default_rng(0))
+        _, t_pred = timed(model.predict_candidates, data)
+        t_ridge = t_fit + t_pred
+        rng = np.random.default_rng(0)
+        ev, sec = timed(evaluate, data, target, reward_model="ridge", n_boot=200, rng=rng)
+        rows.append([
+            "OPE of frozen target (5 est., 200 boot)", label, f"{data.n_rounds:,}", f"{sec:.2f}",
+            f"{data.n_rounds / sec:,.0f}", "–", "–",
+            f"target dist {t_dist:.2f} s, ridge fit+predict {t_ridge:.2f} s, "
+            f"estimators + bootstrap {sec - t_dist - t_ridge:.2f} s",
+            f"DR {ev['dr'].value:.4f}",
+        ])  # fmt: skip
+        note(f"OPE {label}: {sec:.1f} s")
+    cols = ["what", "policy", "logged rows", "s", "rows/s", "accepted", "accepted/s",
+            "detail", "estimate"]  # fmt: skip
+    return header("Replay throughput (one core)") + "\n" + table(cols, rows)
+
+
+# ---------------------------------------------------------------------------------- ray
+def trivial(shared: Any, task: Any) -> Any:
+    return task
+
+
+def scenario_grid(n_impressions: int) -> tuple[Any, list[Any]]:
+    """Shared world + N_TASKS cells of one learning strategy (seeds 1..N), no OPE check."""
+    from experiments.build import grid_cells
+    from experiments.config import PolicySpec, load_scenario
+    from experiments.simulate import Shared
+    from experiments.world import World
+
+    sc = load_scenario(SCENARIO)
+    spec = next((s for s in sc.strategies if s.name == STRATEGY), None)
+    if spec is None:
+        spec = next(s for s in sc.strategies if isinstance(s, PolicySpec))
+        note(f"no strategy {STRATEGY!r} in {SCENARIO.name}: using {spec.name!r}")
+    exp = sc.experiment.model_copy(
+        update={"seeds": list(range(1, N_TASKS + 1)), "ope_target": None}
+    )
+    sc = sc.model_copy(update={"experiment": exp, "strategies": [spec]})
+    world = World(sc.world, seed=exp.world_seed)
+    return Shared(world, sc), grid_cells(sc, world, n_impressions)[:N_TASKS]
+
+
+def bench_ray(quick: bool) -> str:
+    from experiments.simulate import run_cell
+
+    n_impr = 5_000 if quick else 50_000
+    if not SCENARIO.exists():
+        return header("Ray scaling") + f"\nskipped: {SCENARIO} does not exist"
+    shared, cells = scenario_grid(n_impr)
+    SequentialRunner(progress=False).run(run_cell, cells[:1], shared)  # compile in the driver
+    _, t_import = timed(importlib.import_module, "ray")
+    strategy = cells[0].name.split("/")[0]
+    note(f"grid: {len(cells)} cells of {strategy}, {n_impr:,} impressions each")
+
+    def run(runner: Any, fn: Any, tasks: list[Any]) -> tuple[list[TaskResult], float]:
+        out: tuple[list[TaskResult], float] = timed(runner.run, fn, tasks, shared)
+        return out
+
+    ref, t_seq = run(SequentialRunner(progress=False), run_cell, cells)
+    rows = [["sequential (this process)", "1", f"{t_seq:.1f}",
+             f"{sum(r.seconds for r in ref):.1f}", "–", "1.00×", "–"]]  # fmt: skip
+    net = {}
+    for cpus in (1, 2):
+        # the start-up grid runs before and after the real one: Ray's start-up is noisy here
+        up = [run(RayRunner(num_cpus=cpus, progress=False), trivial, list(range(N_TASKS)))[1]]
+        res, wall = run(RayRunner(num_cpus=cpus, progress=False), run_cell, cells)
+        up.append(run(RayRunner(num_cpus=cpus, progress=False), trivial, list(range(N_TASKS)))[1])
+        ok = all(r.ok for r in res)
+        same = ok and all(a.value.metrics == b.value.metrics for a, b in zip(ref, res, strict=True))
+        if not ok:
+            note(next(r.error for r in res if not r.ok) or "")
+        net[cpus] = (wall, wall - float(np.mean(up)))
+        rows.append([
+            f"RayRunner(num_cpus={cpus})", str(cpus), f"{wall:.1f}",
+            f"{sum(r.seconds for r in res):.1f}", f"{up[0]:.1f} / {up[1]:.1f}",
+            f"{t_seq / wall:.2f}×", "yes" if same else "NO",
+        ])  # fmt: skip
+        note(f"ray {cpus} CPU(s): {wall:.1f} s (start-up grids {up[0]:.1f}, {up[1]:.1f} s)")
+    cols = ["runner", "workers", "wall s", "Σ task s (inside tasks)",
+            "start-up s, before / after (8 trivial tasks)", "speed-up vs sequential",
+            "metrics = sequential"]  # fmt: skip
+    return (
+        header(f"Ray scaling: {len(cells)} cells of {strategy}, {n_impr:,} impressions each")
+        + "\n"
+        + table(cols, rows)
+        + f"\n\nspeed-up 2 vs 1 workers: {net[1][0] / net[2][0]:.2f}× wall, "
+        f"{net[1][1] / net[2][1]:.2f}× net of start-up (wall − mean start-up). "
+        f"import ray (once per process, not in the table): {t_import:.1f} s"
+    )
+
+
+# ------------------------------------------------------------------------------- mlflow
+def cell_record(i: int, rng: np.random.Generator) -> CellRecord:
+    """A cell record of the size the scenario grid logs: 60 params, 80 metrics, 15 curves."""
+    params = {f"engine.policy.param_{j:02d}": f"{rng.random():.6f}" for j in range(60)}
+    metrics = {f"metric_{j:02d}": float(rng.random()) for j in range(80)}
+    steps = np.arange(60)
+    curves = {f"curve_{j:02d}": (steps, rng.random(60)) for j in range(15)}
+    coords = {"strategy": "contextual_ts", "kind": "policy", "seed": str(i), "contracts": "none"}
+    return CellRecord(f"contextual_ts/seed={i}", coords, params, metrics, curves)
+
+
+def bench_mlflow(quick: bool) -> str:
+    n = 5 if quick else 20
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        uri = f"sqlite:///{tmp}/mlflow.db"
+        _, t_import = timed(importlib.import_module, "mlflow.tracking")
+        tracker, t_new = timed(LaunchTracker, "bench", tracking_uri=uri)
+        _, t_again = timed(LaunchTracker, "bench", tracking_uri=uri)
+        tracker.log_cell(cell_record(0, rng))  # first write: lazy imports, warm caches
+        records = [cell_record(i, rng) for i in range(1, n + 1)]
+        ms = np.array([1e3 * timed(tracker.log_cell, r)[1] for r in records])
+    rows = [
+        ["import mlflow.tracking (once per process)", f"{1e3 * t_import:,.0f}"],
+        ["LaunchTracker() on a new sqlite store (creates the tables)", f"{1e3 * t_new:,.0f}"],
+        ["LaunchTracker() on the existing store", f"{1e3 * t_again:,.0f}"],
+        [f"log_cell, mean of {n} (60 params, 80 metrics, 15 curves × 60 steps)",
+         f"{ms.mean():,.0f}"],
+        ["log_cell, min / median / max",
+         f"{ms.min():,.0f} / {np.median(ms):,.0f} / {ms.max():,.0f}"],
+    ]  # fmt: skip
+    return header("MLflow logging (sqlite store)") + "\n" + table(["what", "ms"], rows)
+
+
+SECTIONS = {"replay": bench_replay, "ray": bench_ray, "mlflow": bench_mlflow}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
+    parser.add_argument("--only", choices=list(SECTIONS), help="run one section")
+    args = parser.parse_args()
+    for name in [args.only] if args.only else list(SECTIONS):
+        print(SECTIONS[name](args.quick), end="\n\n", flush=True)
+
+
+if __name__ == "__main__":
+    main()
