@@ -44,4 +44,4 @@ def test_readme_set_up_is_the_main_job_and_the_tests_and_ci_runs_the_second():
         'python -m pip install -e ".[test]" && python -m pytest',
     ]
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
-    assert "-e \".[test]\"" in ci and "python -m pytest" in ci
+    assert '-e ".[test]"' in ci and "python -m pytest" in ci
