@@ -11,6 +11,7 @@ bootstrap re-weights rows with Poisson(1) counts instead of materialising resamp
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar, NamedTuple
 
@@ -99,17 +100,7 @@ class Estimator:
         alpha: float = 0.05,
     ) -> Estimate:  # fmt: skip
         """Point estimate and a percentile Poisson-bootstrap interval."""
-        if n_boot < 10 or not 0.0 < alpha < 1.0:
-            raise InvalidInputError(f"n_boot = {n_boot} (>= 10), alpha = {alpha} (in (0, 1))")
-        data = check_feedback(data, self.needs_model)
-        num, den, add = self.terms(data)
-        n = num.shape[0]
-        boots = np.array(
-            [self._combine(num, den, add, np.asarray(rng.poisson(1.0, n))) for _ in range(n_boot)]
-        )
-        boots = boots[np.isfinite(boots)]
-        low, high = np.quantile(boots, [alpha / 2, 1 - alpha / 2])
-        return Estimate(self._combine(num, den, add, None), float(low), float(high))
+        return estimate_intervals([self], data, rng, n_boot, alpha)[self.name]
 
     @staticmethod
     def _combine(
@@ -205,6 +196,34 @@ class SwitchDR(Estimator):
         w = self.weights(data)
         residual = np.where(w <= self.tau, w * (data.reward - data.q_logged), 0.0)
         return data.q_target + residual, np.ones_like(w), None
+
+
+def estimate_intervals(
+    estimators: Sequence[Estimator], data: BanditFeedback, rng: np.random.Generator,
+    n_boot: int = 200, alpha: float = 0.05,
+) -> dict[str, Estimate]:  # fmt: skip
+    """Every estimator's estimate and percentile interval over the SAME bootstrap replicates.
+
+    One Poisson(1) count vector per replicate serves all estimators: drawing the counts is
+    most of a bootstrap's cost, and shared replicates make the intervals of different
+    estimators comparable (paired) rather than independently noisy.
+    """
+    if n_boot < 10 or not 0.0 < alpha < 1.0:
+        raise InvalidInputError(f"n_boot = {n_boot} (>= 10), alpha = {alpha} (in (0, 1))")
+    checked = [check_feedback(data, e.needs_model) for e in estimators]
+    terms = [e.terms(d) for e, d in zip(estimators, checked, strict=True)]
+    n = checked[0].reward.shape[0] if checked else 0
+    boots = np.empty((len(estimators), n_boot))
+    for b in range(n_boot):
+        counts = np.asarray(rng.poisson(1.0, n))
+        for j, t in enumerate(terms):
+            boots[j, b] = Estimator._combine(*t, counts)
+    out = {}
+    for j, (e, t) in enumerate(zip(estimators, terms, strict=True)):
+        finite = boots[j][np.isfinite(boots[j])]
+        low, high = np.quantile(finite, [alpha / 2, 1 - alpha / 2])
+        out[e.name] = Estimate(Estimator._combine(*t, None), float(low), float(high))
+    return out
 
 
 class Diagnostics(NamedTuple):

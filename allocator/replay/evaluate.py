@@ -31,6 +31,7 @@ from allocator.replay.estimators import (
     Estimator,
     SwitchDR,
     diagnostics,
+    estimate_intervals,
 )
 from allocator.replay.reward_model import RidgeRewardModel, check_candidates
 
@@ -237,9 +238,7 @@ def evaluate(
                 raise InvalidInputError("; ".join(skipped.values()))
     q = None if model is None else model.predict_candidates(data)
     feedback = bandit_feedback(data, prob, q)
-    estimates = {
-        e.name: e.estimate_interval(feedback, rng, n_boot, alpha)
-        for e in ests
-        if e.name not in skipped
-    }
+    estimates = estimate_intervals(
+        [e for e in ests if e.name not in skipped], feedback, rng, n_boot, alpha
+    )
     return Evaluation(estimates, diagnostics(feedback, clip), skipped, data.n_rounds)

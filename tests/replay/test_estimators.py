@@ -110,3 +110,17 @@ def test_switch_dr_matches_its_reference(tau):
 def test_switch_dr_needs_a_positive_threshold(tau):
     with pytest.raises(InvalidInputError, match=r"tau = .*: expected a number > 0"):
         SwitchDR(tau=tau)
+
+
+def test_shared_bootstrap_replicates_give_each_estimator_its_own_interval():
+    from allocator.replay.estimators import estimate_intervals
+
+    data, _ = simulate(5)
+    together = estimate_intervals([IPS(), SNIPS(), DR()], data, np.random.default_rng(9), 50)
+    # the first replicate stream is the one a lone estimator draws: identical intervals
+    for est in (IPS(), SNIPS(), DR()):
+        alone = est.estimate_interval(data, np.random.default_rng(9), 50)
+        assert together[est.name] == alone
+    assert together["ips"] != together["snips"]
+    with pytest.raises(InvalidInputError, match="n_boot = 5"):
+        estimate_intervals([IPS()], data, np.random.default_rng(0), 5)
