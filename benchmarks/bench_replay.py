@@ -180,10 +180,10 @@ def scenario_grid(n_impressions: int) -> tuple[Any, list[Any]]:
     return Shared(world, sc), grid_cells(sc, world, n_impressions)[:N_TASKS]
 
 
-def bench_ray(quick: bool) -> str:
+def bench_ray(quick: bool, cell_impressions: int | None = None) -> str:
     from experiments.simulate import run_cell
 
-    n_impr = 5_000 if quick else 50_000
+    n_impr = cell_impressions or (5_000 if quick else 50_000)
     if not SCENARIO.exists():
         return header("Ray scaling") + f"\nskipped: {SCENARIO} does not exist"
     shared, cells = scenario_grid(n_impr)
@@ -270,9 +270,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     parser.add_argument("--only", choices=list(SECTIONS), help="run one section")
+    parser.add_argument("--cell-impressions", type=int, default=None,
+                        help="impressions per Ray-scaling cell (default 50,000)")  # fmt: skip
     args = parser.parse_args()
     for name in [args.only] if args.only else list(SECTIONS):
-        print(SECTIONS[name](args.quick), end="\n\n", flush=True)
+        if name == "ray":
+            print(bench_ray(args.quick, args.cell_impressions), end="\n\n", flush=True)
+        else:
+            print(SECTIONS[name](args.quick), end="\n\n", flush=True)
 
 
 if __name__ == "__main__":
