@@ -20,7 +20,7 @@ import yaml
 
 
 class LogBuffer:
-    """Per-tick arrays of one cell, concatenated and written once at the end."""
+    """Per-tick arrays of one cell, concatenated once at the end (written, or evaluated)."""
 
     def __init__(self) -> None:
         self.parts: dict[str, list[np.ndarray]] = {}
@@ -29,12 +29,15 @@ class LogBuffer:
         for key, arr in arrays.items():
             self.parts.setdefault(key, []).append(arr)
 
+    def concat(self, key: str) -> np.ndarray:
+        return np.concatenate(self.parts[key])
+
     def write(self, directory: Path, cell: str, arm_ids: tuple[str, ...],
               context_names: tuple[str, ...]) -> Path:  # fmt: skip
         """``<directory>/<cell>.parquet`` and ``<cell>.replay.yaml``; returns the Parquet path."""
         directory.mkdir(parents=True, exist_ok=True)
         stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", cell)
-        cat = {k: np.concatenate(v) for k, v in self.parts.items()}
+        cat = {k: self.concat(k) for k in self.parts}
         ids = np.asarray(arm_ids, dtype=object)
         sizes = cat["cand_size"]
         bounds = np.concatenate([[0], np.cumsum(sizes)])

@@ -96,20 +96,6 @@ class _Acc:
         self.group_counts += flat.reshape(self.n_bins, self.n_groups)
 
 
-class _OpeLog:
-    """The cell's own log on a strided subsample of feedback batches, for the OPE check."""
-
-    def __init__(self) -> None:
-        self.parts: dict[str, list[np.ndarray]] = {}
-
-    def add(self, **arrays: np.ndarray) -> None:
-        for key, arr in arrays.items():
-            self.parts.setdefault(key, []).append(arr)
-
-    def concat(self, key: str) -> np.ndarray:
-        return np.concatenate(self.parts[key])
-
-
 def run_cell(shared: Shared, task: CellTask) -> CellResult:
     """Simulate ``task`` and return its metrics and curves (no MLflow here: driver logs)."""
     from experiments.build import build_strategy  # the factory needs the config types
@@ -127,7 +113,7 @@ def run_cell(shared: Shared, task: CellTask) -> CellResult:
     n_bins = exp.curve_points
     span = world.end_s - world.start_s
     acc = _Acc(n_bins, len(arms.group_names))
-    ope = _OpeLog()
+    ope = LogBuffer()
     stride = max(1, int(np.ceil(task.n_impressions / OPE_MAX_ROWS)))
     batch = exp.feedback_batch
     n_seen = 0
@@ -235,7 +221,7 @@ def _ope_reference(scenario: ScenarioConfig, arms: ScenarioArms, task: CellTask)
 
 
 def _log_for_ope(
-    ope: _OpeLog, ref: StaticSplit, tick: Tick, dec: Decisions, flat: np.ndarray,
+    ope: LogBuffer, ref: StaticSplit, tick: Tick, dec: Decisions, flat: np.ndarray,
     chosen: np.ndarray, reward: np.ndarray,
 ) -> None:  # fmt: skip
     target = ref.distribution(tick)
@@ -251,7 +237,7 @@ def _log_for_ope(
     )  # fmt: skip
 
 
-def _ope_metrics(ope: _OpeLog, world: World, seed: int, n_boot: int) -> dict[str, float]:
+def _ope_metrics(ope: LogBuffer, world: World, seed: int, n_boot: int) -> dict[str, float]:
     from allocator.replay import LoggedData, evaluate
 
     sizes = ope.concat("cand_ptr")

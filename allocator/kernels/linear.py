@@ -59,10 +59,10 @@ def check_requests(xs, cand_ptr, cand_idx, active, pos_of_arm, slots, err):
 
 
 @njit(cache=True, nogil=True)
-def spd_inverse(a, out, work):
-    """Inverse of a symmetric positive-definite (d, d) matrix through its Cholesky factor.
+def cholesky_factor(a, work):
+    """Lower Cholesky factor of a symmetric positive-definite (d, d) ``a`` into ``work``.
 
-    ``work`` (d, d) receives the lower factor; ``out`` (d, d) the inverse.
+    A non-positive pivot (round-off on a near-singular matrix) is floored, not raised.
     """
     d = a.shape[0]
     for i in range(d):
@@ -74,6 +74,16 @@ def spd_inverse(a, out, work):
                 work[i, i] = np.sqrt(s) if s > 1e-300 else 1e-150
             else:
                 work[i, j] = s / work[j, j]
+
+
+@njit(cache=True, nogil=True)
+def spd_inverse(a, out, work):
+    """Inverse of a symmetric positive-definite (d, d) matrix through its Cholesky factor.
+
+    ``work`` (d, d) receives the lower factor; ``out`` (d, d) the inverse.
+    """
+    d = a.shape[0]
+    cholesky_factor(a, work)
     for c in range(d):  # solve L Lᵀ out[:, c] = e_c
         for i in range(d):
             s = 1.0 if i == c else 0.0

@@ -9,6 +9,8 @@ toward zero: an arm without rows gets the pooled fit exactly, a rare arm mostly 
 import numpy as np
 from numba import njit
 
+from allocator.kernels.linear import cholesky_factor
+
 
 @njit(cache=True, nogil=True)
 def ridge_moments(x, arms, rewards, fold, xtx, xty):
@@ -45,15 +47,7 @@ def ridge_moments(x, arms, rewards, fold, xtx, xty):
 def cholesky_solve(a, b, out, work):
     """Solve ``a out = b`` for symmetric positive-definite ``a`` (p, p); ``work`` (p, p)."""
     p = a.shape[0]
-    for i in range(p):
-        for j in range(i + 1):
-            s = a[i, j]
-            for k in range(j):
-                s -= work[i, k] * work[j, k]
-            if i == j:
-                work[i, i] = np.sqrt(s) if s > 1e-300 else 1e-150
-            else:
-                work[i, j] = s / work[j, j]
+    cholesky_factor(a, work)
     for i in range(p):  # L y = b
         s = b[i]
         for k in range(i):
