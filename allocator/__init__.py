@@ -21,11 +21,11 @@ from allocator.errors import (
     SnapshotError,
     UnknownArmError,
 )
+from allocator.decisions import Decision, Decisions
+from allocator.engine import Engine
 from allocator.objective import Objective
 from allocator.policies import (
-    BatchChoice,
     BetaBernoulliPolicy,
-    Choice,
     LinearGaussianPolicy,
     NormalGammaPolicy,
     Policy,
@@ -36,7 +36,6 @@ from allocator.registry import ArmRegistry
 from allocator.serving import (
     Allocator,
     AllocatorConfig,
-    Decision,
     Outcome,
     UpdateStatus,
     load_allocator_config,
@@ -49,12 +48,12 @@ __all__ = [
     "AllocatorConfig",
     "AllocatorError",
     "ArmRegistry",
-    "BatchChoice",
     "BetaBernoulliConfig",
     "BetaBernoulliPolicy",
-    "Choice",
     "ConfigError",
     "Decision",
+    "Decisions",
+    "Engine",
     "EngineConfig",
     "EvaluationRefused",
     "InvalidInputError",

@@ -29,6 +29,19 @@ class ArmRegistry:
         self.active = np.zeros(capacity, dtype=np.bool_)
         self.arm_group = np.full(capacity, -1, dtype=np.int64)
 
+    @classmethod
+    def build(cls, ids: Sequence[str], groups: Sequence[str]) -> ArmRegistry:
+        """A registry of ``ids`` in ``groups`` (aligned), indexed in the given order."""
+        if len(ids) != len(groups):
+            raise InvalidInputError(f"{len(ids)} arm ids but {len(groups)} groups")
+        registry = cls(capacity=max(16, len(ids)))
+        start = 0
+        for i in range(1, len(ids) + 1):  # consecutive runs of one group in one call
+            if i == len(ids) or groups[i] != groups[start]:
+                registry.add(list(ids[start:i]), groups[start])
+                start = i
+        return registry
+
     @property
     def n_arms(self) -> int:
         """Number of indices handed out (active or retired)."""
@@ -49,13 +62,16 @@ class ArmRegistry:
         except KeyError:
             raise UnknownArmError(f"unknown group {group!r}; known: {self._groups}") from None
 
-    def add(self, ids: Sequence[str] | str, group: str) -> np.ndarray:
-        """Register ``ids`` in ``group``; return their indices.
+    def knows(self, arm_id: str) -> bool:
+        """True when ``arm_id`` was ever registered (active or retired)."""
+        return arm_id in self._index
 
-        Re-adding a retired id reactivates it with its old index (and learned state);
-        re-adding an active id, or an id already in another group, is an error.
-        """
-        ids = [ids] if isinstance(ids, str) else list(ids)
+    def index_of(self, arm_id: str) -> int | None:
+        """The index of ``arm_id``, or None when it was never registered."""
+        return self._index.get(arm_id)
+
+    def check_new(self, ids: Sequence[str], group: str) -> None:
+        """Raise if ``ids`` cannot be added to ``group`` (nothing changes either way)."""
         if not group or not isinstance(group, str):
             raise InvalidInputError(f"group must be a non-empty string, got {group!r}")
         if len(set(ids)) != len(ids):
@@ -72,13 +88,22 @@ class ArmRegistry:
                         f"arm {arm_id!r} was registered in group "
                         f"{self._groups[self.arm_group[known]]!r}, not {group!r}"
                     )
+
+    def add(self, ids: Sequence[str] | str, group: str) -> np.ndarray:
+        """Register ``ids`` in ``group``; return their indices.
+
+        Re-adding a retired id reactivates it with its old index (and learned state);
+        re-adding an active id, or an id already in another group, is an error.
+        """
+        ids = [ids] if isinstance(ids, str) else list(ids)
+        self.check_new(ids, group)
         code = self._group_code.get(group)
         if code is None:
             code = len(self._groups)
             self._groups.append(group)
             self._group_code[group] = code
         fresh = [a for a in ids if a not in self._index]
-        self._reserve(self.n_arms + len(fresh))
+        self.reserve(self.n_arms + len(fresh))
         out = np.empty(len(ids), dtype=np.int64)
         for i, arm_id in enumerate(ids):
             idx = self._index.get(arm_id)
@@ -123,7 +148,8 @@ class ArmRegistry:
         n = self.n_arms
         return np.flatnonzero((self.arm_group[:n] == code) & self.active[:n])
 
-    def _reserve(self, n: int) -> None:
+    def reserve(self, n: int) -> None:
+        """Make room for ``n`` arms (doubling, so one-at-a-time adds stay amortised O(1))."""
         cap = self.capacity
         if n <= cap:
             return

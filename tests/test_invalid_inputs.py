@@ -24,15 +24,9 @@ SCRATCH = {"_p", "_best", "_arg", "_mean_buf", "_sd_buf", "_w_buf", "_pp_buf", "
 
 def fingerprint(pol) -> str:
     digest = hashlib.sha256()
-    for name in sorted(vars(pol)):
-        value = getattr(pol, name)
-        if name in SCRATCH:
-            continue
-        if isinstance(value, np.ndarray):
-            digest.update(name.encode() + value.tobytes())
-        elif isinstance(value, (int, float, bool)):
-            digest.update(f"{name}={value}".encode())
-    digest.update(repr(pol._rng.bit_generator.state).encode())
+    for name, value in sorted(pol.state.snapshot().items()):
+        digest.update(name.encode() + value.tobytes())
+    digest.update(repr(pol.rng.bit_generator.state).encode())
     digest.update(pol.registry.active.tobytes())
     return digest.hexdigest()
 
@@ -90,8 +84,8 @@ def test_bad_candidates_rejected_state_unchanged(kind, cand, exc, match):
     with pytest.raises(exc, match=match):
         pol.decide(cand, CTX[kind])
     assert fingerprint(pol) == before
-    assert (pol._pos_of_arm == -1).all()
-    assert pol.decide([0, 1, 2], CTX[kind]).arm in (0, 1, 2)
+    assert (pol.state.pos_of_arm == -1).all()
+    assert pol.decide([0, 1, 2], CTX[kind]).arm_index in (0, 1, 2)
 
 
 @pytest.mark.parametrize("kind", ["beta", "normal_gamma", "linear", "shared"])

@@ -8,16 +8,15 @@ from allocator.constraints.config import (
     GroupTarget,
     Schedule,
 )
-from allocator.constraints.layer import ConstrainedChoice, ConstrainedPolicy, ConstraintReport
+from allocator.constraints.contracts import ConstraintReport, Contracts
 
 __all__ = [
     "ArmTarget",
     "ColdArmsTarget",
-    "ConstrainedChoice",
-    "ConstrainedPolicy",
     "Constraint",
     "ConstraintReport",
     "ConstraintSet",
+    "Contracts",
     "GroupTarget",
     "Schedule",
 ]

@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from allocator.config import GroupName, PositiveFloat, StrictModel
+from allocator.kernels import constraints as kc
 
 AttrValue = Annotated[str, Field(min_length=1, max_length=128)]
 
@@ -82,19 +83,14 @@ class Schedule(StrictModel):
         return schedule_value(t, t0, t1, self.start_value, self.final_value, self.shape, self.steps)
 
 
-SHAPE_CODES = {"constant": 0, "linear": 1, "step": 2}
+SHAPE_CODES = {"constant": kc.SHAPE_CONSTANT, "linear": kc.SHAPE_LINEAR, "step": kc.SHAPE_STEP}
 
 
 def schedule_value(
     t: float, t0: float, t1: float, v0: float, v1: float, shape: str, steps: int
 ) -> float:
-    """Reference implementation of the schedule (the kernel mirrors it)."""
-    frac = (t - t0) / (t1 - t0)
-    if shape == "constant":
-        return v0
-    if shape == "linear":
-        return v0 + (v1 - v0) * frac
-    return v0 + (v1 - v0) * min(int(frac * steps), steps - 1) / max(steps - 1, 1)
+    """The schedule at ``t`` inside ``[t0, t1)``: the kernel's formula, called from Python."""
+    return float(kc.schedule_value(t, t0, t1, v0, v1, SHAPE_CODES[shape], steps))
 
 
 class Constraint(StrictModel):

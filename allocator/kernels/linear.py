@@ -11,51 +11,14 @@ import numpy as np
 from numba import njit
 
 from allocator.kernels.choice import (
-    ERR_NONFINITE,
-    ERR_TOO_MANY,
     OK,
     RULE_GREEDY,
     RULE_THOMPSON,
     all_finite,
     argmax_onehot,
-    clear_marks,
     gauss_win_shares,
-    mark_candidates,
-    mix_uniform,
-    mix_uniform_and_draw,
 )
-
-
-@njit(cache=True, nogil=True)
-def check_request(x, cand, active, pos_of_arm, slots, err):
-    """Check a contextual request: finite context, at most ``slots`` valid, distinct arms.
-
-    Returns ``OK`` or a negative error code (``err[0]`` = bad candidate position); no mark
-    is left set in ``pos_of_arm``.
-    """
-    if not all_finite(x):
-        return ERR_NONFINITE
-    n = cand.shape[0]
-    if n > slots:
-        return ERR_TOO_MANY
-    code = mark_candidates(cand, active, pos_of_arm, err)
-    if code == OK:
-        clear_marks(cand, n, pos_of_arm)
-    return code
-
-
-@njit(cache=True, nogil=True)
-def check_requests(xs, cand_ptr, cand_idx, active, pos_of_arm, slots, err):
-    """:func:`check_request` over a CSR batch; ``err`` gets ``[request, position]``."""
-    one = np.zeros(1, dtype=np.int64)
-    for r in range(cand_ptr.shape[0] - 1):
-        c = cand_idx[cand_ptr[r] : cand_ptr[r + 1]]
-        code = check_request(xs[r], c, active, pos_of_arm, slots, one)
-        if code != OK:
-            err[0] = r
-            err[1] = one[0]
-            return code
-    return OK
+from allocator.kernels.pipeline import check_requests, finish
 
 
 @njit(cache=True, nogil=True)
@@ -211,72 +174,19 @@ def scores_to_probs(mean, sd, n, z, rule, ucb_alpha, best, arg, p):
 
 @njit(cache=True, nogil=True)
 def decide_linear(
-    x,
-    cand,
-    active,
-    pos_of_arm,
-    mu,
-    a_inv,
-    v,
-    z,
-    rule,
-    ucb_alpha,
-    eps,
-    rng_state,
-    mean_buf,
-    sd_buf,
-    best,
-    arg,
-    p,
-    err,
-    draw,
-):
-    """Choose one candidate for context ``x`` (d,); exact probabilities in ``p[:C]``.
+    cand_ptr, cand_idx, xs, times, codes, draw,
+    active, mu, a_inv, v, z, rule, ucb_alpha, eps,
+    def_i, def_f, allowed, eta, backstop, surplus, arm_group, n_obs, first_seen, st_f, st_i,
+    ring, member, before,
+    rng_state, pos_of_arm, best, arg, mean_buf, sd_buf, p_out, chosen, forced, adjusted, err,
+):  # fmt: skip
+    """Decide a CSR batch of requests with contexts ``xs`` (R, d) through the pipeline.
 
-    ``mu`` (capacity, d), ``a_inv`` (capacity, d, d), ``z`` (slots, M) standard normals.
-    With ``draw`` False only ``p`` is filled (ε mixed in) and 0 is returned.
-    Returns the chosen position or a negative error code (state untouched).
+    ``mu`` (capacity, d), ``a_inv`` (capacity, d, d), ``z`` (slots, M) standard normals;
+    the other arguments are those of :func:`allocator.kernels.per_arm.decide_per_arm`.
+    Returns ``OK`` or a negative error code (``err`` = request, position), nothing changed.
     """
-    code = check_request(x, cand, active, pos_of_arm, z.shape[0], err)
-    if code != OK:
-        return code
-    n = cand.shape[0]
-    linear_scores(x, cand, mu, a_inv, v, mean_buf, sd_buf)
-    scores_to_probs(mean_buf, sd_buf, n, z, rule, ucb_alpha, best, arg, p)
-    if not draw:
-        mix_uniform(p, n, eps)
-        return 0
-    return mix_uniform_and_draw(p, n, eps, rng_state)
-
-
-@njit(cache=True, nogil=True)
-def decide_linear_batch(
-    xs,
-    cand_ptr,
-    cand_idx,
-    active,
-    pos_of_arm,
-    mu,
-    a_inv,
-    v,
-    z,
-    rule,
-    ucb_alpha,
-    eps,
-    rng_state,
-    mean_buf,
-    sd_buf,
-    best,
-    arg,
-    p_out,
-    chosen,
-    err,
-):
-    """Batch form of :func:`decide_linear`: ``xs`` (R, d), CSR candidates, ``p_out`` (nnz,).
-
-    Every request is checked before the first draw; ``err`` gets ``[request, position]``.
-    """
-    code = check_requests(xs, cand_ptr, cand_idx, active, pos_of_arm, z.shape[0], err)
+    code = check_requests(cand_ptr, cand_idx, xs, active, pos_of_arm, z.shape[0], err)
     if code != OK:
         return code
     for r in range(cand_ptr.shape[0] - 1):
@@ -286,5 +196,9 @@ def decide_linear_batch(
         p = p_out[lo : lo + n]
         linear_scores(xs[r], c, mu, a_inv, v, mean_buf, sd_buf)
         scores_to_probs(mean_buf, sd_buf, n, z, rule, ucb_alpha, best, arg, p)
-        chosen[r] = mix_uniform_and_draw(p, n, eps, rng_state)
+        chosen[r], forced[r], adjusted[r] = finish(
+            p, n, c, mean_buf, eps, times[r], codes[r], draw, def_i, def_f, allowed, eta,
+            backstop, surplus, arm_group, n_obs, first_seen, st_f, st_i, ring, member, before,
+            rng_state,
+        )  # fmt: skip
     return OK

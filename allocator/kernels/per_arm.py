@@ -16,9 +16,8 @@ from allocator.kernels.choice import (
     bank_win_shares,
     clear_marks,
     mark_candidates,
-    mix_uniform,
-    mix_uniform_and_draw,
 )
+from allocator.kernels.pipeline import check_requests, finish
 
 
 @njit(cache=True, nogil=True)
@@ -35,91 +34,37 @@ def _base_probs(cand, pos_of_arm, bank, winner, mean, sd, rule, ucb_alpha, best,
 
 @njit(cache=True, nogil=True)
 def decide_per_arm(
-    cand,
-    active,
-    pos_of_arm,
-    bank,
-    winner,
-    mean,
-    sd,
-    rule,
-    ucb_alpha,
-    eps,
-    rng_state,
-    best,
-    arg,
-    p,
-    err,
-    draw,
-):
-    """Choose one candidate; fill ``p[:C]`` with the exact choice probabilities.
+    cand_ptr, cand_idx, xs, times, codes, draw,
+    active, bank, winner, mean, sd, rule, ucb_alpha, eps,
+    def_i, def_f, allowed, eta, backstop, surplus, arm_group, n_obs, first_seen, st_f, st_i,
+    ring, member, before,
+    rng_state, pos_of_arm, best, arg, mu_buf, p_out, chosen, forced, adjusted, err,
+):  # fmt: skip
+    """Decide a CSR batch of requests through the pipeline (see :mod:`.pipeline`).
 
     Parameters
     ----------
-    cand : int64 (C,) arm indices; active : bool (capacity,); pos_of_arm : int64 (capacity,)
-    bank : float32 (capacity, M); winner : int64 (M,); mean, sd : float64 (capacity,)
-    rule : int (0 Thompson, 1 UCB, 2 greedy); ucb_alpha, eps : float
-    rng_state : uint64 (2,) decision stream, advanced by one draw on success
-    best, arg : scratch (>= max(M, C),); p : float64 (>= C,) output; err : int64 (1,)
-    draw : bool, False = only fill ``p`` (ε mixed in) for a caller that draws itself
+    cand_ptr : int64 (R+1,); cand_idx : int64 (nnz,); xs : float64 (R, 0) (no context)
+    times : float64 (R,) epoch seconds; codes : int64 (R, A) request attribute codes
+    draw : bool, False = fill ε-mixed policy probabilities only (stream untouched)
+    active : bool (capacity,); bank : float32 (capacity, M); winner : int64 (M,)
+    mean, sd : float64 (capacity,); rule : int; ucb_alpha, eps : float
+    def_i … before : the contract arrays of :func:`.pipeline.finish`
+    rng_state : uint64 (2,); pos_of_arm : int64 (capacity,) scratch (all -1)
+    best, arg : scratch (>= max(M, C),); mu_buf : float64 (>= C,) scratch
+    p_out : float64 (nnz,) probabilities aligned with ``cand_idx``
+    chosen, forced, adjusted : int64 (R,) outputs; err : int64 (2,)
 
     Returns
     -------
     int
-        Chosen position in ``cand`` (>= 0), or a negative error code from
-        :func:`mark_candidates` with no state changed.
+        ``OK``, or a negative error code (``err`` = request, position) with nothing changed.
     """
-    code = mark_candidates(cand, active, pos_of_arm, err)
+    code = check_requests(cand_ptr, cand_idx, xs, active, pos_of_arm, cand_idx.shape[0], err)
     if code != OK:
         return code
-    n = cand.shape[0]
-    _base_probs(cand, pos_of_arm, bank, winner, mean, sd, rule, ucb_alpha, best, arg, p)
-    clear_marks(cand, n, pos_of_arm)
-    if not draw:
-        mix_uniform(p, n, eps)
-        return 0
-    return mix_uniform_and_draw(p, n, eps, rng_state)
-
-
-@njit(cache=True, nogil=True)
-def decide_per_arm_batch(
-    cand_ptr,
-    cand_idx,
-    active,
-    pos_of_arm,
-    bank,
-    winner,
-    mean,
-    sd,
-    rule,
-    ucb_alpha,
-    eps,
-    rng_state,
-    best,
-    arg,
-    p_out,
-    chosen,
-    err,
-):
-    """Batch form of :func:`decide_per_arm` over CSR candidate lists.
-
-    ``cand_ptr`` (R+1,) and ``cand_idx`` (nnz,) hold request ``r``'s candidates in
-    ``cand_idx[cand_ptr[r]:cand_ptr[r+1]]``; ``p_out`` (nnz,) receives the probabilities
-    aligned with ``cand_idx`` and ``chosen`` (R,) the chosen positions within each request.
-    All requests are checked before any draw, so an error leaves the stream untouched;
-    ``err`` gets ``[request, position]`` of the first bad candidate.
-    """
-    n_req = cand_ptr.shape[0] - 1
     one = np.zeros(1, dtype=np.int64)
-    for r in range(n_req):
-        c = cand_idx[cand_ptr[r] : cand_ptr[r + 1]]
-        code = mark_candidates(c, active, pos_of_arm, one)
-        if code != OK:
-            err[0] = r
-            err[1] = one[0]
-            return code
-        clear_marks(c, c.shape[0], pos_of_arm)
-    for r in range(n_req):
+    for r in range(cand_ptr.shape[0] - 1):
         lo = cand_ptr[r]
         c = cand_idx[lo : cand_ptr[r + 1]]
         n = c.shape[0]
@@ -127,7 +72,13 @@ def decide_per_arm_batch(
         mark_candidates(c, active, pos_of_arm, one)
         _base_probs(c, pos_of_arm, bank, winner, mean, sd, rule, ucb_alpha, best, arg, p)
         clear_marks(c, n, pos_of_arm)
-        chosen[r] = mix_uniform_and_draw(p, n, eps, rng_state)
+        for j in range(n):
+            mu_buf[j] = mean[c[j]]
+        chosen[r], forced[r], adjusted[r] = finish(
+            p, n, c, mu_buf, eps, times[r], codes[r], draw, def_i, def_f, allowed, eta,
+            backstop, surplus, arm_group, n_obs, first_seen, st_f, st_i, ring, member, before,
+            rng_state,
+        )  # fmt: skip
     return OK
 
 

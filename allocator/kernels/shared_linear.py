@@ -11,13 +11,9 @@ weights is not used for exploration); propensities remain exact for that procedu
 import numpy as np
 from numba import njit
 
-from allocator.kernels.choice import OK, all_finite, mix_uniform, mix_uniform_and_draw
-from allocator.kernels.linear import (
-    check_request,
-    check_requests,
-    scores_to_probs,
-    sherman_morrison,
-)
+from allocator.kernels.choice import OK, all_finite
+from allocator.kernels.linear import scores_to_probs, sherman_morrison
+from allocator.kernels.pipeline import check_requests, finish
 
 
 @njit(cache=True, nogil=True)
@@ -110,75 +106,20 @@ def shared_scores(x, cand, features, mu, a_inv, v, w_buf, p_buf, mean_out, sd_ou
 
 @njit(cache=True, nogil=True)
 def decide_shared(
-    x,
-    cand,
-    active,
-    pos_of_arm,
-    features,
-    mu,
-    a_inv,
-    v,
-    z,
-    rule,
-    ucb_alpha,
-    eps,
-    rng_state,
-    w_buf,
-    p_buf,
-    mean_buf,
-    sd_buf,
-    best,
-    arg,
-    p,
-    err,
-    draw,
-):
-    """Choose one candidate under the shared model; exact probabilities in ``p[:C]``.
+    cand_ptr, cand_idx, xs, times, codes, draw,
+    active, features, mu, a_inv, v, z, rule, ucb_alpha, eps,
+    def_i, def_f, allowed, eta, backstop, surplus, arm_group, n_obs, first_seen, st_f, st_i,
+    ring, member, before,
+    rng_state, pos_of_arm, best, arg, w_buf, pp_buf, mean_buf, sd_buf, p_out, chosen, forced,
+    adjusted, err,
+):  # fmt: skip
+    """Decide a CSR batch of requests under the shared model through the pipeline.
 
-    ``features`` (capacity, d_arm), ``mu`` (D,), ``a_inv`` (D, D), ``z`` (slots, M).
-    With ``draw`` False only ``p`` is filled (ε mixed in) and 0 is returned.
-    Returns the chosen position or a negative error code (state untouched).
+    ``features`` (capacity, d_arm), ``mu`` (D,), ``a_inv`` (D, D), ``z`` (slots, M);
+    ``w_buf`` (d_arm,) and ``pp_buf`` (d_arm, d_arm) scratch; the other arguments are those
+    of :func:`allocator.kernels.per_arm.decide_per_arm`.
     """
-    code = check_request(x, cand, active, pos_of_arm, z.shape[0], err)
-    if code != OK:
-        return code
-    n = cand.shape[0]
-    shared_scores(x, cand, features, mu, a_inv, v, w_buf, p_buf, mean_buf, sd_buf)
-    scores_to_probs(mean_buf, sd_buf, n, z, rule, ucb_alpha, best, arg, p)
-    if not draw:
-        mix_uniform(p, n, eps)
-        return 0
-    return mix_uniform_and_draw(p, n, eps, rng_state)
-
-
-@njit(cache=True, nogil=True)
-def decide_shared_batch(
-    xs,
-    cand_ptr,
-    cand_idx,
-    active,
-    pos_of_arm,
-    features,
-    mu,
-    a_inv,
-    v,
-    z,
-    rule,
-    ucb_alpha,
-    eps,
-    rng_state,
-    w_buf,
-    p_buf,
-    mean_buf,
-    sd_buf,
-    best,
-    arg,
-    p_out,
-    chosen,
-    err,
-):
-    """Batch form of :func:`decide_shared` over CSR candidate lists."""
-    code = check_requests(xs, cand_ptr, cand_idx, active, pos_of_arm, z.shape[0], err)
+    code = check_requests(cand_ptr, cand_idx, xs, active, pos_of_arm, z.shape[0], err)
     if code != OK:
         return code
     for r in range(cand_ptr.shape[0] - 1):
@@ -186,7 +127,11 @@ def decide_shared_batch(
         c = cand_idx[lo : cand_ptr[r + 1]]
         n = c.shape[0]
         p = p_out[lo : lo + n]
-        shared_scores(xs[r], c, features, mu, a_inv, v, w_buf, p_buf, mean_buf, sd_buf)
+        shared_scores(xs[r], c, features, mu, a_inv, v, w_buf, pp_buf, mean_buf, sd_buf)
         scores_to_probs(mean_buf, sd_buf, n, z, rule, ucb_alpha, best, arg, p)
-        chosen[r] = mix_uniform_and_draw(p, n, eps, rng_state)
+        chosen[r], forced[r], adjusted[r] = finish(
+            p, n, c, mean_buf, eps, times[r], codes[r], draw, def_i, def_f, allowed, eta,
+            backstop, surplus, arm_group, n_obs, first_seen, st_f, st_i, ring, member, before,
+            rng_state,
+        )  # fmt: skip
     return OK

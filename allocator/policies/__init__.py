@@ -1,4 +1,4 @@
-"""Policies: a posterior family (config → arrays → kernels) with a decision rule.
+"""Policies: a posterior family (declared state → kernels) with a decision rule.
 
 :func:`make_policy` builds the right class from a validated config; the mapping is a table
 keyed by the config's ``kind``, so adding a family is one class and one entry here.
@@ -14,7 +14,7 @@ from allocator.config import (
     NormalGammaConfig,
     SharedLinearConfig,
 )
-from allocator.policies.base import BatchChoice, Choice, Policy
+from allocator.policies.base import Policy
 from allocator.policies.linear import LinearGaussianPolicy, SharedLinearPolicy
 from allocator.policies.per_arm import BetaBernoulliPolicy, NormalGammaPolicy
 from allocator.registry import ArmRegistry
@@ -26,27 +26,25 @@ POLICY_CLASSES: dict[str, type[Policy]] = {
     "shared_linear": SharedLinearPolicy,
 }
 
+PolicyConfig = BetaBernoulliConfig | NormalGammaConfig | LinearGaussianConfig | SharedLinearConfig
+
 
 def make_policy(
-    config: BetaBernoulliConfig | NormalGammaConfig | LinearGaussianConfig | SharedLinearConfig,
-    registry: ArmRegistry,
-    seed: int,
-    **kwargs: Any,
+    config: PolicyConfig, registry: ArmRegistry, seed: int, arm_features: Any = None
 ) -> Policy:
     """Build the policy for ``config.kind`` over the arms of ``registry``."""
     cls: Any = POLICY_CLASSES[config.kind]
-    policy: Policy = cls(config, registry, seed, **kwargs)
+    policy: Policy = cls(config, registry, seed, arm_features)
     return policy
 
 
 __all__ = [
     "POLICY_CLASSES",
-    "BatchChoice",
     "BetaBernoulliPolicy",
-    "Choice",
     "LinearGaussianPolicy",
     "NormalGammaPolicy",
     "Policy",
+    "PolicyConfig",
     "SharedLinearPolicy",
     "make_policy",
 ]

@@ -1,10 +1,13 @@
-"""What every policy shares: seeding, input checks, refresh cadence and error mapping.
+"""What every family shares: declared state, input checks, the pipeline call, refresh
+cadence, the arm catalogue, and the generic snapshot / delta / merge / adopt.
 
-A policy owns its model arrays, densely indexed by the registry's arm indices. The
-Python methods check and shape input, then make one kernel call; the kernels never
-validate. Two random streams keep decisions reproducible and cheap to snapshot: the
-decision stream is counter-based (two ``uint64`` words) and the bank stream is a numpy
-``Generator`` used only when the posterior is refreshed.
+A family declares its arrays (:attr:`Policy.FIELDS`), writes its kernel argument list once
+(:meth:`Policy.model_args`, :meth:`Policy.scratch_args`) and its update and refresh. The
+decision kernel of every family runs the same pipeline (``kernels.pipeline``) over a CSR
+batch; a single request is a batch of one, and contracts come in as extra arrays (none for
+a bare policy). Two random streams keep decisions reproducible and cheap to snapshot: the
+decision stream is counter-based (two ``uint64`` words, a state array) and the bank stream
+is a numpy ``Generator`` used only when the posterior is refreshed.
 """
 
 from __future__ import annotations
@@ -12,12 +15,15 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any, ClassVar
 
 import numpy as np
 
+from allocator.decisions import Decision, Decisions
 from allocator.errors import InvalidInputError, SnapshotError, UnknownArmError
 from allocator.kernels import choice as ck
+from allocator.inputs import as_float_array, as_index_array, check_csr
+from allocator.policies.state import COMMON_FIELDS, Field, ModelState
 from allocator.registry import ArmRegistry
 
 _CANDIDATE_ERRORS = {
@@ -29,172 +35,235 @@ _CANDIDATE_ERRORS = {
     ck.ERR_TOO_MANY: (InvalidInputError, "too many candidates"),
 }
 
-
-class Choice(NamedTuple):
-    """One decision: position in the candidate list, arm index, exact propensity."""
-
-    position: int
-    arm: int
-    propensity: float
-
-
-class BatchChoice(NamedTuple):
-    """Decisions for R requests; ``probabilities`` is aligned with the CSR ``cand_idx``."""
-
-    positions: np.ndarray
-    arms: np.ndarray
-    propensities: np.ndarray
-    probabilities: np.ndarray
-
-
-def as_index_array(values: Any, name: str) -> np.ndarray:
-    """``values`` as a 1-d C-contiguous int64 array, or a typed error naming ``name``."""
-    if type(values) is np.ndarray and values.dtype == np.int64 and values.ndim == 1:
-        return values if values.flags.c_contiguous else np.ascontiguousarray(values)
-    arr = np.asarray(values)
-    if arr.ndim != 1:
-        raise InvalidInputError(f"{name} must be 1-d, got shape {arr.shape}")
-    if arr.size and not np.issubdtype(arr.dtype, np.integer):
-        raise InvalidInputError(f"{name} must hold integer arm indices, got dtype {arr.dtype}")
-    return np.ascontiguousarray(arr, dtype=np.int64)
-
-
-def as_float_array(values: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
-    """``values`` as a finite float64 array of ``shape`` (-1 = any), or a typed error."""
-    arr = values
-    if not (type(arr) is np.ndarray and arr.dtype == np.float64 and arr.flags.c_contiguous):
-        try:
-            arr = np.ascontiguousarray(values, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise InvalidInputError(
-                f"{name} must be numeric, got {type(values).__name__}"
-            ) from None
-    if arr.ndim != len(shape) or any(
-        s not in (-1, a) for s, a in zip(shape, arr.shape, strict=True)
-    ):
-        want = tuple("n" if s == -1 else s for s in shape)
-        raise InvalidInputError(f"{name} has shape {arr.shape}, expected {want}")
-    if not np.isfinite(arr).all():
-        bad = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
-        where = ", ".join(map(str, bad))
-        raise InvalidInputError(f"{name}[{where}] = {float(arr[bad])}: expected a finite number")
-    return arr
+#: contract arrays for "no contract" (K = 0), in the kernels' order after arm_group, n_obs
+_NO_CONTRACTS = (
+    np.zeros((0, 7), dtype=np.int64), np.zeros((0, 5)), np.zeros((0, 0, 1), dtype=np.bool_),
+    0.0, 1.0, 0.0,
+)  # fmt: skip
+_NO_CONTRACT_STATE = (
+    np.zeros(0), np.zeros((0, 10)), np.zeros((0, 5), dtype=np.int64), np.zeros((2, 0, 1)),
+    np.zeros((0, 1), dtype=np.bool_), np.zeros(1),
+)  # fmt: skip
 
 
 class Policy(ABC):
-    """Base class: a posterior family plus a rule (Thompson, UCB, greedy) and ε-mixing."""
+    """A posterior family plus a rule (Thompson, UCB, greedy) and ε-mixing."""
 
+    #: the family's arrays beyond :data:`COMMON_FIELDS`
+    FIELDS: ClassVar[tuple[Field, ...]] = ()
+    #: the family's decide kernel (see ``kernels.pipeline`` for its shape)
+    KERNEL: ClassVar[Any]
+    #: rewards inside this range skip the (array-based) domain check on the scalar path
+    REWARD_RANGE: ClassVar[tuple[float, float]] = (-math.inf, math.inf)
     #: context length expected by ``decide`` (None = context-free model)
     n_features: int | None = None
-    #: arrays that, with the meta fields, are the complete state (snapshots restore them)
-    _state: tuple[str, ...] = ("_stream", "_clock", "_n_obs", "_dirty")
-    #: learned sufficient statistics that add up across replicas (fleet deltas)
-    _additive: tuple[str, ...] = ()
-    #: arrays carried into a reconfigured policy: learned statistics and per-arm priors
-    _learned: tuple[str, ...] = ("_n_obs",)
-    _meta: tuple[str, ...] = ("_capacity", "_n_synced", "_pending", "version")
-    #: rewards inside this range skip the (array-based) domain check on the scalar path
-    _reward_lo: float = -math.inf
-    _reward_hi: float = math.inf
 
-    def __init__(self, config: Any, registry: ArmRegistry, seed: int) -> None:
-        if not isinstance(seed, (int, np.integer)) or seed < 0:
+    def __init__(
+        self, config: Any, registry: ArmRegistry, seed: int, arm_features: Any = None
+    ) -> None:
+        self._setup(config, registry, seed, self.sizes(config, registry.capacity))
+        self.state.stream[0] = self._stream_key
+        self._init_model()
+        self.sync_arms(arm_features)
+
+    def _setup(self, config: Any, registry: ArmRegistry, seed: int, sizes: dict[str, int]) -> None:
+        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
             raise InvalidInputError(f"seed must be a non-negative integer, got {seed!r}")
         self.config = config
         self.registry = registry
-        self._gamma = float(config.gamma)
-        self._rule = config.rule_code
-        self._eps = float(config.epsilon)
-        self._ucb_alpha = float(config.ucb_alpha)
+        self.gamma = float(config.gamma)
+        self.rule = int(config.rule_code)
+        self.eps = float(config.epsilon)
+        self.ucb_alpha = float(config.ucb_alpha)
         bank_seq, stream_seq = np.random.SeedSequence(int(seed)).spawn(2)
-        self._rng = np.random.Generator(np.random.PCG64(bank_seq))
-        self._stream = np.array([stream_seq.generate_state(1, np.uint64)[0], 0], dtype=np.uint64)
-        self._clock = np.zeros(1, dtype=np.int64)
-        self._err = np.zeros(2, dtype=np.int64)
-        self._capacity = 0
-        self._n_synced = 0
-        self._pending = 0
-        self._pos_of_arm = np.empty(0, dtype=np.int64)
-        self._dirty = np.empty(0, dtype=np.bool_)
-        self._n_obs = np.empty(0, dtype=np.int64)
-        self._p = np.empty(0, dtype=np.float64)
-        self._last_n = 0
-        self.version = 0
+        self.rng = np.random.Generator(np.random.PCG64(bank_seq))
+        self._stream_key = stream_seq.generate_state(1, np.uint64)[0]
+        self.state = ModelState(COMMON_FIELDS + self.FIELDS, sizes, registry.capacity)
         self._delta_base: dict[str, np.ndarray] = {}
+        self._err = np.zeros(2, dtype=np.int64)
+        self._ptr1 = np.zeros(2, dtype=np.int64)
+        self._t1 = np.zeros(1)
+        self._out1 = np.zeros((3, 1), dtype=np.int64)
+        self._codes0 = np.zeros((1, 0), dtype=np.int64)
+        self._x_none = np.zeros((1, 0))
+        self._p1 = np.zeros(1)
+        self._last_n = 0
+        self._scratch_size = 0
+        self.ensure_scratch(16)
 
-    # ----------------------------------------------------------------- public API
+    # ------------------------------------------------------------ family interface
+    @classmethod
+    @abstractmethod
+    def sizes(cls, config: Any, capacity: int) -> dict[str, int]:
+        """Named dimensions of the family's fields for ``config``."""
+
+    def _init_model(self) -> None:  # noqa: B027 (optional hook)
+        """Model-wide initial values (after the state arrays exist)."""
+
+    @abstractmethod
+    def model_args(self) -> tuple[Any, ...]:
+        """The model arrays of the decide kernel, in its order (read at call time)."""
+
+    @abstractmethod
+    def scratch_args(self) -> tuple[Any, ...]:
+        """The scratch buffers of the decide kernel, in its order (before ``p_out``)."""
+
+    @abstractmethod
+    def _update_batch(self, arms: np.ndarray, rewards: np.ndarray, xs: np.ndarray) -> None: ...
+
+    @abstractmethod
+    def _refresh(self) -> None: ...
+
+    @abstractmethod
+    def _init_arms(self, new: np.ndarray, arm_features: np.ndarray | None) -> None: ...
+
+    def _new_scratch(self, size: int) -> None:
+        self._best = np.empty(size)
+        self._arg = np.empty(size, dtype=np.int64)
+        self._mean_buf = np.empty(size)
+        self._sd_buf = np.empty(size)
+
+    def _check_rewards(self, rewards: np.ndarray) -> None:  # noqa: B027 (optional hook)
+        """Family-specific reward domain check (all finite already)."""
+
+    def _check_arm_features(self, n_new: int, arm_features: Any) -> np.ndarray | None:
+        if arm_features is not None:
+            raise InvalidInputError(
+                f"arm_features given, but {type(self).__name__} takes no arm features"
+            )
+        return None
+
+    def _learned_changed(self) -> None:  # noqa: B027 (optional hook)
+        """Hook for models with one shared posterior: evidence changed outside updates."""
+
+    # ------------------------------------------------------------------ read-only
     @property
     def clock(self) -> int:
         """Observations folded into the model so far (the forgetting clock)."""
-        return int(self._clock[0])
+        return int(self.state.clock[0])
+
+    @property
+    def version(self) -> int:
+        """Number of refreshes so far (the model version decisions are logged with)."""
+        return int(self.state.version[0])
+
+    @property
+    def pending_updates(self) -> int:
+        """Updates folded in since the last refresh."""
+        return int(self.state.pending[0])
 
     @property
     def n_observations(self) -> np.ndarray:
-        """Raw (undiscounted) number of rewards folded in per arm (capacity,); read-only view."""
-        view = self._n_obs.view()
+        """Raw (undiscounted) number of rewards folded in per arm (capacity,); read-only."""
+        view = self.state.n_obs.view()
         view.flags.writeable = False
         return view
 
     @property
     def probabilities(self) -> np.ndarray:
         """Choice probabilities over the last single request's candidates (a copy)."""
-        return self._p[: self._last_n].copy()
+        return self._p1[: self._last_n].copy()
 
-    def decide(self, candidates: Any, context: Any = None) -> Choice:
-        """Choose one of ``candidates`` (arm indices); return position, arm and propensity."""
-        cand, pos = self.base_probabilities(candidates, context, draw=True)
-        return Choice(pos, int(cand[pos]), float(self._p[pos]))
+    def propensity(self, position: int) -> float:
+        """Final probability of ``position`` in the last single request."""
+        return float(self._p1[position])
 
-    def base_probabilities(
-        self, candidates: Any, context: Any = None, draw: bool = False
-    ) -> tuple[np.ndarray, int]:
-        """Check a request and fill the policy's choice probabilities over its candidates.
+    @property
+    def slots(self) -> int:
+        """Most candidates one request may have."""
+        return int(getattr(self.config, "max_candidates", 1 << 62))
 
-        Returns the candidate array and, with ``draw``, the drawn position (else 0). The
-        probabilities stay in an internal buffer until the next call (see
-        :attr:`probabilities`); the constraint layer mixes them before its own draw.
-        """
+    # ------------------------------------------------------------------ decisions
+    def decide(self, candidates: Any, context: Any = None) -> Decision:
+        """Choose one of ``candidates`` (arm indices); the decision carries its propensity."""
         cand = as_index_array(candidates, "candidates")
-        if cand.shape[0] > self._p.shape[0]:
-            self._ensure_scratch(cand.shape[0])
-        x = self._context(context)
-        pos = self._decide(cand, x, draw)
-        if pos < 0:
-            if pos == ck.ERR_NONFINITE:
-                as_float_array(x, "context", (-1,))
-            self._raise(pos, cand)
-        self._last_n = cand.shape[0]
-        return cand, pos
+        x = self.context_row(context)
+        pos, _, _ = self.decide_one(cand, x, 0.0, self._codes0, None)
+        arm = int(cand[pos])
+        return Decision(pos, arm, self.propensity(pos), model_version=self.version)
 
-    def decide_batch(self, cand_ptr: Any, cand_idx: Any, contexts: Any = None) -> BatchChoice:
-        """Decide for R requests given as CSR candidate lists (``cand_ptr`` has R+1 entries)."""
-        ptr = as_index_array(cand_ptr, "cand_ptr")
-        idx = as_index_array(cand_idx, "cand_idx")
-        if ptr.shape[0] < 1 or ptr[0] != 0 or ptr[-1] != idx.shape[0] or (np.diff(ptr) < 0).any():
-            raise InvalidInputError(
-                "cand_ptr must start at 0, be non-decreasing and end at len(cand_idx) "
-                f"= {idx.shape[0]}"
-            )
+    def decide_batch(
+        self, cand_ptr: Any, cand_idx: Any, contexts: Any = None, draw: bool = True
+    ) -> Decisions:
+        """Decide for R requests given as CSR candidate lists (``cand_ptr`` has R+1 entries).
+
+        With ``draw=False`` only the (ε-mixed) probabilities are computed and the decision
+        stream is left untouched: the target distribution of an evaluation.
+        """
+        ptr, idx = check_csr(cand_ptr, cand_idx)
         n_req = ptr.shape[0] - 1
-        xs = self._contexts(contexts, n_req)
-        self._ensure_scratch(int(np.diff(ptr).max(initial=1)))
-        chosen = np.empty(n_req, dtype=np.int64)
-        probs = np.empty(idx.shape[0], dtype=np.float64)
-        code = self._decide_batch(ptr, idx, xs, probs, chosen)
+        xs = self.context_rows(contexts, n_req)
+        times = np.zeros(n_req)
+        codes = np.zeros((n_req, 0), dtype=np.int64)
+        return self.decide_many(ptr, idx, xs, times, codes, None, draw)
+
+    def decide_one(
+        self, cand: np.ndarray, x: np.ndarray, t: float, codes: np.ndarray,
+        contracts: tuple[Any, ...] | None,
+    ) -> tuple[int, int, int]:  # fmt: skip
+        """One checked request (``x`` (1, d), ``codes`` (1, A)) through the pipeline.
+
+        Returns (position, forcing contract or -1, adjusted bitmask); the probabilities stay
+        in :attr:`probabilities` until the next call.
+        """
+        n = cand.shape[0]
+        if n > self._scratch_size:
+            self.ensure_scratch(n)
+        if self._p1.shape[0] < n:
+            self._p1 = np.empty(max(n, 2 * self._p1.shape[0]))
+        self._ptr1[1] = n
+        self._t1[0] = t
+        out = self._out1
+        self._call(self._ptr1, cand, x, self._t1, codes, True, contracts, self._p1, out)
+        self._last_n = n
+        return int(out[0, 0]), int(out[1, 0]), int(out[2, 0])
+
+    def decide_many(
+        self, ptr: np.ndarray, idx: np.ndarray, xs: np.ndarray, times: np.ndarray,
+        codes: np.ndarray, contracts: tuple[Any, ...] | None, draw: bool = True,
+        names: tuple[str, ...] = (),
+    ) -> Decisions:  # fmt: skip
+        """A checked CSR batch through the pipeline (see :meth:`decide_batch`)."""
+        n_req = ptr.shape[0] - 1
+        self.ensure_scratch(int(np.diff(ptr).max(initial=1)))
+        probs = np.empty(idx.shape[0])
+        out = np.empty((3, n_req), dtype=np.int64)
+        self._call(ptr, idx, xs, times, codes, draw, contracts, probs, out)
+        flat = ptr[:-1] + out[0]
+        return Decisions(
+            positions=out[0], arms=idx[flat], propensities=probs[flat], probabilities=probs,
+            forced=out[1], adjusted=out[2], timestamps=times, constraint_names=names,
+            model_version=self.version,
+        )  # fmt: skip
+
+    def _call(
+        self, ptr: np.ndarray, idx: np.ndarray, xs: np.ndarray, times: np.ndarray,
+        codes: np.ndarray, draw: bool, contracts: tuple[Any, ...] | None, probs: np.ndarray,
+        out: np.ndarray,
+    ) -> None:  # fmt: skip
+        reg = self.registry
+        if contracts is None:
+            contracts = (*_NO_CONTRACTS, reg.arm_group, self.state.n_obs, *_NO_CONTRACT_STATE)
+        code = self.KERNEL(
+            ptr, idx, xs, times, codes, draw, reg.active, *self.model_args(), *contracts,
+            self.state.stream, self.state.pos_of_arm, *self.scratch_args(), probs, out[0],
+            out[1], out[2], self._err,
+        )  # fmt: skip
         if code < 0:
             r, j = int(self._err[0]), int(self._err[1])
-            self._raise(code, idx[ptr[r] : ptr[r + 1]], where=f"request {r}: ", pos=j)
-        flat = ptr[:-1] + chosen
-        return BatchChoice(chosen, idx[flat], probs[flat], probs)
+            where = f"request {r}: " if ptr.shape[0] > 2 else ""
+            if code == ck.ERR_NONFINITE:
+                as_float_array(xs[r], f"{where}context", (-1,))
+            self._raise(int(code), idx[ptr[r] : ptr[r + 1]], where, j)
 
+    # ------------------------------------------------------------------- learning
     def update(self, arm: int, reward: float, context: Any = None) -> None:
         """Fold one observed reward for ``arm`` (with its context for contextual models)."""
         self._check_arm(arm)
         r = self._check_reward(reward, "reward")
-        x = self._context(context)
-        if not self._update(int(arm), r, x):
-            as_float_array(x, "context", (-1,))
-        self._n_obs[arm] += 1
+        x = self.context_row(context)
+        self._update_batch(np.array([arm], dtype=np.int64), np.array([r]), x)
+        self.state.n_obs[arm] += 1
         self._after_updates(1)
 
     def update_batch(self, arms: Any, rewards: Any, contexts: Any = None) -> None:
@@ -206,51 +275,53 @@ class Policy(ABC):
             i = int(np.flatnonzero(bad)[0])
             raise UnknownArmError(f"arms[{i}] = {a[i]} is not a registered arm index")
         self._check_rewards(r)
-        xs = self._contexts(contexts, a.shape[0])
+        xs = self.context_rows(contexts, a.shape[0])
         self._update_batch(a, r, xs)
-        np.add.at(self._n_obs, a, 1)
+        np.add.at(self.state.n_obs, a, 1)
         self._after_updates(a.shape[0])
+
+    def _after_updates(self, n: int) -> None:
+        self.state.pending[0] += n
+        if self.state.pending[0] >= self.config.refresh_every:
+            self.refresh()
 
     def refresh(self) -> None:
         """Bring the posterior and the sample bank up to date with every update so far."""
         self._refresh()
-        self._pending = 0
-        self.version += 1
+        self.state.pending[0] = 0
+        self.state.version[0] += 1
 
+    # ------------------------------------------------------------------ catalogue
     def sync_arms(self, arm_features: Any = None) -> np.ndarray:
-        """Allocate state for arms added to the registry since the last sync.
+        """Give state to the arms added to the registry since the last sync.
 
         New arms start from their group's prior (configured, or empirical: the group's
-        current posterior means) and get bank samples at once, so they can be chosen
-        immediately. Returns the indices of the new arms.
+        current posterior means) and are sampled at once, so they can be chosen right away
+        with the probability their prior gives them. Cost: proportional to the new arms
+        (plus an amortised doubling of the per-arm arrays). Returns the new indices.
         """
         n = self.registry.n_arms
-        new = np.arange(self._n_synced, n, dtype=np.int64)
-        self._check_new_arm_features(new, arm_features)
-        if self.registry.capacity > self._capacity:
-            self._grow(self.registry.capacity)
-            self._pos_of_arm = np.full(self._capacity, -1, dtype=np.int64)
-            dirty = np.zeros(self._capacity, dtype=np.bool_)
-            dirty[: self._dirty.shape[0]] = self._dirty
-            self._dirty = dirty
-            n_obs = np.zeros(self._capacity, dtype=np.int64)
-            n_obs[: self._n_obs.shape[0]] = self._n_obs
-            self._n_obs = n_obs
+        new = np.arange(int(self.state.n_synced[0]), n, dtype=np.int64)
+        features = self._check_arm_features(new.size, arm_features)
+        if self.registry.capacity > self.state.capacity:
+            self.state.grow(self.registry.capacity)
         if new.size:
-            self._init_arms(new, arm_features)
-            self._dirty[new] = True
-            self._n_synced = n
+            self._init_arms(new, features)
+            if "t_last" in self._names:
+                self.state.t_last[new] = self.state.clock[0]
+            self.state.dirty[new] = True
+            self.state.n_synced[0] = n
             self._refresh()
         return new
 
+    @property
+    def _names(self) -> frozenset[str]:
+        return frozenset(f.name for f in self.state.fields)
+
     # ------------------------------------------------------ state, deltas, reload
     def export_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        """Copies of every state array plus JSON-able meta (RNG state included)."""
-        arrays = {name: np.array(getattr(self, name), copy=True) for name in self._state}
-        meta = {name: getattr(self, name) for name in self._meta}
-        meta["kind"] = self.config.kind
-        meta["rng"] = self._rng.bit_generator.state
-        return arrays, meta
+        """Copies of every saved state array, plus JSON-able meta (the bank RNG state)."""
+        return self.state.snapshot(), {"kind": self.config.kind, "rng": self.rng.bit_generator.state}
 
     @classmethod
     def restore(
@@ -260,49 +331,49 @@ class Policy(ABC):
         """Rebuild a policy exactly as exported: it then makes the same decisions."""
         if meta.get("kind") != config.kind:
             raise SnapshotError(f"state is of kind {meta.get('kind')!r}, config is {config.kind!r}")
-        policy = cls(config, ArmRegistry(), seed)
-        policy.registry = registry
-        for name in cls._state:
-            current = getattr(policy, name)
-            try:
-                value = arrays[name]
-            except KeyError:
-                raise SnapshotError(f"state array {name!r} is missing") from None
-            if value.dtype != current.dtype or value.ndim != current.ndim:
-                raise SnapshotError(
-                    f"state array {name!r} has dtype {value.dtype} and {value.ndim} dims, "
-                    f"expected {current.dtype} and {current.ndim}"
-                )
-            setattr(policy, name, np.array(value, copy=True))
-        for name in cls._meta:
-            setattr(policy, name, meta[name])
-        policy._rng.bit_generator.state = dict(meta["rng"])
-        policy._pos_of_arm = np.full(policy._capacity, -1, dtype=np.int64)
-        policy._after_restore()
+        policy = cls.__new__(cls)
+        policy._setup(config, registry, seed, cls.restored_sizes(config, arrays))
+        policy.state.restore(arrays)
+        if int(policy.state.n_synced[0]) != registry.n_arms or policy.state.capacity < registry.n_arms:
+            raise SnapshotError(
+                f"policy state covers {int(policy.state.n_synced[0])} arms in capacity "
+                f"{policy.state.capacity}, the registry has {registry.n_arms}"
+            )
+        policy.state.grow(registry.capacity)
+        try:
+            policy.rng.bit_generator.state = dict(meta["rng"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise SnapshotError(f"bank RNG state is unreadable: {err}") from None
+        policy._init_model_scratch()
         return policy
 
+    @classmethod
+    def restored_sizes(cls, config: Any, arrays: Mapping[str, np.ndarray]) -> dict[str, int]:
+        """Sizes for restoring ``arrays`` (families whose sizes depend on capacity override)."""
+        first = arrays.get("n_obs")
+        return cls.sizes(config, 1 if first is None else max(int(first.shape[0]), 1))
+
+    def _init_model_scratch(self) -> None:  # noqa: B027 (optional hook)
+        """Rebuild scratch buffers that depend on restored state."""
+
     def adopt_learned(self, other: Policy) -> None:
-        """Take ``other``'s learned statistics (same arms), then refresh everything.
+        """Take ``other``'s evidence and per-arm priors (same arms), then refresh everything.
 
         Used by hot reload: hyper-parameters come from this policy's config, evidence from
-        the running one. Arms that ``other`` never saw keep this policy's initial state.
+        the running one.
         """
-        other._settle()
+        other.settle()
         n = min(other.registry.n_arms, self.registry.n_arms)
-        for name in self._learned:
-            mine, theirs = getattr(self, name), getattr(other, name)
-            if mine.shape[1:] != theirs.shape[1:]:
-                raise InvalidInputError(f"cannot carry {name!r}: model dimensions changed")
-            if name in self._per_model:
-                mine[...] = theirs
-            else:
-                mine[:n] = theirs[:n]
-        self._clock[0] = other._clock[0]
-        if hasattr(self, "_t_last"):
-            self._t_last[:n] = self._clock[0]
-        self._dirty[:n] = True
-        self._mark_model_dirty()
+        self.state.adopt(other.state, n)
+        if "t_last" in self._names:
+            self.state.t_last[:n] = self.state.clock[0]
+        self.state.dirty[:n] = True
+        self._learned_changed()
         self.refresh()
+
+    def settle(self) -> None:
+        """Apply pending lazy forgetting, so stored statistics are effective at the clock."""
+        self.state.settle(self.gamma, self.registry.n_arms)
 
     def export_delta(self) -> dict[str, np.ndarray]:
         """What this replica learned since its previous export (sufficient statistics).
@@ -312,142 +383,64 @@ class Policy(ABC):
         had been observed at its own clock: an approximation whose error shrinks with the
         export interval relative to the half-life.
         """
-        self._settle()
-        names = (*self._additive, "_n_obs")
-        delta: dict[str, np.ndarray] = {}
-        for name in names:
-            current = np.array(getattr(self, name), copy=True)
+        self.settle()
+        current = self.state.additive(self.registry.n_arms)
+        delta = {}
+        for name, value in current.items():
             base = self._delta_base.get(name)
-            diff = current.copy()
+            diff = value.copy()
             if base is not None:
-                if name in self._per_model:
-                    diff -= base
-                else:
-                    diff[: base.shape[0]] -= base
-            delta[name] = diff if name in self._per_model else diff[: self.registry.n_arms]
-            self._delta_base[name] = current
+                diff[: base.shape[0]] -= base
+            delta[name] = diff
+        self._delta_base = current
         return delta
 
-    def merge(self, delta: Mapping[str, np.ndarray]) -> None:
-        """Fold a replica's :meth:`export_delta` into this policy, then refresh."""
-        names = (*self._additive, "_n_obs")
-        missing = [n for n in names if n not in delta]
-        if missing:
-            raise InvalidInputError(f"delta lacks {missing}: not from a {self.config.kind} policy")
-        n_obs = np.asarray(delta["_n_obs"])
-        if n_obs.ndim != 1 or n_obs.shape[0] > self.registry.n_arms:
-            raise InvalidInputError(
-                f"delta covers {n_obs.shape[0]} arms, this policy knows {self.registry.n_arms}"
-            )
-        k = n_obs.shape[0]
-        for name in names:
-            target, part = getattr(self, name), np.asarray(delta[name])
-            want = target.shape if name in self._per_model else (k, *target.shape[1:])
-            if part.shape != want:
-                raise InvalidInputError(f"delta[{name!r}] has shape {part.shape}, expected {want}")
-        self._settle()
-        for name in names:
-            target = getattr(self, name)
-            if name in self._per_model:
-                target += delta[name]
-            else:
-                target[:k] += delta[name]
-        self._clock[0] += int(n_obs.sum())
-        if hasattr(self, "_t_last"):
-            self._t_last[:k] = self._clock[0]
-        self._dirty[:k] |= n_obs > 0
-        self._mark_model_dirty()
+    def merge(self, delta: Mapping[str, Any]) -> None:
+        """Fold a replica's :meth:`export_delta` into this policy, then refresh.
+
+        The delta is checked whole (names, shapes, finiteness, counts) before anything
+        changes.
+        """
+        checked = self.state.check_delta(delta, self.registry.n_arms)
+        self.settle()
+        k = self.state.add(checked)
+        n_obs = checked["n_obs"]
+        self.state.clock[0] += int(n_obs.sum())
+        if "t_last" in self._names:
+            self.state.t_last[:k] = self.state.clock[0]
+        self.state.dirty[:k] |= n_obs > 0
+        self._learned_changed()
         self.refresh()
 
-    #: learned arrays that belong to the whole model rather than to one arm
-    _per_model: frozenset[str] = frozenset()
-
-    def _settle(self) -> None:
-        """Apply pending lazy forgetting so stored statistics are effective at the clock."""
-        if self._gamma == 1.0 or not hasattr(self, "_t_last"):
-            return
-        n = self.registry.n_arms
-        w = self._gamma ** (self._clock[0] - self._t_last[:n]).astype(np.float64)
-        for name in self._additive:
-            arr = getattr(self, name)
-            arr[:n] *= w.reshape((n,) + (1,) * (arr.ndim - 1))
-        self._t_last[:n] = self._clock[0]
-
-    def _mark_model_dirty(self) -> None:  # noqa: B027 (optional hook)
-        """Hook for models with one shared posterior."""
-
-    @abstractmethod
-    def _after_restore(self) -> None:
-        """Rebuild scratch buffers sized by restored state."""
-
-    # ------------------------------------------------------------ for subclasses
-    @abstractmethod
-    def _decide(self, cand: np.ndarray, x: np.ndarray | None, draw: bool = True) -> int:
-        """One kernel call: fill ``self._p`` and draw (or only fill, ``draw=False``)."""
-
-    @abstractmethod
-    def candidate_means(self, cand: np.ndarray) -> np.ndarray:
-        """Posterior mean reward of each candidate of the last :meth:`_decide` call."""
-
-    @abstractmethod
-    def _decide_batch(
-        self,
-        ptr: np.ndarray,
-        idx: np.ndarray,
-        xs: np.ndarray | None,
-        probs: np.ndarray,
-        chosen: np.ndarray,
-    ) -> int: ...
-
-    @abstractmethod
-    def _update(self, arm: int, reward: float, x: np.ndarray | None) -> bool:
-        """Fold one observation; False (state untouched) if the context is not finite."""
-
-    @abstractmethod
-    def _update_batch(
-        self, arms: np.ndarray, rewards: np.ndarray, xs: np.ndarray | None
-    ) -> None: ...
-
-    @abstractmethod
-    def _refresh(self) -> None: ...
-
-    @abstractmethod
-    def _grow(self, capacity: int) -> None: ...
-
-    @abstractmethod
-    def _init_arms(self, new: np.ndarray, arm_features: Any) -> None: ...
-
-    @abstractmethod
-    def _ensure_scratch(self, n_candidates: int) -> None: ...
-
-    def _check_new_arm_features(self, new: np.ndarray, arm_features: Any) -> None:
-        if arm_features is not None:
-            raise InvalidInputError(
-                f"arm_features given, but {type(self).__name__} takes no arm features"
-            )
-
-    def _check_rewards(self, rewards: np.ndarray) -> None:  # noqa: B027 (optional hook)
-        """Family-specific reward domain check (all finite already)."""
-
     # ------------------------------------------------------------------ helpers
-    def _context(self, context: Any) -> np.ndarray | None:
+    def ensure_scratch(self, n_candidates: int) -> None:
+        """Grow per-candidate scratch buffers to hold ``n_candidates``."""
+        size = max(n_candidates, self._min_scratch(), 1)
+        if size > self._scratch_size:
+            self._new_scratch(size)
+            self._scratch_size = size
+
+    def _min_scratch(self) -> int:
+        return 1
+
+    def context_row(self, context: Any) -> np.ndarray:
+        """One request's context as a (1, d) row (d = 0 for context-free models)."""
         d = self.n_features
         if d is None:
             if context is not None:
                 raise InvalidInputError(f"{type(self).__name__} takes no context, got one")
-            return None
+            return self._x_none
         if context is None:
             raise InvalidInputError(f"context is required: expected {d} floats")
-        if type(context) is np.ndarray and context.dtype == np.float64 and context.shape == (d,):
-            return context if context.flags.c_contiguous else np.ascontiguousarray(context)
-        return as_float_array(context, "context", (d,))
+        return as_float_array(context, "context", (d,)).reshape(1, d)
 
-    def _contexts(self, contexts: Any, n: int) -> np.ndarray | None:
+    def context_rows(self, contexts: Any, n: int) -> np.ndarray:
+        """R requests' contexts as (R, d) (d = 0 for context-free models)."""
         d = self.n_features
         if d is None:
             if contexts is not None:
                 raise InvalidInputError(f"{type(self).__name__} takes no contexts, got some")
-            return None
+            return np.zeros((n, 0))
         if contexts is None:
             raise InvalidInputError(f"contexts are required: expected shape ({n}, {d})")
         return as_float_array(contexts, "contexts", (n, d))
@@ -466,34 +459,21 @@ class Policy(ABC):
         r = float(reward)
         if not math.isfinite(r):
             raise InvalidInputError(f"{name} = {r!r}: expected a finite number")
-        if not self._reward_lo <= r <= self._reward_hi:
+        lo, hi = self.REWARD_RANGE
+        if not lo <= r <= hi:
             self._check_rewards(np.array([r]))
         return r
 
-    def _after_updates(self, n: int) -> None:
-        self._pending += n
-        if self._pending >= self.config.refresh_every:
-            self.refresh()
-
-    def _raise(self, code: int, cand: np.ndarray, where: str = "", pos: int | None = None) -> None:
+    def _raise(self, code: int, cand: np.ndarray, where: str, j: int) -> None:
         exc, text = _CANDIDATE_ERRORS[code]
         if code in (ck.ERR_RANGE, ck.ERR_RETIRED, ck.ERR_DUPLICATE):
-            j = int(self._err[0]) if pos is None else pos
             if code == ck.ERR_RETIRED and cand[j] >= self.registry.n_arms:
                 exc, text = _CANDIDATE_ERRORS[ck.ERR_RANGE]
             raise exc(f"{where}candidates[{j}] = {int(cand[j])} {text}")
         if code == ck.ERR_TOO_MANY:
             raise exc(
                 f"{where}{cand.shape[0]} candidates: {text}, expected at most "
-                f"max_candidates = {self.config.max_candidates}"
+                f"max_candidates = {self.slots}"
             )
         raise exc(f"{where}{text}")
 
-    def _new_scratch(self, m_rows: int, n_candidates: int) -> None:
-        size = max(m_rows, n_candidates, 1)
-        if self._p.shape[0] < size:
-            self._best = np.empty(size, dtype=np.float64)
-            self._arg = np.empty(size, dtype=np.int64)
-            self._p = np.empty(size, dtype=np.float64)
-            self._mean_buf = np.empty(size, dtype=np.float64)
-            self._sd_buf = np.empty(size, dtype=np.float64)

@@ -9,17 +9,17 @@ catalogues so the bank stays within ``bank_max_cells`` (float32) cells.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from allocator.config import BetaBernoulliConfig, NormalGammaConfig
-from allocator.errors import InvalidInputError
+from allocator.errors import InvalidInputError, SnapshotError
 from allocator.kernels import beta as kb
 from allocator.kernels import normal_gamma as kng
 from allocator.kernels import per_arm as kpa
 from allocator.policies.base import Policy
-from allocator.registry import ArmRegistry
+from allocator.policies.state import Field, Role
 
 
 def draw_grouped(
@@ -49,87 +49,82 @@ def draw_grouped(
     return out
 
 
-def _grown(arr: np.ndarray, capacity: int, fill: float = 0.0) -> np.ndarray:
-    out = np.full((capacity, *arr.shape[1:]), fill, dtype=arr.dtype)
-    out[: arr.shape[0]] = arr
-    return out
+_ARM = Role.PER_ARM
+_SUM = Role.PER_ARM | Role.LEARNED | Role.ADDITIVE | Role.DECAYS
+_PRIOR = Role.PER_ARM | Role.PRIOR
+_CACHE = Role.PER_ARM | Role.CACHE
+
+#: arrays of the bank machinery shared by the context-free families
+BANK_FIELDS = (
+    Field("t_last", np.int64, _ARM),
+    Field("mean", np.float64, _CACHE),
+    Field("sd", np.float64, _CACHE),
+    Field("bank", np.float32, _CACHE, ("rows",)),
+    Field("winner", np.int64, Role.CACHE, ("rows",), fill=-1),
+)
 
 
 class PerArmPolicy(Policy):
     """Shared machinery of the context-free families (bank, winners, mean/sd)."""
 
-    _stats: tuple[str, ...] = ()
-    _meta = (*Policy._meta, "bank_rows")
+    KERNEL = staticmethod(kpa.decide_per_arm)
+    #: prior fields, in the order of the config's prior model fields
+    PRIOR_FIELDS: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(
-        self, config: Any, registry: ArmRegistry, seed: int, arm_features: Any = None
-    ) -> None:
-        super().__init__(config, registry, seed)
-        cap = max(registry.capacity, 1)
-        self.bank_rows = int(max(1, min(config.bank_rows, config.bank_max_cells // cap)))
-        self._bank = np.zeros((0, self.bank_rows), dtype=np.float32)
-        self._winner = np.full(self.bank_rows, -1, dtype=np.int64)
-        self._mean = np.zeros(0)
-        self._sd = np.zeros(0)
-        self._t_last = np.zeros(0, dtype=np.int64)
-        for name in self._stats:
-            setattr(self, name, np.zeros(0))
-        self._new_scratch(self.bank_rows, 1)
-        self.sync_arms(arm_features)
+    @classmethod
+    def sizes(cls, config: Any, capacity: int) -> dict[str, int]:
+        return {"rows": int(max(1, min(config.bank_rows, config.bank_max_cells // max(capacity, 1))))}
 
-    def _ensure_scratch(self, n_candidates: int) -> None:
-        self._new_scratch(self.bank_rows, n_candidates)
+    @classmethod
+    def restored_sizes(cls, config: Any, arrays: Any) -> dict[str, int]:
+        winner = arrays.get("winner")
+        if winner is None or winner.ndim != 1 or not 1 <= winner.shape[0] <= config.bank_rows:
+            raise SnapshotError(f"bank winner array is missing or not (1..{config.bank_rows},)")
+        return {"rows": int(winner.shape[0])}
 
-    def _after_restore(self) -> None:
-        self._new_scratch(self.bank_rows, 1)
+    @property
+    def bank_rows(self) -> int:
+        return int(self.state.sizes["rows"])
 
-    def _grow(self, capacity: int) -> None:
-        self._capacity = capacity
-        self._bank = _grown(self._bank, capacity)
-        self._mean = _grown(self._mean, capacity)
-        self._sd = _grown(self._sd, capacity)
-        self._t_last = _grown(self._t_last, capacity)
-        for name in self._stats:
-            setattr(self, name, _grown(getattr(self, name), capacity))
+    def _min_scratch(self) -> int:
+        return self.bank_rows
+
+    def model_args(self) -> tuple[Any, ...]:
+        s = self.state
+        return (s.bank, s.winner, s.mean, s.sd, self.rule, self.ucb_alpha, self.eps)
+
+    def scratch_args(self) -> tuple[Any, ...]:
+        return (self._best, self._arg, self._mean_buf)
 
     def candidate_means(self, cand: np.ndarray) -> np.ndarray:
-        return self._mean[cand]
-
-    def _model_args(self) -> tuple[Any, ...]:
-        """Arrays shared by the single and batch decide kernels (read at call time: they
-        are reallocated on growth and restore)."""
-        return (
-            self._bank, self._winner, self._mean, self._sd, self._rule, self._ucb_alpha,
-            self._eps, self._stream, self._best, self._arg,
-        )  # fmt: skip
-
-    def _decide(self, cand: np.ndarray, x: np.ndarray | None, draw: bool = True) -> int:
-        return int(kpa.decide_per_arm(  # type: ignore[call-arg]  # numba stubs vs *args
-            cand, self.registry.active, self._pos_of_arm, *self._model_args(), self._p,
-            self._err, draw,
-        ))  # fmt: skip
-
-    def _decide_batch(
-        self, ptr: np.ndarray, idx: np.ndarray, xs: np.ndarray | None,
-        probs: np.ndarray, chosen: np.ndarray,
-    ) -> int:  # fmt: skip
-        return int(kpa.decide_per_arm_batch(  # type: ignore[call-arg]  # numba stubs vs *args
-            ptr, idx, self.registry.active, self._pos_of_arm, *self._model_args(), probs,
-            chosen, self._err,
-        ))  # fmt: skip
+        return self.state.mean[cand]
 
     def _refresh(self) -> None:
         n = self.registry.n_arms
-        idx = np.flatnonzero(self._dirty[:n])
+        s = self.state
+        idx = np.flatnonzero(s.dirty[:n])
         if idx.size == 0:
             return
-        self._bank[idx] = self._draw(idx)
-        kpa.refresh_winners(self._bank, n, idx, self._dirty, self._winner, False)
-        self._dirty[idx] = False
+        s.bank[idx] = self._draw(idx)
+        kpa.refresh_winners(s.bank, n, idx, s.dirty, s.winner, False)
+        s.dirty[idx] = False
 
     def _draw(self, idx: np.ndarray) -> np.ndarray:
         """Posterior draws (len(idx), M) for arms ``idx``; updates their mean and sd."""
         raise NotImplementedError
+
+    def _init_arms(self, new: np.ndarray, arm_features: np.ndarray | None) -> None:
+        prior = self._group_prior(new)
+        if self.config.new_arm_prior == "empirical":
+            self._empirical_prior(new, prior)
+        for name, values in zip(self.PRIOR_FIELDS, prior.values(), strict=True):
+            getattr(self.state, name)[new] = values
+        for f in self.state.select(Role.ADDITIVE):
+            if f.has(Role.PER_ARM):
+                getattr(self.state, f.name)[new] = 0
+
+    def _empirical_prior(self, new: np.ndarray, prior: dict[str, np.ndarray]) -> None:
+        """Replace the configured prior mean of new arms by their group's posterior mean."""
 
     def _group_prior(self, new: np.ndarray) -> dict[str, np.ndarray]:
         """Per new arm, the configured prior of its group (or the default prior)."""
@@ -145,29 +140,28 @@ class PerArmPolicy(Policy):
                 out[f][sel] = getattr(prior, f)
         return out
 
-    def _synced_group_members(self, code: int) -> np.ndarray:
-        n = self.registry.n_arms
+    def _informed_members(self, code: int, evidence: np.ndarray) -> np.ndarray:
+        """Active, already-synced arms of group ``code`` with evidence (for empirical priors)."""
+        n = int(self.state.n_synced[0])
         members = np.flatnonzero(
-            (self.registry.arm_group[:n] == code)
-            & self.registry.active[:n]
-            & (np.arange(n) < self._n_synced)
+            (self.registry.arm_group[:n] == code) & self.registry.active[:n]
         )
-        return members
+        return members[evidence[members] > 0]
 
 
 class BetaBernoulliPolicy(PerArmPolicy):
     """Beta–Bernoulli Thompson sampling (or UCB / greedy on the Beta posterior)."""
 
     config: BetaBernoulliConfig
-    _stats = ("_a0", "_b0", "_s1", "_s0")
-    _state = (*Policy._state, "_bank", "_winner", "_mean", "_sd", "_t_last", *_stats)
-    _additive = ("_s1", "_s0")
-    _reward_lo, _reward_hi = 0.0, 1.0
-    _learned = ("_n_obs", *_stats)
-    _a0: np.ndarray  # prior alpha per arm
-    _b0: np.ndarray  # prior beta per arm
-    _s1: np.ndarray  # discounted successes as of t_last
-    _s0: np.ndarray  # discounted failures as of t_last
+    FIELDS = (
+        *BANK_FIELDS,
+        Field("a0", np.float64, _PRIOR, fill=1.0),  # prior alpha per arm
+        Field("b0", np.float64, _PRIOR, fill=1.0),  # prior beta per arm
+        Field("s1", np.float64, _SUM),  # discounted successes as of t_last
+        Field("s0", np.float64, _SUM),  # discounted failures as of t_last
+    )
+    PRIOR_FIELDS = ("a0", "b0")
+    REWARD_RANGE = (0.0, 1.0)
 
     def _check_rewards(self, rewards: np.ndarray) -> None:
         bad = (rewards < 0.0) | (rewards > 1.0)
@@ -177,62 +171,36 @@ class BetaBernoulliPolicy(PerArmPolicy):
                 f"reward[{i}] = {float(rewards[i])}: Beta–Bernoulli expects rewards in [0, 1]"
             )
 
-    def _update(self, arm: int, reward: float, x: np.ndarray | None) -> bool:
-        kb.update_beta(
-            arm, reward, self._gamma, self._clock, self._t_last, self._s1, self._s0, self._dirty
-        )
-        return True
-
-    def _update_batch(self, arms: np.ndarray, rewards: np.ndarray, xs: np.ndarray | None) -> None:
-        kb.update_beta_batch(
-            arms, rewards, self._gamma, self._clock, self._t_last, self._s1, self._s0, self._dirty
-        )
+    def _update_batch(self, arms: np.ndarray, rewards: np.ndarray, xs: np.ndarray) -> None:
+        s = self.state
+        kb.update_beta_batch(arms, rewards, self.gamma, s.clock, s.t_last, s.s1, s.s0, s.dirty)
 
     def posterior(self, arms: Any) -> tuple[np.ndarray, np.ndarray]:
         """Effective ``(alpha, beta)`` of ``arms`` now (forgetting applied)."""
         idx = np.atleast_1d(np.asarray(arms, dtype=np.int64))
+        mean, sd = np.empty(self.state.capacity), np.empty(self.state.capacity)
+        return self._posterior_into(idx, mean, sd)
+
+    def _posterior_into(
+        self, idx: np.ndarray, mean: np.ndarray, sd: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        s = self.state
         alpha, beta = np.empty(idx.shape[0]), np.empty(idx.shape[0])
-        mean, sd = np.empty(self._capacity), np.empty(self._capacity)
         kb.beta_posterior(
-            idx,
-            self._gamma,
-            self._clock,
-            self._t_last,
-            self._s1,
-            self._s0,
-            self._a0,
-            self._b0,
-            alpha,
-            beta,
-            mean,
-            sd,
+            idx, self.gamma, s.clock, s.t_last, s.s1, s.s0, s.a0, s.b0, alpha, beta, mean, sd
         )
         return alpha, beta
 
     def _draw(self, idx: np.ndarray) -> np.ndarray:
-        alpha, beta = np.empty(idx.shape[0]), np.empty(idx.shape[0])
-        kb.beta_posterior(
-            idx,
-            self._gamma,
-            self._clock,
-            self._t_last,
-            self._s1,
-            self._s0,
-            self._a0,
-            self._b0,
-            alpha,
-            beta,
-            self._mean,
-            self._sd,
-        )
+        alpha, beta = self._posterior_into(idx, self.state.mean, self.state.sd)
         return draw_grouped(self._beta_draws, alpha, beta)
 
     def _beta_draws(self, a: Any, b: Any, n: int) -> np.ndarray:
         """Beta(a, b) as X/(X+Y) with X ~ Gamma(a), Y ~ Gamma(b): exact, and much faster
         than numpy's Beta sampler for a, b <= 1 (the usual fresh-arm prior)."""
         size = (n, self.bank_rows)
-        x = self._rng.standard_gamma(a, size=size)
-        y = self._rng.standard_gamma(b, size=size)
+        x = self.rng.standard_gamma(a, size=size)
+        y = self.rng.standard_gamma(b, size=size)
         total = x + y
         with np.errstate(invalid="ignore"):
             out = x / total
@@ -241,124 +209,72 @@ class BetaBernoulliPolicy(PerArmPolicy):
             out[underflow] = np.broadcast_to(a / (a + b), size)[underflow]
         return out
 
-    def _init_arms(self, new: np.ndarray, arm_features: Any) -> None:
-        prior = self._group_prior(new)
+    def _empirical_prior(self, new: np.ndarray, prior: dict[str, np.ndarray]) -> None:
         a0, b0 = prior["alpha"], prior["beta"]
-        if self.config.new_arm_prior == "empirical":
-            for code in np.unique(self.registry.arm_group[new]):
-                members = self._synced_group_members(code)
-                members = members[(self._s1[members] + self._s0[members]) > 0]
-                if members.size:
-                    alpha, beta = self.posterior(members)
-                    m = float(np.mean(alpha / (alpha + beta)))
-                    sel = self.registry.arm_group[new] == code
-                    strength = a0[sel] + b0[sel]
-                    a0[sel], b0[sel] = m * strength, (1.0 - m) * strength
-        self._a0[new], self._b0[new] = a0, b0
-        self._s1[new] = 0.0
-        self._s0[new] = 0.0
-        self._t_last[new] = self._clock[0]
+        s = self.state
+        for code in np.unique(self.registry.arm_group[new]):
+            members = self._informed_members(code, s.s1 + s.s0)
+            if members.size:
+                alpha, beta = self.posterior(members)
+                m = float(np.mean(alpha / (alpha + beta)))
+                sel = self.registry.arm_group[new] == code
+                strength = a0[sel] + b0[sel]
+                a0[sel], b0[sel] = m * strength, (1.0 - m) * strength
 
 
 class NormalGammaPolicy(PerArmPolicy):
     """Normal–Gamma Thompson sampling for real-valued rewards with unknown variance."""
 
     config: NormalGammaConfig
-    _stats = ("_m0", "_k0", "_al0", "_be0", "_sn", "_sx", "_sxx")
-    _state = (*Policy._state, "_bank", "_winner", "_mean", "_sd", "_t_last", *_stats)
-    _additive = ("_sn", "_sx", "_sxx")
-    _learned = ("_n_obs", *_stats)
-    _m0: np.ndarray  # prior (mean, kappa, alpha, beta) per arm
-    _k0: np.ndarray
-    _al0: np.ndarray
-    _be0: np.ndarray
-    _sn: np.ndarray  # discounted count, sum and sum of squares as of t_last
-    _sx: np.ndarray
-    _sxx: np.ndarray
+    FIELDS = (
+        *BANK_FIELDS,
+        Field("m0", np.float64, _PRIOR),  # prior (mean, kappa, alpha, beta) per arm
+        Field("k0", np.float64, _PRIOR, fill=1.0),
+        Field("al0", np.float64, _PRIOR, fill=1.0),
+        Field("be0", np.float64, _PRIOR, fill=1.0),
+        Field("sn", np.float64, _SUM),  # discounted count, sum, sum of squares as of t_last
+        Field("sx", np.float64, _SUM),
+        Field("sxx", np.float64, _SUM),
+    )
+    PRIOR_FIELDS = ("m0", "k0", "al0", "be0")
 
-    def _update(self, arm: int, reward: float, x: np.ndarray | None) -> bool:
-        kng.update_normal_gamma(
-            arm,
-            reward,
-            self._gamma,
-            self._clock,
-            self._t_last,
-            self._sn,
-            self._sx,
-            self._sxx,
-            self._dirty,
-        )
-        return True
-
-    def _update_batch(self, arms: np.ndarray, rewards: np.ndarray, xs: np.ndarray | None) -> None:
+    def _update_batch(self, arms: np.ndarray, rewards: np.ndarray, xs: np.ndarray) -> None:
+        s = self.state
         kng.update_normal_gamma_batch(
-            arms,
-            rewards,
-            self._gamma,
-            self._clock,
-            self._t_last,
-            self._sn,
-            self._sx,
-            self._sxx,
-            self._dirty,
+            arms, rewards, self.gamma, s.clock, s.t_last, s.sn, s.sx, s.sxx, s.dirty
         )
 
     def posterior(self, arms: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Effective ``(mu, kappa, alpha, beta)`` of ``arms`` now (forgetting applied)."""
         idx = np.atleast_1d(np.asarray(arms, dtype=np.int64))
-        out = [np.empty(idx.shape[0]) for _ in range(4)]
-        mean, sd = np.empty(self._capacity), np.empty(self._capacity)
-        self._posterior_into(idx, out, mean, sd)
+        mean, sd = np.empty(self.state.capacity), np.empty(self.state.capacity)
+        out = self._posterior_into(idx, mean, sd)
         return out[0], out[1], out[2], out[3]
 
-    def _posterior_into(
-        self, idx: np.ndarray, out: list[np.ndarray], mean: np.ndarray, sd: np.ndarray
-    ) -> None:
+    def _posterior_into(self, idx: np.ndarray, mean: np.ndarray, sd: np.ndarray) -> list[np.ndarray]:
+        s = self.state
+        out = [np.empty(idx.shape[0]) for _ in range(4)]
         kng.normal_gamma_posterior(
-            idx,
-            self._gamma,
-            self._clock,
-            self._t_last,
-            self._sn,
-            self._sx,
-            self._sxx,
-            self._m0,
-            self._k0,
-            self._al0,
-            self._be0,
-            out[0],
-            out[1],
-            out[2],
-            out[3],
-            mean,
-            sd,
-        )
+            idx, self.gamma, s.clock, s.t_last, s.sn, s.sx, s.sxx, s.m0, s.k0, s.al0, s.be0,
+            out[0], out[1], out[2], out[3], mean, sd,
+        )  # fmt: skip
+        return out
 
     def _draw(self, idx: np.ndarray) -> np.ndarray:
-        out = [np.empty(idx.shape[0]) for _ in range(4)]
-        self._posterior_into(idx, out, self._mean, self._sd)
+        out = self._posterior_into(idx, self.state.mean, self.state.sd)
 
         def sample(mu: Any, kappa: Any, alpha: Any, beta: Any, n: int) -> np.ndarray:
             size = (n, self.bank_rows)
-            tau = self._rng.gamma(alpha, 1.0 / beta, size=size)
-            draws: np.ndarray = mu + self._rng.standard_normal(size) / np.sqrt(kappa * tau)
+            tau = self.rng.gamma(alpha, 1.0 / beta, size=size)
+            draws: np.ndarray = mu + self.rng.standard_normal(size) / np.sqrt(kappa * tau)
             return draws
 
         return draw_grouped(sample, *out)
 
-    def _init_arms(self, new: np.ndarray, arm_features: Any) -> None:
-        prior = self._group_prior(new)
-        m0 = prior["mean"]
-        if self.config.new_arm_prior == "empirical":
-            for code in np.unique(self.registry.arm_group[new]):
-                members = self._synced_group_members(code)
-                members = members[self._sn[members] > 0]
-                if members.size:
-                    m0[self.registry.arm_group[new] == code] = float(
-                        np.mean(self.posterior(members)[0])
-                    )
-        self._m0[new], self._k0[new] = m0, prior["kappa"]
-        self._al0[new], self._be0[new] = prior["alpha"], prior["beta"]
-        for name in ("_sn", "_sx", "_sxx"):
-            getattr(self, name)[new] = 0.0
-        self._t_last[new] = self._clock[0]
+    def _empirical_prior(self, new: np.ndarray, prior: dict[str, np.ndarray]) -> None:
+        for code in np.unique(self.registry.arm_group[new]):
+            members = self._informed_members(code, self.state.sn)
+            if members.size:
+                prior["mean"][self.registry.arm_group[new] == code] = float(
+                    np.mean(self.posterior(members)[0])
+                )

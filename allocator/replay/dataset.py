@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from allocator.errors import InvalidInputError
+from allocator.inputs import check_csr
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -116,3 +117,9 @@ class LoggedData:
             cand_idx=idx,
             cand_prob=prob,
         )
+
+
+def check_candidates(data: LoggedData) -> tuple[I64, I64]:
+    """``data``'s CSR candidate lists, checked: every round has at least one valid arm."""
+    ptr, idx = data.candidates()
+    return check_csr(ptr, idx, data.n_arms)

@@ -33,7 +33,8 @@ from allocator.replay.estimators import (
     diagnostics,
     estimate_intervals,
 )
-from allocator.replay.reward_model import RidgeRewardModel, check_candidates
+from allocator.replay.dataset import check_candidates
+from allocator.replay.reward_model import RidgeRewardModel
 
 ESTIMATORS: dict[str, type[Estimator]] = {
     cls.name: cls for cls in (IPS, SNIPS, DM, DR, SNDR, SwitchDR)
@@ -61,22 +62,22 @@ def check_arms(policy: Policy, data: LoggedData) -> None:
 def target_distribution(policy: Policy | Any, data: LoggedData) -> F64:
     """A frozen target's probability of each candidate of each round, (nnz,) float64.
 
-    ``policy`` is read, not taught: one ``decide_batch`` over the logged candidates and
-    contexts gives its exact decision distribution (its decision stream advances, its model
-    does not). A plain ``(nnz,)`` array (e.g. a static split computed by the caller, aligned
+    ``policy`` is read, not taught: one ``decide_batch(draw=False)`` over the logged
+    candidates and contexts gives its exact decision distribution (neither its decision
+    stream nor its model changes). A plain ``(nnz,)`` array (e.g. a static split computed by the caller, aligned
     with ``data.candidates()``) is checked and returned as float64.
     """
     ptr, idx = check_candidates(data)
     if isinstance(policy, Policy):
         check_arms(policy, data)
         if policy.n_features is None:
-            return policy.decide_batch(ptr, idx).probabilities
+            return policy.decide_batch(ptr, idx, draw=False).probabilities
         if data.contexts is None:
             raise InvalidInputError(
                 f"{type(policy).__name__} needs contexts ({policy.n_features} features); "
                 "the logged data has none"
             )
-        return policy.decide_batch(ptr, idx, data.contexts).probabilities
+        return policy.decide_batch(ptr, idx, data.contexts, draw=False).probabilities
     try:
         prob = np.ascontiguousarray(policy, dtype=np.float64)
     except (TypeError, ValueError):

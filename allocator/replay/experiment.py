@@ -117,10 +117,8 @@ def load_logs(source: LogSource, base_dir: Path) -> LoggedData:
 
 
 def _policy_for(engine: EngineConfig, data: LoggedData, seed: int) -> Policy:
-    reg = ArmRegistry(capacity=max(16, data.n_arms))
     groups = data.arm_groups or ("default",) * data.n_arms
-    for arm, group in zip(data.arm_ids, groups, strict=True):  # one by one: index i = log arm i
-        reg.add([arm], group)
+    reg = ArmRegistry.build(list(data.arm_ids), list(groups))  # index i = log arm i
     if engine.policy.kind == "shared_linear":
         raise ConfigError("shared_linear needs arm features, which logs do not carry")
     return make_policy(engine.policy, reg, seed)

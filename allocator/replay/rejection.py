@@ -27,7 +27,7 @@ from allocator.errors import EvaluationRefused, InvalidInputError
 from allocator.policies.base import Policy
 from allocator.replay.dataset import F64, I64, LoggedData
 from allocator.replay.evaluate import check_arms, logged_positions
-from allocator.replay.reward_model import check_candidates
+from allocator.replay.dataset import check_candidates
 
 #: tolerance of the uniformity and ε-mixture checks on logged probabilities
 UNIFORM_TOL = 1e-9
@@ -169,8 +169,8 @@ def replay_learning_policy(
     for i in kept.tolist():
         x = None if contexts is None else contexts[i]
         choice = policy.decide(idx[ptr[i] : ptr[i + 1]], x)
-        if choice.arm == idx[pos[i]]:
-            policy.update(choice.arm, float(rewards[i]), x)
+        if choice.arm_index == idx[pos[i]]:
+            policy.update(choice.arm_index, float(rewards[i]), x)
             accepted.append(float(rewards[i]))
     n_acc = len(accepted)
     if n_acc == 0:

@@ -19,7 +19,7 @@ import numpy as np
 
 from allocator.errors import InvalidInputError
 from allocator.kernels import ope as kope
-from allocator.replay.dataset import F64, I64, LoggedData
+from allocator.replay.dataset import F64, I64, LoggedData, check_candidates
 
 
 def _features(contexts: Any, n: int, d: int | None, name: str) -> F64:
@@ -56,22 +56,6 @@ def _arm_indices(values: Any, n_arms: int, name: str) -> I64:
 
 def _first(mask: np.ndarray, k: int = 5) -> list[int]:
     return [int(i) for i in np.flatnonzero(mask)[:k]]
-
-
-def check_candidates(data: LoggedData) -> tuple[I64, I64]:
-    """``data``'s CSR candidate lists, checked: every round has at least one valid arm."""
-    ptr, idx = data.candidates()
-    ptr = np.ascontiguousarray(ptr, dtype=np.int64)
-    idx = _arm_indices(idx, data.n_arms, "cand_idx")
-    if ptr[0] != 0 or ptr[-1] != idx.shape[0]:
-        raise InvalidInputError(
-            f"cand_ptr must run from 0 to len(cand_idx) = {idx.shape[0]}, "
-            f"got {int(ptr[0])} .. {int(ptr[-1])}"
-        )
-    empty = np.diff(ptr) <= 0
-    if empty.any():
-        raise InvalidInputError(f"every round needs a candidate; empty rounds {_first(empty)}")
-    return ptr, idx
 
 
 class RidgeRewardModel:

@@ -1,6 +1,6 @@
 """The embedded serving facade and its configuration."""
 
-from allocator.serving.allocator import Allocator, Decision, UpdateStatus
+from allocator.serving.allocator import Allocator, UpdateStatus
 from allocator.serving.config import (
     AllocatorConfig,
     ArmSpec,
@@ -13,7 +13,6 @@ __all__ = [
     "Allocator",
     "AllocatorConfig",
     "ArmSpec",
-    "Decision",
     "Outcome",
     "ServingConfig",
     "UpdateStatus",

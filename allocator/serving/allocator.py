@@ -1,10 +1,14 @@
-"""The embedded serving facade: decide, learn from delayed feedback, snapshot, reload.
+"""The embedded serving facade: ids, the lock, pending feedback, the decision log, autosave.
 
-Locking model: one re-entrant mutex per allocator serialises every operation that reads
-or writes learned state (decide, update, expiry, refresh, save, reconfigure, merge). Work
-that needs no state (parsing outcomes, reading a snapshot file, compiling a new
-configuration) happens before the lock is taken, and the numba kernels run without the
-GIL, so other Python threads of the serving process keep running during a decision.
+Decisions and learning are the engine's (:class:`~allocator.engine.Engine`); this layer
+turns arm ids into indices, issues decision ids, waits for delayed feedback, logs, saves.
+
+Locking model: one re-entrant mutex per allocator serialises every operation that reads or
+writes learned state (decide, update, expiry, refresh, save, reconfigure, merge). Work that
+needs no state (parsing outcomes, reading a snapshot file, compiling a new configuration)
+happens before the lock is taken, and the numba kernels run without the GIL. Growing the
+arm catalogue copies the per-arm arrays in slices, taking the lock per slice, so decisions
+keep flowing while a large catalogue grows (:meth:`Allocator.add_arms`).
 """
 
 from __future__ import annotations
@@ -16,46 +20,32 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 from pydantic import ValidationError
 
-from allocator.config import EngineConfig
-from allocator.constraints import ConstrainedPolicy
-from allocator.constraints.config import ConstraintSet
-from allocator.constraints.layer import as_epoch_seconds
+from allocator.decisions import Decision, Decisions
+from allocator.engine import Engine
 from allocator.errors import InvalidInputError, SnapshotError
 from allocator.logs import DecisionLogWriter, DecisionRecord, OutcomeRecord
 from allocator.objective import Objective
-from allocator.policies import POLICY_CLASSES, Policy, make_policy
 from allocator.registry import ArmRegistry
 from allocator.serving.config import (
     AllocatorConfig,
     Outcome,
-    ServingConfig,
+    config_without_arms,
     load_allocator_config,
 )
 from allocator.serving.pending import Pending, PendingTable
+from allocator.serving.staging import stage_engine
+from allocator.serving.state_io import export_engine, restore_engine
 from allocator.snapshot import read_snapshot, write_snapshot
+from allocator.timestamps import as_epoch_seconds
 
-SNAPSHOT_SCHEMA = 1
-
-
-class Decision(NamedTuple):
-    """What the serving layer shows and logs for one impression."""
-
-    decision_id: str
-    arm_id: str
-    arm_index: int
-    group: str
-    propensity: float
-    forced: bool
-    forced_by: str | None
-    adjusted_by: tuple[str, ...]
-    model_version: int
-    timestamp: float
-    request_id: str | None
+SNAPSHOT_SCHEMA = 2
+#: arms per lock hold while the catalogue grows or arms are added
+CATALOGUE_SLICE = 2048
 
 
 class UpdateStatus(StrEnum):
@@ -70,36 +60,10 @@ COUNTERS = (
 )  # fmt: skip
 
 
-def _build_registry(config: AllocatorConfig) -> ArmRegistry:
-    registry = ArmRegistry(capacity=max(16, len(config.arms)))
-    start = 0
-    arms = config.arms
-    for i in range(1, len(arms) + 1):  # consecutive runs of one group in one call
-        if i == len(arms) or arms[i].group != arms[start].group:
-            registry.add([a.id for a in arms[start:i]], arms[start].group)
-            start = i
-    return registry
-
-
-def _arm_features(config: AllocatorConfig, arms: Sequence[Any]) -> np.ndarray | None:
+def _arm_features(config: AllocatorConfig) -> np.ndarray | None:
     if config.engine.policy.kind != "shared_linear":
         return None
-    return np.array([a.features for a in arms], dtype=np.float64)
-
-
-def _config_without_arms(data: Mapping[str, Any]) -> AllocatorConfig:
-    """A saved configuration: its parts are validated, its arms come from the registry.
-
-    The whole config was validated (arms included) when the allocator was built; a
-    restored allocator's ``config.arms`` is empty and :attr:`Allocator.registry` holds the
-    catalogue, so catalogues of millions of merchants load in array time.
-    """
-    return AllocatorConfig.model_construct(
-        engine=EngineConfig.model_validate(data["engine"]),
-        constraints=ConstraintSet.model_validate(data["constraints"]),
-        serving=ServingConfig.model_validate(data["serving"]),
-        arms=[],
-    )
+    return np.array([a.features for a in config.arms], dtype=np.float64)
 
 
 class Allocator:
@@ -118,50 +82,70 @@ class Allocator:
         autosave_every_s: float = 300.0,
     ) -> None:
         cfg = config if isinstance(config, AllocatorConfig) else load_allocator_config(config)
+        registry = ArmRegistry.build([a.id for a in cfg.arms], [a.group for a in cfg.arms])
+        engine = Engine(cfg.engine.policy, cfg.constraints, registry, seed, _arm_features(cfg))
+        self._setup(cfg, seed, replica, clock, log_dir, log_rotate_rows)
         self.set_autosave(autosave_path, autosave_every_s)
-        self._log = None if log_dir is None else DecisionLogWriter(log_dir, log_rotate_rows)
+        self._install(engine, PendingTable(cfg.serving.pending_capacity))
+
+    def _setup(
+        self, cfg: AllocatorConfig, seed: int, replica: str, clock: Callable[[], float],
+        log_dir: str | Path | None, log_rotate_rows: int,
+    ) -> None:  # fmt: skip
         self.config = cfg
         self.seed = seed
         self.replica = replica
         self._clock = clock
         self._lock = threading.RLock()
-        self._registry = _build_registry(cfg)
-        policy = make_policy(
-            cfg.engine.policy, self._registry, seed, arm_features=_arm_features(cfg, cfg.arms)
-        )
-        self._engine = ConstrainedPolicy(policy, cfg.constraints)
-        self._objective = Objective(cfg.engine.objective, self._registry)
-        self._pending = PendingTable(cfg.serving.pending_capacity)
+        self._catalogue_lock = threading.Lock()
+        self._touched: list[int] | None = None
+        self._log = None if log_dir is None else DecisionLogWriter(log_dir, log_rotate_rows)
         self._counts = dict.fromkeys(COUNTERS, 0)
         self._next_id = 0
-        self._last_t = -np.inf
-        self._last_refresh_t = -np.inf
+        self._last_t = -math.inf
+        self._last_refresh_t = -math.inf
         self._feature_index = {n: i for i, n in enumerate(cfg.serving.feature_names or [])}
+        self._autosave: Path | None = None
+        self._autosave_every = 300.0
+        self._last_autosave_t = -math.inf
+
+    def _install(self, engine: Engine, pending: PendingTable) -> None:
+        self._engine = engine
+        self._objective = Objective(self.config.engine.objective, engine.registry)
+        self._pending = pending
 
     # ------------------------------------------------------------------ properties
     @property
     def registry(self) -> ArmRegistry:
-        return self._registry
+        return self._engine.registry
 
     @property
-    def policy(self) -> Policy:
+    def engine(self) -> Engine:
+        return self._engine
+
+    @property
+    def policy(self) -> Any:
         return self._engine.policy
 
     def warmup(self) -> None:
         """Compile every kernel of the decision and update paths now, not on first traffic."""
         with self._lock:
-            state = self.snapshot_state()
-            cand = np.flatnonzero(self._registry.active[: self._registry.n_arms])[:2]
+            arrays, meta = export_engine(self._engine)
+            reg = self.registry
+            cand = np.flatnonzero(reg.active[: reg.n_arms])[:2]
             x = None if self.policy.n_features is None else np.zeros(self.policy.n_features)
-            t0 = float(self._last_t) if np.isfinite(self._last_t) else 0.0
-            choice = self._engine.decide(cand, x, None, t0)
-            self.policy.update(choice.arm, 0.0, x)
-            self.policy.decide_batch(
-                np.array([0, cand.size]), cand, None if x is None else x[None, :]
+            t0 = self._last_t if math.isfinite(self._last_t) else 0.0
+            d = self._engine.decide(cand, x, None, t0)
+            self.policy.update(d.arm_index, 0.0, x)
+            self._engine.decide_batch(
+                np.array([0, cand.size]), cand, None if x is None else x[None, :], [t0]
             )
             self.policy.update_batch(cand[:1], np.zeros(1), None if x is None else x[None, :])
             self.policy.refresh()
-            self._restore_state(*state)
+            self._engine = restore_engine(
+                self.config.engine.policy, self.config.constraints, self.seed, arrays, meta
+            )
+            self._objective = Objective(self.config.engine.objective, self._engine.registry)
 
     # ------------------------------------------------------------------- decisions
     def decide(
@@ -183,51 +167,109 @@ class Allocator:
                 else self._clock() if timestamp is None
                 else as_epoch_seconds(timestamp)
             )  # fmt: skip
-            if isinstance(candidates, np.ndarray) and candidates.dtype.kind in "iu":
-                cand = candidates
-            else:
-                cand = self._registry.lookup(list(candidates))
             x = self._resolve_context(context)
             with self._lock:
-                if t < self._last_t - self.config.serving.max_clock_skew_s:
-                    raise InvalidInputError(
-                        f"timestamp {t} is {self._last_t - t:.3f} s before the latest decision: "
-                        f"more than max_clock_skew_s = {self.config.serving.max_clock_skew_s}"
-                    )
+                engine = self._engine
+                cand = engine.resolve(candidates)
+                self._check_time(t)
                 self._housekeep(t)
-                choice = self._engine.decide(cand, x, attrs, t)
+                d = engine.decide(cand, x, attrs, t)
                 decision_id = f"{self.replica}-{self._next_id:x}"
                 self._next_id += 1
                 self._last_t = max(self._last_t, t)
-                evicted = self._pending.add(
-                    decision_id, Pending(choice.arm, t, None if x is None else x.copy())
-                )
-                if evicted is not None:
-                    self._counts["evicted"] += 1
-                    self._learn_default(*evicted, t)
-                self._counts["decisions"] += 1
-                registry = self._registry
+                xrow = None if self.policy.n_features is None else engine.policy.context_row(x)[0]
+                self._register(decision_id, d.arm_index, t, xrow)
                 if self._log is not None:
-                    self._log_decision(decision_id, request_id, t, cand, choice, x, attrs)
-                return Decision(
-                    decision_id, registry.arm_id(choice.arm), choice.arm,
-                    registry.group_of(choice.arm), choice.propensity, choice.forced,
-                    choice.forced_by, choice.adjusted_by, self.policy.version, t, request_id,
-                )  # fmt: skip
+                    self._log_decision(d, decision_id, request_id, cand, engine.probabilities, xrow, attrs)
+                return d._replace(decision_id=decision_id, request_id=request_id)
         except Exception:
             self._count("rejected")
             raise
 
-    def decide_many(self, requests: Sequence[Mapping[str, Any]]) -> list[Decision]:
-        """Decide for each request mapping (keys: the arguments of :meth:`decide`)."""
-        with self._lock:
-            return [self.decide(**req) for req in requests]
+    def decide_many(self, requests: Sequence[Mapping[str, Any]]) -> Decisions:
+        """Decide for each request mapping (keys: the arguments of :meth:`decide`) in one
+        call of the batch pipeline; all requests are checked before any is decided."""
+        try:
+            if not isinstance(requests, Sequence) or not all(isinstance(r, Mapping) for r in requests):
+                raise InvalidInputError("requests must be a sequence of mappings")
+            allowed = {"candidates", "context", "attrs", "timestamp", "request_id"}
+            for i, r in enumerate(requests):
+                extra = set(r) - allowed
+                if extra or "candidates" not in r:
+                    raise InvalidInputError(
+                        f"requests[{i}]: keys must be among {sorted(allowed)} with 'candidates', "
+                        f"got {sorted(r)}"
+                    )
+            now = self._clock()
+            times = np.array([
+                now if r.get("timestamp") is None else as_epoch_seconds(r["timestamp"])
+                for r in requests
+            ], dtype=np.float64)  # fmt: skip
+            contexts = [self._resolve_context(r.get("context")) for r in requests]
+            with self._lock:
+                engine = self._engine
+                cands = [engine.resolve(r["candidates"]) for r in requests]
+                ptr = np.zeros(len(requests) + 1, dtype=np.int64)
+                np.cumsum([c.shape[0] for c in cands], out=ptr[1:])
+                idx = np.concatenate(cands) if cands else np.zeros(0, dtype=np.int64)
+                xs = None if self.policy.n_features is None else np.stack(
+                    [self.policy.context_row(x)[0] for x in contexts]
+                ) if contexts else np.zeros((0, self.policy.n_features))
+                if times.size:
+                    self._check_time(float(times.min()))
+                    self._housekeep(float(times.max()))
+                attrs = [r.get("attrs") for r in requests]
+                out = engine.decide_batch(ptr, idx, xs, times, attrs)
+                ids = tuple(f"{self.replica}-{self._next_id + r:x}" for r in range(len(requests)))
+                self._next_id += len(requests)
+                if times.size:
+                    self._last_t = max(self._last_t, float(times.max()))
+                for r, decision_id in enumerate(ids):
+                    self._register(
+                        decision_id, int(out.arms[r]), float(times[r]), None if xs is None else xs[r]
+                    )
+                    if self._log is not None:
+                        d = self._row(out, r, engine)
+                        lo, hi = ptr[r], ptr[r + 1]
+                        self._log_decision(
+                            d, decision_id, requests[r].get("request_id"), idx[lo:hi],
+                            out.probabilities[lo:hi], None if xs is None else xs[r], attrs[r],
+                        )  # fmt: skip
+                return out.with_ids(ids, tuple(r.get("request_id") for r in requests))
+        except Exception:
+            self._count("rejected")
+            raise
+
+    @staticmethod
+    def _row(out: Decisions, r: int, engine: Engine) -> Decision:
+        arm = int(out.arms[r])
+        reg = engine.registry
+        return Decision(
+            int(out.positions[r]), arm, float(out.propensities[r]), reg.arm_id(arm),
+            reg.group_of(arm), out.forced_by(r), out.adjusted_by(r), out.model_version,
+            float(out.timestamps[r]),
+        )  # fmt: skip
+
+    def _check_time(self, t: float) -> None:
+        skew = self.config.serving.max_clock_skew_s
+        if t < self._last_t - skew:
+            raise InvalidInputError(
+                f"timestamp {t} is {self._last_t - t:.3f} s before the latest decision: "
+                f"more than max_clock_skew_s = {skew}"
+            )
+
+    def _register(self, decision_id: str, arm: int, t: float, x: np.ndarray | None) -> None:
+        evicted = self._pending.add(decision_id, Pending(arm, t, None if x is None else x.copy()))
+        if evicted is not None:
+            self._counts["evicted"] += 1
+            self._learn_default(*evicted, t)
+        self._counts["decisions"] += 1
 
     def _count(self, name: str) -> None:
         with self._lock:
             self._counts[name] += 1
 
-    def _resolve_context(self, context: Any) -> np.ndarray | None:
+    def _resolve_context(self, context: Any) -> Any:
         if not isinstance(context, Mapping):
             return context  # the policy checks it
         if not self._feature_index:
@@ -302,6 +344,8 @@ class Allocator:
         """Apply one outcome; the pending entry goes only once the policy accepted it."""
         reward = self._objective.reward_one(entry.arm, outcome.click, outcome.order, outcome.gmv)
         self.policy.update(entry.arm, reward, entry.context)
+        if self._touched is not None:
+            self._touched.append(entry.arm)
         self._pending.pop(decision_id)
         self._pending.finish(decision_id)
         if self._log is not None:
@@ -314,22 +358,21 @@ class Allocator:
         self._learn(decision_id, entry, self.config.serving.default_outcome, t, "expired_default")
 
     def _log_decision(
-        self, decision_id: str, request_id: str | None, t: float, cand: np.ndarray,
-        choice: Any, x: np.ndarray | None, attrs: Mapping[str, str] | None,
+        self, d: Decision, decision_id: str, request_id: str | None, cand: np.ndarray,
+        probabilities: np.ndarray, x: np.ndarray | None, attrs: Mapping[str, str] | None,
     ) -> None:  # fmt: skip
         """One row of the decision log (the candidate ids cost O(C) in Python: logging only)."""
-        registry = self._registry
+        registry = self.registry
         assert self._log is not None
         self._log.write_decision(DecisionRecord(
-            decision_id=decision_id, request_id=request_id, timestamp=t,
-            arm_id=registry.arm_id(choice.arm), arm_index=choice.arm,
-            group=registry.group_of(choice.arm), propensity=choice.propensity,
-            forced=choice.forced, model_version=self.policy.version,
+            decision_id=decision_id, request_id=request_id, timestamp=d.timestamp,
+            arm_id=d.arm_id, arm_index=d.arm_index, group=d.group, propensity=d.propensity,
+            forced=d.forced, model_version=d.model_version,
             policy_kind=self.config.engine.policy.kind,
             candidates=[registry.arm_id(int(a)) for a in cand],
-            candidate_probabilities=self._engine.probabilities,
+            candidate_probabilities=np.array(probabilities, dtype=np.float64),
             context=None if x is None else np.asarray(x, dtype=np.float64),
-            attrs=dict(attrs or {}), adjusted_by=choice.adjusted_by,
+            attrs=dict(attrs or {}), adjusted_by=d.adjusted_by,
         ))  # fmt: skip
 
     def close(self) -> None:
@@ -364,76 +407,88 @@ class Allocator:
             self._last_autosave_t = t
         every = self.config.serving.refresh_every_s
         if every is not None and t - self._last_refresh_t >= every:
-            if self.policy._pending:
+            if self.policy.pending_updates:
                 self.policy.refresh()
                 self._counts["refreshes"] += 1
             self._last_refresh_t = t
+
+    # ------------------------------------------------------------------- catalogue
+    def add_arms(self, ids: Sequence[str], group: str, features: Any = None) -> np.ndarray:
+        """Add merchants (or partners) while serving; returns their indices.
+
+        New arms start from their group's prior and can be chosen by the next decision.
+        Cost is proportional to the arms added; when the per-arm arrays must grow, they are
+        copied in slices of :data:`CATALOGUE_SLICE` arms with decisions served between
+        slices (learning that lands meanwhile is re-copied), so no decision waits for a
+        whole-catalogue copy. All ids are checked before any is added.
+        """
+        ids = list(ids)
+        feats = None if features is None else np.asarray(features, dtype=np.float64)
+        with self._catalogue_lock:
+            with self._lock:
+                self.registry.check_new(ids, group)
+                if feats is not None and (feats.ndim != 2 or feats.shape[0] != len(ids)):
+                    raise InvalidInputError(
+                        f"features has shape {feats.shape}, expected ({len(ids)}, n_arm_features)"
+                    )
+                fresh = sum(not self.registry.knows(a) for a in ids)
+                engine = self._engine
+                engine.registry.reserve(engine.registry.n_arms + fresh)
+                capacity = engine.registry.capacity
+            if capacity > engine.policy.state.capacity:
+                self._grow_sliced(engine, capacity)
+            out = []
+            for lo in range(0, len(ids), CATALOGUE_SLICE):
+                part = ids[lo : lo + CATALOGUE_SLICE]
+                fpart = None
+                with self._lock:
+                    if feats is not None:
+                        known = [not self.registry.knows(a) for a in part]
+                        fpart = feats[lo : lo + CATALOGUE_SLICE][np.array(known, dtype=bool)]
+                    out.append(self._engine.add_arms(part, group, fpart))
+            return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+
+    def _grow_sliced(self, engine: Engine, capacity: int) -> None:
+        state = engine.policy.state
+        with self._lock:
+            grown = state.grown_arrays(capacity)
+            rows = state.capacity
+            self._touched = []
+        try:
+            for lo in range(0, rows, CATALOGUE_SLICE):
+                with self._lock:
+                    state.copy_rows(grown, lo, min(rows, lo + CATALOGUE_SLICE))
+            with self._lock:
+                touched = np.unique(np.array(self._touched, dtype=np.int64))
+                state.copy_arms(grown, touched)
+                state.install(grown, capacity)
+                engine.contracts.reserve(capacity, 0)
+        finally:
+            with self._lock:
+                self._touched = None
+
+    def retire_arms(self, ids: Sequence[str]) -> np.ndarray:
+        """Stop serving ``ids`` from the next decision on (learned state is kept)."""
+        with self._lock:
+            return self._engine.retire_arms(ids)
 
     # ------------------------------------------------------------- configuration
     def reconfigure(self, config: AllocatorConfig | str | Path) -> None:
         """Swap in a new configuration atomically, keeping what was learned.
 
-        Everything is built on the side first — a staged registry with the arm changes,
-        a policy with the new hyper-parameters that adopts the running one's statistics,
-        the compiled contract set with unchanged constraints' queues carried over — and
-        installed by plain assignments under the lock. Any error leaves the running
-        allocator untouched. Arms missing from the new config are retired, new ones added;
-        changing the policy kind or its dimensions is refused (it would discard learning).
+        A staged engine (arm changes, new hyper-parameters adopting the running statistics,
+        compiled contracts with unchanged constraints' queues) is built, then installed by
+        plain assignments. Any error leaves the running allocator untouched. For adding or
+        retiring arms while serving, :meth:`add_arms` / :meth:`retire_arms` are cheaper.
         """
         cfg = config if isinstance(config, AllocatorConfig) else load_allocator_config(config)
-        old = self.config
-        if cfg.engine.policy.kind != old.engine.policy.kind:
-            raise InvalidInputError(
-                f"policy kind {old.engine.policy.kind!r} → {cfg.engine.policy.kind!r} would "
-                "discard the learned state: build a new Allocator instead"
-            )
-        with self._lock:
-            registry = self._registry.copy()
-            keep = {a.id for a in cfg.arms}
-            retired = [i for i in registry.members_all() if i not in keep]
-            registry.retire(retired)
-            for arm in cfg.arms:
-                known = registry._index.get(arm.id)
-                if known is not None and registry.group_of(known) != arm.group:
-                    raise InvalidInputError(
-                        f"arms: {arm.id!r} was registered in group "
-                        f"{registry.group_of(known)!r}, cannot move to {arm.group!r}"
-                    )
-                if not self._is_active(registry, arm.id):
-                    registry.add([arm.id], arm.group)
-            running = self.policy
-            if (
-                cfg.engine.policy == old.engine.policy
-                and registry.n_arms == running.registry.n_arms
-            ):
-                policy = running
-                policy.registry = registry
-            else:
-                features = None
-                if cfg.engine.policy.kind == "shared_linear":
-                    given = {a.id: a.features for a in cfg.arms}
-                    old_features = self.policy._features  # type: ignore[attr-defined]
-                    features = np.array([
-                        given[arm_id] if arm_id in given else old_features[i]
-                        for i, arm_id in enumerate(registry.all_ids())
-                    ])  # fmt: skip
-                policy = make_policy(cfg.engine.policy, registry, self.seed, arm_features=features)
-                policy._stream[:] = running._stream
-                policy.adopt_learned(running)
-            engine = ConstrainedPolicy(policy, cfg.constraints)
-            engine.carry_from(self._engine)
+        with self._catalogue_lock, self._lock:
+            engine = stage_engine(self._engine, self.config, cfg, self.seed)
             # commit: nothing below can fail
-            self._registry = registry
-            self._engine = engine
-            self._objective = Objective(cfg.engine.objective, registry)
+            self.config = cfg
+            self._install(engine, self._pending)
             self._feature_index = {n: i for i, n in enumerate(cfg.serving.feature_names or [])}
             self._pending.capacity = cfg.serving.pending_capacity
-            self.config = cfg
-
-    @staticmethod
-    def _is_active(registry: ArmRegistry, arm_id: str) -> bool:
-        idx = registry._index.get(arm_id)
-        return idx is not None and bool(registry.active[idx])
 
     # ---------------------------------------------------------------- fleet learning
     def export_delta(self) -> dict[str, np.ndarray]:
@@ -442,34 +497,33 @@ class Allocator:
             return self.policy.export_delta()
 
     def merge(self, delta: Mapping[str, np.ndarray]) -> None:
-        """Fold a replica's delta into this (learner) allocator's posterior."""
-        with self._lock:
+        """Fold a replica's delta into this (learner) allocator's posterior (checked whole
+        before anything changes)."""
+        with self._catalogue_lock, self._lock:
             self.policy.merge(delta)
 
     def load_published(self, path: str | Path) -> None:
         """Adopt a learner's published snapshot without pausing decisions.
 
-        The file is read and the learner's policy rebuilt outside the lock; only the swap
-        happens under it. This replica keeps its own decision stream, pending decisions
-        and contract queues, and its next :meth:`export_delta` starts from the adopted state.
+        The file is read and the learner's engine rebuilt outside the lock; only the swap
+        happens under it. This replica keeps its own decision stream, pending decisions and
+        contract queues, and its next :meth:`export_delta` starts from the adopted state.
         """
         arrays, meta = read_snapshot(path)
-        ids = arrays["registry.ids"].tolist()
+        ids = arrays["registry.ids"].tolist() if "registry.ids" in arrays else None
         with self._lock:
-            mine = self._registry.all_ids()
-        if ids[: len(mine)] != mine[: len(ids)]:
+            mine = self.registry.all_ids()
+        if ids is None or ids[: len(mine)] != mine[: len(ids)]:
             raise SnapshotError(f"published snapshot {path} has a different arm catalogue")
-        policy_arrays = {
-            k[len("policy.") :]: v for k, v in arrays.items() if k.startswith("policy.")
-        }
-        cls = POLICY_CLASSES[self.config.engine.policy.kind]
-        published = cls.restore(
-            self.config.engine.policy, self._registry, self.seed, policy_arrays, meta["policy"]
+        published = restore_engine(
+            self.config.engine.policy, self.config.constraints, self.seed, arrays, meta["policy"]
         )
-        published.export_delta()  # the adopted state is the new delta baseline
-        with self._lock:
-            published._stream[:] = self.policy._stream
-            self._engine.replace_policy(published)
+        published.policy.export_delta()  # the adopted state is the new delta baseline
+        with self._catalogue_lock, self._lock:
+            published.policy.state.stream[:] = self.policy.state.stream
+            published.contracts = self._engine.contracts
+            published.contracts.reserve(published.registry.capacity, 0)
+            self._install(published, self._pending)
 
     # --------------------------------------------------------------------- metrics
     def metrics(self) -> dict[str, Any]:
@@ -478,7 +532,7 @@ class Allocator:
             out: dict[str, Any] = dict(self._counts)
             out["pending"] = len(self._pending)
             out["model_version"] = self.policy.version
-            out["arms_active"] = int(self._registry.active.sum())
+            out["arms_active"] = int(self.registry.active.sum())
             reports = self._engine.report()
             out["backstops"] = sum(r.backstops for r in reports)
             out["constraints"] = {r.name: dataclasses.asdict(r) for r in reports}
@@ -488,10 +542,7 @@ class Allocator:
     def snapshot_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """Every array and meta value needed to resume exactly where this allocator is."""
         with self._lock:
-            arrays, policy_meta = self.policy.export_state()
-            out = {f"policy.{k}": v for k, v in arrays.items()}
-            out.update(self._registry.to_arrays())
-            out.update(self._engine.export_state())
+            out, policy_meta = export_engine(self._engine)
             out.update(self._pending.to_arrays(self.policy.n_features))
             meta = {
                 "schema": SNAPSHOT_SCHEMA,
@@ -526,39 +577,21 @@ class Allocator:
                 f"snapshot {path} has schema {meta.get('schema')}, expected {SNAPSHOT_SCHEMA}"
             )
         try:
-            config = _config_without_arms(meta["config"])
+            config = config_without_arms(meta["config"])
+            seed = int(meta["seed"])
+            engine = restore_engine(
+                config.engine.policy, config.constraints, seed, arrays, meta["policy"]
+            )
+            pending = PendingTable.from_arrays(
+                config.serving.pending_capacity, arrays, engine.policy.n_features is not None
+            )
             out = cls.__new__(cls)
-            out.config = config
-            out.seed = int(meta["seed"])
-            out.replica = str(meta["replica"])
-            out._clock = clock
-            out._lock = threading.RLock()
-            out._log = None if log_dir is None else DecisionLogWriter(log_dir, log_rotate_rows)
-            out.set_autosave(None)
-            out._feature_index = {n: i for i, n in enumerate(config.serving.feature_names or [])}
-            out._restore_state(arrays, meta)
+            out._setup(config, seed, str(meta["replica"]), clock, log_dir, log_rotate_rows)
+            out._install(engine, pending)
+            out._counts = {k: int(meta["counters"].get(k, 0)) for k in COUNTERS}
+            out._next_id = int(meta["next_id"])
+            out._last_t = float(meta["last_t"])
+            out._last_refresh_t = float(meta["last_refresh_t"])
         except (KeyError, TypeError, ValueError) as err:
             raise SnapshotError(f"snapshot {path} is incomplete or inconsistent: {err}") from None
         return out
-
-    def _restore_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
-        registry = ArmRegistry.from_arrays(arrays)
-        policy_arrays = {
-            k[len("policy.") :]: v for k, v in arrays.items() if k.startswith("policy.")
-        }
-        cls = POLICY_CLASSES[self.config.engine.policy.kind]
-        policy = cls.restore(
-            self.config.engine.policy, registry, self.seed, policy_arrays, meta["policy"]
-        )
-        engine = ConstrainedPolicy(policy, self.config.constraints)
-        engine.restore_state(arrays)
-        self._registry = registry
-        self._engine = engine
-        self._objective = Objective(self.config.engine.objective, registry)
-        self._pending = PendingTable.from_arrays(
-            self.config.serving.pending_capacity, arrays, policy.n_features is not None
-        )
-        self._counts = {k: int(meta["counters"].get(k, 0)) for k in COUNTERS}
-        self._next_id = int(meta["next_id"])
-        self._last_t = float(meta["last_t"])
-        self._last_refresh_t = float(meta["last_refresh_t"])

@@ -9,8 +9,9 @@ are arguments of the allocator, not part of this model.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import Field, model_validator
 
@@ -126,3 +127,18 @@ def load_allocator_config(path: str | Path) -> AllocatorConfig:
     """Load and validate an :class:`AllocatorConfig` from YAML."""
     cfg: AllocatorConfig = parse_config(AllocatorConfig, load_yaml(path), str(path))
     return cfg
+
+
+def config_without_arms(data: Mapping[str, Any]) -> AllocatorConfig:
+    """A saved configuration: its parts are validated, its arms come from the registry.
+
+    The whole config was validated (arms included) when the allocator was built; a
+    restored allocator's ``config.arms`` is empty and its registry holds the catalogue, so
+    catalogues of millions of merchants load in array time.
+    """
+    return AllocatorConfig.model_construct(
+        engine=EngineConfig.model_validate(data["engine"]),
+        constraints=ConstraintSet.model_validate(data["constraints"]),
+        serving=ServingConfig.model_validate(data["serving"]),
+        arms=[],
+    )

@@ -8,7 +8,8 @@ import numpy as np
 
 from allocator import ArmRegistry, BetaBernoulliConfig, make_policy
 from allocator.config import BetaPrior
-from allocator.constraints import ConstrainedPolicy, ConstraintSet
+from allocator import Engine
+from allocator.constraints import ConstraintSet
 
 T0 = 1_759_276_800.0  # 2025-10-01T00:00:00Z
 CATEGORIES = ("food", "toys", "apparel")
@@ -46,7 +47,7 @@ def world(n_partners: int, n_merchants: int = 5, adversarial: bool = True, seed:
 
 
 def run(
-    cp: ConstrainedPolicy,
+    engine: Engine,
     reg: ArmRegistry,
     partners: list[str],
     n: int,
@@ -55,34 +56,44 @@ def run(
     seconds: float,
     ctr: np.ndarray | None = None,
     keep_probabilities: bool = False,
+    batch: int = 64,
 ) -> Log:
-    """n impressions spread over ``seconds``; partner i is a candidate w.p. eligibility[i]."""
+    """n impressions spread over ``seconds``; partner i is a candidate w.p. eligibility[i].
+
+    Requests go through the engine's batch entry ``batch`` at a time; with ``ctr`` the
+    outcomes of a batch are learned before the next one (delayed feedback).
+    """
     merchants = reg.members("mini_shop")
     partner_idx = reg.lookup(partners)
     times = T0 + np.arange(n) * (seconds / n)
     cats = rng.integers(0, len(CATEGORIES), n)
     present = rng.random((n, len(partners))) < eligibility
     picks = np.argsort(rng.random((n, merchants.size)), axis=1)[:, :3]
+    cands = [np.concatenate([partner_idx[present[i]], merchants[picks[i]]]) for i in range(n)]
     arms = np.empty(n, dtype=np.int64)
     props = np.empty(n)
     forced = np.zeros(n, dtype=bool)
-    cand_groups, cands, probs = [], [], []
-    for i in range(n):
-        cand = np.concatenate([partner_idx[present[i]], merchants[picks[i]]])
-        c = cp.decide(cand, attrs={"category": CATEGORIES[cats[i]]}, timestamp=times[i])
-        arms[i], props[i], forced[i] = c.arm, c.propensity, c.forced
-        cand_groups.append({reg.group_of(int(a)) for a in cand})
-        cands.append(cand)
+    probs = []
+    names = np.array(CATEGORIES)[cats]
+    for lo in range(0, n, batch):
+        hi = min(n, lo + batch)
+        ptr = np.zeros(hi - lo + 1, dtype=np.int64)
+        np.cumsum([c.size for c in cands[lo:hi]], out=ptr[1:])
+        out = engine.decide_batch(
+            ptr, np.concatenate(cands[lo:hi]), None, times[lo:hi], {"category": names[lo:hi]}
+        )
+        arms[lo:hi], props[lo:hi], forced[lo:hi] = out.arms, out.propensities, out.forced >= 0
         if keep_probabilities:
-            probs.append(cp.probabilities)
+            probs.extend(np.split(out.probabilities, ptr[1:-1]))
         if ctr is not None:
-            cp.update(c.arm, float(rng.random() < ctr[c.arm]))
+            engine.update_batch(out.arms, (rng.random(hi - lo) < ctr[out.arms]).astype(float))
+    cand_groups = [{reg.group_of(int(a)) for a in c} for c in cands]
     groups = np.array([reg.group_of(int(a)) for a in arms])
     return Log(arms, groups, times, cats, props, forced, cand_groups, cands, probs)
 
 
-def constrained(policy, spec: dict) -> ConstrainedPolicy:
-    return ConstrainedPolicy(policy, ConstraintSet.model_validate(spec))
+def constrained(policy, spec: dict) -> Engine:
+    return Engine(policy, ConstraintSet.model_validate(spec))
 
 
 def window_slacks(log: Log, constraint, window: int) -> np.ndarray:

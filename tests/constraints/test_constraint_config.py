@@ -7,7 +7,8 @@ import pytest
 
 from allocator import BetaBernoulliConfig, ConfigError, make_policy
 from allocator.config import parse_config
-from allocator.constraints import ConstrainedPolicy, ConstraintSet
+from allocator import Engine
+from allocator.constraints import ConstraintSet
 from allocator.constraints.config import schedule_value
 from allocator.kernels import constraints as kc
 from tests.conftest import make_registry
@@ -88,7 +89,7 @@ def test_unknown_target_is_named_at_compile_time():
     pol = make_policy(BetaBernoulliConfig(), reg, seed=0)
     spec = parse([floor("ghost", "nowhere", 0.2)])
     with pytest.raises(ConfigError, match=r"constraint 'ghost': unknown target: unknown group"):
-        ConstrainedPolicy(pol, spec)
+        Engine(pol, spec)
 
 
 @pytest.mark.parametrize("shape", ["constant", "linear", "step"])

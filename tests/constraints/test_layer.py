@@ -188,7 +188,7 @@ def test_backstop_forces_and_flags():
     cand = np.concatenate([reg.lookup(["partner0"]), reg.members("mini_shop")])
     forced = [cp.decide(cand, timestamp=T0 + i) for i in range(400)]
     flagged = [c for c in forced if c.forced]
-    assert flagged and all(c.forced_by == "f" and c.arm == cand[0] for c in flagged)
+    assert flagged and all(c.forced_by == "f" and c.arm_index == cand[0] for c in flagged)
     assert all(c.propensity == 1.0 for c in flagged)
     assert cp.report()[0].backstops == len(flagged)
     assert cp.report()[0].deficit < 3.0
@@ -208,7 +208,7 @@ def test_reconfigure_carries_unchanged_queues_and_rejects_bad_sets():
         group_floor("a", "partner0", 0.3),           # unchanged: carried over
         group_floor("b", "partner1", 0.1),           # changed: starts afresh
     ]})  # fmt: skip
-    cp.reconfigure(new)
+    cp.set_constraints(new)
     after = {r.name: r for r in cp.report()}
     assert after["a"] == before["a"]
     assert after["b"].impressions == 0
@@ -217,7 +217,7 @@ def test_reconfigure_carries_unchanged_queues_and_rejects_bad_sets():
     )
     bad = ConstraintSet.model_validate({"constraints": [group_floor("z", "ghost", 0.1)]})
     with pytest.raises(ConfigError, match="'z': unknown target"):
-        cp.reconfigure(bad)
+        cp.set_constraints(bad)
     assert cp.constraints is new
     cp.decide(cand, timestamp=T0 + 301)
 
@@ -238,8 +238,8 @@ def test_bad_requests_are_typed_errors_and_leave_state(kwargs, match):
         policy, {"constraints": [group_floor("a", "partner0", 0.3, scope={"category": ["food"]})]}
     )
     cand = np.concatenate([reg.lookup(partners), reg.members("mini_shop")])
-    stream = policy._stream.copy()
+    stream = policy.state.stream.copy()
     with pytest.raises(InvalidInputError, match=match):
         cp.decide(cand, **kwargs)
-    np.testing.assert_array_equal(policy._stream, stream)
+    np.testing.assert_array_equal(policy.state.stream, stream)
     assert cp.report()[0].impressions == 0

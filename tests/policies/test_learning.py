@@ -17,7 +17,7 @@ def run_bernoulli(pol, ctr_schedule, n_steps, seed):
     regret = np.empty(n_steps)
     for t in range(n_steps):
         ctr = ctr_schedule(t)
-        arm = pol.decide(cand).arm
+        arm = pol.decide(cand).arm_index
         pol.update(arm, float(rng.random() < ctr[arm]))
         regret[t] = ctr.max() - ctr[arm]
     return regret
@@ -70,7 +70,7 @@ def test_linear_ts_beats_best_single_arm():
     cand = np.arange(k, dtype=np.int64)
     earned = 0.0
     for t in range(n):
-        arm = pol.decide(cand, xs[t]).arm
+        arm = pol.decide(cand, xs[t]).arm_index
         pol.update(arm, float(rng.random() < truth[t, arm]), xs[t])
         earned += truth[t, arm]
     best_single = truth.sum(axis=0).max()

@@ -76,8 +76,8 @@ def test_linear_posterior_equals_ridge_solve(rng, discount):
         )
         np.testing.assert_allclose(mean[a], ref_mean, atol=1e-9)
         np.testing.assert_allclose(prec[a], ref_a, atol=1e-9)
-        np.testing.assert_allclose(pol._mu[a], ref_mean, atol=1e-9)
-        np.testing.assert_allclose(pol._a_inv[a], np.linalg.inv(ref_a), atol=1e-9)
+        np.testing.assert_allclose(pol.state.mu[a], ref_mean, atol=1e-9)
+        np.testing.assert_allclose(pol.state.a_inv[a], np.linalg.inv(ref_a), atol=1e-9)
 
 
 def test_shared_posterior_equals_ridge_solve(rng):
@@ -137,7 +137,7 @@ def test_new_linear_arm_empirical_prior_is_group_mean(rng):
     pol.refresh()
     reg.add(["arm:2"], "g")
     pol.sync_arms()
-    np.testing.assert_allclose(pol.posterior([2])[0][0], pol._mu[:2].mean(axis=0), atol=1e-12)
+    np.testing.assert_allclose(pol.posterior([2])[0][0], pol.state.mu[:2].mean(axis=0), atol=1e-12)
 
 
 def test_bank_draws_follow_the_posterior_distribution():
@@ -152,12 +152,12 @@ def test_bank_draws_follow_the_posterior_distribution():
     pol.refresh()
     for arm, (a, b) in enumerate([(0.3, 0.6), (2.3, 1.6), (0.3, 1.6)]):
         mean, var = a / (a + b), a * b / ((a + b) ** 2 * (a + b + 1))
-        sample = pol._bank[arm].astype(np.float64)
+        sample = pol.state.bank[arm].astype(np.float64)
         assert abs(sample.mean() - mean) < 5 * np.sqrt(var / 20_000)
         assert abs(sample.var() / var - 1) < 0.06
     prior = NormalGammaPrior(mean=2.0, kappa=1.0, alpha=3.0, beta=2.0)
     ng = make_policy(NormalGammaConfig(bank_rows=20_000, prior=prior), make_registry(1), 1)
-    sample = ng._bank[0].astype(np.float64)
+    sample = ng.state.bank[0].astype(np.float64)
     t_var = 2.0 / (3.0 * 1.0) * (2 * 3.0) / (2 * 3.0 - 2)  # Student-t, 2α dof, scale² β/(ακ)
     assert abs(sample.mean() - 2.0) < 5 * np.sqrt(t_var / 20_000)
     assert abs(sample.var() / t_var - 1) < 0.1

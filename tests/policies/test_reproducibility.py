@@ -24,8 +24,8 @@ def play(kind, seed, n=600):
         cand = rng.choice(8, int(rng.integers(1, 9)), replace=False)
         x = None if d is None else rng.normal(size=d)
         c = pol.decide(cand, x)
-        pol.update(c.arm, float(rng.random() < 0.3), x)
-        out.append((c.arm, c.propensity))
+        pol.update(c.arm_index, float(rng.random() < 0.3), x)
+        out.append((c.arm_index, c.propensity))
     return out
 
 
@@ -48,5 +48,5 @@ def test_batch_equals_sequential(kind):
     batch = a.decide_batch(ptr, idx, xs)
     for r in range(300):
         c = b.decide(idx[ptr[r] : ptr[r + 1]], None if xs is None else xs[r])
-        assert c.arm == batch.arms[r] and c.propensity == batch.propensities[r]
+        assert c.arm_index == batch.arms[r] and c.propensity == batch.propensities[r]
         np.testing.assert_array_equal(b.probabilities, batch.probabilities[ptr[r] : ptr[r + 1]])

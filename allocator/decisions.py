@@ -1,0 +1,75 @@
+"""The two decision types: one request (:class:`Decision`) and a batch (:class:`Decisions`).
+
+Every entry point — a bare policy, the engine with contracts, the serving facade — returns
+these; the facade only fills in the ids it owns (decision id, request id).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import NamedTuple
+
+import numpy as np
+
+
+class Decision(NamedTuple):
+    """What the serving layer shows and logs for one impression.
+
+    ``propensity`` is the probability the whole procedure (policy, ε, contracts) had of
+    choosing ``arm_id``; ``position`` is its place in the request's candidate list.
+    """
+
+    position: int
+    arm_index: int
+    propensity: float
+    arm_id: str = ""
+    group: str = ""
+    forced_by: str | None = None
+    adjusted_by: tuple[str, ...] = ()
+    model_version: int = 0
+    timestamp: float = 0.0
+    decision_id: str | None = None
+    request_id: str | None = None
+
+    @property
+    def forced(self) -> bool:
+        """True when a contract's backstop restricted the draw."""
+        return self.forced_by is not None
+
+
+@dataclass(frozen=True)
+class Decisions:
+    """Decisions for R requests given as CSR candidate lists.
+
+    ``probabilities`` (nnz,) is aligned with the batch's ``cand_idx``; ``forced`` holds the
+    index into ``constraint_names`` of the contract that forced request ``r`` (-1: none),
+    and ``adjusted`` a bitmask over ``constraint_names`` of contracts that moved mass.
+    """
+
+    positions: np.ndarray
+    arms: np.ndarray
+    propensities: np.ndarray
+    probabilities: np.ndarray
+    forced: np.ndarray
+    adjusted: np.ndarray
+    timestamps: np.ndarray
+    constraint_names: tuple[str, ...] = ()
+    model_version: int = 0
+    decision_ids: tuple[str, ...] | None = None
+    request_ids: tuple[str | None, ...] | None = None
+
+    def __len__(self) -> int:
+        return int(self.arms.shape[0])
+
+    def forced_by(self, r: int) -> str | None:
+        k = int(self.forced[r])
+        return None if k < 0 else self.constraint_names[k]
+
+    def adjusted_by(self, r: int) -> tuple[str, ...]:
+        mask = int(self.adjusted[r])
+        return tuple(n for i, n in enumerate(self.constraint_names) if mask >> i & 1)
+
+    def with_ids(
+        self, decision_ids: tuple[str, ...], request_ids: tuple[str | None, ...]
+    ) -> Decisions:
+        return replace(self, decision_ids=decision_ids, request_ids=request_ids)

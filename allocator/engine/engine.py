@@ -1,0 +1,174 @@
+"""The engine: one policy, its contracts and its arm catalogue, decided through one pipeline.
+
+Single requests and CSR batches run the same compiled pipeline (score → rule → ε-mix →
+contracts → draw), so the same seed gives the same decisions either way. The engine owns
+the catalogue: :meth:`Engine.add_arms` and :meth:`Engine.retire_arms` cost in proportion to
+the arms changed, and new arms start from their group's prior. It is not thread-safe: the
+serving facade serialises calls (and keeps catalogue growth off its decision lock).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from allocator.constraints import ConstraintReport, Contracts, ConstraintSet
+from allocator.decisions import Decision, Decisions
+from allocator.errors import InvalidInputError
+from allocator.inputs import as_float_array, as_index_array, check_csr
+from allocator.policies import Policy, PolicyConfig, make_policy
+from allocator.registry import ArmRegistry
+from allocator.timestamps import as_epoch_seconds
+
+
+class Engine:
+    """A policy under contracts over a live arm catalogue."""
+
+    def __init__(
+        self,
+        policy: PolicyConfig | Policy,
+        constraints: ConstraintSet | None = None,
+        registry: ArmRegistry | None = None,
+        seed: int = 0,
+        arm_features: Any = None,
+    ) -> None:
+        if isinstance(policy, Policy):
+            self.policy = policy
+        else:
+            self.policy = make_policy(policy, registry or ArmRegistry(), seed, arm_features)
+        self.contracts = Contracts(constraints, self.policy.registry)
+
+    @property
+    def registry(self) -> ArmRegistry:
+        return self.policy.registry
+
+    # ------------------------------------------------------------------- decisions
+    def decide(
+        self,
+        candidates: Any,
+        context: Any = None,
+        attrs: Mapping[str, str] | None = None,
+        timestamp: Any = 0.0,
+    ) -> Decision:
+        """Choose among ``candidates`` (arm indices or ids) for one request at ``timestamp``."""
+        t = (
+            timestamp if type(timestamp) is float and math.isfinite(timestamp)
+            else as_epoch_seconds(timestamp)
+        )  # fmt: skip
+        cand = self.resolve(candidates)
+        policy = self.policy
+        x = policy.context_row(context)
+        codes = self.contracts.encode(attrs)
+        self.contracts.reserve(self.registry.capacity, cand.shape[0])
+        args = self._contract_args() if self.contracts.names else None
+        pos, forced, adjusted = policy.decide_one(cand, x, t, codes, args)
+        arm = int(cand[pos])
+        names = self.contracts.names
+        reg = self.registry
+        return Decision(
+            pos, arm, policy.propensity(pos),
+            reg.arm_id(arm), reg.group_of(arm), names[forced] if forced >= 0 else None,
+            tuple(n for i, n in enumerate(names) if adjusted >> i & 1) if adjusted else (),
+            policy.version, t,
+        )  # fmt: skip
+
+    def decide_batch(
+        self,
+        cand_ptr: Any,
+        cand_idx: Any,
+        contexts: Any = None,
+        timestamps: Any = None,
+        attrs: Sequence[Mapping[str, str] | None] | Mapping[str, Any] | None = None,
+        draw: bool = True,
+    ) -> Decisions:
+        """Decide R requests given as CSR candidate lists, contracts included.
+
+        ``timestamps`` (R,) epoch seconds (default 0); ``attrs`` is one mapping per request,
+        or one string array per attribute (R,) — the vectorised form. ``draw=False`` gives
+        the policy's ε-mixed probabilities only (no contract, no draw, stream untouched).
+        """
+        ptr, idx = check_csr(cand_ptr, cand_idx)
+        n_req = ptr.shape[0] - 1
+        xs = self.policy.context_rows(contexts, n_req)
+        times = (
+            np.zeros(n_req) if timestamps is None
+            else as_float_array(timestamps, "timestamps", (n_req,))
+        )  # fmt: skip
+        codes = self.encode_attrs(attrs, n_req)
+        names = self.contracts.names
+        self.contracts.reserve(self.registry.capacity, int(np.diff(ptr).max(initial=1)))
+        args = self._contract_args() if names and draw else None
+        return self.policy.decide_many(ptr, idx, xs, times, codes, args, draw, names)
+
+    def encode_attrs(self, attrs: Any, n_req: int) -> np.ndarray:
+        """Request attributes of a batch as an (R, A) code matrix."""
+        if attrs is None:
+            return np.zeros((n_req, self.contracts.n_attrs), dtype=np.int64)
+        if isinstance(attrs, Mapping):
+            return self.contracts.encode_columns(attrs, n_req)
+        if len(attrs) != n_req:
+            raise InvalidInputError(f"attrs has {len(attrs)} entries for {n_req} requests")
+        return self.contracts.encode_many(attrs)
+
+    def resolve(self, candidates: Any) -> np.ndarray:
+        """Candidate arm indices from indices or ids (ids are looked up in the registry)."""
+        if isinstance(candidates, np.ndarray) and candidates.dtype.kind in "iu":
+            return as_index_array(candidates, "candidates")
+        if isinstance(candidates, (list, tuple)) and candidates and isinstance(candidates[0], str):
+            return self.registry.lookup(list(candidates))
+        if isinstance(candidates, np.ndarray) and candidates.dtype.kind == "U":
+            return self.registry.lookup(candidates.tolist())
+        return as_index_array(candidates, "candidates")
+
+    def _contract_args(self) -> tuple[Any, ...]:
+        return self.contracts.kernel_args(self.registry.arm_group, self.policy.state.n_obs)
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        """Final choice probabilities of the last single request (contracts included)."""
+        return self.policy.probabilities
+
+    # -------------------------------------------------------------------- learning
+    def update(self, arm: int, reward: float, context: Any = None) -> None:
+        self.policy.update(arm, reward, context)
+
+    def update_batch(self, arms: Any, rewards: Any, contexts: Any = None) -> None:
+        self.policy.update_batch(arms, rewards, contexts)
+
+    # ------------------------------------------------------------------ catalogue
+    def add_arms(self, ids: Sequence[str], group: str, features: Any = None) -> np.ndarray:
+        """Register ``ids`` in ``group`` and give them state from the group's prior.
+
+        A retired id comes back with its index and learned state. All or nothing: bad ids,
+        group or features raise before anything changes. Returns the arms' indices.
+        """
+        ids = list(ids)
+        self.registry.check_new(ids, group)
+        fresh = [a for a in ids if not self.registry.knows(a)]
+        feats = self.policy._check_arm_features(len(fresh), features)
+        idx = self.registry.add(ids, group)
+        self.policy.sync_arms(feats)
+        self.contracts.reserve(self.registry.capacity, 0)
+        return idx
+
+    def retire_arms(self, ids: Sequence[str]) -> np.ndarray:
+        """Stop serving ``ids`` from the next decision on; their state is kept."""
+        return self.registry.retire(list(ids))
+
+    # ----------------------------------------------------------- contracts, reload
+    def set_constraints(self, spec: ConstraintSet) -> None:
+        """Compile ``spec`` and swap it in; unchanged constraints keep their queues."""
+        new = Contracts(spec, self.registry)
+        new.carry_from(self.contracts)
+        self.contracts = new
+
+    @property
+    def constraints(self) -> ConstraintSet:
+        """The contract set in force."""
+        return self.contracts.spec
+
+    def report(self) -> list[ConstraintReport]:
+        return self.contracts.report()

@@ -1,0 +1,79 @@
+"""Input shaping at the boundary: arrays of indices and floats, CSR candidate lists.
+
+One implementation of each check, used by policies, the engine, the facade and replay, so a
+bad request reads the same everywhere and nothing unchecked reaches a kernel.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from allocator.errors import InvalidInputError
+
+
+def first_rows(mask: np.ndarray, k: int = 5) -> list[int]:
+    """Positions of the first ``k`` true entries (for error messages)."""
+    return [int(i) for i in np.flatnonzero(mask)[:k]]
+
+
+def as_index_array(values: Any, name: str) -> np.ndarray:
+    """``values`` as a 1-d C-contiguous int64 array, or a typed error naming ``name``."""
+    if type(values) is np.ndarray and values.dtype == np.int64 and values.ndim == 1:
+        return values if values.flags.c_contiguous else np.ascontiguousarray(values)
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        raise InvalidInputError(f"{name} must be 1-d, got shape {arr.shape}")
+    if arr.size and (arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer)):
+        raise InvalidInputError(f"{name} must hold integer arm indices, got dtype {arr.dtype}")
+    return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+def as_float_array(values: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """``values`` as a finite float64 array of ``shape`` (-1 = any), or a typed error."""
+    arr = values
+    if not (type(arr) is np.ndarray and arr.dtype == np.float64 and arr.flags.c_contiguous):
+        if isinstance(values, np.ndarray) and values.dtype.kind not in "biuf":
+            raise InvalidInputError(f"{name} must be real numbers, got dtype {values.dtype}")
+        try:
+            arr = np.ascontiguousarray(values, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise InvalidInputError(
+                f"{name} must be numeric, got {type(values).__name__}"
+            ) from None
+    if arr.ndim != len(shape) or any(
+        s not in (-1, a) for s, a in zip(shape, arr.shape, strict=True)
+    ):
+        want = tuple("n" if s == -1 else s for s in shape)
+        raise InvalidInputError(f"{name} has shape {arr.shape}, expected {want}")
+    if not np.isfinite(arr).all():
+        bad = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
+        where = ", ".join(map(str, bad))
+        raise InvalidInputError(f"{name}[{where}] = {float(arr[bad])}: expected a finite number")
+    return arr
+
+
+def check_csr(cand_ptr: Any, cand_idx: Any, n_arms: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """CSR candidate lists checked for shape: ``cand_ptr`` starts at 0, never decreases and
+    ends at ``len(cand_idx)``; with ``n_arms``, every request has a candidate and every
+    index is in ``[0, n_arms)`` (the decide kernels check activity and duplicates)."""
+    ptr = as_index_array(cand_ptr, "cand_ptr")
+    idx = as_index_array(cand_idx, "cand_idx")
+    if ptr.shape[0] < 1 or ptr[0] != 0 or ptr[-1] != idx.shape[0] or (np.diff(ptr) < 0).any():
+        raise InvalidInputError(
+            "cand_ptr must start at 0, be non-decreasing and end at len(cand_idx) "
+            f"= {idx.shape[0]}"
+        )
+    if n_arms is not None:
+        empty = np.diff(ptr) == 0
+        if empty.any():
+            raise InvalidInputError(f"every round needs a candidate; empty rounds {first_rows(empty)}")
+        bad = (idx < 0) | (idx >= n_arms)
+        if bad.any():
+            rows = first_rows(bad)
+            raise InvalidInputError(
+                f"cand_idx must be arm indices in [0, {n_arms}); first bad entries {rows}: "
+                f"{idx[rows].tolist()}"
+            )
+    return ptr, idx

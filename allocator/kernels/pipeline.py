@@ -1,0 +1,90 @@
+"""The decision pipeline shared by every family: check → (family scores → rule) → ε-mix →
+contracts → draw, over a CSR batch of requests.
+
+A family's decide kernel checks the batch with :func:`check_requests`, fills each request's
+base probabilities (its own scores and rule), and hands them to :func:`finish`. One request
+is a batch of one, so the single and batch entries make identical decisions from the same
+stream. The contract arguments (``def_i`` … ``before``) are those of
+:func:`allocator.kernels.constraints.constrain_and_draw`; with no contract (``K = 0``) the
+draw is the plain inverse-CDF draw, consuming the same one uniform.
+"""
+
+import numpy as np
+from numba import njit
+
+from allocator.kernels.choice import (
+    ERR_NONFINITE,
+    ERR_TOO_MANY,
+    OK,
+    all_finite,
+    clear_marks,
+    draw_index,
+    mark_candidates,
+    mix_uniform,
+)
+from allocator.kernels.constraints import constrain_and_draw
+
+
+@njit(cache=True, nogil=True)
+def check_requests(cand_ptr, cand_idx, xs, active, pos_of_arm, slots, err):
+    """Check every request of a CSR batch before anything is decided.
+
+    Parameters
+    ----------
+    cand_ptr : int64 (R+1,); cand_idx : int64 (nnz,) candidate arm indices
+    xs : float64 (R, d) contexts (d may be 0)
+    active : bool (capacity,); pos_of_arm : int64 (capacity,) scratch, all -1
+    slots : int, most candidates a request may have
+    err : int64 (2,) receives ``[request, candidate position]`` of the first error
+
+    Returns
+    -------
+    int
+        ``OK`` or a negative error code; no mark is left set either way.
+    """
+    one = np.zeros(1, dtype=np.int64)
+    for r in range(cand_ptr.shape[0] - 1):
+        err[0] = r
+        err[1] = 0
+        if not all_finite(xs[r]):
+            return ERR_NONFINITE
+        c = cand_idx[cand_ptr[r] : cand_ptr[r + 1]]
+        if c.shape[0] > slots:
+            return ERR_TOO_MANY
+        code = mark_candidates(c, active, pos_of_arm, one)
+        if code != OK:
+            err[1] = one[0]
+            return code
+        clear_marks(c, c.shape[0], pos_of_arm)
+    return OK
+
+
+@njit(cache=True, nogil=True)
+def finish(
+    p, n, cand, mu, eps, t, codes, draw, def_i, def_f, allowed, eta, backstop, surplus,
+    arm_group, n_obs, first_seen, st_f, st_i, ring, member, before, rng_state,
+):  # fmt: skip
+    """ε-mix ``p[:n]``, then (with ``draw``) apply the contracts and draw one position.
+
+    Parameters
+    ----------
+    p : float64 (>= n,) base probabilities in, final probabilities out
+    cand : int64 (n,); mu : float64 (>= n,) posterior mean reward per candidate
+    eps : float; t : float request time (epoch s); codes : int64 (A,) attribute codes
+    draw : bool, False = only the ε-mixed policy probabilities (no contract, no draw)
+
+    Returns
+    -------
+    (int, int, int)
+        Chosen position, forcing constraint (-1 if none), bitmask of the constraints that
+        moved mass.
+    """
+    mix_uniform(p, n, eps)
+    if not draw:
+        return 0, -1, 0
+    if def_i.shape[0] == 0:
+        return draw_index(p, n, rng_state), -1, 0
+    return constrain_and_draw(
+        p, n, cand, mu, t, codes, def_i, def_f, allowed, eta, backstop, surplus, arm_group,
+        n_obs, first_seen, st_f, st_i, ring, member, before, rng_state,
+    )  # fmt: skip

@@ -1,0 +1,253 @@
+"""Declared model state: every array a family owns, with the roles that drive generic code.
+
+A family lists its arrays once as :class:`Field` declarations. Snapshot, restore, growth of
+the arm catalogue, fleet deltas and merges, forgetting and hot-reload adoption are written
+once here, over those declarations: adding an array to a family is one line, and no
+generic operation can forget it. The arrays stay plain attributes of a :class:`ModelState`
+(flat C-contiguous numpy arrays), so the hot path passes them to kernels directly.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from allocator.errors import InvalidInputError, SnapshotError
+
+
+class Role(enum.Flag):
+    """What an array is, which decides what each generic operation does with it."""
+
+    NONE = 0
+    #: axis 0 is the arm index: grown with the catalogue, sliced to the registered arms
+    PER_ARM = enum.auto()
+    #: evidence from observations: carried into a reconfigured policy
+    LEARNED = enum.auto()
+    #: a sum over observations: exported in fleet deltas and added up by merges
+    ADDITIVE = enum.auto()
+    #: decays by ``gamma`` per model-clock tick since the arm's ``t_last`` (lazy forgetting)
+    DECAYS = enum.auto()
+    #: per-arm prior, set when an arm joins; carried into a reconfigured policy
+    PRIOR = enum.auto()
+    #: recomputed from the rest by a refresh; saved anyway so a restore decides identically
+    CACHE = enum.auto()
+    #: working buffers: never saved, never merged
+    SCRATCH = enum.auto()
+
+
+@dataclass(frozen=True)
+class Field:
+    """One array: name, dtype, roles, and its dimensions after the arm axis (if per arm).
+
+    ``dims`` entries are ints or names of sizes the family resolves (``"d"``, ``"rows"``).
+    ``fill`` is the value of fresh entries (new arms, new buffers).
+    """
+
+    name: str
+    dtype: Any
+    roles: Role = Role.NONE
+    dims: tuple[int | str, ...] = ()
+    fill: float = 0
+
+    def has(self, role: Role) -> bool:
+        return bool(self.roles & role)
+
+    def shape(self, sizes: Mapping[str, int], capacity: int) -> tuple[int, ...]:
+        tail = tuple(d if isinstance(d, int) else int(sizes[d]) for d in self.dims)
+        return (capacity, *tail) if self.has(Role.PER_ARM) else tail
+
+
+#: Arrays every family has: the model clock (one tick per observation), the decision stream
+#: (counter-based RNG words), the raw observation count per arm, the per-arm "posterior
+#: changed" flags, and counters of refreshes, updates since the last refresh and arms
+#: that have state; and the kernels' per-arm scratch (all -1 between calls).
+COMMON_FIELDS = (
+    Field("clock", np.int64, Role.LEARNED, (1,)),
+    Field("stream", np.uint64, Role.NONE, (2,)),
+    Field("n_obs", np.int64, Role.PER_ARM | Role.LEARNED | Role.ADDITIVE),
+    Field("dirty", np.bool_, Role.PER_ARM | Role.CACHE),
+    Field("version", np.int64, Role.NONE, (1,)),
+    Field("pending", np.int64, Role.NONE, (1,)),
+    Field("n_synced", np.int64, Role.NONE, (1,)),
+    Field("pos_of_arm", np.int64, Role.PER_ARM | Role.SCRATCH, fill=-1),
+)
+
+
+class ModelState:
+    """The arrays of one model, as attributes named by its fields."""
+
+    def __init__(self, fields: tuple[Field, ...], sizes: Mapping[str, int], capacity: int):
+        self.fields = fields
+        self.sizes = dict(sizes)
+        self.capacity = int(capacity)
+        for f in fields:
+            setattr(self, f.name, np.full(f.shape(sizes, capacity), f.fill, dtype=f.dtype))
+
+    def __getattr__(self, name: str) -> np.ndarray:  # typing only: fields are attributes
+        raise AttributeError(name)
+
+    def select(self, role: Role) -> tuple[Field, ...]:
+        return tuple(f for f in self.fields if f.has(role))
+
+    # ------------------------------------------------------------------ catalogue
+    def grow(self, capacity: int) -> None:
+        """Make room for ``capacity`` arms; existing entries are kept."""
+        if capacity <= self.capacity:
+            return
+        grown = self.grown_arrays(capacity)
+        self.copy_rows(grown, 0, self.capacity)
+        self.install(grown, capacity)
+
+    def grown_arrays(self, capacity: int) -> dict[str, np.ndarray]:
+        """Fresh per-arm arrays for ``capacity`` arms (filled, nothing copied yet).
+
+        With :meth:`copy_rows` and :meth:`install` this lets a caller grow a large catalogue
+        in slices, serving decisions between them.
+        """
+        return {
+            f.name: np.full(f.shape(self.sizes, capacity), f.fill, dtype=f.dtype)
+            for f in self.select(Role.PER_ARM)
+        }
+
+    def copy_rows(self, grown: Mapping[str, np.ndarray], lo: int, hi: int) -> None:
+        """Copy arms ``[lo, hi)`` of every per-arm array into ``grown``."""
+        for name, target in grown.items():
+            target[lo:hi] = getattr(self, name)[lo:hi]
+
+    def copy_arms(self, grown: Mapping[str, np.ndarray], arms: np.ndarray) -> None:
+        """Copy the given arms' rows of every per-arm array into ``grown``."""
+        for name, target in grown.items():
+            target[arms] = getattr(self, name)[arms]
+
+    def install(self, grown: Mapping[str, np.ndarray], capacity: int) -> None:
+        """Replace the per-arm arrays by ``grown`` (all rows copied) of ``capacity`` arms."""
+        for name, value in grown.items():
+            setattr(self, name, value)
+        self.capacity = capacity
+
+    # ------------------------------------------------------------------- snapshot
+    def snapshot(self) -> dict[str, np.ndarray]:
+        """Copies of every saved array (everything but scratch)."""
+        return {
+            f.name: getattr(self, f.name).copy()
+            for f in self.fields
+            if not f.has(Role.SCRATCH)
+        }
+
+    def restore(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Load :meth:`snapshot` output after checking every array; all or nothing.
+
+        Names, dtypes, shapes (one arm capacity for every per-arm array, the family's
+        sizes for the rest) and finiteness are checked before anything is assigned.
+        """
+        saved = [f for f in self.fields if not f.has(Role.SCRATCH)]
+        per_arm = [arrays[f.name].shape[0] for f in saved if f.has(Role.PER_ARM) and f.name in arrays]
+        capacity = per_arm[0] if per_arm else self.capacity
+        checked: dict[str, np.ndarray] = {}
+        for f in saved:
+            value = arrays.get(f.name)
+            if value is None:
+                raise SnapshotError(f"state array {f.name!r} is missing")
+            want = f.shape(self.sizes, capacity)
+            if value.dtype != np.dtype(f.dtype) or value.shape != want:
+                raise SnapshotError(
+                    f"state array {f.name!r} has dtype {value.dtype} and shape {value.shape}, "
+                    f"expected {np.dtype(f.dtype)} and {want}"
+                )
+            if value.dtype.kind == "f" and not np.isfinite(value).all():
+                raise SnapshotError(f"state array {f.name!r} holds NaN or inf")
+            checked[f.name] = np.array(value, copy=True, order="C")
+        for f in self.select(Role.SCRATCH):
+            checked[f.name] = np.full(f.shape(self.sizes, capacity), f.fill, dtype=f.dtype)
+        for name, value in checked.items():
+            setattr(self, name, value)
+        self.capacity = capacity
+
+    # -------------------------------------------------------------- forgetting
+    def settle(self, gamma: float, n_arms: int) -> None:
+        """Apply pending lazy forgetting to arms ``[0, n_arms)`` so that stored decaying
+        statistics are the effective ones at the current clock."""
+        decaying = self.select(Role.DECAYS)
+        if gamma == 1.0 or not decaying:
+            return
+        t_last = self.t_last[:n_arms]
+        w = gamma ** (self.clock[0] - t_last).astype(np.float64)
+        for f in decaying:
+            arr = getattr(self, f.name)[:n_arms]
+            arr *= w.reshape((n_arms,) + (1,) * (arr.ndim - 1))
+        t_last[:] = self.clock[0]
+
+    # ---------------------------------------------------------------- fleet deltas
+    def additive(self, n_arms: int) -> dict[str, np.ndarray]:
+        """Copies of the additive statistics (per-arm ones for the registered arms)."""
+        return {
+            f.name: getattr(self, f.name)[:n_arms].copy()
+            if f.has(Role.PER_ARM)
+            else getattr(self, f.name).copy()
+            for f in self.select(Role.ADDITIVE)
+        }
+
+    def check_delta(self, delta: Mapping[str, Any], n_arms: int) -> dict[str, np.ndarray]:
+        """A replica's delta as validated arrays, or a typed error naming the array."""
+        if not isinstance(delta, Mapping):
+            raise InvalidInputError(f"delta must be a mapping of arrays, got {type(delta).__name__}")
+        fields = self.select(Role.ADDITIVE)
+        missing = [f.name for f in fields if f.name not in delta]
+        if missing:
+            raise InvalidInputError(f"delta lacks {missing}")
+        extra = sorted(set(delta) - {f.name for f in fields})
+        if extra:
+            raise InvalidInputError(f"delta has unknown arrays {extra}")
+        n_obs = np.asarray(delta["n_obs"])
+        if n_obs.ndim != 1 or n_obs.shape[0] > n_arms:
+            raise InvalidInputError(
+                f"delta covers {n_obs.shape[0] if n_obs.ndim else 0} arms, "
+                f"this policy knows {n_arms}"
+            )
+        k = n_obs.shape[0]
+        out = {}
+        for f in fields:
+            part = np.asarray(delta[f.name])
+            want = (k, *f.shape(self.sizes, 0)[1:]) if f.has(Role.PER_ARM) else f.shape(
+                self.sizes, 0
+            )
+            if part.shape != want:
+                raise InvalidInputError(f"delta[{f.name!r}] has shape {part.shape}, expected {want}")
+            if part.dtype.kind not in "iuf" or (part.dtype.kind == "f" and not np.isfinite(part).all()):
+                raise InvalidInputError(f"delta[{f.name!r}] must be finite numbers")
+            out[f.name] = part.astype(f.dtype, copy=False)
+        if (out["n_obs"] < 0).any():
+            raise InvalidInputError("delta['n_obs'] has negative counts")
+        return out
+
+    def add(self, delta: Mapping[str, np.ndarray]) -> int:
+        """Add a checked delta in place; returns the number of arms it covers."""
+        k = int(delta["n_obs"].shape[0])
+        for f in self.select(Role.ADDITIVE):
+            target = getattr(self, f.name)
+            if f.has(Role.PER_ARM):
+                target[:k] += delta[f.name]
+            else:
+                target += delta[f.name]
+        return k
+
+    # ------------------------------------------------------------- hot reload
+    def adopt(self, other: ModelState, n_arms: int) -> None:
+        """Take ``other``'s evidence and priors (learned and prior arrays) for its arms."""
+        for f in self.fields:
+            if not f.has(Role.LEARNED | Role.PRIOR):
+                continue
+            mine, theirs = getattr(self, f.name), getattr(other, f.name)
+            if mine.shape[1:] != theirs.shape[1:] and f.has(Role.PER_ARM):
+                raise InvalidInputError(f"cannot carry {f.name!r}: model dimensions changed")
+            if f.has(Role.PER_ARM):
+                n = min(n_arms, theirs.shape[0], mine.shape[0])
+                mine[:n] = theirs[:n]
+            elif mine.shape != theirs.shape:
+                raise InvalidInputError(f"cannot carry {f.name!r}: model dimensions changed")
+            else:
+                mine[...] = theirs

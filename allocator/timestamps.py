@@ -1,0 +1,31 @@
+"""Request time: epoch seconds (UTC) from a number or a time-zone-aware datetime.
+
+Whose clock: the caller's. Every decision and outcome carries the time the serving layer
+gives it (or the facade's injected clock); contracts' schedules and the reward wait are
+measured on that clock.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from allocator.errors import InvalidInputError
+
+
+def as_epoch_seconds(t: Any) -> float:
+    """Epoch seconds from a finite real number or a time-zone-aware datetime."""
+    if type(t) is float and math.isfinite(t):
+        return t
+    if isinstance(t, datetime):
+        if t.tzinfo is None:
+            raise InvalidInputError(f"timestamp {t.isoformat()} has no time zone: expected UTC")
+        return t.timestamp()
+    if isinstance(t, (int, float, np.integer, np.floating)) and not isinstance(t, (bool, np.bool_)):
+        value = float(t)
+        if math.isfinite(value):
+            return value
+    raise InvalidInputError(f"timestamp = {t!r}: expected epoch seconds or an aware datetime")
