@@ -13,6 +13,8 @@ from allocator.config import (
     SharedLinearConfig,
     load_engine_config,
 )
+from allocator.decisions import Decision, Decisions
+from allocator.engine import Engine
 from allocator.errors import (
     AllocatorError,
     ConfigError,
@@ -21,8 +23,6 @@ from allocator.errors import (
     SnapshotError,
     UnknownArmError,
 )
-from allocator.decisions import Decision, Decisions
-from allocator.engine import Engine
 from allocator.objective import Objective
 from allocator.policies import (
     BetaBernoulliPolicy,

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from allocator.constraints import ConstraintReport, Contracts, ConstraintSet
+from allocator.constraints import ConstraintReport, ConstraintSet, Contracts
 from allocator.decisions import Decision, Decisions
 from allocator.errors import InvalidInputError
 from allocator.inputs import as_float_array, as_index_array, check_csr

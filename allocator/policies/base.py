@@ -21,8 +21,8 @@ import numpy as np
 
 from allocator.decisions import Decision, Decisions
 from allocator.errors import InvalidInputError, SnapshotError, UnknownArmError
-from allocator.kernels import choice as ck
 from allocator.inputs import as_float_array, as_index_array, check_csr
+from allocator.kernels import choice as ck
 from allocator.policies.state import COMMON_FIELDS, Field, ModelState
 from allocator.registry import ArmRegistry
 
@@ -401,7 +401,9 @@ class Policy(ABC):
         The delta is checked whole (names, shapes, finiteness, counts) before anything
         changes.
         """
-        checked = self.state.check_delta(delta, self.registry.n_arms)
+        checked = self.state.check_delta(
+            delta, self.registry.n_arms, f"a {self.config.kind} policy"
+        )
         self.settle()
         k = self.state.add(checked)
         n_obs = checked["n_obs"]

@@ -191,17 +191,19 @@ class ModelState:
             for f in self.select(Role.ADDITIVE)
         }
 
-    def check_delta(self, delta: Mapping[str, Any], n_arms: int) -> dict[str, np.ndarray]:
+    def check_delta(
+        self, delta: Mapping[str, Any], n_arms: int, source: str = "this model"
+    ) -> dict[str, np.ndarray]:
         """A replica's delta as validated arrays, or a typed error naming the array."""
         if not isinstance(delta, Mapping):
             raise InvalidInputError(f"delta must be a mapping of arrays, got {type(delta).__name__}")
         fields = self.select(Role.ADDITIVE)
         missing = [f.name for f in fields if f.name not in delta]
         if missing:
-            raise InvalidInputError(f"delta lacks {missing}")
+            raise InvalidInputError(f"delta lacks {missing}: not from {source}")
         extra = sorted(set(delta) - {f.name for f in fields})
         if extra:
-            raise InvalidInputError(f"delta has unknown arrays {extra}")
+            raise InvalidInputError(f"delta has unknown arrays {extra}: not from {source}")
         n_obs = np.asarray(delta["n_obs"])
         if n_obs.ndim != 1 or n_obs.shape[0] > n_arms:
             raise InvalidInputError(

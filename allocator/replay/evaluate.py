@@ -18,7 +18,7 @@ import numpy as np
 from allocator.errors import InvalidInputError
 from allocator.kernels import ope as kope
 from allocator.policies.base import Policy
-from allocator.replay.dataset import F64, I64, LoggedData
+from allocator.replay.dataset import F64, I64, LoggedData, check_candidates
 from allocator.replay.estimators import (
     DM,
     DR,
@@ -33,7 +33,6 @@ from allocator.replay.estimators import (
     diagnostics,
     estimate_intervals,
 )
-from allocator.replay.dataset import check_candidates
 from allocator.replay.reward_model import RidgeRewardModel
 
 ESTIMATORS: dict[str, type[Estimator]] = {

@@ -25,9 +25,8 @@ import numpy as np
 
 from allocator.errors import EvaluationRefused, InvalidInputError
 from allocator.policies.base import Policy
-from allocator.replay.dataset import F64, I64, LoggedData
+from allocator.replay.dataset import F64, I64, LoggedData, check_candidates
 from allocator.replay.evaluate import check_arms, logged_positions
-from allocator.replay.dataset import check_candidates
 
 #: tolerance of the uniformity and ε-mixture checks on logged probabilities
 UNIFORM_TOL = 1e-9

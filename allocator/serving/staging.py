@@ -25,6 +25,13 @@ def stage_engine(running: Engine, old: AllocatorConfig, new: AllocatorConfig, se
             f"policy kind {old.engine.policy.kind!r} → {new.engine.policy.kind!r} would "
             "discard the learned state: build a new Allocator instead"
         )
+    for arm in new.arms:
+        known = running.registry.index_of(arm.id)
+        if known is not None and running.registry.group_of(known) != arm.group:
+            raise InvalidInputError(
+                f"arms: {arm.id!r} was registered in group "
+                f"{running.registry.group_of(known)!r}, cannot move to {arm.group!r}"
+            )
     keep = {a.id for a in new.arms}
     same_features = new.engine.policy.kind != "shared_linear" or new.arms == old.arms
     if (
@@ -39,11 +46,6 @@ def stage_engine(running: Engine, old: AllocatorConfig, new: AllocatorConfig, se
     registry.retire([i for i in registry.members_all() if i not in keep])
     for arm in new.arms:
         known = registry.index_of(arm.id)
-        if known is not None and registry.group_of(known) != arm.group:
-            raise InvalidInputError(
-                f"arms: {arm.id!r} was registered in group "
-                f"{registry.group_of(known)!r}, cannot move to {arm.group!r}"
-            )
         if known is None or not registry.active[known]:
             registry.add([arm.id], arm.group)
     features = None

@@ -6,9 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from allocator import ArmRegistry, BetaBernoulliConfig, make_policy
+from allocator import ArmRegistry, BetaBernoulliConfig, Engine, make_policy
 from allocator.config import BetaPrior
-from allocator import Engine
 from allocator.constraints import ConstraintSet
 
 T0 = 1_759_276_800.0  # 2025-10-01T00:00:00Z

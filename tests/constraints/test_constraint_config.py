@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from allocator import BetaBernoulliConfig, ConfigError, make_policy
+from allocator import BetaBernoulliConfig, ConfigError, Engine, make_policy
 from allocator.config import parse_config
-from allocator import Engine
 from allocator.constraints import ConstraintSet
 from allocator.constraints.config import schedule_value
 from allocator.kernels import constraints as kc

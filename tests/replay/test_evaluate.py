@@ -195,7 +195,7 @@ def _bad_target(lg):
                 lg.target,
                 rng=r,
             ),
-            r"cand_ptr must run from 0 to len\(cand_idx\)",
+            r"cand_ptr must start at 0, be non-decreasing and end at len\(cand_idx\)",
         ),
         (
             lambda lg, r: target_distribution(

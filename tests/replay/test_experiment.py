@@ -364,7 +364,7 @@ def online_running_means(steps: int, runs: int) -> np.ndarray:
         policy = make_policy(cfg, registry, seed=10_000 + s)
         u = np.random.default_rng([77, s]).random(steps)
         for t in range(steps):
-            arm = policy.decide(cand).arm
+            arm = policy.decide(cand).arm_index
             out[s, t] = float(u[t] < MARGINAL_RATE[arm])
             policy.update(arm, out[s, t])
     return np.cumsum(out, axis=1) / np.arange(1, steps + 1)

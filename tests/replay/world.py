@@ -141,7 +141,7 @@ def on_policy_value(
     u = rng.random(steps)
     total = 0.0
     for t in range(steps):
-        arm = policy.decide(cand).arm
+        arm = policy.decide(cand).arm_index
         r = float(u[t] < means[arm])
         policy.update(arm, r)
         total += r

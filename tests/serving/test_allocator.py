@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from allocator import ConfigError, InvalidInputError, UnknownArmError
+from allocator.policies.state import Role
 from allocator.serving import Allocator, AllocatorConfig, UpdateStatus
 from tests.serving.helpers import T0, config, context_for
 
@@ -81,10 +82,11 @@ def test_reconfigure_keeps_learned_state(kind):
         d = alloc.decide(CANDS, context=context_for(kind, i), timestamp=T0 + i)
         alloc.update(d.decision_id, {"order": float(d.arm_id == "merchant:4")})
     alloc.policy.refresh()
+    state = alloc.policy.state
     learned = {
-        n: np.array(getattr(alloc.policy, n)[:8])
-        for n in alloc.policy._learned
-        if n not in alloc.policy._per_model
+        f.name: np.array(getattr(state, f.name)[:8])
+        for f in state.select(Role.PER_ARM)
+        if f.has(Role.LEARNED | Role.PRIOR)
     }
     cfg = config(kind).model_dump()
     cfg["engine"]["policy"]["epsilon"] = 0.2
@@ -97,7 +99,7 @@ def test_reconfigure_keeps_learned_state(kind):
     alloc.reconfigure(AllocatorConfig.model_validate(cfg))
     assert alloc.policy.config.epsilon == 0.2
     for name, before in learned.items():
-        np.testing.assert_allclose(getattr(alloc.policy, name)[:8], before, err_msg=name)
+        np.testing.assert_allclose(getattr(alloc.policy.state, name)[:8], before, err_msg=name)
     with pytest.raises(UnknownArmError, match="retired"):
         alloc.decide(["merchant:0", "taobao"], context=context_for(kind, 0), timestamp=T0 + 400)
     d = alloc.decide(["merchant:new", "taobao"], context=context_for(kind, 0), timestamp=T0 + 401)
@@ -179,7 +181,6 @@ def test_warmup_compiles_everything_once():
     alloc.warmup()
     kernels = [
         per_arm.decide_per_arm,
-        per_arm.decide_per_arm_batch,
         constraints.constrain_and_draw,
         kb.update_beta,
         kb.update_beta_batch,

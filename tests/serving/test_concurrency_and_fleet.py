@@ -7,6 +7,7 @@ import threading
 import numpy as np
 import pytest
 
+from allocator.policies.state import Role
 from allocator.serving import Allocator, UpdateStatus
 from tests.serving.helpers import T0, config, context_for
 
@@ -85,9 +86,9 @@ def test_two_replicas_merge_to_the_single_replica_posterior(kind):
     for r in replicas:
         learner.merge(r.export_delta())  # an empty delta is harmless
     a, b = learner.policy, single.policy
-    for name in a._additive:
+    for f in a.state.select(Role.ADDITIVE):
         np.testing.assert_allclose(
-            getattr(a, name), getattr(b, name), rtol=0, atol=1e-9, err_msg=name
+            getattr(a.state, f.name), getattr(b.state, f.name), rtol=0, atol=1e-9, err_msg=f.name
         )
     np.testing.assert_array_equal(a.n_observations, b.n_observations)
     a.refresh()
@@ -96,9 +97,9 @@ def test_two_replicas_merge_to_the_single_replica_posterior(kind):
         for x, y in zip(a.posterior(np.arange(8)), b.posterior(np.arange(8)), strict=True):
             np.testing.assert_allclose(x, y, atol=1e-9)
     elif kind == "linear_gaussian":
-        np.testing.assert_allclose(a._mu[:8], b._mu[:8], atol=1e-9)
+        np.testing.assert_allclose(a.state.mu[:8], b.state.mu[:8], atol=1e-9)
     else:
-        np.testing.assert_allclose(a._mu, b._mu, atol=1e-9)
+        np.testing.assert_allclose(a.state.mu, b.state.mu, atol=1e-9)
 
 
 def test_replica_adopts_published_learner_snapshot(tmp_path):
@@ -111,7 +112,7 @@ def test_replica_adopts_published_learner_snapshot(tmp_path):
     learner.merge(replica.export_delta())
     learner.save(tmp_path / "published.npz")
     replica.load_published(tmp_path / "published.npz")
-    np.testing.assert_array_equal(replica.policy._s1, learner.policy._s1)
+    np.testing.assert_array_equal(replica.policy.state.s1, learner.policy.state.s1)
     delta = replica.export_delta()
     assert not any(np.any(v) for v in delta.values())  # nothing new since the adopted state
     d = replica.decide(CANDS, timestamp=T0 + 400)
@@ -126,6 +127,6 @@ def test_merge_rejects_foreign_deltas():
     with pytest.raises(InvalidInputError, match="not from a beta_bernoulli policy"):
         beta.merge(ng.export_delta())
     delta = beta.export_delta()
-    delta["_s1"] = np.zeros(99)
+    delta["s1"] = np.zeros(99)
     with pytest.raises(InvalidInputError, match=r"covers|shape"):
         beta.merge(delta)
