@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import itertools
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, overload
 
+import numpy as np
+import numpy.typing as npt
 from pydantic import Field, field_validator, model_validator
 
 from allocator.config import GroupName, PositiveFloat, StrictModel
 
+F64 = npt.NDArray[np.float64]
 AttrValue = Annotated[str, Field(min_length=1, max_length=128)]
 
 
@@ -81,20 +84,37 @@ class Schedule(StrictModel):
             return 0.0
         return schedule_value(t, t0, t1, self.start_value, self.final_value, self.shape, self.steps)
 
+    def values_at(self, t: F64) -> F64:
+        """:meth:`value_at` over an array of epoch seconds."""
+        t0, t1 = self.start.timestamp(), self.end.timestamp()
+        v = schedule_value(t, t0, t1, self.start_value, self.final_value, self.shape, self.steps)
+        return np.where((t >= t0) & (t < t1), v, 0.0)
+
 
 SHAPE_CODES = {"constant": 0, "linear": 1, "step": 2}
 
 
+@overload
 def schedule_value(
     t: float, t0: float, t1: float, v0: float, v1: float, shape: str, steps: int
-) -> float:
-    """Reference implementation of the schedule (the kernel mirrors it)."""
-    frac = (t - t0) / (t1 - t0)
+) -> float: ...
+@overload
+def schedule_value(
+    t: F64, t0: float, t1: float, v0: float, v1: float, shape: str, steps: int
+) -> F64: ...
+def schedule_value(
+    t: float | F64, t0: float, t1: float, v0: float, v1: float, shape: str, steps: int
+) -> float | F64:
+    """Reference implementation of the schedule (the kernel mirrors it); ``t`` is epoch
+    seconds, a float or an array (the result has its shape)."""
+    frac = (np.asarray(t, dtype=np.float64) - t0) / (t1 - t0)
     if shape == "constant":
-        return v0
-    if shape == "linear":
-        return v0 + (v1 - v0) * frac
-    return v0 + (v1 - v0) * min(int(frac * steps), steps - 1) / max(steps - 1, 1)
+        v = np.full_like(frac, v0)
+    elif shape == "linear":
+        v = v0 + (v1 - v0) * frac
+    else:
+        v = v0 + (v1 - v0) * np.minimum(np.trunc(frac * steps), steps - 1) / max(steps - 1, 1)
+    return float(v) if v.ndim == 0 else v
 
 
 class Constraint(StrictModel):

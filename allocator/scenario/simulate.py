@@ -18,13 +18,14 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from experiments import kernels as k
-from experiments.compliance import FloorTrack, floor_tracks
-from experiments.config import ScenarioConfig, StaticSplitSpec
-from experiments.emit import LogBuffer
-from experiments.strategies import Decisions, ScenarioArms, StaticSplit, Strategy, Tick
-from experiments.world import Chunk, World
-from experiments.world.world import TIER_NAMES
+from allocator.registry import MINI_SHOP
+from allocator.scenario import kernels as k
+from allocator.scenario.build import CellTask, build_strategy, scenario_arms
+from allocator.scenario.compliance import FloorTrack, floor_tracks
+from allocator.scenario.config import ScenarioConfig, StaticSplitSpec
+from allocator.scenario.emit import LogBuffer
+from allocator.scenario.strategies import Decisions, ScenarioArms, StaticSplit, Strategy, Tick
+from allocator.scenario.world import Chunk, World
 
 OPE_MAX_ROWS = 200_000
 
@@ -36,20 +37,6 @@ class Shared(NamedTuple):
     scenario: ScenarioConfig
 
 
-@dataclass(frozen=True)
-class CellTask:
-    """One grid cell (small: it travels with the task)."""
-
-    name: str
-    strategy: str
-    seed: int
-    n_impressions: int
-    coords: dict[str, str]
-    spec: dict[str, Any]  # the resolved strategy spec (sweep values applied)
-    #: write the cell's decision log (Parquet + replay config) into this directory
-    log_dir: str | None = None
-
-
 @dataclass
 class CellResult:
     metrics: dict[str, float]
@@ -59,23 +46,10 @@ class CellResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def scenario_arms(world: World) -> ScenarioArms:
-    group_names = tuple(dict.fromkeys(world.arm_groups))
-    return ScenarioArms(
-        ids=tuple(world.arm_ids),
-        groups=tuple(world.arm_groups),
-        group_names=group_names,
-        features=np.ascontiguousarray(world.arm_features, dtype=np.float64),
-        n_context=len(world.context_names),
-        categories=tuple(world.categories),
-        city_tiers=TIER_NAMES,
-    )
-
-
 def value_rates(world: World, group_names: tuple[str, ...]) -> np.ndarray:
     """App value per unit of GMV for each group code: take rate, plus strategic weight in-app."""
     rates = np.array([world.take_rates[g] for g in group_names], dtype=np.float64)
-    rates[list(group_names).index("mini_shop")] += world.strategic_weight
+    rates[list(group_names).index(MINI_SHOP)] += world.strategic_weight
     return rates
 
 
@@ -98,8 +72,6 @@ class _Acc:
 
 def run_cell(shared: Shared, task: CellTask) -> CellResult:
     """Simulate ``task`` and return its metrics and curves (no MLflow here: driver logs)."""
-    from experiments.build import build_strategy  # the factory needs the config types
-
     start = time.perf_counter()
     world, scenario = shared
     exp = scenario.experiment

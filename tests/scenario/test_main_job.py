@@ -12,12 +12,12 @@ from mlflow.tracking import MlflowClient
 
 from allocator.cli import main
 from allocator.launch.runner import RayRunner, SequentialRunner
-from experiments.build import grid_cells
-from experiments.config import ScenarioConfig, load_scenario
-from experiments.main import run_scenario
-from experiments.simulate import Shared, run_cell
-from experiments.world import World
-from tests.experiments.faults import FailingCell
+from allocator.scenario.build import grid_cells
+from allocator.scenario.config import ScenarioConfig, load_scenario
+from allocator.scenario.launch import run_scenario
+from allocator.scenario.simulate import Shared, run_cell
+from allocator.scenario.world import World
+from tests.scenario.faults import FailingCell
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIO = ROOT / "configs" / "wechat_entry.yaml"

@@ -18,11 +18,11 @@ import numpy as np
 
 from allocator.launch.runner import Runner, TaskResult
 from allocator.launch.tracking import CellRecord, LaunchTracker, environment_tags, flatten
-from experiments import report
-from experiments.build import grid_cells
-from experiments.config import Scale, load_scenario
-from experiments.simulate import CellResult, CellTask, Shared, run_cell
-from experiments.world import World
+from allocator.scenario import report
+from allocator.scenario.build import grid_cells
+from allocator.scenario.config import Scale, load_scenario
+from allocator.scenario.simulate import CellResult, CellTask, Shared, run_cell
+from allocator.scenario.world import World
 
 
 @dataclass
