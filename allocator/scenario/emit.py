@@ -1,22 +1,26 @@
-"""Simulated decision logs written as files, so ``allocator replay`` can evaluate them.
+"""A cell's decisions as the allocator's own decision log, so ``allocator replay`` reads them.
 
-A cell run with ``--emit-logs`` writes every impression it decided — chosen arm id, the
-reward it earned (app value), the exact propensity, the time, the user context and the
-candidate list — as a Parquet file in the foreign-log layout, plus a replay config that maps
-its columns. The truth of the simulated world then checks any estimator on real files.
+A cell run with ``--emit-logs`` keeps every impression it decided in a :class:`LogBuffer`
+and writes it, once at the end, through :meth:`DecisionLogWriter.write_table` — the same
+schema, parts and loader as a serving fleet's log: chosen arm with its exact propensity,
+the whole candidate distribution, the user context, the request attributes (category, city
+tier), and the outcome the world drew (reward = app value). Next to it goes a replay config
+that points at it. The truth of the simulated world then checks any estimator on real
+files. The same buffer, kept in memory, feeds the cell's own off-policy check.
 """
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import yaml
+
+from allocator.logs import DECISION_SCHEMA, DecisionLogWriter
+from allocator.scenario.strategies import ScenarioArms
 
 
 class LogBuffer:
@@ -32,58 +36,102 @@ class LogBuffer:
     def concat(self, key: str) -> np.ndarray:
         return np.concatenate(self.parts[key])
 
-    def write(self, directory: Path, cell: str, arm_ids: tuple[str, ...],
-              context_names: tuple[str, ...]) -> Path:  # fmt: skip
-        """``<directory>/<cell>.parquet`` and ``<cell>.replay.yaml``; returns the Parquet path."""
-        directory.mkdir(parents=True, exist_ok=True)
-        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", cell)
-        cat = {k: self.concat(k) for k in self.parts}
-        ids = np.asarray(arm_ids, dtype=object)
-        sizes = cat["cand_size"]
-        bounds = np.concatenate([[0], np.cumsum(sizes)])
-        cand_ids = ids[cat["cand_idx"]]
-        candidates = [";".join(cand_ids[bounds[i] : bounds[i + 1]]) for i in range(sizes.shape[0])]
-        columns: dict[str, Any] = {
-            "arm": pa.array(ids[cat["actions"]].tolist(), pa.string()),
-            "reward": cat["rewards"],
-            "propensity": cat["pscores"],
-            "timestamp": cat["timestamps"],
-            "candidates": pa.array(candidates, pa.string()),
+
+def _lists(sizes: np.ndarray, values: pa.Array, type_: pa.DataType) -> pa.Array:
+    offsets = np.zeros(sizes.shape[0] + 1, dtype=np.int64)
+    np.cumsum(sizes, out=offsets[1:])
+    return pa.LargeListArray.from_arrays(offsets, values).cast(type_)
+
+
+def decision_tables(
+    buf: LogBuffer, cell: str, arms: ScenarioArms, policy_kind: str
+) -> tuple[pa.Table, pa.Table]:
+    """The decisions and outcomes tables of a cell's buffer (columns as the log schema).
+
+    The buffer holds per impression ``timestamps``, ``actions`` (arm index), ``pscores``,
+    ``contexts`` (n, d), ``category``, ``city_tier``, ``batch`` (the model version: feedback
+    batches folded in), ``click``, ``order``, ``gmv``, ``rewards``; per candidate
+    ``cand_size`` (n,), ``cand_idx`` and ``probs`` (flat).
+    """
+    c = {key: buf.concat(key) for key in buf.parts}
+    n = c["actions"].shape[0]
+    ids = pa.array(arms.ids, pa.string())
+    groups = pa.array(arms.groups, pa.string())
+    decision_id = pa.array(np.char.add(f"{cell}#", np.arange(n).astype(np.str_)), pa.string())
+    actions = pa.array(c["actions"], pa.int64())
+    d = c["contexts"].shape[1]
+    keys = pa.array(np.tile(np.array(["category", "city_tier"]), n), pa.string())
+    values = np.empty(2 * n, dtype=object)
+    values[0::2] = np.asarray(arms.categories, dtype=object)[c["category"]]
+    values[1::2] = np.asarray(arms.city_tiers, dtype=object)[c["city_tier"]]
+    field = DECISION_SCHEMA.field
+    decisions = pa.table(
+        {
+            "decision_id": decision_id,
+            "request_id": pa.nulls(n, pa.string()),
+            "timestamp": c["timestamps"],
+            "arm_id": ids.take(actions),
+            "arm_index": actions,
+            "group": groups.take(actions),
+            "propensity": c["pscores"],
+            "forced": np.zeros(n, dtype=np.bool_),
+            "model_version": c["batch"].astype(np.int64),
+            "policy_kind": pa.repeat(pa.scalar(policy_kind), n),
+            "candidates": _lists(
+                c["cand_size"], ids.take(pa.array(c["cand_idx"], pa.int64())),
+                field("candidates").type,
+            ),
+            "candidate_probabilities": _lists(
+                c["cand_size"], pa.array(c["probs"]), field("candidate_probabilities").type
+            ),
+            "context": _lists(
+                np.full(n, d), pa.array(c["contexts"].ravel()), field("context").type
+            ),
+            "attrs": pa.MapArray.from_arrays(
+                np.arange(0, 2 * n + 1, 2, dtype=np.int32), keys, pa.array(values, pa.string())
+            ),
+            "adjusted_by": _lists(
+                np.zeros(n, dtype=np.int64), pa.array([], pa.string()), field("adjusted_by").type
+            ),
         }
-        for j, name in enumerate(context_names):
-            columns[f"x_{name}"] = np.ascontiguousarray(cat["contexts"][:, j])
-        path = directory / f"{stem}.parquet"
-        tmp = directory / f".{stem}.parquet.tmp"
-        pq.write_table(pa.table(columns), tmp)
-        os.replace(tmp, path)
-        (directory / f"{stem}.replay.yaml").write_text(
-            yaml.safe_dump(replay_config(path.name, context_names, cell), sort_keys=False)
-        )
-        return path
+    )  # fmt: skip
+    outcomes = pa.table(
+        {
+            "decision_id": decision_id,
+            "timestamp": c["timestamps"],  # outcomes are folded in with the decision's batch
+            "click": c["click"],
+            "order": c["order"],
+            "gmv": c["gmv"],
+            "reward": c["rewards"],
+            "source": pa.repeat(pa.scalar("feedback"), n),
+        }
+    )
+    return decisions, outcomes
 
 
-def replay_config(filename: str, context_names: tuple[str, ...], cell: str) -> dict[str, Any]:
+def write_cell_log(
+    directory: Path, cell: str, buf: LogBuffer, arms: ScenarioArms, policy_kind: str
+) -> Path:
+    """``<directory>/<cell>/`` (a decision log) and ``<cell>.replay.yaml``; returns the log."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", cell)
+    decisions, outcomes = decision_tables(buf, cell, arms, policy_kind)
+    with DecisionLogWriter(directory / stem, rotate_rows=1_000_000) as writer:
+        writer.write_table("decisions", decisions)
+        writer.write_table("outcomes", outcomes)
+    config = replay_config(stem, buf.parts["contexts"][0].shape[1], cell)
+    (directory / f"{stem}.replay.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return directory / stem
+
+
+def replay_config(log_dir: str, n_context: int, cell: str) -> dict[str, Any]:
     """A ready ``allocator replay`` config over one emitted log: frozen context-free and
     contextual candidates, scored on the reward column (app value per impression)."""
-    n = len(context_names)
     return {
-        "logs": {
-            "foreign": {
-                "path": filename,
-                "columns": {
-                    "action": "arm",
-                    "reward": "reward",
-                    "propensity": "propensity",
-                    "timestamp": "timestamp",
-                    "candidates": "candidates",
-                    "context": [f"x_{c}" for c in context_names],
-                },
-            }
-        },
+        "logs": {"decision_log": log_dir},
         "experiment": {"name": f"replay-{cell.split('/')[0]}", "seeds": [1], "shards": 1},
         "policies": [
             {"name": "normal_gamma_ts", "engine": {"policy": {"kind": "normal_gamma"}}},
             {"name": "linear_ts",
-             "engine": {"policy": {"kind": "linear_gaussian", "n_features": n}}},
+             "engine": {"policy": {"kind": "linear_gaussian", "n_features": n_context}}},
         ],
     }  # fmt: skip

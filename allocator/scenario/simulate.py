@@ -23,7 +23,7 @@ from allocator.scenario import kernels as k
 from allocator.scenario.build import CellTask, build_strategy, scenario_arms
 from allocator.scenario.compliance import FloorTrack, floor_tracks
 from allocator.scenario.config import ScenarioConfig, StaticSplitSpec
-from allocator.scenario.emit import LogBuffer
+from allocator.scenario.emit import LogBuffer, write_cell_log
 from allocator.scenario.strategies import Decisions, ScenarioArms, StaticSplit, Strategy, Tick
 from allocator.scenario.world import Chunk, World
 
@@ -129,7 +129,10 @@ def run_cell(shared: Shared, task: CellTask) -> CellResult:
             if log is not None and dec.probs is not None:
                 log.add(actions=chosen, rewards=reward, pscores=dec.propensities,
                         timestamps=tick.timestamps, contexts=tick.contexts,
-                        cand_size=np.diff(tick.cand_ptr), cand_idx=tick.cand_idx)  # fmt: skip
+                        category=tick.category, city_tier=tick.city_tier,
+                        batch=np.full(hi - lo, tick_no), click=click, order=order, gmv=gmv,
+                        cand_size=np.diff(tick.cand_ptr), cand_idx=tick.cand_idx,
+                        probs=dec.probs)  # fmt: skip
             tick_no += 1
         n_seen += n
     metrics = _summarise(acc, arms, exp.end_share_window, n_seen)
@@ -143,9 +146,15 @@ def run_cell(shared: Shared, task: CellTask) -> CellResult:
         metrics.update(_ope_metrics(ope, world, task.seed, exp.ope_bootstrap))
     extra: dict[str, Any] = {}
     if log is not None and log.parts and task.log_dir is not None:
-        path = log.write(Path(task.log_dir), task.name, world.arm_ids, world.context_names)
+        path = write_cell_log(Path(task.log_dir), task.name, log, arms, _policy_kind(task.spec))
         extra["log"] = str(path)
     return CellResult(metrics, curves, time.perf_counter() - start, n_seen, extra)
+
+
+def _policy_kind(spec: dict[str, Any]) -> str:
+    """The engine's policy family, or the strategy kind for baselines."""
+    engine = spec.get("engine")
+    return str(engine["policy"]["kind"]) if engine else str(spec["kind"])
 
 
 def _sub_chunk(chunk: Chunk, lo: int, hi: int, flo: int, fhi: int) -> Chunk:
