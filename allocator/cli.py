@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 def _model_for(data: Any) -> Any:
     keys = data if isinstance(data, dict) else {}
     if "world" in keys:
-        from experiments.config import ScenarioConfig
+        from allocator.scenario.config import ScenarioConfig
 
         return ScenarioConfig
     if "logs" in keys:
@@ -130,7 +130,7 @@ def _run(args: argparse.Namespace) -> int:
         if args.command == "replay" and is_scenario:
             raise ConfigError(f"{args.config}: 'replay' needs a replay config (logs:)")
         if is_scenario:
-            from experiments.main import run_scenario
+            from allocator.scenario.launch import run_scenario
 
             outcome = run_scenario(
                 args.config, runner, args.scale, uri, args.out, args.launch_id,

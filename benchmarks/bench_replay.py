@@ -162,10 +162,10 @@ def trivial(shared: Any, task: Any) -> Any:
 
 def scenario_grid(n_impressions: int) -> tuple[Any, list[Any]]:
     """Shared world + N_TASKS cells of one learning strategy (seeds 1..N), no OPE check."""
-    from experiments.build import grid_cells
-    from experiments.config import PolicySpec, load_scenario
-    from experiments.simulate import Shared
-    from experiments.world import World
+    from allocator.scenario.build import grid_cells
+    from allocator.scenario.config import PolicySpec, load_scenario
+    from allocator.scenario.simulate import Shared
+    from allocator.scenario.world import World
 
     sc = load_scenario(SCENARIO)
     spec = next((s for s in sc.strategies if s.name == STRATEGY), None)
@@ -181,7 +181,7 @@ def scenario_grid(n_impressions: int) -> tuple[Any, list[Any]]:
 
 
 def bench_ray(quick: bool, cell_impressions: int | None = None) -> str:
-    from experiments.simulate import run_cell
+    from allocator.scenario.simulate import run_cell
 
     n_impr = cell_impressions or (5_000 if quick else 50_000)
     if not SCENARIO.exists():

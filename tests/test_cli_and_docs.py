@@ -18,6 +18,22 @@ def test_bundled_engine_configs_validate(path, capsys):
     assert '"kind"' in capsys.readouterr().out
 
 
+STUDIES = sorted((ROOT / "experiments").glob("*/*.yaml"))
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=str)
+def test_every_study_config_validates_and_has_a_readme(path, capsys):
+    assert main(["check", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert '"strategies"' in out or '"policies"' in out
+    rel = path.relative_to(ROOT).as_posix()
+    assert f"allocator run {rel}" in (path.parent / "README.md").read_text(encoding="utf-8")
+
+
+def test_there_is_at_least_one_study():
+    assert STUDIES
+
+
 def test_cli_reports_bad_config(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("policy: {kind: beta_bernoulli, epsilon: 2}\n")

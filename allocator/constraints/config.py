@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import itertools
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, overload
 
+import numpy as np
+import numpy.typing as npt
 from pydantic import Field, field_validator, model_validator
 
 from allocator.config import GroupName, PositiveFloat, StrictModel
 from allocator.kernels import constraints as kc
 
+F64 = npt.NDArray[np.float64]
 AttrValue = Annotated[str, Field(min_length=1, max_length=128)]
 
 
@@ -82,15 +85,33 @@ class Schedule(StrictModel):
             return 0.0
         return schedule_value(t, t0, t1, self.start_value, self.final_value, self.shape, self.steps)
 
+    def values_at(self, t: F64) -> F64:
+        """:meth:`value_at` over an array of epoch seconds."""
+        t0, t1 = self.start.timestamp(), self.end.timestamp()
+        v = schedule_value(t, t0, t1, self.start_value, self.final_value, self.shape, self.steps)
+        return np.where((t >= t0) & (t < t1), v, 0.0)
+
 
 SHAPE_CODES = {"constant": kc.SHAPE_CONSTANT, "linear": kc.SHAPE_LINEAR, "step": kc.SHAPE_STEP}
 
 
+@overload
 def schedule_value(
     t: float, t0: float, t1: float, v0: float, v1: float, shape: str, steps: int
-) -> float:
-    """The schedule at ``t`` inside ``[t0, t1)``: the kernel's formula, called from Python."""
-    return float(kc.schedule_value(t, t0, t1, v0, v1, SHAPE_CODES[shape], steps))
+) -> float: ...
+@overload
+def schedule_value(
+    t: F64, t0: float, t1: float, v0: float, v1: float, shape: str, steps: int
+) -> F64: ...
+def schedule_value(
+    t: float | F64, t0: float, t1: float, v0: float, v1: float, shape: str, steps: int
+) -> float | F64:
+    """The schedule inside ``[t0, t1)``: the kernel's formula (written once), for a float
+    or an array of epoch seconds (the result has its shape)."""
+    arr = np.atleast_1d(np.asarray(t, dtype=np.float64))
+    out = np.empty_like(arr)
+    kc.schedule_values(arr, t0, t1, v0, v1, SHAPE_CODES[shape], steps, out)
+    return float(out[0]) if np.ndim(t) == 0 else out.reshape(np.shape(t))
 
 
 class Constraint(StrictModel):

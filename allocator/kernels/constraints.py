@@ -51,7 +51,7 @@ _MAX_PASSES = 100
 
 @njit(cache=True, nogil=True)
 def schedule_value(t, t0, t1, v0, v1, shape, steps):
-    """Scheduled value at ``t`` inside ``[t0, t1)`` (mirrors ``constraints.config``)."""
+    """Scheduled value at ``t`` inside ``[t0, t1)``: the one implementation of the formula."""
     frac = (t - t0) / (t1 - t0)
     if shape == SHAPE_CONSTANT:
         return v0
@@ -61,6 +61,13 @@ def schedule_value(t, t0, t1, v0, v1, shape, steps):
     if k > steps - 1:
         k = steps - 1
     return v0 + (v1 - v0) * k / max(steps - 1, 1)
+
+
+@njit(cache=True, nogil=True)
+def schedule_values(t, t0, t1, v0, v1, shape, steps, out):
+    """:func:`schedule_value` for each entry of ``t`` (n,) into ``out`` (n,)."""
+    for i in range(t.shape[0]):
+        out[i] = schedule_value(t[i], t0, t1, v0, v1, shape, steps)
 
 
 @njit(cache=True, nogil=True)

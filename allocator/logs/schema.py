@@ -33,8 +33,8 @@ OUTCOME_SOURCES: Final = ("feedback", "expired_default")
 
 # Candidate probabilities are the allocator's exact final distribution; these tolerances
 # only absorb float64 rounding, not a different distribution.
-_SUM_TOL = 1e-6
-_PROPENSITY_TOL = 1e-9
+SUM_TOL = 1e-6
+PROPENSITY_TOL = 1e-9
 _INT64_END = 2**63
 
 FloatSequence = Sequence[float] | npt.NDArray[np.float64]
@@ -237,7 +237,7 @@ def check_decision(record: DecisionRecord) -> None:
             probs.tolist(),
             f"one probability per candidate ({len(candidates)}), got {len(probs)}",
         )
-    if probs.min() < 0.0 or probs.max() > 1.0 or abs(probs.sum() - 1.0) > _SUM_TOL:
+    if probs.min() < 0.0 or probs.max() > 1.0 or abs(probs.sum() - 1.0) > SUM_TOL:
         raise _bad(
             "candidate_probabilities", probs.tolist(), "probabilities in [0, 1] summing to 1"
         )
@@ -245,7 +245,7 @@ def check_decision(record: DecisionRecord) -> None:
         pos = candidates.index(r.arm_id)
     except ValueError:
         raise _bad("arm_id", r.arm_id, f"one of the candidates {candidates}") from None
-    if abs(probs[pos] - p) > _PROPENSITY_TOL:
+    if abs(probs[pos] - p) > PROPENSITY_TOL:
         raise _bad("propensity", p, f"the chosen arm's candidate probability {float(probs[pos])!r}")
     if r.context is not None:
         _floats("context", r.context)

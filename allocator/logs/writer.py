@@ -41,6 +41,7 @@ from allocator.logs.schema import (
     file_metadata,
     outcomes_table,
 )
+from allocator.logs.tables import check_table
 
 PART_NAME: Final = re.compile(r"^(decisions|outcomes)-(\d{8}T\d{6})-(\d{6,})\.parquet$")
 _COMPRESSION: Final = "zstd"
@@ -148,6 +149,21 @@ class DecisionLogWriter:
                 raise InvalidInputError(f"records[{i}]: {err}") from None
         self._append("outcomes", *records)
 
+    def write_table(self, kind: Kind, table: pa.Table) -> None:
+        """Validate a whole Arrow table of ``kind`` column-wise (:func:`check_table`) and
+        write it at once, as parts of at most ``rotate_rows`` rows, after any buffered rows
+        of that stream. The batch path: no per-row records."""
+        table = check_table(kind, table)
+        with self._lock:
+            if self._closed:
+                raise AllocatorError(f"decision log writer for {self.directory} is closed")
+            now = self._clock()
+            self._flush_kind(kind, now)
+            step = self.rotate_rows
+            self._write_tables(
+                kind, [table.slice(i, step) for i in range(0, table.num_rows, step)], now
+            )
+
     def _append(self, kind: Kind, *records: Any) -> None:
         if not records:
             return
@@ -174,24 +190,16 @@ class DecisionLogWriter:
         buffer = self._buffers[kind]
         if not buffer:
             return
-        stamp = max(self._last_stamp, now)
         if self.rotate_rows >= len(buffer):
             chunks = [buffer]
         else:  # a batch write overshot: keep parts at most rotate_rows long
             step = self.rotate_rows
             chunks = [buffer[i : i + step] for i in range(0, len(buffer), step)]
         build = decisions_table if kind == "decisions" else outcomes_table
-        metadata = file_metadata(kind)
         written = 0
         try:
             for chunk in chunks:
-                while (self.directory / part_name(kind, stamp, self._seq)).exists():
-                    self._seq += 1
-                name = part_name(kind, stamp, self._seq)
-                table = build(chunk).replace_schema_metadata(metadata)
-                _write_part(self.directory, name, table)
-                self._seq += 1
-                self._last_stamp = stamp
+                self._write_tables(kind, [build(chunk)], now)
                 written += len(chunk)
         finally:
             if written:
@@ -200,6 +208,18 @@ class DecisionLogWriter:
                     self._first_at[kind] = now
                 else:
                     del self._first_at[kind]
+
+    def _write_tables(self, kind: Kind, tables: Sequence[pa.Table], now: float) -> None:
+        """One part per table, named in write order (the caller holds the lock)."""
+        stamp = max(self._last_stamp, now)
+        metadata = file_metadata(kind)
+        for table in tables:
+            while (self.directory / part_name(kind, stamp, self._seq)).exists():
+                self._seq += 1
+            name = part_name(kind, stamp, self._seq)
+            _write_part(self.directory, name, table.replace_schema_metadata(metadata))
+            self._seq += 1
+            self._last_stamp = stamp
 
     def flush(self) -> None:
         """Write every buffered row (one part per non-empty stream)."""

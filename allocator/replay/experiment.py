@@ -10,8 +10,8 @@ returning a biased number.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, Literal, TextIO
 
@@ -20,6 +20,9 @@ from pydantic import Field, model_validator
 
 from allocator.config import EngineConfig, StrictModel, load_yaml, parse_config
 from allocator.errors import ConfigError
+from allocator.launch.orchestrate import Launch, LaunchOutcome
+from allocator.launch.runner import TaskResult
+from allocator.launch.tracking import CellRecord, flatten
 from allocator.policies import Policy, make_policy
 from allocator.registry import ArmRegistry
 from allocator.replay.columns import ForeignLogConfig
@@ -179,25 +182,11 @@ def run_replay_cell(shared: tuple[LoggedData, ReplaySettings], task: ReplayTask)
     return {"metrics": metrics, "curves": curves}
 
 
-@dataclass
-class ReplayOutcome:
-    rows: list[dict[str, Any]]
-    failed: list[str]
-    experiment_id: str
-
-    @property
-    def exit_code(self) -> int:
-        return 1 if self.failed else 0
-
-
 def run_replay(
     config_path: str | Path, runner: Any, tracking_uri: str | None = None,
     out_dir: str | Path = "runs", launch_id: str | None = None, stream: TextIO | None = None,
-) -> ReplayOutcome:  # fmt: skip
+) -> LaunchOutcome:  # fmt: skip
     """Evaluate every policy × seed × shard, track each cell, print the ranked table."""
-    from allocator.launch.tracking import CellRecord, LaunchTracker, environment_tags, flatten
-
-    out = stream if stream is not None else sys.stdout
     path = Path(config_path)
     cfg: ReplayExperimentConfig = parse_config(ReplayExperimentConfig, load_yaml(path), str(path))
     data = load_logs(cfg.logs, path.parent)
@@ -208,31 +197,18 @@ def run_replay(
                    {"policy": p.name, "mode": p.mode, "seed": str(seed), "shard": str(k)})
         for p in cfg.policies for seed in s.seeds for k in range(s.shards)
     ]  # fmt: skip
-    resolved = cfg.model_dump(mode="json")
-    tracker = LaunchTracker(s.name, tracking_uri, launch_id, environment_tags(resolved))
-    out.write(
-        f"{len(tasks)} cells over {data.n_rounds:,} logged rounds, launch {tracker.launch_id}\n"
+    launch = Launch(s.name, cfg.model_dump(mode="json"), tracking_uri, launch_id, out_dir, stream)
+    launch.say(
+        f"{len(tasks)} cells over {data.n_rounds:,} logged rounds, launch {launch.launch_id}\n"
     )
-    results = runner.run(run_replay_cell, tasks, (data, s))
-    failed: list[str] = []
+    results = launch.run(runner, run_replay_cell, tasks, (data, s), partial(_cell_record, s))
     per_policy: dict[str, list[float]] = {}
     for task, res in zip(tasks, results, strict=True):
-        params = flatten(
-            {
-                "policy": task.policy.model_dump(mode="json"),
-                "seed": task.seed,
-                "shard": task.shard,
-                "experiment": s.model_dump(mode="json"),
-            }
-        )
-        if not res.ok:
-            failed.append(f"{task.name}: {(res.error or '').strip().splitlines()[-1]}")
-            tracker.log_cell(CellRecord(task.name, task.coords, params, error=res.error))
-            continue
-        m = res.value["metrics"]
-        tracker.log_cell(CellRecord(task.name, task.coords, params, m, res.value["curves"]))
-        key = "replay.value" if task.policy.mode == "learning" else f"ope.{_headline(s)}.value"
-        per_policy.setdefault(task.policy.name, []).append(m.get(key, float("nan")))
+        if res.ok:
+            key = "replay.value" if task.policy.mode == "learning" else f"ope.{_headline(s)}.value"
+            per_policy.setdefault(task.policy.name, []).append(
+                res.value["metrics"].get(key, float("nan"))
+            )
     rows: list[dict[str, Any]] = sorted(
         ({"policy": k, "value": float(np.mean(v)), "cells": len(v)} for k, v in per_policy.items()),
         key=lambda r: -r["value"],
@@ -244,18 +220,24 @@ def run_replay(
             for i, r in enumerate(rows, 1)
         ]
     )
-    launch_dir = Path(out_dir) / tracker.launch_id
-    launch_dir.mkdir(parents=True, exist_ok=True)
-    (launch_dir / "summary.txt").write_text(table + "\n")
-    tracker.log_summary(f"summary {tracker.launch_id}", {"rounds": str(data.n_rounds)},
-                        [launch_dir / "summary.txt"], {}, failed=bool(failed))  # fmt: skip
-    out.write(
-        f"\n{table}\n(value: {_headline(s)} for frozen policies, rejection replay for learning)\n"
+    summary = launch.directory / "summary.txt"
+    summary.write_text(table + "\n")
+    note = f"(value: {_headline(s)} for frozen policies, rejection replay for learning)\n"
+    return launch.finish(rows, table, note, {"rounds": str(data.n_rounds)}, [summary])
+
+
+def _cell_record(s: ReplaySettings, task: ReplayTask, res: TaskResult) -> CellRecord:
+    params = flatten(
+        {
+            "policy": task.policy.model_dump(mode="json"),
+            "seed": task.seed,
+            "shard": task.shard,
+            "experiment": s.model_dump(mode="json"),
+        }
     )
-    if failed:
-        out.write(f"\n{len(failed)} cell(s) FAILED:\n  " + "\n  ".join(failed) + "\n")
-    out.write(f"\nMLflow: {tracker.ui_hint()}\n")
-    return ReplayOutcome(rows, failed, tracker.experiment_id)
+    if not res.ok:
+        return CellRecord(task.name, task.coords, params, error=res.error)
+    return CellRecord(task.name, task.coords, params, res.value["metrics"], res.value["curves"])
 
 
 def _headline(s: ReplaySettings) -> str:

@@ -8,11 +8,16 @@ minutes later inside a worker.
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
+from allocator.config import ObjectiveConfig
 from allocator.constraints import ConstraintSet
 from allocator.errors import ConfigError
-from experiments.config import (
+from allocator.registry import MINI_SHOP
+from allocator.scenario.config import (
     ExploreThenCommitSpec,
     OracleSpec,
     PolicySpec,
@@ -21,8 +26,7 @@ from experiments.config import (
     resolve_engine,
     set_dotted,
 )
-from experiments.simulate import CellTask, scenario_arms
-from experiments.strategies import (
+from allocator.scenario.strategies import (
     ExploreThenCommit,
     Oracle,
     PolicyStrategy,
@@ -30,13 +34,41 @@ from experiments.strategies import (
     StaticSplit,
     Strategy,
 )
-from experiments.world import World
+from allocator.scenario.world import World
+from allocator.scenario.world.world import TIER_NAMES
+
+
+@dataclass(frozen=True)
+class CellTask:
+    """One grid cell (small: it travels with the task)."""
+
+    name: str
+    strategy: str
+    seed: int
+    n_impressions: int
+    coords: dict[str, str]
+    spec: dict[str, Any]  # the resolved strategy spec (sweep values applied)
+    #: write the cell's decision log (Parquet + replay config) into this directory
+    log_dir: str | None = None
+
+
+def scenario_arms(world: World) -> ScenarioArms:
+    group_names = tuple(dict.fromkeys(world.arm_groups))
+    return ScenarioArms(
+        ids=tuple(world.arm_ids),
+        groups=tuple(world.arm_groups),
+        group_names=group_names,
+        features=np.ascontiguousarray(world.arm_features, dtype=np.float64),
+        n_context=len(world.context_names),
+        categories=tuple(world.categories),
+        city_tiers=TIER_NAMES,
+    )
 
 
 def scenario_objective(scenario: ScenarioConfig, world: World) -> dict[str, Any]:
     """The reward every learning strategy optimises: app value (take rate + strategic) × scale."""
     rates = {g: float(r) for g, r in world.take_rates.items()}
-    rates["mini_shop"] = min(1.0, rates.get("mini_shop", 0.0) + world.strategic_weight)
+    rates[MINI_SHOP] = min(1.0, rates.get(MINI_SHOP, 0.0) + world.strategic_weight)
     return {
         "click": 0.0,
         "order": 0.0,
@@ -55,8 +87,6 @@ def build_strategy(
     if kind == "oracle":
         return Oracle(OracleSpec.model_validate(spec).name, seed)
     if kind == "explore_then_commit":
-        from allocator.config import ObjectiveConfig
-
         return ExploreThenCommit(
             ExploreThenCommitSpec.model_validate(spec), ObjectiveConfig.model_validate(objective),
             arms, seed, world.start_s,

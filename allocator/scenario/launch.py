@@ -9,35 +9,26 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
 
+from allocator.launch.orchestrate import Launch, LaunchOutcome
 from allocator.launch.runner import Runner, TaskResult
-from allocator.launch.tracking import CellRecord, LaunchTracker, environment_tags, flatten
-from experiments import report
-from experiments.build import grid_cells
-from experiments.config import Scale, load_scenario
-from experiments.simulate import CellResult, CellTask, Shared, run_cell
-from experiments.world import World
+from allocator.launch.tracking import CellRecord, flatten
+from allocator.scenario import report
+from allocator.scenario.build import CellTask, grid_cells
+from allocator.scenario.config import Scale, load_scenario
+from allocator.scenario.simulate import CellResult, Shared, run_cell
+from allocator.scenario.world import World
 
-
-@dataclass
-class LaunchOutcome:
-    rows: list[dict[str, Any]]
-    table: str
-    failed: list[str]
-    experiment_id: str
-    summary_run_id: str
-    out_dir: Path
-    results: list[TaskResult]
-
-    @property
-    def exit_code(self) -> int:
-        return 1 if self.failed else 0
+NOTE = (
+    "\nvalue = app value (revenue share + commission + Mini Shop strategic weight) per "
+    "1,000 impressions, true expectation; floor slack = worst sliding-window share "
+    "minus floor (>= 0 held); protect cost = value given up against the same policy "
+    "without contracts; regret vs the oracle.\n"
+)
 
 
 def run_scenario(
@@ -52,69 +43,48 @@ def run_scenario(
     emit_logs: bool = False,
 ) -> LaunchOutcome:
     """Run every cell of the scenario and report; failures are reported, never dropped."""
-    out = stream if stream is not None else sys.stdout
     scenario = load_scenario(config_path)
     world = World(scenario.world, seed=scenario.experiment.world_seed)
     n = impressions or scenario.experiment.impressions[scale]
     cells = grid_cells(scenario, world, n)
     resolved = scenario.model_dump(mode="json")
-    tracker = LaunchTracker(
-        scenario.experiment.name, tracking_uri, launch_id,
-        tags={**environment_tags(resolved), "scale": scale},
+    launch = Launch(
+        scenario.experiment.name, resolved, tracking_uri, launch_id, out_dir, stream,
+        tags={"scale": scale},
     )  # fmt: skip
-    out.write(
+    launch.say(
         f"{len(cells)} cells ({len(scenario.strategies)} strategies × "
         f"{len(scenario.experiment.seeds)} seeds), {n:,} impressions each, "
-        f"launch {tracker.launch_id}\n"
+        f"launch {launch.launch_id}\n"
     )
-    out.flush()
-    launch_dir = Path(out_dir) / tracker.launch_id
-    launch_dir.mkdir(parents=True, exist_ok=True)
+    log_dir = launch.directory / "logs"
     if emit_logs:  # absolute: Ray workers do not share the driver's working directory
-        log_dir = str((launch_dir / "logs").resolve())
-        cells = [dataclasses.replace(c, log_dir=log_dir) for c in cells]
-    results = runner.run(run_cell, cells, Shared(world, scenario))
-    failed = []
+        cells = [dataclasses.replace(c, log_dir=str(log_dir.resolve())) for c in cells]
+    results = launch.run(
+        runner, run_cell, cells, Shared(world, scenario),
+        lambda cell, res: _cell_record(cell, res, scenario, scale),
+    )  # fmt: skip
     table_cells: list[tuple[str, dict[str, float] | None]] = []
     by_strategy: dict[str, list[CellResult]] = {}
     for cell, res in zip(cells, results, strict=True):
         value: CellResult | None = res.value if res.ok else None
-        if value is None:
-            failed.append(f"{cell.name}: {(res.error or '').strip().splitlines()[-1]}")
-        else:
+        if value is not None:
             by_strategy.setdefault(cell.strategy, []).append(value)
         table_cells.append((cell.strategy, None if value is None else value.metrics))
-        tracker.log_cell(_cell_record(cell, value, res, scenario, scale))
     rows = report.ranked_rows(table_cells, scenario.experiment.reward_scale, _twins(scenario))
     table = report.format_table(rows)
-    files = _write_files(launch_dir, rows, table, resolved, by_strategy, world, cells)
-    summary_id = tracker.log_summary(
-        f"summary {tracker.launch_id}",
-        {"scale": scale, "impressions_per_cell": str(n), "cells": str(len(cells))},
-        files,
-        {"failed_cells.txt": "\n".join(failed)} if failed else {},
-        failed=bool(failed),
-    )
-    out.write(f"\n{table}\n\n")
-    out.write(
-        "value = app value (revenue share + commission + Mini Shop strategic weight) per "
-        "1,000 impressions, true expectation; floor slack = worst sliding-window share "
-        "minus floor (>= 0 held); protect cost = value given up against the same policy "
-        "without contracts; regret vs the oracle.\n"
-    )
-    if failed:
-        out.write(f"\n{len(failed)} cell(s) FAILED:\n  " + "\n  ".join(failed) + "\n")
-    out.write(f"\nfiles: {launch_dir}\n")
+    files = _write_files(launch.directory, rows, table, resolved, by_strategy, world, cells)
+    trailer = f"\nfiles: {launch.directory}\n"
     if emit_logs:
-        out.write(
-            f"decision logs: {launch_dir / 'logs'} (replay one with: allocator replay "
-            f"{launch_dir / 'logs'}/<cell>.replay.yaml)\n"
+        trailer += (
+            f"decision logs: {log_dir} (replay one with: allocator replay "
+            f"{log_dir}/<cell>.replay.yaml)\n"
         )
-    out.write(f"MLflow: {tracker.ui_hint()}\n")
-    out.flush()
-    return LaunchOutcome(
-        rows, table, failed, tracker.experiment_id, summary_id, launch_dir, results
-    )
+    return launch.finish(
+        rows, table, NOTE,
+        {"scale": scale, "impressions_per_cell": str(n), "cells": str(len(cells))},
+        files, trailer,
+    )  # fmt: skip
 
 
 def _twins(scenario: Any) -> dict[str, str]:
@@ -134,9 +104,7 @@ def _twins(scenario: Any) -> dict[str, str]:
     }
 
 
-def _cell_record(
-    cell: CellTask, value: CellResult | None, res: TaskResult, scenario: Any, scale: str
-) -> CellRecord:
+def _cell_record(cell: CellTask, res: TaskResult, scenario: Any, scale: str) -> CellRecord:
     params = flatten(
         {
             "strategy": cell.spec,
@@ -150,6 +118,7 @@ def _cell_record(
     contracts = cell.spec.get("contracts")
     if contracts:
         params.update(flatten(scenario.contracts[contracts].model_dump(mode="json"), "contracts."))
+    value: CellResult | None = res.value if res.ok else None
     if value is None:
         return CellRecord(cell.name, cell.coords, params, error=res.error or "failed")
     metrics = {**value.metrics, "cell_seconds": value.seconds}

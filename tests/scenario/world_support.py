@@ -8,7 +8,7 @@ from functools import cache
 
 import numba
 
-from experiments.world import Chunk, World, WorldConfig
+from allocator.scenario.world import Chunk, World, WorldConfig
 
 JIT = not numba.config.DISABLE_JIT
 

@@ -19,7 +19,8 @@ from pydantic import Field, model_validator
 
 from allocator.config import GroupName, StrictModel, load_yaml, parse_config
 from allocator.errors import ConfigError
-from experiments.world.defaults import (
+from allocator.registry import MINI_SHOP
+from allocator.scenario.world.defaults import (
     DEFAULT_DIURNAL,
     default_categories,
     default_intent,
@@ -35,7 +36,6 @@ Probability = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 OpenProbability = Annotated[float, Field(gt=0.0, lt=1.0, allow_inf_nan=False)]
 CategoryName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_]+$")]
 
-MINI_SHOP = "mini_shop"
 _SUM_TOL = 1e-6
 
 

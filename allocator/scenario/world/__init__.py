@@ -5,7 +5,7 @@
 ``World.draw_outcomes`` draws click, order and GMV for the chosen candidates.
 """
 
-from experiments.world.config import WorldConfig, load_world_config
-from experiments.world.world import Chunk, World
+from allocator.scenario.world.config import WorldConfig, load_world_config
+from allocator.scenario.world.world import Chunk, World
 
 __all__ = ["Chunk", "World", "WorldConfig", "load_world_config"]

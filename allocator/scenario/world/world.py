@@ -2,7 +2,7 @@
 
 :class:`World` turns a validated :class:`WorldConfig` and a seed into flat arrays (partners,
 merchants, per-category retrieval lists, traffic intensity), then delegates every per-
-impression loop to :mod:`experiments.world.kernels`. Hidden merchant values live in private
+impression loop to :mod:`allocator.scenario.world.kernels`. Hidden merchant values live in private
 attributes; the public ``arm_features`` hold only what a real allocator could observe.
 """
 
@@ -15,9 +15,10 @@ import numpy as np
 import numpy.typing as npt
 
 from allocator.errors import InvalidInputError
-from experiments.world import kernels
-from experiments.world.chunk import F64, I64, Chunk, check_int, seed_key
-from experiments.world.config import MINI_SHOP, WorldConfig
+from allocator.registry import MINI_SHOP
+from allocator.scenario.world import kernels
+from allocator.scenario.world.chunk import F64, I64, Chunk, check_int, seed_key
+from allocator.scenario.world.config import WorldConfig
 
 TIER_NAMES = ("tier_1", "tier_2", "tier_3")
 AGE_NAMES = ("age_18_24", "age_25_34", "age_35_49", "age_50_plus")

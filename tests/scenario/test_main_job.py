@@ -12,12 +12,12 @@ from mlflow.tracking import MlflowClient
 
 from allocator.cli import main
 from allocator.launch.runner import RayRunner, SequentialRunner
-from experiments.build import grid_cells
-from experiments.config import ScenarioConfig, load_scenario
-from experiments.main import run_scenario
-from experiments.simulate import Shared, run_cell
-from experiments.world import World
-from tests.experiments.faults import FailingCell
+from allocator.scenario.build import grid_cells
+from allocator.scenario.config import ScenarioConfig, load_scenario
+from allocator.scenario.launch import run_scenario
+from allocator.scenario.simulate import Shared, run_cell
+from allocator.scenario.world import World
+from tests.scenario.faults import FailingCell
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIO = ROOT / "configs" / "wechat_entry.yaml"
@@ -239,10 +239,11 @@ def test_every_cell_checks_off_policy_estimates_against_the_truth(tmp_path):
 
 
 @pytest.mark.heavy
-def test_emitted_logs_replay_with_the_bundled_importer(tmp_path, capsys):
+def test_emitted_logs_are_decision_logs_that_replay_end_to_end(tmp_path, capsys):
     cfg = small_scenario(tmp_path, [1], ope_target=None)
     data = yaml.safe_load(cfg.read_text())
-    data["strategies"] = [s for s in data["strategies"] if s["name"] in ("eps_greedy", "oracle")]
+    keep = ("eps_greedy", "contextual_ts_protected", "oracle")
+    data["strategies"] = [s for s in data["strategies"] if s["name"] in keep]
     cfg.write_text(yaml.safe_dump(data))
     uri = f"sqlite:///{tmp_path / 'sim.db'}"
     out_dir = tmp_path / "out"
@@ -252,14 +253,28 @@ def test_emitted_logs_replay_with_the_bundled_importer(tmp_path, capsys):
     logs = out_dir / "emit" / "logs"
     # the oracle has no propensities: nothing to replay, nothing written
     assert sorted(p.name for p in logs.iterdir()) == [
-        "eps_greedy_seed_1.parquet", "eps_greedy_seed_1.replay.yaml"
+        "contextual_ts_protected_seed_1", "contextual_ts_protected_seed_1.replay.yaml",
+        "eps_greedy_seed_1", "eps_greedy_seed_1.replay.yaml",
     ]  # fmt: skip
-    from allocator.replay import ForeignLogConfig, load_foreign_log
+    from allocator.logs import load_decision_log
+    from allocator.replay import from_decision_log
 
-    replay_cfg = yaml.safe_load((logs / "eps_greedy_seed_1.replay.yaml").read_text())
-    logged = load_foreign_log(ForeignLogConfig.model_validate(replay_cfg["logs"]["foreign"]), logs)
+    log = load_decision_log(logs / "eps_greedy_seed_1")
+    assert len(log) == 4000 and log.has_outcome.all() and log.n_features == 15
+    assert set(log.policy_kind) == {"normal_gamma"} and set(log.group) <= {
+        "taobao", "douyin", "pinduoduo", "mini_shop"
+    }  # fmt: skip
+    assert {"category", "city_tier"} == set(log.attrs[0])
+    logged = from_decision_log(log)
     assert logged.n_rounds == 4000 and logged.contexts.shape == (4000, 15)
     assert ((logged.pscores > 0) & (logged.pscores <= 1)).all()
+    rows = np.repeat(np.arange(4000), np.diff(logged.cand_ptr))
+    np.testing.assert_allclose(np.bincount(rows, weights=logged.cand_prob), 1.0, atol=1e-9)
+    protected = load_decision_log(logs / "contextual_ts_protected_seed_1")
+    assert len(protected) == 4000 and set(protected.policy_kind) == {"shared_linear"}
+
+    replay_cfg = yaml.safe_load((logs / "eps_greedy_seed_1.replay.yaml").read_text())
+    assert replay_cfg["logs"] == {"decision_log": "eps_greedy_seed_1"}
     assert main(["replay", str(logs / "eps_greedy_seed_1.replay.yaml"), "--sequential",
                  "--tracking-uri", uri, "--out", str(out_dir)]) == 0  # fmt: skip
     assert "linear_ts" in capsys.readouterr().out

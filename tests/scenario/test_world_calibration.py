@@ -8,8 +8,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from experiments.world import Chunk, World
-from tests.experiments.world_support import default_world, shared_chunk
+from allocator.scenario.world import Chunk, World
+from tests.scenario.world_support import default_world, shared_chunk
 
 WINDOW_DAYS = 10.0
 

@@ -19,8 +19,8 @@ from allocator.constraints import ConstrainedPolicy, ConstraintSet
 from allocator.objective import Objective
 from allocator.policies import make_policy
 from allocator.registry import ArmRegistry
-from experiments import kernels as k
-from experiments.config import (
+from allocator.scenario import kernels as k
+from allocator.scenario.config import (
     ExploreThenCommitSpec,
     StaticSplitSpec,
     resolve_engine,

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from allocator.errors import InvalidInputError
-from experiments.world import Chunk, World, WorldConfig
-from tests.experiments.world_support import SIZES, Sizes, default_world, shared_chunk
+from allocator.scenario.world import Chunk, World, WorldConfig
+from tests.scenario.world_support import SIZES, Sizes, default_world, shared_chunk
 
 DAY = 86400.0
 

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from allocator.errors import ConfigError
-from experiments.world import WorldConfig, load_world_config
+from allocator.scenario.world import WorldConfig, load_world_config
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIO = ROOT / "configs" / "wechat_entry.yaml"

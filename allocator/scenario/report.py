@@ -10,13 +10,15 @@ from typing import Any
 
 import numpy as np
 
+from allocator.registry import MINI_SHOP
+
 #: (column, header, format) of the ranked table, in order
 COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("value_per_1k", "value/1k", "{:.1f}"),
     ("revenue_per_1k", "revenue/1k", "{:.1f}"),
     ("gmv_per_1k", "GMV/1k", "{:.0f}"),
     ("conversion_pct", "conv %", "{:.2f}"),
-    ("mini_shop_share_end", "mini_shop end", "{:.3f}"),
+    (f"{MINI_SHOP}_share_end", f"{MINI_SHOP} end", "{:.3f}"),
     ("worst_floor_slack", "floor slack", "{:+.3f}"),
     ("protection_cost_per_1k", "protect cost/1k", "{:.1f}"),
     ("regret_per_1k", "regret/1k", "{:.1f}"),
@@ -36,7 +38,7 @@ def cell_row(metrics: dict[str, float], reward_scale: float) -> dict[str, float]
         "revenue_per_1k": metrics["revenue_per_1k"],
         "gmv_per_1k": metrics["gmv_per_1k"],
         "conversion_pct": 100.0 * metrics["conversion"],
-        "mini_shop_share_end": metrics.get("share_end.mini_shop", float("nan")),
+        f"{MINI_SHOP}_share_end": metrics.get(f"share_end.{MINI_SHOP}", float("nan")),
         "worst_floor_slack": min(slacks) if slacks else float("nan"),
         "protection_cost_per_1k": cost / reward_scale / n * 1000.0,
         "regret_per_1k": metrics["regret_per_1k"],

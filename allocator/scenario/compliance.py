@@ -31,18 +31,7 @@ class FloorTrack:
     window: int
 
     def schedule_at(self, t: np.ndarray) -> np.ndarray:
-        s = self.schedule
-        t0, t1 = s.start.timestamp(), s.end.timestamp()
-        frac = np.clip((t - t0) / (t1 - t0), 0.0, 1.0)
-        v0, v1 = s.start_value, s.final_value
-        if s.shape == "constant":
-            v = np.full_like(t, v0)
-        elif s.shape == "linear":
-            v = v0 + (v1 - v0) * frac
-        else:
-            step = np.minimum((frac * s.steps).astype(np.int64), s.steps - 1)
-            v = v0 + (v1 - v0) * step / max(s.steps - 1, 1)
-        return np.where((t >= t0) & (t < t1), v, 0.0)
+        return self.schedule.values_at(t)
 
     def measure(
         self, t: np.ndarray, served_group: np.ndarray, present: np.ndarray,

@@ -1,7 +1,7 @@
 """The scenario experiment: a world, the strategies to compare, contracts, the grid.
 
 One YAML file (``configs/wechat_entry.yaml``) holds the world (``world:``, see
-:mod:`experiments.world`) and the sections below. Strategy engines are ordinary allocator
+:mod:`allocator.scenario.world`) and the sections below. Strategy engines are ordinary allocator
 engine configs; the context and arm-feature sizes of contextual models default to the
 world's, so a config names only what it chooses.
 """
@@ -17,7 +17,7 @@ from pydantic import Field, model_validator
 from allocator.config import EngineConfig, StrictModel, load_yaml, parse_config
 from allocator.constraints import ConstraintSet
 from allocator.errors import ConfigError
-from experiments.world import WorldConfig
+from allocator.scenario.world import WorldConfig
 
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
 Scale = Literal["small", "default", "full"]

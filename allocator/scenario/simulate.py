@@ -18,13 +18,14 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from experiments import kernels as k
-from experiments.compliance import FloorTrack, floor_tracks
-from experiments.config import ScenarioConfig, StaticSplitSpec
-from experiments.emit import LogBuffer
-from experiments.strategies import Decisions, ScenarioArms, StaticSplit, Strategy, Tick
-from experiments.world import Chunk, World
-from experiments.world.world import TIER_NAMES
+from allocator.registry import MINI_SHOP
+from allocator.scenario import kernels as k
+from allocator.scenario.build import CellTask, build_strategy, scenario_arms
+from allocator.scenario.compliance import FloorTrack, floor_tracks
+from allocator.scenario.config import ScenarioConfig, StaticSplitSpec
+from allocator.scenario.emit import LogBuffer, write_cell_log
+from allocator.scenario.strategies import Decisions, ScenarioArms, StaticSplit, Strategy, Tick
+from allocator.scenario.world import Chunk, World
 
 OPE_MAX_ROWS = 200_000
 
@@ -36,20 +37,6 @@ class Shared(NamedTuple):
     scenario: ScenarioConfig
 
 
-@dataclass(frozen=True)
-class CellTask:
-    """One grid cell (small: it travels with the task)."""
-
-    name: str
-    strategy: str
-    seed: int
-    n_impressions: int
-    coords: dict[str, str]
-    spec: dict[str, Any]  # the resolved strategy spec (sweep values applied)
-    #: write the cell's decision log (Parquet + replay config) into this directory
-    log_dir: str | None = None
-
-
 @dataclass
 class CellResult:
     metrics: dict[str, float]
@@ -59,23 +46,10 @@ class CellResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def scenario_arms(world: World) -> ScenarioArms:
-    group_names = tuple(dict.fromkeys(world.arm_groups))
-    return ScenarioArms(
-        ids=tuple(world.arm_ids),
-        groups=tuple(world.arm_groups),
-        group_names=group_names,
-        features=np.ascontiguousarray(world.arm_features, dtype=np.float64),
-        n_context=len(world.context_names),
-        categories=tuple(world.categories),
-        city_tiers=TIER_NAMES,
-    )
-
-
 def value_rates(world: World, group_names: tuple[str, ...]) -> np.ndarray:
     """App value per unit of GMV for each group code: take rate, plus strategic weight in-app."""
     rates = np.array([world.take_rates[g] for g in group_names], dtype=np.float64)
-    rates[list(group_names).index("mini_shop")] += world.strategic_weight
+    rates[list(group_names).index(MINI_SHOP)] += world.strategic_weight
     return rates
 
 
@@ -98,8 +72,6 @@ class _Acc:
 
 def run_cell(shared: Shared, task: CellTask) -> CellResult:
     """Simulate ``task`` and return its metrics and curves (no MLflow here: driver logs)."""
-    from experiments.build import build_strategy  # the factory needs the config types
-
     start = time.perf_counter()
     world, scenario = shared
     exp = scenario.experiment
@@ -157,7 +129,10 @@ def run_cell(shared: Shared, task: CellTask) -> CellResult:
             if log is not None and dec.probs is not None:
                 log.add(actions=chosen, rewards=reward, pscores=dec.propensities,
                         timestamps=tick.timestamps, contexts=tick.contexts,
-                        cand_size=np.diff(tick.cand_ptr), cand_idx=tick.cand_idx)  # fmt: skip
+                        category=tick.category, city_tier=tick.city_tier,
+                        batch=np.full(hi - lo, tick_no), click=click, order=order, gmv=gmv,
+                        cand_size=np.diff(tick.cand_ptr), cand_idx=tick.cand_idx,
+                        probs=dec.probs)  # fmt: skip
             tick_no += 1
         n_seen += n
     metrics = _summarise(acc, arms, exp.end_share_window, n_seen)
@@ -171,9 +146,15 @@ def run_cell(shared: Shared, task: CellTask) -> CellResult:
         metrics.update(_ope_metrics(ope, world, task.seed, exp.ope_bootstrap))
     extra: dict[str, Any] = {}
     if log is not None and log.parts and task.log_dir is not None:
-        path = log.write(Path(task.log_dir), task.name, world.arm_ids, world.context_names)
+        path = write_cell_log(Path(task.log_dir), task.name, log, arms, _policy_kind(task.spec))
         extra["log"] = str(path)
     return CellResult(metrics, curves, time.perf_counter() - start, n_seen, extra)
+
+
+def _policy_kind(spec: dict[str, Any]) -> str:
+    """The engine's policy family, or the strategy kind for baselines."""
+    engine = spec.get("engine")
+    return str(engine["policy"]["kind"]) if engine else str(spec["kind"])
 
 
 def _sub_chunk(chunk: Chunk, lo: int, hi: int, flo: int, fhi: int) -> Chunk:

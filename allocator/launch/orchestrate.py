@@ -1,0 +1,131 @@
+"""The one skeleton of every launch: open it, run its cells, track them, report.
+
+A launch module (the scenario simulator, the replay experiment) says only what is specific
+to it — its tasks and cell function, how a finished cell becomes a :class:`CellRecord`, its
+table and files — and :class:`Launch` does the rest in the same order for both: the MLflow
+experiment and the launch directory first, then every cell on the runner, each cell's run
+logged by the driver (failures included, never dropped), then the summary run and the
+printed table, failures and the MLflow hint.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, TextIO, TypeVar
+
+from allocator.launch.runner import Runner, TaskFn, TaskResult
+from allocator.launch.tracking import CellRecord, LaunchTracker, environment_tags
+
+
+class NamedTask(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+T = TypeVar("T", bound=NamedTask)
+
+
+def failure_line(task: NamedTask, result: TaskResult) -> str:
+    """``<cell>: <last line of its traceback>``, as listed under FAILED."""
+    lines = (result.error or "failed").strip().splitlines() or ["failed"]
+    return f"{task.name}: {lines[-1]}"
+
+
+@dataclass
+class LaunchOutcome:
+    """What a launch returns to the CLI: the ranked rows, the failures and where it went."""
+
+    rows: list[dict[str, Any]]
+    table: str
+    failed: list[str]
+    experiment_id: str
+    summary_run_id: str
+    out_dir: Path
+    results: list[TaskResult]
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed else 0
+
+
+class Launch:
+    """One launch: its MLflow tracker (tagged with the resolved config) and its directory."""
+
+    def __init__(
+        self,
+        experiment: str,
+        resolved: Mapping[str, Any],
+        tracking_uri: str | None = None,
+        launch_id: str | None = None,
+        out_dir: str | Path = "runs",
+        stream: TextIO | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
+        self.out = stream if stream is not None else sys.stdout
+        self.tracker = LaunchTracker(
+            experiment, tracking_uri, launch_id, {**environment_tags(resolved), **(tags or {})}
+        )
+        self.directory = Path(out_dir) / self.tracker.launch_id
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.results: list[TaskResult] = []
+        self.failed: list[str] = []
+
+    @property
+    def launch_id(self) -> str:
+        return self.tracker.launch_id
+
+    def say(self, text: str) -> None:
+        self.out.write(text)
+        self.out.flush()
+
+    def run(
+        self,
+        runner: Runner,
+        fn: TaskFn,
+        tasks: Sequence[T],
+        shared: Any,
+        record: Callable[[T, TaskResult], CellRecord],
+    ) -> list[TaskResult]:
+        """Run every task, then log each cell's run (``record`` builds it) in task order."""
+        self.results = runner.run(fn, tasks, shared)
+        for task, res in zip(tasks, self.results, strict=True):
+            if not res.ok:
+                self.failed.append(failure_line(task, res))
+            self.tracker.log_cell(record(task, res))
+        return self.results
+
+    def finish(
+        self,
+        rows: list[dict[str, Any]],
+        table: str,
+        note: str,
+        params: Mapping[str, str],
+        files: Sequence[Path],
+        trailer: str = "\n",
+    ) -> LaunchOutcome:
+        """The summary run (table files, failures) and the printed report: table, ``note``,
+        failures, ``trailer``, the MLflow hint."""
+        failed = self.failed
+        summary_id = self.tracker.log_summary(
+            f"summary {self.launch_id}",
+            params,
+            files,
+            {"failed_cells.txt": "\n".join(failed)} if failed else {},
+            failed=bool(failed),
+        )
+        text = f"\n{table}\n{note}"
+        if failed:
+            text += f"\n{len(failed)} cell(s) FAILED:\n  " + "\n  ".join(failed) + "\n"
+        self.say(f"{text}{trailer}MLflow: {self.tracker.ui_hint()}\n")
+        return LaunchOutcome(
+            rows,
+            table,
+            failed,
+            self.tracker.experiment_id,
+            summary_id,
+            self.directory,
+            self.results,
+        )
