@@ -54,7 +54,9 @@ def as_float_array(values: Any, name: str, shape: tuple[int, ...]) -> np.ndarray
     return arr
 
 
-def check_csr(cand_ptr: Any, cand_idx: Any, n_arms: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def check_csr(
+    cand_ptr: Any, cand_idx: Any, n_arms: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """CSR candidate lists checked for shape: ``cand_ptr`` starts at 0, never decreases and
     ends at ``len(cand_idx)``; with ``n_arms``, every request has a candidate and every
     index is in ``[0, n_arms)`` (the decide kernels check activity and duplicates)."""
@@ -62,13 +64,14 @@ def check_csr(cand_ptr: Any, cand_idx: Any, n_arms: int | None = None) -> tuple[
     idx = as_index_array(cand_idx, "cand_idx")
     if ptr.shape[0] < 1 or ptr[0] != 0 or ptr[-1] != idx.shape[0] or (np.diff(ptr) < 0).any():
         raise InvalidInputError(
-            "cand_ptr must start at 0, be non-decreasing and end at len(cand_idx) "
-            f"= {idx.shape[0]}"
+            f"cand_ptr must start at 0, be non-decreasing and end at len(cand_idx) = {idx.shape[0]}"
         )
     if n_arms is not None:
         empty = np.diff(ptr) == 0
         if empty.any():
-            raise InvalidInputError(f"every round needs a candidate; empty rounds {first_rows(empty)}")
+            raise InvalidInputError(
+                f"every round needs a candidate; empty rounds {first_rows(empty)}"
+            )
         bad = (idx < 0) | (idx >= n_arms)
         if bad.any():
             rows = first_rows(bad)

@@ -123,7 +123,9 @@ class Contracts:
                 continue
             values = np.asarray(col)
             if values.shape != (n,):
-                raise InvalidInputError(f"attrs[{name!r}] has shape {values.shape}, expected ({n},)")
+                raise InvalidInputError(
+                    f"attrs[{name!r}] has shape {values.shape}, expected ({n},)"
+                )
             vocab = self.compiled.vocab[i]
             if not vocab:
                 continue

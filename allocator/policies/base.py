@@ -321,7 +321,10 @@ class Policy(ABC):
     # ------------------------------------------------------ state, deltas, reload
     def export_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """Copies of every saved state array, plus JSON-able meta (the bank RNG state)."""
-        return self.state.snapshot(), {"kind": self.config.kind, "rng": self.rng.bit_generator.state}
+        return self.state.snapshot(), {
+            "kind": self.config.kind,
+            "rng": self.rng.bit_generator.state,
+        }
 
     @classmethod
     def restore(
@@ -334,7 +337,10 @@ class Policy(ABC):
         policy = cls.__new__(cls)
         policy._setup(config, registry, seed, cls.restored_sizes(config, arrays))
         policy.state.restore(arrays)
-        if int(policy.state.n_synced[0]) != registry.n_arms or policy.state.capacity < registry.n_arms:
+        if (
+            int(policy.state.n_synced[0]) != registry.n_arms
+            or policy.state.capacity < registry.n_arms
+        ):
             raise SnapshotError(
                 f"policy state covers {int(policy.state.n_synced[0])} arms in capacity "
                 f"{policy.state.capacity}, the registry has {registry.n_arms}"
@@ -478,4 +484,3 @@ class Policy(ABC):
                 f"max_candidates = {self.slots}"
             )
         raise exc(f"{where}{text}")
-

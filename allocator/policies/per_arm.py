@@ -73,7 +73,9 @@ class PerArmPolicy(Policy):
 
     @classmethod
     def sizes(cls, config: Any, capacity: int) -> dict[str, int]:
-        return {"rows": int(max(1, min(config.bank_rows, config.bank_max_cells // max(capacity, 1))))}
+        return {
+            "rows": int(max(1, min(config.bank_rows, config.bank_max_cells // max(capacity, 1))))
+        }
 
     @classmethod
     def restored_sizes(cls, config: Any, arrays: Any) -> dict[str, int]:
@@ -143,9 +145,7 @@ class PerArmPolicy(Policy):
     def _informed_members(self, code: int, evidence: np.ndarray) -> np.ndarray:
         """Active, already-synced arms of group ``code`` with evidence (for empirical priors)."""
         n = int(self.state.n_synced[0])
-        members = np.flatnonzero(
-            (self.registry.arm_group[:n] == code) & self.registry.active[:n]
-        )
+        members = np.flatnonzero((self.registry.arm_group[:n] == code) & self.registry.active[:n])
         return members[evidence[members] > 0]
 
 
@@ -251,7 +251,9 @@ class NormalGammaPolicy(PerArmPolicy):
         out = self._posterior_into(idx, mean, sd)
         return out[0], out[1], out[2], out[3]
 
-    def _posterior_into(self, idx: np.ndarray, mean: np.ndarray, sd: np.ndarray) -> list[np.ndarray]:
+    def _posterior_into(
+        self, idx: np.ndarray, mean: np.ndarray, sd: np.ndarray
+    ) -> list[np.ndarray]:
         s = self.state
         out = [np.empty(idx.shape[0]) for _ in range(4)]
         kng.normal_gamma_posterior(

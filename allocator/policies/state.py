@@ -133,9 +133,7 @@ class ModelState:
     def snapshot(self) -> dict[str, np.ndarray]:
         """Copies of every saved array (everything but scratch)."""
         return {
-            f.name: getattr(self, f.name).copy()
-            for f in self.fields
-            if not f.has(Role.SCRATCH)
+            f.name: getattr(self, f.name).copy() for f in self.fields if not f.has(Role.SCRATCH)
         }
 
     def restore(self, arrays: Mapping[str, np.ndarray]) -> None:
@@ -145,7 +143,9 @@ class ModelState:
         sizes for the rest) and finiteness are checked before anything is assigned.
         """
         saved = [f for f in self.fields if not f.has(Role.SCRATCH)]
-        per_arm = [arrays[f.name].shape[0] for f in saved if f.has(Role.PER_ARM) and f.name in arrays]
+        per_arm = [
+            arrays[f.name].shape[0] for f in saved if f.has(Role.PER_ARM) and f.name in arrays
+        ]
         capacity = per_arm[0] if per_arm else self.capacity
         checked: dict[str, np.ndarray] = {}
         for f in saved:
@@ -196,7 +196,9 @@ class ModelState:
     ) -> dict[str, np.ndarray]:
         """A replica's delta as validated arrays, or a typed error naming the array."""
         if not isinstance(delta, Mapping):
-            raise InvalidInputError(f"delta must be a mapping of arrays, got {type(delta).__name__}")
+            raise InvalidInputError(
+                f"delta must be a mapping of arrays, got {type(delta).__name__}"
+            )
         fields = self.select(Role.ADDITIVE)
         missing = [f.name for f in fields if f.name not in delta]
         if missing:
@@ -214,12 +216,16 @@ class ModelState:
         out = {}
         for f in fields:
             part = np.asarray(delta[f.name])
-            want = (k, *f.shape(self.sizes, 0)[1:]) if f.has(Role.PER_ARM) else f.shape(
-                self.sizes, 0
+            want = (
+                (k, *f.shape(self.sizes, 0)[1:]) if f.has(Role.PER_ARM) else f.shape(self.sizes, 0)
             )
             if part.shape != want:
-                raise InvalidInputError(f"delta[{f.name!r}] has shape {part.shape}, expected {want}")
-            if part.dtype.kind not in "iuf" or (part.dtype.kind == "f" and not np.isfinite(part).all()):
+                raise InvalidInputError(
+                    f"delta[{f.name!r}] has shape {part.shape}, expected {want}"
+                )
+            if part.dtype.kind not in "iuf" or (
+                part.dtype.kind == "f" and not np.isfinite(part).all()
+            ):
                 raise InvalidInputError(f"delta[{f.name!r}] must be finite numbers")
             out[f.name] = part.astype(f.dtype, copy=False)
         if (out["n_obs"] < 0).any():

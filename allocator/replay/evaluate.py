@@ -63,8 +63,8 @@ def target_distribution(policy: Policy | Any, data: LoggedData) -> F64:
 
     ``policy`` is read, not taught: one ``decide_batch(draw=False)`` over the logged
     candidates and contexts gives its exact decision distribution (neither its decision
-    stream nor its model changes). A plain ``(nnz,)`` array (e.g. a static split computed by the caller, aligned
-    with ``data.candidates()``) is checked and returned as float64.
+    stream nor its model changes). A plain ``(nnz,)`` array (e.g. a static split computed
+    by the caller, aligned with ``data.candidates()``) is checked and returned as float64.
     """
     ptr, idx = check_candidates(data)
     if isinstance(policy, Policy):

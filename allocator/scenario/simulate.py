@@ -18,13 +18,14 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from allocator.decisions import Decisions
 from allocator.registry import MINI_SHOP
 from allocator.scenario import kernels as k
 from allocator.scenario.build import CellTask, build_strategy, scenario_arms
 from allocator.scenario.compliance import FloorTrack, floor_tracks
 from allocator.scenario.config import ScenarioConfig, StaticSplitSpec
 from allocator.scenario.emit import LogBuffer, write_cell_log
-from allocator.scenario.strategies import Decisions, ScenarioArms, StaticSplit, Strategy, Tick
+from allocator.scenario.strategies import ScenarioArms, StaticSplit, Strategy, Tick
 from allocator.scenario.world import Chunk, World
 
 OPE_MAX_ROWS = 200_000
@@ -124,15 +125,15 @@ def run_cell(shared: Shared, task: CellTask) -> CellResult:
             cats.append(tick.category)
             tiers.append(tick.city_tier)
             reward = gmv * rates[group_of_arm[chosen]]
-            if ope_ref is not None and tick_no % stride == 0 and dec.probs is not None:
+            if ope_ref is not None and tick_no % stride == 0 and dec.probabilities.size > 0:
                 _log_for_ope(ope, ope_ref, tick, dec, flat, chosen, reward)
-            if log is not None and dec.probs is not None:
+            if log is not None and dec.probabilities.size > 0:
                 log.add(actions=chosen, rewards=reward, pscores=dec.propensities,
                         timestamps=tick.timestamps, contexts=tick.contexts,
                         category=tick.category, city_tier=tick.city_tier,
                         batch=np.full(hi - lo, tick_no), click=click, order=order, gmv=gmv,
                         cand_size=np.diff(tick.cand_ptr), cand_idx=tick.cand_idx,
-                        probs=dec.probs)  # fmt: skip
+                        probs=dec.probabilities)  # fmt: skip
             tick_no += 1
         n_seen += n
     metrics = _summarise(acc, arms, exp.end_share_window, n_seen)
@@ -208,9 +209,9 @@ def _log_for_ope(
     target = ref.distribution(tick)
     truth = np.empty(chosen.shape[0])
     k.row_expectation(tick.cand_ptr, target, tick.value, truth)
-    assert dec.probs is not None
+    assert dec.probabilities.size > 0
     # target mass on candidates the logger could not choose: no estimator can see it
-    unsupported = np.where(dec.probs > 0.0, 0.0, target).sum()
+    unsupported = np.where(dec.probabilities > 0.0, 0.0, target).sum()
     ope.add(
         contexts=tick.contexts, actions=chosen, rewards=reward, pscores=dec.propensities,
         cand_ptr=np.diff(tick.cand_ptr), cand_idx=tick.cand_idx, target=target, truth=truth,

@@ -3,8 +3,8 @@
 Every strategy sees the same thing per feedback batch (a :class:`Tick`: impressions with
 their contexts and candidates), returns one choice per impression with its propensity,
 and learns from the outcomes of that batch before the next. Allocator policies decide a
-batch with one kernel call; under contracts the constraint layer decides impression by
-impression (its queues move with every decision).
+batch with one call of the engine's batch pipeline, contracts included (their queues move
+with every decision inside the kernel).
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from allocator.config import NormalGammaConfig, ObjectiveConfig, parse_config
-from allocator.constraints import ConstrainedPolicy, ConstraintSet
+from allocator.constraints import ConstraintSet
+from allocator.decisions import Decisions
+from allocator.engine import Engine
 from allocator.objective import Objective
-from allocator.policies import make_policy
 from allocator.registry import ArmRegistry
 from allocator.scenario import kernels as k
 from allocator.scenario.config import (
@@ -40,12 +41,6 @@ class Tick(NamedTuple):
     value: np.ndarray  # (nnz,) true expected app value of each candidate
 
 
-class Decisions(NamedTuple):
-    positions: np.ndarray  # (n,) position in each row
-    propensities: np.ndarray  # (n,)
-    probs: np.ndarray | None  # (nnz,) the whole decision distribution, when known
-
-
 class ScenarioArms(NamedTuple):
     """What strategies know about the world's arms (observable only)."""
 
@@ -59,14 +54,19 @@ class ScenarioArms(NamedTuple):
 
 
 def make_registry(arms: ScenarioArms) -> ArmRegistry:
-    reg = ArmRegistry(capacity=max(16, len(arms.ids)))
-    for g in arms.group_names:
-        members = [a for a, ag in zip(arms.ids, arms.groups, strict=True) if ag == g]
-        if members:
-            reg.add(members, g)
-    if reg.all_ids() != list(arms.ids):
-        raise ValueError("world arms must be listed group by group (partners, then merchants)")
-    return reg
+    """The world's arms, indexed in the world's order (strategies' arm index = world's)."""
+    return ArmRegistry.build(list(arms.ids), list(arms.groups))
+
+
+def batch_decisions(tick: Tick, pos: np.ndarray, prop: np.ndarray, probs: np.ndarray) -> Decisions:
+    """A baseline's choices as :class:`Decisions` (no contract ever forces or adjusts)."""
+    n = pos.shape[0]
+    none = np.full(n, -1, dtype=np.int64)
+    return Decisions(
+        positions=pos, arms=tick.cand_idx[tick.cand_ptr[:-1] + pos], propensities=prop,
+        probabilities=probs, forced=none, adjusted=np.zeros(n, dtype=np.int64),
+        timestamps=tick.timestamps,
+    )  # fmt: skip
 
 
 class Strategy(ABC):
@@ -90,7 +90,7 @@ class Strategy(ABC):
         pos = np.empty(n, dtype=np.int64)
         prop = np.empty(n)
         k.draw_rows(tick.cand_ptr, probs, self.rng.random(n), pos, prop)
-        return Decisions(pos, prop, probs)
+        return batch_decisions(tick, pos, prop, probs)
 
 
 def uniform_probs(ptr: np.ndarray) -> np.ndarray:
@@ -118,14 +118,18 @@ class StaticSplit(Strategy):
 
 
 class Oracle(Strategy):
-    """The candidate of highest true expected value (needs the truth; a reference only)."""
+    """The candidate of highest true expected value (needs the truth; a reference only).
+
+    It is not a policy one could log and evaluate: its decisions carry no distribution
+    (``probabilities`` is empty), so the simulator neither logs nor evaluates it.
+    """
 
     def decide(self, tick: Tick) -> Decisions:
         n = tick.cand_ptr.shape[0] - 1
         pos = np.empty(n, dtype=np.int64)
         best = np.empty(n)
         k.row_argmax(tick.cand_ptr, tick.value, pos, best)
-        return Decisions(pos, np.ones(n), None)
+        return batch_decisions(tick, pos, np.ones(n), np.zeros(0))
 
 
 class PolicyStrategy(Strategy):
@@ -141,47 +145,34 @@ class PolicyStrategy(Strategy):
     ) -> None:
         super().__init__(name, seed)
         self.registry = make_registry(arms)
-        kwargs = {"arm_features": arms.features} if engine.policy.kind == "shared_linear" else {}
-        self.policy = make_policy(engine.policy, self.registry, seed, **kwargs)
+        features = arms.features if engine.policy.kind == "shared_linear" else None
+        self.engine = Engine(engine.policy, contracts, self.registry, seed, features)
+        self.policy = self.engine.policy
         self.objective = Objective(engine.objective, self.registry)
         self.contextual = self.policy.n_features is not None
-        self.layer = ConstrainedPolicy(self.policy, contracts) if contracts else None
-        self._attrs = [
-            [{"category": c, "city_tier": t} for t in arms.city_tiers] for c in arms.categories
-        ]
+        self.constrained = contracts is not None and bool(contracts.constraints)
+        self._categories = np.array(arms.categories)
+        self._tiers = np.array(arms.city_tiers)
 
     def decide(self, tick: Tick) -> Decisions:
         ctx = tick.contexts if self.contextual else None
-        if self.layer is None:
-            b = self.policy.decide_batch(tick.cand_ptr, tick.cand_idx, ctx)
-            return Decisions(b.positions, b.propensities, b.probabilities)
-        n = tick.cand_ptr.shape[0] - 1
-        pos = np.empty(n, dtype=np.int64)
-        prop = np.empty(n)
-        probs = np.empty(tick.cand_idx.shape[0])
-        ptr, idx = tick.cand_ptr, tick.cand_idx
-        decide = self.layer.decide
-        for i in range(n):
-            lo, hi = ptr[i], ptr[i + 1]
-            c = decide(
-                idx[lo:hi],
-                None if ctx is None else ctx[i],
-                self._attrs[tick.category[i]][tick.city_tier[i]],
-                tick.timestamps[i],
-            )
-            pos[i], prop[i] = c.position, c.propensity
-            probs[lo:hi] = self.policy._p[: hi - lo]
-        return Decisions(pos, prop, probs)
+        attrs = None
+        if self.constrained:
+            attrs = {
+                "category": self._categories[tick.category],
+                "city_tier": self._tiers[tick.city_tier],
+            }
+        return self.engine.decide_batch(tick.cand_ptr, tick.cand_idx, ctx, tick.timestamps, attrs)
 
     def learn(self, tick: Tick, arms: np.ndarray, outcomes: tuple[np.ndarray, ...]) -> None:
         reward = self.objective.reward(arms, *outcomes)
         self.policy.update_batch(arms, reward, tick.contexts if self.contextual else None)
 
     def metrics(self) -> dict[str, float]:
-        if self.layer is None:
+        if not self.constrained:
             return {}
         out: dict[str, float] = {}
-        for r in self.layer.report():
+        for r in self.engine.report():
             out[f"contract.{r.name}.backstop_rate"] = r.backstops / max(r.impressions, 1)
             out[f"contract.{r.name}.cost"] = r.cost
             if r.worst_window_slack is not None:

@@ -180,7 +180,9 @@ class Allocator:
                 xrow = None if self.policy.n_features is None else engine.policy.context_row(x)[0]
                 self._register(decision_id, d.arm_index, t, xrow)
                 if self._log is not None:
-                    self._log_decision(d, decision_id, request_id, cand, engine.probabilities, xrow, attrs)
+                    self._log_decision(
+                        d, decision_id, request_id, cand, engine.probabilities, xrow, attrs
+                    )
                 return d._replace(decision_id=decision_id, request_id=request_id)
         except Exception:
             self._count("rejected")
@@ -190,15 +192,17 @@ class Allocator:
         """Decide for each request mapping (keys: the arguments of :meth:`decide`) in one
         call of the batch pipeline; all requests are checked before any is decided."""
         try:
-            if not isinstance(requests, Sequence) or not all(isinstance(r, Mapping) for r in requests):
+            if not isinstance(requests, Sequence) or not all(
+                isinstance(r, Mapping) for r in requests
+            ):
                 raise InvalidInputError("requests must be a sequence of mappings")
             allowed = {"candidates", "context", "attrs", "timestamp", "request_id"}
-            for i, r in enumerate(requests):
-                extra = set(r) - allowed
-                if extra or "candidates" not in r:
+            for i, req in enumerate(requests):
+                extra = set(req) - allowed
+                if extra or "candidates" not in req:
                     raise InvalidInputError(
                         f"requests[{i}]: keys must be among {sorted(allowed)} with 'candidates', "
-                        f"got {sorted(r)}"
+                        f"got {sorted(req)}"
                     )
             now = self._clock()
             times = np.array([
@@ -212,9 +216,13 @@ class Allocator:
                 ptr = np.zeros(len(requests) + 1, dtype=np.int64)
                 np.cumsum([c.shape[0] for c in cands], out=ptr[1:])
                 idx = np.concatenate(cands) if cands else np.zeros(0, dtype=np.int64)
-                xs = None if self.policy.n_features is None else np.stack(
-                    [self.policy.context_row(x)[0] for x in contexts]
-                ) if contexts else np.zeros((0, self.policy.n_features))
+                xs = (
+                    None
+                    if self.policy.n_features is None
+                    else np.stack([self.policy.context_row(x)[0] for x in contexts])
+                    if contexts
+                    else np.zeros((0, self.policy.n_features))
+                )
                 if times.size:
                     self._check_time(float(times.min()))
                     self._housekeep(float(times.max()))
@@ -224,16 +232,19 @@ class Allocator:
                 self._next_id += len(requests)
                 if times.size:
                     self._last_t = max(self._last_t, float(times.max()))
-                for r, decision_id in enumerate(ids):
+                for k, decision_id in enumerate(ids):
                     self._register(
-                        decision_id, int(out.arms[r]), float(times[r]), None if xs is None else xs[r]
+                        decision_id,
+                        int(out.arms[k]),
+                        float(times[k]),
+                        None if xs is None else xs[k],
                     )
                     if self._log is not None:
-                        d = self._row(out, r, engine)
-                        lo, hi = ptr[r], ptr[r + 1]
+                        d = self._row(out, k, engine)
+                        lo, hi = ptr[k], ptr[k + 1]
                         self._log_decision(
-                            d, decision_id, requests[r].get("request_id"), idx[lo:hi],
-                            out.probabilities[lo:hi], None if xs is None else xs[r], attrs[r],
+                            d, decision_id, requests[k].get("request_id"), idx[lo:hi],
+                            out.probabilities[lo:hi], None if xs is None else xs[k], attrs[k],
                         )  # fmt: skip
                 return out.with_ids(ids, tuple(r.get("request_id") for r in requests))
         except Exception:
