@@ -44,8 +44,10 @@ from allocator.snapshot import read_snapshot, write_snapshot
 from allocator.timestamps import as_epoch_seconds
 
 SNAPSHOT_SCHEMA = 2
-#: arms per lock hold while the catalogue grows or arms are added
-CATALOGUE_SLICE = 2048
+#: arms per lock hold while the per-arm arrays grow (a slice copies ~0.1 ms of memory)
+GROW_SLICE = 256
+#: arms per lock hold while arms are added (a slice draws their bank rows)
+ADD_SLICE = 32
 
 
 class UpdateStatus(StrEnum):
@@ -99,6 +101,7 @@ class Allocator:
         self._lock = threading.RLock()
         self._catalogue_lock = threading.Lock()
         self._touched: list[int] | None = None
+        self._catalogue_hold_s = 0.0  # longest single lock hold of a catalogue change
         self._log = None if log_dir is None else DecisionLogWriter(log_dir, log_rotate_rows)
         self._counts = dict.fromkeys(COUNTERS, 0)
         self._next_id = 0
@@ -429,7 +432,7 @@ class Allocator:
 
         New arms start from their group's prior and can be chosen by the next decision.
         Cost is proportional to the arms added; when the per-arm arrays must grow, they are
-        copied in slices of :data:`CATALOGUE_SLICE` arms with decisions served between
+        copied in slices of :data:`GROW_SLICE` arms with decisions served between
         slices (learning that lands meanwhile is re-copied), so no decision waits for a
         whole-catalogue copy. All ids are checked before any is added.
         """
@@ -449,34 +452,43 @@ class Allocator:
             if capacity > engine.policy.state.capacity:
                 self._grow_sliced(engine, capacity)
             out = []
-            for lo in range(0, len(ids), CATALOGUE_SLICE):
-                part = ids[lo : lo + CATALOGUE_SLICE]
+            for lo in range(0, len(ids), ADD_SLICE):
+                part = ids[lo : lo + ADD_SLICE]
                 fpart = None
                 with self._lock:
+                    held = time.perf_counter()
                     if feats is not None:
                         known = [not self.registry.knows(a) for a in part]
-                        fpart = feats[lo : lo + CATALOGUE_SLICE][np.array(known, dtype=bool)]
+                        fpart = feats[lo : lo + ADD_SLICE][np.array(known, dtype=bool)]
                     out.append(self._engine.add_arms(part, group, fpart))
+                    self._note_hold(held)
             return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
     def _grow_sliced(self, engine: Engine, capacity: int) -> None:
         state = engine.policy.state
+        grown = state.grown_arrays(capacity)  # allocation and fill: off the lock
         with self._lock:
-            grown = state.grown_arrays(capacity)
             rows = state.capacity
             self._touched = []
         try:
-            for lo in range(0, rows, CATALOGUE_SLICE):
+            for lo in range(0, rows, GROW_SLICE):
                 with self._lock:
-                    state.copy_rows(grown, lo, min(rows, lo + CATALOGUE_SLICE))
+                    held = time.perf_counter()
+                    state.copy_rows(grown, lo, min(rows, lo + GROW_SLICE))
+                    self._note_hold(held)
             with self._lock:
+                held = time.perf_counter()
                 touched = np.unique(np.array(self._touched, dtype=np.int64))
                 state.copy_arms(grown, touched)
                 state.install(grown, capacity)
                 engine.contracts.reserve(capacity, 0)
+                self._note_hold(held)
         finally:
             with self._lock:
                 self._touched = None
+
+    def _note_hold(self, since: float) -> None:
+        self._catalogue_hold_s = max(self._catalogue_hold_s, time.perf_counter() - since)
 
     def retire_arms(self, ids: Sequence[str]) -> np.ndarray:
         """Stop serving ``ids`` from the next decision on (learned state is kept)."""
@@ -544,6 +556,7 @@ class Allocator:
             out["pending"] = len(self._pending)
             out["model_version"] = self.policy.version
             out["arms_active"] = int(self.registry.active.sum())
+            out["catalogue_max_lock_s"] = self._catalogue_hold_s
             reports = self._engine.report()
             out["backstops"] = sum(r.backstops for r in reports)
             out["constraints"] = {r.name: dataclasses.asdict(r) for r in reports}
