@@ -150,3 +150,14 @@ def candidate_feedback(cand_ptr, cand_idx, actions, target, q):
         q_logged.append(q[j])
         q_target.append(sum(target[k] * q[k] for k in range(lo, hi)))
     return np.array(action_prob), np.array(q_logged), np.array(q_target)
+
+
+def schedule(t: float, t0: float, t1: float, v0: float, v1: float, shape: str, steps: int):
+    """Contract schedule: constant, linear interpolation, or ``steps`` equal stairs."""
+    frac = (t - t0) / (t1 - t0)
+    if shape == "constant":
+        return v0
+    if shape == "linear":
+        return v0 + (v1 - v0) * frac
+    stair = min(int(frac * steps), steps - 1)
+    return v0 + (v1 - v0) * stair / max(steps - 1, 1)

@@ -148,7 +148,7 @@ class Engine:
         ids = list(ids)
         self.registry.check_new(ids, group)
         fresh = [a for a in ids if not self.registry.knows(a)]
-        feats = self.policy._check_arm_features(len(fresh), features)
+        feats = self.policy.check_arm_features(len(fresh), features)
         idx = self.registry.add(ids, group)
         self.policy.sync_arms(feats)
         self.contracts.reserve(self.registry.capacity, 0)

@@ -126,7 +126,7 @@ class Policy(ABC):
     def _check_rewards(self, rewards: np.ndarray) -> None:  # noqa: B027 (optional hook)
         """Family-specific reward domain check (all finite already)."""
 
-    def _check_arm_features(self, n_new: int, arm_features: Any) -> np.ndarray | None:
+    def check_arm_features(self, n_new: int, arm_features: Any) -> np.ndarray | None:
         if arm_features is not None:
             raise InvalidInputError(
                 f"arm_features given, but {type(self).__name__} takes no arm features"
@@ -302,7 +302,7 @@ class Policy(ABC):
         """
         n = self.registry.n_arms
         new = np.arange(int(self.state.n_synced[0]), n, dtype=np.int64)
-        features = self._check_arm_features(new.size, arm_features)
+        features = self.check_arm_features(new.size, arm_features)
         if self.registry.capacity > self.state.capacity:
             self.state.grow(self.registry.capacity)
         if new.size:

@@ -207,7 +207,7 @@ class SharedLinearPolicy(_ScoreBankPolicy):
     def scratch_args(self) -> tuple[Any, ...]:
         return (self._best, self._arg, self._w_buf, self._pp_buf, self._mean_buf, self._sd_buf)
 
-    def _check_arm_features(self, n_new: int, arm_features: Any) -> np.ndarray | None:
+    def check_arm_features(self, n_new: int, arm_features: Any) -> np.ndarray | None:
         if n_new == 0 and arm_features is None:
             return None
         if arm_features is None:

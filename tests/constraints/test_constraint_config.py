@@ -10,6 +10,7 @@ from allocator.config import parse_config
 from allocator.constraints import ConstraintSet
 from allocator.constraints.config import schedule_value
 from allocator.kernels import constraints as kc
+from tests import naive
 from tests.conftest import make_registry
 
 START, END = "2025-10-01T00:00:00Z", "2025-12-31T00:00:00Z"
@@ -93,11 +94,16 @@ def test_unknown_target_is_named_at_compile_time():
 
 @pytest.mark.parametrize("shape", ["constant", "linear", "step"])
 def test_schedule_kernel_matches_reference(shape):
-    for t in np.linspace(0.0, 99.999, 57):
-        ref = schedule_value(t, 0.0, 100.0, 0.4, 0.1, shape, 5)
+    ts = np.linspace(0.0, 99.999, 57)
+    for t in ts:
+        ref = naive.schedule(t, 0.0, 100.0, 0.4, 0.1, shape, 5)
         assert kc.schedule_value(t, 0.0, 100.0, 0.4, 0.1, kc_shape(shape), 5) == pytest.approx(
             ref, abs=1e-15
         )
+        assert schedule_value(t, 0.0, 100.0, 0.4, 0.1, shape, 5) == pytest.approx(ref, abs=1e-15)
+    many = schedule_value(ts, 0.0, 100.0, 0.4, 0.1, shape, 5)
+    want = [naive.schedule(t, 0.0, 100.0, 0.4, 0.1, shape, 5) for t in ts]
+    np.testing.assert_allclose(many, want, atol=1e-15)
 
 
 def kc_shape(shape):
