@@ -78,6 +78,19 @@ class Contracts:
             self._member = np.zeros((self._member.shape[0], width), dtype=np.bool_)
             self._before = np.zeros(width)
 
+    def grown(self, capacity: int) -> np.ndarray:
+        """A first-seen array for ``capacity`` arms, filled off any lock (see
+        :meth:`install_grown`)."""
+        return np.full(max(capacity, self.first_seen.shape[0]), np.nan)
+
+    def install_grown(self, first_seen: np.ndarray) -> np.ndarray:
+        """Copy first-seen times into the array from :meth:`grown` and use it; returns the
+        replaced array."""
+        old = self.first_seen
+        first_seen[: old.shape[0]] = old
+        self.first_seen = first_seen
+        return old
+
     def kernel_args(self, arm_group: np.ndarray, n_obs: np.ndarray) -> tuple[Any, ...]:
         """The contract arguments of the decide kernels, in their order."""
         c = self.compiled

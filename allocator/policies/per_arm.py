@@ -21,6 +21,8 @@ from allocator.kernels import per_arm as kpa
 from allocator.policies.base import Policy
 from allocator.policies.state import Field, Role
 
+_BROADCAST_MAX = 64
+
 
 def draw_grouped(
     sample: Callable[..., np.ndarray], *params: np.ndarray
@@ -30,10 +32,14 @@ def draw_grouped(
     numpy samples far faster with scalar parameters than with per-row arrays, and fresh
     arms share their group's prior; with mostly distinct rows one broadcast call is used.
     """
+    n = params[0].shape[0]
+    if all((p == p[0]).all() for p in params):  # one prior (fresh arms of one group)
+        return sample(*(p[0] for p in params), n)
+    if n <= _BROADCAST_MAX:  # a few arms (an add slice, a refresh): grouping costs more
+        return sample(*(p[:, None] for p in params), n)
     stacked = np.stack(params, axis=1)
     uniq, inverse = np.unique(stacked, axis=0, return_inverse=True)
     inverse = inverse.reshape(-1)
-    n = stacked.shape[0]
     if uniq.shape[0] * 4 > n:
         return sample(*(p[:, None] for p in params), n)
     out: np.ndarray | None = None

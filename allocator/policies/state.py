@@ -84,6 +84,7 @@ class ModelState:
         self.fields = fields
         self.sizes = dict(sizes)
         self.capacity = int(capacity)
+        self._by_role: dict[Role, tuple[Field, ...]] = {}
         for f in fields:
             setattr(self, f.name, np.full(f.shape(sizes, capacity), f.fill, dtype=f.dtype))
 
@@ -91,7 +92,11 @@ class ModelState:
         raise AttributeError(name)
 
     def select(self, role: Role) -> tuple[Field, ...]:
-        return tuple(f for f in self.fields if f.has(role))
+        """The fields having any of ``role``'s flags (cached: catalogue changes call it)."""
+        out = self._by_role.get(role)
+        if out is None:
+            out = self._by_role[role] = tuple(f for f in self.fields if f.has(role))
+        return out
 
     # ------------------------------------------------------------------ catalogue
     def grow(self, capacity: int) -> None:
@@ -99,19 +104,26 @@ class ModelState:
         if capacity <= self.capacity:
             return
         grown = self.grown_arrays(capacity)
+        self.fill_rows(grown, self.capacity, capacity)
         self.copy_rows(grown, 0, self.capacity)
         self.install(grown, capacity)
 
     def grown_arrays(self, capacity: int) -> dict[str, np.ndarray]:
-        """Fresh per-arm arrays for ``capacity`` arms (filled, nothing copied yet).
+        """Uninitialised per-arm arrays for ``capacity`` arms.
 
-        With :meth:`copy_rows` and :meth:`install` this lets a caller grow a large catalogue
-        in slices, serving decisions between them.
+        With :meth:`fill_rows`, :meth:`copy_rows` and :meth:`install` a caller can grow a
+        large catalogue in slices, serving decisions between them: new rows are filled
+        before anyone can see them, old rows copied under the caller's lock.
         """
         return {
-            f.name: np.full(f.shape(self.sizes, capacity), f.fill, dtype=f.dtype)
+            f.name: np.empty(f.shape(self.sizes, capacity), dtype=f.dtype)
             for f in self.select(Role.PER_ARM)
         }
+
+    def fill_rows(self, grown: Mapping[str, np.ndarray], lo: int, hi: int) -> None:
+        """Set arms ``[lo, hi)`` of ``grown`` to each field's fresh value."""
+        for f in self.select(Role.PER_ARM):
+            grown[f.name][lo:hi] = f.fill
 
     def copy_rows(self, grown: Mapping[str, np.ndarray], lo: int, hi: int) -> None:
         """Copy arms ``[lo, hi)`` of every per-arm array into ``grown``."""
@@ -123,11 +135,17 @@ class ModelState:
         for name, target in grown.items():
             target[arms] = getattr(self, name)[arms]
 
-    def install(self, grown: Mapping[str, np.ndarray], capacity: int) -> None:
-        """Replace the per-arm arrays by ``grown`` (all rows copied) of ``capacity`` arms."""
+    def install(self, grown: Mapping[str, np.ndarray], capacity: int) -> list[np.ndarray]:
+        """Replace the per-arm arrays by ``grown`` (all rows copied) of ``capacity`` arms.
+
+        Returns the replaced arrays, so a caller holding a lock can let them be freed after
+        releasing it (unmapping a large array is not free).
+        """
+        old = [getattr(self, name) for name in grown]
         for name, value in grown.items():
             setattr(self, name, value)
         self.capacity = capacity
+        return old
 
     # ------------------------------------------------------------------- snapshot
     def snapshot(self) -> dict[str, np.ndarray]:
