@@ -40,8 +40,7 @@ from allocator.serving import (
     UpdateStatus,
     load_allocator_config,
 )
-
-__version__ = "0.1.0"
+from allocator.version import __version__
 
 __all__ = [
     "Allocator",

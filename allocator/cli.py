@@ -18,10 +18,10 @@ import json
 import sys
 from typing import Any
 
-from allocator import __version__
 from allocator.config import EngineConfig, load_yaml, parse_config
 from allocator.errors import AllocatorError, ConfigError
 from allocator.serving.config import AllocatorConfig
+from allocator.version import __version__
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,7 +56,7 @@ def _model_for(data: Any) -> Any:
 
         return ScenarioConfig
     if "logs" in keys:
-        from allocator.replay.experiment import ReplayExperimentConfig
+        from allocator.launch.replay import ReplayExperimentConfig
 
         return ReplayExperimentConfig
     return AllocatorConfig if "arms" in keys else EngineConfig
@@ -130,14 +130,14 @@ def _run(args: argparse.Namespace) -> int:
         if args.command == "replay" and is_scenario:
             raise ConfigError(f"{args.config}: 'replay' needs a replay config (logs:)")
         if is_scenario:
-            from allocator.scenario.launch import run_scenario
+            from allocator.launch.scenario import run_scenario
 
             outcome = run_scenario(
                 args.config, runner, args.scale, uri, args.out, args.launch_id,
                 args.impressions, emit_logs=args.emit_logs,
             )  # fmt: skip
         else:
-            from allocator.replay.experiment import run_replay
+            from allocator.launch.replay import run_replay
 
             outcome = run_replay(args.config, runner, uri, args.out, args.launch_id)
     except AllocatorError as err:

@@ -19,8 +19,6 @@ from allocator import (
 )
 from tests.conftest import make_registry
 
-SCRATCH = {"_p", "_best", "_arg", "_mean_buf", "_sd_buf", "_w_buf", "_pp_buf", "_err", "_last_n"}
-
 
 def fingerprint(pol) -> str:
     digest = hashlib.sha256()

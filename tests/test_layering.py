@@ -84,7 +84,7 @@ def test_the_cycle_finder_sees_function_level_cycles():
 def test_the_library_and_its_cli_import_no_top_level_experiments_module():
     probe = (
         "import sys, contextlib, io\n"
-        "import allocator, allocator.scenario.launch\n"
+        "import allocator, allocator.launch.scenario\n"
         "from allocator.cli import main\n"
         "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
         "    main(['--help'])\n"
@@ -109,3 +109,84 @@ def test_the_distribution_installs_only_the_allocator_package():
     assert found and {p.split(".")[0] for p in found} == {"allocator"}
     assert "allocator.scenario.world" in found
     assert not (ROOT / "experiments" / "__init__.py").exists()
+
+
+#: Layers, lowest first: a module may import its own layer and the ones below, never above.
+#: kernels and value types ← policies, contracts ← engine ← serving (and its log) ←
+#: evaluation ← the scenario simulator ← launches (runner, tracking) ← CLI.
+LAYERS = (
+    ("allocator.kernels", "allocator.errors", "allocator.settings", "allocator.inputs",
+     "allocator.timestamps", "allocator.decisions", "allocator.config", "allocator.registry",
+     "allocator.objective", "allocator.snapshot", "allocator.version"),
+    ("allocator.policies", "allocator.constraints"),
+    ("allocator.engine",),
+    ("allocator.logs", "allocator.serving"),
+    ("allocator.replay",),
+    ("allocator.scenario",),
+    ("allocator.launch",),
+    ("allocator.cli", "allocator"),
+)  # fmt: skip
+
+
+def _layer(module: str) -> int | None:
+    for level, prefixes in enumerate(LAYERS):
+        for p in prefixes:
+            if module == p or (p != "allocator" and module.startswith(p + ".")):
+                return level
+    return None
+
+
+def test_every_module_imports_only_its_layer_and_below():
+    graph = _import_graph()
+    unlayered = sorted(m for m in graph if _layer(m) is None)
+    assert not unlayered, f"modules outside every layer: {unlayered}"
+    upward = [
+        f"{m} -> {d}"
+        for m, deps in sorted(graph.items())
+        for d in sorted(deps)
+        if _layer(d) > _layer(m)  # type: ignore[operator]
+    ]
+    assert not upward, "imports against the layer direction:\n" + "\n".join(upward)
+
+
+def test_the_layer_check_sees_an_upward_import():
+    assert _layer("allocator.engine.engine") < _layer("allocator.serving.allocator")  # type: ignore[operator]
+    assert _layer("allocator.kernels.pipeline") == 0
+
+
+def _own_private_names(tree: ast.AST) -> set[str]:
+    """Underscore names a module defines itself: methods, and attributes it assigns."""
+    own = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name.startswith("_"):
+            own.add(node.name)
+        if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for t in targets:
+                for sub in ast.walk(t):
+                    if isinstance(sub, ast.Attribute) and sub.attr.startswith("_"):
+                        own.add(sub.attr)
+    return own
+
+
+def test_no_module_reads_another_modules_private_names():
+    """An underscore attribute is read only in the module that defines it."""
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        tree = ast.parse(path.read_text(), str(path))
+        own = _own_private_names(tree)
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr.startswith("_")
+                and not node.attr.startswith("__")
+                and node.attr not in own
+                and node.attr not in ("_replace", "_fields", "_asdict")
+            ):
+                offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} .{node.attr}")
+    assert not offenders, "private names read from outside: " + ", ".join(offenders)
+
+
+def test_the_private_name_check_sees_a_foreign_read():
+    tree = ast.parse("class A:\n    def f(self, other):\n        return other._secret\n")
+    assert "_secret" not in _own_private_names(tree)

@@ -118,10 +118,10 @@ class Policy(ABC):
     def _init_arms(self, new: np.ndarray, arm_features: np.ndarray | None) -> None: ...
 
     def _new_scratch(self, size: int) -> None:
-        self._best = np.empty(size)
-        self._arg = np.empty(size, dtype=np.int64)
-        self._mean_buf = np.empty(size)
-        self._sd_buf = np.empty(size)
+        self.best_buf = np.empty(size)
+        self.arg_buf = np.empty(size, dtype=np.int64)
+        self.mean_buf = np.empty(size)
+        self.sd_buf = np.empty(size)
 
     def _check_rewards(self, rewards: np.ndarray) -> None:  # noqa: B027 (optional hook)
         """Family-specific reward domain check (all finite already)."""

@@ -52,7 +52,7 @@ class _ScoreBankPolicy(Policy):
         self.state.z_cursor[0] = 0 if hi == m_rows else hi
 
     def candidate_means(self, cand: np.ndarray) -> np.ndarray:
-        return self._mean_buf[: cand.shape[0]]
+        return self.mean_buf[: cand.shape[0]]
 
 
 class LinearGaussianPolicy(_ScoreBankPolicy):
@@ -96,7 +96,7 @@ class LinearGaussianPolicy(_ScoreBankPolicy):
         return (s.mu, s.a_inv, self.noise, s.z, self.rule, self.ucb_alpha, self.eps)
 
     def scratch_args(self) -> tuple[Any, ...]:
-        return (self._best, self._arg, self._mean_buf, self._sd_buf)
+        return (self.best_buf, self.arg_buf, self.mean_buf, self.sd_buf)
 
     def _init_arms(self, new: np.ndarray, arm_features: np.ndarray | None) -> None:
         cfg = self.config
@@ -205,7 +205,7 @@ class SharedLinearPolicy(_ScoreBankPolicy):
         return (s.features, s.mu, s.a_inv, self.noise, s.z, self.rule, self.ucb_alpha, self.eps)
 
     def scratch_args(self) -> tuple[Any, ...]:
-        return (self._best, self._arg, self._w_buf, self._pp_buf, self._mean_buf, self._sd_buf)
+        return (self.best_buf, self.arg_buf, self._w_buf, self._pp_buf, self.mean_buf, self.sd_buf)
 
     def check_arm_features(self, n_new: int, arm_features: Any) -> np.ndarray | None:
         if n_new == 0 and arm_features is None:

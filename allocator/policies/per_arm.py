@@ -102,7 +102,7 @@ class PerArmPolicy(Policy):
         return (s.bank, s.winner, s.mean, s.sd, self.rule, self.ucb_alpha, self.eps)
 
     def scratch_args(self) -> tuple[Any, ...]:
-        return (self._best, self._arg, self._mean_buf)
+        return (self.best_buf, self.arg_buf, self.mean_buf)
 
     def candidate_means(self, cand: np.ndarray) -> np.ndarray:
         return self.state.mean[cand]

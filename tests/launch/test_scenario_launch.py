@@ -12,9 +12,9 @@ from mlflow.tracking import MlflowClient
 
 from allocator.cli import main
 from allocator.launch.runner import RayRunner, SequentialRunner
+from allocator.launch.scenario import run_scenario
 from allocator.scenario.build import grid_cells
 from allocator.scenario.config import ScenarioConfig, load_scenario
-from allocator.scenario.launch import run_scenario
 from allocator.scenario.simulate import Shared, run_cell
 from allocator.scenario.world import World
 from tests.scenario.faults import FailingCell

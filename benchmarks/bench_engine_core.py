@@ -1,0 +1,270 @@
+"""Engine core benchmark, runnable against any checkout (before/after an engine change).
+
+    python benchmarks/bench_engine_core.py --tree /path/to/checkout [--merchants 1000000]
+
+``--tree`` is put first on sys.path, so the same script times an old worktree and the
+current code. Cases (each a median of ``--repeats`` runs after a warm-up):
+
+1. beta_bernoulli, K=10 (2 partners + 8 merchants), floor + cap + tilt on:
+   ``Allocator.decide`` p50/p99 µs (string ids) and ``decide_many`` of 1,000 requests: decisions/s.
+2. shared_linear, 200 candidates among ``--merchants`` arms (8 context, 4 arm features),
+   contracts on, candidates as int64 registry indices: the same three figures.
+3. Scenario ``configs/wechat_entry.yaml``: one cell of ``contextual_ts_protected`` and of its
+   unconstrained twin ``contextual_ts``: seconds each and the ratio protected/unprotected.
+
+Prints a markdown table and one ``JSON {...}`` line. See bench_engine_core.sh for the
+before/after driver.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+T0 = 1_760_000_000
+WINDOW = {"start": "2025-01-01T00:00:00Z", "end": "2027-01-01T00:00:00Z"}
+PARTNERS = ("taobao", "douyin")
+
+
+def contracts() -> dict[str, Any]:
+    return {"constraints": [
+        {"name": "taobao_floor", "kind": "floor", "target": {"group": "taobao"},
+         "schedule": {**WINDOW, "start_value": 0.2}},
+        {"name": "douyin_cap", "kind": "cap", "target": {"group": "douyin"},
+         "schedule": {**WINDOW, "start_value": 0.6}},
+        {"name": "mini_shop_tilt", "kind": "tilt", "target": {"group": "mini_shop"},
+         "schedule": {**WINDOW, "start_value": 1.5}},
+    ]}  # fmt: skip
+
+
+def config_dict(kind: str, n_merchants: int, rng: Any = None) -> dict[str, Any]:
+    policy: dict[str, Any] = {"kind": kind}
+    arms: list[dict[str, Any]] = [{"id": p, "group": p} for p in PARTNERS]
+    arms += [{"id": f"merchant:{i}", "group": "mini_shop"} for i in range(n_merchants)]
+    if kind == "shared_linear":
+        policy.update(n_context_features=8, n_arm_features=4)
+        feats = rng.random((len(arms), 4)).tolist()
+        for arm, f in zip(arms, feats, strict=True):
+            arm["features"] = f
+    return {
+        "engine": {"policy": policy,
+                   "objective": {"order": 1.0, "gmv": 0.0 if kind == "beta_bernoulli" else 0.01,
+                                 "take_rates": {"taobao": 0.03, "douyin": 0.04,
+                                                "mini_shop": 0.05}}},
+        "arms": arms,
+        "constraints": contracts(),
+        "serving": {"reward_wait_s": 600.0},
+    }  # fmt: skip
+
+
+class Clock:
+    """Strictly increasing request timestamps T0 + i shared by every call of a case."""
+
+    def __init__(self) -> None:
+        self.i = 0
+
+    def next(self) -> float:
+        self.i += 1
+        return float(T0 + self.i)
+
+
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
+
+
+def time_decide(alloc: Any, make_req: Any, clock: Clock, n: int, repeats: int) -> tuple[float, float]:
+    """(p50, p99) µs of single decide calls: per repeat n timed calls; medians over repeats."""
+    for _ in range(max(200, n // 10)):  # warm-up
+        alloc.decide(**make_req(clock))
+    p50s, p99s = [], []
+    pc = time.perf_counter_ns
+    for _ in range(repeats):
+        reqs = [make_req(clock) for _ in range(n)]
+        lat = []
+        gc.disable()
+        for r in reqs:
+            t = pc()
+            alloc.decide(**r)
+            lat.append((pc() - t) / 1e3)
+        gc.enable()
+        p50s.append(pct(lat, 0.50))
+        p99s.append(pct(lat, 0.99))
+    return statistics.median(p50s), statistics.median(p99s)
+
+
+def time_many(alloc: Any, make_req: Any, clock: Clock, batch: int, calls: int, repeats: int) -> float:
+    """decisions/s of decide_many(batch requests): median over repeats of `calls` calls."""
+    alloc.decide_many([make_req(clock) for _ in range(batch)])  # warm-up
+    alloc.decide_many([make_req(clock) for _ in range(batch)])
+    rates = []
+    for _ in range(repeats):
+        batches = [[make_req(clock) for _ in range(batch)] for _ in range(calls)]
+        gc.disable()
+        t = time.perf_counter()
+        for b in batches:
+            out = alloc.decide_many(b)
+            assert len(out) == batch
+        dt = time.perf_counter() - t
+        gc.enable()
+        rates.append(batch * calls / dt)
+    return statistics.median(rates)
+
+
+def case_beta(allocator: Any, AllocatorConfig: Any, args: argparse.Namespace) -> dict[str, Any]:
+    cfg = AllocatorConfig.model_validate(config_dict("beta_bernoulli", 8))
+    alloc = allocator.Allocator(cfg, seed=1)
+    alloc.warmup()
+    ids = [*PARTNERS, *(f"merchant:{i}" for i in range(8))]
+    clock = Clock()
+
+    def req(c: Clock) -> dict[str, Any]:
+        return {"candidates": ids, "timestamp": c.next()}
+
+    p50, p99 = time_decide(alloc, req, clock, args.n_decide, args.repeats)
+    rate = time_many(alloc, req, clock, 1000, args.many_calls, args.repeats)
+    return {"decide_p50_us": p50, "decide_p99_us": p99, "many_per_s": rate}
+
+
+def case_linear(allocator: Any, AllocatorConfig: Any, args: argparse.Namespace) -> dict[str, Any]:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    n = args.merchants
+    t = time.perf_counter()
+    data = config_dict("shared_linear", n, rng)
+    cfg = AllocatorConfig.model_validate(data)
+    del data
+    alloc = allocator.Allocator(cfg, seed=1)
+    alloc.warmup()
+    build_s = time.perf_counter() - t
+    # 64 candidate lists: the 2 partners + 198 distinct random merchants, as registry indices
+    ids_pool = []
+    for _ in range(64):
+        m = rng.choice(n, size=198, replace=False)
+        ids_pool.append([*PARTNERS, *(f"merchant:{j}" for j in m)])
+    idx_pool = [np.asarray(alloc.registry.lookup(ids), dtype=np.int64) for ids in ids_pool]
+    ctx_pool = [rng.standard_normal(8) for _ in range(64)]
+    clock = Clock()
+
+    def req(c: Clock) -> dict[str, Any]:
+        k = c.i % 64
+        return {"candidates": idx_pool[k], "context": ctx_pool[(k * 7) % 64], "timestamp": c.next()}
+
+    p50, p99 = time_decide(alloc, req, clock, args.n_decide, args.repeats)
+    rate = time_many(alloc, req, clock, 1000, args.many_calls, args.repeats)
+    return {"merchants": n, "build_s": build_s, "decide_p50_us": p50, "decide_p99_us": p99,
+            "many_per_s": rate}  # fmt: skip
+
+
+def case_scenario(tree: Path, args: argparse.Namespace) -> dict[str, Any]:
+    if (tree / "allocator" / "scenario" / "simulate.py").exists():
+        from allocator.scenario.build import grid_cells
+        from allocator.scenario.config import load_scenario
+        from allocator.scenario.simulate import Shared, run_cell
+        from allocator.scenario.world import World
+    else:
+        from experiments.build import grid_cells
+        from experiments.config import load_scenario
+        from experiments.simulate import Shared, run_cell
+        from experiments.world import World
+
+    scenario = load_scenario(tree / "configs" / "wechat_entry.yaml")
+    world = World(scenario.world, seed=scenario.experiment.world_seed)
+    shared = Shared(world, scenario)
+    names = {"protected": args.protected, "unprotected": args.unprotected}
+
+    def cells(n_imp: int) -> dict[str, Any]:
+        out = {}
+        for c in grid_cells(scenario, world, n_imp):
+            for key, strat in names.items():
+                if c.strategy == strat and key not in out:
+                    out[key] = c
+        return out
+
+    for c in cells(args.warm_impressions).values():  # warm-up: compile every kernel
+        run_cell(shared, c)
+    tasks = cells(args.impressions)
+    secs: dict[str, list[float]] = {"protected": [], "unprotected": []}
+    for _ in range(args.scenario_repeats):
+        for key in ("unprotected", "protected"):
+            gc.collect()
+            t = time.perf_counter()
+            run_cell(shared, tasks[key])
+            secs[key].append(time.perf_counter() - t)
+    p = statistics.median(secs["protected"])
+    u = statistics.median(secs["unprotected"])
+    return {"impressions": args.impressions, "protected_s": p, "unprotected_s": u,
+            "ratio": p / u, "runs": secs}  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--tree", required=True, type=Path)
+    ap.add_argument("--label", default=None)
+    ap.add_argument("--merchants", type=int, default=1_000_000)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--n-decide", type=int, default=2000)
+    ap.add_argument("--many-calls", type=int, default=3)
+    ap.add_argument("--impressions", type=int, default=200_000)
+    ap.add_argument("--warm-impressions", type=int, default=20_000)
+    ap.add_argument("--scenario-repeats", type=int, default=1)
+    ap.add_argument("--protected", default="contextual_ts_protected")
+    ap.add_argument("--unprotected", default="contextual_ts")
+    ap.add_argument("--only", choices=["beta", "linear", "scenario"], action="append")
+    args = ap.parse_args()
+    tree = args.tree.resolve()
+    sys.path.insert(0, str(tree))
+
+    import allocator
+    from allocator.serving import AllocatorConfig
+
+    assert Path(allocator.__file__).resolve().is_relative_to(tree), allocator.__file__
+    label = args.label or tree.name
+    only = set(args.only or ["beta", "linear", "scenario"])
+    res: dict[str, Any] = {"tree": str(tree), "label": label}
+    for name, fn in (("beta", lambda: case_beta(allocator, AllocatorConfig, args)),
+                     ("linear", lambda: case_linear(allocator, AllocatorConfig, args)),
+                     ("scenario", lambda: case_scenario(tree, args))):  # fmt: skip
+        if name not in only:
+            continue
+        t = time.perf_counter()
+        try:
+            res[name] = fn()
+        except Exception as err:  # report and go on: a failing case is a finding
+            import traceback
+
+            traceback.print_exc()
+            res[name] = {"error": f"{type(err).__name__}: {err}"}
+        print(f"[{label}] {name} done in {time.perf_counter() - t:.1f}s", file=sys.stderr, flush=True)
+
+    def f(case: str, key: str, fmt: str) -> str:
+        if case not in res:
+            return "skipped"
+        v = res[case].get(key)
+        return "ERROR" if v is None else format(v, fmt)
+
+    print(f"\n| {label} | figure | value |\n|---|---|---|")
+    print(f"| beta K=10 | decide p50 µs | {f('beta', 'decide_p50_us', '.1f')} |")
+    print(f"| beta K=10 | decide p99 µs | {f('beta', 'decide_p99_us', '.1f')} |")
+    print(f"| beta K=10 | decide_many(1000) decisions/s | {f('beta', 'many_per_s', ',.0f')} |")
+    m = res.get("linear", {}).get("merchants", args.merchants)
+    print(f"| shared_linear 200/{m:,} | decide p50 µs | {f('linear', 'decide_p50_us', '.1f')} |")
+    print(f"| shared_linear 200/{m:,} | decide p99 µs | {f('linear', 'decide_p99_us', '.1f')} |")
+    print(f"| shared_linear 200/{m:,} | decide_many(1000) decisions/s | "
+          f"{f('linear', 'many_per_s', ',.0f')} |")  # fmt: skip
+    print(f"| shared_linear 200/{m:,} | build s | {f('linear', 'build_s', '.1f')} |")
+    print(f"| scenario | protected s | {f('scenario', 'protected_s', '.2f')} |")
+    print(f"| scenario | unprotected s | {f('scenario', 'unprotected_s', '.2f')} |")
+    print(f"| scenario | protected/unprotected | {f('scenario', 'ratio', '.2f')} |")
+    print("JSON " + json.dumps(res), flush=True)
+
+
+if __name__ == "__main__":
+    main()
