@@ -58,21 +58,46 @@ class Engine:
             timestamp if type(timestamp) is float and math.isfinite(timestamp)
             else as_epoch_seconds(timestamp)
         )  # fmt: skip
-        cand = self.resolve(candidates)
-        policy = self.policy
-        x = policy.context_row(context)
-        codes = self.contracts.encode(attrs)
-        self.contracts.reserve(self.registry.capacity, cand.shape[0])
-        args = self._contract_args() if self.contracts.names else None
-        pos, forced, adjusted = policy.decide_one(cand, x, t, codes, args)
+        cand, x, codes = self.prepare(candidates, context, attrs)
+        pos, forced, adjusted = self.decide_prepared(cand, x, codes, t)
+        return self.decision(cand, pos, forced, adjusted, t)
+
+    def prepare(
+        self, candidates: Any, context: Any, attrs: Mapping[str, str] | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One request checked and shaped for :meth:`decide_prepared`: candidate indices,
+        a (1, d) context row and a (1, A) attribute-code row. Nothing changes."""
+        return (
+            self.resolve(candidates),
+            self.policy.context_row(context),
+            self.contracts.encode(attrs),
+        )
+
+    def decide_prepared(
+        self, cand: np.ndarray, x: np.ndarray, codes: np.ndarray, t: float
+    ) -> tuple[int, int, int]:
+        """The pipeline on a prepared request: (position, forcing contract or -1, adjusted
+        bitmask). The probabilities stay in :attr:`probabilities` until the next call."""
+        contracts = self.contracts
+        if contracts.names:
+            contracts.reserve(self.registry.capacity, cand.shape[0])
+            args = contracts.kernel_args(self.registry.arm_group, self.policy.state.n_obs)
+            return self.policy.decide_one(cand, x, t, codes, args)
+        return self.policy.decide_one(cand, x, t, codes, None)
+
+    def decision(
+        self, cand: np.ndarray, pos: int, forced: int, adjusted: int, t: float,
+        decision_id: str | None = None, request_id: str | None = None,
+    ) -> Decision:  # fmt: skip
+        """The :class:`Decision` for the last :meth:`decide_prepared` call."""
         arm = int(cand[pos])
         names = self.contracts.names
         reg = self.registry
         return Decision(
-            pos, arm, policy.propensity(pos),
-            reg.arm_id(arm), reg.group_of(arm), names[forced] if forced >= 0 else None,
+            pos, arm, self.policy.propensity(pos), reg.arm_id(arm), reg.group_of(arm),
+            names[forced] if forced >= 0 else None,
             tuple(n for i, n in enumerate(names) if adjusted >> i & 1) if adjusted else (),
-            policy.version, t,
+            self.policy.version, t, decision_id, request_id,
         )  # fmt: skip
 
     def decide_batch(
@@ -100,7 +125,9 @@ class Engine:
         codes = self.encode_attrs(attrs, n_req)
         names = self.contracts.names
         self.contracts.reserve(self.registry.capacity, int(np.diff(ptr).max(initial=1)))
-        args = self._contract_args() if names and draw else None
+        args = None
+        if names and draw:
+            args = self.contracts.kernel_args(self.registry.arm_group, self.policy.state.n_obs)
         return self.policy.decide_many(ptr, idx, xs, times, codes, args, draw, names)
 
     def encode_attrs(self, attrs: Any, n_req: int) -> np.ndarray:
@@ -122,9 +149,6 @@ class Engine:
         if isinstance(candidates, np.ndarray) and candidates.dtype.kind == "U":
             return self.registry.lookup(candidates.tolist())
         return as_index_array(candidates, "candidates")
-
-    def _contract_args(self) -> tuple[Any, ...]:
-        return self.contracts.kernel_args(self.registry.arm_group, self.policy.state.n_obs)
 
     @property
     def probabilities(self) -> np.ndarray:

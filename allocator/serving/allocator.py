@@ -175,20 +175,20 @@ class Allocator:
             x = self._resolve_context(context)
             with self._lock:
                 engine = self._engine
-                cand = engine.resolve(candidates)
+                cand, xrow, codes = engine.prepare(candidates, x, attrs)  # checks first
                 self._check_time(t)
                 self._housekeep(t)
-                d = engine.decide(cand, x, attrs, t)
+                pos, forced, adjusted = engine.decide_prepared(cand, xrow, codes, t)
                 decision_id = f"{self.replica}-{self._next_id:x}"
                 self._next_id += 1
                 self._last_t = max(self._last_t, t)
-                xrow = None if self.policy.n_features is None else engine.policy.context_row(x)[0]
-                self._register(decision_id, d.arm_index, t, xrow)
+                d = engine.decision(cand, pos, forced, adjusted, t, decision_id, request_id)
+                x_saved = None if self.policy.n_features is None else xrow[0]
+                self._register(decision_id, d.arm_index, t, x_saved)
                 if self._log is not None:
-                    self._log_decision(
-                        d, decision_id, request_id, cand, engine.probabilities, xrow, attrs
-                    )
-                return d._replace(decision_id=decision_id, request_id=request_id)
+                    probs = engine.probabilities
+                    self._log_decision(d, decision_id, request_id, cand, probs, x_saved, attrs)
+                return d
         except Exception:
             self._count("rejected")
             raise
