@@ -100,6 +100,17 @@ class Engine:
             self.policy.version, t, decision_id, request_id,
         )  # fmt: skip
 
+    def decision_at(self, batch: Decisions, r: int) -> Decision:
+        """Request ``r`` of a batch as a :class:`Decision` (for logs and callers that want
+        one object per request; the batch arrays stay the fast path)."""
+        arm = int(batch.arms[r])
+        reg = self.registry
+        return Decision(
+            int(batch.positions[r]), arm, float(batch.propensities[r]), reg.arm_id(arm),
+            reg.group_of(arm), batch.forced_by(r), batch.adjusted_by(r), batch.model_version,
+            float(batch.timestamps[r]),
+        )  # fmt: skip
+
     def decide_batch(
         self,
         cand_ptr: Any,

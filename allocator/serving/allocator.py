@@ -31,36 +31,25 @@ from allocator.errors import InvalidInputError, SnapshotError
 from allocator.logs import DecisionLogWriter, DecisionRecord, OutcomeRecord
 from allocator.objective import Objective
 from allocator.registry import ArmRegistry
+from allocator.serving.catalogue import CatalogueChanges
 from allocator.serving.config import (
     AllocatorConfig,
     Outcome,
-    config_without_arms,
     load_allocator_config,
 )
 from allocator.serving.pending import Pending, PendingTable
+from allocator.serving.persistence import Books, allocator_snapshot, read_allocator_snapshot
+from allocator.serving.requests import request_batch
 from allocator.serving.staging import stage_engine
 from allocator.serving.state_io import export_engine, restore_engine
 from allocator.snapshot import read_snapshot, write_snapshot
 from allocator.timestamps import as_epoch_seconds
-
-SNAPSHOT_SCHEMA = 2
-#: arms per lock hold while the per-arm arrays grow (a slice copies ~0.1 ms of memory)
-GROW_SLICE = 256
-#: arms per lock hold while arms are added (a slice draws their bank rows: ~40 µs for 4
-#: Beta arms of 256 rows, a few decides)
-ADD_SLICE = 4
 
 
 class UpdateStatus(StrEnum):
     APPLIED = "applied"
     DUPLICATE = "duplicate"  # feedback for a decision already learned (or expired): ignored
     UNKNOWN = "unknown"  # never issued here, or forgotten: ignored and counted
-
-
-COUNTERS = (
-    "decisions", "updates", "duplicates", "unknown", "expired", "evicted", "rejected",
-    "refreshes", "saves",
-)  # fmt: skip
 
 
 def _arm_features(config: AllocatorConfig) -> np.ndarray | None:
@@ -100,15 +89,9 @@ class Allocator:
         self.replica = replica
         self._clock = clock
         self._lock = threading.RLock()
-        self._catalogue_lock = threading.Lock()
-        self._touched: list[int] | None = None
-        # longest single lock hold of a catalogue change: wall, and this thread's CPU
-        self._catalogue_hold = (0.0, 0.0)
+        self._catalogue = CatalogueChanges(self._lock, lambda: self._engine)
         self._log = None if log_dir is None else DecisionLogWriter(log_dir, log_rotate_rows)
-        self._counts = dict.fromkeys(COUNTERS, 0)
-        self._next_id = 0
-        self._last_t = -math.inf
-        self._last_refresh_t = -math.inf
+        self._books = Books()
         self._feature_index = {n: i for i, n in enumerate(cfg.serving.feature_names or [])}
         self._autosave: Path | None = None
         self._autosave_every = 300.0
@@ -139,7 +122,7 @@ class Allocator:
             reg = self.registry
             cand = np.flatnonzero(reg.active[: reg.n_arms])[:2]
             x = None if self.policy.n_features is None else np.zeros(self.policy.n_features)
-            t0 = self._last_t if math.isfinite(self._last_t) else 0.0
+            t0 = self._books.last_t if math.isfinite(self._books.last_t) else 0.0
             d = self._engine.decide(cand, x, None, t0)
             self.policy.update(d.arm_index, 0.0, x)
             self._engine.decide_batch(
@@ -179,9 +162,9 @@ class Allocator:
                 self._check_time(t)
                 self._housekeep(t)
                 pos, forced, adjusted = engine.decide_prepared(cand, xrow, codes, t)
-                decision_id = f"{self.replica}-{self._next_id:x}"
-                self._next_id += 1
-                self._last_t = max(self._last_t, t)
+                decision_id = f"{self.replica}-{self._books.next_id:x}"
+                self._books.next_id += 1
+                self._books.last_t = max(self._books.last_t, t)
                 d = engine.decision(cand, pos, forced, adjusted, t, decision_id, request_id)
                 x_saved = None if self.policy.n_features is None else xrow[0]
                 self._register(decision_id, d.arm_index, t, x_saved)
@@ -197,93 +180,52 @@ class Allocator:
         """Decide for each request mapping (keys: the arguments of :meth:`decide`) in one
         call of the batch pipeline; all requests are checked before any is decided."""
         try:
-            if not isinstance(requests, Sequence) or not all(
-                isinstance(r, Mapping) for r in requests
-            ):
-                raise InvalidInputError("requests must be a sequence of mappings")
-            allowed = {"candidates", "context", "attrs", "timestamp", "request_id"}
-            for i, req in enumerate(requests):
-                extra = set(req) - allowed
-                if extra or "candidates" not in req:
-                    raise InvalidInputError(
-                        f"requests[{i}]: keys must be among {sorted(allowed)} with 'candidates', "
-                        f"got {sorted(req)}"
-                    )
-            now = self._clock()
-            times = np.array([
-                now if r.get("timestamp") is None else as_epoch_seconds(r["timestamp"])
-                for r in requests
-            ], dtype=np.float64)  # fmt: skip
-            contexts = [self._resolve_context(r.get("context")) for r in requests]
             with self._lock:
                 engine = self._engine
-                cands = [engine.resolve(r["candidates"]) for r in requests]
-                ptr = np.zeros(len(requests) + 1, dtype=np.int64)
-                np.cumsum([c.shape[0] for c in cands], out=ptr[1:])
-                idx = np.concatenate(cands) if cands else np.zeros(0, dtype=np.int64)
-                xs = (
-                    None
-                    if self.policy.n_features is None
-                    else np.stack([self.policy.context_row(x)[0] for x in contexts])
-                    if contexts
-                    else np.zeros((0, self.policy.n_features))
-                )
+                batch = request_batch(engine, requests, self._clock(), self._resolve_context)
+                times = batch.times
                 if times.size:
                     self._check_time(float(times.min()))
                     self._housekeep(float(times.max()))
-                attrs = [r.get("attrs") for r in requests]
-                out = engine.decide_batch(ptr, idx, xs, times, attrs)
-                ids = tuple(f"{self.replica}-{self._next_id + r:x}" for r in range(len(requests)))
-                self._next_id += len(requests)
+                out = engine.decide_batch(batch.ptr, batch.idx, batch.contexts, times, batch.attrs)
+                first = self._books.next_id
+                ids = tuple(f"{self.replica}-{first + k:x}" for k in range(len(times)))
+                self._books.next_id += len(times)
                 if times.size:
-                    self._last_t = max(self._last_t, float(times.max()))
+                    self._books.last_t = max(self._books.last_t, float(times.max()))
+                xs = batch.contexts
                 for k, decision_id in enumerate(ids):
-                    self._register(
-                        decision_id,
-                        int(out.arms[k]),
-                        float(times[k]),
-                        None if xs is None else xs[k],
-                    )
+                    x_k = None if xs is None else xs[k]
+                    self._register(decision_id, int(out.arms[k]), float(times[k]), x_k)
                     if self._log is not None:
-                        d = self._row(out, k, engine)
-                        lo, hi = ptr[k], ptr[k + 1]
+                        lo, hi = batch.ptr[k], batch.ptr[k + 1]
                         self._log_decision(
-                            d, decision_id, requests[k].get("request_id"), idx[lo:hi],
-                            out.probabilities[lo:hi], None if xs is None else xs[k], attrs[k],
+                            engine.decision_at(out, k), decision_id, batch.request_ids[k],
+                            batch.idx[lo:hi], out.probabilities[lo:hi], x_k, batch.attrs[k],
                         )  # fmt: skip
-                return out.with_ids(ids, tuple(r.get("request_id") for r in requests))
+                return out.with_ids(ids, batch.request_ids)
         except Exception:
             self._count("rejected")
             raise
 
-    @staticmethod
-    def _row(out: Decisions, r: int, engine: Engine) -> Decision:
-        arm = int(out.arms[r])
-        reg = engine.registry
-        return Decision(
-            int(out.positions[r]), arm, float(out.propensities[r]), reg.arm_id(arm),
-            reg.group_of(arm), out.forced_by(r), out.adjusted_by(r), out.model_version,
-            float(out.timestamps[r]),
-        )  # fmt: skip
-
     def _check_time(self, t: float) -> None:
         skew = self.config.serving.max_clock_skew_s
-        if t < self._last_t - skew:
+        if t < self._books.last_t - skew:
             raise InvalidInputError(
-                f"timestamp {t} is {self._last_t - t:.3f} s before the latest decision: "
+                f"timestamp {t} is {self._books.last_t - t:.3f} s before the latest decision: "
                 f"more than max_clock_skew_s = {skew}"
             )
 
     def _register(self, decision_id: str, arm: int, t: float, x: np.ndarray | None) -> None:
         evicted = self._pending.add(decision_id, Pending(arm, t, None if x is None else x.copy()))
         if evicted is not None:
-            self._counts["evicted"] += 1
+            self._books.counts["evicted"] += 1
             self._learn_default(*evicted, t)
-        self._counts["decisions"] += 1
+        self._books.counts["decisions"] += 1
 
     def _count(self, name: str) -> None:
         with self._lock:
-            self._counts[name] += 1
+            self._books.counts[name] += 1
 
     def _resolve_context(self, context: Any) -> Any:
         if not isinstance(context, Mapping):
@@ -329,16 +271,16 @@ class Allocator:
             entry = self._pending.get(decision_id)
             if entry is None:
                 if self._pending.was_finished(decision_id):
-                    self._counts["duplicates"] += 1
+                    self._books.counts["duplicates"] += 1
                     return UpdateStatus.DUPLICATE
-                self._counts["unknown"] += 1
+                self._books.counts["unknown"] += 1
                 return UpdateStatus.UNKNOWN
             try:
                 self._learn(decision_id, entry, result, t)
             except InvalidInputError:
-                self._counts["rejected"] += 1
+                self._books.counts["rejected"] += 1
                 raise
-            self._counts["updates"] += 1
+            self._books.counts["updates"] += 1
             self._housekeep(t)
             return UpdateStatus.APPLIED
 
@@ -360,8 +302,7 @@ class Allocator:
         """Apply one outcome; the pending entry goes only once the policy accepted it."""
         reward = self._objective.reward_one(entry.arm, outcome.click, outcome.order, outcome.gmv)
         self.policy.update(entry.arm, reward, entry.context)
-        if self._touched is not None:
-            self._touched.append(entry.arm)
+        self._catalogue.learned(entry.arm)
         self._pending.pop(decision_id)
         self._pending.finish(decision_id)
         if self._log is not None:
@@ -404,7 +345,7 @@ class Allocator:
         while (item := self._pending.pop_expired(deadline)) is not None:
             self._learn_default(*item, t)
             n += 1
-        self._counts["expired"] += n
+        self._books.counts["expired"] += n
         return n
 
     def set_autosave(self, path: str | Path | None, every_s: float = 300.0) -> None:
@@ -422,94 +363,26 @@ class Allocator:
                 self.save(self._autosave)
             self._last_autosave_t = t
         every = self.config.serving.refresh_every_s
-        if every is not None and t - self._last_refresh_t >= every:
+        if every is not None and t - self._books.last_refresh_t >= every:
             if self.policy.pending_updates:
                 self.policy.refresh()
-                self._counts["refreshes"] += 1
-            self._last_refresh_t = t
+                self._books.counts["refreshes"] += 1
+            self._books.last_refresh_t = t
 
     # ------------------------------------------------------------------- catalogue
     def add_arms(self, ids: Sequence[str], group: str, features: Any = None) -> np.ndarray:
         """Add merchants (or partners) while serving; returns their indices.
 
         New arms start from their group's prior and can be chosen by the next decision.
-        Cost is proportional to the arms added; when the per-arm arrays must grow, they are
-        copied in slices of :data:`GROW_SLICE` arms with decisions served between
-        slices (learning that lands meanwhile is re-copied), so no decision waits for a
-        whole-catalogue copy. All ids are checked before any is added.
+        Cost is proportional to the arms added; a growth of the per-arm arrays is copied in
+        slices with decisions served between them (see :mod:`allocator.serving.catalogue`).
+        All ids and features are checked before any arm is added.
         """
-        ids = list(ids)
-        feats = None if features is None else np.asarray(features, dtype=np.float64)
-        with self._catalogue_lock:  # only catalogue changes write the registry
-            engine = self._engine
-            engine.registry.check_new(ids, group)
-            if feats is not None and (feats.ndim != 2 or feats.shape[0] != len(ids)):
-                raise InvalidInputError(
-                    f"features has shape {feats.shape}, expected ({len(ids)}, n_arm_features)"
-                )
-            is_fresh = np.array([not engine.registry.knows(a) for a in ids], dtype=bool)
-            fresh = int(is_fresh.sum())
-            # every slice's features are checked now, so no slice can fail halfway
-            engine.policy.check_arm_features(fresh, None if feats is None else feats[is_fresh])
-            with self._lock:
-                held = (time.perf_counter(), time.thread_time())
-                engine.registry.reserve(engine.registry.n_arms + fresh)
-                capacity = engine.registry.capacity
-                self._note_hold(held)
-            if capacity > engine.policy.state.capacity:
-                self._grow_sliced(engine, capacity)
-            out = []
-            for lo in range(0, len(ids), ADD_SLICE):
-                part = ids[lo : lo + ADD_SLICE]
-                fpart = None
-                with self._lock:
-                    held = (time.perf_counter(), time.thread_time())
-                    if feats is not None:
-                        fpart = feats[lo : lo + ADD_SLICE][is_fresh[lo : lo + ADD_SLICE]]
-                    out.append(self._engine.add_arms(part, group, fpart))
-                    self._note_hold(held)
-            return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
-
-    def _grow_sliced(self, engine: Engine, capacity: int) -> None:
-        state = engine.policy.state
-        with self._lock:
-            rows = state.capacity
-            self._touched = []
-        grown = state.grown_arrays(capacity)
-        # Nobody sees ``grown`` yet: fill it whole off the lock (fresh rows get their initial
-        # values, and every page is touched here rather than under the lock).
-        for lo in range(0, capacity, GROW_SLICE):
-            state.fill_rows(grown, lo, min(capacity, lo + GROW_SLICE))
-        try:
-            for lo in range(0, rows, GROW_SLICE):
-                with self._lock:
-                    held = (time.perf_counter(), time.thread_time())
-                    state.copy_rows(grown, lo, min(rows, lo + GROW_SLICE))
-                    self._note_hold(held)
-            contracts = engine.contracts.grown(capacity)
-            with self._lock:
-                held = (time.perf_counter(), time.thread_time())
-                touched = np.unique(np.array(self._touched, dtype=np.int64))
-                state.copy_arms(grown, touched)
-                replaced = state.install(grown, capacity)
-                replaced.append(engine.contracts.install_grown(contracts))
-                self._note_hold(held)
-            del replaced  # freed off the lock
-        finally:
-            with self._lock:
-                self._touched = None
-
-    def _note_hold(self, since: tuple[float, float]) -> None:
-        wall, cpu = self._catalogue_hold
-        self._catalogue_hold = (
-            max(wall, time.perf_counter() - since[0]),
-            max(cpu, time.thread_time() - since[1]),
-        )
+        return self._catalogue.add(ids, group, features)
 
     def retire_arms(self, ids: Sequence[str]) -> np.ndarray:
         """Stop serving ``ids`` from the next decision on (learned state is kept)."""
-        with self._catalogue_lock, self._lock:
-            return self._engine.retire_arms(ids)
+        return self._catalogue.retire(ids)
 
     # ------------------------------------------------------------- configuration
     def reconfigure(self, config: AllocatorConfig | str | Path) -> None:
@@ -521,7 +394,7 @@ class Allocator:
         retiring arms while serving, :meth:`add_arms` / :meth:`retire_arms` are cheaper.
         """
         cfg = config if isinstance(config, AllocatorConfig) else load_allocator_config(config)
-        with self._catalogue_lock, self._lock:
+        with self._catalogue.mutex, self._lock:
             engine = stage_engine(self._engine, self.config, cfg, self.seed)
             # commit: nothing below can fail
             self.config = cfg
@@ -538,7 +411,7 @@ class Allocator:
     def merge(self, delta: Mapping[str, np.ndarray]) -> None:
         """Fold a replica's delta into this (learner) allocator's posterior (checked whole
         before anything changes)."""
-        with self._catalogue_lock, self._lock:
+        with self._catalogue.mutex, self._lock:
             self.policy.merge(delta)
 
     def load_published(self, path: str | Path) -> None:
@@ -558,7 +431,7 @@ class Allocator:
             self.config.engine.policy, self.config.constraints, self.seed, arrays, meta["policy"]
         )
         published.policy.export_delta()  # the adopted state is the new delta baseline
-        with self._catalogue_lock, self._lock:
+        with self._catalogue.mutex, self._lock:
             published.policy.state.stream[:] = self.policy.state.stream
             published.contracts = self._engine.contracts
             published.contracts.reserve(published.registry.capacity, 0)
@@ -568,11 +441,13 @@ class Allocator:
     def metrics(self) -> dict[str, Any]:
         """Counters and gauges, including each constraint's share against its target."""
         with self._lock:
-            out: dict[str, Any] = dict(self._counts)
+            out: dict[str, Any] = dict(self._books.counts)
             out["pending"] = len(self._pending)
             out["model_version"] = self.policy.version
             out["arms_active"] = int(self.registry.active.sum())
-            out["catalogue_max_lock_s"], out["catalogue_max_lock_cpu_s"] = self._catalogue_hold
+            out["catalogue_max_lock_s"], out["catalogue_max_lock_cpu_s"] = (
+                self._catalogue.longest_hold
+            )
             reports = self._engine.report()
             out["backstops"] = sum(r.backstops for r in reports)
             out["constraints"] = {r.name: dataclasses.asdict(r) for r in reports}
@@ -582,28 +457,16 @@ class Allocator:
     def snapshot_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """Every array and meta value needed to resume exactly where this allocator is."""
         with self._lock:
-            out, policy_meta = export_engine(self._engine)
-            out.update(self._pending.to_arrays(self.policy.n_features))
-            meta = {
-                "schema": SNAPSHOT_SCHEMA,
-                # the arm catalogue lives in the registry arrays, not in (slow) JSON
-                "config": self.config.model_dump(mode="json", exclude={"arms"}),
-                "seed": self.seed,
-                "replica": self.replica,
-                "policy": policy_meta,
-                "counters": dict(self._counts),
-                "next_id": self._next_id,
-                "last_t": float(self._last_t),
-                "last_refresh_t": float(self._last_refresh_t),
-            }
-            return out, meta
+            return allocator_snapshot(
+                self._engine, self._pending, self.config, self.seed, self.replica, self._books
+            )
 
     def save(self, path: str | Path) -> None:
         """Write the whole state atomically (temp file, fsync, rename)."""
         with self._lock:
             arrays, meta = self.snapshot_state()
             write_snapshot(path, arrays, meta)
-            self._counts["saves"] += 1
+            self._books.counts["saves"] += 1
 
     @classmethod
     def load(
@@ -611,27 +474,9 @@ class Allocator:
         log_dir: str | Path | None = None, log_rotate_rows: int = 100_000,
     ) -> Allocator:  # fmt: skip
         """Rebuild an allocator from :meth:`save`; it makes the decisions the original would."""
-        arrays, meta = read_snapshot(path)
-        if meta.get("schema") != SNAPSHOT_SCHEMA:
-            raise SnapshotError(
-                f"snapshot {path} has schema {meta.get('schema')}, expected {SNAPSHOT_SCHEMA}"
-            )
-        try:
-            config = config_without_arms(meta["config"])
-            seed = int(meta["seed"])
-            engine = restore_engine(
-                config.engine.policy, config.constraints, seed, arrays, meta["policy"]
-            )
-            pending = PendingTable.from_arrays(
-                config.serving.pending_capacity, arrays, engine.policy.n_features is not None
-            )
-            out = cls.__new__(cls)
-            out._setup(config, seed, str(meta["replica"]), clock, log_dir, log_rotate_rows)
-            out._install(engine, pending)
-            out._counts = {k: int(meta["counters"].get(k, 0)) for k in COUNTERS}
-            out._next_id = int(meta["next_id"])
-            out._last_t = float(meta["last_t"])
-            out._last_refresh_t = float(meta["last_refresh_t"])
-        except (KeyError, TypeError, ValueError) as err:
-            raise SnapshotError(f"snapshot {path} is incomplete or inconsistent: {err}") from None
+        saved = read_allocator_snapshot(path)
+        out = cls.__new__(cls)
+        out._setup(saved.config, saved.seed, saved.replica, clock, log_dir, log_rotate_rows)
+        out._install(saved.engine, saved.pending)
+        out._books = saved.books
         return out
