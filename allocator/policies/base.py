@@ -236,19 +236,39 @@ class Policy(ABC):
             model_version=self.version,
         )  # fmt: skip
 
+    def kernel_args(
+        self, ptr: np.ndarray, idx: np.ndarray, xs: np.ndarray, times: np.ndarray,
+        codes: np.ndarray, draw: bool, contracts: tuple[Any, ...] | None, probs: np.ndarray,
+        out: np.ndarray,
+    ) -> tuple[Any, ...]:  # fmt: skip
+        """The full argument list of :attr:`KERNEL` for a checked batch: requests, model,
+        contract arrays (``None``: no contract), stream and scratch, outputs (``probs``
+        (nnz,), ``out`` (3, R): positions, forcing contract, adjusted mask). Scratch is
+        sized for the batch's largest request first (the kernels trust it)."""
+        self.ensure_scratch(int(np.diff(ptr).max(initial=1)))
+        return self._args(ptr, idx, xs, times, codes, draw, contracts, probs, out)
+
+    def _args(
+        self, ptr: np.ndarray, idx: np.ndarray, xs: np.ndarray, times: np.ndarray,
+        codes: np.ndarray, draw: bool, contracts: tuple[Any, ...] | None, probs: np.ndarray,
+        out: np.ndarray,
+    ) -> tuple[Any, ...]:  # fmt: skip
+        reg = self.registry
+        if contracts is None:
+            contracts = (*_NO_CONTRACTS, reg.arm_group, self.state.n_obs, *_NO_CONTRACT_STATE)
+        return (
+            ptr, idx, xs, times, codes, draw, reg.active, *self.model_args(), *contracts,
+            self.state.stream, self.state.pos_of_arm, *self.scratch_args(), probs, out[0],
+            out[1], out[2], self._err,
+        )  # fmt: skip
+
     def _call(
         self, ptr: np.ndarray, idx: np.ndarray, xs: np.ndarray, times: np.ndarray,
         codes: np.ndarray, draw: bool, contracts: tuple[Any, ...] | None, probs: np.ndarray,
         out: np.ndarray,
     ) -> None:  # fmt: skip
-        reg = self.registry
-        if contracts is None:
-            contracts = (*_NO_CONTRACTS, reg.arm_group, self.state.n_obs, *_NO_CONTRACT_STATE)
-        code = self.KERNEL(
-            ptr, idx, xs, times, codes, draw, reg.active, *self.model_args(), *contracts,
-            self.state.stream, self.state.pos_of_arm, *self.scratch_args(), probs, out[0],
-            out[1], out[2], self._err,
-        )  # fmt: skip
+        # callers sized the scratch (decide_one, decide_many)
+        code = self.KERNEL(*self._args(ptr, idx, xs, times, codes, draw, contracts, probs, out))
         if code < 0:
             r, j = int(self._err[0]), int(self._err[1])
             where = f"request {r}: " if ptr.shape[0] > 2 else ""
