@@ -44,14 +44,17 @@ def _lists(sizes: np.ndarray, values: pa.Array, type_: pa.DataType) -> pa.Array:
 
 
 def decision_tables(
-    buf: LogBuffer, cell: str, arms: ScenarioArms, policy_kind: str
-) -> tuple[pa.Table, pa.Table]:
+    buf: LogBuffer, cell: str, arms: ScenarioArms, policy_kind: str,
+    contract_names: tuple[str, ...] = (),
+) -> tuple[pa.Table, pa.Table]:  # fmt: skip
     """The decisions and outcomes tables of a cell's buffer (columns as the log schema).
 
     The buffer holds per impression ``timestamps``, ``actions`` (arm index), ``pscores``,
-    ``contexts`` (n, d), ``category``, ``city_tier``, ``batch`` (the model version: feedback
-    batches folded in), ``click``, ``order``, ``gmv``, ``rewards``; per candidate
-    ``cand_size`` (n,), ``cand_idx`` and ``probs`` (flat).
+    ``contexts`` (n, d), ``category``, ``city_tier``, ``batch`` (the model version the
+    decision was made with), ``click``, ``order``, ``gmv``, ``rewards``, and, when the
+    strategy has contracts, ``forced`` (the forcing contract or -1) and ``adjusted`` (a
+    bitmask over ``contract_names``); per candidate ``cand_size`` (n,), ``cand_idx`` and
+    ``probs`` (flat).
     """
     c = {key: buf.concat(key) for key in buf.parts}
     n = c["actions"].shape[0]
@@ -65,6 +68,11 @@ def decision_tables(
     values[0::2] = np.asarray(arms.categories, dtype=object)[c["category"]]
     values[1::2] = np.asarray(arms.city_tiers, dtype=object)[c["city_tier"]]
     field = DECISION_SCHEMA.field
+    forced = c["forced"] >= 0 if "forced" in c else np.zeros(n, dtype=np.bool_)
+    k = len(contract_names)
+    adjusted = c.get("adjusted", np.zeros(n, dtype=np.int64))
+    bits = (adjusted[:, None] >> np.arange(k)) & 1 if k else np.zeros((n, 0), dtype=np.int64)
+    moved_by = np.array(contract_names, dtype=object)[np.nonzero(bits)[1]]
     decisions = pa.table(
         {
             "decision_id": decision_id,
@@ -74,7 +82,7 @@ def decision_tables(
             "arm_index": actions,
             "group": groups.take(actions),
             "propensity": c["pscores"],
-            "forced": np.zeros(n, dtype=np.bool_),
+            "forced": forced,
             "model_version": c["batch"].astype(np.int64),
             "policy_kind": pa.repeat(pa.scalar(policy_kind), n),
             "candidates": _lists(
@@ -91,7 +99,7 @@ def decision_tables(
                 np.arange(0, 2 * n + 1, 2, dtype=np.int32), keys, pa.array(values, pa.string())
             ),
             "adjusted_by": _lists(
-                np.zeros(n, dtype=np.int64), pa.array([], pa.string()), field("adjusted_by").type
+                bits.sum(axis=1), pa.array(moved_by, pa.string()), field("adjusted_by").type
             ),
         }
     )  # fmt: skip
@@ -110,11 +118,12 @@ def decision_tables(
 
 
 def write_cell_log(
-    directory: Path, cell: str, buf: LogBuffer, arms: ScenarioArms, policy_kind: str
-) -> Path:
+    directory: Path, cell: str, buf: LogBuffer, arms: ScenarioArms, policy_kind: str,
+    contract_names: tuple[str, ...] = (),
+) -> Path:  # fmt: skip
     """``<directory>/<cell>/`` (a decision log) and ``<cell>.replay.yaml``; returns the log."""
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", cell)
-    decisions, outcomes = decision_tables(buf, cell, arms, policy_kind)
+    decisions, outcomes = decision_tables(buf, cell, arms, policy_kind, contract_names)
     with DecisionLogWriter(directory / stem, rotate_rows=1_000_000) as writer:
         writer.write_table("decisions", decisions)
         writer.write_table("outcomes", outcomes)

@@ -92,6 +92,7 @@ def run_cell(shared: Shared, task: CellTask) -> CellResult:
     n_seen = 0
     tick_no = 0
     log = LogBuffer() if task.log_dir else None
+    contract_names: tuple[str, ...] = ()
     times: list[np.ndarray] = []
     served_groups: list[np.ndarray] = []
     present: list[np.ndarray] = []
@@ -131,9 +132,11 @@ def run_cell(shared: Shared, task: CellTask) -> CellResult:
                 log.add(actions=chosen, rewards=reward, pscores=dec.propensities,
                         timestamps=tick.timestamps, contexts=tick.contexts,
                         category=tick.category, city_tier=tick.city_tier,
-                        batch=np.full(hi - lo, tick_no), click=click, order=order, gmv=gmv,
-                        cand_size=np.diff(tick.cand_ptr), cand_idx=tick.cand_idx,
-                        probs=dec.probabilities)  # fmt: skip
+                        batch=np.full(hi - lo, dec.model_version), click=click, order=order,
+                        gmv=gmv, cand_size=np.diff(tick.cand_ptr), cand_idx=tick.cand_idx,
+                        probs=dec.probabilities, forced=dec.forced,
+                        adjusted=dec.adjusted)  # fmt: skip
+                contract_names = dec.constraint_names
             tick_no += 1
         n_seen += n
     metrics = _summarise(acc, arms, exp.end_share_window, n_seen)
@@ -147,7 +150,9 @@ def run_cell(shared: Shared, task: CellTask) -> CellResult:
         metrics.update(_ope_metrics(ope, world, task.seed, exp.ope_bootstrap))
     extra: dict[str, Any] = {}
     if log is not None and log.parts and task.log_dir is not None:
-        path = write_cell_log(Path(task.log_dir), task.name, log, arms, _policy_kind(task.spec))
+        path = write_cell_log(
+            Path(task.log_dir), task.name, log, arms, _policy_kind(task.spec), contract_names
+        )
         extra["log"] = str(path)
     return CellResult(metrics, curves, time.perf_counter() - start, n_seen, extra)
 

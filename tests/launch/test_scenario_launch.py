@@ -272,6 +272,13 @@ def test_emitted_logs_are_decision_logs_that_replay_end_to_end(tmp_path, capsys)
     np.testing.assert_allclose(np.bincount(rows, weights=logged.cand_prob), 1.0, atol=1e-9)
     protected = load_decision_log(logs / "contextual_ts_protected_seed_1")
     assert len(protected) == 4000 and set(protected.policy_kind) == {"shared_linear"}
+    # the contracts' work is in the log: mass moved (tilts, floors) and backstops, by name
+    moved = set(protected.adj_names.tolist())
+    assert "mini_shop_subsidy" in moved and moved <= {
+        "taobao_protected", "pinduoduo_protected", "douyin_apparel_beauty", "mini_shop_subsidy",
+        "new_merchants",
+    }  # fmt: skip
+    assert not log.forced.any() and log.adj_names.size == 0
 
     replay_cfg = yaml.safe_load((logs / "eps_greedy_seed_1.replay.yaml").read_text())
     assert replay_cfg["logs"] == {"decision_log": "eps_greedy_seed_1"}
