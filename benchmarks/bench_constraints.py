@@ -14,8 +14,8 @@ from datetime import UTC, datetime, timedelta
 import numba
 import numpy as np
 
-from allocator import ArmRegistry, BetaBernoulliConfig, LinearGaussianConfig, make_policy
-from allocator.constraints import ConstrainedPolicy, ConstraintSet
+from allocator import ArmRegistry, BetaBernoulliConfig, Engine, LinearGaussianConfig
+from allocator.constraints import ConstraintSet
 
 T0 = datetime(2025, 10, 1, tzinfo=UTC)
 PARTNERS = ("taobao", "douyin", "pinduoduo")
@@ -93,8 +93,8 @@ def bench(kind: str, n_merchants: int, n_cand: int, n: int) -> dict:
     cats = rng.choice(["food", "apparel", "toys"], n)
     times = T0.timestamp() + np.arange(n) * 10.0
 
-    plain = make_policy(cfg, reg, seed=1)
-    constrained = ConstrainedPolicy(make_policy(cfg, reg, seed=1), contracts())
+    plain = Engine(cfg, None, reg, seed=1)
+    constrained = Engine(cfg, contracts(), reg, seed=1)
     plain_req = [(c, x) for c, x in zip(cands, xs, strict=True)]
     cons_req = [
         (c, x, {"category": k}, t) for c, x, k, t in zip(cands, xs, cats, times, strict=True)

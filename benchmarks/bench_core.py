@@ -123,7 +123,7 @@ class Ours:
         self.policy = make_policy(cfg, registry, seed=0, **extra)
 
     def decide(self, cand: np.ndarray, x: np.ndarray | None) -> int:
-        return self.policy.decide(cand, x).arm
+        return self.policy.decide(cand, x).arm_index
 
     def update(self, arm: int, reward: float, x: np.ndarray | None) -> None:
         self.policy.update(arm, reward, x)
@@ -279,7 +279,7 @@ def warm_up(cfg: Any) -> None:
     cand = np.arange(8)
     for _ in range(2 * cfg.refresh_every):
         x = None if d is None else rng.normal(size=d)
-        policy.update(policy.decide(cand, x).arm, float(rng.random() < 0.5), x)
+        policy.update(policy.decide(cand, x).arm_index, float(rng.random() < 0.5), x)
     xs = None if d is None else rng.normal(size=(16, d))
     out = policy.decide_batch(np.arange(0, 17 * 8, 8), np.tile(cand, 16), xs)
     policy.update_batch(out.arms, rng.random(16), xs)
