@@ -76,10 +76,12 @@ class Clock:
 
 def pct(values: list[float], q: float) -> float:
     s = sorted(values)
-    return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
+    return s[min(len(s) - 1, round(q * (len(s) - 1)))]
 
 
-def time_decide(alloc: Any, make_req: Any, clock: Clock, n: int, repeats: int) -> tuple[float, float]:
+def time_decide(
+    alloc: Any, make_req: Any, clock: Clock, n: int, repeats: int
+) -> tuple[float, float]:
     """(p50, p99) µs of single decide calls: per repeat n timed calls; medians over repeats."""
     for _ in range(max(200, n // 10)):  # warm-up
         alloc.decide(**make_req(clock))
@@ -99,7 +101,9 @@ def time_decide(alloc: Any, make_req: Any, clock: Clock, n: int, repeats: int) -
     return statistics.median(p50s), statistics.median(p99s)
 
 
-def time_many(alloc: Any, make_req: Any, clock: Clock, batch: int, calls: int, repeats: int) -> float:
+def time_many(
+    alloc: Any, make_req: Any, clock: Clock, batch: int, calls: int, repeats: int
+) -> float:
     """decisions/s of decide_many(batch requests): median over repeats of `calls` calls."""
     alloc.decide_many([make_req(clock) for _ in range(batch)])  # warm-up
     alloc.decide_many([make_req(clock) for _ in range(batch)])
@@ -173,6 +177,7 @@ def case_scenario(tree: Path, args: argparse.Namespace) -> dict[str, Any]:
         from experiments.build import grid_cells
         from experiments.config import load_scenario
         from experiments.simulate import Shared, run_cell
+
         from experiments.world import World
 
     scenario = load_scenario(tree / "configs" / "wechat_entry.yaml")
@@ -242,7 +247,9 @@ def main() -> None:
 
             traceback.print_exc()
             res[name] = {"error": f"{type(err).__name__}: {err}"}
-        print(f"[{label}] {name} done in {time.perf_counter() - t:.1f}s", file=sys.stderr, flush=True)
+        print(
+            f"[{label}] {name} done in {time.perf_counter() - t:.1f}s", file=sys.stderr, flush=True
+        )
 
     def f(case: str, key: str, fmt: str) -> str:
         if case not in res:

@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
-# Engine core benchmark, BEFORE (a detached worktree of a base commit) then AFTER (this checkout),
-# back to back in one session. Ratios are only meaningful within one run of this script.
+# Engine core benchmark, BEFORE (a temporary detached worktree of a base commit) then AFTER
+# (this checkout), back to back in one session. Ratios are only meaningful within one run.
 #
 #   benchmarks/bench_engine_core.sh [BASE_COMMIT] [extra bench_engine_core.py args...]
 #
-# BASE_COMMIT defaults to 4a8c281. The worktree /work/wt-before is created if missing and
-# left in place (remove it with: git worktree remove --force /work/wt-before).
+# BASE_COMMIT defaults to 4a8c281 (main before the engine-core redesign).
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")/.." && pwd)"
 BASE="${1:-4a8c281}"; shift || true
-WT="${WT_BEFORE:-/work/wt-before}"
-[ -d "$WT" ] || git -C "$HERE" worktree add --detach "$WT" "$BASE"
-cd /tmp  # so neither checkout is picked up from the working directory
+WT="$(mktemp -d)/before"
+git -C "$HERE" worktree add --quiet --detach "$WT" "$BASE"
+trap 'git -C "$HERE" worktree remove --force "$WT"' EXIT
+cd "$(dirname "$WT")"  # so neither checkout is picked up from the working directory
 for tree in "$WT" "$HERE"; do
   PYTHONPATH="$tree" python "$HERE/benchmarks/bench_engine_core.py" --tree "$tree" "$@"
 done

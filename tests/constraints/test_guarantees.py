@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.constraints.sim import CATEGORIES, T0, constrained, run, window_slacks, world
+from tests.worlds.contracts import CATEGORIES, T0, constrained, run, window_slacks, world
 
 START = datetime.fromtimestamp(T0, tz=UTC)
 

@@ -10,7 +10,7 @@ import pytest
 
 from allocator import ConfigError, InvalidInputError
 from allocator.constraints import ConstraintSet
-from tests.constraints.sim import T0, constrained, run, world
+from tests.worlds.contracts import T0, constrained, run, world
 
 START = datetime.fromtimestamp(T0, tz=UTC)
 

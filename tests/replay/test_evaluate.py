@@ -24,7 +24,7 @@ from allocator.replay import (
 from allocator.replay.evaluate import bandit_feedback
 from tests import naive
 from tests.conftest import make_registry
-from tests.replay.world import log_rounds, make_world
+from tests.worlds.logged import log_rounds, make_world
 
 
 def world_log(seed: int, n: int = 2000, subsets: bool = True):

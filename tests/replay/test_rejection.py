@@ -15,7 +15,7 @@ from allocator import (
     make_policy,
 )
 from allocator.replay import LoggedData, replay_learning_policy
-from tests.replay.world import (
+from tests.worlds.logged import (
     bernoulli_log,
     bernoulli_registry,
     log_rounds,

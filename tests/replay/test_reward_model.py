@@ -10,7 +10,7 @@ import pytest
 from allocator import InvalidInputError
 from allocator.replay import LoggedData, RidgeRewardModel
 from tests import naive
-from tests.replay.world import log_rounds, make_world
+from tests.worlds.logged import log_rounds, make_world
 
 
 def logged(seed: int = 0, n: int = 400, subsets: bool = True) -> LoggedData:

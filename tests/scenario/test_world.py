@@ -10,7 +10,7 @@ import pytest
 
 from allocator.errors import InvalidInputError
 from allocator.scenario.world import Chunk, World, WorldConfig
-from tests.scenario.world_support import SIZES, Sizes, default_world, shared_chunk
+from tests.worlds.scenario import SIZES, Sizes, default_world, shared_chunk
 
 DAY = 86400.0
 

@@ -9,7 +9,7 @@ import numpy.typing as npt
 import pytest
 
 from allocator.scenario.world import Chunk, World
-from tests.scenario.world_support import default_world, shared_chunk
+from tests.worlds.scenario import default_world, shared_chunk
 
 WINDOW_DAYS = 10.0
 
