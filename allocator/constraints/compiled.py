@@ -44,23 +44,27 @@ class CompiledConstraints:
         return [c.name for c in self.order]
 
     def encode(self, attrs: Mapping[str, str] | None, out: np.ndarray) -> np.ndarray:
-        """Request attribute values → codes (0 = a value no scope mentions)."""
+        """Request attribute values → codes (0 = a value no scope mentions).
+
+        Every key and value must be a string, named or not by a scope: they are logged.
+        """
+        out[:] = 0
         if attrs is None:
-            out[:] = 0
             return out
-        if not isinstance(attrs, Mapping):
-            raise InvalidInputError(
-                f"attrs must be a mapping of strings, got {type(attrs).__name__}"
-            )
+        check_attrs(attrs)
         for i, name in enumerate(self.attrs):
             value = attrs.get(name)
-            code = self.vocab[i].get(value) if isinstance(value, str) else None
-            if code is None:
-                if value is not None and not isinstance(value, str):
-                    raise InvalidInputError(f"attrs[{name!r}] = {value!r}: expected a string")
-                code = 0
-            out[i] = code
+            out[i] = 0 if value is None else self.vocab[i].get(value, 0)
         return out
+
+
+def check_attrs(attrs: object) -> None:
+    """Raise unless ``attrs`` is a mapping of strings to strings."""
+    if not isinstance(attrs, Mapping):
+        raise InvalidInputError(f"attrs must be a mapping of strings, got {type(attrs).__name__}")
+    for name, value in attrs.items():
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise InvalidInputError(f"attrs[{name!r}] = {value!r}: expected a string")
 
 
 def _target(c: Constraint, registry: ArmRegistry) -> tuple[int, int]:

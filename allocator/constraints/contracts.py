@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from allocator.constraints.compiled import CompiledConstraints, compile_constraints
+from allocator.constraints.compiled import CompiledConstraints, check_attrs, compile_constraints
 from allocator.constraints.config import ConstraintSet
 from allocator.errors import InvalidInputError, SnapshotError
 from allocator.kernels import constraints as kc
@@ -102,11 +102,10 @@ class Contracts:
 
     def encode(self, attrs: Mapping[str, str] | None) -> np.ndarray:
         """One request's attributes as a (1, A) code row (0 = a value no scope names)."""
-        if attrs is None or not self.compiled.attrs:
-            if attrs is not None and not isinstance(attrs, Mapping):
-                raise InvalidInputError(
-                    f"attrs must be a mapping of strings, got {type(attrs).__name__}"
-                )
+        if attrs is None:
+            return self._no_codes
+        if not self.compiled.attrs:
+            check_attrs(attrs)
             return self._no_codes
         return self.compiled.encode(attrs, np.zeros(len(self.compiled.attrs), dtype=np.int64))[
             None, :

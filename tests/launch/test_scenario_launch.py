@@ -285,3 +285,30 @@ def test_emitted_logs_are_decision_logs_that_replay_end_to_end(tmp_path, capsys)
     assert main(["replay", str(logs / "eps_greedy_seed_1.replay.yaml"), "--sequential",
                  "--tracking-uri", uri, "--out", str(out_dir)]) == 0  # fmt: skip
     assert "linear_ts" in capsys.readouterr().out
+
+
+def test_a_small_launch_writes_the_table_plots_and_decision_logs(tmp_path):
+    """Small enough to run with the JIT off: the launch, the report and the emitted logs."""
+    cfg = small_scenario(tmp_path, [1], ope_target=None)
+    data = yaml.safe_load(cfg.read_text())
+    data["world"]["mini_shop"]["n_merchants"] = 60
+    keep = ("static_split", "contextual_ts", "contextual_ts_protected", "oracle")
+    data["strategies"] = [s for s in data["strategies"] if s["name"] in keep]
+    cfg.write_text(yaml.safe_dump(data))
+    stream = io.StringIO()
+    out = run_scenario(
+        cfg, SequentialRunner(), tracking_uri=f"sqlite:///{tmp_path / 'small.db'}",
+        out_dir=tmp_path / "out", launch_id="small", impressions=1200, stream=stream,
+        emit_logs=True,
+    )  # fmt: skip
+    assert out.exit_code == 0 and not out.failed
+    assert out.rows[0]["strategy"] == "oracle" and out.rows[0]["regret_per_1k"] == 0.0
+    assert all(name in out.table for name in keep)
+    files = {p.name for p in (tmp_path / "out" / "small").iterdir()}
+    assert {"summary.csv", "cumulative_regret.png", "group_shares.png"} <= files
+    protected = next(r for r in out.rows if r["strategy"] == "contextual_ts_protected")
+    assert np.isfinite(protected["protection_cost_per_1k"])
+    from allocator.logs import load_decision_log
+
+    log = load_decision_log(tmp_path / "out" / "small" / "logs" / "contextual_ts_protected_seed_1")
+    assert len(log) == 1200 and log.adj_names.size > 0
