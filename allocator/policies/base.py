@@ -57,6 +57,9 @@ class Policy(ABC):
     REWARD_RANGE: ClassVar[tuple[float, float]] = (-math.inf, math.inf)
     #: context length expected by ``decide`` (None = context-free model)
     n_features: int | None = None
+    #: whether an update can change the next decisions before the next refresh (a family
+    #: whose decisions read only refreshed arrays sets False; replay batches on it)
+    UPDATES_MOVE_DECISIONS: ClassVar[bool] = True
 
     def __init__(
         self, config: Any, registry: ArmRegistry, seed: int, arm_features: Any = None
@@ -163,6 +166,17 @@ class Policy(ABC):
     def probabilities(self) -> np.ndarray:
         """Choice probabilities over the last single request's candidates (a copy)."""
         return self._p1[: self._last_n].copy()
+
+    @property
+    def stream_position(self) -> int:
+        """Uniforms drawn so far from the decision stream (one per drawn decision)."""
+        return int(self.state.stream[1])
+
+    def seek_stream(self, position: int) -> None:
+        """Set the decision stream to ``position`` (a replay that decided ahead rewinds)."""
+        if not isinstance(position, (int, np.integer)) or position < 0:
+            raise InvalidInputError(f"position = {position!r}: expected an integer >= 0")
+        self.state.stream[1] = np.uint64(position)
 
     def propensity(self, position: int) -> float:
         """Final probability of ``position`` in the last single request."""

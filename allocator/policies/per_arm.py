@@ -74,6 +74,7 @@ class PerArmPolicy(Policy):
     """Shared machinery of the context-free families (bank, winners, mean/sd)."""
 
     KERNEL = staticmethod(kpa.decide_per_arm)
+    UPDATES_MOVE_DECISIONS = False  # decisions read the bank, mean and sd: refreshed only
     #: prior fields, in the order of the config's prior model fields
     PRIOR_FIELDS: ClassVar[tuple[str, ...]] = ()
 

@@ -12,8 +12,10 @@ An ε-mixture log (logging ``p = ε/|C| + (1 − ε)·π``, e.g. the allocator's
 ``(ε/|C_i|) / p_i`` keeps every candidate with the same probability ``ε/|C_i|``, i.e. a
 uniformly logged ε share of the rounds, which is then replayed.
 
-The loop is in Python on purpose: each round is one ``decide`` (and, if accepted, one
-``update``) kernel call on a stateful policy whose next choice depends on what it learned.
+Rounds are decided in batches through the policy's batch pipeline and the walk stops at the
+first accepted round whose update can change later decisions (any update of a contextual
+family; a refresh of a context-free one); the decision stream is rewound to just after it
+and the walk resumes there. The result is exactly that of deciding round by round.
 """
 
 from __future__ import annotations
@@ -164,13 +166,7 @@ def replay_learning_policy(
         kept = np.arange(data.n_rounds)
     else:
         kept = _epsilon_slice(data, ptr, sizes, float(uniform_epsilon), rng)
-    accepted: list[float] = []
-    for i in kept.tolist():
-        x = None if contexts is None else contexts[i]
-        choice = policy.decide(idx[ptr[i] : ptr[i + 1]], x)
-        if choice.arm_index == idx[pos[i]]:
-            policy.update(choice.arm_index, float(rewards[i]), x)
-            accepted.append(float(rewards[i]))
+    accepted = _walk(policy, ptr, idx, idx[pos], rewards, contexts, kept)
     n_acc = len(accepted)
     if n_acc == 0:
         raise EvaluationRefused(
@@ -186,3 +182,42 @@ def replay_learning_policy(
         low = high = float("nan")
     curve = np.cumsum(r) / np.arange(1, n_acc + 1)
     return ReplayResult(value, low, high, n_acc, data.n_rounds, int(kept.shape[0]), curve)
+
+
+def _walk(
+    policy: Policy, ptr: I64, idx: I64, logged: I64, rewards: F64, contexts: F64 | None,
+    rounds: I64,
+) -> list[float]:  # fmt: skip
+    """Rewards of the accepted ``rounds``, in order, teaching ``policy`` as it goes.
+
+    Each pass decides up to ``size`` rounds in one batch; ``size`` grows while passes run
+    to their end and shrinks to about twice the rounds consumed when one stops early.
+    """
+    accepted: list[float] = []
+    sizes = np.diff(ptr)
+    i, size = 0, 64
+    while i < rounds.shape[0]:
+        rows = rounds[i : i + size]
+        counts = sizes[rows]
+        sub_ptr = np.zeros(rows.shape[0] + 1, dtype=np.int64)
+        np.cumsum(counts, out=sub_ptr[1:])
+        flat = np.repeat(ptr[rows] - sub_ptr[:-1], counts) + np.arange(sub_ptr[-1])
+        xs = None if contexts is None else contexts[rows]
+        start = policy.stream_position
+        out = policy.decide_batch(sub_ptr, idx[flat], xs)
+        used = rows.shape[0]
+        for j in np.flatnonzero(out.arms == logged[rows]).tolist():
+            r = int(rows[j])
+            version = policy.version
+            policy.update(int(logged[r]), float(rewards[r]), None if xs is None else xs[j])
+            accepted.append(float(rewards[r]))
+            if policy.UPDATES_MOVE_DECISIONS or policy.version != version:
+                used = j + 1
+                break
+        if used < rows.shape[0]:
+            policy.seek_stream(start + used)
+            size = max(16, 2 * used)
+        else:
+            size = min(8192, 2 * size)
+        i += used
+    return accepted
