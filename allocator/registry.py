@@ -28,6 +28,22 @@ class ArmRegistry:
         self._group_code: dict[str, int] = {}
         self.active = np.zeros(capacity, dtype=np.bool_)
         self.arm_group = np.full(capacity, -1, dtype=np.int64)
+        self.owner: object | None = None
+
+    def claim(self, owner: object) -> None:
+        """Reserve catalogue changes for ``owner`` (an engine keeping per-arm state in step
+        with the registry); others get a clear error instead of arms without state."""
+        if self.owner is not None and self.owner is not owner:
+            raise InvalidInputError("this registry already belongs to another engine")
+        self.owner = owner
+
+    def _check_owner(self, by: object | None) -> None:
+        if self.owner is not None and by is not self.owner:
+            raise InvalidInputError(
+                "this registry belongs to an engine: add or retire arms through "
+                "Engine.add_arms / retire_arms (or Allocator.add_arms / retire_arms), which "
+                "keep the model's per-arm state in step"
+            )
 
     @classmethod
     def build(cls, ids: Sequence[str], groups: Sequence[str]) -> ArmRegistry:
@@ -89,12 +105,14 @@ class ArmRegistry:
                         f"{self._groups[self.arm_group[known]]!r}, not {group!r}"
                     )
 
-    def add(self, ids: Sequence[str] | str, group: str) -> np.ndarray:
+    def add(self, ids: Sequence[str] | str, group: str, by: object | None = None) -> np.ndarray:
         """Register ``ids`` in ``group``; return their indices.
 
         Re-adding a retired id reactivates it with its old index (and learned state);
-        re-adding an active id, or an id already in another group, is an error.
+        re-adding an active id, or an id already in another group, is an error. A claimed
+        registry (see :meth:`claim`) only takes changes ``by`` its owner.
         """
+        self._check_owner(by)
         ids = [ids] if isinstance(ids, str) else list(ids)
         self.check_new(ids, group)
         code = self._group_code.get(group)
@@ -116,8 +134,9 @@ class ArmRegistry:
         self.active[out] = True
         return out
 
-    def retire(self, ids: Iterable[str]) -> np.ndarray:
+    def retire(self, ids: Iterable[str], by: object | None = None) -> np.ndarray:
         """Make arms ineligible; their index and learned state are kept."""
+        self._check_owner(by)
         idx = self.lookup(list(ids), allow_retired=True)
         self.active[idx] = False
         return idx

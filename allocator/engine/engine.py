@@ -40,6 +40,7 @@ class Engine:
         else:
             self.policy = make_policy(policy, registry or ArmRegistry(), seed, arm_features)
         self.contracts = Contracts(constraints, self.policy.registry)
+        self.policy.registry.claim(self)
 
     @property
     def registry(self) -> ArmRegistry:
@@ -184,14 +185,14 @@ class Engine:
         self.registry.check_new(ids, group)
         fresh = [a for a in ids if not self.registry.knows(a)]
         feats = self.policy.check_arm_features(len(fresh), features)
-        idx = self.registry.add(ids, group)
+        idx = self.registry.add(ids, group, by=self)
         self.policy.sync_arms(feats)
         self.contracts.reserve(self.registry.capacity, 0)
         return idx
 
     def retire_arms(self, ids: Sequence[str]) -> np.ndarray:
         """Stop serving ``ids`` from the next decision on; their state is kept."""
-        return self.registry.retire(list(ids))
+        return self.registry.retire(list(ids), by=self)
 
     # ----------------------------------------------------------- contracts, reload
     def set_constraints(self, spec: ConstraintSet) -> None:

@@ -281,6 +281,12 @@ class Policy(ABC):
         codes: np.ndarray, draw: bool, contracts: tuple[Any, ...] | None, probs: np.ndarray,
         out: np.ndarray,
     ) -> None:  # fmt: skip
+        if self.registry.n_arms != self.state.n_synced[0]:  # arms without state: refuse
+            raise InvalidInputError(
+                f"the registry has {self.registry.n_arms} arms, this policy has state for "
+                f"{int(self.state.n_synced[0])}: call sync_arms() after adding arms to a "
+                "registry directly (an Engine or Allocator does it in add_arms)"
+            )
         # callers sized the scratch (decide_one, decide_many)
         code = self.KERNEL(*self._args(ptr, idx, xs, times, codes, draw, contracts, probs, out))
         if code < 0:

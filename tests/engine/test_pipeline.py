@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from allocator import Engine
+from allocator import Engine, InvalidInputError
 from allocator.config import (
     BetaBernoulliConfig,
     LinearGaussianConfig,
@@ -159,3 +159,24 @@ def test_draw_false_leaves_stream_and_contracts_untouched():
     np.testing.assert_array_equal(engine.contracts.st_f, queues)
     sums = np.add.reduceat(d.probabilities, ptr[:-1])
     np.testing.assert_allclose(sums, 1.0, atol=1e-12)
+
+
+def test_the_engine_owns_its_registry_and_a_bare_policy_refuses_unsynced_arms():
+    engine = build("beta", False)
+    with pytest.raises(InvalidInputError, match="belongs to an engine"):
+        engine.registry.add(["sneaky"], "mini_shop")
+    with pytest.raises(InvalidInputError, match="belongs to an engine"):
+        engine.registry.retire(["m1"])
+    assert not engine.registry.knows("sneaky")
+    idx = engine.add_arms(["m_new"], "mini_shop")
+    assert engine.decide(["m_new", "taobao"]).arm_index in (int(idx[0]), 0)
+    # a bare policy over a registry changed behind its back refuses, then recovers on sync
+    from allocator.policies import make_policy
+
+    reg = ArmRegistry.build(["a", "b"], ["g", "g"])
+    policy = make_policy(CONFIGS["beta"], reg, seed=0)
+    reg.add(["c"], "g")
+    with pytest.raises(InvalidInputError, match="call sync_arms"):
+        policy.decide([0, 2])
+    policy.sync_arms()
+    assert policy.decide([0, 2]).arm_index in (0, 2)
