@@ -17,15 +17,24 @@ import numpy as np
 
 from allocator.constraints import ConstraintReport, ConstraintSet, Contracts
 from allocator.decisions import Decision, Decisions
-from allocator.errors import InvalidInputError
+from allocator.errors import InvalidInputError, SnapshotError
 from allocator.inputs import as_float_array, as_index_array, check_csr
-from allocator.policies import Policy, PolicyConfig, make_policy
+from allocator.policies import POLICY_CLASSES, Policy, PolicyConfig, make_policy
 from allocator.registry import ArmRegistry
 from allocator.timestamps import as_epoch_seconds
 
+#: key prefix of the policy's arrays in an engine snapshot
+POLICY_PREFIX = "policy."
+
 
 class Engine:
-    """A policy under contracts over a live arm catalogue."""
+    """A policy under contracts over a live arm catalogue.
+
+    Given a built :class:`Policy`, the engine serves from it (and its registry); given a
+    policy config, it builds one over ``registry`` with ``seed`` (and ``arm_features`` for
+    the shared linear family). Either way it claims the registry: arms are then added and
+    retired through :meth:`add_arms` and :meth:`retire_arms` only.
+    """
 
     def __init__(
         self,
@@ -208,3 +217,34 @@ class Engine:
 
     def report(self) -> list[ConstraintReport]:
         return self.contracts.report()
+
+    # ------------------------------------------------------------------- snapshots
+    def export_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Copies of every array (policy state, registry, contract queues) and the policy's
+        JSON meta: all a :meth:`restore` needs besides the configuration."""
+        arrays, meta = self.policy.export_state()
+        out = {POLICY_PREFIX + k: v for k, v in arrays.items()}
+        out.update(self.registry.to_arrays())
+        out.update(self.contracts.export_state())
+        return out, meta
+
+    @classmethod
+    def restore(
+        cls, policy_config: PolicyConfig, constraints: ConstraintSet, seed: int,
+        arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any],
+    ) -> Engine:  # fmt: skip
+        """Rebuild an engine exactly as exported: it then makes the same decisions. Every
+        array is checked before anything is built (:class:`SnapshotError` otherwise)."""
+        try:
+            registry = ArmRegistry.from_arrays(dict(arrays))
+        except (KeyError, TypeError, ValueError) as err:
+            raise SnapshotError(f"registry arrays are missing or inconsistent: {err}") from None
+        policy_arrays = {
+            k[len(POLICY_PREFIX) :]: v for k, v in arrays.items() if k.startswith(POLICY_PREFIX)
+        }
+        policy = POLICY_CLASSES[policy_config.kind].restore(
+            policy_config, registry, seed, policy_arrays, meta
+        )
+        engine = cls(policy, constraints)
+        engine.contracts.restore_state(arrays)
+        return engine

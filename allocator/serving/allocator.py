@@ -41,7 +41,6 @@ from allocator.serving.pending import Pending, PendingTable
 from allocator.serving.persistence import Books, allocator_snapshot, read_allocator_snapshot
 from allocator.serving.requests import request_batch
 from allocator.serving.staging import stage_engine
-from allocator.serving.state_io import export_engine, restore_engine
 from allocator.snapshot import read_snapshot, write_snapshot
 from allocator.timestamps import as_epoch_seconds
 
@@ -118,7 +117,7 @@ class Allocator:
     def warmup(self) -> None:
         """Compile every kernel of the decision and update paths now, not on first traffic."""
         with self._lock:
-            arrays, meta = export_engine(self._engine)
+            arrays, meta = self._engine.export_state()
             reg = self.registry
             cand = np.flatnonzero(reg.active[: reg.n_arms])[:2]
             x = None if self.policy.n_features is None else np.zeros(self.policy.n_features)
@@ -130,7 +129,7 @@ class Allocator:
             )
             self.policy.update_batch(cand[:1], np.zeros(1), None if x is None else x[None, :])
             self.policy.refresh()
-            self._engine = restore_engine(
+            self._engine = Engine.restore(
                 self.config.engine.policy, self.config.constraints, self.seed, arrays, meta
             )
             self._objective = Objective(self.config.engine.objective, self._engine.registry)
@@ -427,7 +426,7 @@ class Allocator:
             mine = self.registry.all_ids()
         if ids is None or ids[: len(mine)] != mine[: len(ids)]:
             raise SnapshotError(f"published snapshot {path} has a different arm catalogue")
-        published = restore_engine(
+        published = Engine.restore(
             self.config.engine.policy, self.config.constraints, self.seed, arrays, meta["policy"]
         )
         published.policy.export_delta()  # the adopted state is the new delta baseline

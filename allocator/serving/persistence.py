@@ -17,7 +17,6 @@ from allocator.engine import Engine
 from allocator.errors import SnapshotError
 from allocator.serving.config import AllocatorConfig, config_without_arms
 from allocator.serving.pending import PendingTable
-from allocator.serving.state_io import export_engine, restore_engine
 from allocator.snapshot import read_snapshot
 
 SNAPSHOT_SCHEMA = 2
@@ -71,7 +70,7 @@ def allocator_snapshot(
     books: Books,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:  # fmt: skip
     """Arrays and meta that resume exactly where the allocator is."""
-    arrays, policy_meta = export_engine(engine)
+    arrays, policy_meta = engine.export_state()
     arrays.update(pending.to_arrays(engine.policy.n_features))
     meta = {
         "schema": SNAPSHOT_SCHEMA,
@@ -96,7 +95,7 @@ def read_allocator_snapshot(path: str | Path) -> Restored:
     try:
         config = config_without_arms(meta["config"])
         seed = int(meta["seed"])
-        engine = restore_engine(
+        engine = Engine.restore(
             config.engine.policy, config.constraints, seed, arrays, meta["policy"]
         )
         pending = PendingTable.from_arrays(

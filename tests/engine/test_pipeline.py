@@ -17,7 +17,6 @@ from allocator.config import (
 )
 from allocator.constraints import ConstraintSet
 from allocator.registry import ArmRegistry
-from allocator.serving.state_io import export_engine, restore_engine
 
 T0 = 1_760_000_000.0
 PARTNERS = ("taobao", "douyin", "pdd")
@@ -142,8 +141,8 @@ def test_snapshot_resumes_the_exact_decision_sequence(kind, n):
     engine = build(kind, True)
     run_batch(engine, ptr[: first + 1], idx[: ptr[first]], None if xs is None else xs[:first],
               times[:first], cats[:first], ctr, 100)  # fmt: skip
-    arrays, meta = export_engine(engine)
-    restored = restore_engine(engine.policy.config, engine.constraints, 3, arrays, meta)
+    arrays, meta = engine.export_state()
+    restored = Engine.restore(engine.policy.config, engine.constraints, 3, arrays, meta)
     tail = (ptr[first:] - ptr[first], idx[ptr[first] :], None if xs is None else xs[first:],
             times[first:], cats[first:], ctr)  # fmt: skip
     assert run_batch(engine, *tail, 100) == run_batch(restored, *tail, 100)
