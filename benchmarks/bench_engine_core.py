@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib
 import json
 import statistics
 import sys
@@ -168,17 +169,13 @@ def case_linear(allocator: Any, AllocatorConfig: Any, args: argparse.Namespace) 
 
 
 def case_scenario(tree: Path, args: argparse.Namespace) -> dict[str, Any]:
-    if (tree / "allocator" / "scenario" / "simulate.py").exists():
-        from allocator.scenario.build import grid_cells
-        from allocator.scenario.config import load_scenario
-        from allocator.scenario.simulate import Shared, run_cell
-        from allocator.scenario.world import World
-    else:
-        from experiments.build import grid_cells
-        from experiments.config import load_scenario
-        from experiments.simulate import Shared, run_cell
-
-        from experiments.world import World
+    # the simulator moved from a top-level ``experiments`` package into the library
+    pkg = "allocator.scenario" if (tree / "allocator" / "scenario").is_dir() else "experiments"
+    grid_cells = importlib.import_module(f"{pkg}.build").grid_cells
+    load_scenario = importlib.import_module(f"{pkg}.config").load_scenario
+    simulate = importlib.import_module(f"{pkg}.simulate")
+    Shared, run_cell = simulate.Shared, simulate.run_cell
+    World = importlib.import_module(f"{pkg}.world").World
 
     scenario = load_scenario(tree / "configs" / "wechat_entry.yaml")
     world = World(scenario.world, seed=scenario.experiment.world_seed)
