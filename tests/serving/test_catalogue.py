@@ -125,3 +125,42 @@ def test_growth_keeps_learned_state_and_pending_decisions():
     alloc.policy.refresh()
     s1 = alloc.policy.state.s1
     assert s1[alloc.registry.lookup(["m1", "m2", "taobao"])].sum() == pytest.approx(30.0)
+
+
+@pytest.mark.heavy
+def test_learning_during_a_sliced_growth_is_not_lost():
+    """Updates land between the growth's copy slices: every one is in the grown arrays."""
+    alloc = Allocator(big_config(30_000), seed=4, clock=lambda: T0)
+    alloc.warmup()
+    stop = threading.Event()
+    applied: list[int] = []
+    errors: list[BaseException] = []
+
+    def traffic() -> None:
+        rng = np.random.default_rng(8)
+        while not stop.is_set():
+            try:
+                cand = np.concatenate([[0, 1], 2 + rng.choice(30_000, 8, replace=False)])
+                d = alloc.decide(cand)
+                alloc.update(d.decision_id, {"order": float(rng.random() < 0.3)})
+                applied.append(d.arm_index)
+            except BaseException as err:  # any failure fails the test
+                errors.append(err)
+                return
+
+    thread = threading.Thread(target=traffic)
+    thread.start()
+    time.sleep(0.1)
+    before = len(applied)
+    alloc.add_arms([f"g{i}" for i in range(40_000)], "mini_shop")  # 30k -> 70k: grows
+    during = len(applied) - before
+    time.sleep(0.05)
+    stop.set()
+    thread.join()
+    assert not errors, errors[:3]
+    assert during > 0, "no update landed during the growth"
+    state = alloc.policy.state
+    counts = np.bincount(np.array(applied), minlength=state.capacity)
+    np.testing.assert_array_equal(state.n_obs, counts)
+    alloc.policy.settle()
+    np.testing.assert_allclose(state.s1 + state.s0, counts, atol=1e-9)
