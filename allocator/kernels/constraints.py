@@ -72,29 +72,48 @@ def schedule_values(t, t0, t1, v0, v1, shape, steps, out):
 
 @njit(cache=True, nogil=True)
 def _scale_target(p, n, member, k, bound, mu):
-    """Move mass so the members of constraint ``k`` hold exactly ``bound``.
+    """Move mass so the members of constraint ``k`` hold exactly ``bound`` of the total.
 
-    Members scale by ``bound / mass`` and the others by ``(1-bound)/(1-mass)``; returns the
-    expected reward given up, ``Σ (p_before - p_after)·μ``.
+    Members scale to ``bound`` and the others to ``1 - bound`` (each side in proportion to
+    its current probabilities, or evenly when it has none), so ``Σp`` stays 1 whatever the
+    round-off of earlier passes. Returns the expected reward given up,
+    ``Σ (p_before - p_after)·μ``.
     """
     mass = 0.0
+    other = 0.0
     m = 0
     for j in range(n):
         if member[k, j]:
             mass += p[j]
             m += 1
+        else:
+            other += p[j]
     lost = 0.0
     if m == 0 or m == n:
         return lost
-    rest = 1.0 - mass
     for j in range(n):
         old = p[j]
         if member[k, j]:
-            p[j] = old * bound / mass if mass > 0.0 else bound / m
+            p[j] = old * bound / mass if mass > _TOL else bound / m
         else:
-            p[j] = old * (1.0 - bound) / rest if rest > 0.0 else (1.0 - bound) / (n - m)
+            p[j] = old * (1.0 - bound) / other if other > _TOL else (1.0 - bound) / (n - m)
         lost += (old - p[j]) * mu[j]
     return lost
+
+
+@njit(cache=True, nogil=True)
+def _normalise(p, n):
+    """Make ``p[:n]`` sum to exactly 1 (uniform if it has no mass): the draw and the logged
+    propensity then describe the same distribution."""
+    total = 0.0
+    for j in range(n):
+        total += p[j]
+    if total > 0.0:
+        for j in range(n):
+            p[j] /= total
+    else:
+        for j in range(n):
+            p[j] = 1.0 / n
 
 
 @njit(cache=True, nogil=True)
@@ -252,6 +271,7 @@ def constrain_and_draw(
                     if member[k, j]:
                         st_f[k, S_MOVED] += abs(p[j] - before[j])
 
+    _normalise(p, n)
     chosen = draw_index(p, n, rng_state)
     adjusted = 0
     for k in range(n_con):
