@@ -32,6 +32,7 @@ from allocator.logs import DecisionLogWriter, DecisionRecord, OutcomeRecord
 from allocator.objective import Objective
 from allocator.registry import ArmRegistry
 from allocator.serving.catalogue import CatalogueChanges
+from allocator.serving.clock import ServingClock
 from allocator.serving.config import (
     AllocatorConfig,
     Outcome,
@@ -42,7 +43,6 @@ from allocator.serving.persistence import Books, allocator_snapshot, read_alloca
 from allocator.serving.requests import request_batch
 from allocator.serving.staging import stage_engine
 from allocator.snapshot import read_snapshot, write_snapshot
-from allocator.timestamps import as_epoch_seconds
 
 
 class UpdateStatus(StrEnum):
@@ -86,7 +86,7 @@ class Allocator:
         self.config = cfg
         self.seed = seed
         self.replica = replica
-        self._clock = clock
+        self._time = ServingClock(cfg.serving.time, clock, cfg.serving.max_time_jump_s)
         self._lock = threading.RLock()
         self._catalogue = CatalogueChanges(self._lock, lambda: self._engine)
         self._log = None if log_dir is None else DecisionLogWriter(log_dir, log_rotate_rows)
@@ -149,18 +149,16 @@ class Allocator:
         Raises a typed :class:`~allocator.AllocatorError` on bad input, with no state change.
         """
         try:
-            t = (
-                timestamp if type(timestamp) is float and math.isfinite(timestamp)
-                else self._clock() if timestamp is None
-                else as_epoch_seconds(timestamp)
-            )  # fmt: skip
             x = self._resolve_context(context)
             with self._lock:
                 engine = self._engine
-                cand, xrow, codes = engine.prepare(candidates, x, attrs)  # checks first
+                t, mode = self._time.time_of(timestamp, "decide", self._books.last_t)
+                cand, xrow, codes = engine.prepare(candidates, x, attrs)
                 self._check_time(t)
-                self._housekeep(t)
+                # every check is done (the kernel's candidate checks included) before any
+                # state changes: housekeeping at t follows the decision
                 pos, forced, adjusted = engine.decide_prepared(cand, xrow, codes, t)
+                self._commit_time(mode)
                 decision_id = f"{self.replica}-{self._books.next_id:x}"
                 self._books.next_id += 1
                 self._books.last_t = max(self._books.last_t, t)
@@ -170,6 +168,7 @@ class Allocator:
                 if self._log is not None:
                     probs = engine.probabilities
                     self._log_decision(d, decision_id, request_id, cand, probs, x_saved, attrs)
+                self._housekeep(t)
                 return d
         except Exception:
             self._count("rejected")
@@ -181,12 +180,25 @@ class Allocator:
         try:
             with self._lock:
                 engine = self._engine
-                batch = request_batch(engine, requests, self._clock(), self._resolve_context)
+                modes: set[str] = set()
+
+                def resolve_time(timestamp: Any, where: str) -> float:
+                    t, mode = self._time.time_of(timestamp, where, self._books.last_t)
+                    modes.add(mode)
+                    return t
+
+                batch = request_batch(engine, requests, resolve_time, self._resolve_context)
+                if len(modes) > 1:
+                    raise InvalidInputError(
+                        "requests mix given and missing timestamps: give every request its "
+                        "event time, or none"
+                    )
                 times = batch.times
                 if times.size:
                     self._check_time(float(times.min()))
-                    self._housekeep(float(times.max()))
                 out = engine.decide_batch(batch.ptr, batch.idx, batch.contexts, times, batch.attrs)
+                for mode in modes:
+                    self._commit_time(mode)
                 first = self._books.next_id
                 ids = tuple(f"{self.replica}-{first + k:x}" for k in range(len(times)))
                 self._books.next_id += len(times)
@@ -202,10 +214,16 @@ class Allocator:
                             engine.decision_at(out, k), decision_id, batch.request_ids[k],
                             batch.idx[lo:hi], out.probabilities[lo:hi], x_k, batch.attrs[k],
                         )  # fmt: skip
+                if times.size:
+                    self._housekeep(float(times.max()))
                 return out.with_ids(ids, batch.request_ids)
         except Exception:
             self._count("rejected")
             raise
+
+    def _commit_time(self, mode: str) -> None:
+        self._time.commit(mode)
+        self._books.time_mode = mode
 
     def _check_time(self, t: float) -> None:
         skew = self.config.serving.max_clock_skew_s
@@ -261,12 +279,13 @@ class Allocator:
             raise InvalidInputError(
                 f"outcome.{where} = {first.get('input')!r}: {first['msg']}"
             ) from None
-        try:
-            t = self._clock() if timestamp is None else as_epoch_seconds(timestamp)
-        except InvalidInputError:
-            self._count("rejected")
-            raise
         with self._lock:
+            try:
+                t, mode = self._time.time_of(timestamp, "update", self._books.last_t, True)
+            except InvalidInputError:
+                self._books.counts["rejected"] += 1
+                raise
+            self._commit_time(mode)
             entry = self._pending.get(decision_id)
             if entry is None:
                 if self._pending.was_finished(decision_id):
@@ -290,8 +309,9 @@ class Allocator:
 
     def expire(self, now: Any = None) -> int:
         """Give the default outcome to every decision older than the reward wait."""
-        t = self._clock() if now is None else as_epoch_seconds(now)
         with self._lock:
+            t, mode = self._time.time_of(now, "expire", self._books.last_t, True)
+            self._commit_time(mode)
             return self._expire(t)
 
     def _learn(
@@ -478,4 +498,6 @@ class Allocator:
         out._setup(saved.config, saved.seed, saved.replica, clock, log_dir, log_rotate_rows)
         out._install(saved.engine, saved.pending)
         out._books = saved.books
+        if saved.books.time_mode is not None:
+            out._time.commit(saved.books.time_mode)
         return out

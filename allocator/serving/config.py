@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -47,13 +47,16 @@ class Outcome(StrictModel):
 
 
 class ServingConfig(StrictModel):
-    """Feedback handling and refresh cadence.
+    """Feedback handling, refresh cadence, and whose time the allocator runs on.
 
     Decisions wait ``reward_wait_s`` for feedback, then learn ``default_outcome`` exactly
     once. At most ``pending_capacity`` decisions wait; beyond it the oldest is expired early
     (and counted as evicted). The posterior refreshes every ``policy.refresh_every`` updates
     or ``refresh_every_s`` seconds, whichever comes first. Decision timestamps may go back by
-    ``max_clock_skew_s`` at most (later ones are rejected).
+    ``max_clock_skew_s`` at most (later ones are rejected). ``time`` says whose clock: the
+    caller's event time (``event``: every call carries a timestamp), the allocator's own
+    (``wall``: none does), or ``auto`` (fixed by the first call); see
+    :mod:`allocator.serving.clock`.
     """
 
     reward_wait_s: PositiveFloat = 3600.0
@@ -61,6 +64,8 @@ class ServingConfig(StrictModel):
     pending_capacity: Annotated[int, Field(ge=1, le=100_000_000)] = 1_000_000
     refresh_every_s: PositiveFloat | None = 5.0
     max_clock_skew_s: NonNegative = 5.0
+    time: Literal["auto", "event", "wall"] = "auto"
+    max_time_jump_s: PositiveFloat = 30 * 86_400.0
     feature_names: list[Annotated[str, Field(min_length=1)]] | None = None
 
 

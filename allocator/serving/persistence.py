@@ -34,6 +34,7 @@ class Books:
     next_id: int = 0
     last_t: float = -math.inf  # latest decision time
     last_refresh_t: float = -math.inf  # time of the latest timed refresh check
+    time_mode: str | None = None  # "event" or "wall" once fixed (see serving.clock)
 
     def to_meta(self) -> dict[str, Any]:
         return {
@@ -41,6 +42,7 @@ class Books:
             "next_id": self.next_id,
             "last_t": float(self.last_t),
             "last_refresh_t": float(self.last_refresh_t),
+            "time_mode": self.time_mode,
         }
 
     @classmethod
@@ -50,7 +52,14 @@ class Books:
             next_id=int(meta["next_id"]),
             last_t=float(meta["last_t"]),
             last_refresh_t=float(meta["last_refresh_t"]),
+            time_mode=_time_mode(meta.get("time_mode")),
         )
+
+
+def _time_mode(value: Any) -> str | None:
+    if value not in (None, "event", "wall"):
+        raise ValueError(f"time_mode = {str(value)[:20]!r}: expected 'event', 'wall' or null")
+    return value
 
 
 @dataclass(frozen=True)

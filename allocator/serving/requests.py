@@ -10,7 +10,6 @@ import numpy as np
 
 from allocator.engine import Engine
 from allocator.errors import InvalidInputError
-from allocator.timestamps import as_epoch_seconds
 
 KEYS = frozenset({"candidates", "context", "attrs", "timestamp", "request_id"})
 
@@ -28,13 +27,14 @@ class RequestBatch:
 
 
 def request_batch(
-    engine: Engine, requests: Sequence[Mapping[str, Any]], now: float,
-    resolve_context: Callable[[Any], Any],
+    engine: Engine, requests: Sequence[Mapping[str, Any]],
+    resolve_time: Callable[[Any, str], float], resolve_context: Callable[[Any], Any],
 ) -> RequestBatch:  # fmt: skip
     """Check every request (keys, candidates, context, time) before any is decided.
 
-    A missing timestamp is ``now``; ``resolve_context`` turns a named-feature mapping into
-    an array. Raises :class:`InvalidInputError` naming the request.
+    ``resolve_time(timestamp, where)`` gives a request's time (or raises);
+    ``resolve_context`` turns a named-feature mapping into an array. Raises
+    :class:`InvalidInputError` naming the request.
     """
     if not isinstance(requests, Sequence) or not all(isinstance(r, Mapping) for r in requests):
         raise InvalidInputError("requests must be a sequence of mappings")
@@ -44,9 +44,10 @@ def request_batch(
                 f"requests[{i}]: keys must be among {sorted(KEYS)} with 'candidates', "
                 f"got {sorted(req)}"
             )
-    times = np.array([
-        now if r.get("timestamp") is None else as_epoch_seconds(r["timestamp"]) for r in requests
-    ], dtype=np.float64)  # fmt: skip
+    times = np.array(
+        [resolve_time(r.get("timestamp"), f"requests[{i}]") for i, r in enumerate(requests)],
+        dtype=np.float64,
+    )
     cands = [engine.resolve(r["candidates"]) for r in requests]
     ptr = np.zeros(len(requests) + 1, dtype=np.int64)
     np.cumsum([c.shape[0] for c in cands], out=ptr[1:])

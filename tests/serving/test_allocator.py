@@ -205,6 +205,6 @@ def test_periodic_autosave(tmp_path):
         alloc.decide(CANDS, timestamp=T0 + i)
     assert path.exists() and alloc.metrics()["saves"] == 3  # at T0+60, +120, +180
     restored = Allocator.load(path)
-    assert restored.metrics()["decisions"] == 180  # saved before the decision at T0+180
+    assert restored.metrics()["decisions"] == 181  # saved right after the decision at T0+180
     with pytest.raises(InvalidInputError, match="autosave_every_s"):
         alloc.set_autosave(path, 0.0)
