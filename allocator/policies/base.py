@@ -320,6 +320,12 @@ class Policy(ABC):
         np.add.at(self.state.n_obs, a, 1)
         self._after_updates(a.shape[0])
 
+    def check_rewards(self, rewards: np.ndarray, name: str = "rewards") -> None:
+        """Raise :class:`InvalidInputError` unless every reward is finite and in the family's
+        domain (nothing changes either way)."""
+        r = as_float_array(rewards, name, (-1,))
+        self._check_rewards(r)
+
     def _after_updates(self, n: int) -> None:
         self.state.pending[0] += n
         if self.state.pending[0] >= self.config.refresh_every:

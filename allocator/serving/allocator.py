@@ -269,43 +269,90 @@ class Allocator:
         Invalid outcomes (NaN, negative) raise :class:`InvalidInputError`.
         """
         try:
-            result = (
-                outcome if isinstance(outcome, Outcome) else Outcome.model_validate(outcome or {})
-            )
-        except ValidationError as err:
+            result = _outcome(outcome, "outcome")
+        except InvalidInputError:
             self._count("rejected")
-            first = err.errors()[0]
-            where = ".".join(map(str, first["loc"]))
-            raise InvalidInputError(
-                f"outcome.{where} = {first.get('input')!r}: {first['msg']}"
-            ) from None
+            raise
         with self._lock:
             try:
                 t, mode = self._time.time_of(timestamp, "update", self._books.last_t, True)
+                entry = self._pending.get(decision_id)
+                if entry is not None:
+                    reward = self._objective.reward_one(
+                        entry.arm, result.click, result.order, result.gmv
+                    )
+                    self.policy.check_rewards(np.array([reward]), "reward")
             except InvalidInputError:
                 self._books.counts["rejected"] += 1
                 raise
             self._commit_time(mode)
-            entry = self._pending.get(decision_id)
             if entry is None:
-                if self._pending.was_finished(decision_id):
-                    self._books.counts["duplicates"] += 1
-                    return UpdateStatus.DUPLICATE
-                self._books.counts["unknown"] += 1
-                return UpdateStatus.UNKNOWN
-            try:
-                self._learn(decision_id, entry, result, t)
-            except InvalidInputError:
-                self._books.counts["rejected"] += 1
-                raise
+                return self._not_pending(decision_id)
+            self._learn(decision_id, entry, result, t, reward=reward)
             self._books.counts["updates"] += 1
             self._housekeep(t)
             return UpdateStatus.APPLIED
 
-    def update_many(self, feedback: Sequence[tuple[str, Any]]) -> list[UpdateStatus]:
-        """:meth:`update` for ``(decision_id, outcome)`` pairs, under one lock."""
+    def update_many(
+        self, feedback: Sequence[tuple[str, Outcome | Mapping[str, float] | None]]
+    ) -> list[UpdateStatus]:
+        """:meth:`update` for ``(decision_id, outcome)`` pairs, all at the time an
+        :meth:`update` without a timestamp would take, under one lock.
+
+        All or nothing: every outcome and reward is checked before any is learned, so a
+        bad item raises (naming it) with nothing applied. Unknown or repeated ids are not
+        errors: their status says so (a second outcome for one id in the batch is
+        ``DUPLICATE``).
+        """
+        try:
+            items = list(feedback)
+            parsed = []
+            for i, item in enumerate(items):
+                if not isinstance(item, tuple) or len(item) != 2:
+                    raise InvalidInputError(f"feedback[{i}] must be a (decision_id, outcome) pair")
+                parsed.append((item[0], _outcome(item[1], f"feedback[{i}].outcome")))
+        except InvalidInputError:
+            self._count("rejected")
+            raise
         with self._lock:
-            return [self.update(decision_id, outcome) for decision_id, outcome in feedback]
+            try:
+                t, mode = self._time.time_of(None, "update_many", self._books.last_t, True)
+                plan: list[tuple[int, str, Pending, Outcome, float]] = []
+                seen: set[str] = set()
+                for i, (decision_id, result) in enumerate(parsed):
+                    entry = None if decision_id in seen else self._pending.get(decision_id)
+                    if entry is not None:
+                        seen.add(decision_id)
+                        reward = self._objective.reward_one(
+                            entry.arm, result.click, result.order, result.gmv
+                        )
+                        plan.append((i, decision_id, entry, result, reward))
+                if plan:
+                    rewards = np.array([p[4] for p in plan])
+                    self.policy.check_rewards(rewards, "rewards")
+            except InvalidInputError as err:
+                self._books.counts["rejected"] += 1
+                raise InvalidInputError(f"update_many, nothing applied: {err}") from None
+            self._commit_time(mode)
+            statuses = [UpdateStatus.UNKNOWN] * len(parsed)
+            planned = {i for i, *_ in plan}
+            for i, decision_id, entry, result, reward in plan:
+                self._learn(decision_id, entry, result, t, reward=reward)
+                self._books.counts["updates"] += 1
+                statuses[i] = UpdateStatus.APPLIED
+            for i, (decision_id, _) in enumerate(parsed):
+                if i not in planned:
+                    statuses[i] = self._not_pending(decision_id)
+            self._housekeep(t)
+            return statuses
+
+    def _not_pending(self, decision_id: str) -> UpdateStatus:
+        """Status of feedback for a decision that is not waiting (counted)."""
+        if self._pending.was_finished(decision_id):
+            self._books.counts["duplicates"] += 1
+            return UpdateStatus.DUPLICATE
+        self._books.counts["unknown"] += 1
+        return UpdateStatus.UNKNOWN
 
     def expire(self, now: Any = None) -> int:
         """Give the default outcome to every decision older than the reward wait."""
@@ -316,10 +363,13 @@ class Allocator:
 
     def _learn(
         self, decision_id: str, entry: Pending, outcome: Outcome, t: float,
-        source: str = "feedback",
+        source: str = "feedback", reward: float | None = None,
     ) -> None:  # fmt: skip
         """Apply one outcome; the pending entry goes only once the policy accepted it."""
-        reward = self._objective.reward_one(entry.arm, outcome.click, outcome.order, outcome.gmv)
+        if reward is None:
+            reward = self._objective.reward_one(
+                entry.arm, outcome.click, outcome.order, outcome.gmv
+            )
         self.policy.update(entry.arm, reward, entry.context)
         self._catalogue.learned(entry.arm)
         self._pending.pop(decision_id)
@@ -501,3 +551,17 @@ class Allocator:
         if saved.books.time_mode is not None:
             out._time.commit(saved.books.time_mode)
         return out
+
+
+def _outcome(outcome: Any, where: str) -> Outcome:
+    """An :class:`Outcome` from a mapping (or None: all zeros), or a typed error naming the
+    field."""
+    if isinstance(outcome, Outcome):
+        return outcome
+    try:
+        return Outcome.model_validate(outcome or {})
+    except ValidationError as err:
+        first = err.errors()[0]
+        field = ".".join(map(str, first["loc"]))
+        value = str(first.get("input"))[:40]
+        raise InvalidInputError(f"{where}.{field} = {value}: {first['msg']}") from None

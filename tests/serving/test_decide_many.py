@@ -89,3 +89,28 @@ def test_decide_many_logs_every_decision_with_its_distribution(tmp_path):
     np.testing.assert_array_equal(log.propensity, batch.propensities)
     np.testing.assert_allclose(log.cand_prob, batch.probabilities)
     assert list(log.request_id) == [f"q{i}" for i in range(50)]
+
+
+def test_update_many_applies_all_or_nothing_and_reports_each_item():
+    alloc = Allocator(config(), seed=7)
+    batch = alloc.decide_many(requests("beta_bernoulli", 10))
+    ids = batch.decision_ids
+    n_obs = alloc.policy.n_observations.copy()
+    for bad, match in (
+        ((ids[2], {"gmv": -3.0}), r"feedback\[1\]\.outcome\.gmv"),
+        ((ids[2], {"order": 2.0}), "nothing applied.*expects rewards in"),
+        ("not a pair", r"feedback\[1\] must be"),
+    ):
+        with pytest.raises(InvalidInputError, match=match):
+            alloc.update_many([(ids[0], {"order": 1.0}), bad, (ids[3], {"order": 1.0})])
+        np.testing.assert_array_equal(alloc.policy.n_observations, n_obs)
+        assert alloc.metrics()["pending"] == 10
+    statuses = alloc.update_many([
+        (ids[0], {"order": 1.0}), (ids[0], {"order": 0.0}), ("r0-ffff", {"order": 1.0}),
+        (ids[1], None),
+    ])  # fmt: skip
+    assert statuses == [
+        UpdateStatus.APPLIED, UpdateStatus.DUPLICATE, UpdateStatus.UNKNOWN, UpdateStatus.APPLIED,
+    ]  # fmt: skip
+    assert int(alloc.policy.n_observations.sum()) == int(n_obs.sum()) + 2
+    assert alloc.update_many([(ids[0], {"order": 1.0})]) == [UpdateStatus.DUPLICATE]
