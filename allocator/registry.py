@@ -7,11 +7,11 @@ doubling, so adding arms one at a time stays amortised O(1) up to millions of ar
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from allocator.errors import InvalidInputError, UnknownArmError
+from allocator.errors import InvalidInputError, SnapshotError, UnknownArmError
 
 MINI_SHOP = "mini_shop"
 
@@ -208,12 +208,40 @@ class ArmRegistry:
         }
 
     @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> ArmRegistry:
-        out = cls(capacity=int(arrays["registry.active"].shape[0]))
-        out._ids = arrays["registry.ids"].tolist()
-        out._index = {arm_id: i for i, arm_id in enumerate(out._ids)}
-        out._groups = arrays["registry.groups"].tolist()
-        out._group_code = {g: i for i, g in enumerate(out._groups)}
-        out.active = arrays["registry.active"].astype(np.bool_, copy=True)
-        out.arm_group = arrays["registry.arm_group"].astype(np.int64, copy=True)
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> ArmRegistry:
+        """Rebuild from :meth:`to_arrays` output, checking it first (untrusted files):
+        ids and groups unique non-empty strings, one capacity for both flag arrays, group
+        codes in range for registered arms, no active slot beyond them."""
+        try:
+            ids_arr, groups_arr = arrays["registry.ids"], arrays["registry.groups"]
+            active, arm_group = arrays["registry.active"], arrays["registry.arm_group"]
+        except KeyError as err:
+            raise SnapshotError(f"registry array {err} is missing") from None
+        if ids_arr.dtype.kind != "U" or groups_arr.dtype.kind != "U" or ids_arr.ndim != 1:
+            raise SnapshotError("registry ids and groups must be 1-d string arrays")
+        if active.dtype != np.bool_ or arm_group.dtype != np.int64:
+            raise SnapshotError("registry.active must be bool and registry.arm_group int64")
+        if active.ndim != 1 or active.shape != arm_group.shape or active.shape[0] < 1:
+            raise SnapshotError(
+                f"registry arrays have shapes {active.shape} and {arm_group.shape}: expected "
+                "one capacity >= 1"
+            )
+        ids, groups = ids_arr.tolist(), groups_arr.tolist()
+        n, cap = len(ids), int(active.shape[0])
+        if n > cap or len(set(ids)) != n or not all(ids) or len(set(groups)) != len(groups):
+            raise SnapshotError(
+                f"registry has {n} ids for capacity {cap}, or repeated or empty ids or groups"
+            )
+        codes = arm_group[:n]
+        if n and (codes.min() < 0 or codes.max() >= len(groups)):
+            raise SnapshotError("registry.arm_group holds a group code out of range")
+        if active[n:].any():
+            raise SnapshotError("registry.active marks a slot with no arm")
+        out = cls(capacity=cap)
+        out._ids = ids
+        out._index = {arm_id: i for i, arm_id in enumerate(ids)}
+        out._groups = groups
+        out._group_code = {g: i for i, g in enumerate(groups)}
+        out.active = active.astype(np.bool_, copy=True)
+        out.arm_group = arm_group.astype(np.int64, copy=True)
         return out

@@ -199,7 +199,20 @@ class Contracts:
         first = arrays.get("constraints.first_seen")
         if first is None or first.ndim != 1 or first.dtype != np.float64:
             raise SnapshotError("constraint state first_seen is missing or not float64 (n,)")
-        self.st_f, self.st_i, self.ring = checked["st_f"], checked["st_i"], checked["ring"]
+        st_f, st_i, ring = checked["st_f"], checked["st_i"], checked["ring"]
+        window = ring.shape[2]
+        worst_ok = np.isfinite(st_f) | (
+            np.isposinf(st_f) & (np.arange(st_f.shape[1]) == kc.S_WORST)[None, :]
+        )
+        if not worst_ok.all() or not np.isfinite(ring).all() or np.isinf(first).any():
+            raise SnapshotError("constraint state holds NaN or inf")
+        pos, seen = st_i[:, kc.J_RING_POS], st_i[:, kc.J_N_SEEN]
+        if st_i.size and (
+            (pos < 0).any() or (pos >= window).any() or (seen < 0).any()
+            or (st_i[:, kc.J_BACKSTOPS] < 0).any()
+        ):  # fmt: skip
+            raise SnapshotError("constraint state holds a ring position or count out of range")
+        self.st_f, self.st_i, self.ring = st_f, st_i, ring
         self.first_seen = np.array(first, copy=True)
 
     # ---------------------------------------------------------------- accounting

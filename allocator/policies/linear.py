@@ -25,7 +25,7 @@ _Z_CELLS_PER_REFRESH = 1 << 16
 #: the normal bank and its rolling-redraw cursor
 SCORE_BANK_FIELDS = (
     Field("z", np.float64, Role.CACHE, ("slots", "rows")),
-    Field("z_cursor", np.int64, Role.NONE, (1,)),
+    Field("z_cursor", np.int64, Role.NONE, (1,), values="count"),
 )
 
 
@@ -63,7 +63,7 @@ class LinearGaussianPolicy(_ScoreBankPolicy):
     _SUM = Role.PER_ARM | Role.LEARNED | Role.ADDITIVE | Role.DECAYS
     FIELDS = (
         *SCORE_BANK_FIELDS,
-        Field("t_last", np.int64, Role.PER_ARM),
+        Field("t_last", np.int64, Role.PER_ARM, values="tick"),
         Field("g", np.float64, _SUM, ("d", "d")),  # discounted Σ x xᵀ as of t_last
         Field("h", np.float64, _SUM, ("d",)),  # discounted Σ r x
         Field("count", np.float64, _SUM),  # discounted count

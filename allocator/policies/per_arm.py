@@ -62,11 +62,11 @@ _CACHE = Role.PER_ARM | Role.CACHE
 
 #: arrays of the bank machinery shared by the context-free families
 BANK_FIELDS = (
-    Field("t_last", np.int64, _ARM),
+    Field("t_last", np.int64, _ARM, values="tick"),
     Field("mean", np.float64, _CACHE),
     Field("sd", np.float64, _CACHE),
     Field("bank", np.float32, _CACHE, ("rows",)),
-    Field("winner", np.int64, Role.CACHE, ("rows",), fill=-1),
+    Field("winner", np.int64, Role.CACHE, ("rows",), fill=-1, values="arm"),
 )
 
 

@@ -44,7 +44,10 @@ class Field:
     """One array: name, dtype, roles, and its dimensions after the arm axis (if per arm).
 
     ``dims`` entries are ints or names of sizes the family resolves (``"d"``, ``"rows"``).
-    ``fill`` is the value of fresh entries (new arms, new buffers).
+    ``fill`` is the value of fresh entries (new arms, new buffers). ``values`` says what a
+    restored array may hold beyond finiteness: ``"arm"`` (an arm index, or -1) or
+    ``"tick"`` (a model-clock tick, 0 … clock) — kernels index with them — or ``"count"``
+    (non-negative).
     """
 
     name: str
@@ -52,6 +55,7 @@ class Field:
     roles: Role = Role.NONE
     dims: tuple[int | str, ...] = ()
     fill: float = 0
+    values: str = ""
 
     def has(self, role: Role) -> bool:
         return bool(self.roles & role)
@@ -66,13 +70,13 @@ class Field:
 #: changed" flags, and counters of refreshes, updates since the last refresh and arms
 #: that have state; and the kernels' per-arm scratch (all -1 between calls).
 COMMON_FIELDS = (
-    Field("clock", np.int64, Role.LEARNED, (1,)),
+    Field("clock", np.int64, Role.LEARNED, (1,), values="count"),
     Field("stream", np.uint64, Role.NONE, (2,)),
-    Field("n_obs", np.int64, Role.PER_ARM | Role.LEARNED | Role.ADDITIVE),
+    Field("n_obs", np.int64, Role.PER_ARM | Role.LEARNED | Role.ADDITIVE, values="count"),
     Field("dirty", np.bool_, Role.PER_ARM | Role.CACHE),
-    Field("version", np.int64, Role.NONE, (1,)),
-    Field("pending", np.int64, Role.NONE, (1,)),
-    Field("n_synced", np.int64, Role.NONE, (1,)),
+    Field("version", np.int64, Role.NONE, (1,), values="count"),
+    Field("pending", np.int64, Role.NONE, (1,), values="count"),
+    Field("n_synced", np.int64, Role.NONE, (1,), values="count"),
     Field("pos_of_arm", np.int64, Role.PER_ARM | Role.SCRATCH, fill=-1),
 )
 
@@ -179,6 +183,18 @@ class ModelState:
             if value.dtype.kind == "f" and not np.isfinite(value).all():
                 raise SnapshotError(f"state array {f.name!r} holds NaN or inf")
             checked[f.name] = np.array(value, copy=True, order="C")
+        clock = int(checked["clock"][0]) if "clock" in checked else 0
+        for f in saved:
+            value = checked[f.name]
+            lo, hi = {"arm": (-1, capacity - 1), "tick": (0, clock), "count": (0, None)}.get(
+                f.values, (None, None)
+            )
+            if value.size and (
+                (lo is not None and value.min() < lo) or (hi is not None and value.max() > hi)
+            ):
+                raise SnapshotError(
+                    f"state array {f.name!r} holds values outside [{lo}, {hi}] ({f.values})"
+                )
         for f in self.select(Role.SCRATCH):
             checked[f.name] = np.full(f.shape(self.sizes, capacity), f.fill, dtype=f.dtype)
         for name, value in checked.items():

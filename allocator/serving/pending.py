@@ -12,6 +12,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from allocator.errors import SnapshotError
+
 
 class Pending(NamedTuple):
     arm: int
@@ -79,16 +81,35 @@ class PendingTable:
 
     @classmethod
     def from_arrays(
-        cls, capacity: int, arrays: dict[str, np.ndarray], contextual: bool
+        cls, capacity: int, arrays: dict[str, np.ndarray], n_arms: int, n_features: int | None
     ) -> PendingTable:
+        """Rebuild from :meth:`to_arrays` output, checking it first (untrusted files)."""
+        try:
+            ids, arms = arrays["pending.ids"], arrays["pending.arms"]
+            times, ctx = arrays["pending.timestamps"], arrays["pending.contexts"]
+            finished = arrays["pending.finished"]
+        except KeyError as err:
+            raise SnapshotError(f"pending array {err} is missing") from None
+        k = ids.shape[0] if ids.ndim == 1 else -1
+        d = n_features or 0
+        if (
+            ids.dtype.kind != "U" or finished.dtype.kind != "U" or finished.ndim != 1 or k < 0
+            or arms.dtype != np.int64 or arms.shape != (k,)
+            or times.dtype != np.float64 or times.shape != (k,)
+            or ctx.dtype != np.float64 or ctx.shape != (k, d)
+        ):  # fmt: skip
+            raise SnapshotError("pending arrays have wrong dtypes or shapes")
+        if k and (arms.min() < 0 or arms.max() >= n_arms):
+            raise SnapshotError("pending.arms holds an arm index out of range")
+        if not (np.isfinite(times).all() and np.isfinite(ctx).all()):
+            raise SnapshotError("pending times or contexts hold NaN or inf")
+        if k > capacity or finished.shape[0] > capacity or len(set(ids.tolist())) != k:
+            raise SnapshotError("pending tables exceed their capacity or repeat an id")
         table = cls(capacity)
-        ctx = arrays["pending.contexts"]
-        for i, decision_id in enumerate(arrays["pending.ids"].tolist()):
+        for i, decision_id in enumerate(ids.tolist()):
             table._pending[decision_id] = Pending(
-                int(arrays["pending.arms"][i]),
-                float(arrays["pending.timestamps"][i]),
-                ctx[i].copy() if contextual else None,
+                int(arms[i]), float(times[i]), ctx[i].copy() if n_features else None
             )
-        for decision_id in arrays["pending.finished"].tolist():
+        for decision_id in finished.tolist():
             table._finished[decision_id] = None
         return table

@@ -108,8 +108,9 @@ def read_allocator_snapshot(path: str | Path) -> Restored:
             config.engine.policy, config.constraints, seed, arrays, meta["policy"]
         )
         pending = PendingTable.from_arrays(
-            config.serving.pending_capacity, arrays, engine.policy.n_features is not None
-        )
+            config.serving.pending_capacity, arrays, engine.registry.n_arms,
+            engine.policy.n_features,
+        )  # fmt: skip
         return Restored(config, seed, str(meta["replica"]), engine, pending, Books.from_meta(meta))
     except (KeyError, TypeError, ValueError) as err:
         raise SnapshotError(f"snapshot {path} is incomplete or inconsistent: {err}") from None
