@@ -58,6 +58,9 @@ class _PolicyBase(StrictModel):
     sample bank, an upper confidence bound (``mean + ucb_alpha * sd``), or greedy on the
     mean. ``epsilon`` mixes a uniform share over the request's candidates into every rule,
     so that no eligible arm ever has probability zero (off-policy evaluation needs it).
+    ``max_abs_input`` bounds every context and arm-feature value and ``max_abs_reward``
+    every reward: finite numbers beyond them are refused, so that squares and sums in the
+    posterior stay finite.
     """
 
     rule: Literal["thompson", "ucb", "greedy"] = "thompson"
@@ -69,6 +72,8 @@ class _PolicyBase(StrictModel):
     bank_max_cells: Annotated[int, Field(ge=1024)] = 1 << 25
     refresh_every: Annotated[int, Field(ge=1)] = 64
     new_arm_prior: Literal["configured", "empirical"] = "configured"
+    max_abs_input: Annotated[float, Field(gt=0.0, le=1e12, allow_inf_nan=False)] = 1e6
+    max_abs_reward: Annotated[float, Field(gt=0.0, le=1e15, allow_inf_nan=False)] = 1e9
 
     @model_validator(mode="after")
     def _one_forgetting_knob(self) -> _PolicyBase:

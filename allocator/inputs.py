@@ -6,6 +6,7 @@ bad request reads the same everywhere and nothing unchecked reaches a kernel.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -30,8 +31,11 @@ def as_index_array(values: Any, name: str) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.int64)
 
 
-def as_float_array(values: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
-    """``values`` as a finite float64 array of ``shape`` (-1 = any), or a typed error."""
+def as_float_array(
+    values: Any, name: str, shape: tuple[int, ...], bound: float = math.inf
+) -> np.ndarray:
+    """``values`` as a finite float64 array of ``shape`` (-1 = any) with every entry's
+    magnitude at most ``bound``, or a typed error naming the first bad entry."""
     arr = values
     if not (type(arr) is np.ndarray and arr.dtype == np.float64 and arr.flags.c_contiguous):
         if isinstance(values, np.ndarray) and values.dtype.kind not in "biuf":
@@ -47,10 +51,13 @@ def as_float_array(values: Any, name: str, shape: tuple[int, ...]) -> np.ndarray
     ):
         want = tuple("n" if s == -1 else s for s in shape)
         raise InvalidInputError(f"{name} has shape {arr.shape}, expected {want}")
-    if not np.isfinite(arr).all():
-        bad = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
+    if arr.size and not np.abs(arr).max() <= bound:  # one pass: NaN fails the comparison
+        bad_mask = ~(np.abs(arr) <= bound)
+        bad = tuple(int(i) for i in np.argwhere(bad_mask)[0])
         where = ", ".join(map(str, bad))
-        raise InvalidInputError(f"{name}[{where}] = {float(arr[bad])}: expected a finite number")
+        value = float(arr[bad])
+        expected = "a finite number" if not math.isfinite(value) else f"|value| <= {bound:g}"
+        raise InvalidInputError(f"{name}[{where}] = {value!r}: expected {expected}")
     return arr
 
 

@@ -179,3 +179,23 @@ def test_bad_seed_and_arm_features():
         make_policy(cfg, reg, seed=0, arm_features=np.ones((3, 3)))
     with pytest.raises(InvalidInputError, match="takes no arm features"):
         make_policy(BetaBernoulliConfig(), reg, seed=0, arm_features=np.ones((3, 2)))
+
+
+@pytest.mark.parametrize("kind", ["normal_gamma", "linear", "shared"])
+def test_absurd_but_finite_inputs_are_refused_before_they_reach_the_posterior(kind):
+    pol = build(kind)
+    before = fingerprint(pol)
+    ctx = CTX[kind]
+    with pytest.raises(InvalidInputError, match="max_abs_reward"):
+        pol.update(0, 1e300, ctx)
+    with pytest.raises(InvalidInputError, match=r"\|value\| <= 1e\+09"):
+        pol.update_batch([0, 1], [1.0, 1e300], None if ctx is None else [ctx, ctx])
+    if ctx is not None:
+        big = np.full(len(ctx), 1e150)
+        with pytest.raises(InvalidInputError, match=r"context\[0\] = 1e\+150"):
+            pol.decide([0, 1], big)
+        with pytest.raises(InvalidInputError, match=r"context\[0\] = 1e\+150"):
+            pol.update(0, 1.0, big)
+    assert fingerprint(pol) == before
+    for arr in pol.state.snapshot().values():
+        assert arr.dtype.kind != "f" or np.isfinite(arr).all()

@@ -78,6 +78,8 @@ class Policy(ABC):
         self.rule = int(config.rule_code)
         self.eps = float(config.epsilon)
         self.ucb_alpha = float(config.ucb_alpha)
+        self.input_bound = float(config.max_abs_input)
+        self.reward_bound = float(config.max_abs_reward)
         bank_seq, stream_seq = np.random.SeedSequence(int(seed)).spawn(2)
         self.rng = np.random.Generator(np.random.PCG64(bank_seq))
         self._stream_key = stream_seq.generate_state(1, np.uint64)[0]
@@ -309,7 +311,7 @@ class Policy(ABC):
     def update_batch(self, arms: Any, rewards: Any, contexts: Any = None) -> None:
         """Fold many rewards in order; equivalent to calling :meth:`update` for each."""
         a = as_index_array(arms, "arms")
-        r = as_float_array(rewards, "rewards", (a.shape[0],))
+        r = as_float_array(rewards, "rewards", (a.shape[0],), self.reward_bound)
         bad = (a < 0) | (a >= self.registry.n_arms)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
@@ -323,7 +325,7 @@ class Policy(ABC):
     def check_rewards(self, rewards: np.ndarray, name: str = "rewards") -> None:
         """Raise :class:`InvalidInputError` unless every reward is finite and in the family's
         domain (nothing changes either way)."""
-        r = as_float_array(rewards, name, (-1,))
+        r = as_float_array(rewards, name, (-1,), self.reward_bound)
         self._check_rewards(r)
 
     def _after_updates(self, n: int) -> None:
@@ -486,7 +488,7 @@ class Policy(ABC):
             return self._x_none
         if context is None:
             raise InvalidInputError(f"context is required: expected {d} floats")
-        return as_float_array(context, "context", (d,)).reshape(1, d)
+        return as_float_array(context, "context", (d,), self.input_bound).reshape(1, d)
 
     def context_rows(self, contexts: Any, n: int) -> np.ndarray:
         """R requests' contexts as (R, d) (d = 0 for context-free models)."""
@@ -497,7 +499,7 @@ class Policy(ABC):
             return np.zeros((n, 0))
         if contexts is None:
             raise InvalidInputError(f"contexts are required: expected shape ({n}, {d})")
-        return as_float_array(contexts, "contexts", (n, d))
+        return as_float_array(contexts, "contexts", (n, d), self.input_bound)
 
     def _check_arm(self, arm: Any) -> None:
         if not isinstance(arm, (int, np.integer)) or isinstance(arm, bool):
@@ -513,6 +515,10 @@ class Policy(ABC):
         r = float(reward)
         if not math.isfinite(r):
             raise InvalidInputError(f"{name} = {r!r}: expected a finite number")
+        if abs(r) > self.reward_bound:
+            raise InvalidInputError(
+                f"{name} = {r!r}: expected |reward| <= max_abs_reward = {self.reward_bound:g}"
+            )
         lo, hi = self.REWARD_RANGE
         if not lo <= r <= hi:
             self._check_rewards(np.array([r]))

@@ -215,7 +215,9 @@ class SharedLinearPolicy(_ScoreBankPolicy):
                 f"arm_features required for {n_new} new arms: expected shape "
                 f"({n_new}, {self.config.n_arm_features})"
             )
-        return as_float_array(arm_features, "arm_features", (n_new, self.config.n_arm_features))
+        return as_float_array(
+            arm_features, "arm_features", (n_new, self.config.n_arm_features), self.input_bound
+        )
 
     def _init_arms(self, new: np.ndarray, arm_features: np.ndarray | None) -> None:
         assert arm_features is not None
