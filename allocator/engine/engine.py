@@ -49,7 +49,10 @@ class Engine:
         else:
             self.policy = make_policy(policy, registry or ArmRegistry(), seed, arm_features)
         self.contracts = Contracts(constraints, self.policy.registry)
-        self.policy.registry.claim(self)
+        registry = self.policy.registry
+        if isinstance(registry.owner, Engine) and registry.owner.policy is self.policy:
+            registry.owner = None  # the policy moves to this engine (a contract-only reload)
+        registry.claim(self)
 
     @property
     def registry(self) -> ArmRegistry:

@@ -6,14 +6,18 @@ keyed by the config's ``kind``, so adding a family is one class and one entry he
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from allocator.config import (
     BetaBernoulliConfig,
+    EngineConfig,
     LinearGaussianConfig,
     NormalGammaConfig,
     SharedLinearConfig,
+    parse_config,
 )
+from allocator.errors import ConfigError
 from allocator.policies.base import Policy
 from allocator.policies.linear import LinearGaussianPolicy, SharedLinearPolicy
 from allocator.policies.per_arm import BetaBernoulliPolicy, NormalGammaPolicy
@@ -27,12 +31,21 @@ POLICY_CLASSES: dict[str, type[Policy]] = {
 }
 
 PolicyConfig = BetaBernoulliConfig | NormalGammaConfig | LinearGaussianConfig | SharedLinearConfig
+POLICY_CONFIGS = (BetaBernoulliConfig, NormalGammaConfig, LinearGaussianConfig, SharedLinearConfig)
 
 
 def make_policy(
-    config: PolicyConfig, registry: ArmRegistry, seed: int, arm_features: Any = None
-) -> Policy:
-    """Build the policy for ``config.kind`` over the arms of ``registry``."""
+    config: PolicyConfig | Mapping[str, Any], registry: ArmRegistry, seed: int,
+    arm_features: Any = None,
+) -> Policy:  # fmt: skip
+    """Build the policy for ``config.kind`` over the arms of ``registry``; ``config`` may be
+    a mapping (as the YAML would read), validated into its family's config first."""
+    if isinstance(config, Mapping):
+        config = parse_config(EngineConfig, {"policy": dict(config)}, "<policy mapping>").policy
+    if not isinstance(config, POLICY_CONFIGS):
+        raise ConfigError(
+            f"config must be a policy config or a mapping, got {type(config).__name__}"
+        )
     cls: Any = POLICY_CLASSES[config.kind]
     policy: Policy = cls(config, registry, seed, arm_features)
     return policy

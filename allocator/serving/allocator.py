@@ -25,9 +25,10 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
+from allocator.config import parse_config
 from allocator.decisions import Decision, Decisions
 from allocator.engine import Engine
-from allocator.errors import InvalidInputError, SnapshotError
+from allocator.errors import ConfigError, InvalidInputError, SnapshotError
 from allocator.logs import DecisionLogWriter, DecisionRecord, OutcomeRecord
 from allocator.objective import Objective
 from allocator.registry import ArmRegistry
@@ -62,7 +63,7 @@ class Allocator:
 
     def __init__(
         self,
-        config: AllocatorConfig | str | Path,
+        config: AllocatorConfig | Mapping[str, Any] | str | Path,
         seed: int = 0,
         *,
         replica: str = "r0",
@@ -72,7 +73,7 @@ class Allocator:
         autosave_path: str | Path | None = None,
         autosave_every_s: float = 300.0,
     ) -> None:
-        cfg = config if isinstance(config, AllocatorConfig) else load_allocator_config(config)
+        cfg = _as_config(config)
         registry = ArmRegistry.build([a.id for a in cfg.arms], [a.group for a in cfg.arms])
         engine = Engine(cfg.engine.policy, cfg.constraints, registry, seed, _arm_features(cfg))
         self._setup(cfg, seed, replica, clock, log_dir, log_rotate_rows)
@@ -97,6 +98,10 @@ class Allocator:
         self._last_autosave_t = -math.inf
 
     def _install(self, engine: Engine, pending: PendingTable) -> None:
+        objective = self.config.engine.objective
+        self._weighed = frozenset(
+            f for f in ("click", "order", "gmv") if getattr(objective, f) != 0.0
+        )
         self._engine = engine
         self._objective = Objective(self.config.engine.objective, engine.registry)
         self._pending = pending
@@ -269,7 +274,7 @@ class Allocator:
         Invalid outcomes (NaN, negative) raise :class:`InvalidInputError`.
         """
         try:
-            result = _outcome(outcome, "outcome")
+            result = _outcome(outcome, "outcome", self._weighed)
         except InvalidInputError:
             self._count("rejected")
             raise
@@ -310,7 +315,7 @@ class Allocator:
             for i, item in enumerate(items):
                 if not isinstance(item, tuple) or len(item) != 2:
                     raise InvalidInputError(f"feedback[{i}] must be a (decision_id, outcome) pair")
-                parsed.append((item[0], _outcome(item[1], f"feedback[{i}].outcome")))
+                parsed.append((item[0], _outcome(item[1], f"feedback[{i}].outcome", self._weighed)))
         except InvalidInputError:
             self._count("rejected")
             raise
@@ -370,7 +375,10 @@ class Allocator:
             reward = self._objective.reward_one(
                 entry.arm, outcome.click, outcome.order, outcome.gmv
             )
+        version = self.policy.version
         self.policy.update(entry.arm, reward, entry.context)
+        if self.policy.version != version:
+            self._books.counts["refreshes"] += 1
         self._catalogue.learned(entry.arm)
         self._pending.pop(decision_id)
         self._pending.finish(decision_id)
@@ -454,7 +462,7 @@ class Allocator:
         return self._catalogue.retire(ids)
 
     # ------------------------------------------------------------- configuration
-    def reconfigure(self, config: AllocatorConfig | str | Path) -> None:
+    def reconfigure(self, config: AllocatorConfig | Mapping[str, Any] | str | Path) -> None:
         """Swap in a new configuration atomically, keeping what was learned.
 
         A staged engine (arm changes, new hyper-parameters adopting the running statistics,
@@ -462,7 +470,7 @@ class Allocator:
         plain assignments. Any error leaves the running allocator untouched. For adding or
         retiring arms while serving, :meth:`add_arms` / :meth:`retire_arms` are cheaper.
         """
-        cfg = config if isinstance(config, AllocatorConfig) else load_allocator_config(config)
+        cfg = _as_config(config)
         with self._catalogue.mutex, self._lock:
             engine = stage_engine(self._engine, self.config, cfg, self.seed)
             # commit: nothing below can fail
@@ -470,6 +478,10 @@ class Allocator:
             self._install(engine, self._pending)
             self._feature_index = {n: i for i, n in enumerate(cfg.serving.feature_names or [])}
             self._pending.capacity = cfg.serving.pending_capacity
+            t = self._books.last_t if math.isfinite(self._books.last_t) else 0.0
+            while (item := self._pending.pop_oldest_over_capacity()) is not None:
+                self._books.counts["evicted"] += 1
+                self._learn_default(*item, t)
 
     # ---------------------------------------------------------------- fleet learning
     def export_delta(self) -> dict[str, np.ndarray]:
@@ -553,15 +565,40 @@ class Allocator:
         return out
 
 
-def _outcome(outcome: Any, where: str) -> Outcome:
-    """An :class:`Outcome` from a mapping (or None: all zeros), or a typed error naming the
-    field."""
+def _as_config(config: AllocatorConfig | Mapping[str, Any] | str | Path) -> AllocatorConfig:
+    """A validated config from a config, a mapping (as the YAML would read) or a YAML path."""
+    if isinstance(config, AllocatorConfig):
+        return config
+    if isinstance(config, Mapping):
+        parsed: AllocatorConfig = parse_config(AllocatorConfig, config, "<mapping>")
+        return parsed
+    if isinstance(config, (str, Path)):
+        return load_allocator_config(config)
+    raise ConfigError(
+        f"config must be an AllocatorConfig, a mapping or a YAML path, got {type(config).__name__}"
+    )
+
+
+def _outcome(outcome: Any, where: str, weighed: frozenset[str]) -> Outcome:
+    """An :class:`Outcome` from a mapping, or a typed error naming the field.
+
+    It must carry at least one field the objective weighs (``weighed``): an outcome without
+    one would silently teach a reward of 0.
+    """
     if isinstance(outcome, Outcome):
-        return outcome
-    try:
-        return Outcome.model_validate(outcome or {})
-    except ValidationError as err:
-        first = err.errors()[0]
-        field = ".".join(map(str, first["loc"]))
-        value = str(first.get("input"))[:40]
-        raise InvalidInputError(f"{where}.{field} = {value}: {first['msg']}") from None
+        result = outcome
+    else:
+        try:
+            result = Outcome.model_validate(outcome or {})
+        except ValidationError as err:
+            first = err.errors()[0]
+            field = ".".join(map(str, first["loc"]))
+            value = str(first.get("input"))[:40]
+            raise InvalidInputError(f"{where}.{field} = {value}: {first['msg']}") from None
+    if not result.model_fields_set & weighed:
+        fields = sorted(weighed)
+        raise InvalidInputError(
+            f"{where} carries none of the fields the objective weighs ({', '.join(fields)}): it "
+            f"would teach a reward of 0; say so explicitly, e.g. {{{fields[0]!r}: 0}}"
+        )
+    return result

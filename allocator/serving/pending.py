@@ -39,6 +39,14 @@ class PendingTable:
             return self._pending.popitem(last=False)
         return None
 
+    def pop_oldest_over_capacity(self) -> tuple[str, Pending] | None:
+        """The oldest pending decision while more wait than the capacity (after a shrink)."""
+        while len(self._finished) > self.capacity:
+            self._finished.popitem(last=False)
+        if len(self._pending) > self.capacity:
+            return self._pending.popitem(last=False)
+        return None
+
     def get(self, decision_id: str) -> Pending | None:
         return self._pending.get(decision_id)
 

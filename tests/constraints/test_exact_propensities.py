@@ -28,7 +28,7 @@ def floor_cap_sets(draw):
     floor_total = 0.0
     for i in range(n_partners):
         floor = 0.0
-        if draw(st.booleans()) and floor_total < 0.6:
+        if draw(st.booleans()) and floor_total < 0.55:
             floor = draw(st.floats(0.02, 0.6 - floor_total))
             floor_total += floor
             items.append({"name": f"floor{i}", "kind": "floor",
@@ -86,7 +86,10 @@ def test_all_capped_requests_keep_exact_probabilities():
     check((1, spec, np.array([1.0]), False), 3000, seed=3)
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=12, deadline=None, derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)  # fmt: skip
 @given(data=floor_cap_sets())
 @pytest.mark.heavy
 def test_random_floor_and_cap_sets_keep_exact_probabilities(data):

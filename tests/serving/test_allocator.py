@@ -208,3 +208,39 @@ def test_periodic_autosave(tmp_path):
     assert restored.metrics()["decisions"] == 181  # saved right after the decision at T0+180
     with pytest.raises(InvalidInputError, match="autosave_every_s"):
         alloc.set_autosave(path, 0.0)
+
+
+def test_configs_as_mappings_and_typed_errors_for_anything_else():
+    from allocator import ConfigError, make_policy
+    from allocator.registry import ArmRegistry
+
+    raw = config().model_dump(mode="json")
+    alloc = Allocator(raw, seed=1)
+    assert alloc.decide(CANDS, timestamp=T0).arm_id in CANDS
+    raw["engine"]["policy"]["epsilon"] = 0.3
+    alloc.reconfigure(raw)
+    assert alloc.policy.config.epsilon == 0.3
+    with pytest.raises(ConfigError, match="epsilon"):
+        alloc.reconfigure({**raw, "engine": {"policy": {"kind": "beta_bernoulli", "epsilon": 7}}})
+    with pytest.raises(ConfigError, match="got int"):
+        Allocator(42, seed=1)  # type: ignore[arg-type]
+    reg = ArmRegistry.build(["a", "b"], ["g", "g"])
+    pol = make_policy({"kind": "normal_gamma", "half_life": 100}, reg, seed=0)
+    assert pol.config.kind == "normal_gamma" and pol.gamma < 1.0
+    with pytest.raises(ConfigError, match="does not match any of the expected tags"):
+        make_policy({"kind": "magic"}, reg, seed=0)
+
+
+def test_every_refresh_is_counted_and_a_smaller_pending_table_evicts_at_once():
+    alloc = Allocator(config(reward_wait_s=1e6, refresh_every_s=None), seed=2)
+    ids = [alloc.decide(CANDS, timestamp=T0 + i).decision_id for i in range(300)]
+    for d in ids[:200]:
+        alloc.update(d, {"order": 1.0})
+    assert alloc.metrics()["refreshes"] == alloc.policy.version == 3  # every 64 updates
+    raw = config(reward_wait_s=1e6, refresh_every_s=None).model_dump(mode="json")
+    raw["serving"]["pending_capacity"] = 40
+    alloc.reconfigure(raw)
+    m = alloc.metrics()
+    assert m["pending"] == 40 and m["evicted"] == 60
+    assert alloc.update(ids[-1], {"order": 1.0}) is UpdateStatus.APPLIED  # the newest kept
+    assert alloc.update(ids[259], {"order": 1.0}) is UpdateStatus.DUPLICATE  # evicted: learned

@@ -107,10 +107,15 @@ def test_update_many_applies_all_or_nothing_and_reports_each_item():
         assert alloc.metrics()["pending"] == 10
     statuses = alloc.update_many([
         (ids[0], {"order": 1.0}), (ids[0], {"order": 0.0}), ("r0-ffff", {"order": 1.0}),
-        (ids[1], None),
+        (ids[1], {"order": 0.0}),
     ])  # fmt: skip
     assert statuses == [
         UpdateStatus.APPLIED, UpdateStatus.DUPLICATE, UpdateStatus.UNKNOWN, UpdateStatus.APPLIED,
     ]  # fmt: skip
     assert int(alloc.policy.n_observations.sum()) == int(n_obs.sum()) + 2
     assert alloc.update_many([(ids[0], {"order": 1.0})]) == [UpdateStatus.DUPLICATE]
+    # an outcome the objective cannot weigh would teach a silent 0
+    for empty in (None, {}, {"click": 1.0}):
+        with pytest.raises(InvalidInputError, match="none of the fields the objective weighs"):
+            alloc.update(ids[5], empty)
+    assert alloc.metrics()["pending"] == 8
