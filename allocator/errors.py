@@ -7,6 +7,8 @@ serving layer can catch one type; the subclasses also derive from the matching b
 
 from __future__ import annotations
 
+import reprlib
+
 
 class AllocatorError(Exception):
     """Base class of every error raised by ``allocator``."""
@@ -37,3 +39,14 @@ class EvaluationRefused(AllocatorError):
     The message says why (e.g. a learning policy replayed on non-uniformly logged rounds)
     and what to do instead.
     """
+
+
+_BRIEF = reprlib.Repr()
+_BRIEF.maxlevel, _BRIEF.maxstring, _BRIEF.maxother = 2, 60, 60
+_BRIEF.maxlist = _BRIEF.maxtuple = _BRIEF.maxdict = _BRIEF.maxset = 4
+
+
+def brief(value: object) -> str:
+    """A short repr of an untrusted value for an error message: bounded in length and in
+    the work it takes (a huge or deeply shared structure is never walked whole)."""
+    return _BRIEF.repr(value)

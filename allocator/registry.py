@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from allocator.errors import InvalidInputError, SnapshotError, UnknownArmError
+from allocator.errors import InvalidInputError, SnapshotError, UnknownArmError, brief
 
 MINI_SHOP = "mini_shop"
 
@@ -89,12 +89,12 @@ class ArmRegistry:
     def check_new(self, ids: Sequence[str], group: str) -> None:
         """Raise if ``ids`` cannot be added to ``group`` (nothing changes either way)."""
         if not group or not isinstance(group, str):
-            raise InvalidInputError(f"group must be a non-empty string, got {group!r}")
+            raise InvalidInputError(f"group must be a non-empty string, got {brief(group)}")
         if len(set(ids)) != len(ids):
             raise InvalidInputError("ids contains duplicates")
         for arm_id in ids:
             if not isinstance(arm_id, str) or not arm_id:
-                raise InvalidInputError(f"arm id must be a non-empty string, got {arm_id!r}")
+                raise InvalidInputError(f"arm id must be a non-empty string, got {brief(arm_id)}")
             known = self._index.get(arm_id)
             if known is not None:
                 if self.active[known]:

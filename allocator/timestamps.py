@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from allocator.errors import InvalidInputError
+from allocator.errors import InvalidInputError, brief
 
 
 def as_epoch_seconds(t: Any) -> float:
@@ -28,4 +28,4 @@ def as_epoch_seconds(t: Any) -> float:
         value = float(t)
         if math.isfinite(value):
             return value
-    raise InvalidInputError(f"timestamp = {t!r}: expected epoch seconds or an aware datetime")
+    raise InvalidInputError(f"timestamp = {brief(t)}: expected epoch seconds or an aware datetime")

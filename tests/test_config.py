@@ -78,3 +78,32 @@ def test_models_are_frozen():
         cfg.epsilon = 0.5  # type: ignore[misc]
     EngineConfig(policy=cfg, objective=ObjectiveConfig(click=1.0, order=0.0))
     SharedLinearConfig(n_context_features=4, n_arm_features=4)
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("policy: {kind: beta_bernoulli}\npolicy: {kind: normal_gamma}\n", "line 2: key 'policy'"),
+        ("policy:\n  kind: beta_bernoulli\n  epsilon: 0.1\n  epsilon: 0.2\n",
+         "'epsilon' appears twice"),
+        (b"\xff\xfe\x00", "not UTF-8 text"),
+        ("policy: [\n", "not valid YAML"),
+    ],
+)  # fmt: skip
+def test_unreadable_yaml_is_a_config_error(tmp_path, text, match):
+    path = tmp_path / "c.yaml"
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
+    with pytest.raises(ConfigError, match=match):
+        load_engine_config(path)
+
+
+def test_yaml_aliases_are_walked_once(tmp_path):
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}]" for i in range(1, 25)]
+    path = tmp_path / "laughs.yaml"
+    path.write_text("\n".join(lines) + "\npolicy: {kind: beta_bernoulli}\n")
+    with pytest.raises(ConfigError):  # extra keys: refused by the model, in bounded time
+        load_engine_config(path)

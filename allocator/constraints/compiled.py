@@ -20,7 +20,7 @@ from allocator.constraints.config import (
     ConstraintSet,
     GroupTarget,
 )
-from allocator.errors import ConfigError, InvalidInputError
+from allocator.errors import ConfigError, InvalidInputError, brief
 from allocator.kernels import constraints as kc
 from allocator.registry import ArmRegistry
 
@@ -64,7 +64,7 @@ def check_attrs(attrs: object) -> None:
         raise InvalidInputError(f"attrs must be a mapping of strings, got {type(attrs).__name__}")
     for name, value in attrs.items():
         if not isinstance(name, str) or not isinstance(value, str):
-            raise InvalidInputError(f"attrs[{name!r}] = {value!r}: expected a string")
+            raise InvalidInputError(f"attrs[{brief(name)}] = {brief(value)}: expected a string")
 
 
 def _target(c: Constraint, registry: ArmRegistry) -> tuple[int, int]:

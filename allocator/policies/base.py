@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from allocator.decisions import Decision, Decisions
-from allocator.errors import InvalidInputError, SnapshotError, UnknownArmError
+from allocator.errors import InvalidInputError, SnapshotError, UnknownArmError, brief
 from allocator.inputs import as_float_array, as_index_array, check_csr
 from allocator.kernels import choice as ck
 from allocator.policies.state import COMMON_FIELDS, Field, ModelState
@@ -71,7 +71,7 @@ class Policy(ABC):
 
     def _setup(self, config: Any, registry: ArmRegistry, seed: int, sizes: dict[str, int]) -> None:
         if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
-            raise InvalidInputError(f"seed must be a non-negative integer, got {seed!r}")
+            raise InvalidInputError(f"seed must be a non-negative integer, got {brief(seed)}")
         self.config = config
         self.registry = registry
         self.gamma = float(config.gamma)
@@ -503,7 +503,7 @@ class Policy(ABC):
 
     def _check_arm(self, arm: Any) -> None:
         if not isinstance(arm, (int, np.integer)) or isinstance(arm, bool):
-            raise InvalidInputError(f"arm must be an integer index, got {arm!r}")
+            raise InvalidInputError(f"arm must be an integer index, got {brief(arm)}")
         if not 0 <= arm < self.registry.n_arms:
             raise UnknownArmError(f"arm {arm} is not a registered arm index")
 
@@ -511,7 +511,7 @@ class Policy(ABC):
         if not isinstance(reward, (int, float, np.integer, np.floating)) or isinstance(
             reward, bool
         ):
-            raise InvalidInputError(f"{name} must be a number, got {reward!r}")
+            raise InvalidInputError(f"{name} must be a number, got {brief(reward)}")
         r = float(reward)
         if not math.isfinite(r):
             raise InvalidInputError(f"{name} = {r!r}: expected a finite number")

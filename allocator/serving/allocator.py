@@ -28,7 +28,7 @@ from pydantic import ValidationError
 from allocator.config import parse_config
 from allocator.decisions import Decision, Decisions
 from allocator.engine import Engine
-from allocator.errors import ConfigError, InvalidInputError, SnapshotError
+from allocator.errors import ConfigError, InvalidInputError, SnapshotError, brief
 from allocator.logs import DecisionLogWriter, DecisionRecord, OutcomeRecord
 from allocator.objective import Objective
 from allocator.registry import ArmRegistry
@@ -593,7 +593,7 @@ def _outcome(outcome: Any, where: str, weighed: frozenset[str]) -> Outcome:
         except ValidationError as err:
             first = err.errors()[0]
             field = ".".join(map(str, first["loc"]))
-            value = str(first.get("input"))[:40]
+            value = brief(first.get("input"))
             raise InvalidInputError(f"{where}.{field} = {value}: {first['msg']}") from None
     if not result.model_fields_set & weighed:
         fields = sorted(weighed)

@@ -14,7 +14,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from allocator.errors import InvalidInputError
+from allocator.errors import InvalidInputError, brief
 from allocator.timestamps import as_epoch_seconds
 
 EPOCH_MIN = 946_684_800.0  # 2000-01-01T00:00:00Z
@@ -54,7 +54,7 @@ class ServingClock:
         else:
             if self.mode == "wall":
                 raise InvalidInputError(
-                    f"{what}: timestamp = {str(timestamp)[:40]} given, but this allocator runs "
+                    f"{what}: timestamp = {brief(timestamp)} given, but this allocator runs "
                     "on its own clock (serving.time, or fixed by its first call); omit it"
                 )
             t = (

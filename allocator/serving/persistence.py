@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from allocator.engine import Engine
-from allocator.errors import SnapshotError
+from allocator.errors import SnapshotError, brief
 from allocator.serving.config import AllocatorConfig, config_without_arms
 from allocator.serving.pending import PendingTable
 from allocator.snapshot import read_snapshot
@@ -58,7 +58,7 @@ class Books:
 
 def _time_mode(value: Any) -> str | None:
     if value not in (None, "event", "wall"):
-        raise ValueError(f"time_mode = {str(value)[:20]!r}: expected 'event', 'wall' or null")
+        raise ValueError(f"time_mode = {brief(value)}: expected 'event', 'wall' or null")
     return value
 
 
