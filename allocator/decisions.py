@@ -12,6 +12,14 @@ from typing import NamedTuple
 import numpy as np
 
 
+def named_constraints(
+    forced: int, adjusted: int, names: tuple[str, ...]
+) -> tuple[str | None, tuple[str, ...]]:
+    """The forcing constraint's name (or None) and the names set in the ``adjusted`` mask."""
+    moved = tuple(n for i, n in enumerate(names) if adjusted >> i & 1) if adjusted else ()
+    return (names[forced] if forced >= 0 else None), moved
+
+
 class Decision(NamedTuple):
     """What the serving layer shows and logs for one impression.
 
@@ -62,12 +70,10 @@ class Decisions:
         return int(self.arms.shape[0])
 
     def forced_by(self, r: int) -> str | None:
-        k = int(self.forced[r])
-        return None if k < 0 else self.constraint_names[k]
+        return named_constraints(int(self.forced[r]), 0, self.constraint_names)[0]
 
     def adjusted_by(self, r: int) -> tuple[str, ...]:
-        mask = int(self.adjusted[r])
-        return tuple(n for i, n in enumerate(self.constraint_names) if mask >> i & 1)
+        return named_constraints(-1, int(self.adjusted[r]), self.constraint_names)[1]
 
     def with_ids(
         self, decision_ids: tuple[str, ...], request_ids: tuple[str | None, ...]

@@ -61,6 +61,23 @@ def as_float_array(
     return arr
 
 
+def check_arm_indices(values: Any, n_arms: int, name: str) -> np.ndarray:
+    """``values`` as a 1-d int64 array of arm indices in ``[0, n_arms)``, or a typed error
+    naming the first bad entries."""
+    arr = np.asarray(values)
+    if arr.ndim != 1 or (arr.size and not np.issubdtype(arr.dtype, np.integer)):
+        raise InvalidInputError(f"{name} must be a 1-d integer array, got {arr.dtype} {arr.shape}")
+    arr = np.ascontiguousarray(arr, dtype=np.int64)
+    bad = (arr < 0) | (arr >= n_arms)
+    if bad.any():
+        rows = first_rows(bad)
+        raise InvalidInputError(
+            f"{name} must be arm indices in [0, {n_arms}); first bad entries {rows}: "
+            f"{arr[rows].tolist()}"
+        )
+    return arr
+
+
 def check_csr(
     cand_ptr: Any, cand_idx: Any, n_arms: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -79,11 +96,5 @@ def check_csr(
             raise InvalidInputError(
                 f"every round needs a candidate; empty rounds {first_rows(empty)}"
             )
-        bad = (idx < 0) | (idx >= n_arms)
-        if bad.any():
-            rows = first_rows(bad)
-            raise InvalidInputError(
-                f"cand_idx must be arm indices in [0, {n_arms}); first bad entries {rows}: "
-                f"{idx[rows].tolist()}"
-            )
+        check_arm_indices(idx, n_arms, "cand_idx")
     return ptr, idx

@@ -31,10 +31,10 @@ class ArmRegistry:
         self.owner: object | None = None
 
     def claim(self, owner: object) -> None:
-        """Reserve catalogue changes for ``owner`` (an engine keeping per-arm state in step
-        with the registry); others get a clear error instead of arms without state."""
+        """Reserve catalogue changes for ``owner`` (the policy whose per-arm state follows
+        the registry); others get a clear error instead of arms without state."""
         if self.owner is not None and self.owner is not owner:
-            raise InvalidInputError("this registry already belongs to another engine")
+            raise InvalidInputError("this registry already belongs to another policy")
         self.owner = owner
 
     def _check_owner(self, by: object | None) -> None:

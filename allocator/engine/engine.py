@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from allocator.constraints import ConstraintReport, ConstraintSet, Contracts
-from allocator.decisions import Decision, Decisions
+from allocator.decisions import Decision, Decisions, named_constraints
 from allocator.errors import InvalidInputError, SnapshotError
 from allocator.inputs import as_float_array, as_index_array, check_csr
 from allocator.policies import POLICY_CLASSES, Policy, PolicyConfig, make_policy
@@ -32,8 +32,8 @@ class Engine:
 
     Given a built :class:`Policy`, the engine serves from it (and its registry); given a
     policy config, it builds one over ``registry`` with ``seed`` (and ``arm_features`` for
-    the shared linear family). Either way it claims the registry: arms are then added and
-    retired through :meth:`add_arms` and :meth:`retire_arms` only.
+    the shared linear family). Either way the registry is claimed for the policy: arms are
+    then added and retired through :meth:`add_arms` and :meth:`retire_arms` only.
     """
 
     def __init__(
@@ -49,10 +49,9 @@ class Engine:
         else:
             self.policy = make_policy(policy, registry or ArmRegistry(), seed, arm_features)
         self.contracts = Contracts(constraints, self.policy.registry)
-        registry = self.policy.registry
-        if isinstance(registry.owner, Engine) and registry.owner.policy is self.policy:
-            registry.owner = None  # the policy moves to this engine (a contract-only reload)
-        registry.claim(self)
+        # the catalogue is claimed for the policy, whose per-arm state must follow it: an
+        # engine that takes the policy over (a contract-only reload) inherits the claim
+        self.policy.registry.claim(self.policy)
 
     @property
     def registry(self) -> ArmRegistry:
@@ -104,13 +103,11 @@ class Engine:
     ) -> Decision:  # fmt: skip
         """The :class:`Decision` for the last :meth:`decide_prepared` call."""
         arm = int(cand[pos])
-        names = self.contracts.names
+        forced_by, adjusted_by = named_constraints(forced, adjusted, self.contracts.names)
         reg = self.registry
         return Decision(
             pos, arm, self.policy.propensity(pos), reg.arm_id(arm), reg.group_of(arm),
-            names[forced] if forced >= 0 else None,
-            tuple(n for i, n in enumerate(names) if adjusted >> i & 1) if adjusted else (),
-            self.policy.version, t, decision_id, request_id,
+            forced_by, adjusted_by, self.policy.version, t, decision_id, request_id,
         )  # fmt: skip
 
     def decision_at(self, batch: Decisions, r: int) -> Decision:
@@ -197,14 +194,14 @@ class Engine:
         self.registry.check_new(ids, group)
         fresh = [a for a in ids if not self.registry.knows(a)]
         feats = self.policy.check_arm_features(len(fresh), features)
-        idx = self.registry.add(ids, group, by=self)
+        idx = self.registry.add(ids, group, by=self.policy)
         self.policy.sync_arms(feats)
         self.contracts.reserve(self.registry.capacity, 0)
         return idx
 
     def retire_arms(self, ids: Sequence[str]) -> np.ndarray:
         """Stop serving ``ids`` from the next decision on; their state is kept."""
-        return self.registry.retire(list(ids), by=self)
+        return self.registry.retire(list(ids), by=self.policy)
 
     # ----------------------------------------------------------- contracts, reload
     def set_constraints(self, spec: ConstraintSet) -> None:

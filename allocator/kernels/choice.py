@@ -203,10 +203,3 @@ def draw_index(p, n, rng_state):
             if u < acc:
                 return j
     return last
-
-
-@njit(cache=True, nogil=True)
-def mix_uniform_and_draw(p, n, eps, rng_state):
-    """:func:`mix_uniform` then :func:`draw_index`; returns the drawn position."""
-    mix_uniform(p, n, eps)
-    return draw_index(p, n, rng_state)

@@ -80,6 +80,7 @@ class Policy(ABC):
         self.ucb_alpha = float(config.ucb_alpha)
         self.input_bound = float(config.max_abs_input)
         self.reward_bound = float(config.max_abs_reward)
+        self._configure()
         bank_seq, stream_seq = np.random.SeedSequence(int(seed)).spawn(2)
         self.rng = np.random.Generator(np.random.PCG64(bank_seq))
         self._stream_key = stream_seq.generate_state(1, np.uint64)[0]
@@ -101,6 +102,9 @@ class Policy(ABC):
     @abstractmethod
     def sizes(cls, config: Any, capacity: int) -> dict[str, int]:
         """Named dimensions of the family's fields for ``config``."""
+
+    def _configure(self) -> None:  # noqa: B027 (optional hook)
+        """Family constants and buffers derived from the config (built and restored alike)."""
 
     def _init_model(self) -> None:  # noqa: B027 (optional hook)
         """Model-wide initial values (after the state arrays exist)."""
@@ -355,16 +359,12 @@ class Policy(ABC):
             self.state.grow(self.registry.capacity)
         if new.size:
             self._init_arms(new, features)
-            if "t_last" in self._names:
+            if "t_last" in self.state.names:
                 self.state.t_last[new] = self.state.clock[0]
             self.state.dirty[new] = True
             self.state.n_synced[0] = n
             self._refresh()
         return new
-
-    @property
-    def _names(self) -> frozenset[str]:
-        return frozenset(f.name for f in self.state.fields)
 
     # ------------------------------------------------------ state, deltas, reload
     def export_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -398,7 +398,6 @@ class Policy(ABC):
             policy.rng.bit_generator.state = dict(meta["rng"])
         except (KeyError, TypeError, ValueError) as err:
             raise SnapshotError(f"bank RNG state is unreadable: {err}") from None
-        policy._init_model_scratch()
         return policy
 
     @classmethod
@@ -406,9 +405,6 @@ class Policy(ABC):
         """Sizes for restoring ``arrays`` (families whose sizes depend on capacity override)."""
         first = arrays.get("n_obs")
         return cls.sizes(config, 1 if first is None else max(int(first.shape[0]), 1))
-
-    def _init_model_scratch(self) -> None:  # noqa: B027 (optional hook)
-        """Rebuild scratch buffers that depend on restored state."""
 
     def adopt_learned(self, other: Policy) -> None:
         """Take ``other``'s evidence and per-arm priors (same arms), then refresh everything.
@@ -419,7 +415,7 @@ class Policy(ABC):
         other.settle()
         n = min(other.registry.n_arms, self.registry.n_arms)
         self.state.adopt(other.state, n)
-        if "t_last" in self._names:
+        if "t_last" in self.state.names:
             self.state.t_last[:n] = self.state.clock[0]
         self.state.dirty[:n] = True
         self._learned_changed()
@@ -462,7 +458,7 @@ class Policy(ABC):
         k = self.state.add(checked)
         n_obs = checked["n_obs"]
         self.state.clock[0] += int(n_obs.sum())
-        if "t_last" in self._names:
+        if "t_last" in self.state.names:
             self.state.t_last[:k] = self.state.clock[0]
         self.state.dirty[:k] |= n_obs > 0
         self._learned_changed()

@@ -51,9 +51,6 @@ class _ScoreBankPolicy(Policy):
         z[:, lo:hi] = self.rng.standard_normal((slots, hi - lo))
         self.state.z_cursor[0] = 0 if hi == m_rows else hi
 
-    def candidate_means(self, cand: np.ndarray) -> np.ndarray:
-        return self.mean_buf[: cand.shape[0]]
-
 
 class LinearGaussianPolicy(_ScoreBankPolicy):
     """Disjoint linear Thompson sampling (or LinUCB / greedy) over d context features."""
@@ -76,20 +73,12 @@ class LinearGaussianPolicy(_ScoreBankPolicy):
     def sizes(cls, config: Any, capacity: int) -> dict[str, int]:
         return {"d": config.n_features, "rows": config.bank_rows, "slots": config.max_candidates}
 
-    def __init__(
-        self, config: LinearGaussianConfig, registry: Any, seed: int, arm_features: Any = None
-    ) -> None:
-        self.n_features = config.n_features
-        self.lam = float(config.prior_precision)
-        self.noise = float(config.noise_scale)
-        self._work = np.zeros((2 * config.n_features + 1, config.n_features))
-        super().__init__(config, registry, seed, arm_features)
-
-    def _init_model_scratch(self) -> None:
-        self.n_features = self.config.n_features
-        self.lam = float(self.config.prior_precision)
-        self.noise = float(self.config.noise_scale)
-        self._work = np.zeros((2 * self.n_features + 1, self.n_features))
+    def _configure(self) -> None:
+        cfg = self.config
+        self.n_features = cfg.n_features
+        self.lam = float(cfg.prior_precision)
+        self.noise = float(cfg.noise_scale)
+        self._work = np.zeros((2 * cfg.n_features + 1, cfg.n_features))
 
     def model_args(self) -> tuple[Any, ...]:
         s = self.state
@@ -173,20 +162,12 @@ class SharedLinearPolicy(_ScoreBankPolicy):
             "slots": config.max_candidates,
         }
 
-    def __init__(
-        self, config: SharedLinearConfig, registry: Any, seed: int, arm_features: Any = None
-    ) -> None:
-        self._init_model_scratch_for(config)
-        super().__init__(config, registry, seed, arm_features)
-
     def _init_model(self) -> None:
         super()._init_model()
         self.state.a_inv[...] = np.eye(self.state.a_inv.shape[0]) / self.lam
 
-    def _init_model_scratch(self) -> None:
-        self._init_model_scratch_for(self.config)
-
-    def _init_model_scratch_for(self, config: SharedLinearConfig) -> None:
+    def _configure(self) -> None:
+        config = self.config
         self.n_features = config.n_context_features
         self.n_arm_features = config.n_arm_features
         self.lam = float(config.prior_precision)

@@ -105,9 +105,6 @@ class PerArmPolicy(Policy):
     def scratch_args(self) -> tuple[Any, ...]:
         return (self.best_buf, self.arg_buf, self.mean_buf)
 
-    def candidate_means(self, cand: np.ndarray) -> np.ndarray:
-        return self.state.mean[cand]
-
     def _refresh(self) -> None:
         n = self.registry.n_arms
         s = self.state

@@ -86,6 +86,7 @@ class ModelState:
 
     def __init__(self, fields: tuple[Field, ...], sizes: Mapping[str, int], capacity: int):
         self.fields = fields
+        self.names = frozenset(f.name for f in fields)
         self.sizes = dict(sizes)
         self.capacity = int(capacity)
         self._by_role: dict[Role, tuple[Field, ...]] = {}

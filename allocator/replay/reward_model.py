@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from allocator.errors import InvalidInputError
+from allocator.inputs import check_arm_indices, first_rows
 from allocator.kernels import ope as kope
 from allocator.replay.dataset import F64, I64, LoggedData, check_candidates
 
@@ -35,27 +36,8 @@ def _features(contexts: Any, n: int, d: int | None, name: str) -> F64:
         raise InvalidInputError(f"{name} has shape {x.shape}, expected ({n}, {d})")
     bad = np.asarray(~np.isfinite(x).all(axis=1))
     if bad.any():
-        raise InvalidInputError(f"{name} must be finite; first bad rows {_first(bad)}")
+        raise InvalidInputError(f"{name} must be finite; first bad rows {first_rows(bad)}")
     return x
-
-
-def _arm_indices(values: Any, n_arms: int, name: str) -> I64:
-    arr = np.asarray(values)
-    if arr.ndim != 1 or (arr.size and not np.issubdtype(arr.dtype, np.integer)):
-        raise InvalidInputError(f"{name} must be a 1-d integer array, got {arr.dtype} {arr.shape}")
-    arr = np.ascontiguousarray(arr, dtype=np.int64)
-    bad = (arr < 0) | (arr >= n_arms)
-    if bad.any():
-        rows = _first(bad)
-        raise InvalidInputError(
-            f"{name} must be arm indices in [0, {n_arms}); first bad entries {rows}: "
-            f"{arr[rows].tolist()}"
-        )
-    return arr
-
-
-def _first(mask: np.ndarray, k: int = 5) -> list[int]:
-    return [int(i) for i in np.flatnonzero(mask)[:k]]
 
 
 class RidgeRewardModel:
@@ -97,11 +79,11 @@ class RidgeRewardModel:
             raise InvalidInputError(f"n_folds = {self.n_folds} exceeds the {n} logged rounds")
         d = None if data.contexts is None else int(data.contexts.shape[1])
         x = _features(data.contexts, n, d, "contexts")
-        arms = _arm_indices(data.actions, k, "actions")
+        arms = check_arm_indices(data.actions, k, "actions")
         rewards = np.ascontiguousarray(data.rewards, dtype=np.float64)
         if not np.isfinite(rewards).all():
             raise InvalidInputError(
-                f"rewards must be finite; first bad rows {_first(~np.isfinite(rewards))}"
+                f"rewards must be finite; first bad rows {first_rows(~np.isfinite(rewards))}"
             )
         folds = np.arange(n, dtype=np.int64) % self.n_folds
         if rng is not None:
@@ -126,7 +108,7 @@ class RidgeRewardModel:
     def predict(self, contexts: Any, arms: Any) -> F64:
         """q̂ of ``arms`` (m,) in ``contexts`` (m, d), or None when fitted without contexts."""
         coef = self._coef()
-        a = _arm_indices(arms, self.n_arms, "arms")
+        a = check_arm_indices(arms, self.n_arms, "arms")
         m = a.shape[0]
         x = _features(contexts, m, self.n_features, "contexts")
         out = np.empty(m)
