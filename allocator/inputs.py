@@ -11,12 +11,29 @@ from typing import Any
 
 import numpy as np
 
-from allocator.errors import InvalidInputError
+from allocator.errors import InvalidInputError, brief
 
 
 def first_rows(mask: np.ndarray, k: int = 5) -> list[int]:
     """Positions of the first ``k`` true entries (for error messages)."""
     return [int(i) for i in np.flatnonzero(mask)[:k]]
+
+
+def as_id_list(values: Any, name: str) -> list[str]:
+    """``values`` (one id, or a list, tuple or 1-d array of ids) as a list of non-empty
+    strings, or a typed error naming ``name`` and the first bad entry."""
+    if isinstance(values, str):
+        values = [values]
+    elif isinstance(values, np.ndarray):
+        if values.ndim != 1:
+            raise InvalidInputError(f"{name} must be 1-d, got shape {values.shape}")
+        values = values.tolist()
+    elif not isinstance(values, (list, tuple)):
+        raise InvalidInputError(f"{name} must be a list of arm ids, got {type(values).__name__}")
+    for i, value in enumerate(values):
+        if not isinstance(value, str) or not value:
+            raise InvalidInputError(f"{name}[{i}] must be a non-empty string, got {brief(value)}")
+    return list(values)
 
 
 def as_index_array(values: Any, name: str) -> np.ndarray:

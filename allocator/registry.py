@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 
 from allocator.errors import InvalidInputError, SnapshotError, UnknownArmError, brief
+from allocator.inputs import as_id_list
 
 MINI_SHOP = "mini_shop"
 
@@ -90,11 +91,10 @@ class ArmRegistry:
         """Raise if ``ids`` cannot be added to ``group`` (nothing changes either way)."""
         if not group or not isinstance(group, str):
             raise InvalidInputError(f"group must be a non-empty string, got {brief(group)}")
+        ids = as_id_list(ids, "ids")
         if len(set(ids)) != len(ids):
             raise InvalidInputError("ids contains duplicates")
         for arm_id in ids:
-            if not isinstance(arm_id, str) or not arm_id:
-                raise InvalidInputError(f"arm id must be a non-empty string, got {brief(arm_id)}")
             known = self._index.get(arm_id)
             if known is not None:
                 if self.active[known]:
@@ -113,7 +113,7 @@ class ArmRegistry:
         registry (see :meth:`claim`) only takes changes ``by`` its owner.
         """
         self._check_owner(by)
-        ids = [ids] if isinstance(ids, str) else list(ids)
+        ids = as_id_list(ids, "ids")
         self.check_new(ids, group)
         code = self._group_code.get(group)
         if code is None:
@@ -137,7 +137,7 @@ class ArmRegistry:
     def retire(self, ids: Iterable[str], by: object | None = None) -> np.ndarray:
         """Make arms ineligible; their index and learned state are kept."""
         self._check_owner(by)
-        idx = self.lookup(list(ids), allow_retired=True)
+        idx = self.lookup(as_id_list(ids, "ids"), allow_retired=True)
         self.active[idx] = False
         return idx
 

@@ -18,7 +18,7 @@ import numpy as np
 from allocator.constraints import ConstraintReport, ConstraintSet, Contracts
 from allocator.decisions import Decision, Decisions, named_constraints
 from allocator.errors import InvalidInputError, SnapshotError
-from allocator.inputs import as_float_array, as_index_array, check_csr
+from allocator.inputs import as_float_array, as_id_list, as_index_array, check_csr
 from allocator.policies import POLICY_CLASSES, Policy, PolicyConfig, make_policy
 from allocator.registry import ArmRegistry
 from allocator.timestamps import as_epoch_seconds
@@ -190,7 +190,7 @@ class Engine:
         A retired id comes back with its index and learned state. All or nothing: bad ids,
         group or features raise before anything changes. Returns the arms' indices.
         """
-        ids = list(ids)
+        ids = as_id_list(ids, "ids")
         self.registry.check_new(ids, group)
         fresh = [a for a in ids if not self.registry.knows(a)]
         feats = self.policy.check_arm_features(len(fresh), features)
@@ -201,7 +201,7 @@ class Engine:
 
     def retire_arms(self, ids: Sequence[str]) -> np.ndarray:
         """Stop serving ``ids`` from the next decision on; their state is kept."""
-        return self.registry.retire(list(ids), by=self.policy)
+        return self.registry.retire(ids, by=self.policy)
 
     # ----------------------------------------------------------- contracts, reload
     def set_constraints(self, spec: ConstraintSet) -> None:

@@ -23,7 +23,7 @@ from allocator.decisions import Decision, Decisions
 from allocator.errors import InvalidInputError, SnapshotError, UnknownArmError, brief
 from allocator.inputs import as_float_array, as_index_array, check_csr
 from allocator.kernels import choice as ck
-from allocator.policies.state import COMMON_FIELDS, Field, ModelState
+from allocator.policies.state import COMMON_FIELDS, Field, ModelState, Role
 from allocator.registry import ArmRegistry
 
 _CANDIDATE_ERRORS = {
@@ -86,6 +86,7 @@ class Policy(ABC):
         self._stream_key = stream_seq.generate_state(1, np.uint64)[0]
         self.state = ModelState(COMMON_FIELDS + self.FIELDS, sizes, registry.capacity)
         self._delta_base: dict[str, np.ndarray] = {}
+        self._delta_clock = 0
         self._err = np.zeros(2, dtype=np.int64)
         self._ptr1 = np.zeros(2, dtype=np.int64)
         self._t1 = np.zeros(1)
@@ -428,41 +429,57 @@ class Policy(ABC):
     def export_delta(self) -> dict[str, np.ndarray]:
         """What this replica learned since its previous export (sufficient statistics).
 
-        Exact for the conjugate models without forgetting. With forgetting, statistics are
-        first brought to this replica's clock and the learner folds the delta in as if it
-        had been observed at its own clock: an approximation whose error shrinks with the
-        export interval relative to the half-life.
+        Exact for the conjugate models without forgetting. With forgetting, the previous
+        export is first decayed to this replica's clock, so the delta holds exactly the new
+        observations, weighted as of now; the learner folds it in as if observed at its own
+        clock (an approximation whose error shrinks with the export interval relative to the
+        half-life).
         """
         self.settle()
         current = self.state.additive(self.registry.n_arms)
+        decay = self.gamma ** float(self.state.clock[0] - self._delta_clock)
+        decaying = {f.name for f in self.state.select(Role.DECAYS)}
         delta = {}
         for name, value in current.items():
             base = self._delta_base.get(name)
             diff = value.copy()
             if base is not None:
-                diff[: base.shape[0]] -= base
+                diff[: base.shape[0]] -= base * decay if name in decaying else base
             delta[name] = diff
         self._delta_base = current
+        self._delta_clock = int(self.state.clock[0])
         return delta
 
     def merge(self, delta: Mapping[str, Any]) -> None:
         """Fold a replica's :meth:`export_delta` into this policy, then refresh.
 
-        The delta is checked whole (names, shapes, finiteness, counts) before anything
-        changes.
+        The delta is checked whole (names, shapes, finiteness), and so is the posterior it
+        would produce (finite, counts non-negative, within what observations inside the
+        input bounds can sum to, and any family-specific validity), before anything changes.
         """
         checked = self.state.check_delta(
             delta, self.registry.n_arms, f"a {self.config.kind} policy"
         )
-        self.settle()
-        k = self.state.add(checked)
         n_obs = checked["n_obs"]
+        scale = max(1.0, self.input_bound, self.reward_bound) ** 2
+        limit = (float(self.state.clock[0]) + float(n_obs.sum()) + 1.0) * scale
+        merged = self.state.merged(checked, self.gamma, limit)
+        self._check_merged(merged, n_obs > 0)
+        self.settle()
+        k = self.state.put(merged)
         self.state.clock[0] += int(n_obs.sum())
         if "t_last" in self.state.names:
             self.state.t_last[:k] = self.state.clock[0]
         self.state.dirty[:k] |= n_obs > 0
         self._learned_changed()
         self.refresh()
+
+    def _check_merged(  # noqa: B027 (optional hook)
+        self, merged: Mapping[str, np.ndarray], touched: np.ndarray
+    ) -> None:
+        """Family hook: raise :class:`InvalidInputError` if ``merged`` statistics (see
+        :meth:`ModelState.merged`; ``touched`` marks the arms the delta observed) cannot be a
+        valid posterior's (the conjugate families need nothing beyond the field checks)."""
 
     # ------------------------------------------------------------------ helpers
     def ensure_scratch(self, n_candidates: int) -> None:

@@ -8,6 +8,7 @@ window of bank rows (at most ``_Z_CELLS_PER_REFRESH`` normals), keeping refreshe
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -30,7 +31,9 @@ SCORE_BANK_FIELDS = (
 
 
 class _ScoreBankPolicy(Policy):
-    """The normal bank ``z`` and its rolling redraw."""
+    """The normal bank ``z`` and its rolling redraw, and the Gram-matrix checks of merges."""
+
+    lam: float  # prior precision (set by each family's ``_configure``)
 
     @property
     def bank_rows(self) -> int:
@@ -51,6 +54,21 @@ class _ScoreBankPolicy(Policy):
         z[:, lo:hi] = self.rng.standard_normal((slots, hi - lo))
         self.state.z_cursor[0] = 0 if hi == m_rows else hi
 
+    def _check_merged(self, merged: Mapping[str, np.ndarray], touched: np.ndarray) -> None:
+        """The merged Gram matrices plus the prior must stay symmetric positive definite
+        (a sum of observations' x xᵀ always is; a forged delta need not be)."""
+        g = merged["g"][touched] if merged["g"].ndim == 3 else merged["g"]
+        a = g + self.lam * np.eye(g.shape[-1])
+        scale = 1.0 + np.abs(a).max(initial=0.0)
+        if np.abs(a - np.swapaxes(a, -1, -2)).max(initial=0.0) > 1e-9 * scale:
+            raise InvalidInputError("delta['g'] would make a posterior precision asymmetric")
+        try:
+            np.linalg.cholesky(a)
+        except np.linalg.LinAlgError:
+            raise InvalidInputError(
+                "delta['g'] would make a posterior precision that is not positive definite"
+            ) from None
+
 
 class LinearGaussianPolicy(_ScoreBankPolicy):
     """Disjoint linear Thompson sampling (or LinUCB / greedy) over d context features."""
@@ -63,7 +81,7 @@ class LinearGaussianPolicy(_ScoreBankPolicy):
         Field("t_last", np.int64, Role.PER_ARM, values="tick"),
         Field("g", np.float64, _SUM, ("d", "d")),  # discounted Σ x xᵀ as of t_last
         Field("h", np.float64, _SUM, ("d",)),  # discounted Σ r x
-        Field("count", np.float64, _SUM),  # discounted count
+        Field("count", np.float64, _SUM, values="count"),  # discounted count
         Field("mu0", np.float64, Role.PER_ARM | Role.PRIOR, ("d",)),
         Field("mu", np.float64, Role.PER_ARM | Role.CACHE, ("d",)),
         Field("a_inv", np.float64, Role.PER_ARM | Role.CACHE, ("d", "d")),
@@ -145,8 +163,8 @@ class SharedLinearPolicy(_ScoreBankPolicy):
     KERNEL = staticmethod(ksl.decide_shared)
     FIELDS = (
         *SCORE_BANK_FIELDS,
-        Field("g", np.float64, Role.LEARNED | Role.ADDITIVE, ("dim", "dim")),
-        Field("h", np.float64, Role.LEARNED | Role.ADDITIVE, ("dim",)),
+        Field("g", np.float64, Role.LEARNED | Role.ADDITIVE | Role.DECAYS, ("dim", "dim")),
+        Field("h", np.float64, Role.LEARNED | Role.ADDITIVE | Role.DECAYS, ("dim",)),
         Field("mu", np.float64, Role.CACHE, ("dim",)),
         Field("a_inv", np.float64, Role.CACHE, ("dim", "dim")),
         Field("features", np.float64, Role.PER_ARM | Role.PRIOR, ("d_arm",)),

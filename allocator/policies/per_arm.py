@@ -161,8 +161,8 @@ class BetaBernoulliPolicy(PerArmPolicy):
         *BANK_FIELDS,
         Field("a0", np.float64, _PRIOR, fill=1.0),  # prior alpha per arm
         Field("b0", np.float64, _PRIOR, fill=1.0),  # prior beta per arm
-        Field("s1", np.float64, _SUM),  # discounted successes as of t_last
-        Field("s0", np.float64, _SUM),  # discounted failures as of t_last
+        Field("s1", np.float64, _SUM, values="count"),  # discounted successes as of t_last
+        Field("s0", np.float64, _SUM, values="count"),  # discounted failures as of t_last
     )
     PRIOR_FIELDS = ("a0", "b0")
     REWARD_RANGE = (0.0, 1.0)
@@ -236,9 +236,10 @@ class NormalGammaPolicy(PerArmPolicy):
         Field("k0", np.float64, _PRIOR, fill=1.0),
         Field("al0", np.float64, _PRIOR, fill=1.0),
         Field("be0", np.float64, _PRIOR, fill=1.0),
-        Field("sn", np.float64, _SUM),  # discounted count, sum, sum of squares as of t_last
+        # discounted count, sum and sum of squares as of t_last
+        Field("sn", np.float64, _SUM, values="count"),
         Field("sx", np.float64, _SUM),
-        Field("sxx", np.float64, _SUM),
+        Field("sxx", np.float64, _SUM, values="count"),
     )
     PRIOR_FIELDS = ("m0", "k0", "al0", "be0")
 

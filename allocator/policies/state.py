@@ -29,7 +29,8 @@ class Role(enum.Flag):
     LEARNED = enum.auto()
     #: a sum over observations: exported in fleet deltas and added up by merges
     ADDITIVE = enum.auto()
-    #: decays by ``gamma`` per model-clock tick since the arm's ``t_last`` (lazy forgetting)
+    #: decays by ``gamma`` per model-clock tick: lazily since the arm's ``t_last`` when per
+    #: arm (see :meth:`ModelState.settle`), at every update otherwise
     DECAYS = enum.auto()
     #: per-arm prior, set when an arm joins; carried into a reconfigured policy
     PRIOR = enum.auto()
@@ -206,7 +207,7 @@ class ModelState:
     def settle(self, gamma: float, n_arms: int) -> None:
         """Apply pending lazy forgetting to arms ``[0, n_arms)`` so that stored decaying
         statistics are the effective ones at the current clock."""
-        decaying = self.select(Role.DECAYS)
+        decaying = [f for f in self.select(Role.DECAYS) if f.has(Role.PER_ARM)]
         if gamma == 1.0 or not decaying:
             return
         t_last = self.t_last[:n_arms]
@@ -267,15 +268,53 @@ class ModelState:
             raise InvalidInputError("delta['n_obs'] has negative counts")
         return out
 
-    def add(self, delta: Mapping[str, np.ndarray]) -> int:
-        """Add a checked delta in place; returns the number of arms it covers."""
+    def merged(
+        self, delta: Mapping[str, np.ndarray], gamma: float, limit: float
+    ) -> dict[str, np.ndarray]:
+        """The additive statistics with a checked ``delta`` folded in, as new arrays (per-arm
+        ones for the rows the delta covers, brought to the current clock); nothing changes.
+
+        The result must be a statistic real observations could produce: finite, within
+        ``limit`` in magnitude, and ``"count"`` fields non-negative (rounding below zero,
+        at most 1e-9 relative, is set to 0). Otherwise a typed error names the array.
+        """
         k = int(delta["n_obs"].shape[0])
+        w = None
+        if gamma != 1.0 and "t_last" in self.names:
+            w = gamma ** (self.clock[0] - self.t_last[:k]).astype(np.float64)
+        out: dict[str, np.ndarray] = {}
+        for f in self.select(Role.ADDITIVE):
+            current = getattr(self, f.name)
+            if f.has(Role.PER_ARM):
+                current = current[:k]
+                if w is not None and f.has(Role.DECAYS):
+                    current = current * w.reshape((k,) + (1,) * (current.ndim - 1))
+            with np.errstate(over="ignore", invalid="ignore"):
+                total = current + delta[f.name]
+            if total.dtype.kind == "f" and not np.abs(total).max(initial=0.0) <= limit:
+                raise InvalidInputError(
+                    f"delta[{f.name!r}] would leave statistics beyond {limit:g} in magnitude: "
+                    "more than the observations it claims can add within the input bounds"
+                )
+            if f.values == "count" and total.size and total.min() < 0:
+                slack = 1e-9 * (1.0 + np.abs(current) + np.abs(delta[f.name]))
+                if (total < -slack).any():
+                    raise InvalidInputError(
+                        f"delta[{f.name!r}] would make a non-negative statistic negative"
+                    )
+                total = np.maximum(total, 0).astype(total.dtype, copy=False)
+            out[f.name] = total
+        return out
+
+    def put(self, merged: Mapping[str, np.ndarray]) -> int:
+        """Assign :meth:`merged` output; returns the number of arms it covers."""
+        k = int(merged["n_obs"].shape[0])
         for f in self.select(Role.ADDITIVE):
             target = getattr(self, f.name)
             if f.has(Role.PER_ARM):
-                target[:k] += delta[f.name]
+                target[:k] = merged[f.name]
             else:
-                target += delta[f.name]
+                target[...] = merged[f.name]
         return k
 
     # ------------------------------------------------------------- hot reload

@@ -258,7 +258,12 @@ class Allocator:
         for name, value in context.items():
             i = self._feature_index.get(name)
             if i is None:
-                raise InvalidInputError(f"context feature {name!r} is not in serving.feature_names")
+                raise InvalidInputError(
+                    f"context feature {brief(name)} is not in serving.feature_names"
+                )
+            real = isinstance(value, (int, float, np.integer, np.floating))
+            if isinstance(value, bool) or not real:
+                raise InvalidInputError(f"context[{name!r}] must be a number, got {brief(value)}")
             x[i] = value
         return x
 
@@ -274,6 +279,7 @@ class Allocator:
         Invalid outcomes (NaN, negative) raise :class:`InvalidInputError`.
         """
         try:
+            _check_decision_id(decision_id, "decision_id")
             result = _outcome(outcome, "outcome", self._weighed)
         except InvalidInputError:
             self._count("rejected")
@@ -310,11 +316,16 @@ class Allocator:
         ``DUPLICATE``).
         """
         try:
-            items = list(feedback)
+            if not isinstance(feedback, (list, tuple)):
+                raise InvalidInputError(
+                    f"feedback must be a list of (decision_id, outcome) pairs, got "
+                    f"{type(feedback).__name__}"
+                )
             parsed = []
-            for i, item in enumerate(items):
+            for i, item in enumerate(feedback):
                 if not isinstance(item, tuple) or len(item) != 2:
                     raise InvalidInputError(f"feedback[{i}] must be a (decision_id, outcome) pair")
+                _check_decision_id(item[0], f"feedback[{i}].decision_id")
                 parsed.append((item[0], _outcome(item[1], f"feedback[{i}].outcome", self._weighed)))
         except InvalidInputError:
             self._count("rejected")
@@ -579,6 +590,11 @@ def _as_config(config: AllocatorConfig | Mapping[str, Any] | str | Path) -> Allo
     )
 
 
+def _check_decision_id(value: Any, where: str) -> None:
+    if not isinstance(value, str):
+        raise InvalidInputError(f"{where} must be a string, got {brief(value)}")
+
+
 def _outcome(outcome: Any, where: str, weighed: frozenset[str]) -> Outcome:
     """An :class:`Outcome` from a mapping, or a typed error naming the field.
 
@@ -589,7 +605,7 @@ def _outcome(outcome: Any, where: str, weighed: frozenset[str]) -> Outcome:
         result = outcome
     else:
         try:
-            result = Outcome.model_validate(outcome or {})
+            result = Outcome.model_validate({} if outcome is None else outcome)
         except ValidationError as err:
             first = err.errors()[0]
             field = ".".join(map(str, first["loc"]))

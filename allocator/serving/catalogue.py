@@ -19,6 +19,7 @@ import numpy as np
 
 from allocator.engine import Engine
 from allocator.errors import InvalidInputError
+from allocator.inputs import as_float_array, as_id_list
 
 #: arms per lock hold while the per-arm arrays grow (a slice copies ~0.1 ms of memory)
 GROW_SLICE = 256
@@ -64,8 +65,8 @@ class CatalogueChanges:
     def add(self, ids: Sequence[str], group: str, features: Any = None) -> np.ndarray:
         """Register ``ids`` in ``group``; all ids and features are checked before any is
         added, so no slice can fail halfway. Returns the arms' indices."""
-        ids = list(ids)
-        feats = None if features is None else np.asarray(features, dtype=np.float64)
+        ids = as_id_list(ids, "ids")
+        feats = None if features is None else as_float_array(features, "features", (-1, -1))
         with self.mutex:  # only catalogue changes write the registry
             engine = self._engine()
             engine.registry.check_new(ids, group)

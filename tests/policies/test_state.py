@@ -18,7 +18,7 @@ from allocator.policies.state import Field, ModelState, Role
 from tests.conftest import make_registry
 
 FIELDS = (
-    Field("n_obs", np.int64, Role.PER_ARM | Role.LEARNED | Role.ADDITIVE),
+    Field("n_obs", np.int64, Role.PER_ARM | Role.LEARNED | Role.ADDITIVE, values="count"),
     Field("t_last", np.int64, Role.PER_ARM),
     Field("clock", np.int64, Role.LEARNED, (1,)),
     Field("s", np.float64, Role.PER_ARM | Role.LEARNED | Role.ADDITIVE | Role.DECAYS),
@@ -129,10 +129,29 @@ def test_bad_deltas_are_typed_errors(delta, match):
 def test_a_checked_delta_adds_to_additive_fields_only():
     s = state()
     d = s.check_delta({"n_obs": np.array([1, 2]), "s": np.array([0.5, 1.5]), "g": np.eye(2)}, 4)
-    assert s.add(d) == 2
+    merged = s.merged(d, 1.0, 1e9)
+    np.testing.assert_array_equal(s.n_obs, 0)  # nothing changes before put
+    assert s.put(merged) == 2
     np.testing.assert_array_equal(s.n_obs, [1, 2, 0, 0])
     np.testing.assert_array_equal(s.s, [0.5, 1.5, 0, 0])
     np.testing.assert_array_equal(s.g, np.eye(2))
+
+
+def test_merged_statistics_are_brought_to_the_clock_and_checked():
+    s = state()
+    s.s[:2] = [4.0, 8.0]
+    s.clock[0], s.t_last[:2] = 3, [1, 3]
+    d = s.check_delta({"n_obs": np.array([1, 0]), "s": np.array([1.0, 0.0]), "g": np.eye(2)}, 4)
+    merged = s.merged(d, 0.5, 1e9)
+    np.testing.assert_allclose(merged["s"], [4.0 * 0.25 + 1.0, 8.0])  # decayed by 0.5**2
+    with pytest.raises(InvalidInputError, match=r"beyond 5 in magnitude"):
+        s.merged(d, 0.5, 5.0)
+    d["n_obs"] = np.array([-1, 0])
+    with pytest.raises(InvalidInputError, match=r"delta\['n_obs'\] would make a non-negative"):
+        s.merged(d, 1.0, 1e9)
+    d["n_obs"] = np.array([0, 0])
+    d["s"] = np.array([-4.0, 0.0])  # not a declared count: may go negative
+    assert s.merged(d, 1.0, 1e9)["s"][0] == 0.0
 
 
 def test_adopt_takes_learned_and_prior_fields_not_caches():
@@ -164,6 +183,49 @@ def test_every_family_declares_additive_state_and_a_clock(kind):
     additive = [f.name for f in pol.state.select(Role.ADDITIVE)]
     assert "n_obs" in additive and len(additive) >= 2
     assert all(f.has(Role.LEARNED) for f in pol.state.select(Role.ADDITIVE))
-    # decaying statistics need the per-arm forgetting clock
-    if pol.state.select(Role.DECAYS):
+    # decaying per-arm statistics need the per-arm forgetting clock
+    if any(f.has(Role.PER_ARM) for f in pol.state.select(Role.DECAYS)):
         assert "t_last" in names
+
+
+def _feed(pol, arms, seed):
+    rng = np.random.default_rng(seed)
+    d = pol.n_features
+    xs = None if d is None else rng.normal(size=(len(arms), d))
+    pol.update_batch(np.array(arms), rng.integers(0, 2, len(arms)).astype(float), xs)
+
+
+@pytest.mark.parametrize("kind", list(CONFIGS))
+def test_delta_under_forgetting_holds_exactly_the_new_observations(kind):
+    """With forgetting, the previous export is decayed before it is subtracted: the delta is
+    what a model fed only the new observations (at the same clock) holds."""
+    cfg, feats = CONFIGS[kind]
+    cfg = cfg.model_copy(update={"discount": 0.9})
+    replica = make_policy(cfg, make_registry(5), seed=0, arm_features=feats)
+    _feed(replica, [0, 1, 2, 0], seed=1)
+    replica.export_delta()
+    only_new = make_policy(cfg, make_registry(5), seed=0, arm_features=feats)
+    only_new.state.clock[0] = replica.state.clock[0]
+    if "t_last" in only_new.state.names:
+        only_new.state.t_last[...] = replica.state.clock[0]
+    for pol in (replica, only_new):
+        _feed(pol, [1, 3, 1], seed=2)
+    delta = replica.export_delta()
+    only_new.settle()
+    for name, value in only_new.state.additive(5).items():
+        np.testing.assert_allclose(delta[name], value, rtol=1e-12, atol=1e-12, err_msg=name)
+
+
+@pytest.mark.parametrize("kind", ["linear", "shared"])
+def test_a_delta_breaking_the_posterior_precision_is_refused_whole(kind):
+    cfg, feats = CONFIGS[kind]
+    pol = make_policy(cfg, make_registry(5), seed=0, arm_features=feats)
+    _feed(pol, [0, 1], seed=1)
+    before = {k: v.copy() for k, v in pol.state.snapshot().items()}
+    delta = pol.export_delta()
+    g = delta["g"][0] if delta["g"].ndim == 3 else delta["g"]
+    g[...] = -10.0 * np.eye(g.shape[0])  # finite, symmetric, not a sum of x xᵀ
+    with pytest.raises(InvalidInputError, match="not positive definite"):
+        pol.merge(delta)
+    for name, value in pol.state.snapshot().items():
+        np.testing.assert_array_equal(value, before[name], err_msg=name)
