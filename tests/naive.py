@@ -161,3 +161,45 @@ def schedule(t: float, t0: float, t1: float, v0: float, v1: float, shape: str, s
         return v0 + (v1 - v0) * frac
     stair = min(int(frac * steps), steps - 1)
     return v0 + (v1 - v0) * stair / max(steps - 1, 1)
+
+
+def logistic_reward_model(xs, arms, rewards, n_arms, l2, intercept_l2):
+    """Pooled then per-arm penalised logistic fits by scipy's L-BFGS (the kernel uses Newton)."""
+    from scipy.optimize import minimize
+
+    z = np.column_stack([np.ones(len(arms)), xs])
+
+    def nll(theta, rows, centre, pen):
+        eta = z[rows] @ theta
+        loss = np.sum(np.logaddexp(0.0, eta) - rewards[rows] * eta)
+        return loss + 0.5 * np.sum(pen * (theta - centre) ** 2)
+
+    p = z.shape[1]
+    pen = np.full(p, l2)
+    pen[0] = intercept_l2
+    every = np.arange(len(arms))
+    pooled = minimize(nll, np.zeros(p), (every, np.zeros(p), pen), tol=1e-12).x
+    coef = np.array([
+        minimize(nll, pooled, (np.flatnonzero(arms == a), pooled, np.full(p, l2)), tol=1e-12).x
+        for a in range(n_arms)
+    ])  # fmt: skip
+    return coef, pooled
+
+
+def betting_lower(x, alpha, grid, prior_mean, cap):
+    """Smallest grid m whose predictable plug-in wealth never reaches 1/alpha (x >= 0)."""
+    bets, s1, s2 = [], prior_mean, 0.25
+    for i, xi in enumerate(x):
+        t = i + 1.0
+        var = max(s2 / t, 1e-12)
+        bets.append(np.sqrt(2.0 * np.log(1.0 / alpha) / (var * t * np.log(1.0 + t))))
+        s2 += (xi - s1 / t) ** 2
+        s1 += xi
+    for m in grid:
+        wealth, crossed = 1.0, False
+        for xi, lam in zip(x, bets, strict=True):
+            wealth *= 1.0 + min(lam, cap / m if m > 0 else np.inf) * (xi - m)
+            crossed = crossed or wealth >= 1.0 / alpha
+        if not crossed:
+            return m
+    return grid[-1]

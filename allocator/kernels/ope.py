@@ -152,3 +152,105 @@ def segment_sums(cand_ptr, values, out):
         for j in range(cand_ptr[i], cand_ptr[i + 1]):
             s += values[j]
         out[i] = s
+
+
+#: weak pull of the pooled logistic intercept toward 0 (a rate of 1/2): keeps it finite
+#: when every reward is 0 (or 1) without moving a fitted rate by more than ~0.1 / n_rewards
+INTERCEPT_L2 = 0.1
+
+
+@njit(cache=True, nogil=True)
+def _sigmoid(z):
+    if z >= 0.0:
+        return 1.0 / (1.0 + np.exp(-z))
+    e = np.exp(z)
+    return e / (1.0 + e)
+
+
+@njit(cache=True, nogil=True)
+def logistic_fit(x, arms, rewards, include, l2, max_iter, tol, coef, pooled):
+    """Pooled and per-arm L2-penalised logistic regressions over ``[1, x]`` by Newton steps.
+
+    The pooled fit penalises every weight (the intercept only weakly); arm ``a`` then penalises
+    ``l2·|θ_a − β|²`` (shrinkage toward the pooled fit, as the ridge model does), so an arm
+    without rows gets the pooled fit exactly. Rewards in [0, 1] (fractional ones are soft
+    labels); predictions ``σ(θ_a·z)`` stay inside (0, 1) whatever the features.
+
+    Parameters
+    ----------
+    x : float64 (n, d); arms : int64 (n,) in [0, K); rewards : float64 (n,) in [0, 1]
+    include : bool (n,), the rows this model is fitted on (at least one)
+    l2 : float > 0; max_iter : int; tol : float, stop when no coefficient moves more
+    coef : float64 (K, p), output, p = d + 1; pooled : float64 (p,), output
+    """
+    n, d = x.shape
+    n_arms, p = coef.shape
+    z = np.empty(p)
+    g = np.empty(p)
+    h = np.empty((p, p))
+    step = np.empty(p)
+    work = np.zeros((p, p))
+    pooled[:] = 0.0
+    for _ in range(max_iter):
+        g[:] = 0.0
+        h[...] = 0.0
+        for i in range(n):
+            if not include[i]:
+                continue
+            z[0] = 1.0
+            for j in range(d):
+                z[j + 1] = x[i, j]
+            eta = 0.0
+            for j in range(p):
+                eta += pooled[j] * z[j]
+            mu = _sigmoid(eta)
+            s = mu * (1.0 - mu)
+            for j in range(p):
+                g[j] += (mu - rewards[i]) * z[j]
+                for k in range(p):
+                    h[j, k] += s * z[j] * z[k]
+        for j in range(p):
+            pen = l2 if j > 0 else INTERCEPT_L2
+            g[j] += pen * pooled[j]
+            h[j, j] += pen
+        cholesky_solve(h, g, step, work)
+        moved = 0.0
+        for j in range(p):
+            pooled[j] -= step[j]
+            moved = max(moved, abs(step[j]))
+        if moved < tol:
+            break
+    gk = np.empty((n_arms, p))
+    hk = np.empty((n_arms, p, p))
+    for a in range(n_arms):
+        coef[a, :] = pooled
+    for _ in range(max_iter):
+        gk[...] = 0.0
+        hk[...] = 0.0
+        for i in range(n):
+            if not include[i]:
+                continue
+            a = arms[i]
+            z[0] = 1.0
+            for j in range(d):
+                z[j + 1] = x[i, j]
+            eta = 0.0
+            for j in range(p):
+                eta += coef[a, j] * z[j]
+            mu = _sigmoid(eta)
+            s = mu * (1.0 - mu)
+            for j in range(p):
+                gk[a, j] += (mu - rewards[i]) * z[j]
+                for k in range(p):
+                    hk[a, j, k] += s * z[j] * z[k]
+        moved = 0.0
+        for a in range(n_arms):
+            for j in range(p):
+                gk[a, j] += l2 * (coef[a, j] - pooled[j])
+                hk[a, j, j] += l2
+            cholesky_solve(hk[a], gk[a], step, work)
+            for j in range(p):
+                coef[a, j] -= step[j]
+                moved = max(moved, abs(step[j]))
+        if moved < tol:
+            break

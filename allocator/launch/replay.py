@@ -2,7 +2,8 @@
 
 The grid is policy × seed × shard. A ``frozen`` policy is fitted on the first
 ``train_fraction`` of its shard (the logged arms and rewards) and then evaluated on the rest
-by the off-policy estimators, with bootstrap intervals and weight diagnostics. A
+by the off-policy estimators, with anytime-valid intervals for IPS / DR (bootstrap for the
+others, or for all with ``interval: bootstrap``) and weight diagnostics. A
 ``learning`` policy is evaluated by rejection replay, which is only valid on uniform (or
 declared ε-uniform) logs; on other logs the cell fails with the explanation instead of
 returning a biased number.
@@ -27,9 +28,9 @@ from allocator.policies import Policy, make_policy
 from allocator.registry import ArmRegistry
 from allocator.replay.columns import ForeignLogConfig
 from allocator.replay.dataset import LoggedData
-from allocator.replay.evaluate import ESTIMATORS, evaluate
+from allocator.replay.evaluate import ESTIMATORS, evaluate, reward_range_of
 from allocator.replay.rejection import replay_learning_policy
-from allocator.replay.reward_model import RidgeRewardModel
+from allocator.replay.reward_model import make_reward_model
 
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
 
@@ -64,6 +65,9 @@ class ReplaySettings(StrictModel):
     clip: Annotated[float, Field(gt=0.0)] | None = None
     ridge_l2: Annotated[float, Field(gt=0.0)] = 1.0
     ridge_folds: Annotated[int, Field(ge=1, le=20)] = 2
+    reward_model: Literal["auto", "ridge", "logistic"] = "auto"
+    reward_range: tuple[float, float] | None = None
+    interval: Literal["cs", "bootstrap"] = "cs"
 
     @model_validator(mode="after")
     def _known_estimators(self) -> ReplaySettings:
@@ -166,10 +170,14 @@ def run_replay_cell(shared: tuple[LoggedData, ReplaySettings], task: ReplayTask)
         )
         policy.refresh()
     test = shard.take(n_train, shard.n_rounds)
-    model = RidgeRewardModel(settings.ridge_l2, settings.ridge_folds)
+    span = reward_range_of(test, settings.reward_range)
+    model = make_reward_model(
+        settings.reward_model, test.rewards, span, settings.ridge_folds, settings.ridge_l2
+    )
     result = evaluate(
         test, policy, estimators=settings.estimators, reward_model=model, clip=settings.clip,
-        n_boot=settings.n_boot, alpha=settings.alpha, rng=rng,
+        interval=settings.interval, reward_range=span, n_boot=settings.n_boot,
+        alpha=settings.alpha, rng=rng,
     )  # fmt: skip
     metrics["logged.mean_reward"] = float(test.rewards.mean())
     metrics["train_rounds"] = float(n_train)

@@ -17,7 +17,7 @@ from allocator.replay.estimators import (
 )
 from allocator.replay.evaluate import Evaluation, evaluate, target_distribution
 from allocator.replay.rejection import ReplayResult, replay_learning_policy
-from allocator.replay.reward_model import RidgeRewardModel
+from allocator.replay.reward_model import LogisticRewardModel, RewardModel, RidgeRewardModel
 from allocator.replay.sources import from_decision_log, load_foreign_log
 
 __all__ = [
@@ -33,7 +33,9 @@ __all__ = [
     "Evaluation",
     "ForeignLogConfig",
     "LoggedData",
+    "LogisticRewardModel",
     "ReplayResult",
+    "RewardModel",
     "RidgeRewardModel",
     "SwitchDR",
     "diagnostics",

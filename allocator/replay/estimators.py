@@ -199,30 +199,34 @@ class SwitchDR(Estimator):
 
 
 def estimate_intervals(
-    estimators: Sequence[Estimator], data: BanditFeedback, rng: np.random.Generator,
-    n_boot: int = 200, alpha: float = 0.05,
+    estimators: Sequence[Estimator], data: BanditFeedback | Sequence[BanditFeedback],
+    rng: np.random.Generator, n_boot: int = 200, alpha: float = 0.05,
 ) -> dict[str, Estimate]:  # fmt: skip
     """Every estimator's estimate and percentile interval over the SAME bootstrap replicates.
 
     One Poisson(1) count vector per replicate serves all estimators: drawing the counts is
     most of a bootstrap's cost, and shared replicates make the intervals of different
-    estimators comparable (paired) rather than independently noisy.
+    estimators comparable (paired) rather than independently noisy. ``data`` may be one
+    feedback per cross-fitting split of the reward model: the estimate is then the mean
+    over splits and replicate ``b`` uses split ``b mod S``, so the interval also carries
+    the split-to-split spread.
     """
     if n_boot < 10 or not 0.0 < alpha < 1.0:
         raise InvalidInputError(f"n_boot = {n_boot} (>= 10), alpha = {alpha} (in (0, 1))")
-    checked = [check_feedback(data, e.needs_model) for e in estimators]
-    terms = [e.terms(d) for e, d in zip(estimators, checked, strict=True)]
-    n = checked[0].reward.shape[0] if checked else 0
+    splits = [data] if isinstance(data, BanditFeedback) else list(data)
+    terms = [[e.terms(check_feedback(d, e.needs_model)) for d in splits] for e in estimators]
+    n = splits[0].reward.shape[0]
     boots = np.empty((len(estimators), n_boot))
     for b in range(n_boot):
         counts = np.asarray(rng.poisson(1.0, n))
         for j, t in enumerate(terms):
-            boots[j, b] = Estimator._combine(*t, counts)
+            boots[j, b] = Estimator._combine(*t[b % len(t)], counts)
     out = {}
     for j, (e, t) in enumerate(zip(estimators, terms, strict=True)):
         finite = boots[j][np.isfinite(boots[j])]
         low, high = np.quantile(finite, [alpha / 2, 1 - alpha / 2])
-        out[e.name] = Estimate(Estimator._combine(*t, None), float(low), float(high))
+        value = float(np.mean([Estimator._combine(*ts, None) for ts in t]))
+        out[e.name] = Estimate(value, float(low), float(high))
     return out
 
 

@@ -10,14 +10,16 @@ while it is evaluated needs replay instead (:mod:`allocator.replay.rejection`).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from allocator.errors import InvalidInputError
+from allocator.inputs import first_rows
 from allocator.kernels import ope as kope
 from allocator.policies.base import Policy
+from allocator.replay.confidence import dr_sequence, dr_terms, past_only_values
 from allocator.replay.dataset import F64, I64, LoggedData, check_candidates
 from allocator.replay.estimators import (
     DM,
@@ -33,7 +35,7 @@ from allocator.replay.estimators import (
     diagnostics,
     estimate_intervals,
 )
-from allocator.replay.reward_model import RidgeRewardModel
+from allocator.replay.reward_model import RewardModel, check_reward_range, make_reward_model
 
 ESTIMATORS: dict[str, type[Estimator]] = {
     cls.name: cls for cls in (IPS, SNIPS, DM, DR, SNDR, SwitchDR)
@@ -141,19 +143,28 @@ def bandit_feedback(
     )
 
 
+CS_LABEL = "confidence sequence (valid on adaptive logs)"
+BOOTSTRAP_LABEL = "bootstrap (i.i.d. logs only)"
+#: cross-fitting splits whose spread the bootstrap intervals carry
+N_SPLITS = 5
+
+
 @dataclass(frozen=True)
 class Evaluation:
     """Per estimator name, the estimate with its interval; the importance-weight diagnostics.
 
     ``diagnostics`` describe the weights under the evaluation's ``clip``. Estimators that
     could not run (no reward model) are listed in ``skipped`` with the reason; indexing one
-    of them raises that reason.
+    of them raises that reason. ``methods`` names how each interval was computed and
+    ``reward_range`` is the range values and intervals were kept in.
     """
 
     estimates: dict[str, Estimate]
     diagnostics: Diagnostics
     skipped: dict[str, str]
     n_rounds: int
+    methods: dict[str, str] = field(default_factory=dict)
+    reward_range: tuple[float, float] = (0.0, 1.0)
 
     def __getitem__(self, name: str) -> Estimate:
         if name in self.skipped:
@@ -185,18 +196,79 @@ def _estimators(spec: Sequence[str | Estimator], clip: float | None) -> list[Est
     return out
 
 
-def _reward_model(
-    spec: RidgeRewardModel | str | None, data: LoggedData, rng: np.random.Generator
-) -> RidgeRewardModel | None:
-    if spec is None:
-        return None
-    if isinstance(spec, RidgeRewardModel):
-        return spec if spec.is_fitted else spec.fit(data, rng)
-    if spec == "ridge":
-        return RidgeRewardModel().fit(data, rng)
-    raise InvalidInputError(
-        f"reward_model must be None, 'ridge' or a RidgeRewardModel, got {spec!r}"
-    )
+def reward_range_of(data: LoggedData, declared: Any) -> tuple[float, float]:
+    """The declared range (every reward checked against it), else [0, 1] when the rewards
+    lie in it, else the observed [min, max] (declare the range for unbounded rewards)."""
+    r = np.asarray(data.rewards, dtype=np.float64)
+    if r.size == 0 or not np.isfinite(r).all():
+        raise InvalidInputError("rewards must be a non-empty array of finite numbers")
+    rng = check_reward_range(declared)
+    if rng is None:
+        low, high = float(r.min()), float(r.max())
+        return (0.0, 1.0) if low >= 0.0 and high <= 1.0 else (low, max(high, low + 1e-12))
+    bad = (r < rng[0]) | (r > rng[1])
+    if bad.any():
+        rows = first_rows(bad)
+        raise InvalidInputError(
+            f"rewards must be in reward_range [{rng[0]}, {rng[1]}]; first bad rows {rows}: "
+            f"{r[rows].tolist()}"
+        )
+    return rng
+
+
+def _model_values(
+    spec: RewardModel | str, data: LoggedData, span: tuple[float, float],
+    rng: np.random.Generator,
+) -> tuple[list[F64], RewardModel]:  # fmt: skip
+    """q̂ of every candidate for each cross-fitting split, and the model family used.
+
+    A fitted model serves as is (one split); an unfitted one or a name (cross-fitted with
+    2 folds) is fitted on :data:`N_SPLITS` random fold splits, so that the bootstrap sees
+    how much the estimate moves with the split.
+    """
+    rewards = np.asarray(data.rewards, dtype=np.float64)
+    model = make_reward_model(spec, rewards, span, n_folds=2)
+    if model.is_fitted:
+        return [model.predict_candidates(data)], model
+    if model.n_folds == 1:
+        return [model.unfitted().fit(data).predict_candidates(data)], model
+    seeds = rng.spawn(N_SPLITS)
+    return [model.unfitted().fit(data, s).predict_candidates(data) for s in seeds], model
+
+
+def _anytime(
+    name: str, data: LoggedData, prob: F64, model: RewardModel | None, clip: float | None,
+    span: tuple[float, float], alpha: float,
+) -> Estimate:  # fmt: skip
+    """IPS or DR with its confidence sequence (scaled to [0, 1] and back)."""
+    low, width = span[0], span[1] - span[0]
+    ptr, idx = check_candidates(data)
+    pos = logged_positions(data, ptr, idx)
+    pscores = np.asarray(data.pscores, dtype=np.float64)
+    weights = prob[pos] / pscores
+    if clip is not None:
+        weights = np.minimum(weights, clip)
+    r01 = (np.asarray(data.rewards, dtype=np.float64) - low) / width
+    if name == "ips":  # IPS is DR with a zero model
+        q = np.zeros(idx.shape[0])
+    else:
+        assert model is not None
+        q = (past_only_values(data, model, low + 0.5 * width) - low) / width
+    if data.cand_prob is not None:
+        logp = np.asarray(data.cand_prob, dtype=np.float64)
+        cand_w = np.where(prob > 0.0, prob / np.where(logp > 0.0, logp, 1.0), 0.0)
+    else:  # the log kept only the chosen arm's propensity: the largest logged weight
+        cand_w = np.where(prob > 0.0, float(weights.max()), 0.0)
+    if clip is not None:
+        cand_w = np.minimum(cand_w, clip)
+    terms, t_low, t_high = dr_terms(ptr, prob, q, pos, r01, weights, cand_w)
+    est = dr_sequence(terms, t_low, t_high, alpha)
+    return Estimate(*(low + width * v for v in est))
+
+
+def _in_range(e: Estimate, span: tuple[float, float]) -> Estimate:
+    """The value lies in the reward range, so projecting onto it never moves away from it."""
+    return Estimate(*(float(np.clip(v, *span)) for v in e))
 
 
 def evaluate(
@@ -204,8 +276,10 @@ def evaluate(
     target_prob: Policy | F64,
     *,
     estimators: Sequence[str | Estimator] = DEFAULT_ESTIMATORS,
-    reward_model: RidgeRewardModel | str | None = None,
+    reward_model: RewardModel | str | None = None,
     clip: float | None = None,
+    interval: str = "cs",
+    reward_range: Any = None,
     n_boot: int = 200,
     alpha: float = 0.05,
     rng: np.random.Generator,
@@ -214,31 +288,50 @@ def evaluate(
 
     ``target_prob`` is a policy or its (nnz,) probabilities (see :func:`target_distribution`).
     ``estimators`` are names from :data:`ESTIMATORS` (built with ``clip``) or instances.
-    ``reward_model`` serves DM / DR / SNDR / Switch-DR: ``"ridge"`` or an unfitted
-    :class:`RidgeRewardModel` is fitted on ``data`` (use ``n_folds > 1`` to cross-fit),
-    a fitted one is used as is; with None those estimators are skipped (the reason is in
-    :attr:`Evaluation.skipped`) and if nothing is left to run this raises.
+    ``reward_model`` serves DM / DR / SNDR / Switch-DR: a name (``auto``, ``ridge``,
+    ``logistic``; cross-fitted over :data:`N_SPLITS` random splits) or a
+    :class:`RewardModel` (fitted: used as is); with None those estimators are skipped (the
+    reason is in :attr:`Evaluation.skipped`) and if nothing is left to run this raises.
+
+    ``interval="cs"`` (default) gives IPS and DR anytime-valid confidence sequences, valid on
+    logs written by a learning policy (DR then uses a reward model fitted on earlier rounds
+    only); the other estimators, and all of them with ``interval="bootstrap"``, get a
+    Poisson-bootstrap interval, valid for i.i.d. logs only. Values and intervals are kept
+    inside ``reward_range`` (declared, else [0, 1] or the observed range).
     """
     if not isinstance(rng, np.random.Generator):
         raise InvalidInputError(f"rng must be a numpy Generator, got {type(rng).__name__}")
+    if interval not in ("cs", "bootstrap"):
+        raise InvalidInputError(f"interval = {interval!r}: expected 'cs' or 'bootstrap'")
     ests = _estimators(estimators, clip)
     prob = target_distribution(target_prob, data)
+    span = reward_range_of(data, reward_range)
     skipped: dict[str, str] = {}
+    qs: list[F64 | None] = [None]
     model = None
     if any(e.needs_model for e in ests):
-        model = _reward_model(reward_model, data, rng)
-        if model is None:
+        if reward_model is None:
             for e in ests:
                 if e.needs_model:
                     skipped[e.name] = (
-                        f"{e.name} needs a reward model: pass reward_model='ridge' or a "
-                        "RidgeRewardModel to evaluate()"
+                        f"{e.name} needs a reward model: pass reward_model='auto' (or "
+                        "'ridge', 'logistic', a RewardModel) to evaluate()"
                     )
             if len(skipped) == len(ests):
                 raise InvalidInputError("; ".join(skipped.values()))
-    q = None if model is None else model.predict_candidates(data)
-    feedback = bandit_feedback(data, prob, q)
-    estimates = estimate_intervals(
-        [e for e in ests if e.name not in skipped], feedback, rng, n_boot, alpha
+        else:
+            values, model = _model_values(reward_model, data, span, rng)
+            qs = list(values)
+    feedback = [bandit_feedback(data, prob, q) for q in qs]
+    run = [e for e in ests if e.name not in skipped]
+    estimates = estimate_intervals(run, feedback, rng, n_boot, alpha)
+    methods = {e.name: BOOTSTRAP_LABEL for e in run}
+    if interval == "cs":
+        for e in run:
+            if type(e) in (IPS, DR):
+                estimates[e.name] = _anytime(e.name, data, prob, model, e.clip, span, alpha)
+                methods[e.name] = CS_LABEL
+    estimates = {k: _in_range(v, span) for k, v in estimates.items()}
+    return Evaluation(
+        estimates, diagnostics(feedback[0], clip), skipped, data.n_rounds, methods, span
     )
-    return Evaluation(estimates, diagnostics(feedback, clip), skipped, data.n_rounds)

@@ -1,19 +1,24 @@
-"""Per-arm ridge reward model q̂(x, a) for the model-based estimators (DM, DR, SNDR, Switch-DR).
+"""Reward models q̂(x, a) for the model-based estimators (DM, DR, SNDR, Switch-DR).
 
-One ridge regression per arm over ``[1, x]``, shrunk toward a pooled fit of all arms: arms
-that were never logged get the pooled model, rarely logged ones mostly it. Without contexts
-this is each arm's mean reward shrunk toward the overall mean,
-``(Σ r_a + l2·r̄) / (n_a + l2)``.
+Both families fit one model per arm over ``[1, x]``, shrunk toward a pooled fit of all
+arms: arms that were never logged get the pooled model, rarely logged ones mostly it.
+
+- :class:`RidgeRewardModel`: least squares; without contexts each arm's mean reward shrunk
+  toward the overall mean, ``(Σ r_a + l2·r̄) / (n_a + l2)``. A linear model leaves the
+  reward's range (negative click rates), so predictions are clipped to ``reward_range``.
+- :class:`LogisticRewardModel`: for binary (or [0, 1]-scaled) rewards; predictions stay
+  inside the range by construction.
 
 DR is unbiased for any fixed model, but a model fitted on the very rows it corrects is not
 fixed: on small logs it has partly memorised their rewards. With ``n_folds > 1`` the model
 is cross-fitted: each logged round's values come from a model fitted without its fold.
+Every fit is deterministic given its inputs and the ``rng`` that draws the folds.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -21,6 +26,10 @@ from allocator.errors import InvalidInputError
 from allocator.inputs import check_arm_indices, first_rows
 from allocator.kernels import ope as kope
 from allocator.replay.dataset import F64, I64, LoggedData, check_candidates
+
+#: Newton iterations and step tolerance of the logistic fit
+LOGISTIC_MAX_ITER = 50
+LOGISTIC_TOL = 1e-9
 
 
 def _features(contexts: Any, n: int, d: int | None, name: str) -> F64:
@@ -40,21 +49,43 @@ def _features(contexts: Any, n: int, d: int | None, name: str) -> F64:
     return x
 
 
-class RidgeRewardModel:
-    """Per-arm ridge regression with an intercept, shrunk toward a pooled fit.
+def check_reward_range(value: Any) -> tuple[float, float] | None:
+    """``(low, high)`` with finite ``low < high``, or None."""
+    if value is None:
+        return None
+    try:
+        low, high = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise InvalidInputError(
+            f"reward_range = {value!r}: expected (low, high), two finite numbers"
+        ) from None
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise InvalidInputError(f"reward_range = {value!r}: expected finite low < high")
+    return low, high
 
-    ``l2`` is the ridge penalty (in units of rows: an arm with ``n_a`` rows weighs its own
-    data ``n_a : l2`` against the pooled model). ``n_folds > 1`` cross-fits, see the module
-    docstring. :meth:`fit` returns the model itself.
+
+def is_binary(rewards: F64) -> bool:
+    return bool(np.all((rewards == 0.0) | (rewards == 1.0)))
+
+
+class RewardModel:
+    """Shared fitting scaffold: validation, folds, the (F+1)-model stack and predictions.
+
+    ``l2`` is the penalty (in units of rows: an arm with ``n_a`` rows weighs its own data
+    ``n_a : l2`` against the pooled model). ``n_folds > 1`` cross-fits, see the module
+    docstring. ``reward_range`` bounds every prediction. :meth:`fit` returns the model.
     """
 
-    def __init__(self, l2: float = 1.0, n_folds: int = 1) -> None:
+    name: ClassVar[str] = "base"
+
+    def __init__(self, l2: float = 1.0, n_folds: int = 1, reward_range: Any = None) -> None:
         if not isinstance(l2, (int, float)) or not math.isfinite(l2) or l2 <= 0:
             raise InvalidInputError(f"l2 = {l2!r}: expected a finite number > 0")
         if not isinstance(n_folds, int) or isinstance(n_folds, bool) or n_folds < 1:
             raise InvalidInputError(f"n_folds = {n_folds!r}: expected an integer >= 1")
         self.l2 = float(l2)
         self.n_folds = n_folds
+        self.reward_range = check_reward_range(reward_range)
         self.n_arms = 0
         self.n_features: int | None = None
         self.coef: F64 | None = None  # (K, d+1) fitted on every row, intercept first
@@ -66,7 +97,11 @@ class RidgeRewardModel:
     def is_fitted(self) -> bool:
         return self.coef is not None
 
-    def fit(self, data: LoggedData, rng: np.random.Generator | None = None) -> RidgeRewardModel:
+    def unfitted(self) -> RewardModel:
+        """A fresh model with the same hyper-parameters."""
+        return type(self)(self.l2, self.n_folds, self.reward_range)
+
+    def fit(self, data: LoggedData, rng: np.random.Generator | None = None) -> RewardModel:
         """Fit on every logged round (and, cross-fitting, on every fold's complement).
 
         Folds are a random balanced split drawn from ``rng``, or rows ``i % n_folds`` when
@@ -85,19 +120,11 @@ class RidgeRewardModel:
             raise InvalidInputError(
                 f"rewards must be finite; first bad rows {first_rows(~np.isfinite(rewards))}"
             )
+        self._check_rewards(rewards)
         folds = np.arange(n, dtype=np.int64) % self.n_folds
         if rng is not None:
             folds = np.ascontiguousarray(rng.permutation(folds))
-        p = x.shape[1] + 1
-        xtx = np.empty((self.n_folds, k, p, p))
-        xty = np.empty((self.n_folds, k, p))
-        kope.ridge_moments(x, arms, rewards, folds, xtx, xty)
-        total_xtx, total_xty = xtx.sum(axis=0), xty.sum(axis=0)
-        if self.n_folds > 1:  # model 0 on every row, model f + 1 without fold f
-            xtx = np.concatenate([total_xtx[None], total_xtx[None] - xtx])
-            xty = np.concatenate([total_xty[None], total_xty[None] - xty])
-        coef = np.empty(xty.shape)
-        kope.ridge_coefficients(xtx, xty, self.l2, coef, np.empty((coef.shape[0], p)))
+        coef = self._fit_stack(x, arms, rewards, folds, k)
         self.n_arms, self.n_features = k, d
         self.coef = coef[0]
         self._fold_coef = coef[1:] if self.n_folds > 1 else None
@@ -114,7 +141,7 @@ class RidgeRewardModel:
         out = np.empty(m)
         ptr = np.arange(m + 1, dtype=np.int64)
         kope.predict_csr(x, ptr, a, np.zeros(m, dtype=np.int64), coef[None], out)
-        return out
+        return self._output(out)
 
     def predict_candidates(self, data: LoggedData) -> F64:
         """q̂ of every candidate of every round, aligned with ``data.candidates()[1]`` (nnz,).
@@ -137,9 +164,107 @@ class RidgeRewardModel:
             stack, model_of_row = coef[None], np.zeros(n, dtype=np.int64)
         out = np.empty(idx.shape[0])
         kope.predict_csr(x, ptr, idx, model_of_row, np.ascontiguousarray(stack), out)
-        return out
+        return self._output(out)
 
     def _coef(self) -> F64:
         if self.coef is None:
             raise InvalidInputError("the reward model is not fitted: call fit(data) first")
         return self.coef
+
+    def _check_rewards(self, rewards: F64) -> None:
+        if self.reward_range is None:
+            return
+        low, high = self.reward_range
+        bad = (rewards < low) | (rewards > high)
+        if bad.any():
+            rows = first_rows(bad)
+            raise InvalidInputError(
+                f"rewards must be in reward_range [{low}, {high}]; first bad rows {rows}: "
+                f"{rewards[rows].tolist()}"
+            )
+
+    def _fit_stack(self, x: F64, arms: I64, rewards: F64, folds: I64, k: int) -> F64:
+        """(F+1 or 1, K, p) coefficients: model 0 on every row, model f+1 without fold f."""
+        raise NotImplementedError
+
+    def _output(self, linear: F64) -> F64:
+        raise NotImplementedError
+
+
+class RidgeRewardModel(RewardModel):
+    """Per-arm ridge regression with an intercept, shrunk toward a pooled fit; predictions
+    clipped to ``reward_range`` when one is declared."""
+
+    name: ClassVar[str] = "ridge"
+
+    def _fit_stack(self, x: F64, arms: I64, rewards: F64, folds: I64, k: int) -> F64:
+        p = x.shape[1] + 1
+        xtx = np.empty((self.n_folds, k, p, p))
+        xty = np.empty((self.n_folds, k, p))
+        kope.ridge_moments(x, arms, rewards, folds, xtx, xty)
+        total_xtx, total_xty = xtx.sum(axis=0), xty.sum(axis=0)
+        if self.n_folds > 1:  # model 0 on every row, model f + 1 without fold f
+            xtx = np.concatenate([total_xtx[None], total_xtx[None] - xtx])
+            xty = np.concatenate([total_xty[None], total_xty[None] - xty])
+        coef = np.empty(xty.shape)
+        kope.ridge_coefficients(xtx, xty, self.l2, coef, np.empty((coef.shape[0], p)))
+        return coef
+
+    def _output(self, linear: F64) -> F64:
+        if self.reward_range is None:
+            return linear
+        return np.clip(linear, *self.reward_range)
+
+
+class LogisticRewardModel(RewardModel):
+    """Per-arm L2-penalised logistic regression shrunk toward a pooled fit, for rewards in
+    ``reward_range`` (default [0, 1]; binary rewards are the intended case). Rewards are
+    scaled to [0, 1] for the fit and predictions scaled back: they never leave the range."""
+
+    name: ClassVar[str] = "logistic"
+
+    def __init__(self, l2: float = 1.0, n_folds: int = 1, reward_range: Any = (0.0, 1.0)) -> None:
+        super().__init__(l2, n_folds, (0.0, 1.0) if reward_range is None else reward_range)
+
+    def _fit_stack(self, x: F64, arms: I64, rewards: F64, folds: I64, k: int) -> F64:
+        assert self.reward_range is not None
+        low, high = self.reward_range
+        y = np.ascontiguousarray((rewards - low) / (high - low))
+        p = x.shape[1] + 1
+        n_models = 1 if self.n_folds == 1 else self.n_folds + 1
+        coef = np.empty((n_models, k, p))
+        for m in range(n_models):
+            include = np.ones(y.shape[0], dtype=np.bool_) if m == 0 else folds != m - 1
+            kope.logistic_fit(
+                x, arms, y, include, self.l2, LOGISTIC_MAX_ITER, LOGISTIC_TOL, coef[m],
+                np.empty(p),
+            )  # fmt: skip
+        return coef
+
+    def _output(self, linear: F64) -> F64:
+        assert self.reward_range is not None
+        low, high = self.reward_range
+        return low + (high - low) / (1.0 + np.exp(-linear))
+
+
+REWARD_MODELS: dict[str, type[RewardModel]] = {
+    cls.name: cls for cls in (RidgeRewardModel, LogisticRewardModel)
+}
+
+
+def make_reward_model(
+    spec: RewardModel | str, rewards: F64, reward_range: tuple[float, float] | None,
+    n_folds: int = 1, l2: float = 1.0,
+) -> RewardModel:  # fmt: skip
+    """A model from a name (``auto``: logistic for binary rewards, else ridge clipped to the
+    range), or an instance as given."""
+    if isinstance(spec, RewardModel):
+        return spec
+    if spec == "auto":
+        spec = "logistic" if is_binary(rewards) else "ridge"
+    if spec not in REWARD_MODELS:
+        raise InvalidInputError(
+            f"reward_model must be None, one of {['auto', *sorted(REWARD_MODELS)]} or a "
+            f"RewardModel, got {spec!r}"
+        )
+    return REWARD_MODELS[spec](l2, n_folds, reward_range)

@@ -244,13 +244,19 @@ def _ope_metrics(ope: LogBuffer, world: World, seed: int, n_boot: int) -> dict[s
         return {"ope.truth": truth, "ope.rows": float(data.n_rounds),
                 "ope.unsupported_mass": unsupported}  # fmt: skip
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x0BE]))
-    result = evaluate(data, ope.concat("target"), reward_model="ridge", n_boot=n_boot, rng=rng)
+    target = ope.concat("target")
+    result = evaluate(data, target, reward_model="ridge", n_boot=n_boot, rng=rng)
     out = {"ope.truth": truth, "ope.rows": float(data.n_rounds)}
     for name, est in result.estimates.items():
         out[f"ope.{name}.value"] = est.value
         out[f"ope.{name}.low"] = est.low
         out[f"ope.{name}.high"] = est.high
         out[f"ope.{name}.covers_truth"] = float(est.low <= truth <= est.high)
+    # the i.i.d. bootstrap on the same rows, for comparison with the default intervals
+    boot = evaluate(data, target, estimators=("ips", "dr"), reward_model="ridge",
+                    interval="bootstrap", n_boot=n_boot, rng=rng)  # fmt: skip
+    for name, est in boot.estimates.items():
+        out[f"ope.{name}.bootstrap_covers_truth"] = float(est.low <= truth <= est.high)
     out["ope.ess"] = result.diagnostics.effective_sample_size
     out["ope.max_weight"] = result.diagnostics.max_weight
     return out

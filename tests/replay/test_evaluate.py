@@ -174,7 +174,8 @@ def _bad_target(lg):
         (lambda lg, r: evaluate(lg.data, lg.target, estimators="ips", rng=r), "non-empty sequence"),
         (
             lambda lg, r: evaluate(lg.data, lg.target, reward_model="forest", rng=r),
-            r"reward_model must be None, 'ridge' or a RidgeRewardModel, got 'forest'",
+            r"reward_model must be None, one of \['auto', 'logistic', 'ridge'\] or a RewardModel, "
+            r"got 'forest'",
         ),
         (lambda lg, r: evaluate(lg.data, lg.target, n_boot=3, rng=r), r"n_boot = 3 \(>= 10\)"),
         (

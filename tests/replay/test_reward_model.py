@@ -179,3 +179,34 @@ def test_a_rounds_cross_fitted_value_does_not_depend_on_its_reward():
 def test_invalid_inputs(make, match):
     with pytest.raises(InvalidInputError, match=match):
         make()
+
+
+@pytest.mark.parametrize("contextual", [True, False])
+def test_logistic_fit_matches_a_scipy_reference_and_stays_in_range(contextual):
+    from allocator.kernels.ope import INTERCEPT_L2
+    from allocator.replay.reward_model import LogisticRewardModel
+
+    data = logged(6, n=500)
+    if not contextual:
+        data = dataclasses.replace(data, contexts=None)
+    model = LogisticRewardModel(l2=2.0).fit(data)
+    x = np.empty((500, 0)) if data.contexts is None else data.contexts
+    coef, _ = naive.logistic_reward_model(x, data.actions, data.rewards, 4, 2.0, INTERCEPT_L2)
+    np.testing.assert_allclose(model.coef, coef, rtol=0, atol=1e-4)
+    q = model.predict_candidates(data)
+    assert q.min() > 0.0 and q.max() < 1.0
+    again = LogisticRewardModel(l2=2.0, n_folds=3).fit(data, np.random.default_rng(4))
+    same = LogisticRewardModel(l2=2.0, n_folds=3).fit(data, np.random.default_rng(4))
+    np.testing.assert_array_equal(again.predict_candidates(data), same.predict_candidates(data))
+
+
+def test_ridge_predictions_are_clipped_to_the_declared_range_and_rewards_checked():
+    data = logged(7)
+    raw = RidgeRewardModel(l2=0.1).fit(data).predict_candidates(data)
+    assert raw.min() < 0.0  # a linear model leaves the click range
+    clipped = RidgeRewardModel(l2=0.1, reward_range=(0, 1)).fit(data).predict_candidates(data)
+    np.testing.assert_array_equal(clipped, np.clip(raw, 0.0, 1.0))
+    with pytest.raises(InvalidInputError, match=r"rewards must be in reward_range \[0.0, 0.5\]"):
+        RidgeRewardModel(reward_range=(0, 0.5)).fit(data)
+    with pytest.raises(InvalidInputError, match=r"reward_range = \(1, 0\): expected finite low"):
+        RidgeRewardModel(reward_range=(1, 0))

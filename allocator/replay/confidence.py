@@ -1,0 +1,111 @@
+"""Anytime-valid intervals for IPS and DR on adaptively logged rounds.
+
+A learning logger's propensities depend on the rewards it saw, so the logged rounds are
+not independent and the bootstrap's intervals undercover. What stays true on such logs is
+that each round's importance-weighted term has the target's value as its conditional mean
+given the past (the logged propensities are exact). Confidence sequences built on that
+martingale structure (Waudby-Smith, Wu, Ramdas, Karampatziakis, Mineiro 2022) are valid at
+every time and therefore at the end of the log; see :mod:`allocator.kernels.confseq`.
+
+Rewards are scaled to [0, 1] by the reward range. The DR terms ``q̂π + w·(r − q̂(a))`` use
+a reward model fitted on earlier rounds only (refitted at doubling block boundaries), so
+they keep the martingale structure; IPS is the same with ``q̂ = 0``. The lower end bets on
+``terms − ℓ >= 0``, the upper end on ``u − terms >= 0``, where ``[ℓ, u]`` holds every term
+whatever the round's action and reward: it comes from the largest possible weight of each
+round, computed from the logged candidate distributions (or, when the log lacks them,
+from the largest logged weight). Betting on ``u − w·r`` rather than on ``w·(1 − r)``
+keeps the noise of the weights themselves out of the upper end, which matters when
+rewards are rare.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import NamedTuple
+
+import numpy as np
+
+from allocator.kernels import confseq as kcs
+from allocator.kernels import ope as kope
+from allocator.replay.dataset import F64, I64, LoggedData
+from allocator.replay.reward_model import RewardModel
+
+#: rounds served by the constant prior before the first past-only reward-model fit
+FIRST_BLOCK = 64
+
+
+class AnytimeEstimate(NamedTuple):
+    """A point estimate and the confidence sequence's interval at the end of the log."""
+
+    value: float
+    low: float
+    high: float
+
+
+def block_starts(n: int, first: int = FIRST_BLOCK) -> list[int]:
+    """0, first, 2·first, 4·first, … below n: the rows where the past-only model is refitted."""
+    starts = [0]
+    s = first
+    while s < n:
+        starts.append(s)
+        s *= 2
+    return starts
+
+
+def past_only_values(data: LoggedData, model: RewardModel, prior: float) -> F64:
+    """q̂ of every candidate (nnz,), each round's from a model fitted on earlier rounds only.
+
+    Rounds before the first refit get ``prior``; block ``[s_j, s_{j+1})`` gets the model
+    fitted on rounds ``[0, s_j)``. Deterministic: no folds, no randomness.
+    """
+    ptr, idx = data.candidates()
+    out = np.full(idx.shape[0], prior)
+    starts = [*block_starts(data.n_rounds), data.n_rounds]
+    for lo, hi in itertools.pairwise(starts[1:]):
+        fitted = model.unfitted().fit(data.take(0, lo))
+        out[ptr[lo] : ptr[hi]] = fitted.predict_candidates(data.take(lo, hi))
+    return out
+
+
+def _bets(x: F64, alpha: float, prior_mean: float) -> F64:
+    bets = np.empty(x.shape[0])
+    kcs.plug_in_bets(x, alpha, prior_mean, 0.25, bets)
+    return bets
+
+
+def _mean_interval(
+    low_terms: F64, high_terms: F64, shift_low: float, shift_high: float, alpha: float
+) -> tuple[float, float]:
+    """CS for V from ``low_terms + shift_low >= 0`` (mean V + shift_low) and
+    ``shift_high − high_terms >= 0`` (mean shift_high − V), each at level α/2, V in [0, 1]."""
+    x = np.ascontiguousarray(low_terms + shift_low)
+    lo = kcs.lower_bound(x, _bets(x, alpha / 2, shift_low + 0.5), alpha / 2, shift_low,
+                         shift_low + 1.0) - shift_low  # fmt: skip
+    y = np.ascontiguousarray(shift_high - high_terms)
+    m = shift_high - 1.0
+    hi = shift_high - kcs.lower_bound(y, _bets(y, alpha / 2, m + 0.5), alpha / 2, m, m + 1.0)
+    return float(lo), float(hi)
+
+
+def dr_sequence(terms: F64, low_bound: float, high_bound: float, alpha: float) -> AnytimeEstimate:
+    """DR value and its confidence sequence from past-only DR ``terms`` (scaled units) that
+    lie in ``[low_bound, high_bound]`` whatever the round's action and reward."""
+    lo, hi = _mean_interval(terms, terms, max(0.0, -low_bound), max(1.0, high_bound), alpha)
+    return AnytimeEstimate(float(np.mean(terms)), lo, hi)
+
+
+def dr_terms(
+    ptr: I64, target: F64, q: F64, pos: I64, rewards01: F64, weights: F64,
+    cand_weights: F64,
+) -> tuple[F64, float, float]:  # fmt: skip
+    """Per-round DR terms and the bounds they cannot leave (all in scaled units).
+
+    ``cand_weights`` (nnz,) is the importance weight each candidate would have had.
+    """
+    n = ptr.shape[0] - 1
+    q_target = np.empty(n)
+    kope.segment_sums(ptr, np.ascontiguousarray(target * q), q_target)
+    terms = q_target + weights * (rewards01 - q[pos])
+    low = q_target - np.maximum.reduceat(cand_weights * q, ptr[:-1])
+    high = q_target + np.maximum.reduceat(cand_weights * (1.0 - q), ptr[:-1])
+    return terms, float(low.min()), float(high.max())
