@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -25,7 +25,26 @@ GroupName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z
 RULE_CODES: dict[str, int] = {"thompson": 0, "ucb": 1, "greedy": 2}
 
 
-class StrictModel(BaseModel):
+if TYPE_CHECKING:  # the checker needs the class; at run time it is BaseModel's metaclass
+    from pydantic._internal._model_construction import ModelMetaclass as _ModelMeta
+else:
+    _ModelMeta = type(BaseModel)
+
+
+class _TypedErrors(_ModelMeta):
+    """Constructing a config directly (``BetaBernoulliConfig(epsilon=2)``) raises
+    :class:`ConfigError`, the public boundary's error, instead of pydantic's
+    ``ValidationError``. Only the direct call is wrapped: ``model_validate`` and nested
+    fields keep pydantic's own error, which :func:`parse_config` formats."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except ValidationError as err:
+            raise ConfigError(_format_validation_error(err, cls.__name__)) from None
+
+
+class StrictModel(BaseModel, metaclass=_TypedErrors):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 

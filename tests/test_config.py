@@ -107,3 +107,21 @@ def test_yaml_aliases_are_walked_once(tmp_path):
     path.write_text("\n".join(lines) + "\npolicy: {kind: beta_bernoulli}\n")
     with pytest.raises(ConfigError):  # extra keys: refused by the model, in bounded time
         load_engine_config(path)
+
+
+def test_constructing_a_config_directly_raises_config_error():
+    """The public boundary's promise: every error is an AllocatorError, even when a user
+    builds a config in Python rather than from YAML; nested fields still name their path."""
+    from allocator.serving import AllocatorConfig, ServingConfig
+
+    with pytest.raises(ConfigError, match=r"BetaBernoulliConfig:\n  epsilon: .*less than 1"):
+        BetaBernoulliConfig(epsilon=2.0)
+    with pytest.raises(ConfigError, match=r"pending_capacity: .*greater than or equal to 1"):
+        ServingConfig(pending_capacity=0)
+    with pytest.raises(
+        ConfigError, match=r"engine.policy.beta_bernoulli.epsilon: .*greater than or equal to 0"
+    ):
+        AllocatorConfig(engine={"policy": {"kind": "beta_bernoulli", "epsilon": -1}}, arms=[])
+    # validation from data keeps pydantic's error (parse_config formats it)
+    with pytest.raises(ValidationError):
+        BetaBernoulliConfig.model_validate({"epsilon": 2.0})
