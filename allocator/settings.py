@@ -17,6 +17,8 @@ from allocator.errors import ConfigError
 ENV_RAY_ADDRESS = "ALLOCATOR_RAY_ADDRESS"
 ENV_TRACKING_URI = "MLFLOW_TRACKING_URI"
 ENV_WORKERS = "ALLOCATOR_WORKERS"
+#: Ray's own switch for token authentication of a local cluster (read, and set when absent)
+RAY_AUTH_MODE = "RAY_AUTH_MODE"
 
 
 class Settings(BaseModel):
@@ -30,6 +32,8 @@ class Settings(BaseModel):
     tracking_uri: str | None = None
     #: CPUs of a locally started Ray (None = all of this machine's)
     workers: int | None = None
+    #: Ray's RAY_AUTH_MODE as the user set it; None means a local launch sets "token"
+    ray_auth_mode: str | None = None
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -45,4 +49,5 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ray_address=env.get(ENV_RAY_ADDRESS) or None,
         tracking_uri=env.get(ENV_TRACKING_URI) or None,
         workers=workers,
+        ray_auth_mode=env.get(RAY_AUTH_MODE) or None,
     )

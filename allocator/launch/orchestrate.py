@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TextIO, TypeVar
 
+from allocator.launch import view
 from allocator.launch.runner import Runner, TaskFn, TaskResult
 from allocator.launch.tracking import CellRecord, LaunchTracker, environment_tags
 
@@ -72,6 +73,8 @@ class Launch:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.results: list[TaskResult] = []
         self.failed: list[str] = []
+        self.scalar_keys: set[str] = set()
+        self.curve_keys: set[str] = set()
 
     @property
     def launch_id(self) -> str:
@@ -94,7 +97,10 @@ class Launch:
         for task, res in zip(tasks, self.results, strict=True):
             if not res.ok:
                 self.failed.append(failure_line(task, res))
-            self.tracker.log_cell(record(task, res))
+            cell = record(task, res)
+            self.scalar_keys.update(cell.metrics)
+            self.curve_keys.update(cell.steps)
+            self.tracker.log_cell(cell)
         return self.results
 
     def finish(
@@ -105,9 +111,12 @@ class Launch:
         params: Mapping[str, str],
         files: Sequence[Path],
         trailer: str = "\n",
+        group_tag: str = "grid.strategy",
+        key_sections: Sequence[view.Section] = (),
     ) -> LaunchOutcome:
-        """The summary run (table files, failures) and the printed report: table, ``note``,
-        failures, ``trailer``, the MLflow hint."""
+        """The summary run (table files, failures), the comparison view (``key_sections``
+        first, every other logged metric below, runs grouped by ``group_tag``) and the
+        printed report: table, ``note``, failures, ``trailer``, the MLflow hint."""
         failed = self.failed
         summary_id = self.tracker.log_summary(
             f"summary {self.launch_id}",
@@ -116,6 +125,10 @@ class Launch:
             {"failed_cells.txt": "\n".join(failed)} if failed else {},
             failed=bool(failed),
         )
+        shown = {m for s in key_sections for c in s.charts for m in c.metrics}
+        rest = view.remaining_sections(self.scalar_keys, self.curve_keys, shown)
+        spec = view.ViewSpec(self.launch_id, group_tag, (*key_sections, *rest))
+        self.tracker.publish_view(spec, len(self.results) + 1)
         text = f"\n{table}\n{note}"
         if failed:
             text += f"\n{len(failed)} cell(s) FAILED:\n  " + "\n  ".join(failed) + "\n"

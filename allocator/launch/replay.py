@@ -21,6 +21,7 @@ from pydantic import Field, model_validator
 
 from allocator.config import EngineConfig, StrictModel, load_yaml, parse_config
 from allocator.errors import ConfigError
+from allocator.launch import view
 from allocator.launch.orchestrate import Launch, LaunchOutcome
 from allocator.launch.runner import TaskResult
 from allocator.launch.tracking import CellRecord, flatten
@@ -157,7 +158,8 @@ def run_replay_cell(shared: tuple[LoggedData, ReplaySettings], task: ReplayTask)
         res = replay_learning_policy(policy, shard, rng, task.policy.uniform_epsilon)
         metrics.update(
             {"replay.value": res.value, "replay.low": res.low, "replay.high": res.high,
-             "replay.accepted": float(res.n_accepted), "replay.kept": float(res.n_kept)}
+             "replay.accepted": float(res.n_accepted), "replay.kept": float(res.n_kept),
+             "replay.acceptance_rate": res.n_accepted / max(res.n_kept, 1)}
         )  # fmt: skip
         if res.curve.shape[0]:
             idx = np.unique(np.linspace(0, res.curve.shape[0] - 1, 100).astype(np.int64))
@@ -209,7 +211,9 @@ def run_replay(
     launch.say(
         f"{len(tasks)} cells over {data.n_rounds:,} logged rounds, launch {launch.launch_id}\n"
     )
-    results = launch.run(runner, run_replay_cell, tasks, (data, s), partial(_cell_record, s))
+    order = {p.name: i for i, p in enumerate(cfg.policies)}
+    record = partial(_cell_record, s, order)
+    results = launch.run(runner, run_replay_cell, tasks, (data, s), record)
     per_policy: dict[str, list[float]] = {}
     for task, res in zip(tasks, results, strict=True):
         if res.ok:
@@ -231,10 +235,15 @@ def run_replay(
     summary = launch.directory / "summary.txt"
     summary.write_text(table + "\n")
     note = f"(value: {_headline(s)} for frozen policies, rejection replay for learning)\n"
-    return launch.finish(rows, table, note, {"rounds": str(data.n_rounds)}, [summary])
+    return launch.finish(
+        rows, table, note, {"rounds": str(data.n_rounds)}, [summary], "\n", "grid.policy",
+        key_sections(s),
+    )  # fmt: skip
 
 
-def _cell_record(s: ReplaySettings, task: ReplayTask, res: TaskResult) -> CellRecord:
+def _cell_record(
+    s: ReplaySettings, order: dict[str, int], task: ReplayTask, res: TaskResult
+) -> CellRecord:
     params = flatten(
         {
             "policy": task.policy.model_dump(mode="json"),
@@ -245,7 +254,35 @@ def _cell_record(s: ReplaySettings, task: ReplayTask, res: TaskResult) -> CellRe
     )
     if not res.ok:
         return CellRecord(task.name, task.coords, params, error=res.error)
-    return CellRecord(task.name, task.coords, params, res.value["metrics"], res.value["curves"])
+    metrics = dict(res.value["metrics"])
+    curves = dict(res.value["curves"])
+    src = "replay" if task.policy.mode == "learning" else f"ope.{_headline(s)}"
+    low, value, high = (metrics.get(f"{src}.{b}", np.nan) for b in ("low", "value", "high"))
+    metrics["estimate"] = value
+    # The interval drawn by the chart view (which has no error bars): low, estimate and high
+    # as three short level lines over the policy's own two steps (2k, 2k + 1), so each policy
+    # is a box at its place on the x axis, averaged over seeds and shards within its group.
+    steps = np.array([2 * order[task.policy.name], 2 * order[task.policy.name] + 1])
+    for name, v in (("low", low), ("estimate", value), ("high", high)):
+        curves[f"interval.{name}"] = (steps, np.array([v, v]))
+    return CellRecord(task.name, task.coords, params, metrics, curves)
+
+
+def key_sections(s: ReplaySettings) -> list[view.Section]:
+    """Estimates with their intervals first, then the diagnostics that qualify them."""
+    c = view.chart
+    h = _headline(s)
+    return [
+        view.Section(f"Estimates ({h} for frozen policies, rejection replay for learning)", (
+            c("estimate with its interval (high, estimate, low), one box per policy",
+              "interval.high", "interval.estimate", "interval.low", kind="line"),
+            c("estimate", "estimate"),
+        )),
+        view.Section("Diagnostics", (
+            c("effective sample size (frozen policies)", "ope.ess"),
+            c("acceptance rate (learning policies)", "replay.acceptance_rate"),
+        )),
+    ]  # fmt: skip
 
 
 def _headline(s: ReplaySettings) -> str:

@@ -9,6 +9,7 @@ runs; importing this module does not import Ray.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 import traceback
@@ -34,6 +35,16 @@ class TaskResult:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+def local_ray_auth() -> None:
+    """Say explicitly what a local Ray cluster uses: token authentication (Ray's default
+    since 2.5x, with a token it generates in ``~/.ray/auth_token``), unless the user chose
+    otherwise with ``RAY_AUTH_MODE``. Left unset, Ray warns about it on every launch."""
+    from allocator.settings import RAY_AUTH_MODE, load_settings
+
+    if load_settings().ray_auth_mode is None:
+        os.environ[RAY_AUTH_MODE] = "token"
 
 
 class Runner(Protocol):
@@ -134,6 +145,7 @@ class RayRunner:
             kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": "warning"}
             if self.address is None:
                 kwargs["num_cpus"] = self.num_cpus
+                local_ray_auth()
             ray.init(address=self.address, runtime_env={"env_vars": WORKER_ENV}, **kwargs)
             started = True
         try:

@@ -14,9 +14,12 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from allocator.constraints.config import GroupTarget
+from allocator.launch import view
 from allocator.launch.orchestrate import Launch, LaunchOutcome
 from allocator.launch.runner import Runner, TaskResult
 from allocator.launch.tracking import CellRecord, flatten
+from allocator.registry import MINI_SHOP
 from allocator.scenario import report
 from allocator.scenario.build import CellTask, grid_cells
 from allocator.scenario.config import Scale, load_scenario
@@ -83,8 +86,41 @@ def run_scenario(
     return launch.finish(
         rows, table, NOTE,
         {"scale": scale, "impressions_per_cell": str(n), "cells": str(len(cells))},
-        files, trailer,
+        files, trailer, "grid.strategy", key_sections(scenario, world),
     )  # fmt: skip
+
+
+def key_sections(scenario: Any, world: World) -> list[view.Section]:
+    """The charts a launch is read for, from this scenario's groups and contracts."""
+    groups = set(world.arm_groups)
+    c = view.chart
+    out = [
+        view.Section("Value and regret", (
+            c("value per 1,000 impressions (app value)", "value_per_1k"),
+            c("cumulative regret against the oracle", "curve.cum_regret", kind="line"),
+            c("regret per 1,000 impressions", "regret_per_1k"),
+        )),
+    ]  # fmt: skip
+    floors = [
+        c(f"{k.name}: {k.target.group} share against its floor",
+          f"curve.share.{k.target.group}", f"curve.floor.{k.name}", kind="line")
+        for cset in scenario.contracts.values()
+        for k in cset.constraints
+        if k.kind == "floor" and isinstance(k.target, GroupTarget) and k.target.group in groups
+    ]  # fmt: skip
+    if floors:
+        out.append(view.Section("Partner floors: share against floor", tuple(floors)))
+    if MINI_SHOP in groups:
+        out.append(view.Section("Mini Shop", (
+            c("Mini Shop share of impressions", f"curve.share.{MINI_SHOP}", kind="line"),
+            c("Mini Shop share at the end of the period", f"share_end.{MINI_SHOP}"),
+        )))  # fmt: skip
+    if any(getattr(s, "contracts", None) for s in scenario.strategies):
+        out.append(view.Section("Protection cost", (
+            c("protection cost per 1,000 impressions (layer attribution)",
+              "protection_cost_per_1k"),
+        )))  # fmt: skip
+    return out
 
 
 def _twins(scenario: Any) -> dict[str, str]:
@@ -122,6 +158,9 @@ def _cell_record(cell: CellTask, res: TaskResult, scenario: Any, scale: str) -> 
     if value is None:
         return CellRecord(cell.name, cell.coords, params, error=res.error or "failed")
     metrics = {**value.metrics, "cell_seconds": value.seconds}
+    if contracts:
+        row = report.cell_row(value.metrics, scenario.experiment.reward_scale)
+        metrics["protection_cost_per_1k"] = row["protection_cost_per_1k"]
     return CellRecord(cell.name, cell.coords, params, metrics, value.curves)
 
 

@@ -26,6 +26,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from allocator.errors import ConfigError
+from allocator.launch import view
 
 EXPERIMENT_KIND_TAG = ("mlflow.experimentKind", "custom_model_development")
 DEFAULT_STORE = "mlflow.db"
@@ -36,6 +37,15 @@ _MAX_PARAM = 6000
 def default_tracking_uri(workdir: Path | None = None) -> str:
     """MLflow's embedded sqlite store in the working directory."""
     return f"sqlite:///{(workdir or Path.cwd()).resolve() / DEFAULT_STORE}"
+
+
+def artifact_root(tracking_uri: str) -> Path | None:
+    """``mlartifacts`` next to a local sqlite store (not in whatever directory we run from)."""
+    parsed = urlparse(tracking_uri)
+    if parsed.scheme != "sqlite":
+        return None
+    db = Path(parsed.path[1:])  # sqlite:///rel/x.db or sqlite:////abs/x.db
+    return (db.parent / "mlartifacts").resolve()
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -108,6 +118,9 @@ class LaunchTracker:
         self.tags = {"launch_id": self.launch_id, **(tags or {})}
         self.client = MlflowClient(tracking_uri=self.tracking_uri)
         self.experiment_id = self._experiment(experiment)
+        #: the saved comparison view's share key, or why there is none
+        self.view_key: str | None = None
+        self.view_problem: str | None = "no comparison view was saved"
 
     def _experiment(self, name: str) -> str:
         try:
@@ -115,13 +128,11 @@ class LaunchTracker:
         except Exception as err:  # unreachable server, unreadable store
             raise ConfigError(f"MLflow tracking URI {self.tracking_uri!r}: {err}") from None
         if found is None:
-            location = None
-            parsed = urlparse(self.tracking_uri)
-            if parsed.scheme == "sqlite":  # keep artifacts next to the store, not in cwd
-                db = Path(parsed.path[1:] if parsed.path.startswith("//") else parsed.path)
-                location = (db.parent / "mlartifacts").resolve().as_uri()
+            root = artifact_root(self.tracking_uri)
             exp_id: str = self.client.create_experiment(
-                name, artifact_location=location, tags=dict([EXPERIMENT_KIND_TAG])
+                name,
+                artifact_location=None if root is None else root.as_uri(),
+                tags=dict([EXPERIMENT_KIND_TAG]),
             )
             return exp_id
         self.client.set_experiment_tag(found.experiment_id, *EXPERIMENT_KIND_TAG)
@@ -184,16 +195,33 @@ class LaunchTracker:
         self.client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
         return run_id
 
+    def publish_view(self, spec: view.ViewSpec, n_runs: int) -> None:
+        """Save the launch's comparison view as a shared view of the experiment."""
+        self.view_problem = view.ui_supports_shared_views()
+        if self.view_problem is not None:
+            return
+        value = view.encode(view.ui_state(spec, n_runs))
+        key = view.share_key(value)
+        self.client.set_experiment_tag(self.experiment_id, view.SHARE_TAG_PREFIX + key, value)
+        self.view_key = key
+
     def ui_hint(self, port: int = 5000) -> str:
-        """The command that opens the MLflow UI on this store and the chart-view link."""
+        """The command that opens the MLflow UI on this store and the comparison link."""
         parsed = urlparse(self.tracking_uri)
         if parsed.scheme in ("http", "https"):
             base = self.tracking_uri.rstrip("/")
             cmd = f"(server already running at {base})"
         else:
             base = f"http://127.0.0.1:{port}"
-            cmd = (
-                f"mlflow ui --backend-store-uri {self.tracking_uri} --host 127.0.0.1 --port {port}"
-            )
-        url = f"{base}/#/experiments/{self.experiment_id}/runs?compareRunsMode=CHART"
-        return f"{cmd}\nthen open {url}"
+            cmd = f"mlflow ui --backend-store-uri {self.tracking_uri}"
+            if (root := artifact_root(self.tracking_uri)) is not None:
+                cmd += f" --artifacts-destination {root}"
+            cmd += f" --host 127.0.0.1 --port {port}"
+        runs = f"{base}/#/experiments/{self.experiment_id}/runs"
+        if self.view_key is not None:
+            url = f"{runs}?{view.SHARE_URL_PARAM}={self.view_key}&compareRunsMode=CHART"
+            return f"{cmd}\nthen open {url}"
+        return (
+            f"{cmd}\ncomparison view not saved: {self.view_problem}\n"
+            f"then open the plain chart view {runs}?compareRunsMode=CHART"
+        )

@@ -56,6 +56,7 @@ FROZEN_METRICS = ESTIMATES | {
     "ope.ess",
     "ope.max_weight",
     "ope.zero_support",
+    *("estimate", "interval.low", "interval.estimate", "interval.high"),  # the view's chart
 }
 LEARNING_METRICS = {
     "rounds",
@@ -64,7 +65,9 @@ LEARNING_METRICS = {
     "replay.high",
     "replay.accepted",
     "replay.kept",
+    "replay.acceptance_rate",
     "curve.replay_mean_reward",
+    *("estimate", "interval.low", "interval.estimate", "interval.high"),  # the view's chart
 }
 
 

@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
+from allocator.launch import view
 from allocator.launch.tracking import (
     CellRecord,
     LaunchTracker,
+    artifact_root,
     config_hash,
     default_tracking_uri,
     environment_tags,
@@ -37,6 +39,13 @@ def test_environment_tags_name_commit_hash_and_versions():
 
 def test_default_store_is_sqlite_in_the_working_directory(tmp_path):
     assert default_tracking_uri(tmp_path) == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+
+
+def test_artifacts_go_next_to_a_sqlite_store_relative_or_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert artifact_root("sqlite:///sub/mlflow.db") == tmp_path.resolve() / "sub" / "mlartifacts"
+    assert artifact_root(f"sqlite:///{tmp_path}/m.db") == tmp_path.resolve() / "mlartifacts"
+    assert artifact_root("http://127.0.0.1:5000") is None
 
 
 def test_a_launch_writes_top_level_cell_runs_and_a_summary(tracking_uri, tmp_path):
@@ -83,11 +92,21 @@ def test_a_launch_writes_top_level_cell_runs_and_a_summary(tracking_uri, tmp_pat
     summary = client.get_run(summary_id)
     assert summary.data.tags["role"] == "summary" and summary.info.status == "FAILED"
     assert sorted(a.path for a in client.list_artifacts(summary_id)) == ["plot.png", "table.txt"]
+    store = tmp_path.resolve()
+    assert exp.artifact_location == (store / "mlartifacts").as_uri()  # next to the store
+    tracker.publish_view(view.ViewSpec("L1", "grid.strategy", ()), 3)
     hint = tracker.ui_hint(port=5055)
-    assert f"--backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5055" in hint
     assert (
-        f"http://127.0.0.1:5055/#/experiments/{exp.experiment_id}/runs?compareRunsMode=CHART"
-        in hint
+        f"--backend-store-uri {tracking_uri} --artifacts-destination {store / 'mlartifacts'}"
+        " --host 127.0.0.1 --port 5055" in hint
+    )
+    assert (
+        f"http://127.0.0.1:5055/#/experiments/{exp.experiment_id}/runs?viewStateShareKey="
+        f"{tracker.view_key}&compareRunsMode=CHART" in hint
+    )
+    assert (
+        view.SHARE_TAG_PREFIX + str(tracker.view_key)
+        in client.get_experiment(exp.experiment_id).tags
     )
 
 
