@@ -9,6 +9,7 @@ rather than a silently ignored setting. Cross-field rules live in a few
 from __future__ import annotations
 
 import math
+from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -198,6 +199,29 @@ class EngineConfig(StrictModel):
                 "linear policy for revenue"
             )
         return self
+
+
+def check_known_groups(where: str, names: Iterable[str], groups: Collection[str]) -> None:
+    """Raise ``ValueError`` naming the ``names`` that are not among ``groups`` (a typo in a
+    group-keyed mapping would otherwise fall back to the defaults silently)."""
+    unknown = sorted(set(names) - set(groups))
+    if unknown:
+        raise ValueError(
+            f"{where}: unknown groups {_listed(unknown)}; known groups: {_listed(sorted(groups))}"
+        )
+
+
+def _listed(names: list[str], limit: int = 20) -> str:
+    shown = ", ".join(brief(n) for n in names[:limit])
+    return f"[{shown}{', ...' if len(names) > limit else ''}]"
+
+
+def check_group_names(engine: EngineConfig, groups: Collection[str]) -> None:
+    """:func:`check_known_groups` for every group-keyed mapping of ``engine``."""
+    check_known_groups(
+        "engine.policy.group_priors", getattr(engine.policy, "group_priors", {}), groups
+    )
+    check_known_groups("engine.objective.take_rates", engine.objective.take_rates, groups)
 
 
 def _format_validation_error(err: ValidationError, source: str) -> str:
