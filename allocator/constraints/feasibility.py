@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 
@@ -27,8 +27,9 @@ from allocator.errors import brief
 from allocator.kernels import constraints as kc
 from allocator.kernels import feasibility as kf
 
-if TYPE_CHECKING:  # the models call these checks: types only, no import cycle
-    from allocator.constraints.config import Constraint
+#: An :class:`allocator.constraints.config.Constraint` (whose module validates through this
+#: one, so it is not imported here).
+Constraint = Any
 
 SHAPE_CODES = {"constant": kc.SHAPE_CONSTANT, "linear": kc.SHAPE_LINEAR, "step": kc.SHAPE_STEP}
 
@@ -190,7 +191,7 @@ def _group(c: Constraint) -> str | None:
 def _key(c: Constraint) -> str:
     """What a floor counts against: its group, or its arm (whose group is not known here)."""
     t = c.target
-    return getattr(t, "group", None) or getattr(t, "cold_in_group", None) or f"arm:{t.arm}"  # type: ignore[union-attr]
+    return getattr(t, "group", None) or getattr(t, "cold_in_group", None) or f"arm:{t.arm}"
 
 
 def _common_request(a: Constraint, b: Constraint) -> dict[str, str] | None:
