@@ -7,7 +7,8 @@
   experiment (``logs:``) evaluates policies on logged traffic. ``simulate`` and ``replay``
   are the same command restricted to one kind.
 
-Where to run and track comes from flags, else the environment (``ALLOCATOR_RAY_ADDRESS``,
+A refused input (a bad config file, of any kind) exits with status 2 and one line on
+stderr. Where to run and track comes from flags, else the environment (``ALLOCATOR_RAY_ADDRESS``,
 ``MLFLOW_TRACKING_URI``, ``ALLOCATOR_WORKERS``), else local Ray and ``./mlflow.db``.
 """
 
@@ -43,10 +44,18 @@ def main(argv: list[str] | None = None) -> int:
         data = load_yaml(args.config)
         cfg = parse_config(_model_for(data), data, args.config)
     except AllocatorError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return _refuse(err)
     print(json.dumps(cfg.model_dump(mode="json"), indent=2))
     return 0
+
+
+def _refuse(err: AllocatorError) -> int:
+    """Report a refused input as one line on stderr (a multi-line validation report is
+    joined), and give the exit status of a usage error."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [repr(err)]
+    text = " ".join([lines[0], "; ".join(lines[1:])]).strip()
+    print(f"error: {text[:2000]}", file=sys.stderr)
+    return 2
 
 
 def _model_for(data: Any) -> Any:
@@ -109,8 +118,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         settings = load_settings()
     except AllocatorError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return _refuse(err)
     runner: Any
     if args.sequential:
         runner = SequentialRunner()
@@ -141,8 +149,7 @@ def _run(args: argparse.Namespace) -> int:
 
             outcome = run_replay(args.config, runner, uri, args.out, args.launch_id)
     except AllocatorError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return _refuse(err)
     return int(outcome.exit_code)
 
 

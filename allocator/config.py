@@ -9,12 +9,13 @@ rather than a silently ignored setting. Cross-field rules live in a few
 from __future__ import annotations
 
 import math
+from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from allocator.config_files import load_yaml as load_yaml  # configs are read through here
 from allocator.errors import ConfigError, brief
 
 PositiveFloat = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
@@ -219,6 +220,29 @@ class EngineConfig(StrictModel):
         return self
 
 
+def check_known_groups(where: str, names: Iterable[str], groups: Collection[str]) -> None:
+    """Raise ``ValueError`` naming the ``names`` that are not among ``groups`` (a typo in a
+    group-keyed mapping would otherwise fall back to the defaults silently)."""
+    unknown = sorted(set(names) - set(groups))
+    if unknown:
+        raise ValueError(
+            f"{where}: unknown groups {_listed(unknown)}; known groups: {_listed(sorted(groups))}"
+        )
+
+
+def _listed(names: list[str], limit: int = 20) -> str:
+    shown = ", ".join(brief(n) for n in names[:limit])
+    return f"[{shown}{', ...' if len(names) > limit else ''}]"
+
+
+def check_group_names(engine: EngineConfig, groups: Collection[str]) -> None:
+    """:func:`check_known_groups` for every group-keyed mapping of ``engine``."""
+    check_known_groups(
+        "engine.policy.group_priors", getattr(engine.policy, "group_priors", {}), groups
+    )
+    check_known_groups("engine.objective.take_rates", engine.objective.take_rates, groups)
+
+
 def _format_validation_error(err: ValidationError, source: str) -> str:
     lines = [f"invalid configuration in {source}:"]
     for item in err.errors():
@@ -235,49 +259,6 @@ def parse_config(model: type[StrictModel], data: Any, source: str = "<dict>") ->
         return model.model_validate(data)
     except ValidationError as err:
         raise ConfigError(_format_validation_error(err, source)) from None
-
-
-def _duplicate_key(node: yaml.Node | None) -> yaml.Node | None:
-    """The first key node repeated within one mapping of a composed YAML tree (or None)."""
-    stack, visited = [node], set()
-    while stack:
-        current = stack.pop()
-        if id(current) in visited:  # aliases share nodes: each is walked once
-            continue
-        visited.add(id(current))
-        if isinstance(current, yaml.MappingNode):
-            seen: set[tuple[str, str]] = set()
-            for key, value in current.value:
-                if isinstance(key, yaml.ScalarNode):
-                    if (key.tag, key.value) in seen:
-                        return key
-                    seen.add((key.tag, key.value))
-                stack.extend((key, value))
-        elif isinstance(current, yaml.SequenceNode):
-            stack.extend(current.value)
-    return None
-
-
-def load_yaml(path: str | Path) -> Any:
-    """Read a YAML file with ``safe_load`` (plain data, never executes tags); a key repeated
-    in one mapping is an error, not a silent last-wins."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise ConfigError(f"cannot read config file {path}: {err.strerror}") from None
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"config file {path} is not UTF-8 text: {err.reason}") from None
-    try:
-        repeated = _duplicate_key(yaml.compose(text, Loader=yaml.SafeLoader))
-        if repeated is not None:
-            raise ConfigError(
-                f"config file {path}, line {repeated.start_mark.line + 1}: key "
-                f"{brief(repeated.value)} appears twice in one mapping"
-            )
-        return yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path} is not valid YAML: {str(err)[:500]}") from None
 
 
 def load_engine_config(path: str | Path) -> EngineConfig:

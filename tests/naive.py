@@ -203,3 +203,104 @@ def betting_lower(x, alpha, grid, prior_mean, cap):
         if not crossed:
             return m
     return grid[-1]
+
+
+# ---------------------------------------------------------------- constraint-set feasibility
+# Brute force: every combination of the scope values (plus a value none names) at every
+# time of the grid. Exponential in the attributes; the library's check must agree with it.
+
+
+def feasibility_grid(cs) -> list[float]:
+    """Starts, stairs (and 1 ms past them), 1 ms before ends; left limits with a slope."""
+    times = set()
+    for c in cs:
+        s = c.schedule
+        t0, t1 = s.start.timestamp(), s.end.timestamp()
+        times.update((t0, t1 - 1e-3))
+        if s.shape == "step":
+            for i in range(1, s.steps):
+                b = float(t0 + (t1 - t0) * np.float64(i) / s.steps)
+                times.update((b, b + 1e-3))
+    if any(c.schedule.shape == "linear" for c in cs):
+        times |= {t - 1e-3 for t in times}
+    return sorted(times)
+
+
+def _live_value(c, t: float) -> float | None:
+    s = c.schedule
+    t0, t1 = s.start.timestamp(), s.end.timestamp()
+    if not t0 <= t < t1:
+        return None
+    return schedule(t, t0, t1, s.start_value, s.final_value, s.shape, s.steps)
+
+
+def request_atoms(cs) -> list[dict[str, str]]:
+    import itertools
+
+    attrs = sorted({a for c in cs for a in c.scope})
+    values = [[*sorted({v for c in cs for v in c.scope.get(a, [])}), "\x00other"] for a in attrs]
+    return [dict(zip(attrs, combo, strict=True)) for combo in itertools.product(*values)]
+
+
+def _covers(c, request) -> bool:
+    return all(request.get(a) in vs for a, vs in c.scope.items())
+
+
+def floor_sum_violation(cs) -> bool:
+    """Some request at some time has floors summing past 1 (per group: the larger of the
+    group floor and the summed cold floors; arm floors are their own group)."""
+    floors = [c for c in cs if c.kind == "floor"]
+    for t in feasibility_grid(floors):
+        for request in request_atoms(floors):
+            wide: dict[str, float] = {}
+            narrow: dict[str, float] = {}
+            for c in floors:
+                v = _live_value(c, t) if _covers(c, request) else None
+                if not v:
+                    continue
+                tg = c.target
+                key = getattr(tg, "group", None) or getattr(tg, "cold_in_group", None)
+                if getattr(tg, "group", None):
+                    wide[key] = max(wide.get(key, 0.0), v)
+                else:
+                    key = key or f"arm:{tg.arm}"
+                    narrow[key] = narrow.get(key, 0.0) + v
+            keys = set(wide) | set(narrow)
+            if sum(max(wide.get(k, 0.0), narrow.get(k, 0.0)) for k in keys) > 1 + 1e-12:
+                return True
+    return False
+
+
+def cap_below_floor(cs) -> bool:
+    """Some request under a cap and a floor on the same target, at some time the cap is
+    live, has the cap below the floor."""
+    for cap in cs:
+        for floor in cs:
+            if cap.kind != "cap" or floor.kind != "floor" or cap.target != floor.target:
+                continue
+            for t in feasibility_grid([cap, floor]):
+                for request in request_atoms([cap, floor]):
+                    if not (_covers(cap, request) and _covers(floor, request)):
+                        continue
+                    c, f = _live_value(cap, t), _live_value(floor, t)
+                    if c is not None and c < (f or 0.0):
+                        return True
+    return False
+
+
+def caps_leave_no_room(cs, groups) -> bool:
+    """Some request at some time has every group of ``groups`` capped, the tightest caps
+    summing below 1."""
+    caps = [c for c in cs if c.kind == "cap" and getattr(c.target, "group", None) in groups]
+    if len(set(groups)) < 2:
+        return False
+    for t in feasibility_grid(caps):
+        for request in request_atoms(caps):
+            tight: dict[str, float] = {}
+            for c in caps:
+                v = _live_value(c, t) if _covers(c, request) else None
+                if v is not None:
+                    tight[c.target.group] = min(tight.get(c.target.group, 1.0), v)
+            if len(tight) == len(set(groups)) and sum(tight.values()) < 1 - 1e-12:
+                return True
+    return False

@@ -4,7 +4,12 @@ import pytest
 from pydantic import ValidationError
 
 from allocator import BetaBernoulliConfig, ConfigError, EngineConfig, load_engine_config
-from allocator.config import LinearGaussianConfig, ObjectiveConfig, SharedLinearConfig
+from allocator.config import (
+    LinearGaussianConfig,
+    ObjectiveConfig,
+    SharedLinearConfig,
+    parse_config,
+)
 
 
 def test_yaml_round_trip(tmp_path):
@@ -105,7 +110,7 @@ def test_yaml_aliases_are_walked_once(tmp_path):
     lines += [f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}]" for i in range(1, 25)]
     path = tmp_path / "laughs.yaml"
     path.write_text("\n".join(lines) + "\npolicy: {kind: beta_bernoulli}\n")
-    with pytest.raises(ConfigError):  # extra keys: refused by the model, in bounded time
+    with pytest.raises(ConfigError, match="once its aliases are expanded"):
         load_engine_config(path)
 
 
@@ -125,3 +130,30 @@ def test_constructing_a_config_directly_raises_config_error():
     # validation from data keeps pydantic's error (parse_config formats it)
     with pytest.raises(ValidationError):
         BetaBernoulliConfig.model_validate({"epsilon": 2.0})
+
+
+def test_group_keyed_mappings_name_unknown_and_known_groups():
+    from allocator.serving.config import AllocatorConfig
+
+    arms = [{"id": "taobao", "group": "taobao"}, {"id": "m1", "group": "mini_shop"}]
+    for engine, where in (
+        ({"policy": {"kind": "beta_bernoulli", "group_priors": {"mini-shop": {}}}},
+         r"group_priors: unknown groups \['mini-shop'\]"),
+        ({"policy": {"kind": "beta_bernoulli"}, "objective": {"take_rates": {"jd": 0.1}}},
+         r"take_rates: unknown groups \['jd'\]"),
+    ):  # fmt: skip
+        with pytest.raises(ConfigError, match=where + r"; known groups: \['mini_shop', 'taobao'\]"):
+            parse_config(AllocatorConfig, {"engine": engine, "arms": arms})
+    ok = {"policy": {"kind": "beta_bernoulli"}, "objective": {"take_rates": {"taobao": 0.03}}}
+    parse_config(AllocatorConfig, {"engine": ok, "arms": arms})
+
+
+def test_scenario_group_names_are_checked_against_the_world():
+    from allocator.config import load_yaml
+    from allocator.scenario.config import ScenarioConfig
+
+    data = load_yaml("configs/wechat_entry.yaml")
+    policy = next(s for s in data["strategies"] if s["kind"] == "policy")
+    policy["engine"]["policy"]["group_priors"] = {"nope": {}}
+    with pytest.raises(ConfigError, match=r"engine.policy.group_priors: unknown groups \['nope'\]"):
+        parse_config(ScenarioConfig, data)

@@ -116,7 +116,8 @@ def test_the_distribution_installs_only_the_allocator_package():
 #: evaluation ← the scenario simulator ← launches (runner, tracking) ← CLI.
 LAYERS = (
     ("allocator.kernels", "allocator.errors", "allocator.settings", "allocator.inputs",
-     "allocator.timestamps", "allocator.decisions", "allocator.config", "allocator.registry",
+     "allocator.timestamps", "allocator.decisions", "allocator.config", "allocator.config_files",
+     "allocator.registry",
      "allocator.objective", "allocator.snapshot", "allocator.version"),
     ("allocator.policies", "allocator.constraints"),
     ("allocator.engine",),

@@ -1,7 +1,8 @@
 """A validated :class:`ConstraintSet` resolved against the arm registry into flat arrays.
 
 Targets become group codes or arm indices (unknown ones are a :class:`ConfigError` naming
-the constraint); scopes become a boolean table over request-attribute value codes, so the
+the constraint), and caps that together cap every group of the catalogue below 1 are
+refused; scopes become a boolean table over request-attribute value codes, so the
 kernel tests a request's scope with a few array lookups.
 """
 
@@ -20,6 +21,7 @@ from allocator.constraints.config import (
     ConstraintSet,
     GroupTarget,
 )
+from allocator.constraints.feasibility import check_caps_cover
 from allocator.errors import ConfigError, InvalidInputError, brief
 from allocator.kernels import constraints as kc
 from allocator.registry import ArmRegistry
@@ -82,6 +84,10 @@ def _target(c: Constraint, registry: ArmRegistry) -> tuple[int, int]:
 
 def compile_constraints(spec: ConstraintSet, registry: ArmRegistry) -> CompiledConstraints:
     """Resolve ``spec`` against ``registry``; order by priority (stable)."""
+    try:
+        check_caps_cover(spec.constraints, registry.groups)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     order = tuple(sorted(spec.constraints, key=lambda c: -c.priority))
     k = len(order)
     attrs = tuple(sorted({a for c in order for a in c.scope}))

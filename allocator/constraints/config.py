@@ -3,14 +3,15 @@
 A constraint names a target (a group, one arm, or the cold arms of a group), a kind, the
 requests it applies to (scope), and a schedule of its value over UTC time. Validation
 rejects sets that no allocator could honour — floors that can sum past 1 for some request
-at some time, caps below floors on the same target — naming the constraints and the time.
-Targets are checked against the arm registry when the set is compiled.
+at some time, caps below floors on the same target — naming the constraints, the time and
+the requests (:mod:`allocator.constraints.feasibility`, in bounded time). Targets, and caps
+that together cap every group of the catalogue, are checked against the arm registry when
+the set is compiled.
 """
 
 from __future__ import annotations
 
-import itertools
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Literal, overload
 
 import numpy as np
@@ -18,10 +19,20 @@ import numpy.typing as npt
 from pydantic import Field, field_validator, model_validator
 
 from allocator.config import GroupName, PositiveFloat, StrictModel
+from allocator.constraints.feasibility import (
+    SHAPE_CODES,
+    check_caps_above_floors,
+    check_floor_sums,
+)
 from allocator.kernels import constraints as kc
 
 F64 = npt.NDArray[np.float64]
 AttrValue = Annotated[str, Field(min_length=1, max_length=128)]
+#: Size bounds, so that validating a set stays bounded in time and memory.
+MAX_CONSTRAINTS = 62  # the kernel reports the constraints that moved mass in one int64
+MAX_SCOPE_ATTRS = 32
+MAX_SCOPE_VALUES = 256
+MAX_STEPS = 10_000
 
 
 class GroupTarget(StrictModel):
@@ -57,7 +68,7 @@ class Schedule(StrictModel):
     start_value: Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
     end_value: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] | None = None
     shape: Literal["constant", "linear", "step"] = "constant"
-    steps: Annotated[int, Field(ge=1, le=10_000)] = 4
+    steps: Annotated[int, Field(ge=1, le=MAX_STEPS)] = 4
 
     @field_validator("start", "end")
     @classmethod
@@ -92,9 +103,6 @@ class Schedule(StrictModel):
         return np.where((t >= t0) & (t < t1), v, 0.0)
 
 
-SHAPE_CODES = {"constant": kc.SHAPE_CONSTANT, "linear": kc.SHAPE_LINEAR, "step": kc.SHAPE_STEP}
-
-
 @overload
 def schedule_value(
     t: float, t0: float, t1: float, v0: float, v1: float, shape: str, steps: int
@@ -118,7 +126,13 @@ class Constraint(StrictModel):
     name: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")]
     kind: Literal["floor", "cap", "tilt"]
     target: Target
-    scope: dict[Annotated[str, Field(min_length=1)], list[AttrValue]] = Field(default_factory=dict)
+    scope: Annotated[
+        dict[
+            Annotated[str, Field(min_length=1, max_length=128)],
+            Annotated[list[AttrValue], Field(max_length=MAX_SCOPE_VALUES)],
+        ],
+        Field(max_length=MAX_SCOPE_ATTRS),
+    ] = Field(default_factory=dict)
     schedule: Schedule
     priority: int = 0
     on_missing: Literal["skip", "carry"] = "skip"
@@ -157,7 +171,9 @@ class ConstraintSet(StrictModel):
     eta: Annotated[float, Field(gt=0.0, le=10.0, allow_inf_nan=False)] = 0.05
     backstop: Annotated[float, Field(ge=1.0, allow_inf_nan=False)] = 30.0
     surplus: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 10.0
-    constraints: Annotated[list[Constraint], Field(max_length=62)] = Field(default_factory=list)
+    constraints: Annotated[list[Constraint], Field(max_length=MAX_CONSTRAINTS)] = Field(
+        default_factory=list
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> ConstraintSet:
@@ -165,86 +181,6 @@ class ConstraintSet(StrictModel):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"constraint names must be unique, repeated: {dupes}")
-        _check_caps_above_floors(self.constraints)
-        _check_floor_sums(self.constraints)
+        check_caps_above_floors(self.constraints)
+        check_floor_sums(self.constraints)
         return self
-
-
-def _breakpoints(cs: list[Constraint]) -> list[float]:
-    """Times where some schedule starts, ends or steps: sums of linear pieces peak there."""
-    times: set[float] = set()
-    for c in cs:
-        t0, t1 = c.schedule.start.timestamp(), c.schedule.end.timestamp()
-        times.add(t0)
-        times.add(t1 - 1e-3)
-        if c.schedule.shape == "step":
-            n = c.schedule.steps
-            times.update(t0 + (t1 - t0) * i / n for i in range(1, n))
-    return sorted(times)
-
-
-def _atoms(cs: list[Constraint]) -> list[dict[str, str]]:
-    """One representative request per combination of mentioned attribute values."""
-    attrs = sorted({a for c in cs for a in c.scope})
-    choices = [[*sorted({v for c in cs for v in c.scope.get(a, [])}), "\x00other"] for a in attrs]
-    return [dict(zip(attrs, combo, strict=True)) for combo in itertools.product(*choices)]
-
-
-def _fmt(t: float) -> str:
-    return datetime.fromtimestamp(round(t), tz=UTC).isoformat()
-
-
-def _target_group(c: Constraint) -> str | None:
-    if isinstance(c.target, GroupTarget):
-        return c.target.group
-    if isinstance(c.target, ColdArmsTarget):
-        return c.target.cold_in_group
-    return None
-
-
-def _check_floor_sums(cs: list[Constraint]) -> None:
-    """Conservative: per group, max(group floor, cold floor + arm floors); summed over groups.
-
-    Arm floors are counted as their own group (their group is only known to the registry).
-    """
-    floors = [c for c in cs if c.kind == "floor"]
-    if not floors:
-        return
-    for t in _breakpoints(floors):
-        for request in _atoms(floors):
-            live = [(c, c.schedule.value_at(t)) for c in floors if c.covers(request)]
-            live = [(c, v) for c, v in live if v > 0.0]
-            by_group: dict[str, tuple[float, float]] = {}
-            for c, v in live:
-                key = _target_group(c) or f"arm:{c.target.arm}"  # type: ignore[union-attr]
-                group_floor, inner = by_group.get(key, (0.0, 0.0))
-                if isinstance(c.target, GroupTarget):
-                    group_floor = max(group_floor, v)
-                else:
-                    inner += v
-                by_group[key] = (group_floor, inner)
-            total = sum(max(g, i) for g, i in by_group.values())
-            if total > 1.0 + 1e-12:
-                shown = {k: v for k, v in request.items() if not v.startswith("\x00")}
-                raise ValueError(
-                    f"floors {[c.name for c, _ in live]} sum to {total:.3f} > 1 at {_fmt(t)} "
-                    f"for requests {shown or 'of every scope'}"
-                )
-
-
-def _check_caps_above_floors(cs: list[Constraint]) -> None:
-    for cap, floor in itertools.product(cs, cs):
-        if cap.kind != "cap" or floor.kind != "floor" or cap.target != floor.target:
-            continue
-        for t in _breakpoints([cap, floor]):
-            for request in _atoms([cap, floor]):
-                if not (cap.covers(request) and floor.covers(request)):
-                    continue
-                if not cap.schedule.start.timestamp() <= t < cap.schedule.end.timestamp():
-                    continue
-                c, f = cap.schedule.value_at(t), floor.schedule.value_at(t)
-                if c < f:
-                    raise ValueError(
-                        f"cap {cap.name!r} ({c:.3f}) is below floor {floor.name!r} ({f:.3f}) "
-                        f"on the same target at {_fmt(t)}"
-                    )

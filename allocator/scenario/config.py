@@ -14,9 +14,17 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
-from allocator.config import EngineConfig, StrictModel, load_yaml, parse_config
+from allocator.config import (
+    EngineConfig,
+    StrictModel,
+    check_known_groups,
+    load_yaml,
+    parse_config,
+)
 from allocator.constraints import ConstraintSet
+from allocator.constraints.feasibility import check_caps_cover
 from allocator.errors import ConfigError
+from allocator.registry import MINI_SHOP
 from allocator.scenario.world import WorldConfig
 
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
@@ -113,7 +121,26 @@ class ScenarioConfig(StrictModel):
         target = self.experiment.ope_target
         if target is not None and target not in names:
             raise ValueError(f"experiment.ope_target {target!r} is not a strategy: {names}")
+        self._check_groups()
         return self
+
+    def _check_groups(self) -> None:
+        """Every group a contract, prior or take rate names is one of the world's; caps do
+        not cap every group below 1."""
+        groups = sorted({p.id for p in self.world.partners} | {MINI_SHOP})
+        for name, contracts in self.contracts.items():
+            targets = [getattr(c.target, "group", getattr(c.target, "cold_in_group", None))
+                       for c in contracts.constraints]  # fmt: skip
+            check_known_groups(f"contracts.{name} targets", filter(None, targets), groups)
+            check_caps_cover(contracts.constraints, groups)
+        for i, s in enumerate(self.strategies):
+            if not isinstance(s, PolicySpec):
+                continue
+            for part, key in (("policy", "group_priors"), ("objective", "take_rates")):
+                mapping = s.engine.get(part, {}).get(key, {}) if isinstance(
+                    s.engine.get(part, {}), dict) else {}  # fmt: skip
+                if isinstance(mapping, dict):
+                    check_known_groups(f"strategies[{i}].engine.{part}.{key}", mapping, groups)
 
 
 def load_scenario(path: str | Path) -> ScenarioConfig:

@@ -2,8 +2,9 @@
 
 Science (policy, objective, contracts, arms) and serving behaviour (reward wait, pending
 capacity, refresh cadence) are validated together because they must agree (feature
-counts, arm features, known groups). Deployment settings (log directory, autosave path)
-are arguments of the allocator, not part of this model.
+counts, arm features, known groups: every group named by a target, a prior or a take rate
+is one of the arms' groups, and caps do not cap every group below 1). Deployment settings
+(log directory, autosave path) are arguments of the allocator, not part of this model.
 """
 
 from __future__ import annotations
@@ -22,12 +23,16 @@ from allocator.config import (
     PositiveFloat,
     SharedLinearConfig,
     StrictModel,
+    check_group_names,
     load_yaml,
     parse_config,
 )
 from allocator.constraints.config import ArmTarget, ColdArmsTarget, ConstraintSet, GroupTarget
+from allocator.constraints.feasibility import check_caps_cover
 
 NonNegative = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
+#: Arms listed in a config (larger catalogues grow through ``Allocator.add_arms``).
+MAX_CONFIG_ARMS = 1 << 20
 
 
 class ArmSpec(StrictModel):
@@ -74,7 +79,7 @@ class AllocatorConfig(StrictModel):
 
     engine: EngineConfig
     constraints: ConstraintSet = ConstraintSet()
-    arms: Annotated[list[ArmSpec], Field(min_length=1)]
+    arms: Annotated[list[ArmSpec], Field(min_length=1, max_length=MAX_CONFIG_ARMS)]
     serving: ServingConfig = ServingConfig()
 
     @model_validator(mode="after")
@@ -125,6 +130,8 @@ class AllocatorConfig(StrictModel):
                 raise ValueError(f"constraint {c.name!r}: unknown target group {target_group!r}")
             if isinstance(t, ArmTarget) and t.arm not in ids:
                 raise ValueError(f"constraint {c.name!r}: unknown target arm {t.arm!r}")
+        check_group_names(self.engine, groups)
+        check_caps_cover(self.constraints.constraints, sorted(groups))
         return self
 
 

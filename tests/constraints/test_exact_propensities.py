@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from allocator import ConfigError
 from tests.worlds.contracts import T0, constrained, run, world
 
 START = datetime.fromtimestamp(T0, tz=UTC)
@@ -47,9 +48,20 @@ def floor_cap_sets(draw):
     return n_partners, {"window": 500, "constraints": items}, eligibility, adversarial
 
 
+def caps_leave_no_room(n_partners: int, spec: dict) -> bool:
+    """Every group of the world capped, the caps summing below 1 (all are constant)."""
+    caps = {c["target"]["group"]: c["schedule"]["start_value"]
+            for c in spec["constraints"] if c["kind"] == "cap"}  # fmt: skip
+    return len(caps) == n_partners + 1 and sum(caps.values()) < 1.0
+
+
 def check(data, n: int, seed: int) -> None:
     n_partners, spec, eligibility, adversarial = data
     reg, policy, partners = world(n_partners, adversarial=adversarial, seed=seed)
+    if caps_leave_no_room(n_partners, spec):
+        with pytest.raises(ConfigError, match=r"cap every group .* sum to 0\.\d+ < 1"):
+            constrained(policy, spec)
+        return
     engine = constrained(policy, spec)
     rng = np.random.default_rng(seed)
     ctr = rng.uniform(0.01, 0.3, reg.n_arms)
@@ -75,15 +87,25 @@ def check(data, n: int, seed: int) -> None:
     assert ok.all(), (counts[~ok], expected[~ok], sigma[~ok])
 
 
+LOW_CAPS = {"constraints": [
+    {"name": "cap_p0", "kind": "cap", "target": {"group": "partner0"}, "schedule": _sched(0.3)},
+    {"name": "mini_cap", "kind": "cap", "target": {"group": "mini_shop"},
+     "schedule": _sched(0.1)},
+]}  # fmt: skip
+
+
 def test_all_capped_requests_keep_exact_probabilities():
-    """Two caps on different groups covering every candidate and summing to 0.4."""
-    spec = {"constraints": [
-        {"name": "cap_p0", "kind": "cap", "target": {"group": "partner0"},
-         "schedule": _sched(0.3)},
-        {"name": "mini_cap", "kind": "cap", "target": {"group": "mini_shop"},
-         "schedule": _sched(0.1)},
-    ]}  # fmt: skip
-    check((1, spec, np.array([1.0]), False), 3000, seed=3)
+    """Caps of 0.3 and 0.1 on partner0 and the Mini Shop; partner1 is free but a candidate
+    of half the requests only, so the other half hold capped groups alone."""
+    n_partners, spec, eligibility = 2, LOW_CAPS, np.array([1.0, 0.5])
+    assert not caps_leave_no_room(n_partners, spec)
+    check((n_partners, spec, eligibility, False), 3000, seed=3)
+
+
+def test_caps_on_every_group_summing_below_one_are_refused():
+    """The same caps when partner0 and the Mini Shop are the whole catalogue."""
+    assert caps_leave_no_room(1, LOW_CAPS)
+    check((1, LOW_CAPS, np.array([1.0]), False), 10, seed=3)
 
 
 @settings(

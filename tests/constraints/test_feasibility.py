@@ -1,0 +1,152 @@
+"""The bounded-time feasibility checks agree with brute force over every request and time,
+in both directions, and stay small where brute force explodes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from allocator.config import parse_config
+from allocator.constraints import Constraint, ConstraintSet
+from allocator.constraints import feasibility as fz
+from allocator.errors import ConfigError
+from tests import naive
+
+DAY0 = datetime(2025, 10, 1, tzinfo=UTC)
+GROUPS = ("taobao", "douyin", "mini_shop")
+ATTRS = {"category": ["food", "toys", "apparel"], "slot": ["top", "feed"], "city": ["a", "b"]}
+
+
+def random_constraint(rng: np.random.Generator, i: int, kinds=("floor", "cap")) -> Constraint:
+    kind = str(rng.choice(kinds))
+    roll = rng.random()
+    if kind == "cap" or roll < 0.7:
+        target = {"group": str(rng.choice(GROUPS))}
+    elif roll < 0.85:
+        target = {"cold_in_group": str(rng.choice(GROUPS))}
+    else:
+        target = {"arm": f"merchant:{rng.integers(2)}"}
+    scope = {
+        attr: sorted(rng.choice(values, rng.integers(1, len(values) + 1), replace=False).tolist())
+        for attr, values in ATTRS.items()
+        if rng.random() < 0.4
+    }
+    start = DAY0 + timedelta(days=int(rng.integers(0, 6)))
+    shape = str(rng.choice(["constant", "linear", "step"]))
+    lo, hi = (0.05, 0.6) if kind == "floor" else (0.0, 0.9)
+    schedule = {
+        "start": start.isoformat(),
+        "end": (start + timedelta(days=int(rng.integers(1, 8)))).isoformat(),
+        "start_value": round(float(rng.uniform(lo, hi)), 2),
+        "end_value": round(float(rng.uniform(lo, hi)), 2),
+        "shape": shape,
+        "steps": int(rng.integers(1, 5)),
+    }
+    return Constraint.model_validate(
+        {"name": f"c{i}", "kind": kind, "target": target, "scope": scope, "schedule": schedule}
+    )
+
+
+def refuses(check, *args) -> bool:
+    try:
+        check(*args)
+    except ValueError:
+        return True
+    return False
+
+
+def compare(check, reference, n_sets: int, seed: int, kinds, size=(2, 6), extra=()):
+    """Run both on random sets; return (refused, accepted) counts; fail on a disagreement."""
+    rng = np.random.default_rng(seed)
+    counts = [0, 0]
+    for _ in range(n_sets):
+        cs = [random_constraint(rng, i, kinds) for i in range(rng.integers(*size))]
+        want = reference(cs, *extra)
+        assert refuses(check, cs, *extra) == want, [c.model_dump(mode="json") for c in cs]
+        counts[0 if want else 1] += 1
+    return counts
+
+
+def test_floor_sums_agree_with_brute_force_both_ways():
+    refused, accepted = compare(fz.check_floor_sums, naive.floor_sum_violation, 300, 1, ["floor"])
+    assert refused >= 50 and accepted >= 50, (refused, accepted)
+
+
+def test_caps_above_floors_agree_with_brute_force_both_ways():
+    refused, accepted = compare(
+        fz.check_caps_above_floors, naive.cap_below_floor, 300, 2, ["floor", "cap"]
+    )
+    assert refused >= 30 and accepted >= 30, (refused, accepted)
+
+
+def test_caps_covering_the_catalogue_agree_with_brute_force_both_ways():
+    refused, accepted = compare(
+        fz.check_caps_cover, naive.caps_leave_no_room, 300, 3, ["cap"], (3, 8), (GROUPS,)
+    )
+    assert refused >= 30 and accepted >= 30, (refused, accepted)
+
+
+def _floor(name, value, scope=None, **schedule):
+    sched = {"start": "2025-10-01T00:00:00Z", "end": "2026-01-01T00:00:00Z",
+             "start_value": value, **schedule}  # fmt: skip
+    return {"name": name, "kind": "floor", "target": {"group": name},
+            "scope": scope or {}, "schedule": sched}  # fmt: skip
+
+
+def test_twenty_scope_attributes_make_one_class_not_two_million():
+    """Each floor scoped on its own attribute: 2^20 value combinations, one class."""
+    items = [_floor(f"g{i}", 0.04, {f"attr{i}": ["x"]}) for i in range(20)]
+    spec = parse_config(ConstraintSet, {"constraints": items})
+    classes = fz.scope_classes(spec.constraints)
+    assert len(classes) == 1
+    assert classes[0][0] == (1 << 20) - 1
+    items.append(_floor("late", 0.3, {"attr3": ["x"], "attr17": ["x"]}))
+    with pytest.raises(ConfigError, match=r"sum to 1.100 > 1 .* for requests \{'attr0': 'x'"):
+        parse_config(ConstraintSet, {"constraints": items})
+
+
+def test_disjoint_scope_values_make_one_class_per_value():
+    items = [_floor(f"g{i}", 0.9, {"category": [f"cat{i}"]}) for i in range(40)]
+    spec = parse_config(ConstraintSet, {"constraints": items})
+    assert len(fz.scope_classes(spec.constraints)) == 40
+
+
+def test_entangled_scopes_are_refused_not_accepted_unchecked():
+    """Pairs of attributes with two values each: 2^16 classes of requests, past the bound."""
+    items = [
+        _floor(f"g{i}{v}", 0.01, {f"a{i}": [v], f"a{(i + 1) % 16}": [v]})
+        for i in range(16)
+        for v in ("p", "q")
+    ]
+    with pytest.raises(ConfigError, match="too entangled to verify"):
+        parse_config(ConstraintSet, {"constraints": items})
+
+
+def test_long_step_schedules_are_checked_at_every_stair():
+    """Two 10,000-step floors trading places (their sum stays 0.9999, their bound is 2),
+    then a third one in the last hour."""
+    up = _floor("up", 0.0, end_value=0.9999, shape="step", steps=10_000)
+    down = _floor("down", 0.9999, end_value=0.0, shape="step", steps=10_000)
+    parse_config(ConstraintSet, {"constraints": [up, down]})
+    bump = _floor("bump", 0.01, start="2025-12-31T23:00:00Z")
+    with pytest.raises(
+        ConfigError, match=r"\['up', 'down', 'bump'\] sum to 1.010 > 1 at 2025-12-31T23:00"
+    ):
+        parse_config(ConstraintSet, {"constraints": [up, down, bump]})
+
+
+def test_size_bounds_are_config_errors():
+    too_many = [_floor(f"g{i}", 0.01) for i in range(63)]
+    with pytest.raises(ConfigError, match="at most 62 items"):
+        parse_config(ConstraintSet, {"constraints": too_many})
+    wide = _floor("w", 0.1, {"category": [f"v{i}" for i in range(257)]})
+    with pytest.raises(ConfigError, match="at most 256 items"):
+        parse_config(ConstraintSet, {"constraints": [wide]})
+    deep = _floor("d", 0.1, {f"a{i}": ["x"] for i in range(33)})
+    with pytest.raises(ConfigError, match="at most 32 items"):
+        parse_config(ConstraintSet, {"constraints": [deep]})
+    steps = _floor("s", 0.1, shape="step", steps=10_001)
+    with pytest.raises(ConfigError, match="less than or equal to 10000"):
+        parse_config(ConstraintSet, {"constraints": [steps]})
