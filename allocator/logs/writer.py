@@ -93,15 +93,21 @@ def _flush_loop(
     ref: weakref.ReferenceType[DecisionLogWriter], stop: threading.Event,
     wake: threading.Event, interval: float,
 ) -> None:  # fmt: skip
-    """The flusher thread: holds the writer weakly, so an unclosed writer can be collected."""
+    """The flusher thread: writes on a fixed cadence (a long write does not push the next
+    tick back), or at once when woken by a full part. Holds the writer weakly, so an
+    unclosed writer can be collected."""
+    tick = time.monotonic() + interval
     while not stop.is_set():
-        wake.wait(interval)
+        wake.wait(max(0.0, tick - time.monotonic()))
         wake.clear()
         writer = ref()
         if writer is None or stop.is_set():
             return
         writer._background_flush()
         del writer
+        now = time.monotonic()
+        if now >= tick:
+            tick = max(tick + interval, now)
 
 
 class DecisionLogWriter:
@@ -163,6 +169,9 @@ class DecisionLogWriter:
         self._seq = 1 + max(mine, default=-1)
         for orphan in self.directory.glob(f".*-{replica}-*.parquet.*.tmp"):
             orphan.unlink(missing_ok=True)  # a part a killed writer of this replica left
+        # pyarrow's first conversion imports pandas (~1 s): pay it here, not in the first
+        # flush, where it would stretch the window a kill can lose
+        encode_part(outcomes_table([]), PartName("outcomes", replica, 0), self._session)
         stop, wake = threading.Event(), threading.Event()
         self._wake = wake
         self._release = weakref.finalize(self, _stop, fd, stop, wake)
