@@ -159,6 +159,7 @@ class DecisionLogWriter:
         self._lock = threading.Lock()  # buffers, health, closed
         self._io = threading.Lock()  # part writes and the sequence, in order
         self._buffers: dict[Kind, list[Any]] = {kind: [] for kind in KINDS}
+        self._in_flight = 0
         self._last_stamp = -math.inf
         self._closed = False
         self.errors = 0
@@ -187,8 +188,8 @@ class DecisionLogWriter:
 
     @property
     def buffered_rows(self) -> int:
-        """Rows validated but not yet on disk."""
-        return sum(len(b) for b in self._buffers.values())
+        """Rows validated but not yet on disk (buffered, or in a part being written)."""
+        return self._in_flight + sum(len(b) for b in self._buffers.values())
 
     @property
     def full(self) -> bool:
@@ -288,6 +289,7 @@ class DecisionLogWriter:
         with self._lock:
             taken = {k: self._buffers[k] for k in KINDS}
             self._buffers = {k: [] for k in KINDS}
+            self._in_flight = sum(len(rows) for rows in taken.values())
         done = dict.fromkeys(KINDS, 0)
         try:
             for kind in KINDS:
@@ -299,8 +301,11 @@ class DecisionLogWriter:
                     chunk = rows[i : i + self.rotate_rows]
                     self._recorded(lambda: self._write(kind, build(chunk)))  # noqa: B023
                     done[kind] += len(chunk)
+                    with self._lock:
+                        self._in_flight -= len(chunk)
         finally:
             with self._lock:
+                self._in_flight = 0
                 for kind in KINDS:
                     if done[kind] < len(taken[kind]):
                         self._buffers[kind][:0] = taken[kind][done[kind] :]

@@ -65,7 +65,7 @@ def test_an_idle_writer_flushes_by_itself(tmp_path):
     w.write_decision(decision(0))
     w.write_outcome(outcome(0))
     deadline = time.monotonic() + 30.0  # liveness, not speed: generous on a loaded machine
-    while len(parts(tmp_path)) < 2 and time.monotonic() < deadline:
+    while (len(parts(tmp_path)) < 2 or w.buffered_rows) and time.monotonic() < deadline:
         time.sleep(0.01)
     assert len(parts(tmp_path)) == 2 and w.buffered_rows == 0
     log = load_decision_log(tmp_path)  # read while the writer is still open
