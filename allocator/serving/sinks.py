@@ -74,7 +74,8 @@ class LogSink:
             )
 
     def _accepts(self) -> bool:
-        if self._policy() == "drop" and self.writer.full and not self.writer.healthy:
+        w = self.writer
+        if not w.healthy and w.full and self._policy() == "drop":  # cheapest test first
             self.dropped += 1
             return False
         return True
