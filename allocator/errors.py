@@ -41,6 +41,30 @@ class EvaluationRefused(AllocatorError):
     """
 
 
+class DecisionLogError(AllocatorError):
+    """The decision log cannot be written: disk full, permission, a vanished directory, or
+    a writer of the same replica already holds it (:class:`LogLocked`)."""
+
+
+class LogLocked(DecisionLogError):
+    """Another open writer holds the decision log of this directory and replica."""
+
+
+class LogCorrupt(InvalidInputError):
+    """A decision-log part is damaged, forged, renamed or missing; ``part`` names it and
+    ``reason`` says what is wrong."""
+
+    def __init__(self, part: str, reason: str) -> None:
+        super().__init__(f"{part} {reason}")
+        self.part = part
+        self.reason = reason
+
+
+class AutosaveError(AllocatorError):
+    """An autosave failed under ``serving.on_autosave_error: raise``: calls are refused,
+    with nothing changed, until a save succeeds."""
+
+
 _BRIEF = reprlib.Repr()
 _BRIEF.maxlevel, _BRIEF.maxstring, _BRIEF.maxother = 2, 60, 60
 _BRIEF.maxlist = _BRIEF.maxtuple = _BRIEF.maxdict = _BRIEF.maxset = 4

@@ -4,7 +4,7 @@ The serving layer writes it through :class:`DecisionLogWriter`; offline replay r
 back with :func:`load_decision_log` as a :class:`DecisionLog` of named arrays.
 """
 
-from allocator.logs.loader import DecisionLog, load_decision_log
+from allocator.logs.loader import DamagedPart, DecisionLog, load_decision_log
 from allocator.logs.schema import (
     DECISION_SCHEMA,
     OUTCOME_SCHEMA,
@@ -20,6 +20,7 @@ __all__ = [
     "DECISION_SCHEMA",
     "OUTCOME_SCHEMA",
     "SCHEMA_VERSION",
+    "DamagedPart",
     "DecisionLog",
     "DecisionLogWriter",
     "DecisionRecord",

@@ -1,27 +1,35 @@
 """Read a decision log back as named arrays with fixed shapes, outcomes joined.
 
 Every ``*.parquet`` file of the directory (hidden files and temporary parts excepted) must be
-a part written by :class:`~allocator.logs.DecisionLogWriter`; anything else is an error
-rather than silently skipped data. Parts are read in file-name order, which is write order,
-so "first written" is well defined: the first row of a repeated ``decision_id`` is kept,
-and the first outcome of a decision is its outcome. Everything ignored is counted.
+an intact part written by :class:`~allocator.logs.DecisionLogWriter`: its checksum, name,
+metadata, schema and rows are verified (:func:`~allocator.logs.parts.read_part`), and each
+writer's parts must carry consecutive sequence numbers. Anything else is a
+:class:`~allocator.errors.LogCorrupt` naming the part, or, with ``on_damaged="skip"``, a
+part left out and reported in :attr:`DecisionLog.damaged`. A writer's first and last parts
+cannot be missed from the directory alone (retention deletes from the front; a crash ends
+the sequence anywhere): compare ``DecisionLog.last_parts`` with what you expect.
+
+Parts are read in file-name order, which is write order, so "first written" is well
+defined: the first row of a repeated ``decision_id`` is kept, and the first outcome of a
+decision is its outcome. Everything ignored is counted.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from allocator.errors import InvalidInputError
-from allocator.logs.schema import KINDS, META_KIND, META_VERSION, SCHEMA_VERSION, SCHEMAS, Kind
+from allocator.errors import InvalidInputError, LogCorrupt
+from allocator.logs.parts import PartName, parse_name, read_part
+from allocator.logs.schema import KINDS, SCHEMAS, Kind
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -34,6 +42,15 @@ _PER_ROUND = (
 )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class DamagedPart:
+    """A part left out of a log loaded with ``on_damaged="skip"``, or a gap in a writer's
+    sequence (``part`` then names the writer and the missing numbers)."""
+
+    part: str
+    reason: str
+
+
 @dataclass(frozen=True, eq=False)
 class DecisionLog:
     """The decisions of a log, one row per round, with their outcomes.
@@ -43,7 +60,9 @@ class DecisionLog:
     the same positions; ``adjusted_by`` likewise through ``adj_ptr`` / ``adj_names``.
     ``context`` is ``(n, d)``, with NaN rows for decisions logged without a context, or
     ``None`` if no decision had one. Outcome columns are NaN (``outcome_source`` None) for
-    decisions without an outcome. Arrays are read-only.
+    decisions without an outcome. Arrays are read-only. ``damaged`` lists what a
+    ``on_damaged="skip"`` load left out; ``last_parts`` maps each writer (replica) to the
+    sequence number of its last part found.
     """
 
     decision_id: Obj
@@ -72,6 +91,8 @@ class DecisionLog:
     duplicate_outcomes: int = 0
     orphan_outcomes: int = 0
     duplicate_decisions: int = 0
+    damaged: tuple[DamagedPart, ...] = ()
+    last_parts: dict[str, int] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.decision_id)
@@ -109,47 +130,6 @@ class DecisionLog:
         return ~np.isnan(self.reward)
 
 
-def _read_part(path: Path) -> tuple[Kind, pa.Table]:
-    try:
-        with pq.ParquetFile(path) as part:
-            kind = _check_schema(path, part.schema_arrow)
-            table = part.read()
-    except (pa.ArrowException, OSError) as err:
-        raise InvalidInputError(f"log part {path} is corrupt or unreadable: {err}") from None
-    return kind, table.replace_schema_metadata(None)
-
-
-def _check_schema(path: Path, schema: pa.Schema) -> Kind:
-    meta = schema.metadata or {}
-    kind_bytes, version = meta.get(META_KIND), meta.get(META_VERSION)
-    kind = next((k for k in KINDS if k.encode() == kind_bytes), None)
-    if kind is None or version is None:
-        raise InvalidInputError(
-            f"{path} is not a decision log part: its Parquet metadata has "
-            f"{META_KIND.decode()} = {kind_bytes!r} and {META_VERSION.decode()} = {version!r}, "
-            f"expected one of {list(KINDS)} and {SCHEMA_VERSION}"
-        )
-    if version != str(SCHEMA_VERSION).encode():
-        raise InvalidInputError(
-            f"{path} has schema version {version.decode(errors='replace')}, "
-            f"this loader reads version {SCHEMA_VERSION}"
-        )
-    if not path.name.startswith(f"{kind}-"):
-        raise InvalidInputError(f"{path} holds {kind} but is not named {kind}-*.parquet")
-    expected = SCHEMAS[kind]
-    if not schema.equals(expected, check_metadata=False):
-        differ = [
-            f.name
-            for f in expected
-            if f.name not in schema.names or not schema.field(f.name).equals(f)
-        ] + [name for name in schema.names if name not in expected.names]
-        raise InvalidInputError(
-            f"{path} does not match the {kind} schema version {SCHEMA_VERSION}: "
-            f"fields {differ} differ"
-        )
-    return kind
-
-
 def _csr(column: pa.ChunkedArray) -> tuple[I64, npt.NDArray[Any]]:
     lists = column.combine_chunks()
     ptr = np.zeros(len(lists) + 1, dtype=np.int64)
@@ -184,8 +164,43 @@ def _concat(kind: Kind, tables: list[pa.Table]) -> pa.Table:
     return pa.concat_tables(tables) if tables else schema.empty_table()
 
 
-def load_decision_log(directory: str | os.PathLike[str]) -> DecisionLog:
-    """Read every part of the log in ``directory`` and join outcomes to their decisions."""
+def _sequence_faults(named: list[tuple[Path, PartName]]) -> list[LogCorrupt]:
+    """Gaps and repeats in each writer's part numbers (from names: a damaged part still
+    holds its place)."""
+    by_writer: dict[str, dict[int, str]] = {}
+    faults = []
+    for path, name in named:
+        seen = by_writer.setdefault(name.replica, {})
+        if name.seq in seen:
+            faults.append(
+                LogCorrupt(path.name, f"repeats part number {name.seq} of {seen[name.seq]}")
+            )
+        seen.setdefault(name.seq, path.name)
+    for replica, seen in by_writer.items():
+        seqs = sorted(seen)
+        for a, b in itertools.pairwise(seqs):
+            if b > a + 1:
+                missing = f"{a + 1}" if b == a + 2 else f"{a + 1}-{b - 1}"
+                faults.append(
+                    LogCorrupt(
+                        f"{replica}#{missing}",
+                        f"is missing: writer {replica!r} jumps from {seen[a]} to {seen[b]}",
+                    )
+                )
+    return faults
+
+
+def load_decision_log(
+    directory: str | os.PathLike[str], *, on_damaged: Literal["raise", "skip"] = "raise"
+) -> DecisionLog:
+    """Read every part of the log in ``directory`` and join outcomes to their decisions.
+
+    A damaged, foreign or renamed part, or a part missing from a writer's sequence, raises
+    :class:`~allocator.errors.LogCorrupt` naming it; with ``on_damaged="skip"`` such parts
+    are left out and listed in :attr:`DecisionLog.damaged` (with the reason) instead.
+    """
+    if on_damaged not in ("raise", "skip"):
+        raise InvalidInputError(f"on_damaged = {on_damaged!r}: expected 'raise' or 'skip'")
     directory = Path(directory)
     if not directory.is_dir():
         raise InvalidInputError(f"decision log directory {directory} does not exist")
@@ -193,10 +208,25 @@ def load_decision_log(directory: str | os.PathLike[str]) -> DecisionLog:
         (p for p in directory.iterdir() if p.suffix == ".parquet" and not p.name.startswith(".")),
         key=lambda p: p.name,
     )
+    named = [(p, pn) for p in paths if (pn := parse_name(p.name)) is not None]
+    faults = _sequence_faults(named)
+    if faults and on_damaged == "raise":
+        raise faults[0]
+    skip = {f.part for f in faults}
     tables: dict[Kind, list[pa.Table]] = {kind: [] for kind in KINDS}
+    last: dict[str, int] = {}
     for path in paths:
-        kind, table = _read_part(path)
-        tables[kind].append(table)
+        if path.name in skip:
+            continue
+        try:
+            name, table = read_part(path)
+        except LogCorrupt as err:
+            if on_damaged == "raise":
+                raise
+            faults.append(err)
+            continue
+        tables[name.kind].append(table)
+        last[name.replica] = max(last.get(name.replica, -1), name.seq)
     decisions = _concat("decisions", tables["decisions"])
     outcomes = _concat("outcomes", tables["outcomes"])
 
@@ -256,4 +286,6 @@ def load_decision_log(directory: str | os.PathLike[str]) -> DecisionLog:
         duplicate_outcomes=int(len(matched) - len(joined)),
         orphan_outcomes=int(len(target) - len(matched)),
         duplicate_decisions=duplicate_decisions,
+        damaged=tuple(DamagedPart(f.part, f.reason) for f in faults),
+        last_parts=last,
     )

@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from allocator.errors import InvalidInputError
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 META_VERSION: Final = b"entry_alloc.schema_version"
 META_KIND: Final = b"entry_alloc.kind"
 Kind = Literal["decisions", "outcomes"]

@@ -1,35 +1,53 @@
-"""Buffered, rotating, atomic writer of the decision log.
+"""Buffered, checksummed, crash-bounded writer of the decision log.
 
-Records are validated on arrival, buffered in memory per stream, and written as a new
-Parquet part when a buffer holds ``rotate_rows`` rows or its first row is ``rotate_seconds``
-old. Age is checked on every write, :meth:`~DecisionLogWriter.flush` and
-:meth:`~DecisionLogWriter.close` (the writer owns no timer thread), so an idle writer keeps
-its rows in memory until the next call.
+Records are validated on arrival and buffered in memory per stream. A small daemon thread
+owned by the writer writes whatever is buffered every ``flush_interval_s`` seconds (and at
+once when a buffer reaches ``rotate_rows``), so a ``kill -9`` loses at most the rows of the
+last interval plus one part's write time, and callers never wait for the disk. Each write is
+a whole new part (see :mod:`allocator.logs.parts`), because a Parquet file is unreadable
+until its footer is written: appending row groups to an open file would lose the whole file
+on a kill. The trade-off is many small parts under light traffic (up to two per interval:
+~170,000 a day at 1 s); raise the interval, or compact offline, if that matters more than
+the loss bound.
 
-A part is written to a hidden temporary name in the log directory, fsynced, then renamed
-into place, so readers see whole parts or nothing. Part names sort in write order:
-``<kind>-<UTC yyyymmddTHHMMSS>-<seq:06d>.parquet``, with a sequence number that continues
-the largest one already in the directory and a timestamp that never goes backwards within
-one writer. One writer per directory: two processes writing the same directory could race
-for a name.
+One writer per directory and replica: an exclusive ``flock`` on ``.<replica>.lock``
+(released by the OS when the process dies, even by ``kill -9``) makes a second writer fail
+at open with :class:`~allocator.errors.LogLocked`. The replica's parts carry consecutive
+sequence numbers across writer lifetimes, so a part missing from the middle is detected by
+the loader.
+
+A failed part write (disk full, permission, a vanished directory) keeps its rows buffered
+for the next attempt and marks the writer unhealthy (``healthy``, ``errors``,
+``last_error``); the serving layer applies its policy to that (``serving.on_log_error``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import math
 import os
-import re
+import secrets
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final
+from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from allocator.errors import AllocatorError, InvalidInputError
+from allocator.errors import DecisionLogError, InvalidInputError, LogLocked
+from allocator.logs.parts import (
+    PartName,
+    check_replica,
+    encode_part,
+    fsync_dir,
+    parse_name,
+    part_name,
+    write_part,
+)
 from allocator.logs.schema import (
     KINDS,
     DecisionRecord,
@@ -38,205 +56,291 @@ from allocator.logs.schema import (
     check_decision,
     check_outcome,
     decisions_table,
-    file_metadata,
     outcomes_table,
 )
 from allocator.logs.tables import check_table
 
-PART_NAME: Final = re.compile(r"^(decisions|outcomes)-(\d{8}T\d{6})-(\d{6,})\.parquet$")
-_COMPRESSION: Final = "zstd"
+
+def _check_count(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidInputError(f"{name} = {value!r}: expected an integer >= 1")
 
 
-def part_name(kind: Kind, epoch_seconds: float, seq: int) -> str:
-    """File name of a log part written at ``epoch_seconds`` with sequence number ``seq``."""
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(epoch_seconds))
-    return f"{kind}-{stamp}-{seq:06d}.parquet"
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
+def _lock_replica(directory: Path, replica: str) -> int:
+    """An open descriptor holding the exclusive lock of ``replica`` in ``directory``."""
+    fd = os.open(directory / f".{replica}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     try:
-        os.fsync(fd)
-    finally:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
         os.close(fd)
+        raise LogLocked(
+            f"decision log {directory} is already written by replica {replica!r} "
+            f"(process {holder}): one writer per directory and replica"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
 
 
-def _write_part(directory: Path, name: str, table: pa.Table) -> None:
-    tmp = directory / f".{name}.{os.getpid()}.{threading.get_ident()}.tmp"
-    try:
-        with open(tmp, "wb") as f:
-            pq.write_table(table, f, compression=_COMPRESSION)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, directory / name)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    _fsync_dir(directory)
+def _stop(fd: int, stop: threading.Event, wake: threading.Event) -> None:
+    stop.set()
+    wake.set()
+    os.close(fd)  # releases the flock
+
+
+def _flush_loop(
+    ref: weakref.ReferenceType[DecisionLogWriter], stop: threading.Event,
+    wake: threading.Event, interval: float,
+) -> None:  # fmt: skip
+    """The flusher thread: writes on a fixed cadence (a long write does not push the next
+    tick back), or at once when woken by a full part. Holds the writer weakly, so an
+    unclosed writer can be collected."""
+    tick = time.monotonic() + interval
+    while not stop.is_set():
+        wake.wait(max(0.0, tick - time.monotonic()))
+        wake.clear()
+        writer = ref()
+        if writer is None or stop.is_set():
+            return
+        writer._background_flush()
+        del writer
+        now = time.monotonic()
+        if now >= tick:
+            tick = max(tick + interval, now)
 
 
 class DecisionLogWriter:
-    """Append decisions and outcomes to the log in ``directory`` (created if missing).
+    """Append decisions and outcomes of ``replica`` to the log in ``directory`` (created).
 
-    Thread-safe: every method takes one lock, and a rotation writes its part while holding
-    it, so concurrent writers wait for the disk during a rotation. A rejected record raises
-    :class:`InvalidInputError` and leaves the writer unchanged. If writing a part fails
-    (disk full), its rows stay buffered and the error propagates; the next write,
-    :meth:`flush` or :meth:`close` retries.
+    Thread-safe. Buffers are guarded by a short lock; part writes are serialised by a
+    second one, held while the disk works, so record writers never wait for a write. A
+    rejected record raises :class:`InvalidInputError` and leaves the writer unchanged.
+    ``max_buffered_rows`` (default ``2 * rotate_rows``; a decision row takes ~1 KB) bounds
+    the buffers while the disk is healthy: a record that fills them writes them at once, in
+    the caller's thread. While parts fail, the buffers grow past it (``full``); the writer
+    itself never drops a row, the serving layer decides (``serving.on_log_error``).
     """
 
     def __init__(
         self,
         directory: str | os.PathLike[str],
         rotate_rows: int = 100_000,
-        rotate_seconds: float | None = None,
+        flush_interval_s: float = 1.0,
+        *,
+        replica: str = "r0",
+        max_buffered_rows: int | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if isinstance(rotate_rows, bool) or not isinstance(rotate_rows, int) or rotate_rows < 1:
-            raise InvalidInputError(f"rotate_rows = {rotate_rows!r}: expected an integer >= 1")
-        if rotate_seconds is not None and not (
-            isinstance(rotate_seconds, int | float)
-            and math.isfinite(rotate_seconds)
-            and rotate_seconds > 0
+        _check_count("rotate_rows", rotate_rows)
+        if max_buffered_rows is not None:
+            _check_count("max_buffered_rows", max_buffered_rows)
+        if not (
+            isinstance(flush_interval_s, int | float)
+            and not isinstance(flush_interval_s, bool)
+            and math.isfinite(flush_interval_s)
+            and flush_interval_s > 0
         ):
             raise InvalidInputError(
-                f"rotate_seconds = {rotate_seconds!r}: expected None or a finite number > 0"
+                f"flush_interval_s = {flush_interval_s!r}: expected a finite number > 0"
             )
+        self.replica = check_replica(replica)
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            fd = _lock_replica(self.directory, replica)
+        except OSError as err:
+            raise DecisionLogError(f"cannot open decision log {self.directory}: {err}") from None
         self.rotate_rows = rotate_rows
-        self.rotate_seconds = None if rotate_seconds is None else float(rotate_seconds)
+        self.max_buffered_rows = max_buffered_rows or 2 * rotate_rows
+        self.flush_interval_s = float(flush_interval_s)
         self._clock = clock
-        self._lock = threading.Lock()
+        self._session = secrets.token_hex(8)
+        self._lock = threading.Lock()  # buffers, health, closed
+        self._io = threading.Lock()  # part writes and the sequence, in order
         self._buffers: dict[Kind, list[Any]] = {kind: [] for kind in KINDS}
-        self._first_at: dict[Kind, float] = {}
+        self._in_flight = 0
         self._last_stamp = -math.inf
-        self._seq = 1 + max(
-            (int(m.group(3)) for p in self.directory.iterdir() if (m := PART_NAME.match(p.name))),
-            default=-1,
-        )
         self._closed = False
+        self.errors = 0
+        self.last_error: str | None = None
+        self.healthy = True
+        names = [parse_name(p.name) for p in self.directory.iterdir()]
+        mine = [n.seq for n in names if n is not None and n.replica == replica]
+        self._seq = 1 + max(mine, default=-1)
+        for orphan in self.directory.glob(f".*-{replica}-*.parquet.*.tmp"):
+            orphan.unlink(missing_ok=True)  # a part a killed writer of this replica left
+        # pyarrow's first conversion imports pandas (~1 s): pay it here, not in the first
+        # flush, where it would stretch the window a kill can lose
+        encode_part(outcomes_table([]), PartName("outcomes", replica, 0), self._session)
+        stop, wake = threading.Event(), threading.Event()
+        self._wake = wake
+        self._release = weakref.finalize(self, _stop, fd, stop, wake)
+        self._thread = threading.Thread(
+            target=_flush_loop, args=(weakref.ref(self), stop, wake, self.flush_interval_s),
+            name=f"decision-log-{replica}", daemon=True,
+        )  # fmt: skip
+        self._thread.start()
 
     @property
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def buffered_rows(self) -> int:
+        """Rows validated but not yet on disk (buffered, or in a part being written)."""
+        return self._in_flight + sum(len(b) for b in self._buffers.values())
+
+    @property
+    def full(self) -> bool:
+        """The buffers hold ``max_buffered_rows`` rows or more (parts are failing)."""
+        return self.buffered_rows >= self.max_buffered_rows
+
     def write_decision(self, record: DecisionRecord) -> None:
-        """Validate and buffer one decision; may write a part (see the class docstring)."""
+        """Validate and buffer one decision."""
         check_decision(record)
         self._append("decisions", record)
 
     def write_outcome(self, record: OutcomeRecord) -> None:
-        """Validate and buffer one outcome; may write a part (see the class docstring)."""
+        """Validate and buffer one outcome."""
         check_outcome(record)
         self._append("outcomes", record)
 
     def write_decisions(self, records: Sequence[DecisionRecord]) -> None:
         """Validate every record, then buffer them all (none if any is invalid)."""
-        for i, record in enumerate(records):
-            try:
-                check_decision(record)
-            except InvalidInputError as err:
-                raise InvalidInputError(f"records[{i}]: {err}") from None
+        self._check_all(records, check_decision)
         self._append("decisions", *records)
 
     def write_outcomes(self, records: Sequence[OutcomeRecord]) -> None:
         """Validate every record, then buffer them all (none if any is invalid)."""
+        self._check_all(records, check_outcome)
+        self._append("outcomes", *records)
+
+    @staticmethod
+    def _check_all(records: Sequence[Any], check: Callable[[Any], None]) -> None:
         for i, record in enumerate(records):
             try:
-                check_outcome(record)
+                check(record)
             except InvalidInputError as err:
                 raise InvalidInputError(f"records[{i}]: {err}") from None
-        self._append("outcomes", *records)
 
     def write_table(self, kind: Kind, table: pa.Table) -> None:
         """Validate a whole Arrow table of ``kind`` column-wise (:func:`check_table`) and
-        write it at once, as parts of at most ``rotate_rows`` rows, after any buffered rows
-        of that stream. The batch path: no per-row records."""
+        write it now, as parts of at most ``rotate_rows`` rows, after every buffered row.
+        The batch path: no per-row records. A failed write raises
+        :class:`~allocator.errors.DecisionLogError`."""
         table = check_table(kind, table)
-        with self._lock:
-            if self._closed:
-                raise AllocatorError(f"decision log writer for {self.directory} is closed")
-            now = self._clock()
-            self._flush_kind(kind, now)
+        with self._io:
+            self._check_open()
+            self._drain()
             step = self.rotate_rows
-            self._write_tables(
-                kind, [table.slice(i, step) for i in range(0, table.num_rows, step)], now
-            )
+            for i in range(0, table.num_rows, step):
+                self._recorded(lambda: self._write(kind, table.slice(i, step)))  # noqa: B023
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise DecisionLogError(f"decision log writer for {self.directory} is closed")
 
     def _append(self, kind: Kind, *records: Any) -> None:
         if not records:
             return
         with self._lock:
-            if self._closed:
-                raise AllocatorError(f"decision log writer for {self.directory} is closed")
-            now = self._clock()
+            self._check_open()
             buffer = self._buffers[kind]
-            if not buffer:
-                self._first_at[kind] = now
             buffer.extend(records)
-            for k in KINDS:
-                if len(self._buffers[k]) >= self.rotate_rows or self._expired(k, now):
-                    self._flush_kind(k, now)
+            if len(buffer) >= self.rotate_rows:
+                self._wake.set()
+            overflow = self.healthy and self.buffered_rows >= self.max_buffered_rows
+        if overflow:  # the flusher lags behind a healthy disk: the caller writes (backpressure)
+            self._background_flush()
 
-    def _expired(self, kind: Kind, now: float) -> bool:
-        return (
-            self.rotate_seconds is not None
-            and bool(self._buffers[kind])
-            and now - self._first_at[kind] >= self.rotate_seconds
-        )
-
-    def _flush_kind(self, kind: Kind, now: float) -> None:
-        buffer = self._buffers[kind]
-        if not buffer:
-            return
-        if self.rotate_rows >= len(buffer):
-            chunks = [buffer]
-        else:  # a batch write overshot: keep parts at most rotate_rows long
-            step = self.rotate_rows
-            chunks = [buffer[i : i + step] for i in range(0, len(buffer), step)]
-        build = decisions_table if kind == "decisions" else outcomes_table
-        written = 0
+    def _write(self, kind: Kind, table: pa.Table) -> None:
+        """One part, next in this replica's sequence (the caller holds ``_io``)."""
+        stamp = max(self._last_stamp, self._clock())
+        name = PartName(kind, self.replica, self._seq)
         try:
-            for chunk in chunks:
-                self._write_tables(kind, [build(chunk)], now)
-                written += len(chunk)
-        finally:
-            if written:
-                del buffer[:written]
-                if buffer:
-                    self._first_at[kind] = now
-                else:
-                    del self._first_at[kind]
-
-    def _write_tables(self, kind: Kind, tables: Sequence[pa.Table], now: float) -> None:
-        """One part per table, named in write order (the caller holds the lock)."""
-        stamp = max(self._last_stamp, now)
-        metadata = file_metadata(kind)
-        for table in tables:
-            while (self.directory / part_name(kind, stamp, self._seq)).exists():
-                self._seq += 1
-            name = part_name(kind, stamp, self._seq)
-            _write_part(self.directory, name, table.replace_schema_metadata(metadata))
+            data = encode_part(table, name, self._session)
+            file = part_name(kind, stamp, self.replica, self._seq)
+            write_part(self.directory, file, data)
             self._seq += 1
             self._last_stamp = stamp
+            fsync_dir(self.directory)
+        except (OSError, pa.ArrowException) as err:
+            raise DecisionLogError(
+                f"writing {kind} part {self._seq} to {self.directory} failed: {err}"
+            ) from None
+
+    def _recorded(self, action: Callable[[], None]) -> None:
+        """Run a part write and record the writer's health from it."""
+        try:
+            action()
+        except DecisionLogError as err:
+            with self._lock:
+                self.errors += 1
+                self.last_error = str(err)
+                self.healthy = False
+            raise
+        with self._lock:
+            self.healthy = True
+
+    def _drain(self) -> None:
+        """Write every buffered row, oldest first, at most ``rotate_rows`` per part (the
+        caller holds ``_io``). On failure the unwritten rows go back to the buffers' front."""
+        with self._lock:
+            taken = {k: self._buffers[k] for k in KINDS}
+            self._buffers = {k: [] for k in KINDS}
+            self._in_flight = sum(len(rows) for rows in taken.values())
+        done = dict.fromkeys(KINDS, 0)
+        try:
+            for kind in KINDS:
+                rows, build = (
+                    taken[kind],
+                    decisions_table if kind == "decisions" else outcomes_table,
+                )
+                for i in range(0, len(rows), self.rotate_rows):
+                    chunk = rows[i : i + self.rotate_rows]
+                    self._recorded(lambda: self._write(kind, build(chunk)))  # noqa: B023
+                    done[kind] += len(chunk)
+                    with self._lock:
+                        self._in_flight -= len(chunk)
+        finally:
+            with self._lock:
+                self._in_flight = 0
+                for kind in KINDS:
+                    if done[kind] < len(taken[kind]):
+                        self._buffers[kind][:0] = taken[kind][done[kind] :]
+
+    def _background_flush(self) -> None:
+        with self._io, contextlib.suppress(DecisionLogError):
+            self._drain()  # recorded in the writer's health; retried next interval
 
     def flush(self) -> None:
-        """Write every buffered row (one part per non-empty stream)."""
-        with self._lock:
-            now = self._clock()
-            for kind in KINDS:
-                self._flush_kind(kind, now)
+        """Write every buffered row now; :class:`~allocator.errors.DecisionLogError` (rows
+        kept buffered) if the disk refuses."""
+        with self._io:
+            self._drain()
 
     def close(self) -> None:
-        """Flush and refuse further records; closing twice is a no-op."""
+        """Stop the flusher, write what is buffered, release the lock; closing twice is a
+        no-op. If the last write fails the rows are lost, and the error says how many."""
         with self._lock:
             if self._closed:
                 return
-            now = self._clock()
-            for kind in KINDS:
-                self._flush_kind(kind, now)
             self._closed = True
+        detached = self._release.detach()
+        assert detached is not None  # only close() detaches, once
+        fd, stop, wake = detached[2]
+        stop.set()
+        wake.set()
+        self._thread.join()
+        try:
+            with self._io:
+                self._drain()
+        except DecisionLogError as err:
+            lost = self.buffered_rows
+            raise DecisionLogError(f"closing lost {lost} buffered rows: {err}") from None
+        finally:
+            _stop(fd, stop, wake)
 
     def __enter__(self) -> DecisionLogWriter:
         return self
@@ -251,4 +355,4 @@ class DecisionLogWriter:
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
-        return f"DecisionLogWriter({str(self.directory)!r}, {state})"
+        return f"DecisionLogWriter({str(self.directory)!r}, replica={self.replica!r}, {state})"

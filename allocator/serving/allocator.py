@@ -42,6 +42,7 @@ from allocator.serving.config import (
 from allocator.serving.pending import Pending, PendingTable
 from allocator.serving.persistence import Books, allocator_snapshot, read_allocator_snapshot
 from allocator.serving.requests import request_batch
+from allocator.serving.sinks import Autosaver, LogSink, check_log_fields, log_metrics
 from allocator.serving.staging import stage_engine
 from allocator.snapshot import read_snapshot, write_snapshot
 
@@ -72,17 +73,18 @@ class Allocator:
         log_rotate_rows: int = 100_000,
         autosave_path: str | Path | None = None,
         autosave_every_s: float = 300.0,
+        log_flush_interval_s: float = 1.0,
     ) -> None:
         cfg = _as_config(config)
         registry = ArmRegistry.build([a.id for a in cfg.arms], [a.group for a in cfg.arms])
         engine = Engine(cfg.engine.policy, cfg.constraints, registry, seed, _arm_features(cfg))
-        self._setup(cfg, seed, replica, clock, log_dir, log_rotate_rows)
+        self._setup(cfg, seed, replica, clock, log_dir, log_rotate_rows, log_flush_interval_s)
         self.set_autosave(autosave_path, autosave_every_s)
         self._install(engine, PendingTable(cfg.serving.pending_capacity))
 
     def _setup(
         self, cfg: AllocatorConfig, seed: int, replica: str, clock: Callable[[], float],
-        log_dir: str | Path | None, log_rotate_rows: int,
+        log_dir: str | Path | None, log_rotate_rows: int, log_flush_interval_s: float,
     ) -> None:  # fmt: skip
         self.config = cfg
         self.seed = seed
@@ -90,12 +92,13 @@ class Allocator:
         self._time = ServingClock(cfg.serving.time, clock, cfg.serving.max_time_jump_s)
         self._lock = threading.RLock()
         self._catalogue = CatalogueChanges(self._lock, lambda: self._engine)
-        self._log = None if log_dir is None else DecisionLogWriter(log_dir, log_rotate_rows)
+        self._log = None if log_dir is None else LogSink(
+            DecisionLogWriter(log_dir, log_rotate_rows, log_flush_interval_s, replica=replica),
+            lambda: self.config.serving.on_log_error,
+        )  # fmt: skip
         self._books = Books()
         self._feature_index = {n: i for i, n in enumerate(cfg.serving.feature_names or [])}
-        self._autosave: Path | None = None
-        self._autosave_every = 300.0
-        self._last_autosave_t = -math.inf
+        self._autosaver = Autosaver(lambda: self.config.serving.on_autosave_error)
 
     def _install(self, engine: Engine, pending: PendingTable) -> None:
         objective = self.config.engine.objective
@@ -156,6 +159,7 @@ class Allocator:
         try:
             x = self._resolve_context(context)
             with self._lock:
+                self._admit(request_id, attrs)
                 engine = self._engine
                 t, mode = self._time.time_of(timestamp, "decide", self._books.last_t)
                 cand, xrow, codes = engine.prepare(candidates, x, attrs)
@@ -193,6 +197,8 @@ class Allocator:
                     return t
 
                 batch = request_batch(engine, requests, resolve_time, self._resolve_context)
+                for request_id, attrs in zip(batch.request_ids, batch.attrs, strict=True):
+                    self._admit(request_id, attrs)
                 if len(modes) > 1:
                     raise InvalidInputError(
                         "requests mix given and missing timestamps: give every request its "
@@ -225,6 +231,14 @@ class Allocator:
         except Exception:
             self._count("rejected")
             raise
+
+    def _admit(self, request_id: Any = None, attrs: Any = None) -> None:
+        """Refuse a call, before any change, that the log or autosave policy would refuse
+        (see :mod:`allocator.serving.sinks`), or whose log fields are bad."""
+        self._autosaver.admit()
+        if self._log is not None:
+            self._log.admit()
+            check_log_fields(request_id, attrs)
 
     def _commit_time(self, mode: str) -> None:
         self._time.commit(mode)
@@ -285,6 +299,7 @@ class Allocator:
             self._count("rejected")
             raise
         with self._lock:
+            self._admit()
             try:
                 t, mode = self._time.time_of(timestamp, "update", self._books.last_t, True)
                 entry = self._pending.get(decision_id)
@@ -331,6 +346,7 @@ class Allocator:
             self._count("rejected")
             raise
         with self._lock:
+            self._admit()
             try:
                 t, mode = self._time.time_of(None, "update_many", self._books.last_t, True)
                 plan: list[tuple[int, str, Pending, Outcome, float]] = []
@@ -373,6 +389,7 @@ class Allocator:
     def expire(self, now: Any = None) -> int:
         """Give the default outcome to every decision older than the reward wait."""
         with self._lock:
+            self._admit()
             t, mode = self._time.time_of(now, "expire", self._books.last_t, True)
             self._commit_time(mode)
             return self._expire(t)
@@ -421,11 +438,12 @@ class Allocator:
         ))  # fmt: skip
 
     def close(self) -> None:
-        """Flush and close the decision log (the allocator keeps serving without one)."""
+        """Flush and close the decision log (the allocator keeps serving without one); a
+        :class:`~allocator.errors.DecisionLogError` if its last rows could not be written."""
         with self._lock:
-            if self._log is not None:
-                self._log.close()
-                self._log = None
+            log, self._log = self._log, None
+            if log is not None:
+                log.close()
 
     def _expire(self, t: float) -> int:
         deadline = t - self.config.serving.reward_wait_s
@@ -437,19 +455,14 @@ class Allocator:
         return n
 
     def set_autosave(self, path: str | Path | None, every_s: float = 300.0) -> None:
-        """Save to ``path`` (atomically) at most every ``every_s`` seconds of traffic time."""
-        if path is not None and not (math.isfinite(every_s) and every_s > 0):
-            raise InvalidInputError(f"autosave_every_s = {every_s!r}: expected a positive number")
-        self._autosave = None if path is None else Path(path)
-        self._autosave_every = float(every_s)
-        self._last_autosave_t = -math.inf
+        """Save to ``path`` (atomically) at most every ``every_s`` seconds of traffic time;
+        a failure follows ``serving.on_autosave_error`` (:mod:`allocator.serving.sinks`)."""
+        with self._lock:
+            self._autosaver.set(path, every_s)
 
     def _housekeep(self, t: float) -> None:
         self._expire(t)
-        if self._autosave is not None and t - self._last_autosave_t >= self._autosave_every:
-            if math.isfinite(self._last_autosave_t):
-                self.save(self._autosave)
-            self._last_autosave_t = t
+        self._autosaver.tick(t, self.save)
         every = self.config.serving.refresh_every_s
         if every is not None and t - self._books.last_refresh_t >= every:
             if self.policy.pending_updates:
@@ -543,6 +556,8 @@ class Allocator:
             reports = self._engine.report()
             out["backstops"] = sum(r.backstops for r in reports)
             out["constraints"] = {r.name: dataclasses.asdict(r) for r in reports}
+            out.update(log_metrics(self._log))
+            out.update(self._autosaver.metrics())
             return out
 
     # ------------------------------------------------------------------- snapshots
@@ -559,16 +574,21 @@ class Allocator:
             arrays, meta = self.snapshot_state()
             write_snapshot(path, arrays, meta)
             self._books.counts["saves"] += 1
+            self._autosaver.saved()
 
     @classmethod
     def load(
         cls, path: str | Path, *, clock: Callable[[], float] = time.time,
         log_dir: str | Path | None = None, log_rotate_rows: int = 100_000,
+        log_flush_interval_s: float = 1.0,
     ) -> Allocator:  # fmt: skip
         """Rebuild an allocator from :meth:`save`; it makes the decisions the original would."""
         saved = read_allocator_snapshot(path)
         out = cls.__new__(cls)
-        out._setup(saved.config, saved.seed, saved.replica, clock, log_dir, log_rotate_rows)
+        out._setup(
+            saved.config, saved.seed, saved.replica, clock, log_dir, log_rotate_rows,
+            log_flush_interval_s,
+        )  # fmt: skip
         out._install(saved.engine, saved.pending)
         out._books = saved.books
         if saved.books.time_mode is not None:

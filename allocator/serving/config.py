@@ -61,7 +61,8 @@ class ServingConfig(StrictModel):
     ``max_clock_skew_s`` at most (later ones are rejected). ``time`` says whose clock: the
     caller's event time (``event``: every call carries a timestamp), the allocator's own
     (``wall``: none does), or ``auto`` (fixed by the first call); see
-    :mod:`allocator.serving.clock`.
+    :mod:`allocator.serving.clock`. ``on_log_error`` and ``on_autosave_error`` say what a
+    failing decision log or autosave does to serving (:mod:`allocator.serving.sinks`).
     """
 
     reward_wait_s: PositiveFloat = 3600.0
@@ -72,6 +73,8 @@ class ServingConfig(StrictModel):
     time: Literal["auto", "event", "wall"] = "auto"
     max_time_jump_s: PositiveFloat = 30 * 86_400.0
     feature_names: list[Annotated[str, Field(min_length=1)]] | None = None
+    on_log_error: Literal["drop", "raise"] = "drop"
+    on_autosave_error: Literal["skip", "raise"] = "skip"
 
 
 class AllocatorConfig(StrictModel):

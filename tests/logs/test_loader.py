@@ -5,8 +5,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from allocator.errors import InvalidInputError
+from allocator.errors import InvalidInputError, LogCorrupt
 from allocator.logs import DecisionLogWriter, load_decision_log
+from allocator.logs.parts import PartName, encode_part
 from allocator.logs.schema import DECISION_SCHEMA, decisions_table, file_metadata
 from tests.logs.helpers import decision, outcome
 
@@ -144,32 +145,42 @@ def test_a_corrupt_part_is_an_error_naming_it(tmp_path):
     write(tmp_path, [decision(0)])
     part = next(tmp_path.glob("decisions-*.parquet"))
     part.write_bytes(part.read_bytes()[:-30])
-    with pytest.raises(InvalidInputError, match=rf"{part.name} is corrupt or unreadable"):
+    with pytest.raises(LogCorrupt, match=rf"{part.name} fails its checksum"):
         load_decision_log(tmp_path)
 
 
-def test_other_versions_and_schemas_are_refused(tmp_path):
+def test_unchecked_renamed_and_misshapen_parts_are_refused(tmp_path):
     table = decisions_table([decision(0)])
-    meta = file_metadata("decisions")
-    newer = table.replace_schema_metadata({**meta, b"entry_alloc.schema_version": b"2"})
-    pq.write_table(newer, tmp_path / "decisions-20240101T000000-000000.parquet")
-    with pytest.raises(
-        InvalidInputError, match="has schema version 2, this loader reads version 1"
-    ):
+    name = "decisions-20240101T000000-r0-000000.parquet"
+    # a part of schema version 1 (or anyone's Parquet file under a part's name): no digest
+    pq.write_table(table.replace_schema_metadata(file_metadata("decisions")), tmp_path / name)
+    with pytest.raises(LogCorrupt, match=f"{name} carries no checksum"):
         load_decision_log(tmp_path)
-
-    other = tmp_path / "other"
-    other.mkdir()
-    wrong = table.drop_columns(["attrs"]).replace_schema_metadata(meta)
-    pq.write_table(wrong, other / "decisions-20240101T000000-000000.parquet")
-    with pytest.raises(InvalidInputError, match=r"does not match the decisions schema .*'attrs'"):
-        load_decision_log(other)
 
     renamed = tmp_path / "renamed"
     renamed.mkdir()
-    pq.write_table(table.replace_schema_metadata(meta), renamed / "outcomes-x.parquet")
-    with pytest.raises(InvalidInputError, match="holds decisions but is not named decisions-"):
+    data = encode_part(table, PartName("decisions", "r0", 0), "s")
+    (renamed / "outcomes-20240101T000000-r0-000000.parquet").write_bytes(data)
+    with pytest.raises(LogCorrupt, match="holds decisions of writer 'r0', part 0: its name says"):
         load_decision_log(renamed)
+    (renamed / "outcomes-20240101T000000-r0-000000.parquet").unlink()
+    (renamed / "decisions-20240101T000000-r1-000000.parquet").write_bytes(data)
+    with pytest.raises(LogCorrupt, match="holds decisions of writer 'r0'"):
+        load_decision_log(renamed)
+
+    other = tmp_path / "other"
+    other.mkdir()
+    wrong = encode_part(table.drop_columns(["attrs"]), PartName("decisions", "r0", 0), "s")
+    (other / name).write_bytes(wrong)
+    with pytest.raises(LogCorrupt, match=r"does not match the decisions schema .*'attrs'"):
+        load_decision_log(other)
+
+    invalid = tmp_path / "invalid"
+    invalid.mkdir()
+    bad = table.set_column(6, DECISION_SCHEMA.field("propensity"), pa.array([0.0]))
+    (invalid / name).write_bytes(encode_part(bad, PartName("decisions", "r0", 0), "s"))
+    with pytest.raises(LogCorrupt, match=r"holds invalid rows: propensity\[0\] = 0.0"):
+        load_decision_log(invalid)
 
 
 def test_mixed_context_lengths_are_an_error(tmp_path):

@@ -37,7 +37,7 @@ def test_a_table_written_whole_reads_back_like_records(tmp_path):
     with DecisionLogWriter(tmp_path / "records") as w:
         w.write_decisions([decision(i, context=(0.5, float(i))) for i in range(5)])
         w.write_outcomes([outcome(i) for i in range(5)])
-    parts = sorted(p.name for p in (tmp_path / "batch").iterdir())
+    parts = sorted(p.name for p in (tmp_path / "batch").glob("*.parquet"))
     assert len(parts) == 6 and parts[0].startswith("decisions-")  # 3 + 3 parts of <= 2 rows
     batch, records = load_decision_log(tmp_path / "batch"), load_decision_log(tmp_path / "records")
     assert list(batch.decision_id) == list(records.decision_id)
@@ -83,7 +83,7 @@ def test_invalid_decision_tables_name_the_column_and_row(tmp_path, change, match
     with pytest.raises(InvalidInputError, match=match):
         w.write_table("decisions", change(_decisions()))
     w.close()
-    assert not any(tmp_path.iterdir())
+    assert not any(tmp_path.glob("*.parquet"))
 
 
 @pytest.mark.parametrize(

@@ -2,18 +2,19 @@ from __future__ import annotations
 
 import math
 import re
+import shutil
 import threading
+import time
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from allocator.errors import AllocatorError, InvalidInputError
+from allocator.errors import AllocatorError, DecisionLogError, InvalidInputError
 from allocator.logs import DecisionLogWriter, load_decision_log
-from allocator.logs import writer as writer_module
 from tests.logs.helpers import decision, outcome
 
-NAME = re.compile(r"^(decisions|outcomes)-\d{8}T\d{6}-\d{6}\.parquet$")
+NAME = re.compile(r"^(decisions|outcomes)-\d{8}T\d{6}-r0-\d{6}\.parquet$")
 
 
 class FakeClock:
@@ -25,7 +26,7 @@ class FakeClock:
 
 
 def parts(directory, kind: str = "") -> list[str]:
-    return sorted(p.name for p in directory.iterdir() if p.name.startswith(kind))
+    return sorted(p.name for p in directory.glob(f"{kind}*.parquet"))
 
 
 def test_parts_are_named_by_utc_time_and_sequence(tmp_path):
@@ -35,56 +36,49 @@ def test_parts_are_named_by_utc_time_and_sequence(tmp_path):
         w.write_outcome(outcome(0))
     names = parts(tmp_path)
     assert names == [
-        "decisions-20231114T221320-000000.parquet",
-        "outcomes-20231114T221320-000001.parquet",
+        "decisions-20231114T221320-r0-000000.parquet",
+        "outcomes-20231114T221320-r0-000001.parquet",
     ]
-    meta = pq.read_schema(tmp_path / names[0]).metadata
-    assert meta[b"entry_alloc.schema_version"] == b"1"
+    meta = pq.read_metadata(tmp_path / names[0]).metadata
+    assert meta[b"entry_alloc.schema_version"] == b"2"
     assert meta[b"entry_alloc.kind"] == b"decisions"
-    assert pq.read_schema(tmp_path / names[1]).metadata[b"entry_alloc.kind"] == b"outcomes"
+    assert meta[b"entry_alloc.writer"] == b"r0" and meta[b"entry_alloc.seq"] == b"0"
+    assert re.fullmatch(rb"[0-9a-f]{64}", meta[b"entry_alloc.sha256"])
+    meta = pq.read_metadata(tmp_path / names[1]).metadata
+    assert meta[b"entry_alloc.kind"] == b"outcomes" and meta[b"entry_alloc.seq"] == b"1"
 
 
 def test_rotation_by_rows(tmp_path):
     with DecisionLogWriter(tmp_path, rotate_rows=4, clock=FakeClock()) as w:
         for i in range(10):
             w.write_decision(decision(i))
-        assert len(parts(tmp_path, "decisions")) == 2  # 8 rows on disk, 2 buffered
     sizes = [pq.read_metadata(tmp_path / n).num_rows for n in parts(tmp_path, "decisions")]
-    assert sizes == [4, 4, 2]
+    assert sum(sizes) == 10 and max(sizes) <= 4  # however the flusher met the rows
     assert list(load_decision_log(tmp_path).decision_id) == [
         decision(i).decision_id for i in range(10)
     ]
 
 
-def test_rotation_by_seconds_counts_from_the_first_buffered_row(tmp_path):
-    clock = FakeClock()
-    w = DecisionLogWriter(tmp_path, rotate_seconds=10.0, clock=clock)
+def test_an_idle_writer_flushes_by_itself(tmp_path):
+    """No call after the write: the flusher thread writes the part within its interval."""
+    w = DecisionLogWriter(tmp_path, flush_interval_s=0.05)
     w.write_decision(decision(0))
-    clock.t += 9.0
-    w.write_decision(decision(1))
-    assert parts(tmp_path) == []
-    clock.t += 1.0  # 10 s after the first row: this write rotates
-    w.write_decision(decision(2))
-    assert len(parts(tmp_path)) == 1
-    clock.t += 5.0
-    w.write_decision(decision(3))  # a new buffer: its clock starts now
-    clock.t += 9.0
-    w.write_outcome(outcome(0))  # any write checks the age of both buffers
-    assert len(parts(tmp_path)) == 1
-    clock.t += 1.0
-    w.write_outcome(outcome(1))
-    assert len(parts(tmp_path, "decisions")) == 2
-    assert parts(tmp_path, "outcomes") == []
+    w.write_outcome(outcome(0))
+    deadline = time.monotonic() + 30.0  # liveness, not speed: generous on a loaded machine
+    while (len(parts(tmp_path)) < 2 or w.buffered_rows) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(parts(tmp_path)) == 2 and w.buffered_rows == 0
+    log = load_decision_log(tmp_path)  # read while the writer is still open
+    assert len(log) == 1 and log.has_outcome.all()
     w.close()
-    log = load_decision_log(tmp_path)
-    assert len(log) == 4 and int(log.has_outcome.sum()) == 2
 
 
 def test_names_keep_write_order_when_the_clock_goes_back(tmp_path):
     clock = FakeClock()
-    with DecisionLogWriter(tmp_path, rotate_rows=1, clock=clock) as w:
+    with DecisionLogWriter(tmp_path, clock=clock) as w:
         for i in range(3):
             w.write_decision(decision(i))
+            w.flush()
             clock.t -= 3600.0
     names = parts(tmp_path)
     assert len(names) == 3 and all(NAME.match(n) for n in names)
@@ -179,27 +173,39 @@ def test_batch_writes_are_all_or_nothing_and_parts_stay_bounded(tmp_path):
     assert len(load_decision_log(tmp_path)) == 7
 
 
-def test_a_failed_part_keeps_its_rows_buffered(tmp_path, monkeypatch):
-    w = DecisionLogWriter(tmp_path, rotate_rows=2)
-    real = writer_module._write_part
-    calls = {"n": 0}
-
-    def flaky(*args):
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise OSError("disk full")
-        real(*args)
-
-    monkeypatch.setattr(writer_module, "_write_part", flaky)
+def test_a_failed_part_keeps_its_rows_buffered(tmp_path):
+    """A real failure: the log directory vanishes under the writer, then comes back."""
+    directory = tmp_path / "log"
+    w = DecisionLogWriter(directory)
     w.write_decision(decision(0))
-    with pytest.raises(OSError, match="disk full"):
-        w.write_decision(decision(1))
-    assert parts(tmp_path) == []
-    w.write_decision(decision(2))  # retries: the three rows go out as two parts
+    w.flush()
+    shutil.rmtree(directory)
+    w.write_decision(decision(1))
+    w.write_outcome(outcome(1))
+    with pytest.raises(DecisionLogError, match="No such file or directory"):
+        w.flush()
+    assert not w.healthy and w.errors == 1 and w.buffered_rows == 2
+    assert "failed" in (w.last_error or "")
+    directory.mkdir()
+    w.write_decision(decision(2))
+    w.flush()  # the kept rows go out first, in order
+    assert w.healthy and w.buffered_rows == 0
     w.close()
-    assert list(load_decision_log(tmp_path).decision_id) == [
-        decision(i).decision_id for i in range(3)
-    ]
+    log = load_decision_log(directory)  # part 0 is gone with the old directory
+    assert list(log.decision_id) == [decision(1).decision_id, decision(2).decision_id]
+    assert log.has_outcome.tolist() == [True, False]
+
+
+def test_closing_on_a_failing_disk_says_what_was_lost(tmp_path):
+    directory = tmp_path / "log"
+    w = DecisionLogWriter(directory)
+    w.write_decisions([decision(i) for i in range(3)])
+    shutil.rmtree(directory)
+    with pytest.raises(DecisionLogError, match="closing lost 3 buffered rows"):
+        w.close()
+    assert w.closed
+    with pytest.raises(DecisionLogError, match="is closed"):
+        w.write_decision(decision(4))
 
 
 BAD_DECISIONS = [
@@ -286,8 +292,11 @@ def test_records_of_the_wrong_type_are_rejected(tmp_path):
     [
         ({"rotate_rows": 0}, "rotate_rows = 0: expected an integer >= 1"),
         ({"rotate_rows": 2.5}, "rotate_rows = 2.5"),
-        ({"rotate_seconds": 0.0}, "rotate_seconds = 0.0: expected None or a finite number > 0"),
-        ({"rotate_seconds": math.nan}, "rotate_seconds = nan"),
+        ({"flush_interval_s": 0.0}, "flush_interval_s = 0.0: expected a finite number > 0"),
+        ({"flush_interval_s": math.nan}, "flush_interval_s = nan"),
+        ({"max_buffered_rows": 0}, "max_buffered_rows = 0: expected an integer >= 1"),
+        ({"replica": "../x"}, r"replica = '\.\./x': expected 1-64 characters"),
+        ({"replica": ""}, "replica = ''"),
     ],
 )
 def test_invalid_writer_settings(tmp_path, kwargs, match):

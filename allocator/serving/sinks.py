@@ -1,0 +1,160 @@
+"""What serving does when its decision log or its autosave fails: a policy, and counters.
+
+``serving.on_log_error``:
+
+- ``drop`` (default): decisions keep flowing. While the disk refuses parts, records stay
+  buffered (retried every flush interval) up to the writer's ``max_buffered_rows``; beyond
+  that they are dropped and counted. (A healthy but slow disk is not dropped from: the
+  caller then writes the buffer itself.) Losing log rows costs offline evaluation some data;
+  refusing decisions would cost the entry its traffic allocation, which is the business.
+- ``raise``: while the writer's last part write failed, every decide / update / expire raises
+  :class:`~allocator.errors.DecisionLogError` before touching any state, so a decision is
+  either made and logged or not made at all. It recovers by itself once a part is written.
+
+``serving.on_autosave_error``:
+
+- ``skip`` (default): the failed autosave is counted and retried at the next interval; the
+  decision log still records everything since the last good snapshot.
+- ``raise``: the call that ran the autosave completes (its decision is made and logged);
+  every later call raises :class:`~allocator.errors.AutosaveError`, with nothing changed,
+  until a :meth:`~allocator.serving.Allocator.save` succeeds or autosave is set again.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from allocator.errors import (
+    AllocatorError,
+    AutosaveError,
+    DecisionLogError,
+    InvalidInputError,
+    brief,
+)
+from allocator.logs import DecisionLogWriter, DecisionRecord, OutcomeRecord
+
+
+def check_log_fields(request_id: Any, attrs: Any) -> None:
+    """The request fields only the log reads, checked before a decision is made (a bad one
+    found by the log afterwards would leave the decision made but unlogged)."""
+    if request_id is not None and not isinstance(request_id, str):
+        raise InvalidInputError(f"request_id = {brief(request_id)}: expected a string or None")
+    if attrs is not None:
+        if not isinstance(attrs, Mapping):
+            raise InvalidInputError(f"attrs = {brief(attrs)}: expected a mapping of strings")
+        for key, value in attrs.items():
+            if not isinstance(key, str) or not isinstance(value, str):
+                raise InvalidInputError(
+                    f"attrs[{brief(key)}] = {brief(value)}: expected string keys and values"
+                )
+
+
+class LogSink:
+    """The allocator's decision log under ``serving.on_log_error`` (read on every call, so
+    a reconfiguration applies at once)."""
+
+    def __init__(self, writer: DecisionLogWriter, policy: Callable[[], str]) -> None:
+        self.writer = writer
+        self._policy = policy
+        self.dropped = 0
+        self.refused = 0
+
+    def admit(self) -> None:
+        """Under ``raise``, refuse the coming call (nothing changed yet) if the log cannot
+        take its records."""
+        w = self.writer
+        if self._policy() == "raise" and not w.healthy:
+            self.refused += 1
+            raise DecisionLogError(
+                f"decision log {w.directory} is failing ({w.last_error}); "
+                "serving.on_log_error = raise refuses calls until a part is written"
+            )
+
+    def _accepts(self) -> bool:
+        w = self.writer
+        if not w.healthy and w.full and self._policy() == "drop":  # cheapest test first
+            self.dropped += 1
+            return False
+        return True
+
+    def write_decision(self, record: DecisionRecord) -> None:
+        if self._accepts():
+            self.writer.write_decision(record)
+
+    def write_outcome(self, record: OutcomeRecord) -> None:
+        if self._accepts():
+            self.writer.write_outcome(record)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def log_metrics(sink: LogSink | None) -> dict[str, Any]:
+    """Counters of the log's condition (zeros without a log)."""
+    w = None if sink is None else sink.writer
+    return {
+        "log_errors": 0 if w is None else w.errors,
+        "log_dropped": 0 if sink is None else sink.dropped,
+        "log_refused": 0 if sink is None else sink.refused,
+        "log_buffered_rows": 0 if w is None else w.buffered_rows,
+        "log_healthy": True if w is None else w.healthy,
+        "log_last_error": None if w is None else w.last_error,
+    }
+
+
+class Autosaver:
+    """Saves at most every ``every_s`` seconds of traffic time, under
+    ``serving.on_autosave_error``."""
+
+    def __init__(self, policy: Callable[[], str]) -> None:
+        self._policy = policy
+        self.path: Path | None = None
+        self.every_s = 300.0
+        self._last_t = -math.inf
+        self.errors = 0
+        self.last_error: str | None = None
+        self.failed = False
+
+    def set(self, path: str | Path | None, every_s: float) -> None:
+        if path is not None and not (
+            isinstance(every_s, int | float) and math.isfinite(every_s) and every_s > 0
+        ):
+            raise InvalidInputError(f"autosave_every_s = {every_s!r}: expected a positive number")
+        self.path = None if path is None else Path(path)
+        self.every_s = float(every_s)
+        self._last_t = -math.inf
+        self.failed = False
+
+    def admit(self) -> None:
+        """Under ``raise``, refuse calls (nothing changed) after a failed autosave."""
+        if self.failed and self._policy() == "raise":
+            raise AutosaveError(
+                f"autosave to {self.path} failed ({self.last_error}); serving.on_autosave_error "
+                "= raise refuses calls until a save succeeds"
+            )
+
+    def tick(self, t: float, save: Callable[[Path], None]) -> None:
+        """Save if an interval has passed since the last attempt (the first call only
+        starts the clock)."""
+        if self.path is None or t - self._last_t < self.every_s:
+            return
+        first = not math.isfinite(self._last_t)
+        self._last_t = t
+        if first:
+            return
+        try:
+            save(self.path)
+        except (OSError, AllocatorError) as err:
+            self.errors += 1
+            self.last_error = f"{type(err).__name__}: {err}"
+            self.failed = True
+
+    def saved(self) -> None:
+        """A save succeeded: the condition clears."""
+        self.failed = False
+
+    def metrics(self) -> dict[str, Any]:
+        return {"autosave_errors": self.errors, "autosave_last_error": self.last_error}

@@ -1,0 +1,142 @@
+"""A failing decision log or autosave: serving degrades (drop / skip) or refuses cleanly
+(raise), counted in metrics, on real filesystem failures (the directory vanishes)."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from allocator.errors import AutosaveError, DecisionLogError, InvalidInputError
+from allocator.logs import load_decision_log
+from allocator.serving import Allocator
+from tests.serving.helpers import T0, config
+
+CANDS = ["taobao", "douyin", "merchant:1", "merchant:3"]
+
+
+def wait_for(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 30.0  # liveness of the flusher thread, not its speed
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert condition()
+
+
+def state(alloc: Allocator) -> tuple[dict[str, np.ndarray], dict]:
+    arrays, meta = alloc.snapshot_state()
+    meta["counters"].pop("rejected")
+    return arrays, meta
+
+
+def assert_same(a: tuple[dict[str, np.ndarray], dict], b: tuple[dict[str, np.ndarray], dict]):
+    assert a[1] == b[1]
+    assert a[0].keys() == b[0].keys()
+    for name, value in a[0].items():
+        np.testing.assert_array_equal(b[0][name], value, err_msg=name)
+
+
+def test_drop_keeps_serving_buffers_then_drops_and_recovers(tmp_path):
+    log_dir = tmp_path / "log"
+    alloc = Allocator(
+        config(), seed=1, log_dir=log_dir, log_rotate_rows=10, log_flush_interval_s=0.02
+    )
+    ids = [alloc.decide(CANDS, timestamp=T0 + i).decision_id for i in range(5)]
+    wait_for(lambda: alloc.metrics()["log_buffered_rows"] == 0)
+    shutil.rmtree(log_dir)  # the disk goes away under the writer
+    ids += [alloc.decide(CANDS, timestamp=T0 + 5).decision_id]
+    wait_for(lambda: not alloc.metrics()["log_healthy"])
+    for i in range(6, 40):  # never an error: buffered up to 2 * rotate_rows, then dropped
+        ids.append(alloc.decide(CANDS, timestamp=T0 + i).decision_id)
+    m = alloc.metrics()
+    assert m["log_errors"] >= 1 and "No such file or directory" in m["log_last_error"]
+    assert m["log_buffered_rows"] == 20 and m["log_dropped"] == 40 - 5 - 20  # 5 on disk, 20 kept
+    assert m["decisions"] == 40 and m["log_refused"] == 0
+    log_dir.mkdir()  # the disk is back: the buffered rows go out
+    wait_for(lambda: alloc.metrics()["log_healthy"])
+    alloc.close()
+    log = load_decision_log(log_dir)
+    assert list(log.decision_id) == ids[5:25]  # what was buffered, in order; the rest dropped
+
+
+def test_raise_refuses_with_nothing_changed_and_logs_every_decision_made(tmp_path):
+    log_dir = tmp_path / "log"
+    cfg = config(on_log_error="raise")
+    alloc = Allocator(cfg, seed=2, log_dir=log_dir, log_flush_interval_s=0.02)
+    made = [alloc.decide(CANDS, timestamp=T0 + i).decision_id for i in range(5)]
+    wait_for(lambda: alloc.metrics()["log_buffered_rows"] == 0)
+    shutil.rmtree(log_dir)
+    made.append(alloc.decide(CANDS, timestamp=T0 + 5).decision_id)  # buffered, not yet failed
+    wait_for(lambda: not alloc.metrics()["log_healthy"])
+    before = state(alloc)
+    with pytest.raises(DecisionLogError, match="on_log_error = raise refuses calls"):
+        alloc.decide(CANDS, timestamp=T0 + 6)
+    with pytest.raises(DecisionLogError):
+        alloc.decide_many([{"candidates": CANDS, "timestamp": T0 + 6}])
+    with pytest.raises(DecisionLogError):
+        alloc.update(made[0], {"order": 1}, timestamp=T0 + 6)
+    with pytest.raises(DecisionLogError):
+        alloc.expire(T0 + 10_000)
+    assert_same(before, state(alloc))
+    assert alloc.metrics()["log_refused"] == 4
+    log_dir.mkdir()
+    wait_for(lambda: alloc.metrics()["log_healthy"])
+    made.append(alloc.decide(CANDS, timestamp=T0 + 7).decision_id)
+    alloc.close()
+    # every decision the allocator returned is logged: none made without its record
+    assert list(load_decision_log(log_dir).decision_id) == made[5:]
+
+
+def test_bad_log_fields_are_refused_before_the_decision(tmp_path):
+    alloc = Allocator(config(), seed=3, log_dir=tmp_path)
+    alloc.decide(CANDS, timestamp=T0)
+    before = state(alloc)
+    with pytest.raises(InvalidInputError, match="request_id = 5: expected a string"):
+        alloc.decide(CANDS, timestamp=T0 + 1, request_id=5)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match=r"attrs\[3\] = 'x': expected string keys"):
+        alloc.decide(CANDS, timestamp=T0 + 1, attrs={3: "x"})  # type: ignore[dict-item]
+    with pytest.raises(InvalidInputError, match="request_id"):
+        alloc.decide_many([{"candidates": CANDS, "timestamp": T0 + 1, "request_id": 7}])
+    assert_same(before, state(alloc))
+    alloc.close()
+    assert len(load_decision_log(tmp_path)) == 1
+
+
+def autosaving(tmp_path, policy: str) -> tuple[Allocator, object]:
+    snaps = tmp_path / "snaps"
+    snaps.mkdir()
+    alloc = Allocator(config(on_autosave_error=policy), seed=4, autosave_path=snaps / "a.npz",
+                      autosave_every_s=10.0)  # fmt: skip
+    alloc.decide(CANDS, timestamp=T0)  # starts the autosave clock
+    return alloc, snaps
+
+
+def test_a_failing_autosave_is_skipped_counted_and_retried(tmp_path):
+    alloc, snaps = autosaving(tmp_path, "skip")
+    shutil.rmtree(snaps)
+    alloc.decide(CANDS, timestamp=T0 + 10)  # the autosave fails; the decision stands
+    alloc.decide(CANDS, timestamp=T0 + 15)  # not retried before the next interval
+    m = alloc.metrics()
+    assert m["autosave_errors"] == 1 and m["saves"] == 0 and m["decisions"] == 3
+    assert "No such file or directory" in m["autosave_last_error"]
+    snaps.mkdir()
+    alloc.decide(CANDS, timestamp=T0 + 20)
+    assert alloc.metrics()["saves"] == 1 and (snaps / "a.npz").exists()
+    assert Allocator.load(snaps / "a.npz").metrics()["decisions"] == 4
+
+
+def test_a_failing_autosave_under_raise_refuses_calls_until_a_save(tmp_path):
+    alloc, snaps = autosaving(tmp_path, "raise")
+    shutil.rmtree(snaps)
+    d = alloc.decide(CANDS, timestamp=T0 + 10)  # this call completes: its autosave failed
+    before = state(alloc)
+    with pytest.raises(AutosaveError, match="on_autosave_error = raise refuses calls"):
+        alloc.decide(CANDS, timestamp=T0 + 11)
+    with pytest.raises(AutosaveError):
+        alloc.update(d.decision_id, {"order": 1}, timestamp=T0 + 11)
+    assert_same(before, state(alloc))
+    alloc.save(tmp_path / "by_hand.npz")  # the operator saves elsewhere: serving resumes
+    alloc.update(d.decision_id, {"order": 1}, timestamp=T0 + 11)
+    assert alloc.metrics()["autosave_errors"] == 1
