@@ -14,7 +14,7 @@ import pytest
 
 from allocator import SnapshotError
 from allocator.serving import Allocator
-from tests.serving.helpers import T0, config, context_for
+from tests.serving.helpers import T0, config, context_for, without_epoch
 
 CANDS = ["taobao", "douyin", "merchant:1", "merchant:3", "merchant:4"]
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,7 +26,9 @@ def drive(alloc: Allocator, kind: str, start: int, n: int) -> list[tuple]:
         d = alloc.decide(
             CANDS, context=context_for(kind, i), attrs={"slot": "top"}, timestamp=T0 + i
         )
-        out.append((d.decision_id, d.arm_id, d.propensity, d.forced, d.model_version))
+        out.append(
+            (without_epoch(d.decision_id), d.arm_id, d.propensity, d.forced, d.model_version)
+        )
         if i % 2 == 0:
             alloc.update(d.decision_id, {"order": float(i % 5 == 0)}, timestamp=T0 + i)
     return out
