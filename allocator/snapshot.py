@@ -32,8 +32,10 @@ import json
 import os
 import re
 import stat
+import struct
 import tempfile
 import time
+import tokenize
 import zipfile
 from collections.abc import Mapping
 from contextlib import suppress
@@ -61,7 +63,7 @@ _NPY_HEADER_MAX = 10_000
 _DAMAGED = (
     zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, TypeError, KeyError, IndexError,
     OSError, EOFError, NotImplementedError, SyntaxError, OverflowError, MemoryError,
-    RecursionError,
+    RecursionError, tokenize.TokenError, struct.error,
 )  # fmt: skip
 
 
@@ -223,8 +225,11 @@ def _open_regular(path: Path, max_bytes: int) -> BinaryIO:
 
 def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, size: int) -> np.ndarray:
     """One ``.npy`` member whose header declares exactly the bytes it holds."""
-    if info.compress_type != zipfile.ZIP_STORED or info.compress_size != info.file_size:
-        raise ValueError(f"member {info.filename!r} is compressed or inconsistent")
+    if (
+        info.compress_type != zipfile.ZIP_STORED or info.compress_size != info.file_size
+        or info.flag_bits & 0x1  # encrypted
+    ):  # fmt: skip
+        raise ValueError(f"member {info.filename!r} is compressed, encrypted or inconsistent")
     if info.file_size > size:
         raise ValueError(f"member {info.filename!r} declares more bytes than the file has")
     with zf.open(info) as m:
