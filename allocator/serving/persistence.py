@@ -60,6 +60,11 @@ class Books:
     time_mode: str | None = None  # "event" or "wall" once fixed (see serving.clock)
     epoch: str = field(default_factory=new_epoch)  # of the decision ids issued
 
+    def decision_id(self, replica: str) -> str:
+        """The next decision id (issued: the counter moves on)."""
+        self.next_id += 1
+        return f"{replica}-{self.epoch}-{self.next_id - 1:x}"
+
     def decision_ids(self, replica: str, n: int) -> list[str]:
         """The next ``n`` decision ids (issued: the counter moves on)."""
         first = self.next_id
