@@ -1,98 +1,317 @@
 """Snapshot files: named numpy arrays plus JSON meta, checksummed, written atomically.
 
-The container is an uncompressed ``.npz`` read with ``allow_pickle=False``: loading never
-executes code. A SHA-256 over the meta and every array (name, dtype, shape, bytes) is stored
-beside them, so a corrupt, truncated or foreign file is refused before anything is built
-from it. Writes go to a temporary file in the same directory, are fsynced, then renamed
-over the target: a crash leaves either the old or the new complete snapshot.
+The container is an uncompressed ``.npz``; it is parsed, not trusted. Only a regular file
+no larger than a bound is opened (a FIFO or device never blocks the reader), every member
+must be stored uncompressed with an ``.npy`` header whose declared size is exactly the
+bytes present (a forged header cannot make us allocate more than the file holds), and
+arrays are read with ``allow_pickle=False``: loading never executes code. A SHA-256 over
+the meta and every array (name, dtype, shape, bytes) is stored beside them, so a corrupt,
+truncated or foreign file is refused before anything is built from it.
+
+The SHA-256 is integrity, not authentication. With a shared key, the writer also stores an
+HMAC-SHA256 tag over the same content, and a keyed reader refuses a file without a valid
+tag (and an unkeyed reader refuses a tagged file: the two ends must agree). Digests and tags
+are compared in constant time.
+
+Writes go to a temporary file created exclusively, with an unpredictable name, in the
+target's directory (``.<name>.<pid>.<random>.tmp``, never following a symlink); it is
+fsynced, renamed over the target (which replaces a symlink at the target, never its
+target) and removed on any failure: a crash leaves the old or the new complete snapshot.
+Temp files that crashed writers left behind are removed by the next save to the same
+target: only regular files of ours matching that pattern (or the older ``.<name>.<pid>.tmp``)
+whose writer process is gone from this host or that are older than :data:`ORPHAN_AGE_S`.
+The pid test assumes one host writes a given target (a shared directory written by
+several hosts under one name would need the age rule alone).
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
+import re
+import stat
+import struct
+import tempfile
+import time
+import tokenize
 import zipfile
 from collections.abc import Mapping
+from contextlib import suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
-from allocator.errors import SnapshotError
+from allocator.errors import ConfigError, SnapshotError
 
 FORMAT = "entry-alloc-snapshot"
 FORMAT_VERSION = 1
 _META = "__meta__"
 _CHECKSUM = "__checksum__"
+_TAG = "__tag__"
+#: files larger than this are refused before being read (``max_bytes`` overrides it)
+DEFAULT_MAX_BYTES = 16 * 2**30
+#: a temp file untouched this long is an orphan even if its pid is alive (pid reuse)
+ORPHAN_AGE_S = 3600.0
+#: shortest accepted shared key
+MIN_KEY_BYTES = 16
+_MAX_MEMBERS = 4096
+_NPY_HEADER_MAX = 10_000
+# parse failures of a damaged container (zipfile, the .npy header parser, numpy)
+_DAMAGED = (
+    zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, TypeError, KeyError, IndexError,
+    OSError, EOFError, NotImplementedError, SyntaxError, OverflowError, MemoryError,
+    RecursionError, tokenize.TokenError, struct.error,
+)  # fmt: skip
 
 
-def _digest(meta_bytes: bytes, arrays: Mapping[str, np.ndarray]) -> str:
-    h = hashlib.sha256(meta_bytes)
+def load_key(source: bytes | str | Path | None) -> bytes | None:
+    """A shared snapshot key: ``bytes`` as given, or read from a key file (``str``/``Path``,
+    surrounding whitespace stripped). The key is never part of a message."""
+    if source is None:
+        return None
+    if isinstance(source, (str, Path)):
+        where = f"snapshot key file {source}"
+        try:
+            key = Path(source).read_bytes().strip()
+        except OSError as err:
+            raise ConfigError(f"{where}: cannot read it ({err.strerror})") from None
+    elif isinstance(source, (bytes, bytearray)):
+        key, where = bytes(source), "snapshot_key"
+    else:
+        raise ConfigError(
+            f"snapshot_key must be bytes or a key file path, got {type(source).__name__}"
+        )
+    if len(key) < MIN_KEY_BYTES:
+        raise ConfigError(f"{where}: the key has {len(key)} bytes, expected >= {MIN_KEY_BYTES}")
+    return key
+
+
+def _digests(
+    meta_bytes: bytes, arrays: Mapping[str, np.ndarray], key: bytes | None
+) -> tuple[bytes, bytes | None]:
+    """The SHA-256 (hex) and, with a key, the HMAC-SHA256 tag (hex) over the same content."""
+    hashes = [hashlib.sha256()]
+    if key is not None:
+        hashes.append(hmac.new(key, digestmod=hashlib.sha256))  # type: ignore[arg-type]
+    for h in hashes:
+        h.update(meta_bytes)
     for name in sorted(arrays):
         arr = np.ascontiguousarray(arrays[name])
-        h.update(f"{name}|{arr.dtype.str}|{arr.shape}".encode())
-        h.update(arr.tobytes())
-    return h.hexdigest()
+        head = f"{name}|{arr.dtype.str}|{arr.shape}".encode()
+        for h in hashes:
+            h.update(head)
+            h.update(arr.data)
+    digest = hashes[0].hexdigest().encode()
+    return digest, None if key is None else hashes[1].hexdigest().encode()
 
 
+# --------------------------------------------------------------------------- writing
 def write_snapshot(
-    path: str | Path, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]
-) -> None:
-    """Atomically write ``arrays`` and ``meta`` (JSON-able) to ``path``."""
+    path: str | Path, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any],
+    key: bytes | None = None,
+) -> None:  # fmt: skip
+    """Atomically write ``arrays`` and ``meta`` (JSON-able) to ``path``, tagged with ``key``
+    if given; any failure is a :class:`SnapshotError` and leaves no temp file behind."""
     path = Path(path)
     for name, arr in arrays.items():
         if name.startswith("__") or arr.dtype.hasobject:
             raise SnapshotError(f"array {name!r} cannot be stored (reserved name or object dtype)")
     full_meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **meta}
     meta_bytes = json.dumps(full_meta, sort_keys=True).encode()
+    digest, tag = _digests(meta_bytes, arrays, key)
     entries = dict(arrays)
     entries[_META] = np.frombuffer(meta_bytes, dtype=np.uint8)
-    entries[_CHECKSUM] = np.frombuffer(_digest(meta_bytes, arrays).encode(), dtype=np.uint8)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    entries[_CHECKSUM] = np.frombuffer(digest, dtype=np.uint8)
+    if tag is not None:
+        entries[_TAG] = np.frombuffer(tag, dtype=np.uint8)
+    if not path.parent.is_dir():
+        raise SnapshotError(f"cannot save snapshot {path}: directory {path.parent} does not exist")
+    remove_orphans(path)
+    tmp: str | None = None
     try:
-        with open(tmp, "wb") as f:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp",
+                                   dir=path.parent)  # fmt: skip
+        with os.fdopen(fd, "wb") as f:
             np.savez(f, **entries)  # type: ignore[arg-type]  # numpy stubs
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        tmp = None
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as err:
+        raise SnapshotError(f"cannot save snapshot {path}: {err.strerror or err}") from None
     finally:
-        if tmp.exists():
-            tmp.unlink()
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+        if tmp is not None:
+            with suppress(OSError):
+                os.unlink(tmp)
+
+
+def _tmp_pattern(target: str) -> re.Pattern[str]:
+    return re.compile(re.escape(f".{target}.") + r"(\d+)(?:\.[a-z0-9_]{8})?\.tmp")
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
     try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
-def read_snapshot(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Read and verify a snapshot; any defect is a :class:`SnapshotError` naming the file."""
+def remove_orphans(path: str | Path, now: float | None = None) -> list[str]:
+    """Remove temp files that crashed writers of ``path`` left (see the module docstring);
+    returns their names. Symlinks, directories and other users' files are left alone."""
     path = Path(path)
+    pattern = _tmp_pattern(path.name)
+    now = time.time() if now is None else now
+    removed: list[str] = []
     try:
-        with np.load(path, allow_pickle=False) as data:
-            entries = {name: data[name] for name in data.files}
+        names = [e.name for e in os.scandir(path.parent) if pattern.fullmatch(e.name)]
+    except OSError:
+        return removed
+    for name in names:
+        candidate = path.parent / name
+        try:
+            st = os.lstat(candidate)
+        except OSError:
+            continue
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+            continue
+        pid = int(pattern.fullmatch(name)[1])  # type: ignore[index]
+        writer_gone = pid != os.getpid() and not _alive(pid)
+        if writer_gone or now - st.st_mtime > ORPHAN_AGE_S:
+            with suppress(OSError):
+                os.unlink(candidate)  # a name swapped for a symlink meanwhile: the link goes
+                removed.append(name)
+    return removed
+
+
+# --------------------------------------------------------------------------- reading
+def _open_regular(path: Path, max_bytes: int) -> BinaryIO:
+    """Open ``path`` for reading if it is a regular file of at most ``max_bytes``; never
+    blocks (``O_NONBLOCK``: a FIFO or device is refused, not waited on)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise SnapshotError(f"snapshot {path} does not exist") from None
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as err:
-        raise SnapshotError(f"snapshot {path} is corrupt or truncated: {err}") from None
+    except OSError as err:
+        raise SnapshotError(f"snapshot {path} cannot be opened: {err.strerror or err}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = "a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO, socket or device"
+            raise SnapshotError(f"snapshot {path} is {kind}, not a regular file")
+        if st.st_size > max_bytes:
+            raise SnapshotError(
+                f"snapshot {path} has {st.st_size} bytes, more than the bound of {max_bytes}: "
+                "refused unread (raise max_bytes if it is genuine)"
+            )
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, size: int) -> np.ndarray:
+    """One ``.npy`` member whose header declares exactly the bytes it holds."""
+    if (
+        info.compress_type != zipfile.ZIP_STORED or info.compress_size != info.file_size
+        or info.flag_bits & 0x1  # encrypted
+    ):  # fmt: skip
+        raise ValueError(f"member {info.filename!r} is compressed, encrypted or inconsistent")
+    if info.file_size > size:
+        raise ValueError(f"member {info.filename!r} declares more bytes than the file has")
+    with zf.open(info) as m:
+        version = np.lib.format.read_magic(m)
+        read_header = (
+            np.lib.format.read_array_header_1_0 if version == (1, 0)
+            else np.lib.format.read_array_header_2_0
+        )  # fmt: skip
+        shape, _, dtype = read_header(m, max_header_size=_NPY_HEADER_MAX)
+        if dtype.hasobject:
+            raise ValueError(f"member {info.filename!r} has an object dtype")
+        n = 1
+        for dim in shape:
+            n *= int(dim)
+        if n * dtype.itemsize != info.file_size - m.tell():
+            raise ValueError(f"member {info.filename!r} declares a size it does not hold")
+        m.seek(0)
+        return np.lib.format.read_array(m, allow_pickle=False, max_header_size=_NPY_HEADER_MAX)
+
+
+def _read_members(f: BinaryIO, size: int) -> dict[str, np.ndarray]:
+    with zipfile.ZipFile(f) as zf:
+        infos = zf.infolist()
+        if len(infos) > _MAX_MEMBERS:
+            raise ValueError(f"{len(infos)} members")
+        entries: dict[str, np.ndarray] = {}
+        for info in infos:
+            name = info.filename.removesuffix(".npy")
+            if name == info.filename or name in entries:
+                raise ValueError(f"member {info.filename!r} is not an array or is repeated")
+            entries[name] = _read_member(zf, info, size)
+    return entries
+
+
+def read_snapshot(
+    path: str | Path, *, key: bytes | None = None, max_bytes: int = DEFAULT_MAX_BYTES
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Read and verify a snapshot (and its tag, with ``key``); any defect is a
+    :class:`SnapshotError` naming the file."""
+    path = Path(path)
+    with _open_regular(path, max_bytes) as f:
+        size = os.fstat(f.fileno()).st_size
+        try:
+            entries = _read_members(f, size)
+        except _DAMAGED as err:
+            raise SnapshotError(f"snapshot {path} is corrupt or truncated: {err}") from None
     if _META not in entries or _CHECKSUM not in entries:
         raise SnapshotError(f"{path} is not an entry-alloc snapshot (no meta or checksum)")
     meta_bytes = entries.pop(_META).tobytes()
-    stored = entries.pop(_CHECKSUM).tobytes().decode(errors="replace")
-    if _digest(meta_bytes, entries) != stored:
+    stored = entries.pop(_CHECKSUM).tobytes()
+    stored_tag = entries.pop(_TAG, None)
+    digest, tag = _digests(meta_bytes, entries, key)
+    if not hmac.compare_digest(digest, stored):
         raise SnapshotError(f"snapshot {path} fails its checksum: corrupt or altered")
+    _authenticate(path, tag, None if stored_tag is None else stored_tag.tobytes())
     try:
         meta = json.loads(meta_bytes)
     except ValueError:
         raise SnapshotError(f"snapshot {path} has unreadable meta") from None
-    if meta.get("format") != FORMAT:
-        raise SnapshotError(
-            f"{path} is not an entry-alloc snapshot (format {meta.get('format')!r})"
-        )
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise SnapshotError(f"{path} is not an entry-alloc snapshot (format {found!r})")
     if meta.get("format_version") != FORMAT_VERSION:
         raise SnapshotError(
             f"snapshot {path} has format version {meta.get('format_version')}, "
             f"this build reads version {FORMAT_VERSION}"
         )
     return entries, meta
+
+
+def _authenticate(path: Path, expected: bytes | None, stored: bytes | None) -> None:
+    """Check the stored tag against the keyed one (``expected``; None without a key)."""
+    if expected is None and stored is not None:
+        raise SnapshotError(
+            f"snapshot {path} is authenticated (tagged), but no snapshot key is configured "
+            "here: configure the writer's key to load it"
+        )
+    if expected is not None and stored is None:
+        raise SnapshotError(
+            f"snapshot {path} is not authenticated (no tag), and a snapshot key is required"
+        )
+    if expected is not None and stored is not None and not hmac.compare_digest(expected, stored):
+        raise SnapshotError(
+            f"snapshot {path} fails authentication: written with another key, or altered"
+        )

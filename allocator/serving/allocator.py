@@ -40,11 +40,17 @@ from allocator.serving.config import (
     load_allocator_config,
 )
 from allocator.serving.pending import Pending, PendingTable
-from allocator.serving.persistence import Books, allocator_snapshot, read_allocator_snapshot
+from allocator.serving.persistence import (
+    Books,
+    allocator_snapshot,
+    published_size_bound,
+    read_allocator_snapshot,
+    read_published,
+)
 from allocator.serving.requests import request_batch
 from allocator.serving.sinks import Autosaver, LogSink, check_log_fields, log_metrics
 from allocator.serving.staging import stage_engine
-from allocator.snapshot import read_snapshot, write_snapshot
+from allocator.snapshot import DEFAULT_MAX_BYTES, load_key, write_snapshot
 
 
 class UpdateStatus(StrEnum):
@@ -74,11 +80,14 @@ class Allocator:
         autosave_path: str | Path | None = None,
         autosave_every_s: float = 300.0,
         log_flush_interval_s: float = 1.0,
+        snapshot_key: bytes | str | Path | None = None,
     ) -> None:
         cfg = _as_config(config)
+        key = load_key(snapshot_key)
         registry = ArmRegistry.build([a.id for a in cfg.arms], [a.group for a in cfg.arms])
         engine = Engine(cfg.engine.policy, cfg.constraints, registry, seed, _arm_features(cfg))
         self._setup(cfg, seed, replica, clock, log_dir, log_rotate_rows, log_flush_interval_s)
+        self._snapshot_key = key
         self.set_autosave(autosave_path, autosave_every_s)
         self._install(engine, PendingTable(cfg.serving.pending_capacity))
 
@@ -168,8 +177,7 @@ class Allocator:
                 # state changes: housekeeping at t follows the decision
                 pos, forced, adjusted = engine.decide_prepared(cand, xrow, codes, t)
                 self._commit_time(mode)
-                decision_id = f"{self.replica}-{self._books.next_id:x}"
-                self._books.next_id += 1
+                decision_id = self._books.decision_id(self.replica)
                 self._books.last_t = max(self._books.last_t, t)
                 d = engine.decision(cand, pos, forced, adjusted, t, decision_id, request_id)
                 x_saved = None if self.policy.n_features is None else xrow[0]
@@ -210,9 +218,7 @@ class Allocator:
                 out = engine.decide_batch(batch.ptr, batch.idx, batch.contexts, times, batch.attrs)
                 for mode in modes:
                     self._commit_time(mode)
-                first = self._books.next_id
-                ids = tuple(f"{self.replica}-{first + k:x}" for k in range(len(times)))
-                self._books.next_id += len(times)
+                ids = tuple(self._books.decision_ids(self.replica, len(times)))
                 if times.size:
                     self._books.last_t = max(self._books.last_t, float(times.max()))
                 xs = batch.contexts
@@ -519,22 +525,22 @@ class Allocator:
         with self._catalogue.mutex, self._lock:
             self.policy.merge(delta)
 
-    def load_published(self, path: str | Path) -> None:
+    def load_published(self, path: str | Path, *, max_bytes: int | None = None) -> None:
         """Adopt a learner's published snapshot without pausing decisions.
 
         The file is read and the learner's engine rebuilt outside the lock; only the swap
         happens under it. This replica keeps its own decision stream, pending decisions and
         contract queues, and its next :meth:`export_delta` starts from the adopted state.
+        With a ``snapshot_key`` the file must carry the learner's tag for that key. Files
+        over ``max_bytes`` (default: :func:`published_size_bound` of this replica) are
+        refused unread.
         """
-        arrays, meta = read_snapshot(path)
-        ids = arrays["registry.ids"].tolist() if "registry.ids" in arrays else None
         with self._lock:
             mine = self.registry.all_ids()
-        if ids is None or ids[: len(mine)] != mine[: len(ids)]:
+            bound = published_size_bound(self._engine) if max_bytes is None else max_bytes
+        published, ids = read_published(path, self.config, self.seed, self._snapshot_key, bound)
+        if ids[: len(mine)] != mine[: len(ids)]:
             raise SnapshotError(f"published snapshot {path} has a different arm catalogue")
-        published = Engine.restore(
-            self.config.engine.policy, self.config.constraints, self.seed, arrays, meta["policy"]
-        )
         published.policy.export_delta()  # the adopted state is the new delta baseline
         with self._catalogue.mutex, self._lock:
             published.policy.state.stream[:] = self.policy.state.stream
@@ -569,10 +575,11 @@ class Allocator:
             )
 
     def save(self, path: str | Path) -> None:
-        """Write the whole state atomically (temp file, fsync, rename)."""
+        """Write the whole state atomically (exclusive temp file, fsync, rename), tagged
+        with the ``snapshot_key`` if one is configured."""
         with self._lock:
             arrays, meta = self.snapshot_state()
-            write_snapshot(path, arrays, meta)
+            write_snapshot(path, arrays, meta, self._snapshot_key)
             self._books.counts["saves"] += 1
             self._autosaver.saved()
 
@@ -581,14 +588,19 @@ class Allocator:
         cls, path: str | Path, *, clock: Callable[[], float] = time.time,
         log_dir: str | Path | None = None, log_rotate_rows: int = 100_000,
         log_flush_interval_s: float = 1.0,
+        snapshot_key: bytes | str | Path | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> Allocator:  # fmt: skip
-        """Rebuild an allocator from :meth:`save`; it makes the decisions the original would."""
-        saved = read_allocator_snapshot(path)
+        """Rebuild an allocator from :meth:`save`; it makes the decisions the original would
+        (under a new decision-id epoch). With a ``snapshot_key`` the file must carry its tag;
+        files over ``max_bytes`` are refused unread."""
+        key = load_key(snapshot_key)
+        saved = read_allocator_snapshot(path, key, max_bytes)
         out = cls.__new__(cls)
         out._setup(
             saved.config, saved.seed, saved.replica, clock, log_dir, log_rotate_rows,
             log_flush_interval_s,
         )  # fmt: skip
+        out._snapshot_key = key
         out._install(saved.engine, saved.pending)
         out._books = saved.books
         if saved.books.time_mode is not None:

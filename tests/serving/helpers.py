@@ -41,3 +41,10 @@ def context_for(kind: str, i: int):
     if kind in ("linear_gaussian", "shared_linear"):
         return [1.0, (i % 7) / 7.0, float(i % 2)]
     return None
+
+
+def without_epoch(decision_id: str) -> str:
+    """``replica-epoch-counter`` as ``replica-counter``: the same decisions of two
+    allocators (or of one and its restore) have equal ids up to their epochs."""
+    replica, _, counter = decision_id.rsplit("-", 2)
+    return f"{replica}-{counter}"

@@ -151,7 +151,7 @@ def test_rejected_config_leaves_the_running_allocator_untouched():
 )
 def test_bad_input_is_typed_and_harmless(call, exc, match):
     alloc = Allocator(config(), seed=7)
-    alloc.decide(CANDS, timestamp=T0)
+    d = alloc.decide(CANDS, timestamp=T0)
     before = alloc.snapshot_state()
     with pytest.raises(exc, match=match):
         call(alloc)
@@ -159,7 +159,7 @@ def test_bad_input_is_typed_and_harmless(call, exc, match):
     for k in before[0]:
         np.testing.assert_array_equal(before[0][k], after[0][k], err_msg=k)
     assert alloc.metrics()["rejected"] == 1
-    assert alloc.update("r0-0", {"order": 1.0}) == UpdateStatus.APPLIED
+    assert alloc.update(d.decision_id, {"order": 1.0}) == UpdateStatus.APPLIED
 
 
 def test_contextual_bad_features():

@@ -3,9 +3,13 @@ SnapshotError before any kernel sees them; the loading process never dies by a s
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import subprocess
 import sys
 import textwrap
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,6 +19,8 @@ import pytest
 from allocator import Allocator, SnapshotError
 from allocator.snapshot import read_snapshot, write_snapshot
 from tests.serving.helpers import T0, config
+
+ROOT = Path(__file__).resolve().parents[2]
 
 Arrays = dict[str, np.ndarray]
 Meta = dict
@@ -51,7 +57,53 @@ FORGERIES: dict[str, Callable[[Arrays, Meta], None]] = {
     "NaN pending time": _set("pending.timestamps", lambda a: _poke(a, np.nan)),
     "missing array": lambda arrays, meta: arrays.pop("policy.s1"),
     "unknown time mode": lambda arrays, meta: meta.update(time_mode="lunar"),
+    "pending ids of the wrong shape": _set("pending.ids", lambda a: a.reshape(-1, 1)),
+    "pending contexts of the wrong width": _set(
+        "pending.contexts", lambda a: np.zeros((a.shape[0], 3))
+    ),
+    "huge bank winner": _set("policy.winner", lambda a: np.zeros(2**20, np.int64)),
+    "huge contract ring": _set("constraints.ring", lambda a: np.zeros((*a.shape[:2], 2**19))),
+    "huge bank_rows": lambda arrays, meta: meta["config"]["engine"]["policy"].update(
+        bank_rows=2**40
+    ),
+    "huge pending capacity": lambda arrays, meta: meta["config"]["serving"].update(
+        pending_capacity=2**40
+    ),
+    "NaN last_t": lambda arrays, meta: meta.update(last_t=float("nan")),
+    "inf last_refresh_t": lambda arrays, meta: meta.update(last_refresh_t=float("inf")),
+    "negative next_id": lambda arrays, meta: meta.update(next_id=-5),
+    "huge next_id": lambda arrays, meta: meta.update(next_id=10**30),
+    "negative counter": lambda arrays, meta: meta["counters"].update(decisions=-3),
+    "seed as a string": lambda arrays, meta: meta.update(seed="1"),
+    "replica not a string": lambda arrays, meta: meta.update(replica=[1, 2]),
+    "malformed epoch": lambda arrays, meta: meta.update(epoch="../../x"),
 }
+
+
+def lying_archives(directory: Path) -> list[Path]:
+    """Containers whose members claim more than they hold: a .npy header declaring 8 TiB
+    over 16 bytes, and a deflated member (a decompression bomb's shape)."""
+    paths = []
+    header = {"descr": "<f8", "fortran_order": False, "shape": (2**40,)}
+    path = directory / "huge-header.npz"
+    with zipfile.ZipFile(path, "w") as zf, zf.open("policy.s1.npy", "w") as member:
+        np.lib.format.write_array_header_1_0(member, header)  # type: ignore[arg-type]
+        member.write(bytes(16))
+    paths.append(path)
+    path = directory / "deflated.npz"
+    deflated = zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED)
+    with deflated as zf, zf.open("policy.s1.npy", "w") as member:
+        np.lib.format.write_array(member, np.zeros(10**6))
+    paths.append(path)
+    return paths
+
+
+def test_members_declaring_more_than_they_hold_are_refused(tmp_path):
+    huge, deflated = lying_archives(tmp_path)
+    with pytest.raises(SnapshotError, match="declares a size it does not hold"):
+        Allocator.load(huge)
+    with pytest.raises(SnapshotError, match="compressed"):
+        Allocator.load(deflated)
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +141,7 @@ def test_each_forgery_is_a_snapshot_error(genuine, tmp_path, name):
 
 
 def test_forgeries_never_kill_the_loading_process(genuine, tmp_path):
-    paths = forge(genuine, tmp_path)
+    paths = forge(genuine, tmp_path) + lying_archives(tmp_path)
     script = textwrap.dedent(
         """
         import sys
@@ -109,3 +161,30 @@ def test_forgeries_never_kill_the_loading_process(genuine, tmp_path):
     )  # fmt: skip
     assert out.returncode == 0, (out.returncode, out.stderr[-2000:])
     assert out.stdout.count("REFUSED") == len(paths), out.stdout
+
+
+def fuzz(genuine: Path, n: int, seed: int) -> dict[str, int]:
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_DISABLE_JIT"}
+    env["PYTHONPATH"] = str(ROOT)
+    out = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("snapshot_fuzz.py")), str(genuine),
+         str(n), str(seed)],
+        capture_output=True, text=True, timeout=1800, check=False, env=env,
+    )  # fmt: skip
+    assert out.returncode == 0, (out.returncode, out.stderr[-3000:])
+    counts: dict[str, int] = json.loads(out.stdout)
+    assert sum(counts.values()) == n
+    return counts
+
+
+def test_corrupted_bytes_are_refused_or_harmless(genuine, tmp_path):
+    shutil.copy(genuine, tmp_path / "genuine.npz")
+    counts = fuzz(tmp_path / "genuine.npz", 400, seed=1)
+    assert counts["refused"] >= 300, counts
+
+
+@pytest.mark.slow
+def test_corrupted_bytes_fuzz_4000(genuine, tmp_path):
+    shutil.copy(genuine, tmp_path / "genuine.npz")
+    counts = fuzz(tmp_path / "genuine.npz", 4000, seed=2)
+    assert counts["refused"] >= 3000, counts
