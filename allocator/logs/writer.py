@@ -196,14 +196,18 @@ class DecisionLogWriter:
         """The buffers hold ``max_buffered_rows`` rows or more (parts are failing)."""
         return self.buffered_rows >= self.max_buffered_rows
 
-    def write_decision(self, record: DecisionRecord) -> None:
-        """Validate and buffer one decision."""
-        check_decision(record)
+    def write_decision(self, record: DecisionRecord, *, validated: bool = False) -> None:
+        """Validate and buffer one decision. ``validated=True`` skips the row checks, for
+        records the allocator builds from inputs it has checked (the serving hot path); the
+        part's column checks at load still apply."""
+        if not validated:
+            check_decision(record)
         self._append("decisions", record)
 
-    def write_outcome(self, record: OutcomeRecord) -> None:
-        """Validate and buffer one outcome."""
-        check_outcome(record)
+    def write_outcome(self, record: OutcomeRecord, *, validated: bool = False) -> None:
+        """Validate and buffer one outcome (``validated`` as in :meth:`write_decision`)."""
+        if not validated:
+            check_outcome(record)
         self._append("outcomes", record)
 
     def write_decisions(self, records: Sequence[DecisionRecord]) -> None:
