@@ -55,7 +55,10 @@ def kill_trial(log_dir: Path, run_s: float, rng: np.random.Generator) -> dict[st
     log = load_decision_log(log_dir)  # every part intact: no damaged or missing part
     logged = len(log)
     # the log holds a prefix of the decisions, in order: nothing from the middle is lost
-    assert list(log.decision_id) == [f"r0-{i:x}" for i in range(logged)]
+    # (ids are <replica>-<epoch>-<counter>: one epoch, counters 0, 1, 2, …)
+    parts = [str(d).rsplit("-", 2) for d in log.decision_id]
+    assert len({(replica, epoch) for replica, epoch, _ in parts}) == 1
+    assert [counter for _, _, counter in parts] == [f"{i:x}" for i in range(logged)]
     lost = made - logged
     return {"made": made, "logged": logged, "lost": lost, "rate": rate, "lost_s": lost / rate}
 
