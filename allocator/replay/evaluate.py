@@ -19,7 +19,12 @@ from allocator.errors import InvalidInputError
 from allocator.inputs import first_rows
 from allocator.kernels import ope as kope
 from allocator.policies.base import Policy
-from allocator.replay.confidence import dr_sequence, dr_terms, past_only_values
+from allocator.replay.confidence import (
+    candidate_weights,
+    dr_sequence,
+    dr_terms,
+    past_only_values,
+)
 from allocator.replay.dataset import F64, I64, LoggedData, check_candidates
 from allocator.replay.estimators import (
     DM,
@@ -254,13 +259,7 @@ def _anytime(
     else:
         assert model is not None
         q = (past_only_values(data, model, low + 0.5 * width) - low) / width
-    if data.cand_prob is not None:
-        logp = np.asarray(data.cand_prob, dtype=np.float64)
-        cand_w = np.where(prob > 0.0, prob / np.where(logp > 0.0, logp, 1.0), 0.0)
-    else:  # the log kept only the chosen arm's propensity: the largest logged weight
-        cand_w = np.where(prob > 0.0, float(weights.max()), 0.0)
-    if clip is not None:
-        cand_w = np.minimum(cand_w, clip)
+    cand_w = candidate_weights(prob, weights, data.cand_prob, clip)
     terms, t_low, t_high = dr_terms(ptr, prob, q, pos, r01, weights, cand_w)
     est = dr_sequence(terms, t_low, t_high, alpha)
     return Estimate(*(low + width * v for v in est))
