@@ -304,3 +304,20 @@ def caps_leave_no_room(cs, groups) -> bool:
             if len(tight) == len(set(groups)) and sum(tight.values()) < 1 - 1e-12:
                 return True
     return False
+
+
+def accept_walk(d, p, u, adaptive, q, c_max, c0, bins_per_octave, log2_low):
+    """Nonstationary replay's acceptance: exact order statistics of the ratios p/d,
+    rounded down to the kernel's histogram grid; returns (c per event, accepted)."""
+    ratios: list[float] = []
+    c, cs, acc = c0, [], []
+    for k in range(len(d)):
+        ratios.append(p[k] / d[k] if d[k] > 0 else np.inf)
+        cs.append(c)
+        acc.append(u[k] * p[k] < c * d[k])
+        if acc[-1] and adaptive:
+            srt = sorted(ratios)
+            r = srt[max(1, int(np.ceil(q * len(srt)))) - 1]
+            b = np.floor((np.log2(r) - log2_low) * bins_per_octave) if np.isfinite(r) else 1e9
+            c = min(c_max, 2.0 ** (log2_low + max(b, 0) / bins_per_octave))
+    return np.array(cs), np.array(acc)

@@ -77,3 +77,37 @@ def lower_bound(x, bets, alpha, low, high):
         else:
             b = mid
     return a
+
+
+#: largest bet of the empirical-Bernstein sequence (Waudby-Smith & Ramdas use 1/2 or 3/4)
+EB_CAP = 0.5
+
+
+@njit(cache=True, nogil=True)
+def eb_interval(x, scale, alpha, n_plan, out):
+    """Predictable-plug-in empirical-Bernstein interval (Waudby-Smith & Ramdas 2023,
+    Theorem 2) for terms ``x`` in [0, 1] whose conditional means ``μ_i`` may change with
+    time: at level ``1 − alpha`` it covers ``Σ λ_i μ_i / Σ λ_i`` at every time. Bets are
+    tuned for ``n_plan`` terms (nearly constant, so the covered mean is nearly the
+    ``scale``-weighted one) and multiplied by ``scale``.
+
+    Parameters
+    ----------
+    x : float64 (n,) in [0, 1]; scale : float64 (n,) in (0, 1], predictable
+    alpha : float in (0, 1); n_plan : float >= 1
+    out : float64 (2,), output: centre and radius
+    """
+    log_a = np.log(2.0 / alpha)
+    s1, s2 = 0.5, 0.25  # one pseudo-observation at 1/2 with variance 1/4
+    num = den = pen = 0.0
+    for i in range(x.shape[0]):
+        t = i + 1.0
+        mean, var = s1 / t, s2 / t
+        lam = min(np.sqrt(2.0 * log_a / (max(var, 1e-12) * n_plan)), EB_CAP) * scale[i]
+        num += lam * x[i]
+        den += lam
+        pen += (x[i] - mean) ** 2 * (-np.log1p(-lam) - lam)
+        s1 += x[i]
+        s2 += (x[i] - s1 / (t + 1.0)) ** 2
+    out[0] = num / den
+    out[1] = (log_a + pen) / den

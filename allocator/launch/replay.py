@@ -3,10 +3,10 @@
 The grid is policy × seed × shard. A ``frozen`` policy is fitted on the first
 ``train_fraction`` of its shard (the logged arms and rewards) and then evaluated on the rest
 by the off-policy estimators, with anytime-valid intervals for IPS / DR (bootstrap for the
-others, or for all with ``interval: bootstrap``) and weight diagnostics. A
-``learning`` policy is evaluated by rejection replay, which is only valid on uniform (or
-declared ε-uniform) logs; on other logs the cell fails with the explanation instead of
-returning a biased number.
+others, or for all with ``interval: bootstrap``) and weight diagnostics; a named target
+(``logging``, ``uniform``) or a given distribution is evaluated on the same rows. A
+``learning`` policy is evaluated by nonstationary replay on its whole shard (or by rejection
+replay, valid only on uniform or declared ε-uniform logs, which refuses any other log).
 """
 
 from __future__ import annotations
@@ -20,18 +20,20 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from allocator.config import EngineConfig, StrictModel, load_yaml, parse_config
-from allocator.errors import ConfigError
+from allocator.errors import ConfigError, InvalidInputError
 from allocator.launch import view
 from allocator.launch.orchestrate import Launch, LaunchOutcome
+from allocator.launch.replay_table import format_table, headline, summary_rows, write_summary
 from allocator.launch.runner import TaskResult
 from allocator.launch.tracking import CellRecord, flatten
-from allocator.policies import Policy, make_policy
-from allocator.registry import ArmRegistry
+from allocator.policies import Policy
 from allocator.replay.columns import ForeignLogConfig
 from allocator.replay.dataset import LoggedData
-from allocator.replay.evaluate import ESTIMATORS, evaluate, reward_range_of
+from allocator.replay.evaluate import ESTIMATORS, evaluate, reward_range_of, target_distribution
+from allocator.replay.nonstationary import replay_nonstationary
 from allocator.replay.rejection import replay_learning_policy
 from allocator.replay.reward_model import make_reward_model
+from allocator.replay.targets import policy_for_log
 
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
 
@@ -69,6 +71,8 @@ class ReplaySettings(StrictModel):
     reward_model: Literal["auto", "ridge", "logistic"] = "auto"
     reward_range: tuple[float, float] | None = None
     interval: Literal["cs", "bootstrap"] = "cs"
+    #: learning policies are replayed until this many accepted rounds (equal counts)
+    accepted: Annotated[int, Field(ge=1)] | None = None
 
     @model_validator(mode="after")
     def _known_estimators(self) -> ReplaySettings:
@@ -81,11 +85,35 @@ class ReplaySettings(StrictModel):
 
 
 class CandidatePolicy(StrictModel):
+    """One candidate: an engine config, a named target (``logging``, ``uniform``) or a
+    ``distribution`` file (an ``.npy`` (n, k) array: per logged round, the probability of
+    each of the log's arms). Only an engine can be ``learning``: it is replayed by
+    nonstationary replay (acceptance constant ``c``), or by rejection replay with
+    ``replay: rejection`` (uniform logs, or the ε-uniform slice of ``uniform_epsilon``)."""
+
     name: Name
-    engine: EngineConfig
+    engine: EngineConfig | None = None
+    target: Literal["logging", "uniform"] | None = None
+    distribution: Path | None = None
     mode: Literal["frozen", "learning"] = "frozen"
-    #: the logging policy's uniform share ε, for replaying a learning policy on ε-mixture logs
+    replay: Literal["nonstationary", "rejection"] = "nonstationary"
+    c: Literal["adaptive"] | Annotated[float, Field(gt=0.0, le=1.0)] = "adaptive"
+    #: the logging policy's uniform share ε, for rejection replay on ε-mixture logs
     uniform_epsilon: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
+
+    @model_validator(mode="after")
+    def _one_target(self) -> CandidatePolicy:
+        given = [k for k in ("engine", "target", "distribution") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"policy {self.name!r}: give exactly one of engine, target, distribution "
+                f"(got {given or 'none'})"
+            )
+        if self.mode == "learning" and self.engine is None:
+            raise ValueError(f"policy {self.name!r}: mode learning needs an engine")
+        if self.uniform_epsilon is not None and self.replay != "rejection":
+            raise ValueError(f"policy {self.name!r}: uniform_epsilon is for replay: rejection")
+        return self
 
 
 class ReplayExperimentConfig(StrictModel):
@@ -124,18 +152,12 @@ def load_logs(source: LogSource, base_dir: Path) -> LoggedData:
     return from_decision_log(load_decision_log(path), source.reward, source.missing)
 
 
-def _policy_for(engine: EngineConfig, data: LoggedData, seed: int) -> Policy:
-    groups = data.arm_groups or ("default",) * data.n_arms
-    reg = ArmRegistry.build(list(data.arm_ids), list(groups))  # index i = log arm i
-    if engine.policy.kind == "shared_linear":
-        raise ConfigError("shared_linear needs arm features, which logs do not carry")
-    return make_policy(engine.policy, reg, seed)
-
-
 def check_policies(policies: list[CandidatePolicy], data: LoggedData) -> None:
     """Refuse, before any cell runs, a policy that cannot read these logs."""
     width = None if data.contexts is None else data.contexts.shape[1]
     for i, p in enumerate(policies):
+        if p.engine is None:
+            continue
         where = f"policies[{i}] ({p.name}): engine.policy"
         if p.engine.policy.kind == "shared_linear":
             raise ConfigError(f"{where}.kind = shared_linear needs arm features; logs have none")
@@ -145,62 +167,124 @@ def check_policies(policies: list[CandidatePolicy], data: LoggedData) -> None:
             raise ConfigError(f"{where}.n_features = {want}, but the logs have {got}")
 
 
-def run_replay_cell(shared: tuple[LoggedData, ReplaySettings], task: ReplayTask) -> dict[str, Any]:
-    """One policy × seed × shard: estimates, intervals, diagnostics (plain dict for the driver)."""
-    data, settings = shared
-    shard = data.shard(task.shard, settings.shards)
-    rng = np.random.default_rng(np.random.SeedSequence([task.seed, task.shard, 0x5E9]))
-    policy = _policy_for(task.policy.engine, shard, task.seed)
-    ctx = shard.contexts if policy.n_features is not None else None
+def load_distributions(
+    policies: list[CandidatePolicy], data: LoggedData, base_dir: Path
+) -> dict[str, np.ndarray]:
+    """Each ``distribution`` file (``.npy``, no pickles) as per-candidate probabilities."""
+    out: dict[str, np.ndarray] = {}
+    for i, p in enumerate(policies):
+        if p.distribution is None:
+            continue
+        path = p.distribution if p.distribution.is_absolute() else base_dir / p.distribution
+        where = f"policies[{i}] ({p.name}).distribution = {str(path)!r}"
+        try:
+            matrix = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"{where}: not a readable .npy array ({err})") from None
+        try:
+            out[p.name] = target_distribution(np.asarray(matrix, dtype=np.float64), data)
+        except (InvalidInputError, TypeError, ValueError) as err:
+            raise ConfigError(f"{where}: {err}") from None
+    return out
+
+
+def _estimate_metrics(name: str, value: float, low: float, high: float) -> dict[str, float]:
+    return {f"estimate/{name}": value, f"estimate/{name}/lower": low,
+            f"estimate/{name}/upper": high}  # fmt: skip
+
+
+def _learning_cell(
+    policy: Policy, shard: LoggedData, settings: ReplaySettings, p: CandidatePolicy,
+    rng: np.random.Generator,
+) -> dict[str, Any]:  # fmt: skip
     metrics: dict[str, float] = {"rounds": float(shard.n_rounds)}
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    if task.policy.mode == "learning":
-        res = replay_learning_policy(policy, shard, rng, task.policy.uniform_epsilon)
+    if p.replay == "rejection":
+        res = replay_learning_policy(policy, shard, rng, p.uniform_epsilon)
         metrics.update(
             {"replay.value": res.value, "replay.low": res.low, "replay.high": res.high,
              "replay.accepted": float(res.n_accepted), "replay.kept": float(res.n_kept),
-             "replay.acceptance_rate": res.n_accepted / max(res.n_kept, 1)}
+             "ess": float(res.n_accepted),
+             "acceptance_rate": res.n_accepted / max(res.n_kept, 1)}
         )  # fmt: skip
+        metrics.update(_estimate_metrics("replay", res.value, res.low, res.high))
         if res.curve.shape[0]:
             idx = np.unique(np.linspace(0, res.curve.shape[0] - 1, 100).astype(np.int64))
             curves["curve.replay_mean_reward"] = (idx, res.curve[idx])
         return {"metrics": metrics, "curves": curves}
+    ns = replay_nonstationary(
+        policy, shard, rng, c=p.c, reward_model=settings.reward_model,
+        reward_range=settings.reward_range, alpha=settings.alpha, max_accepted=settings.accepted,
+    )  # fmt: skip
+    metrics.update(
+        {"replay.value": ns.value, "replay.low": ns.low, "replay.high": ns.high,
+         "replay.accepted": float(ns.n_accepted), "replay.events": float(ns.n_events),
+         "replay.truncated_share": ns.truncated_share, "ess": ns.ess,
+         "acceptance_rate": ns.acceptance_rate}
+    )  # fmt: skip
+    metrics.update(_estimate_metrics("replay", ns.value, ns.low, ns.high))
+    return {"metrics": metrics, "curves": curves}
+
+
+def run_replay_cell(
+    shared: tuple[LoggedData, ReplaySettings, dict[str, np.ndarray]], task: ReplayTask
+) -> dict[str, Any]:
+    """One policy × seed × shard: estimates, intervals, diagnostics (plain dict for the driver)."""
+    data, settings, dists = shared
+    p = task.policy
+    bounds = np.linspace(0, data.n_rounds, settings.shards + 1).astype(np.int64)
+    shard = data.shard(task.shard, settings.shards)
+    rng = np.random.default_rng(np.random.SeedSequence([task.seed, task.shard, 0x5E9]))
     n_train = int(shard.n_rounds * settings.train_fraction)
-    if n_train:
-        policy.update_batch(
-            shard.actions[:n_train], shard.rewards[:n_train], None if ctx is None else ctx[:n_train]
-        )
-        policy.refresh()
     test = shard.take(n_train, shard.n_rounds)
+    target: Any = p.target
+    if p.engine is not None:
+        policy = policy_for_log(p.engine, shard, task.seed)
+        if p.mode == "learning":
+            return _learning_cell(policy, shard, settings, p, rng)
+        ctx = shard.contexts if policy.n_features is not None else None
+        if n_train:
+            policy.update_batch(shard.actions[:n_train], shard.rewards[:n_train],
+                                None if ctx is None else ctx[:n_train])  # fmt: skip
+            policy.refresh()
+        target = policy
+    elif p.distribution is not None:
+        ptr, _ = data.candidates()
+        lo, hi = int(bounds[task.shard]) + n_train, int(bounds[task.shard + 1])
+        target = dists[p.name][int(ptr[lo]) : int(ptr[hi])]
     span = reward_range_of(test, settings.reward_range)
     model = make_reward_model(
         settings.reward_model, test.rewards, span, settings.ridge_folds, settings.ridge_l2
     )
     result = evaluate(
-        test, policy, estimators=settings.estimators, reward_model=model, clip=settings.clip,
+        test, target, estimators=settings.estimators, reward_model=model, clip=settings.clip,
         interval=settings.interval, reward_range=span, n_boot=settings.n_boot,
         alpha=settings.alpha, rng=rng,
     )  # fmt: skip
-    metrics["logged.mean_reward"] = float(test.rewards.mean())
-    metrics["train_rounds"] = float(n_train)
+    metrics = {"rounds": float(shard.n_rounds), "logged.mean_reward": float(test.rewards.mean()),
+               "train_rounds": float(n_train)}  # fmt: skip
     for name, est in result.estimates.items():
         metrics.update({f"ope.{name}.value": est.value, f"ope.{name}.low": est.low,
                         f"ope.{name}.high": est.high})  # fmt: skip
+        metrics.update(_estimate_metrics(name, est.value, est.low, est.high))
     d = result.diagnostics
     metrics.update({"ope.ess": d.effective_sample_size, "ope.max_weight": d.max_weight,
                     "ope.zero_support": d.zero_weight_share})  # fmt: skip
-    return {"metrics": metrics, "curves": curves}
+    metrics["ess"] = d.effective_sample_size
+    return {"metrics": metrics, "curves": {}}
 
 
 def run_replay(
     config_path: str | Path, runner: Any, tracking_uri: str | None = None,
     out_dir: str | Path = "runs", launch_id: str | None = None, stream: TextIO | None = None,
 ) -> LaunchOutcome:  # fmt: skip
-    """Evaluate every policy × seed × shard, track each cell, print the ranked table."""
+    """Evaluate every policy × seed × shard, track each cell, print the table of estimates
+    with their intervals, ESS and acceptance rates (also ``summary.txt`` / ``summary.csv``)."""
     path = Path(config_path)
     cfg: ReplayExperimentConfig = parse_config(ReplayExperimentConfig, load_yaml(path), str(path))
     data = load_logs(cfg.logs, path.parent)
     check_policies(cfg.policies, data)
+    dists = load_distributions(cfg.policies, data, path.parent)
     s = cfg.experiment
     tasks = [
         ReplayTask(f"{p.name}/seed={seed}/shard={k}", p, seed, k,
@@ -213,31 +297,18 @@ def run_replay(
     )
     order = {p.name: i for i, p in enumerate(cfg.policies)}
     record = partial(_cell_record, s, order)
-    results = launch.run(runner, run_replay_cell, tasks, (data, s), record)
-    per_policy: dict[str, list[float]] = {}
-    for task, res in zip(tasks, results, strict=True):
-        if res.ok:
-            key = "replay.value" if task.policy.mode == "learning" else f"ope.{_headline(s)}.value"
-            per_policy.setdefault(task.policy.name, []).append(
-                res.value["metrics"].get(key, float("nan"))
-            )
-    rows: list[dict[str, Any]] = sorted(
-        ({"policy": k, "value": float(np.mean(v)), "cells": len(v)} for k, v in per_policy.items()),
-        key=lambda r: -r["value"],
-    )
-    table = "\n".join(
-        [f"{'#':>2}  {'policy':<24}{'value':>12}  cells"]
-        + [
-            f"{i:>2}  {r['policy']:<24}{r['value']:>12.5f}  {r['cells']}"
-            for i, r in enumerate(rows, 1)
-        ]
-    )
-    summary = launch.directory / "summary.txt"
-    summary.write_text(table + "\n")
-    note = f"(value: {_headline(s)} for frozen policies, rejection replay for learning)\n"
+    results = launch.run(runner, run_replay_cell, tasks, (data, s, dists), record)
+    cells = [
+        (task.policy.name, res.value["metrics"])
+        for task, res in zip(tasks, results, strict=True)
+        if res.ok
+    ]
+    rows = summary_rows(cells, [p.name for p in cfg.policies], headline(s.estimators))
+    files = write_summary(rows, launch.directory)
+    note = "(value ± interval: mean over cells; learning policies by replay)\n"
     return launch.finish(
-        rows, table, note, {"rounds": str(data.n_rounds)}, [summary], "\n", "grid.policy",
-        key_sections(s),
+        rows, format_table(rows), note, {"rounds": str(data.n_rounds)}, files, "\n",
+        "grid.policy", key_sections(s),
     )  # fmt: skip
 
 
@@ -256,7 +327,7 @@ def _cell_record(
         return CellRecord(task.name, task.coords, params, error=res.error)
     metrics = dict(res.value["metrics"])
     curves = dict(res.value["curves"])
-    src = "replay" if task.policy.mode == "learning" else f"ope.{_headline(s)}"
+    src = "replay" if task.policy.mode == "learning" else f"ope.{headline(s.estimators)}"
     low, value, high = (metrics.get(f"{src}.{b}", np.nan) for b in ("low", "value", "high"))
     metrics["estimate"] = value
     # The interval drawn by the chart view (which has no error bars): low, estimate and high
@@ -271,22 +342,15 @@ def _cell_record(
 def key_sections(s: ReplaySettings) -> list[view.Section]:
     """Estimates with their intervals first, then the diagnostics that qualify them."""
     c = view.chart
-    h = _headline(s)
+    h = headline(s.estimators)
     return [
-        view.Section(f"Estimates ({h} for frozen policies, rejection replay for learning)", (
+        view.Section(f"Estimates ({h} for frozen policies, replay for learning)", (
             c("estimate with its interval (high, estimate, low), one box per policy",
               "interval.high", "interval.estimate", "interval.low", kind="line"),
             c("estimate", "estimate"),
         )),
         view.Section("Diagnostics", (
-            c("effective sample size (frozen policies)", "ope.ess"),
-            c("acceptance rate (learning policies)", "replay.acceptance_rate"),
+            c("effective sample size", "ess"),
+            c("acceptance rate (learning policies)", "acceptance_rate"),
         )),
     ]  # fmt: skip
-
-
-def _headline(s: ReplaySettings) -> str:
-    for name in ("dr", "sndr", "snips", "ips"):
-        if name in s.estimators:
-            return name
-    return s.estimators[0]

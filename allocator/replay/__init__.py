@@ -16,6 +16,11 @@ from allocator.replay.estimators import (
     diagnostics,
 )
 from allocator.replay.evaluate import Evaluation, evaluate, target_distribution
+from allocator.replay.nonstationary import (
+    NonstationaryResult,
+    compare_nonstationary,
+    replay_nonstationary,
+)
 from allocator.replay.rejection import ReplayResult, replay_learning_policy
 from allocator.replay.reward_model import LogisticRewardModel, RewardModel, RidgeRewardModel
 from allocator.replay.sources import from_decision_log, load_foreign_log
@@ -34,14 +39,17 @@ __all__ = [
     "ForeignLogConfig",
     "LoggedData",
     "LogisticRewardModel",
+    "NonstationaryResult",
     "ReplayResult",
     "RewardModel",
     "RidgeRewardModel",
     "SwitchDR",
+    "compare_nonstationary",
     "diagnostics",
     "evaluate",
     "from_decision_log",
     "load_foreign_log",
     "replay_learning_policy",
+    "replay_nonstationary",
     "target_distribution",
 ]

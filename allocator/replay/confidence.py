@@ -94,6 +94,37 @@ def dr_sequence(terms: F64, low_bound: float, high_bound: float, alpha: float) -
     return AnytimeEstimate(float(np.mean(terms)), lo, hi)
 
 
+def drifting_mean_interval(
+    terms: F64, low_bound: float, high_bound: float, alpha: float, weights: F64, n_plan: int
+) -> AnytimeEstimate:
+    """Weighted mean of ``terms`` (scaled units, in ``[low_bound, high_bound]``) and an
+    interval for the weighted mean of their conditional means, which may drift (a learning
+    target): the empirical-Bernstein sequence over the terms mapped to [0, 1] by their
+    bounds, bets scaled by ``weights`` relative to their running maximum (predictable
+    weights, known before their term)."""
+    lo_b, hi_b = min(0.0, low_bound), max(1.0, high_bound)
+    x = np.ascontiguousarray((terms - lo_b) / (hi_b - lo_b))
+    scale = np.ascontiguousarray(np.minimum(1.0, weights / np.maximum.accumulate(weights)))
+    out = np.empty(2)
+    kcs.eb_interval(x, scale, alpha, float(max(n_plan, 1)), out)
+    span = hi_b - lo_b
+    lo = max(0.0, lo_b + span * (out[0] - out[1]))
+    hi = min(1.0, lo_b + span * (out[0] + out[1]))
+    return AnytimeEstimate(float(np.average(terms, weights=weights)), lo, hi)
+
+
+def candidate_weights(prob: F64, weights: F64, cand_prob: F64 | None, clip: float | None) -> F64:
+    """The importance weight each candidate would have had (nnz,): target over logging
+    probability, or, when the log kept only the chosen arm's propensity, the largest logged
+    weight ``weights`` (n,) for every candidate the target can choose."""
+    if cand_prob is not None:
+        logp = np.asarray(cand_prob, dtype=np.float64)
+        cand_w = np.where(prob > 0.0, prob / np.where(logp > 0.0, logp, 1.0), 0.0)
+    else:
+        cand_w = np.where(prob > 0.0, float(weights.max(initial=0.0)), 0.0)
+    return cand_w if clip is None else np.minimum(cand_w, clip)
+
+
 def dr_terms(
     ptr: I64, target: F64, q: F64, pos: I64, rewards01: F64, weights: F64,
     cand_weights: F64,

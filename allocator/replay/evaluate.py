@@ -9,17 +9,23 @@ while it is evaluated needs replay instead (:mod:`allocator.replay.rejection`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from allocator.config import EngineConfig
 from allocator.errors import InvalidInputError
 from allocator.inputs import first_rows
 from allocator.kernels import ope as kope
 from allocator.policies.base import Policy
-from allocator.replay.confidence import dr_sequence, dr_terms, past_only_values
+from allocator.replay.confidence import (
+    candidate_weights,
+    dr_sequence,
+    dr_terms,
+    past_only_values,
+)
 from allocator.replay.dataset import F64, I64, LoggedData, check_candidates
 from allocator.replay.estimators import (
     DM,
@@ -36,6 +42,7 @@ from allocator.replay.estimators import (
     estimate_intervals,
 )
 from allocator.replay.reward_model import RewardModel, check_reward_range, make_reward_model
+from allocator.replay.targets import NAMED_TARGETS, dense_target, named_target, policy_for_log
 
 ESTIMATORS: dict[str, type[Estimator]] = {
     cls.name: cls for cls in (IPS, SNIPS, DM, DR, SNDR, SwitchDR)
@@ -65,10 +72,20 @@ def target_distribution(policy: Policy | Any, data: LoggedData) -> F64:
 
     ``policy`` is read, not taught: one ``decide_batch(draw=False)`` over the logged
     candidates and contexts gives its exact decision distribution (neither its decision
-    stream nor its model changes). A plain ``(nnz,)`` array (e.g. a static split computed
-    by the caller, aligned with ``data.candidates()``) is checked and returned as float64.
+    stream nor its model changes). An engine config (or its mapping) is built over the
+    log's arms first (untrained, seed 0). ``'logging'`` is the logged distribution itself,
+    ``'uniform'`` the uniform one over each round's candidates. An ``(n, k)`` array is an
+    action distribution per round over the log's arms; a plain ``(nnz,)`` array (e.g. a
+    static split computed by the caller, aligned with ``data.candidates()``) is the
+    per-candidate form. Arrays are checked and returned as float64.
     """
     ptr, idx = check_candidates(data)
+    if isinstance(policy, str):
+        policy = named_target(policy, data)
+    elif isinstance(policy, (EngineConfig, Mapping)):
+        policy = policy_for_log(policy, data, 0)
+    elif isinstance(policy, np.ndarray) and policy.ndim == 2:
+        policy = dense_target(policy, data)
     if isinstance(policy, Policy):
         check_arms(policy, data)
         if policy.n_features is None:
@@ -83,7 +100,8 @@ def target_distribution(policy: Policy | Any, data: LoggedData) -> F64:
         prob = np.ascontiguousarray(policy, dtype=np.float64)
     except (TypeError, ValueError):
         raise InvalidInputError(
-            f"target must be a Policy or a (nnz,) array, got {type(policy).__name__}"
+            f"target must be a Policy, an engine config, {list(NAMED_TARGETS)}, an (n, k) "
+            f"or (nnz,) array, got {type(policy).__name__}"
         ) from None
     if prob.shape != idx.shape:
         raise InvalidInputError(
@@ -254,13 +272,7 @@ def _anytime(
     else:
         assert model is not None
         q = (past_only_values(data, model, low + 0.5 * width) - low) / width
-    if data.cand_prob is not None:
-        logp = np.asarray(data.cand_prob, dtype=np.float64)
-        cand_w = np.where(prob > 0.0, prob / np.where(logp > 0.0, logp, 1.0), 0.0)
-    else:  # the log kept only the chosen arm's propensity: the largest logged weight
-        cand_w = np.where(prob > 0.0, float(weights.max()), 0.0)
-    if clip is not None:
-        cand_w = np.minimum(cand_w, clip)
+    cand_w = candidate_weights(prob, weights, data.cand_prob, clip)
     terms, t_low, t_high = dr_terms(ptr, prob, q, pos, r01, weights, cand_w)
     est = dr_sequence(terms, t_low, t_high, alpha)
     return Estimate(*(low + width * v for v in est))
@@ -286,7 +298,8 @@ def evaluate(
 ) -> Evaluation:
     """Estimate the value of a frozen target policy on ``data``.
 
-    ``target_prob`` is a policy or its (nnz,) probabilities (see :func:`target_distribution`).
+    ``target_prob`` is a policy, an engine config, ``'logging'``, ``'uniform'``, an (n, k)
+    or (nnz,) distribution (see :func:`target_distribution`).
     ``estimators`` are names from :data:`ESTIMATORS` (built with ``clip``) or instances.
     ``reward_model`` serves DM / DR / SNDR / Switch-DR: a name (``auto``, ``ridge``,
     ``logistic``; cross-fitted over :data:`N_SPLITS` random splits) or a

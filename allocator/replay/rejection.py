@@ -118,6 +118,25 @@ def _epsilon_slice(
     return np.flatnonzero(rng.random(data.n_rounds) < keep)
 
 
+def check_replay_inputs(policy: Policy, data: LoggedData) -> tuple[I64, I64, I64, F64 | None]:
+    """What a learning replay of ``policy`` on ``data`` reads, checked: candidates (CSR),
+    the flat position of each logged action, the contexts the policy needs (or None);
+    propensities in (0, 1] and rewards in the policy's domain (it will learn from them)."""
+    check_arms(policy, data)
+    ptr, idx = check_candidates(data)
+    pos = logged_positions(data, ptr, idx)
+    pscores = np.asarray(data.pscores, dtype=np.float64)
+    bad = np.flatnonzero(~np.isfinite(pscores) | (pscores <= 0.0) | (pscores > 1.0))
+    if bad.size:
+        raise InvalidInputError(f"pscores must be in (0, 1]; first bad rows {bad[:5].tolist()}")
+    policy.check_rewards(np.asarray(data.rewards, dtype=np.float64))
+    if policy.n_features is None:
+        return ptr, idx, pos, None
+    if data.contexts is None:
+        raise InvalidInputError(f"{type(policy).__name__} needs contexts; the log has none")
+    return ptr, idx, pos, np.ascontiguousarray(data.contexts, dtype=np.float64)
+
+
 def replay_learning_policy(
     policy: Policy,
     data: LoggedData,
@@ -149,17 +168,8 @@ def replay_learning_policy(
         raise InvalidInputError(
             f"uniform_epsilon = {uniform_epsilon!r}: expected a number in (0, 1]"
         )
-    check_arms(policy, data)
-    ptr, idx = check_candidates(data)
-    pos = logged_positions(data, ptr, idx)
-    pscores = np.asarray(data.pscores, dtype=np.float64)
-    bad = np.flatnonzero(~np.isfinite(pscores) | (pscores <= 0.0) | (pscores > 1.0))
-    if bad.size:
-        raise InvalidInputError(f"pscores must be in (0, 1]; first bad rows {bad[:5].tolist()}")
+    ptr, idx, pos, contexts = check_replay_inputs(policy, data)
     rewards = np.asarray(data.rewards, dtype=np.float64)
-    contexts = data.contexts if policy.n_features is not None else None
-    if policy.n_features is not None and contexts is None:
-        raise InvalidInputError(f"{type(policy).__name__} needs contexts; the log has none")
     sizes = np.diff(ptr).astype(np.float64)
     if uniform_epsilon is None:
         _uniform_rows(data, ptr, sizes)

@@ -147,7 +147,7 @@ def test_the_printed_link_opens_the_replay_comparison(tmp_path):
     with mlflow_ui(argv, free_port(), tmp_path / "elsewhere") as base:
         must = [
             "Estimates (dr for frozen policies", "interval.high vs interval.estimate vs",
-            "estimate", "Diagnostics", "ope.ess", "replay.acceptance_rate",
+            "estimate", "Diagnostics", "ess", "acceptance_rate",
             *(f"Group: {p['name']}" for p in POLICIES),
         ]  # fmt: skip
         dom = render(link.replace("http://127.0.0.1:5000", base), must,

@@ -44,20 +44,35 @@ LINEAR = {"kind": "linear_gaussian", "n_features": N_FEATURES, "bank_rows": BANK
 POLICIES = [
     {"name": "beta_ts", "engine": {"policy": BETA, "objective": CLICKS}},
     {"name": "linear_ts", "engine": {"policy": LINEAR, "objective": CLICKS}},
-    {"name": "beta_ts_online", "mode": "learning", "engine": {"policy": BETA, "objective": CLICKS}},
+    {
+        "name": "beta_ts_online",
+        "mode": "learning",
+        "replay": "rejection",
+        "engine": {"policy": BETA, "objective": CLICKS},
+    },
 ]
 ESTIMATES = {
     f"ope.{e}.{b}" for e in ("ips", "snips", "dm", "dr", "sndr") for b in ("value", "low", "high")
 }
-FROZEN_METRICS = ESTIMATES | {
-    "rounds",
-    "train_rounds",
-    "logged.mean_reward",
-    "ope.ess",
-    "ope.max_weight",
-    "ope.zero_support",
-    *("estimate", "interval.low", "interval.estimate", "interval.high"),  # the view's chart
+SUMMARY_KEYS = {
+    f"estimate/{e}{b}"
+    for e in ("ips", "snips", "dm", "dr", "sndr")
+    for b in ("", "/lower", "/upper")
 }
+FROZEN_METRICS = (
+    ESTIMATES
+    | SUMMARY_KEYS
+    | {
+        "ess",
+        "rounds",
+        "train_rounds",
+        "logged.mean_reward",
+        "ope.ess",
+        "ope.max_weight",
+        "ope.zero_support",
+        *("estimate", "interval.low", "interval.estimate", "interval.high"),  # the view's chart
+    }
+)
 LEARNING_METRICS = {
     "rounds",
     "replay.value",
@@ -65,9 +80,13 @@ LEARNING_METRICS = {
     "replay.high",
     "replay.accepted",
     "replay.kept",
-    "replay.acceptance_rate",
     "curve.replay_mean_reward",
     *("estimate", "interval.low", "interval.estimate", "interval.high"),  # the view's chart
+    "estimate/replay",
+    "estimate/replay/lower",
+    "estimate/replay/upper",
+    "ess",
+    "acceptance_rate",
 }
 
 
@@ -214,7 +233,8 @@ def test_ray_and_sequential_launches_log_identical_metrics_per_cell(launches):
     # the printed tables agree too (the launch ids differ)
     table = launches.ray[1].split("\n\n")[1]
     assert table == launches.seq[1].split("\n\n")[1]
-    assert table.splitlines()[0].split() == ["#", "policy", "value", "cells"]
+    header = ["policy", "estimator", "value", "interval", "ess", "accept", "cells"]
+    assert table.splitlines()[0].split() == header
 
 
 def test_mlflow_layout_of_a_launch(launches):
@@ -259,20 +279,29 @@ def test_mlflow_layout_of_a_launch(launches):
             assert 0.0 < metrics["ope.ess"] <= 500.0
     summary = runs["summary"]
     assert summary.data.tags["role"] == "summary" and summary.info.status == "FINISHED"
-    assert [a.path for a in client.list_artifacts(summary.info.run_id)] == ["summary.txt"]
+    artifacts = [a.path for a in client.list_artifacts(summary.info.run_id)]
+    assert artifacts == ["summary.csv", "summary.txt"]
     local = client.download_artifacts(summary.info.run_id, "summary.txt", str(launches.out))
     text = Path(local).read_text()
     assert text == (launches.out / "t" / "summary.txt").read_text()
     assert text.strip() in launches.ray[1]
-    ranked = [line.split()[1] for line in text.splitlines()[1:]]
+    ranked = list(dict.fromkeys(line.split()[0] for line in text.splitlines()[1:]))
     assert sorted(ranked) == sorted(p["name"] for p in POLICIES)
-    # the table's value of a frozen policy is its mean DR estimate over its 4 cells
-    dr = np.mean(
-        [runs[("linear_ts", s, k)].data.metrics["ope.dr.value"] for s in (1, 2) for k in (0, 1)]
+    # each estimate of a frozen policy is its mean over its 4 cells, with its interval
+    cells = [runs[("linear_ts", s, k)].data.metrics for s in (1, 2) for k in (0, 1)]
+    row = next(
+        line.split() for line in text.splitlines() if line.split()[:2] == ["linear_ts", "dr"]
     )
-    row = next(line for line in text.splitlines() if " linear_ts " in line)
-    assert float(row.split()[2]) == pytest.approx(dr, abs=1e-5)
-    assert row.split()[3] == "4"
+    assert float(row[2]) == pytest.approx(np.mean([m["ope.dr.value"] for m in cells]), abs=1e-5)
+    lower = float(row[3].strip("[,"))
+    assert lower == pytest.approx(np.mean([m["estimate/dr/lower"] for m in cells]), abs=1e-5)
+    assert float(row[5]) == pytest.approx(np.mean([m["ess"] for m in cells]), abs=0.5)
+    assert row[6] == "-" and row[-1] == "4"  # no acceptance rate for a frozen policy
+    online = next(line.split() for line in text.splitlines() if line.startswith("beta_ts_online"))
+    assert online[1] == "replay" and 0.2 < float(online[6]) < 0.3  # uniform log, K = 4
+    csv_rows = (launches.out / "t" / "summary.csv").read_text().splitlines()
+    assert csv_rows[0] == "policy,estimator,value,lower,upper,ess,acceptance_rate,cells"
+    assert len(csv_rows) == len(text.splitlines())
 
 
 # ------------------------------------------------------------ estimates against the truth
@@ -438,7 +467,8 @@ def test_learning_policy_on_a_non_uniform_log_fails_only_its_cell(
     assert frozen.info.status == "FINISHED" and "ope.dr.value" in frozen.data.metrics
     assert runs["summary"].info.status == "FAILED"
     assert "1 cell(s) FAILED:\n  beta_ts_online/seed=1/shard=0: " + error in out
-    assert " beta_ts " in out and "beta_ts_online" not in out.split("\n\n")[1]
+    table = out.split("\n\n")[1]
+    assert "\nbeta_ts " in table and "beta_ts_online" not in table
 
 
 def own_log(log_dir: Path, n: int, epsilon: float) -> dict[str, float]:
@@ -472,6 +502,7 @@ def test_replay_of_the_allocators_own_decision_log(tmp_path, tracking_uri):
         {
             "name": "eps_slice",
             "mode": "learning",
+            "replay": "rejection",
             "uniform_epsilon": 0.3,
             "engine": {"policy": BETA, "objective": CLICKS},
         },
@@ -603,7 +634,65 @@ def test_the_bundled_example_config_runs(tmp_path, tracking_uri):
         "ex",
     )
     assert code == 0, err
-    assert out.startswith("12 cells over 2,000 logged rounds, launch ex\n")
-    ranked = [line.split()[1] for line in out.split("\n\n")[1].splitlines()[1:]]
+    assert out.startswith("16 cells over 2,000 logged rounds, launch ex\n")
+    lines = out.split("\n\n")[1].splitlines()[1:]
+    ranked = list(dict.fromkeys(line.split()[0] for line in lines))
     # tiers change the best destination: the contextual policy is worth more
     assert ranked.index("linear_ts") < ranked.index("beta_ts")
+
+
+def test_learning_policy_and_named_targets_on_the_allocators_own_log(tmp_path, tracking_uri):
+    """An ε-mixed allocator's (non-uniform) log: nonstationary replay of a learning Beta TS,
+    the logging and uniform targets, and a uniform (n, k) distribution file."""
+    means = own_log(tmp_path / "exp" / "decisions", 3000, epsilon=0.3)
+    data = from_decision_log(load_decision_log(tmp_path / "exp" / "decisions"), "reward")
+    np.save(tmp_path / "exp" / "uniform.npy", np.full((data.n_rounds, data.n_arms), 1 / 3))
+    policies = [
+        {"name": "ts_online", "mode": "learning", "engine": {"policy": BETA, "objective": CLICKS}},
+        {"name": "logger", "target": "logging"},
+        {"name": "uniform", "target": "uniform"},
+        {"name": "uniform_file", "distribution": "uniform.npy"},
+    ]
+    cfg = tmp_path / "exp" / "replay.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "logs": {"decision_log": "decisions", "reward": "reward"},
+        "experiment": {"name": "replay-test", "estimators": ["ips", "dr"]},
+        "policies": policies,
+    }))  # fmt: skip
+    code, out, err = replay(cfg, tracking_uri, tmp_path / "runs", "tg", "--sequential")
+    assert code == 0, err + out
+    runs = runs_of(tracking_uri, "tg")
+    m = {name: runs[(name, 1, 0)].data.metrics for name in [p["name"] for p in policies]}
+    online = m["ts_online"]
+    print({k: round(v, 4) for k, v in online.items()})
+    assert 0.05 < online["acceptance_rate"] <= 1.0 and online["replay.accepted"] > 100
+    assert online["estimate/replay/lower"] < online["estimate/replay"]
+    assert online["estimate/replay"] < online["estimate/replay/upper"]
+    # it learns: better than the uniform value, never better than the best arm beyond noise
+    uniform_value = float(np.mean(list(means.values())))
+    assert uniform_value < online["estimate/replay/upper"] and online["estimate/replay"] < 0.65
+    logged = float(data.rewards[1500:].mean())
+    assert m["logger"]["estimate/ips"] == pytest.approx(logged, abs=1e-12)
+    for name in ("uniform", "uniform_file"):
+        assert m[name]["estimate/dr/lower"] <= uniform_value <= m[name]["estimate/dr/upper"]
+    assert m["uniform"]["estimate/ips"] == m["uniform_file"]["estimate/ips"]
+    table = out.split("\n\n")[1]
+    assert "ts_online" in table and "replay" in table and "[" in table
+
+
+@pytest.mark.parametrize(
+    ("policy", "match"),
+    [
+        ({"name": "x"}, "exactly one of engine, target, distribution"),
+        ({"name": "x", "target": "uniform", "mode": "learning"}, "learning needs an engine"),
+        ({"name": "x", "target": "best"}, "target"),
+        ({"name": "x", "target": "uniform", "c": 0.0}, "c"),
+        ({"name": "x", "distribution": "missing.npy"}, "not a readable .npy"),
+    ],
+)
+def test_bad_targets_in_a_replay_config_are_config_errors(tmp_path, policy, match):
+    log = make_click_log(200, seed=1)
+    cfg = write_experiment(tmp_path, log.text, [policy])
+    code, _, err = run_cli("replay", str(cfg), "--sequential", "--out", str(tmp_path / "r"),
+                           "--tracking-uri", f"sqlite:///{tmp_path}/m.db")  # fmt: skip
+    assert code != 0 and match in err, err

@@ -164,7 +164,8 @@ def _bad_target(lg):
         (lambda lg, r: evaluate(lg.data, lg.target[:-1], rng=r), r"shape \(\d+,\), expected"),
         (lambda lg, r: evaluate(lg.data, -lg.target, rng=r), r"must be in \[0, 1\]; entry 0"),
         (lambda lg, r: evaluate(lg.data, _bad_target(lg), rng=r), r"rounds \[0\] sum to"),
-        (lambda lg, r: evaluate(lg.data, "uniform", rng=r), r"target must be a Policy or"),
+        (lambda lg, r: evaluate(lg.data, "best", rng=r), r"target 'best': expected one of"),
+        (lambda lg, r: evaluate(lg.data, {1, 2}, rng=r), r"target must be a Policy, an engine"),
         (lambda lg, r: evaluate(lg.data, lg.target, rng=0), r"rng must be a numpy Generator"),
         (
             lambda lg, r: evaluate(lg.data, lg.target, estimators=("ips", "magic"), rng=r),

@@ -146,3 +146,46 @@ def on_policy_value(
         policy.update(arm, r)
         total += r
     return total / steps
+
+
+def learning_log(
+    world: ContextualWorld, logger: Policy, n: int, rng: np.random.Generator, batch: int = 50
+) -> LoggedData:
+    """n rounds over all arms logged by a learning ``logger`` that decides ``batch`` rounds
+    at a time and learns from them before the next batch (exact logged distributions)."""
+    k, d = world.theta.shape
+    x = rng.normal(size=(n, d))
+    actions = np.empty(n, dtype=np.int64)
+    rewards = np.empty(n)
+    probs = np.empty((n, k))
+    ptr = np.arange(batch + 1, dtype=np.int64) * k
+    for lo in range(0, n, batch):
+        m = min(batch, n - lo)
+        out = logger.decide_batch(ptr[: m + 1], np.tile(np.arange(k), m), x[lo : lo + m])
+        actions[lo : lo + m] = out.arms
+        probs[lo : lo + m] = out.probabilities.reshape(m, k)
+        mu = world.mean_reward(x[lo : lo + m])[np.arange(m), out.arms]
+        rewards[lo : lo + m] = rng.random(m) < mu
+        logger.update_batch(out.arms, rewards[lo : lo + m], x[lo : lo + m])
+    rows = np.arange(n)
+    return LoggedData(
+        arm_ids=world.arm_ids, actions=actions, rewards=rewards, pscores=probs[rows, actions],
+        contexts=x, cand_ptr=np.arange(n + 1, dtype=np.int64) * k,
+        cand_idx=np.tile(np.arange(k, dtype=np.int64), n), cand_prob=probs.ravel(),
+    )  # fmt: skip
+
+
+def online_value(
+    policy: Policy, world: ContextualWorld, steps: int, rng: np.random.Generator
+) -> float:
+    """Mean expected reward ``Σ_a π_t(a|x_t) μ(x_t, a)`` of ``policy`` played online."""
+    k, d = world.theta.shape
+    cand = np.arange(k, dtype=np.int64)
+    total = 0.0
+    for _ in range(steps):
+        x = rng.normal(size=d)
+        mu = world.mean_reward(x[None, :])[0]
+        arm = policy.decide(cand, x).arm_index
+        total += float(policy.probabilities @ mu)
+        policy.update(arm, float(rng.random() < mu[arm]), x)
+    return total / steps

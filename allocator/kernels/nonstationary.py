@@ -1,0 +1,77 @@
+"""The acceptance walk of nonstationary replay (Dudík, Erhan, Langford, Li 2012).
+
+Event ``k`` (target probability ``d_k`` of the logged action, logged propensity ``p_k``)
+is accepted when ``u_k < c·d_k/p_k``. With a fixed ``c <= min_k p_k/d_k`` the accepted
+events are distributed as the target's own online rounds; the adaptive rule of the paper
+sets ``c`` after each acceptance to a low quantile of the ratios ``p/d`` seen so far
+(capped at ``c_max``), accepting far more events at the price of a small bias on the few
+whose ``c·d/p`` exceeds one. The quantile is read from a histogram of ``log2(p/d)`` with
+:data:`BINS_PER_OCTAVE` bins per octave, rounded down (a slightly smaller ``c``).
+"""
+
+import numpy as np
+from numba import njit
+
+#: histogram resolution of the ratios p/d (bin width 2^(1/16): 4.4%)
+BINS_PER_OCTAVE = 16
+#: log2 of the smallest and largest binned ratio (outside: the end bins)
+LOG2_LOW = -40.0
+LOG2_HIGH = 40.0
+N_BINS = int((LOG2_HIGH - LOG2_LOW) * BINS_PER_OCTAVE)
+#: slots of the walk's state vector: current c, ratios seen, accepted so far
+STATE_C, STATE_SEEN, STATE_ACCEPTED = 0, 1, 2
+
+
+@njit(cache=True, nogil=True)
+def _bin(ratio):
+    if not ratio < np.inf:
+        return N_BINS - 1
+    b = int(np.floor((np.log2(ratio) - LOG2_LOW) * BINS_PER_OCTAVE))
+    return min(max(b, 0), N_BINS - 1)
+
+
+@njit(cache=True, nogil=True)
+def _quantile(hist, seen, q):
+    """Lower edge of the bin holding the ``q``-quantile of the binned ratios."""
+    need = max(1.0, np.ceil(q * seen))
+    total = 0.0
+    for b in range(N_BINS):
+        total += hist[b]
+        if total >= need:
+            return 2.0 ** (LOG2_LOW + b / BINS_PER_OCTAVE)
+    return 2.0**LOG2_HIGH
+
+
+@njit(cache=True, nogil=True)
+def accept_walk(d, p, u, adaptive, q, c_max, stop_after, hist, state, c_out, accepted):
+    """Walk events in order until ``stop_after`` acceptances or the end; returns the events
+    consumed.
+
+    Parameters
+    ----------
+    d, p, u : float64 (m,), target probability of the logged action, its logged propensity,
+        a uniform draw per event
+    adaptive : bool, reset ``c`` to the ``q``-quantile of ``p/d`` after each acceptance
+    q : float in (0, 1); c_max : float > 0, the cap on ``c``
+    stop_after : int >= 1
+    hist : float64 (N_BINS,), counts of ``log2(p/d)`` (updated)
+    state : float64 (3,), ``c``, ratios seen, accepted so far (updated)
+    c_out : float64 (m,), output, the ``c`` each event was walked with
+    accepted : bool (m,), output
+    """
+    taken = 0
+    for k in range(d.shape[0]):
+        ratio = p[k] / d[k] if d[k] > 0.0 else np.inf
+        hist[_bin(ratio)] += 1.0
+        state[STATE_SEEN] += 1.0
+        c = state[STATE_C]
+        c_out[k] = c
+        accepted[k] = u[k] * p[k] < c * d[k]
+        if accepted[k]:
+            taken += 1
+            state[STATE_ACCEPTED] += 1.0
+            if adaptive:
+                state[STATE_C] = min(c_max, _quantile(hist, state[STATE_SEEN], q))
+            if taken == stop_after:
+                return k + 1
+    return d.shape[0]

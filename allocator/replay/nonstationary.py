@@ -1,0 +1,261 @@
+"""Nonstationary replay of a learning policy on non-uniform logs (Dudík, Erhan, Langford,
+Li 2012, "Sample-efficient nonstationary policy evaluation for contextual bandits").
+
+In time order, the target computes its decision distribution ``d`` on every logged event.
+Every event contributes a doubly robust term ``q̂·d + d(a)/p(a)·(r − q̂(a))`` (``q̂`` fitted
+on earlier rounds only); the event is then accepted with probability ``c·d(a)/p(a)``, and
+only accepted events teach the policy. The accepted events are distributed as the rounds
+the policy would have met online, so the policy's state after ``t`` acceptances is that of
+``t`` online rounds, and the ``c``-weighted mean of the DR terms estimates its average
+online value over those rounds. ``c`` is fixed (exact when ``c <= p/d`` on every event) or
+adaptive, as in the paper (a low quantile of the ratios seen, see
+:mod:`allocator.kernels.nonstationary`); the share of events whose acceptance probability
+had to be cut to one is reported with the result. Rejection replay
+(:mod:`allocator.replay.rejection`) is the special case of a uniform log with
+``c = min p``.
+
+The policy is frozen between updates that can move its decisions (every update of a
+contextual family, a refresh of a context-free one), so one ``decide_batch(draw=False)``
+gives ``d`` for a chunk of events and the acceptance walk (a numba kernel) runs until the
+next such update. Each DR term's conditional mean is the value of the policy's state at
+its event, which drifts as it learns, so the interval is an empirical-Bernstein sequence
+valid for a drifting mean (:func:`allocator.replay.confidence.drifting_mean_interval`);
+a sequence for one fixed mean would exclude the learning curve's average.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from allocator.errors import EvaluationRefused, InvalidInputError
+from allocator.kernels import nonstationary as kns
+from allocator.policies.base import Policy
+from allocator.replay.confidence import (
+    candidate_weights,
+    dr_terms,
+    drifting_mean_interval,
+    past_only_values,
+)
+from allocator.replay.dataset import F64, LoggedData
+from allocator.replay.evaluate import reward_range_of
+from allocator.replay.rejection import check_replay_inputs
+from allocator.replay.reward_model import RewardModel, make_reward_model
+
+#: default quantile of the adaptive acceptance constant (the paper's experiments: 0.01–0.1)
+DEFAULT_QUANTILE = 0.05
+
+
+class Trace(NamedTuple):
+    """Per walked event: scaled DR term, the ``c`` it was walked with, whether accepted;
+    the bounds every term lies in; the reward range used for scaling."""
+
+    terms: F64
+    c: F64
+    accepted: np.ndarray
+    weights: F64
+    bounds: tuple[float, float]
+    span: tuple[float, float]
+
+
+class NonstationaryResult(NamedTuple):
+    """The policy's average online value over its ``n_accepted`` replayed rounds.
+
+    ``acceptance_rate`` is accepted / walked events; ``truncated_share`` the share of
+    walked events whose ``c·d/p`` exceeded one (a source of bias of the adaptive ``c``);
+    ``ess`` the effective sample size of the weights ``d/p`` of the walked events.
+    """
+
+    value: float
+    low: float
+    high: float
+    n_accepted: int
+    n_events: int
+    n_rounds: int
+    acceptance_rate: float
+    truncated_share: float
+    ess: float
+    trace: Trace
+
+
+def _check_options(c: Any, quantile: Any, c_max: Any, alpha: Any) -> bool:
+    """Whether ``c`` is adaptive; raise on any bad option."""
+    if not isinstance(quantile, (int, float)) or not 0.0 < quantile < 1.0:
+        raise InvalidInputError(f"quantile = {quantile!r}: expected a number in (0, 1)")
+    if not isinstance(c_max, (int, float)) or not 0.0 < c_max <= 1.0:
+        raise InvalidInputError(f"c_max = {c_max!r}: expected a number in (0, 1]")
+    if not isinstance(alpha, (int, float)) or not 0.0 < alpha < 1.0:
+        raise InvalidInputError(f"alpha = {alpha!r}: expected a number in (0, 1)")
+    if c == "adaptive":
+        return True
+    if isinstance(c, (int, float)) and not isinstance(c, bool) and 0.0 < c <= 1.0:
+        return False
+    raise InvalidInputError(f"c = {c!r}: expected 'adaptive' or a number in (0, 1]")
+
+
+def replay_nonstationary(
+    policy: Policy,
+    data: LoggedData,
+    rng: np.random.Generator,
+    *,
+    c: float | str = "adaptive",
+    quantile: float = DEFAULT_QUANTILE,
+    c_max: float = 1.0,
+    reward_model: RewardModel | str | None = "auto",
+    reward_range: Any = None,
+    alpha: float = 0.05,
+    max_accepted: int | None = None,
+    uniforms: F64 | None = None,
+) -> NonstationaryResult:
+    """Replay the learning ``policy`` (pass a fresh one: it is taught) on ``data``.
+
+    ``c`` is ``'adaptive'`` (the ``quantile`` of past ratios ``p/d``, at most ``c_max``) or
+    a fixed number; ``reward_model`` serves the DR terms (None: IPS terms); the walk stops
+    after ``max_accepted`` acceptances when given. ``uniforms`` (n,) replaces the draws
+    from ``rng`` (policies compared on common draws, see :func:`compare_nonstationary`).
+    """
+    if not isinstance(policy, Policy):
+        raise InvalidInputError(f"policy must be a Policy, got {type(policy).__name__}")
+    if not isinstance(rng, np.random.Generator):
+        raise InvalidInputError(f"rng must be a numpy Generator, got {type(rng).__name__}")
+    adaptive = _check_options(c, quantile, c_max, alpha)
+    if max_accepted is not None and (
+        not isinstance(max_accepted, int) or isinstance(max_accepted, bool) or max_accepted < 1
+    ):
+        raise InvalidInputError(f"max_accepted = {max_accepted!r}: expected an integer >= 1")
+    ptr, idx, pos, contexts = check_replay_inputs(policy, data)
+    pscores = np.ascontiguousarray(data.pscores, dtype=np.float64)
+    rewards = np.asarray(data.rewards, dtype=np.float64)
+    span = reward_range_of(data, reward_range)
+    n = data.n_rounds
+    if uniforms is None:
+        u = rng.random(n)
+    else:
+        u = np.ascontiguousarray(uniforms, dtype=np.float64)
+        if u.shape != (n,):
+            raise InvalidInputError(f"uniforms has shape {u.shape}, expected ({n},)")
+    low, width = span[0], span[1] - span[0]
+    if reward_model is None:
+        q = np.zeros(idx.shape[0])
+    else:
+        model = make_reward_model(reward_model, rewards, span)
+        q = (past_only_values(data, model, low + 0.5 * width) - low) / width
+    target, c_arr, accepted, n_events = _walk(
+        policy, data, pos, pscores, u, contexts, (adaptive, quantile, c_max, c), max_accepted
+    )
+    sub = data.take(0, n_events)
+    sptr, _ = sub.candidates()
+    spos = pos[:n_events] - ptr[0]
+    nnz = int(sptr[-1])
+    w = target[:nnz][spos] / pscores[:n_events]
+    r01 = (rewards[:n_events] - low) / width
+    cand_w = candidate_weights(target[:nnz], w, sub.cand_prob, None)
+    terms, t_low, t_high = dr_terms(sptr, target[:nnz], q[:nnz], spos, r01, w, cand_w)
+    trace = Trace(terms, c_arr[:n_events], accepted[:n_events], w, (t_low, t_high), span)
+    return _result(trace, n, alpha)
+
+
+def _walk(
+    policy: Policy, data: LoggedData, pos: np.ndarray, pscores: F64, u: F64,
+    contexts: F64 | None, rule: tuple[bool, float, float, Any], max_accepted: int | None,
+) -> tuple[F64, F64, np.ndarray, int]:  # fmt: skip
+    """Target probabilities of every candidate (nnz,), ``c`` and acceptance per event, and
+    the events walked; teaches ``policy`` on the accepted events as it goes."""
+    adaptive, quantile, c_max, c = rule
+    ptr, idx = data.candidates()
+    n = data.n_rounds
+    target = np.zeros(idx.shape[0])
+    c_arr = np.zeros(n)
+    accepted = np.zeros(n, dtype=np.bool_)
+    hist = np.zeros(kns.N_BINS)
+    state = np.array([c_max if adaptive else float(c), 0.0, 0.0])
+    actions = np.asarray(data.actions, dtype=np.int64)
+    rewards = np.asarray(data.rewards, dtype=np.float64)
+    i, size = 0, 64
+    while i < n and (max_accepted is None or state[kns.STATE_ACCEPTED] < max_accepted):
+        hi = min(n, i + size)
+        f0, f1 = int(ptr[i]), int(ptr[hi])
+        xs = None if contexts is None else contexts[i:hi]
+        probs = policy.decide_batch(ptr[i : hi + 1] - f0, idx[f0:f1], xs, draw=False).probabilities
+        stop = 1 if policy.UPDATES_MOVE_DECISIONS else policy.config.refresh_every
+        stop = stop - (0 if policy.UPDATES_MOVE_DECISIONS else policy.pending_updates)
+        if max_accepted is not None:
+            stop = min(stop, max_accepted - int(state[kns.STATE_ACCEPTED]))
+        d = np.ascontiguousarray(probs[pos[i:hi] - f0])
+        used = kns.accept_walk(
+            d, pscores[i:hi], u[i:hi], adaptive, quantile, c_max, stop, hist, state,
+            c_arr[i:hi], accepted[i:hi],
+        )  # fmt: skip
+        target[f0 : int(ptr[i + used])] = probs[: int(ptr[i + used]) - f0]
+        rows = i + np.flatnonzero(accepted[i : i + used])
+        if rows.size:
+            policy.update_batch(
+                actions[rows], rewards[rows], None if contexts is None else contexts[rows]
+            )
+        size = max(16, 2 * used) if used < hi - i else min(8192, 2 * size)
+        i += used
+    return target, c_arr, accepted, i
+
+
+def _result(
+    trace: Trace, n_rounds: int, alpha: float, n_events: int | None = None
+) -> NonstationaryResult:
+    """The estimate over the first ``n_events`` walked events of ``trace`` (all: None)."""
+    m = trace.terms.shape[0] if n_events is None else n_events
+    acc = trace.accepted[:m]
+    n_acc = int(acc.sum())
+    if n_acc == 0:
+        raise EvaluationRefused(
+            f"no event was accepted out of {m} walked: the log is too short, or the logger "
+            "too unlike the policy, to say anything about it"
+        )
+    c = trace.c[:m]
+    # the adaptive c starts at c_max for the first state only: its events weigh as the next
+    first = int(np.argmax(trace.accepted)) + 1
+    scale_c = c.copy()
+    if first < m:
+        scale_c[:first] = np.minimum(c[:first], c[first])
+    est = drifting_mean_interval(trace.terms[:m], *trace.bounds, alpha, scale_c, n_rounds)
+    low, width = trace.span[0], trace.span[1] - trace.span[0]
+    value, lo, hi = (float(np.clip(low + width * v, *trace.span)) for v in est)
+    w = trace.weights[:m]
+    ess = float(w.sum() ** 2 / max(float((w**2).sum()), 1e-300))
+    truncated = float(np.mean(c * w > 1.0))
+    return NonstationaryResult(value, lo, hi, n_acc, m, n_rounds, n_acc / m, truncated, ess, trace)
+
+
+def at_accepted(
+    result: NonstationaryResult, n_accepted: int, alpha: float = 0.05
+) -> NonstationaryResult:
+    """``result`` cut after its ``n_accepted``-th acceptance: the same number of replayed
+    rounds as another policy's, so that their values compare like with like."""
+    if not 1 <= n_accepted <= result.n_accepted:
+        raise InvalidInputError(
+            f"n_accepted = {n_accepted}: expected 1..{result.n_accepted} (accepted events)"
+        )
+    cut = int(np.flatnonzero(result.trace.accepted)[n_accepted - 1]) + 1
+    return _result(result.trace, result.n_rounds, alpha, cut)
+
+
+def compare_nonstationary(
+    policies: Mapping[str, Policy], data: LoggedData, rng: np.random.Generator, **options: Any
+) -> dict[str, NonstationaryResult]:
+    """Replay each of ``policies`` on common uniform draws and report every one after the
+    same number of accepted rounds (the smallest count reached by any of them).
+
+    ``options`` are those of :func:`replay_nonstationary`.
+    """
+    if not isinstance(policies, Mapping) or not policies:
+        raise InvalidInputError("policies must be a non-empty mapping of name to Policy")
+    if not isinstance(rng, np.random.Generator):
+        raise InvalidInputError(f"rng must be a numpy Generator, got {type(rng).__name__}")
+    u = rng.random(data.n_rounds)
+    full = {
+        name: replay_nonstationary(p, data, rng, uniforms=u, **options)
+        for name, p in policies.items()
+    }
+    t = min(r.n_accepted for r in full.values())
+    alpha = float(options.get("alpha", 0.05))
+    return {name: at_accepted(r, t, alpha) for name, r in full.items()}

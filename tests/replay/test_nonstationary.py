@@ -1,0 +1,192 @@
+"""Nonstationary replay (Dudík et al. 2012): the acceptance kernel against a naive
+reference, the uniform special case against rejection replay, learning policies replayed
+on logs of another learning policy against their on-policy value, equal-count comparison,
+and refusals that leave the policy untouched."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from allocator import ArmRegistry
+from allocator.errors import InvalidInputError
+from allocator.kernels import nonstationary as kns
+from allocator.policies import make_policy
+from allocator.replay import replay_learning_policy
+from allocator.replay.nonstationary import (
+    at_accepted,
+    compare_nonstationary,
+    replay_nonstationary,
+)
+from tests import naive
+from tests.worlds.logged import (
+    bernoulli_log,
+    bernoulli_registry,
+    learning_log,
+    make_world,
+    online_value,
+)
+
+MEANS = np.array([0.1, 0.2, 0.3, 0.5, 0.35])
+
+
+def _beta(seed: int = 0):
+    return make_policy({"kind": "beta_bernoulli"}, bernoulli_registry(5), seed)
+
+
+def _linear_ts(world, seed: int, **extra):
+    reg = ArmRegistry(capacity=16)
+    reg.add(list(world.arm_ids), "g")
+    cfg = {"kind": "linear_gaussian", "n_features": world.theta.shape[1], **extra}
+    return make_policy(cfg, reg, seed)
+
+
+@pytest.mark.parametrize("adaptive", [True, False])
+def test_accept_walk_matches_the_naive_reference(adaptive):
+    rng = np.random.default_rng(4)
+    m = 400
+    d = rng.dirichlet(np.ones(4), m)[:, 0] * (rng.random(m) < 0.95)  # some d = 0
+    p = rng.uniform(0.05, 1.0, m)
+    u = rng.random(m)
+    hist, state = np.zeros(kns.N_BINS), np.array([0.7, 0.0, 0.0])
+    c_out, acc = np.zeros(m), np.zeros(m, dtype=np.bool_)
+    used = kns.accept_walk(d, p, u, adaptive, 0.1, 0.7, 10**9, hist, state, c_out, acc)
+    want_c, want_acc = naive.accept_walk(d, p, u, adaptive, 0.1, 0.7, 0.7,
+                                         kns.BINS_PER_OCTAVE, kns.LOG2_LOW)  # fmt: skip
+    assert used == m and state[kns.STATE_ACCEPTED] == acc.sum() == want_acc.sum()
+    np.testing.assert_array_equal(acc, want_acc)
+    np.testing.assert_allclose(c_out, want_c, rtol=1e-12)
+    assert acc.sum() > 20  # the test walks through many acceptances (and resets of c)
+
+
+def test_accept_walk_stops_after_the_requested_acceptances():
+    d, p, u = np.full(50, 0.5), np.full(50, 0.5), np.zeros(50)
+    state = np.array([1.0, 0.0, 0.0])
+    acc = np.zeros(50, dtype=np.bool_)
+    used = kns.accept_walk(d, p, u, False, 0.1, 1.0, 3, np.zeros(kns.N_BINS), state,
+                           np.zeros(50), acc)  # fmt: skip
+    assert used == 3 and acc[:3].all() and not acc[3:].any()
+
+
+def test_uniform_log_agrees_with_rejection_replay():
+    """The special case: on a uniform log with c = 1/K both accept ~n/K rounds and agree."""
+    data = bernoulli_log(MEANS, 20_000, np.random.default_rng(0), with_cand_prob=True)
+    ns = replay_nonstationary(_beta(), data, np.random.default_rng(1), c=0.2)
+    rj = replay_learning_policy(_beta(), data, np.random.default_rng(1))
+    print(f"nonstationary {ns.value:.4f} [{ns.low:.4f}, {ns.high:.4f}] accepted "
+          f"{ns.n_accepted}; rejection {rj.value:.4f} [{rj.low:.4f}, {rj.high:.4f}] accepted "
+          f"{rj.n_accepted}")  # fmt: skip
+    assert abs(ns.acceptance_rate - 0.2) < 0.015 and abs(rj.n_accepted / 20_000 - 0.2) < 0.015
+    assert ns.truncated_share == 0.0
+    assert ns.low <= rj.value <= ns.high and rj.low <= ns.value <= rj.high
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_beta_ts_on_a_skewed_log_covers_its_online_value(seed):
+    favour = np.array([0.7, 0.1, 0.1, 0.05, 0.05])
+    data = bernoulli_log(MEANS, 20_000, np.random.default_rng(10 + seed), epsilon=0.3,
+                         favour=favour, with_cand_prob=True)  # fmt: skip
+    res = replay_nonstationary(_beta(seed), data, np.random.default_rng(seed))
+    steps = res.n_accepted
+    truth = np.mean([
+        online_value_bernoulli(_beta(100 + j), steps, np.random.default_rng(100 + j))
+        for j in range(4)
+    ])  # fmt: skip
+    print(
+        f"seed {seed}: {res.value:.4f} [{res.low:.4f}, {res.high:.4f}] truth {truth:.4f}, "
+        f"acceptance {res.acceptance_rate:.3f}, truncated {res.truncated_share:.4f}"
+    )
+    assert res.low <= truth <= res.high
+    assert res.high - res.low < 0.2
+    assert 0.05 < res.acceptance_rate < 1.0  # adaptive c accepts far more than c = min p
+
+
+def online_value_bernoulli(policy, steps: int, rng: np.random.Generator) -> float:
+    cand = np.arange(MEANS.shape[0], dtype=np.int64)
+    total = 0.0
+    for _ in range(steps):
+        arm = policy.decide(cand).arm_index
+        total += float(policy.probabilities @ MEANS)
+        policy.update(arm, float(rng.random() < MEANS[arm]))
+    return total / steps
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("seed", [0, 1])
+def test_contextual_ts_on_another_learning_policys_log_covers_its_online_value(seed):
+    """Linear TS (learning) replayed on a log written by an ε-greedy linear policy that
+    learned as it logged, vs linear TS played online in the same world."""
+    world = make_world(20 + seed, n_arms=4, n_features=3)
+    logger = _linear_ts(world, 50 + seed, rule="greedy", epsilon=0.2)
+    data = learning_log(world, logger, 12_000, np.random.default_rng(seed))
+    res = replay_nonstationary(_linear_ts(world, seed), data, np.random.default_rng(seed))
+    truth = np.mean([
+        online_value(_linear_ts(world, 200 + j), world, res.n_accepted,
+                     np.random.default_rng(200 + j))
+        for j in range(3)
+    ])  # fmt: skip
+    print(
+        f"seed {seed}: {res.value:.4f} [{res.low:.4f}, {res.high:.4f}] truth {truth:.4f}, "
+        f"accepted {res.n_accepted} of {res.n_events} (rate {res.acceptance_rate:.3f}, "
+        f"truncated {res.truncated_share:.4f}, ess {res.ess:.0f})"
+    )
+    assert res.low <= truth <= res.high
+    assert res.high - res.low < 0.25
+
+
+def test_comparison_reports_every_policy_after_the_same_accepted_count():
+    favour = np.array([0.05, 0.05, 0.1, 0.1, 0.7])
+    data = bernoulli_log(MEANS, 8000, np.random.default_rng(3), epsilon=0.5, favour=favour)
+    greedy = make_policy({"kind": "beta_bernoulli", "rule": "greedy", "epsilon": 0.3},
+                         bernoulli_registry(5), 1)  # fmt: skip
+    out = compare_nonstationary({"ts": _beta(1), "greedy": greedy}, data,
+                                np.random.default_rng(2))  # fmt: skip
+    counts = {name: r.n_accepted for name, r in out.items()}
+    assert len(set(counts.values())) == 1, counts
+    for r in out.values():
+        assert r.trace.accepted[: r.n_events].sum() == r.n_accepted
+        assert r.low <= r.value <= r.high
+
+
+def test_cutting_at_fewer_acceptances_walks_fewer_events():
+    data = bernoulli_log(MEANS, 5000, np.random.default_rng(7), with_cand_prob=True)
+    full = replay_nonstationary(_beta(), data, np.random.default_rng(7))
+    half = at_accepted(full, full.n_accepted // 2)
+    assert half.n_accepted == full.n_accepted // 2 and half.n_events < full.n_events
+    with pytest.raises(InvalidInputError, match="n_accepted"):
+        at_accepted(full, full.n_accepted + 1)
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"c": 0.0}, "c = 0.0"),
+        ({"c": "fixed"}, "c = 'fixed'"),
+        ({"c": True}, "c = True"),
+        ({"quantile": 1.0}, "quantile"),
+        ({"c_max": 2.0}, "c_max"),
+        ({"alpha": 0.0}, "alpha"),
+        ({"max_accepted": 0}, "max_accepted"),
+        ({"uniforms": np.zeros(3)}, "uniforms has shape"),
+        ({"reward_model": "forest"}, "reward_model"),
+    ],
+)
+def test_bad_options_are_refused_before_the_policy_learns(options, match):
+    data = bernoulli_log(MEANS, 300, np.random.default_rng(0))
+    policy = _beta()
+    before = {k: v.copy() for k, v in policy.export_state()[0].items()}
+    with pytest.raises(InvalidInputError, match=match):
+        replay_nonstationary(policy, data, np.random.default_rng(0), **options)
+    after = policy.export_state()[0]
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+
+
+def test_rewards_outside_the_policys_domain_are_refused_before_it_learns():
+    data = bernoulli_log(MEANS, 300, np.random.default_rng(0))
+    bad = data.rewards.copy()
+    bad[7] = 2.0
+    import dataclasses
+
+    with pytest.raises(InvalidInputError):
+        replay_nonstationary(_beta(), dataclasses.replace(data, rewards=bad),
+                             np.random.default_rng(0))  # fmt: skip
