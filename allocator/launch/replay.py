@@ -122,8 +122,8 @@ def load_logs(source: LogSource, base_dir: Path) -> LoggedData:
 def _policy_for(engine: EngineConfig, data: LoggedData, seed: int) -> Policy:
     groups = data.arm_groups or ("default",) * data.n_arms
     reg = ArmRegistry.build(list(data.arm_ids), list(groups))  # index i = log arm i
-    if engine.policy.kind == "shared_linear":
-        raise ConfigError("shared_linear needs arm features, which logs do not carry")
+    if engine.policy.USES_ARM_FEATURES:
+        raise ConfigError(f"{engine.policy.kind} needs arm features, which logs do not carry")
     return make_policy(engine.policy, reg, seed)
 
 
@@ -132,8 +132,10 @@ def check_policies(policies: list[CandidatePolicy], data: LoggedData) -> None:
     width = None if data.contexts is None else data.contexts.shape[1]
     for i, p in enumerate(policies):
         where = f"policies[{i}] ({p.name}): engine.policy"
-        if p.engine.policy.kind == "shared_linear":
-            raise ConfigError(f"{where}.kind = shared_linear needs arm features; logs have none")
+        if p.engine.policy.USES_ARM_FEATURES:
+            raise ConfigError(
+                f"{where}.kind = {p.engine.policy.kind} needs arm features; logs have none"
+            )
         want = getattr(p.engine.policy, "n_features", None)
         if want is not None and want != width:
             got = "no context" if width is None else f"{width} context columns {data.context_names}"
