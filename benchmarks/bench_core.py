@@ -28,7 +28,9 @@ from allocator import (
     ArmRegistry,
     BetaBernoulliConfig,
     LinearGaussianConfig,
+    LogisticConfig,
     SharedLinearConfig,
+    SharedLogisticConfig,
     make_policy,
 )
 
@@ -231,6 +233,8 @@ def workloads(quick: bool) -> dict[str, tuple[str, Callable[[], Env], list[Metho
         ours("ours TS noise_scale=0.25", lin(noise_scale=0.25)),
         ours(LIN_UCB, lin(rule="ucb")),
         ours(LIN_EPS, lin(rule="greedy", epsilon=0.05)),
+        ours("ours logistic TS (default)", LogisticConfig(n_features=16)),
+        ours("ours logistic UCB", LogisticConfig(n_features=16, rule="ucb")),
     ]
     specs = {
         "bern10": ("1. Bernoulli K=10", partial(bernoulli_env, 10, t), [ours(TS, beta)]),
@@ -244,7 +248,13 @@ def workloads(quick: bool) -> dict[str, tuple[str, Callable[[], Env], list[Metho
         "shared1m": (
             "5. Shared linear 10^6 arms, 200 cand.",
             partial(shared_env, 1_000_000, 4, 4, t_shared, 200),
-            [ours(TS, shared)],
+            [
+                ours(TS, shared),
+                ours(
+                    "ours shared logistic TS",
+                    SharedLogisticConfig(n_context_features=4, n_arm_features=4),
+                ),
+            ],
         ),
     }
     return {
@@ -273,7 +283,7 @@ def warm_up(cfg: Any) -> None:
     registry.add([f"w{i}" for i in range(8)], "g")
     d = getattr(cfg, "n_features", None) or getattr(cfg, "n_context_features", None)
     extra = {}
-    if isinstance(cfg, SharedLinearConfig):
+    if cfg.USES_ARM_FEATURES:
         extra["arm_features"] = rng.normal(size=(8, cfg.n_arm_features))
     policy = make_policy(cfg, registry, seed=1, **extra)
     cand = np.arange(8)
