@@ -8,9 +8,11 @@ from allocator.config import (
     BetaBernoulliConfig,
     EngineConfig,
     LinearGaussianConfig,
+    LogisticConfig,
     NormalGammaConfig,
     ObjectiveConfig,
     SharedLinearConfig,
+    SharedLogisticConfig,
     load_engine_config,
 )
 from allocator.decisions import Decision, Decisions
@@ -27,9 +29,11 @@ from allocator.objective import Objective
 from allocator.policies import (
     BetaBernoulliPolicy,
     LinearGaussianPolicy,
+    LogisticPolicy,
     NormalGammaPolicy,
     Policy,
     SharedLinearPolicy,
+    SharedLogisticPolicy,
     make_policy,
 )
 from allocator.registry import ArmRegistry
@@ -58,6 +62,8 @@ __all__ = [
     "InvalidInputError",
     "LinearGaussianConfig",
     "LinearGaussianPolicy",
+    "LogisticConfig",
+    "LogisticPolicy",
     "NormalGammaConfig",
     "NormalGammaPolicy",
     "Objective",
@@ -66,6 +72,8 @@ __all__ = [
     "Policy",
     "SharedLinearConfig",
     "SharedLinearPolicy",
+    "SharedLogisticConfig",
+    "SharedLogisticPolicy",
     "SnapshotError",
     "UnknownArmError",
     "UpdateStatus",

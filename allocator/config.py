@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Collection, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -83,6 +83,11 @@ class _PolicyBase(StrictModel):
     posterior stay finite.
     """
 
+    #: a family whose rewards are Bernoulli (click, order) sets True: rewards in [0, 1]
+    BERNOULLI_REWARDS: ClassVar[bool] = False
+    #: a shared model (arm features ⊗ context) sets True: arms carry feature vectors
+    USES_ARM_FEATURES: ClassVar[bool] = False
+
     rule: Literal["thompson", "ucb", "greedy"] = "thompson"
     epsilon: Annotated[float, Field(ge=0.0, lt=1.0, allow_inf_nan=False)] = 0.01
     ucb_alpha: PositiveFloat = 1.0
@@ -114,10 +119,21 @@ class _PolicyBase(StrictModel):
     def rule_code(self) -> int:
         return RULE_CODES[self.rule]
 
+    @property
+    def context_size(self) -> int | None:
+        """Length of the context a request carries (None: a context-free family)."""
+        return None
+
+    @property
+    def arm_feature_size(self) -> int | None:
+        """Length of an arm's feature vector (None: arms carry no features)."""
+        return None
+
 
 class BetaBernoulliConfig(_PolicyBase):
     """Beta–Bernoulli posterior per arm: rewards in [0, 1] (click, order)."""
 
+    BERNOULLI_REWARDS: ClassVar[bool] = True
     kind: Literal["beta_bernoulli"] = "beta_bernoulli"
     prior: BetaPrior = BetaPrior()
     group_priors: dict[GroupName, BetaPrior] = Field(default_factory=dict)
@@ -131,21 +147,49 @@ class NormalGammaConfig(_PolicyBase):
     group_priors: dict[GroupName, NormalGammaPrior] = Field(default_factory=dict)
 
 
-class _LinearBase(_PolicyBase):
+class _FeatureBase(_PolicyBase):
+    """Settings of the feature-based (Gaussian-posterior) families.
+
+    ``score_scale`` is the factor on the posterior sd of a candidate's score when sampling
+    or bounding (the linear models' ``noise_scale``, the logistic ones' ``exploration_scale``).
+    """
+
     prior_precision: PositiveFloat = 1.0
-    noise_scale: PositiveFloat = 0.5
     max_candidates: Annotated[int, Field(ge=1, le=100_000)] = 1024
 
+    @property
+    def score_scale(self) -> float:
+        raise NotImplementedError
 
-class LinearGaussianConfig(_LinearBase):
-    """Disjoint linear Gaussian model: one d-dim ridge posterior per arm."""
 
-    kind: Literal["linear_gaussian"] = "linear_gaussian"
+class _LinearBase(_FeatureBase):
+    noise_scale: PositiveFloat = 0.5
+
+    @property
+    def score_scale(self) -> float:
+        return self.noise_scale
+
+
+class _LogisticBase(_FeatureBase):
+    """Binary rewards through a logistic link; the posterior is the online Laplace one,
+    so ``exploration_scale`` = 1 samples it as it is."""
+
+    BERNOULLI_REWARDS: ClassVar[bool] = True
+    exploration_scale: PositiveFloat = 1.0
+
+    @property
+    def score_scale(self) -> float:
+        return self.exploration_scale
+
+
+class _Disjoint(StrictModel):
+    """One d-dimensional weight vector per arm, with optional per-group prior means."""
+
     n_features: Annotated[int, Field(ge=1, le=512)]
     group_priors: dict[GroupName, LinearPrior] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _prior_lengths(self) -> LinearGaussianConfig:
+    def _prior_lengths(self) -> _Disjoint:
         for group, prior in self.group_priors.items():
             if len(prior.mean) != self.n_features:
                 raise ValueError(
@@ -154,16 +198,20 @@ class LinearGaussianConfig(_LinearBase):
                 )
         return self
 
+    @property
+    def context_size(self) -> int | None:
+        return self.n_features
 
-class SharedLinearConfig(_LinearBase):
-    """One linear model over (arm features ⊗ user context), for large catalogues."""
 
-    kind: Literal["shared_linear"] = "shared_linear"
+class _Shared(StrictModel):
+    """One weight vector over vec(arm features ⊗ context), shared by every arm."""
+
+    USES_ARM_FEATURES: ClassVar[bool] = True
     n_context_features: Annotated[int, Field(ge=1, le=256)]
     n_arm_features: Annotated[int, Field(ge=1, le=256)]
 
     @model_validator(mode="after")
-    def _joint_size(self) -> SharedLinearConfig:
+    def _joint_size(self) -> _Shared:
         joint = self.n_context_features * self.n_arm_features
         if joint > 4096:
             raise ValueError(
@@ -172,9 +220,46 @@ class SharedLinearConfig(_LinearBase):
             )
         return self
 
+    @property
+    def context_size(self) -> int | None:
+        return self.n_context_features
+
+    @property
+    def arm_feature_size(self) -> int | None:
+        return self.n_arm_features
+
+
+class LinearGaussianConfig(_Disjoint, _LinearBase):
+    """Disjoint linear Gaussian model: one d-dim ridge posterior per arm."""
+
+    kind: Literal["linear_gaussian"] = "linear_gaussian"
+
+
+class SharedLinearConfig(_Shared, _LinearBase):
+    """One linear model over (arm features ⊗ user context), for large catalogues."""
+
+    kind: Literal["shared_linear"] = "shared_linear"
+
+
+class LogisticConfig(_Disjoint, _LogisticBase):
+    """Disjoint logistic (GLM) model: one d-dim Laplace posterior per arm, rewards in [0, 1]."""
+
+    kind: Literal["logistic"] = "logistic"
+
+
+class SharedLogisticConfig(_Shared, _LogisticBase):
+    """One logistic model over (arm features ⊗ user context): binary rewards, large catalogues."""
+
+    kind: Literal["shared_logistic"] = "shared_logistic"
+
 
 PolicyConfig = Annotated[
-    BetaBernoulliConfig | NormalGammaConfig | LinearGaussianConfig | SharedLinearConfig,
+    BetaBernoulliConfig
+    | NormalGammaConfig
+    | LinearGaussianConfig
+    | SharedLinearConfig
+    | LogisticConfig
+    | SharedLogisticConfig,
     Field(discriminator="kind"),
 ]
 
@@ -208,11 +293,11 @@ class EngineConfig(StrictModel):
     @model_validator(mode="after")
     def _bernoulli_rewards(self) -> EngineConfig:
         o = self.objective
-        if self.policy.kind == "beta_bernoulli" and (
+        if self.policy.BERNOULLI_REWARDS and (
             o.gmv != 0.0 or min(o.click, o.order) < 0.0 or o.click + o.order > 1.0
         ):
             raise ValueError(
-                "policy beta_bernoulli learns rewards in [0, 1]: the objective must weigh "
+                f"policy {self.policy.kind} learns rewards in [0, 1]: the objective must weigh "
                 f"click and order with non-negative weights summing to at most 1 and gmv 0 "
                 f"(got click={o.click}, order={o.order}, gmv={o.gmv}); use normal_gamma or a "
                 "linear policy for revenue"

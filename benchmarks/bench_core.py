@@ -28,7 +28,9 @@ from allocator import (
     ArmRegistry,
     BetaBernoulliConfig,
     LinearGaussianConfig,
+    LogisticConfig,
     SharedLinearConfig,
+    SharedLogisticConfig,
     make_policy,
 )
 
@@ -72,9 +74,9 @@ def random_candidates(rng: np.random.Generator, n_arms: int, t: int, c: int) -> 
     return cands
 
 
-def bernoulli_env(n_arms: int, t: int, n_cand: int | None = None) -> Env:
+def bernoulli_env(n_arms: int, t: int, n_cand: int | None = None, seed: int = 0) -> Env:
     """True CTRs ~ Beta(1, 30); all arms eligible, or n_cand random ones per request."""
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     ctr = rng.beta(1.0, 30.0, size=n_arms)
     u = rng.random(t)
     if n_cand is None:
@@ -83,9 +85,9 @@ def bernoulli_env(n_arms: int, t: int, n_cand: int | None = None) -> Env:
     return Env(n_arms, lambda ts, arms: ctr[arms], ctr[cands].max(axis=1), u, cands)
 
 
-def linear_env(n_arms: int, d: int, t: int) -> Env:
+def linear_env(n_arms: int, d: int, t: int, seed: int = 0) -> Env:
     """Reward ~ Bernoulli(sigmoid(x·θ_k)), θ_k ~ 2·N(0, I/d), x ~ N(0, I)."""
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     theta = 2.0 * rng.normal(0.0, 1.0 / np.sqrt(d), size=(n_arms, d))
     x = rng.normal(size=(t, d))
     u = rng.random(t)
@@ -96,9 +98,9 @@ def linear_env(n_arms: int, d: int, t: int) -> Env:
     return Env(n_arms, mean, sigmoid(x @ theta.T).max(axis=1), u, contexts=x)
 
 
-def shared_env(n_arms: int, d_arm: int, d_ctx: int, t: int, n_cand: int) -> Env:
+def shared_env(n_arms: int, d_arm: int, d_ctx: int, t: int, n_cand: int, seed: int = 0) -> Env:
     """Reward ~ Bernoulli(sigmoid(fᵀWx)), W ~ 2·N(0, I/(d_arm·d_ctx)), f and x ~ N(0, I)."""
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     feats = rng.normal(size=(n_arms, d_arm))
     w = 2.0 * rng.normal(0.0, 1.0 / np.sqrt(d_arm * d_ctx), size=(d_arm, d_ctx))
     x = rng.normal(size=(t, d_ctx))
@@ -219,8 +221,9 @@ def peers(workload: str, quick: bool) -> list[Method]:
     ]
 
 
-def workloads(quick: bool) -> dict[str, tuple[str, Callable[[], Env], list[Method]]]:
-    """name -> (title, environment builder, methods: ours, then the installed peers)."""
+def workloads(quick: bool, seed: int = 0) -> dict[str, tuple[str, Callable[[], Env], list[Method]]]:
+    """name -> (title, environment builder, methods: ours, then the installed peers);
+    ``seed`` draws the workload (hidden parameters, requests, reward uniforms)."""
     t, t_shared = (2_000, 500) if quick else (50_000, 10_000)
     beta = BetaBernoulliConfig()
     lin = partial(LinearGaussianConfig, n_features=16)
@@ -231,20 +234,32 @@ def workloads(quick: bool) -> dict[str, tuple[str, Callable[[], Env], list[Metho
         ours("ours TS noise_scale=0.25", lin(noise_scale=0.25)),
         ours(LIN_UCB, lin(rule="ucb")),
         ours(LIN_EPS, lin(rule="greedy", epsilon=0.05)),
+        ours("ours logistic TS (default)", LogisticConfig(n_features=16)),
+        ours("ours logistic UCB", LogisticConfig(n_features=16, rule="ucb")),
     ]
     specs = {
-        "bern10": ("1. Bernoulli K=10", partial(bernoulli_env, 10, t), [ours(TS, beta)]),
-        "bern1k": ("2. Bernoulli K=1000", partial(bernoulli_env, 1000, t), [ours(TS, beta)]),
-        "bern1m": (
-            "3. Bernoulli 10^6 arms, 200 cand.",
-            partial(bernoulli_env, 1_000_000, t, 200),
+        "bern10": ("1. Bernoulli K=10", partial(bernoulli_env, 10, t, seed=seed), [ours(TS, beta)]),
+        "bern1k": (
+            "2. Bernoulli K=1000",
+            partial(bernoulli_env, 1000, t, seed=seed),
             [ours(TS, beta)],
         ),
-        "linear": ("4. Linear d=16 K=20", partial(linear_env, 20, 16, t), linear),
+        "bern1m": (
+            "3. Bernoulli 10^6 arms, 200 cand.",
+            partial(bernoulli_env, 1_000_000, t, 200, seed=seed),
+            [ours(TS, beta)],
+        ),
+        "linear": ("4. Linear d=16 K=20", partial(linear_env, 20, 16, t, seed=seed), linear),
         "shared1m": (
             "5. Shared linear 10^6 arms, 200 cand.",
-            partial(shared_env, 1_000_000, 4, 4, t_shared, 200),
-            [ours(TS, shared)],
+            partial(shared_env, 1_000_000, 4, 4, t_shared, 200, seed=seed),
+            [
+                ours(TS, shared),
+                ours(
+                    "ours shared logistic TS",
+                    SharedLogisticConfig(n_context_features=4, n_arm_features=4),
+                ),
+            ],
         ),
     }
     return {
@@ -273,7 +288,7 @@ def warm_up(cfg: Any) -> None:
     registry.add([f"w{i}" for i in range(8)], "g")
     d = getattr(cfg, "n_features", None) or getattr(cfg, "n_context_features", None)
     extra = {}
-    if isinstance(cfg, SharedLinearConfig):
+    if cfg.USES_ARM_FEATURES:
         extra["arm_features"] = rng.normal(size=(8, cfg.n_arm_features))
     policy = make_policy(cfg, registry, seed=1, **extra)
     cand = np.arange(8)
@@ -415,8 +430,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small T: a smoke run")
     parser.add_argument("--only", choices=list(workloads(False)), help="run one workload")
+    parser.add_argument("--seed", type=int, default=0, help="workload seed (default 0)")
     args = parser.parse_args()
-    specs = workloads(args.quick)
+    specs = workloads(args.quick, args.seed)
     print(machine_info())
     for pkg, (module, _) in PEER_AGENTS.items():
         if module is None:

@@ -321,3 +321,43 @@ def accept_walk(d, p, u, adaptive, q, c_max, c0, bins_per_octave, log2_low):
             b = np.floor((np.log2(r) - log2_low) * bins_per_octave) if np.isfinite(r) else 1e9
             c = min(c_max, 2.0 ** (log2_low + max(b, 0) / bins_per_octave))
     return np.array(cs), np.array(acc)
+
+
+def sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-np.asarray(z, dtype=np.float64)))
+
+
+def laplace_step(m, a, x, y):
+    """One extended-Kalman step of a logistic posterior N(m, A⁻¹) in its textbook form:
+    A' = A + p(1−p) x xᵀ, m' = m + A'⁻¹ x (y − p), p = σ(xᵀm)."""
+    p = sigmoid(x @ m)
+    a_new = a + p * (1 - p) * np.outer(x, x)
+    return m + np.linalg.solve(a_new, x * (y - p)), a_new
+
+
+def laplace_online(xs, ys, gammas, lam, m0):
+    """Online Laplace with dense solves: before observation i the statistics (G, h) decay
+    by ``gammas[i]``, the mean is re-solved from them, then the step's factor is added."""
+    d = len(m0)
+    g, h = np.zeros((d, d)), np.zeros(d)
+    m = np.asarray(m0, dtype=np.float64).copy()
+    for x, y, decay in zip(xs, ys, gammas, strict=True):
+        g, h = g * decay, h * decay
+        m = np.linalg.solve(lam * np.eye(d) + g, lam * m0 + h)
+        p = sigmoid(x @ m)
+        w = p * (1 - p)
+        g = g + w * np.outer(x, x)
+        h = h + x * (w * (x @ m) + y - p)
+    return np.linalg.solve(lam * np.eye(d) + g, lam * m0 + h), lam * np.eye(d) + g
+
+
+def logistic_map(xs, ys, lam, m0, iters=50):
+    """Batch MAP of a logistic regression with prior N(m0, I/λ), by Newton's method."""
+    d = xs.shape[1]
+    m = np.asarray(m0, dtype=np.float64).copy()
+    for _ in range(iters):
+        p = sigmoid(xs @ m)
+        grad = xs.T @ (ys - p) - lam * (m - m0)
+        hess = lam * np.eye(d) + (xs * (p * (1 - p))[:, None]).T @ xs
+        m = m + np.linalg.solve(hess, grad)
+    return m, hess

@@ -18,6 +18,7 @@ from allocator.kernels.choice import (
     argmax_onehot,
     gauss_win_shares,
 )
+from allocator.kernels.link import apply_link
 from allocator.kernels.pipeline import check_requests, finish
 
 
@@ -175,7 +176,7 @@ def scores_to_probs(mean, sd, n, z, rule, ucb_alpha, best, arg, p):
 @njit(cache=True, nogil=True)
 def decide_linear(
     cand_ptr, cand_idx, xs, times, codes, draw,
-    active, mu, a_inv, v, z, rule, ucb_alpha, eps,
+    active, mu, a_inv, v, link, z, rule, ucb_alpha, eps,
     def_i, def_f, allowed, eta, backstop, surplus, arm_group, n_obs, first_seen, st_f, st_i,
     ring, member, before,
     rng_state, pos_of_arm, best, arg, mean_buf, sd_buf, p_out, chosen, forced, adjusted, err,
@@ -183,6 +184,7 @@ def decide_linear(
     """Decide a CSR batch of requests with contexts ``xs`` (R, d) through the pipeline.
 
     ``mu`` (capacity, d), ``a_inv`` (capacity, d, d), ``z`` (slots, M) standard normals;
+    ``link`` (``kernels.link``) maps score means to the expected rewards contracts weigh;
     the other arguments are those of :func:`allocator.kernels.per_arm.decide_per_arm`.
     Returns ``OK`` or a negative error code (``err`` = request, position), nothing changed.
     """
@@ -196,6 +198,7 @@ def decide_linear(
         p = p_out[lo : lo + n]
         linear_scores(xs[r], c, mu, a_inv, v, mean_buf, sd_buf)
         scores_to_probs(mean_buf, sd_buf, n, z, rule, ucb_alpha, best, arg, p)
+        apply_link(mean_buf, sd_buf, v, n, link)
         chosen[r], forced[r], adjusted[r] = finish(
             p, n, c, mean_buf, eps, times[r], codes[r], draw, def_i, def_f, allowed, eta,
             backstop, surplus, arm_group, n_obs, first_seen, st_f, st_i, ring, member, before,

@@ -13,7 +13,52 @@ from numba import njit
 
 from allocator.kernels.choice import OK, all_finite
 from allocator.kernels.linear import scores_to_probs, sherman_morrison
+from allocator.kernels.link import apply_link
 from allocator.kernels.pipeline import check_requests, finish
+
+
+@njit(cache=True, nogil=True)
+def joint_features(f, x, phi):
+    """``phi`` (D,) ← vec(f ⊗ x) for arm features ``f`` (d_arm,) and context ``x`` (d_ctx,)."""
+    dc = x.shape[0]
+    for i in range(f.shape[0]):
+        for q in range(dc):
+            phi[i * dc + q] = f[i] * x[q]
+
+
+@njit(cache=True, nogil=True)
+def decay_joint(gamma, g, h):
+    """Forget one tick: ``g`` (D, D) and ``h`` (D,) times ``gamma`` (nothing when 1)."""
+    if gamma == 1.0:
+        return
+    for i in range(h.shape[0]):
+        h[i] *= gamma
+        for k in range(h.shape[0]):
+            g[i, k] *= gamma
+
+
+@njit(cache=True, nogil=True)
+def fold_joint(phi, weight, info, g, h):
+    """``g += weight·φφᵀ``, ``h += info·φ`` (rows of zero features skipped)."""
+    dim = phi.shape[0]
+    for r in range(dim):
+        pr = phi[r]
+        if pr == 0.0:
+            continue
+        h[r] += info * pr
+        for c in range(dim):
+            g[r, c] += weight * pr * phi[c]
+
+
+@njit(cache=True, nogil=True)
+def joint_mean(a_inv, h, mu):
+    """``mu = a_inv h`` (the shared models' prior mean is 0)."""
+    dim = h.shape[0]
+    for r in range(dim):
+        s = 0.0
+        for c in range(dim):
+            s += a_inv[r, c] * h[c]
+        mu[r] = s
 
 
 @njit(cache=True, nogil=True)
@@ -28,31 +73,12 @@ def update_shared(f, x, reward, gamma, lam, g, h, mu, a_inv, phi, u, clock):
     if not all_finite(x):
         return False
     clock[0] += 1
-    da = f.shape[0]
-    dc = x.shape[0]
-    dim = da * dc
-    if gamma != 1.0:
-        for i in range(dim):
-            h[i] *= gamma
-            for k in range(dim):
-                g[i, k] *= gamma
-    for i in range(da):
-        for q in range(dc):
-            phi[i * dc + q] = f[i] * x[q]
-    for r in range(dim):
-        pr = phi[r]
-        h[r] += reward * pr
-        if pr == 0.0:
-            continue
-        for c in range(dim):
-            g[r, c] += pr * phi[c]
+    decay_joint(gamma, g, h)
+    joint_features(f, x, phi)
+    fold_joint(phi, 1.0, reward, g, h)
     if gamma == 1.0:
         sherman_morrison(a_inv, phi, u)
-        for r in range(dim):
-            s = 0.0
-            for c in range(dim):
-                s += a_inv[r, c] * h[c]
-            mu[r] = s
+        joint_mean(a_inv, h, mu)
     return True
 
 
@@ -107,7 +133,7 @@ def shared_scores(x, cand, features, mu, a_inv, v, w_buf, p_buf, mean_out, sd_ou
 @njit(cache=True, nogil=True)
 def decide_shared(
     cand_ptr, cand_idx, xs, times, codes, draw,
-    active, features, mu, a_inv, v, z, rule, ucb_alpha, eps,
+    active, features, mu, a_inv, v, link, z, rule, ucb_alpha, eps,
     def_i, def_f, allowed, eta, backstop, surplus, arm_group, n_obs, first_seen, st_f, st_i,
     ring, member, before,
     rng_state, pos_of_arm, best, arg, w_buf, pp_buf, mean_buf, sd_buf, p_out, chosen, forced,
@@ -116,7 +142,8 @@ def decide_shared(
     """Decide a CSR batch of requests under the shared model through the pipeline.
 
     ``features`` (capacity, d_arm), ``mu`` (D,), ``a_inv`` (D, D), ``z`` (slots, M);
-    ``w_buf`` (d_arm,) and ``pp_buf`` (d_arm, d_arm) scratch; the other arguments are those
+    ``w_buf`` (d_arm,) and ``pp_buf`` (d_arm, d_arm) scratch; ``link`` as in
+    :func:`allocator.kernels.linear.decide_linear`; the other arguments are those
     of :func:`allocator.kernels.per_arm.decide_per_arm`.
     """
     code = check_requests(cand_ptr, cand_idx, xs, active, pos_of_arm, z.shape[0], err)
@@ -129,6 +156,7 @@ def decide_shared(
         p = p_out[lo : lo + n]
         shared_scores(xs[r], c, features, mu, a_inv, v, w_buf, pp_buf, mean_buf, sd_buf)
         scores_to_probs(mean_buf, sd_buf, n, z, rule, ucb_alpha, best, arg, p)
+        apply_link(mean_buf, sd_buf, v, n, link)
         chosen[r], forced[r], adjusted[r] = finish(
             p, n, c, mean_buf, eps, times[r], codes[r], draw, def_i, def_f, allowed, eta,
             backstop, surplus, arm_group, n_obs, first_seen, st_f, st_i, ring, member, before,

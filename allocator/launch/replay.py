@@ -159,8 +159,10 @@ def check_policies(policies: list[CandidatePolicy], data: LoggedData) -> None:
         if p.engine is None:
             continue
         where = f"policies[{i}] ({p.name}): engine.policy"
-        if p.engine.policy.kind == "shared_linear":
-            raise ConfigError(f"{where}.kind = shared_linear needs arm features; logs have none")
+        if p.engine.policy.USES_ARM_FEATURES:
+            raise ConfigError(
+                f"{where}.kind = {p.engine.policy.kind} needs arm features; logs have none"
+            )
         want = getattr(p.engine.policy, "n_features", None)
         if want is not None and want != width:
             got = "no context" if width is None else f"{width} context columns {data.context_names}"

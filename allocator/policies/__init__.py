@@ -13,13 +13,16 @@ from allocator.config import (
     BetaBernoulliConfig,
     EngineConfig,
     LinearGaussianConfig,
+    LogisticConfig,
     NormalGammaConfig,
     SharedLinearConfig,
+    SharedLogisticConfig,
     parse_config,
 )
 from allocator.errors import ConfigError
 from allocator.policies.base import Policy
 from allocator.policies.linear import LinearGaussianPolicy, SharedLinearPolicy
+from allocator.policies.logistic import LogisticPolicy, SharedLogisticPolicy
 from allocator.policies.per_arm import BetaBernoulliPolicy, NormalGammaPolicy
 from allocator.registry import ArmRegistry
 
@@ -28,10 +31,22 @@ POLICY_CLASSES: dict[str, type[Policy]] = {
     "normal_gamma": NormalGammaPolicy,
     "linear_gaussian": LinearGaussianPolicy,
     "shared_linear": SharedLinearPolicy,
+    "logistic": LogisticPolicy,
+    "shared_logistic": SharedLogisticPolicy,
 }
 
-PolicyConfig = BetaBernoulliConfig | NormalGammaConfig | LinearGaussianConfig | SharedLinearConfig
-POLICY_CONFIGS = (BetaBernoulliConfig, NormalGammaConfig, LinearGaussianConfig, SharedLinearConfig)
+PolicyConfig = (
+    BetaBernoulliConfig
+    | NormalGammaConfig
+    | LinearGaussianConfig
+    | SharedLinearConfig
+    | LogisticConfig
+    | SharedLogisticConfig
+)
+POLICY_CONFIGS = (
+    BetaBernoulliConfig, NormalGammaConfig, LinearGaussianConfig, SharedLinearConfig,
+    LogisticConfig, SharedLogisticConfig,
+)  # fmt: skip
 
 
 def make_policy(
@@ -55,9 +70,11 @@ __all__ = [
     "POLICY_CLASSES",
     "BetaBernoulliPolicy",
     "LinearGaussianPolicy",
+    "LogisticPolicy",
     "NormalGammaPolicy",
     "Policy",
     "PolicyConfig",
     "SharedLinearPolicy",
+    "SharedLogisticPolicy",
     "make_policy",
 ]

@@ -9,7 +9,7 @@ window of bank rows (at most ``_Z_CELLS_PER_REFRESH`` normals), keeping refreshe
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -17,6 +17,7 @@ from allocator.config import LinearGaussianConfig, SharedLinearConfig
 from allocator.errors import InvalidInputError
 from allocator.inputs import as_float_array
 from allocator.kernels import linear as kl
+from allocator.kernels import link as klink
 from allocator.kernels import shared_linear as ksl
 from allocator.policies.base import Policy
 from allocator.policies.state import Field, Role
@@ -34,6 +35,8 @@ class _ScoreBankPolicy(Policy):
     """The normal bank ``z`` and its rolling redraw, and the Gram-matrix checks of merges."""
 
     lam: float  # prior precision (set by each family's ``_configure``)
+    #: how score means become the expected rewards contracts weigh (``kernels.link``)
+    LINK: ClassVar[int] = klink.LINK_IDENTITY
 
     @property
     def bank_rows(self) -> int:
@@ -75,6 +78,8 @@ class LinearGaussianPolicy(_ScoreBankPolicy):
 
     config: LinearGaussianConfig
     KERNEL = staticmethod(kl.decide_linear)
+    #: the sequential update kernel (``kernels.linear.update_linear_batch``'s signature)
+    UPDATE: ClassVar[Any] = staticmethod(kl.update_linear_batch)
     _SUM = Role.PER_ARM | Role.LEARNED | Role.ADDITIVE | Role.DECAYS
     FIELDS = (
         *SCORE_BANK_FIELDS,
@@ -95,12 +100,12 @@ class LinearGaussianPolicy(_ScoreBankPolicy):
         cfg = self.config
         self.n_features = cfg.n_features
         self.lam = float(cfg.prior_precision)
-        self.noise = float(cfg.noise_scale)
-        self._work = np.zeros((2 * cfg.n_features + 1, cfg.n_features))
+        self.noise = float(cfg.score_scale)
+        self._work = np.zeros((2 * cfg.n_features + 2, cfg.n_features))
 
     def model_args(self) -> tuple[Any, ...]:
         s = self.state
-        return (s.mu, s.a_inv, self.noise, s.z, self.rule, self.ucb_alpha, self.eps)
+        return (s.mu, s.a_inv, self.noise, self.LINK, s.z, self.rule, self.ucb_alpha, self.eps)
 
     def scratch_args(self) -> tuple[Any, ...]:
         return (self.best_buf, self.arg_buf, self.mean_buf, self.sd_buf)
@@ -150,7 +155,7 @@ class LinearGaussianPolicy(_ScoreBankPolicy):
 
     def _update_batch(self, arms: np.ndarray, rewards: np.ndarray, xs: np.ndarray) -> None:
         s = self.state
-        kl.update_linear_batch(
+        self.UPDATE(
             arms, xs, rewards, self.gamma, self.lam, s.clock, s.t_last, s.g, s.h, s.count,
             s.mu0, s.mu, s.a_inv, self._work, s.dirty,
         )  # fmt: skip
@@ -161,6 +166,8 @@ class SharedLinearPolicy(_ScoreBankPolicy):
 
     config: SharedLinearConfig
     KERNEL = staticmethod(ksl.decide_shared)
+    #: the sequential update kernel (``kernels.shared_linear.update_shared_batch``'s signature)
+    UPDATE: ClassVar[Any] = staticmethod(ksl.update_shared_batch)
     FIELDS = (
         *SCORE_BANK_FIELDS,
         Field("g", np.float64, Role.LEARNED | Role.ADDITIVE | Role.DECAYS, ("dim", "dim")),
@@ -189,7 +196,7 @@ class SharedLinearPolicy(_ScoreBankPolicy):
         self.n_features = config.n_context_features
         self.n_arm_features = config.n_arm_features
         self.lam = float(config.prior_precision)
-        self.noise = float(config.noise_scale)
+        self.noise = float(config.score_scale)
         dim = config.n_context_features * config.n_arm_features
         self._w_buf = np.empty(config.n_arm_features)
         self._pp_buf = np.empty((config.n_arm_features, config.n_arm_features))
@@ -201,7 +208,10 @@ class SharedLinearPolicy(_ScoreBankPolicy):
 
     def model_args(self) -> tuple[Any, ...]:
         s = self.state
-        return (s.features, s.mu, s.a_inv, self.noise, s.z, self.rule, self.ucb_alpha, self.eps)
+        return (
+            s.features, s.mu, s.a_inv, self.noise, self.LINK, s.z, self.rule, self.ucb_alpha,
+            self.eps,
+        )  # fmt: skip
 
     def scratch_args(self) -> tuple[Any, ...]:
         return (self.best_buf, self.arg_buf, self._w_buf, self._pp_buf, self.mean_buf, self.sd_buf)
@@ -240,7 +250,7 @@ class SharedLinearPolicy(_ScoreBankPolicy):
 
     def _update_batch(self, arms: np.ndarray, rewards: np.ndarray, xs: np.ndarray) -> None:
         s = self.state
-        ksl.update_shared_batch(
+        self.UPDATE(
             s.features, arms, xs, rewards, self.gamma, self.lam, s.g, s.h, s.mu, s.a_inv,
             self._phi, self._u, s.clock,
         )  # fmt: skip

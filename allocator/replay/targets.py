@@ -30,8 +30,8 @@ def policy_for_log(engine: EngineConfig | Mapping[str, Any], data: LoggedData, s
         raise ConfigError(
             f"engine must be an EngineConfig or a mapping, got {type(engine).__name__}"
         )
-    if engine.policy.kind == "shared_linear":
-        raise ConfigError("shared_linear needs arm features, which logs do not carry")
+    if engine.policy.USES_ARM_FEATURES:
+        raise ConfigError(f"{engine.policy.kind} needs arm features, which logs do not carry")
     groups = data.arm_groups or ("default",) * data.n_arms
     reg = ArmRegistry.build(list(data.arm_ids), list(groups))
     return make_policy(engine.policy, reg, seed)

@@ -176,9 +176,9 @@ def resolve_engine(
     data = copy.deepcopy(engine)
     policy = data.get("policy")
     if isinstance(policy, dict):
-        if policy.get("kind") == "linear_gaussian":
+        if policy.get("kind") in ("linear_gaussian", "logistic"):
             policy.setdefault("n_features", n_context)
-        if policy.get("kind") == "shared_linear":
+        if policy.get("kind") in ("shared_linear", "shared_logistic"):
             policy.setdefault("n_context_features", n_context)
             policy.setdefault("n_arm_features", n_arm_features)
     data.setdefault("objective", objective)

@@ -145,7 +145,7 @@ class PolicyStrategy(Strategy):
     ) -> None:
         super().__init__(name, seed)
         self.registry = make_registry(arms)
-        features = arms.features if engine.policy.kind == "shared_linear" else None
+        features = arms.features if engine.policy.USES_ARM_FEATURES else None
         self.engine = Engine(engine.policy, contracts, self.registry, seed, features)
         self.policy = self.engine.policy
         self.objective = Objective(engine.objective, self.registry)

@@ -60,7 +60,7 @@ class UpdateStatus(StrEnum):
 
 
 def _arm_features(config: AllocatorConfig) -> np.ndarray | None:
-    if config.engine.policy.kind != "shared_linear":
+    if not config.engine.policy.USES_ARM_FEATURES:
         return None
     return np.array([a.features for a in config.arms], dtype=np.float64)
 

@@ -19,9 +19,7 @@ from pydantic import Field, model_validator
 from allocator.config import (
     EngineConfig,
     FiniteFloat,
-    LinearGaussianConfig,
     PositiveFloat,
-    SharedLinearConfig,
     StrictModel,
     check_group_names,
     load_yaml,
@@ -93,11 +91,7 @@ class AllocatorConfig(StrictModel):
             raise ValueError(f"arms: ids must be unique, repeated: {dupes[:5]}")
         policy = self.engine.policy
         names = self.serving.feature_names
-        want = (
-            policy.n_features if isinstance(policy, LinearGaussianConfig)
-            else policy.n_context_features if isinstance(policy, SharedLinearConfig)
-            else None
-        )  # fmt: skip
+        want = policy.context_size
         if names is not None and want is None:
             raise ValueError(
                 f"serving.feature_names given, but policy {policy.kind} takes no context"
@@ -107,18 +101,19 @@ class AllocatorConfig(StrictModel):
                 f"serving.feature_names has {len(names)} names, the policy expects {want}"
             )
         for arm in self.arms:
-            if isinstance(policy, SharedLinearConfig):
-                if arm.features is None or len(arm.features) != policy.n_arm_features:
+            width = policy.arm_feature_size
+            if width is not None:
+                if arm.features is None or len(arm.features) != width:
                     raise ValueError(
-                        f"arms: {arm.id!r} needs features of length {policy.n_arm_features} "
-                        "for the shared linear model"
+                        f"arms: {arm.id!r} needs features of length {width} "
+                        f"for the shared model ({policy.kind})"
                     )
             elif arm.features is not None:
                 raise ValueError(f"arms: {arm.id!r} has features, but {policy.kind} uses none")
         default = self.serving.default_outcome
-        if policy.kind == "beta_bernoulli" and max(default.click, default.order) > 1.0:
+        if policy.BERNOULLI_REWARDS and max(default.click, default.order) > 1.0:
             raise ValueError(
-                "serving.default_outcome: click and order must be at most 1 for beta_bernoulli "
+                f"serving.default_outcome: click and order must be at most 1 for {policy.kind} "
                 f"(got click={default.click}, order={default.order})"
             )
         groups = {a.group for a in self.arms}

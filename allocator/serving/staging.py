@@ -33,7 +33,7 @@ def stage_engine(running: Engine, old: AllocatorConfig, new: AllocatorConfig, se
                 f"{running.registry.group_of(known)!r}, cannot move to {arm.group!r}"
             )
     keep = {a.id for a in new.arms}
-    same_features = new.engine.policy.kind != "shared_linear" or new.arms == old.arms
+    same_features = not new.engine.policy.USES_ARM_FEATURES or new.arms == old.arms
     if (
         new.engine.policy == old.engine.policy
         and keep == set(running.registry.members_all())
@@ -49,7 +49,7 @@ def stage_engine(running: Engine, old: AllocatorConfig, new: AllocatorConfig, se
         if known is None or not registry.active[known]:
             registry.add([arm.id], arm.group)
     features = None
-    if new.engine.policy.kind == "shared_linear":
+    if new.engine.policy.USES_ARM_FEATURES:
         given = {a.id: a.features for a in new.arms}
         old_features = running.policy.state.features
         features = np.array([

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from allocator import BetaBernoulliConfig, LinearGaussianConfig, make_policy
+from allocator import BetaBernoulliConfig, LinearGaussianConfig, LogisticConfig, make_policy
 from tests.conftest import make_registry
 
 
@@ -79,3 +79,34 @@ def test_linear_ts_beats_best_single_arm():
         f"oracle {truth.max(1).sum():.0f}"
     )
     assert earned > 1.05 * best_single
+
+
+def contextual_regret(cfg, theta, xs, u):
+    """Online decide → update over every arm; the expected regret of each step."""
+    truth = sigmoid(xs @ theta.T)
+    k = theta.shape[0]
+    pol = make_policy(cfg, make_registry(k, capacity=k), seed=0)
+    cand = np.arange(k, dtype=np.int64)
+    regret = np.empty(xs.shape[0])
+    for t in range(xs.shape[0]):
+        arm = pol.decide(cand, xs[t]).arm_index
+        pol.update(arm, float(u[t] < truth[t, arm]), xs[t])
+        regret[t] = truth[t].max() - truth[t, arm]
+    return regret
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("seed", [0, 1])
+def test_logistic_ts_beats_linear_ts_on_the_core_logistic_workload(seed):
+    """benchmarks/bench_core.py's linear workload (d = 16, K = 20, rewards
+    Bernoulli(σ(x·θ_k)), θ_k ~ 2·N(0, I/d)), T = 20,000, both at their defaults: the
+    logistic model's regret is lower (measured 1,136 vs 1,247 and 1,242 vs 1,463)."""
+    rng = np.random.default_rng(seed)
+    d, k, n = 16, 20, 20_000
+    theta = 2.0 * rng.normal(0.0, 1.0 / np.sqrt(d), size=(k, d))
+    xs = rng.normal(size=(n, d))
+    u = rng.random(n)
+    linear = contextual_regret(LinearGaussianConfig(n_features=d), theta, xs, u).sum()
+    logistic = contextual_regret(LogisticConfig(n_features=d), theta, xs, u).sum()
+    print(f"T = {n:,}: regret logistic TS {logistic:,.1f}, linear TS {linear:,.1f}")
+    assert logistic < 0.95 * linear

@@ -11,7 +11,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from allocator import BetaBernoulliConfig, LinearGaussianConfig, SharedLinearConfig, make_policy
+from allocator import (
+    ArmRegistry,
+    BetaBernoulliConfig,
+    Engine,
+    LinearGaussianConfig,
+    LogisticConfig,
+    SharedLinearConfig,
+    SharedLogisticConfig,
+    make_policy,
+)
+from allocator.constraints import ConstraintSet
 from tests.conftest import make_registry
 
 N = 100_000
@@ -62,13 +72,18 @@ def test_single_decisions_match_propensities(rng):
     assert_binomial(counts, 20_000 * p, 20_000 * p * (1 - p))
 
 
-def calibration(pol, rng, k, make_context, n_feat):
-    """Random subsets and contexts per request: per-arm count vs Σ propensity."""
+def calibration(pol, rng, k, make_context, n_feat, engine=None):
+    """Random subsets and contexts per request: per-arm count vs Σ propensity (through
+    ``engine``'s contracts when given, its requests spread over a day)."""
     sizes = rng.integers(1, k + 1, N)
     ptr = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     idx = np.concatenate([rng.choice(k, s, replace=False) for s in sizes]).astype(np.int64)
     xs = make_context(N, n_feat)
-    out = pol.decide_batch(ptr, idx, xs)
+    if engine is None:
+        out = pol.decide_batch(ptr, idx, xs)
+    else:
+        out = engine.decide_batch(ptr, idx, xs, T0 + np.linspace(0, 86_400, N))
+        assert (out.adjusted != 0).any()  # the contracts moved mass
     counts = np.bincount(out.arms, minlength=k)
     expected = np.bincount(idx, weights=out.probabilities, minlength=k)
     variance = np.bincount(idx, weights=out.probabilities * (1 - out.probabilities), minlength=k)
@@ -103,6 +118,39 @@ def test_shared_linear_calibration(rng):
     pol.update_batch(rng.integers(0, k, 200), rng.random(200), rng.normal(size=(200, dc)))
     pol.refresh()
     calibration(pol, rng, k, lambda n, dd: rng.normal(size=(n, dd)), dc)
+
+
+T0 = 1_760_000_000.0
+CONTRACTS = {"constraints": [
+    {"name": "partner_floor", "kind": "floor", "target": {"group": "partner"},
+     "schedule": {"start": T0, "end": T0 + 86_400, "start_value": 0.4, "end_value": 0.1}},
+    {"name": "shop_cap", "kind": "cap", "target": {"group": "mini_shop"},
+     "schedule": {"start": T0, "end": T0 + 86_400, "start_value": 0.7}},
+]}  # fmt: skip
+
+
+@pytest.mark.parametrize("contracts", [False, True], ids=["plain", "contracts"])
+@pytest.mark.parametrize("kind", ["logistic", "shared_logistic"])
+def test_logistic_calibration(rng, kind, contracts):
+    """Both logistic families, with and without contracts (a decaying partner floor and a
+    Mini Shop cap): each arm's count within 5σ of its summed propensities, 10^5 requests."""
+    k, d, da = 12, 4, 3
+    reg = ArmRegistry(capacity=16)
+    reg.add([f"p{i}" for i in range(3)], "partner")
+    reg.add([f"m{i}" for i in range(k - 3)], "mini_shop")
+    if kind == "logistic":
+        cfg = LogisticConfig(n_features=d, epsilon=0.02, refresh_every=10**9, bank_rows=64)
+        pol = make_policy(cfg, reg, seed=9)
+    else:
+        cfg = SharedLogisticConfig(
+            n_context_features=d, n_arm_features=da, refresh_every=10**9, bank_rows=64
+        )
+        pol = make_policy(cfg, reg, seed=9, arm_features=rng.normal(size=(k, da)))
+    xs = rng.normal(size=(300, d))
+    pol.update_batch(rng.integers(0, k, 300), rng.integers(0, 2, 300).astype(float), xs)
+    pol.refresh()
+    engine = Engine(pol, ConstraintSet.model_validate(CONTRACTS)) if contracts else None
+    calibration(pol, rng, k, lambda n, dd: rng.normal(size=(n, dd)), d, engine)
 
 
 def test_ucb_and_greedy_put_mass_on_argmax_plus_epsilon(rng):

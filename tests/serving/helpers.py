@@ -8,21 +8,24 @@ from allocator.serving import AllocatorConfig
 
 T0 = 1_760_000_000.0
 PARTNERS = ("taobao", "douyin")
+DISJOINT = ("linear_gaussian", "logistic")
+SHARED = ("shared_linear", "shared_logistic")
+BINARY = ("beta_bernoulli", "logistic", "shared_logistic")
 
 
 def config(kind: str = "beta_bernoulli", n_merchants: int = 6, **serving: Any) -> AllocatorConfig:
     policy: dict[str, Any] = {"kind": kind}
     arms: list[dict[str, Any]] = [{"id": p, "group": p} for p in PARTNERS]
     arms += [{"id": f"merchant:{i}", "group": "mini_shop"} for i in range(n_merchants)]
-    if kind == "linear_gaussian":
+    if kind in DISJOINT:
         policy["n_features"] = 3
-    if kind == "shared_linear":
+    if kind in SHARED:
         policy.update(n_context_features=3, n_arm_features=2)
         for i, arm in enumerate(arms):
             arm["features"] = [1.0, i / len(arms)]
     data = {
         "engine": {"policy": policy,
-                   "objective": {"order": 1.0, "gmv": 0.0 if kind == "beta_bernoulli" else 0.01,
+                   "objective": {"order": 1.0, "gmv": 0.0 if kind in BINARY else 0.01,
                                  "take_rates": {"taobao": 0.03, "mini_shop": 0.05}}},
         "arms": arms,
         "constraints": {"constraints": [{
@@ -32,13 +35,13 @@ def config(kind: str = "beta_bernoulli", n_merchants: int = 6, **serving: Any) -
         }]},
         "serving": {"reward_wait_s": 600.0, **serving},
     }  # fmt: skip
-    if kind in ("linear_gaussian", "shared_linear"):
+    if kind in DISJOINT + SHARED:
         data["serving"].setdefault("feature_names", ["age", "tier", "referral"])
     return AllocatorConfig.model_validate(data)
 
 
 def context_for(kind: str, i: int):
-    if kind in ("linear_gaussian", "shared_linear"):
+    if kind in DISJOINT + SHARED:
         return [1.0, (i % 7) / 7.0, float(i % 2)]
     return None
 

@@ -28,7 +28,9 @@ def requests(kind: str, n: int, start: int = 0) -> list[dict]:
     ]
 
 
-@pytest.mark.parametrize("kind", ["beta_bernoulli", "linear_gaussian", "shared_linear"])
+@pytest.mark.parametrize(
+    "kind", ["beta_bernoulli", "linear_gaussian", "shared_linear", "logistic", "shared_logistic"]
+)
 def test_decide_many_equals_decide_one_by_one(kind):
     raw = config(kind).model_dump(mode="json")
     raw["constraints"]["constraints"][0]["schedule"]["start_value"] = 0.6  # a binding floor

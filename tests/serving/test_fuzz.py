@@ -29,8 +29,13 @@ from allocator import AllocatorError
 from allocator.kernels import constraints as kc
 from allocator.serving import Allocator, UpdateStatus
 
-FAMILIES = ("beta_bernoulli", "normal_gamma", "linear_gaussian", "shared_linear")
-CONTEXTUAL = ("linear_gaussian", "shared_linear")
+FAMILIES = (
+    "beta_bernoulli", "normal_gamma", "linear_gaussian", "shared_linear", "logistic",
+    "shared_logistic",
+)  # fmt: skip
+SHARED = ("shared_linear", "shared_logistic")
+CONTEXTUAL = ("linear_gaussian", "logistic", *SHARED)
+BINARY = ("beta_bernoulli", "logistic", "shared_logistic")
 T0 = 1_760_000_000.0
 FEATURES = ("age", "tier", "referral")
 MAX_CALLS = 14
@@ -40,9 +45,9 @@ def allocator_config(kind: str, contracts: bool) -> dict[str, Any]:
     policy: dict[str, Any] = {"kind": kind}
     arms: list[dict[str, Any]] = [{"id": p, "group": p} for p in ("taobao", "douyin")]
     arms += [{"id": f"merchant:{i}", "group": "mini_shop"} for i in range(5)]
-    if kind == "linear_gaussian":
+    if kind in ("linear_gaussian", "logistic"):
         policy["n_features"] = len(FEATURES)
-    if kind == "shared_linear":
+    if kind in SHARED:
         policy.update(n_context_features=len(FEATURES), n_arm_features=2)
         for i, arm in enumerate(arms):
             arm["features"] = [1.0, i / len(arms)]
@@ -57,7 +62,7 @@ def allocator_config(kind: str, contracts: bool) -> dict[str, Any]:
     ]  # fmt: skip
     return {
         "engine": {"policy": policy,
-                   "objective": {"order": 1.0, "gmv": 0.0 if kind == "beta_bernoulli" else 0.01}},
+                   "objective": {"order": 1.0, "gmv": 0.0 if kind in BINARY else 0.01}},
         "arms": arms,
         "constraints": {"constraints": constraints if contracts else []},
         "serving": {"reward_wait_s": 600.0, "time": "event", "pending_capacity": 64,
@@ -307,7 +312,7 @@ class Driver:
             group: Any = self.draw(st.sampled_from(["mini_shop", "newgroup"]))
             if bad == "group":
                 group = self.draw(st.one_of(JUNK, st.sampled_from(["", "taobao"])))
-            features: Any = np.ones((2, 2)) if self.kind == "shared_linear" else None
+            features: Any = np.ones((2, 2)) if self.kind in SHARED else None
             if bad == "features":
                 features = self.draw(st.one_of(
                     JUNK, st.just(np.full((2, 2), np.nan)), st.just(np.ones((3, 2))),
