@@ -40,10 +40,15 @@ class TaskResult:
 def local_ray_auth() -> None:
     """Say explicitly what a local Ray cluster uses: token authentication (Ray's default
     since 2.5x, with a token it generates in ``~/.ray/auth_token``), unless the user chose
-    otherwise with ``RAY_AUTH_MODE``. Left unset, Ray warns about it on every launch."""
+    otherwise with ``RAY_AUTH_MODE``. Left unset, Ray warns about it on every launch.
+
+    Ray reads the mode when it is imported, and a cluster started with a mode its driver
+    did not import with refuses the driver: so this only acts before Ray's first import
+    (as in a CLI launch); in a process that already imported Ray, the mode stays Ray's.
+    """
     from allocator.settings import RAY_AUTH_MODE, load_settings
 
-    if load_settings().ray_auth_mode is None:
+    if "ray" not in sys.modules and load_settings().ray_auth_mode is None:
         os.environ[RAY_AUTH_MODE] = "token"
 
 
@@ -139,13 +144,14 @@ class RayRunner:
         return self._ray
 
     def run(self, fn: TaskFn, tasks: Sequence[Any], shared: Any) -> list[TaskResult]:
+        if self.address is None:
+            local_ray_auth()  # before Ray's import (see there)
         ray = self._ray_module()
         started = False
         if not ray.is_initialized():
             kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": "warning"}
             if self.address is None:
                 kwargs["num_cpus"] = self.num_cpus
-                local_ray_auth()
             ray.init(address=self.address, runtime_env={"env_vars": WORKER_ENV}, **kwargs)
             started = True
         try:

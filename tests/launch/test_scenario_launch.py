@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -312,3 +315,22 @@ def test_a_small_launch_writes_the_table_plots_and_decision_logs(tmp_path):
 
     log = load_decision_log(tmp_path / "out" / "small" / "logs" / "contextual_ts_protected_seed_1")
     assert len(log) == 1200 and log.adj_names.size > 0
+
+
+@pytest.mark.slow
+def test_the_cli_launches_on_a_fresh_local_ray_without_the_token_warning(tmp_path):
+    """The README's main job, as a user runs it: a fresh process, a local Ray cluster (not
+    --sequential). Ray reads its authentication mode when imported, so the launch must set
+    it before that (a mismatch makes the cluster refuse its own driver)."""
+    cfg = small_scenario(tmp_path, [1])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "allocator.cli", "run", str(cfg), "--impressions", "1500",
+         "--workers", "2", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+         "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "InvalidAuthToken" not in proc.stderr
+    assert "Token authentication is enabled" not in proc.stderr
+    assert "viewStateShareKey=" in proc.stdout
