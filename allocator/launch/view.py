@@ -25,7 +25,7 @@ from typing import Any, Literal
 SHARE_TAG_PREFIX = "mlflow.sharedViewState."
 SHARE_URL_PARAM = "viewStateShareKey"
 #: MLflow versions whose UI reads the view written here (lower bound inclusive, upper not)
-MLFLOW_RANGE = ((3, 13), (4, 0))
+MLFLOW_RANGE = ((3, 17), (4, 0))
 #: the UI's marker of a compressed view: "deflate;" + base64 of the zlib stream
 _DEFLATE = "deflate;"
 

@@ -117,7 +117,7 @@ def test_outside_the_checked_mlflow_range_the_hint_says_so_and_gives_the_plain_l
 
 
 @pytest.mark.parametrize(
-    ("version", "ok"), [("3.17.2", True), ("3.13.0", True), ("3.12.1", False), ("4.0.0", False)]
+    ("version", "ok"), [("3.17.2", True), ("3.17.0", True), ("3.16.1", False), ("4.0.0", False)]
 )
 def test_the_pinned_mlflow_range(version, ok):
     assert (view.ui_supports_shared_views(version) is None) == ok
