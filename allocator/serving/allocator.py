@@ -39,6 +39,7 @@ from allocator.serving.config import (
     Outcome,
     load_allocator_config,
 )
+from allocator.serving.log_rows import IdColumn, decision_rows
 from allocator.serving.pending import Pending, PendingTable
 from allocator.serving.persistence import (
     Books,
@@ -89,7 +90,7 @@ class Allocator:
         self._setup(cfg, seed, replica, clock, log_dir, log_rotate_rows, log_flush_interval_s)
         self._snapshot_key = key
         self.set_autosave(autosave_path, autosave_every_s)
-        self._install(engine, PendingTable(cfg.serving.pending_capacity))
+        self._install(engine, PendingTable(cfg.serving.pending_capacity, engine.policy.n_features))
 
     def _setup(
         self, cfg: AllocatorConfig, seed: int, replica: str, clock: Callable[[], float],
@@ -106,6 +107,7 @@ class Allocator:
             lambda: self.config.serving.on_log_error,
         )  # fmt: skip
         self._books = Books()
+        self._log_ids = IdColumn()
         self._feature_index = {n: i for i, n in enumerate(cfg.serving.feature_names or [])}
         self._autosaver = Autosaver(lambda: self.config.serving.on_autosave_error)
 
@@ -177,14 +179,15 @@ class Allocator:
                 # state changes: housekeeping at t follows the decision
                 pos, forced, adjusted = engine.decide_prepared(cand, xrow, codes, t)
                 self._commit_time(mode)
-                decision_id = self._books.decision_id(self.replica)
+                head, first, (decision_id,) = self._books.decision_ids(self.replica, 1)
                 self._books.last_t = max(self._books.last_t, t)
                 d = engine.decision(cand, pos, forced, adjusted, t, decision_id, request_id)
-                x_saved = None if self.policy.n_features is None else xrow[0]
-                self._register(decision_id, d.arm_index, t, x_saved)
+                x_saved = None if self.policy.n_features is None else xrow
+                self._register(head, first, cand[pos : pos + 1], np.array([t]), x_saved)
                 if self._log is not None:
                     probs = engine.probabilities
-                    self._log_decision(d, decision_id, request_id, cand, probs, x_saved, attrs)
+                    x_log = None if x_saved is None else x_saved[0]
+                    self._log_decision(d, decision_id, request_id, cand, probs, x_log, attrs)
                 self._housekeep(t)
                 return d
         except Exception:
@@ -218,22 +221,19 @@ class Allocator:
                 out = engine.decide_batch(batch.ptr, batch.idx, batch.contexts, times, batch.attrs)
                 for mode in modes:
                     self._commit_time(mode)
-                ids = tuple(self._books.decision_ids(self.replica, len(times)))
+                head, first, ids = self._books.decision_ids(self.replica, len(times))
+                out = out.with_ids(tuple(ids), batch.request_ids)
                 if times.size:
                     self._books.last_t = max(self._books.last_t, float(times.max()))
-                xs = batch.contexts
-                for k, decision_id in enumerate(ids):
-                    x_k = None if xs is None else xs[k]
-                    self._register(decision_id, int(out.arms[k]), float(times[k]), x_k)
-                    if self._log is not None:
-                        lo, hi = batch.ptr[k], batch.ptr[k + 1]
-                        self._log_decision(
-                            engine.decision_at(out, k), decision_id, batch.request_ids[k],
-                            batch.idx[lo:hi], out.probabilities[lo:hi], x_k, batch.attrs[k],
-                        )  # fmt: skip
+                self._register(head, first, out.arms, times, batch.contexts)
+                if self._log is not None and times.size:
+                    self._log.write_decision_rows(decision_rows(
+                        out, batch.ptr, batch.idx, batch.contexts, batch.attrs, self.registry,
+                        self._log_ids.of(self.registry), self.config.engine.policy.kind,
+                    ))  # fmt: skip
                 if times.size:
                     self._housekeep(float(times.max()))
-                return out.with_ids(ids, batch.request_ids)
+                return out
         except Exception:
             self._count("rejected")
             raise
@@ -258,12 +258,17 @@ class Allocator:
                 f"more than max_clock_skew_s = {skew}"
             )
 
-    def _register(self, decision_id: str, arm: int, t: float, x: np.ndarray | None) -> None:
-        evicted = self._pending.add(decision_id, Pending(arm, t, None if x is None else x.copy()))
-        if evicted is not None:
+    def _register(
+        self, head: str, first: int, arms: np.ndarray, times: np.ndarray, xs: np.ndarray | None
+    ) -> None:
+        """Pending entries for decisions ``<head>-<first + k>`` in one slice; the oldest
+        over the capacity learn the default outcome (at the time of the decision whose
+        registration pushed them out, as one-by-one registration would)."""
+        evicted = self._pending.add_many(head, first, arms, times, xs)
+        self._books.counts["decisions"] += arms.shape[0]
+        for decision_id, entry, k in evicted:
             self._books.counts["evicted"] += 1
-            self._learn_default(*evicted, t)
-        self._books.counts["decisions"] += 1
+            self._learn_default(decision_id, entry, float(times[k]))
 
     def _count(self, name: str) -> None:
         with self._lock:
