@@ -39,7 +39,7 @@ from allocator.serving.config import (
     Outcome,
     load_allocator_config,
 )
-from allocator.serving.log_rows import IdColumn, decision_rows
+from allocator.serving.log_rows import IdColumn, decision_rows, outcome_rows
 from allocator.serving.pending import Pending, PendingTable
 from allocator.serving.persistence import (
     Books,
@@ -262,13 +262,16 @@ class Allocator:
         self, head: str, first: int, arms: np.ndarray, times: np.ndarray, xs: np.ndarray | None
     ) -> None:
         """Pending entries for decisions ``<head>-<first + k>`` in one slice; the oldest
-        over the capacity learn the default outcome (at the time of the decision whose
-        registration pushed them out, as one-by-one registration would)."""
-        evicted = self._pending.add_many(head, first, arms, times, xs)
+        over the capacity learn the default outcome (logged at the time of the decision
+        whose registration pushed them out, as one-by-one registration would)."""
+        before = len(self._pending)
+        self._pending.add_many(head, first, arms, times, xs)
         self._books.counts["decisions"] += arms.shape[0]
-        for decision_id, entry, k in evicted:
-            self._books.counts["evicted"] += 1
-            self._learn_default(decision_id, entry, float(times[k]))
+        rows = self._pending.over_capacity()
+        if rows.size:
+            self._books.counts["evicted"] += rows.size
+            at = max(0, self._pending.capacity - before) + np.arange(rows.size)
+            self._learn_defaults(rows, times[np.minimum(at, arms.shape[0] - 1)])
 
     def _count(self, name: str) -> None:
         with self._lock:
@@ -427,8 +430,23 @@ class Allocator:
                 gmv=outcome.gmv, reward=reward, source=source,  # type: ignore[arg-type]
             ))  # fmt: skip
 
-    def _learn_default(self, decision_id: str, entry: Pending, t: float) -> None:
-        self._learn(decision_id, entry, self.config.serving.default_outcome, t, "expired_default")
+    def _learn_defaults(self, rows: np.ndarray, log_times: np.ndarray) -> None:
+        """The default outcome for pending ``rows``, learned as one batch (the policy's
+        refresh cadence is checked once, after it) and logged as one table; the rows go
+        only once the policy accepted them."""
+        entries = self._pending.entries(rows)
+        o = self.config.serving.default_outcome
+        rewards = self._objective.reward(entries.arms, o.click, o.order, o.gmv)
+        version = self.policy.version
+        self.policy.update_batch(entries.arms, rewards, entries.contexts)
+        if self.policy.version != version:
+            self._books.counts["refreshes"] += 1
+        self._catalogue.learned_many(entries.arms)
+        self._pending.finish_rows(rows)
+        if self._log is not None:
+            self._log.write_outcome_rows(
+                outcome_rows(entries.ids, log_times, o, rewards, "expired_default")
+            )
 
     def _log_decision(
         self, d: Decision, decision_id: str, request_id: str | None, cand: np.ndarray,
@@ -457,13 +475,11 @@ class Allocator:
                 log.close()
 
     def _expire(self, t: float) -> int:
-        deadline = t - self.config.serving.reward_wait_s
-        n = 0
-        while (item := self._pending.pop_expired(deadline)) is not None:
-            self._learn_default(*item, t)
-            n += 1
-        self._books.counts["expired"] += n
-        return n
+        rows = self._pending.expired(t - self.config.serving.reward_wait_s)
+        if rows.size:
+            self._learn_defaults(rows, np.full(rows.size, t))
+            self._books.counts["expired"] += rows.size
+        return int(rows.size)
 
     def set_autosave(self, path: str | Path | None, every_s: float = 300.0) -> None:
         """Save to ``path`` (atomically) at most every ``every_s`` seconds of traffic time;
@@ -512,11 +528,12 @@ class Allocator:
             self.config = cfg
             self._install(engine, self._pending)
             self._feature_index = {n: i for i, n in enumerate(cfg.serving.feature_names or [])}
-            self._pending.capacity = cfg.serving.pending_capacity
+            self._pending.set_capacity(cfg.serving.pending_capacity)
             t = self._books.last_t if math.isfinite(self._books.last_t) else 0.0
-            while (item := self._pending.pop_oldest_over_capacity()) is not None:
-                self._books.counts["evicted"] += 1
-                self._learn_default(*item, t)
+            rows = self._pending.over_capacity()
+            if rows.size:
+                self._books.counts["evicted"] += rows.size
+                self._learn_defaults(rows, np.full(rows.size, t))
 
     # ---------------------------------------------------------------- fleet learning
     def export_delta(self) -> dict[str, np.ndarray]:

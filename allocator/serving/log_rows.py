@@ -16,8 +16,9 @@ import numpy as np
 import pyarrow as pa
 
 from allocator.decisions import Decisions
-from allocator.logs import DECISION_SCHEMA
+from allocator.logs import DECISION_SCHEMA, OUTCOME_SCHEMA
 from allocator.registry import ArmRegistry
+from allocator.serving.config import Outcome
 
 
 class IdColumn:
@@ -107,3 +108,21 @@ def decision_rows(
     return pa.Table.from_arrays(
         [columns[f.name].cast(f.type) for f in DECISION_SCHEMA], schema=DECISION_SCHEMA
     )
+
+
+def outcome_rows(
+    ids: list[str], times: np.ndarray, outcome: Outcome, rewards: np.ndarray, source: str
+) -> pa.Table:
+    """The log table of one outcome learned for many decisions (the default outcome of
+    expired or evicted ones), ``times`` and ``rewards`` per decision."""
+    n = len(ids)
+    columns = {
+        "decision_id": pa.array(ids, pa.string()),
+        "timestamp": pa.array(times),
+        "click": pa.array(np.full(n, outcome.click)),
+        "order": pa.array(np.full(n, outcome.order)),
+        "gmv": pa.array(np.full(n, outcome.gmv)),
+        "reward": pa.array(rewards),
+        "source": pa.array(np.full(n, source, dtype=object), pa.string()),
+    }
+    return pa.Table.from_arrays([columns[f.name] for f in OUTCOME_SCHEMA], schema=OUTCOME_SCHEMA)

@@ -13,6 +13,7 @@ count, not the capacity: 27 + 8·d bytes per pending decision (d context feature
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from itertools import pairwise
 from typing import NamedTuple
 
@@ -40,6 +41,15 @@ def split_id(decision_id: str) -> tuple[str, int] | None:
     except ValueError:
         return None
     return (head, counter) if f"{counter:x}" == tail else None
+
+
+class Entries(NamedTuple):
+    """Rows of the pending table as arrays (the bulk paths: expiry, eviction)."""
+
+    ids: list[str]
+    arms: np.ndarray
+    timestamps: np.ndarray
+    contexts: np.ndarray | None
 
 
 class PendingTable:
@@ -98,10 +108,9 @@ class PendingTable:
     def add_many(
         self, head: str, first: int, arms: np.ndarray, times: np.ndarray,
         contexts: np.ndarray | None,
-    ) -> list[tuple[str, Pending, int]]:  # fmt: skip
+    ) -> None:  # fmt: skip
         """Register decisions ``<head>-<first + k>`` (k < n, counters above every pending
-        one) in one slice; returns the evicted oldest ones while more than the capacity
-        wait, each with the batch position whose registration evicted it."""
+        one) in one slice; the caller then evicts :meth:`over_capacity` rows."""
         n = arms.shape[0]
         if self._hi + n > self._counter.shape[0]:
             self._alloc(max(_MIN_ROWS, 2 * (self._live + n)))
@@ -113,14 +122,55 @@ class PendingTable:
         if contexts is not None and self.n_features:
             self._ctx[lo:hi] = contexts
         self._alive[lo:hi] = True
-        before = self._live
         self._hi = hi
         self._live += n
-        evicted: list[tuple[str, Pending, int]] = []
-        while self._live > self.capacity:
-            at = max(0, self.capacity - before) + len(evicted)
-            evicted.append((*self._pop_row(self._lo), min(at, n - 1)))
-        return evicted
+
+    def _live_rows(self, stop: Callable[[slice], np.ndarray]) -> np.ndarray:
+        """Live rows from the oldest up to (excluding) the first live row where ``stop``
+        holds, scanning blocks of doubling size (the common case reads one block)."""
+        lo, hi, end, step = self._lo, self._hi, self._lo, 64
+        while end < hi:
+            block = slice(end, min(hi, end + step))
+            hit = self._alive[block] & stop(block)
+            if hit.any():
+                end += int(np.argmax(hit))
+                break
+            end, step = block.stop, 2 * step
+        return lo + np.flatnonzero(self._alive[lo:end])
+
+    def expired(self, deadline: float) -> np.ndarray:
+        """Rows of the oldest pending decisions made at or before ``deadline``, up to the
+        first one made after it (decisions arrive in nearly time order)."""
+        if not self._live or self._t[self._lo] > deadline:
+            return np.zeros(0, dtype=np.int64)
+        return self._live_rows(lambda block: self._t[block] > deadline)
+
+    def over_capacity(self) -> np.ndarray:
+        """Rows of the oldest pending decisions beyond the capacity."""
+        extra = self._live - self.capacity
+        if extra <= 0:
+            return np.zeros(0, dtype=np.int64)
+        rows = self._live_rows(lambda block: np.zeros(block.stop - block.start, dtype=bool))
+        return rows[:extra]
+
+    def entries(self, rows: np.ndarray) -> Entries:
+        """Ids, arms, times and contexts (None: context-free) of ``rows``."""
+        names = self._head_names
+        heads, counters = self._head[rows].tolist(), self._counter[rows].tolist()
+        ids = [f"{names[h]}-{c:x}" for h, c in zip(heads, counters, strict=True)]
+        ctx = self._ctx[rows] if self.n_features else None
+        return Entries(ids, self._arm[rows], self._t[rows], ctx)
+
+    def finish_rows(self, rows: np.ndarray) -> None:
+        """Drop ``rows`` from the pending decisions into the finished ids."""
+        keys = (self._counter[rows] << 32 | self._head[rows]).tolist()
+        self._alive[rows] = False
+        self._live -= rows.shape[0]
+        self._finished.update(keys)
+        self._finished_order.extend(keys)
+        while len(self._finished_order) > self.capacity:
+            self._finished.discard(self._finished_order.popleft())
+        self._trim()
 
     def _find(self, decision_id: str) -> int:
         """Row of a pending ``decision_id``, or -1."""
@@ -145,11 +195,17 @@ class PendingTable:
         out = self._id(row), self._entry(row)
         self._alive[row] = False
         self._live -= 1
+        self._trim()
+        return out
+
+    def _trim(self) -> None:
+        """Skip dead rows at the front; compact when dead rows are half the window."""
+        if not self._live:
+            self._lo = self._hi
         while self._lo < self._hi and not self._alive[self._lo]:
             self._lo += 1
         if self._hi - self._lo > 2 * self._live + _MIN_ROWS:
             self._alloc(self._counter.shape[0])
-        return out
 
     def get(self, decision_id: str) -> Pending | None:
         row = self._find(decision_id)
@@ -159,15 +215,16 @@ class PendingTable:
         row = self._find(decision_id)
         return None if row < 0 else self._pop_row(row)[1]
 
-    def pop_oldest_over_capacity(self) -> tuple[str, Pending] | None:
-        """The oldest pending decision while more wait than the capacity (after a shrink)."""
-        while len(self._finished) > self.capacity:
+    def set_capacity(self, capacity: int) -> None:
+        """A new bound; the oldest finished ids beyond it are forgotten (the caller evicts
+        :meth:`over_capacity` rows)."""
+        self.capacity = capacity
+        while len(self._finished_order) > capacity:
             self._finished.discard(self._finished_order.popleft())
-        return self._pop_row(self._lo) if self._live > self.capacity else None
 
     def _finished_key(self, decision_id: str, register: bool = False) -> int | None:
         key = split_id(decision_id)
-        if key is None or not (register or key[0] in self._heads):
+        if key is None or not (register or key[0] in self._heads):  # unknown head: not ours
             return None
         return key[1] << 32 | self._head_code(key[0])
 
@@ -182,12 +239,6 @@ class PendingTable:
 
     def was_finished(self, decision_id: str) -> bool:
         return isinstance(decision_id, str) and self._finished_key(decision_id) in self._finished
-
-    def pop_expired(self, deadline: float) -> tuple[str, Pending] | None:
-        """The oldest pending decision if it was made at or before ``deadline``."""
-        if not self._live or self._t[self._lo] > deadline:
-            return None
-        return self._pop_row(self._lo)
 
     def to_arrays(self, n_features: int | None) -> dict[str, np.ndarray]:
         lo, hi = self._lo, self._hi

@@ -96,6 +96,13 @@ class LogSink:
         else:
             self.dropped += table.num_rows - 1
 
+    def write_outcome_rows(self, table: pa.Table) -> None:
+        """Outcomes as one table, as :meth:`write_decision_rows`."""
+        if self._accepts():
+            self.writer.write_rows("outcomes", table)
+        else:
+            self.dropped += table.num_rows - 1
+
     def write_outcome(self, record: OutcomeRecord) -> None:
         if self._accepts():
             self.writer.write_outcome(record, validated=True)

@@ -62,11 +62,18 @@ def test_a_million_pending_beta_decisions_cost_under_60_bytes_each():
     assert t.nbytes / 10**6 <= 2 * (8 + 4 + 8 + 8 + 1)
 
 
-def test_eviction_returns_the_oldest_with_the_batch_position_that_pushed_them_out():
+def test_over_capacity_and_expired_rows_are_the_oldest_live_ones():
     t = table(8, capacity=10)
-    out = t.add_many(HEAD, 8, np.zeros(5, dtype=np.int64), np.zeros(5), None)
-    assert [(i, k) for i, _, k in out] == [(f"{HEAD}-0", 2), (f"{HEAD}-1", 3), (f"{HEAD}-2", 4)]
-    assert len(t) == 10
+    t.pop(f"{HEAD}-1")
+    t.add_many(HEAD, 8, np.zeros(5, dtype=np.int64), 2000.0 + np.zeros(5), None)
+    rows = t.over_capacity()
+    assert t.entries(rows).ids == [f"{HEAD}-0", f"{HEAD}-2"]
+    t.finish_rows(rows)
+    assert len(t) == 10 and t.was_finished(f"{HEAD}-2") and t.get(f"{HEAD}-2") is None
+    entries = t.entries(t.expired(1004.0))  # times 1000 + k for the first 8
+    assert entries.ids == [f"{HEAD}-{k}" for k in (3, 4)]
+    np.testing.assert_array_equal(entries.timestamps, [1003.0, 1004.0])
+    assert t.expired(999.0).size == 0
 
 
 def test_snapshot_arrays_round_trip_and_forged_orders_are_refused():
