@@ -410,7 +410,7 @@ class Allocator:
 
     def _learn(
         self, decision_id: str, entry: Pending, outcome: Outcome, t: float,
-        source: str = "feedback", reward: float | None = None,
+        reward: float | None = None,
     ) -> None:  # fmt: skip
         """Apply one outcome; the pending entry goes only once the policy accepted it."""
         if reward is None:
@@ -427,7 +427,7 @@ class Allocator:
         if self._log is not None:
             self._log.write_outcome(OutcomeRecord(
                 decision_id=decision_id, timestamp=t, click=outcome.click, order=outcome.order,
-                gmv=outcome.gmv, reward=reward, source=source,  # type: ignore[arg-type]
+                gmv=outcome.gmv, reward=reward, source="feedback",
             ))  # fmt: skip
 
     def _learn_defaults(self, rows: np.ndarray, log_times: np.ndarray) -> None:
