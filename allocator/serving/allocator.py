@@ -410,7 +410,7 @@ class Allocator:
 
     def _learn(
         self, decision_id: str, entry: Pending, outcome: Outcome, t: float,
-        reward: float | None = None,
+        source: str = "feedback", reward: float | None = None, row: int = -1,
     ) -> None:  # fmt: skip
         """Apply one outcome; the pending entry goes only once the policy accepted it."""
         if reward is None:
@@ -422,20 +422,24 @@ class Allocator:
         if self.policy.version != version:
             self._books.counts["refreshes"] += 1
         self._catalogue.learned(entry.arm)
-        self._pending.pop(decision_id)
-        self._pending.finish(decision_id)
+        self._pending.settle(decision_id, row)
         if self._log is not None:
             self._log.write_outcome(OutcomeRecord(
                 decision_id=decision_id, timestamp=t, click=outcome.click, order=outcome.order,
-                gmv=outcome.gmv, reward=reward, source="feedback",
+                gmv=outcome.gmv, reward=reward, source=source,  # type: ignore[arg-type]
             ))  # fmt: skip
 
     def _learn_defaults(self, rows: np.ndarray, log_times: np.ndarray) -> None:
         """The default outcome for pending ``rows``, learned as one batch (the policy's
         refresh cadence is checked once, after it) and logged as one table; the rows go
-        only once the policy accepted them."""
-        entries = self._pending.entries(rows)
+        only once the policy accepted them. One row takes the scalar path (cheaper)."""
         o = self.config.serving.default_outcome
+        if rows.size == 1:
+            row = int(rows[0])
+            decision_id, entry = self._pending.row(row)
+            self._learn(decision_id, entry, o, float(log_times[0]), "expired_default", row=row)
+            return
+        entries = self._pending.entries(rows)
         rewards = self._objective.reward(entries.arms, o.click, o.order, o.gmv)
         version = self.policy.version
         self.policy.update_batch(entries.arms, rewards, entries.contexts)

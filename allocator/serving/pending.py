@@ -114,6 +114,15 @@ class PendingTable:
         n = arms.shape[0]
         if self._hi + n > self._counter.shape[0]:
             self._alloc(max(_MIN_ROWS, 2 * (self._live + n)))
+        if n == 1:  # the single decide: element writes cost less than slice writes
+            row = self._hi
+            self._counter[row], self._head[row] = first, self._head_code(head)
+            self._arm[row], self._t[row], self._alive[row] = arms[0], times[0], True
+            if contexts is not None and self.n_features:
+                self._ctx[row] = contexts[0]
+            self._hi += 1
+            self._live += 1
+            return
         lo, hi = self._hi, self._hi + n
         self._counter[lo:hi] = np.arange(first, first + n)
         self._head[lo:hi] = self._head_code(head)
@@ -141,8 +150,11 @@ class PendingTable:
     def expired(self, deadline: float) -> np.ndarray:
         """Rows of the oldest pending decisions made at or before ``deadline``, up to the
         first one made after it (decisions arrive in nearly time order)."""
-        if not self._live or self._t[self._lo] > deadline:
+        lo = self._lo
+        if not self._live or self._t[lo] > deadline:
             return np.zeros(0, dtype=np.int64)
+        if lo + 1 == self._hi or (self._alive[lo + 1] and self._t[lo + 1] > deadline):
+            return np.array([lo])  # one decision a call: the steady state of serving
         return self._live_rows(lambda block: self._t[block] > deadline)
 
     def over_capacity(self) -> np.ndarray:
@@ -191,12 +203,20 @@ class PendingTable:
     def _id(self, row: int) -> str:
         return f"{self._head_names[int(self._head[row])]}-{int(self._counter[row]):x}"
 
-    def _pop_row(self, row: int) -> tuple[str, Pending]:
-        out = self._id(row), self._entry(row)
+    def row(self, row: int) -> tuple[str, Pending]:
+        """The id and entry of one row (the scalar path of :meth:`entries`)."""
+        return self._id(row), self._entry(row)
+
+    def settle(self, decision_id: str, row: int = -1) -> None:
+        """Move a pending decision (at ``row`` if known) to the finished ids."""
+        row = self._find(decision_id) if row < 0 else row
+        if row < 0:
+            return
+        key = int(self._counter[row]) << 32 | int(self._head[row])
         self._alive[row] = False
         self._live -= 1
+        self._remember(key)
         self._trim()
-        return out
 
     def _trim(self) -> None:
         """Skip dead rows at the front; compact when dead rows are half the window."""
@@ -205,15 +225,11 @@ class PendingTable:
         while self._lo < self._hi and not self._alive[self._lo]:
             self._lo += 1
         if self._hi - self._lo > 2 * self._live + _MIN_ROWS:
-            self._alloc(self._counter.shape[0])
+            self._alloc(2 * self._live + _MIN_ROWS)
 
     def get(self, decision_id: str) -> Pending | None:
         row = self._find(decision_id)
         return None if row < 0 else self._entry(row)
-
-    def pop(self, decision_id: str) -> Pending | None:
-        row = self._find(decision_id)
-        return None if row < 0 else self._pop_row(row)[1]
 
     def set_capacity(self, capacity: int) -> None:
         """A new bound; the oldest finished ids beyond it are forgotten (the caller evicts
@@ -230,7 +246,11 @@ class PendingTable:
 
     def finish(self, decision_id: str) -> None:
         key = self._finished_key(decision_id, register=True)
-        if key is None or key in self._finished:
+        if key is not None:
+            self._remember(key)
+
+    def _remember(self, key: int) -> None:
+        if key in self._finished:
             return
         self._finished.add(key)
         self._finished_order.append(key)

@@ -25,7 +25,8 @@ def table(n: int, capacity: int = 10**6, d: int | None = None) -> PendingTable:
 def test_ids_not_issued_here_are_neither_pending_nor_finished(bad):
     t = table(20)
     t.finish(f"{HEAD}-5")
-    assert t.get(bad) is None and t.pop(bad) is None and not t.was_finished(bad)
+    t.settle(bad)
+    assert t.get(bad) is None and not t.was_finished(bad)
     assert len(t) == 20
 
 
@@ -34,8 +35,8 @@ def test_entries_come_back_exactly_and_only_once():
     e = t.get(f"{HEAD}-1f")
     assert e is not None and (e.arm, e.timestamp) == (31 % 7, 1031.0)
     np.testing.assert_array_equal(e.context, [93.0, 94.0, 95.0])
-    popped = t.pop(f"{HEAD}-1f")
-    assert popped is not None and popped.arm == e.arm and popped.timestamp == e.timestamp
+    t.settle(f"{HEAD}-1f")
+    assert t.was_finished(f"{HEAD}-1f")
     assert t.get(f"{HEAD}-1f") is None and len(t) == 49
     assert split_id(f"{HEAD}-1f") == (HEAD, 31)
 
@@ -48,7 +49,7 @@ def test_memory_follows_the_pending_count_not_the_history():
     for _ in range(200):
         t.add_many(HEAD, counter, np.zeros(500, dtype=np.int64), np.zeros(500), np.ones((500, 16)))
         for k in range(counter + 1, counter + 500):
-            t.pop(f"{HEAD}-{k:x}")
+            t.settle(f"{HEAD}-{k:x}")
         counter += 500
     assert len(t) == 200  # the first decision of each batch
     assert t.get(f"{HEAD}-0") is not None
@@ -64,7 +65,7 @@ def test_a_million_pending_beta_decisions_cost_under_60_bytes_each():
 
 def test_over_capacity_and_expired_rows_are_the_oldest_live_ones():
     t = table(8, capacity=10)
-    t.pop(f"{HEAD}-1")
+    t.settle(f"{HEAD}-1")
     t.add_many(HEAD, 8, np.zeros(5, dtype=np.int64), 2000.0 + np.zeros(5), None)
     rows = t.over_capacity()
     assert t.entries(rows).ids == [f"{HEAD}-0", f"{HEAD}-2"]
@@ -78,7 +79,7 @@ def test_over_capacity_and_expired_rows_are_the_oldest_live_ones():
 
 def test_snapshot_arrays_round_trip_and_forged_orders_are_refused():
     t = table(30, d=2)
-    t.pop(f"{HEAD}-3")
+    t.settle(f"{HEAD}-3")
     t.finish(f"{HEAD}-3")
     arrays = t.to_arrays(2)
     back = PendingTable.from_arrays(100, arrays, 10, 2)
