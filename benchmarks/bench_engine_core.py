@@ -9,7 +9,13 @@ current code. Cases (each a median of ``--repeats`` runs after a warm-up):
    ``Allocator.decide`` p50/p99 µs (string ids) and ``decide_many`` of 1,000 requests: decisions/s.
 2. shared_linear, 200 candidates among ``--merchants`` arms (8 context, 4 arm features),
    contracts on, candidates as int64 registry indices: the same three figures.
-3. Scenario ``configs/wechat_entry.yaml``: one cell of ``contextual_ts_protected`` and of its
+3. The issue-15 target workload (``--only target``): shared_linear with d = 16 weights (8
+   context × 2 arm features), 200 candidates (2 partners + 198 merchants) of ``--merchants``
+   arms as int64 registry indices, three partner floors + the Mini Shop tilt + a cold-start
+   floor, the decision log on (a temporary directory), ``serving.refresh_every_s = 5`` with
+   one request per simulated second: ``decide_many`` of 1,000 requests (decisions/s) and
+   single ``decide`` p50/p99.
+4. Scenario ``configs/wechat_entry.yaml``: one cell of ``contextual_ts_protected`` and of its
    unconstrained twin ``contextual_ts``: seconds each and the ratio protected/unprotected.
 
 Prints a markdown table and one ``JSON {...}`` line. See bench_engine_core.sh for the
@@ -42,6 +48,39 @@ def contracts() -> dict[str, Any]:
         {"name": "mini_shop_tilt", "kind": "tilt", "target": {"group": "mini_shop"},
          "schedule": {**WINDOW, "start_value": 1.5}},
     ]}  # fmt: skip
+
+
+TARGET_PARTNERS = ("taobao", "douyin", "pinduoduo")
+
+
+def target_config(n_merchants: int, rng: Any) -> dict[str, Any]:
+    """The issue-15 workload: three partner floors, the tilt and a cold-start floor."""
+    arms: list[dict[str, Any]] = [{"id": p, "group": p} for p in TARGET_PARTNERS]
+    arms += [{"id": f"merchant:{i}", "group": "mini_shop"} for i in range(n_merchants)]
+    feats = rng.random((len(arms), 2)).tolist()
+    for arm, f in zip(arms, feats, strict=True):
+        arm["features"] = f
+    floors = [
+        {"name": f"{p}_floor", "kind": "floor", "target": {"group": p},
+         "schedule": {**WINDOW, "start_value": 0.05}}
+        for p in TARGET_PARTNERS
+    ]  # fmt: skip
+    return {
+        "engine": {"policy": {"kind": "shared_linear", "n_context_features": 8,
+                              "n_arm_features": 2, "max_candidates": 256},
+                   "objective": {"order": 1.0, "gmv": 0.01,
+                                 "take_rates": {p: 0.03 for p in TARGET_PARTNERS}}},
+        "arms": arms,
+        "constraints": {"constraints": [
+            *floors,
+            {"name": "mini_shop_tilt", "kind": "tilt", "target": {"group": "mini_shop"},
+             "schedule": {**WINDOW, "start_value": 1.5}},
+            {"name": "cold_start", "kind": "floor",
+             "target": {"cold_in_group": "mini_shop", "n_min": 30, "max_age_s": 1209600},
+             "schedule": {**WINDOW, "start_value": 0.1}},
+        ]},
+        "serving": {"reward_wait_s": 600.0, "refresh_every_s": 5.0},
+    }  # fmt: skip
 
 
 def config_dict(kind: str, n_merchants: int, rng: Any = None) -> dict[str, Any]:
@@ -168,6 +207,42 @@ def case_linear(allocator: Any, AllocatorConfig: Any, args: argparse.Namespace) 
             "many_per_s": rate}  # fmt: skip
 
 
+def case_target(allocator: Any, AllocatorConfig: Any, args: argparse.Namespace) -> dict[str, Any]:
+    import tempfile
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    n = args.merchants
+    t = time.perf_counter()
+    cfg = AllocatorConfig.model_validate(target_config(n, rng))
+    log_dir = tempfile.mkdtemp(prefix="bench-target-log-")
+    alloc = allocator.Allocator(cfg, seed=1, log_dir=log_dir)
+    alloc.warmup()
+    build_s = time.perf_counter() - t
+    pool = [np.concatenate([np.arange(3), 3 + rng.choice(n, size=197, replace=False)])
+            for _ in range(64)]  # fmt: skip
+    ctx_pool = [rng.standard_normal(8) for _ in range(64)]
+    clock = Clock()
+    learn: list[str] = []
+
+    def req(c: Clock) -> dict[str, Any]:
+        k = c.i % 64
+        return {"candidates": pool[k], "context": ctx_pool[(k * 7) % 64],
+                "timestamp": c.next(), "attrs": {"slot": "entry"}}  # fmt: skip
+
+    # some feedback, so refreshes have updates to fold in (one impression per second)
+    for d in alloc.decide_many([req(clock) for _ in range(2000)]).decision_ids[::3]:
+        learn.append(d)
+    for d in learn:
+        alloc.update(d, {"order": 1.0, "gmv": 10.0})
+    p50, p99 = time_decide(alloc, req, clock, args.n_decide, args.repeats)
+    rate = time_many(alloc, req, clock, 1000, args.many_calls, args.repeats)
+    alloc.close()
+    return {"merchants": n, "build_s": build_s, "decide_p50_us": p50, "decide_p99_us": p99,
+            "many_per_s": rate}  # fmt: skip
+
+
 def case_scenario(tree: Path, args: argparse.Namespace) -> dict[str, Any]:
     # the simulator moved from a top-level ``experiments`` package into the library
     pkg = "allocator.scenario" if (tree / "allocator" / "scenario").is_dir() else "experiments"
@@ -219,7 +294,7 @@ def main() -> None:
     ap.add_argument("--scenario-repeats", type=int, default=1)
     ap.add_argument("--protected", default="contextual_ts_protected")
     ap.add_argument("--unprotected", default="contextual_ts")
-    ap.add_argument("--only", choices=["beta", "linear", "scenario"], action="append")
+    ap.add_argument("--only", choices=["beta", "linear", "target", "scenario"], action="append")
     args = ap.parse_args()
     tree = args.tree.resolve()
     sys.path.insert(0, str(tree))
@@ -229,10 +304,11 @@ def main() -> None:
 
     assert Path(allocator.__file__).resolve().is_relative_to(tree), allocator.__file__
     label = args.label or tree.name
-    only = set(args.only or ["beta", "linear", "scenario"])
+    only = set(args.only or ["beta", "linear", "scenario"])  # the target case on request
     res: dict[str, Any] = {"tree": str(tree), "label": label}
     for name, fn in (("beta", lambda: case_beta(allocator, AllocatorConfig, args)),
                      ("linear", lambda: case_linear(allocator, AllocatorConfig, args)),
+                     ("target", lambda: case_target(allocator, AllocatorConfig, args)),
                      ("scenario", lambda: case_scenario(tree, args))):  # fmt: skip
         if name not in only:
             continue
@@ -264,6 +340,11 @@ def main() -> None:
     print(f"| shared_linear 200/{m:,} | decide_many(1000) decisions/s | "
           f"{f('linear', 'many_per_s', ',.0f')} |")  # fmt: skip
     print(f"| shared_linear 200/{m:,} | build s | {f('linear', 'build_s', '.1f')} |")
+    m = res.get("target", {}).get("merchants", args.merchants)
+    for key, what, fmt in (("many_per_s", "decide_many(1000) decisions/s", ",.0f"),
+                           ("decide_p50_us", "decide p50 µs", ".1f"),
+                           ("decide_p99_us", "decide p99 µs", ".1f")):  # fmt: skip
+        print(f"| target 200/{m:,}, 5 contracts, log | {what} | {f('target', key, fmt)} |")
     print(f"| scenario | protected s | {f('scenario', 'protected_s', '.2f')} |")
     print(f"| scenario | unprotected s | {f('scenario', 'unprotected_s', '.2f')} |")
     print(f"| scenario | protected/unprotected | {f('scenario', 'ratio', '.2f')} |")

@@ -4,7 +4,8 @@
 #
 #   benchmarks/bench_engine_core.sh [BASE_COMMIT] [extra bench_engine_core.py args...]
 #
-# BASE_COMMIT defaults to 4a8c281 (main before the engine-core redesign).
+# BASE_COMMIT defaults to 4a8c281 (main before the engine-core redesign); the issue-15
+# facade figures used 9ec730a (main before that work): `... 9ec730a --only beta --only target`.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")/.." && pwd)"
 BASE="${1:-4a8c281}"; shift || true

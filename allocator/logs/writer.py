@@ -66,6 +66,24 @@ def _check_count(name: str, value: object) -> None:
         raise InvalidInputError(f"{name} = {value!r}: expected an integer >= 1")
 
 
+def _as_table(kind: Kind, items: Sequence[Any]) -> pa.Table:
+    """One table of buffered items in arrival order: runs of records become tables."""
+    build = decisions_table if kind == "decisions" else outcomes_table
+    parts: list[pa.Table] = []
+    run: list[Any] = []
+    for item in items:
+        if isinstance(item, pa.Table):
+            if run:
+                parts.append(build(run))
+                run = []
+            parts.append(item)
+        else:
+            run.append(item)
+    if run or not parts:
+        parts.append(build(run))
+    return parts[0] if len(parts) == 1 else pa.concat_tables(parts)
+
+
 def _lock_replica(directory: Path, replica: str) -> int:
     """An open descriptor holding the exclusive lock of ``replica`` in ``directory``."""
     fd = os.open(directory / f".{replica}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
@@ -158,7 +176,9 @@ class DecisionLogWriter:
         self._session = secrets.token_hex(8)
         self._lock = threading.Lock()  # buffers, health, closed
         self._io = threading.Lock()  # part writes and the sequence, in order
+        # records, or whole tables of checked rows (the batch path), in arrival order
         self._buffers: dict[Kind, list[Any]] = {kind: [] for kind in KINDS}
+        self._rows: dict[Kind, int] = dict.fromkeys(KINDS, 0)
         self._in_flight = 0
         self._last_stamp = -math.inf
         self._closed = False
@@ -189,7 +209,7 @@ class DecisionLogWriter:
     @property
     def buffered_rows(self) -> int:
         """Rows validated but not yet on disk (buffered, or in a part being written)."""
-        return self._in_flight + sum(len(b) for b in self._buffers.values())
+        return self._in_flight + sum(self._rows.values())
 
     @property
     def full(self) -> bool:
@@ -209,6 +229,13 @@ class DecisionLogWriter:
         if not validated:
             check_outcome(record)
         self._append("outcomes", record)
+
+    def write_rows(self, kind: Kind, table: pa.Table) -> None:
+        """Buffer a table of ``kind`` rows in the stream's exact schema, built from checked
+        inputs (the serving batch path: one table per call, no per-row records; the
+        part's column checks at load still apply). Use :meth:`write_table` for tables
+        from elsewhere."""
+        self._append_items(kind, [table], table.num_rows)
 
     def write_decisions(self, records: Sequence[DecisionRecord]) -> None:
         """Validate every record, then buffer them all (none if any is invalid)."""
@@ -246,13 +273,16 @@ class DecisionLogWriter:
             raise DecisionLogError(f"decision log writer for {self.directory} is closed")
 
     def _append(self, kind: Kind, *records: Any) -> None:
-        if not records:
+        self._append_items(kind, records, len(records))
+
+    def _append_items(self, kind: Kind, items: Sequence[Any], rows: int) -> None:
+        if not rows:
             return
         with self._lock:
             self._check_open()
-            buffer = self._buffers[kind]
-            buffer.extend(records)
-            if len(buffer) >= self.rotate_rows:
+            self._buffers[kind].extend(items)
+            self._rows[kind] += rows
+            if self._rows[kind] >= self.rotate_rows:
                 self._wake.set()
             overflow = self.healthy and self.buffered_rows >= self.max_buffered_rows
         if overflow:  # the flusher lags behind a healthy disk: the caller writes (backpressure)
@@ -293,26 +323,27 @@ class DecisionLogWriter:
         with self._lock:
             taken = {k: self._buffers[k] for k in KINDS}
             self._buffers = {k: [] for k in KINDS}
-            self._in_flight = sum(len(rows) for rows in taken.values())
+            self._in_flight = sum(self._rows.values())
+            self._rows = dict.fromkeys(KINDS, 0)
+        tables = {k: _as_table(k, taken[k]) for k in KINDS}
         done = dict.fromkeys(KINDS, 0)
         try:
             for kind in KINDS:
-                rows, build = (
-                    taken[kind],
-                    decisions_table if kind == "decisions" else outcomes_table,
-                )
-                for i in range(0, len(rows), self.rotate_rows):
-                    chunk = rows[i : i + self.rotate_rows]
-                    self._recorded(lambda: self._write(kind, build(chunk)))  # noqa: B023
-                    done[kind] += len(chunk)
+                table = tables[kind]
+                for i in range(0, table.num_rows, self.rotate_rows):
+                    chunk = table.slice(i, self.rotate_rows)
+                    self._recorded(lambda: self._write(kind, chunk))  # noqa: B023
+                    done[kind] += chunk.num_rows
                     with self._lock:
-                        self._in_flight -= len(chunk)
+                        self._in_flight -= chunk.num_rows
         finally:
             with self._lock:
                 self._in_flight = 0
                 for kind in KINDS:
-                    if done[kind] < len(taken[kind]):
-                        self._buffers[kind][:0] = taken[kind][done[kind] :]
+                    left = tables[kind].num_rows - done[kind]
+                    if left:
+                        self._buffers[kind][:0] = [tables[kind].slice(done[kind])]
+                        self._rows[kind] += left
 
     def _background_flush(self) -> None:
         with self._io, contextlib.suppress(DecisionLogError):

@@ -3,7 +3,8 @@
 Both sample in score space through a bank ``z`` of standard normals (slots × M): request
 candidate ``j`` in bank row ``m`` scores ``mean_j + sd_j·z[j, m]``. ``z`` does not depend on
 the posterior, so a refresh only re-solves the changed posteriors and redraws a rolling
-window of bank rows (at most ``_Z_CELLS_PER_REFRESH`` normals), keeping refreshes cheap.
+window of bank rows (in proportion to the updates since the last refresh, at most
+``_Z_CELLS_PER_REFRESH`` normals), keeping refreshes cheap.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from allocator.policies.base import Policy
 from allocator.policies.state import Field, Role
 
 _Z_CELLS_PER_REFRESH = 1 << 16
+_Z_CELLS_PER_UPDATE = 1 << 10  # a refresh every 64 updates (the default) redraws 1 << 16
 
 #: the normal bank and its rolling-redraw cursor
 SCORE_BANK_FIELDS = (
@@ -49,9 +51,15 @@ class _ScoreBankPolicy(Policy):
         self.state.z[...] = self.rng.standard_normal(self.state.z.shape)
 
     def _roll_bank(self) -> None:
+        """Redraw the next window of bank rows: ``_Z_CELLS_PER_UPDATE`` normals per update
+        folded in since the last refresh (at least one row, at most
+        ``_Z_CELLS_PER_REFRESH``), so a refresh every few updates costs in proportion to
+        them; the bank turns over at the same rate per update whatever the cadence.
+        Propensities are exact for whichever bank a decision reads."""
         z = self.state.z
         slots, m_rows = z.shape
-        step = max(1, min(m_rows, _Z_CELLS_PER_REFRESH // max(slots, 1)))
+        cells = min(_Z_CELLS_PER_REFRESH, _Z_CELLS_PER_UPDATE * int(self.state.pending[0]))
+        step = max(1, min(m_rows, cells // max(slots, 1)))
         lo = int(self.state.z_cursor[0])
         hi = min(m_rows, lo + step)
         z[:, lo:hi] = self.rng.standard_normal((slots, hi - lo))

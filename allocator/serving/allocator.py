@@ -39,6 +39,7 @@ from allocator.serving.config import (
     Outcome,
     load_allocator_config,
 )
+from allocator.serving.log_rows import IdColumn, decision_rows, outcome_rows
 from allocator.serving.pending import Pending, PendingTable
 from allocator.serving.persistence import (
     Books,
@@ -89,7 +90,7 @@ class Allocator:
         self._setup(cfg, seed, replica, clock, log_dir, log_rotate_rows, log_flush_interval_s)
         self._snapshot_key = key
         self.set_autosave(autosave_path, autosave_every_s)
-        self._install(engine, PendingTable(cfg.serving.pending_capacity))
+        self._install(engine, PendingTable(cfg.serving.pending_capacity, engine.policy.n_features))
 
     def _setup(
         self, cfg: AllocatorConfig, seed: int, replica: str, clock: Callable[[], float],
@@ -106,6 +107,7 @@ class Allocator:
             lambda: self.config.serving.on_log_error,
         )  # fmt: skip
         self._books = Books()
+        self._log_ids = IdColumn()
         self._feature_index = {n: i for i, n in enumerate(cfg.serving.feature_names or [])}
         self._autosaver = Autosaver(lambda: self.config.serving.on_autosave_error)
 
@@ -177,14 +179,15 @@ class Allocator:
                 # state changes: housekeeping at t follows the decision
                 pos, forced, adjusted = engine.decide_prepared(cand, xrow, codes, t)
                 self._commit_time(mode)
-                decision_id = self._books.decision_id(self.replica)
+                head, first, (decision_id,) = self._books.decision_ids(self.replica, 1)
                 self._books.last_t = max(self._books.last_t, t)
                 d = engine.decision(cand, pos, forced, adjusted, t, decision_id, request_id)
-                x_saved = None if self.policy.n_features is None else xrow[0]
-                self._register(decision_id, d.arm_index, t, x_saved)
+                x_saved = None if self.policy.n_features is None else xrow
+                self._register(head, first, cand[pos : pos + 1], np.array([t]), x_saved)
                 if self._log is not None:
                     probs = engine.probabilities
-                    self._log_decision(d, decision_id, request_id, cand, probs, x_saved, attrs)
+                    x_log = None if x_saved is None else x_saved[0]
+                    self._log_decision(d, decision_id, request_id, cand, probs, x_log, attrs)
                 self._housekeep(t)
                 return d
         except Exception:
@@ -218,22 +221,19 @@ class Allocator:
                 out = engine.decide_batch(batch.ptr, batch.idx, batch.contexts, times, batch.attrs)
                 for mode in modes:
                     self._commit_time(mode)
-                ids = tuple(self._books.decision_ids(self.replica, len(times)))
+                head, first, ids = self._books.decision_ids(self.replica, len(times))
+                out = out.with_ids(tuple(ids), batch.request_ids)
                 if times.size:
                     self._books.last_t = max(self._books.last_t, float(times.max()))
-                xs = batch.contexts
-                for k, decision_id in enumerate(ids):
-                    x_k = None if xs is None else xs[k]
-                    self._register(decision_id, int(out.arms[k]), float(times[k]), x_k)
-                    if self._log is not None:
-                        lo, hi = batch.ptr[k], batch.ptr[k + 1]
-                        self._log_decision(
-                            engine.decision_at(out, k), decision_id, batch.request_ids[k],
-                            batch.idx[lo:hi], out.probabilities[lo:hi], x_k, batch.attrs[k],
-                        )  # fmt: skip
+                self._register(head, first, out.arms, times, batch.contexts)
+                if self._log is not None and times.size:
+                    self._log.write_decision_rows(decision_rows(
+                        out, batch.ptr, batch.idx, batch.contexts, batch.attrs, self.registry,
+                        self._log_ids.of(self.registry), self.config.engine.policy.kind,
+                    ))  # fmt: skip
                 if times.size:
                     self._housekeep(float(times.max()))
-                return out.with_ids(ids, batch.request_ids)
+                return out
         except Exception:
             self._count("rejected")
             raise
@@ -258,12 +258,20 @@ class Allocator:
                 f"more than max_clock_skew_s = {skew}"
             )
 
-    def _register(self, decision_id: str, arm: int, t: float, x: np.ndarray | None) -> None:
-        evicted = self._pending.add(decision_id, Pending(arm, t, None if x is None else x.copy()))
-        if evicted is not None:
-            self._books.counts["evicted"] += 1
-            self._learn_default(*evicted, t)
-        self._books.counts["decisions"] += 1
+    def _register(
+        self, head: str, first: int, arms: np.ndarray, times: np.ndarray, xs: np.ndarray | None
+    ) -> None:
+        """Pending entries for decisions ``<head>-<first + k>`` in one slice; the oldest
+        over the capacity learn the default outcome (logged at the time of the decision
+        whose registration pushed them out, as one-by-one registration would)."""
+        before = len(self._pending)
+        self._pending.add_many(head, first, arms, times, xs)
+        self._books.counts["decisions"] += arms.shape[0]
+        rows = self._pending.over_capacity()
+        if rows.size:
+            self._books.counts["evicted"] += rows.size
+            at = max(0, self._pending.capacity - before) + np.arange(rows.size)
+            self._learn_defaults(rows, times[np.minimum(at, arms.shape[0] - 1)])
 
     def _count(self, name: str) -> None:
         with self._lock:
@@ -402,7 +410,7 @@ class Allocator:
 
     def _learn(
         self, decision_id: str, entry: Pending, outcome: Outcome, t: float,
-        source: str = "feedback", reward: float | None = None,
+        source: str = "feedback", reward: float | None = None, row: int = -1,
     ) -> None:  # fmt: skip
         """Apply one outcome; the pending entry goes only once the policy accepted it."""
         if reward is None:
@@ -414,16 +422,35 @@ class Allocator:
         if self.policy.version != version:
             self._books.counts["refreshes"] += 1
         self._catalogue.learned(entry.arm)
-        self._pending.pop(decision_id)
-        self._pending.finish(decision_id)
+        self._pending.settle(decision_id, row)
         if self._log is not None:
             self._log.write_outcome(OutcomeRecord(
                 decision_id=decision_id, timestamp=t, click=outcome.click, order=outcome.order,
                 gmv=outcome.gmv, reward=reward, source=source,  # type: ignore[arg-type]
             ))  # fmt: skip
 
-    def _learn_default(self, decision_id: str, entry: Pending, t: float) -> None:
-        self._learn(decision_id, entry, self.config.serving.default_outcome, t, "expired_default")
+    def _learn_defaults(self, rows: np.ndarray, log_times: np.ndarray) -> None:
+        """The default outcome for pending ``rows``, learned as one batch (the policy's
+        refresh cadence is checked once, after it) and logged as one table; the rows go
+        only once the policy accepted them. One row takes the scalar path (cheaper)."""
+        o = self.config.serving.default_outcome
+        if rows.size == 1:
+            row = int(rows[0])
+            decision_id, entry = self._pending.row(row)
+            self._learn(decision_id, entry, o, float(log_times[0]), "expired_default", row=row)
+            return
+        entries = self._pending.entries(rows)
+        rewards = self._objective.reward(entries.arms, o.click, o.order, o.gmv)
+        version = self.policy.version
+        self.policy.update_batch(entries.arms, rewards, entries.contexts)
+        if self.policy.version != version:
+            self._books.counts["refreshes"] += 1
+        self._catalogue.learned_many(entries.arms)
+        self._pending.finish_rows(rows)
+        if self._log is not None:
+            self._log.write_outcome_rows(
+                outcome_rows(entries.ids, log_times, o, rewards, "expired_default")
+            )
 
     def _log_decision(
         self, d: Decision, decision_id: str, request_id: str | None, cand: np.ndarray,
@@ -452,13 +479,11 @@ class Allocator:
                 log.close()
 
     def _expire(self, t: float) -> int:
-        deadline = t - self.config.serving.reward_wait_s
-        n = 0
-        while (item := self._pending.pop_expired(deadline)) is not None:
-            self._learn_default(*item, t)
-            n += 1
-        self._books.counts["expired"] += n
-        return n
+        rows = self._pending.expired(t - self.config.serving.reward_wait_s)
+        if rows.size:
+            self._learn_defaults(rows, np.full(rows.size, t))
+            self._books.counts["expired"] += rows.size
+        return int(rows.size)
 
     def set_autosave(self, path: str | Path | None, every_s: float = 300.0) -> None:
         """Save to ``path`` (atomically) at most every ``every_s`` seconds of traffic time;
@@ -507,11 +532,12 @@ class Allocator:
             self.config = cfg
             self._install(engine, self._pending)
             self._feature_index = {n: i for i, n in enumerate(cfg.serving.feature_names or [])}
-            self._pending.capacity = cfg.serving.pending_capacity
+            self._pending.set_capacity(cfg.serving.pending_capacity)
             t = self._books.last_t if math.isfinite(self._books.last_t) else 0.0
-            while (item := self._pending.pop_oldest_over_capacity()) is not None:
-                self._books.counts["evicted"] += 1
-                self._learn_default(*item, t)
+            rows = self._pending.over_capacity()
+            if rows.size:
+                self._books.counts["evicted"] += rows.size
+                self._learn_defaults(rows, np.full(rows.size, t))
 
     # ---------------------------------------------------------------- fleet learning
     def export_delta(self) -> dict[str, np.ndarray]:

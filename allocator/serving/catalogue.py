@@ -48,6 +48,11 @@ class CatalogueChanges:
         if self._touched is not None:
             self._touched.append(arm)
 
+    def learned_many(self, arms: np.ndarray) -> None:
+        """:meth:`learned` for many arms."""
+        if self._touched is not None:
+            self._touched.extend(arms.tolist())
+
     @contextmanager
     def held(self) -> Iterator[None]:
         """The serving lock, with the hold's duration recorded."""

@@ -60,16 +60,13 @@ class Books:
     time_mode: str | None = None  # "event" or "wall" once fixed (see serving.clock)
     epoch: str = field(default_factory=new_epoch)  # of the decision ids issued
 
-    def decision_id(self, replica: str) -> str:
-        """The next decision id (issued: the counter moves on)."""
-        self.next_id += 1
-        return f"{replica}-{self.epoch}-{self.next_id - 1:x}"
-
-    def decision_ids(self, replica: str, n: int) -> list[str]:
-        """The next ``n`` decision ids (issued: the counter moves on)."""
+    def decision_ids(self, replica: str, n: int) -> tuple[str, int, list[str]]:
+        """The next ``n`` decision ids (issued: the counter moves on), with their common
+        head and the first counter (the pending table keys on those)."""
         first = self.next_id
         self.next_id += n
-        return [f"{replica}-{self.epoch}-{first + k:x}" for k in range(n)]
+        head = f"{replica}-{self.epoch}"
+        return head, first, [f"{head}-{k:x}" for k in range(first, first + n)]
 
     def to_meta(self) -> dict[str, Any]:
         return {

@@ -27,6 +27,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 from allocator.errors import (
     AllocatorError,
     AutosaveError,
@@ -85,6 +87,21 @@ class LogSink:
     def write_decision(self, record: DecisionRecord) -> None:
         if self._accepts():
             self.writer.write_decision(record, validated=True)
+
+    def write_decision_rows(self, table: pa.Table) -> None:
+        """A batch's decisions as one table (see :mod:`allocator.serving.log_rows`); under
+        ``drop`` with a full buffer every row of it is dropped and counted."""
+        if self._accepts():
+            self.writer.write_rows("decisions", table)
+        else:
+            self.dropped += table.num_rows - 1
+
+    def write_outcome_rows(self, table: pa.Table) -> None:
+        """Outcomes as one table, as :meth:`write_decision_rows`."""
+        if self._accepts():
+            self.writer.write_rows("outcomes", table)
+        else:
+            self.dropped += table.num_rows - 1
 
     def write_outcome(self, record: OutcomeRecord) -> None:
         if self._accepts():

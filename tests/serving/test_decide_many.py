@@ -4,6 +4,8 @@ would one by one, checks every request before any is decided, and registers them
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from allocator import Allocator, InvalidInputError, UnknownArmError, UpdateStatus
@@ -123,3 +125,60 @@ def test_update_many_applies_all_or_nothing_and_reports_each_item():
         with pytest.raises(InvalidInputError, match="none of the fields the objective weighs"):
             alloc.update(ids[5], empty)
     assert alloc.metrics()["pending"] == 8
+
+
+def _rows(directory, kind):
+    """Every row of a closed log's ``kind`` parts, in part order, as dicts."""
+    files = sorted(directory.glob(f"{kind}-*.parquet"))
+    return pa.concat_tables([pq.read_table(f) for f in files]).to_pylist()
+
+
+@pytest.mark.parametrize("kind", ["beta_bernoulli", "shared_linear"])
+def test_decide_many_logs_the_rows_one_by_one_decide_logs(tmp_path, kind):
+    """The column-built table of a batch holds, field by field, the records the single
+    path writes for the same decisions (ids equal up to their epochs)."""
+    raw = config(kind).model_dump(mode="json")
+    raw["constraints"]["constraints"][0]["schedule"]["start_value"] = 0.6
+    cfg = AllocatorConfig.model_validate(raw)
+    one = Allocator(cfg, seed=9, log_dir=tmp_path / "one")
+    many = Allocator(cfg, seed=9, log_dir=tmp_path / "many")
+    reqs = requests(kind, 120)
+    reqs[5]["attrs"], reqs[6]["request_id"] = None, None
+    for r in reqs:
+        one.decide(**r)
+    many.decide_many(reqs[:70])
+    many.decide_many(reqs[70:])
+    one.close(), many.close()
+    rows_one, rows_many = (
+        _rows(tmp_path / "one", "decisions"),
+        _rows(tmp_path / "many", "decisions"),
+    )
+    assert len(rows_one) == len(rows_many) == 120
+    assert any(r["adjusted_by"] for r in rows_many)
+    for a, b in zip(rows_one, rows_many, strict=True):
+        assert without_epoch(a.pop("decision_id")) == without_epoch(b.pop("decision_id"))
+        assert a == b
+
+
+def test_a_batch_over_the_capacity_evicts_its_oldest_decisions_in_order(tmp_path):
+    """Registration in one slice evicts what registering one at a time would: the oldest
+    decisions, each learning the default outcome at the time of the decision that pushed
+    it out (logged in that order); the newest stay pending, the evicted are finished."""
+    many = Allocator(config(pending_capacity=25, reward_wait_s=1e9), seed=2, log_dir=tmp_path)
+    reqs = requests("beta_bernoulli", 100)
+    first = many.decide_many(reqs[:10])
+    batch = many.decide_many(reqs[10:])
+    m = many.metrics()
+    assert (m["pending"], m["evicted"], m["decisions"]) == (25, 75, 100)
+    ids = list(first.decision_ids) + list(batch.decision_ids)
+    arms = np.concatenate([first.arms, batch.arms])
+    expected = np.bincount(arms[:75], minlength=many.policy.n_observations.shape[0])
+    np.testing.assert_array_equal(many.policy.n_observations, expected)
+    assert many.update(ids[-1], {"order": 1.0}) is UpdateStatus.APPLIED
+    assert many.update(ids[74], {"order": 1.0}) is UpdateStatus.DUPLICATE
+    assert many.update(ids[75], {"order": 1.0}) is UpdateStatus.APPLIED
+    many.close()
+    outcomes = _rows(tmp_path, "outcomes")
+    assert [(r["decision_id"], r["timestamp"], r["source"]) for r in outcomes[:75]] == [
+        (ids[k], T0 + k + 25, "expired_default") for k in range(75)
+    ]
