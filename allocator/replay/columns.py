@@ -49,7 +49,8 @@ class ColumnMap(StrictModel):
     ``categorical`` maps a column to its encoding, in context order: ``one_hot`` adds one
     0/1 column per level, ``index`` one column holding the level's index. Levels are the
     column's distinct values sorted as strings, unless ``levels`` fixes them (then any other
-    value is an error).
+    value is an error). ``attrs`` maps a request attribute to the column holding it (text,
+    trimmed), for the scopes of a replayed policy's contracts.
     """
 
     model_config = ConfigDict(coerce_numbers_to_str=True)
@@ -63,6 +64,8 @@ class ColumnMap(StrictModel):
     categorical: dict[ColumnName, Encoding] = Field(default_factory=dict)
     levels: dict[ColumnName, tuple[Label, ...]] = Field(default_factory=dict)
     candidates: ColumnName | None = None
+    #: request attribute name -> column (what contract scopes read, e.g. category)
+    attrs: dict[Label, ColumnName] = Field(default_factory=dict)
 
     def roles(self) -> list[tuple[str, str]]:
         """``(column, role)`` of every mapped column, in context order."""
@@ -72,6 +75,7 @@ class ColumnMap(StrictModel):
                 out.append((column, role))
         out += [(c, f"context[{j}]") for j, c in enumerate(self.context)]
         out += [(c, f"categorical {enc}") for c, enc in self.categorical.items()]
+        out += [(c, f"attrs[{name}]") for name, c in self.attrs.items()]
         return out
 
     @model_validator(mode="after")

@@ -8,6 +8,7 @@ with different eligible arms need no padding; ``None`` means every arm was eligi
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,7 +29,10 @@ class LoggedData:
     and the logging policy's probability of it. ``contexts`` is ``(n, d)`` or None.
     ``cand_ptr`` ``(n+1,)`` / ``cand_idx`` ``(nnz,)`` give each round's eligible arms and,
     when the logger recorded its whole distribution, ``cand_prob`` ``(nnz,)`` the logging
-    probability of each candidate (the allocator's own logs have it).
+    probability of each candidate (the allocator's own logs have it). ``timestamps`` (n,)
+    epoch seconds and ``attrs`` (one string array (n,) per request attribute, e.g.
+    ``category``) are what contract schedules and scopes read when a constrained policy is
+    replayed; a round without an attribute holds ``""``.
     """
 
     arm_ids: tuple[str, ...]
@@ -43,6 +47,7 @@ class LoggedData:
     cand_ptr: I64 | None = None
     cand_idx: I64 | None = None
     cand_prob: F64 | None = None
+    attrs: Mapping[str, npt.NDArray[np.str_]] | None = None
 
     def __post_init__(self) -> None:
         n = self.actions.shape[0]
@@ -53,6 +58,8 @@ class LoggedData:
             ("positions", self.positions, (n,)),
             ("cand_ptr", self.cand_ptr, (n + 1,)),
         ]
+        for name, column in (self.attrs or {}).items():
+            checks.append((f"attrs[{name!r}]", column, (n,)))
         if self.contexts is not None:
             checks.append(("contexts", self.contexts, (n, self.contexts.shape[1])))
         for name, arr, shape in checks:
@@ -116,6 +123,7 @@ class LoggedData:
             cand_ptr=ptr,
             cand_idx=idx,
             cand_prob=prob,
+            attrs=None if self.attrs is None else {k: v[sl] for k, v in self.attrs.items()},
         )
 
 

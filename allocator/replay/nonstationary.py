@@ -30,6 +30,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from allocator.engine import Engine
 from allocator.errors import EvaluationRefused, InvalidInputError
 from allocator.kernels import nonstationary as kns
 from allocator.policies.base import Policy
@@ -39,6 +40,7 @@ from allocator.replay.confidence import (
     drifting_mean_interval,
     past_only_values,
 )
+from allocator.replay.contracts import contract_args, has_contracts, request_inputs
 from allocator.replay.dataset import F64, LoggedData
 from allocator.replay.evaluate import reward_range_of
 from allocator.replay.rejection import check_replay_inputs
@@ -96,7 +98,7 @@ def _check_options(c: Any, quantile: Any, c_max: Any, alpha: Any) -> bool:
 
 
 def replay_nonstationary(
-    policy: Policy,
+    policy: Policy | Engine,
     data: LoggedData,
     rng: np.random.Generator,
     *,
@@ -111,13 +113,22 @@ def replay_nonstationary(
 ) -> NonstationaryResult:
     """Replay the learning ``policy`` (pass a fresh one: it is taught) on ``data``.
 
+    An :class:`Engine` with contracts is replayed with them on the log's timestamps and
+    request attributes (:mod:`allocator.replay.contracts`): the target distribution is the
+    contracts' distribution, and accepted events advance the queues with the logged action.
+
     ``c`` is ``'adaptive'`` (the ``quantile`` of past ratios ``p/d``, at most ``c_max``) or
     a fixed number; ``reward_model`` serves the DR terms (None: IPS terms); the walk stops
     after ``max_accepted`` acceptances when given. ``uniforms`` (n,) replaces the draws
     from ``rng`` (policies compared on common draws, see :func:`compare_nonstationary`).
     """
+    engine = policy if isinstance(policy, Engine) and has_contracts(policy) else None
+    if isinstance(policy, Engine):
+        policy = policy.policy
     if not isinstance(policy, Policy):
-        raise InvalidInputError(f"policy must be a Policy, got {type(policy).__name__}")
+        raise InvalidInputError(
+            f"policy must be a Policy or an Engine, got {type(policy).__name__}"
+        )
     if not isinstance(rng, np.random.Generator):
         raise InvalidInputError(f"rng must be a numpy Generator, got {type(rng).__name__}")
     adaptive = _check_options(c, quantile, c_max, alpha)
@@ -126,6 +137,7 @@ def replay_nonstationary(
     ):
         raise InvalidInputError(f"max_accepted = {max_accepted!r}: expected an integer >= 1")
     ptr, idx, pos, contexts = check_replay_inputs(policy, data)
+    requests = None if engine is None else request_inputs(engine, data)
     pscores = np.ascontiguousarray(data.pscores, dtype=np.float64)
     rewards = np.asarray(data.rewards, dtype=np.float64)
     span = reward_range_of(data, reward_range)
@@ -143,7 +155,15 @@ def replay_nonstationary(
         model = make_reward_model(reward_model, rewards, span)
         q = (past_only_values(data, model, low + 0.5 * width) - low) / width
     target, c_arr, accepted, n_events = _walk(
-        policy, data, pos, pscores, u, contexts, (adaptive, quantile, c_max, c), max_accepted
+        policy,
+        data,
+        pos,
+        pscores,
+        u,
+        contexts,
+        (adaptive, quantile, c_max, c),
+        max_accepted,
+        None if engine is None or requests is None else (engine, *requests),
     )
     sub = data.take(0, n_events)
     sptr, _ = sub.candidates()
@@ -160,9 +180,12 @@ def replay_nonstationary(
 def _walk(
     policy: Policy, data: LoggedData, pos: np.ndarray, pscores: F64, u: F64,
     contexts: F64 | None, rule: tuple[bool, float, float, Any], max_accepted: int | None,
+    contracted: tuple[Engine, F64, np.ndarray] | None = None,
 ) -> tuple[F64, F64, np.ndarray, int]:  # fmt: skip
     """Target probabilities of every candidate (nnz,), ``c`` and acceptance per event, and
-    the events walked; teaches ``policy`` on the accepted events as it goes."""
+    the events walked; teaches ``policy`` on the accepted events as it goes. With
+    ``contracted`` (the engine, request times and attribute codes) each chunk's policy
+    probabilities go through the contracts event by event."""
     adaptive, quantile, c_max, c = rule
     ptr, idx = data.candidates()
     n = data.n_rounds
@@ -178,16 +201,31 @@ def _walk(
         hi = min(n, i + size)
         f0, f1 = int(ptr[i]), int(ptr[hi])
         xs = None if contexts is None else contexts[i:hi]
-        probs = policy.decide_batch(ptr[i : hi + 1] - f0, idx[f0:f1], xs, draw=False).probabilities
+        cptr = ptr[i : hi + 1] - f0
+        if contracted is None:
+            probs = policy.decide_batch(cptr, idx[f0:f1], xs, draw=False).probabilities
+        else:
+            engine, times, codes = contracted
+            base = engine.decide_batch(cptr, idx[f0:f1], xs, times[i:hi], draw=False)
+            probs = np.empty(f1 - f0)
         stop = 1 if policy.UPDATES_MOVE_DECISIONS else policy.config.refresh_every
         stop = stop - (0 if policy.UPDATES_MOVE_DECISIONS else policy.pending_updates)
         if max_accepted is not None:
             stop = min(stop, max_accepted - int(state[kns.STATE_ACCEPTED]))
-        d = np.ascontiguousarray(probs[pos[i:hi] - f0])
-        used = kns.accept_walk(
-            d, pscores[i:hi], u[i:hi], adaptive, quantile, c_max, stop, hist, state,
-            c_arr[i:hi], accepted[i:hi],
-        )  # fmt: skip
+        if contracted is None:
+            d = np.ascontiguousarray(probs[pos[i:hi] - f0])
+            used = kns.accept_walk(
+                d, pscores[i:hi], u[i:hi], adaptive, quantile, c_max, stop, hist, state,
+                c_arr[i:hi], accepted[i:hi],
+            )  # fmt: skip
+        else:
+            width = int(np.diff(cptr).max(initial=1))
+            used = kns.contract_walk(
+                base.probabilities, cptr, idx[f0:f1], pos[i:hi] - f0, times[i:hi],
+                codes[i:hi], pscores[i:hi], u[i:hi], True, adaptive, quantile, c_max, stop,
+                hist, state, c_arr[i:hi], accepted[i:hi], probs,
+                *contract_args(engine.contracts, engine, width),
+            )  # fmt: skip
         target[f0 : int(ptr[i + used])] = probs[: int(ptr[i + used]) - f0]
         rows = i + np.flatnonzero(accepted[i : i + used])
         if rows.size:

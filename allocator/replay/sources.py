@@ -153,6 +153,12 @@ def load_foreign_log(config: ForeignLogConfig, base_dir: Path | None = None) -> 
         whole = np.isfinite(p) & (p >= 0) & (p == np.floor(p))
         require(whole, cols.position, "position", "values missing or not integers >= 0")
         positions = p.astype(np.int64)
+    attrs = {
+        name: pc.utf8_trim_whitespace(labels(raw(column), column, f"attrs[{name}]"))
+        .to_numpy(zero_copy_only=False)
+        .astype(np.str_)
+        for name, column in cols.attrs.items()
+    }
     cand_ptr = cand_idx = None
     if cols.candidates is not None and listed is not None:
         cand_ptr, cand_idx = candidate_csr(
@@ -172,6 +178,7 @@ def load_foreign_log(config: ForeignLogConfig, base_dir: Path | None = None) -> 
         positions=positions,
         cand_ptr=cand_ptr,
         cand_idx=cand_idx,
+        attrs=attrs or None,
     )
 
 
@@ -225,7 +232,8 @@ def from_decision_log(
     Decisions without an outcome are an error, or left out with ``missing="drop"``.
     Without ``arm_ids`` the arm set is every chosen or candidate arm, sorted. Arm groups
     are those logged with each arm; ``arm_groups`` is None if some arm was never chosen
-    (its group is not in the log).
+    (its group is not in the log). Timestamps and request attributes come along (what a
+    constrained policy's contracts read when it is replayed).
     """
     if reward not in OUTCOMES:
         raise InvalidInputError(f"reward = {reward!r}: expected one of {list(OUTCOMES)}")
@@ -277,6 +285,9 @@ def from_decision_log(
             )
     cand_ptr = np.zeros(len(ids) + 1, dtype=np.int64)
     np.cumsum(lengths[keep], out=cand_ptr[1:])
+    kept = [a for a, k in zip(log.attrs, keep.tolist(), strict=True) if k]
+    names = sorted(set().union(*kept)) if kept else []
+    attrs = {name: np.array([a.get(name, "") for a in kept], dtype=np.str_) for name in names}
     return LoggedData(
         arm_ids=arms,
         actions=actions,
@@ -288,4 +299,5 @@ def from_decision_log(
         cand_ptr=cand_ptr,
         cand_idx=cand_idx,
         cand_prob=np.ascontiguousarray(log.cand_prob[keep_flat]),
+        attrs=attrs,
     )
