@@ -148,18 +148,21 @@ class ReplayTask:
     coords: dict[str, str]
 
 
-def load_logs(source: LogSource, base_dir: Path) -> LoggedData:
-    """Read the configured log (paths relative to the config file's directory)."""
+def load_logs(source: LogSource, base_dir: Path, reward_range: Any = None) -> LoggedData:
+    """Read the configured log (paths relative to the config file's directory); rewards
+    outside a declared ``reward_range`` are import errors."""
     from allocator.logs import load_decision_log
     from allocator.replay.sources import from_decision_log, load_foreign_log
 
     if source.foreign is not None:
-        return load_foreign_log(source.foreign, base_dir)
+        return load_foreign_log(source.foreign, base_dir, reward_range)
     assert source.decision_log is not None
     path = (
         source.decision_log if source.decision_log.is_absolute() else base_dir / source.decision_log
     )
-    return from_decision_log(load_decision_log(path), source.reward, source.missing)
+    return from_decision_log(
+        load_decision_log(path), source.reward, source.missing, reward_range=reward_range
+    )
 
 
 def check_policies(policies: list[CandidatePolicy], data: LoggedData) -> None:
@@ -304,7 +307,7 @@ def run_replay(
     with their intervals, ESS and acceptance rates (also ``summary.txt`` / ``summary.csv``)."""
     path = Path(config_path)
     cfg: ReplayExperimentConfig = parse_config(ReplayExperimentConfig, load_yaml(path), str(path))
-    data = load_logs(cfg.logs, path.parent)
+    data = load_logs(cfg.logs, path.parent, cfg.experiment.reward_range)
     check_policies(cfg.policies, data)
     dists = load_distributions(cfg.policies, data, path.parent)
     s = cfg.experiment
@@ -317,6 +320,8 @@ def run_replay(
     launch.say(
         f"{len(tasks)} cells over {data.n_rounds:,} logged rounds, launch {launch.launch_id}\n"
     )
+    for note in data.notes:
+        launch.say(f"note: {note}\n")
     order = {p.name: i for i, p in enumerate(cfg.policies)}
     record = partial(_cell_record, s, order)
     results = launch.run(runner, run_replay_cell, tasks, (data, s, dists), record)

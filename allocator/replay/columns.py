@@ -106,7 +106,10 @@ class ForeignLogConfig(StrictModel):
 
     ``format`` is inferred from the suffix (``.csv``, ``.parquet``, ``.pq``) unless given.
     Without ``arms`` the arm set is every arm id the file mentions, sorted; with it, any
-    other arm id in the file is an error. ``groups`` must then name exactly the arms.
+    other arm id in the file is an error. ``groups`` must then name exactly the arms. A
+    position column with several positions (a slate log) is refused unless
+    ``keep_position`` picks the rows of one position, whose propensities are that
+    position's.
     """
 
     model_config = ConfigDict(coerce_numbers_to_str=True)
@@ -116,6 +119,8 @@ class ForeignLogConfig(StrictModel):
     columns: ColumnMap
     arms: Annotated[tuple[Label, ...], Field(min_length=1)] | None = None
     groups: dict[Label, GroupName] | None = None
+    #: evaluate the rows of this position only (a slate log's per-position propensities)
+    keep_position: Annotated[int, Field(ge=0)] | None = None
 
     @property
     def file_format(self) -> Format:
@@ -128,6 +133,12 @@ class ForeignLogConfig(StrictModel):
                 f"path {str(self.path)!r} has suffix {self.path.suffix!r}: name a "
                 f"{'/'.join(FORMATS)} file or set format to csv or parquet"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _position_to_keep(self) -> ForeignLogConfig:
+        if self.keep_position is not None and self.columns.position is None:
+            raise ValueError("keep_position needs a position column (columns.position)")
         return self
 
     @model_validator(mode="after")
