@@ -46,6 +46,9 @@ from allocator.replay.evaluate import reward_range_of
 from allocator.replay.rejection import check_replay_inputs
 from allocator.replay.reward_model import RewardModel, make_reward_model
 
+#: fewest events a chunk's probabilities are computed for (a policy that moves on every
+#: acceptance walks ~1/acceptance-rate events per chunk)
+MIN_CHUNK = 16
 #: default quantile of the adaptive acceptance constant (the paper's experiments: 0.01–0.1)
 DEFAULT_QUANTILE = 0.05
 
@@ -196,18 +199,26 @@ def _walk(
     state = np.array([c_max if adaptive else float(c), 0.0, 0.0])
     actions = np.asarray(data.actions, dtype=np.int64)
     rewards = np.asarray(data.rewards, dtype=np.float64)
+    # checked once here (candidates by check_replay_inputs): chunks go to the checked entry
+    xs_all = policy.context_rows(contexts, n)
+    no_times, no_codes = np.zeros(n), np.zeros((n, 0), dtype=np.int64)
+    # a context-free policy decides alike on equal candidate lists: one row per chunk
+    k = _shared_list_width(ptr, idx) if contexts is None and contracted is None else 0
     i, size = 0, 64
     while i < n and (max_accepted is None or state[kns.STATE_ACCEPTED] < max_accepted):
         hi = min(n, i + size)
         f0, f1 = int(ptr[i]), int(ptr[hi])
-        xs = None if contexts is None else contexts[i:hi]
         cptr = ptr[i : hi + 1] - f0
-        if contracted is None:
-            probs = policy.decide_batch(cptr, idx[f0:f1], xs, draw=False).probabilities
+        if k:
+            row = policy.decide_many(
+                ptr[:2], idx[:k], xs_all[:1], no_times[:1], no_codes[:1], None, False
+            ).probabilities
+            base = np.tile(row, hi - i)
         else:
-            engine, times, codes = contracted
-            base = engine.decide_batch(cptr, idx[f0:f1], xs, times[i:hi], draw=False)
-            probs = np.empty(f1 - f0)
+            base = policy.decide_many(
+                cptr, idx[f0:f1], xs_all[i:hi], no_times[i:hi], no_codes[i:hi], None, False
+            ).probabilities
+        probs = base if contracted is None else np.empty(f1 - f0)
         stop = 1 if policy.UPDATES_MOVE_DECISIONS else policy.config.refresh_every
         stop = stop - (0 if policy.UPDATES_MOVE_DECISIONS else policy.pending_updates)
         if max_accepted is not None:
@@ -219,9 +230,10 @@ def _walk(
                 c_arr[i:hi], accepted[i:hi],
             )  # fmt: skip
         else:
+            engine, times, codes = contracted
             width = int(np.diff(cptr).max(initial=1))
             used = kns.contract_walk(
-                base.probabilities, cptr, idx[f0:f1], pos[i:hi] - f0, times[i:hi],
+                base, cptr, idx[f0:f1], pos[i:hi] - f0, times[i:hi],
                 codes[i:hi], pscores[i:hi], u[i:hi], True, adaptive, quantile, c_max, stop,
                 hist, state, c_arr[i:hi], accepted[i:hi], probs,
                 *contract_args(engine.contracts, engine, width),
@@ -232,9 +244,19 @@ def _walk(
             policy.update_batch(
                 actions[rows], rewards[rows], None if contexts is None else contexts[rows]
             )
-        size = max(16, 2 * used) if used < hi - i else min(8192, 2 * size)
+        size = max(MIN_CHUNK, 2 * used) if used < hi - i else min(8192, 2 * size)
         i += used
     return target, c_arr, accepted, i
+
+
+def _shared_list_width(ptr: np.ndarray, idx: np.ndarray) -> int:
+    """The length of the one candidate list every round shares, else 0."""
+    sizes = np.diff(ptr)
+    width = int(sizes[0])
+    if width == 0 or (sizes != width).any():
+        return 0
+    rows = idx.reshape(-1, width)
+    return width if bool((rows == rows[0]).all()) else 0
 
 
 def _result(
