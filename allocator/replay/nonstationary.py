@@ -300,7 +300,10 @@ def at_accepted(
 
 
 def compare_nonstationary(
-    policies: Mapping[str, Policy], data: LoggedData, rng: np.random.Generator, **options: Any
+    policies: Mapping[str, Policy | Engine],
+    data: LoggedData,
+    rng: np.random.Generator,
+    **options: Any,
 ) -> dict[str, NonstationaryResult]:
     """Replay each of ``policies`` on common uniform draws and report every one after the
     same number of accepted rounds (the smallest count reached by any of them).
@@ -308,7 +311,7 @@ def compare_nonstationary(
     ``options`` are those of :func:`replay_nonstationary`.
     """
     if not isinstance(policies, Mapping) or not policies:
-        raise InvalidInputError("policies must be a non-empty mapping of name to Policy")
+        raise InvalidInputError("policies must be a non-empty mapping of name to Policy or Engine")
     if not isinstance(rng, np.random.Generator):
         raise InvalidInputError(f"rng must be a numpy Generator, got {type(rng).__name__}")
     u = rng.random(data.n_rounds)
