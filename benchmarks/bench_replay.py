@@ -2,7 +2,7 @@
 
 Not a test: it prints one markdown table per section (see benchmarks/README.md).
 
-    python benchmarks/bench_replay.py [--quick] [--only replay|ray|mlflow]
+    python benchmarks/bench_replay.py [--quick] [--only replay|nonstationary|ray|mlflow]
 """
 
 from __future__ import annotations
@@ -26,12 +26,20 @@ from typing import Any
 
 import numpy as np
 
-from allocator import ArmRegistry
+from allocator import ArmRegistry, Engine
 from allocator.config import BetaBernoulliConfig, LinearGaussianConfig
+from allocator.constraints import ConstraintSet
 from allocator.launch.runner import RayRunner, SequentialRunner, TaskResult
 from allocator.launch.tracking import CellRecord, LaunchTracker
 from allocator.policies import make_policy
-from allocator.replay import LoggedData, RidgeRewardModel, evaluate, replay_learning_policy
+from allocator.replay import (
+    LoggedData,
+    RidgeRewardModel,
+    evaluate,
+    replay_learning_policy,
+    replay_nonstationary,
+)
+from allocator.replay.confidence import dr_sequence, drifting_mean_interval
 from allocator.replay.evaluate import target_distribution
 
 SCENARIO = Path(__file__).resolve().parent.parent / "configs" / "wechat_entry.yaml"
@@ -155,6 +163,109 @@ def bench_replay(quick: bool) -> str:
     return header("Replay throughput (one core)") + "\n" + table(cols, rows)
 
 
+# ------------------------------------------------------------------------ nonstationary
+T0 = 1_759_276_800.0  # 2025-10-01T00:00:00Z
+DAY = 86_400.0
+CATEGORIES = np.array(["apparel", "grocery", "food"])
+
+
+def october(start_value: float, **shape: Any) -> dict[str, Any]:
+    """A schedule over October 2025 (the benchmark log's 30 days)."""
+    return {"start": "2025-10-01T00:00:00Z", "end": "2025-10-31T00:00:00Z",
+            "start_value": start_value, **shape}  # fmt: skip
+
+
+CONTRACTS = {"window": 1000, "constraints": [
+    {"name": "p0_floor", "kind": "floor", "target": {"group": "p0"},
+     "scope": {"category": ["apparel", "grocery"]},
+     "schedule": october(0.25, end_value=0.05, shape="linear")},
+    {"name": "p1_cap", "kind": "cap", "target": {"group": "p1"}, "schedule": october(0.2)},
+    {"name": "tilt", "kind": "tilt", "target": {"group": "mini_shop"}, "schedule": october(1.3)},
+]}  # fmt: skip
+
+
+def groups_of(k: int) -> list[str]:
+    """Arms 0 and 1 are partners p0 and p1, the others Mini Shop merchants."""
+    return ["p0", "p1"] + ["mini_shop"] * (k - 2)
+
+
+def skewed_log(k: int, n: int, d: int | None, seed: int) -> LoggedData:
+    """n rounds over all k arms from a fixed skewed logger (half uniform, half a Dirichlet
+    favourite), every candidate's probability logged; 30 days of timestamps and a category
+    attribute per round, so contracts can be replayed on it."""
+    data = uniform_log(k, n, d, seed)
+    rng = np.random.default_rng(seed + 1)
+    probs = 0.5 / k + 0.5 * rng.dirichlet(np.full(k, 0.5))
+    actions = rng.choice(k, n, p=probs).astype(np.int64)
+    return LoggedData(
+        arm_ids=data.arm_ids, actions=actions, rewards=data.rewards, pscores=probs[actions],
+        arm_groups=tuple(groups_of(k)), contexts=data.contexts,
+        timestamps=T0 + np.sort(rng.random(n)) * 30 * DAY,
+        cand_ptr=np.arange(n + 1, dtype=np.int64) * k,
+        cand_idx=np.tile(np.arange(k, dtype=np.int64), n), cand_prob=np.tile(probs, n),
+        attrs={"category": CATEGORIES[rng.integers(0, 3, n)]},
+    )  # fmt: skip
+
+
+def fresh_engine(cfg: Any, k: int, constrained: bool) -> Engine:
+    registry = ArmRegistry.build([f"arm:{a}" for a in range(k)], groups_of(k))
+    spec = ConstraintSet.model_validate(CONTRACTS) if constrained else None
+    return Engine(make_policy(cfg, registry, seed=0), spec)
+
+
+def bare_engine_loop(engine: Engine, data: LoggedData) -> None:
+    """The baseline: one ``Engine.decide`` per logged round (contracts, attributes and time
+    included when the engine has contracts), no replay bookkeeping, no learning."""
+    cand = np.arange(data.n_arms, dtype=np.int64)
+    x, t = data.contexts, data.timestamps
+    assert t is not None and data.attrs is not None
+    cats = data.attrs["category"]
+    for i in range(data.n_rounds):
+        engine.decide(cand, None if x is None else x[i], {"category": str(cats[i])}, float(t[i]))
+
+
+def bench_nonstationary(quick: bool) -> str:
+    n_rows = 20_000 if quick else 200_000
+    cases = [
+        ("Beta TS K=10", BetaBernoulliConfig(), 10, None, False, n_rows),
+        ("linear TS d=16 K=20", LinearGaussianConfig(n_features=16), 20, 16, False, n_rows),
+        ("constrained linear TS d=16 K=20 (floor, cap, tilt)",
+         LinearGaussianConfig(n_features=16), 20, 16, True, n_rows // 4),
+    ]  # fmt: skip
+    for _, cfg, k, d, con, _ in cases:  # compile, or load from numba's cache, before timing
+        small = skewed_log(k, 2_000, d, 99)
+        replay_nonstationary(fresh_engine(cfg, k, con), small, np.random.default_rng(0))
+        bare_engine_loop(fresh_engine(cfg, k, con), small.take(0, 100))
+    rows = []
+    for label, cfg, k, d, con, n in cases:
+        data = skewed_log(k, n, d, 0)
+        rng = np.random.default_rng(0)
+        res, sec = timed(replay_nonstationary, fresh_engine(cfg, k, con), data, rng)
+        _, bare = timed(bare_engine_loop, fresh_engine(cfg, k, con), data)
+        rows.append([
+            "nonstationary replay (learning, DR)", label, f"{n:,}", f"{sec:.2f}",
+            f"{n / sec:,.0f}", f"{res.n_accepted:,} ({res.acceptance_rate:.2f})",
+            f"{n / bare:,.0f}", f"{bare / sec:.2f}×",
+            f"{res.value:.4f} [{res.low:.4f}, {res.high:.4f}]",
+        ])  # fmt: skip
+        note(f"nonstationary {label}: {sec:.1f} s (bare loop {bare:.1f} s)")
+    n_terms = 200_000 if quick else 2_000_000
+    rng = np.random.default_rng(3)
+    terms = np.clip(rng.normal(0.3, 0.5, n_terms), -2.0, 3.0)
+    weights = rng.uniform(0.2, 1.0, n_terms)
+    _, t_cs = timed(dr_sequence, terms, -2.0, 3.0, 0.05)
+    _, t_eb = timed(drifting_mean_interval, terms, -2.0, 3.0, 0.05, weights, n_terms)
+    for what, sec in (
+        ("confidence sequence for IPS / DR (betting)", t_cs),
+        ("drifting-mean interval of a replay (empirical Bernstein)", t_eb),
+    ):
+        rows.append([what, "terms given", f"{n_terms:,}", f"{sec:.2f}", f"{n_terms / sec:,.0f}",
+                     "–", "–", "–", "–"])  # fmt: skip
+    cols = ["what", "policy", "logged rows", "s", "rows/s", "accepted (rate)",
+            "bare decide loop rows/s", "replay / bare (rows/s)", "value [interval]"]  # fmt: skip
+    return header("Nonstationary replay and intervals (one core)") + "\n" + table(cols, rows)
+
+
 # ---------------------------------------------------------------------------------- ray
 def trivial(shared: Any, task: Any) -> Any:
     return task
@@ -263,7 +374,12 @@ def bench_mlflow(quick: bool) -> str:
     return header("MLflow logging (sqlite store)") + "\n" + table(["what", "ms"], rows)
 
 
-SECTIONS = {"replay": bench_replay, "ray": bench_ray, "mlflow": bench_mlflow}
+SECTIONS = {
+    "replay": bench_replay,
+    "nonstationary": bench_nonstationary,
+    "ray": bench_ray,
+    "mlflow": bench_mlflow,
+}
 
 
 def main() -> None:

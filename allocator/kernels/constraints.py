@@ -145,6 +145,9 @@ def constrain_and_draw(
 ):  # fmt: skip
     """Apply every active constraint to ``p[:n]`` in place, draw, and account.
 
+    :func:`mix_constraints`, one draw from the final vector, then :func:`advance_queues`
+    with the chosen candidate's membership.
+
     Parameters
     ----------
     p : float64 (>= n,) policy probabilities in, final probabilities out
@@ -165,9 +168,32 @@ def constrain_and_draw(
         Chosen position, the index of the forcing constraint (-1 if not forced), and a
         bitmask of the constraints that moved probability mass for this decision.
     """
+    forced = mix_constraints(
+        p, n, cand, mu, t, req_codes, def_i, def_f, allowed, eta, backstop, arm_group, n_obs,
+        first_seen, st_f, st_i, member, before,
+    )  # fmt: skip
+    chosen = draw_index(p, n, rng_state)
+    adjusted = 0
+    for k in range(def_i.shape[0]):
+        if st_f[k, S_MOVED] > _TOL:
+            adjusted |= 1 << k
+    advance_queues(p, n, chosen, False, def_i, surplus, st_f, st_i, ring, member)
+    return chosen, forced, adjusted
+
+
+@njit(cache=True, nogil=True)
+def mix_constraints(
+    p, n, cand, mu, t, req_codes, def_i, def_f, allowed, eta, backstop, arm_group, n_obs,
+    first_seen, st_f, st_i, member, before,
+):  # fmt: skip
+    """The final distribution of one request: tilts, then the backstop or the bounds of
+    floors and caps, normalised, in ``p[:n]``. Queues are read, not advanced (only the
+    per-decision slots, the cost and backstop counts and first-seen times change), so
+    the same state can be mixed for several requests, as replay does. Arguments as
+    :func:`constrain_and_draw`; returns the forcing constraint (-1 if none).
+    """
     n_con = def_i.shape[0]
     n_attr = req_codes.shape[0]
-    window = ring.shape[2]
     for j in range(n):
         a = cand[j]
         if np.isnan(first_seen[a]):
@@ -272,12 +298,20 @@ def constrain_and_draw(
                         st_f[k, S_MOVED] += abs(p[j] - before[j])
 
     _normalise(p, n)
-    chosen = draw_index(p, n, rng_state)
-    adjusted = 0
-    for k in range(n_con):
-        if st_f[k, S_MOVED] > _TOL:
-            adjusted |= 1 << k
+    return forced
 
+
+@njit(cache=True, nogil=True)
+def advance_queues(p, n, chosen, expected, def_i, surplus, st_f, st_i, ring, member):
+    """Advance each active floor / cap by one impression after :func:`mix_constraints`.
+
+    The impression served the target with the chosen position's membership or, with
+    ``expected``, with the target's mass ``Σ p·member`` (the expected service of a
+    distribution that is not drawn from: exact in expectation, used to replay a frozen
+    constrained target on every logged round).
+    """
+    n_con = def_i.shape[0]
+    window = ring.shape[2]
     for k in range(n_con):
         kk = def_i[k, I_KIND]
         if st_i[k, J_ACTIVE] == 0 or kk == TILT:
@@ -288,7 +322,13 @@ def constrain_and_draw(
         eligible = m > 0 if kk == FLOOR else m < n
         if not eligible and def_i[k, I_CARRY] == 0:
             continue
-        served = 1.0 if (m > 0 and member[k, chosen]) else 0.0
+        served = 0.0
+        if m > 0 and expected:
+            for j in range(n):
+                if member[k, j]:
+                    served += p[j]
+        elif m > 0 and member[k, chosen]:
+            served = 1.0
         r = st_f[k, S_VALUE]
         unmet = r - served if kk == FLOOR else served - r
         st_f[k, S_QUEUE] = max(st_f[k, S_QUEUE] + unmet, 0.0)
@@ -310,4 +350,3 @@ def constrain_and_draw(
             slack = gap / window if kk == FLOOR else -gap / window
             if slack < st_f[k, S_WORST]:
                 st_f[k, S_WORST] = slack
-    return chosen, forced, adjusted

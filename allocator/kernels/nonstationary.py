@@ -12,6 +12,8 @@ whose ``c·d/p`` exceeds one. The quantile is read from a histogram of ``log2(p/
 import numpy as np
 from numba import njit
 
+from allocator.kernels.constraints import advance_queues, mix_constraints
+
 #: histogram resolution of the ratios p/d (bin width 2^(1/16): 4.4%)
 BINS_PER_OCTAVE = 16
 #: log2 of the smallest and largest binned ratio (outside: the end bins)
@@ -61,17 +63,82 @@ def accept_walk(d, p, u, adaptive, q, c_max, stop_after, hist, state, c_out, acc
     """
     taken = 0
     for k in range(d.shape[0]):
-        ratio = p[k] / d[k] if d[k] > 0.0 else np.inf
-        hist[_bin(ratio)] += 1.0
-        state[STATE_SEEN] += 1.0
-        c = state[STATE_C]
-        c_out[k] = c
-        accepted[k] = u[k] * p[k] < c * d[k]
+        accepted[k] = _accept(d[k], p[k], u[k], adaptive, q, c_max, hist, state, c_out, k)
         if accepted[k]:
             taken += 1
-            state[STATE_ACCEPTED] += 1.0
-            if adaptive:
-                state[STATE_C] = min(c_max, _quantile(hist, state[STATE_SEEN], q))
             if taken == stop_after:
                 return k + 1
     return d.shape[0]
+
+
+@njit(cache=True, nogil=True)
+def _accept(d, p, u, adaptive, q, c_max, hist, state, c_out, k):
+    """One event of the walk: record its ratio and ``c``, accept it, reset ``c`` after."""
+    ratio = p / d if d > 0.0 else np.inf
+    hist[_bin(ratio)] += 1.0
+    state[STATE_SEEN] += 1.0
+    c = state[STATE_C]
+    c_out[k] = c
+    ok = u * p < c * d
+    if ok:
+        state[STATE_ACCEPTED] += 1.0
+        if adaptive:
+            state[STATE_C] = min(c_max, _quantile(hist, state[STATE_SEEN], q))
+    return ok
+
+
+@njit(cache=True, nogil=True)
+def contract_walk(
+    base, ptr, idx, pos, times, codes, p, u, replay, adaptive, q, c_max, stop_after, hist,
+    state, c_out, accepted, out, def_i, def_f, allowed, eta, backstop, surplus, arm_group,
+    n_obs, first_seen, st_f, st_i, ring, member, before,
+):  # fmt: skip
+    """The contracts of a replayed policy on the logged timeline, event by event.
+
+    Each event's policy probabilities go through the contracts with the queues as they
+    stand (its final distribution lands in ``out``). With ``replay`` the event is walked as
+    in :func:`accept_walk` and an accepted event advances the queues with the logged
+    action: the accepted events are the policy's own online rounds, so its queues move as
+    they would have online. Without ``replay`` every event is scored and advances the
+    queues by the distribution's expected service (a frozen target; nothing is accepted).
+
+    Parameters
+    ----------
+    base : float64 (nnz,), the policy's (ε-mixed) probabilities of every candidate
+    ptr : int64 (m+1,), idx : int64 (nnz,), CSR candidates of the m events
+    pos : int64 (m,), flat position of each logged action; times : float64 (m,)
+    codes : int64 (m, A), request attribute codes; p, u : float64 (m,), logged
+        propensity and a uniform draw per event
+    replay, adaptive, q, c_max, stop_after, hist, state, c_out, accepted : as
+        :func:`accept_walk` (``replay`` False: ``c_out`` and ``accepted`` are left alone)
+    out : float64 (nnz,), output, the final probabilities
+    def_i ... before : the contract arguments of
+        :func:`allocator.kernels.constraints.constrain_and_draw`
+
+    Returns
+    -------
+    int
+        Events consumed.
+    """
+    mu = np.zeros(before.shape[0])  # the cost of moving mass is not replay's concern
+    taken = 0
+    for k in range(ptr.shape[0] - 1):
+        f0, f1 = ptr[k], ptr[k + 1]
+        n = f1 - f0
+        row = out[f0:f1]
+        row[:] = base[f0:f1]
+        mix_constraints(
+            row, n, idx[f0:f1], mu, times[k], codes[k], def_i, def_f, allowed, eta, backstop,
+            arm_group, n_obs, first_seen, st_f, st_i, member, before,
+        )  # fmt: skip
+        if not replay:
+            advance_queues(row, n, 0, True, def_i, surplus, st_f, st_i, ring, member)
+            continue
+        local = pos[k] - f0
+        accepted[k] = _accept(row[local], p[k], u[k], adaptive, q, c_max, hist, state, c_out, k)
+        if accepted[k]:
+            advance_queues(row, n, local, False, def_i, surplus, st_f, st_i, ring, member)
+            taken += 1
+            if taken == stop_after:
+                return k + 1
+    return ptr.shape[0] - 1

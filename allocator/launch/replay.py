@@ -20,20 +20,21 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from allocator.config import EngineConfig, StrictModel, load_yaml, parse_config
+from allocator.constraints import ConstraintSet
+from allocator.engine import Engine
 from allocator.errors import ConfigError, InvalidInputError
 from allocator.launch import view
 from allocator.launch.orchestrate import Launch, LaunchOutcome
 from allocator.launch.replay_table import format_table, headline, summary_rows, write_summary
 from allocator.launch.runner import TaskResult
 from allocator.launch.tracking import CellRecord, flatten
-from allocator.policies import Policy
 from allocator.replay.columns import ForeignLogConfig
 from allocator.replay.dataset import LoggedData
 from allocator.replay.evaluate import ESTIMATORS, evaluate, reward_range_of, target_distribution
 from allocator.replay.nonstationary import replay_nonstationary
 from allocator.replay.rejection import replay_learning_policy
 from allocator.replay.reward_model import make_reward_model
-from allocator.replay.targets import policy_for_log
+from allocator.replay.targets import engine_for_log
 
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
 
@@ -89,10 +90,13 @@ class CandidatePolicy(StrictModel):
     ``distribution`` file (an ``.npy`` (n, k) array: per logged round, the probability of
     each of the log's arms). Only an engine can be ``learning``: it is replayed by
     nonstationary replay (acceptance constant ``c``), or by rejection replay with
-    ``replay: rejection`` (uniform logs, or the ε-uniform slice of ``uniform_epsilon``)."""
+    ``replay: rejection`` (uniform logs, or the ε-uniform slice of ``uniform_epsilon``).
+    ``constraints`` puts the engine under contracts, run on the log's timestamps and
+    request attributes: a contract what-if is a second entry with another set."""
 
     name: Name
     engine: EngineConfig | None = None
+    constraints: ConstraintSet | None = None
     target: Literal["logging", "uniform"] | None = None
     distribution: Path | None = None
     mode: Literal["frozen", "learning"] = "frozen"
@@ -111,6 +115,12 @@ class CandidatePolicy(StrictModel):
             )
         if self.mode == "learning" and self.engine is None:
             raise ValueError(f"policy {self.name!r}: mode learning needs an engine")
+        if self.constraints is not None and self.engine is None:
+            raise ValueError(f"policy {self.name!r}: constraints need an engine")
+        if self.constraints is not None and self.replay == "rejection":
+            raise ValueError(
+                f"policy {self.name!r}: constraints are replayed by replay: nonstationary"
+            )
         if self.uniform_epsilon is not None and self.replay != "rejection":
             raise ValueError(f"policy {self.name!r}: uniform_epsilon is for replay: rejection")
         return self
@@ -138,18 +148,21 @@ class ReplayTask:
     coords: dict[str, str]
 
 
-def load_logs(source: LogSource, base_dir: Path) -> LoggedData:
-    """Read the configured log (paths relative to the config file's directory)."""
+def load_logs(source: LogSource, base_dir: Path, reward_range: Any = None) -> LoggedData:
+    """Read the configured log (paths relative to the config file's directory); rewards
+    outside a declared ``reward_range`` are import errors."""
     from allocator.logs import load_decision_log
     from allocator.replay.sources import from_decision_log, load_foreign_log
 
     if source.foreign is not None:
-        return load_foreign_log(source.foreign, base_dir)
+        return load_foreign_log(source.foreign, base_dir, reward_range)
     assert source.decision_log is not None
     path = (
         source.decision_log if source.decision_log.is_absolute() else base_dir / source.decision_log
     )
-    return from_decision_log(load_decision_log(path), source.reward, source.missing)
+    return from_decision_log(
+        load_decision_log(path), source.reward, source.missing, reward_range=reward_range
+    )
 
 
 def check_policies(policies: list[CandidatePolicy], data: LoggedData) -> None:
@@ -163,6 +176,15 @@ def check_policies(policies: list[CandidatePolicy], data: LoggedData) -> None:
             raise ConfigError(
                 f"{where}.kind = {p.engine.policy.kind} needs arm features; logs have none"
             )
+        if p.constraints is not None and p.constraints.constraints:
+            needs = sorted({a for c in p.constraints.constraints for a in c.scope})
+            have = sorted(data.attrs or {})
+            if data.timestamps is None or not set(needs) <= set(have):
+                raise ConfigError(
+                    f"policies[{i}] ({p.name}).constraints read timestamps and the request "
+                    f"attributes {needs}; the logs have "
+                    f"{'no timestamps and ' if data.timestamps is None else ''}attributes {have}"
+                )
         want = getattr(p.engine.policy, "n_features", None)
         if want is not None and want != width:
             got = "no context" if width is None else f"{width} context columns {data.context_names}"
@@ -196,13 +218,13 @@ def _estimate_metrics(name: str, value: float, low: float, high: float) -> dict[
 
 
 def _learning_cell(
-    policy: Policy, shard: LoggedData, settings: ReplaySettings, p: CandidatePolicy,
+    engine: Engine, shard: LoggedData, settings: ReplaySettings, p: CandidatePolicy,
     rng: np.random.Generator,
 ) -> dict[str, Any]:  # fmt: skip
     metrics: dict[str, float] = {"rounds": float(shard.n_rounds)}
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     if p.replay == "rejection":
-        res = replay_learning_policy(policy, shard, rng, p.uniform_epsilon)
+        res = replay_learning_policy(engine.policy, shard, rng, p.uniform_epsilon)
         metrics.update(
             {"replay.value": res.value, "replay.low": res.low, "replay.high": res.high,
              "replay.accepted": float(res.n_accepted), "replay.kept": float(res.n_kept),
@@ -215,7 +237,7 @@ def _learning_cell(
             curves["curve.replay_mean_reward"] = (idx, res.curve[idx])
         return {"metrics": metrics, "curves": curves}
     ns = replay_nonstationary(
-        policy, shard, rng, c=p.c, reward_model=settings.reward_model,
+        engine, shard, rng, c=p.c, reward_model=settings.reward_model,
         reward_range=settings.reward_range, alpha=settings.alpha, max_accepted=settings.accepted,
     )  # fmt: skip
     metrics.update(
@@ -241,15 +263,16 @@ def run_replay_cell(
     test = shard.take(n_train, shard.n_rounds)
     target: Any = p.target
     if p.engine is not None:
-        policy = policy_for_log(p.engine, shard, task.seed)
+        engine = engine_for_log(p.engine, p.constraints, shard, task.seed)
+        policy = engine.policy
         if p.mode == "learning":
-            return _learning_cell(policy, shard, settings, p, rng)
+            return _learning_cell(engine, shard, settings, p, rng)
         ctx = shard.contexts if policy.n_features is not None else None
         if n_train:
             policy.update_batch(shard.actions[:n_train], shard.rewards[:n_train],
                                 None if ctx is None else ctx[:n_train])  # fmt: skip
             policy.refresh()
-        target = policy
+        target = engine
     elif p.distribution is not None:
         ptr, _ = data.candidates()
         lo, hi = int(bounds[task.shard]) + n_train, int(bounds[task.shard + 1])
@@ -284,7 +307,7 @@ def run_replay(
     with their intervals, ESS and acceptance rates (also ``summary.txt`` / ``summary.csv``)."""
     path = Path(config_path)
     cfg: ReplayExperimentConfig = parse_config(ReplayExperimentConfig, load_yaml(path), str(path))
-    data = load_logs(cfg.logs, path.parent)
+    data = load_logs(cfg.logs, path.parent, cfg.experiment.reward_range)
     check_policies(cfg.policies, data)
     dists = load_distributions(cfg.policies, data, path.parent)
     s = cfg.experiment
@@ -297,6 +320,8 @@ def run_replay(
     launch.say(
         f"{len(tasks)} cells over {data.n_rounds:,} logged rounds, launch {launch.launch_id}\n"
     )
+    for note in data.notes:
+        launch.say(f"note: {note}\n")
     order = {p.name: i for i, p in enumerate(cfg.policies)}
     record = partial(_cell_record, s, order)
     results = launch.run(runner, run_replay_cell, tasks, (data, s, dists), record)

@@ -49,7 +49,8 @@ class ColumnMap(StrictModel):
     ``categorical`` maps a column to its encoding, in context order: ``one_hot`` adds one
     0/1 column per level, ``index`` one column holding the level's index. Levels are the
     column's distinct values sorted as strings, unless ``levels`` fixes them (then any other
-    value is an error).
+    value is an error). ``attrs`` maps a request attribute to the column holding it (text,
+    trimmed), for the scopes of a replayed policy's contracts.
     """
 
     model_config = ConfigDict(coerce_numbers_to_str=True)
@@ -63,6 +64,8 @@ class ColumnMap(StrictModel):
     categorical: dict[ColumnName, Encoding] = Field(default_factory=dict)
     levels: dict[ColumnName, tuple[Label, ...]] = Field(default_factory=dict)
     candidates: ColumnName | None = None
+    #: request attribute name -> column (what contract scopes read, e.g. category)
+    attrs: dict[Label, ColumnName] = Field(default_factory=dict)
 
     def roles(self) -> list[tuple[str, str]]:
         """``(column, role)`` of every mapped column, in context order."""
@@ -72,6 +75,7 @@ class ColumnMap(StrictModel):
                 out.append((column, role))
         out += [(c, f"context[{j}]") for j, c in enumerate(self.context)]
         out += [(c, f"categorical {enc}") for c, enc in self.categorical.items()]
+        out += [(c, f"attrs[{name}]") for name, c in self.attrs.items()]
         return out
 
     @model_validator(mode="after")
@@ -102,7 +106,10 @@ class ForeignLogConfig(StrictModel):
 
     ``format`` is inferred from the suffix (``.csv``, ``.parquet``, ``.pq``) unless given.
     Without ``arms`` the arm set is every arm id the file mentions, sorted; with it, any
-    other arm id in the file is an error. ``groups`` must then name exactly the arms.
+    other arm id in the file is an error. ``groups`` must then name exactly the arms. A
+    position column with several positions (a slate log) is refused unless
+    ``keep_position`` picks the rows of one position, whose propensities are that
+    position's.
     """
 
     model_config = ConfigDict(coerce_numbers_to_str=True)
@@ -112,6 +119,8 @@ class ForeignLogConfig(StrictModel):
     columns: ColumnMap
     arms: Annotated[tuple[Label, ...], Field(min_length=1)] | None = None
     groups: dict[Label, GroupName] | None = None
+    #: evaluate the rows of this position only (a slate log's per-position propensities)
+    keep_position: Annotated[int, Field(ge=0)] | None = None
 
     @property
     def file_format(self) -> Format:
@@ -124,6 +133,12 @@ class ForeignLogConfig(StrictModel):
                 f"path {str(self.path)!r} has suffix {self.path.suffix!r}: name a "
                 f"{'/'.join(FORMATS)} file or set format to csv or parquet"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _position_to_keep(self) -> ForeignLogConfig:
+        if self.keep_position is not None and self.columns.position is None:
+            raise ValueError("keep_position needs a position column (columns.position)")
         return self
 
     @model_validator(mode="after")

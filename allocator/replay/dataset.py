@@ -8,6 +8,7 @@ with different eligible arms need no padding; ``None`` means every arm was eligi
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,7 +29,10 @@ class LoggedData:
     and the logging policy's probability of it. ``contexts`` is ``(n, d)`` or None.
     ``cand_ptr`` ``(n+1,)`` / ``cand_idx`` ``(nnz,)`` give each round's eligible arms and,
     when the logger recorded its whole distribution, ``cand_prob`` ``(nnz,)`` the logging
-    probability of each candidate (the allocator's own logs have it).
+    probability of each candidate (the allocator's own logs have it). ``timestamps`` (n,)
+    epoch seconds and ``attrs`` (one string array (n,) per request attribute, e.g.
+    ``category``) are what contract schedules and scopes read when a constrained policy is
+    replayed; a round without an attribute holds ``""``.
     """
 
     arm_ids: tuple[str, ...]
@@ -43,6 +47,9 @@ class LoggedData:
     cand_ptr: I64 | None = None
     cand_idx: I64 | None = None
     cand_prob: F64 | None = None
+    attrs: Mapping[str, npt.NDArray[np.str_]] | None = None
+    #: what the import did that a reader should know (arm set inferred, rows reordered)
+    notes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         n = self.actions.shape[0]
@@ -53,6 +60,8 @@ class LoggedData:
             ("positions", self.positions, (n,)),
             ("cand_ptr", self.cand_ptr, (n + 1,)),
         ]
+        for name, column in (self.attrs or {}).items():
+            checks.append((f"attrs[{name!r}]", column, (n,)))
         if self.contexts is not None:
             checks.append(("contexts", self.contexts, (n, self.contexts.shape[1])))
         for name, arr, shape in checks:
@@ -95,28 +104,59 @@ class LoggedData:
         return self.take(int(bounds[index]), int(bounds[index + 1]))
 
     def take(self, start: int, stop: int) -> LoggedData:
-        """Rounds ``start:stop`` as a new LoggedData (candidate arrays re-based)."""
-        sl = slice(start, stop)
+        """Rounds ``start:stop`` as a new LoggedData (views; candidate arrays re-based)."""
         ptr = idx = prob = None
         if self.cand_ptr is not None and self.cand_idx is not None:
             lo, hi = int(self.cand_ptr[start]), int(self.cand_ptr[stop])
             ptr = self.cand_ptr[start : stop + 1] - lo
             idx = self.cand_idx[lo:hi]
             prob = None if self.cand_prob is None else self.cand_prob[lo:hi]
+        return self._rows(slice(start, stop), (ptr, idx, prob), ())
+
+    def select(self, rows: I64, notes: tuple[str, ...] = ()) -> LoggedData:
+        """Rounds ``rows`` (any order, e.g. a time sort) as a new LoggedData, ``notes`` added."""
+        ptr = idx = prob = None
+        if self.cand_ptr is not None and self.cand_idx is not None:
+            sizes = np.diff(self.cand_ptr)[rows]
+            ptr = np.zeros(rows.shape[0] + 1, dtype=np.int64)
+            np.cumsum(sizes, out=ptr[1:])
+            flat = np.repeat(self.cand_ptr[rows] - ptr[:-1], sizes) + np.arange(ptr[-1])
+            idx = self.cand_idx[flat]
+            prob = None if self.cand_prob is None else self.cand_prob[flat]
+        return self._rows(rows, (ptr, idx, prob), notes)
+
+    def _rows(
+        self, rows: slice | I64, csr: tuple[I64 | None, I64 | None, F64 | None],
+        notes: tuple[str, ...],
+    ) -> LoggedData:  # fmt: skip
+        """A LoggedData of ``rows`` of every per-round array, with the given candidates."""
+
+        def pick(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a[rows]
+
         return LoggedData(
-            arm_ids=self.arm_ids,
-            actions=self.actions[sl],
-            rewards=self.rewards[sl],
-            pscores=self.pscores[sl],
-            arm_groups=self.arm_groups,
-            contexts=None if self.contexts is None else self.contexts[sl],
-            context_names=self.context_names,
-            timestamps=None if self.timestamps is None else self.timestamps[sl],
-            positions=None if self.positions is None else self.positions[sl],
-            cand_ptr=ptr,
-            cand_idx=idx,
-            cand_prob=prob,
+            self.arm_ids, self.actions[rows], self.rewards[rows], self.pscores[rows],
+            self.arm_groups, pick(self.contexts), self.context_names, pick(self.timestamps),
+            pick(self.positions), *csr,
+            attrs=None if self.attrs is None else {k: v[rows] for k, v in self.attrs.items()},
+            notes=self.notes + notes,
+        )  # fmt: skip
+
+    def in_time_order(self, column: str = "timestamp") -> LoggedData:
+        """The rounds stably sorted by timestamp (shards are time slices, replay walks in
+        time order); itself when already in order or without timestamps."""
+        t = self.timestamps
+        if t is None or t.shape[0] < 2:
+            return self
+        late = t < np.maximum.accumulate(t)
+        if not late.any():
+            return self
+        rows = np.flatnonzero(late)
+        note = (
+            f"rows ordered by {column}: {rows.size} rows were earlier than a row above "
+            f"them (first data rows {rows[:5].tolist()})"
         )
+        return self.select(np.argsort(t, kind="stable"), (note,))
 
 
 def check_candidates(data: LoggedData) -> tuple[I64, I64]:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from allocator.config import EngineConfig
+from allocator.engine import Engine
 from allocator.errors import InvalidInputError
 from allocator.inputs import first_rows
 from allocator.kernels import ope as kope
@@ -26,6 +27,7 @@ from allocator.replay.confidence import (
     dr_terms,
     past_only_values,
 )
+from allocator.replay.contracts import constrained_distribution, has_contracts
 from allocator.replay.dataset import F64, I64, LoggedData, check_candidates
 from allocator.replay.estimators import (
     DM,
@@ -77,7 +79,9 @@ def target_distribution(policy: Policy | Any, data: LoggedData) -> F64:
     ``'uniform'`` the uniform one over each round's candidates. An ``(n, k)`` array is an
     action distribution per round over the log's arms; a plain ``(nnz,)`` array (e.g. a
     static split computed by the caller, aligned with ``data.candidates()``) is the
-    per-candidate form. Arrays are checked and returned as float64.
+    per-candidate form. Arrays are checked and returned as float64. An :class:`Engine`
+    with contracts gives its contracts' distribution on the logged timeline, queues
+    advanced by its expected service (:func:`constrained_distribution`).
     """
     ptr, idx = check_candidates(data)
     if isinstance(policy, str):
@@ -86,6 +90,8 @@ def target_distribution(policy: Policy | Any, data: LoggedData) -> F64:
         policy = policy_for_log(policy, data, 0)
     elif isinstance(policy, np.ndarray) and policy.ndim == 2:
         policy = dense_target(policy, data)
+    elif isinstance(policy, Engine):
+        policy = constrained_distribution(policy, data) if has_contracts(policy) else policy.policy
     if isinstance(policy, Policy):
         check_arms(policy, data)
         if policy.n_features is None:

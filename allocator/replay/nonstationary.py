@@ -30,6 +30,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from allocator.engine import Engine
 from allocator.errors import EvaluationRefused, InvalidInputError
 from allocator.kernels import nonstationary as kns
 from allocator.policies.base import Policy
@@ -39,11 +40,15 @@ from allocator.replay.confidence import (
     drifting_mean_interval,
     past_only_values,
 )
+from allocator.replay.contracts import contract_args, has_contracts, request_inputs
 from allocator.replay.dataset import F64, LoggedData
 from allocator.replay.evaluate import reward_range_of
 from allocator.replay.rejection import check_replay_inputs
 from allocator.replay.reward_model import RewardModel, make_reward_model
 
+#: fewest events a chunk's probabilities are computed for (a policy that moves on every
+#: acceptance walks ~1/acceptance-rate events per chunk)
+MIN_CHUNK = 16
 #: default quantile of the adaptive acceptance constant (the paper's experiments: 0.01–0.1)
 DEFAULT_QUANTILE = 0.05
 
@@ -96,7 +101,7 @@ def _check_options(c: Any, quantile: Any, c_max: Any, alpha: Any) -> bool:
 
 
 def replay_nonstationary(
-    policy: Policy,
+    policy: Policy | Engine,
     data: LoggedData,
     rng: np.random.Generator,
     *,
@@ -111,13 +116,22 @@ def replay_nonstationary(
 ) -> NonstationaryResult:
     """Replay the learning ``policy`` (pass a fresh one: it is taught) on ``data``.
 
+    An :class:`Engine` with contracts is replayed with them on the log's timestamps and
+    request attributes (:mod:`allocator.replay.contracts`): the target distribution is the
+    contracts' distribution, and accepted events advance the queues with the logged action.
+
     ``c`` is ``'adaptive'`` (the ``quantile`` of past ratios ``p/d``, at most ``c_max``) or
     a fixed number; ``reward_model`` serves the DR terms (None: IPS terms); the walk stops
     after ``max_accepted`` acceptances when given. ``uniforms`` (n,) replaces the draws
     from ``rng`` (policies compared on common draws, see :func:`compare_nonstationary`).
     """
+    engine = policy if isinstance(policy, Engine) and has_contracts(policy) else None
+    if isinstance(policy, Engine):
+        policy = policy.policy
     if not isinstance(policy, Policy):
-        raise InvalidInputError(f"policy must be a Policy, got {type(policy).__name__}")
+        raise InvalidInputError(
+            f"policy must be a Policy or an Engine, got {type(policy).__name__}"
+        )
     if not isinstance(rng, np.random.Generator):
         raise InvalidInputError(f"rng must be a numpy Generator, got {type(rng).__name__}")
     adaptive = _check_options(c, quantile, c_max, alpha)
@@ -126,6 +140,7 @@ def replay_nonstationary(
     ):
         raise InvalidInputError(f"max_accepted = {max_accepted!r}: expected an integer >= 1")
     ptr, idx, pos, contexts = check_replay_inputs(policy, data)
+    requests = None if engine is None else request_inputs(engine, data)
     pscores = np.ascontiguousarray(data.pscores, dtype=np.float64)
     rewards = np.asarray(data.rewards, dtype=np.float64)
     span = reward_range_of(data, reward_range)
@@ -143,7 +158,15 @@ def replay_nonstationary(
         model = make_reward_model(reward_model, rewards, span)
         q = (past_only_values(data, model, low + 0.5 * width) - low) / width
     target, c_arr, accepted, n_events = _walk(
-        policy, data, pos, pscores, u, contexts, (adaptive, quantile, c_max, c), max_accepted
+        policy,
+        data,
+        pos,
+        pscores,
+        u,
+        contexts,
+        (adaptive, quantile, c_max, c),
+        max_accepted,
+        None if engine is None or requests is None else (engine, *requests),
     )
     sub = data.take(0, n_events)
     sptr, _ = sub.candidates()
@@ -160,9 +183,12 @@ def replay_nonstationary(
 def _walk(
     policy: Policy, data: LoggedData, pos: np.ndarray, pscores: F64, u: F64,
     contexts: F64 | None, rule: tuple[bool, float, float, Any], max_accepted: int | None,
+    contracted: tuple[Engine, F64, np.ndarray] | None = None,
 ) -> tuple[F64, F64, np.ndarray, int]:  # fmt: skip
     """Target probabilities of every candidate (nnz,), ``c`` and acceptance per event, and
-    the events walked; teaches ``policy`` on the accepted events as it goes."""
+    the events walked; teaches ``policy`` on the accepted events as it goes. With
+    ``contracted`` (the engine, request times and attribute codes) each chunk's policy
+    probabilities go through the contracts event by event."""
     adaptive, quantile, c_max, c = rule
     ptr, idx = data.candidates()
     n = data.n_rounds
@@ -173,30 +199,64 @@ def _walk(
     state = np.array([c_max if adaptive else float(c), 0.0, 0.0])
     actions = np.asarray(data.actions, dtype=np.int64)
     rewards = np.asarray(data.rewards, dtype=np.float64)
+    # checked once here (candidates by check_replay_inputs): chunks go to the checked entry
+    xs_all = policy.context_rows(contexts, n)
+    no_times, no_codes = np.zeros(n), np.zeros((n, 0), dtype=np.int64)
+    # a context-free policy decides alike on equal candidate lists: one row per chunk
+    k = _shared_list_width(ptr, idx) if contexts is None and contracted is None else 0
     i, size = 0, 64
     while i < n and (max_accepted is None or state[kns.STATE_ACCEPTED] < max_accepted):
         hi = min(n, i + size)
         f0, f1 = int(ptr[i]), int(ptr[hi])
-        xs = None if contexts is None else contexts[i:hi]
-        probs = policy.decide_batch(ptr[i : hi + 1] - f0, idx[f0:f1], xs, draw=False).probabilities
+        cptr = ptr[i : hi + 1] - f0
+        if k:
+            row = policy.decide_many(
+                ptr[:2], idx[:k], xs_all[:1], no_times[:1], no_codes[:1], None, False
+            ).probabilities
+            base = np.tile(row, hi - i)
+        else:
+            base = policy.decide_many(
+                cptr, idx[f0:f1], xs_all[i:hi], no_times[i:hi], no_codes[i:hi], None, False
+            ).probabilities
+        probs = base if contracted is None else np.empty(f1 - f0)
         stop = 1 if policy.UPDATES_MOVE_DECISIONS else policy.config.refresh_every
         stop = stop - (0 if policy.UPDATES_MOVE_DECISIONS else policy.pending_updates)
         if max_accepted is not None:
             stop = min(stop, max_accepted - int(state[kns.STATE_ACCEPTED]))
-        d = np.ascontiguousarray(probs[pos[i:hi] - f0])
-        used = kns.accept_walk(
-            d, pscores[i:hi], u[i:hi], adaptive, quantile, c_max, stop, hist, state,
-            c_arr[i:hi], accepted[i:hi],
-        )  # fmt: skip
+        if contracted is None:
+            d = np.ascontiguousarray(probs[pos[i:hi] - f0])
+            used = kns.accept_walk(
+                d, pscores[i:hi], u[i:hi], adaptive, quantile, c_max, stop, hist, state,
+                c_arr[i:hi], accepted[i:hi],
+            )  # fmt: skip
+        else:
+            engine, times, codes = contracted
+            width = int(np.diff(cptr).max(initial=1))
+            used = kns.contract_walk(
+                base, cptr, idx[f0:f1], pos[i:hi] - f0, times[i:hi],
+                codes[i:hi], pscores[i:hi], u[i:hi], True, adaptive, quantile, c_max, stop,
+                hist, state, c_arr[i:hi], accepted[i:hi], probs,
+                *contract_args(engine.contracts, engine, width),
+            )  # fmt: skip
         target[f0 : int(ptr[i + used])] = probs[: int(ptr[i + used]) - f0]
         rows = i + np.flatnonzero(accepted[i : i + used])
         if rows.size:
             policy.update_batch(
                 actions[rows], rewards[rows], None if contexts is None else contexts[rows]
             )
-        size = max(16, 2 * used) if used < hi - i else min(8192, 2 * size)
+        size = max(MIN_CHUNK, 2 * used) if used < hi - i else min(8192, 2 * size)
         i += used
     return target, c_arr, accepted, i
+
+
+def _shared_list_width(ptr: np.ndarray, idx: np.ndarray) -> int:
+    """The length of the one candidate list every round shares, else 0."""
+    sizes = np.diff(ptr)
+    width = int(sizes[0])
+    if width == 0 or (sizes != width).any():
+        return 0
+    rows = idx.reshape(-1, width)
+    return width if bool((rows == rows[0]).all()) else 0
 
 
 def _result(
@@ -240,7 +300,10 @@ def at_accepted(
 
 
 def compare_nonstationary(
-    policies: Mapping[str, Policy], data: LoggedData, rng: np.random.Generator, **options: Any
+    policies: Mapping[str, Policy | Engine],
+    data: LoggedData,
+    rng: np.random.Generator,
+    **options: Any,
 ) -> dict[str, NonstationaryResult]:
     """Replay each of ``policies`` on common uniform draws and report every one after the
     same number of accepted rounds (the smallest count reached by any of them).
@@ -248,7 +311,7 @@ def compare_nonstationary(
     ``options`` are those of :func:`replay_nonstationary`.
     """
     if not isinstance(policies, Mapping) or not policies:
-        raise InvalidInputError("policies must be a non-empty mapping of name to Policy")
+        raise InvalidInputError("policies must be a non-empty mapping of name to Policy or Engine")
     if not isinstance(rng, np.random.Generator):
         raise InvalidInputError(f"rng must be a numpy Generator, got {type(rng).__name__}")
     u = rng.random(data.n_rounds)

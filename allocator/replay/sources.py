@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -34,6 +34,7 @@ from allocator.replay.columns import (
     split_candidates,
 )
 from allocator.replay.dataset import F64, I64, LoggedData
+from allocator.replay.reward_model import check_reward_range
 
 Obj = npt.NDArray[np.object_]
 OUTCOMES = ("reward", "click", "order", "gmv")
@@ -91,13 +92,17 @@ def _arm_groups(arm_ids: tuple[str, ...], groups: dict[str, str] | None) -> tupl
     return tuple(groups[a] for a in arm_ids)
 
 
-def load_foreign_log(config: ForeignLogConfig, base_dir: Path | None = None) -> LoggedData:
+def load_foreign_log(
+    config: ForeignLogConfig, base_dir: Path | None = None, reward_range: Any = None
+) -> LoggedData:
     """Read the file of ``config`` (relative paths resolved against ``base_dir``).
 
     The context matrix holds the numeric ``context`` columns, then each categorical
     column's encoding; ``context_names`` names its columns (``city_tier=t1`` for one-hot).
-    Without ``config.arms`` the arm set is every arm id in the action and candidate
-    columns, sorted.
+    Action and candidate ids are whitespace-trimmed. Without ``config.arms`` the arm set is
+    every arm id in the action and candidate columns, sorted (reported in ``notes``).
+    Rewards outside a declared ``reward_range`` are errors. With a timestamp column the
+    rounds are stably sorted by it (errors still name the file's data rows).
     """
     path = config.path if base_dir is None else Path(base_dir) / config.path
     table = _read_table(path, config)
@@ -112,7 +117,7 @@ def load_foreign_log(config: ForeignLogConfig, base_dir: Path | None = None) -> 
         if not ok.all():
             raise bad_rows(column, role, problem, ~ok, raw(column))
 
-    action_text = labels(raw(cols.action), cols.action, "action")
+    action_text = pc.utf8_trim_whitespace(labels(raw(cols.action), cols.action, "action"))
     listed = (
         None if cols.candidates is None else split_candidates(raw(cols.candidates), cols.candidates)
     )
@@ -130,6 +135,10 @@ def load_foreign_log(config: ForeignLogConfig, base_dir: Path | None = None) -> 
 
     rewards = floats(raw(cols.reward), cols.reward, "reward")
     require(np.isfinite(rewards), cols.reward, "reward", "missing or non-finite values")
+    span = check_reward_range(reward_range)
+    if span is not None:
+        inside = (rewards >= span[0]) & (rewards <= span[1])
+        require(inside, cols.reward, "reward", f"values outside the reward_range {list(span)}")
     pscores = floats(raw(cols.propensity), cols.propensity, "propensity")
     in_range = (pscores > 0.0) & (pscores <= 1.0)
     require(in_range, cols.propensity, "propensity", "values missing or not in (0, 1]")
@@ -148,17 +157,32 @@ def load_foreign_log(config: ForeignLogConfig, base_dir: Path | None = None) -> 
         names.extend(encoded_names)
 
     positions = None
+    rows = None
     if cols.position is not None:
         p = floats(raw(cols.position), cols.position, "position")
         whole = np.isfinite(p) & (p >= 0) & (p == np.floor(p))
         require(whole, cols.position, "position", "values missing or not integers >= 0")
         positions = p.astype(np.int64)
+        rows = _position_rows(positions, config.keep_position, cols.position)
+    attrs = {
+        name: pc.utf8_trim_whitespace(labels(raw(column), column, f"attrs[{name}]"))
+        .to_numpy(zero_copy_only=False)
+        .astype(np.str_)
+        for name, column in cols.attrs.items()
+    }
     cand_ptr = cand_idx = None
     if cols.candidates is not None and listed is not None:
         cand_ptr, cand_idx = candidate_csr(
             listed, raw(cols.candidates), cols.candidates, arm_array, actions, cols.action
         )
-    return LoggedData(
+    notes: tuple[str, ...] = ()
+    if config.arms is None:
+        where = f"column {cols.action!r}" + ("" if listed is None else " and the candidates")
+        notes = (
+            f"arms not declared: the {len(arm_ids)} ids in {where} became the arm set, "
+            f"first {list(arm_ids[:_SHOWN])} (declare logs.foreign.arms to refuse others)",
+        )
+    data = LoggedData(
         arm_ids=arm_ids,
         actions=actions,
         rewards=rewards,
@@ -172,7 +196,34 @@ def load_foreign_log(config: ForeignLogConfig, base_dir: Path | None = None) -> 
         positions=positions,
         cand_ptr=cand_ptr,
         cand_idx=cand_idx,
+        attrs=attrs or None,
+        notes=notes,
     )
+    if rows is not None:
+        data = data.select(rows)
+    return data.in_time_order(f"column {cols.timestamp!r}")
+
+
+def _position_rows(positions: I64, keep: int | None, column: str) -> I64 | None:
+    """The rows of position ``keep``; a log with several positions needs one picked."""
+    held = np.unique(positions)
+    if keep is None:
+        if held.size > 1:
+            raise InvalidInputError(
+                f"column {column!r} (position) holds {held.size} positions "
+                f"{held[:_SHOWN].tolist()}: several items were shown per impression (a "
+                "slate), and replay scores one choice per round. Set logs.foreign."
+                "keep_position to evaluate one position's rows (their propensities are "
+                "that position's), or map no position column"
+            )
+        return None
+    rows = np.flatnonzero(positions == keep)
+    if rows.size == 0:
+        raise InvalidInputError(
+            f"column {column!r} (position): no row holds keep_position {keep}; it holds "
+            f"{held[:_SHOWN].tolist()}"
+        )
+    return rows
 
 
 def _first_ids(ids: Obj, mask: npt.NDArray[np.bool_]) -> str:
@@ -218,6 +269,7 @@ def from_decision_log(
     reward: str = "reward",
     missing: Literal["error", "drop"] = "error",
     arm_ids: Sequence[str] | None = None,
+    reward_range: Any = None,
 ) -> LoggedData:
     """The allocator's own log as LoggedData, with its full candidate distributions.
 
@@ -225,7 +277,9 @@ def from_decision_log(
     Decisions without an outcome are an error, or left out with ``missing="drop"``.
     Without ``arm_ids`` the arm set is every chosen or candidate arm, sorted. Arm groups
     are those logged with each arm; ``arm_groups`` is None if some arm was never chosen
-    (its group is not in the log).
+    (its group is not in the log). Timestamps and request attributes come along (what a
+    constrained policy's contracts read when it is replayed); rounds are in time order.
+    Outcomes outside a declared ``reward_range`` are errors.
     """
     if reward not in OUTCOMES:
         raise InvalidInputError(f"reward = {reward!r}: expected one of {list(OUTCOMES)}")
@@ -238,6 +292,14 @@ def from_decision_log(
             f"{_first_ids(log.decision_id, absent)} have no outcome ({reward} is NaN); "
             "pass missing='drop' to leave them out"
         )
+    span = check_reward_range(reward_range)
+    if span is not None:
+        outside = ~absent & ((outcome < span[0]) | (outcome > span[1]))
+        if outside.any():
+            raise InvalidInputError(
+                f"{_first_ids(log.decision_id, outside)} have {reward} outside the "
+                f"reward_range {list(span)}: {outcome[outside][:_SHOWN].tolist()}"
+            )
     keep = ~absent
     if not keep.any():
         raise InvalidInputError(
@@ -277,6 +339,9 @@ def from_decision_log(
             )
     cand_ptr = np.zeros(len(ids) + 1, dtype=np.int64)
     np.cumsum(lengths[keep], out=cand_ptr[1:])
+    kept = [a for a, k in zip(log.attrs, keep.tolist(), strict=True) if k]
+    names = sorted(set().union(*kept)) if kept else []
+    attrs = {name: np.array([a.get(name, "") for a in kept], dtype=np.str_) for name in names}
     return LoggedData(
         arm_ids=arms,
         actions=actions,
@@ -288,4 +353,5 @@ def from_decision_log(
         cand_ptr=cand_ptr,
         cand_idx=cand_idx,
         cand_prob=np.ascontiguousarray(log.cand_prob[keep_flat]),
-    )
+        attrs=attrs,
+    ).in_time_order()

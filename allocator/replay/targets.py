@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 
 from allocator.config import EngineConfig, parse_config
+from allocator.constraints import ConstraintSet
+from allocator.engine import Engine
 from allocator.errors import ConfigError, InvalidInputError
 from allocator.policies import Policy, make_policy
 from allocator.registry import ArmRegistry
@@ -75,3 +77,11 @@ def dense_target(matrix: np.ndarray, data: LoggedData) -> F64:
             f"{bad[:5].tolist()} (mass {outside[bad[:5]].tolist()})"
         )
     return prob
+
+
+def engine_for_log(
+    engine: EngineConfig | Mapping[str, Any], constraints: ConstraintSet | None,
+    data: LoggedData, seed: int,
+) -> Engine:  # fmt: skip
+    """:func:`policy_for_log` under ``constraints`` (a contract what-if is another set)."""
+    return Engine(policy_for_log(engine, data, seed), constraints)

@@ -471,6 +471,17 @@ def test_learning_policy_on_a_non_uniform_log_fails_only_its_cell(
     assert "\nbeta_ts " in table and "beta_ts_online" not in table
 
 
+def own_replay_config(directory: Path, policies: list[dict[str, Any]]) -> Path:
+    """A replay config over the own log in ``directory / decisions`` (IPS and DR)."""
+    cfg = directory / "replay.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "logs": {"decision_log": "decisions", "reward": "reward"},
+        "experiment": {"name": "replay-test", "estimators": ["ips", "dr"]},
+        "policies": policies,
+    }))  # fmt: skip
+    return cfg
+
+
 def own_log(log_dir: Path, n: int, epsilon: float) -> dict[str, float]:
     """An allocator (Beta TS, ε-mixed) serving n requests of a 3-arm world, logging them.
 
@@ -653,12 +664,7 @@ def test_learning_policy_and_named_targets_on_the_allocators_own_log(tmp_path, t
         {"name": "uniform", "target": "uniform"},
         {"name": "uniform_file", "distribution": "uniform.npy"},
     ]
-    cfg = tmp_path / "exp" / "replay.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "logs": {"decision_log": "decisions", "reward": "reward"},
-        "experiment": {"name": "replay-test", "estimators": ["ips", "dr"]},
-        "policies": policies,
-    }))  # fmt: skip
+    cfg = own_replay_config(tmp_path / "exp", policies)
     code, out, err = replay(cfg, tracking_uri, tmp_path / "runs", "tg", "--sequential")
     assert code == 0, err + out
     runs = runs_of(tracking_uri, "tg")
@@ -696,3 +702,78 @@ def test_bad_targets_in_a_replay_config_are_config_errors(tmp_path, policy, matc
     code, _, err = run_cli("replay", str(cfg), "--sequential", "--out", str(tmp_path / "r"),
                            "--tracking-uri", f"sqlite:///{tmp_path}/m.db")  # fmt: skip
     assert code != 0 and match in err, err
+
+
+PARTNER_FLOOR = {"window": 200, "constraints": [{
+    "name": "partner_food", "kind": "floor", "target": {"group": "partner"},
+    "scope": {"category": ["food"]},
+    "schedule": {"start": "2023-11-14T00:00:00Z", "end": "2023-11-16T00:00:00Z",
+                 "start_value": 0.7},
+}]}  # fmt: skip
+
+
+def constrained_own_log(log_dir: Path, n: int) -> float:
+    """An allocator under a partner floor in the food category logs n requests (one a
+    second from 1.7e9, alternately food and toys); returns the logged mean click."""
+    means = {"jd": 0.3, "shop:7": 0.6, "taobao": 0.45}
+    groups = {"jd": "partner", "shop:7": "mini_shop", "taobao": "partner"}
+    config = AllocatorConfig.model_validate({
+        "engine": {"policy": {**BETA, "epsilon": 0.2}, "objective": CLICKS},
+        "constraints": PARTNER_FLOOR,
+        "arms": [{"id": a, "group": g} for a, g in groups.items()],
+    })  # fmt: skip
+    alloc = Allocator(config, seed=5, log_dir=log_dir)
+    u = np.random.default_rng(9).random(n)
+    clicks = []
+    for i in range(n):
+        cat = "food" if i % 2 else "toys"
+        d = alloc.decide(list(means), attrs={"category": cat}, timestamp=1.7e9 + i)
+        clicks.append(float(u[i] < means[d.arm_id]))
+        alloc.update(d.decision_id, {"click": clicks[-1]}, 1.7e9 + i + 0.5)
+    alloc.close()
+    return float(np.mean(clicks))
+
+
+def test_constrained_policies_and_a_contract_what_if_in_a_replay_config(tmp_path, tracking_uri):
+    """The logger's own config replayed as a learning policy under its contract (its value
+    is what the log earned), the same without the floor (a what-if: worth more, the floor
+    holds traffic on weaker partners), and the constrained policy frozen."""
+    logged_mean = constrained_own_log(tmp_path / "exp" / "decisions", 3000)
+    engine = {"policy": {**BETA, "epsilon": 0.2}, "objective": CLICKS}
+    policies = [
+        {"name": "protected", "mode": "learning", "engine": engine,
+         "constraints": PARTNER_FLOOR},
+        {"name": "no_floor", "mode": "learning", "engine": engine},
+        {"name": "protected_frozen", "engine": engine, "constraints": PARTNER_FLOOR},
+    ]  # fmt: skip
+    cfg = own_replay_config(tmp_path / "exp", policies)
+    code, out, err = replay(cfg, tracking_uri, tmp_path / "runs", "cn", "--sequential")
+    assert code == 0, err + out
+    runs = runs_of(tracking_uri, "cn")
+    m = {p["name"]: runs[(p["name"], 1, 0)].data.metrics for p in policies}
+    print({k: {e: round(v, 4) for e, v in x.items() if e.startswith("estimate")}
+           for k, x in m.items()}, "logged", round(logged_mean, 4))  # fmt: skip
+    prot = m["protected"]
+    assert prot["acceptance_rate"] > 0.5  # the logger's own config: nearly every event
+    assert prot["estimate/replay/lower"] <= logged_mean <= prot["estimate/replay/upper"]
+    assert m["no_floor"]["estimate/replay"] > prot["estimate/replay"] + 0.02
+    frozen = m["protected_frozen"]
+    assert frozen["estimate/dr/lower"] <= frozen["estimate/dr"] <= frozen["estimate/dr/upper"]
+
+
+@pytest.mark.parametrize(
+    ("policy", "match"),
+    [
+        ({"name": "x", "target": "uniform", "constraints": PARTNER_FLOOR},
+         "constraints need an engine"),
+        ({"name": "x", "engine": {"policy": BETA, "objective": CLICKS},
+          "constraints": PARTNER_FLOOR},
+         r"read timestamps and the request attributes \['category'\]; the logs have no "
+         r"timestamps and attributes \[\]"),
+    ],
+)  # fmt: skip
+def test_constraints_a_log_cannot_feed_are_config_errors(tmp_path, policy, match):
+    cfg = write_experiment(tmp_path, make_click_log(200, seed=1).text, [policy])
+    code, _, err = run_cli("replay", str(cfg), "--sequential", "--out", str(tmp_path / "r"),
+                           "--tracking-uri", f"sqlite:///{tmp_path}/m.db")  # fmt: skip
+    assert code != 0 and re.search(match, err), err

@@ -190,3 +190,32 @@ def test_rewards_outside_the_policys_domain_are_refused_before_it_learns():
     with pytest.raises(InvalidInputError):
         replay_nonstationary(_beta(), dataclasses.replace(data, rewards=bad),
                              np.random.default_rng(0))  # fmt: skip
+
+
+def test_one_shared_candidate_list_is_decided_once_per_chunk_with_the_same_result():
+    """A context-free policy on rounds that all share one candidate list gets its chunk's
+    distribution from one row; reversing the list of the last round forces the per-row path,
+    and every event's target probability and acceptance stay the same."""
+    data = bernoulli_log(
+        MEANS,
+        6000,
+        np.random.default_rng(5),
+        epsilon=0.4,
+        favour=np.array([0.5, 0.2, 0.1, 0.1, 0.1]),
+        with_cand_prob=True,
+    )
+    ptr, idx = data.candidates()
+    shared = replay_nonstationary(_beta(3), data, np.random.default_rng(6))
+    idx2, prob2 = idx.copy(), data.cand_prob.copy()
+    idx2[ptr[-2] :], prob2[ptr[-2] :] = idx[ptr[-2] :][::-1], data.cand_prob[ptr[-2] :][::-1]
+    import dataclasses
+
+    per_row = replay_nonstationary(
+        _beta(3),
+        dataclasses.replace(data, cand_ptr=ptr, cand_idx=idx2, cand_prob=prob2),
+        np.random.default_rng(6),
+    )
+    assert shared.n_accepted == per_row.n_accepted and shared.n_accepted > 500
+    np.testing.assert_array_equal(shared.trace.accepted, per_row.trace.accepted)
+    np.testing.assert_allclose(shared.trace.weights, per_row.trace.weights, rtol=1e-12)
+    assert shared.value == pytest.approx(per_row.value, rel=1e-9)

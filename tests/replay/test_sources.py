@@ -18,10 +18,12 @@ from tests.logs.helpers import decision, outcome
 CSV = """\
 arm,reward,pscore,slot,ts,age,income,city_tier,category,cands
 taobao,1,0.5,0,2024-01-01T00:00:00Z,30,1000.5,t2,shoes,taobao;douyin
-douyin,0,0.25,1,1704067260,41,2000,t1,bags,taobao; douyin;jd
-jd,0.5,1.0,2,2024-01-01T01:02:00+01:00,25,0,t3,shoes,jd
+douyin,0,0.25,0,1704067260,41,2000,t1,bags,taobao; douyin;jd
+jd,0.5,1.0,0,2024-01-01T01:02:00+01:00,25,0,t3,shoes,jd
 taobao,2.5,0.1,0,1704067200.5,52,-3.5,t1,hats,douyin;taobao
 """
+#: the file's rows in time order (the last row is 0.5 s after the first)
+TIME_ORDER = [0, 3, 1, 2]
 HEADER, *ROWS = [line.split(",") for line in CSV.splitlines()]
 MAPPING = {
     "action": "arm",
@@ -39,20 +41,20 @@ GROUPS = {"taobao": "taobao", "douyin": "partner", "jd": "partner"}
 EXPECTED = {
     "arm_ids": ("douyin", "jd", "taobao"),
     "arm_groups": ("partner", "partner", "taobao"),
-    "actions": [2, 0, 1, 2],
-    "rewards": [1.0, 0.0, 0.5, 2.5],
-    "pscores": [0.5, 0.25, 1.0, 0.1],
-    "positions": [0, 1, 2, 0],
-    "timestamps": [1704067200.0, 1704067260.0, 1704067320.0, 1704067200.5],
+    "actions": [2, 2, 0, 1],
+    "rewards": [1.0, 2.5, 0.0, 0.5],
+    "pscores": [0.5, 0.1, 0.25, 1.0],
+    "positions": [0, 0, 0, 0],
+    "timestamps": [1704067200.0, 1704067200.5, 1704067260.0, 1704067320.0],
     "contexts": [
         [30, 1000.5, 0, 1, 0, 2],
+        [52, -3.5, 1, 0, 0, 1],
         [41, 2000, 1, 0, 0, 0],
         [25, 0, 0, 0, 1, 2],
-        [52, -3.5, 1, 0, 0, 1],
     ],
     "context_names": ("age", "income", "city_tier=t1", "city_tier=t2", "city_tier=t3", "category"),
-    "cand_ptr": [0, 2, 5, 6, 8],
-    "cand_idx": [2, 0, 2, 0, 1, 1, 0, 2],
+    "cand_ptr": [0, 2, 4, 7, 8],
+    "cand_idx": [2, 0, 0, 2, 2, 0, 1, 1],
 }
 ARRAYS = (
     "actions",
@@ -113,7 +115,8 @@ def test_parquet_with_native_types_gives_identical_arrays(tmp_path):
     pq.write_table(table, tmp_path / "logs.parquet")
     assert_same(load_foreign_log(config(tmp_path / "logs.parquet")), from_csv)
 
-    stamps = pa.array((np.array(EXPECTED["timestamps"]) * 1e3).astype(np.int64), pa.int64())
+    in_file = np.array(EXPECTED["timestamps"])[np.argsort(TIME_ORDER)]
+    stamps = pa.array((in_file * 1e3).astype(np.int64), pa.int64())
     zoned = table.set_column(4, "ts", stamps.cast(pa.timestamp("ms", tz="Asia/Shanghai")))
     pq.write_table(zoned, tmp_path / "zoned.dat")
     assert_same(load_foreign_log(config(tmp_path / "zoned.dat", format="parquet")), from_csv)
@@ -174,14 +177,27 @@ MALFORMED = [
     (with_cell("cands", {2: ""}), {}, r"'cands' \(candidates\).*missing.*\[2\]"),
     (with_cell("slot", {1: "-1", 2: "1.5"}), {}, r"'slot' \(position\).*\[1, 2\]"),
     (ROWS, {"groups": {"taobao": "taobao"}}, r"groups.*missing \['douyin', 'jd'\]"),
-]
+    # a declared range is checked at import; rows are the file's (row 3 is out of time order)
+    (ROWS, {"reward_range": (0, 2)}, r"'reward' \(reward\): values outside the reward_range "
+     r"\[0\.0, 2\.0\] in 1 row; first data rows \(0-based\) \[3\] hold \['2\.5'\]"),
+    (with_cell("reward", {0: "-1"}), {"reward_range": (0, 1)},
+     r"'reward'.*outside.*2 rows.*\[0, 3\] hold \['-1', '2\.5'\]"),
+    # unknown actions when the arm set is declared, also once trimmed
+    (with_cell("arm", {1: " kuaishou "}), ARMS, r"'arm' \(action\).*arm set.*\[1\]"),
+    # several positions (a slate) without keep_position, and a position no row holds
+    (with_cell("slot", {1: "1", 2: "2"}), {}, r"'slot' \(position\) holds 3 positions \[0, 1, "
+     r"2\]: several items.*keep_position"),
+    (ROWS, {"keep_position": 4}, r"'slot' \(position\): no row holds keep_position 4"),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize(("rows", "changes", "match"), MALFORMED)
 def test_malformed_values_name_the_column_and_rows(tmp_path, rows, changes, match):
+    changes = dict(changes)
+    span = changes.pop("reward_range", None)
     cfg = config(write_csv(tmp_path / "bad.csv", rows=rows), **changes)
     with pytest.raises(InvalidInputError, match=match):
-        load_foreign_log(cfg)
+        load_foreign_log(cfg, reward_range=span)
     table = pacsv.read_csv(
         tmp_path / "bad.csv",
         convert_options=pacsv.ConvertOptions(
@@ -192,7 +208,57 @@ def test_malformed_values_name_the_column_and_rows(tmp_path, rows, changes, matc
     )
     pq.write_table(table, tmp_path / "bad.parquet")
     with pytest.raises(InvalidInputError, match=match):  # the same rows in a text Parquet
-        load_foreign_log(config(tmp_path / "bad.parquet", **changes))
+        load_foreign_log(config(tmp_path / "bad.parquet", **changes), reward_range=span)
+
+
+def test_padded_action_ids_are_trimmed_like_candidate_ids(tmp_path):
+    padded = with_cell("arm", {0: "  taobao", 2: "jd\t"})
+    data = load_foreign_log(config(write_csv(tmp_path / "l.csv", rows=padded), **ARMS))
+    assert data.arm_ids == EXPECTED["arm_ids"]
+    assert data.actions.tolist() == EXPECTED["actions"]
+
+
+def test_an_undeclared_arm_set_is_reported_with_its_count_and_first_ids(tmp_path):
+    rows = with_cell("arm", {1: "kuaishou"})
+    rows = [[*r[:-1], r[-1] + ";kuaishou"] if i == 1 else r for i, r in enumerate(rows)]
+    data = load_foreign_log(config(write_csv(tmp_path / "l.csv", rows=rows), groups=None))
+    assert data.arm_ids == ("douyin", "jd", "kuaishou", "taobao")
+    assert data.notes[0] == (
+        "arms not declared: the 4 ids in column 'arm' and the candidates became the arm set, "
+        "first ['douyin', 'jd', 'kuaishou', 'taobao'] (declare logs.foreign.arms to refuse others)"
+    )
+    assert not any("arms not declared" in n for n in load_foreign_log(
+        config(tmp_path / "l.csv", groups=None, arms=data.arm_ids)).notes)  # fmt: skip
+
+
+def test_rows_out_of_time_order_are_sorted_stably_and_reported(tmp_path):
+    """Shards are time slices: the file's rows come back ordered by the timestamp column,
+    rows with equal times in file order."""
+    rows = with_cell("ts", {2: "1704067200.5"})  # the same time as row 3
+    data = load_foreign_log(config(write_csv(tmp_path / "l.csv", rows=rows)))
+    assert data.timestamps.tolist() == [1704067200.0, 1704067200.5, 1704067200.5, 1704067260.0]
+    assert data.rewards.tolist() == [1.0, 0.5, 2.5, 0.0]  # file rows 0, 2, 3, 1
+    assert data.notes[-1] == (
+        "rows ordered by column 'ts': 2 rows were earlier than a row above them (first data "
+        "rows [2, 3])"
+    )
+    first, second = data.shard(0, 2), data.shard(1, 2)
+    assert first.timestamps.max() <= second.timestamps.min()
+    in_order = load_foreign_log(
+        config(write_csv(tmp_path / "o.csv", rows=[ROWS[i] for i in TIME_ORDER]))
+    )
+    assert not any(n.startswith("rows ordered") for n in in_order.notes)  # fmt: skip
+
+
+def test_one_position_of_a_slate_log_is_kept_with_its_propensities(tmp_path):
+    rows = with_cell("slot", {1: "1", 3: "1"})
+    data = load_foreign_log(config(write_csv(tmp_path / "l.csv", rows=rows), keep_position=1))
+    assert data.positions.tolist() == [1, 1]
+    assert data.pscores.tolist() == [0.1, 0.25]  # file rows 3 then 1 (time order)
+    assert data.cand_ptr.tolist() == [0, 2, 5] and data.cand_idx.tolist() == [0, 2, 2, 0, 1]
+    with pytest.raises(ValidationError, match="keep_position needs a position column"):
+        config(tmp_path / "l.csv", keep_position=0,
+               columns={k: v for k, v in MAPPING.items() if k != "position"})  # fmt: skip
 
 
 def test_missing_column_lists_the_files_columns(tmp_path):
@@ -384,3 +450,27 @@ def test_decision_log_conversion_errors(tmp_path):
     bare = write_log(tmp_path / "bare", [decision(0)])
     with pytest.raises(InvalidInputError, match="no decision with an outcome"):
         from_decision_log(bare, missing="drop")
+
+
+def test_decision_log_brings_attrs_in_time_order_and_checks_a_declared_range(tmp_path):
+    """Request attributes (what contract scopes read) and timestamps come along; a replica's
+    late part puts rows out of time order, which the conversion sorts; outcomes outside a
+    declared range are errors naming the decisions."""
+    decisions = [
+        decision(0, attrs={"category": "shoes"}),
+        decision(1, timestamp=1_699_999_990.0, attrs={"category": "bags", "slot": "top"}),
+        decision(2, attrs={}),
+    ]
+    log = write_log(tmp_path, decisions, [outcome(i, reward=0.5 * i) for i in range(3)])
+    data = from_decision_log(log)
+    assert data.timestamps.tolist() == [1_699_999_990.0, 1_700_000_000.0, 1_700_000_002.0]
+    assert data.rewards.tolist() == [0.5, 0.0, 1.0]
+    assert data.attrs["category"].tolist() == ["bags", "shoes", ""]
+    assert data.attrs["slot"].tolist() == ["top", "", ""]
+    assert data.notes == (
+        "rows ordered by timestamp: 1 rows were earlier than a row above them (first data "
+        "rows [1])",
+    )
+    with pytest.raises(InvalidInputError, match=r"1 decision, first \['r0-2'\] have reward "
+                       r"outside the reward_range \[0\.0, 0\.9\]: \[1\.0\]"):  # fmt: skip
+        from_decision_log(log, reward_range=(0, 0.9))
