@@ -362,10 +362,7 @@ class ArmRegistry:
         groups = groups_arr.tolist()
         n, cap = ids_arr.shape[0], int(active.shape[0])
         out = cls(capacity=cap)
-        bad = n > cap or not all(groups) or len(set(groups)) != len(groups)
-        if not bad and n:
-            bad = out._fill(ids_arr) >= 0
-        if bad:
+        if n > cap or not all(groups) or len(set(groups)) != len(groups) or out._fill(ids_arr) >= 0:
             raise SnapshotError(
                 f"registry has {n} ids for capacity {cap}, or repeated or empty ids or groups"
             )
@@ -380,11 +377,34 @@ class ArmRegistry:
         out.arm_group = arm_group.astype(np.int64, copy=True)
         return out
 
+    @classmethod
+    def from_columns(cls, ids: np.ndarray, groups: list[str], codes: np.ndarray) -> ArmRegistry:
+        """Every arm of ``ids`` (a 1-d numpy string array of distinct non-empty ids without
+        NUL) active in ``groups[codes]``, in one compiled pass (a catalogue file)."""
+        n = ids.shape[0]
+        out = cls(capacity=max(16, n))
+        if len(set(groups)) != len(groups) or not all(groups):
+            raise InvalidInputError(f"groups must be distinct non-empty names, got {groups}")
+        if codes.shape != (n,) or (n and (codes.min() < 0 or codes.max() >= len(groups))):
+            raise InvalidInputError("codes must give a group position for every id")
+        bad = out._fill(ids)
+        if bad >= 0:
+            raise InvalidInputError(
+                f"ids[{bad}] = {str(ids[bad])!r} is empty, holds a NUL or repeats an earlier id"
+            )
+        out._groups = list(groups)
+        out._group_code = {g: i for i, g in enumerate(groups)}
+        out.active[:n] = True
+        out.arm_group[:n] = codes
+        return out
+
     def _fill(self, ids: np.ndarray) -> int:
         """Register the numpy string array ``ids`` into this empty registry (groups and
         flags are the caller's). Returns the first empty, NUL-holding or repeated id's
         position, else -1 (the registry is then unusable)."""
         n = ids.shape[0]
+        if n == 0:
+            return -1
         rows = np.ascontiguousarray(ids).view(np.uint32).reshape(n, -1)
         wide = bool(rows.size) and int(rows.max()) >= 256
         chars = np.empty(rows.size, dtype=np.uint32 if wide else np.uint8)
