@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from bench_serving import T0, bare_call, percentiles
+from bench_serving import T0, bare_call, percentiles, save_and_load
 
 import allocator
 from allocator import Allocator
@@ -114,12 +114,7 @@ def scale_row(kind: str, n: int, path: Path | None, tmp: Path) -> str:
     traced, _ = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     snap = tmp / f"{kind}.npz"
-    t = time.perf_counter()
-    alloc.save(snap)
-    save = time.perf_counter() - t
-    t = time.perf_counter()
-    Allocator.load(snap)
-    load = time.perf_counter() - t
+    save, load = save_and_load(alloc, snap)
     source = "arms file" if path is not None else "inline config"
     return (
         f"| {kind}, {n:,} merchants | {source} | {build:.2f} s | {traced / 2**20:,.0f} MiB "
