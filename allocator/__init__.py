@@ -36,7 +36,7 @@ from allocator.policies import (
     SharedLogisticPolicy,
     make_policy,
 )
-from allocator.registry import ArmRegistry
+from allocator.registry import ArmRegistry, IntIds
 from allocator.serving import (
     Allocator,
     AllocatorConfig,
@@ -59,6 +59,7 @@ __all__ = [
     "Engine",
     "EngineConfig",
     "EvaluationRefused",
+    "IntIds",
     "InvalidInputError",
     "LinearGaussianConfig",
     "LinearGaussianPolicy",

@@ -94,7 +94,7 @@ class _PolicyBase(StrictModel):
     discount: Annotated[float, Field(gt=0.0, le=1.0, allow_inf_nan=False)] | None = None
     half_life: PositiveFloat | None = None
     bank_rows: Annotated[int, Field(ge=1, le=65536)] = 256
-    bank_max_cells: Annotated[int, Field(ge=1024)] = 1 << 25
+    bank_max_cells: Annotated[int, Field(ge=1024)] = 1 << 24
     refresh_every: Annotated[int, Field(ge=1)] = 64
     new_arm_prior: Literal["configured", "empirical"] = "configured"
     max_abs_input: Annotated[float, Field(gt=0.0, le=1e12, allow_inf_nan=False)] = 1e6

@@ -3,18 +3,61 @@
 Indices are never reused: retiring an arm only clears its ``active`` flag, so every other
 arm's learned state (indexed densely by the policies) is undisturbed. Arrays grow by
 doubling, so adding arms one at a time stays amortised O(1) up to millions of arms.
+
+Ids are kept as flat arrays (codepoints end to end, offsets, and an open-addressing hash
+table: :mod:`allocator.kernels.idtable`), not as a dict of Python strings: a request's
+candidate ids are resolved in one compiled call, whether they come as a list of str
+(joined and encoded once), a numpy string array (read in place) or :class:`IntIds`
+(integer external ids, read as their decimal spelling), and 10^6 ids cost ~40 MB, not ~100.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from allocator.errors import InvalidInputError, SnapshotError, UnknownArmError, brief
 from allocator.inputs import as_id_list
+from allocator.kernels import idtable as kid
 
 MINI_SHOP = "mini_shop"
+_WIDE = "utf-32-le"
+
+
+class IntIds:
+    """Candidate arm ids given as integers: the value ``v`` names the arm whose id is
+    ``str(v)`` (a catalogue with integer external ids). Plain integer arrays stay arm
+    indices; wrapping says which is meant."""
+
+    __slots__ = ("values",)
+
+    def __init__(self, values: Any) -> None:
+        arr = np.asarray(values)
+        if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
+            raise InvalidInputError(
+                f"IntIds takes a 1-d integer array, got {arr.dtype} {arr.shape}"
+            )
+        if arr.dtype == np.uint64 and arr.size and arr.max() > np.iinfo(np.int64).max:
+            raise InvalidInputError("IntIds values must fit in int64")
+        self.values = np.ascontiguousarray(arr, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return int(self.values.shape[0])
+
+
+def _table_size(capacity: int) -> int:
+    """Hash slots for ``capacity`` ids: a power of two, at most half full."""
+    return 1 << max(5, (2 * capacity - 1).bit_length())
+
+
+def _encode(ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``ids`` as uint32 codepoints end to end, with their offsets (n+1,)."""
+    chars = np.frombuffer("".join(ids).encode(_WIDE, "surrogatepass"), dtype=np.uint32)
+    offsets = np.zeros(len(ids) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, ids), np.int64, len(ids)), out=offsets[1:])
+    return chars, offsets
 
 
 class ArmRegistry:
@@ -23,8 +66,10 @@ class ArmRegistry:
     def __init__(self, capacity: int = 16) -> None:
         if capacity < 1:
             raise InvalidInputError(f"capacity must be >= 1, got {capacity}")
-        self._index: dict[str, int] = {}
-        self._ids: list[str] = []
+        self._n = 0
+        self._chars: np.ndarray = np.zeros(8 * capacity, dtype=np.uint8)  # uint32 if needed
+        self._offsets = np.zeros(capacity + 1, dtype=np.int64)
+        self._table = np.full(_table_size(capacity), -1, dtype=np.int64)
         self._groups: list[str] = []
         self._group_code: dict[str, int] = {}
         self.active = np.zeros(capacity, dtype=np.bool_)
@@ -62,7 +107,7 @@ class ArmRegistry:
     @property
     def n_arms(self) -> int:
         """Number of indices handed out (active or retired)."""
-        return len(self._ids)
+        return self._n
 
     @property
     def capacity(self) -> int:
@@ -79,14 +124,113 @@ class ArmRegistry:
         except KeyError:
             raise UnknownArmError(f"unknown group {group!r}; known: {self._groups}") from None
 
+    # ------------------------------------------------------------------ lookups
+    def _table_args(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        return self._table, self._chars, self._offsets, self.active
+
     def knows(self, arm_id: str) -> bool:
         """True when ``arm_id`` was ever registered (active or retired)."""
-        return arm_id in self._index
+        return self.index_of(arm_id) is not None
 
     def index_of(self, arm_id: str) -> int | None:
         """The index of ``arm_id``, or None when it was never registered."""
-        return self._index.get(arm_id)
+        if not isinstance(arm_id, str):
+            return None
+        out = np.empty(1, dtype=np.int64)
+        q = np.frombuffer(arm_id.encode(_WIDE, "surrogatepass"), dtype=np.uint32)
+        code, _ = kid.lookup_joined(*self._table_args(), kid.ANY_OR_NEW, q, out)
+        return None if code != kid.FOUND or out[0] < 0 else int(out[0])
 
+    def lookup(self, ids: Any, allow_retired: bool = False) -> np.ndarray:
+        """Indices of ``ids`` (a list or tuple of str, a 1-d numpy string array, or
+        :class:`IntIds`) in one compiled call; unknown (or, unless allowed, retired) ids
+        raise, naming the first such id and its position."""
+        return self._resolve(ids, kid.ANY if allow_retired else kid.ACTIVE)
+
+    def _resolve(self, ids: Any, mode: int) -> np.ndarray:
+        args = self._table_args()
+        if isinstance(ids, IntIds):
+            out = np.empty(len(ids), dtype=np.int64)
+            code, pos = kid.lookup_ints(*args, mode, ids.values, out)
+            if code != kid.FOUND:
+                self._raise(code, str(ids.values[pos]), pos)
+            return out
+        if isinstance(ids, np.ndarray) and ids.dtype.kind == "U":
+            if ids.ndim != 1:
+                raise InvalidInputError(f"candidates must be 1-d, got shape {ids.shape}")
+            out = np.empty(ids.shape[0], dtype=np.int64)
+            rows = np.ascontiguousarray(ids).view(np.uint32).reshape(ids.shape[0], -1)
+            code, pos = kid.lookup_rows(*args, mode, rows, out)
+            if code != kid.FOUND:
+                self._raise(code, str(ids[pos]), pos)
+            return out
+        ids = ids if isinstance(ids, (list, tuple)) else list(ids)
+        out = np.empty(len(ids), dtype=np.int64)
+        try:  # a list of str: joined and encoded at C speed, split in the kernel
+            joined = "\x00".join(ids).encode(
+                "latin-1" if self._chars.dtype == np.uint8 else _WIDE, "surrogatepass"
+            )
+        except (TypeError, UnicodeEncodeError):  # a non-str, or a char no id has
+            return self._resolve_each(ids, mode)
+        code, pos = kid.lookup_joined(*args, mode, np.frombuffer(joined, self._chars.dtype), out)
+        if code == kid.MISSPLIT:  # an id holds a NUL (so is unknown): find which
+            return self._resolve_each(ids, mode)
+        if code != kid.FOUND:
+            self._raise(code, ids[pos], pos)
+        return out
+
+    def _resolve_each(self, ids: Sequence[Any], mode: int) -> np.ndarray:
+        """One id at a time: the exact error for inputs the joined form cannot carry."""
+        out = np.empty(len(ids), dtype=np.int64)
+        for i, arm_id in enumerate(ids):
+            idx = self.index_of(arm_id)
+            if idx is None and mode != kid.ANY_OR_NEW:
+                self._raise(kid.UNKNOWN, arm_id, i)
+            if mode == kid.ACTIVE and not self.active[idx]:
+                self._raise(kid.RETIRED, arm_id, i)
+            out[i] = -1 if idx is None else idx
+        return out
+
+    @staticmethod
+    def _raise(code: int, arm_id: Any, pos: int) -> None:
+        if code == kid.RETIRED:
+            raise UnknownArmError(f"arm {arm_id!r} at position {pos} is retired")
+        raise UnknownArmError(f"unknown arm id {arm_id!r} at position {pos}")
+
+    def arm_id(self, index: int) -> str:
+        if not 0 <= index < self._n:
+            raise UnknownArmError(f"arm index {index} out of range [0, {self._n})")
+        part = self._chars[self._offsets[index] : self._offsets[index + 1]]
+        if part.dtype == np.uint8:
+            return part.tobytes().decode("latin-1")
+        return part.tobytes().decode(_WIDE, "surrogatepass")
+
+    def ids_of(self, indices: np.ndarray) -> np.ndarray:
+        """The ids of arm ``indices`` (registered, int64) as a numpy string array."""
+        idx = np.ascontiguousarray(indices, dtype=np.int64)
+        width = max(1, int(kid.longest(self._offsets, idx)))
+        rows = np.empty((idx.shape[0], width), dtype=np.uint32)
+        kid.gather(self._chars, self._offsets, idx, rows)
+        return rows.view(f"<U{width}").reshape(idx.shape[0])
+
+    def group_of(self, index: int) -> str:
+        return self._groups[int(self.arm_group[index])] if 0 <= index < self.n_arms else ""
+
+    def members(self, group: str) -> np.ndarray:
+        """Indices of the active arms of ``group``."""
+        code = self.group_code(group)
+        n = self.n_arms
+        return np.flatnonzero((self.arm_group[:n] == code) & self.active[:n])
+
+    def all_ids(self) -> list[str]:
+        """Every id ever registered, by index."""
+        return list(self.ids_of(np.arange(self._n)).tolist())
+
+    def members_all(self) -> list[str]:
+        """Ids of the active arms."""
+        return list(self.ids_of(np.flatnonzero(self.active[: self._n])).tolist())
+
+    # ------------------------------------------------------------------ changes
     def check_new(self, ids: Sequence[str], group: str) -> None:
         """Raise if ``ids`` cannot be added to ``group`` (nothing changes either way)."""
         if not group or not isinstance(group, str):
@@ -94,16 +238,19 @@ class ArmRegistry:
         ids = as_id_list(ids, "ids")
         if len(set(ids)) != len(ids):
             raise InvalidInputError("ids contains duplicates")
-        for arm_id in ids:
-            known = self._index.get(arm_id)
-            if known is not None:
-                if self.active[known]:
-                    raise InvalidInputError(f"arm {arm_id!r} is already registered")
-                if self._groups[self.arm_group[known]] != group:
-                    raise InvalidInputError(
-                        f"arm {arm_id!r} was registered in group "
-                        f"{self._groups[self.arm_group[known]]!r}, not {group!r}"
-                    )
+        if "\x00" in "".join(ids):  # the joined lookups use NUL as the separator
+            at = next(i for i, a in enumerate(ids) if "\x00" in a)
+            raise InvalidInputError(f"ids[{at}] = {ids[at]!r} contains a NUL character")
+        known = self._resolve(ids, kid.ANY_OR_NEW)
+        for i in np.flatnonzero(known >= 0):
+            arm_id, idx = ids[i], known[i]
+            if self.active[idx]:
+                raise InvalidInputError(f"arm {arm_id!r} is already registered")
+            if self._groups[self.arm_group[idx]] != group:
+                raise InvalidInputError(
+                    f"arm {arm_id!r} was registered in group "
+                    f"{self._groups[self.arm_group[idx]]!r}, not {group!r}"
+                )
 
     def add(self, ids: Sequence[str] | str, group: str, by: object | None = None) -> np.ndarray:
         """Register ``ids`` in ``group``; return their indices.
@@ -120,19 +267,31 @@ class ArmRegistry:
             code = len(self._groups)
             self._groups.append(group)
             self._group_code[group] = code
-        fresh = [a for a in ids if a not in self._index]
-        self.reserve(self.n_arms + len(fresh))
-        out = np.empty(len(ids), dtype=np.int64)
-        for i, arm_id in enumerate(ids):
-            idx = self._index.get(arm_id)
-            if idx is None:
-                idx = len(self._ids)
-                self._index[arm_id] = idx
-                self._ids.append(arm_id)
-            out[i] = idx
+        out = self._resolve(ids, kid.ANY_OR_NEW)
+        fresh = np.flatnonzero(out < 0)
+        out[fresh] = self._append(*_encode([ids[i] for i in fresh]))
         self.arm_group[out] = code
         self.active[out] = True
         return out
+
+    def _append(self, chars: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        """Give the ids ``chars``/``offsets`` (new, distinct) the next indices."""
+        m, n = offsets.shape[0] - 1, self._n
+        self.reserve(n + m)
+        used = int(self._offsets[n])
+        if chars.size and self._chars.dtype == np.uint8 and chars.max() >= 256:
+            self._chars = self._chars.astype(np.uint32)
+        if used + chars.shape[0] > self._chars.shape[0]:
+            grown = np.zeros(
+                max(2 * self._chars.shape[0], used + chars.shape[0]), self._chars.dtype
+            )
+            grown[:used] = self._chars[:used]
+            self._chars = grown
+        self._chars[used : used + chars.shape[0]] = chars
+        self._offsets[n + 1 : n + m + 1] = used + offsets[1:]
+        kid.insert(self._table, self._chars, self._offsets, n, n + m)
+        self._n = n + m
+        return np.arange(n, n + m, dtype=np.int64)
 
     def retire(self, ids: Iterable[str], by: object | None = None) -> np.ndarray:
         """Make arms ineligible; their index and learned state are kept."""
@@ -140,32 +299,6 @@ class ArmRegistry:
         idx = self.lookup(as_id_list(ids, "ids"), allow_retired=True)
         self.active[idx] = False
         return idx
-
-    def lookup(self, ids: Sequence[str], allow_retired: bool = False) -> np.ndarray:
-        """Indices of ``ids``; unknown (or, unless allowed, retired) ids raise."""
-        out = np.empty(len(ids), dtype=np.int64)
-        for i, arm_id in enumerate(ids):
-            idx = self._index.get(arm_id)
-            if idx is None:
-                raise UnknownArmError(f"unknown arm id {arm_id!r} at position {i}")
-            if not allow_retired and not self.active[idx]:
-                raise UnknownArmError(f"arm {arm_id!r} at position {i} is retired")
-            out[i] = idx
-        return out
-
-    def arm_id(self, index: int) -> str:
-        if not 0 <= index < len(self._ids):
-            raise UnknownArmError(f"arm index {index} out of range [0, {len(self._ids)})")
-        return self._ids[index]
-
-    def group_of(self, index: int) -> str:
-        return self._groups[int(self.arm_group[index])] if 0 <= index < self.n_arms else ""
-
-    def members(self, group: str) -> np.ndarray:
-        """Indices of the active arms of ``group``."""
-        code = self.group_code(group)
-        n = self.n_arms
-        return np.flatnonzero((self.arm_group[:n] == code) & self.active[:n])
 
     def reserve(self, n: int) -> None:
         """Make room for ``n`` arms (doubling, so one-at-a-time adds stay amortised O(1))."""
@@ -178,30 +311,30 @@ class ArmRegistry:
         active[: self.active.shape[0]] = self.active
         group = np.full(cap, -1, dtype=np.int64)
         group[: self.arm_group.shape[0]] = self.arm_group
-        self.active, self.arm_group = active, group
-
-    def all_ids(self) -> list[str]:
-        """Every id ever registered, by index."""
-        return list(self._ids)
-
-    def members_all(self) -> list[str]:
-        """Ids of the active arms."""
-        return [self._ids[i] for i in np.flatnonzero(self.active[: self.n_arms])]
+        offsets = np.zeros(cap + 1, dtype=np.int64)
+        offsets[: self._n + 1] = self._offsets[: self._n + 1]
+        self.active, self.arm_group, self._offsets = active, group, offsets
+        if _table_size(cap) > self._table.shape[0]:
+            self._table = np.full(_table_size(cap), -1, dtype=np.int64)
+            kid.insert(self._table, self._chars, self._offsets, 0, self._n)
 
     def copy(self) -> ArmRegistry:
         """An independent copy (used to stage a reconfiguration before swapping it in)."""
-        out = ArmRegistry(capacity=self.capacity)
-        out._index = dict(self._index)
-        out._ids = list(self._ids)
+        out = ArmRegistry(capacity=1)
+        out._n = self._n
+        out._chars = self._chars.copy()
+        out._offsets = self._offsets.copy()
+        out._table = self._table.copy()
         out._groups = list(self._groups)
         out._group_code = dict(self._group_code)
         out.active = self.active.copy()
         out.arm_group = self.arm_group.copy()
         return out
 
+    # ------------------------------------------------------------------ snapshots
     def to_arrays(self) -> dict[str, np.ndarray]:
         return {
-            "registry.ids": np.array(self._ids, dtype=str),
+            "registry.ids": self.ids_of(np.arange(self._n)),
             "registry.groups": np.array(self._groups, dtype=str),
             "registry.arm_group": self.arm_group.copy(),
             "registry.active": self.active.copy(),
@@ -226,9 +359,10 @@ class ArmRegistry:
                 f"registry arrays have shapes {active.shape} and {arm_group.shape}: expected "
                 "one capacity >= 1"
             )
-        ids, groups = ids_arr.tolist(), groups_arr.tolist()
-        n, cap = len(ids), int(active.shape[0])
-        if n > cap or len(set(ids)) != n or not all(ids) or len(set(groups)) != len(groups):
+        groups = groups_arr.tolist()
+        n, cap = ids_arr.shape[0], int(active.shape[0])
+        out = cls(capacity=cap)
+        if n > cap or not all(groups) or len(set(groups)) != len(groups) or out._fill(ids_arr) >= 0:
             raise SnapshotError(
                 f"registry has {n} ids for capacity {cap}, or repeated or empty ids or groups"
             )
@@ -237,11 +371,46 @@ class ArmRegistry:
             raise SnapshotError("registry.arm_group holds a group code out of range")
         if active[n:].any():
             raise SnapshotError("registry.active marks a slot with no arm")
-        out = cls(capacity=cap)
-        out._ids = ids
-        out._index = {arm_id: i for i, arm_id in enumerate(ids)}
         out._groups = groups
         out._group_code = {g: i for i, g in enumerate(groups)}
         out.active = active.astype(np.bool_, copy=True)
         out.arm_group = arm_group.astype(np.int64, copy=True)
         return out
+
+    @classmethod
+    def from_columns(cls, ids: np.ndarray, groups: list[str], codes: np.ndarray) -> ArmRegistry:
+        """Every arm of ``ids`` (a 1-d numpy string array of distinct non-empty ids without
+        NUL) active in ``groups[codes]``, in one compiled pass (a catalogue file)."""
+        n = ids.shape[0]
+        out = cls(capacity=max(16, n))
+        if len(set(groups)) != len(groups) or not all(groups):
+            raise InvalidInputError(f"groups must be distinct non-empty names, got {groups}")
+        if codes.shape != (n,) or (n and (codes.min() < 0 or codes.max() >= len(groups))):
+            raise InvalidInputError("codes must give a group position for every id")
+        bad = out._fill(ids)
+        if bad >= 0:
+            raise InvalidInputError(
+                f"ids[{bad}] = {str(ids[bad])!r} is empty, holds a NUL or repeats an earlier id"
+            )
+        out._groups = list(groups)
+        out._group_code = {g: i for i, g in enumerate(groups)}
+        out.active[:n] = True
+        out.arm_group[:n] = codes
+        return out
+
+    def _fill(self, ids: np.ndarray) -> int:
+        """Register the numpy string array ``ids`` into this empty registry (groups and
+        flags are the caller's). Returns the first empty, NUL-holding or repeated id's
+        position, else -1 (the registry is then unusable)."""
+        n = ids.shape[0]
+        if n == 0:
+            return -1
+        rows = np.ascontiguousarray(ids).view(np.uint32).reshape(n, -1)
+        wide = bool(rows.size) and int(rows.max()) >= 256
+        chars = np.empty(rows.size, dtype=np.uint32 if wide else np.uint8)
+        bad = int(kid.pack_rows(rows, chars, self._offsets))
+        if bad >= 0:
+            return bad
+        self._chars = chars[: self._offsets[n]].copy()
+        self._n = n
+        return int(kid.insert(self._table, self._chars, self._offsets, 0, n))

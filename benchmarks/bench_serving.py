@@ -128,6 +128,16 @@ def bench(
     ]
 
 
+def save_and_load(alloc: Allocator, path: Path) -> tuple[float, float]:
+    """Seconds to save ``alloc`` to ``path`` and to load it back."""
+    t = time.perf_counter()
+    alloc.save(path)
+    save = time.perf_counter() - t
+    t = time.perf_counter()
+    Allocator.load(path)
+    return save, time.perf_counter() - t
+
+
 def memory_and_snapshots(n_merchants: int) -> list[str]:
     out = []
     for kind in ("beta_bernoulli", "shared_linear"):
@@ -139,12 +149,7 @@ def memory_and_snapshots(n_merchants: int) -> list[str]:
         tracemalloc.stop()
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "snap.npz"
-            t = time.perf_counter()
-            alloc.save(path)
-            save = time.perf_counter() - t
-            t = time.perf_counter()
-            Allocator.load(path)
-            load = time.perf_counter() - t
+            save, load = save_and_load(alloc, path)
             size = path.stat().st_size
         out.append(
             f"| {kind}, {n_merchants:,} merchants | {current / 2**20:,.0f} MiB | "

@@ -361,3 +361,18 @@ def logistic_map(xs, ys, lam, m0, iters=50):
         hess = lam * np.eye(d) + (xs * (p * (1 - p))[:, None]).T @ xs
         m = m + np.linalg.solve(hess, grad)
     return m, hess
+
+
+def dict_lookup(ids: list[str], active: np.ndarray, candidates: list) -> np.ndarray:
+    """Candidate ids resolved by a Python dict, as the registry did before its compiled
+    table: the first unknown or retired id raises ``(kind, id, position)``."""
+    index = {arm_id: i for i, arm_id in enumerate(ids)}
+    out = np.empty(len(candidates), dtype=np.int64)
+    for pos, arm_id in enumerate(candidates):
+        idx = index.get(arm_id)
+        if idx is None:
+            raise KeyError(("unknown", arm_id, pos))
+        if not active[idx]:
+            raise KeyError(("retired", arm_id, pos))
+        out[pos] = idx
+    return out

@@ -117,7 +117,7 @@ def test_the_distribution_installs_only_the_allocator_package():
 LAYERS = (
     ("allocator.kernels", "allocator.errors", "allocator.settings", "allocator.inputs",
      "allocator.timestamps", "allocator.decisions", "allocator.config", "allocator.config_files",
-     "allocator.registry",
+     "allocator.registry", "allocator.arms_file",
      "allocator.objective", "allocator.snapshot", "allocator.version"),
     ("allocator.policies", "allocator.constraints"),
     ("allocator.engine",),

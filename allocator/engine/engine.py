@@ -20,7 +20,7 @@ from allocator.decisions import Decision, Decisions, named_constraints
 from allocator.errors import InvalidInputError, SnapshotError
 from allocator.inputs import as_float_array, as_id_list, as_index_array, check_csr
 from allocator.policies import POLICY_CLASSES, Policy, PolicyConfig, make_policy
-from allocator.registry import ArmRegistry
+from allocator.registry import ArmRegistry, IntIds
 from allocator.timestamps import as_epoch_seconds
 
 #: key prefix of the policy's arrays in an engine snapshot
@@ -162,14 +162,17 @@ class Engine:
         return self.contracts.encode_many(attrs)
 
     def resolve(self, candidates: Any) -> np.ndarray:
-        """Candidate arm indices from indices or ids (ids are looked up in the registry)."""
+        """Candidate arm indices from indices or ids: a list of str, a numpy string array or
+        :class:`IntIds`, resolved by the registry in one compiled call."""
         if isinstance(candidates, np.ndarray) and candidates.dtype.kind in "iu":
             return as_index_array(candidates, "candidates")
-        if isinstance(candidates, (list, tuple)) and candidates and isinstance(candidates[0], str):
-            return self.registry.lookup(list(candidates))
-        if isinstance(candidates, np.ndarray) and candidates.dtype.kind == "U":
-            return self.registry.lookup(candidates.tolist())
-        return as_index_array(candidates, "candidates")
+        if isinstance(candidates, np.ndarray):
+            ids = candidates.dtype.kind == "U"
+        elif isinstance(candidates, (list, tuple)):
+            ids = bool(candidates) and isinstance(candidates[0], str)
+        else:
+            ids = isinstance(candidates, IntIds)
+        return self.registry.lookup(candidates) if ids else as_index_array(candidates, "candidates")
 
     @property
     def probabilities(self) -> np.ndarray:

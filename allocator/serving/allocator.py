@@ -32,6 +32,7 @@ from allocator.errors import ConfigError, InvalidInputError, SnapshotError, brie
 from allocator.logs import DecisionLogWriter, DecisionRecord, OutcomeRecord
 from allocator.objective import Objective
 from allocator.registry import ArmRegistry
+from allocator.serving.arms import build_catalogue
 from allocator.serving.catalogue import CatalogueChanges
 from allocator.serving.clock import ServingClock
 from allocator.serving.config import (
@@ -60,12 +61,6 @@ class UpdateStatus(StrEnum):
     UNKNOWN = "unknown"  # never issued here, or forgotten: ignored and counted
 
 
-def _arm_features(config: AllocatorConfig) -> np.ndarray | None:
-    if not config.engine.policy.USES_ARM_FEATURES:
-        return None
-    return np.array([a.features for a in config.arms], dtype=np.float64)
-
-
 class Allocator:
     """Thread-safe, snapshot-able traffic allocator for one serving process."""
 
@@ -85,8 +80,8 @@ class Allocator:
     ) -> None:
         cfg = _as_config(config)
         key = load_key(snapshot_key)
-        registry = ArmRegistry.build([a.id for a in cfg.arms], [a.group for a in cfg.arms])
-        engine = Engine(cfg.engine.policy, cfg.constraints, registry, seed, _arm_features(cfg))
+        registry, features = build_catalogue(cfg)
+        engine = Engine(cfg.engine.policy, cfg.constraints, registry, seed, features)
         self._setup(cfg, seed, replica, clock, log_dir, log_rotate_rows, log_flush_interval_s)
         self._snapshot_key = key
         self.set_autosave(autosave_path, autosave_every_s)

@@ -19,6 +19,7 @@ from pydantic import Field, model_validator
 from allocator.config import (
     EngineConfig,
     FiniteFloat,
+    GroupName,
     PositiveFloat,
     StrictModel,
     check_group_names,
@@ -36,9 +37,26 @@ MAX_CONFIG_ARMS = 1 << 20
 class ArmSpec(StrictModel):
     """One destination: a partner platform (its own group) or a Mini Shop merchant."""
 
-    id: Annotated[str, Field(min_length=1, max_length=256)]
-    group: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+    id: Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^\x00]+$")]
+    group: GroupName
     features: list[FiniteFloat] | None = None
+
+
+class ArmsFile(StrictModel):
+    """A catalogue too large to list inline: a Parquet or Arrow IPC file with columns
+    ``id``, ``group`` and (for shared models) ``features``; see :mod:`allocator.arms_file`.
+    ``groups`` are the groups its rows may name (a typo in the file is then an error, and
+    the constraints and priors are checked against them before the file is read). A
+    relative ``path`` is taken from the working directory."""
+
+    path: Annotated[str, Field(min_length=1)]
+    groups: Annotated[list[GroupName], Field(min_length=1, max_length=4096)]
+
+    @model_validator(mode="after")
+    def _distinct(self) -> ArmsFile:
+        if len(set(self.groups)) != len(self.groups):
+            raise ValueError(f"arms_file.groups repeats a name: {self.groups}")
+        return self
 
 
 class Outcome(StrictModel):
@@ -80,11 +98,14 @@ class AllocatorConfig(StrictModel):
 
     engine: EngineConfig
     constraints: ConstraintSet = ConstraintSet()
-    arms: Annotated[list[ArmSpec], Field(min_length=1, max_length=MAX_CONFIG_ARMS)]
+    arms: Annotated[list[ArmSpec], Field(default_factory=list, max_length=MAX_CONFIG_ARMS)]
+    arms_file: ArmsFile | None = None
     serving: ServingConfig = ServingConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> AllocatorConfig:
+        if bool(self.arms) == (self.arms_file is not None):
+            raise ValueError("arms: list at least one arm, or name an arms_file (not both)")
         ids = Counter(a.id for a in self.arms)
         dupes = sorted(i for i, n in ids.items() if n > 1)
         if dupes:
@@ -116,7 +137,9 @@ class AllocatorConfig(StrictModel):
                 f"serving.default_outcome: click and order must be at most 1 for {policy.kind} "
                 f"(got click={default.click}, order={default.order})"
             )
-        groups = {a.group for a in self.arms}
+        groups = {a.group for a in self.arms} or set(
+            self.arms_file.groups if self.arms_file else ()
+        )
         for c in self.constraints.constraints:
             t = c.target
             target_group = (
@@ -126,7 +149,7 @@ class AllocatorConfig(StrictModel):
             )  # fmt: skip
             if target_group is not None and target_group not in groups:
                 raise ValueError(f"constraint {c.name!r}: unknown target group {target_group!r}")
-            if isinstance(t, ArmTarget) and t.arm not in ids:
+            if isinstance(t, ArmTarget) and self.arms and t.arm not in ids:  # else at load
                 raise ValueError(f"constraint {c.name!r}: unknown target arm {t.arm!r}")
         check_group_names(self.engine, groups)
         check_caps_cover(self.constraints.constraints, sorted(groups))

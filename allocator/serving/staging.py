@@ -32,7 +32,13 @@ def stage_engine(running: Engine, old: AllocatorConfig, new: AllocatorConfig, se
                 f"arms: {arm.id!r} was registered in group "
                 f"{running.registry.group_of(known)!r}, cannot move to {arm.group!r}"
             )
-    keep = {a.id for a in new.arms}
+    if new.arms_file is not None and new.arms_file != old.arms_file:
+        raise InvalidInputError(
+            "reconfigure keeps the catalogue of the running allocator when arms come from an "
+            "arms_file: give the same arms_file (arms change through add_arms / retire_arms)"
+        )
+    listed = new.arms_file is None
+    keep = {a.id for a in new.arms} if listed else set(running.registry.members_all())
     same_features = not new.engine.policy.USES_ARM_FEATURES or new.arms == old.arms
     if (
         new.engine.policy == old.engine.policy
