@@ -23,7 +23,7 @@ from allocator.kernels import logistic as klg
 from allocator.policies.linear import LinearGaussianPolicy, SharedLinearPolicy
 
 
-class _BinaryRewards:
+class BinaryRewards:
     """Rewards in [0, 1] (a fraction is a soft label), and the arms of a predictive query."""
 
     REWARD_RANGE = (0.0, 1.0)
@@ -48,7 +48,7 @@ class _BinaryRewards:
         return a
 
 
-class LogisticPolicy(_BinaryRewards, LinearGaussianPolicy):
+class LogisticPolicy(BinaryRewards, LinearGaussianPolicy):
     """Disjoint logistic Thompson sampling (or UCB / greedy on the logit) over d features."""
 
     config: LogisticConfig  # type: ignore[assignment]
@@ -65,7 +65,7 @@ class LogisticPolicy(_BinaryRewards, LinearGaussianPolicy):
         return out
 
 
-class SharedLogisticPolicy(_BinaryRewards, SharedLinearPolicy):
+class SharedLogisticPolicy(BinaryRewards, SharedLinearPolicy):
     """One logistic model over vec(arm features ⊗ context): catalogue-scale memory."""
 
     config: SharedLogisticConfig  # type: ignore[assignment]
