@@ -241,10 +241,13 @@ class _Hybrid(_Shared):
     """The shared model plus one offset per arm, shrunk toward its group's prior.
 
     ``offset_sd`` is the between-arm sd of the offsets (score units), the prior a new arm
-    starts from; ``group_priors`` sets a group's mean offset and sd.
+    starts from; ``group_priors`` sets a group's mean offset and sd. With
+    ``learn_offset_sd`` each refresh takes one EM step on every group's between-arm
+    variance from its observed arms' offset posteriors, starting from the configured sd.
     """
 
     offset_sd: PositiveFloat = 0.5
+    learn_offset_sd: bool = False
     group_priors: dict[GroupName, OffsetPrior] = Field(default_factory=dict)
 
 

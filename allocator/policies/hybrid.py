@@ -45,6 +45,7 @@ class HybridLinearPolicy(SharedLinearPolicy):
         Field("s", np.float64, _SUM, ("d_ctx",)),  # Σ w x: the arm's cross term is f ⊗ s
         Field("r", np.float64, _SUM),  # Σ information
         Field("offset0", np.float64, Role.PER_ARM | Role.PRIOR),  # the group's mean offset
+        Field("kappa", np.float64, Role.PER_ARM | Role.CACHE),  # the group's offset precision
         Field("offset_mean", np.float64, Role.PER_ARM | Role.CACHE),
         Field("offset_var", np.float64, Role.PER_ARM | Role.CACHE),
     )
@@ -76,6 +77,13 @@ class HybridLinearPolicy(SharedLinearPolicy):
         super()._init_arms(new, arm_features)
         s = self.state
         mean, prec = self._prior(new)
+        if self.config.learn_offset_sd:  # a new arm takes its group's current estimate
+            k = int(s.n_synced[0])
+            codes, n_groups = self.registry.arm_group, len(self.registry.groups)
+            count = np.bincount(codes[:k], minlength=n_groups)
+            total = np.bincount(codes[:k], s.kappa[:k], n_groups)
+            has = count[codes[new]] > 0
+            prec[has] = total[codes[new][has]] / count[codes[new][has]]
         if self.config.new_arm_prior == "empirical":
             k = int(s.n_synced[0])
             seen = np.flatnonzero((s.n[:k] > 0) & self.registry.active[:k])
@@ -86,6 +94,7 @@ class HybridLinearPolicy(SharedLinearPolicy):
                 has = count[codes[new]] > 0
                 mean[has] = total[codes[new][has]] / count[codes[new][has]]
         s.offset0[new] = mean
+        s.kappa[new] = prec
         s.offset_mean[new] = mean
         s.offset_var[new] = 1.0 / prec
         s.n[new] = 0.0
@@ -112,7 +121,7 @@ class HybridLinearPolicy(SharedLinearPolicy):
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
         """``θ``'s marginal precision and information with the offsets of ``idx``
         integrated out, and per arm ``q = κ + n`` and ``κβ + r``."""
-        _, kappa = self._prior(idx)
+        kappa = self.state.kappa[idx]
         q = kappa + n
         hb = kappa * self.state.offset0[idx] + r
         prec = g + self.lam * np.eye(g.shape[0])
@@ -145,6 +154,8 @@ class HybridLinearPolicy(SharedLinearPolicy):
         s = self.state
         k = self.registry.n_arms
         if s.model_dirty[0] or s.dirty[:k].any():
+            if self.config.learn_offset_sd:
+                self._em_offset_precision()
             idx, n, sx, r = self._observed()
             prec, info, q, hb, _ = self._marginal(s.g, s.h, idx, n, sx, r)
             cov = np.linalg.inv(prec)
@@ -158,6 +169,22 @@ class HybridLinearPolicy(SharedLinearPolicy):
             s.model_dirty[0] = False
         s.dirty[:k] = False
         self._roll_bank()
+
+    def _em_offset_precision(self) -> None:
+        """One EM step on each group's between-arm variance: the mean over its observed
+        arms of ``(m_a − β_a)² + v_a`` under their last offset posteriors (groups without
+        observed arms keep theirs); every arm of the group then uses it."""
+        s = self.state
+        k = self.registry.n_arms
+        codes, n_groups = self.registry.arm_group[:k], len(self.registry.groups)
+        seen = s.n[:k] > 0.0
+        moment = (s.offset_mean[:k] - s.offset0[:k]) ** 2 + s.offset_var[:k]
+        count = np.bincount(codes[seen], minlength=n_groups)
+        total = np.bincount(codes[seen], moment[seen], n_groups)
+        has = count[codes] > 0
+        s.kappa[:k][has] = count[codes[has]] / total[codes[has]]
+        unseen = ~seen
+        s.offset_var[:k][unseen] = 1.0 / s.kappa[:k][unseen]
 
     def _update_batch(self, arms: np.ndarray, rewards: np.ndarray, xs: np.ndarray) -> None:
         s = self.state

@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--merchants", type=int, default=0)
     p.add_argument("--quality-sd", type=float, default=0.0)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--strategies", nargs="+", default=None, help="run only these")
     p.add_argument("--out", type=Path, default=None, help="write the rows as JSON lines")
     args = p.parse_args(argv)
     rows = []
@@ -85,7 +86,10 @@ def main(argv: list[str] | None = None) -> int:
         scenario = _load(args, ws)
         world = World(scenario.world, seed=ws)
         days = (world.end_s - world.start_s) / 86400.0
-        cells = [c for c in grid_cells(scenario, world, args.impressions) if c.strategy != "oracle"]
+        cells = [
+            c for c in grid_cells(scenario, world, args.impressions)
+            if c.strategy != "oracle" and (args.strategies is None or c.strategy in args.strategies)
+        ]  # fmt: skip
         with ProcessPoolExecutor(args.workers, initializer=_init,
                                  initargs=(Shared(world, scenario),)) as pool:  # fmt: skip
             for name, seed, metrics, cum, secs in pool.map(_run, cells):
