@@ -118,12 +118,10 @@ class HybridLinearPolicy(SharedLinearPolicy):
     def _marginal(
         self, g: np.ndarray, h: np.ndarray, idx: np.ndarray, n: np.ndarray, sx: np.ndarray,
         r: np.ndarray,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
         """``θ``'s marginal precision and information with the offsets of ``idx``
-        integrated out, and per arm ``q = κ + n`` and ``κβ + r``."""
-        kappa = self.state.kappa[idx]
-        q = kappa + n
-        hb = kappa * self.state.offset0[idx] + r
+        integrated out."""
+        q, hb = self._offset_terms(idx, n, r)
         prec = g + self.lam * np.eye(g.shape[0])
         info = h.copy()
         for lo in range(0, idx.size, _BLOCK):
@@ -131,7 +129,13 @@ class HybridLinearPolicy(SharedLinearPolicy):
             uq = u / q[lo : lo + _BLOCK, None]
             prec -= uq.T @ u
             info -= uq.T @ hb[lo : lo + _BLOCK]
-        return prec, info, q, hb, kappa
+        return prec, info
+
+    def _offset_terms(self, idx: np.ndarray, n: np.ndarray, r: np.ndarray) -> tuple[Any, Any]:
+        """Per arm of ``idx``: the offset's precision ``q = κ + n`` and information
+        ``κβ + r``."""
+        kappa = self.state.kappa[idx]
+        return kappa + n, kappa * self.state.offset0[idx] + r
 
     def _cross(self, idx: np.ndarray, sx: np.ndarray) -> np.ndarray:
         """The arms' cross statistics ``f_a ⊗ s_a`` as rows (k, D)."""
@@ -141,7 +145,7 @@ class HybridLinearPolicy(SharedLinearPolicy):
     def posterior(self) -> tuple[np.ndarray, np.ndarray]:
         """Marginal posterior mean (D,) and precision (D, D) of the shared weights now."""
         idx, n, sx, r = self._observed()
-        prec, info, *_ = self._marginal(self.state.g, self.state.h, idx, n, sx, r)
+        prec, info = self._marginal(self.state.g, self.state.h, idx, n, sx, r)
         return np.linalg.solve(prec, info), prec
 
     def offsets(self) -> tuple[np.ndarray, np.ndarray]:
@@ -150,25 +154,24 @@ class HybridLinearPolicy(SharedLinearPolicy):
         k = self.registry.n_arms
         return self.state.offset_mean[:k].copy(), self.state.offset_var[:k].copy()
 
+    def _configure(self) -> None:
+        super()._configure()
+        self._joint = np.empty(self.config.n_context_features * self.config.n_arm_features)
+
     def _refresh(self) -> None:
         s = self.state
-        k = self.registry.n_arms
-        if s.model_dirty[0] or s.dirty[:k].any():
-            if self.config.learn_offset_sd:
-                self._em_offset_precision()
+        stale = bool(s.model_dirty[0])
+        if stale and self.config.learn_offset_sd:
+            self._em_offset_precision()
+        super()._refresh()  # θ's marginal posterior (:meth:`posterior`) and the bank
+        if stale:
             idx, n, sx, r = self._observed()
-            prec, info, q, hb, _ = self._marginal(s.g, s.h, idx, n, sx, r)
-            cov = np.linalg.inv(prec)
-            s.a_inv[...] = 0.5 * (cov + cov.T)
-            s.mu[...] = s.a_inv @ info
+            q, hb = self._offset_terms(idx, n, r)
             for lo in range(0, idx.size, _BLOCK):
                 part = idx[lo : lo + _BLOCK]
                 u = self._cross(part, sx[lo : lo + _BLOCK])
                 s.offset_mean[part] = (hb[lo : lo + _BLOCK] - u @ s.mu) / q[lo : lo + _BLOCK]
             s.offset_var[idx] = 1.0 / q
-            s.model_dirty[0] = False
-        s.dirty[:k] = False
-        self._roll_bank()
 
     def _em_offset_precision(self) -> None:
         """One EM step on each group's between-arm variance: the mean over its observed
@@ -190,7 +193,7 @@ class HybridLinearPolicy(SharedLinearPolicy):
         s = self.state
         kh.update_hybrid_batch(
             s.features, arms, xs, rewards, self.gamma, self.LOGIT, s.g, s.h, s.mu,
-            s.offset_mean, s.clock, s.t_last, s.n, s.s, s.r, self._phi, s.dirty,
+            s.offset_mean, s.clock, s.t_last, s.n, s.s, s.r, self._joint, s.dirty,
         )  # fmt: skip
         s.model_dirty[0] = True
 
@@ -203,7 +206,7 @@ class HybridLinearPolicy(SharedLinearPolicy):
         m = merged["n"].shape[0]
         n[:m], sx[:m], r[:m] = merged["n"], merged["s"], merged["r"]
         idx = np.flatnonzero(n > 0.0)
-        prec, *_ = self._marginal(merged["g"], merged["h"], idx, n[idx], sx[idx], r[idx])
+        prec, _ = self._marginal(merged["g"], merged["h"], idx, n[idx], sx[idx], r[idx])
         require_positive_definite(
             prec, "delta['s'] would make the shared weights' marginal precision not positive "
             "definite",
@@ -219,7 +222,7 @@ class HybridLogisticPolicy(BinaryRewards, HybridLinearPolicy):
     def predictive(self, arms: Any, contexts: Any) -> np.ndarray:
         """``P(reward = 1)`` of ``arms[i]`` in ``contexts[i]`` (probit approximation over
         the score's posterior, as of the last refresh)."""
-        a = self._query_arms(arms)
+        a = self.query_arms(arms)
         xs = self.context_rows(contexts, a.shape[0])
         out = np.empty(a.shape[0])
         s = self.state

@@ -39,7 +39,7 @@ class BinaryRewards:
                 "[0, 1] (click, order)"
             )
 
-    def _query_arms(self, arms: Any) -> np.ndarray:
+    def query_arms(self, arms: Any) -> np.ndarray:
         a = as_index_array(arms, "arms")
         bad = (a < 0) | (a >= self.registry.n_arms)
         if bad.any():
@@ -58,7 +58,7 @@ class LogisticPolicy(BinaryRewards, LinearGaussianPolicy):
     def predictive(self, arms: Any, contexts: Any) -> np.ndarray:
         """``P(reward = 1)`` of ``arms[i]`` in ``contexts[i]`` under the posterior decisions
         use, ``σ(xᵀm / √(1 + π s²/8))`` with ``s² = xᵀA⁻¹x`` (probit approximation)."""
-        a = self._query_arms(arms)
+        a = self.query_arms(arms)
         xs = self.context_rows(contexts, a.shape[0])
         out = np.empty(a.shape[0])
         klg.predict_disjoint(a, xs, self.state.mu, self.state.a_inv, np.empty(1), np.empty(1), out)
@@ -75,7 +75,7 @@ class SharedLogisticPolicy(BinaryRewards, SharedLinearPolicy):
     def predictive(self, arms: Any, contexts: Any) -> np.ndarray:
         """``P(reward = 1)`` of ``arms[i]`` in ``contexts[i]`` (see
         :meth:`LogisticPolicy.predictive`); with forgetting, as of the last refresh."""
-        a = self._query_arms(arms)
+        a = self.query_arms(arms)
         xs = self.context_rows(contexts, a.shape[0])
         out = np.empty(a.shape[0])
         s = self.state

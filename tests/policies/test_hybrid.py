@@ -155,8 +155,8 @@ def test_hybrid_learns_hidden_merchant_quality_the_shared_model_cannot():
 @pytest.mark.parametrize("start", [0.1, 3.0])
 def test_learned_between_arm_sd_finds_the_offsets_spread(start):
     """200 arms whose offsets have sd 0.6 (unit noise), 40,000 observations in 80
-    refreshes: the EM estimate lands within 15 % of the offsets' sample sd from a start 6x too small or
-    5x too large."""
+    refreshes: the EM estimate lands within 15 % of the offsets' sample sd from a start
+    6x too small or 5x too large."""
     rng = np.random.default_rng(3)
     k, t = 200, 40_000
     reg = ArmRegistry(capacity=256)
