@@ -7,6 +7,8 @@ use (cached on disk).
 from allocator.config import (
     BetaBernoulliConfig,
     EngineConfig,
+    HybridLinearConfig,
+    HybridLogisticConfig,
     LinearGaussianConfig,
     LogisticConfig,
     NormalGammaConfig,
@@ -28,6 +30,8 @@ from allocator.errors import (
 from allocator.objective import Objective
 from allocator.policies import (
     BetaBernoulliPolicy,
+    HybridLinearPolicy,
+    HybridLogisticPolicy,
     LinearGaussianPolicy,
     LogisticPolicy,
     NormalGammaPolicy,
@@ -59,6 +63,10 @@ __all__ = [
     "Engine",
     "EngineConfig",
     "EvaluationRefused",
+    "HybridLinearConfig",
+    "HybridLinearPolicy",
+    "HybridLogisticConfig",
+    "HybridLogisticPolicy",
     "IntIds",
     "InvalidInputError",
     "LinearGaussianConfig",

@@ -229,6 +229,28 @@ class _Shared(StrictModel):
         return self.n_arm_features
 
 
+class OffsetPrior(StrictModel):
+    """Prior of an arm's own offset in a hybrid model: the group's mean offset and the
+    between-arm sd (None: the policy's ``offset_sd``)."""
+
+    mean: FiniteFloat = 0.0
+    sd: PositiveFloat | None = None
+
+
+class _Hybrid(_Shared):
+    """The shared model plus one offset per arm, shrunk toward its group's prior.
+
+    ``offset_sd`` is the between-arm sd of the offsets (score units), the prior a new arm
+    starts from; ``group_priors`` sets a group's mean offset and sd. With
+    ``learn_offset_sd`` each refresh takes one EM step on every group's between-arm
+    variance from its observed arms' offset posteriors, starting from the configured sd.
+    """
+
+    offset_sd: PositiveFloat = 0.5
+    learn_offset_sd: bool = False
+    group_priors: dict[GroupName, OffsetPrior] = Field(default_factory=dict)
+
+
 class LinearGaussianConfig(_Disjoint, _LinearBase):
     """Disjoint linear Gaussian model: one d-dim ridge posterior per arm."""
 
@@ -253,13 +275,27 @@ class SharedLogisticConfig(_Shared, _LogisticBase):
     kind: Literal["shared_logistic"] = "shared_logistic"
 
 
+class HybridLinearConfig(_Hybrid, _LinearBase):
+    """Shared linear model plus a per-arm offset (hybrid LinUCB's form, sampled)."""
+
+    kind: Literal["hybrid_linear"] = "hybrid_linear"
+
+
+class HybridLogisticConfig(_Hybrid, _LogisticBase):
+    """Shared logistic model plus a per-arm logit offset: binary rewards, large catalogues."""
+
+    kind: Literal["hybrid_logistic"] = "hybrid_logistic"
+
+
 PolicyConfig = Annotated[
     BetaBernoulliConfig
     | NormalGammaConfig
     | LinearGaussianConfig
     | SharedLinearConfig
     | LogisticConfig
-    | SharedLogisticConfig,
+    | SharedLogisticConfig
+    | HybridLinearConfig
+    | HybridLogisticConfig,
     Field(discriminator="kind"),
 ]
 

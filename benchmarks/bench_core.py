@@ -27,6 +27,7 @@ import numpy as np
 from allocator import (
     ArmRegistry,
     BetaBernoulliConfig,
+    HybridLinearConfig,
     LinearGaussianConfig,
     LogisticConfig,
     SharedLinearConfig,
@@ -258,6 +259,10 @@ def workloads(quick: bool, seed: int = 0) -> dict[str, tuple[str, Callable[[], E
                 ours(
                     "ours shared logistic TS",
                     SharedLogisticConfig(n_context_features=4, n_arm_features=4),
+                ),
+                ours(
+                    "ours hybrid linear TS",
+                    HybridLinearConfig(n_context_features=4, n_arm_features=4),
                 ),
             ],
         ),

@@ -12,6 +12,8 @@ from typing import Any
 from allocator.config import (
     BetaBernoulliConfig,
     EngineConfig,
+    HybridLinearConfig,
+    HybridLogisticConfig,
     LinearGaussianConfig,
     LogisticConfig,
     NormalGammaConfig,
@@ -21,6 +23,7 @@ from allocator.config import (
 )
 from allocator.errors import ConfigError
 from allocator.policies.base import Policy
+from allocator.policies.hybrid import HybridLinearPolicy, HybridLogisticPolicy
 from allocator.policies.linear import LinearGaussianPolicy, SharedLinearPolicy
 from allocator.policies.logistic import LogisticPolicy, SharedLogisticPolicy
 from allocator.policies.per_arm import BetaBernoulliPolicy, NormalGammaPolicy
@@ -33,6 +36,8 @@ POLICY_CLASSES: dict[str, type[Policy]] = {
     "shared_linear": SharedLinearPolicy,
     "logistic": LogisticPolicy,
     "shared_logistic": SharedLogisticPolicy,
+    "hybrid_linear": HybridLinearPolicy,
+    "hybrid_logistic": HybridLogisticPolicy,
 }
 
 PolicyConfig = (
@@ -42,10 +47,12 @@ PolicyConfig = (
     | SharedLinearConfig
     | LogisticConfig
     | SharedLogisticConfig
+    | HybridLinearConfig
+    | HybridLogisticConfig
 )
 POLICY_CONFIGS = (
     BetaBernoulliConfig, NormalGammaConfig, LinearGaussianConfig, SharedLinearConfig,
-    LogisticConfig, SharedLogisticConfig,
+    LogisticConfig, SharedLogisticConfig, HybridLinearConfig, HybridLogisticConfig,
 )  # fmt: skip
 
 
@@ -69,6 +76,8 @@ def make_policy(
 __all__ = [
     "POLICY_CLASSES",
     "BetaBernoulliPolicy",
+    "HybridLinearPolicy",
+    "HybridLogisticPolicy",
     "LinearGaussianPolicy",
     "LogisticPolicy",
     "NormalGammaPolicy",

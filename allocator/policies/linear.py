@@ -33,6 +33,15 @@ SCORE_BANK_FIELDS = (
 )
 
 
+def require_positive_definite(a: np.ndarray, message: str) -> None:
+    """Raise :class:`InvalidInputError` with ``message`` unless every (d, d) matrix of ``a``
+    is positive definite (a merge checks what it would install)."""
+    try:
+        np.linalg.cholesky(a)
+    except np.linalg.LinAlgError:
+        raise InvalidInputError(message) from None
+
+
 class _ScoreBankPolicy(Policy):
     """The normal bank ``z`` and its rolling redraw, and the Gram-matrix checks of merges."""
 
@@ -73,12 +82,9 @@ class _ScoreBankPolicy(Policy):
         scale = 1.0 + np.abs(a).max(initial=0.0)
         if np.abs(a - np.swapaxes(a, -1, -2)).max(initial=0.0) > 1e-9 * scale:
             raise InvalidInputError("delta['g'] would make a posterior precision asymmetric")
-        try:
-            np.linalg.cholesky(a)
-        except np.linalg.LinAlgError:
-            raise InvalidInputError(
-                "delta['g'] would make a posterior precision that is not positive definite"
-            ) from None
+        require_positive_definite(
+            a, "delta['g'] would make a posterior precision that is not positive definite"
+        )
 
 
 class LinearGaussianPolicy(_ScoreBankPolicy):

@@ -23,7 +23,7 @@ from allocator.kernels import logistic as klg
 from allocator.policies.linear import LinearGaussianPolicy, SharedLinearPolicy
 
 
-class _BinaryRewards:
+class BinaryRewards:
     """Rewards in [0, 1] (a fraction is a soft label), and the arms of a predictive query."""
 
     REWARD_RANGE = (0.0, 1.0)
@@ -39,7 +39,7 @@ class _BinaryRewards:
                 "[0, 1] (click, order)"
             )
 
-    def _query_arms(self, arms: Any) -> np.ndarray:
+    def query_arms(self, arms: Any) -> np.ndarray:
         a = as_index_array(arms, "arms")
         bad = (a < 0) | (a >= self.registry.n_arms)
         if bad.any():
@@ -48,7 +48,7 @@ class _BinaryRewards:
         return a
 
 
-class LogisticPolicy(_BinaryRewards, LinearGaussianPolicy):
+class LogisticPolicy(BinaryRewards, LinearGaussianPolicy):
     """Disjoint logistic Thompson sampling (or UCB / greedy on the logit) over d features."""
 
     config: LogisticConfig  # type: ignore[assignment]
@@ -58,14 +58,14 @@ class LogisticPolicy(_BinaryRewards, LinearGaussianPolicy):
     def predictive(self, arms: Any, contexts: Any) -> np.ndarray:
         """``P(reward = 1)`` of ``arms[i]`` in ``contexts[i]`` under the posterior decisions
         use, ``σ(xᵀm / √(1 + π s²/8))`` with ``s² = xᵀA⁻¹x`` (probit approximation)."""
-        a = self._query_arms(arms)
+        a = self.query_arms(arms)
         xs = self.context_rows(contexts, a.shape[0])
         out = np.empty(a.shape[0])
         klg.predict_disjoint(a, xs, self.state.mu, self.state.a_inv, np.empty(1), np.empty(1), out)
         return out
 
 
-class SharedLogisticPolicy(_BinaryRewards, SharedLinearPolicy):
+class SharedLogisticPolicy(BinaryRewards, SharedLinearPolicy):
     """One logistic model over vec(arm features ⊗ context): catalogue-scale memory."""
 
     config: SharedLogisticConfig  # type: ignore[assignment]
@@ -75,7 +75,7 @@ class SharedLogisticPolicy(_BinaryRewards, SharedLinearPolicy):
     def predictive(self, arms: Any, contexts: Any) -> np.ndarray:
         """``P(reward = 1)`` of ``arms[i]`` in ``contexts[i]`` (see
         :meth:`LogisticPolicy.predictive`); with forgetting, as of the last refresh."""
-        a = self._query_arms(arms)
+        a = self.query_arms(arms)
         xs = self.context_rows(contexts, a.shape[0])
         out = np.empty(a.shape[0])
         s = self.state

@@ -178,7 +178,12 @@ def resolve_engine(
     if isinstance(policy, dict):
         if policy.get("kind") in ("linear_gaussian", "logistic"):
             policy.setdefault("n_features", n_context)
-        if policy.get("kind") in ("shared_linear", "shared_logistic"):
+        if policy.get("kind") in (
+            "shared_linear",
+            "shared_logistic",
+            "hybrid_linear",
+            "hybrid_logistic",
+        ):
             policy.setdefault("n_context_features", n_context)
             policy.setdefault("n_arm_features", n_arm_features)
     data.setdefault("objective", objective)

@@ -15,6 +15,8 @@ from allocator import (
     ArmRegistry,
     BetaBernoulliConfig,
     Engine,
+    HybridLinearConfig,
+    HybridLogisticConfig,
     LinearGaussianConfig,
     LogisticConfig,
     SharedLinearConfig,
@@ -130,9 +132,11 @@ CONTRACTS = {"constraints": [
 
 
 @pytest.mark.parametrize("contracts", [False, True], ids=["plain", "contracts"])
-@pytest.mark.parametrize("kind", ["logistic", "shared_logistic"])
+@pytest.mark.parametrize(
+    "kind", ["logistic", "shared_logistic", "hybrid_linear", "hybrid_logistic"]
+)
 def test_logistic_calibration(rng, kind, contracts):
-    """Both logistic families, with and without contracts (a decaying partner floor and a
+    """The logistic and hybrid families, with and without contracts (a decaying partner floor and a
     Mini Shop cap): each arm's count within 5σ of its summed propensities, 10^5 requests."""
     k, d, da = 12, 4, 3
     reg = ArmRegistry(capacity=16)
@@ -142,9 +146,9 @@ def test_logistic_calibration(rng, kind, contracts):
         cfg = LogisticConfig(n_features=d, epsilon=0.02, refresh_every=10**9, bank_rows=64)
         pol = make_policy(cfg, reg, seed=9)
     else:
-        cfg = SharedLogisticConfig(
-            n_context_features=d, n_arm_features=da, refresh_every=10**9, bank_rows=64
-        )
+        cls = {"shared_logistic": SharedLogisticConfig, "hybrid_linear": HybridLinearConfig,
+               "hybrid_logistic": HybridLogisticConfig}[kind]  # fmt: skip
+        cfg = cls(n_context_features=d, n_arm_features=da, refresh_every=10**9, bank_rows=64)
         pol = make_policy(cfg, reg, seed=9, arm_features=rng.normal(size=(k, da)))
     xs = rng.normal(size=(300, d))
     pol.update_batch(rng.integers(0, k, 300), rng.integers(0, 2, 300).astype(float), xs)

@@ -9,6 +9,8 @@ import pytest
 from allocator import InvalidInputError, SnapshotError
 from allocator.config import (
     BetaBernoulliConfig,
+    HybridLinearConfig,
+    HybridLogisticConfig,
     LinearGaussianConfig,
     LogisticConfig,
     NormalGammaConfig,
@@ -178,6 +180,11 @@ CONFIGS = {
         SharedLogisticConfig(n_context_features=2, n_arm_features=2),
         np.ones((5, 2)),
     ),
+    "hybrid": (HybridLinearConfig(n_context_features=2, n_arm_features=2), np.ones((5, 2))),
+    "hybrid_logistic": (
+        HybridLogisticConfig(n_context_features=2, n_arm_features=2),
+        np.ones((5, 2)),
+    ),
 }
 
 
@@ -205,7 +212,7 @@ def _feed(pol, arms, seed):
 #: families whose statistic for an observation does not depend on the model's state (a
 #: logistic factor is linearised at the model's current mean, so a model fed only the new
 #: observations adds different factors)
-CONJUGATE = ["beta", "normal_gamma", "linear", "shared"]
+CONJUGATE = ["beta", "normal_gamma", "linear", "shared", "hybrid"]
 
 
 @pytest.mark.parametrize("kind", CONJUGATE)
@@ -229,7 +236,9 @@ def test_delta_under_forgetting_holds_exactly_the_new_observations(kind):
         np.testing.assert_allclose(delta[name], value, rtol=1e-12, atol=1e-12, err_msg=name)
 
 
-@pytest.mark.parametrize("kind", ["linear", "shared", "logistic", "shared_logistic"])
+@pytest.mark.parametrize(
+    "kind", ["linear", "shared", "logistic", "shared_logistic", "hybrid", "hybrid_logistic"]
+)
 def test_a_delta_breaking_the_posterior_precision_is_refused_whole(kind):
     cfg, feats = CONFIGS[kind]
     pol = make_policy(cfg, make_registry(5), seed=0, arm_features=feats)

@@ -9,8 +9,13 @@ from allocator.serving import AllocatorConfig
 T0 = 1_760_000_000.0
 PARTNERS = ("taobao", "douyin")
 DISJOINT = ("linear_gaussian", "logistic")
-SHARED = ("shared_linear", "shared_logistic")
-BINARY = ("beta_bernoulli", "logistic", "shared_logistic")
+SHARED = ("shared_linear", "shared_logistic", "hybrid_linear", "hybrid_logistic")
+#: the families an allocator serves with contexts and arm features, and without
+KINDS = (
+    "beta_bernoulli", "linear_gaussian", "shared_linear", "logistic", "shared_logistic",
+    "hybrid_linear", "hybrid_logistic",
+)  # fmt: skip
+BINARY = ("beta_bernoulli", "logistic", "shared_logistic", "hybrid_logistic")
 
 
 def config(kind: str = "beta_bernoulli", n_merchants: int = 6, **serving: Any) -> AllocatorConfig:

@@ -9,7 +9,7 @@ import pytest
 from allocator import ConfigError, InvalidInputError, UnknownArmError
 from allocator.policies.state import Role
 from allocator.serving import Allocator, AllocatorConfig, UpdateStatus
-from tests.serving.helpers import SHARED, T0, config, context_for
+from tests.serving.helpers import KINDS, SHARED, T0, config, context_for
 
 CANDS = ["taobao", "douyin", "merchant:1", "merchant:4"]
 
@@ -75,9 +75,7 @@ def test_reward_combines_outcomes_with_group_take_rates():
     assert mu[0] == pytest.approx((1.0 + 0.01 * 200 * 0.03) / 2.0)  # prior mean 0, kappa 1
 
 
-@pytest.mark.parametrize(
-    "kind", ["beta_bernoulli", "linear_gaussian", "shared_linear", "logistic", "shared_logistic"]
-)
+@pytest.mark.parametrize("kind", KINDS)
 def test_reconfigure_keeps_learned_state(kind):
     alloc = Allocator(config(kind), seed=5)
     for i in range(300):

@@ -88,7 +88,7 @@ def run_fleet(kind: str) -> tuple[Allocator, Allocator, list[Allocator]]:
 
 
 @pytest.mark.parametrize(
-    "kind", ["beta_bernoulli", "normal_gamma", "linear_gaussian", "shared_linear"]
+    "kind", ["beta_bernoulli", "normal_gamma", "linear_gaussian", "shared_linear", "hybrid_linear"]
 )
 def test_two_replicas_merge_to_the_single_replica_posterior(kind):
     learner, single, _ = run_fleet(kind)
@@ -109,7 +109,7 @@ def test_two_replicas_merge_to_the_single_replica_posterior(kind):
         np.testing.assert_allclose(a.state.mu, b.state.mu, atol=1e-9)
 
 
-@pytest.mark.parametrize("kind", ["logistic", "shared_logistic"])
+@pytest.mark.parametrize("kind", ["logistic", "shared_logistic", "hybrid_logistic"])
 def test_logistic_replicas_merge_close_to_the_single_replica_posterior(kind):
     """A logistic factor is linearised at the mean of the model that observes it, so the
     merged posterior is the sum of the replicas' factors exactly, and close to (not equal

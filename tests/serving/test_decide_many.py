@@ -11,7 +11,7 @@ import pytest
 from allocator import Allocator, InvalidInputError, UnknownArmError, UpdateStatus
 from allocator.logs import load_decision_log
 from allocator.serving import AllocatorConfig
-from tests.serving.helpers import T0, config, context_for, without_epoch
+from tests.serving.helpers import KINDS, T0, config, context_for, without_epoch
 
 CANDS = ["taobao", "douyin", "merchant:0", "merchant:3", "merchant:5"]
 SLOTS = ["top", "feed"]
@@ -30,9 +30,7 @@ def requests(kind: str, n: int, start: int = 0) -> list[dict]:
     ]
 
 
-@pytest.mark.parametrize(
-    "kind", ["beta_bernoulli", "linear_gaussian", "shared_linear", "logistic", "shared_logistic"]
-)
+@pytest.mark.parametrize("kind", KINDS)
 def test_decide_many_equals_decide_one_by_one(kind):
     raw = config(kind).model_dump(mode="json")
     raw["constraints"]["constraints"][0]["schedule"]["start_value"] = 0.6  # a binding floor

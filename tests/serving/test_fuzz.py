@@ -31,11 +31,11 @@ from allocator.serving import Allocator, UpdateStatus
 
 FAMILIES = (
     "beta_bernoulli", "normal_gamma", "linear_gaussian", "shared_linear", "logistic",
-    "shared_logistic",
+    "shared_logistic", "hybrid_linear", "hybrid_logistic",
 )  # fmt: skip
-SHARED = ("shared_linear", "shared_logistic")
+SHARED = ("shared_linear", "shared_logistic", "hybrid_linear", "hybrid_logistic")
 CONTEXTUAL = ("linear_gaussian", "logistic", *SHARED)
-BINARY = ("beta_bernoulli", "logistic", "shared_logistic")
+BINARY = ("beta_bernoulli", "logistic", "shared_logistic", "hybrid_logistic")
 T0 = 1_760_000_000.0
 FEATURES = ("age", "tier", "referral")
 MAX_CALLS = 14
