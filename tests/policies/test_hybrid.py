@@ -142,6 +142,7 @@ def hidden_quality_regret(kind: str, seed: int, rounds: int = 300, batch: int = 
     return regret
 
 
+@pytest.mark.heavy
 def test_hybrid_learns_hidden_merchant_quality_the_shared_model_cannot():
     """On 3 seeds (12,000 decisions each) the hybrid's regret is below 75 % of the shared
     logistic model's: the offsets learn each merchant's own quality."""

@@ -131,6 +131,7 @@ CONTRACTS = {"constraints": [
 ]}  # fmt: skip
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("contracts", [False, True], ids=["plain", "contracts"])
 @pytest.mark.parametrize(
     "kind", ["logistic", "shared_logistic", "hybrid_linear", "hybrid_logistic"]

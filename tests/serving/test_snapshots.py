@@ -39,6 +39,7 @@ def drive(alloc: Allocator, kind: str, start: int, n: int) -> list[tuple]:
     ["beta_bernoulli", "normal_gamma", "linear_gaussian", "shared_linear", "logistic",
      "shared_logistic", "hybrid_linear", "hybrid_logistic"],
 )  # fmt: skip
+@pytest.mark.heavy
 def test_save_load_then_the_next_10k_decisions_are_identical(tmp_path, kind):
     alloc = Allocator(config(kind, reward_wait_s=50.0), seed=11)
     drive(alloc, kind, 0, 500)
