@@ -17,6 +17,7 @@ from allocator.config import (
     LinearGaussianConfig,
     LogisticConfig,
     NormalGammaConfig,
+    PolicyConfig,
     SharedLinearConfig,
     SharedLogisticConfig,
     parse_config,
@@ -40,16 +41,6 @@ POLICY_CLASSES: dict[str, type[Policy]] = {
     "hybrid_logistic": HybridLogisticPolicy,
 }
 
-PolicyConfig = (
-    BetaBernoulliConfig
-    | NormalGammaConfig
-    | LinearGaussianConfig
-    | SharedLinearConfig
-    | LogisticConfig
-    | SharedLogisticConfig
-    | HybridLinearConfig
-    | HybridLogisticConfig
-)
 POLICY_CONFIGS = (
     BetaBernoulliConfig, NormalGammaConfig, LinearGaussianConfig, SharedLinearConfig,
     LogisticConfig, SharedLogisticConfig, HybridLinearConfig, HybridLogisticConfig,
