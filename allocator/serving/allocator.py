@@ -311,19 +311,17 @@ class Allocator:
             self._admit()
             try:
                 t, mode = self._time.time_of(timestamp, "update", self._books.last_t, True)
-                entry = self._pending.get(decision_id)
-                if entry is not None:
-                    reward = self._objective.reward_one(
-                        entry.arm, result.click, result.order, result.gmv
-                    )
-                    self.policy.check_rewards(np.array([reward]), "reward")
+                row = self._pending.find(decision_id)
+                if row >= 0:
+                    entry = self._pending.entry(row)
+                    reward = self._reward(entry.arm, result)
             except InvalidInputError:
                 self._books.counts["rejected"] += 1
                 raise
             self._commit_time(mode)
-            if entry is None:
+            if row < 0:
                 return self._not_pending(decision_id)
-            self._learn(decision_id, entry, result, t, reward=reward)
+            self._learn(decision_id, entry, result, t, reward=reward, row=row)
             self._books.counts["updates"] += 1
             self._housekeep(t)
             return UpdateStatus.APPLIED
@@ -403,37 +401,51 @@ class Allocator:
             self._commit_time(mode)
             return self._expire(t)
 
+    def _reward(self, arm: int, outcome: Outcome) -> float:
+        """The checked reward of ``outcome`` for ``arm`` (InvalidInputError outside the
+        policy's domain)."""
+        reward = self._objective.reward_one(arm, outcome.click, outcome.order, outcome.gmv)
+        return self.policy.check_reward(reward, "reward")
+
     def _learn(
-        self, decision_id: str, entry: Pending, outcome: Outcome, t: float,
+        self, decision_id: str | None, entry: Pending, outcome: Outcome, t: float,
         source: str = "feedback", reward: float | None = None, row: int = -1,
     ) -> None:  # fmt: skip
-        """Apply one outcome; the pending entry goes only once the policy accepted it."""
+        """Apply one outcome; the pending entry goes only once the policy accepted it. The
+        id may be None when ``row`` is given (it is then spelled only for the log)."""
+        policy = self.policy
         if reward is None:
-            reward = self._objective.reward_one(
-                entry.arm, outcome.click, outcome.order, outcome.gmv
-            )
-        version = self.policy.version
-        self.policy.update(entry.arm, reward, entry.context)
-        if self.policy.version != version:
+            reward = self._reward(entry.arm, outcome)
+        version = policy.version
+        x = policy.context_row(None) if entry.context is None else entry.context[None, :]
+        policy.update_checked(entry.arm, reward, x)  # arm and context checked at decide
+        if policy.version != version:
             self._books.counts["refreshes"] += 1
         self._catalogue.learned(entry.arm)
+        logged = decision_id
+        if self._log is not None and logged is None:
+            logged = self._pending.row(row)[0]
         self._pending.settle(decision_id, row)
-        if self._log is not None:
+        if self._log is not None and logged is not None:
             self._log.write_outcome(OutcomeRecord(
-                decision_id=decision_id, timestamp=t, click=outcome.click, order=outcome.order,
+                decision_id=logged, timestamp=t, click=outcome.click, order=outcome.order,
                 gmv=outcome.gmv, reward=reward, source=source,  # type: ignore[arg-type]
             ))  # fmt: skip
+
+    def _learn_default(self, row: int, t: float) -> None:
+        """The default outcome for the pending decision at ``row`` (the one-row path of
+        expiry and eviction: no id is spelled unless the log needs it)."""
+        o = self.config.serving.default_outcome
+        self._learn(None, self._pending.entry(row), o, t, "expired_default", row=row)
 
     def _learn_defaults(self, rows: np.ndarray, log_times: np.ndarray) -> None:
         """The default outcome for pending ``rows``, learned as one batch (the policy's
         refresh cadence is checked once, after it) and logged as one table; the rows go
         only once the policy accepted them. One row takes the scalar path (cheaper)."""
-        o = self.config.serving.default_outcome
         if rows.size == 1:
-            row = int(rows[0])
-            decision_id, entry = self._pending.row(row)
-            self._learn(decision_id, entry, o, float(log_times[0]), "expired_default", row=row)
+            self._learn_default(int(rows[0]), float(log_times[0]))
             return
+        o = self.config.serving.default_outcome
         entries = self._pending.entries(rows)
         rewards = self._objective.reward(entries.arms, o.click, o.order, o.gmv)
         version = self.policy.version
@@ -475,10 +487,13 @@ class Allocator:
 
     def _expire(self, t: float) -> int:
         rows = self._pending.expired(t - self.config.serving.reward_wait_s)
-        if rows.size:
-            self._learn_defaults(rows, np.full(rows.size, t))
-            self._books.counts["expired"] += rows.size
-        return int(rows.size)
+        n = rows.shape[0]
+        if n == 1:  # one decision a call: the steady state of serving
+            self._learn_default(int(rows[0]), t)
+        elif n:
+            self._learn_defaults(rows, np.full(n, t))
+        self._books.counts["expired"] += n
+        return n
 
     def set_autosave(self, path: str | Path | None, every_s: float = 300.0) -> None:
         """Save to ``path`` (atomically) at most every ``every_s`` seconds of traffic time;

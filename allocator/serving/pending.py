@@ -15,11 +15,13 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from itertools import pairwise
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from allocator.errors import SnapshotError
+from allocator.kernels import pending as kp
+from allocator.kernels.entry import entry_point
 
 _MIN_ROWS = 64
 
@@ -65,6 +67,7 @@ class PendingTable:
         self._alloc(_MIN_ROWS)
         self._finished: set[int] = set()
         self._finished_order: deque[int] = deque()
+        self._find_row: Any = None
 
     def _alloc(self, rows: int) -> None:
         """Fresh arrays of ``rows`` rows holding the live window's rows at the front."""
@@ -184,19 +187,19 @@ class PendingTable:
             self._finished.discard(self._finished_order.popleft())
         self._trim()
 
-    def _find(self, decision_id: str) -> int:
-        """Row of a pending ``decision_id``, or -1."""
+    def find(self, decision_id: str) -> int:
+        """Row of a pending ``decision_id``, or -1 (one compiled call)."""
         key = split_id(decision_id) if isinstance(decision_id, str) else None
         code = None if key is None else self._heads.get(key[0])
         if key is None or code is None:
             return -1
-        lo, hi = self._lo, self._hi
-        row = lo + int(np.searchsorted(self._counter[lo:hi], key[1]))
-        if row < hi and self._counter[row] == key[1] and self._head[row] == code:
-            return row if self._alive[row] else -1
-        return -1
+        args = (self._counter, self._head, self._alive, self._lo, self._hi, key[1], code)
+        if self._find_row is None:  # every argument's type is fixed: bind once
+            self._find_row = entry_point(kp.find_row, args)
+        return int(self._find_row(*args))
 
-    def _entry(self, row: int) -> Pending:
+    def entry(self, row: int) -> Pending:
+        """The pending decision at ``row`` (from :meth:`find`)."""
         ctx = self._ctx[row].copy() if self.n_features else None
         return Pending(int(self._arm[row]), float(self._t[row]), ctx)
 
@@ -205,11 +208,12 @@ class PendingTable:
 
     def row(self, row: int) -> tuple[str, Pending]:
         """The id and entry of one row (the scalar path of :meth:`entries`)."""
-        return self._id(row), self._entry(row)
+        return self._id(row), self.entry(row)
 
-    def settle(self, decision_id: str, row: int = -1) -> None:
-        """Move a pending decision (at ``row`` if known) to the finished ids."""
-        row = self._find(decision_id) if row < 0 else row
+    def settle(self, decision_id: str | None, row: int = -1) -> None:
+        """Move a pending decision (at ``row`` if known, else by id) to the finished ids."""
+        if row < 0:
+            row = -1 if decision_id is None else self.find(decision_id)
         if row < 0:
             return
         key = int(self._counter[row]) << 32 | int(self._head[row])
@@ -228,8 +232,8 @@ class PendingTable:
             self._alloc(2 * self._live + _MIN_ROWS)
 
     def get(self, decision_id: str) -> Pending | None:
-        row = self._find(decision_id)
-        return None if row < 0 else self._entry(row)
+        row = self.find(decision_id)
+        return None if row < 0 else self.entry(row)
 
     def set_capacity(self, capacity: int) -> None:
         """A new bound; the oldest finished ids beyond it are forgotten (the caller evicts
