@@ -21,6 +21,7 @@ import numpy as np
 from allocator.errors import InvalidInputError, SnapshotError, UnknownArmError, brief
 from allocator.inputs import as_id_list
 from allocator.kernels import idtable as kid
+from allocator.kernels.entry import entry_point
 
 MINI_SHOP = "mini_shop"
 _WIDE = "utf-32-le"
@@ -75,6 +76,7 @@ class ArmRegistry:
         self.active = np.zeros(capacity, dtype=np.bool_)
         self.arm_group = np.full(capacity, -1, dtype=np.int64)
         self.owner: object | None = None
+        self._entries: dict[tuple[Any, str], Any] = {}
 
     def claim(self, owner: object) -> None:
         """Reserve catalogue changes for ``owner`` (the policy whose per-arm state follows
@@ -147,6 +149,15 @@ class ArmRegistry:
         raise, naming the first such id and its position."""
         return self._resolve(ids, kid.ANY if allow_retired else kid.ACTIVE)
 
+    def _kernel(self, kernel: Any, args: tuple[Any, ...]) -> Any:
+        """The bound entry point of a lookup ``kernel`` (:mod:`allocator.kernels.entry`):
+        its argument types are fixed by construction but for the codepoint width."""
+        key = (kernel, self._chars.dtype.char)
+        entry = self._entries.get(key)
+        if entry is None:
+            entry = self._entries[key] = entry_point(kernel, args)
+        return entry
+
     def _resolve(self, ids: Any, mode: int) -> np.ndarray:
         args = self._table_args()
         if isinstance(ids, IntIds):
@@ -172,7 +183,8 @@ class ArmRegistry:
             )
         except (TypeError, UnicodeEncodeError):  # a non-str, or a char no id has
             return self._resolve_each(ids, mode)
-        code, pos = kid.lookup_joined(*args, mode, np.frombuffer(joined, self._chars.dtype), out)
+        call = (*args, mode, np.frombuffer(joined, self._chars.dtype), out)
+        code, pos = self._kernel(kid.lookup_joined, call)(*call)
         if code == kid.MISSPLIT:  # an id holds a NUL (so is unknown): find which
             return self._resolve_each(ids, mode)
         if code != kid.FOUND:

@@ -136,6 +136,30 @@ def _lookup_spans(table, chars, offsets, active, mode, q, lo, hi, out):
     return FOUND, -1
 
 
+#: lists up to this long are resolved one id at a time (no scratch arrays): the staged
+#: lookup pays off only when many ids' cache misses can overlap
+SHORT = 16
+
+
+@njit(cache=True, nogil=True)
+def _lookup_joined_short(table, chars, offsets, active, mode, q, out):
+    """:func:`lookup_joined` for a short list whose split was checked: each id hashed and
+    probed in place as the scan reaches its end."""
+    i = 0
+    start = 0
+    for k in range(q.shape[0] + 1):
+        if k == q.shape[0] or q[k] == 0:
+            idx = _find(table, chars, offsets, _hash(q, start, k), q, start, k)
+            if idx < 0 and mode != ANY_OR_NEW:
+                return UNKNOWN, i
+            if mode == ACTIVE and not active[idx]:
+                return RETIRED, i
+            out[i] = idx
+            i += 1
+            start = k + 1
+    return FOUND, -1
+
+
 @njit(cache=True, nogil=True)
 def lookup_joined(table, chars, offsets, active, mode, q, out):
     """Indices of the ``out.shape[0]`` ids in ``q``, joined by 0.
@@ -153,6 +177,13 @@ def lookup_joined(table, chars, offsets, active, mode, q, out):
         MISSPLIT (nothing looked up) when ``q`` does not split into exactly n ids.
     """
     n = out.shape[0]
+    if n <= SHORT:
+        seps = 0
+        for k in range(q.shape[0]):
+            seps += q[k] == 0
+        if seps + 1 != n:
+            return MISSPLIT, 0
+        return _lookup_joined_short(table, chars, offsets, active, mode, q, out)
     lo = np.empty(n, dtype=np.int64)
     hi = np.empty(n, dtype=np.int64)
     i = 0

@@ -178,7 +178,7 @@ class Allocator:
                 self._books.last_t = max(self._books.last_t, t)
                 d = engine.decision(cand, pos, forced, adjusted, t, decision_id, request_id)
                 x_saved = None if self.policy.n_features is None else xrow
-                self._register(head, first, cand[pos : pos + 1], np.array([t]), x_saved)
+                self._register_one(head, first, d.arm_index, t, x_saved)
                 if self._log is not None:
                     probs = engine.probabilities
                     x_log = None if x_saved is None else x_saved[0]
@@ -267,6 +267,18 @@ class Allocator:
             self._books.counts["evicted"] += rows.size
             at = max(0, self._pending.capacity - before) + np.arange(rows.size)
             self._learn_defaults(rows, times[np.minimum(at, arms.shape[0] - 1)])
+
+    def _register_one(
+        self, head: str, counter: int, arm: int, t: float, x: np.ndarray | None
+    ) -> None:
+        """:meth:`_register` for one decision (no arrays built unless one is evicted)."""
+        pending = self._pending
+        pending.add_one(head, counter, arm, t, x)
+        self._books.counts["decisions"] += 1
+        if len(pending) > pending.capacity:
+            rows = pending.over_capacity()
+            self._books.counts["evicted"] += rows.size
+            self._learn_defaults(rows, np.full(rows.size, t))
 
     def _count(self, name: str) -> None:
         with self._lock:
@@ -486,11 +498,16 @@ class Allocator:
                 log.close()
 
     def _expire(self, t: float) -> int:
-        rows = self._pending.expired(t - self.config.serving.reward_wait_s)
-        n = rows.shape[0]
-        if n == 1:  # one decision a call: the steady state of serving
-            self._learn_default(int(rows[0]), t)
-        elif n:
+        deadline = t - self.config.serving.reward_wait_s
+        row = self._pending.due_one(deadline)
+        if row == -1:
+            return 0
+        if row >= 0:  # one decision a call: the steady state of serving
+            self._learn_default(row, t)
+            n = 1
+        else:
+            rows = self._pending.expired(deadline)
+            n = rows.shape[0]
             self._learn_defaults(rows, np.full(n, t))
         self._books.counts["expired"] += n
         return n

@@ -117,15 +117,6 @@ class PendingTable:
         n = arms.shape[0]
         if self._hi + n > self._counter.shape[0]:
             self._alloc(max(_MIN_ROWS, 2 * (self._live + n)))
-        if n == 1:  # the single decide: element writes cost less than slice writes
-            row = self._hi
-            self._counter[row], self._head[row] = first, self._head_code(head)
-            self._arm[row], self._t[row], self._alive[row] = arms[0], times[0], True
-            if contexts is not None and self.n_features:
-                self._ctx[row] = contexts[0]
-            self._hi += 1
-            self._live += 1
-            return
         lo, hi = self._hi, self._hi + n
         self._counter[lo:hi] = np.arange(first, first + n)
         self._head[lo:hi] = self._head_code(head)
@@ -136,6 +127,21 @@ class PendingTable:
         self._alive[lo:hi] = True
         self._hi = hi
         self._live += n
+
+    def add_one(
+        self, head: str, counter: int, arm: int, t: float, context: np.ndarray | None
+    ) -> None:
+        """:meth:`add_many` for one decision (``context`` (1, d) or None): element writes,
+        which cost less than slice writes."""
+        if self._hi == self._counter.shape[0]:
+            self._alloc(max(_MIN_ROWS, 2 * (self._live + 1)))
+        row = self._hi
+        self._counter[row], self._head[row] = counter, self._head_code(head)
+        self._arm[row], self._t[row], self._alive[row] = arm, t, True
+        if context is not None and self.n_features:
+            self._ctx[row] = context[0]
+        self._hi = row + 1
+        self._live += 1
 
     def _live_rows(self, stop: Callable[[slice], np.ndarray]) -> np.ndarray:
         """Live rows from the oldest up to (excluding) the first live row where ``stop``
@@ -150,14 +156,22 @@ class PendingTable:
             end, step = block.stop, 2 * step
         return lo + np.flatnonzero(self._alive[lo:end])
 
+    def due_one(self, deadline: float) -> int:
+        """-1 when no pending decision was made at or before ``deadline``; the oldest one's
+        row when it alone was (one decision a call: the steady state of serving); -2 when
+        more were (see :meth:`expired`)."""
+        lo = self._lo
+        if not self._live or self._t[lo] > deadline:
+            return -1
+        if lo + 1 == self._hi or (self._alive[lo + 1] and self._t[lo + 1] > deadline):
+            return lo
+        return -2
+
     def expired(self, deadline: float) -> np.ndarray:
         """Rows of the oldest pending decisions made at or before ``deadline``, up to the
         first one made after it (decisions arrive in nearly time order)."""
-        lo = self._lo
-        if not self._live or self._t[lo] > deadline:
+        if not self._live or self._t[self._lo] > deadline:
             return np.zeros(0, dtype=np.int64)
-        if lo + 1 == self._hi or (self._alive[lo + 1] and self._t[lo + 1] > deadline):
-            return np.array([lo])  # one decision a call: the steady state of serving
         return self._live_rows(lambda block: self._t[block] > deadline)
 
     def over_capacity(self) -> np.ndarray:
