@@ -159,7 +159,7 @@ class PendingTable:
     def due_one(self, deadline: float) -> int:
         """-1 when no pending decision was made at or before ``deadline``; the oldest one's
         row when it alone was (one decision a call: the steady state of serving); -2 when
-        more were (see :meth:`expired`)."""
+        more may have been (then :meth:`expired` says which)."""
         lo = self._lo
         if not self._live or self._t[lo] > deadline:
             return -1

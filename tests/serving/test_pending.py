@@ -93,3 +93,27 @@ def test_snapshot_arrays_round_trip_and_forged_orders_are_refused():
     forged = dict(arrays, **{"pending.ids": np.array(["x"] * 29)})
     with pytest.raises(SnapshotError, match="repeat an id"):
         PendingTable.from_arrays(100, forged, 10, 2)
+
+
+def test_one_row_paths_agree_with_the_bulk_ones():
+    """``add_one`` writes what ``add_many`` of one does; ``due_one`` names the oldest row
+    only when ``expired`` would return it alone (-2: ask ``expired``); ``find`` sees only
+    live rows."""
+    one, many = PendingTable(100, 2), PendingTable(100, 2)
+    for k in range(70):  # past the first allocation: a growth on the way
+        x = np.array([[k, -k]], dtype=np.float64)
+        one.add_one(HEAD, k, k % 5, 1000.0 + k // 2, x)
+        many.add_many(HEAD, k, np.array([k % 5]), np.array([1000.0 + k // 2]), x)
+    assert one.to_arrays(2).keys() == many.to_arrays(2).keys()
+    for name, value in one.to_arrays(2).items():
+        np.testing.assert_array_equal(value, many.to_arrays(2)[name], err_msg=name)
+    t = table(6)  # times 1000..1005, one per row
+    for deadline, due, rows in ((999.0, -1, []), (1000.0, 0, [0]), (1001.0, -2, [0, 1])):
+        assert t.due_one(deadline) == due
+        assert t.expired(deadline).tolist() == rows
+    t.settle(f"{HEAD}-1")  # the next row is dead: due_one cannot tell, expired() can
+    assert t.due_one(1001.0) == -2 and t.expired(1001.0).tolist() == [0]
+    assert t.find(f"{HEAD}-1") == -1 and t.find(f"{HEAD}-4") == 4
+    t.settle(None, 0)
+    assert t.due_one(1001.0) == -1 and t.due_one(1002.0) == 2
+    assert t.find(f"{HEAD}-0") == -1 and t.was_finished(f"{HEAD}-0")
