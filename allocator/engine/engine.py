@@ -72,7 +72,7 @@ class Engine:
         )  # fmt: skip
         cand, x, codes = self.prepare(candidates, context, attrs)
         pos, forced, adjusted = self.decide_prepared(cand, x, codes, t)
-        return self.decision(cand, pos, forced, adjusted, t)
+        return self.decision(cand, pos, forced, adjusted, t, given_id=given_id(candidates, pos))
 
     def prepare(
         self, candidates: Any, context: Any, attrs: Mapping[str, str] | None
@@ -100,13 +100,15 @@ class Engine:
     def decision(
         self, cand: np.ndarray, pos: int, forced: int, adjusted: int, t: float,
         decision_id: str | None = None, request_id: str | None = None,
+        given_id: str | None = None,
     ) -> Decision:  # fmt: skip
-        """The :class:`Decision` for the last :meth:`decide_prepared` call."""
+        """The :class:`Decision` for the last :meth:`decide_prepared` call (``given_id``: the
+        chosen arm's id as the caller gave it, see :func:`given_id`; else looked up)."""
         arm = int(cand[pos])
         forced_by, adjusted_by = named_constraints(forced, adjusted, self.contracts.names)
         reg = self.registry
         return Decision(
-            pos, arm, self.policy.propensity(pos), reg.arm_id(arm), reg.group_of(arm),
+            pos, arm, self.policy.propensity(pos), given_id or reg.arm_id(arm), reg.group_of(arm),
             forced_by, adjusted_by, self.policy.version, t, decision_id, request_id,
         )  # fmt: skip
 
@@ -251,3 +253,12 @@ class Engine:
         engine = cls(policy, constraints)
         engine.contracts.restore_state(arrays)
         return engine
+
+
+def given_id(candidates: Any, pos: int) -> str | None:
+    """The id at ``pos`` of candidates given as a list or tuple of str (which resolved to
+    exactly those arms), so a decision need not spell it back from the registry; else None."""
+    if isinstance(candidates, (list, tuple)):
+        given = candidates[pos]
+        return given if type(given) is str else None
+    return None

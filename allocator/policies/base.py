@@ -328,18 +328,20 @@ class Policy(ABC):
         r = self._check_reward(reward, "reward")
         self.update_checked(arm, r, self.context_row(context))
 
-    def update_checked(self, arm: int, reward: float, x: np.ndarray) -> None:
+    def update_checked(self, arm: int, reward: float, x: np.ndarray) -> bool:
         """:meth:`update` for a caller that checked ``arm``, ``reward`` (:meth:`check_reward`)
         and the (1, d) context row (:meth:`context_row`): the serving path's learning step,
-        through preallocated one-element arrays."""
+        through preallocated one-element arrays. True when it refreshed the posterior."""
         self._arm1[0] = arm
         self._r1[0] = reward
         self._update_batch(self._arm1, self._r1, x)
         s = self.state
         s.n_obs[arm] += 1
         s.pending[0] += 1
-        if s.pending[0] >= self.config.refresh_every:
-            self.refresh()
+        if s.pending[0] < self.config.refresh_every:
+            return False
+        self.refresh()
+        return True
 
     def update_batch(self, arms: Any, rewards: Any, contexts: Any = None) -> None:
         """Fold many rewards in order; equivalent to calling :meth:`update` for each."""

@@ -27,7 +27,7 @@ from pydantic import ValidationError
 
 from allocator.config import parse_config
 from allocator.decisions import Decision, Decisions
-from allocator.engine import Engine
+from allocator.engine import Engine, given_id
 from allocator.errors import ConfigError, InvalidInputError, SnapshotError, brief
 from allocator.logs import DecisionLogWriter, DecisionRecord, OutcomeRecord
 from allocator.objective import Objective
@@ -176,7 +176,10 @@ class Allocator:
                 self._commit_time(mode)
                 head, first, (decision_id,) = self._books.decision_ids(self.replica, 1)
                 self._books.last_t = max(self._books.last_t, t)
-                d = engine.decision(cand, pos, forced, adjusted, t, decision_id, request_id)
+                d = engine.decision(
+                    cand, pos, forced, adjusted, t, decision_id, request_id,
+                    given_id(candidates, pos),
+                )  # fmt: skip
                 x_saved = None if self.policy.n_features is None else xrow
                 self._register_one(head, first, d.arm_index, t, x_saved)
                 if self._log is not None:
@@ -428,10 +431,8 @@ class Allocator:
         policy = self.policy
         if reward is None:
             reward = self._reward(entry.arm, outcome)
-        version = policy.version
         x = policy.context_row(None) if entry.context is None else entry.context[None, :]
-        policy.update_checked(entry.arm, reward, x)  # arm and context checked at decide
-        if policy.version != version:
+        if policy.update_checked(entry.arm, reward, x):  # arm and context checked at decide
             self._books.counts["refreshes"] += 1
         self._catalogue.learned(entry.arm)
         logged = decision_id
