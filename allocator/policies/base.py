@@ -92,6 +92,7 @@ class Policy(ABC):
         self._ptr1 = np.zeros(2, dtype=np.int64)
         self._t1 = np.zeros(1)
         self._out1 = np.zeros((3, 1), dtype=np.int64)
+        self._out1_rows = (self._out1[0], self._out1[1], self._out1[2])  # made once
         self._codes0 = np.zeros((1, 0), dtype=np.int64)
         self._x_none = np.zeros((1, 0))
         self._p1 = np.zeros(1)
@@ -241,7 +242,8 @@ class Policy(ABC):
         out = self._out1
         self._call(self._ptr1, cand, x, self._t1, codes, True, contracts, self._p1, out, True)
         self._last_n = n
-        return int(out[0, 0]), int(out[1, 0]), int(out[2, 0])
+        (pos,), (forced,), (adjusted,) = out.tolist()
+        return pos, forced, adjusted
 
     def decide_many(
         self, ptr: np.ndarray, idx: np.ndarray, xs: np.ndarray, times: np.ndarray,
@@ -281,10 +283,11 @@ class Policy(ABC):
         reg = self.registry
         if contracts is None:
             contracts = (*_NO_CONTRACTS, reg.arm_group, self.state.n_obs, *_NO_CONTRACT_STATE)
+        rows = self._out1_rows if out is self._out1 else (out[0], out[1], out[2])
         return (
             ptr, idx, xs, times, codes, draw, reg.active, *self.model_args(), *contracts,
-            self.state.stream, self.state.pos_of_arm, *self.scratch_args(), probs, out[0],
-            out[1], out[2], self._err,
+            self.state.stream, self.state.pos_of_arm, *self.scratch_args(), probs, *rows,
+            self._err,
         )  # fmt: skip
 
     def _call(
