@@ -288,7 +288,7 @@ class Allocator:
             self._books.counts[name] += 1
 
     def _resolve_context(self, context: Any) -> Any:
-        if not isinstance(context, Mapping):
+        if context is None or type(context) is np.ndarray or not isinstance(context, Mapping):
             return context  # the policy checks it
         if not self._feature_index:
             raise InvalidInputError("context is a mapping, but serving.feature_names is not set")
