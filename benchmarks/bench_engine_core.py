@@ -10,10 +10,11 @@ current code. Cases (each a median of ``--repeats`` runs after a warm-up):
 2. shared_linear, 200 candidates among ``--merchants`` arms (8 context, 4 arm features),
    contracts on, candidates as int64 registry indices: the same three figures.
 3. The issue-15 target workload (``--only target``): shared_linear with d = 16 weights (8
-   context × 2 arm features), 200 candidates (2 partners + 198 merchants) of ``--merchants``
-   arms as int64 registry indices, three partner floors + the Mini Shop tilt + a cold-start
-   floor, the decision log on (a temporary directory), ``serving.refresh_every_s = 5`` with
-   one request per simulated second: ``decide_many`` of 1,000 requests (decisions/s) and
+   context × 2 arm features), 200 candidates (3 partners + 197 merchants) of ``--merchants``
+   arms as int64 registry indices (``--only target_ids``: as lists of id strings), three
+   partner floors + the Mini Shop tilt + a cold-start floor, the decision log on (a temporary
+   directory), ``serving.refresh_every_s = 5`` with one request per simulated second:
+   ``decide_many`` of 1,000 requests (decisions per wall and per process CPU second) and
    single ``decide`` p50/p99.
 4. Scenario ``configs/wechat_entry.yaml``: one cell of ``contextual_ts_protected`` and of its
    unconstrained twin ``contextual_ts``: seconds each and the ratio protected/unprotected.
@@ -143,22 +144,25 @@ def time_decide(
 
 def time_many(
     alloc: Any, make_req: Any, clock: Clock, batch: int, calls: int, repeats: int
-) -> float:
-    """decisions/s of decide_many(batch requests): median over repeats of `calls` calls."""
+) -> tuple[float, float]:
+    """decisions/s of decide_many(batch requests), per wall second and per CPU second of the
+    process (every thread: the log writer's included; on a loaded machine the CPU figure is
+    the steadier one): medians over repeats of `calls` calls."""
     alloc.decide_many([make_req(clock) for _ in range(batch)])  # warm-up
     alloc.decide_many([make_req(clock) for _ in range(batch)])
-    rates = []
+    rates, cpu_rates = [], []
     for _ in range(repeats):
         batches = [[make_req(clock) for _ in range(batch)] for _ in range(calls)]
         gc.disable()
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         for b in batches:
             out = alloc.decide_many(b)
             assert len(out) == batch
-        dt = time.perf_counter() - t
+        dt, dc = time.perf_counter() - t, time.process_time() - c
         gc.enable()
         rates.append(batch * calls / dt)
-    return statistics.median(rates)
+        cpu_rates.append(batch * calls / dc)
+    return statistics.median(rates), statistics.median(cpu_rates)
 
 
 def case_beta(allocator: Any, AllocatorConfig: Any, args: argparse.Namespace) -> dict[str, Any]:
@@ -172,8 +176,8 @@ def case_beta(allocator: Any, AllocatorConfig: Any, args: argparse.Namespace) ->
         return {"candidates": ids, "timestamp": c.next()}
 
     p50, p99 = time_decide(alloc, req, clock, args.n_decide, args.repeats)
-    rate = time_many(alloc, req, clock, 1000, args.many_calls, args.repeats)
-    return {"decide_p50_us": p50, "decide_p99_us": p99, "many_per_s": rate}
+    rate, cpu = time_many(alloc, req, clock, 1000, args.many_calls, args.repeats)
+    return {"decide_p50_us": p50, "decide_p99_us": p99, "many_per_s": rate, "many_per_cpu_s": cpu}
 
 
 def case_linear(allocator: Any, AllocatorConfig: Any, args: argparse.Namespace) -> dict[str, Any]:
@@ -202,12 +206,14 @@ def case_linear(allocator: Any, AllocatorConfig: Any, args: argparse.Namespace) 
         return {"candidates": idx_pool[k], "context": ctx_pool[(k * 7) % 64], "timestamp": c.next()}
 
     p50, p99 = time_decide(alloc, req, clock, args.n_decide, args.repeats)
-    rate = time_many(alloc, req, clock, 1000, args.many_calls, args.repeats)
+    rate, cpu = time_many(alloc, req, clock, 1000, args.many_calls, args.repeats)
     return {"merchants": n, "build_s": build_s, "decide_p50_us": p50, "decide_p99_us": p99,
-            "many_per_s": rate}  # fmt: skip
+            "many_per_s": rate, "many_per_cpu_s": cpu}  # fmt: skip
 
 
-def case_target(allocator: Any, AllocatorConfig: Any, args: argparse.Namespace) -> dict[str, Any]:
+def case_target(
+    allocator: Any, AllocatorConfig: Any, args: argparse.Namespace, as_ids: bool = False
+) -> dict[str, Any]:
     import tempfile
 
     import numpy as np
@@ -222,6 +228,9 @@ def case_target(allocator: Any, AllocatorConfig: Any, args: argparse.Namespace) 
     build_s = time.perf_counter() - t
     pool = [np.concatenate([np.arange(3), 3 + rng.choice(n, size=197, replace=False)])
             for _ in range(64)]  # fmt: skip
+    if as_ids:  # the serving layer's form: lists of merchant id strings
+        all_ids = alloc.registry.all_ids()
+        pool = [[all_ids[i] for i in p] for p in pool]
     ctx_pool = [rng.standard_normal(8) for _ in range(64)]
     clock = Clock()
     learn: list[str] = []
@@ -237,10 +246,10 @@ def case_target(allocator: Any, AllocatorConfig: Any, args: argparse.Namespace) 
     for d in learn:
         alloc.update(d, {"order": 1.0, "gmv": 10.0})
     p50, p99 = time_decide(alloc, req, clock, args.n_decide, args.repeats)
-    rate = time_many(alloc, req, clock, 1000, args.many_calls, args.repeats)
+    rate, cpu = time_many(alloc, req, clock, 1000, args.many_calls, args.repeats)
     alloc.close()
     return {"merchants": n, "build_s": build_s, "decide_p50_us": p50, "decide_p99_us": p99,
-            "many_per_s": rate}  # fmt: skip
+            "many_per_s": rate, "many_per_cpu_s": cpu}  # fmt: skip
 
 
 def case_scenario(tree: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -294,7 +303,9 @@ def main() -> None:
     ap.add_argument("--scenario-repeats", type=int, default=1)
     ap.add_argument("--protected", default="contextual_ts_protected")
     ap.add_argument("--unprotected", default="contextual_ts")
-    ap.add_argument("--only", choices=["beta", "linear", "target", "scenario"], action="append")
+    ap.add_argument(
+        "--only", choices=["beta", "linear", "target", "target_ids", "scenario"], action="append"
+    )
     args = ap.parse_args()
     tree = args.tree.resolve()
     sys.path.insert(0, str(tree))
@@ -309,6 +320,8 @@ def main() -> None:
     for name, fn in (("beta", lambda: case_beta(allocator, AllocatorConfig, args)),
                      ("linear", lambda: case_linear(allocator, AllocatorConfig, args)),
                      ("target", lambda: case_target(allocator, AllocatorConfig, args)),
+                     ("target_ids",
+                      lambda: case_target(allocator, AllocatorConfig, args, as_ids=True)),
                      ("scenario", lambda: case_scenario(tree, args))):  # fmt: skip
         if name not in only:
             continue
@@ -334,17 +347,24 @@ def main() -> None:
     print(f"| beta K=10 | decide p50 µs | {f('beta', 'decide_p50_us', '.1f')} |")
     print(f"| beta K=10 | decide p99 µs | {f('beta', 'decide_p99_us', '.1f')} |")
     print(f"| beta K=10 | decide_many(1000) decisions/s | {f('beta', 'many_per_s', ',.0f')} |")
+    print(f"| beta K=10 | decide_many(1000) decisions/CPU-s | "
+          f"{f('beta', 'many_per_cpu_s', ',.0f')} |")  # fmt: skip
     m = res.get("linear", {}).get("merchants", args.merchants)
     print(f"| shared_linear 200/{m:,} | decide p50 µs | {f('linear', 'decide_p50_us', '.1f')} |")
     print(f"| shared_linear 200/{m:,} | decide p99 µs | {f('linear', 'decide_p99_us', '.1f')} |")
     print(f"| shared_linear 200/{m:,} | decide_many(1000) decisions/s | "
           f"{f('linear', 'many_per_s', ',.0f')} |")  # fmt: skip
+    print(f"| shared_linear 200/{m:,} | decide_many(1000) decisions/CPU-s | "
+          f"{f('linear', 'many_per_cpu_s', ',.0f')} |")  # fmt: skip
     print(f"| shared_linear 200/{m:,} | build s | {f('linear', 'build_s', '.1f')} |")
-    m = res.get("target", {}).get("merchants", args.merchants)
-    for key, what, fmt in (("many_per_s", "decide_many(1000) decisions/s", ",.0f"),
-                           ("decide_p50_us", "decide p50 µs", ".1f"),
-                           ("decide_p99_us", "decide p99 µs", ".1f")):  # fmt: skip
-        print(f"| target 200/{m:,}, 5 contracts, log | {what} | {f('target', key, fmt)} |")
+    for case, form in (("target", "indices"), ("target_ids", "string ids")):
+        m = res.get(case, {}).get("merchants", args.merchants)
+        for key, what, fmt in (("many_per_s", "decide_many(1000) decisions/s", ",.0f"),
+                               ("many_per_cpu_s", "decide_many(1000) decisions/CPU-s", ",.0f"),
+                               ("decide_p50_us", "decide p50 µs", ".1f"),
+                               ("decide_p99_us", "decide p99 µs", ".1f")):  # fmt: skip
+            print(f"| target 200/{m:,} ({form}), 5 contracts, log | {what} | "
+                  f"{f(case, key, fmt)} |")  # fmt: skip
     print(f"| scenario | protected s | {f('scenario', 'protected_s', '.2f')} |")
     print(f"| scenario | unprotected s | {f('scenario', 'unprotected_s', '.2f')} |")
     print(f"| scenario | protected/unprotected | {f('scenario', 'ratio', '.2f')} |")

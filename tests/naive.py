@@ -376,3 +376,34 @@ def dict_lookup(ids: list[str], active: np.ndarray, candidates: list) -> np.ndar
             raise KeyError(("retired", arm_id, pos))
         out[pos] = idx
     return out
+
+
+def project_bounds(p, member, floor, bound, mu, tol=1e-12, passes=100):
+    """Cyclic proportional projection candidate by candidate: each violated bound scales
+    its members to the bound and the others to the rest (evenly when a side has no mass).
+    ``member`` (K, n) of the bounded constraints, ``floor`` and ``bound`` (K,). Returns the
+    final ``p``, the reward given up per constraint and the mass moved on its members."""
+    p = np.array(p, dtype=np.float64)
+    start = p.copy()
+    cost = np.zeros(len(bound))
+    n = p.shape[0]
+    for _ in range(passes):
+        change = 0.0
+        for k, (m, fl, b) in enumerate(zip(member, floor, bound, strict=True)):
+            mass = p[m].sum()
+            gap = b - mass if fl else mass - b
+            if gap <= tol:
+                continue
+            change = max(change, gap)
+            size = int(m.sum())
+            if size in (0, n):
+                continue
+            old = p.copy()
+            for side, share, count in ((m, b, size), (~m, 1.0 - b, n - size)):
+                total = old[side].sum()
+                p[side] = old[side] * share / total if total > tol else share / count
+            cost[k] += float(((old - p) * mu).sum())
+        if change <= tol:
+            break
+    moved = np.array([np.abs(p - start)[m].sum() for m in member])
+    return p, cost, moved

@@ -12,7 +12,8 @@ whose ``c·d/p`` exceeds one. The quantile is read from a histogram of ``log2(p/
 import numpy as np
 from numba import njit
 
-from allocator.kernels.constraints import advance_queues, mix_constraints
+from allocator.kernels.constraints import advance_queues
+from allocator.kernels.mixing import mix_constraints
 
 #: histogram resolution of the ratios p/d (bin width 2^(1/16): 4.4%)
 BINS_PER_OCTAVE = 16
@@ -113,7 +114,7 @@ def contract_walk(
         :func:`accept_walk` (``replay`` False: ``c_out`` and ``accepted`` are left alone)
     out : float64 (nnz,), output, the final probabilities
     def_i ... before : the contract arguments of
-        :func:`allocator.kernels.constraints.constrain_and_draw`
+        :func:`allocator.kernels.mixing.constrain_and_draw`
 
     Returns
     -------

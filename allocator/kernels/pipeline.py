@@ -5,7 +5,7 @@ A family's decide kernel checks the batch with :func:`check_requests`, fills eac
 base probabilities (its own scores and rule), and hands them to :func:`finish`. One request
 is a batch of one, so the single and batch entries make identical decisions from the same
 stream. The contract arguments (``def_i`` … ``before``) are those of
-:func:`allocator.kernels.constraints.constrain_and_draw`; with no contract (``K = 0``) the
+:func:`allocator.kernels.mixing.constrain_and_draw`; with no contract (``K = 0``) the
 draw is the plain inverse-CDF draw, consuming the same one uniform.
 """
 
@@ -22,7 +22,7 @@ from allocator.kernels.choice import (
     mark_candidates,
     mix_uniform,
 )
-from allocator.kernels.constraints import constrain_and_draw
+from allocator.kernels.mixing import constrain_and_draw
 
 
 @njit(cache=True, nogil=True)

@@ -175,13 +175,13 @@ def test_contextual_bad_features():
 @pytest.mark.skipif(numba.config.DISABLE_JIT, reason="signatures exist only when compiling")
 def test_warmup_compiles_everything_once():
     from allocator.kernels import beta as kb
-    from allocator.kernels import choice, constraints, per_arm
+    from allocator.kernels import choice, mixing, per_arm
 
     alloc = Allocator(config(), seed=9)
     alloc.warmup()
     kernels = [
         per_arm.decide_per_arm,
-        constraints.constrain_and_draw,
+        mixing.constrain_and_draw,
         kb.update_beta,
         kb.update_beta_batch,
         choice.mark_candidates,

@@ -1,0 +1,89 @@
+"""Where the issue-15 target workload's compiled decision time goes, per request, in CPU µs.
+
+    python benchmarks/bench_kernel_split.py --tree /path/to/checkout [--merchants 20000]
+    BENCH=bench_kernel_split.py benchmarks/bench_engine_core.sh BASE_COMMIT  # before/after
+
+The allocator of ``bench_engine_core.py``'s target case is built and fed back a little (as
+there), then the shared-linear decide kernel is called directly on 1,000 prepared requests:
+with the five contracts (floors, tilt, cold-start floor), without them, and without the draw
+(scores and bank win-shares only). CPU time of this thread (``time.thread_time``), best of
+``--repeats``: on a machine shared with other jobs the wall clock mostly measures them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--tree", required=True, type=Path)
+    ap.add_argument("--merchants", type=int, default=20_000)
+    ap.add_argument("--repeats", type=int, default=7)
+    args = ap.parse_args()
+    tree = args.tree.resolve()
+    sys.path.insert(0, str(tree))
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+    import numpy as np
+    from bench_engine_core import Clock, target_config
+
+    import allocator
+    from allocator.serving import AllocatorConfig
+
+    assert Path(allocator.__file__).resolve().is_relative_to(tree), allocator.__file__
+    rng = np.random.default_rng(0)
+    n = args.merchants
+    cfg = AllocatorConfig.model_validate(target_config(n, rng))
+    alloc = allocator.Allocator(cfg, seed=1, log_dir=tempfile.mkdtemp(prefix="bench-split-"))
+    alloc.warmup()
+    pool = [np.concatenate([np.arange(3), 3 + rng.choice(n, size=197, replace=False)])
+            for _ in range(64)]  # fmt: skip
+    ctx_pool = [rng.standard_normal(8) for _ in range(64)]
+    clock = Clock()
+
+    def req(c: Clock) -> dict[str, Any]:
+        k = c.i % 64
+        return {"candidates": pool[k], "context": ctx_pool[(k * 7) % 64],
+                "timestamp": c.next(), "attrs": {"slot": "entry"}}  # fmt: skip
+
+    for d in alloc.decide_many([req(clock) for _ in range(2000)]).decision_ids[::3]:
+        alloc.update(d, {"order": 1.0, "gmv": 10.0})
+    engine, policy = alloc.engine, alloc.policy
+    r = 1000
+    reqs = [req(clock) for _ in range(r)]
+    ptr = np.arange(r + 1, dtype=np.int64) * 200
+    idx = np.concatenate([q["candidates"] for q in reqs])
+    xs = np.stack([q["context"] for q in reqs])
+    times = np.array([q["timestamp"] for q in reqs])
+    codes = engine.encode_attrs([q["attrs"] for q in reqs], r)
+    contracts = engine.contracts.kernel_args(engine.registry.arm_group, policy.state.n_obs)
+    probs, out = np.empty(idx.shape[0]), np.empty((3, r), dtype=np.int64)
+    cases = {
+        "contracts + draw": (True, contracts),
+        "draw, no contract": (True, None),
+        "scores + win shares only": (False, None),
+    }
+    best = dict.fromkeys(cases, float("inf"))
+    for _ in range(args.repeats):  # the cases interleaved, each repeat
+        for name, (draw, con) in cases.items():
+            call = policy.kernel_args(ptr, idx, xs, times, codes, draw, con, probs, out)
+            t = time.thread_time()
+            policy.KERNEL(*call)
+            best[name] = min(best[name], (time.thread_time() - t) / r * 1e6)
+    alloc.close()
+    label = tree.name
+    print(f"\n| {label} (200 of {n:,}) | CPU µs per request |\n|---|---|")
+    for name, v in best.items():
+        print(f"| {name} | {v:.1f} |")
+    extra = best["contracts + draw"] - best["draw, no contract"]
+    print(f"| contracts alone (difference) | {extra:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
