@@ -376,3 +376,45 @@ def dict_lookup(ids: list[str], active: np.ndarray, candidates: list) -> np.ndar
             raise KeyError(("retired", arm_id, pos))
         out[pos] = idx
     return out
+
+
+def rejection_replay(policy, data, rng, uniform_epsilon=None) -> tuple[np.ndarray, int]:
+    """Rewards of the rounds a rejection replay accepts, and the rounds it kept: the batch
+    pipeline with rewinds it replaced (decide ahead in batches, stop at the first accepted
+    round whose update moves decisions, rewind the stream there). Trusts its inputs."""
+    ptr, idx = data.candidates()
+    sizes = np.diff(ptr)
+    rounds = np.arange(data.n_rounds)
+    if uniform_epsilon is not None:
+        keep = uniform_epsilon / sizes.astype(np.float64) / data.pscores
+        rounds = np.flatnonzero(rng.random(data.n_rounds) < keep)
+    pos = np.array([ptr[i] + list(idx[ptr[i] : ptr[i + 1]]).index(a)
+                    for i, a in enumerate(data.actions)], dtype=np.int64)  # fmt: skip
+    logged, contexts = idx[pos], data.contexts
+    accepted: list[float] = []
+    i, size = 0, 64
+    while i < rounds.shape[0]:
+        rows = rounds[i : i + size]
+        counts = sizes[rows]
+        sub_ptr = np.zeros(rows.shape[0] + 1, dtype=np.int64)
+        np.cumsum(counts, out=sub_ptr[1:])
+        flat = np.repeat(ptr[rows] - sub_ptr[:-1], counts) + np.arange(sub_ptr[-1])
+        xs = None if contexts is None else contexts[rows]
+        start = policy.stream_position
+        out = policy.decide_batch(sub_ptr, idx[flat], xs)
+        used = rows.shape[0]
+        for j in np.flatnonzero(out.arms == logged[rows]).tolist():
+            r = int(rows[j])
+            version = policy.version
+            policy.update(int(logged[r]), float(data.rewards[r]), None if xs is None else xs[j])
+            accepted.append(float(data.rewards[r]))
+            if policy.UPDATES_MOVE_DECISIONS or policy.version != version:
+                used = j + 1
+                break
+        if used < rows.shape[0]:
+            policy.seek_stream(start + used)
+            size = max(16, 2 * used)
+        else:
+            size = min(8192, 2 * size)
+        i += used
+    return np.asarray(accepted), int(rounds.shape[0])
