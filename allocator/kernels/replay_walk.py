@@ -1,12 +1,15 @@
-"""Rejection replay walked in compiled code: the family's own decide (and update) kernel,
-one logged round at a time, with no Python between rounds.
+"""Replay walked in compiled code: the family's own decide (and update) kernel, one
+logged round at a time, with no Python between rounds.
 
-Each round is decided as a batch of one through the family's decide kernel (so its draw
-consumes the decision stream exactly as a live ``decide`` would) and accepted when the
-drawn arm is the logged one. A walk returns to Python only when Python has work to do: a
-refresh (its bank draws use the policy's numpy ``Generator``), or, for a family whose
-update is not compiled in here, the update itself. One kernel per decide kernel, since a
-numba function taking another as an argument is not cached on disk.
+Each round is decided as a batch of one through the family's decide kernel: rejection
+replay draws (consuming the decision stream exactly as a live ``decide`` would) and
+accepts the round when the drawn arm is the logged one; nonstationary replay computes the
+probabilities without a draw and accepts by its acceptance rule. A walk returns to Python
+only when Python has work to do: a refresh (its bank draws use the policy's numpy
+``Generator``), or the update of a family whose decisions move only at refreshes (folded
+in by ``update_batch`` just before the refresh it brings). The decide kernel is chosen by
+which argument slot is filled, not passed as a function: a numba function taking another
+as an argument is not cached on disk, and every process would compile it again.
 
 ``walk`` is ``(ptr, idx, pos, actions, rewards, xs, rows, taken)``: the log's CSR
 candidates (int64 (n+1,), (nnz,)), the flat position of each logged action (int64 (n,)),
@@ -14,12 +17,11 @@ the logged arms (int64 (n,)), rewards (float64 (n,)), contexts (float64 (n, d), 
 0), the rounds to walk in order (int64 (m,)) and the accepted rounds' output (int64 (m,)).
 ``one`` is ``(ptr1, t1, codes1, chosen)``: the one-request batch's pointer (int64 (2,)),
 time (float64 (1,)), attribute codes (int64 (1, 0)) and chosen-position output (the
-``chosen`` array inside ``rest``). ``rest`` is the decide kernel's arguments after
-``draw`` (``Policy.kernel_args``). ``learn`` is ``(n_obs, pending, refresh_every)`` of
-the policy state.
+``chosen`` array inside the decide arguments). ``learn`` is ``(n_obs, pending,
+refresh_every)`` of the policy state.
 
-Every walk returns ``(rounds consumed, rounds accepted, status)``; status is ``OK`` or
-the decide kernel's error code (inputs are checked before a walk, so it stays ``OK``).
+Every walk returns ``(rows consumed, rounds accepted, status)``; status is ``OK`` or the
+decide kernel's error code (inputs are checked before a walk, so it stays ``OK``).
 """
 
 from numba import njit
@@ -28,6 +30,7 @@ from allocator.kernels.choice import OK
 from allocator.kernels.hybrid import decide_hybrid
 from allocator.kernels.linear import decide_linear, update_linear_batch
 from allocator.kernels.logistic import update_logistic_batch, update_shared_logistic_batch
+from allocator.kernels.nonstationary import accept_event
 from allocator.kernels.per_arm import decide_per_arm
 from allocator.kernels.shared_linear import decide_shared, update_shared_batch
 
@@ -36,22 +39,17 @@ UPDATE_NONE, UPDATE_GAUSSIAN, UPDATE_LOGISTIC = 0, 1, 2
 
 
 @njit(cache=True, nogil=True)
-def _open(walk, one, k):
-    """Round ``rows[k]``: set the one-request pointer; return the round and its offset."""
-    ptr, rows = walk[0], walk[6]
-    r = rows[k]
-    lo = ptr[r]
-    one[0][1] = ptr[r + 1] - lo
-    return r, lo
-
-
-@njit(cache=True, nogil=True)
-def _accepted(walk, one, r, lo, taken):
-    """Whether the drawn candidate of round ``r`` is the logged one (then recorded)."""
-    if lo + one[3][0] != walk[2][r]:
-        return False
+def _take(walk, r, taken, stop_after, update, uargs, learn):
+    """Record accepted round ``r`` and fold it in when ``update`` is compiled in; returns
+    the acceptances so far and whether the walk must stop (a refresh due, or
+    ``stop_after`` reached)."""
     walk[7][taken] = r
-    return True
+    taken += 1
+    if update != UPDATE_NONE:
+        _update(walk, r, update, uargs[0], uargs[1])
+        if _learned(walk, learn, r):
+            return taken, True
+    return taken, taken == stop_after
 
 
 @njit(cache=True, nogil=True)
@@ -64,21 +62,26 @@ def _learned(walk, learn, r):
 
 
 @njit(cache=True, nogil=True)
-def _decide(walk, one, r, lo, per_arm, linear, shared, hybrid):
-    """Decide round ``r`` with the one decide kernel whose arguments are given (the
-    others are None: numba prunes their branches, so each family compiles alone)."""
+def _decide(walk, one, k, draw, per_arm, linear, shared, hybrid):
+    """Decide round ``r = rows[k]`` with the one decide kernel whose arguments are given
+    (the others are None: numba prunes their branches, so each family compiles alone);
+    returns ``r``, its offset in the candidates and the kernel's status."""
+    ptr = walk[0]
+    r = walk[6][k]
+    lo = ptr[r]
+    one[0][1] = ptr[r + 1] - lo
     cand = walk[1][lo : walk[0][r + 1]]
     x = walk[5][r : r + 1]
     code = OK
     if per_arm is not None:
-        code = decide_per_arm(one[0], cand, x, one[1], one[2], True, *per_arm)
+        code = decide_per_arm(one[0], cand, x, one[1], one[2], draw, *per_arm)
     if linear is not None:
-        code = decide_linear(one[0], cand, x, one[1], one[2], True, *linear)
+        code = decide_linear(one[0], cand, x, one[1], one[2], draw, *linear)
     if shared is not None:
-        code = decide_shared(one[0], cand, x, one[1], one[2], True, *shared)
+        code = decide_shared(one[0], cand, x, one[1], one[2], draw, *shared)
     if hybrid is not None:
-        code = decide_hybrid(one[0], cand, x, one[1], one[2], True, *hybrid)
-    return code
+        code = decide_hybrid(one[0], cand, x, one[1], one[2], draw, *hybrid)
+    return r, lo, code
 
 
 @njit(cache=True, nogil=True)
@@ -115,16 +118,39 @@ def walk_rounds(walk, one, start, stop_after, decide, update, uargs, learn):
     """
     taken = 0
     for k in range(start, walk[6].shape[0]):
-        r, lo = _open(walk, one, k)
-        code = _decide(walk, one, r, lo, decide[0], decide[1], decide[2], decide[3])
+        r, lo, code = _decide(walk, one, k, True, *decide)
         if code != OK:
             return k, taken, code
-        if _accepted(walk, one, r, lo, taken):
-            taken += 1
-            if update != UPDATE_NONE:
-                _update(walk, r, update, uargs[0], uargs[1])
-                if _learned(walk, learn, r):
-                    return k + 1, taken, OK
-            if taken == stop_after:
+        if lo + one[3][0] == walk[2][r]:  # the drawn candidate is the logged one
+            taken, done = _take(walk, r, taken, stop_after, update, uargs, learn)
+            if done:
+                return k + 1, taken, OK
+    return walk[6].shape[0], taken, OK
+
+
+@njit(cache=True, nogil=True)
+def walk_events(walk, one, start, stop_after, decide, update, uargs, learn, events):
+    """Nonstationary replay's walk: :func:`walk_rounds` where each event's probabilities
+    are computed without a draw (``target`` receives them) and the event is accepted by
+    :func:`allocator.kernels.nonstationary.accept_event`.
+
+    ``events`` is ``(p, u, adaptive, q, c_max, hist, state, c_out, accepted, target,
+    probs)``: those of :func:`allocator.kernels.nonstationary.accept_walk` over the whole
+    log (``c_out``, ``accepted`` (n,) indexed by round), the target probability of every
+    candidate (float64 (nnz,), output) and the decide kernel's ``p_out`` buffer.
+    """
+    p, u, adaptive, q, c_max, hist, state, c_out, accepted, target, probs = events
+    taken = 0
+    for k in range(start, walk[6].shape[0]):
+        r, lo, code = _decide(walk, one, k, False, *decide)
+        if code != OK:
+            return k, taken, code
+        n = one[0][1]
+        target[lo : lo + n] = probs[:n]
+        d = probs[walk[2][r] - lo]
+        accepted[r] = accept_event(d, p[r], u[r], adaptive, q, c_max, hist, state, c_out, r)
+        if accepted[r]:
+            taken, done = _take(walk, r, taken, stop_after, update, uargs, learn)
+            if done:
                 return k + 1, taken, OK
     return walk[6].shape[0], taken, OK

@@ -30,7 +30,7 @@ from allocator.errors import EvaluationRefused, InvalidInputError
 from allocator.policies.base import Policy
 from allocator.replay.dataset import F64, I64, LoggedData, check_candidates
 from allocator.replay.evaluate import check_arms, logged_positions
-from allocator.replay.walks import RejectionWalker
+from allocator.replay.walks import Walker
 
 #: tolerance of the uniformity and ε-mixture checks on logged probabilities
 UNIFORM_TOL = 1e-9
@@ -200,7 +200,7 @@ def replay_learning_policy(
     check_arms(policy, data)
     for lo in range(0, data.n_rounds, CHUNK):
         _checked_chunk(policy, data, lo, eps)
-    walker = RejectionWalker(policy)
+    walker = Walker(policy)
     accepted, n_kept = [], 0
     for lo in range(0, data.n_rounds, CHUNK):
         sub, ptr, idx, pos, xs = _checked_chunk(policy, data, lo, eps)
@@ -212,7 +212,7 @@ def replay_learning_policy(
             kept = np.flatnonzero(rng.random(sub.n_rounds) < eps / sizes / pscores)
         rewards = np.ascontiguousarray(sub.rewards, dtype=np.float64)
         actions = np.ascontiguousarray(sub.actions, dtype=np.int64)
-        rows = walker.walk(ptr, idx, pos, actions, rewards, xs, kept)
+        rows = walker.rounds(ptr, idx, pos, actions, rewards, xs, kept)
         accepted.append(rewards[rows])
         n_kept += kept.shape[0]
     r = np.concatenate(accepted) if accepted else np.zeros(0)

@@ -1,4 +1,4 @@
-"""Which compiled rejection walk a policy runs, and the Python work between its calls.
+"""Which compiled replay walk a policy runs, and the Python work between its calls.
 
 A walk (:mod:`allocator.kernels.replay_walk`) decides logged rounds one by one with the
 family's own decide kernel and returns only when Python must act: a refresh (bank draws
@@ -38,8 +38,8 @@ _UPDATES = {
 }
 
 
-class RejectionWalker:
-    """Rejection replay of one learning ``policy`` over checked rounds, chunk by chunk."""
+class Walker:
+    """Compiled replay walks of one learning ``policy`` over checked rounds."""
 
     def __init__(self, policy: Policy) -> None:
         kernel = type(policy).KERNEL
@@ -73,25 +73,48 @@ class RejectionWalker:
         return None, (s.features, p.gamma, p.lam, s.g, s.h, s.mu, s.a_inv, np.empty(dim),
                       np.empty(dim), s.clock, s.model_dirty)  # fmt: skip
 
-    def walk(
+    def rounds(
         self, ptr: I64, idx: I64, pos: I64, actions: I64, rewards: np.ndarray,
         xs: np.ndarray, rows: I64,
     ) -> I64:  # fmt: skip
-        """Replay ``rows`` (in order) of the checked chunk; the accepted ones, taught."""
+        """Rejection replay of ``rows`` (in order) of the checked chunk: the accepted
+        rounds, taught."""
+        walk = (ptr, idx, pos, actions, rewards, xs, rows, np.empty_like(rows))
+        accepted, _ = self._run(kw.walk_rounds, walk, (), None)
+        return accepted
+
+    def events(
+        self, ptr: I64, idx: I64, pos: I64, actions: I64, rewards: np.ndarray,
+        xs: np.ndarray, events: tuple[Any, ...], max_accepted: int | None,
+    ) -> int:  # fmt: skip
+        """Nonstationary replay of the checked log from its first round (``events`` as
+        :func:`allocator.kernels.replay_walk.walk_events` takes them, without the final
+        ``probs``) until its end or ``max_accepted`` acceptances; the rounds walked."""
+        rows = np.arange(actions.shape[0], dtype=np.int64)
+        walk = (ptr, idx, pos, actions, rewards, xs, rows, np.empty_like(rows))
+        return self._run(kw.walk_events, walk, events, max_accepted)[1]
+
+    def _run(
+        self, kernel: Any, walk: tuple[Any, ...], events: tuple[Any, ...],
+        max_accepted: int | None,
+    ) -> tuple[I64, int]:  # fmt: skip
+        """Call ``kernel`` until the walk's rows or ``max_accepted`` run out, folding in
+        and refreshing between calls; the accepted rows and the rows walked."""
         policy = self.policy
         if policy.registry.n_arms != int(policy.state.n_synced[0]):
             raise InvalidInputError("the registry has arms this policy has no state for")
+        ptr, idx, actions, rewards, xs, rows, taken = (walk[i] for i in (0, 1, 3, 4, 5, 6, 7))
         width = int(np.diff(ptr).max(initial=1))
         if self.probs.shape[0] < width:
             self.probs = np.zeros(width)
-        taken = np.empty(rows.shape[0], dtype=np.int64)
-        walk = (ptr, idx, pos, actions, rewards, xs, rows, taken)
+        tail = ((*events, self.probs),) if events else ()
         one = (self.ptr1, self.t1, self.codes1, self.out[0])
-        learn = (policy.state.n_obs, policy.state.pending, int(policy.config.refresh_every))
+        refresh_every = int(policy.config.refresh_every)
+        learn = (policy.state.n_obs, policy.state.pending, refresh_every)
         contextual = policy.n_features is not None
         accepted: list[I64] = []
-        start = 0
-        while start < rows.shape[0]:
+        start = n_taken = 0
+        while start < rows.shape[0] and (max_accepted is None or n_taken < max_accepted):
             self.ptr1[1] = width
             args = policy.kernel_args(self.ptr1, idx[:width], xs[:1], self.t1, self.codes1,
                                       True, None, self.probs, self.out)  # fmt: skip
@@ -102,17 +125,22 @@ class RejectionWalker:
             elif policy.UPDATES_MOVE_DECISIONS:
                 stop = 1
             else:
-                stop = policy.config.refresh_every - policy.pending_updates
-            start, n, code = kw.walk_rounds(
-                walk, one, start, stop, tuple(decide), self.update, self._uargs(), learn
+                stop = refresh_every - policy.pending_updates
+            if max_accepted is not None:
+                left = max_accepted - n_taken
+                stop = left if stop == 0 else min(stop, left)
+            start, n, code = kernel(
+                walk, one, start, stop, tuple(decide), self.update, self._uargs(), learn, *tail
             )
             if code != ck.OK:
                 raise InvalidInputError(f"logged round {int(rows[start])} cannot be decided")
             got = taken[:n].copy()
             accepted.append(got)
+            n_taken += n
             if self.update != kw.UPDATE_NONE:
-                if policy.pending_updates >= policy.config.refresh_every:
+                if policy.pending_updates >= refresh_every:
                     policy.refresh()
             elif n:
                 policy.update_batch(actions[got], rewards[got], xs[got] if contextual else None)
-        return np.concatenate(accepted) if accepted else np.zeros(0, dtype=np.int64)
+        got_all = np.concatenate(accepted) if accepted else np.zeros(0, dtype=np.int64)
+        return got_all, int(start)

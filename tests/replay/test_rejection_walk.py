@@ -1,7 +1,7 @@
-"""The compiled rejection walk against the batch pipeline with rewinds it replaced
-(``tests.naive.rejection_replay``): the same accepted rounds, estimate, stream position
-and final state for every family, across chunk boundaries; memory that does not grow with
-the log."""
+"""The compiled replay walks against the Python walks they replaced (``tests.naive``):
+rejection replay gives the same accepted rounds, estimate, stream position and final state
+for every family, across chunk boundaries, in memory that does not grow with the log;
+nonstationary replay the same trace, estimate and final state."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pytest
 from allocator import config as c
 from allocator import make_policy
 from allocator.replay import LoggedData, replay_learning_policy
+from allocator.replay import nonstationary as ns
 from allocator.replay import rejection as rj
 from tests import naive
 from tests.conftest import make_registry
@@ -75,11 +76,7 @@ def test_walk_is_the_round_by_round_replay(kind, eps, monkeypatch):
     assert res.value == float(ref.mean())
     assert new.stream_position == old.stream_position
     assert new.version == old.version and new.pending_updates == old.pending_updates
-    arrays, meta = new.export_state()
-    ref_arrays, ref_meta = old.export_state()
-    assert meta == ref_meta
-    for name, value in ref_arrays.items():
-        np.testing.assert_array_equal(arrays[name], value, err_msg=name)
+    assert_same_state(new, old)
 
 
 def extra_peak(n: int) -> int:
@@ -103,3 +100,46 @@ def test_memory_does_not_grow_with_the_log(monkeypatch):
     # a chunk's temporaries are ~100 bytes per round (~250 kB at 2,048 rounds); any
     # per-round temporary over the whole log would add >= 8 bytes × 57,344 rounds = 460 kB
     assert large - small < 100_000
+
+
+def full_log(n: int, contexts: bool, seed: int = 2) -> LoggedData:
+    """Every arm a candidate of every round (a context-free policy's shared list), logged
+    by a fixed skewed distribution."""
+    rng = np.random.default_rng(seed)
+    probs = 0.5 / K + 0.5 * rng.dirichlet(np.full(K, 0.5))
+    actions = rng.choice(K, n, p=probs).astype(np.int64)
+    return LoggedData(
+        arm_ids=tuple(f"arm:{a}" for a in range(K)), actions=actions,
+        rewards=(rng.random(n) < 0.2 + 0.1 * (actions % 3)).astype(np.float64),
+        pscores=probs[actions], contexts=rng.normal(size=(n, D)) if contexts else None,
+        cand_ptr=np.arange(n + 1, dtype=np.int64) * K,
+        cand_idx=np.tile(np.arange(K, dtype=np.int64), n), cand_prob=np.tile(probs, n),
+    )  # fmt: skip
+
+
+def assert_same_state(new, old) -> None:
+    arrays, meta = new.export_state()
+    ref_arrays, ref_meta = old.export_state()
+    assert meta == ref_meta
+    for name, value in ref_arrays.items():
+        np.testing.assert_array_equal(arrays[name], value, err_msg=name)
+
+
+@pytest.mark.parametrize("shape", ["subsets", "full"])
+@pytest.mark.parametrize("kind", list(CONFIGS))
+def test_nonstationary_walk_is_the_chunked_one(kind, shape, monkeypatch):
+    contextual = kind not in ("beta", "normal_gamma")
+    data = subset_log(1200, contextual, None) if shape == "subsets" else full_log(1200, contextual)
+    options = {"c": "adaptive", "max_accepted": 300}
+    new, old = policy(kind), policy(kind)
+    res = ns.replay_nonstationary(new, data, np.random.default_rng(4), **options)
+    monkeypatch.setattr(ns, "_walk", naive.nonstationary_walk)
+    ref = ns.replay_nonstationary(old, data, np.random.default_rng(4), **options)
+    print(f"{kind} {shape}: {res.n_accepted} of {res.n_events} events accepted")
+    assert res.n_accepted == 300 or res.n_events == data.n_rounds
+    assert res.n_accepted >= 100
+    assert (res.value, res.low, res.high, res.n_events) == (ref.value, ref.low, ref.high,
+                                                            ref.n_events)  # fmt: skip
+    for a, b in zip(res.trace[:4], ref.trace[:4], strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert_same_state(new, old)
