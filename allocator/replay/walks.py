@@ -88,8 +88,8 @@ class Walker:
         xs: np.ndarray, events: tuple[Any, ...], max_accepted: int | None,
     ) -> int:  # fmt: skip
         """Nonstationary replay of the checked log from its first round (``events`` as
-        :func:`allocator.kernels.replay_walk.walk_events` takes them, without the final
-        ``probs``) until its end or ``max_accepted`` acceptances; the rounds walked."""
+        :func:`allocator.kernels.replay_walk.walk_events` takes them) until its end or
+        ``max_accepted`` acceptances; the rounds walked."""
         rows = np.arange(actions.shape[0], dtype=np.int64)
         walk = (ptr, idx, pos, actions, rewards, xs, rows, np.empty_like(rows))
         return self._run(kw.walk_events, walk, events, max_accepted)[1]
@@ -107,8 +107,9 @@ class Walker:
         width = int(np.diff(ptr).max(initial=1))
         if self.probs.shape[0] < width:
             self.probs = np.zeros(width)
-        tail = ((*events, self.probs),) if events else ()
-        one = (self.ptr1, self.t1, self.codes1, self.out[0])
+        tail = (events,) if events else ()
+        last = np.full(2, -1, dtype=np.int64)
+        one = (self.ptr1, self.t1, self.codes1, self.out[0], self.probs, policy.state.stream, last)
         refresh_every = int(policy.config.refresh_every)
         learn = (policy.state.n_obs, policy.state.pending, refresh_every)
         contextual = policy.n_features is not None
