@@ -5,13 +5,14 @@ nonstationary replay the same trace, estimate and final state."""
 
 from __future__ import annotations
 
+import dataclasses
 import tracemalloc
 
 import numpy as np
 import pytest
 
+from allocator import EvaluationRefused, InvalidInputError, make_policy
 from allocator import config as c
-from allocator import make_policy
 from allocator.replay import LoggedData, replay_learning_policy
 from allocator.replay import nonstationary as ns
 from allocator.replay import rejection as rj
@@ -143,3 +144,24 @@ def test_nonstationary_walk_is_the_chunked_one(kind, shape, monkeypatch):
     for a, b in zip(res.trace[:4], ref.trace[:4], strict=True):
         np.testing.assert_array_equal(a, b)
     assert_same_state(new, old)
+
+
+def test_a_bad_round_in_a_late_chunk_is_refused_before_anything_is_learned(monkeypatch):
+    monkeypatch.setattr(rj, "CHUNK", 100)
+    data = subset_log(400, False, None)
+    pscores = data.pscores.copy()
+    pscores[250] *= 0.5
+    bad = dataclasses.replace(data, pscores=pscores)
+    pol = policy("beta")
+    before, _ = pol.export_state()
+    with pytest.raises(EvaluationRefused, match=r"first offending rows \[250\]"):
+        replay_learning_policy(pol, bad, np.random.default_rng(0))
+    rewards = data.rewards.copy()
+    rewards[399] = 2.0
+    with pytest.raises(InvalidInputError, match=r"logged rounds from 300 .*reward\[99\] = 2.0"):
+        replay_learning_policy(pol, dataclasses.replace(data, rewards=rewards),
+                               np.random.default_rng(0))  # fmt: skip
+    after, _ = pol.export_state()
+    assert pol.stream_position == 0
+    for name, value in before.items():
+        np.testing.assert_array_equal(after[name], value, err_msg=name)
