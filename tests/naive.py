@@ -407,3 +407,94 @@ def project_bounds(p, member, floor, bound, mu, tol=1e-12, passes=100):
             break
     moved = np.array([np.abs(p - start)[m].sum() for m in member])
     return p, cost, moved
+
+
+def rejection_replay(policy, data, rng, uniform_epsilon=None) -> tuple[np.ndarray, int]:
+    """Rewards of the rounds a rejection replay accepts, and the rounds it kept: the batch
+    pipeline with rewinds it replaced (decide ahead in batches, stop at the first accepted
+    round whose update moves decisions, rewind the stream there). Trusts its inputs."""
+    ptr, idx = data.candidates()
+    sizes = np.diff(ptr)
+    rounds = np.arange(data.n_rounds)
+    if uniform_epsilon is not None:
+        keep = uniform_epsilon / sizes.astype(np.float64) / data.pscores
+        rounds = np.flatnonzero(rng.random(data.n_rounds) < keep)
+    pos = np.array([ptr[i] + list(idx[ptr[i] : ptr[i + 1]]).index(a)
+                    for i, a in enumerate(data.actions)], dtype=np.int64)  # fmt: skip
+    logged, contexts = idx[pos], data.contexts
+    accepted: list[float] = []
+    i, size = 0, 64
+    while i < rounds.shape[0]:
+        rows = rounds[i : i + size]
+        counts = sizes[rows]
+        sub_ptr = np.zeros(rows.shape[0] + 1, dtype=np.int64)
+        np.cumsum(counts, out=sub_ptr[1:])
+        flat = np.repeat(ptr[rows] - sub_ptr[:-1], counts) + np.arange(sub_ptr[-1])
+        xs = None if contexts is None else contexts[rows]
+        start = policy.stream_position
+        out = policy.decide_batch(sub_ptr, idx[flat], xs)
+        used = rows.shape[0]
+        for j in np.flatnonzero(out.arms == logged[rows]).tolist():
+            r = int(rows[j])
+            version = policy.version
+            policy.update(int(logged[r]), float(data.rewards[r]), None if xs is None else xs[j])
+            accepted.append(float(data.rewards[r]))
+            if policy.UPDATES_MOVE_DECISIONS or policy.version != version:
+                used = j + 1
+                break
+        if used < rows.shape[0]:
+            policy.seek_stream(start + used)
+            size = max(16, 2 * used)
+        else:
+            size = min(8192, 2 * size)
+        i += used
+    return np.asarray(accepted), int(rounds.shape[0])
+
+
+def nonstationary_walk(policy, data, pos, pscores, u, contexts, rule, max_accepted, contracted):
+    """The acceptance walk of a nonstationary replay without contracts as it was before
+    it was compiled: one ``decide_many(draw=False)`` per chunk of events (one row tiled
+    when every round shares its candidate list), the acceptance kernel until the next
+    update that moves decisions, ``update_batch`` of the accepted events."""
+    from allocator.kernels import nonstationary as kns
+
+    assert contracted is None
+    adaptive, quantile, c_max, c = rule
+    ptr, idx = data.candidates()
+    n = data.n_rounds
+    target, c_arr, accepted = np.zeros(idx.shape[0]), np.zeros(n), np.zeros(n, dtype=np.bool_)
+    hist = np.zeros(kns.N_BINS)
+    state = np.array([c_max if adaptive else float(c), 0.0, 0.0])
+    xs_all = policy.context_rows(contexts, n)
+    no_times, no_codes = np.zeros(n), np.zeros((n, 0), dtype=np.int64)
+    sizes = np.diff(ptr)
+    k = int(sizes[0])
+    if contexts is not None or (sizes != k).any() or (idx.reshape(-1, k) != idx[:k]).any():
+        k = 0
+    i, size = 0, 64
+    while i < n and (max_accepted is None or state[kns.STATE_ACCEPTED] < max_accepted):
+        hi = min(n, i + size)
+        f0, f1 = int(ptr[i]), int(ptr[hi])
+        if k:
+            row = policy.decide_many(ptr[:2], idx[:k], xs_all[:1], no_times[:1], no_codes[:1],
+                                     None, False).probabilities  # fmt: skip
+            probs = np.tile(row, hi - i)
+        else:
+            cptr = ptr[i : hi + 1] - f0
+            probs = policy.decide_many(cptr, idx[f0:f1], xs_all[i:hi], no_times[i:hi],
+                                       no_codes[i:hi], None, False).probabilities  # fmt: skip
+        moving = policy.UPDATES_MOVE_DECISIONS
+        stop = 1 if moving else policy.config.refresh_every - policy.pending_updates
+        if max_accepted is not None:
+            stop = min(stop, max_accepted - int(state[kns.STATE_ACCEPTED]))
+        d = np.ascontiguousarray(probs[pos[i:hi] - f0])
+        used = kns.accept_walk(d, pscores[i:hi], u[i:hi], adaptive, quantile, c_max, stop, hist,
+                               state, c_arr[i:hi], accepted[i:hi])  # fmt: skip
+        target[f0 : int(ptr[i + used])] = probs[: int(ptr[i + used]) - f0]
+        rows = i + np.flatnonzero(accepted[i : i + used])
+        if rows.size:
+            policy.update_batch(data.actions[rows], data.rewards[rows],
+                                None if contexts is None else contexts[rows])  # fmt: skip
+        size = max(16, 2 * used) if used < hi - i else min(8192, 2 * size)
+        i += used
+    return target, c_arr, accepted, i

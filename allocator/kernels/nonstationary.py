@@ -64,7 +64,7 @@ def accept_walk(d, p, u, adaptive, q, c_max, stop_after, hist, state, c_out, acc
     """
     taken = 0
     for k in range(d.shape[0]):
-        accepted[k] = _accept(d[k], p[k], u[k], adaptive, q, c_max, hist, state, c_out, k)
+        accepted[k] = accept_event(d[k], p[k], u[k], adaptive, q, c_max, hist, state, c_out, k)
         if accepted[k]:
             taken += 1
             if taken == stop_after:
@@ -73,7 +73,7 @@ def accept_walk(d, p, u, adaptive, q, c_max, stop_after, hist, state, c_out, acc
 
 
 @njit(cache=True, nogil=True)
-def _accept(d, p, u, adaptive, q, c_max, hist, state, c_out, k):
+def accept_event(d, p, u, adaptive, q, c_max, hist, state, c_out, k):
     """One event of the walk: record its ratio and ``c``, accept it, reset ``c`` after."""
     ratio = p / d if d > 0.0 else np.inf
     hist[_bin(ratio)] += 1.0
@@ -136,7 +136,9 @@ def contract_walk(
             advance_queues(row, n, 0, True, def_i, surplus, st_f, st_i, ring, member)
             continue
         local = pos[k] - f0
-        accepted[k] = _accept(row[local], p[k], u[k], adaptive, q, c_max, hist, state, c_out, k)
+        accepted[k] = accept_event(
+            row[local], p[k], u[k], adaptive, q, c_max, hist, state, c_out, k
+        )
         if accepted[k]:
             advance_queues(row, n, local, False, def_i, surplus, st_f, st_i, ring, member)
             taken += 1

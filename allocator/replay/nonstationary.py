@@ -14,12 +14,17 @@ had to be cut to one is reported with the result. Rejection replay
 (:mod:`allocator.replay.rejection`) is the special case of a uniform log with
 ``c = min p``.
 
-The policy is frozen between updates that can move its decisions (every update of a
+Without contracts the walk is compiled (:mod:`allocator.replay.walks`): each event's
+probabilities come from the family's own decide kernel, without a draw, and accepted
+events are folded in by its update kernel; Python runs only at refreshes. With contracts
+the policy is frozen between updates that can move its decisions (every update of a
 contextual family, a refresh of a context-free one), so one ``decide_batch(draw=False)``
-gives ``d`` for a chunk of events and the acceptance walk (a numba kernel) runs until the
-next such update. Each DR term's conditional mean is the value of the policy's state at
-its event, which drifts as it learns, so the interval is an empirical-Bernstein sequence
-valid for a drifting mean (:func:`allocator.replay.confidence.drifting_mean_interval`);
+gives the policy's part of ``d`` for a chunk of events and the contracts' walk (a numba
+kernel) runs until the next such update.
+
+Each DR term's conditional mean is the value of the policy's state at its event, which
+drifts as it learns, so the interval is an empirical-Bernstein sequence valid for a
+drifting mean (:func:`allocator.replay.confidence.drifting_mean_interval`);
 a sequence for one fixed mean would exclude the learning curve's average.
 """
 
@@ -45,6 +50,7 @@ from allocator.replay.dataset import F64, LoggedData
 from allocator.replay.evaluate import reward_range_of
 from allocator.replay.rejection import check_replay_inputs
 from allocator.replay.reward_model import RewardModel, make_reward_model
+from allocator.replay.walks import Walker
 
 #: fewest events a chunk's probabilities are computed for (a policy that moves on every
 #: acceptance walks ~1/acceptance-rate events per chunk)
@@ -200,44 +206,33 @@ def _walk(
     actions = np.asarray(data.actions, dtype=np.int64)
     rewards = np.asarray(data.rewards, dtype=np.float64)
     # checked once here (candidates by check_replay_inputs): chunks go to the checked entry
-    xs_all = policy.context_rows(contexts, n)
-    no_times, no_codes = np.zeros(n), np.zeros((n, 0), dtype=np.int64)
-    # a context-free policy decides alike on equal candidate lists: one row per chunk
-    k = _shared_list_width(ptr, idx) if contexts is None and contracted is None else 0
+    xs_all = np.ascontiguousarray(policy.context_rows(contexts, n))
+    if contracted is None:
+        events = (pscores, u, adaptive, quantile, c_max, hist, state, c_arr, accepted, target)
+        walked = Walker(policy).events(ptr, idx, pos, actions, rewards, xs_all, events,
+                                       max_accepted)  # fmt: skip
+        return target, c_arr, accepted, walked
+    engine, times, codes = contracted
+    no_codes = np.zeros((n, 0), dtype=np.int64)
     i, size = 0, 64
     while i < n and (max_accepted is None or state[kns.STATE_ACCEPTED] < max_accepted):
         hi = min(n, i + size)
         f0, f1 = int(ptr[i]), int(ptr[hi])
         cptr = ptr[i : hi + 1] - f0
-        if k:
-            row = policy.decide_many(
-                ptr[:2], idx[:k], xs_all[:1], no_times[:1], no_codes[:1], None, False
-            ).probabilities
-            base = np.tile(row, hi - i)
-        else:
-            base = policy.decide_many(
-                cptr, idx[f0:f1], xs_all[i:hi], no_times[i:hi], no_codes[i:hi], None, False
-            ).probabilities
-        probs = base if contracted is None else np.empty(f1 - f0)
+        base = policy.decide_many(
+            cptr, idx[f0:f1], xs_all[i:hi], np.zeros(hi - i), no_codes[i:hi], None, False
+        ).probabilities
+        probs = np.empty(f1 - f0)
         stop = 1 if policy.UPDATES_MOVE_DECISIONS else policy.config.refresh_every
         stop = stop - (0 if policy.UPDATES_MOVE_DECISIONS else policy.pending_updates)
         if max_accepted is not None:
             stop = min(stop, max_accepted - int(state[kns.STATE_ACCEPTED]))
-        if contracted is None:
-            d = np.ascontiguousarray(probs[pos[i:hi] - f0])
-            used = kns.accept_walk(
-                d, pscores[i:hi], u[i:hi], adaptive, quantile, c_max, stop, hist, state,
-                c_arr[i:hi], accepted[i:hi],
-            )  # fmt: skip
-        else:
-            engine, times, codes = contracted
-            width = int(np.diff(cptr).max(initial=1))
-            used = kns.contract_walk(
-                base, cptr, idx[f0:f1], pos[i:hi] - f0, times[i:hi],
-                codes[i:hi], pscores[i:hi], u[i:hi], True, adaptive, quantile, c_max, stop,
-                hist, state, c_arr[i:hi], accepted[i:hi], probs,
-                *contract_args(engine.contracts, engine, width),
-            )  # fmt: skip
+        width = int(np.diff(cptr).max(initial=1))
+        used = kns.contract_walk(
+            base, cptr, idx[f0:f1], pos[i:hi] - f0, times[i:hi], codes[i:hi], pscores[i:hi],
+            u[i:hi], True, adaptive, quantile, c_max, stop, hist, state, c_arr[i:hi],
+            accepted[i:hi], probs, *contract_args(engine.contracts, engine, width),
+        )  # fmt: skip
         target[f0 : int(ptr[i + used])] = probs[: int(ptr[i + used]) - f0]
         rows = i + np.flatnonzero(accepted[i : i + used])
         if rows.size:
@@ -247,16 +242,6 @@ def _walk(
         size = max(MIN_CHUNK, 2 * used) if used < hi - i else min(8192, 2 * size)
         i += used
     return target, c_arr, accepted, i
-
-
-def _shared_list_width(ptr: np.ndarray, idx: np.ndarray) -> int:
-    """The length of the one candidate list every round shares, else 0."""
-    sizes = np.diff(ptr)
-    width = int(sizes[0])
-    if width == 0 or (sizes != width).any():
-        return 0
-    rows = idx.reshape(-1, width)
-    return width if bool((rows == rows[0]).all()) else 0
 
 
 def _result(

@@ -12,10 +12,11 @@ An ε-mixture log (logging ``p = ε/|C| + (1 − ε)·π``, e.g. the allocator's
 ``(ε/|C_i|) / p_i`` keeps every candidate with the same probability ``ε/|C_i|``, i.e. a
 uniformly logged ε share of the rounds, which is then replayed.
 
-Rounds are decided in batches through the policy's batch pipeline and the walk stops at the
-first accepted round whose update can change later decisions (any update of a contextual
-family; a refresh of a context-free one); the decision stream is rewound to just after it
-and the walk resumes there. The result is exactly that of deciding round by round.
+The walk is compiled (:mod:`allocator.replay.walks`): each round is decided by the
+family's own kernel as a live ``decide`` would, and Python runs only at refreshes. The log
+is read in chunks of :data:`CHUNK` rounds, twice: once to check it whole (a refused log
+teaches the policy nothing), once to replay it, so memory beyond the log's own columns and
+the result stays O(chunk) however long the log.
 """
 
 from __future__ import annotations
@@ -29,9 +30,12 @@ from allocator.errors import EvaluationRefused, InvalidInputError
 from allocator.policies.base import Policy
 from allocator.replay.dataset import F64, I64, LoggedData, check_candidates
 from allocator.replay.evaluate import check_arms, logged_positions
+from allocator.replay.walks import Walker
 
 #: tolerance of the uniformity and ε-mixture checks on logged probabilities
 UNIFORM_TOL = 1e-9
+#: logged rounds checked and replayed per chunk (bounds the replay's own memory)
+CHUNK = 1 << 16
 
 _ADVICE = (
     "Replaying a learning policy on non-uniformly logged rounds is biased: it learns from, "
@@ -62,8 +66,9 @@ def _refuse(what: str, rows: np.ndarray, detail: str) -> EvaluationRefused:
     return EvaluationRefused(f"{what}; first offending rows {rows[:5].tolist()}{detail}. {_ADVICE}")
 
 
-def _uniform_rows(data: LoggedData, ptr: I64, sizes: F64) -> None:
-    """Refuse unless every round was logged uniformly over its candidates."""
+def _uniform_rows(data: LoggedData, ptr: I64, sizes: F64, lo: int) -> None:
+    """Refuse unless every round was logged uniformly over its candidates (``data`` holds
+    the log's rounds from ``lo``)."""
     if data.cand_prob is not None:
         dev = np.abs(
             np.asarray(data.cand_prob, dtype=np.float64)
@@ -74,7 +79,7 @@ def _uniform_rows(data: LoggedData, ptr: I64, sizes: F64) -> None:
         if bad.size:
             raise _refuse(
                 "the logging distribution is not uniform over the candidates",
-                bad,
+                lo + bad,
                 f"(largest deviation from 1/|C| per row: {worst[bad[:5]].tolist()})",
             )
     pscores = np.asarray(data.pscores, dtype=np.float64)
@@ -82,16 +87,15 @@ def _uniform_rows(data: LoggedData, ptr: I64, sizes: F64) -> None:
     if bad.size:
         raise _refuse(
             "the logged propensities are not 1/|candidates|",
-            bad,
+            lo + bad,
             f"(pscore {pscores[bad[:5]].tolist()} with {sizes[bad[:5]].astype(int).tolist()} "
             "candidates)",
         )
 
 
-def _epsilon_slice(
-    data: LoggedData, ptr: I64, sizes: F64, eps: float, rng: np.random.Generator
-) -> np.ndarray:
-    """Rows kept by rejection sampling of the uniform component of an ε-mixture log."""
+def _mixture_rows(data: LoggedData, ptr: I64, sizes: F64, eps: float, lo: int) -> None:
+    """Refuse unless every round can be an ε-mixture's: every candidate logged with
+    probability at least ε/|C| (``data`` holds the log's rounds from ``lo``)."""
     floor = eps / sizes
     if data.cand_prob is not None:
         low = (
@@ -103,26 +107,50 @@ def _epsilon_slice(
             raise _refuse(
                 f"the log is not an ε-mixture with ε = {eps}: some candidate has logging "
                 "probability below ε/|C|",
-                bad,
+                lo + bad,
                 "",
             )
-    keep = floor / np.asarray(data.pscores, dtype=np.float64)
-    bad = np.flatnonzero(keep > 1.0 + UNIFORM_TOL)
+    pscores = np.asarray(data.pscores, dtype=np.float64)
+    bad = np.flatnonzero(floor / pscores > 1.0 + UNIFORM_TOL)
     if bad.size:
         raise _refuse(
             f"the log is not an ε-mixture with ε = {eps}: pscore below ε/|C|",
-            bad,
-            f"(pscore {np.asarray(data.pscores)[bad[:5]].tolist()}, ε/|C| "
-            f"{floor[bad[:5]].tolist()})",
+            lo + bad,
+            f"(pscore {pscores[bad[:5]].tolist()}, ε/|C| {floor[bad[:5]].tolist()})",
         )
-    return np.flatnonzero(rng.random(data.n_rounds) < keep)
 
 
-def check_replay_inputs(policy: Policy, data: LoggedData) -> tuple[I64, I64, I64, F64 | None]:
+def _checked_chunk(
+    policy: Policy, data: LoggedData, lo: int, eps: float | None
+) -> tuple[LoggedData, I64, I64, I64, F64]:  # fmt: skip
+    """Rounds ``lo:lo + CHUNK`` of ``data`` checked as :func:`check_replay_inputs` and the
+    uniformity (or ε-mixture) rule do: the chunk, its candidates (CSR), logged positions
+    and contexts ((m, 0) for a context-free policy). Errors count rounds from ``lo``."""
+    sub = data.take(lo, min(data.n_rounds, lo + CHUNK))
+    try:
+        ptr, idx, pos, contexts = check_replay_inputs(policy, sub, checked_arms=True)
+        xs = policy.context_rows(contexts, sub.n_rounds)
+    except InvalidInputError as err:
+        if lo == 0:
+            raise
+        raise type(err)(f"logged rounds from {lo} (rows counted from there): {err}") from None
+    sizes = np.diff(ptr).astype(np.float64)
+    if eps is None:
+        _uniform_rows(sub, ptr, sizes, lo)
+    else:
+        _mixture_rows(sub, ptr, sizes, eps, lo)
+    return sub, ptr, idx, pos, xs
+
+
+def check_replay_inputs(
+    policy: Policy, data: LoggedData, checked_arms: bool = False
+) -> tuple[I64, I64, I64, F64 | None]:  # fmt: skip
     """What a learning replay of ``policy`` on ``data`` reads, checked: candidates (CSR),
     the flat position of each logged action, the contexts the policy needs (or None);
-    propensities in (0, 1] and rewards in the policy's domain (it will learn from them)."""
-    check_arms(policy, data)
+    propensities in (0, 1] and rewards in the policy's domain (it will learn from them).
+    ``checked_arms``: the arm catalogues were already compared."""
+    if not checked_arms:
+        check_arms(policy, data)
     ptr, idx = check_candidates(data)
     pos = logged_positions(data, ptr, idx)
     pscores = np.asarray(data.pscores, dtype=np.float64)
@@ -168,66 +196,39 @@ def replay_learning_policy(
         raise InvalidInputError(
             f"uniform_epsilon = {uniform_epsilon!r}: expected a number in (0, 1]"
         )
-    ptr, idx, pos, contexts = check_replay_inputs(policy, data)
-    rewards = np.asarray(data.rewards, dtype=np.float64)
-    sizes = np.diff(ptr).astype(np.float64)
-    if uniform_epsilon is None:
-        _uniform_rows(data, ptr, sizes)
-        kept = np.arange(data.n_rounds)
-    else:
-        kept = _epsilon_slice(data, ptr, sizes, float(uniform_epsilon), rng)
-    accepted = _walk(policy, ptr, idx, idx[pos], rewards, contexts, kept)
-    n_acc = len(accepted)
+    eps = None if uniform_epsilon is None else float(uniform_epsilon)
+    check_arms(policy, data)
+    for lo in range(0, data.n_rounds, CHUNK):
+        _checked_chunk(policy, data, lo, eps)
+    walker = Walker(policy)
+    accepted, n_kept = [], 0
+    for lo in range(0, data.n_rounds, CHUNK):
+        sub, ptr, idx, pos, xs = _checked_chunk(policy, data, lo, eps)
+        if eps is None:
+            kept = np.arange(sub.n_rounds, dtype=np.int64)
+        else:
+            sizes = np.diff(ptr).astype(np.float64)
+            pscores = np.asarray(sub.pscores, dtype=np.float64)
+            kept = np.flatnonzero(rng.random(sub.n_rounds) < eps / sizes / pscores)
+        rewards = np.ascontiguousarray(sub.rewards, dtype=np.float64)
+        actions = np.ascontiguousarray(sub.actions, dtype=np.int64)
+        rows = walker.rounds(ptr, idx, pos, actions, rewards, xs, kept)
+        accepted.append(rewards[rows])
+        n_kept += kept.shape[0]
+    r = np.concatenate(accepted) if accepted else np.zeros(0)
+    del accepted  # the accepted rewards are the result's size: hold them once
+    n_acc = r.shape[0]
     if n_acc == 0:
         raise EvaluationRefused(
-            f"no round was accepted out of {kept.shape[0]} replayed: the log is too short "
+            f"no round was accepted out of {n_kept} replayed: the log is too short "
             "to say anything about this policy"
         )
-    r = np.asarray(accepted)
     value = float(r.mean())
     if n_acc > 1:
         half = NormalDist().inv_cdf(1.0 - alpha / 2.0) * float(r.std(ddof=1)) / np.sqrt(n_acc)
         low, high = float(value - half), float(value + half)
     else:
         low = high = float("nan")
-    curve = np.cumsum(r) / np.arange(1, n_acc + 1)
-    return ReplayResult(value, low, high, n_acc, data.n_rounds, int(kept.shape[0]), curve)
-
-
-def _walk(
-    policy: Policy, ptr: I64, idx: I64, logged: I64, rewards: F64, contexts: F64 | None,
-    rounds: I64,
-) -> list[float]:  # fmt: skip
-    """Rewards of the accepted ``rounds``, in order, teaching ``policy`` as it goes.
-
-    Each pass decides up to ``size`` rounds in one batch; ``size`` grows while passes run
-    to their end and shrinks to about twice the rounds consumed when one stops early.
-    """
-    accepted: list[float] = []
-    sizes = np.diff(ptr)
-    i, size = 0, 64
-    while i < rounds.shape[0]:
-        rows = rounds[i : i + size]
-        counts = sizes[rows]
-        sub_ptr = np.zeros(rows.shape[0] + 1, dtype=np.int64)
-        np.cumsum(counts, out=sub_ptr[1:])
-        flat = np.repeat(ptr[rows] - sub_ptr[:-1], counts) + np.arange(sub_ptr[-1])
-        xs = None if contexts is None else contexts[rows]
-        start = policy.stream_position
-        out = policy.decide_batch(sub_ptr, idx[flat], xs)
-        used = rows.shape[0]
-        for j in np.flatnonzero(out.arms == logged[rows]).tolist():
-            r = int(rows[j])
-            version = policy.version
-            policy.update(int(logged[r]), float(rewards[r]), None if xs is None else xs[j])
-            accepted.append(float(rewards[r]))
-            if policy.UPDATES_MOVE_DECISIONS or policy.version != version:
-                used = j + 1
-                break
-        if used < rows.shape[0]:
-            policy.seek_stream(start + used)
-            size = max(16, 2 * used)
-        else:
-            size = min(8192, 2 * size)
-        i += used
-    return accepted
+    curve = np.cumsum(r)
+    curve /= np.arange(1, n_acc + 1)
+    return ReplayResult(value, low, high, n_acc, data.n_rounds, n_kept, curve)

@@ -1,0 +1,190 @@
+"""Replay walked in compiled code: the family's own decide (and update) kernel, one
+logged round at a time, with no Python between rounds.
+
+Each round is decided as a batch of one through the family's decide kernel: rejection
+replay draws (consuming the decision stream exactly as a live ``decide`` would) and
+accepts the round when the drawn arm is the logged one; nonstationary replay computes the
+probabilities without a draw and accepts by its acceptance rule. A walk returns to Python
+only when Python has work to do: a refresh (its bank draws use the policy's numpy
+``Generator``), or the update of a family whose decisions move only at refreshes (folded
+in by ``update_batch`` just before the refresh it brings). The decide kernel is chosen by
+which argument slot is filled, not passed as a function: a numba function taking another
+as an argument is not cached on disk, and every process would compile it again.
+
+``walk`` is ``(ptr, idx, pos, actions, rewards, xs, rows, taken)``: the log's CSR
+candidates (int64 (n+1,), (nnz,)), the flat position of each logged action (int64 (n,)),
+the logged arms (int64 (n,)), rewards (float64 (n,)), contexts (float64 (n, d), d may be
+0), the rounds to walk in order (int64 (m,)) and the accepted rounds' output (int64 (m,)).
+``one`` is ``(ptr1, t1, codes1, chosen, probs, stream, last)``: the one-request batch's
+pointer (int64 (2,)), time (float64 (1,)), attribute codes (int64 (1, 0)), and the
+chosen-position output, probabilities output and decision stream that are also among the
+decide arguments, plus the offset and length of the last decided list (int64 (2,)).
+``learn`` is ``(n_obs, pending, refresh_every)`` of the policy state.
+
+Every walk returns ``(rows consumed, rounds accepted, status)``; status is ``OK`` or the
+decide kernel's error code (inputs are checked before a walk, so it stays ``OK``).
+"""
+
+from numba import njit
+
+from allocator.kernels.choice import OK, draw_index
+from allocator.kernels.hybrid import decide_hybrid
+from allocator.kernels.linear import decide_linear, update_linear_batch
+from allocator.kernels.logistic import update_logistic_batch, update_shared_logistic_batch
+from allocator.kernels.nonstationary import accept_event
+from allocator.kernels.per_arm import decide_per_arm
+from allocator.kernels.shared_linear import decide_shared, update_shared_batch
+
+#: which compiled update a contextual walk applies (``UPDATE_NONE``: Python updates)
+UPDATE_NONE, UPDATE_GAUSSIAN, UPDATE_LOGISTIC = 0, 1, 2
+
+
+@njit(cache=True, nogil=True)
+def _take(walk, one, r, taken, stop_after, update, uargs, learn):
+    """Record accepted round ``r`` and fold it in when ``update`` is compiled in; returns
+    the acceptances so far and whether the walk must stop (a refresh due, or
+    ``stop_after`` reached)."""
+    walk[7][taken] = r
+    taken += 1
+    if update != UPDATE_NONE:
+        _update(walk, r, update, uargs[0], uargs[1])
+        one[6][1] = -1
+        if _learned(walk, learn, r):
+            return taken, True
+    return taken, taken == stop_after
+
+
+@njit(cache=True, nogil=True)
+def _learned(walk, learn, r):
+    """Count round ``r``'s observation; whether the policy now needs its refresh."""
+    n_obs, pending, refresh_every = learn
+    n_obs[walk[3][r]] += 1
+    pending[0] += 1
+    return pending[0] >= refresh_every
+
+
+@njit(cache=True, nogil=True)
+def _reused(idx, xs, last, probs, stream, chosen, lo, n, draw):
+    """Whether a context-free round with candidates ``idx[lo:lo + n]`` repeats the last
+    decided round's list (``last``: its offset and length): its probabilities ``probs``
+    are then still the answer, the model being unchanged since (any update clears
+    ``last``), and only the draw is left to make (what the decide kernel would do again,
+    without contracts)."""
+    if xs.shape[1] != 0 or last[1] != n:
+        return False
+    for j in range(n):
+        if idx[lo + j] != idx[last[0] + j]:
+            return False
+    if draw:
+        chosen[0] = draw_index(probs, n, stream)
+    return True
+
+
+@njit(cache=True, nogil=True)
+def _decide(walk, one, k, draw, per_arm, linear, shared, hybrid):
+    """Decide round ``r = rows[k]`` with the one decide kernel whose arguments are given
+    (the others are None: numba prunes their branches, so each family compiles alone);
+    returns ``r``, its offset in the candidates and the kernel's status."""
+    ptr = walk[0]
+    r = walk[6][k]
+    lo = ptr[r]
+    n = ptr[r + 1] - lo
+    one[0][1] = n
+    cand = walk[1][lo : lo + n]
+    x = walk[5][r : r + 1]
+    code = OK
+    if per_arm is not None:
+        code = decide_per_arm(one[0], cand, x, one[1], one[2], draw, *per_arm)
+    if linear is not None:
+        code = decide_linear(one[0], cand, x, one[1], one[2], draw, *linear)
+    if shared is not None:
+        code = decide_shared(one[0], cand, x, one[1], one[2], draw, *shared)
+    if hybrid is not None:
+        code = decide_hybrid(one[0], cand, x, one[1], one[2], draw, *hybrid)
+    one[6][0] = lo
+    one[6][1] = n
+    return r, lo, code
+
+
+@njit(cache=True, nogil=True)
+def _update(walk, r, update, linear, shared):
+    """Fold accepted round ``r`` in with the family's update kernel (``linear``: the
+    disjoint kernels' arguments after the rewards; ``shared``: the arm features, those
+    arguments, then the model's ``model_dirty`` flag, set here)."""
+    s = slice(r, r + 1)
+    arms, xs, rewards = walk[3][s], walk[5][s], walk[4][s]
+    if linear is not None:
+        if update == UPDATE_GAUSSIAN:
+            update_linear_batch(arms, xs, rewards, *linear)
+        elif update == UPDATE_LOGISTIC:
+            update_logistic_batch(arms, xs, rewards, *linear)
+    if shared is not None:
+        f, tail = shared[0], shared[1:-1]
+        if update == UPDATE_GAUSSIAN:
+            update_shared_batch(f, arms, xs, rewards, *tail)
+        elif update == UPDATE_LOGISTIC:
+            update_shared_logistic_batch(f, arms, xs, rewards, *tail)
+        shared[-1][0] = True
+
+
+@njit(cache=True, nogil=True)
+def walk_rounds(walk, one, start, stop_after, decide, update, uargs, learn):
+    """Walk ``rows[start:]`` until ``stop_after`` acceptances (0: no limit) or, when
+    ``update`` is compiled in, until an accepted round makes a refresh due.
+
+    ``decide`` is ``(per_arm, linear, shared, hybrid)``: the arguments after ``draw`` of
+    the family's decide kernel in its slot, None in the others. ``update`` is
+    ``UPDATE_NONE`` (Python folds the accepted rounds in) or the family's update kernel
+    (``UPDATE_GAUSSIAN``, ``UPDATE_LOGISTIC``) with ``uargs`` = ``(linear, shared)``, its
+    arguments in the slot of its model (see :func:`_update`), None in the other.
+    """
+    ptr, idx, xs, rows = walk[0], walk[1], walk[5], walk[6]
+    chosen, probs, stream, last = one[3], one[4], one[5], one[6]
+    last[1] = -1
+    taken = 0
+    for k in range(start, rows.shape[0]):
+        r = rows[k]
+        lo = ptr[r]
+        if not _reused(idx, xs, last, probs, stream, chosen, lo, ptr[r + 1] - lo, True):
+            r, lo, code = _decide(walk, one, k, True, *decide)
+            if code != OK:
+                return k, taken, code
+        if lo + one[3][0] == walk[2][r]:  # the drawn candidate is the logged one
+            taken, done = _take(walk, one, r, taken, stop_after, update, uargs, learn)
+            if done:
+                return k + 1, taken, OK
+    return walk[6].shape[0], taken, OK
+
+
+@njit(cache=True, nogil=True)
+def walk_events(walk, one, start, stop_after, decide, update, uargs, learn, events):
+    """Nonstationary replay's walk: :func:`walk_rounds` where each event's probabilities
+    are computed without a draw (``target`` receives them) and the event is accepted by
+    :func:`allocator.kernels.nonstationary.accept_event`.
+
+    ``events`` is ``(p, u, adaptive, q, c_max, hist, state, c_out, accepted, target)``:
+    those of :func:`allocator.kernels.nonstationary.accept_walk` over the whole
+    log (``c_out``, ``accepted`` (n,) indexed by round) and the target probability of
+    every candidate (float64 (nnz,), output).
+    """
+    p, u, adaptive, q, c_max, hist, state, c_out, accepted, target = events
+    ptr, idx, xs, rows = walk[0], walk[1], walk[5], walk[6]
+    chosen, probs, stream, last = one[3], one[4], one[5], one[6]
+    last[1] = -1
+    taken = 0
+    for k in range(start, rows.shape[0]):
+        r = rows[k]
+        lo = ptr[r]
+        n = ptr[r + 1] - lo
+        if not _reused(idx, xs, last, probs, stream, chosen, lo, n, False):
+            r, lo, code = _decide(walk, one, k, False, *decide)
+            if code != OK:
+                return k, taken, code
+        target[lo : lo + n] = probs[:n]
+        d = probs[walk[2][r] - lo]
+        accepted[r] = accept_event(d, p[r], u[r], adaptive, q, c_max, hist, state, c_out, r)
+        if accepted[r]:
+            taken, done = _take(walk, one, r, taken, stop_after, update, uargs, learn)
+            if done:
+                return k + 1, taken, OK
+    return walk[6].shape[0], taken, OK

@@ -1,0 +1,147 @@
+"""Which compiled replay walk a policy runs, and the Python work between its calls.
+
+A walk (:mod:`allocator.kernels.replay_walk`) decides logged rounds one by one with the
+family's own decide kernel and returns only when Python must act: a refresh (bank draws
+come from the policy's numpy ``Generator``) or an update this module does not compile in.
+Families whose decisions move on every update (disjoint and shared linear / logistic) are
+updated inside the walk by their own update kernels; the others (per-arm banks, hybrid)
+decide from refreshed arrays only, so their accepted rounds are folded in by
+``update_batch`` just before the refresh they bring. Either way every round is decided
+from exactly the state, and the stream position, a round-by-round replay would use.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from allocator.errors import InvalidInputError
+from allocator.kernels import choice as ck
+from allocator.kernels import hybrid as kh
+from allocator.kernels import linear as kl
+from allocator.kernels import logistic as klg
+from allocator.kernels import per_arm as kpa
+from allocator.kernels import replay_walk as kw
+from allocator.kernels import shared_linear as ksl
+from allocator.policies.base import Policy
+from allocator.replay.dataset import I64
+
+#: decide kernel -> its slot in the walk's ``decide`` tuple
+_SLOTS = {kpa.decide_per_arm: 0, kl.decide_linear: 1, ksl.decide_shared: 2, kh.decide_hybrid: 3}
+#: a family's sequential update kernel -> the walk's compiled-update code
+_UPDATES = {
+    kl.update_linear_batch: kw.UPDATE_GAUSSIAN,
+    klg.update_logistic_batch: kw.UPDATE_LOGISTIC,
+    ksl.update_shared_batch: kw.UPDATE_GAUSSIAN,
+    klg.update_shared_logistic_batch: kw.UPDATE_LOGISTIC,
+}
+
+
+class Walker:
+    """Compiled replay walks of one learning ``policy`` over checked rounds."""
+
+    def __init__(self, policy: Policy) -> None:
+        kernel = type(policy).KERNEL
+        if kernel not in _SLOTS:
+            raise InvalidInputError(f"no compiled replay walk for {type(policy).__name__}")
+        self.policy = policy
+        self.slot = _SLOTS[kernel]
+        # the hybrid family shares the shared model's update but decides from refreshes only
+        moving = policy.UPDATES_MOVE_DECISIONS
+        update = getattr(type(policy), "UPDATE", None)
+        self.update = _UPDATES.get(update, kw.UPDATE_NONE) if moving else kw.UPDATE_NONE
+        self.ptr1 = np.zeros(2, dtype=np.int64)
+        self.t1 = np.zeros(1)
+        self.codes1 = np.zeros((1, 0), dtype=np.int64)
+        self.out = np.zeros((3, 1), dtype=np.int64)
+        self.probs = np.zeros(1)
+
+    def _uargs(self) -> tuple[Any, Any]:
+        """The compiled update's arguments after the rewards in its model's slot (own
+        scratch buffers), None in the other (see ``kernels.replay_walk._update``)."""
+        p: Any = self.policy
+        s = p.state
+        if self.update == kw.UPDATE_NONE:
+            return None, None
+        if self.slot == _SLOTS[kl.decide_linear]:
+            d = s.mu.shape[1]
+            work = np.zeros((2 * d + 2, d))
+            return (p.gamma, p.lam, s.clock, s.t_last, s.g, s.h, s.count, s.mu0, s.mu,
+                    s.a_inv, work, s.dirty), None  # fmt: skip
+        dim = s.mu.shape[0]
+        return None, (s.features, p.gamma, p.lam, s.g, s.h, s.mu, s.a_inv, np.empty(dim),
+                      np.empty(dim), s.clock, s.model_dirty)  # fmt: skip
+
+    def rounds(
+        self, ptr: I64, idx: I64, pos: I64, actions: I64, rewards: np.ndarray,
+        xs: np.ndarray, rows: I64,
+    ) -> I64:  # fmt: skip
+        """Rejection replay of ``rows`` (in order) of the checked chunk: the accepted
+        rounds, taught."""
+        walk = (ptr, idx, pos, actions, rewards, xs, rows, np.empty_like(rows))
+        accepted, _ = self._run(kw.walk_rounds, walk, (), None)
+        return accepted
+
+    def events(
+        self, ptr: I64, idx: I64, pos: I64, actions: I64, rewards: np.ndarray,
+        xs: np.ndarray, events: tuple[Any, ...], max_accepted: int | None,
+    ) -> int:  # fmt: skip
+        """Nonstationary replay of the checked log from its first round (``events`` as
+        :func:`allocator.kernels.replay_walk.walk_events` takes them) until its end or
+        ``max_accepted`` acceptances; the rounds walked."""
+        rows = np.arange(actions.shape[0], dtype=np.int64)
+        walk = (ptr, idx, pos, actions, rewards, xs, rows, np.empty_like(rows))
+        return self._run(kw.walk_events, walk, events, max_accepted)[1]
+
+    def _run(
+        self, kernel: Any, walk: tuple[Any, ...], events: tuple[Any, ...],
+        max_accepted: int | None,
+    ) -> tuple[I64, int]:  # fmt: skip
+        """Call ``kernel`` until the walk's rows or ``max_accepted`` run out, folding in
+        and refreshing between calls; the accepted rows and the rows walked."""
+        policy = self.policy
+        if policy.registry.n_arms != int(policy.state.n_synced[0]):
+            raise InvalidInputError("the registry has arms this policy has no state for")
+        ptr, idx, actions, rewards, xs, rows, taken = (walk[i] for i in (0, 1, 3, 4, 5, 6, 7))
+        width = int(np.diff(ptr).max(initial=1))
+        if self.probs.shape[0] < width:
+            self.probs = np.zeros(width)
+        tail = (events,) if events else ()
+        last = np.full(2, -1, dtype=np.int64)
+        one = (self.ptr1, self.t1, self.codes1, self.out[0], self.probs, policy.state.stream, last)
+        refresh_every = int(policy.config.refresh_every)
+        learn = (policy.state.n_obs, policy.state.pending, refresh_every)
+        contextual = policy.n_features is not None
+        accepted: list[I64] = []
+        start = n_taken = 0
+        while start < rows.shape[0] and (max_accepted is None or n_taken < max_accepted):
+            self.ptr1[1] = width
+            args = policy.kernel_args(self.ptr1, idx[:width], xs[:1], self.t1, self.codes1,
+                                      True, None, self.probs, self.out)  # fmt: skip
+            decide: list[Any] = [None] * 4
+            decide[self.slot] = args[6:]
+            if self.update != kw.UPDATE_NONE:  # stop 0: only when a refresh is due
+                stop = 0
+            elif policy.UPDATES_MOVE_DECISIONS:
+                stop = 1
+            else:
+                stop = refresh_every - policy.pending_updates
+            if max_accepted is not None:
+                left = max_accepted - n_taken
+                stop = left if stop == 0 else min(stop, left)
+            start, n, code = kernel(
+                walk, one, start, stop, tuple(decide), self.update, self._uargs(), learn, *tail
+            )
+            if code != ck.OK:
+                raise InvalidInputError(f"logged round {int(rows[start])} cannot be decided")
+            got = taken[:n].copy()
+            accepted.append(got)
+            n_taken += n
+            if self.update != kw.UPDATE_NONE:
+                if policy.pending_updates >= refresh_every:
+                    policy.refresh()
+            elif n:
+                policy.update_batch(actions[got], rewards[got], xs[got] if contextual else None)
+        got_all = np.concatenate(accepted) if accepted else np.zeros(0, dtype=np.int64)
+        return got_all, int(start)
