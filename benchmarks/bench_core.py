@@ -34,6 +34,7 @@ from allocator import (
     SharedLogisticConfig,
     make_policy,
 )
+from allocator.policies.state import Role
 
 try:
     from mabwiser.mab import MAB, LearningPolicy
@@ -125,6 +126,12 @@ class Ours:
         extra = {} if env.arm_features is None else {"arm_features": env.arm_features}
         self.policy = make_policy(cfg, registry, seed=0, **extra)
 
+    def bytes_per_arm(self) -> float:
+        """Model state held per registered arm (its per-arm arrays over the capacity)."""
+        state = self.policy.state
+        per_arm = sum(getattr(state, f.name).nbytes for f in state.select(Role.PER_ARM))
+        return per_arm / state.capacity
+
     def decide(self, cand: np.ndarray, x: np.ndarray | None) -> int:
         return self.policy.decide(cand, x).arm_index
 
@@ -191,6 +198,8 @@ def ours(label: str, cfg: Any) -> Method:
 
 TS = "ours Thompson (default)"
 LIN_TS, LIN_UCB, LIN_EPS = "ours TS noise_scale=0.5 (default)", "ours LinUCB", "ours ε-greedy 0.05"
+LOG_TS = "ours logistic TS (default)"
+LOG_TS_EPS0 = "ours logistic TS ε=0 (zero propensities: not replayable)"
 MW_TS, VW_EPS, VW_SQ = "MABWiser ThompsonSampling", "VW --epsilon 0.05", "VW --squarecb"
 PEERS = [  # workload, package, label, setting, our method to compare with, max rounds
     ("bern10", "mabwiser", MW_TS, "ThompsonSampling", TS, None),
@@ -235,8 +244,13 @@ def workloads(quick: bool, seed: int = 0) -> dict[str, tuple[str, Callable[[], E
         ours("ours TS noise_scale=0.25", lin(noise_scale=0.25)),
         ours(LIN_UCB, lin(rule="ucb")),
         ours(LIN_EPS, lin(rule="greedy", epsilon=0.05)),
-        ours("ours logistic TS (default)", LogisticConfig(n_features=16)),
+        ours(LOG_TS, LogisticConfig(n_features=16)),
+        ours(
+            "ours logistic TS exploration_scale=1",
+            LogisticConfig(n_features=16, exploration_scale=1.0),
+        ),
         ours("ours logistic UCB", LogisticConfig(n_features=16, rule="ucb")),
+        ours(LOG_TS_EPS0, LogisticConfig(n_features=16, epsilon=0.0)),
     ]
     specs = {
         "bern10": ("1. Bernoulli K=10", partial(bernoulli_env, 10, t, seed=seed), [ours(TS, beta)]),
@@ -283,6 +297,7 @@ class Result:
     p99: float
     batch: float | None  # decide_batch+update_batch decisions/s
     regret: np.ndarray  # (rounds,) expected regret of each decision
+    state: float | None  # ours only: bytes of model state per arm
     note: str = ""
 
 
@@ -357,6 +372,7 @@ def run_method(workload: str, method: Method, env: Env, t: int) -> Result:
     agent = method.make(env)
     setup = time.perf_counter() - t0
     online, p50, p99, regret = run_online(agent, env, n)
+    state = agent.bytes_per_arm() if isinstance(agent, Ours) else None
     del agent
     gc.collect()
     batch = run_batch(method.make(env), env, n) if method.cfg is not None else None
@@ -366,7 +382,7 @@ def run_method(workload: str, method: Method, env: Env, t: int) -> Result:
             f"only {n:,} rounds (too slow): rate measured on them, so {t:,} rounds would "
             f"take ≈ {t / online:,.0f} s; regret over these {n:,} rounds only"
         )
-    return Result(workload, method, n, online, p50, p99, batch, regret, note)
+    return Result(workload, method, n, online, p50, p99, batch, regret, state, note)
 
 
 # ------------------------------------------------------------------------------ printing
@@ -395,12 +411,13 @@ def fmt_rate(x: float | None) -> str:
 
 
 def results_table(results: list[Result]) -> str:
-    cols = "workload method rounds online_dec/s p50_µs p99_µs batch_dec/s regret note"
-    rows = ["| " + " | ".join(c.replace("_", " ") for c in cols.split()) + " |", "|---" * 9 + "|"]
+    cols = "workload method rounds online_dec/s p50_µs p99_µs batch_dec/s regret state_B/arm note"
+    rows = ["| " + " | ".join(c.replace("_", " ") for c in cols.split()) + " |", "|---" * 10 + "|"]
     for r in results:
         rows.append(
             f"| {r.workload} | {r.method.label} | {r.rounds:,} | {fmt_rate(r.online)} | "
-            f"{r.p50:.1f} | {r.p99:.1f} | {fmt_rate(r.batch)} | {r.regret.sum():,.1f} | {r.note} |"
+            f"{r.p50:.1f} | {r.p99:.1f} | {fmt_rate(r.batch)} | {r.regret.sum():,.1f} | "
+            f"{fmt_rate(r.state)} | {r.note} |"
         )
     return "\n".join(rows)
 

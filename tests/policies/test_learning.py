@@ -95,18 +95,35 @@ def contextual_regret(cfg, theta, xs, u):
     return regret
 
 
-@pytest.mark.heavy
-@pytest.mark.parametrize("seed", [0, 1])
-def test_logistic_ts_beats_linear_ts_on_the_core_logistic_workload(seed):
-    """benchmarks/bench_core.py's linear workload (d = 16, K = 20, rewards
-    Bernoulli(σ(x·θ_k)), θ_k ~ 2·N(0, I/d)), T = 20,000, both at their defaults: the
-    logistic model's regret is lower (measured 1,136 vs 1,247 and 1,242 vs 1,463)."""
+def core_logistic_workload(seed, n=20_000, d=16, k=20):
+    """benchmarks/bench_core.py's linear workload: rewards Bernoulli(σ(x·θ_k)),
+    θ_k ~ 2·N(0, I/d), x ~ N(0, I); returns θ, contexts and reward uniforms."""
     rng = np.random.default_rng(seed)
-    d, k, n = 16, 20, 20_000
     theta = 2.0 * rng.normal(0.0, 1.0 / np.sqrt(d), size=(k, d))
-    xs = rng.normal(size=(n, d))
-    u = rng.random(n)
-    linear = contextual_regret(LinearGaussianConfig(n_features=d), theta, xs, u).sum()
-    logistic = contextual_regret(LogisticConfig(n_features=d), theta, xs, u).sum()
-    print(f"T = {n:,}: regret logistic TS {logistic:,.1f}, linear TS {linear:,.1f}")
-    assert logistic < 0.95 * linear
+    return theta, rng.normal(size=(n, d)), rng.random(n)
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_logistic_ts_beats_linear_ts_on_the_core_logistic_workload(seed):
+    """The core workload, T = 20,000, both at their defaults: the logistic model's regret
+    is well below linear TS's (measured 828 / 926 / 860 against 1,373 / 1,474 / 1,321)."""
+    theta, xs, u = core_logistic_workload(seed)
+    linear = contextual_regret(LinearGaussianConfig(n_features=16), theta, xs, u).sum()
+    logistic = contextual_regret(LogisticConfig(n_features=16), theta, xs, u).sum()
+    print(f"T = {xs.shape[0]:,}: regret logistic TS {logistic:,.1f}, linear TS {linear:,.1f}")
+    assert logistic < 0.75 * linear
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_default_exploration_scale_beats_sampling_the_posterior_as_it_is(seed):
+    """Thompson sampling from the Laplace posterior itself over-explores: the default
+    ``exploration_scale`` loses less on the core workload at T = 20,000 (measured
+    828 / 926 / 860 against 1,145 / 1,251 / 1,127 with ``exploration_scale=1``)."""
+    theta, xs, u = core_logistic_workload(seed)
+    tuned = contextual_regret(LogisticConfig(n_features=16), theta, xs, u).sum()
+    plain = LogisticConfig(n_features=16, exploration_scale=1.0)
+    as_is = contextual_regret(plain, theta, xs, u).sum()
+    print(f"T = {xs.shape[0]:,}: regret default {tuned:,.1f}, exploration_scale=1 {as_is:,.1f}")
+    assert tuned < 0.85 * as_is
