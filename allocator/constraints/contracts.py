@@ -195,7 +195,8 @@ class Contracts:
                 raise SnapshotError(
                     f"constraint state {name} has shape {value.shape}, expected {current.shape}"
                 )
-            checked[name] = np.array(value, copy=True)
+            # C order whatever the file's: the bound decide entry points are typed for it
+            checked[name] = np.array(value, copy=True, order="C")
         first = arrays.get("constraints.first_seen")
         if first is None or first.ndim != 1 or first.dtype != np.float64:
             raise SnapshotError("constraint state first_seen is missing or not float64 (n,)")
@@ -213,7 +214,7 @@ class Contracts:
         ):  # fmt: skip
             raise SnapshotError("constraint state holds a ring position or count out of range")
         self.st_f, self.st_i, self.ring = st_f, st_i, ring
-        self.first_seen = np.array(first, copy=True)
+        self.first_seen = np.array(first, copy=True, order="C")
 
     # ---------------------------------------------------------------- accounting
     def report(self) -> list[ConstraintReport]:
