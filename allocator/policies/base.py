@@ -175,12 +175,12 @@ class Policy(ABC):
     @property
     def version(self) -> int:
         """Number of refreshes so far (the model version decisions are logged with)."""
-        return int(self.state.version[0])
+        return self.state.version.item(0)
 
     @property
     def pending_updates(self) -> int:
         """Updates folded in since the last refresh."""
-        return int(self.state.pending[0])
+        return self.state.pending.item(0)
 
     @property
     def n_observations(self) -> np.ndarray:
@@ -207,7 +207,7 @@ class Policy(ABC):
 
     def propensity(self, position: int) -> float:
         """Final probability of ``position`` in the last single request."""
-        return float(self._p1[position])
+        return self._p1.item(position)
 
     @property
     def slots(self) -> int:
@@ -220,7 +220,7 @@ class Policy(ABC):
         cand = as_index_array(candidates, "candidates")
         x = self.context_row(context)
         pos, _, _ = self.decide_one(cand, x, 0.0, self._codes0, None)
-        return bare_decision(pos, cand.item(pos), self._p1.item(pos), self.state.version.item(0))
+        return bare_decision(pos, cand.item(pos), self._p1.item(pos), self.version)
 
     def decide_batch(
         self, cand_ptr: Any, cand_idx: Any, contexts: Any = None, draw: bool = True
