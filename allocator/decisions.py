@@ -7,7 +7,7 @@ these; the facade only fills in the ids it owns (decision id, request id).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -43,6 +43,19 @@ class Decision(NamedTuple):
     def forced(self) -> bool:
         """True when a contract's backstop restricted the draw."""
         return self.forced_by is not None
+
+
+def new_decision(fields: tuple[Any, ...]) -> Decision:
+    """A :class:`Decision` from all its fields in order, without the argument handling of
+    the generated constructor (the hot path builds one per call)."""
+    return tuple.__new__(Decision, fields)
+
+
+def bare_decision(position: int, arm_index: int, propensity: float, version: int) -> Decision:
+    """A policy's :class:`Decision` (no ids, contracts or time)."""
+    return new_decision(
+        (position, arm_index, propensity, "", "", None, (), version, 0.0, None, None)
+    )
 
 
 @dataclass(frozen=True)

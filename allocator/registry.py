@@ -76,6 +76,8 @@ class ArmRegistry:
         self.active = np.zeros(capacity, dtype=np.bool_)
         self.arm_group = np.full(capacity, -1, dtype=np.int64)
         self.owner: object | None = None
+        #: bumped when ``active`` / ``arm_group`` are replaced (see ``policies.bound``)
+        self.generation = 0
         self._entries: dict[tuple[Any, str], Any] = {}
 
     def claim(self, owner: object) -> None:
@@ -326,6 +328,7 @@ class ArmRegistry:
         offsets = np.zeros(cap + 1, dtype=np.int64)
         offsets[: self._n + 1] = self._offsets[: self._n + 1]
         self.active, self.arm_group, self._offsets = active, group, offsets
+        self.generation += 1
         if _table_size(cap) > self._table.shape[0]:
             self._table = np.full(_table_size(cap), -1, dtype=np.int64)
             kid.insert(self._table, self._chars, self._offsets, 0, self._n)

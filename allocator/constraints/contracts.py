@@ -57,6 +57,7 @@ class Contracts:
         self._member = np.zeros((k, 16), dtype=np.bool_)
         self._before = np.zeros(16)
         self._no_codes = np.zeros((1, len(self.compiled.attrs)), dtype=np.int64)
+        self._args: tuple[Any, ...] | None = None  # kernel_args, until an array is replaced
 
     @property
     def spec(self) -> ConstraintSet:
@@ -73,10 +74,12 @@ class Contracts:
             grown = np.full(capacity, np.nan)
             grown[: self.first_seen.shape[0]] = self.first_seen
             self.first_seen = grown
+            self._args = None
         if self._member.shape[1] < n_candidates:
             width = max(n_candidates, 2 * self._member.shape[1])
             self._member = np.zeros((self._member.shape[0], width), dtype=np.bool_)
             self._before = np.zeros(width)
+            self._args = None
 
     def grown(self, capacity: int) -> np.ndarray:
         """A first-seen array for ``capacity`` arms, filled off any lock (see
@@ -89,16 +92,21 @@ class Contracts:
         old = self.first_seen
         first_seen[: old.shape[0]] = old
         self.first_seen = first_seen
+        self._args = None
         return old
 
     def kernel_args(self, arm_group: np.ndarray, n_obs: np.ndarray) -> tuple[Any, ...]:
-        """The contract arguments of the decide kernels, in their order."""
-        c = self.compiled
-        s = c.spec
-        return (
-            c.def_i, c.def_f, c.allowed, s.eta, s.backstop, s.surplus, arm_group, n_obs,
-            self.first_seen, self.st_f, self.st_i, self.ring, self._member, self._before,
-        )  # fmt: skip
+        """The contract arguments of the decide kernels, in their order (kept while no
+        array in them is replaced: a decide reads them once per call)."""
+        args = self._args
+        if args is None or args[6] is not arm_group or args[7] is not n_obs:
+            c = self.compiled
+            s = c.spec
+            args = self._args = (
+                c.def_i, c.def_f, c.allowed, s.eta, s.backstop, s.surplus, arm_group, n_obs,
+                self.first_seen, self.st_f, self.st_i, self.ring, self._member, self._before,
+            )  # fmt: skip
+        return args
 
     def encode(self, attrs: Mapping[str, str] | None) -> np.ndarray:
         """One request's attributes as a (1, A) code row (0 = a value no scope names)."""
@@ -195,7 +203,8 @@ class Contracts:
                 raise SnapshotError(
                     f"constraint state {name} has shape {value.shape}, expected {current.shape}"
                 )
-            checked[name] = np.array(value, copy=True)
+            # C order whatever the file's: the bound decide entry points are typed for it
+            checked[name] = np.array(value, copy=True, order="C")
         first = arrays.get("constraints.first_seen")
         if first is None or first.ndim != 1 or first.dtype != np.float64:
             raise SnapshotError("constraint state first_seen is missing or not float64 (n,)")
@@ -213,7 +222,8 @@ class Contracts:
         ):  # fmt: skip
             raise SnapshotError("constraint state holds a ring position or count out of range")
         self.st_f, self.st_i, self.ring = st_f, st_i, ring
-        self.first_seen = np.array(first, copy=True)
+        self.first_seen = np.array(first, copy=True, order="C")
+        self._args = None
 
     # ---------------------------------------------------------------- accounting
     def report(self) -> list[ConstraintReport]:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from allocator.constraints import ConstraintReport, ConstraintSet, Contracts
-from allocator.decisions import Decision, Decisions, named_constraints
+from allocator.decisions import Decision, Decisions, named_constraints, new_decision
 from allocator.errors import InvalidInputError, SnapshotError
 from allocator.inputs import as_float_array, as_id_list, as_index_array, check_csr
 from allocator.policies import POLICY_CLASSES, Policy, PolicyConfig, make_policy
@@ -104,13 +104,16 @@ class Engine:
     ) -> Decision:  # fmt: skip
         """The :class:`Decision` for the last :meth:`decide_prepared` call (``given_id``: the
         chosen arm's id as the caller gave it, see :func:`given_id`; else looked up)."""
-        arm = int(cand[pos])
-        forced_by, adjusted_by = named_constraints(forced, adjusted, self.contracts.names)
+        arm = cand.item(pos)
+        forced_by, adjusted_by = (
+            (None, ()) if forced < 0 and not adjusted
+            else named_constraints(forced, adjusted, self.contracts.names)
+        )  # fmt: skip
         reg = self.registry
-        return Decision(
+        return new_decision((
             pos, arm, self.policy.propensity(pos), given_id or reg.arm_id(arm), reg.group_of(arm),
             forced_by, adjusted_by, self.policy.version, t, decision_id, request_id,
-        )  # fmt: skip
+        ))  # fmt: skip
 
     def decision_at(self, batch: Decisions, r: int) -> Decision:
         """Request ``r`` of a batch as a :class:`Decision` (for logs and callers that want

@@ -26,6 +26,21 @@ def update_beta(arm, reward, gamma, clock, t_last, s1, s0, dirty):
 
 
 @njit(cache=True, nogil=True)
+def learn_beta_one(arm, reward, gamma, clock, t_last, s1, s0, dirty, n_obs, pending, every):
+    """:func:`update_beta`, then count it: ``n_obs`` (capacity,) and ``pending`` (1,) int64.
+
+    Returns
+    -------
+    bool
+        True when ``every`` updates are pending (a refresh is due).
+    """
+    update_beta(arm, reward, gamma, clock, t_last, s1, s0, dirty)
+    n_obs[arm] += 1
+    pending[0] += 1
+    return pending[0] >= every
+
+
+@njit(cache=True, nogil=True)
 def update_beta_batch(arms, rewards, gamma, clock, t_last, s1, s0, dirty):
     """Sequential :func:`update_beta` over ``arms`` (k,) and ``rewards`` (k,)."""
     for i in range(arms.shape[0]):

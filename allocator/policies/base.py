@@ -19,11 +19,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from allocator.decisions import Decision, Decisions
+from allocator.decisions import Decision, Decisions, bare_decision
 from allocator.errors import InvalidInputError, SnapshotError, UnknownArmError, brief
 from allocator.inputs import as_float_array, as_index_array, check_csr
 from allocator.kernels import choice as ck
-from allocator.kernels.entry import entry_point
+from allocator.policies.bound import BoundCall
 from allocator.policies.state import COMMON_FIELDS, Field, ModelState, Role
 from allocator.registry import ArmRegistry
 
@@ -61,6 +61,9 @@ class Policy(ABC):
     #: whether an update can change the next decisions before the next refresh (a family
     #: whose decisions read only refreshed arrays sets False; replay batches on it)
     UPDATES_MOVE_DECISIONS: ClassVar[bool] = True
+    #: optional fused kernel for one checked update: ``(arm, reward, *learn_args())`` folds
+    #: the reward, counts it and returns True when a refresh is due (None: the batch path)
+    LEARN_ONE: ClassVar[Any] = None
 
     def __init__(
         self, config: Any, registry: ArmRegistry, seed: int, arm_features: Any = None
@@ -98,7 +101,11 @@ class Policy(ABC):
         self._p1 = np.zeros(1)
         self._arm1 = np.zeros(1, dtype=np.int64)
         self._r1 = np.zeros(1)
-        self._bound: dict[bool, Any] = {}
+        self._c0 = 0  # where the contract arrays start in the kernel's arguments
+        self._generation = 0  # bumped when a buffer of the single-call lists is replaced
+        self._one = BoundCall(self.KERNEL, self._single_args)  # no contract
+        self._one_contracts = BoundCall(self.KERNEL, self._single_args)
+        self._learn = BoundCall(self.LEARN_ONE, self._learn_args)
         self._last_n = 0
         self._scratch_size = 0
         self.ensure_scratch(16)
@@ -117,11 +124,19 @@ class Policy(ABC):
 
     @abstractmethod
     def model_args(self) -> tuple[Any, ...]:
-        """The model arrays of the decide kernel, in its order (read at call time)."""
+        """The model arrays of the decide kernel, in its order: state fields and constants
+        set by :meth:`_configure` (the single-call path caches them until the state's
+        arrays are replaced)."""
 
     @abstractmethod
     def scratch_args(self) -> tuple[Any, ...]:
-        """The scratch buffers of the decide kernel, in its order (before ``p_out``)."""
+        """The scratch buffers of the decide kernel, in its order (before ``p_out``); made
+        by :meth:`_new_scratch`."""
+
+    def learn_args(self) -> tuple[Any, ...]:
+        """The arguments of :attr:`LEARN_ONE` after ``arm, reward`` (state fields and
+        constants: cached until the state's arrays are replaced)."""
+        return ()
 
     @abstractmethod
     def _update_batch(self, arms: np.ndarray, rewards: np.ndarray, xs: np.ndarray) -> None: ...
@@ -160,12 +175,12 @@ class Policy(ABC):
     @property
     def version(self) -> int:
         """Number of refreshes so far (the model version decisions are logged with)."""
-        return int(self.state.version[0])
+        return self.state.version.item(0)
 
     @property
     def pending_updates(self) -> int:
         """Updates folded in since the last refresh."""
-        return int(self.state.pending[0])
+        return self.state.pending.item(0)
 
     @property
     def n_observations(self) -> np.ndarray:
@@ -192,7 +207,7 @@ class Policy(ABC):
 
     def propensity(self, position: int) -> float:
         """Final probability of ``position`` in the last single request."""
-        return float(self._p1[position])
+        return self._p1.item(position)
 
     @property
     def slots(self) -> int:
@@ -205,8 +220,7 @@ class Policy(ABC):
         cand = as_index_array(candidates, "candidates")
         x = self.context_row(context)
         pos, _, _ = self.decide_one(cand, x, 0.0, self._codes0, None)
-        arm = int(cand[pos])
-        return Decision(pos, arm, self.propensity(pos), model_version=self.version)
+        return bare_decision(pos, cand.item(pos), self._p1.item(pos), self.version)
 
     def decide_batch(
         self, cand_ptr: Any, cand_idx: Any, contexts: Any = None, draw: bool = True
@@ -227,23 +241,48 @@ class Policy(ABC):
         self, cand: np.ndarray, x: np.ndarray, t: float, codes: np.ndarray,
         contracts: tuple[Any, ...] | None,
     ) -> tuple[int, int, int]:  # fmt: skip
-        """One checked request (``x`` (1, d), ``codes`` (1, A)) through the pipeline.
+        """One checked request (``x`` (1, d), ``codes`` (1, A)) through the pipeline, by the
+        kernel's bound entry point over the cached argument list (:mod:`.bound`: only the
+        request's slots are written per call).
 
         Returns (position, forcing contract or -1, adjusted bitmask); the probabilities stay
         in :attr:`probabilities` until the next call.
         """
         n = cand.shape[0]
-        if n > self._scratch_size:
+        if n > self._scratch_size or n > self._p1.shape[0]:
             self.ensure_scratch(n)
-        if self._p1.shape[0] < n:
-            self._p1 = np.empty(max(n, 2 * self._p1.shape[0]))
+            if self._p1.shape[0] < n:
+                self._p1 = np.empty(max(n, 2 * self._p1.shape[0]))
+                self._generation += 1
+        reg = self.registry
+        key = (self._generation, self.state.generation, reg.generation, reg.n_arms)
+        if contracts is None:
+            call = self._one
+            args = call.bind(key)
+        else:
+            call = self._one_contracts
+            args = call.bind(key, contracts)
+            args[self._c0 : self._c0 + len(contracts)] = contracts
+        args[1], args[2], args[4] = cand, x, codes
         self._ptr1[1] = n
         self._t1[0] = t
-        out = self._out1
-        self._call(self._ptr1, cand, x, self._t1, codes, True, contracts, self._p1, out, True)
+        code = call.entry(*args)
+        if code < 0:
+            self._fail(code, self._ptr1, cand, x)
         self._last_n = n
-        (pos,), (forced,), (adjusted,) = out.tolist()
+        (pos,), (forced,), (adjusted,) = self._out1.tolist()
         return pos, forced, adjusted
+
+    def _single_args(self, contracts: tuple[Any, ...] | None = None) -> list[Any]:
+        """The argument list of a single request (its slots hold placeholders until the
+        call): built when the arrays it holds were replaced (see :meth:`decide_one`)."""
+        self._check_synced()
+        args = self._args(
+            self._ptr1, self._arm1, self._x_none, self._t1, self._codes0, True, contracts,
+            self._p1, self._out1,
+        )  # fmt: skip
+        self._c0 = 7 + len(self.model_args())
+        return list(args)
 
     def decide_many(
         self, ptr: np.ndarray, idx: np.ndarray, xs: np.ndarray, times: np.ndarray,
@@ -293,36 +332,30 @@ class Policy(ABC):
     def _call(
         self, ptr: np.ndarray, idx: np.ndarray, xs: np.ndarray, times: np.ndarray,
         codes: np.ndarray, draw: bool, contracts: tuple[Any, ...] | None, probs: np.ndarray,
-        out: np.ndarray, bind: bool = False,
+        out: np.ndarray,
     ) -> None:  # fmt: skip
-        """Run :attr:`KERNEL`; ``bind``: through its bound entry point (:meth:`_kernel_for`:
-        the single request, whose arrays are all ours or normalised at the boundary)."""
+        """Run :attr:`KERNEL` on a batch (callers sized the scratch)."""
+        self._check_synced()
+        args = self._args(ptr, idx, xs, times, codes, draw, contracts, probs, out)
+        code = self.KERNEL(*args)
+        if code < 0:
+            self._fail(code, ptr, idx, xs)
+
+    def _check_synced(self) -> None:
         if self.registry.n_arms != self.state.n_synced[0]:  # arms without state: refuse
             raise InvalidInputError(
                 f"the registry has {self.registry.n_arms} arms, this policy has state for "
                 f"{int(self.state.n_synced[0])}: call sync_arms() after adding arms to a "
                 "registry directly (an Engine or Allocator does it in add_arms)"
             )
-        # callers sized the scratch (decide_one, decide_many)
-        args = self._args(ptr, idx, xs, times, codes, draw, contracts, probs, out)
-        code = (self._kernel_for(contracts is None, args) if bind else self.KERNEL)(*args)
-        if code < 0:
-            r, j = int(self._err[0]), int(self._err[1])
-            where = f"request {r}: " if ptr.shape[0] > 2 else ""
-            if code == ck.ERR_NONFINITE:
-                as_float_array(xs[r], f"{where}context", (-1,))
-            self._raise(int(code), idx[ptr[r] : ptr[r + 1]], where, j)
 
-    def _kernel_for(self, bare: bool, args: tuple[Any, ...]) -> Any:
-        """:attr:`KERNEL`'s compiled entry point for a single request's argument types,
-        resolved once and bound (no type resolution per call: ~0.4 µs of the 38-42 argument
-        dispatch). Sound because those types are fixed by construction: candidates and
-        context are normalised to C-contiguous int64 / float64 at the boundary, the rest is
-        our own state; only "with or without contracts" changes the signature."""
-        entry = self._bound.get(bare)
-        if entry is None:
-            entry = self._bound[bare] = entry_point(self.KERNEL, args)
-        return entry
+    def _fail(self, code: int, ptr: np.ndarray, idx: np.ndarray, xs: np.ndarray) -> None:
+        """Raise the error the kernel reported (``code`` < 0, ``err``: request, position)."""
+        r, j = int(self._err[0]), int(self._err[1])
+        where = f"request {r}: " if ptr.shape[0] > 2 else ""
+        if code == ck.ERR_NONFINITE:
+            as_float_array(xs[r], f"{where}context", (-1,))
+        self._raise(int(code), idx[ptr[r] : ptr[r + 1]], where, j)
 
     # ------------------------------------------------------------------- learning
     def update(self, arm: int, reward: float, context: Any = None) -> None:
@@ -335,16 +368,26 @@ class Policy(ABC):
         """:meth:`update` for a caller that checked ``arm``, ``reward`` (:meth:`check_reward`)
         and the (1, d) context row (:meth:`context_row`): the serving path's learning step,
         through preallocated one-element arrays. True when it refreshed the posterior."""
-        self._arm1[0] = arm
-        self._r1[0] = reward
-        self._update_batch(self._arm1, self._r1, x)
-        s = self.state
-        s.n_obs[arm] += 1
-        s.pending[0] += 1
-        if s.pending[0] < self.config.refresh_every:
+        if self.LEARN_ONE is not None:
+            learn = self._learn
+            args = learn.bind(self.state.generation)
+            args[0], args[1] = arm, reward
+            due = learn.entry(*args)
+        else:
+            self._arm1[0] = arm
+            self._r1[0] = reward
+            self._update_batch(self._arm1, self._r1, x)
+            s = self.state
+            s.n_obs[arm] += 1
+            s.pending[0] += 1
+            due = s.pending[0] >= self.config.refresh_every
+        if not due:
             return False
         self.refresh()
         return True
+
+    def _learn_args(self) -> list[Any]:
+        return [0, 0.0, *self.learn_args()]
 
     def update_batch(self, arms: Any, rewards: Any, contexts: Any = None) -> None:
         """Fold many rewards in order; equivalent to calling :meth:`update` for each."""
@@ -402,6 +445,7 @@ class Policy(ABC):
                 self.state.t_last[new] = self.state.clock[0]
             self.state.dirty[new] = True
             self.state.n_synced[0] = n
+            self._generation += 1
             self._refresh()
         return new
 
@@ -526,6 +570,7 @@ class Policy(ABC):
         if size > self._scratch_size:
             self._new_scratch(size)
             self._scratch_size = size
+            self._generation += 1
 
     def _min_scratch(self) -> int:
         return 1

@@ -166,6 +166,14 @@ class BetaBernoulliPolicy(PerArmPolicy):
     )
     PRIOR_FIELDS = ("a0", "b0")
     REWARD_RANGE = (0.0, 1.0)
+    LEARN_ONE = staticmethod(kb.learn_beta_one)
+
+    def learn_args(self) -> tuple[Any, ...]:
+        s = self.state
+        return (
+            self.gamma, s.clock, s.t_last, s.s1, s.s0, s.dirty, s.n_obs, s.pending,
+            int(self.config.refresh_every),
+        )  # fmt: skip
 
     def _check_rewards(self, rewards: np.ndarray) -> None:
         bad = (rewards < 0.0) | (rewards > 1.0)

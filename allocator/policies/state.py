@@ -91,6 +91,9 @@ class ModelState:
         self.sizes = dict(sizes)
         self.capacity = int(capacity)
         self._by_role: dict[Role, tuple[Field, ...]] = {}
+        #: bumped whenever arrays are replaced (callers holding them rebuild, see
+        #: ``allocator.policies.bound``)
+        self.generation = 0
         for f in fields:
             setattr(self, f.name, np.full(f.shape(sizes, capacity), f.fill, dtype=f.dtype))
 
@@ -151,6 +154,7 @@ class ModelState:
         for name, value in grown.items():
             setattr(self, name, value)
         self.capacity = capacity
+        self.generation += 1
         return old
 
     # ------------------------------------------------------------------- snapshot
@@ -202,6 +206,7 @@ class ModelState:
         for name, value in checked.items():
             setattr(self, name, value)
         self.capacity = capacity
+        self.generation += 1
 
     # -------------------------------------------------------------- forgetting
     def settle(self, gamma: float, n_arms: int) -> None:

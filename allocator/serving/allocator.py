@@ -174,7 +174,7 @@ class Allocator:
                 # state changes: housekeeping at t follows the decision
                 pos, forced, adjusted = engine.decide_prepared(cand, xrow, codes, t)
                 self._commit_time(mode)
-                head, first, (decision_id,) = self._books.decision_ids(self.replica, 1)
+                head, first, decision_id = self._books.decision_id(self.replica)
                 self._books.last_t = max(self._books.last_t, t)
                 d = engine.decision(
                     cand, pos, forced, adjusted, t, decision_id, request_id,

@@ -160,10 +160,10 @@ class PendingTable:
         """-1 when no pending decision was made at or before ``deadline``; the oldest one's
         row when it alone was (one decision a call: the steady state of serving); -2 when
         more may have been (then :meth:`expired` says which)."""
-        lo = self._lo
-        if not self._live or self._t[lo] > deadline:
+        lo, t = self._lo, self._t
+        if not self._live or t.item(lo) > deadline:
             return -1
-        if lo + 1 == self._hi or (self._alive[lo + 1] and self._t[lo + 1] > deadline):
+        if lo + 1 == self._hi or (self._alive.item(lo + 1) and t.item(lo + 1) > deadline):
             return lo
         return -2
 
@@ -215,7 +215,7 @@ class PendingTable:
     def entry(self, row: int) -> Pending:
         """The pending decision at ``row`` (from :meth:`find`)."""
         ctx = self._ctx[row].copy() if self.n_features else None
-        return Pending(int(self._arm[row]), float(self._t[row]), ctx)
+        return Pending(self._arm.item(row), self._t.item(row), ctx)
 
     def _id(self, row: int) -> str:
         return f"{self._head_names[int(self._head[row])]}-{int(self._counter[row]):x}"
@@ -230,7 +230,7 @@ class PendingTable:
             row = -1 if decision_id is None else self.find(decision_id)
         if row < 0:
             return
-        key = int(self._counter[row]) << 32 | int(self._head[row])
+        key = self._counter.item(row) << 32 | self._head.item(row)
         self._alive[row] = False
         self._live -= 1
         self._remember(key)
@@ -240,7 +240,8 @@ class PendingTable:
         """Skip dead rows at the front; compact when dead rows are half the window."""
         if not self._live:
             self._lo = self._hi
-        while self._lo < self._hi and not self._alive[self._lo]:
+        alive = self._alive
+        while self._lo < self._hi and not alive.item(self._lo):
             self._lo += 1
         if self._hi - self._lo > 2 * self._live + _MIN_ROWS:
             self._alloc(2 * self._live + _MIN_ROWS)

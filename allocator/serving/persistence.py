@@ -68,6 +68,13 @@ class Books:
         head = f"{replica}-{self.epoch}"
         return head, first, [f"{head}-{k:x}" for k in range(first, first + n)]
 
+    def decision_id(self, replica: str) -> tuple[str, int, str]:
+        """:meth:`decision_ids` for one decision: ``(head, counter, id)``."""
+        k = self.next_id
+        self.next_id = k + 1
+        head = f"{replica}-{self.epoch}"
+        return head, k, f"{head}-{k:x}"
+
     def to_meta(self) -> dict[str, Any]:
         return {
             "counters": dict(self.counts),

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from allocator import Allocator, UnknownArmError, UpdateStatus
+from allocator.engine import Engine
 from allocator.kernels import idtable as kid
 from allocator.registry import ArmRegistry
 from tests.serving.helpers import BINARY, KINDS, T0, config, context_for
@@ -78,3 +79,51 @@ def test_short_and_staged_id_lookups_agree(n):
     assert results["retired first of two"] == results["retired last"]
     for name, q in cases.items():
         assert _resolved(reg, np.array(q)) == results[name], name
+
+
+@pytest.mark.parametrize("kind", ["beta_bernoulli", "shared_linear"])
+def test_cached_kernel_arguments_follow_reallocated_arrays(kind):
+    """The single call's cached argument list is rebuilt when the arrays it holds are
+    replaced: arms added past the capacity (registry, policy state and contract arrays all
+    reallocated) are decided on at once, exactly as the general path decides."""
+    cfg = config(kind)
+    fast, general = Allocator(cfg, seed=3), Allocator(cfg, seed=3)
+    for alloc in (fast, general):
+        alloc.decide(CANDS, context=context_for(kind, 0), timestamp=T0)
+    capacity = fast.registry.capacity
+    new = [f"late:{i}" for i in range(2 * capacity)]
+    feats = np.tile([1.0, 0.5], (len(new), 1)) if kind == "shared_linear" else None
+    for alloc in (fast, general):
+        alloc.add_arms(new, "mini_shop", feats)
+    assert fast.registry.capacity > capacity
+    for i in range(1, 60):
+        cands = ["taobao", *new[i % 7 :: 7][:5]]
+        req = {"context": context_for(kind, i), "timestamp": T0 + i}
+        a = fast.decide(cands, **req)
+        b = general.decide_many([{"candidates": np.array(cands), **req}])
+        assert (a.arm_index, a.propensity) == (int(b.arms[0]), float(b.propensities[0]))
+
+
+def test_contract_state_restored_in_c_order():
+    """A snapshot may store arrays in Fortran order; the contract queues are restored
+    C-contiguous (the layout the bound decide entry points are typed for), and decide as
+    the C-ordered snapshot does, also after a contract-only reload keeps the policy."""
+    cfg = config()
+    source = Allocator(cfg, seed=5)
+    for i in range(30):
+        source.decide(CANDS, timestamp=T0 + i)
+    arrays, meta = source.engine.export_state()
+    fortran = {k: np.asfortranarray(v) if k.startswith("constraints.") else v
+               for k, v in arrays.items()}  # fmt: skip
+    assert not fortran["constraints.ring"].flags.c_contiguous
+    spec = cfg.engine.policy
+    engines = [Engine.restore(spec, cfg.constraints, 5, a, meta) for a in (arrays, fortran)]
+    for e in engines:
+        contracts = e.contracts
+        assert all(a.flags.c_contiguous for a in (contracts.st_f, contracts.st_i, contracts.ring))
+    for i in range(40):
+        if i == 20:
+            for e in engines:
+                e.set_constraints(cfg.constraints)  # new queue arrays, same policy
+        c, f = (e.decide(CANDS[: 2 + i % 4], None, None, T0 + 30 + i) for e in engines)
+        assert (c.arm_index, c.propensity) == (f.arm_index, f.propensity)
