@@ -83,6 +83,27 @@ def calibration(idx: np.ndarray, chosen: np.ndarray, p: np.ndarray) -> list[np.n
     return [np.bincount(bins, weights=v[order]) for v in (hit, p, p * (1 - p))]
 
 
+def assert_exact(idx: np.ndarray, arms: np.ndarray, p: np.ndarray, known: np.ndarray) -> None:
+    """The checks of the module docstring on decisions ``arms`` (R,) over CSR candidates
+    ``idx`` with logged probabilities ``p`` (aligned with ``idx``)."""
+    size = int(max(idx.max(), arms.max())) + 1
+    counts = np.bincount(arms, minlength=size).astype(np.float64)
+    expected = np.bincount(idx, weights=p, minlength=size)
+    variance = np.bincount(idx, weights=p * (1 - p), minlength=size)
+    offered = np.flatnonzero(np.bincount(idx, minlength=size))
+    assert offered.size > 5 * arms.size  # the fresh arms spread over the catalogue
+    busy = offered[expected[offered] >= BUSY]
+    assert_binomial(counts[busy], expected[busy], variance[busy])
+    quiet = offered[expected[offered] < BUSY]  # pooled, in catalogue order
+    pool = (np.cumsum(expected[quiet]) // POOLED).astype(np.int64)
+    assert_binomial(*(np.bincount(pool, weights=v[quiet]) for v in (counts, expected, variance)))
+    assert_binomial(*calibration(idx, arms, p))
+    fresh = np.setdiff1d(offered, known)  # their total: one count with real power
+    assert_binomial(*(np.array([v[fresh].sum()]) for v in (counts, expected, variance)))
+    print(f"known arms' share {expected[known].sum() / arms.size:.4f}")
+    assert expected[known].sum() > 0.05 * arms.size and expected[fresh].sum() > 5  # both won
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", list(CONFIGS))
 def test_counts_match_propensities_at_a_million_arms(kind, arm_ids):
@@ -102,22 +123,5 @@ def test_counts_match_propensities_at_a_million_arms(kind, arm_ids):
     if kind in ("beta_bernoulli", "normal_gamma"):
         assert pol.bank_rows == 16 and pol.state.bank.dtype == np.float32
     out = pol.decide_batch(ptr, idx, None if d is None else rng.normal(size=(N, d)))
-
-    counts = np.bincount(out.arms, minlength=N_ARMS)
-    expected = np.bincount(idx, weights=out.probabilities, minlength=N_ARMS)
-    variance = np.bincount(
-        idx, weights=out.probabilities * (1 - out.probabilities), minlength=N_ARMS
-    )
-    offered = np.flatnonzero(np.bincount(idx, minlength=N_ARMS))
-    assert offered.size > 150_000  # the fresh arms spread over the catalogue
-    busy = offered[expected[offered] >= BUSY]
-    assert_binomial(counts[busy], expected[busy], variance[busy])
-    quiet = offered[expected[offered] < BUSY]  # pooled, in catalogue order
-    pool = (np.cumsum(expected[quiet]) // POOLED).astype(np.int64)
-    assert_binomial(*(np.bincount(pool, weights=v[quiet]) for v in (counts, expected, variance)))
-    assert_binomial(*calibration(idx, out.arms, out.probabilities))
-    fresh = np.setdiff1d(offered, known)  # their total: one count with real power
-    assert_binomial(*(np.array([v[fresh].sum()]) for v in (counts, expected, variance)))
-    print(f"{kind}: known arms' share {expected[known].sum() / N:.4f}")
-    assert expected[known].sum() > 0.05 * N and expected[fresh].sum() > 5  # both are chosen
+    assert_exact(idx, out.arms, out.probabilities, known)
     np.testing.assert_allclose(np.add.reduceat(out.probabilities, ptr[:-1]), 1.0, atol=1e-9)
