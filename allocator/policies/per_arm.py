@@ -238,10 +238,7 @@ class BetaBernoulliPolicy(PerArmPolicy):
 
     def _sample(self, a: Any, b: Any, size: tuple[int, int]) -> np.ndarray:
         """Beta(a, b) as X/(X+Y) with X ~ Gamma(a), Y ~ Gamma(b): exact, and much faster
-        than numpy's Beta sampler for a, b <= 1; Beta(1, 1), the default prior of every
-        fresh arm, is the uniform distribution and is drawn as one."""
-        if np.ndim(a) == 0 and np.ndim(b) == 0 and a == 1.0 and b == 1.0:
-            return self.rng.random(size)
+        than numpy's Beta sampler for a, b <= 1 (the usual fresh-arm prior)."""
         x = gamma_draws(self.rng, a, size)
         total = x + gamma_draws(self.rng, b, size)
         with np.errstate(invalid="ignore"):

@@ -165,8 +165,8 @@ def test_bank_draws_follow_the_posterior_distribution():
 
 @pytest.mark.parametrize(("alpha", "beta"), [(1.0, 1.0), (1.0, 3.0), (2.5, 1.0), (0.4, 0.4)])
 def test_fresh_bank_draws_follow_the_prior_for_every_sampler(alpha, beta):
-    """A catalogue's first fill draws all arms of a group at once, in blocks: Beta(1, 1) by
-    the uniform sampler, a shape of 1 by the exponential one, others by gamma ratios. The
+    """A catalogue's first fill draws all arms of a group at once, in blocks, as gamma
+    ratios (a shape of 1 by the exponential sampler). The
     pooled draws of 40,000 fresh arms × 8 rows follow the prior (Kolmogorov–Smirnov)."""
     from scipy.stats import beta as beta_dist
     from scipy.stats import kstest
