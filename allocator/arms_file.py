@@ -3,9 +3,11 @@
 A config lists its arms inline (one validated object per arm: fine for thousands) or names
 an ``arms_file`` for catalogues of millions. The file holds one row per arm: ``id`` (string,
 or integer: the id is its decimal spelling), ``group`` (string) and, for the families
-that weigh arm features, ``features`` (a list of floats of the configured width). Each
-check is a vectorised pass over a column; a failing check names the column and the first
-offending rows, and nothing is built from a file that fails one.
+that weigh arm features, ``features`` (a list of floats of the configured width); only
+the columns the policy uses are read. Each check is a vectorised pass over a column (repeated
+ids are found by the registry's compiled insert, which builds the id table in the same
+pass); a failing check names the column and the first offending rows, and nothing is built
+from a file that fails one.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from allocator.errors import ConfigError
+from allocator.errors import ConfigError, InvalidInputError
 from allocator.inputs import first_rows
 from allocator.registry import ArmRegistry
 
@@ -50,7 +52,8 @@ def _rows(mask: np.ndarray) -> str:
     return f"rows {rows}" + (f" and {more} more" if more > 0 else "")
 
 
-def _read(path: Path) -> pa.Table:
+def _read(path: Path, wanted: Sequence[str]) -> pa.Table:
+    """The ``wanted`` columns of the file (a column the policy does not use is not read)."""
     try:
         size = path.stat().st_size
     except OSError as err:
@@ -61,18 +64,26 @@ def _read(path: Path) -> pa.Table:
         with path.open("rb") as f:
             magic = f.read(6)
         if magic[:4] == b"PAR1":
-            return pq.read_table(path)
+            names = pq.read_schema(path).names
+            _require(path, names, wanted)
+            return pq.read_table(path, columns=list(wanted))
         if magic == b"ARROW1":
             with pa.memory_map(str(path)) as source:
-                return pa.ipc.open_file(source).read_all()
+                table = pa.ipc.open_file(source).read_all()
+            _require(path, table.column_names, wanted)
+            return table.select(list(wanted))
     except (pa.ArrowException, OSError, ValueError) as err:
         raise _fail(path, f"is not a readable Parquet or Arrow file ({err})") from None
     raise _fail(path, "is neither a Parquet file nor an Arrow IPC file")
 
 
+def _require(path: Path, names: Sequence[str], wanted: Sequence[str]) -> None:
+    for name in wanted:
+        if name not in names:
+            raise _fail(path, f"column {name!r} is missing (columns: {list(names)})")
+
+
 def _column(table: pa.Table, path: Path, name: str) -> pa.ChunkedArray:
-    if name not in table.column_names:
-        raise _fail(path, f"column {name!r} is missing (columns: {table.column_names})")
     col = table.column(name)
     if col.null_count:
         nulls = np.asarray(col.is_null().to_numpy(zero_copy_only=False))
@@ -80,7 +91,7 @@ def _column(table: pa.Table, path: Path, name: str) -> pa.ChunkedArray:
     return col
 
 
-def _ids(table: pa.Table, path: Path) -> np.ndarray:
+def _ids(table: pa.Table, path: Path) -> pa.ChunkedArray:
     col = _column(table, path, "id")
     if pa.types.is_integer(col.type) or pa.types.is_large_string(col.type):
         col = pc.cast(col, pa.string())
@@ -95,13 +106,17 @@ def _ids(table: pa.Table, path: Path) -> np.ndarray:
     nul = pc.match_substring(col, "\x00").to_numpy(zero_copy_only=False)
     if nul.any():
         raise _fail(path, f"column 'id' holds a NUL character at {_rows(nul)}")
-    if len(pc.unique(col)) != len(col):
-        counts = pc.value_counts(col)
-        repeated = pc.filter(counts.field("values"), pc.greater(counts.field("counts"), 1))
-        first = repeated[:3]
-        rows = pc.is_in(col, value_set=first).to_numpy(zero_copy_only=False)
-        raise _fail(path, f"column 'id' repeats ids {first.to_pylist()} at {_rows(rows)}")
-    return np.asarray(col.to_numpy(zero_copy_only=False), dtype=str)
+    return col
+
+
+def _repeats(col: pa.ChunkedArray, path: Path) -> ConfigError:
+    """The error naming the first repeated ids and their rows (only run on failure: the
+    registry's compiled insert finds repeats in the same pass that builds the table)."""
+    counts = pc.value_counts(col)
+    repeated = pc.filter(counts.field("values"), pc.greater(counts.field("counts"), 1))
+    first = repeated[:3]
+    rows = pc.is_in(col, value_set=first).to_numpy(zero_copy_only=False)
+    return _fail(path, f"column 'id' repeats ids {first.to_pylist()} at {_rows(rows)}")
 
 
 def _groups(table: pa.Table, path: Path, declared: Sequence[str]) -> np.ndarray:
@@ -160,11 +175,17 @@ def read_arms_file(
     ``feature_width`` values when the policy weighs arm features (else the column, if
     present, is ignored). Raises :class:`ConfigError` naming the column and rows."""
     path = Path(path)
-    table = _read(path)
+    table = _read(path, ("id", "group") if feature_width is None else ("id", "group", "features"))
     if table.num_rows == 0:
         raise _fail(path, "holds no arms")
     ids = _ids(table, path)
     codes = _groups(table, path, groups)
     feats = None if feature_width is None else _features(table, path, feature_width)
     del table
-    return ArmColumns(ArmRegistry.from_columns(ids, list(groups), codes), feats)
+    try:  # ids are non-empty and NUL-free by now: a refusal is a repeated id
+        registry = ArmRegistry.from_columns(
+            np.asarray(ids.to_numpy(zero_copy_only=False), dtype=str), list(groups), codes
+        )
+    except InvalidInputError:
+        raise _repeats(ids, path) from None
+    return ArmColumns(registry, feats)

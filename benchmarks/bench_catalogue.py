@@ -7,7 +7,8 @@ same catalogue takes IntIds), 64 request sets in rotation: single ``Allocator.de
 with candidates as indices, a list of str, a numpy string array and IntIds (when the tree
 has them); Beta K=10 ``Allocator.decide`` with string ids against its bare kernel; then
 build time (from the arms file when the tree reads one, else the inline config), traced
-memory after a warm-up build, snapshot save and load.
+memory after a warm-up build, snapshot save and load; then what first touching fresh
+memory costs on the machine at that moment (``--scale-only``: the 10^6 table alone).
 """
 
 from __future__ import annotations
@@ -128,26 +129,39 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=5000)
     parser.add_argument("--merchants", type=int, default=1_000_000)
     parser.add_argument("--tree", default=".")
+    parser.add_argument("--scale-only", action="store_true", help="only the 10^6 table")
     args = parser.parse_args()
     print(f"\n## tree {args.tree} (allocator from {allocator.__file__})\n")
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
         reads_files = hasattr(allocator, "IntIds")
         path = write_file(args.merchants, tmp / "arms.parquet") if reads_files else None
-        print("| workload | path | p50 µs | p99 µs | p50 / bare kernel |")
-        print("|---|---|---|---|---|")
-        shared = Allocator(config("shared_linear", args.merchants, path), seed=0)
-        shared.warmup()
-        rows = decide_rows(shared, f"shared linear d=16, 200 of {args.merchants:,}", 200, args.n)
-        del shared
-        beta = Allocator(config("beta_bernoulli", 7, None), seed=0)
-        beta.warmup()
-        rows += decide_rows(beta, "Beta K=10", 10, 4 * args.n)
-        print("\n".join(rows))
+        if not args.scale_only:
+            print("| workload | path | p50 µs | p99 µs | p50 / bare kernel |")
+            print("|---|---|---|---|---|")
+            shared = Allocator(config("shared_linear", args.merchants, path), seed=0)
+            shared.warmup()
+            label = f"shared linear d=16, 200 of {args.merchants:,}"
+            rows = decide_rows(shared, label, 200, args.n)
+            del shared
+            beta = Allocator(config("beta_bernoulli", 7, None), seed=0)
+            beta.warmup()
+            rows += decide_rows(beta, "Beta K=10", 10, 4 * args.n)
+            print("\n".join(rows))
         print("\n| state | built from | build | memory (traced) | snapshot | save | load |")
         print("|---|---|---|---|---|---|---|")
         for kind in ("beta_bernoulli", "shared_linear"):
             print(scale_row(kind, args.merchants, path, tmp))
+        print(f"\nfirst touch of fresh memory: {first_touch_ms_per_mib():.2f} ms/MiB")
+
+
+def first_touch_ms_per_mib() -> float:
+    """What writing never-touched memory costs on this machine now (256 MiB, fresh from
+    the OS): builds and loads pay it for every array they create, so on a virtual machine
+    whose pages are backed on first touch it can dominate them."""
+    t = time.perf_counter()
+    np.ones(2**25)  # 256 MiB
+    return (time.perf_counter() - t) * 1e3 / 256
 
 
 if __name__ == "__main__":

@@ -227,10 +227,11 @@ class Engine:
         return self.contracts.report()
 
     # ------------------------------------------------------------------- snapshots
-    def export_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    def export_state(self, copy: bool = True) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """Copies of every array (policy state, registry, contract queues) and the policy's
-        JSON meta: all a :meth:`restore` needs besides the configuration."""
-        arrays, meta = self.policy.export_state()
+        JSON meta: all a :meth:`restore` needs besides the configuration. ``copy=False``
+        leaves the policy's arrays live (a save that writes them at once)."""
+        arrays, meta = self.policy.export_state(copy)
         out = {POLICY_PREFIX + k: v for k, v in arrays.items()}
         out.update(self.registry.to_arrays())
         out.update(self.contracts.export_state())
@@ -239,10 +240,11 @@ class Engine:
     @classmethod
     def restore(
         cls, policy_config: PolicyConfig, constraints: ConstraintSet, seed: int,
-        arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any],
+        arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any], copy: bool = True,
     ) -> Engine:  # fmt: skip
         """Rebuild an engine exactly as exported: it then makes the same decisions. Every
-        array is checked before anything is built (:class:`SnapshotError` otherwise)."""
+        array is checked before anything is built (:class:`SnapshotError` otherwise).
+        ``copy=False`` lets the policy adopt ``arrays`` that nobody else holds."""
         try:
             registry = ArmRegistry.from_arrays(dict(arrays))
         except (KeyError, TypeError, ValueError) as err:
@@ -251,7 +253,7 @@ class Engine:
             k[len(POLICY_PREFIX) :]: v for k, v in arrays.items() if k.startswith(POLICY_PREFIX)
         }
         policy = POLICY_CLASSES[policy_config.kind].restore(
-            policy_config, registry, seed, policy_arrays, meta
+            policy_config, registry, seed, policy_arrays, meta, copy
         )
         engine = cls(policy, constraints)
         engine.contracts.restore_state(arrays)

@@ -73,7 +73,10 @@ class Policy(ABC):
         self._init_model()
         self.sync_arms(arm_features)
 
-    def _setup(self, config: Any, registry: ArmRegistry, seed: int, sizes: dict[str, int]) -> None:
+    def _setup(
+        self, config: Any, registry: ArmRegistry, seed: int, sizes: dict[str, int],
+        capacity: int | None = None,
+    ) -> None:  # fmt: skip
         if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
             raise InvalidInputError(f"seed must be a non-negative integer, got {brief(seed)}")
         self.config = config
@@ -88,7 +91,8 @@ class Policy(ABC):
         bank_seq, stream_seq = np.random.SeedSequence(int(seed)).spawn(2)
         self.rng = np.random.Generator(np.random.PCG64(bank_seq))
         self._stream_key = stream_seq.generate_state(1, np.uint64)[0]
-        self.state = ModelState(COMMON_FIELDS + self.FIELDS, sizes, registry.capacity)
+        capacity = registry.capacity if capacity is None else capacity
+        self.state = ModelState(COMMON_FIELDS + self.FIELDS, sizes, capacity)
         self._delta_base: dict[str, np.ndarray] = {}
         self._delta_clock = 0
         self._err = np.zeros(2, dtype=np.int64)
@@ -450,9 +454,10 @@ class Policy(ABC):
         return new
 
     # ------------------------------------------------------ state, deltas, reload
-    def export_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        """Copies of every saved state array, plus JSON-able meta (the bank RNG state)."""
-        return self.state.snapshot(), {
+    def export_state(self, copy: bool = True) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Every saved state array (copies unless ``copy=False``: see
+        :meth:`ModelState.snapshot`), plus JSON-able meta (the bank RNG state)."""
+        return self.state.snapshot(copy), {
             "kind": self.config.kind,
             "rng": self.rng.bit_generator.state,
         }
@@ -460,14 +465,15 @@ class Policy(ABC):
     @classmethod
     def restore(
         cls, config: Any, registry: ArmRegistry, seed: int,
-        arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any],
+        arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any], copy: bool = True,
     ) -> Policy:  # fmt: skip
-        """Rebuild a policy exactly as exported: it then makes the same decisions."""
+        """Rebuild a policy exactly as exported: it then makes the same decisions. With
+        ``copy=False`` it adopts ``arrays`` (see :meth:`ModelState.restore`)."""
         if meta.get("kind") != config.kind:
             raise SnapshotError(f"state is of kind {meta.get('kind')!r}, config is {config.kind!r}")
         policy = cls.__new__(cls)
-        policy._setup(config, registry, seed, cls.restored_sizes(config, arrays))
-        policy.state.restore(arrays)
+        policy._setup(config, registry, seed, cls.restored_sizes(config, arrays), capacity=0)
+        policy.state.restore(arrays, copy)
         if (
             int(policy.state.n_synced[0]) != registry.n_arms
             or policy.state.capacity < registry.n_arms

@@ -8,6 +8,7 @@ catalogues so the bank stays within ``bank_max_cells`` (float32) cells.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -24,34 +25,55 @@ from allocator.policies.state import Field, Role
 _BROADCAST_MAX = 64
 
 
+#: arms drawn per block when filling the bank: float64 temporaries stay in cache-sized
+#: blocks (a few MiB) instead of four (capacity, M) arrays at a catalogue's first fill
+_DRAW_BLOCK = 1 << 14
+
+
+def gamma_draws(rng: np.random.Generator, shape: Any, size: tuple[int, ...]) -> np.ndarray:
+    """Gamma(``shape``, 1) draws; a scalar shape of exactly 1 (the default prior) takes
+    numpy's exponential sampler, the same distribution at a seventh of the cost."""
+    if np.ndim(shape) == 0 and shape == 1.0:
+        return rng.standard_exponential(size)
+    return rng.standard_gamma(shape, size)
+
+
+def bank_chunks(sample: Callable[..., np.ndarray], out: np.ndarray, *params: Any) -> np.ndarray:
+    """Fill ``out`` (m, M) with ``sample(*params, (block, M))`` in blocks of arms, so the
+    float64 draws never exist at full size; ``params`` are scalars or (m, 1) columns."""
+    n, rows = out.shape
+    for lo in range(0, n, _DRAW_BLOCK):
+        hi = min(n, lo + _DRAW_BLOCK)
+        block = [p if np.ndim(p) == 0 else p[lo:hi] for p in params]
+        out[lo:hi] = sample(*block, (hi - lo, rows))
+    return out
+
+
 def draw_grouped(
-    sample: Callable[..., np.ndarray], *params: np.ndarray
+    fill: Callable[..., Any], out: np.ndarray, *params: np.ndarray
 ) -> np.ndarray:  # fmt: skip
-    """``sample(*params_i, n)`` for every distinct parameter row, scattered back in order.
+    """Fill ``out`` (one row per parameter row) by ``fill(dest, *params_i)`` calls, one per
+    distinct parameter row when that pays, scattered back in order.
 
     numpy samples far faster with scalar parameters than with per-row arrays, and fresh
     arms share their group's prior; with mostly distinct rows one broadcast call is used.
     """
     n = params[0].shape[0]
     if all((p == p[0]).all() for p in params):  # one prior (fresh arms of one group)
-        return sample(*(p[0] for p in params), n)
-    if n <= _BROADCAST_MAX:  # a few arms (an add slice, a refresh): grouping costs more
-        return sample(*(p[:, None] for p in params), n)
-    stacked = np.stack(params, axis=1)
-    uniq, inverse = np.unique(stacked, axis=0, return_inverse=True)
+        fill(out, *(p[0] for p in params))
+        return out
+    uniq = inverse = None
+    if n > _BROADCAST_MAX:  # a few arms (an add slice, a refresh): grouping costs more
+        uniq, inverse = np.unique(np.stack(params, axis=1), axis=0, return_inverse=True)
+    if uniq is None or inverse is None or uniq.shape[0] * 4 > n:
+        fill(out, *(p[:, None] for p in params))
+        return out
     inverse = inverse.reshape(-1)
-    if uniq.shape[0] * 4 > n:
-        return sample(*(p[:, None] for p in params), n)
-    out: np.ndarray | None = None
     order = np.argsort(inverse, kind="stable")
     bounds = np.searchsorted(inverse[order], np.arange(uniq.shape[0] + 1))
     for u in range(uniq.shape[0]):
         rows = order[bounds[u] : bounds[u + 1]]
-        block = sample(*uniq[u], rows.shape[0])
-        if out is None:
-            out = np.empty((n, *block.shape[1:]), dtype=block.dtype)
-        out[rows] = block
-    assert out is not None
+        out[rows] = fill(np.empty((rows.shape[0], *out.shape[1:]), out.dtype), *uniq[u])
     return out
 
 
@@ -111,12 +133,28 @@ class PerArmPolicy(Policy):
         idx = np.flatnonzero(s.dirty[:n])
         if idx.size == 0:
             return
-        s.bank[idx] = self._draw(idx)
+        lo, hi = int(idx[0]), int(idx[-1]) + 1
+        if hi - lo == idx.size:  # a run of arms (a catalogue's first fill): draw in place
+            self._draw(idx, s.bank[lo:hi])
+        else:
+            s.bank[idx] = self._draw(idx, np.empty((idx.size, self.bank_rows), np.float32))
         kpa.refresh_winners(s.bank, n, idx, s.dirty, s.winner, False)
         s.dirty[idx] = False
 
-    def _draw(self, idx: np.ndarray) -> np.ndarray:
-        """Posterior draws (len(idx), M) for arms ``idx``; updates their mean and sd."""
+    def _draw(self, idx: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """Posterior draws of arms ``idx`` into ``out`` (len(idx), M); updates their mean
+        and sd."""
+        params = self._draw_params(idx)
+        return draw_grouped(functools.partial(bank_chunks, self._sample), out, *params)
+
+    def _draw_params(self, idx: np.ndarray) -> list[np.ndarray]:
+        """The posterior parameters (one array each, len(idx)) of arms ``idx``, updating
+        their mean and sd."""
+        raise NotImplementedError
+
+    def _sample(self, *params_and_size: Any) -> np.ndarray:
+        """Draws of ``size`` (last argument) from the posterior with the given parameters
+        (scalars or (m, 1) columns)."""
         raise NotImplementedError
 
     def _init_arms(self, new: np.ndarray, arm_features: np.ndarray | None) -> None:
@@ -203,17 +241,14 @@ class BetaBernoulliPolicy(PerArmPolicy):
         )
         return alpha, beta
 
-    def _draw(self, idx: np.ndarray) -> np.ndarray:
-        alpha, beta = self._posterior_into(idx, self.state.mean, self.state.sd)
-        return draw_grouped(self._beta_draws, alpha, beta)
+    def _draw_params(self, idx: np.ndarray) -> list[np.ndarray]:
+        return list(self._posterior_into(idx, self.state.mean, self.state.sd))
 
-    def _beta_draws(self, a: Any, b: Any, n: int) -> np.ndarray:
+    def _sample(self, a: Any, b: Any, size: tuple[int, int]) -> np.ndarray:
         """Beta(a, b) as X/(X+Y) with X ~ Gamma(a), Y ~ Gamma(b): exact, and much faster
         than numpy's Beta sampler for a, b <= 1 (the usual fresh-arm prior)."""
-        size = (n, self.bank_rows)
-        x = self.rng.standard_gamma(a, size=size)
-        y = self.rng.standard_gamma(b, size=size)
-        total = x + y
+        x = gamma_draws(self.rng, a, size)
+        total = x + gamma_draws(self.rng, b, size)
         with np.errstate(invalid="ignore"):
             out = x / total
         underflow = total == 0.0  # both draws below the smallest float: tiny shapes only
@@ -275,16 +310,16 @@ class NormalGammaPolicy(PerArmPolicy):
         )  # fmt: skip
         return out
 
-    def _draw(self, idx: np.ndarray) -> np.ndarray:
-        out = self._posterior_into(idx, self.state.mean, self.state.sd)
+    def _draw_params(self, idx: np.ndarray) -> list[np.ndarray]:
+        return self._posterior_into(idx, self.state.mean, self.state.sd)
 
-        def sample(mu: Any, kappa: Any, alpha: Any, beta: Any, n: int) -> np.ndarray:
-            size = (n, self.bank_rows)
-            tau = self.rng.gamma(alpha, 1.0 / beta, size=size)
-            draws: np.ndarray = mu + self.rng.standard_normal(size) / np.sqrt(kappa * tau)
-            return draws
-
-        return draw_grouped(sample, *out)
+    def _sample(
+        self, mu: Any, kappa: Any, alpha: Any, beta: Any, size: tuple[int, int]
+    ) -> np.ndarray:
+        """Normal–Gamma: precision tau ~ Gamma(alpha, 1/beta), then N(mu, 1/(kappa tau))."""
+        tau = gamma_draws(self.rng, alpha, size) / beta
+        draws: np.ndarray = mu + self.rng.standard_normal(size) / np.sqrt(kappa * tau)
+        return draws
 
     def _empirical_prior(self, new: np.ndarray, prior: dict[str, np.ndarray]) -> None:
         for code in np.unique(self.registry.arm_group[new]):

@@ -82,6 +82,12 @@ COMMON_FIELDS = (
 )
 
 
+def finite(value: np.ndarray) -> bool:
+    """Whether a non-empty float array holds no NaN or inf, without an array-sized mask:
+    its min and max are finite exactly then (both propagate NaN)."""
+    return bool(np.isfinite(value.min()) and np.isfinite(value.max()))
+
+
 class ModelState:
     """The arrays of one model, as attributes named by its fields."""
 
@@ -94,8 +100,10 @@ class ModelState:
         #: bumped whenever arrays are replaced (callers holding them rebuild, see
         #: ``allocator.policies.bound``)
         self.generation = 0
-        for f in fields:
-            setattr(self, f.name, np.full(f.shape(sizes, capacity), f.fill, dtype=f.dtype))
+        for f in fields:  # zeros come from the allocator untouched: a page costs when written
+            shape = f.shape(sizes, capacity)
+            fresh = np.zeros(shape, f.dtype) if f.fill == 0 else np.full(shape, f.fill, f.dtype)
+            setattr(self, f.name, fresh)
 
     def __getattr__(self, name: str) -> np.ndarray:  # typing only: fields are attributes
         raise AttributeError(name)
@@ -158,17 +166,23 @@ class ModelState:
         return old
 
     # ------------------------------------------------------------------- snapshot
-    def snapshot(self) -> dict[str, np.ndarray]:
-        """Copies of every saved array (everything but scratch)."""
+    def snapshot(self, copy: bool = True) -> dict[str, np.ndarray]:
+        """Every saved array (everything but scratch): copies, or with ``copy=False`` the
+        live arrays themselves (for a caller that writes them out before anything else can
+        change them: a save under the allocator's lock)."""
         return {
-            f.name: getattr(self, f.name).copy() for f in self.fields if not f.has(Role.SCRATCH)
+            f.name: getattr(self, f.name).copy() if copy else getattr(self, f.name)
+            for f in self.fields
+            if not f.has(Role.SCRATCH)
         }
 
-    def restore(self, arrays: Mapping[str, np.ndarray]) -> None:
+    def restore(self, arrays: Mapping[str, np.ndarray], copy: bool = True) -> None:
         """Load :meth:`snapshot` output after checking every array; all or nothing.
 
         Names, dtypes, shapes (one arm capacity for every per-arm array, the family's
-        sizes for the rest) and finiteness are checked before anything is assigned.
+        sizes for the rest) and finiteness are checked before anything is assigned. With
+        ``copy=False`` the state adopts the given arrays (C-contiguous ones are not copied):
+        for arrays nobody else holds, such as those just read from a snapshot file.
         """
         saved = [f for f in self.fields if not f.has(Role.SCRATCH)]
         per_arm = [
@@ -186,9 +200,9 @@ class ModelState:
                     f"state array {f.name!r} has dtype {value.dtype} and shape {value.shape}, "
                     f"expected {np.dtype(f.dtype)} and {want}"
                 )
-            if value.dtype.kind == "f" and not np.isfinite(value).all():
+            if value.dtype.kind == "f" and value.size and not finite(value):
                 raise SnapshotError(f"state array {f.name!r} holds NaN or inf")
-            checked[f.name] = np.array(value, copy=True, order="C")
+            checked[f.name] = np.array(value, copy=True if copy else None, order="C")
         clock = int(checked["clock"][0]) if "clock" in checked else 0
         for f in saved:
             value = checked[f.name]

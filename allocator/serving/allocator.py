@@ -631,8 +631,11 @@ class Allocator:
     def save(self, path: str | Path) -> None:
         """Write the whole state atomically (exclusive temp file, fsync, rename), tagged
         with the ``snapshot_key`` if one is configured."""
-        with self._lock:
-            arrays, meta = self.snapshot_state()
+        with self._lock:  # the model's arrays are written live: no copy of the state
+            arrays, meta = allocator_snapshot(
+                self._engine, self._pending, self.config, self.seed, self.replica, self._books,
+                copy=False,
+            )  # fmt: skip
             write_snapshot(path, arrays, meta, self._snapshot_key)
             self._books.counts["saves"] += 1
             self._autosaver.saved()

@@ -139,10 +139,11 @@ class Restored:
 
 def allocator_snapshot(
     engine: Engine, pending: PendingTable, config: AllocatorConfig, seed: int, replica: str,
-    books: Books,
+    books: Books, copy: bool = True,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:  # fmt: skip
-    """Arrays and meta that resume exactly where the allocator is."""
-    arrays, policy_meta = engine.export_state()
+    """Arrays and meta that resume exactly where the allocator is (``copy=False``: the
+    model's arrays live, for a save that writes them before releasing the lock)."""
+    arrays, policy_meta = engine.export_state(copy)
     arrays.update(pending.to_arrays(engine.policy.n_features))
     meta = {
         "schema": SNAPSHOT_SCHEMA,
@@ -169,7 +170,7 @@ def read_allocator_snapshot(
         if not isinstance(replica, str) or not 0 < len(replica) <= 256:
             raise ValueError(f"replica = {brief(replica)}: expected a name of 1 to 256 characters")
         engine = Engine.restore(
-            config.engine.policy, config.constraints, seed, arrays, meta["policy"]
+            config.engine.policy, config.constraints, seed, arrays, meta["policy"], copy=False
         )
         pending = PendingTable.from_arrays(
             config.serving.pending_capacity, arrays, engine.registry.n_arms,
@@ -189,7 +190,7 @@ def read_published(
     try:
         ids = arrays["registry.ids"].tolist()
         engine = Engine.restore(
-            config.engine.policy, config.constraints, seed, arrays, meta["policy"]
+            config.engine.policy, config.constraints, seed, arrays, meta["policy"], copy=False
         )
     except (KeyError, TypeError, ValueError) as err:
         raise SnapshotError(f"published snapshot {path} is incomplete: {err}") from None

@@ -161,3 +161,19 @@ def test_bank_draws_follow_the_posterior_distribution():
     t_var = 2.0 / (3.0 * 1.0) * (2 * 3.0) / (2 * 3.0 - 2)  # Student-t, 2α dof, scale² β/(ακ)
     assert abs(sample.mean() - 2.0) < 5 * np.sqrt(t_var / 20_000)
     assert abs(sample.var() / t_var - 1) < 0.1
+
+
+@pytest.mark.parametrize(("alpha", "beta"), [(1.0, 1.0), (1.0, 3.0), (2.5, 1.0), (0.4, 0.4)])
+def test_fresh_bank_draws_follow_the_prior_for_every_sampler(alpha, beta):
+    """A catalogue's first fill draws all arms of a group at once, in blocks, as gamma
+    ratios (a shape of 1 by the exponential sampler). The
+    pooled draws of 40,000 fresh arms × 8 rows follow the prior (Kolmogorov–Smirnov)."""
+    from scipy.stats import beta as beta_dist
+    from scipy.stats import kstest
+
+    cfg = BetaBernoulliConfig(bank_rows=8, prior=BetaPrior(alpha=alpha, beta=beta))
+    pol = make_policy(cfg, make_registry(40_000), seed=4)  # 3 blocks of arms
+    rows = pol.state.bank[: pol.registry.n_arms].astype(np.float64)
+    sample = rows.ravel()
+    assert kstest(sample, beta_dist(alpha, beta).cdf).pvalue > 1e-4
+    assert abs(np.corrcoef(rows[:-1, 0], rows[1:, 0])[0, 1]) < 5 / np.sqrt(40_000)  # independent
