@@ -237,8 +237,8 @@ class _JointSampling(StrictModel):
     chances to look best, and a crowd of them wins far more often than the model believes
     any one of them should. ``joint`` draws the model (its weights folded with the
     context) once per bank row and scores every candidate with that draw, which is
-    Thompson sampling proper; it costs O(d_arm²) per bank row plus O(nnz(f)) per candidate
-    and bank row. The bank's first ``n_arm_features`` rows feed the draw, so
+    Thompson sampling proper; it costs O(d_arm) per candidate and bank row instead of O(1).
+    The bank's first ``n_arm_features`` rows feed the draw, so
     ``max_candidates`` must be at least ``n_arm_features``."""
 
     sampling: Literal["marginal", "joint"] = "marginal"

@@ -158,7 +158,7 @@ def psd_cholesky(a, out):
 
 
 @njit(cache=True, nogil=True)
-def joint_win_shares(cand, features, mean, v, p_fold, z, n, l_buf, u_buf, best, arg, p):
+def joint_win_shares(cand, features, mean, v, p_fold, z, n, l_buf, best, arg, p):
     """Share of bank rows won by each candidate when bank row ``m`` draws the folded weights
     ``w̃_m = w + v·L z[:d_arm, m]`` (``L Lᵀ = p_fold``) and candidate ``j`` scores
     ``f_j·w̃_m = mean[j] + f_j·(v L z[:, m])``.
@@ -175,34 +175,36 @@ def joint_win_shares(cand, features, mean, v, p_fold, z, n, l_buf, u_buf, best, 
         ``P`` of the request (from :func:`shared_scores`).
     z : float64 (slots, M), slots >= d_arm
         Standard normals; bank row ``m`` uses ``z[:d_arm, m]``.
-    l_buf : (d_arm, d_arm), u_buf : (d_arm,), best, arg : (>= M,)
+    l_buf : (d_arm, d_arm), best, arg : (>= M,)
         Scratch.
     p : float64 (>= n,)
         Output probabilities.
     """
     da = p_fold.shape[0]
     psd_cholesky(p_fold, l_buf)
+    # score_jm = mean_j + (v Lᵀ f_j)·z[:, m]: one small matrix product for the whole bank
+    b = np.empty((n, da))
+    for j in range(n):
+        f = features[cand[j]]
+        for i in range(da):
+            acc = 0.0
+            for k in range(i, da):
+                acc += f[k] * l_buf[k, i]
+            b[j, i] = v * acc
+    scores = np.dot(b, z[:da])
     m_rows = z.shape[1]
     for j in range(n):
         p[j] = 0.0
     for m in range(m_rows):
-        for i in range(da):
-            s = 0.0
-            for k in range(i + 1):
-                s += l_buf[i, k] * z[k, m]
-            u_buf[i] = v * s
-        top = 0
-        top_score = 0.0
-        for j in range(n):
-            f = features[cand[j]]
-            s = mean[j]
-            for i in range(da):
-                if f[i] != 0.0:
-                    s += f[i] * u_buf[i]
-            if j == 0 or s > top_score:
-                top, top_score = j, s
-        best[m] = top_score
-        arg[m] = top
+        best[m] = mean[0] + scores[0, m]
+        arg[m] = 0
+    for j in range(1, n):
+        mu = mean[j]
+        for m in range(m_rows):
+            sc = mu + scores[j, m]
+            if sc > best[m]:
+                best[m] = sc
+                arg[m] = j
     inv = 1.0 / m_rows
     for m in range(m_rows):
         p[arg[m]] += inv
@@ -236,7 +238,7 @@ def decide_shared(
         p = p_out[lo : lo + n]
         shared_scores(xs[r], c, features, mu, a_inv, v, w_buf, pp_buf, mean_buf, sd_buf)
         if joint and rule == RULE_THOMPSON:
-            joint_win_shares(c, features, mean_buf, v, pp_buf, z, n, l_buf, w_buf, best, arg, p)
+            joint_win_shares(c, features, mean_buf, v, pp_buf, z, n, l_buf, best, arg, p)
         else:
             scores_to_probs(mean_buf, sd_buf, n, z, rule, ucb_alpha, best, arg, p)
         apply_link(mean_buf, sd_buf, v, n, link)

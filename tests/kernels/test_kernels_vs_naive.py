@@ -232,7 +232,7 @@ def test_joint_win_shares_match_reference(rng):
     w_buf, p_buf, l_buf = np.empty(da), np.empty((da, da)), np.empty((da, da))
     ksl.shared_scores(x, cand, feats, mu, a_inv, 0.4, w_buf, p_buf, mean, sd)
     best, arg = np.empty(m_rows), np.empty(m_rows, dtype=np.int64)
-    ksl.joint_win_shares(cand, feats, mean, 0.4, p_buf, z, n, l_buf, w_buf, best, arg, p)
+    ksl.joint_win_shares(cand, feats, mean, 0.4, p_buf, z, n, l_buf, best, arg, p)
     np.testing.assert_allclose(p, naive.joint_win_shares(x, cand, feats, mu, a_inv, 0.4, z))
     np.testing.assert_allclose(l_buf @ l_buf.T, p_buf, atol=1e-12)
     assert p.sum() == pytest.approx(1.0) and (p > 0).sum() >= 3
