@@ -229,6 +229,32 @@ class _Shared(StrictModel):
         return self.n_arm_features
 
 
+class _JointSampling(StrictModel):
+    """How Thompson sampling draws the shared model's scores.
+
+    ``marginal`` draws each candidate's score from its own marginal: candidates that share
+    most of their features (merchants of one group and category) then get independent
+    chances to look best, and a crowd of them wins far more often than the model believes
+    any one of them should. ``joint`` draws the model (its weights folded with the
+    context) once per bank row and scores every candidate with that draw, which is
+    Thompson sampling proper; it costs O(d_arm) per candidate and bank row instead of O(1).
+    The bank's first ``n_arm_features`` rows feed the draw, so
+    ``max_candidates`` must be at least ``n_arm_features``."""
+
+    sampling: Literal["marginal", "joint"] = "marginal"
+
+    @model_validator(mode="after")
+    def _bank_fits_draw(self) -> _JointSampling:
+        slots = getattr(self, "max_candidates", 0)
+        width = getattr(self, "n_arm_features", 0)
+        if self.sampling == "joint" and slots < width:
+            raise ValueError(
+                f"sampling='joint' needs max_candidates >= n_arm_features, got "
+                f"max_candidates={slots} < n_arm_features={width}"
+            )
+        return self
+
+
 class OffsetPrior(StrictModel):
     """Prior of an arm's own offset in a hybrid model: the group's mean offset and the
     between-arm sd (None: the policy's ``offset_sd``)."""
@@ -257,7 +283,7 @@ class LinearGaussianConfig(_Disjoint, _LinearBase):
     kind: Literal["linear_gaussian"] = "linear_gaussian"
 
 
-class SharedLinearConfig(_Shared, _LinearBase):
+class SharedLinearConfig(_JointSampling, _Shared, _LinearBase):
     """One linear model over (arm features ⊗ user context), for large catalogues."""
 
     kind: Literal["shared_linear"] = "shared_linear"
@@ -275,7 +301,7 @@ class LogisticConfig(_Disjoint, _LogisticBase):
     exploration_scale: PositiveFloat = 0.35
 
 
-class SharedLogisticConfig(_Shared, _LogisticBase):
+class SharedLogisticConfig(_JointSampling, _Shared, _LogisticBase):
     """One logistic model over (arm features ⊗ user context): binary rewards, large catalogues."""
 
     kind: Literal["shared_logistic"] = "shared_logistic"

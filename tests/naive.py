@@ -95,6 +95,17 @@ def shared_scores(x, cand, features, mu, a_inv, v):
     return mean, sd
 
 
+def joint_win_shares(x, cand, features, mu, a_inv, v, z):
+    """Draw the full weight vector's folded form per bank row, explicitly: with X = I⊗x,
+    w̃ = Xᵀμ + v·chol(XᵀA⁻¹X)·z[:d_arm, m]; every candidate scores f·w̃."""
+    da = features.shape[1]
+    fold = np.kron(np.eye(da), np.asarray(x)[:, None])  # (D, d_arm): φ = fold @ f
+    w = fold.T @ mu
+    chol = np.linalg.cholesky(fold.T @ a_inv @ fold)
+    draws = w[:, None] + v * chol @ z[:da]  # (d_arm, M)
+    return win_shares(features[cand] @ draws)
+
+
 def ope(reward, pscore, action_prob, q_logged, q_target, clip=None):
     """Textbook IPS, SNIPS, DM, DR, SNDR with explicit loops."""
     n = len(reward)

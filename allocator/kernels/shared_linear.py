@@ -3,15 +3,19 @@
 Arms carry feature vectors ``f_a`` (d_arm,), so a catalogue of 10^6 merchants costs
 O(10^6·d_arm) memory plus one (D, D) precision, D = d_arm·d_ctx. Per request the context is
 folded once into ``w = M x`` (d_arm,) and ``P = (I⊗x)ᵀ A⁻¹ (I⊗x)`` (d_arm, d_arm), so each
-candidate's score mean ``f·w`` and variance ``v² fᵀPf`` cost O(d_arm²). Scores are
-sampled per candidate from their marginals (the cross-arm correlation of the shared
-weights is not used for exploration); propensities remain exact for that procedure.
+candidate's score mean ``f·w`` and variance ``v² fᵀPf`` cost O(d_arm²). Thompson
+sampling draws either each candidate's score from its own marginal (``joint = False``: the
+shared weights' cross-arm correlation is ignored, so many near-identical candidates each
+get an independent chance to look best and a crowd of them wins too often), or one folded
+weight vector ``w̃ ~ N(w, v²P)`` per bank row that scores every candidate (``joint =
+True``: a sample of the model, as Thompson sampling means it). Either way a candidate's
+propensity is its share of the bank rows it wins, exact for the procedure.
 """
 
 import numpy as np
 from numba import njit
 
-from allocator.kernels.choice import OK, all_finite
+from allocator.kernels.choice import OK, RULE_THOMPSON, all_finite
 from allocator.kernels.linear import scores_to_probs, sherman_morrison
 from allocator.kernels.link import apply_link
 from allocator.kernels.pipeline import check_requests, finish
@@ -131,9 +135,85 @@ def shared_scores(x, cand, features, mu, a_inv, v, w_buf, p_buf, mean_out, sd_ou
 
 
 @njit(cache=True, nogil=True)
+def psd_cholesky(a, out):
+    """Lower ``out`` (d, d) with ``out outᵀ = a`` for a symmetric positive semi-definite ``a``.
+
+    A pivot that rounding leaves at or near zero (relative to its diagonal entry) gets a
+    zero column, so a singular ``a`` (a context of zeros) yields a factor of the same
+    degenerate normal, not NaN or a huge column."""
+    d = a.shape[0]
+    for j in range(d):
+        s = a[j, j]
+        for k in range(j):
+            s -= out[j, k] * out[j, k]
+        piv = np.sqrt(s) if s > 1e-12 * a[j, j] and s > 0.0 else 0.0
+        out[j, j] = piv
+        for i in range(j + 1, d):
+            t = a[i, j]
+            for k in range(j):
+                t -= out[i, k] * out[j, k]
+            out[i, j] = t / piv if piv > 0.0 else 0.0
+        for i in range(j):
+            out[i, j] = 0.0
+
+
+@njit(cache=True, nogil=True)
+def joint_win_shares(cand, features, mean, v, p_fold, z, n, l_buf, best, arg, p):
+    """Share of bank rows won by each candidate when bank row ``m`` draws the folded weights
+    ``w̃_m = w + v·L z[:d_arm, m]`` (``L Lᵀ = p_fold``) and candidate ``j`` scores
+    ``f_j·w̃_m = mean[j] + f_j·(v L z[:, m])``.
+
+    Parameters
+    ----------
+    cand : int64 (n,)
+        Candidate arm indices, rows of ``features`` (capacity, d_arm).
+    mean : float64 (>= n,)
+        Score means ``f_j·w`` (from :func:`shared_scores`).
+    v : float
+        Score scale.
+    p_fold : float64 (d_arm, d_arm)
+        ``P`` of the request (from :func:`shared_scores`).
+    z : float64 (slots, M), slots >= d_arm
+        Standard normals; bank row ``m`` uses ``z[:d_arm, m]``.
+    l_buf : (d_arm, d_arm), best, arg : (>= M,)
+        Scratch.
+    p : float64 (>= n,)
+        Output probabilities.
+    """
+    da = p_fold.shape[0]
+    psd_cholesky(p_fold, l_buf)
+    # score_jm = mean_j + (v Lᵀ f_j)·z[:, m]: one small matrix product for the whole bank
+    b = np.empty((n, da))
+    for j in range(n):
+        f = features[cand[j]]
+        for i in range(da):
+            acc = 0.0
+            for k in range(i, da):
+                acc += f[k] * l_buf[k, i]
+            b[j, i] = v * acc
+    scores = np.dot(b, z[:da])
+    m_rows = z.shape[1]
+    for j in range(n):
+        p[j] = 0.0
+    for m in range(m_rows):
+        best[m] = mean[0] + scores[0, m]
+        arg[m] = 0
+    for j in range(1, n):
+        mu = mean[j]
+        for m in range(m_rows):
+            sc = mu + scores[j, m]
+            if sc > best[m]:
+                best[m] = sc
+                arg[m] = j
+    inv = 1.0 / m_rows
+    for m in range(m_rows):
+        p[arg[m]] += inv
+
+
+@njit(cache=True, nogil=True)
 def decide_shared(
     cand_ptr, cand_idx, xs, times, codes, draw,
-    active, features, mu, a_inv, v, link, z, rule, ucb_alpha, eps,
+    active, features, mu, a_inv, v, link, z, rule, ucb_alpha, eps, joint, l_buf,
     def_i, def_f, allowed, eta, backstop, surplus, arm_group, n_obs, first_seen, st_f, st_i,
     ring, member, before,
     rng_state, pos_of_arm, best, arg, w_buf, pp_buf, mean_buf, sd_buf, p_out, chosen, forced,
@@ -142,7 +222,9 @@ def decide_shared(
     """Decide a CSR batch of requests under the shared model through the pipeline.
 
     ``features`` (capacity, d_arm), ``mu`` (D,), ``a_inv`` (D, D), ``z`` (slots, M);
-    ``w_buf`` (d_arm,) and ``pp_buf`` (d_arm, d_arm) scratch; ``link`` as in
+    ``joint`` samples Thompson scores jointly (:func:`joint_win_shares`, its factor in
+    ``l_buf`` (d_arm, d_arm)) rather than per candidate; ``w_buf`` (d_arm,) and ``pp_buf``
+    (d_arm, d_arm) scratch; ``link`` as in
     :func:`allocator.kernels.linear.decide_linear`; the other arguments are those
     of :func:`allocator.kernels.per_arm.decide_per_arm`.
     """
@@ -155,7 +237,10 @@ def decide_shared(
         n = c.shape[0]
         p = p_out[lo : lo + n]
         shared_scores(xs[r], c, features, mu, a_inv, v, w_buf, pp_buf, mean_buf, sd_buf)
-        scores_to_probs(mean_buf, sd_buf, n, z, rule, ucb_alpha, best, arg, p)
+        if joint and rule == RULE_THOMPSON:
+            joint_win_shares(c, features, mean_buf, v, pp_buf, z, n, l_buf, best, arg, p)
+        else:
+            scores_to_probs(mean_buf, sd_buf, n, z, rule, ucb_alpha, best, arg, p)
         apply_link(mean_buf, sd_buf, v, n, link)
         chosen[r], forced[r], adjusted[r] = finish(
             p, n, c, mean_buf, eps, times[r], codes[r], draw, def_i, def_f, allowed, eta,

@@ -216,6 +216,9 @@ class SharedLinearPolicy(_ScoreBankPolicy):
         self._pp_buf = np.empty((config.n_arm_features, config.n_arm_features))
         self._phi = np.empty(dim)
         self._u = np.empty(dim)
+        # the hybrid families extend this model without its joint draw
+        self._joint_draw = getattr(config, "sampling", "marginal") == "joint"
+        self._draw_factor = np.zeros((config.n_arm_features, config.n_arm_features))
 
     def _learned_changed(self) -> None:
         self.state.model_dirty[0] = True
@@ -224,7 +227,7 @@ class SharedLinearPolicy(_ScoreBankPolicy):
         s = self.state
         return (
             s.features, s.mu, s.a_inv, self.noise, self.LINK, s.z, self.rule, self.ucb_alpha,
-            self.eps,
+            self.eps, self._joint_draw, self._draw_factor,
         )  # fmt: skip
 
     def scratch_args(self) -> tuple[Any, ...]:

@@ -217,6 +217,39 @@ def test_linear_and_shared_scores_match_reference(rng):
     np.testing.assert_allclose(sd, ref_sd, atol=1e-10)
 
 
+def test_joint_win_shares_match_reference(rng):
+    k, da, dc, m_rows = 9, 4, 3, 500
+    x = rng.normal(size=dc)
+    feats = rng.normal(size=(k, da))
+    feats[2, 1:] = 0.0  # sparse rows take the skip-zeros path
+    mu = rng.normal(size=da * dc) * 0.3
+    b = rng.normal(size=(da * dc, da * dc))
+    a_inv = np.linalg.inv(b @ b.T + np.eye(da * dc))
+    z = rng.normal(size=(k, m_rows))
+    cand = np.array([7, 2, 0, 5, 3], dtype=np.int64)
+    n = cand.shape[0]
+    mean, sd, p = np.empty(n), np.empty(n), np.empty(n)
+    w_buf, p_buf, l_buf = np.empty(da), np.empty((da, da)), np.empty((da, da))
+    ksl.shared_scores(x, cand, feats, mu, a_inv, 0.4, w_buf, p_buf, mean, sd)
+    best, arg = np.empty(m_rows), np.empty(m_rows, dtype=np.int64)
+    ksl.joint_win_shares(cand, feats, mean, 0.4, p_buf, z, n, l_buf, best, arg, p)
+    np.testing.assert_allclose(p, naive.joint_win_shares(x, cand, feats, mu, a_inv, 0.4, z))
+    np.testing.assert_allclose(l_buf @ l_buf.T, p_buf, atol=1e-12)
+    assert p.sum() == pytest.approx(1.0) and (p > 0).sum() >= 3
+
+
+def test_psd_cholesky_of_singular_matrices_is_finite(rng):
+    """A zero context folds to P = 0, a rank-deficient one to a singular P: the factor
+    still reproduces P and holds no NaN (a draw from the degenerate normal)."""
+    v = rng.normal(size=(4, 2))
+    for a in (np.zeros((3, 3)), v @ v.T):
+        out = np.full(a.shape, np.nan)
+        ksl.psd_cholesky(a, out)
+        assert np.isfinite(out).all()
+        np.testing.assert_allclose(out @ out.T, a, atol=1e-12)
+        assert (np.triu(out, 1) == 0.0).all()
+
+
 def test_mark_candidates_reports_first_bad_position():
     active = np.array([True, True, False, True])
     pos = np.full(4, -1, dtype=np.int64)
