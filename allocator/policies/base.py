@@ -327,6 +327,28 @@ class Policy(ABC):
         np.add.at(self.state.n_obs, a, 1)
         self._after_updates(a.shape[0])
 
+    def learn_outcomes(
+        self, arms: Any, click: Any, order: Any, gmv: Any, rewards: Any, contexts: Any = None
+    ) -> None:
+        """Fold impressions' outcomes (click, order, gmv) and the objective's ``rewards`` of
+        them: a scalar-reward family learns the rewards (:meth:`update_batch`); a factored
+        one overrides this to learn the events themselves."""
+        self.update_batch(arms, rewards, contexts)
+
+    def learn_outcome(
+        self, arm: int, click: float, order: float, gmv: float, reward: float,
+        context: Any = None,
+    ) -> None:  # fmt: skip
+        """:meth:`learn_outcomes` for one impression (:meth:`update` here)."""
+        self.update(arm, reward, context)
+
+    def check_outcomes(
+        self, click: Any, order: Any, gmv: Any, rewards: Any, name: str = "rewards"
+    ) -> None:
+        """Raise :class:`InvalidInputError` unless :meth:`learn_outcomes` would accept these
+        outcomes (here: the rewards, see :meth:`check_rewards`); nothing changes."""
+        self.check_rewards(rewards, name)
+
     def check_rewards(self, rewards: np.ndarray, name: str = "rewards") -> None:
         """Raise :class:`InvalidInputError` unless every reward is finite and in the family's
         domain (nothing changes either way)."""

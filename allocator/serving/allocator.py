@@ -316,7 +316,9 @@ class Allocator:
                     reward = self._objective.reward_one(
                         entry.arm, result.click, result.order, result.gmv
                     )
-                    self.policy.check_rewards(np.array([reward]), "reward")
+                    self.policy.check_outcomes(
+                        [result.click], [result.order], [result.gmv], np.array([reward]), "reward"
+                    )
             except InvalidInputError:
                 self._books.counts["rejected"] += 1
                 raise
@@ -369,8 +371,10 @@ class Allocator:
                         )
                         plan.append((i, decision_id, entry, result, reward))
                 if plan:
-                    rewards = np.array([p[4] for p in plan])
-                    self.policy.check_rewards(rewards, "rewards")
+                    self.policy.check_outcomes(
+                        [p[3].click for p in plan], [p[3].order for p in plan],
+                        [p[3].gmv for p in plan], np.array([p[4] for p in plan]), "rewards",
+                    )  # fmt: skip
             except InvalidInputError as err:
                 self._books.counts["rejected"] += 1
                 raise InvalidInputError(f"update_many, nothing applied: {err}") from None
@@ -413,7 +417,9 @@ class Allocator:
                 entry.arm, outcome.click, outcome.order, outcome.gmv
             )
         version = self.policy.version
-        self.policy.update(entry.arm, reward, entry.context)
+        self.policy.learn_outcome(
+            entry.arm, outcome.click, outcome.order, outcome.gmv, reward, entry.context
+        )
         if self.policy.version != version:
             self._books.counts["refreshes"] += 1
         self._catalogue.learned(entry.arm)
@@ -437,7 +443,11 @@ class Allocator:
         entries = self._pending.entries(rows)
         rewards = self._objective.reward(entries.arms, o.click, o.order, o.gmv)
         version = self.policy.version
-        self.policy.update_batch(entries.arms, rewards, entries.contexts)
+        n = entries.arms.shape[0]
+        self.policy.learn_outcomes(
+            entries.arms, np.full(n, o.click), np.full(n, o.order), np.full(n, o.gmv), rewards,
+            entries.contexts,
+        )  # fmt: skip
         if self.policy.version != version:
             self._books.counts["refreshes"] += 1
         self._catalogue.learned_many(entries.arms)
