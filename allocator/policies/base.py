@@ -60,6 +60,9 @@ class Policy(ABC):
     #: whether an update can change the next decisions before the next refresh (a family
     #: whose decisions read only refreshed arrays sets False; replay batches on it)
     UPDATES_MOVE_DECISIONS: ClassVar[bool] = True
+    #: whether the family learns the events (click, order, gmv) themselves rather than the
+    #: objective's reward of them (every event field of an outcome then informs it)
+    LEARNS_EVENTS: ClassVar[bool] = False
 
     def __init__(
         self, config: Any, registry: ArmRegistry, seed: int, arm_features: Any = None

@@ -45,6 +45,7 @@ class FactoredValuePolicy(BinaryRewards, SharedLinearPolicy):
 
     config: FactoredValueConfig  # type: ignore[assignment]
     KERNEL = staticmethod(kf.decide_factored)  # type: ignore[assignment]
+    LEARNS_EVENTS = True
     FIELDS = (  # type: ignore[assignment]
         *SharedLinearPolicy.FIELDS,
         *_factor_fields("order_"),

@@ -109,7 +109,9 @@ class Allocator:
     def _install(self, engine: Engine, pending: PendingTable) -> None:
         objective = self.config.engine.objective
         self._weighed = frozenset(
-            f for f in ("click", "order", "gmv") if getattr(objective, f) != 0.0
+            f
+            for f in ("click", "order", "gmv")
+            if engine.policy.LEARNS_EVENTS or getattr(objective, f) != 0.0
         )
         self._engine = engine
         self._objective = Objective(self.config.engine.objective, engine.registry)
