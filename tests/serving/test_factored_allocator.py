@@ -86,5 +86,5 @@ def test_inconsistent_events_are_refused_whole(bad, match):
 
 
 def test_the_policy_objective_must_be_the_engines():
-    with pytest.raises(ConfigError, match="must equal engine.objective"):
+    with pytest.raises(ConfigError, match=r"must equal engine\.objective"):
         Allocator(config({**OBJECTIVE, "gmv": 0.2}), seed=5)
