@@ -1,6 +1,7 @@
 """Hybrid merchant model vs today's recommended policy on the scenario, several worlds.
 
-Runs every cell of ``config.yaml`` (strategies × seeds) for each world seed, optionally on
+Runs every cell of ``config.yaml`` (or ``--config``: another experiment's scenario, e.g.
+``experiments/value_factored/config.yaml``; strategies × seeds) for each world seed, optionally on
 a world variant (more merchants, a wider hidden-quality spread), in a process pool, and
 prints per strategy and world: value/1k, its share of the oracle on the same traffic,
 regret over the first 14 simulated days and the regret slope (per day) over the last 30.
