@@ -66,6 +66,9 @@ class FactoredValuePolicy(BinaryRewards, SharedLinearPolicy):
         o = cfg.objective
         self._weights = np.array([o.click, o.order, o.gmv, cfg.typical_order_value])
         self._prior_b = _PRIOR_ORDERS / 2.0 * cfg.value_log_sd**2
+        da, dim = cfg.n_arm_features, cfg.n_arm_features * cfg.n_context_features
+        self._arm_buf, self._arm_sq = np.empty(da), np.empty((da, da))
+        self._joint, self._joint_u = np.empty(dim), np.empty(dim)
         self._mean3 = np.empty((3, 1))
         self._sd3 = np.empty((3, 1))
 
@@ -90,7 +93,7 @@ class FactoredValuePolicy(BinaryRewards, SharedLinearPolicy):
 
     def scratch_args(self) -> tuple[Any, ...]:
         return (
-            self.best_buf, self.arg_buf, self._w_buf, self._pp_buf, self._mean3, self._sd3,
+            self.best_buf, self.arg_buf, self._arm_buf, self._arm_sq, self._mean3, self._sd3,
             self.mean_buf,
         )  # fmt: skip
 
@@ -203,18 +206,19 @@ class FactoredValuePolicy(BinaryRewards, SharedLinearPolicy):
         kf.update_factored_batch(
             s.features, a, xs, c, o, logv, self.gamma, s.g, s.h, s.mu, s.a_inv, s.order_g,
             s.order_h, s.order_mu, s.order_a_inv, s.value_g, s.value_h, s.value_mu,
-            s.value_a_inv, s.value_stats, self._phi, self._u, s.clock,
+            s.value_a_inv, s.value_stats, self._joint, self._joint_u, s.clock,
         )  # fmt: skip
         s.model_dirty[0] = True
         np.add.at(s.n_obs, a, 1)
-        self._after_updates(a.shape[0])
+        s.pending[0] += a.shape[0]
+        if s.pending[0] >= self.config.refresh_every:
+            self.refresh()
 
     def learn_outcome(
         self, arm: int, click: float, order: float, gmv: float, reward: float | None = None,
         context: Any = None,
     ) -> None:  # fmt: skip
         """:meth:`learn_outcomes` for one impression."""
-        self._check_arm(arm)
         x = None if context is None else np.asarray(context, dtype=np.float64).reshape(1, -1)
         self.learn_outcomes([arm], [click], [order], [gmv], None, x)
 
