@@ -53,7 +53,8 @@ class FactoredValuePolicy(BinaryRewards, SharedLinearPolicy):
         # discounted number of log values and their sum of squares
         Field("value_stats", np.float64, _STAT, (2,), values="count"),
         Field("noise_var", np.float64, Role.CACHE, (1,), fill=1.0),
-        Field("rate", np.float64, Role.PER_ARM | Role.PRIOR),  # value per unit order value
+        # value per unit of order value, from this config's objective (a reload recomputes it)
+        Field("rate", np.float64, Role.PER_ARM | Role.CACHE),
     )
 
     @classmethod
