@@ -7,6 +7,7 @@ use (cached on disk).
 from allocator.config import (
     BetaBernoulliConfig,
     EngineConfig,
+    FactoredValueConfig,
     HybridLinearConfig,
     HybridLogisticConfig,
     LinearGaussianConfig,
@@ -30,6 +31,7 @@ from allocator.errors import (
 from allocator.objective import Objective
 from allocator.policies import (
     BetaBernoulliPolicy,
+    FactoredValuePolicy,
     HybridLinearPolicy,
     HybridLogisticPolicy,
     LinearGaussianPolicy,
@@ -63,6 +65,8 @@ __all__ = [
     "Engine",
     "EngineConfig",
     "EvaluationRefused",
+    "FactoredValueConfig",
+    "FactoredValuePolicy",
     "HybridLinearConfig",
     "HybridLinearPolicy",
     "HybridLogisticConfig",

@@ -319,19 +319,6 @@ class HybridLogisticConfig(_Hybrid, _LogisticBase):
     kind: Literal["hybrid_logistic"] = "hybrid_logistic"
 
 
-PolicyConfig = Annotated[
-    BetaBernoulliConfig
-    | NormalGammaConfig
-    | LinearGaussianConfig
-    | SharedLinearConfig
-    | LogisticConfig
-    | SharedLogisticConfig
-    | HybridLinearConfig
-    | HybridLogisticConfig,
-    Field(discriminator="kind"),
-]
-
-
 class ObjectiveConfig(StrictModel):
     """Reward = click·w_click + order·w_order + gmv·take_rate[group]·w_gmv.
 
@@ -352,6 +339,41 @@ class ObjectiveConfig(StrictModel):
         return self
 
 
+class FactoredValueConfig(_Shared, _FeatureBase):
+    """``value = P(click) · P(order | click) · E[value | order]``: two shared logistic models
+    and a shared regression of the log order value, each learned where its event is observed,
+    their product sampled (``kernels.factored``); it learns from outcomes, not rewards.
+
+    ``objective`` values an outcome as the engine's (which must be the same); the log-value
+    regression is centred on ``typical_order_value``, and ``value_log_sd`` is the prior guess
+    of the log order value's sd (worth two orders).
+    """
+
+    kind: Literal["factored_value"] = "factored_value"
+    objective: ObjectiveConfig = ObjectiveConfig()
+    exploration_scale: PositiveFloat = 1.0
+    typical_order_value: PositiveFloat = 100.0
+    value_log_sd: PositiveFloat = 1.0
+
+    @property
+    def score_scale(self) -> float:
+        return self.exploration_scale
+
+
+PolicyConfig = Annotated[
+    BetaBernoulliConfig
+    | NormalGammaConfig
+    | LinearGaussianConfig
+    | SharedLinearConfig
+    | LogisticConfig
+    | SharedLogisticConfig
+    | HybridLinearConfig
+    | HybridLogisticConfig
+    | FactoredValueConfig,
+    Field(discriminator="kind"),
+]
+
+
 class EngineConfig(StrictModel):
     """A policy plus the objective that turns outcomes into its reward."""
 
@@ -369,6 +391,11 @@ class EngineConfig(StrictModel):
                 f"click and order with non-negative weights summing to at most 1 and gmv 0 "
                 f"(got click={o.click}, order={o.order}, gmv={o.gmv}); use normal_gamma or a "
                 "linear policy for revenue"
+            )
+        if isinstance(self.policy, FactoredValueConfig) and self.policy.objective != o:
+            raise ValueError(
+                "policy factored_value values outcomes with its own objective, which must "
+                "equal engine.objective (the reward logged and reported): set both alike"
             )
         return self
 

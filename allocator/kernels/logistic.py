@@ -89,12 +89,32 @@ def update_logistic_batch(
 
 
 @njit(cache=True, nogil=True)
+def fold_logistic(phi, reward, exact, g, h, mu, a_inv, u):
+    """Add the Laplace factor of joint features ``phi`` (D,) with label ``reward``,
+    linearised at ``mu`` (D,), to ``g`` (D, D) and ``h`` (D,); with ``exact`` also update
+    ``a_inv`` (Sherman–Morrison, O(D²)) and ``mu``. ``phi`` is overwritten; ``u`` (D,)
+    scratch."""
+    z = 0.0
+    for a in range(phi.shape[0]):
+        z += phi[a] * mu[a]
+    p = sigmoid(z)
+    w = p * (1.0 - p)
+    fold_joint(phi, w, w * z + reward - p, g, h)
+    if exact:
+        root = np.sqrt(w)
+        for a in range(phi.shape[0]):
+            phi[a] *= root
+        sherman_morrison(a_inv, phi, u)
+        joint_mean(a_inv, h, mu)
+
+
+@njit(cache=True, nogil=True)
 def update_shared_logistic(f, x, reward, gamma, lam, g, h, mu, a_inv, phi, u, clock):
     """Fold one observation with arm features ``f`` (d_arm,) and context ``x`` (d_ctx,).
 
     ``g`` (D, D), ``h`` (D,) decay by ``gamma`` and gain the Laplace factor of
-    ``φ = vec(f ⊗ x)`` linearised at ``mu`` (D,). Without forgetting ``mu`` and ``a_inv``
-    (D, D) are updated at once (Sherman–Morrison, O(D²)); with forgetting they wait for the
+    ``φ = vec(f ⊗ x)`` linearised at ``mu`` (D,) (:func:`fold_logistic`). Without forgetting
+    ``mu`` and ``a_inv`` (D, D) are updated at once; with forgetting they wait for the
     refresh, so updates in between linearise at the refreshed mean. ``phi``, ``u`` (D,)
     scratch; ``lam`` is unused (the signature is the shared linear update's). Returns False,
     touching nothing, when ``x`` is not finite.
@@ -104,18 +124,7 @@ def update_shared_logistic(f, x, reward, gamma, lam, g, h, mu, a_inv, phi, u, cl
     clock[0] += 1
     decay_joint(gamma, g, h)
     joint_features(f, x, phi)
-    z = 0.0
-    for a in range(phi.shape[0]):
-        z += phi[a] * mu[a]
-    p = sigmoid(z)
-    w = p * (1.0 - p)
-    fold_joint(phi, w, w * z + reward - p, g, h)
-    if gamma == 1.0:
-        root = np.sqrt(w)
-        for a in range(phi.shape[0]):
-            phi[a] *= root
-        sherman_morrison(a_inv, phi, u)
-        joint_mean(a_inv, h, mu)
+    fold_logistic(phi, reward, gamma == 1.0, g, h, mu, a_inv, u)
     return True
 
 

@@ -66,6 +66,16 @@ def joint_mean(a_inv, h, mu):
 
 
 @njit(cache=True, nogil=True)
+def fold_linear(phi, reward, exact, g, h, mu, a_inv, u):
+    """``g += φφᵀ``, ``h += rφ`` for joint features ``phi`` (D,); with ``exact`` also update
+    ``a_inv`` (D, D) by Sherman–Morrison and ``mu`` (D,) (``u`` (D,) scratch)."""
+    fold_joint(phi, 1.0, reward, g, h)
+    if exact:
+        sherman_morrison(a_inv, phi, u)
+        joint_mean(a_inv, h, mu)
+
+
+@njit(cache=True, nogil=True)
 def update_shared(f, x, reward, gamma, lam, g, h, mu, a_inv, phi, u, clock):
     """Fold one observation with arm features ``f`` (d_arm,) and context ``x`` (d_ctx,).
 
@@ -79,10 +89,7 @@ def update_shared(f, x, reward, gamma, lam, g, h, mu, a_inv, phi, u, clock):
     clock[0] += 1
     decay_joint(gamma, g, h)
     joint_features(f, x, phi)
-    fold_joint(phi, 1.0, reward, g, h)
-    if gamma == 1.0:
-        sherman_morrison(a_inv, phi, u)
-        joint_mean(a_inv, h, mu)
+    fold_linear(phi, reward, gamma == 1.0, g, h, mu, a_inv, u)
     return True
 
 

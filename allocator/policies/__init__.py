@@ -12,6 +12,7 @@ from typing import Any
 from allocator.config import (
     BetaBernoulliConfig,
     EngineConfig,
+    FactoredValueConfig,
     HybridLinearConfig,
     HybridLogisticConfig,
     LinearGaussianConfig,
@@ -24,6 +25,7 @@ from allocator.config import (
 )
 from allocator.errors import ConfigError
 from allocator.policies.base import Policy
+from allocator.policies.factored import FactoredValuePolicy
 from allocator.policies.hybrid import HybridLinearPolicy, HybridLogisticPolicy
 from allocator.policies.linear import LinearGaussianPolicy, SharedLinearPolicy
 from allocator.policies.logistic import LogisticPolicy, SharedLogisticPolicy
@@ -39,11 +41,13 @@ POLICY_CLASSES: dict[str, type[Policy]] = {
     "shared_logistic": SharedLogisticPolicy,
     "hybrid_linear": HybridLinearPolicy,
     "hybrid_logistic": HybridLogisticPolicy,
+    "factored_value": FactoredValuePolicy,
 }
 
 POLICY_CONFIGS = (
     BetaBernoulliConfig, NormalGammaConfig, LinearGaussianConfig, SharedLinearConfig,
     LogisticConfig, SharedLogisticConfig, HybridLinearConfig, HybridLogisticConfig,
+    FactoredValueConfig,
 )  # fmt: skip
 
 
@@ -67,6 +71,7 @@ def make_policy(
 __all__ = [
     "POLICY_CLASSES",
     "BetaBernoulliPolicy",
+    "FactoredValuePolicy",
     "HybridLinearPolicy",
     "HybridLogisticPolicy",
     "LinearGaussianPolicy",

@@ -64,6 +64,9 @@ class Policy(ABC):
     #: optional fused kernel for one checked update: ``(arm, reward, *learn_args())`` folds
     #: the reward, counts it and returns True when a refresh is due (None: the batch path)
     LEARN_ONE: ClassVar[Any] = None
+    #: whether the family learns the events (click, order, gmv) themselves rather than the
+    #: objective's reward of them (every event field of an outcome then informs it)
+    LEARNS_EVENTS: ClassVar[bool] = False
 
     def __init__(
         self, config: Any, registry: ArmRegistry, seed: int, arm_features: Any = None
@@ -411,6 +414,28 @@ class Policy(ABC):
         """``reward`` as a float, or :class:`InvalidInputError` unless it is a finite number in
         the family's domain (the scalar :meth:`check_rewards`)."""
         return self._check_reward(reward, name)
+
+    def learn_outcomes(
+        self, arms: Any, click: Any, order: Any, gmv: Any, rewards: Any, contexts: Any = None
+    ) -> None:
+        """Fold impressions' outcomes (click, order, gmv) and the objective's ``rewards`` of
+        them: a scalar-reward family learns the rewards (:meth:`update_batch`); a factored
+        one overrides this to learn the events themselves."""
+        self.update_batch(arms, rewards, contexts)
+
+    def learn_outcome(
+        self, arm: int, click: float, order: float, gmv: float, reward: float,
+        context: Any = None,
+    ) -> None:  # fmt: skip
+        """:meth:`learn_outcomes` for one impression (:meth:`update` here)."""
+        self.update(arm, reward, context)
+
+    def check_outcomes(
+        self, click: Any, order: Any, gmv: Any, rewards: Any, name: str = "rewards"
+    ) -> None:
+        """Raise :class:`InvalidInputError` unless :meth:`learn_outcomes` would accept these
+        outcomes (here: the rewards, see :meth:`check_rewards`); nothing changes."""
+        self.check_rewards(rewards, name)
 
     def check_rewards(self, rewards: np.ndarray, name: str = "rewards") -> None:
         """Raise :class:`InvalidInputError` unless every reward is finite and in the family's

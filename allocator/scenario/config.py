@@ -183,9 +183,12 @@ def resolve_engine(
             "shared_logistic",
             "hybrid_linear",
             "hybrid_logistic",
+            "factored_value",
         ):
             policy.setdefault("n_context_features", n_context)
             policy.setdefault("n_arm_features", n_arm_features)
+        if policy.get("kind") == "factored_value":
+            policy.setdefault("objective", objective)
     data.setdefault("objective", objective)
     cfg: EngineConfig = parse_config(EngineConfig, data, where)
     return cfg

@@ -165,8 +165,10 @@ class PolicyStrategy(Strategy):
         return self.engine.decide_batch(tick.cand_ptr, tick.cand_idx, ctx, tick.timestamps, attrs)
 
     def learn(self, tick: Tick, arms: np.ndarray, outcomes: tuple[np.ndarray, ...]) -> None:
-        reward = self.objective.reward(arms, *outcomes)
-        self.policy.update_batch(arms, reward, tick.contexts if self.contextual else None)
+        click, order, gmv = outcomes
+        reward = self.objective.reward(arms, click, order, gmv)
+        ctx = tick.contexts if self.contextual else None
+        self.policy.learn_outcomes(arms, click, order, gmv, reward, ctx)
 
     def metrics(self) -> dict[str, float]:
         if not self.constrained:

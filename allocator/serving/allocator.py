@@ -109,7 +109,9 @@ class Allocator:
     def _install(self, engine: Engine, pending: PendingTable) -> None:
         objective = self.config.engine.objective
         self._weighed = frozenset(
-            f for f in ("click", "order", "gmv") if getattr(objective, f) != 0.0
+            f
+            for f in ("click", "order", "gmv")
+            if engine.policy.LEARNS_EVENTS or getattr(objective, f) != 0.0
         )
         self._engine = engine
         self._objective = Objective(self.config.engine.objective, engine.registry)
@@ -382,8 +384,10 @@ class Allocator:
                         )
                         plan.append((i, decision_id, entry, result, reward))
                 if plan:
-                    rewards = np.array([p[4] for p in plan])
-                    self.policy.check_rewards(rewards, "rewards")
+                    self.policy.check_outcomes(
+                        [p[3].click for p in plan], [p[3].order for p in plan],
+                        [p[3].gmv for p in plan], np.array([p[4] for p in plan]), "rewards",
+                    )  # fmt: skip
             except InvalidInputError as err:
                 self._books.counts["rejected"] += 1
                 raise InvalidInputError(f"update_many, nothing applied: {err}") from None
@@ -420,6 +424,11 @@ class Allocator:
         """The checked reward of ``outcome`` for ``arm`` (InvalidInputError outside the
         policy's domain)."""
         reward = self._objective.reward_one(arm, outcome.click, outcome.order, outcome.gmv)
+        if self.policy.LEARNS_EVENTS:  # the events themselves are what it learns
+            self.policy.check_outcomes(
+                [outcome.click], [outcome.order], [outcome.gmv], np.array([reward]), "reward"
+            )
+            return reward
         return self.policy.check_reward(reward, "reward")
 
     def _learn(
@@ -431,8 +440,16 @@ class Allocator:
         policy = self.policy
         if reward is None:
             reward = self._reward(entry.arm, outcome)
-        x = policy.context_row(None) if entry.context is None else entry.context[None, :]
-        if policy.update_checked(entry.arm, reward, x):  # arm and context checked at decide
+        if policy.LEARNS_EVENTS:
+            version = policy.version
+            policy.learn_outcome(
+                entry.arm, outcome.click, outcome.order, outcome.gmv, reward, entry.context
+            )
+            refreshed = policy.version != version
+        else:  # arm and context checked at decide
+            x = policy.context_row(None) if entry.context is None else entry.context[None, :]
+            refreshed = policy.update_checked(entry.arm, reward, x)
+        if refreshed:
             self._books.counts["refreshes"] += 1
         self._catalogue.learned(entry.arm)
         logged = decision_id
@@ -462,7 +479,11 @@ class Allocator:
         entries = self._pending.entries(rows)
         rewards = self._objective.reward(entries.arms, o.click, o.order, o.gmv)
         version = self.policy.version
-        self.policy.update_batch(entries.arms, rewards, entries.contexts)
+        n = entries.arms.shape[0]
+        self.policy.learn_outcomes(
+            entries.arms, np.full(n, o.click), np.full(n, o.order), np.full(n, o.gmv), rewards,
+            entries.contexts,
+        )  # fmt: skip
         if self.policy.version != version:
             self._books.counts["refreshes"] += 1
         self._catalogue.learned_many(entries.arms)

@@ -1,6 +1,7 @@
 """Hybrid merchant model vs today's recommended policy on the scenario, several worlds.
 
-Runs every cell of ``config.yaml`` (strategies × seeds) for each world seed, optionally on
+Runs every cell of ``config.yaml`` (or ``--config``: another experiment's scenario, e.g.
+``experiments/value_factored/config.yaml``; strategies × seeds) for each world seed, optionally on
 a world variant (more merchants, a wider hidden-quality spread), in a process pool, and
 prints per strategy and world: value/1k, its share of the oracle on the same traffic,
 regret over the first 14 simulated days and the regret slope (per day) over the last 30.
@@ -34,14 +35,14 @@ _SHARED: Shared | None = None
 
 
 def _load(args: argparse.Namespace, world_seed: int) -> ScenarioConfig:
-    data: dict[str, Any] = load_yaml(HERE / "config.yaml")
+    data: dict[str, Any] = load_yaml(args.config)
     data = set_dotted(data, "experiment.world_seed", world_seed)
     data = set_dotted(data, "experiment.seeds", list(args.seeds))
     if args.merchants:
         data = set_dotted(data, "world.mini_shop.n_merchants", args.merchants)
     if args.quality_sd:
         data = set_dotted(data, "world.mini_shop.quality_sd", args.quality_sd)
-    cfg: ScenarioConfig = parse_config(ScenarioConfig, data, "config.yaml")
+    cfg: ScenarioConfig = parse_config(ScenarioConfig, data, str(args.config))
     return cfg
 
 
@@ -72,6 +73,12 @@ def _summary(metrics: dict[str, float], cum: np.ndarray, days: float) -> dict[st
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=HERE / "config.yaml",
+        help="the scenario (another experiment's config.yaml reuses this runner)",
+    )
     p.add_argument("--world-seeds", type=int, nargs="+", default=[7, 11])
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--impressions", type=int, default=200_000)

@@ -15,6 +15,7 @@ from allocator import (
     ArmRegistry,
     BetaBernoulliConfig,
     Engine,
+    FactoredValueConfig,
     HybridLinearConfig,
     HybridLogisticConfig,
     LinearGaussianConfig,
@@ -153,6 +154,31 @@ def test_logistic_calibration(rng, kind, contracts):
         pol = make_policy(cfg, reg, seed=9, arm_features=rng.normal(size=(k, da)))
     xs = rng.normal(size=(300, d))
     pol.update_batch(rng.integers(0, k, 300), rng.integers(0, 2, 300).astype(float), xs)
+    pol.refresh()
+    engine = Engine(pol, ConstraintSet.model_validate(CONTRACTS)) if contracts else None
+    calibration(pol, rng, k, lambda n, dd: rng.normal(size=(n, dd)), d, engine)
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("contracts", [False, True], ids=["plain", "contracts"])
+def test_factored_value_calibration(rng, contracts):
+    """The factored value family (three factors sampled per bank row, ranked by their
+    product), with and without contracts: counts within 5σ of Σ propensities, 10^5 requests."""
+    k, d, da = 12, 4, 3
+    reg = ArmRegistry(capacity=16)
+    reg.add([f"p{i}" for i in range(3)], "partner")
+    reg.add([f"m{i}" for i in range(k - 3)], "mini_shop")
+    objective = {"click": 0.01, "order": 0.2, "gmv": 0.1,
+                 "take_rates": {"partner": 0.03, "mini_shop": 0.05}}  # fmt: skip
+    cfg = FactoredValueConfig(
+        n_context_features=d, n_arm_features=da, refresh_every=10**9, bank_rows=64,
+        objective=objective, typical_order_value=50.0,
+    )  # fmt: skip
+    pol = make_policy(cfg, reg, seed=9, arm_features=rng.normal(size=(k, da)))
+    click = rng.integers(0, 2, 300).astype(float)
+    order = click * rng.integers(0, 2, 300)
+    gmv = order * rng.lognormal(4.0, 0.6, 300)
+    pol.learn_outcomes(rng.integers(0, k, 300), click, order, gmv, None, rng.normal(size=(300, d)))
     pol.refresh()
     engine = Engine(pol, ConstraintSet.model_validate(CONTRACTS)) if contracts else None
     calibration(pol, rng, k, lambda n, dd: rng.normal(size=(n, dd)), d, engine)

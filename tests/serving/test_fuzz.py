@@ -10,7 +10,7 @@ numbers, bad times, forged deltas). After every call:
 - an accepted call leaves no NaN or infinity in any float array of the state;
 
 and at the end valid traffic is still decided and learned. The default run makes about
-4,300 calls over the eight families; ``-m slow`` about 21,000.
+4,800 calls over the nine families; ``-m slow`` about 21,000.
 """
 
 from __future__ import annotations
@@ -31,9 +31,11 @@ from allocator.serving import Allocator, UpdateStatus
 
 FAMILIES = (
     "beta_bernoulli", "normal_gamma", "linear_gaussian", "shared_linear", "logistic",
-    "shared_logistic", "hybrid_linear", "hybrid_logistic",
+    "shared_logistic", "hybrid_linear", "hybrid_logistic", "factored_value",
 )  # fmt: skip
-SHARED = ("shared_linear", "shared_logistic", "hybrid_linear", "hybrid_logistic")
+SHARED = ("shared_linear", "shared_logistic", "hybrid_linear", "hybrid_logistic", "factored_value")
+#: families learning the events themselves: a valid outcome is a consistent event record
+EVENTS = ("factored_value",)
 CONTEXTUAL = ("linear_gaussian", "logistic", *SHARED)
 BINARY = ("beta_bernoulli", "logistic", "shared_logistic", "hybrid_logistic")
 T0 = 1_760_000_000.0
@@ -60,9 +62,11 @@ def allocator_config(kind: str, contracts: bool) -> dict[str, Any]:
         {"name": "new_shops", "kind": "floor", "target": {"cold_in_group": "mini_shop"},
          "schedule": {**schedule, "start_value": 0.05}},
     ]  # fmt: skip
+    objective = {"order": 1.0, "gmv": 0.0 if kind in BINARY else 0.01}
+    if kind in EVENTS:
+        policy["objective"] = objective
     return {
-        "engine": {"policy": policy,
-                   "objective": {"order": 1.0, "gmv": 0.0 if kind in BINARY else 0.01}},
+        "engine": {"policy": policy, "objective": objective},
         "arms": arms,
         "constraints": {"constraints": constraints if contracts else []},
         "serving": {"reward_wait_s": 600.0, "time": "event", "pending_capacity": 64,
@@ -216,6 +220,10 @@ class Driver:
         return self.draw(st.one_of(st.text(max_size=6), JUNK))
 
     def outcome(self, bad: bool) -> Any:
+        if not bad and self.kind in EVENTS:
+            click, order = self.draw(st.sampled_from([(0.0, 0.0), (1.0, 0.0), (1.0, 1.0)]))
+            gmv = self.draw(st.floats(0, 500)) if order else 0.0
+            return {"click": click, "order": order, "gmv": gmv}
         if not bad:
             return self.draw(st.fixed_dictionaries(
                 {"order": st.sampled_from([0.0, 1.0])},
@@ -243,7 +251,7 @@ class Driver:
         for k in range(3):
             x = [0.5] * len(FEATURES) if self.kind in CONTEXTUAL else None
             d = other.decide([active[k % len(active)]], x, timestamp=T0 + k)
-            other.update(d.decision_id, {"order": 1.0, "gmv": 10.0})
+            other.update(d.decision_id, {"click": 1.0, "order": 1.0, "gmv": 10.0})
         delta = other.export_delta()
         if not bad:
             return delta
@@ -366,7 +374,8 @@ def drive(kind: str, contracts: bool, data: st.DataObject) -> None:
     # valid traffic still works
     x = [0.1, 0.2, 0.3] if kind in CONTEXTUAL else None
     d = alloc.decide(driver.active()[:3], x, timestamp=driver.t + 1.0)
-    assert alloc.update(d.decision_id, {"order": 1.0}) is UpdateStatus.APPLIED
+    outcome = {"click": 1.0, "order": 1.0, "gmv": 80.0} if kind in EVENTS else {"order": 1.0}
+    assert alloc.update(d.decision_id, outcome) is UpdateStatus.APPLIED
     assert nonfinite_arrays(alloc) == []
 
 

@@ -1,0 +1,190 @@
+"""Factored value: ``value = P(click) · P(order | click) · E[value | order]``, each factor
+learned where it is observed, the product sampled per bank row.
+
+Three shared models over ``φ = vec(f ⊗ x)``: a logistic one for the click (every
+impression), a logistic one for the order (clicked impressions only), and a Gaussian
+regression of the log order value (orders with a value only), whose noise variance is
+``σ²`` (Normal–inverse-gamma, refreshed). An impression's app value is
+``w_c·c + c·o·(w_o + w_g·rate_a·typical·exp(u + σ²/2))`` for click probability ``c``,
+order probability ``o`` and log-value mean ``u``. Thompson sampling draws the three
+scores of candidate ``j`` from their marginals through bank row ``m`` (columns ``m``,
+``M + m``, ``2M + m`` of ``z``), so the propensity (the share of rows a candidate wins) is
+exact for that procedure, as for the single-score families.
+"""
+
+import numpy as np
+from numba import njit
+
+from allocator.kernels.choice import OK, RULE_GREEDY, RULE_THOMPSON, all_finite, argmax_onehot
+from allocator.kernels.link import predictive_probability, sigmoid
+from allocator.kernels.logistic import fold_logistic
+from allocator.kernels.pipeline import check_requests, finish
+from allocator.kernels.shared_linear import decay_joint, fold_linear, joint_features, shared_scores
+
+#: a log value beyond this is clipped before ``exp`` (far above any real order value)
+_LOG_CLIP = 300.0
+
+
+@njit(cache=True, nogil=True)
+def update_factored_batch(
+    features, arms, xs, click, order, log_value, gamma, cg, ch, cmu, ca, og, oh, omu, oa,
+    vg, vh, vmu, va, vstats, phi, u, clock,
+):  # fmt: skip
+    """Fold impressions ``arms`` (k,) with contexts ``xs`` (k, d_ctx) in order.
+
+    ``click``, ``order`` (k,) are 0 or 1 (order only when clicked); ``log_value`` (k,) is
+    the log order value, NaN where none was observed (no order, or no value reported): a
+    factor that was not observed is not updated. Per factor ``*g`` (D, D), ``*h`` (D,)
+    statistics and ``*mu`` (D,), ``*a`` (D, D) posterior (updated at once without
+    forgetting, at the refresh with it); ``vstats`` (2,) = discounted count and sum of
+    squares of the log values. Every statistic decays by ``gamma`` per impression (the
+    clock is one tick per impression). ``phi``, ``u`` (D,) scratch. Inputs are checked.
+    """
+    exact = gamma == 1.0
+    for i in range(arms.shape[0]):
+        x = xs[i]
+        if not all_finite(x):
+            continue
+        f = features[arms[i]]
+        clock[0] += 1
+        decay_joint(gamma, cg, ch)
+        decay_joint(gamma, og, oh)
+        decay_joint(gamma, vg, vh)
+        vstats *= gamma
+        joint_features(f, x, phi)
+        fold_logistic(phi, click[i], exact, cg, ch, cmu, ca, u)
+        if click[i] > 0.0:
+            joint_features(f, x, phi)
+            fold_logistic(phi, order[i], exact, og, oh, omu, oa, u)
+        y = log_value[i]
+        if not np.isnan(y):
+            joint_features(f, x, phi)
+            fold_linear(phi, y, exact, vg, vh, vmu, va, u)
+            vstats[0] += 1.0
+            vstats[1] += y * y
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def app_value(lc, lo, lv, rate, weights):
+    """Value of logits ``lc``, ``lo`` and log value ``lv`` (already including ``σ²/2``);
+    ``weights`` = (w_click, w_order, w_gmv, typical order value)."""
+    c = sigmoid(lc)
+    o = sigmoid(lo)
+    v = weights[3] * np.exp(min(lv, _LOG_CLIP))
+    return c * (weights[0] + o * (weights[1] + weights[2] * rate * v))
+
+
+@njit(cache=True, nogil=True)
+def factor_scores(x, cand, features, cmu, ca, omu, oa, vmu, va, noise_var, v, w_buf, p_buf,
+                  mean3, sd3):  # fmt: skip
+    """Per-candidate score means and sds of the three factors into ``mean3``, ``sd3``
+    (3, >= n): click logit, order logit, log value (its sd scaled by ``√σ²``)."""
+    shared_scores(x, cand, features, cmu, ca, v, w_buf, p_buf, mean3[0], sd3[0])
+    shared_scores(x, cand, features, omu, oa, v, w_buf, p_buf, mean3[1], sd3[1])
+    scale = v * np.sqrt(noise_var[0])
+    shared_scores(x, cand, features, vmu, va, scale, w_buf, p_buf, mean3[2], sd3[2])
+
+
+@njit(cache=True, nogil=True)
+def expected_values(cand, mean3, sd3, v, noise_var, rate, weights, out):
+    """Posterior mean value of each candidate (factors independent under the posterior):
+    probit predictives for the two probabilities, the log-normal mean for the value."""
+    half = 0.5 * noise_var[0]
+    for j in range(cand.shape[0]):
+        sc, so, sv = sd3[0, j] / v, sd3[1, j] / v, sd3[2, j] / v
+        c = predictive_probability(mean3[0, j], sc * sc)
+        o = predictive_probability(mean3[1, j], so * so)
+        ev = weights[3] * np.exp(min(mean3[2, j] + 0.5 * sv * sv + half, _LOG_CLIP))
+        out[j] = c * (weights[0] + o * (weights[1] + weights[2] * rate[cand[j]] * ev))
+
+
+@njit(cache=True, nogil=True)
+def product_win_shares(cand, mean3, sd3, noise_var, rate, weights, z, best, arg, p):
+    """Share of bank rows each candidate wins when its three scores are drawn from their
+    marginals through ``z`` (slots, 3M) and combined by :func:`app_value`."""
+    n = cand.shape[0]
+    m_rows = z.shape[1] // 3
+    half = 0.5 * noise_var[0]
+    for j in range(n):
+        p[j] = 0.0
+    for m in range(m_rows):
+        best[m] = -np.inf
+        arg[m] = 0
+    for j in range(n):
+        mc, mo, mv = mean3[0, j], mean3[1, j], mean3[2, j] + half
+        sc, so, sv = sd3[0, j], sd3[1, j], sd3[2, j]
+        zj = z[j]
+        r = rate[cand[j]]
+        for m in range(m_rows):
+            val = app_value(
+                mc + sc * zj[m], mo + so * zj[m_rows + m], mv + sv * zj[2 * m_rows + m], r,
+                weights,
+            )  # fmt: skip
+            if val > best[m]:
+                best[m] = val
+                arg[m] = j
+    inv = 1.0 / m_rows
+    for m in range(m_rows):
+        p[arg[m]] += inv
+
+
+@njit(cache=True, nogil=True)
+def decide_factored(
+    cand_ptr, cand_idx, xs, times, codes, draw,
+    active, features, cmu, ca, omu, oa, vmu, va, noise_var, rate, weights, v, z, rule,
+    ucb_alpha, eps,
+    def_i, def_f, allowed, eta, backstop, surplus, arm_group, n_obs, first_seen, st_f, st_i,
+    ring, member, before,
+    rng_state, pos_of_arm, best, arg, w_buf, pp_buf, mean3, sd3, mean_buf, p_out, chosen,
+    forced, adjusted, err,
+):  # fmt: skip
+    """Decide a CSR batch under the factored value model through the pipeline.
+
+    ``features`` (capacity, d_arm); click, order and log-value posteriors ``*mu`` (D,),
+    ``*a`` (D, D) (inverse precisions); ``noise_var`` (1,) the log value's ``σ²``;
+    ``rate`` (capacity,) each arm's value per unit of order value; ``weights`` (4,) as in
+    :func:`app_value`; ``z`` (slots, 3M). Thompson: :func:`product_win_shares`; UCB: the
+    value at every factor's ``mean + ucb_alpha·sd``; greedy: the posterior mean value.
+    Contracts weigh the posterior mean value. Other arguments as in
+    :func:`allocator.kernels.shared_linear.decide_shared`.
+    """
+    code = check_requests(cand_ptr, cand_idx, xs, active, pos_of_arm, z.shape[0], err)
+    if code != OK:
+        return code
+    for r in range(cand_ptr.shape[0] - 1):
+        lo = cand_ptr[r]
+        c = cand_idx[lo : cand_ptr[r + 1]]
+        n = c.shape[0]
+        p = p_out[lo : lo + n]
+        factor_scores(xs[r], c, features, cmu, ca, omu, oa, vmu, va, noise_var, v, w_buf,
+                      pp_buf, mean3, sd3)  # fmt: skip
+        expected_values(c, mean3, sd3, v, noise_var, rate, weights, mean_buf)
+        if rule == RULE_THOMPSON:
+            product_win_shares(c, mean3, sd3, noise_var, rate, weights, z, best, arg, p)
+        elif rule == RULE_GREEDY:
+            argmax_onehot(mean_buf, n, p)
+        else:
+            half = 0.5 * noise_var[0]
+            for j in range(n):
+                best[j] = app_value(
+                    mean3[0, j] + ucb_alpha * sd3[0, j], mean3[1, j] + ucb_alpha * sd3[1, j],
+                    mean3[2, j] + half + ucb_alpha * sd3[2, j], rate[c[j]], weights,
+                )  # fmt: skip
+            argmax_onehot(best, n, p)
+        chosen[r], forced[r], adjusted[r] = finish(
+            p, n, c, mean_buf, eps, times[r], codes[r], draw, def_i, def_f, allowed, eta,
+            backstop, surplus, arm_group, n_obs, first_seen, st_f, st_i, ring, member, before,
+            rng_state,
+        )  # fmt: skip
+    return OK
+
+
+@njit(cache=True, nogil=True)
+def predict_factored(arms, xs, features, cmu, ca, omu, oa, vmu, va, noise_var, rate, weights,
+                     w_buf, p_buf, mean3, sd3, out):  # fmt: skip
+    """Posterior mean value of ``arms[i]`` (n,) in ``xs[i]`` (n, d_ctx) into ``out``."""
+    for i in range(arms.shape[0]):
+        a = arms[i : i + 1]
+        factor_scores(xs[i], a, features, cmu, ca, omu, oa, vmu, va, noise_var, 1.0, w_buf,
+                      p_buf, mean3, sd3)  # fmt: skip
+        expected_values(a, mean3, sd3, 1.0, noise_var, rate, weights, out[i : i + 1])

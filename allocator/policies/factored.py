@@ -1,0 +1,237 @@
+"""The factored value family: click, order given click and order value, each modelled where
+it is observed, instead of one Gaussian regression of a heavy-tailed value.
+
+The click model is the shared logistic one (its arrays are :class:`SharedLinearPolicy`'s,
+so its posterior, refresh and merge checks are theirs); the order model has the same
+arrays under ``order_``; the log order value is a shared Bayesian regression under
+``value_`` whose noise variance has a conjugate inverse-gamma posterior. The family learns
+from outcomes (:meth:`learn_outcomes`): an impression that was not clicked says nothing
+about the order, and one without an order nothing about its value, so those factors are
+simply not updated (never zero-filled). Decisions sample the three scores per bank row
+and rank by the product (``kernels.factored``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from allocator.config import FactoredValueConfig
+from allocator.errors import InvalidInputError
+from allocator.inputs import as_float_array
+from allocator.kernels import factored as kf
+from allocator.policies.linear import SharedLinearPolicy, require_positive_definite
+from allocator.policies.logistic import BinaryRewards
+from allocator.policies.state import Field, Role
+
+_STAT = Role.LEARNED | Role.ADDITIVE | Role.DECAYS
+#: prior pseudo-observations behind ``value_log_sd`` (inverse-gamma shape ``1 + this/2``)
+_PRIOR_ORDERS = 2.0
+
+
+def _factor_fields(prefix: str) -> tuple[Field, ...]:
+    return (
+        Field(f"{prefix}g", np.float64, _STAT, ("dim", "dim")),
+        Field(f"{prefix}h", np.float64, _STAT, ("dim",)),
+        Field(f"{prefix}mu", np.float64, Role.CACHE, ("dim",)),
+        Field(f"{prefix}a_inv", np.float64, Role.CACHE, ("dim", "dim")),
+    )
+
+
+class FactoredValuePolicy(BinaryRewards, SharedLinearPolicy):
+    """Thompson sampling on ``P(click)·P(order | click)·E[value | order]`` (shared models)."""
+
+    config: FactoredValueConfig  # type: ignore[assignment]
+    KERNEL = staticmethod(kf.decide_factored)  # type: ignore[assignment]
+    LEARNS_EVENTS = True
+    FIELDS = (  # type: ignore[assignment]
+        *SharedLinearPolicy.FIELDS,
+        *_factor_fields("order_"),
+        *_factor_fields("value_"),
+        # discounted number of log values and their sum of squares
+        Field("value_stats", np.float64, _STAT, (2,), values="count"),
+        Field("noise_var", np.float64, Role.CACHE, (1,), fill=1.0),
+        # value per unit of order value, from this config's objective (a reload recomputes it)
+        Field("rate", np.float64, Role.PER_ARM | Role.CACHE),
+    )
+
+    @classmethod
+    def sizes(cls, config: Any, capacity: int) -> dict[str, int]:
+        return {**super().sizes(config, capacity), "rows": 3 * config.bank_rows}
+
+    def _configure(self) -> None:
+        super()._configure()
+        cfg = self.config
+        o = cfg.objective
+        self._weights = np.array([o.click, o.order, o.gmv, cfg.typical_order_value])
+        self._prior_b = _PRIOR_ORDERS / 2.0 * cfg.value_log_sd**2
+        da, dim = cfg.n_arm_features, cfg.n_arm_features * cfg.n_context_features
+        self._arm_buf, self._arm_sq = np.empty(da), np.empty((da, da))
+        self._joint, self._joint_u = np.empty(dim), np.empty(dim)
+        self._mean3 = np.empty((3, 1))
+        self._sd3 = np.empty((3, 1))
+
+    def _init_model(self) -> None:
+        super()._init_model()
+        s = self.state
+        s.order_a_inv[...] = s.value_a_inv[...] = s.a_inv
+        s.noise_var[0] = self.config.value_log_sd**2
+
+    def _new_scratch(self, size: int) -> None:
+        super()._new_scratch(size)
+        self._mean3 = np.empty((3, size))
+        self._sd3 = np.empty((3, size))
+
+    def model_args(self) -> tuple[Any, ...]:
+        s = self.state
+        return (
+            s.features, s.mu, s.a_inv, s.order_mu, s.order_a_inv, s.value_mu, s.value_a_inv,
+            s.noise_var, s.rate, self._weights, self.noise, s.z, self.rule, self.ucb_alpha,
+            self.eps,
+        )  # fmt: skip
+
+    def scratch_args(self) -> tuple[Any, ...]:
+        return (
+            self.best_buf, self.arg_buf, self._arm_buf, self._arm_sq, self._mean3, self._sd3,
+            self.mean_buf,
+        )  # fmt: skip
+
+    def _init_arms(self, new: np.ndarray, arm_features: np.ndarray | None) -> None:
+        super()._init_arms(new, arm_features)
+        o = self.config.objective
+        table = np.array(
+            [o.take_rates.get(g, o.default_take_rate) for g in self.registry.groups]
+            or [o.default_take_rate]
+        )
+        self.state.rate[new] = table[self.registry.arm_group[new]]
+
+    # ------------------------------------------------------------------ posterior
+    def factor_posterior(self, prefix: str) -> tuple[np.ndarray, np.ndarray]:
+        """Mean (D,) and precision (D, D) of the ``""`` (click), ``"order_"`` or
+        ``"value_"`` factor's weights now (the value's precision is in units of ``1/σ²``)."""
+        g = getattr(self.state, f"{prefix}g")
+        a = g + self.lam * np.eye(g.shape[0])
+        return np.linalg.solve(a, getattr(self.state, f"{prefix}h")), a
+
+    def noise_posterior(self) -> tuple[float, float]:
+        """Shape and scale of the inverse-gamma posterior of the log value's variance ``σ²``
+        (prior mean ``value_log_sd²`` worth two orders; Normal–inverse-gamma update)."""
+        s = self.state
+        mean, _ = self.factor_posterior("value_")
+        n, squares = float(s.value_stats[0]), float(s.value_stats[1])
+        shape = 1.0 + _PRIOR_ORDERS / 2.0 + n / 2.0
+        scale = self._prior_b + 0.5 * max(squares - float(s.value_h @ mean), 0.0)
+        return shape, scale
+
+    def _refresh(self) -> None:
+        s = self.state
+        if s.model_dirty[0]:
+            for prefix in ("order_", "value_"):
+                mean, a = self.factor_posterior(prefix)
+                getattr(s, f"{prefix}mu")[...] = mean
+                getattr(s, f"{prefix}a_inv")[...] = np.linalg.inv(a)
+            shape, scale = self.noise_posterior()
+            s.noise_var[0] = scale / (shape - 1.0)
+        super()._refresh()
+
+    def predictive_value(self, arms: Any, contexts: Any) -> np.ndarray:
+        """Posterior mean app value of ``arms[i]`` in ``contexts[i]`` (factors independent
+        under the posterior; probit predictives, log-normal mean), as of the last refresh."""
+        a = self.query_arms(arms)
+        xs = self.context_rows(contexts, a.shape[0])
+        out = np.empty(a.shape[0])
+        s = self.state
+        da = s.features.shape[1]
+        kf.predict_factored(
+            a, xs, s.features, s.mu, s.a_inv, s.order_mu, s.order_a_inv, s.value_mu,
+            s.value_a_inv, s.noise_var, s.rate, self._weights, np.empty(da),
+            np.empty((da, da)), np.empty((3, 1)), np.empty((3, 1)), out,
+        )  # fmt: skip
+        return out
+
+    # ------------------------------------------------------------------- learning
+    def _update_batch(self, arms: np.ndarray, rewards: np.ndarray, xs: np.ndarray) -> None:
+        raise InvalidInputError(
+            "factored_value learns from outcomes (click, order, gmv), not from a scalar "
+            "reward: use learn_outcomes (the Allocator and the scenario do)"
+        )
+
+    def check_outcomes(
+        self, click: Any, order: Any, gmv: Any, rewards: Any, name: str = "outcomes"
+    ) -> None:
+        """Raise :class:`InvalidInputError` unless click and order are 0 or 1, an order
+        comes with a click, a value only with an order, and values are finite, non-negative
+        and within ``max_abs_reward``."""
+        self._events(click, order, gmv, -1)
+
+    def _events(
+        self, click: Any, order: Any, gmv: Any, n: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        c = as_float_array(click, "click", (n,), 1.0)
+        k = c.shape[0]
+        o = as_float_array(order, "order", (k,), 1.0)
+        g = as_float_array(gmv, "gmv", (k,), self.reward_bound)
+        for label, arr in (("click", c), ("order", o)):
+            bad = (arr != 0.0) & (arr != 1.0)
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise InvalidInputError(
+                    f"{label}[{i}] = {float(arr[i])}: factored_value expects 0 or 1"
+                )
+        for label, bad in (
+            ("an order without a click", o > c),
+            ("a value without an order", (g != 0.0) & (o == 0.0)),
+            ("a negative value", g < 0.0),
+        ):
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise InvalidInputError(
+                    f"outcome {i} (click={c[i]}, order={o[i]}, gmv={g[i]}) has {label}"
+                )
+        return c, o, g
+
+    def learn_outcomes(
+        self, arms: Any, click: Any, order: Any, gmv: Any, rewards: Any = None,
+        contexts: Any = None,
+    ) -> None:  # fmt: skip
+        """Fold impressions' events in order; ``gmv`` 0 with an order means its value was
+        not reported (only the click and order factors learn). ``rewards`` is unused."""
+        a = self.query_arms(arms)
+        c, o, g = self._events(click, order, gmv, a.shape[0])
+        xs = self.context_rows(contexts, a.shape[0])
+        with np.errstate(divide="ignore"):
+            logv = np.where(g > 0.0, np.log(g / self.config.typical_order_value), np.nan)
+        s = self.state
+        kf.update_factored_batch(
+            s.features, a, xs, c, o, logv, self.gamma, s.g, s.h, s.mu, s.a_inv, s.order_g,
+            s.order_h, s.order_mu, s.order_a_inv, s.value_g, s.value_h, s.value_mu,
+            s.value_a_inv, s.value_stats, self._joint, self._joint_u, s.clock,
+        )  # fmt: skip
+        s.model_dirty[0] = True
+        np.add.at(s.n_obs, a, 1)
+        s.pending[0] += a.shape[0]
+        if s.pending[0] >= self.config.refresh_every:
+            self.refresh()
+
+    def learn_outcome(
+        self, arm: int, click: float, order: float, gmv: float, reward: float | None = None,
+        context: Any = None,
+    ) -> None:  # fmt: skip
+        """:meth:`learn_outcomes` for one impression."""
+        x = None if context is None else np.asarray(context, dtype=np.float64).reshape(1, -1)
+        self.learn_outcomes([arm], [click], [order], [gmv], None, x)
+
+    def _check_merged(self, merged: Mapping[str, np.ndarray], touched: np.ndarray) -> None:
+        """Every factor's precision must stay positive definite (the click's is checked by
+        the shared model); the value count and square sum non-negative (a field rule)."""
+        super()._check_merged(merged, touched)
+        eye = self.lam * np.eye(self.state.g.shape[0])
+        for prefix in ("order_", "value_"):
+            a = merged[f"{prefix}g"] + eye
+            if np.abs(a - a.T).max(initial=0.0) > 1e-9 * (1.0 + np.abs(a).max(initial=0.0)):
+                raise InvalidInputError(f"delta['{prefix}g'] would make a precision asymmetric")
+            require_positive_definite(
+                a, f"delta['{prefix}g'] would make a precision that is not positive definite"
+            )
