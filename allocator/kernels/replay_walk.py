@@ -165,9 +165,10 @@ def walk_events(walk, one, start, stop_after, decide, update, uargs, learn, even
     :func:`allocator.kernels.nonstationary.accept_event`.
 
     ``events`` is ``(p, u, adaptive, q, c_max, hist, state, c_out, accepted, target)``:
-    those of :func:`allocator.kernels.nonstationary.accept_walk` over the whole
-    log (``c_out``, ``accepted`` (n,) indexed by round) and the target probability of
-    every candidate (float64 (nnz,), output).
+    the logged propensity and a uniform draw per round (float64 (n,)), the arguments of
+    :func:`allocator.kernels.nonstationary.accept_event`, the ``c`` and acceptance of
+    every round (float64 and bool (n,), outputs) and the target probability of every
+    candidate (float64 (nnz,), output).
     """
     p, u, adaptive, q, c_max, hist, state, c_out, accepted, target = events
     ptr, idx, xs, rows = walk[0], walk[1], walk[5], walk[6]

@@ -22,7 +22,6 @@ from allocator.inputs import first_rows
 from allocator.kernels import ope as kope
 from allocator.policies.base import Policy
 from allocator.replay.confidence import (
-    candidate_weights,
     dr_sequence,
     dr_terms,
     past_only_values,
@@ -278,8 +277,7 @@ def _anytime(
     else:
         assert model is not None
         q = (past_only_values(data, model, low + 0.5 * width) - low) / width
-    cand_w = candidate_weights(prob, weights, data.cand_prob, clip)
-    terms, t_low, t_high = dr_terms(ptr, prob, q, pos, r01, weights, cand_w)
+    terms, t_low, t_high = dr_terms(ptr, prob, q, pos, r01, weights, data.cand_prob, clip)
     est = dr_sequence(terms, t_low, t_high, alpha)
     return Estimate(*(low + width * v for v in est))
 
