@@ -59,8 +59,9 @@ def past_only_values(data: LoggedData, model: RewardModel, prior: float) -> F64:
     fitted on rounds ``[0, s_j)``. Deterministic: no folds, no randomness.
     """
     ptr, idx = data.candidates()
-    out = np.full(idx.shape[0], prior)
+    out = np.empty(idx.shape[0])
     starts = [*block_starts(data.n_rounds), data.n_rounds]
+    out[: ptr[starts[1]]] = prior  # the blocks below write every other candidate once
     for lo, hi in itertools.pairwise(starts[1:]):
         fitted = model.unfitted().fit(data.take(0, lo))
         out[ptr[lo] : ptr[hi]] = fitted.predict_candidates(data.take(lo, hi))

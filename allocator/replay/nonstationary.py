@@ -161,7 +161,9 @@ def replay_nonstationary(
         q = np.zeros(idx.shape[0])
     else:
         model = make_reward_model(reward_model, rewards, span)
-        q = (past_only_values(data, model, low + 0.5 * width) - low) / width
+        q = past_only_values(data, model, low + 0.5 * width)
+        q -= low  # in place: q is one value per candidate of the whole log
+        q /= width
     target, c_arr, accepted, n_events = _walk(
         policy,
         data,
