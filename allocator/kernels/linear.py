@@ -189,7 +189,7 @@ def decide_linear_one(
     rng_state, best, arg, mean_buf, sd_buf, p_out,
 ):  # fmt: skip
     """:func:`decide_linear` for one request without contracts, for loops that call it
-    once per request (replay walks): a third of its arguments (passing ~40 arrays costs
+    once per request (replay walks): half its arguments (passing ~40 arrays costs
     microseconds per call) and no allocation. Same checks, probabilities and draw as a
     batch of one; argument names are :func:`decide_linear`'s (``cand`` (C,), ``x``
     (d,)). Returns ``(code, chosen position)`` (position 0 without ``draw``).
