@@ -317,8 +317,10 @@ def bench_ray(quick: bool, cell_impressions: int | None = None) -> str:
         return out
 
     ref, t_seq = run(SequentialRunner(progress=False), run_cell, cells)
+    cpu_seq = sum(r.cpu_seconds for r in ref)
     rows = [["sequential (this process)", "1", f"{t_seq:.1f}",
-             f"{sum(r.seconds for r in ref):.1f}", "–", "1.00×", "–"]]  # fmt: skip
+             f"{sum(r.seconds for r in ref):.1f}", f"{cpu_seq:.1f}", f"{cpu_seq / t_seq:.2f}",
+             "–", "1.00×", "–"]]  # fmt: skip
     net = {}
     for cpus in (1, 2):
         # the start-up grid runs before and after the real one: Ray's start-up is noisy here
@@ -330,14 +332,17 @@ def bench_ray(quick: bool, cell_impressions: int | None = None) -> str:
         if not ok:
             note(next(r.error for r in res if not r.ok) or "")
         net[cpus] = (wall, wall - float(np.mean(up)))
+        cpu = sum(r.cpu_seconds for r in res)
         rows.append([
             f"RayRunner(num_cpus={cpus})", str(cpus), f"{wall:.1f}",
-            f"{sum(r.seconds for r in res):.1f}", f"{up[0]:.1f} / {up[1]:.1f}",
+            f"{sum(r.seconds for r in res):.1f}", f"{cpu:.1f}", f"{cpu / wall:.2f}",
+            f"{up[0]:.1f} / {up[1]:.1f}",
             f"{t_seq / wall:.2f}×", "yes" if same else "NO",
         ])  # fmt: skip
         note(f"ray {cpus} CPU(s): {wall:.1f} s (start-up grids {up[0]:.1f}, {up[1]:.1f} s)")
-    cols = ["runner", "workers", "wall s", "Σ task s (inside tasks)",
-            "start-up s, before / after (8 trivial tasks)", "speed-up vs sequential",
+    cols = ["runner", "workers", "wall s", "Σ task s (inside tasks)", "Σ task CPU s",
+            "Σ task CPU / wall (cores busy)", "start-up s, before / after (8 trivial tasks)",
+            "speed-up vs sequential",
             "metrics = sequential"]  # fmt: skip
     return (
         header(f"Ray scaling: {len(cells)} cells of {strategy}, {n_impr:,} impressions each")

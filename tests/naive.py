@@ -163,6 +163,30 @@ def candidate_feedback(cand_ptr, cand_idx, actions, target, q):
     return np.array(action_prob), np.array(q_logged), np.array(q_target)
 
 
+def dr_terms(ptr, target, q, pos, rewards01, weights, cand_prob, clip):
+    """Per-round DR terms and their bounds, round by round: a candidate weighs target over
+    logging probability (or the largest logged weight when the log has no candidate
+    probabilities), capped at ``clip``."""
+    terms, lows, highs = [], [], []
+    for i in range(len(ptr) - 1):
+        lo, hi = ptr[i], ptr[i + 1]
+        q_target = sum(target[j] * q[j] for j in range(lo, hi))
+        terms.append(q_target + weights[i] * (rewards01[i] - q[pos[i]]))
+        cand_w = []
+        for j in range(lo, hi):
+            if target[j] <= 0.0:
+                w = 0.0
+            elif cand_prob is None:
+                w = max(weights)
+            else:
+                w = target[j] / (cand_prob[j] if cand_prob[j] > 0.0 else 1.0)
+            cand_w.append(w if clip is None else min(w, clip))
+        qs = q[lo:hi]
+        lows.append(q_target - max(w * qj for w, qj in zip(cand_w, qs, strict=True)))
+        highs.append(q_target + max(w * (1.0 - qj) for w, qj in zip(cand_w, qs, strict=True)))
+    return np.array(terms), min(lows), max(highs)
+
+
 def schedule(t: float, t0: float, t1: float, v0: float, v1: float, shape: str, steps: int):
     """Contract schedule: constant, linear interpolation, or ``steps`` equal stairs."""
     frac = (t - t0) / (t1 - t0)
@@ -462,6 +486,20 @@ def rejection_replay(policy, data, rng, uniform_epsilon=None) -> tuple[np.ndarra
     return np.asarray(accepted), int(rounds.shape[0])
 
 
+def accept_events(d, p, u, rule, stop_after, hist, state, c_out, accepted):
+    """The compiled acceptance rule (``kernels.nonstationary.accept_event``) event by event
+    until ``stop_after`` acceptances; the events consumed."""
+    from allocator.kernels import nonstationary as kns
+
+    taken = 0
+    for k in range(d.shape[0]):
+        accepted[k] = kns.accept_event(d[k], p[k], u[k], *rule, hist, state, c_out, k)
+        taken += int(accepted[k])
+        if taken == stop_after:
+            return k + 1
+    return d.shape[0]
+
+
 def nonstationary_walk(policy, data, pos, pscores, u, contexts, rule, max_accepted, contracted):
     """The acceptance walk of a nonstationary replay without contracts as it was before
     it was compiled: one ``decide_many(draw=False)`` per chunk of events (one row tiled
@@ -499,8 +537,8 @@ def nonstationary_walk(policy, data, pos, pscores, u, contexts, rule, max_accept
         if max_accepted is not None:
             stop = min(stop, max_accepted - int(state[kns.STATE_ACCEPTED]))
         d = np.ascontiguousarray(probs[pos[i:hi] - f0])
-        used = kns.accept_walk(d, pscores[i:hi], u[i:hi], adaptive, quantile, c_max, stop, hist,
-                               state, c_arr[i:hi], accepted[i:hi])  # fmt: skip
+        used = accept_events(d, pscores[i:hi], u[i:hi], (adaptive, quantile, c_max), stop, hist,
+                             state, c_arr[i:hi], accepted[i:hi])  # fmt: skip
         target[f0 : int(ptr[i + used])] = probs[: int(ptr[i + used]) - f0]
         rows = i + np.flatnonzero(accepted[i : i + used])
         if rows.size:

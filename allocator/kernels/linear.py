@@ -16,10 +16,12 @@ from allocator.kernels.choice import (
     RULE_THOMPSON,
     all_finite,
     argmax_onehot,
+    draw_index,
     gauss_win_shares,
+    mix_uniform,
 )
 from allocator.kernels.link import apply_link
-from allocator.kernels.pipeline import check_requests, finish
+from allocator.kernels.pipeline import check_request, check_requests, finish
 
 
 @njit(cache=True, nogil=True)
@@ -174,6 +176,34 @@ def scores_to_probs(mean, sd, n, z, rule, ucb_alpha, best, arg, p):
 
 
 @njit(cache=True, nogil=True)
+def linear_base(cand, x, mu, a_inv, v, z, rule, ucb_alpha, best, arg, mean_buf, sd_buf, p):
+    """Base probabilities ``p[:n]`` of one request's ``n`` candidates ``cand`` with context
+    ``x`` (d,): score mean and sd into ``mean_buf``/``sd_buf``, then the rule."""
+    linear_scores(x, cand, mu, a_inv, v, mean_buf, sd_buf)
+    scores_to_probs(mean_buf, sd_buf, cand.shape[0], z, rule, ucb_alpha, best, arg, p)
+
+
+@njit(cache=True, nogil=True)
+def decide_linear_one(
+    cand, x, draw, active, pos_of_arm, err, mu, a_inv, v, z, rule, ucb_alpha, eps,
+    rng_state, best, arg, mean_buf, sd_buf, p_out,
+):  # fmt: skip
+    """:func:`decide_linear` for one request without contracts, for loops that call it
+    once per request (replay walks): half its arguments (passing ~40 arrays costs
+    microseconds per call) and no allocation. Same checks, probabilities and draw as a
+    batch of one; argument names are :func:`decide_linear`'s (``cand`` (C,), ``x``
+    (d,)). Returns ``(code, chosen position)`` (position 0 without ``draw``).
+    """
+    code = check_request(cand, x, active, pos_of_arm, z.shape[0], err)
+    if code != OK:
+        return code, 0
+    n = cand.shape[0]
+    linear_base(cand, x, mu, a_inv, v, z, rule, ucb_alpha, best, arg, mean_buf, sd_buf, p_out)
+    mix_uniform(p_out, n, eps)
+    return OK, draw_index(p_out, n, rng_state) if draw else 0
+
+
+@njit(cache=True, nogil=True)
 def decide_linear(
     cand_ptr, cand_idx, xs, times, codes, draw,
     active, mu, a_inv, v, link, z, rule, ucb_alpha, eps,
@@ -196,8 +226,7 @@ def decide_linear(
         c = cand_idx[lo : cand_ptr[r + 1]]
         n = c.shape[0]
         p = p_out[lo : lo + n]
-        linear_scores(xs[r], c, mu, a_inv, v, mean_buf, sd_buf)
-        scores_to_probs(mean_buf, sd_buf, n, z, rule, ucb_alpha, best, arg, p)
+        linear_base(c, xs[r], mu, a_inv, v, z, rule, ucb_alpha, best, arg, mean_buf, sd_buf, p)
         apply_link(mean_buf, sd_buf, v, n, link)
         chosen[r], forced[r], adjusted[r] = finish(
             p, n, c, mean_buf, eps, times[r], codes[r], draw, def_i, def_f, allowed, eta,

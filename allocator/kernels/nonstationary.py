@@ -46,35 +46,19 @@ def _quantile(hist, seen, q):
 
 
 @njit(cache=True, nogil=True)
-def accept_walk(d, p, u, adaptive, q, c_max, stop_after, hist, state, c_out, accepted):
-    """Walk events in order until ``stop_after`` acceptances or the end; returns the events
-    consumed.
+def accept_event(d, p, u, adaptive, q, c_max, hist, state, c_out, k):
+    """One event of the walk: record its ratio and ``c``, accept it, reset ``c`` after.
 
     Parameters
     ----------
-    d, p, u : float64 (m,), target probability of the logged action, its logged propensity,
-        a uniform draw per event
+    d, p, u : float, target probability of the logged action, its logged propensity, a
+        uniform draw
     adaptive : bool, reset ``c`` to the ``q``-quantile of ``p/d`` after each acceptance
     q : float in (0, 1); c_max : float > 0, the cap on ``c``
-    stop_after : int >= 1
     hist : float64 (N_BINS,), counts of ``log2(p/d)`` (updated)
     state : float64 (3,), ``c``, ratios seen, accepted so far (updated)
-    c_out : float64 (m,), output, the ``c`` each event was walked with
-    accepted : bool (m,), output
+    c_out : float64 (m,), output, ``c_out[k]`` the ``c`` the event was walked with
     """
-    taken = 0
-    for k in range(d.shape[0]):
-        accepted[k] = accept_event(d[k], p[k], u[k], adaptive, q, c_max, hist, state, c_out, k)
-        if accepted[k]:
-            taken += 1
-            if taken == stop_after:
-                return k + 1
-    return d.shape[0]
-
-
-@njit(cache=True, nogil=True)
-def accept_event(d, p, u, adaptive, q, c_max, hist, state, c_out, k):
-    """One event of the walk: record its ratio and ``c``, accept it, reset ``c`` after."""
     ratio = p / d if d > 0.0 else np.inf
     hist[_bin(ratio)] += 1.0
     state[STATE_SEEN] += 1.0
@@ -98,7 +82,7 @@ def contract_walk(
 
     Each event's policy probabilities go through the contracts with the queues as they
     stand (its final distribution lands in ``out``). With ``replay`` the event is walked as
-    in :func:`accept_walk` and an accepted event advances the queues with the logged
+    by :func:`accept_event` and an accepted event advances the queues with the logged
     action: the accepted events are the policy's own online rounds, so its queues move as
     they would have online. Without ``replay`` every event is scored and advances the
     queues by the distribution's expected service (a frozen target; nothing is accepted).
@@ -110,8 +94,10 @@ def contract_walk(
     pos : int64 (m,), flat position of each logged action; times : float64 (m,)
     codes : int64 (m, A), request attribute codes; p, u : float64 (m,), logged
         propensity and a uniform draw per event
-    replay, adaptive, q, c_max, stop_after, hist, state, c_out, accepted : as
-        :func:`accept_walk` (``replay`` False: ``c_out`` and ``accepted`` are left alone)
+    replay : bool; adaptive, q, c_max, hist, state : as :func:`accept_event`
+    stop_after : int >= 1, acceptances after which the walk stops
+    c_out : float64 (m,), output, the ``c`` each event was walked with; accepted : bool
+        (m,), output (``replay`` False: both are left alone)
     out : float64 (nnz,), output, the final probabilities
     def_i ... before : the contract arguments of
         :func:`allocator.kernels.mixing.constrain_and_draw`

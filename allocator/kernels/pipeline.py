@@ -9,7 +9,6 @@ stream. The contract arguments (``def_i`` … ``before``) are those of
 draw is the plain inverse-CDF draw, consuming the same one uniform.
 """
 
-import numpy as np
 from numba import njit
 
 from allocator.kernels.choice import (
@@ -42,20 +41,29 @@ def check_requests(cand_ptr, cand_idx, xs, active, pos_of_arm, slots, err):
     int
         ``OK`` or a negative error code; no mark is left set either way.
     """
-    one = np.zeros(1, dtype=np.int64)
     for r in range(cand_ptr.shape[0] - 1):
         err[0] = r
-        err[1] = 0
-        if not all_finite(xs[r]):
-            return ERR_NONFINITE
-        c = cand_idx[cand_ptr[r] : cand_ptr[r + 1]]
-        if c.shape[0] > slots:
-            return ERR_TOO_MANY
-        code = mark_candidates(c, active, pos_of_arm, one)
+        code = check_request(cand_idx[cand_ptr[r] : cand_ptr[r + 1]], xs[r], active,
+                             pos_of_arm, slots, err)  # fmt: skip
         if code != OK:
-            err[1] = one[0]
             return code
-        clear_marks(c, c.shape[0], pos_of_arm)
+    return OK
+
+
+@njit(cache=True, nogil=True)
+def check_request(cand, x, active, pos_of_arm, slots, err):
+    """One request of :func:`check_requests` (candidates ``cand`` (C,), context ``x``
+    (d,)); ``err[1]`` receives the offending candidate position. Allocates nothing, so a
+    loop deciding one request per call (a replay walk) pays no heap traffic for it."""
+    err[1] = 0
+    if not all_finite(x):
+        return ERR_NONFINITE
+    if cand.shape[0] > slots:
+        return ERR_TOO_MANY
+    code = mark_candidates(cand, active, pos_of_arm, err[1:])
+    if code != OK:
+        return code
+    clear_marks(cand, cand.shape[0], pos_of_arm)
     return OK
 
 

@@ -29,7 +29,7 @@ from numba import njit
 
 from allocator.kernels.choice import OK, draw_index
 from allocator.kernels.hybrid import decide_hybrid
-from allocator.kernels.linear import decide_linear, update_linear_batch
+from allocator.kernels.linear import decide_linear_one, update_linear_batch
 from allocator.kernels.logistic import update_logistic_batch, update_shared_logistic_batch
 from allocator.kernels.nonstationary import accept_event
 from allocator.kernels.per_arm import decide_per_arm
@@ -83,7 +83,8 @@ def _reused(idx, xs, last, probs, stream, chosen, lo, n, draw):
 @njit(cache=True, nogil=True)
 def _decide(walk, one, k, draw, per_arm, linear, shared, hybrid):
     """Decide round ``r = rows[k]`` with the one decide kernel whose arguments are given
-    (the others are None: numba prunes their branches, so each family compiles alone);
+    (the others are None: numba prunes their branches, so each family compiles alone;
+    the disjoint linear family's is its one-request entry, ``decide_linear_one``);
     returns ``r``, its offset in the candidates and the kernel's status."""
     ptr = walk[0]
     r = walk[6][k]
@@ -96,7 +97,7 @@ def _decide(walk, one, k, draw, per_arm, linear, shared, hybrid):
     if per_arm is not None:
         code = decide_per_arm(one[0], cand, x, one[1], one[2], draw, *per_arm)
     if linear is not None:
-        code = decide_linear(one[0], cand, x, one[1], one[2], draw, *linear)
+        code, one[3][0] = decide_linear_one(cand, walk[5][r], draw, *linear)
     if shared is not None:
         code = decide_shared(one[0], cand, x, one[1], one[2], draw, *shared)
     if hybrid is not None:
@@ -133,7 +134,8 @@ def walk_rounds(walk, one, start, stop_after, decide, update, uargs, learn):
     ``update`` is compiled in, until an accepted round makes a refresh due.
 
     ``decide`` is ``(per_arm, linear, shared, hybrid)``: the arguments after ``draw`` of
-    the family's decide kernel in its slot, None in the others. ``update`` is
+    the family's decide kernel (``decide_linear_one`` for the linear slot) in its slot,
+    None in the others. ``update`` is
     ``UPDATE_NONE`` (Python folds the accepted rounds in) or the family's update kernel
     (``UPDATE_GAUSSIAN``, ``UPDATE_LOGISTIC``) with ``uargs`` = ``(linear, shared)``, its
     arguments in the slot of its model (see :func:`_update`), None in the other.
@@ -163,9 +165,10 @@ def walk_events(walk, one, start, stop_after, decide, update, uargs, learn, even
     :func:`allocator.kernels.nonstationary.accept_event`.
 
     ``events`` is ``(p, u, adaptive, q, c_max, hist, state, c_out, accepted, target)``:
-    those of :func:`allocator.kernels.nonstationary.accept_walk` over the whole
-    log (``c_out``, ``accepted`` (n,) indexed by round) and the target probability of
-    every candidate (float64 (nnz,), output).
+    the logged propensity and a uniform draw per round (float64 (n,)), the arguments of
+    :func:`allocator.kernels.nonstationary.accept_event`, the ``c`` and acceptance of
+    every round (float64 and bool (n,), outputs) and the target probability of every
+    candidate (float64 (nnz,), output).
     """
     p, u, adaptive, q, c_max, hist, state, c_out, accepted, target = events
     ptr, idx, xs, rows = walk[0], walk[1], walk[5], walk[6]

@@ -25,12 +25,16 @@ WORKER_ENV = {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_TH
 
 @dataclass(frozen=True)
 class TaskResult:
-    """The outcome of one grid task: ``value`` on success, ``error`` (traceback) on failure."""
+    """The outcome of one grid task: ``value`` on success, ``error`` (traceback) on failure;
+    its wall ``seconds`` and the CPU seconds of the process that ran it over that time
+    (a worker runs one task at a time: on a shared machine wall time counts the waits for
+    a core, CPU time only the task's work)."""
 
     index: int
     value: Any = None
     error: str | None = None
     seconds: float = 0.0
+    cpu_seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -84,15 +88,16 @@ class Progress:
 def _call(fn: TaskFn, shared: Any, task: Any, index: int) -> TaskResult:
     from threadpoolctl import threadpool_limits
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
+    value, error = None, None
     try:
         # One BLAS thread wherever a task runs: thread count changes float rounding, and
         # the sequential runner must reproduce the Ray workers bit for bit.
         with threadpool_limits(limits=1):
             value = fn(shared, task)
     except Exception:  # the task's own error, reported with its traceback
-        return TaskResult(index, None, traceback.format_exc(), time.perf_counter() - start)
-    return TaskResult(index, value, None, time.perf_counter() - start)
+        error = traceback.format_exc()
+    return TaskResult(index, value, error, time.perf_counter() - start, time.process_time() - cpu)
 
 
 class SequentialRunner:

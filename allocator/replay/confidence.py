@@ -59,8 +59,9 @@ def past_only_values(data: LoggedData, model: RewardModel, prior: float) -> F64:
     fitted on rounds ``[0, s_j)``. Deterministic: no folds, no randomness.
     """
     ptr, idx = data.candidates()
-    out = np.full(idx.shape[0], prior)
+    out = np.empty(idx.shape[0])
     starts = [*block_starts(data.n_rounds), data.n_rounds]
+    out[: ptr[starts[1]]] = prior  # the blocks below write every other candidate once
     for lo, hi in itertools.pairwise(starts[1:]):
         fitted = model.unfitted().fit(data.take(0, lo))
         out[ptr[lo] : ptr[hi]] = fitted.predict_candidates(data.take(lo, hi))
@@ -113,30 +114,23 @@ def drifting_mean_interval(
     return AnytimeEstimate(float(np.average(terms, weights=weights)), lo, hi)
 
 
-def candidate_weights(prob: F64, weights: F64, cand_prob: F64 | None, clip: float | None) -> F64:
-    """The importance weight each candidate would have had (nnz,): target over logging
-    probability, or, when the log kept only the chosen arm's propensity, the largest logged
-    weight ``weights`` (n,) for every candidate the target can choose."""
-    if cand_prob is not None:
-        logp = np.asarray(cand_prob, dtype=np.float64)
-        cand_w = np.where(prob > 0.0, prob / np.where(logp > 0.0, logp, 1.0), 0.0)
-    else:
-        cand_w = np.where(prob > 0.0, float(weights.max(initial=0.0)), 0.0)
-    return cand_w if clip is None else np.minimum(cand_w, clip)
-
-
 def dr_terms(
     ptr: I64, target: F64, q: F64, pos: I64, rewards01: F64, weights: F64,
-    cand_weights: F64,
+    cand_prob: F64 | None, clip: float | None,
 ) -> tuple[F64, float, float]:  # fmt: skip
     """Per-round DR terms and the bounds they cannot leave (all in scaled units).
 
-    ``cand_weights`` (nnz,) is the importance weight each candidate would have had.
+    The bounds use the importance weight each candidate would have had: target over
+    logging probability (``cand_prob`` (nnz,)), or, when the log kept only the chosen
+    arm's propensity, the largest logged weight for every candidate the target can
+    choose; capped at ``clip``.
     """
-    n = ptr.shape[0] - 1
-    q_target = np.empty(n)
-    kope.segment_sums(ptr, np.ascontiguousarray(target * q), q_target)
-    terms = q_target + weights * (rewards01 - q[pos])
-    low = q_target - np.maximum.reduceat(cand_weights * q, ptr[:-1])
-    high = q_target + np.maximum.reduceat(cand_weights * (1.0 - q), ptr[:-1])
-    return terms, float(low.min()), float(high.max())
+    terms = np.empty(ptr.shape[0] - 1)
+    bounds = np.empty(2)
+    logp = np.zeros(0) if cand_prob is None else np.asarray(cand_prob, dtype=np.float64)
+    w_max = float(weights.max(initial=0.0))
+    kope.dr_round_terms(
+        ptr, target, q, pos, rewards01, weights, logp, w_max,
+        np.inf if clip is None else float(clip), terms, bounds,
+    )  # fmt: skip
+    return terms, float(bounds[0]), float(bounds[1])

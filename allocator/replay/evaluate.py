@@ -22,7 +22,6 @@ from allocator.inputs import first_rows
 from allocator.kernels import ope as kope
 from allocator.policies.base import Policy
 from allocator.replay.confidence import (
-    candidate_weights,
     dr_sequence,
     dr_terms,
     past_only_values,
@@ -277,9 +276,10 @@ def _anytime(
         q = np.zeros(idx.shape[0])
     else:
         assert model is not None
-        q = (past_only_values(data, model, low + 0.5 * width) - low) / width
-    cand_w = candidate_weights(prob, weights, data.cand_prob, clip)
-    terms, t_low, t_high = dr_terms(ptr, prob, q, pos, r01, weights, cand_w)
+        q = past_only_values(data, model, low + 0.5 * width)
+        q -= low  # in place: q is one value per candidate of the whole log
+        q /= width
+    terms, t_low, t_high = dr_terms(ptr, prob, q, pos, r01, weights, data.cand_prob, clip)
     est = dr_sequence(terms, t_low, t_high, alpha)
     return Estimate(*(low + width * v for v in est))
 

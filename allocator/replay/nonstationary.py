@@ -40,7 +40,6 @@ from allocator.errors import EvaluationRefused, InvalidInputError
 from allocator.kernels import nonstationary as kns
 from allocator.policies.base import Policy
 from allocator.replay.confidence import (
-    candidate_weights,
     dr_terms,
     drifting_mean_interval,
     past_only_values,
@@ -162,7 +161,9 @@ def replay_nonstationary(
         q = np.zeros(idx.shape[0])
     else:
         model = make_reward_model(reward_model, rewards, span)
-        q = (past_only_values(data, model, low + 0.5 * width) - low) / width
+        q = past_only_values(data, model, low + 0.5 * width)
+        q -= low  # in place: q is one value per candidate of the whole log
+        q /= width
     target, c_arr, accepted, n_events = _walk(
         policy,
         data,
@@ -180,8 +181,7 @@ def replay_nonstationary(
     nnz = int(sptr[-1])
     w = target[:nnz][spos] / pscores[:n_events]
     r01 = (rewards[:n_events] - low) / width
-    cand_w = candidate_weights(target[:nnz], w, sub.cand_prob, None)
-    terms, t_low, t_high = dr_terms(sptr, target[:nnz], q[:nnz], spos, r01, w, cand_w)
+    terms, t_low, t_high = dr_terms(sptr, target[:nnz], q[:nnz], spos, r01, w, sub.cand_prob, None)
     trace = Trace(terms, c_arr[:n_events], accepted[:n_events], w, (t_low, t_high), span)
     return _result(trace, n, alpha)
 

@@ -188,6 +188,7 @@ class RewardModel:
         raise NotImplementedError
 
     def _output(self, linear: F64) -> F64:
+        """The model's values from the linear predictions (a fresh array, overwritten)."""
         raise NotImplementedError
 
 
@@ -213,7 +214,7 @@ class RidgeRewardModel(RewardModel):
     def _output(self, linear: F64) -> F64:
         if self.reward_range is None:
             return linear
-        return np.clip(linear, *self.reward_range)
+        return np.clip(linear, *self.reward_range, out=linear)
 
 
 class LogisticRewardModel(RewardModel):
@@ -244,7 +245,12 @@ class LogisticRewardModel(RewardModel):
     def _output(self, linear: F64) -> F64:
         assert self.reward_range is not None
         low, high = self.reward_range
-        return low + (high - low) / (1.0 + np.exp(-linear))
+        # low + (high − low) / (1 + exp(−linear)), in place: one value per candidate
+        out = np.exp(np.negative(linear, out=linear), out=linear)
+        out += 1.0
+        np.divide(high - low, out, out=out)
+        out += low
+        return out
 
 
 REWARD_MODELS: dict[str, type[RewardModel]] = {

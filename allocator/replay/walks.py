@@ -12,6 +12,7 @@ from exactly the state, and the stream position, a round-by-round replay would u
 
 from __future__ import annotations
 
+from inspect import signature
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,8 @@ from allocator.replay.dataset import I64
 
 #: decide kernel -> its slot in the walk's ``decide`` tuple
 _SLOTS = {kpa.decide_per_arm: 0, kl.decide_linear: 1, ksl.decide_shared: 2, kh.decide_hybrid: 3}
+#: the one-request entry a walk calls instead of a family's batch decide kernel
+_ONE = {kl.decide_linear: kl.decide_linear_one}
 #: a family's sequential update kernel -> the walk's compiled-update code
 _UPDATES = {
     kl.update_linear_batch: kw.UPDATE_GAUSSIAN,
@@ -56,6 +59,17 @@ class Walker:
         self.codes1 = np.zeros((1, 0), dtype=np.int64)
         self.out = np.zeros((3, 1), dtype=np.int64)
         self.probs = np.zeros(1)
+        self.names: tuple[str, ...] = tuple(signature(kernel.py_func).parameters)
+        one = _ONE.get(kernel)
+        # the one-request entry's arguments after ``draw``, by name among the kernel's
+        self.one_names = None if one is None else tuple(signature(one.py_func).parameters)[3:]
+
+    def _decide_args(self, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        """The walk's ``decide`` slot from the batch kernel's full argument list."""
+        if self.one_names is None:
+            return args[6:]
+        named = dict(zip(self.names, args, strict=True))
+        return tuple(named[name] for name in self.one_names)
 
     def _uargs(self) -> tuple[Any, Any]:
         """The compiled update's arguments after the rewards in its model's slot (own
@@ -120,7 +134,7 @@ class Walker:
             args = policy.kernel_args(self.ptr1, idx[:width], xs[:1], self.t1, self.codes1,
                                       True, None, self.probs, self.out)  # fmt: skip
             decide: list[Any] = [None] * 4
-            decide[self.slot] = args[6:]
+            decide[self.slot] = self._decide_args(args)
             if self.update != kw.UPDATE_NONE:  # stop 0: only when a refresh is due
                 stop = 0
             elif policy.UPDATES_MOVE_DECISIONS:

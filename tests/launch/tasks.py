@@ -17,3 +17,11 @@ def fails_on_three(shared: np.ndarray, task: tuple[int, int]) -> float:
     if task[0] == 3:
         raise ValueError(f"cell {task} exploded on purpose")
     return noisy_sum(shared, task)
+
+
+def sleeps(shared: np.ndarray, task: tuple[int, int]) -> int:
+    """Waits without computing: its CPU time stays far below its wall time."""
+    import time
+
+    time.sleep(0.2)
+    return task[0]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from allocator.launch.runner import Progress, RayRunner, SequentialRunner
-from tests.launch.tasks import fails_on_three, noisy_sum
+from tests.launch.tasks import fails_on_three, noisy_sum, sleeps
 
 TASKS = [(seed, 1000 + 10 * seed) for seed in range(6)]
 SHARED = np.arange(10_000, dtype=np.float64) / 7.0
@@ -17,6 +17,15 @@ def test_sequential_runner_returns_results_in_grid_order():
     assert [r.index for r in results] == list(range(6))
     assert all(r.ok for r in results)
     assert [r.value for r in results] == [noisy_sum(SHARED, t) for t in TASKS]
+
+
+def test_task_results_carry_the_cpu_time_of_their_task():
+    """CPU seconds are the task's work: a computing task has some, a waiting one next to
+    none of its wall time (the benchmark's cores-busy figure rests on this)."""
+    busy = SequentialRunner(progress=False).run(noisy_sum, [(0, 2_000_000)], SHARED)[0]
+    idle = SequentialRunner(progress=False).run(sleeps, [(0, 0)], SHARED)[0]
+    assert busy.cpu_seconds > 0.0
+    assert idle.seconds >= 0.2 and idle.cpu_seconds < 0.5 * idle.seconds
 
 
 def test_a_failing_task_is_reported_with_its_error_not_dropped():

@@ -13,7 +13,7 @@ from scipy.stats import beta
 
 from allocator.kernels import confseq as kcs
 from allocator.replay import LoggedData, evaluate
-from allocator.replay.confidence import block_starts
+from allocator.replay.confidence import block_starts, dr_terms
 from tests import naive
 from tests.worlds.logged import log_rounds, make_world
 
@@ -29,6 +29,28 @@ def test_lower_bound_matches_the_naive_grid_search(seed):
     want = naive.betting_lower(x, 0.05, grid, 0.5, kcs.BET_CAP)
     assert want - 1 / 2000 <= got <= want + 1e-12
     assert 0.0 < got < x.mean()
+
+
+@pytest.mark.parametrize("logged", [True, False])
+@pytest.mark.parametrize("clip", [None, 3.0])
+def test_dr_terms_match_the_naive_reference(logged, clip):
+    rng = np.random.default_rng(7)
+    sizes = rng.integers(1, 6, 300)
+    ptr = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    nnz = int(ptr[-1])
+    target = rng.dirichlet(np.ones(5), 300)  # rows cut to each round's size, some zeroed
+    target = np.concatenate([t[:k] / t[:k].sum() for t, k in zip(target, sizes, strict=True)])
+    target[rng.random(nnz) < 0.2] = 0.0
+    cand_prob = rng.uniform(0.0, 1.0, nnz) if logged else None
+    if cand_prob is not None:
+        cand_prob[rng.random(nnz) < 0.05] = 0.0
+    q = rng.random(nnz)
+    pos = ptr[:-1] + rng.integers(0, sizes)
+    r01, w = rng.random(300), rng.uniform(0.0, 8.0, 300)
+    got = dr_terms(ptr, target, q, pos, r01, w, cand_prob, clip)
+    want = naive.dr_terms(ptr, target, q, pos, r01, w, cand_prob, clip)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-12, atol=0.0)
+    assert got[1:] == pytest.approx(want[1:], rel=1e-12)
 
 
 def test_past_only_blocks_double():
