@@ -59,10 +59,10 @@ class Walker:
         self.codes1 = np.zeros((1, 0), dtype=np.int64)
         self.out = np.zeros((3, 1), dtype=np.int64)
         self.probs = np.zeros(1)
-        self.names: tuple[str, ...] = tuple(signature(kernel.py_func).parameters)
+        self.names: tuple[str, ...] = _parameters(kernel)
         one = _ONE.get(kernel)
         # the one-request entry's arguments after ``draw``, by name among the kernel's
-        self.one_names = None if one is None else tuple(signature(one.py_func).parameters)[3:]
+        self.one_names = None if one is None else _parameters(one)[3:]
 
     def _decide_args(self, args: tuple[Any, ...]) -> tuple[Any, ...]:
         """The walk's ``decide`` slot from the batch kernel's full argument list."""
@@ -159,3 +159,9 @@ class Walker:
                 policy.update_batch(actions[got], rewards[got], xs[got] if contextual else None)
         got_all = np.concatenate(accepted) if accepted else np.zeros(0, dtype=np.int64)
         return got_all, int(start)
+
+
+def _parameters(kernel: Any) -> tuple[str, ...]:
+    """A kernel's parameter names (its Python function's: a dispatcher, or the plain function
+    itself when the JIT is off)."""
+    return tuple(signature(getattr(kernel, "py_func", kernel)).parameters)
