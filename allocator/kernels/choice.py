@@ -82,11 +82,13 @@ def all_finite(x):
     return True
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def tally_wins(arg, m_rows, n, p):
     """Choice probabilities from bank-row winners: ``p[j]`` = the share of the ``m_rows``
     rows whose winner ``arg[m]`` is candidate ``j``, the exact propensity of Thompson
-    sampling through the bank (the win-share kernels' common last step).
+    sampling through the bank (the win-share kernels' common last step). Inlined at
+    numba's level, so each caller compiles the same loop it had before the fold (a plain
+    call measured up to 6 % slower in ``gauss_win_shares``).
 
     Parameters
     ----------
