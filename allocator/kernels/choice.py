@@ -82,6 +82,31 @@ def all_finite(x):
     return True
 
 
+@njit(cache=True, nogil=True, inline="always")
+def tally_wins(arg, m_rows, n, p):
+    """Choice probabilities from bank-row winners: ``p[j]`` = the share of the ``m_rows``
+    rows whose winner ``arg[m]`` is candidate ``j``, the exact propensity of Thompson
+    sampling through the bank (the win-share kernels' common last step). Inlined at
+    numba's level, so each caller compiles the same loop it had before the fold (a plain
+    call measured up to 6 % slower in ``gauss_win_shares``).
+
+    Parameters
+    ----------
+    arg : int64 array, shape (>= m_rows,)
+        Winning candidate position of each bank row, each in ``[0, n)``.
+    m_rows : int
+    n : int
+        Number of candidates.
+    p : float64 array, shape (>= n,)
+        Output; ``p[:n]`` is overwritten.
+    """
+    for j in range(n):
+        p[j] = 0.0
+    inv = 1.0 / m_rows
+    for m in range(m_rows):
+        p[arg[m]] += inv
+
+
 @njit(cache=True, nogil=True)
 def bank_win_shares(bank, cand, pos_of_arm, winner, best, arg, p):
     """Share of bank rows won by each candidate, for per-arm sample banks.
@@ -101,8 +126,6 @@ def bank_win_shares(bank, cand, pos_of_arm, winner, best, arg, p):
     """
     n = cand.shape[0]
     m_rows = winner.shape[0]
-    for j in range(n):
-        p[j] = 0.0
     fast = True
     for m in range(m_rows):
         if pos_of_arm[winner[m]] < 0:
@@ -123,9 +146,7 @@ def bank_win_shares(bank, cand, pos_of_arm, winner, best, arg, p):
                 if v > best[m]:
                     best[m] = v
                     arg[m] = j
-    inv = 1.0 / m_rows
-    for m in range(m_rows):
-        p[arg[m]] += inv
+    tally_wins(arg, m_rows, n, p)
 
 
 @njit(cache=True, nogil=True)
@@ -144,8 +165,6 @@ def gauss_win_shares(mean, sd, z, n, best, arg, p):
     p : float64 array, shape (>= n,), output.
     """
     m_rows = z.shape[1]
-    for j in range(n):
-        p[j] = 0.0
     mu0 = mean[0]
     s0 = sd[0]
     for m in range(m_rows):
@@ -159,9 +178,7 @@ def gauss_win_shares(mean, sd, z, n, best, arg, p):
             if v > best[m]:
                 best[m] = v
                 arg[m] = j
-    inv = 1.0 / m_rows
-    for m in range(m_rows):
-        p[arg[m]] += inv
+    tally_wins(arg, m_rows, n, p)
 
 
 @njit(cache=True, nogil=True)

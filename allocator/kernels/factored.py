@@ -15,7 +15,14 @@ exact for that procedure, as for the single-score families.
 import numpy as np
 from numba import njit
 
-from allocator.kernels.choice import OK, RULE_GREEDY, RULE_THOMPSON, all_finite, argmax_onehot
+from allocator.kernels.choice import (
+    OK,
+    RULE_GREEDY,
+    RULE_THOMPSON,
+    all_finite,
+    argmax_onehot,
+    tally_wins,
+)
 from allocator.kernels.link import predictive_probability, sigmoid
 from allocator.kernels.logistic import fold_logistic
 from allocator.kernels.pipeline import check_requests, finish
@@ -105,8 +112,6 @@ def product_win_shares(cand, mean3, sd3, noise_var, rate, weights, z, best, arg,
     n = cand.shape[0]
     m_rows = z.shape[1] // 3
     half = 0.5 * noise_var[0]
-    for j in range(n):
-        p[j] = 0.0
     for m in range(m_rows):
         best[m] = -np.inf
         arg[m] = 0
@@ -123,9 +128,7 @@ def product_win_shares(cand, mean3, sd3, noise_var, rate, weights, z, best, arg,
             if val > best[m]:
                 best[m] = val
                 arg[m] = j
-    inv = 1.0 / m_rows
-    for m in range(m_rows):
-        p[arg[m]] += inv
+    tally_wins(arg, m_rows, n, p)
 
 
 @njit(cache=True, nogil=True)

@@ -1,52 +1,21 @@
-"""Validated configuration of the learning policy and the reward objective.
+"""Validated configuration of the learning policy: one model per posterior family, a
+discriminated union on ``kind``.
 
-Every model is frozen and forbids unknown keys, so a typo in a YAML file is an error
-rather than a silently ignored setting. Cross-field rules live in a few
-``model_validator``s that reject bad input and never rewrite it. Deployment settings
-(tracking URI, Ray address) are not science configuration and do not live here.
+Cross-field rules live in a few ``model_validator``s that reject bad input and never
+rewrite it.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Iterable
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from allocator.config_files import load_yaml as load_yaml  # configs are read through here
-from allocator.errors import ConfigError, brief
-
-PositiveFloat = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
-FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
-Probability = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
-GroupName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+from allocator.config.base import FiniteFloat, GroupName, PositiveFloat, StrictModel
+from allocator.config.objective import ObjectiveConfig
 
 RULE_CODES: dict[str, int] = {"thompson": 0, "ucb": 1, "greedy": 2}
-
-
-if TYPE_CHECKING:  # the checker needs the class; at run time it is BaseModel's metaclass
-    from pydantic._internal._model_construction import ModelMetaclass as _ModelMeta
-else:
-    _ModelMeta = type(BaseModel)
-
-
-class _TypedErrors(_ModelMeta):
-    """Constructing a config directly (``BetaBernoulliConfig(epsilon=2)``) raises
-    :class:`ConfigError`, the public boundary's error, instead of pydantic's
-    ``ValidationError``. Only the direct call is wrapped: ``model_validate`` and nested
-    fields keep pydantic's own error, which :func:`parse_config` formats."""
-
-    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return super().__call__(*args, **kwargs)
-        except ValidationError as err:
-            raise ConfigError(_format_validation_error(err, cls.__name__)) from None
-
-
-class StrictModel(BaseModel, metaclass=_TypedErrors):
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 class BetaPrior(StrictModel):
@@ -319,26 +288,6 @@ class HybridLogisticConfig(_Hybrid, _LogisticBase):
     kind: Literal["hybrid_logistic"] = "hybrid_logistic"
 
 
-class ObjectiveConfig(StrictModel):
-    """Reward = click·w_click + order·w_order + gmv·take_rate[group]·w_gmv.
-
-    Partners pay a revenue share and Mini Shop merchants a commission: both are the
-    ``take_rates`` of their group; groups not listed use ``default_take_rate``.
-    """
-
-    click: FiniteFloat = 0.0
-    order: FiniteFloat = 1.0
-    gmv: FiniteFloat = 0.0
-    take_rates: dict[GroupName, Probability] = Field(default_factory=dict)
-    default_take_rate: Probability = 0.0
-
-    @model_validator(mode="after")
-    def _some_weight(self) -> ObjectiveConfig:
-        if self.click == 0.0 and self.order == 0.0 and self.gmv == 0.0:
-            raise ValueError("objective weights click, order and gmv are all 0: nothing to learn")
-        return self
-
-
 class FactoredValueConfig(_Shared, _FeatureBase):
     """``value = P(click) · P(order | click) · E[value | order]``: two shared logistic models
     and a shared regression of the log order value, each learned where its event is observed,
@@ -372,76 +321,3 @@ PolicyConfig = Annotated[
     | FactoredValueConfig,
     Field(discriminator="kind"),
 ]
-
-
-class EngineConfig(StrictModel):
-    """A policy plus the objective that turns outcomes into its reward."""
-
-    policy: PolicyConfig
-    objective: ObjectiveConfig = ObjectiveConfig()
-
-    @model_validator(mode="after")
-    def _bernoulli_rewards(self) -> EngineConfig:
-        o = self.objective
-        if self.policy.BERNOULLI_REWARDS and (
-            o.gmv != 0.0 or min(o.click, o.order) < 0.0 or o.click + o.order > 1.0
-        ):
-            raise ValueError(
-                f"policy {self.policy.kind} learns rewards in [0, 1]: the objective must weigh "
-                f"click and order with non-negative weights summing to at most 1 and gmv 0 "
-                f"(got click={o.click}, order={o.order}, gmv={o.gmv}); use normal_gamma or a "
-                "linear policy for revenue"
-            )
-        if isinstance(self.policy, FactoredValueConfig) and self.policy.objective != o:
-            raise ValueError(
-                "policy factored_value values outcomes with its own objective, which must "
-                "equal engine.objective (the reward logged and reported): set both alike"
-            )
-        return self
-
-
-def check_known_groups(where: str, names: Iterable[str], groups: Collection[str]) -> None:
-    """Raise ``ValueError`` naming the ``names`` that are not among ``groups`` (a typo in a
-    group-keyed mapping would otherwise fall back to the defaults silently)."""
-    unknown = sorted(set(names) - set(groups))
-    if unknown:
-        raise ValueError(
-            f"{where}: unknown groups {_listed(unknown)}; known groups: {_listed(sorted(groups))}"
-        )
-
-
-def _listed(names: list[str], limit: int = 20) -> str:
-    shown = ", ".join(brief(n) for n in names[:limit])
-    return f"[{shown}{', ...' if len(names) > limit else ''}]"
-
-
-def check_group_names(engine: EngineConfig, groups: Collection[str]) -> None:
-    """:func:`check_known_groups` for every group-keyed mapping of ``engine``."""
-    check_known_groups(
-        "engine.policy.group_priors", getattr(engine.policy, "group_priors", {}), groups
-    )
-    check_known_groups("engine.objective.take_rates", engine.objective.take_rates, groups)
-
-
-def _format_validation_error(err: ValidationError, source: str) -> str:
-    lines = [f"invalid configuration in {source}:"]
-    for item in err.errors():
-        where = ".".join(str(p) for p in item["loc"]) or "<root>"
-        got = item.get("input")
-        shown = brief(got) if not isinstance(got, dict) else "{...}"
-        lines.append(f"  {where}: {item['msg']} (got {shown})")
-    return "\n".join(lines)
-
-
-def parse_config(model: type[StrictModel], data: Any, source: str = "<dict>") -> Any:
-    """Validate ``data`` as ``model``; raise :class:`ConfigError` naming each bad field."""
-    try:
-        return model.model_validate(data)
-    except ValidationError as err:
-        raise ConfigError(_format_validation_error(err, source)) from None
-
-
-def load_engine_config(path: str | Path) -> EngineConfig:
-    """Load and validate an :class:`EngineConfig` from a YAML file."""
-    cfg: EngineConfig = parse_config(EngineConfig, load_yaml(path), str(path))
-    return cfg
