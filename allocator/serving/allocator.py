@@ -139,11 +139,13 @@ class Allocator:
             x = None if self.policy.n_features is None else np.zeros(self.policy.n_features)
             t0 = self._books.last_t if math.isfinite(self._books.last_t) else 0.0
             d = self._engine.decide(cand, x, None, t0)
-            self.policy.update(d.arm_index, 0.0, x)
-            self._engine.decide_batch(
-                np.array([0, cand.size]), cand, None if x is None else x[None, :], [t0]
-            )
-            self.policy.update_batch(cand[:1], np.zeros(1), None if x is None else x[None, :])
+            # through the outcome entry points, which every family accepts (a factored
+            # family refuses a bare scalar reward)
+            self.policy.learn_outcome(d.arm_index, 0.0, 0.0, 0.0, 0.0, x)
+            xs = None if x is None else x[None, :]
+            self._engine.decide_batch(np.array([0, cand.size]), cand, xs, [t0])
+            zero = np.zeros(1)
+            self.policy.learn_outcomes(cand[:1], zero, zero, zero, zero, xs)
             self.policy.refresh()
             self._engine = Engine.restore(
                 self.config.engine.policy, self.config.constraints, self.seed, arrays, meta

@@ -64,6 +64,17 @@ def test_event_outcomes_are_learned_and_save_load_decides_identically(tmp_path):
     assert drive(restored, 600, 2600) == drive(alloc, 600, 2600)
 
 
+def test_warmup_leaves_no_trace():
+    """Warm-up drives the kernels through the outcome entry points this family accepts
+    (it refuses a scalar reward), then restores its state: decisions are unchanged."""
+    warm, cold = Allocator(config(), seed=5), Allocator(config(), seed=5)
+    warm.warmup()
+    before = warm.snapshot_state()[0]
+    for k, v in cold.snapshot_state()[0].items():
+        np.testing.assert_array_equal(before[k], v, err_msg=k)
+    assert drive(warm, 0, 300) == drive(cold, 0, 300)
+
+
 @pytest.mark.parametrize(
     ("bad", "match"),
     [({"order": 1.0, "gmv": 50.0}, "an order without a click"),
