@@ -15,7 +15,9 @@ from allocator.kernels.choice import (
     argmax_onehot,
     bank_win_shares,
     clear_marks,
+    draw_index,
     mark_candidates,
+    mix_uniform,
 )
 from allocator.kernels.pipeline import check_requests, finish
 
@@ -80,6 +82,40 @@ def decide_per_arm(
             rng_state,
         )  # fmt: skip
     return OK
+
+
+@njit(cache=True, nogil=True)
+def decide_per_arm_one(
+    cand, active, bank, winner, mean, sd, rule, ucb_alpha, eps, rng_state, pos_of_arm, best,
+    arg, p, err,
+):  # fmt: skip
+    """One request without contracts: :func:`decide_per_arm` on a batch of one, step for
+    step (same checks, probabilities and uniform), over the 15 arguments it needs.
+
+    A call from Python unboxes every argument; the serving hot path's common case (no
+    contract, no context) pays for these instead of the full pipeline's 38.
+
+    Parameters
+    ----------
+    cand : int64 (C,); active, bank, winner, mean, sd, rule, ucb_alpha, eps, rng_state,
+    pos_of_arm, best, arg : as :func:`decide_per_arm`
+    p : float64 (>= C,) the final probabilities; err : int64 (2,) as :func:`decide_per_arm`
+
+    Returns
+    -------
+    int
+        The chosen position, or a negative error code (``err`` = 0, position) with nothing
+        changed.
+    """
+    err[0] = 0
+    code = mark_candidates(cand, active, pos_of_arm, err[1:])
+    if code != OK:
+        return code
+    n = cand.shape[0]
+    _base_probs(cand, pos_of_arm, bank, winner, mean, sd, rule, ucb_alpha, best, arg, p)
+    clear_marks(cand, n, pos_of_arm)
+    mix_uniform(p, n, eps)
+    return draw_index(p, n, rng_state)
 
 
 @njit(cache=True, nogil=True)

@@ -61,6 +61,10 @@ class Policy(ABC):
     #: whether an update can change the next decisions before the next refresh (a family
     #: whose decisions read only refreshed arrays sets False; replay batches on it)
     UPDATES_MOVE_DECISIONS: ClassVar[bool] = True
+    #: optional lean kernel for one request without contracts: ``(cand, *lean_args(), p,
+    #: err)`` returns the chosen position or a negative error code, deciding exactly what
+    #: :attr:`KERNEL` decides on a batch of one (None: the full pipeline serves it)
+    DECIDE_ONE: ClassVar[Any] = None
     #: optional fused kernel for one checked update: ``(arm, reward, *learn_args())`` folds
     #: the reward, counts it and returns True when a refresh is due (None: the batch path)
     LEARN_ONE: ClassVar[Any] = None
@@ -112,6 +116,7 @@ class Policy(ABC):
         self._generation = 0  # bumped when a buffer of the single-call lists is replaced
         self._one = BoundCall(self.KERNEL, self._single_args)  # no contract
         self._one_contracts = BoundCall(self.KERNEL, self._single_args)
+        self._lean = BoundCall(self.DECIDE_ONE, self._lean_call_args)
         self._learn = BoundCall(self.LEARN_ONE, self._learn_args)
         self._last_n = 0
         self._scratch_size = 0
@@ -139,6 +144,11 @@ class Policy(ABC):
     def scratch_args(self) -> tuple[Any, ...]:
         """The scratch buffers of the decide kernel, in its order (before ``p_out``); made
         by :meth:`_new_scratch`."""
+
+    def lean_args(self) -> tuple[Any, ...]:
+        """The arguments of :attr:`DECIDE_ONE` between ``cand`` and ``p, err`` (state
+        fields, constants and scratch: cached like :meth:`model_args`)."""
+        return ()
 
     def learn_args(self) -> tuple[Any, ...]:
         """The arguments of :attr:`LEARN_ONE` after ``arm, reward`` (state fields and
@@ -263,6 +273,15 @@ class Policy(ABC):
                 self._generation += 1
         reg = self.registry
         key = (self._generation, self.state.generation, reg.generation, reg.n_arms)
+        if contracts is None and self.DECIDE_ONE is not None:
+            args = self._lean.bind(key)
+            args[0] = cand
+            pos = self._lean.entry(*args)
+            if pos < 0:
+                self._ptr1[1] = n
+                self._fail(pos, self._ptr1, cand, x)
+            self._last_n = n
+            return pos, -1, 0
         if contracts is None:
             call = self._one
             args = call.bind(key)
@@ -290,6 +309,11 @@ class Policy(ABC):
         )  # fmt: skip
         self._c0 = 7 + len(self.model_args())
         return list(args)
+
+    def _lean_call_args(self) -> list[Any]:
+        """The argument list of :attr:`DECIDE_ONE` (``cand`` a placeholder until the call)."""
+        self._check_synced()
+        return [self._arm1, *self.lean_args(), self._p1, self._err]
 
     def decide_many(
         self, ptr: np.ndarray, idx: np.ndarray, xs: np.ndarray, times: np.ndarray,
