@@ -65,6 +65,9 @@ class Policy(ABC):
     #: err)`` returns the chosen position or a negative error code, deciding exactly what
     #: :attr:`KERNEL` decides on a batch of one (None: the full pipeline serves it)
     DECIDE_ONE: ClassVar[Any] = None
+    #: optional :attr:`DECIDE_ONE` on ids: ``(table, chars, offsets, q, cand, *lean_args(),
+    #: p, err)`` resolves the joined ids ``q`` into ``cand`` first (see :meth:`decide_joined`)
+    DECIDE_JOINED: ClassVar[Any] = None
     #: optional fused kernel for one checked update: ``(arm, reward, *learn_args())`` folds
     #: the reward, counts it and returns True when a refresh is due (None: the batch path)
     LEARN_ONE: ClassVar[Any] = None
@@ -117,6 +120,7 @@ class Policy(ABC):
         self._one = BoundCall(self.KERNEL, self._single_args)  # no contract
         self._one_contracts = BoundCall(self.KERNEL, self._single_args)
         self._lean = BoundCall(self.DECIDE_ONE, self._lean_call_args)
+        self._joined = BoundCall(self.DECIDE_JOINED, self._joined_call_args)
         self._learn = BoundCall(self.LEARN_ONE, self._learn_args)
         self._last_n = 0
         self._scratch_size = 0
@@ -266,11 +270,7 @@ class Policy(ABC):
         in :attr:`probabilities` until the next call.
         """
         n = cand.shape[0]
-        if n > self._scratch_size or n > self._p1.shape[0]:
-            self.ensure_scratch(n)
-            if self._p1.shape[0] < n:
-                self._p1 = np.empty(max(n, 2 * self._p1.shape[0]))
-                self._generation += 1
+        self._fit_single(n)
         reg = self.registry
         key = (self._generation, self.state.generation, reg.generation, reg.n_arms)
         if contracts is None and self.DECIDE_ONE is not None:
@@ -310,10 +310,45 @@ class Policy(ABC):
         self._c0 = 7 + len(self.model_args())
         return list(args)
 
+    def _fit_single(self, n: int) -> None:
+        """Scratch and the probability buffer sized for a single request of ``n``."""
+        if n > self._scratch_size or n > self._p1.shape[0]:
+            self.ensure_scratch(n)
+            if self._p1.shape[0] < n:
+                self._p1 = np.empty(max(n, 2 * self._p1.shape[0]))
+                self._generation += 1
+
     def _lean_call_args(self) -> list[Any]:
         """The argument list of :attr:`DECIDE_ONE` (``cand`` a placeholder until the call)."""
         self._check_synced()
         return [self._arm1, *self.lean_args(), self._p1, self._err]
+
+    def _joined_call_args(self) -> list[Any]:
+        """The argument list of :attr:`DECIDE_JOINED` (``q``, ``cand``: placeholders of
+        their types; ``q`` is read-only, as :meth:`ArmRegistry.joined_ids` makes it)."""
+        reg = self.registry
+        return [*reg.id_table(), reg.joined_ids([]), *self._lean_call_args()]
+
+    def decide_joined(self, q: np.ndarray, cand: np.ndarray) -> tuple[int, int, int]:
+        """:meth:`decide_one` for a context-free request without contracts whose candidates
+        are ids joined by NUL (``q``: :meth:`ArmRegistry.joined_ids`), resolved into
+        ``cand`` (n,) by the same compiled call (:attr:`DECIDE_JOINED`, which the caller
+        checked is set). Returns (position, -1, 0), or (-1, status, position) of the first
+        id the lookup refused (:mod:`allocator.kernels.idtable` codes; nothing changed)."""
+        n = cand.shape[0]
+        self._fit_single(n)
+        reg = self.registry
+        key = (self._generation, self.state.generation, reg.generation, reg.n_arms)
+        args = self._joined.bind(key)
+        args[3], args[4] = q, cand
+        pos = self._joined.entry(*args)
+        if pos == ck.ERR_LOOKUP:
+            return -1, int(self._err[0]), int(self._err[1])
+        if pos < 0:
+            self._ptr1[1] = n
+            self._fail(pos, self._ptr1, cand, self._x_none)
+        self._last_n = n
+        return pos, -1, 0
 
     def decide_many(
         self, ptr: np.ndarray, idx: np.ndarray, xs: np.ndarray, times: np.ndarray,

@@ -97,6 +97,7 @@ class PerArmPolicy(Policy):
 
     KERNEL = staticmethod(kpa.decide_per_arm)
     DECIDE_ONE = staticmethod(kpa.decide_per_arm_one)
+    DECIDE_JOINED = staticmethod(kpa.decide_joined_one)
     UPDATES_MOVE_DECISIONS = False  # decisions read the bank, mean and sd: refreshed only
     #: prior fields, in the order of the config's prior model fields
     PRIOR_FIELDS: ClassVar[tuple[str, ...]] = ()
