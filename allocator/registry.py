@@ -194,13 +194,14 @@ class ArmRegistry:
         """``ids`` joined by NUL as the id table's codepoints (joined and encoded at C
         speed, split in a kernel: see :func:`allocator.kernels.idtable.lookup_joined`), or
         None when they cannot be (a non-str, or a codepoint no id has)."""
+        chars = self._chars
         try:
             joined = "\x00".join(ids).encode(
-                "latin-1" if self._chars.dtype == np.uint8 else _WIDE, "surrogatepass"
+                "latin-1" if chars.itemsize == 1 else _WIDE, "surrogatepass"
             )
         except (TypeError, UnicodeEncodeError):
             return None
-        return np.frombuffer(joined, self._chars.dtype)
+        return np.frombuffer(joined, chars.dtype)
 
     def id_table(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The id table's arrays (``table, chars, offsets`` of :mod:`allocator.kernels.idtable`)

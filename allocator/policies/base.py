@@ -338,10 +338,11 @@ class Policy(ABC):
         n = cand.shape[0]
         self._fit_single(n)
         reg = self.registry
+        call = self._joined
         key = (self._generation, self.state.generation, reg.generation, reg.n_arms)
-        args = self._joined.bind(key)
+        args = call.args if key == call.key else call.bind(key)
         args[3], args[4] = q, cand
-        pos = self._joined.entry(*args)
+        pos = call.entry(*args)
         if pos == ck.ERR_LOOKUP:
             return -1, int(self._err[0]), int(self._err[1])
         if pos < 0:

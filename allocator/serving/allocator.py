@@ -179,9 +179,9 @@ class Allocator:
                     cand, xrow, codes = engine.prepare(candidates, x, attrs)
                     self._check_time(t)
                     pos, forced, adjusted = engine.decide_prepared(cand, xrow, codes, t)
-                else:  # a context-free family: its (1, 0) row
-                    cand, pos = fused
-                    forced, adjusted, xrow = -1, 0, engine.policy.context_row(None)
+                    x_saved = None if engine.policy.n_features is None else xrow
+                else:  # a context-free family: no context to keep
+                    (cand, pos), forced, adjusted, x_saved = fused, -1, 0, None
                 self._commit_time(mode)
                 head, first, decision_id = self._books.decision_id(self.replica)
                 self._books.last_t = max(self._books.last_t, t)
@@ -189,7 +189,6 @@ class Allocator:
                     cand, pos, forced, adjusted, t, decision_id, request_id,
                     given_id(candidates, pos),
                 )  # fmt: skip
-                x_saved = None if self.policy.n_features is None else xrow
                 self._register_one(head, first, d.arm_index, t, x_saved)
                 if self._log is not None:
                     probs = engine.probabilities
