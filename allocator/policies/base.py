@@ -241,7 +241,7 @@ class Policy(ABC):
         cand = as_index_array(candidates, "candidates")
         x = self.context_row(context)
         pos, _, _ = self.decide_one(cand, x, 0.0, self._codes0, None)
-        return bare_decision(pos, cand.item(pos), self._p1.item(pos), self.version)
+        return bare_decision(pos, cand.item(pos), self._p1.item(pos), self.state.version.item(0))
 
     def decide_batch(
         self, cand_ptr: Any, cand_idx: Any, contexts: Any = None, draw: bool = True
@@ -270,13 +270,15 @@ class Policy(ABC):
         in :attr:`probabilities` until the next call.
         """
         n = cand.shape[0]
-        self._fit_single(n)
+        if n > self._scratch_size or n > self._p1.shape[0]:
+            self._grow_single(n)
         reg = self.registry
         key = (self._generation, self.state.generation, reg.generation, reg.n_arms)
         if contracts is None and self.DECIDE_ONE is not None:
-            args = self._lean.bind(key)
+            lean = self._lean
+            args = lean.args if key == lean.key else lean.bind(key)
             args[0] = cand
-            pos = self._lean.entry(*args)
+            pos = lean.entry(*args)
             if pos < 0:
                 self._ptr1[1] = n
                 self._fail(pos, self._ptr1, cand, x)
@@ -310,13 +312,12 @@ class Policy(ABC):
         self._c0 = 7 + len(self.model_args())
         return list(args)
 
-    def _fit_single(self, n: int) -> None:
-        """Scratch and the probability buffer sized for a single request of ``n``."""
-        if n > self._scratch_size or n > self._p1.shape[0]:
-            self.ensure_scratch(n)
-            if self._p1.shape[0] < n:
-                self._p1 = np.empty(max(n, 2 * self._p1.shape[0]))
-                self._generation += 1
+    def _grow_single(self, n: int) -> None:
+        """Scratch and the probability buffer grown for a single request of ``n``."""
+        self.ensure_scratch(n)
+        if self._p1.shape[0] < n:
+            self._p1 = np.empty(max(n, 2 * self._p1.shape[0]))
+            self._generation += 1
 
     def _lean_call_args(self) -> list[Any]:
         """The argument list of :attr:`DECIDE_ONE` (``cand`` a placeholder until the call)."""
@@ -336,7 +337,8 @@ class Policy(ABC):
         checked is set). Returns (position, -1, 0), or (-1, status, position) of the first
         id the lookup refused (:mod:`allocator.kernels.idtable` codes; nothing changed)."""
         n = cand.shape[0]
-        self._fit_single(n)
+        if n > self._scratch_size or n > self._p1.shape[0]:
+            self._grow_single(n)
         reg = self.registry
         call = self._joined
         key = (self._generation, self.state.generation, reg.generation, reg.n_arms)
