@@ -14,7 +14,7 @@ candidate ids are resolved in one compiled call, whether they come as a list of 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -209,13 +209,13 @@ class ArmRegistry:
         return self._table, self._chars, self._offsets
 
     @staticmethod
-    def raise_lookup(code: int, pos: int, ids: Sequence[Any]) -> None:
+    def raise_lookup(code: int, pos: int, ids: Sequence[Any]) -> NoReturn:
         """Raise the error of a failed lookup of ``ids`` (``code``, ``pos``: the UNKNOWN or
         RETIRED status and position a lookup kernel returned) exactly as :meth:`lookup`."""
         ArmRegistry._raise(code, ids[pos], pos)
 
     @staticmethod
-    def _raise(code: int, arm_id: Any, pos: int) -> None:
+    def _raise(code: int, arm_id: Any, pos: int) -> NoReturn:
         if code == kid.RETIRED:
             raise UnknownArmError(f"arm {arm_id!r} at position {pos} is retired")
         raise UnknownArmError(f"unknown arm id {arm_id!r} at position {pos}")

@@ -32,7 +32,8 @@ def decide_ids(
         or attrs is not None or policy.DECIDE_JOINED is None or engine.contracts.names
     ):  # fmt: skip
         return None
-    q = engine.registry.joined_ids(candidates)
+    registry = policy.registry
+    q = registry.joined_ids(candidates)
     if q is None:
         return None
     cand = np.empty(len(candidates), dtype=np.int64)
@@ -41,5 +42,4 @@ def decide_ids(
         return cand, pos
     if status == kid.MISSPLIT:  # an id holds a NUL: the general path names it
         return None
-    engine.registry.raise_lookup(status, at, candidates)
-    raise AssertionError("unreachable: raise_lookup raises")
+    registry.raise_lookup(status, at, candidates)
