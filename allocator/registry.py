@@ -14,7 +14,7 @@ candidate ids are resolved in one compiled call, whether they come as a list of 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -179,19 +179,46 @@ class ArmRegistry:
             return out
         ids = ids if isinstance(ids, (list, tuple)) else list(ids)
         out = np.empty(len(ids), dtype=np.int64)
-        try:  # a list of str: joined and encoded at C speed, split in the kernel
-            joined = "\x00".join(ids).encode(
-                "latin-1" if self._chars.dtype == np.uint8 else _WIDE, "surrogatepass"
-            )
-        except (TypeError, UnicodeEncodeError):  # a non-str, or a char no id has
+        joined = self.joined_ids(ids)
+        if joined is None:
             return self._resolve_each(ids, mode)
-        call = (*args, mode, np.frombuffer(joined, self._chars.dtype), out)
+        call = (*args, mode, joined, out)
         code, pos = self._kernel(kid.lookup_joined, call)(*call)
         if code == kid.MISSPLIT:  # an id holds a NUL (so is unknown): find which
             return self._resolve_each(ids, mode)
         if code != kid.FOUND:
-            self._raise(code, ids[pos], pos)
+            self.raise_lookup(code, pos, ids)
         return out
+
+    def joined_ids(self, ids: list[Any] | tuple[Any, ...]) -> np.ndarray | None:
+        """``ids`` joined by NUL as the id table's codepoints (joined and encoded at C
+        speed, split in a kernel: see :func:`allocator.kernels.idtable.lookup_joined`), or
+        None when they cannot be (a non-str, or a codepoint no id has)."""
+        chars = self._chars
+        try:
+            joined = "\x00".join(ids).encode(
+                "latin-1" if chars.itemsize == 1 else _WIDE, "surrogatepass"
+            )
+        except (TypeError, UnicodeEncodeError):
+            return None
+        return np.frombuffer(joined, chars.dtype)
+
+    def id_table(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The id table's arrays (``table, chars, offsets`` of :mod:`allocator.kernels.idtable`)
+        for a compiled caller; replaced when arms are added (``n_arms`` changes)."""
+        return self._table, self._chars, self._offsets
+
+    @staticmethod
+    def raise_lookup(code: int, pos: int, ids: Sequence[Any]) -> NoReturn:
+        """Raise the error of a failed lookup of ``ids`` (``code``, ``pos``: the UNKNOWN or
+        RETIRED status and position a lookup kernel returned) exactly as :meth:`lookup`."""
+        ArmRegistry._raise(code, ids[pos], pos)
+
+    @staticmethod
+    def _raise(code: int, arm_id: Any, pos: int) -> NoReturn:
+        if code == kid.RETIRED:
+            raise UnknownArmError(f"arm {arm_id!r} at position {pos} is retired")
+        raise UnknownArmError(f"unknown arm id {arm_id!r} at position {pos}")
 
     def _resolve_each(self, ids: Sequence[Any], mode: int) -> np.ndarray:
         """One id at a time: the exact error for inputs the joined form cannot carry."""
@@ -204,12 +231,6 @@ class ArmRegistry:
                 self._raise(kid.RETIRED, arm_id, i)
             out[i] = -1 if idx is None else idx
         return out
-
-    @staticmethod
-    def _raise(code: int, arm_id: Any, pos: int) -> None:
-        if code == kid.RETIRED:
-            raise UnknownArmError(f"arm {arm_id!r} at position {pos} is retired")
-        raise UnknownArmError(f"unknown arm id {arm_id!r} at position {pos}")
 
     def arm_id(self, index: int) -> str:
         if not 0 <= index < self._n:

@@ -8,7 +8,9 @@ with candidates as indices, a list of str, a numpy string array and IntIds (when
 has them); Beta K=10 ``Allocator.decide`` with string ids against its bare kernel; then
 build time (from the arms file when the tree reads one, else the inline config), traced
 memory after a warm-up build, snapshot save and load; then what first touching fresh
-memory costs on the machine at that moment (``--scale-only``: the 10^6 table alone).
+memory costs on the machine at that moment (``--scale-only``: the 10^6 table alone;
+``--only beta`` or ``--only shared``: that decide workload alone). Per-arm families also
+get a ``lean kernel`` row: the 15-argument single-request entry the facade now calls.
 """
 
 from __future__ import annotations
@@ -88,6 +90,11 @@ def decide_rows(alloc: Allocator, label: str, n_cand: int, n: int) -> list[str]:
         forms["IntIds (int64)"] = [allocator.IntIds([int(a) for a in c]) for c in ids]
     bare = [bare_call(alloc, c, x) for c, x in zip(cands, xs, strict=True)]
     rows = {"bare kernel": percentiles(lambda i: bare[i % 64](), n)}
+    lean = getattr(alloc.policy, "DECIDE_ONE", None)
+    if lean is not None:  # the per-arm families' 15-argument entry (no contract)
+        largs = [(c, *alloc.policy.lean_args(), np.empty(n_cand), np.zeros(2, np.int64))
+                 for c in cands]  # fmt: skip
+        rows["lean kernel (DECIDE_ONE)"] = percentiles(lambda i: lean(*largs[i % 64]), n)
     t = T0
     for name, reqs in forms.items():
         rows[f"Allocator.decide ({name})"] = percentiles(
@@ -130,24 +137,33 @@ def main() -> None:
     parser.add_argument("--merchants", type=int, default=1_000_000)
     parser.add_argument("--tree", default=".")
     parser.add_argument("--scale-only", action="store_true", help="only the 10^6 table")
+    parser.add_argument(
+        "--only", choices=("shared", "beta"), help="one decide workload, no 10^6 table"
+    )
     args = parser.parse_args()
     print(f"\n## tree {args.tree} (allocator from {allocator.__file__})\n")
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
         reads_files = hasattr(allocator, "IntIds")
-        path = write_file(args.merchants, tmp / "arms.parquet") if reads_files else None
+        files = reads_files and args.only != "beta"
+        path = write_file(args.merchants, tmp / "arms.parquet") if files else None
         if not args.scale_only:
             print("| workload | path | p50 µs | p99 µs | p50 / bare kernel |")
             print("|---|---|---|---|---|")
-            shared = Allocator(config("shared_linear", args.merchants, path), seed=0)
-            shared.warmup()
-            label = f"shared linear d=16, 200 of {args.merchants:,}"
-            rows = decide_rows(shared, label, 200, args.n)
-            del shared
-            beta = Allocator(config("beta_bernoulli", 7, None), seed=0)
-            beta.warmup()
-            rows += decide_rows(beta, "Beta K=10", 10, 4 * args.n)
+            rows = []
+            if args.only in (None, "shared"):
+                shared = Allocator(config("shared_linear", args.merchants, path), seed=0)
+                shared.warmup()
+                label = f"shared linear d=16, 200 of {args.merchants:,}"
+                rows += decide_rows(shared, label, 200, args.n)
+                del shared
+            if args.only in (None, "beta"):
+                beta = Allocator(config("beta_bernoulli", 7, None), seed=0)
+                beta.warmup()
+                rows += decide_rows(beta, "Beta K=10", 10, 4 * args.n)
             print("\n".join(rows))
+            if args.only:
+                return
         print("\n| state | built from | build | memory (traced) | snapshot | save | load |")
         print("|---|---|---|---|---|---|---|")
         for kind in ("beta_bernoulli", "shared_linear"):

@@ -35,6 +35,7 @@ from allocator import (
     make_policy,
 )
 from allocator.kernels.beta import update_beta
+from allocator.policies import Policy
 from allocator.policies.state import Role
 
 try:
@@ -174,6 +175,29 @@ class BareKernels:
             pol.refresh()
 
 
+class BareLean(BareKernels):
+    """The floor of the lean single-request entry: ``DECIDE_ONE`` (15 arguments) on
+    arguments prepared once, and the fused ``LEARN_ONE`` step (what ``Policy.decide`` and
+    ``Policy.update`` now call), through numba's dispatch with no checks."""
+
+    def __init__(self, cfg: Any, env: Env, warm: bool = True) -> None:
+        super().__init__(cfg, env, warm=False)
+        pol = self.policy
+        n = env.n_arms
+        self.lean = (self.cand, *pol.lean_args(), np.empty(n), np.zeros(2, dtype=np.int64))
+        self.learn = pol.learn_args()
+        if warm:  # as BareKernels: the kernels loaded outside the timed loop
+            w = BareLean(cfg, Env(8, env.mean, env.best, env.u), warm=False)
+            w.update(w.decide(np.arange(8), None), 0.0, None)
+
+    def decide(self, cand: np.ndarray, x: np.ndarray | None) -> int:
+        return int(self.cand[self.policy.DECIDE_ONE(*self.lean)])
+
+    def update(self, arm: int, reward: float, x: np.ndarray | None) -> None:
+        if self.policy.LEARN_ONE(arm, reward, *self.learn):
+            self.policy.refresh()
+
+
 class Mabwiser:
     """MABWiser ``MAB``; it cannot predict before its first fit, so round 1 is uniform."""
 
@@ -235,7 +259,9 @@ TS = "ours Thompson (default)"
 LIN_TS, LIN_UCB, LIN_EPS = "ours TS noise_scale=0.5 (default)", "ours LinUCB", "ours ε-greedy 0.05"
 LOG_TS = "ours logistic TS (default)"
 LOG_TS_EPS0 = "ours logistic TS ε=0 (zero propensities: not replayable)"
-BARE = "bare kernels (floor: no checks, no Decision)"
+BARE = "bare kernels (old floor: 38-argument pipeline kernel, no checks, no Decision)"
+BARE_LEAN = "bare lean kernels (floor: 15-argument entry, fused learn step)"
+LEAN = hasattr(Policy, "DECIDE_ONE")
 MW_TS, VW_EPS, VW_SQ = "MABWiser ThompsonSampling", "VW --epsilon 0.05", "VW --squarecb"
 PEERS = [  # workload, package, label, setting, our method to compare with, max rounds
     ("bern10", "mabwiser", MW_TS, "ThompsonSampling", TS, None),
@@ -292,7 +318,12 @@ def workloads(quick: bool, seed: int = 0) -> dict[str, tuple[str, Callable[[], E
         "bern10": (
             "1. Bernoulli K=10",
             partial(bernoulli_env, 10, t, seed=seed),
-            [ours(TS, beta), Method(BARE, partial(BareKernels, beta))],
+            [
+                ours(TS, beta),
+                Method(BARE, partial(BareKernels, beta)),
+                # a tree before the lean entry (a before/after run) has no such row
+                *([Method(BARE_LEAN, partial(BareLean, beta))] if LEAN else []),
+            ],
         ),
         "bern1k": (
             "2. Bernoulli K=1000",

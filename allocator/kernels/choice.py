@@ -20,6 +20,8 @@ ERR_RETIRED = -3
 ERR_DUPLICATE = -4
 ERR_NONFINITE = -5
 ERR_TOO_MANY = -6
+#: a candidate id was not resolved (the id lookup's status and position are in ``err``)
+ERR_LOOKUP = -7
 
 RULE_THOMPSON = 0
 RULE_UCB = 1

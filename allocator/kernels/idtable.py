@@ -93,17 +93,25 @@ ANY_OR_NEW = 2
 
 
 @njit(cache=True, nogil=True)
-def _lookup_spans(table, chars, offsets, active, mode, q, lo, hi, out):
-    """Resolve the ids ``q[lo[i]:hi[i]]`` into ``out``, in stages over all ids (hash and
-    first slot, then its offsets, then its first codepoint, then the full comparison) so
-    that the cache misses of different ids overlap instead of queueing one id at a time.
-    Returns (status, position) of the first failing id, or (FOUND, -1)."""
+def _first_slots(table, q, lo, hi):
+    """Each span's first probe slot in ``table`` (its hash masked)."""
+    mask = np.uint64(table.shape[0] - 1)
+    slot = np.empty(lo.shape[0], dtype=np.int64)
+    for i in range(lo.shape[0]):
+        slot[i] = np.int64(_hash(q, lo[i], hi[i]) & mask)
+    return slot
+
+
+@njit(cache=True, nogil=True)
+def _lookup_spans(table, chars, offsets, active, mode, q, lo, hi, slot, out):
+    """Resolve the ids ``q[lo[i]:hi[i]]`` (first probe slots ``slot``) into ``out``, in
+    stages over all ids (the slot's entry, then its offsets, then its first codepoint, then
+    the full comparison) so that the cache misses of different ids overlap instead of
+    queueing one id at a time. Returns (status, position) of the first failing id, or
+    (FOUND, -1)."""
     n = out.shape[0]
     mask = table.shape[0] - 1
-    slot = np.empty(n, dtype=np.int64)
     start = np.empty(n, dtype=np.int64)
-    for i in range(n):
-        slot[i] = np.int64(_hash(q, lo[i], hi[i]) & np.uint64(mask))
     for i in range(n):
         out[i] = table[slot[i]]
     for i in range(n):
@@ -186,19 +194,26 @@ def lookup_joined(table, chars, offsets, active, mode, q, out):
         return _lookup_joined_short(table, chars, offsets, active, mode, q, out)
     lo = np.empty(n, dtype=np.int64)
     hi = np.empty(n, dtype=np.int64)
+    slot = np.empty(n, dtype=np.int64)
+    mask = np.uint64(table.shape[0] - 1)
     i = 0
     start = 0
-    for k in range(q.shape[0] + 1):
+    h = _FNV_OFFSET
+    for k in range(q.shape[0] + 1):  # split and hash in one pass over the query
         if k == q.shape[0] or q[k] == 0:
             if i == n:
                 return MISSPLIT, 0
             lo[i] = start
             hi[i] = k
+            slot[i] = np.int64(h & mask)
+            h = _FNV_OFFSET
             i += 1
             start = k + 1
+        else:
+            h = _mix(h, q[k])
     if i != n:
         return MISSPLIT, 0
-    return _lookup_spans(table, chars, offsets, active, mode, q, lo, hi, out)
+    return _lookup_spans(table, chars, offsets, active, mode, q, lo, hi, slot, out)
 
 
 @njit(cache=True, nogil=True)
@@ -216,7 +231,8 @@ def lookup_rows(table, chars, offsets, active, mode, q, out):
             end -= 1
         lo[i] = i * w
         hi[i] = end
-    return _lookup_spans(table, chars, offsets, active, mode, flat, lo, hi, out)
+    slot = _first_slots(table, flat, lo, hi)
+    return _lookup_spans(table, chars, offsets, active, mode, flat, lo, hi, slot, out)
 
 
 @njit(cache=True, nogil=True)
@@ -244,7 +260,8 @@ def lookup_ints(table, chars, offsets, active, mode, values, out):
             digits[k] = np.uint32(45)
         lo[i] = k
         hi[i] = end
-    return _lookup_spans(table, chars, offsets, active, mode, digits, lo, hi, out)
+    slot = _first_slots(table, digits, lo, hi)
+    return _lookup_spans(table, chars, offsets, active, mode, digits, lo, hi, slot, out)
 
 
 @njit(cache=True, nogil=True)

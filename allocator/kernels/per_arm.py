@@ -9,14 +9,18 @@ import numpy as np
 from numba import njit
 
 from allocator.kernels.choice import (
+    ERR_LOOKUP,
     OK,
     RULE_GREEDY,
     RULE_THOMPSON,
     argmax_onehot,
     bank_win_shares,
     clear_marks,
+    draw_index,
     mark_candidates,
+    mix_uniform,
 )
+from allocator.kernels.idtable import ACTIVE, FOUND, lookup_joined
 from allocator.kernels.pipeline import check_requests, finish
 
 
@@ -80,6 +84,72 @@ def decide_per_arm(
             rng_state,
         )  # fmt: skip
     return OK
+
+
+@njit(cache=True, nogil=True)
+def decide_per_arm_one(
+    cand, active, bank, winner, mean, sd, rule, ucb_alpha, eps, rng_state, pos_of_arm, best,
+    arg, p, err,
+):  # fmt: skip
+    """One request without contracts: :func:`decide_per_arm` on a batch of one, step for
+    step (same checks, probabilities and uniform), over the 15 arguments it needs.
+
+    A call from Python unboxes every argument; the serving hot path's common case (no
+    contract, no context) pays for these instead of the full pipeline's 38.
+
+    Parameters
+    ----------
+    cand : int64 (C,); active, bank, winner, mean, sd, rule, ucb_alpha, eps, rng_state,
+    pos_of_arm, best, arg : as :func:`decide_per_arm`
+    p : float64 (>= C,) the final probabilities; err : int64 (2,) as :func:`decide_per_arm`
+
+    Returns
+    -------
+    int
+        The chosen position, or a negative error code (``err`` = 0, position) with nothing
+        changed.
+    """
+    err[0] = 0
+    code = mark_candidates(cand, active, pos_of_arm, err[1:])
+    if code != OK:
+        return code
+    n = cand.shape[0]
+    _base_probs(cand, pos_of_arm, bank, winner, mean, sd, rule, ucb_alpha, best, arg, p)
+    clear_marks(cand, n, pos_of_arm)
+    mix_uniform(p, n, eps)
+    return draw_index(p, n, rng_state)
+
+
+@njit(cache=True, nogil=True)
+def decide_joined_one(
+    table, chars, offsets, q, cand, active, bank, winner, mean, sd, rule, ucb_alpha, eps,
+    rng_state, pos_of_arm, best, arg, p, err,
+):  # fmt: skip
+    """:func:`decide_per_arm_one` on candidates given as ids: resolved from ``q`` into
+    ``cand`` by :func:`.idtable.lookup_joined` (active ids only) in the same call, so the
+    serving facade's common request is one compiled call.
+
+    Parameters
+    ----------
+    table, chars, offsets : the id table; q : uint8 or uint32 (L,) the ids joined by 0
+    cand : int64 (n,) receives the indices; the rest as :func:`decide_per_arm_one`
+
+    Returns
+    -------
+    int
+        The chosen position; ``ERR_LOOKUP`` (``err`` = lookup status, position) when an
+        id is unknown, retired or the join does not split into n ids; else a negative
+        error code of :func:`decide_per_arm_one`. Nothing changes on an error.
+    """
+    status, at = lookup_joined(table, chars, offsets, active, ACTIVE, q, cand)
+    if status != FOUND:
+        err[0] = status
+        err[1] = at
+        return ERR_LOOKUP
+    return decide_per_arm_one(
+        cand, active, bank, winner, mean, sd, rule, ucb_alpha, eps, rng_state, pos_of_arm,
+        best, arg, p, err,
+    )  # fmt: skip
 
 
 @njit(cache=True, nogil=True)

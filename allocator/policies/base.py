@@ -61,6 +61,13 @@ class Policy(ABC):
     #: whether an update can change the next decisions before the next refresh (a family
     #: whose decisions read only refreshed arrays sets False; replay batches on it)
     UPDATES_MOVE_DECISIONS: ClassVar[bool] = True
+    #: optional lean kernel for one request without contracts: ``(cand, *lean_args(), p,
+    #: err)`` returns the chosen position or a negative error code, deciding exactly what
+    #: :attr:`KERNEL` decides on a batch of one (None: the full pipeline serves it)
+    DECIDE_ONE: ClassVar[Any] = None
+    #: optional :attr:`DECIDE_ONE` on ids: ``(table, chars, offsets, q, cand, *lean_args(),
+    #: p, err)`` resolves the joined ids ``q`` into ``cand`` first (see :meth:`decide_joined`)
+    DECIDE_JOINED: ClassVar[Any] = None
     #: optional fused kernel for one checked update: ``(arm, reward, *learn_args())`` folds
     #: the reward, counts it and returns True when a refresh is due (None: the batch path)
     LEARN_ONE: ClassVar[Any] = None
@@ -112,6 +119,8 @@ class Policy(ABC):
         self._generation = 0  # bumped when a buffer of the single-call lists is replaced
         self._one = BoundCall(self.KERNEL, self._single_args)  # no contract
         self._one_contracts = BoundCall(self.KERNEL, self._single_args)
+        self._lean = BoundCall(self.DECIDE_ONE, self._lean_call_args)
+        self._joined = BoundCall(self.DECIDE_JOINED, self._joined_call_args)
         self._learn = BoundCall(self.LEARN_ONE, self._learn_args)
         self._last_n = 0
         self._scratch_size = 0
@@ -139,6 +148,11 @@ class Policy(ABC):
     def scratch_args(self) -> tuple[Any, ...]:
         """The scratch buffers of the decide kernel, in its order (before ``p_out``); made
         by :meth:`_new_scratch`."""
+
+    def lean_args(self) -> tuple[Any, ...]:
+        """The arguments of :attr:`DECIDE_ONE` between ``cand`` and ``p, err`` (state
+        fields, constants and scratch: cached like :meth:`model_args`)."""
+        return ()
 
     def learn_args(self) -> tuple[Any, ...]:
         """The arguments of :attr:`LEARN_ONE` after ``arm, reward`` (state fields and
@@ -227,7 +241,7 @@ class Policy(ABC):
         cand = as_index_array(candidates, "candidates")
         x = self.context_row(context)
         pos, _, _ = self.decide_one(cand, x, 0.0, self._codes0, None)
-        return bare_decision(pos, cand.item(pos), self._p1.item(pos), self.version)
+        return bare_decision(pos, cand.item(pos), self._p1.item(pos), self.state.version.item(0))
 
     def decide_batch(
         self, cand_ptr: Any, cand_idx: Any, contexts: Any = None, draw: bool = True
@@ -257,12 +271,19 @@ class Policy(ABC):
         """
         n = cand.shape[0]
         if n > self._scratch_size or n > self._p1.shape[0]:
-            self.ensure_scratch(n)
-            if self._p1.shape[0] < n:
-                self._p1 = np.empty(max(n, 2 * self._p1.shape[0]))
-                self._generation += 1
+            self._grow_single(n)
         reg = self.registry
         key = (self._generation, self.state.generation, reg.generation, reg.n_arms)
+        if contracts is None and self.DECIDE_ONE is not None:
+            lean = self._lean
+            args = lean.args if key == lean.key else lean.bind(key)
+            args[0] = cand
+            pos = lean.entry(*args)
+            if pos < 0:
+                self._ptr1[1] = n
+                self._fail(pos, self._ptr1, cand, x)
+            self._last_n = n
+            return pos, -1, 0
         if contracts is None:
             call = self._one
             args = call.bind(key)
@@ -290,6 +311,47 @@ class Policy(ABC):
         )  # fmt: skip
         self._c0 = 7 + len(self.model_args())
         return list(args)
+
+    def _grow_single(self, n: int) -> None:
+        """Scratch and the probability buffer grown for a single request of ``n``."""
+        self.ensure_scratch(n)
+        if self._p1.shape[0] < n:
+            self._p1 = np.empty(max(n, 2 * self._p1.shape[0]))
+            self._generation += 1
+
+    def _lean_call_args(self) -> list[Any]:
+        """The argument list of :attr:`DECIDE_ONE` (``cand`` a placeholder until the call)."""
+        self._check_synced()
+        return [self._arm1, *self.lean_args(), self._p1, self._err]
+
+    def _joined_call_args(self) -> list[Any]:
+        """The argument list of :attr:`DECIDE_JOINED` (``q``, ``cand``: placeholders of
+        their types; ``q`` is read-only, as :meth:`ArmRegistry.joined_ids` makes it)."""
+        reg = self.registry
+        return [*reg.id_table(), reg.joined_ids([]), *self._lean_call_args()]
+
+    def decide_joined(self, q: np.ndarray, cand: np.ndarray) -> tuple[int, int, int]:
+        """:meth:`decide_one` for a context-free request without contracts whose candidates
+        are ids joined by NUL (``q``: :meth:`ArmRegistry.joined_ids`), resolved into
+        ``cand`` (n,) by the same compiled call (:attr:`DECIDE_JOINED`, which the caller
+        checked is set). Returns (position, -1, 0), or (-1, status, position) of the first
+        id the lookup refused (:mod:`allocator.kernels.idtable` codes; nothing changed)."""
+        n = cand.shape[0]
+        if n > self._scratch_size or n > self._p1.shape[0]:
+            self._grow_single(n)
+        reg = self.registry
+        call = self._joined
+        key = (self._generation, self.state.generation, reg.generation, reg.n_arms)
+        args = call.args if key == call.key else call.bind(key)
+        args[3], args[4] = q, cand
+        pos = call.entry(*args)
+        if pos == ck.ERR_LOOKUP:
+            return -1, int(self._err[0]), int(self._err[1])
+        if pos < 0:
+            self._ptr1[1] = n
+            self._fail(pos, self._ptr1, cand, self._x_none)
+        self._last_n = n
+        return pos, -1, 0
 
     def decide_many(
         self, ptr: np.ndarray, idx: np.ndarray, xs: np.ndarray, times: np.ndarray,

@@ -96,6 +96,8 @@ class PerArmPolicy(Policy):
     """Shared machinery of the context-free families (bank, winners, mean/sd)."""
 
     KERNEL = staticmethod(kpa.decide_per_arm)
+    DECIDE_ONE = staticmethod(kpa.decide_per_arm_one)
+    DECIDE_JOINED = staticmethod(kpa.decide_joined_one)
     UPDATES_MOVE_DECISIONS = False  # decisions read the bank, mean and sd: refreshed only
     #: prior fields, in the order of the config's prior model fields
     PRIOR_FIELDS: ClassVar[tuple[str, ...]] = ()
@@ -126,6 +128,13 @@ class PerArmPolicy(Policy):
 
     def scratch_args(self) -> tuple[Any, ...]:
         return (self.best_buf, self.arg_buf, self.mean_buf)
+
+    def lean_args(self) -> tuple[Any, ...]:
+        s = self.state
+        return (
+            self.registry.active, *self.model_args(), s.stream, s.pos_of_arm, self.best_buf,
+            self.arg_buf,
+        )  # fmt: skip
 
     def _refresh(self) -> None:
         n = self.registry.n_arms

@@ -40,6 +40,7 @@ from allocator.serving.config import (
     Outcome,
     load_allocator_config,
 )
+from allocator.serving.fused import decide_ids
 from allocator.serving.log_rows import IdColumn, decision_rows, outcome_rows
 from allocator.serving.pending import Pending, PendingTable
 from allocator.serving.persistence import (
@@ -139,6 +140,7 @@ class Allocator:
             x = None if self.policy.n_features is None else np.zeros(self.policy.n_features)
             t0 = self._books.last_t if math.isfinite(self._books.last_t) else 0.0
             d = self._engine.decide(cand, x, None, t0)
+            decide_ids(self._engine, [reg.arm_id(int(a)) for a in cand], None, None)
             # through the outcome entry points, which every family accepts (a factored
             # family refuses a bare scalar reward)
             self.policy.learn_outcome(d.arm_index, 0.0, 0.0, 0.0, 0.0, x)
@@ -172,11 +174,16 @@ class Allocator:
                 self._admit(request_id, attrs)
                 engine = self._engine
                 t, mode = self._time.time_of(timestamp, "decide", self._books.last_t)
-                cand, xrow, codes = engine.prepare(candidates, x, attrs)
-                self._check_time(t)
                 # every check is done (the kernel's candidate checks included) before any
                 # state changes: housekeeping at t follows the decision
-                pos, forced, adjusted = engine.decide_prepared(cand, xrow, codes, t)
+                fused = None if self._time_refused(t) else decide_ids(engine, candidates, x, attrs)
+                if fused is None:
+                    cand, xrow, codes = engine.prepare(candidates, x, attrs)
+                    self._check_time(t)
+                    pos, forced, adjusted = engine.decide_prepared(cand, xrow, codes, t)
+                    x_saved = None if engine.policy.n_features is None else xrow
+                else:  # a context-free family: no context to keep
+                    (cand, pos), forced, adjusted, x_saved = fused, -1, 0, None
                 self._commit_time(mode)
                 head, first, decision_id = self._books.decision_id(self.replica)
                 self._books.last_t = max(self._books.last_t, t)
@@ -184,7 +191,6 @@ class Allocator:
                     cand, pos, forced, adjusted, t, decision_id, request_id,
                     given_id(candidates, pos),
                 )  # fmt: skip
-                x_saved = None if self.policy.n_features is None else xrow
                 self._register_one(head, first, d.arm_index, t, x_saved)
                 if self._log is not None:
                     probs = engine.probabilities
@@ -252,9 +258,12 @@ class Allocator:
         self._time.commit(mode)
         self._books.time_mode = mode
 
+    def _time_refused(self, t: float) -> bool:
+        return t < self._books.last_t - self.config.serving.max_clock_skew_s
+
     def _check_time(self, t: float) -> None:
         skew = self.config.serving.max_clock_skew_s
-        if t < self._books.last_t - skew:
+        if self._time_refused(t):
             raise InvalidInputError(
                 f"timestamp {t} is {self._books.last_t - t:.3f} s before the latest decision: "
                 f"more than max_clock_skew_s = {skew}"

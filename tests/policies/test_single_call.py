@@ -6,7 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from allocator import BetaBernoulliConfig, NormalGammaConfig, make_policy
+from allocator import (
+    AllocatorError,
+    BetaBernoulliConfig,
+    NormalGammaConfig,
+    make_policy,
+)
 from tests.conftest import make_registry
 
 
@@ -40,3 +45,49 @@ def test_single_calls_equal_batches_of_one(cfg):
     b, _ = batch.export_state()
     for name in s:
         np.testing.assert_array_equal(s[name], b[name], err_msg=name)
+
+
+LEAN_CONFIGS = [
+    BetaBernoulliConfig(refresh_every=4, epsilon=0.2),
+    BetaBernoulliConfig(rule="greedy", refresh_every=3),
+    NormalGammaConfig(rule="ucb", refresh_every=5),
+]
+
+
+def _outcome(pol, cand):
+    try:
+        d = pol.decide(cand)
+    except AllocatorError as err:
+        return type(err).__name__, str(err)
+    return d.position, d.arm_index, d.propensity, pol.probabilities.tolist()
+
+
+@pytest.mark.parametrize("cfg", LEAN_CONFIGS)
+def test_lean_single_entry_equals_the_full_pipeline(cfg):
+    """The lean per-arm entry (``DECIDE_ONE``: 15 arguments) against the same policy forced
+    onto the full pipeline kernel: the same positions, propensities and probability vectors,
+    the same error type and message for empty, out-of-range, retired and duplicate
+    candidates, and byte-identical state after every call, rejected ones included."""
+    lean, full = (make_policy(cfg, make_registry(12), seed=5) for _ in range(2))
+    full.DECIDE_ONE = None  # this instance takes the general path
+    assert type(lean).DECIDE_ONE is not None
+    for pol in (lean, full):
+        pol.registry.retire(["arm:7"], by=pol)
+    rng = np.random.default_rng(8)
+    bad = [[], [0, 99], [-1, 2], [3, 7], [4, 5, 4], [2, 12]]
+    errors = 0
+    for i in range(400):
+        cand = bad[i % 6] if i % 5 == 0 else rng.choice(12, size=1 + i % 6, replace=False)
+        cand = [a for a in cand if a != 7] if i % 5 else cand
+        a, b = _outcome(lean, cand), _outcome(full, cand)
+        assert a == b
+        errors += isinstance(a[0], str)
+        if not isinstance(a[0], str):
+            reward = float(rng.random() < 0.5) if cfg.kind == "beta_bernoulli" else rng.normal()
+            lean.update(a[1], reward)
+            full.update(a[1], reward)
+        sl, _ = lean.export_state()
+        sf, _ = full.export_state()
+        for name in sl:
+            assert sl[name].tobytes() == sf[name].tobytes(), name
+    assert errors >= 80 and lean.version > 20

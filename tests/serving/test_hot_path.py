@@ -3,10 +3,12 @@ pending-table paths) decides and learns exactly what the general path does."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
-from allocator import Allocator, UnknownArmError, UpdateStatus
+from allocator import Allocator, AllocatorConfig, AllocatorError, UnknownArmError, UpdateStatus
 from allocator.engine import Engine
 from allocator.kernels import idtable as kid
 from allocator.registry import ArmRegistry
@@ -35,15 +37,21 @@ def test_fast_single_calls_equal_the_general_path_with_learning(kind):
             outcome = reward if rng.random() < 0.5 else {"order": 0.0}
             assert fast.update(a.decision_id, outcome) is UpdateStatus.APPLIED
             assert general.update_many([(b.decision_ids[0], outcome)]) == [UpdateStatus.APPLIED]
-    counts = ("decisions", "updates", "expired", "refreshes", "pending")
+    _assert_same_learning(fast, general, min_expired=100)
+
+
+def _assert_same_learning(fast: Allocator, general: Allocator, min_expired: int) -> None:
+    """The same counters (with real expiry and refresh traffic) and byte-identical engine
+    state (policy, registry, contract queues)."""
+    counts = ("decisions", "updates", "expired", "refreshes", "pending", "rejected")
     mf, mg = fast.metrics(), general.metrics()
-    assert mf["expired"] > 100 and mf["refreshes"] > 10
+    assert mf["expired"] > min_expired and mf["refreshes"] > 10
     assert {k: mf[k] for k in counts} == {k: mg[k] for k in counts}
-    sf, _ = fast.policy.export_state()
-    sg, _ = general.policy.export_state()
+    sf, _ = fast.engine.export_state()
+    sg, _ = general.engine.export_state()
     assert sf.keys() == sg.keys()
     for name in sf:
-        np.testing.assert_array_equal(sf[name], sg[name], err_msg=name)
+        assert sf[name].tobytes() == sg[name].tobytes(), name
 
 
 def _resolved(reg: ArmRegistry, ids: list[str] | np.ndarray) -> list[int] | str:
@@ -127,3 +135,83 @@ def test_contract_state_restored_in_c_order():
                 e.set_constraints(cfg.constraints)  # new queue arrays, same policy
         c, f = (e.decide(CANDS[: 2 + i % 4], None, None, T0 + 30 + i) for e in engines)
         assert (c.arm_index, c.propensity) == (f.arm_index, f.propensity)
+
+
+def _without_contracts(kind: str = "beta_bernoulli", **serving: Any) -> AllocatorConfig:
+    raw = config(kind, **serving).model_dump(mode="json")
+    raw["constraints"] = {}
+    return AllocatorConfig.model_validate(raw)
+
+
+def _general(alloc: Allocator) -> Allocator:
+    """``alloc`` with the fused ids-and-decide call off (every request takes the general
+    path: the registry's lookup, then the policy's lean entry)."""
+    alloc.policy.DECIDE_JOINED = None
+    return alloc
+
+
+def test_fused_ids_and_decide_equal_the_general_path():
+    """Without contracts a list of str is resolved and decided in one compiled call: the
+    same decisions, propensities, learning and state as the two-call path, across a
+    catalogue growth past the capacity (id table, state and scratch reallocated), a
+    retirement and long lists (the staged lookup)."""
+    cfg = _without_contracts(reward_wait_s=30.0, refresh_every_s=7.0)
+    fused, general = Allocator(cfg, seed=4), _general(Allocator(cfg, seed=4))
+    rng = np.random.default_rng(2)
+    for i in range(200):
+        if i == 60:
+            for alloc in (fused, general):
+                alloc.add_arms([f"late:{k}" for k in range(40)], "mini_shop")
+        if i == 120:
+            for alloc in (fused, general):
+                alloc.retire_arms(["late:3"])
+        ids = [a for a in fused.registry.all_ids() if a != "late:3"]
+        size = min(2 + i % 20, len(ids))
+        cands = [ids[k] for k in rng.choice(len(ids), size=size, replace=False)]
+        a, b = (alloc.decide(cands, timestamp=T0 + i) for alloc in (fused, general))
+        assert a == b._replace(decision_id=a.decision_id)
+        if i % 3 == 0:
+            outcome = {"order": float(rng.random() < 0.5)}
+            for alloc, d in ((fused, a), (general, b)):
+                assert alloc.update(d.decision_id, outcome) is UpdateStatus.APPLIED
+    assert fused.policy._joined.key is not None  # the fused call was taken (and bound)
+    assert general.policy._joined.key is None
+    _assert_same_learning(fused, general, min_expired=50)
+
+
+BAD_IDS = {
+    "unknown": ["taobao", "nope"],
+    "retired": ["merchant:1", "merchant:2"],
+    "duplicate": ["douyin", "merchant:0", "douyin"],
+    "empty": [],
+    "not a str": ["taobao", 3],
+    "holds a NUL": ["taobao", "merchant:0\x00x"],
+    "unencodable": ["taobao", "m\u20ac"],
+    "index list": [0, 1],
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_IDS))
+def test_fused_path_rejects_exactly_as_the_general_path(case):
+    """Every refused candidate list raises the general path's error type and message from
+    the fused path too, and leaves the allocator's whole state byte-identical."""
+    cfg = _without_contracts()
+    fused, general = Allocator(cfg, seed=1), _general(Allocator(cfg, seed=1))
+    for alloc in (fused, general):
+        alloc.decide(CANDS, timestamp=T0)
+        alloc.retire_arms(["merchant:2"])
+    before, _ = fused.snapshot_state()
+    errors = []
+    for alloc in (fused, general):
+        if case == "index list":
+            alloc.decide(BAD_IDS[case], timestamp=T0 + 1)  # valid: indices, general path
+            continue
+        with pytest.raises(AllocatorError) as info:
+            alloc.decide(BAD_IDS[case], timestamp=T0 + 1)
+        errors.append((type(info.value), str(info.value)))
+    if case != "index list":
+        assert errors[0] == errors[1]
+        after, _ = fused.snapshot_state()
+        assert before.keys() == after.keys()
+        for name in before:
+            assert np.asarray(before[name]).tobytes() == np.asarray(after[name]).tobytes()
