@@ -19,6 +19,8 @@ from allocator.engine import Engine
 from allocator.errors import InvalidInputError
 
 KEYS = frozenset({"candidates", "context", "attrs", "timestamp", "request_id"})
+_INDEX = np.dtype(np.int64)
+_REAL = np.dtype(np.float64)
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,7 @@ def request_batch(
 
 def _candidates(engine: Engine, given: list[Any]) -> tuple[np.ndarray, np.ndarray]:
     """CSR offsets and indices of the requests' candidate lists."""
-    if all(type(c) is np.ndarray and c.dtype == np.int64 and c.ndim == 1 for c in given):
+    if all(type(c) is np.ndarray and c.dtype == _INDEX and c.ndim == 1 for c in given):
         cands = given  # indices as the kernels take them: range is the kernel's check
     else:
         cands = [engine.resolve(c) for c in given]
@@ -83,7 +85,7 @@ def _contexts(given: list[Any], d: int, bound: float) -> np.ndarray | None:
     """The (R, d) contexts when every one is a float64 array of width ``d`` with entries
     within ``bound`` (checked as one array); None otherwise (checked one by one)."""
     if not given or not all(
-        type(c) is np.ndarray and c.dtype == np.float64 and c.shape == (d,) for c in given
+        type(c) is np.ndarray and c.dtype == _REAL and c.shape == (d,) for c in given
     ):
         return None
     xs = np.stack(given)
