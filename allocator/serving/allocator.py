@@ -208,7 +208,8 @@ class Allocator:
                     return times
 
                 batch = request_batch(engine, requests, resolve_times, self._resolve_context)
-                self._admit()
+                if batch.times.size:  # admission is per decision: an empty batch is not refused
+                    self._admit()
                 if self._log is not None:
                     for request_id, attrs in zip(batch.request_ids, batch.attrs, strict=True):
                         check_log_fields(request_id, attrs)
