@@ -144,10 +144,11 @@ def time_decide(
 
 def time_many(
     alloc: Any, make_req: Any, clock: Clock, batch: int, calls: int, repeats: int
-) -> tuple[float, float]:
+) -> tuple[float, float, float]:
     """decisions/s of decide_many(batch requests), per wall second and per CPU second of the
     process (every thread: the log writer's included; on a loaded machine the CPU figure is
-    the steadier one): medians over repeats of `calls` calls."""
+    the steadier one): medians over repeats of `calls` calls, and the best CPU rate (the
+    least disturbed repeat)."""
     alloc.decide_many([make_req(clock) for _ in range(batch)])  # warm-up
     alloc.decide_many([make_req(clock) for _ in range(batch)])
     rates, cpu_rates = [], []
@@ -162,7 +163,7 @@ def time_many(
         gc.enable()
         rates.append(batch * calls / dt)
         cpu_rates.append(batch * calls / dc)
-    return statistics.median(rates), statistics.median(cpu_rates)
+    return statistics.median(rates), statistics.median(cpu_rates), max(cpu_rates)
 
 
 def case_beta(allocator: Any, AllocatorConfig: Any, args: argparse.Namespace) -> dict[str, Any]:
@@ -176,7 +177,7 @@ def case_beta(allocator: Any, AllocatorConfig: Any, args: argparse.Namespace) ->
         return {"candidates": ids, "timestamp": c.next()}
 
     p50, p99 = time_decide(alloc, req, clock, args.n_decide, args.repeats)
-    rate, cpu = time_many(alloc, req, clock, 1000, args.many_calls, args.repeats)
+    rate, cpu, _ = time_many(alloc, req, clock, 1000, args.many_calls, args.repeats)
     return {"decide_p50_us": p50, "decide_p99_us": p99, "many_per_s": rate, "many_per_cpu_s": cpu}
 
 
@@ -206,7 +207,7 @@ def case_linear(allocator: Any, AllocatorConfig: Any, args: argparse.Namespace) 
         return {"candidates": idx_pool[k], "context": ctx_pool[(k * 7) % 64], "timestamp": c.next()}
 
     p50, p99 = time_decide(alloc, req, clock, args.n_decide, args.repeats)
-    rate, cpu = time_many(alloc, req, clock, 1000, args.many_calls, args.repeats)
+    rate, cpu, _ = time_many(alloc, req, clock, 1000, args.many_calls, args.repeats)
     return {"merchants": n, "build_s": build_s, "decide_p50_us": p50, "decide_p99_us": p99,
             "many_per_s": rate, "many_per_cpu_s": cpu}  # fmt: skip
 
@@ -246,10 +247,10 @@ def case_target(
     for d in learn:
         alloc.update(d, {"order": 1.0, "gmv": 10.0})
     p50, p99 = time_decide(alloc, req, clock, args.n_decide, args.repeats)
-    rate, cpu = time_many(alloc, req, clock, 1000, args.many_calls, args.repeats)
+    rate, cpu, best = time_many(alloc, req, clock, 1000, args.many_calls, args.repeats)
     alloc.close()
     return {"merchants": n, "build_s": build_s, "decide_p50_us": p50, "decide_p99_us": p99,
-            "many_per_s": rate, "many_per_cpu_s": cpu}  # fmt: skip
+            "many_per_s": rate, "many_per_cpu_s": cpu, "many_per_cpu_s_best": best}  # fmt: skip
 
 
 def case_scenario(tree: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -361,6 +362,8 @@ def main() -> None:
         m = res.get(case, {}).get("merchants", args.merchants)
         for key, what, fmt in (("many_per_s", "decide_many(1000) decisions/s", ",.0f"),
                                ("many_per_cpu_s", "decide_many(1000) decisions/CPU-s", ",.0f"),
+                               ("many_per_cpu_s_best", "decide_many(1000) best decisions/CPU-s",
+                                ",.0f"),
                                ("decide_p50_us", "decide p50 µs", ".1f"),
                                ("decide_p99_us", "decide p99 µs", ".1f")):  # fmt: skip
             print(f"| target 200/{m:,} ({form}), 5 contracts, log | {what} | "

@@ -155,32 +155,41 @@ def bank_win_shares(bank, cand, pos_of_arm, winner, best, arg, p):
 def gauss_win_shares(mean, sd, z, n, best, arg, p):
     """Share of bank rows won by each candidate when scores are ``mean + sd * z``.
 
+    The scores are formed and compared in single precision (``mean`` and ``sd`` rounded to
+    float32 first): twice the SIMD width and half the memory traffic of doubles over the
+    bank. The shares count the rows each candidate wins in exactly those float32 scores,
+    so they are the exact probabilities of the procedure that runs.
+
     Parameters
     ----------
     mean, sd : float64 arrays, shape (>= n,)
         Per-candidate posterior mean and standard deviation of the score.
-    z : float64 array, shape (slots, M), slots >= n
+    z : float32 array, shape (slots, M), slots >= n
         Standard normals; candidate ``j`` of a request uses row ``j``.
     n : int
         Number of candidates.
-    best, arg : scratch, shape (>= M,)
+    best, arg : float64 / int64 scratch, shape (>= M,) (used as float32 / int32)
     p : float64 array, shape (>= n,), output.
     """
     m_rows = z.shape[1]
-    mu0 = mean[0]
-    s0 = sd[0]
+    top = best.view(np.float32)
+    who = arg.view(np.int32)  # 32-bit lanes beside the scores: the selects vectorise
+    mu0 = np.float32(mean[0])
+    s0 = np.float32(sd[0])
     for m in range(m_rows):
-        best[m] = mu0 + s0 * z[0, m]
-        arg[m] = 0
+        top[m] = mu0 + s0 * z[0, m]
+        who[m] = 0
     for j in range(1, n):
-        mu = mean[j]
-        s = sd[j]
+        mu = np.float32(mean[j])
+        s = np.float32(sd[j])
+        zj = z[j]
+        jj = np.int32(j)
         for m in range(m_rows):
-            v = mu + s * z[j, m]
-            if v > best[m]:
-                best[m] = v
-                arg[m] = j
-    tally_wins(arg, m_rows, n, p)
+            v = mu + s * zj[m]
+            wins = v > top[m]
+            top[m] = v if wins else top[m]
+            who[m] = jj if wins else who[m]
+    tally_wins(who, m_rows, n, p)
 
 
 @njit(cache=True, nogil=True)

@@ -15,7 +15,7 @@ propensity is its share of the bank rows it wins, exact for the procedure.
 import numpy as np
 from numba import njit
 
-from allocator.kernels.choice import OK, RULE_THOMPSON, all_finite
+from allocator.kernels.choice import OK, RULE_THOMPSON, all_finite, tally_wins
 from allocator.kernels.linear import scores_to_probs, sherman_morrison
 from allocator.kernels.link import apply_link
 from allocator.kernels.pipeline import check_requests, finish
@@ -180,17 +180,18 @@ def joint_win_shares(cand, features, mean, v, p_fold, z, n, l_buf, best, arg, p)
         Score scale.
     p_fold : float64 (d_arm, d_arm)
         ``P`` of the request (from :func:`shared_scores`).
-    z : float64 (slots, M), slots >= d_arm
+    z : float32 (slots, M), slots >= d_arm
         Standard normals; bank row ``m`` uses ``z[:d_arm, m]``.
-    l_buf : (d_arm, d_arm), best, arg : (>= M,)
-        Scratch.
+    l_buf : (d_arm, d_arm), best, arg : float64 / int64 (>= M,)
+        Scratch (``best`` and ``arg`` used as float32 / int32).
     p : float64 (>= n,)
         Output probabilities.
     """
     da = p_fold.shape[0]
     psd_cholesky(p_fold, l_buf)
-    # score_jm = mean_j + (v Lᵀ f_j)·z[:, m]: one small matrix product for the whole bank
-    b = np.empty((n, da))
+    # score_jm = mean_j + (v Lᵀ f_j)·z[:, m]: one small single-precision matrix product for
+    # the whole bank, compared in float32 (the shares count wins in those very scores)
+    b = np.empty((n, da), dtype=np.float32)
     for j in range(n):
         f = features[cand[j]]
         for i in range(da):
@@ -200,21 +201,21 @@ def joint_win_shares(cand, features, mean, v, p_fold, z, n, l_buf, best, arg, p)
             b[j, i] = v * acc
     scores = np.dot(b, z[:da])
     m_rows = z.shape[1]
-    for j in range(n):
-        p[j] = 0.0
+    top = best.view(np.float32)
+    who = arg.view(np.int32)
+    mu0 = np.float32(mean[0])
     for m in range(m_rows):
-        best[m] = mean[0] + scores[0, m]
-        arg[m] = 0
+        top[m] = mu0 + scores[0, m]
+        who[m] = 0
     for j in range(1, n):
-        mu = mean[j]
+        mu = np.float32(mean[j])
+        jj = np.int32(j)
         for m in range(m_rows):
             sc = mu + scores[j, m]
-            if sc > best[m]:
-                best[m] = sc
-                arg[m] = j
-    inv = 1.0 / m_rows
-    for m in range(m_rows):
-        p[arg[m]] += inv
+            wins = sc > top[m]
+            top[m] = sc if wins else top[m]
+            who[m] = jj if wins else who[m]
+    tally_wins(who, m_rows, n, p)
 
 
 @njit(cache=True, nogil=True)
@@ -228,7 +229,7 @@ def decide_shared(
 ):  # fmt: skip
     """Decide a CSR batch of requests under the shared model through the pipeline.
 
-    ``features`` (capacity, d_arm), ``mu`` (D,), ``a_inv`` (D, D), ``z`` (slots, M);
+    ``features`` (capacity, d_arm), ``mu`` (D,), ``a_inv`` (D, D), ``z`` float32 (slots, M);
     ``joint`` samples Thompson scores jointly (:func:`joint_win_shares`, its factor in
     ``l_buf`` (d_arm, d_arm)) rather than per candidate; ``w_buf`` (d_arm,) and ``pp_buf``
     (d_arm, d_arm) scratch; ``link`` as in

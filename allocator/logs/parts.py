@@ -55,10 +55,12 @@ _ZERO: Final = b"0" * 64
 # encoded it differently would fail loudly at the writer, never produce unverifiable parts.
 _FRAME: Final = b"\x18\x40"
 _COMPRESSION: Final = "zstd"
-#: columns written without Parquet dictionary pages: candidate ids are drawn from the whole
-#: catalogue, so hashing each into a dictionary costs the writer more CPU than it saves bytes
-#: (200 candidates per row: 10.9 -> 8.4 µs per row, parts 10 % larger; benchmarks/README.md)
-_PLAIN_COLUMNS: Final = frozenset({"candidates"})
+#: the per-candidate list columns (hundreds of values a row: most of a part's encoding CPU)
+#: are written without dictionary pages and without min/max statistics: candidate ids are
+#: drawn from the whole catalogue and probabilities and contexts are floats, so hashing
+#: them into dictionaries costs the writer more than it saves bytes, and nothing reads the
+#: statistics of list elements (benchmarks/README.md, issue 15)
+_PLAIN_COLUMNS: Final = frozenset({"candidates", "candidate_probabilities", "context"})
 
 
 @dataclass(frozen=True)
@@ -123,10 +125,10 @@ def encode_part(table: pa.Table, name: PartName, session: str) -> bytes:
         META_DIGEST: _ZERO,
     }
     sink = pa.BufferOutputStream()
-    dictionary = [c for c in table.column_names if c not in _PLAIN_COLUMNS]
+    small = [c for c in table.column_names if c not in _PLAIN_COLUMNS]
     pq.write_table(
         table.replace_schema_metadata(meta), sink, compression=_COMPRESSION,
-        use_dictionary=dictionary,
+        use_dictionary=small, write_statistics=small,
     )  # fmt: skip
     data = bytearray(sink.getvalue().to_pybytes())
     at = _digest_at(data)

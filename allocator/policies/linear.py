@@ -1,7 +1,9 @@
 """Contextual policies: disjoint linear Gaussian per arm, and one shared linear model.
 
-Both sample in score space through a bank ``z`` of standard normals (slots × M): request
-candidate ``j`` in bank row ``m`` scores ``mean_j + sd_j·z[j, m]``. ``z`` does not depend on
+Both sample in score space through a bank ``z`` of standard normals (slots × M, float32:
+the scores are formed and compared in single precision, see
+:func:`allocator.kernels.choice.gauss_win_shares`): request candidate ``j`` in bank row ``m``
+scores ``mean_j + sd_j·z[j, m]``. ``z`` does not depend on
 the posterior, so a refresh only re-solves the changed posteriors and redraws a rolling
 window of bank rows (in proportion to the updates since the last refresh, at most
 ``_Z_CELLS_PER_REFRESH`` normals), keeping refreshes cheap.
@@ -28,7 +30,7 @@ _Z_CELLS_PER_UPDATE = 1 << 10  # a refresh every 64 updates (the default) redraw
 
 #: the normal bank and its rolling-redraw cursor
 SCORE_BANK_FIELDS = (
-    Field("z", np.float64, Role.CACHE, ("slots", "rows")),
+    Field("z", np.float32, Role.CACHE, ("slots", "rows")),
     Field("z_cursor", np.int64, Role.NONE, (1,), values="count"),
 )
 

@@ -195,6 +195,9 @@ class ModelState:
             if value is None:
                 raise SnapshotError(f"state array {f.name!r} is missing")
             want = f.shape(self.sizes, capacity)
+            if f.has(Role.CACHE) and value.dtype == np.float64 and f.dtype == np.float32:
+                with np.errstate(over="ignore"):  # beyond float32 is inf: refused below
+                    value = value.astype(np.float32)  # a bank saved in double precision
             if value.dtype != np.dtype(f.dtype) or value.shape != want:
                 raise SnapshotError(
                     f"state array {f.name!r} has dtype {value.dtype} and shape {value.shape}, "

@@ -210,14 +210,17 @@ class Allocator:
                 engine = self._engine
                 modes: set[str] = set()
 
-                def resolve_time(timestamp: Any, where: str) -> float:
-                    t, mode = self._time.time_of(timestamp, where, self._books.last_t)
-                    modes.add(mode)
-                    return t
+                def resolve_times(stamps: list[Any]) -> np.ndarray:
+                    times, used = self._time.times_of(stamps, "requests[{}]", self._books.last_t)
+                    modes.update(used)
+                    return times
 
-                batch = request_batch(engine, requests, resolve_time, self._resolve_context)
-                for request_id, attrs in zip(batch.request_ids, batch.attrs, strict=True):
-                    self._admit(request_id, attrs)
+                batch = request_batch(engine, requests, resolve_times, self._resolve_context)
+                if batch.times.size:  # admission is per decision: an empty batch is not refused
+                    self._admit()
+                if self._log is not None:
+                    for request_id, attrs in zip(batch.request_ids, batch.attrs, strict=True):
+                        check_log_fields(request_id, attrs)
                 if len(modes) > 1:
                     raise InvalidInputError(
                         "requests mix given and missing timestamps: give every request its "

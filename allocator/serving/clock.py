@@ -11,8 +11,10 @@ not jump more than ``serving.max_time_jump_s`` past the latest time seen.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
+
+import numpy as np
 
 from allocator.errors import InvalidInputError, brief
 from allocator.timestamps import as_epoch_seconds
@@ -72,6 +74,27 @@ class ServingClock:
                 f"serving.max_time_jump_s = {self.max_jump_s}"
             )
         return t, mode
+
+    def times_of(
+        self, stamps: Sequence[Any], what: str, latest: float
+    ) -> tuple[np.ndarray, set[str]]:
+        """:meth:`time_of` of each of a batch's ``stamps`` (``what`` formats with the
+        request's position), and the modes they take. Float stamps are checked as one
+        array; the first bad one, or any other form, goes through :meth:`time_of`, so the
+        errors are the same."""
+        if self.mode != "wall" and all(type(s) is float for s in stamps):
+            t = np.array(stamps, dtype=np.float64)
+            ok = (t >= EPOCH_MIN) & (t < EPOCH_MAX)  # NaN fails both
+            if math.isfinite(latest):
+                ok &= t <= latest + self.max_jump_s
+            if ok.all():
+                return t, {"event"} if t.size else set()
+        out = np.empty(len(stamps))
+        modes: set[str] = set()
+        for i, s in enumerate(stamps):
+            out[i], mode = self.time_of(s, what.format(i), latest)
+            modes.add(mode)
+        return out, modes
 
     def commit(self, mode: str) -> None:
         """Fix the mode after a call was accepted (a no-op once fixed)."""

@@ -171,12 +171,19 @@ def test_refresh_winners_incremental_equals_full(rng):
 
 
 def test_gauss_win_shares_match_reference(rng):
+    """The scan compares float32 scores: the shares are those of the float32 scores, ties
+    included (three candidates share one score row, so only the first of them wins)."""
     n, m = 9, 128
     mean, sd = rng.normal(size=n), rng.random(n)
-    z = rng.standard_normal((12, m))
+    mean[5:8], sd[5:8] = mean.max(), sd[5]
+    z = rng.standard_normal((12, m)).astype(np.float32)
+    z[5:8] = z[5]
     best, arg, p = np.empty(m), np.empty(m, dtype=np.int64), np.empty(n)
     ck.gauss_win_shares(mean, sd, z, n, best, arg, p)
-    np.testing.assert_allclose(p, naive.win_shares(mean[:, None] + sd[:, None] * z[:n]), atol=1e-12)
+    scores = mean[:, None].astype(np.float32) + sd[:, None].astype(np.float32) * z[:n]
+    assert scores.dtype == np.float32
+    np.testing.assert_allclose(p, naive.win_shares(scores), atol=1e-12)
+    assert 0 < p[5] < 1 and p[6] == p[7] == 0.0
 
 
 @pytest.mark.parametrize("eps", [0.0, 0.1])
@@ -225,7 +232,7 @@ def test_joint_win_shares_match_reference(rng):
     mu = rng.normal(size=da * dc) * 0.3
     b = rng.normal(size=(da * dc, da * dc))
     a_inv = np.linalg.inv(b @ b.T + np.eye(da * dc))
-    z = rng.normal(size=(k, m_rows))
+    z = rng.normal(size=(k, m_rows)).astype(np.float32)
     cand = np.array([7, 2, 0, 5, 3], dtype=np.int64)
     n = cand.shape[0]
     mean, sd, p = np.empty(n), np.empty(n), np.empty(n)

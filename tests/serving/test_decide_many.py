@@ -180,3 +180,74 @@ def test_a_batch_over_the_capacity_evicts_its_oldest_decisions_in_order(tmp_path
     assert [(r["decision_id"], r["timestamp"], r["source"]) for r in outcomes[:75]] == [
         (ids[k], T0 + k + 25, "expired_default") for k in range(75)
     ]
+
+
+def _array_requests(alloc: Allocator, n: int, start: int = 0) -> list[dict]:
+    """:func:`requests` in the array forms the batch checks whole: int64 indices, float64
+    contexts, float timestamps."""
+    reqs = requests("shared_linear", n, start)
+    for r in reqs:
+        r["candidates"] = alloc.registry.lookup(r["candidates"])
+        r["context"] = np.asarray(r["context"], dtype=np.float64)
+        r["timestamp"] = float(r["timestamp"])
+    return reqs
+
+
+def _state_bytes(alloc: Allocator) -> dict[str, bytes]:
+    """Every state array's bytes and the meta values, but the counters (a refusal counts)."""
+    arrays, meta = alloc.snapshot_state()
+    meta = {k: v for k, v in meta.items() if k != "counters"}
+    return {k: np.ascontiguousarray(v).tobytes() for k, v in arrays.items()} | {
+        "meta": repr(sorted((k, repr(v)) for k, v in meta.items())).encode()
+    }
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        ("context", np.array([1.0, np.nan, 0.0]), r"context\[1\] = nan: expected a finite"),
+        ("context", np.array([1.0, 1e300, 0.0]), r"context\[1\] = 1e\+300: expected \|value\|"),
+        ("context", np.zeros(4), r"context has shape \(4,\), expected \(3,\)"),
+        ("timestamp", float("nan"), "timestamp = nan: expected epoch seconds"),
+        ("timestamp", 1e12, r"requests\[3\]: time 1000000000000.0 is outside"),
+        ("timestamp", float(T0 + 10**7), r"requests\[3\]: time .* more than serving.max_time"),
+        (
+            "candidates",
+            np.array([0, 99], dtype=np.int64),
+            r"request 3: candidates\[1\] = 99 is not",
+        ),
+        ("candidates", np.array([0, 0], dtype=np.int64), "appears twice"),
+    ],
+)
+def test_the_array_forms_are_refused_as_the_other_forms_with_state_unchanged(field, value, match):
+    """Float64 contexts, float timestamps and int64 indices are checked as whole arrays;
+    a bad one is refused with the error the one-by-one checks give (the same request
+    named), and the allocator's state stays byte-identical."""
+    alloc = Allocator(config("shared_linear"), seed=5)
+    alloc.decide_many(_array_requests(alloc, 4, start=-10))  # the jump check has a latest
+    before = _state_bytes(alloc)
+    errors = []
+    for form in ("array", "list"):
+        reqs = _array_requests(alloc, 6)
+        reqs[3][field] = value if form == "array" else (
+            value.tolist() if isinstance(value, np.ndarray) else value
+        )  # fmt: skip
+        with pytest.raises((InvalidInputError, UnknownArmError), match=match) as err:
+            alloc.decide_many(reqs)
+        errors.append(str(err.value))
+    assert errors[0] == errors[1]
+    assert _state_bytes(alloc) == before
+    assert alloc.metrics()["rejected"] == 2
+
+
+def test_the_array_forms_decide_as_the_list_forms():
+    arrays, lists = (
+        Allocator(config("shared_linear"), seed=6),
+        Allocator(config("shared_linear"), seed=6),
+    )
+    reqs = _array_requests(arrays, 200)
+    a = arrays.decide_many(reqs)
+    b = lists.decide_many(requests("shared_linear", 200))
+    np.testing.assert_array_equal(a.arms, b.arms)
+    np.testing.assert_array_equal(a.probabilities, b.probabilities)
+    np.testing.assert_array_equal(a.timestamps, b.timestamps)

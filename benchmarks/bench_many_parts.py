@@ -1,0 +1,111 @@
+"""Where the target workload's ``decide_many`` spends its Python-side CPU, per decision.
+
+    python benchmarks/bench_many_parts.py --tree /path/to/checkout [--merchants 20000]
+    BENCH=bench_many_parts.py benchmarks/bench_engine_core.sh BASE_COMMIT  # before/after
+
+The allocator of ``bench_engine_core.py``'s target case (indices and string ids), then,
+on 1,000-request batches, CPU µs per decision of this thread (``time.thread_time``, best of
+``--repeats``): shaping the requests into the batch (``serving.requests.request_batch``:
+keys, times, candidates, contexts), building the batch's decision-log table
+(``serving.log_rows.decision_rows``) and encoding it as a part (``logs.parts.encode_part``:
+the log writer thread's work). It reaches into the facade (its clock and books) to call
+those stages alone; both request_batch signatures (before and after issue 15) are handled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--tree", required=True, type=Path)
+    ap.add_argument("--merchants", type=int, default=20_000)
+    ap.add_argument("--repeats", type=int, default=7)
+    args = ap.parse_args()
+    tree = args.tree.resolve()
+    sys.path.insert(0, str(tree))
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+    import numpy as np
+    import pyarrow as pa
+    from bench_engine_core import Clock, target_config
+
+    import allocator
+    from allocator.logs import parts
+    from allocator.serving import AllocatorConfig, log_rows
+    from allocator.serving.requests import request_batch
+
+    assert Path(allocator.__file__).resolve().is_relative_to(tree), allocator.__file__
+    rng = np.random.default_rng(0)
+    n = args.merchants
+    cfg = AllocatorConfig.model_validate(target_config(n, rng))
+    log_dir = tempfile.mkdtemp(prefix="bench-parts-")
+    alloc = allocator.Allocator(cfg, seed=1, log_dir=log_dir, log_flush_interval_s=1000)
+    alloc.warmup()
+    pool = [np.concatenate([np.arange(3), 3 + rng.choice(n, size=197, replace=False)])
+            for _ in range(64)]  # fmt: skip
+    ids = alloc.registry.all_ids()
+    clock = Clock()
+
+    def req(c: Clock, as_ids: bool = False) -> dict[str, Any]:
+        k = c.i % 64
+        cand = [ids[i] for i in pool[k]] if as_ids else pool[k]
+        return {"candidates": cand, "context": rng.standard_normal(8),
+                "timestamp": c.next(), "attrs": {"slot": "entry"}}  # fmt: skip
+
+    engine, books, serving_clock = alloc.engine, alloc._books, alloc._time
+    if "resolve_times" in inspect.signature(request_batch).parameters:
+
+        def shape(reqs: list[dict[str, Any]]) -> Any:
+            def times(s: list[Any]) -> Any:
+                return serving_clock.times_of(s, "requests[{}]", books.last_t)[0]
+
+            return request_batch(engine, reqs, times, alloc._resolve_context)
+    else:
+
+        def shape(reqs: list[dict[str, Any]]) -> Any:
+            def one(t: Any, w: str) -> float:
+                return float(serving_clock.time_of(t, w, books.last_t)[0])
+
+            return request_batch(engine, reqs, one, alloc._resolve_context)
+
+    captured: list[tuple[Any, ...]] = []
+    build = log_rows.decision_rows
+    sys.modules["allocator.serving.allocator"].decision_rows = lambda *a: (  # type: ignore[attr-defined]
+        captured.append(a) or build(*a)
+    )
+    alloc.decide_many([req(clock) for _ in range(1000)])
+    table = pa.concat_tables([build(*captured[-1]) for _ in range(3)])
+    name = parts.PartName("decisions", "r0", 1)
+    best: dict[str, float] = {}
+
+    def keep(label: str, us: float) -> None:
+        best[label] = min(best.get(label, float("inf")), us)
+
+    for _ in range(args.repeats):
+        for label, as_ids in (("indices", False), ("string ids", True)):
+            reqs = [req(clock, as_ids) for _ in range(1000)]
+            t = time.thread_time()
+            shape(reqs)
+            keep(f"request shaping, {label}", (time.thread_time() - t) * 1e3)
+        t = time.thread_time()
+        build(*captured[-1])
+        keep("log table", (time.thread_time() - t) * 1e3)
+        t = time.thread_time()
+        parts.encode_part(table, name, "bench")
+        keep("part encoding (writer thread)", (time.thread_time() - t) / table.num_rows * 1e6)
+    alloc.close()
+    print(f"\n| {tree.name} (200 of {n:,}) | CPU µs per decision |\n|---|---|")
+    for label, us in best.items():
+        print(f"| {label} | {us:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
