@@ -11,12 +11,13 @@ reward domain, and the expected reward contracts weigh (the predictive probabili
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from allocator.config import LogisticConfig, SharedLogisticConfig
-from allocator.errors import InvalidInputError, UnknownArmError
+from allocator.errors import InvalidInputError, SnapshotError, UnknownArmError
 from allocator.inputs import as_index_array
 from allocator.kernels import link as klink
 from allocator.kernels import logistic as klg
@@ -60,7 +61,7 @@ REFIT_FIELDS = (
     Field("buf_t", np.int64, Role.PER_ARM, ("buf",), values="tick"),
     Field("buf_n", np.int64, Role.PER_ARM, values="count"),
 )
-#: Newton steps of a refit at most (from the online mean it converges in two or three)
+#: Newton steps of a refit at most (a cap: it stops once a step moves the mean < 1e-10)
 REFIT_STEPS = 8
 
 
@@ -84,6 +85,23 @@ class LogisticPolicy(BinaryRewards, LinearGaussianPolicy):
             self.UPDATE = klg.update_logistic_buffered_batch  # type: ignore[misc,assignment]
             d = self.config.n_features
             self._ws, self._mats, self._vecs = np.empty(size), np.empty((3, d, d)), np.empty((5, d))
+
+    @classmethod
+    def restore(
+        cls, config: Any, registry: Any, seed: int, arrays: Mapping[str, np.ndarray],
+        meta: Mapping[str, Any], copy: bool = True,
+    ) -> LogisticPolicy:  # fmt: skip
+        """:meth:`Policy.restore`, and buffered observations within what an update accepts
+        (labels in [0, 1], contexts within ``max_abs_input``): a refit trusts them."""
+        policy: LogisticPolicy = super().restore(config, registry, seed, arrays, meta, copy)  # type: ignore[assignment]
+        if config.refit_buffer:
+            s = policy.state
+            bound = policy.input_bound
+            if s.buf_y.size and (s.buf_y.min() < 0.0 or s.buf_y.max() > 1.0):
+                raise SnapshotError("state array 'buf_y' holds labels outside [0, 1]")
+            if s.buf_x.size and np.abs(s.buf_x).max() > bound:
+                raise SnapshotError(f"state array 'buf_x' holds values beyond {bound:g}")
+        return policy
 
     def _update_batch(self, arms: np.ndarray, rewards: np.ndarray, xs: np.ndarray) -> None:
         if not self.config.refit_buffer:

@@ -127,3 +127,17 @@ def test_default_exploration_scale_beats_sampling_the_posterior_as_it_is(seed):
     as_is = contextual_regret(plain, theta, xs, u).sum()
     print(f"T = {xs.shape[0]:,}: regret default {tuned:,.1f}, exploration_scale=1 {as_is:,.1f}")
     assert tuned < 0.85 * as_is
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_buffered_map_refit_beats_the_online_laplace_posterior(seed):
+    """``refit_buffer=64`` against the default (no refit) on the core workload, T = 20,000:
+    at least 5 % less regret on every seed (measured 758 / 740 / 777 against
+    828 / 926 / 860, ratios 0.91 / 0.80 / 0.90)."""
+    theta, xs, u = core_logistic_workload(seed)
+    online = contextual_regret(LogisticConfig(n_features=16), theta, xs, u).sum()
+    refit_cfg = LogisticConfig(n_features=16, refit_buffer=64)
+    refit = contextual_regret(refit_cfg, theta, xs, u).sum()
+    print(f"T = {xs.shape[0]:,}: regret refit_buffer=64 {refit:,.1f}, default {online:,.1f}")
+    assert refit < 0.95 * online

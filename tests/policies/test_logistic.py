@@ -11,6 +11,7 @@ from allocator import (
     InvalidInputError,
     LogisticConfig,
     SharedLogisticConfig,
+    SnapshotError,
     UnknownArmError,
     make_policy,
 )
@@ -193,3 +194,9 @@ def test_the_refit_buffers_round_trip_through_a_snapshot_file(rng, tmp_path):
         twin.update(i % 3, ys[i], xs[i])
     for name, value in pol.export_state()[0].items():
         np.testing.assert_array_equal(twin.state.__dict__[name], value, err_msg=name)
+    for name, bad, match in (("buf_y", 2.0, "outside"), ("buf_x", 1e7, "beyond")):
+        forged = dict(back)
+        forged[name] = back[name].copy()
+        forged[name][1, 0] = bad
+        with pytest.raises(SnapshotError, match=f"'{name}' holds .*{match}"):
+            LogisticPolicy.restore(pol.config, pol.registry, 0, forged, meta2)
