@@ -85,6 +85,7 @@ class LogisticPolicy(BinaryRewards, LinearGaussianPolicy):
             self.UPDATE = klg.update_logistic_buffered_batch  # type: ignore[misc,assignment]
             d = self.config.n_features
             self._ws, self._mats, self._vecs = np.empty(size), np.empty((3, d, d)), np.empty((5, d))
+            self._step_work = np.zeros((2 * d + 2, d))
 
     @classmethod
     def restore(
@@ -110,7 +111,7 @@ class LogisticPolicy(BinaryRewards, LinearGaussianPolicy):
         s = self.state
         klg.update_logistic_buffered_batch(
             arms, xs, rewards, self.gamma, self.lam, s.clock, s.t_last, s.g, s.h, s.count,
-            s.mu0, s.mu, s.a_inv, self._work, s.dirty, s.buf_x, s.buf_y, s.buf_z, s.buf_t,
+            s.mu0, s.mu, s.a_inv, self._step_work, s.dirty, s.buf_x, s.buf_y, s.buf_z, s.buf_t,
             s.buf_n,
         )  # fmt: skip
 
