@@ -4,10 +4,16 @@ Not a test: a hand-run simulation (see benchmarks/README.md, "Logistic regret le
 replays ``bench_core.py``'s ``linear`` workload and six variants through a compact model of
 ``LogisticPolicy`` (the same online Laplace update, sampling the logit ``x·θ_k`` per arm
 with fresh normals instead of the bank), so that levers the policy does not have — an exact
-Newton refit of each arm on all its data, an empirical-Bayes prior precision — can be
-compared with the ones it has (prior precision, exploration scale, ε, rule).
+Newton refit of each arm on all its data, an empirical-Bayes prior precision, a scale
+decaying with the arm's count, a probit-centred sample — can be compared with the ones it
+has (prior precision, exploration scale, ε, rule, the buffered refit of ``refit_buffer``). With
+``--policy`` it runs the policy itself instead, through ``bench_core``'s online loop on its
+``linear`` workload: linear TS and logistic TS at their defaults, and logistic TS with the
+buffered MAP refit, interleaved per seed (regret, decide p50, online dec/s, and the
+process's CPU time per round, simulator included: the rate a loaded machine distorts least).
 
     python benchmarks/bench_logistic_levers.py [--t 50000] [--seeds 0,1,2] [--only NAME]
+    python benchmarks/bench_logistic_levers.py --policy [--t 50000] [--seeds 0,1,2]
 """
 
 from __future__ import annotations
@@ -29,7 +35,8 @@ WORKLOADS = {  # name -> (K, d, θ scale, intercept): θ_k ~ scale·N(0, I/d), x
     "k100": (100, 8, 2.0, 0.0),
 }
 
-#: label -> lever settings (defaults: λ = 1, v = 1, Thompson, ε = 0, no refit, fixed λ)
+#: label -> lever settings (defaults: λ = 1, v = 1, Thompson, ε = 0, no refit, fixed λ, a
+#: constant scale, the sample centred on the mean)
 LEVERS = {
     "posterior as it is (v=1)": {},
     "v=1, exact Newton refit": {"refit": True},
@@ -42,6 +49,13 @@ LEVERS = {
     "v=0.35, λ=d/4, exact Newton refit": {"v": 0.35, "lam": "d/4", "refit": True},
     "v=0.35, empirical-Bayes λ": {"v": 0.35, "eb": True},
     "UCB, v=0.35": {"v": 0.35, "ucb": True},
+    "v=0.35, ε=0.01, buffered refit (64)": {"v": 0.35, "eps": 0.01, "buf": 64},
+    "v=0.35, ε=0.01, buffered refit (256)": {"v": 0.35, "eps": 0.01, "buf": 256},
+    "v=0.25, ε=0.01, buffered refit (64)": {"v": 0.25, "eps": 0.01, "buf": 64},
+    "v=0.35, ε=0.01, λ=d/4, buffered refit (64)": {"v": 0.35, "eps": 0.01, "lam": "d/4", "buf": 64},
+    "v=0.35, ε=0.01, probit-centred sample": {"v": 0.35, "eps": 0.01, "probit": True},
+    "v=0.5·√(200/(200+n)), ε=0.01": {"v": 0.5, "eps": 0.01, "n0": 200.0},
+    "v=0.35·√(1000/(1000+n)), ε=0.01": {"v": 0.35, "eps": 0.01, "n0": 1000.0},
 }
 
 
@@ -100,6 +114,37 @@ def _newton_refit(xs, ys, n, lam, m, cov):
 
 
 @njit(cache=True)
+def _buffer_refit(xs, ys, n, p_old, h_old, m, cov):
+    """Damped Newton from ``m`` to the MAP of the buffer times the Gaussian factor
+    (p_old, h_old), and its Laplace covariance, in place."""
+    for _ in range(8):
+        hess = p_old.copy()
+        grad = h_old - p_old @ m
+        for i in range(n):
+            p = _sigmoid(xs[i] @ m)
+            grad += (ys[i] - p) * xs[i]
+            hess += p * (1.0 - p) * np.outer(xs[i], xs[i])
+        step = np.linalg.solve(hess, grad)
+        f0 = 0.5 * m @ p_old @ m - h_old @ m + _loss(xs, ys, n, 0.0, m)
+        a = 1.0
+        while a > 1e-6:
+            mt = m + a * step
+            if 0.5 * mt @ p_old @ mt - h_old @ mt + _loss(xs, ys, n, 0.0, mt) <= f0:
+                break
+            a *= 0.5
+        if a <= 1e-6:
+            break
+        m += a * step
+        if np.abs(a * step).max() < 1e-10:
+            break
+    hess = p_old.copy()
+    for i in range(n):
+        p = _sigmoid(xs[i] @ m)
+        hess += p * (1.0 - p) * np.outer(xs[i], xs[i])
+    cov[:, :] = np.linalg.inv(hess)
+
+
+@njit(cache=True)
 def _set_precision(m, cov, lam_old, lam_new):
     """Swap the prior precision of every arm's Gaussian posterior (prior mean 0)."""
     d = m.shape[1]
@@ -111,9 +156,13 @@ def _set_precision(m, cov, lam_old, lam_new):
 
 
 @njit(cache=True)
-def simulate(theta, xs, u, z, explore, uniform_arm, lam, v, eps, ucb, refit, eb):
+def simulate(theta, xs, u, z, explore, uniform_arm, lam, v, eps, ucb, refit, eb, buf, n0, probit):
     """Regret (T,) of the online Laplace logistic policy; ``z`` (T, K) standard normals,
-    ``explore`` (T,) uniforms and ``uniform_arm`` (T,) arms for the ε-mixture."""
+    ``explore`` (T,) uniforms and ``uniform_arm`` (T,) arms for the ε-mixture. ``buf`` > 0:
+    a MAP refit of every arm updated since the last refresh (every 64 updates) on its last
+    ``buf`` observations, older ones kept as their Laplace factor; ``n0`` > 0: the
+    exploration scale decays as v·√(n0 / (n0 + n_k)); ``probit``: the sample is centred on
+    the probit-corrected logit."""
     t_max, d = xs.shape
     k_arms = theta.shape[0]
     m = np.zeros((k_arms, d))
@@ -124,6 +173,14 @@ def simulate(theta, xs, u, z, explore, uniform_arm, lam, v, eps, ucb, refit, eb)
     seen_y = np.zeros((k_arms, t_max if refit else 1))
     n = np.zeros(k_arms, np.int64)
     next_refit = np.ones(k_arms, np.int64)
+    bx = np.zeros((k_arms, max(buf, 1), d))
+    by = np.zeros((k_arms, max(buf, 1)))
+    nb = np.zeros(k_arms, np.int64)
+    p_old = np.zeros((k_arms, d, d))
+    h_old = np.zeros((k_arms, d))
+    for k in range(k_arms):
+        p_old[k] = lam * np.eye(d)
+    touched = np.zeros(k_arms, np.bool_)
     regret = np.zeros(t_max)
     score = np.zeros(k_arms)
     truth = np.zeros(k_arms)
@@ -131,7 +188,9 @@ def simulate(theta, xs, u, z, explore, uniform_arm, lam, v, eps, ucb, refit, eb)
         x = xs[t]
         for k in range(k_arms):
             s = np.sqrt(max(x @ cov[k] @ x, 0.0))
-            score[k] = x @ m[k] + v * s * (1.0 if ucb else z[t, k])
+            vk = v if n0 == 0 else v * np.sqrt(n0 / (n0 + n[k]))
+            c = 1.0 / np.sqrt(1.0 + np.pi * s * s / 8.0) if probit else 1.0
+            score[k] = c * (x @ m[k]) + vk * s * (1.0 if ucb else z[t, k])
             truth[k] = _sigmoid(x @ theta[k])
         a = uniform_arm[t] if explore[t] < eps else np.argmax(score)
         regret[t] = truth.max() - truth[a]
@@ -140,6 +199,26 @@ def simulate(theta, xs, u, z, explore, uniform_arm, lam, v, eps, ucb, refit, eb)
         cx = cov[a] @ x
         cov[a] -= p * (1.0 - p) * np.outer(cx, cx) / (1.0 + p * (1.0 - p) * (x @ cx))
         m[a] += cov[a] @ x * (y - p)
+        if buf:
+            slot = nb[a] % buf
+            if nb[a] >= buf:  # evict the oldest: its factor, linearised at the mean, stays
+                xo = bx[a, slot]
+                zo = xo @ m[a]
+                po = _sigmoid(zo)
+                wo = po * (1.0 - po)
+                p_old[a] += wo * np.outer(xo, xo)
+                h_old[a] += xo * (wo * zo + by[a, slot] - po)
+            bx[a, slot] = x
+            by[a, slot] = y
+            nb[a] += 1
+            touched[a] = True
+            if (t + 1) % 64 == 0:
+                for k in range(k_arms):
+                    if touched[k]:
+                        touched[k] = False
+                        _buffer_refit(
+                            bx[k], by[k], min(nb[k], buf), p_old[k], h_old[k], m[k], cov[k]
+                        )
         if refit:
             seen_x[a, n[a]] = x
             seen_y[a, n[a]] = y
@@ -168,9 +247,41 @@ def run(name: str, lever: dict, t: int, seed: int) -> float:
     regret = simulate(
         theta, xs, u, rng.standard_normal((t, k)), rng.random(t), rng.integers(0, k, t),
         lam, lever.get("v", 1.0), lever.get("eps", 0.0), lever.get("ucb", False),
-        lever.get("refit", False), lever.get("eb", False),
+        lever.get("refit", False), lever.get("eb", False), lever.get("buf", 0),
+        lever.get("n0", 0.0), lever.get("probit", False),
     )  # fmt: skip
     return float(regret.sum())
+
+
+def policy_rows(t: int, seeds: list[int]) -> None:
+    """The policy on ``bench_core``'s ``linear`` workload: one row per seed and config."""
+    import bench_core as bc
+
+    from allocator import LinearGaussianConfig, LogisticConfig
+
+    configs = {
+        "linear TS (default)": LinearGaussianConfig(n_features=16),
+        "logistic TS (default)": LogisticConfig(n_features=16),
+        "logistic TS refit_buffer=64": LogisticConfig(n_features=16, refit_buffer=64),
+        "logistic TS refit_buffer=256": LogisticConfig(n_features=16, refit_buffer=256),
+        "logistic TS ε=0": LogisticConfig(n_features=16, epsilon=0.0),
+        "logistic TS ε=0, refit_buffer=64": LogisticConfig(
+            n_features=16, epsilon=0.0, refit_buffer=64
+        ),
+    }
+    for cfg in configs.values():
+        bc.warm_up(cfg)
+    print(f"bench_core linear, T = {t:,}\n")
+    print("| seed | policy | regret | p50 µs | pair p50 µs | online dec/s | CPU µs/round |")
+    print("|---|---|---|---|---|---|---|")
+    for seed in seeds:
+        env = bc.linear_env(20, 16, t, seed=seed)
+        for label, cfg in configs.items():
+            cpu = time.process_time()
+            rate, p50, _, pair, regret = bc.run_online(bc.Ours(cfg, env), env, t)
+            cpu = (time.process_time() - cpu) / t * 1e6
+            cells = f"{regret.sum():,.0f} | {p50:.1f} | {pair:.1f} | {rate:,.0f} | {cpu:.0f}"
+            print(f"| {seed} | {label} | {cells} |", flush=True)
 
 
 def main() -> None:
@@ -178,8 +289,12 @@ def main() -> None:
     parser.add_argument("--t", type=int, default=50_000, help="rounds per run")
     parser.add_argument("--seeds", default="0,1,2", help="workload seeds, comma-separated")
     parser.add_argument("--only", choices=list(WORKLOADS), help="one workload (default: all)")
+    parser.add_argument("--policy", action="store_true", help="the policy on bench_core linear")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
+    if args.policy:
+        policy_rows(args.t, seeds)
+        return
     print(f"T = {args.t:,}, seeds {args.seeds}; cumulative expected regret per seed (mean)\n")
     print("| workload | lever | " + " | ".join(f"seed {s}" for s in seeds) + " | mean |")
     print("|---|---|" + "---|" * (len(seeds) + 1))

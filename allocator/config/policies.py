@@ -264,10 +264,17 @@ class LogisticConfig(_Disjoint, _LogisticBase):
     Sampling the posterior as it is over-explores: 0.35 of its sd lost 18–39 % less regret
     than 1 on six of seven simulated workloads, 3 % more on the seventh (d = 32, where the
     unit prior is far too wide), three seeds each (benchmarks/README.md).
+
+    ``refit_buffer`` > 0 keeps each arm's last that many observations and, at every
+    refresh, refits the arms updated since to the exact MAP of those observations (older
+    ones stay as their online factor): the online linearisation errs most while an arm is
+    young. It costs ``refit_buffer·(d + 3)`` floats per arm and O(refit_buffer·d²) per
+    refitted arm and refresh.
     """
 
     kind: Literal["logistic"] = "logistic"
     exploration_scale: PositiveFloat = 0.35
+    refit_buffer: Annotated[int, Field(ge=0, le=4096)] = 0
 
 
 class SharedLogisticConfig(_JointSampling, _Shared, _LogisticBase):

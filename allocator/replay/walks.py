@@ -52,7 +52,7 @@ class Walker:
         self.slot = _SLOTS[kernel]
         # the hybrid family shares the shared model's update but decides from refreshes only
         moving = policy.UPDATES_MOVE_DECISIONS
-        update = getattr(type(policy), "UPDATE", None)
+        update = getattr(policy, "UPDATE", None)  # a logistic refit swaps it per instance
         self.update = _UPDATES.get(update, kw.UPDATE_NONE) if moving else kw.UPDATE_NONE
         self.ptr1 = np.zeros(2, dtype=np.int64)
         self.t1 = np.zeros(1)

@@ -135,17 +135,21 @@ CONTRACTS = {"constraints": [
 @pytest.mark.heavy
 @pytest.mark.parametrize("contracts", [False, True], ids=["plain", "contracts"])
 @pytest.mark.parametrize(
-    "kind", ["logistic", "shared_logistic", "hybrid_linear", "hybrid_logistic"]
+    "kind", ["logistic", "logistic_refit", "shared_logistic", "hybrid_linear", "hybrid_logistic"]
 )
 def test_logistic_calibration(rng, kind, contracts):
-    """The logistic and hybrid families, with and without contracts (a decaying partner floor and a
-    Mini Shop cap): each arm's count within 5σ of its summed propensities, 10^5 requests."""
+    """The logistic (also after a buffered MAP refit) and hybrid families, with and without
+    contracts (a decaying partner floor and a Mini Shop cap): each arm's count within 5σ of
+    its summed propensities, 10^5 requests."""
     k, d, da = 12, 4, 3
     reg = ArmRegistry(capacity=16)
     reg.add([f"p{i}" for i in range(3)], "partner")
     reg.add([f"m{i}" for i in range(k - 3)], "mini_shop")
-    if kind == "logistic":
-        cfg = LogisticConfig(n_features=d, epsilon=0.02, refresh_every=10**9, bank_rows=64)
+    if kind.startswith("logistic"):
+        cfg = LogisticConfig(
+            n_features=d, epsilon=0.02, refresh_every=10**9, bank_rows=64,
+            refit_buffer=64 if kind == "logistic_refit" else 0,
+        )  # fmt: skip
         pol = make_policy(cfg, reg, seed=9)
     else:
         cls = {"shared_logistic": SharedLogisticConfig, "hybrid_linear": HybridLinearConfig,

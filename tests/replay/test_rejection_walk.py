@@ -27,6 +27,7 @@ CONFIGS = {
     "normal_gamma": c.NormalGammaConfig(**SMALL),
     "linear": c.LinearGaussianConfig(n_features=D, max_candidates=16, **SMALL),
     "logistic": c.LogisticConfig(n_features=D, max_candidates=16, **SMALL),
+    "logistic_refit": c.LogisticConfig(n_features=D, max_candidates=16, refit_buffer=16, **SMALL),
     "shared_linear": c.SharedLinearConfig(**FEATS, **SMALL),
     "shared_logistic": c.SharedLogisticConfig(**FEATS, **SMALL),
     "hybrid_linear": c.HybridLinearConfig(**FEATS, **SMALL),
