@@ -246,7 +246,7 @@ def logistic_fit(x, arms, rewards, include, l2, max_iter, tol, coef, pooled):
             s = mu * (1.0 - mu)
             for j in range(p):
                 g[j] += (mu - rewards[i]) * z[j]
-                for k in range(p):
+                for k in range(j + 1):  # the solve reads the lower triangle only
                     h[j, k] += s * z[j] * z[k]
         for j in range(p):
             pen = l2 if j > 0 else INTERCEPT_L2
@@ -280,7 +280,7 @@ def logistic_fit(x, arms, rewards, include, l2, max_iter, tol, coef, pooled):
             s = mu * (1.0 - mu)
             for j in range(p):
                 gk[a, j] += (mu - rewards[i]) * z[j]
-                for k in range(p):
+                for k in range(j + 1):
                     hk[a, j, k] += s * z[j] * z[k]
         moved = 0.0
         for a in range(n_arms):

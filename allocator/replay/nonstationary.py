@@ -164,17 +164,11 @@ def replay_nonstationary(
         q = past_only_values(data, model, low + 0.5 * width)
         q -= low  # in place: q is one value per candidate of the whole log
         q /= width
-    target, c_arr, accepted, n_events = _walk(
-        policy,
-        data,
-        pos,
-        pscores,
-        u,
-        contexts,
-        (adaptive, quantile, c_max, c),
-        max_accepted,
-        None if engine is None or requests is None else (engine, *requests),
-    )
+    with policy.bank_in_use(int(np.diff(ptr).max(initial=1))):
+        target, c_arr, accepted, n_events = _walk(
+            policy, data, pos, pscores, u, contexts, (adaptive, quantile, c_max, c),
+            max_accepted, None if engine is None or requests is None else (engine, *requests),
+        )  # fmt: skip
     sub = data.take(0, n_events)
     sptr, _ = sub.candidates()
     spos = pos[:n_events] - ptr[0]
@@ -202,7 +196,7 @@ def _walk(
     c_arr = np.zeros(n)
     accepted = np.zeros(n, dtype=np.bool_)
     hist = np.zeros(kns.N_BINS)
-    state = np.array([c_max if adaptive else float(c), 0.0, 0.0])
+    state = kns.walk_state(c_max if adaptive else float(c))
     actions = np.asarray(data.actions, dtype=np.int64)
     rewards = np.asarray(data.rewards, dtype=np.float64)
     # checked once here (candidates by check_replay_inputs): chunks go to the checked entry

@@ -165,3 +165,19 @@ def test_a_bad_round_in_a_late_chunk_is_refused_before_anything_is_learned(monke
     assert pol.stream_position == 0
     for name, value in before.items():
         np.testing.assert_array_equal(after[name], value, err_msg=name)
+
+
+@pytest.mark.parametrize("kind", ["linear", "shared_linear", "hybrid_linear"])
+def test_a_narrowed_bank_redraws_only_the_slots_in_use_and_is_undone(kind):
+    pol = policy(kind)
+    ctx = np.zeros((1, D))
+    z0 = pol.state.z.copy()
+    with pol.bank_in_use(5):
+        pol.update_batch([0], [1.0], ctx)
+        pol.refresh()
+        z1 = pol.state.z.copy()
+    assert (z1[:5] != z0[:5]).any()
+    np.testing.assert_array_equal(z1[5:], z0[5:])
+    pol.update_batch([0], [1.0], ctx)
+    pol.refresh()
+    assert (pol.state.z[5:] != z1[5:]).any()  # outside the block every slot rolls again
