@@ -37,13 +37,14 @@ import numpy as np
 
 from allocator.engine import Engine
 from allocator.errors import EvaluationRefused, InvalidInputError
+from allocator.inputs import as_index_array
 from allocator.kernels import nonstationary as kns
 from allocator.kernels import ope as kope
 from allocator.policies.base import Policy
 from allocator.replay.confidence import PastOnlyValues, dr_terms, drifting_mean_interval
 from allocator.replay.contracts import contract_args, has_contracts, request_inputs
 from allocator.replay.dataset import F64, I64, LoggedData
-from allocator.replay.evaluate import check_arms, reward_range_of
+from allocator.replay.evaluate import check_arms, logged_positions, reward_range_of
 from allocator.replay.rejection import check_replay_inputs
 from allocator.replay.reward_model import RewardModel, make_reward_model
 from allocator.replay.walks import Walker
@@ -177,7 +178,7 @@ def replay_nonstationary(
     with policy.bank_in_use(width):
         for lo in range(0, n, CHUNK):
             hi = min(n, lo + CHUNK)
-            sub, ptr, pos, contexts = _checked(policy, data, lo)
+            sub, ptr, pos, contexts = _shaped(policy, data, lo)
             u = rng.random(hi - lo) if uniforms is None else uniforms[lo:hi]
             left = None if max_accepted is None else max_accepted - int(walk[kns.STATE_ACCEPTED])
             contracted = None
@@ -219,6 +220,18 @@ def replay_nonstationary(
     result = Trace(t_all[:walked], c_all[:walked], acc_all[:walked], w_all[:walked],
                    (float(bounds[0]), float(bounds[1])), span)  # fmt: skip
     return _result(result, n, alpha)
+
+
+def _shaped(policy: Policy, data: LoggedData, lo: int) -> tuple[LoggedData, I64, I64, Any]:
+    """:func:`_checked`'s chunk, candidates' pointer, logged positions and contexts for a
+    chunk it has already checked (the walk's pass: no second validation of every
+    candidate, ~10 % of a Beta replay's time)."""
+    sub = data.take(lo, min(data.n_rounds, lo + CHUNK))
+    ptr, idx = (as_index_array(a, "candidates") for a in sub.candidates())
+    contexts = None
+    if policy.n_features is not None:
+        contexts = np.ascontiguousarray(sub.contexts, dtype=np.float64)
+    return sub, ptr, logged_positions(sub, ptr, idx), contexts
 
 
 def _checked(policy: Policy, data: LoggedData, lo: int) -> tuple[LoggedData, I64, I64, Any]:
