@@ -458,6 +458,12 @@ def rejection_replay(policy, data, rng, uniform_epsilon=None) -> tuple[np.ndarra
                     for i, a in enumerate(data.actions)], dtype=np.int64)  # fmt: skip
     logged, contexts = idx[pos], data.contexts
     accepted: list[float] = []
+    with policy.bank_in_use(int(sizes.max())):
+        _rejection_rounds(policy, data, rounds, ptr, idx, sizes, logged, contexts, accepted)
+    return np.asarray(accepted), int(rounds.shape[0])
+
+
+def _rejection_rounds(policy, data, rounds, ptr, idx, sizes, logged, contexts, accepted):
     i, size = 0, 64
     while i < rounds.shape[0]:
         rows = rounds[i : i + size]
@@ -483,7 +489,6 @@ def rejection_replay(policy, data, rng, uniform_epsilon=None) -> tuple[np.ndarra
         else:
             size = min(8192, 2 * size)
         i += used
-    return np.asarray(accepted), int(rounds.shape[0])
 
 
 def accept_events(d, p, u, rule, stop_after, hist, state, c_out, accepted):
@@ -500,7 +505,9 @@ def accept_events(d, p, u, rule, stop_after, hist, state, c_out, accepted):
     return d.shape[0]
 
 
-def nonstationary_walk(policy, data, pos, pscores, u, contexts, rule, max_accepted, contracted):
+def nonstationary_walk(
+    policy, data, pos, pscores, u, contexts, rule, max_accepted, contracted, hist, state
+):
     """The acceptance walk of a nonstationary replay without contracts as it was before
     it was compiled: one ``decide_many(draw=False)`` per chunk of events (one row tiled
     when every round shares its candidate list), the acceptance kernel until the next
@@ -508,12 +515,12 @@ def nonstationary_walk(policy, data, pos, pscores, u, contexts, rule, max_accept
     from allocator.kernels import nonstationary as kns
 
     assert contracted is None
-    adaptive, quantile, c_max, c = rule
+    adaptive, quantile, c_max, _ = rule
     ptr, idx = data.candidates()
     n = data.n_rounds
     target, c_arr, accepted = np.zeros(idx.shape[0]), np.zeros(n), np.zeros(n, dtype=np.bool_)
-    hist = np.zeros(kns.N_BINS)
-    state = np.array([c_max if adaptive else float(c), 0.0, 0.0])
+    if max_accepted is not None:
+        max_accepted += int(state[kns.STATE_ACCEPTED])
     xs_all = policy.context_rows(contexts, n)
     no_times, no_codes = np.zeros(n), np.zeros((n, 0), dtype=np.int64)
     sizes = np.diff(ptr)

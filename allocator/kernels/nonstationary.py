@@ -21,8 +21,14 @@ BINS_PER_OCTAVE = 16
 LOG2_LOW = -40.0
 LOG2_HIGH = 40.0
 N_BINS = int((LOG2_HIGH - LOG2_LOW) * BINS_PER_OCTAVE)
-#: slots of the walk's state vector: current c, ratios seen, accepted so far
-STATE_C, STATE_SEEN, STATE_ACCEPTED = 0, 1, 2
+#: slots of the walk's state vector: current c, ratios seen, accepted so far, lowest
+#: occupied histogram bin (where the quantile's scan starts)
+STATE_C, STATE_SEEN, STATE_ACCEPTED, STATE_LOWEST = 0, 1, 2, 3
+
+
+def walk_state(c0: float) -> np.ndarray:
+    """A fresh walk state (float64 (4,)) starting at ``c = c0``, nothing seen."""
+    return np.array([c0, 0.0, 0.0, float(N_BINS)])
 
 
 @njit(cache=True, nogil=True)
@@ -34,11 +40,13 @@ def _bin(ratio):
 
 
 @njit(cache=True, nogil=True)
-def _quantile(hist, seen, q):
-    """Lower edge of the bin holding the ``q``-quantile of the binned ratios."""
+def _quantile(hist, seen, q, lowest):
+    """Lower edge of the bin holding the ``q``-quantile of the binned ratios; the scan
+    starts at the ``lowest`` occupied bin (the bins below add nothing but time: ~640 of
+    them for ratios near one)."""
     need = max(1.0, np.ceil(q * seen))
     total = 0.0
-    for b in range(N_BINS):
+    for b in range(lowest, N_BINS):
         total += hist[b]
         if total >= need:
             return 2.0 ** (LOG2_LOW + b / BINS_PER_OCTAVE)
@@ -56,11 +64,15 @@ def accept_event(d, p, u, adaptive, q, c_max, hist, state, c_out, k):
     adaptive : bool, reset ``c`` to the ``q``-quantile of ``p/d`` after each acceptance
     q : float in (0, 1); c_max : float > 0, the cap on ``c``
     hist : float64 (N_BINS,), counts of ``log2(p/d)`` (updated)
-    state : float64 (3,), ``c``, ratios seen, accepted so far (updated)
+    state : float64 (4,), ``c``, ratios seen, accepted so far, lowest occupied bin
+        (updated; :func:`walk_state` makes a fresh one)
     c_out : float64 (m,), output, ``c_out[k]`` the ``c`` the event was walked with
     """
     ratio = p / d if d > 0.0 else np.inf
-    hist[_bin(ratio)] += 1.0
+    b = _bin(ratio)
+    hist[b] += 1.0
+    if b < state[STATE_LOWEST]:
+        state[STATE_LOWEST] = b
     state[STATE_SEEN] += 1.0
     c = state[STATE_C]
     c_out[k] = c
@@ -68,7 +80,8 @@ def accept_event(d, p, u, adaptive, q, c_max, hist, state, c_out, k):
     if ok:
         state[STATE_ACCEPTED] += 1.0
         if adaptive:
-            state[STATE_C] = min(c_max, _quantile(hist, state[STATE_SEEN], q))
+            lowest = int(state[STATE_LOWEST])
+            state[STATE_C] = min(c_max, _quantile(hist, state[STATE_SEEN], q, lowest))
     return ok
 
 

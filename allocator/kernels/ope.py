@@ -193,6 +193,32 @@ def dr_round_terms(ptr, target, q, pos, rewards01, weights, logp, w_max, clip, t
     bounds[1] = high
 
 
+@njit(cache=True, nogil=True)
+def supported_values(ptr, target, q, s_out, q_low, q_high):
+    """Per round, ``Σ π q̂`` and the smallest and largest ``q̂`` of the candidates the
+    target can choose: what :func:`dr_round_terms`' bounds are made of when every
+    candidate weighs one common ``w_max``, known only once the whole log is walked
+    (``s − w_max·q_high`` and ``s + w_max·(1 − q_low)``, the same roundings).
+
+    Parameters
+    ----------
+    ptr : int64 (n+1,); target, q : float64 (nnz,)
+    s_out, q_low, q_high : float64 (n,) outputs
+    """
+    for i in range(ptr.shape[0] - 1):
+        s = 0.0
+        lo = np.inf
+        hi = -np.inf
+        for j in range(ptr[i], ptr[i + 1]):
+            s += target[j] * q[j]
+            if target[j] > 0.0:
+                lo = min(lo, q[j])
+                hi = max(hi, q[j])
+        s_out[i] = s
+        q_low[i] = lo
+        q_high[i] = hi
+
+
 #: weak pull of the pooled logistic intercept toward 0 (a rate of 1/2): keeps it finite
 #: when every reward is 0 (or 1) without moving a fitted rate by more than ~0.1 / n_rewards
 INTERCEPT_L2 = 0.1
@@ -246,7 +272,7 @@ def logistic_fit(x, arms, rewards, include, l2, max_iter, tol, coef, pooled):
             s = mu * (1.0 - mu)
             for j in range(p):
                 g[j] += (mu - rewards[i]) * z[j]
-                for k in range(p):
+                for k in range(j + 1):  # the solve reads the lower triangle only
                     h[j, k] += s * z[j] * z[k]
         for j in range(p):
             pen = l2 if j > 0 else INTERCEPT_L2
@@ -280,7 +306,7 @@ def logistic_fit(x, arms, rewards, include, l2, max_iter, tol, coef, pooled):
             s = mu * (1.0 - mu)
             for j in range(p):
                 gk[a, j] += (mu - rewards[i]) * z[j]
-                for k in range(p):
+                for k in range(j + 1):
                     hk[a, j, k] += s * z[j] * z[k]
         moved = 0.0
         for a in range(n_arms):

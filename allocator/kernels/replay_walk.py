@@ -27,6 +27,7 @@ decide kernel's error code (inputs are checked before a walk, so it stays ``OK``
 
 from numba import njit
 
+from allocator.kernels.beta import update_beta_batch
 from allocator.kernels.choice import OK, draw_index
 from allocator.kernels.hybrid import decide_hybrid
 from allocator.kernels.linear import decide_linear_one, update_linear_batch
@@ -35,8 +36,9 @@ from allocator.kernels.nonstationary import accept_event
 from allocator.kernels.per_arm import decide_per_arm
 from allocator.kernels.shared_linear import decide_shared, update_shared_batch
 
-#: which compiled update a contextual walk applies (``UPDATE_NONE``: Python updates)
-UPDATE_NONE, UPDATE_GAUSSIAN, UPDATE_LOGISTIC = 0, 1, 2
+#: which compiled update a walk applies (``UPDATE_NONE``: Python updates); Beta's
+#: updates do not move its decisions (they read the refreshed bank), the others' do
+UPDATE_NONE, UPDATE_GAUSSIAN, UPDATE_LOGISTIC, UPDATE_BETA = 0, 1, 2, 3
 
 
 @njit(cache=True, nogil=True)
@@ -47,8 +49,9 @@ def _take(walk, one, r, taken, stop_after, update, uargs, learn):
     walk[7][taken] = r
     taken += 1
     if update != UPDATE_NONE:
-        _update(walk, r, update, uargs[0], uargs[1])
-        one[6][1] = -1
+        _update(walk, r, update, uargs[0], uargs[1], uargs[2])
+        if update != UPDATE_BETA:
+            one[6][1] = -1
         if _learned(walk, learn, r):
             return taken, True
     return taken, taken == stop_after
@@ -108,12 +111,15 @@ def _decide(walk, one, k, draw, per_arm, linear, shared, hybrid):
 
 
 @njit(cache=True, nogil=True)
-def _update(walk, r, update, linear, shared):
+def _update(walk, r, update, linear, shared, beta):
     """Fold accepted round ``r`` in with the family's update kernel (``linear``: the
     disjoint kernels' arguments after the rewards; ``shared``: the arm features, those
-    arguments, then the model's ``model_dirty`` flag, set here)."""
+    arguments, then the model's ``model_dirty`` flag, set here; ``beta``: the arguments
+    of :func:`allocator.kernels.beta.update_beta_batch` after the rewards)."""
     s = slice(r, r + 1)
     arms, xs, rewards = walk[3][s], walk[5][s], walk[4][s]
+    if beta is not None:
+        update_beta_batch(arms, rewards, *beta)
     if linear is not None:
         if update == UPDATE_GAUSSIAN:
             update_linear_batch(arms, xs, rewards, *linear)
@@ -137,8 +143,9 @@ def walk_rounds(walk, one, start, stop_after, decide, update, uargs, learn):
     the family's decide kernel (``decide_linear_one`` for the linear slot) in its slot,
     None in the others. ``update`` is
     ``UPDATE_NONE`` (Python folds the accepted rounds in) or the family's update kernel
-    (``UPDATE_GAUSSIAN``, ``UPDATE_LOGISTIC``) with ``uargs`` = ``(linear, shared)``, its
-    arguments in the slot of its model (see :func:`_update`), None in the other.
+    (``UPDATE_GAUSSIAN``, ``UPDATE_LOGISTIC``, ``UPDATE_BETA``) with ``uargs`` =
+    ``(linear, shared, beta)``, its arguments in the slot of its model (see
+    :func:`_update`), None in the others.
     """
     ptr, idx, xs, rows = walk[0], walk[1], walk[5], walk[6]
     chosen, probs, stream, last = one[3], one[4], one[5], one[6]

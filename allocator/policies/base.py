@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import numpy as np
@@ -509,6 +510,13 @@ class Policy(ABC):
         self.state.pending[0] += n
         if self.state.pending[0] >= self.config.refresh_every:
             self.refresh()
+
+    @contextmanager
+    def bank_in_use(self, width: int) -> Iterator[None]:
+        """Within the block no request has more than ``width`` candidates (a replay knows
+        its log's widest round): a family whose bank has one slot per candidate position
+        redraws only the slots such requests read. A no-op for the others."""
+        yield
 
     def refresh(self) -> None:
         """Bring the posterior and the sample bank up to date with every update so far."""

@@ -52,20 +52,43 @@ def block_starts(n: int, first: int = FIRST_BLOCK) -> list[int]:
     return starts
 
 
-def past_only_values(data: LoggedData, model: RewardModel, prior: float) -> F64:
-    """q̂ of every candidate (nnz,), each round's from a model fitted on earlier rounds only.
+class PastOnlyValues:
+    """q̂ of the candidates of any run of rounds of ``data``, each round's from a model
+    fitted on earlier rounds only: rounds before the first refit get ``prior``, block
+    ``[s_j, s_{j+1})`` the model fitted on rounds ``[0, s_j)``. Deterministic (no folds,
+    no randomness); asked in increasing order of rounds, each block's model is fitted once,
+    and a run's values are those of the whole log's at its candidates."""
 
-    Rounds before the first refit get ``prior``; block ``[s_j, s_{j+1})`` gets the model
-    fitted on rounds ``[0, s_j)``. Deterministic: no folds, no randomness.
-    """
-    ptr, idx = data.candidates()
-    out = np.empty(idx.shape[0])
-    starts = [*block_starts(data.n_rounds), data.n_rounds]
-    out[: ptr[starts[1]]] = prior  # the blocks below write every other candidate once
-    for lo, hi in itertools.pairwise(starts[1:]):
-        fitted = model.unfitted().fit(data.take(0, lo))
-        out[ptr[lo] : ptr[hi]] = fitted.predict_candidates(data.take(lo, hi))
-    return out
+    def __init__(self, data: LoggedData, model: RewardModel, prior: float) -> None:
+        self.data, self.model, self.prior = data, model, prior
+        self.starts = [*block_starts(data.n_rounds), data.n_rounds]
+        self.fitted: tuple[int, RewardModel] | None = None
+
+    def _model(self, start: int) -> RewardModel:
+        if self.fitted is None or self.fitted[0] != start:
+            self.fitted = (start, self.model.unfitted().fit(self.data.take(0, start)))
+        return self.fitted[1]
+
+    def rounds(self, lo: int, hi: int) -> F64:
+        """Values of the candidates of rounds ``lo:hi`` (their nnz,)."""
+        ptr, _ = self.data.candidates()
+        out = np.empty(int(ptr[hi] - ptr[lo]))
+        for a, b in itertools.pairwise(self.starts):
+            a0, b0 = max(a, lo), min(b, hi)
+            if a0 >= b0:
+                continue
+            seg = slice(int(ptr[a0] - ptr[lo]), int(ptr[b0] - ptr[lo]))
+            if a == 0:
+                out[seg] = self.prior
+            else:
+                out[seg] = self._model(a).predict_candidates(self.data.take(a0, b0))
+        return out
+
+
+def past_only_values(data: LoggedData, model: RewardModel, prior: float) -> F64:
+    """q̂ of every candidate (nnz,), each round's from a model fitted on earlier rounds only
+    (see :class:`PastOnlyValues`)."""
+    return PastOnlyValues(data, model, prior).rounds(0, data.n_rounds)
 
 
 def _bets(x: F64, alpha: float, prior_mean: float) -> F64:

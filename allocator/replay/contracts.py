@@ -83,7 +83,7 @@ def constrained_distribution(engine: Engine, data: LoggedData) -> F64:
     out = np.empty_like(base)
     n = data.n_rounds
     none = np.zeros(n)
-    hist, state = np.zeros(kns.N_BINS), np.zeros(3)
+    hist, state = np.zeros(kns.N_BINS), kns.walk_state(0.0)
     kns.contract_walk(
         base, ptr, idx, np.zeros(n, dtype=np.int64), times, codes, none, none, False, False,
         0.5, 1.0, n, hist, state, none, np.zeros(n, dtype=np.bool_), out, *args,

@@ -37,20 +37,21 @@ import numpy as np
 
 from allocator.engine import Engine
 from allocator.errors import EvaluationRefused, InvalidInputError
+from allocator.inputs import as_index_array
 from allocator.kernels import nonstationary as kns
+from allocator.kernels import ope as kope
 from allocator.policies.base import Policy
-from allocator.replay.confidence import (
-    dr_terms,
-    drifting_mean_interval,
-    past_only_values,
-)
+from allocator.replay.confidence import PastOnlyValues, dr_terms, drifting_mean_interval
 from allocator.replay.contracts import contract_args, has_contracts, request_inputs
-from allocator.replay.dataset import F64, LoggedData
-from allocator.replay.evaluate import reward_range_of
+from allocator.replay.dataset import F64, I64, LoggedData
+from allocator.replay.evaluate import check_arms, logged_positions, reward_range_of
 from allocator.replay.rejection import check_replay_inputs
 from allocator.replay.reward_model import RewardModel, make_reward_model
 from allocator.replay.walks import Walker
 
+#: logged events checked and walked per chunk: the replay's per-candidate arrays (target
+#: probabilities, reward-model values) are a chunk's, its per-event trace the log's
+CHUNK = 1 << 16
 #: fewest events a chunk's probabilities are computed for (a policy that moves on every
 #: acceptance walks ~1/acceptance-rate events per chunk)
 MIN_CHUNK = 16
@@ -144,65 +145,126 @@ def replay_nonstationary(
         not isinstance(max_accepted, int) or isinstance(max_accepted, bool) or max_accepted < 1
     ):
         raise InvalidInputError(f"max_accepted = {max_accepted!r}: expected an integer >= 1")
-    ptr, idx, pos, contexts = check_replay_inputs(policy, data)
+    check_arms(policy, data)
+    n = data.n_rounds
+    width = 1
+    for lo in range(0, n, CHUNK):  # everything checked before the policy learns anything
+        width = max(width, int(np.diff(_checked(policy, data, lo)[1]).max(initial=1)))
     requests = None if engine is None else request_inputs(engine, data)
-    pscores = np.ascontiguousarray(data.pscores, dtype=np.float64)
     rewards = np.asarray(data.rewards, dtype=np.float64)
     span = reward_range_of(data, reward_range)
-    n = data.n_rounds
-    if uniforms is None:
-        u = rng.random(n)
-    else:
-        u = np.ascontiguousarray(uniforms, dtype=np.float64)
-        if u.shape != (n,):
-            raise InvalidInputError(f"uniforms has shape {u.shape}, expected ({n},)")
-    low, width = span[0], span[1] - span[0]
-    if reward_model is None:
-        q = np.zeros(idx.shape[0])
-    else:
+    if uniforms is not None:
+        uniforms = np.ascontiguousarray(uniforms, dtype=np.float64)
+        if uniforms.shape != (n,):
+            raise InvalidInputError(f"uniforms has shape {uniforms.shape}, expected ({n},)")
+    low, width01 = span[0], span[1] - span[0]
+    q_of = None
+    if reward_model is not None:
         model = make_reward_model(reward_model, rewards, span)
-        q = past_only_values(data, model, low + 0.5 * width)
-        q -= low  # in place: q is one value per candidate of the whole log
-        q /= width
-    target, c_arr, accepted, n_events = _walk(
-        policy,
-        data,
-        pos,
-        pscores,
-        u,
-        contexts,
-        (adaptive, quantile, c_max, c),
-        max_accepted,
-        None if engine is None or requests is None else (engine, *requests),
+        q_of = PastOnlyValues(data, model, low + 0.5 * width01)
+    walk = kns.walk_state(c_max if adaptive else float(c))
+    hist = np.zeros(kns.N_BINS)
+    trace: tuple[F64, F64, np.ndarray, F64] = (
+        np.empty(n),
+        np.zeros(n),
+        np.zeros(n, dtype=np.bool_),
+        np.empty(n),
     )
-    sub = data.take(0, n_events)
-    sptr, _ = sub.candidates()
-    spos = pos[:n_events] - ptr[0]
-    nnz = int(sptr[-1])
-    w = target[:nnz][spos] / pscores[:n_events]
-    r01 = (rewards[:n_events] - low) / width
-    terms, t_low, t_high = dr_terms(sptr, target[:nnz], q[:nnz], spos, r01, w, sub.cand_prob, None)
-    trace = Trace(terms, c_arr[:n_events], accepted[:n_events], w, (t_low, t_high), span)
-    return _result(trace, n, alpha)
+    # without the logged candidate distributions every candidate weighs the largest
+    # weight of the whole walk: the bounds wait for it (three values per event)
+    parts = None if data.cand_prob is not None else (np.empty(n), np.empty(n), np.empty(n))
+    bounds = [np.inf, -np.inf]
+    walked = 0
+    with policy.bank_in_use(width):
+        for lo in range(0, n, CHUNK):
+            hi = min(n, lo + CHUNK)
+            sub, ptr, pos, contexts = _shaped(policy, data, lo)
+            u = rng.random(hi - lo) if uniforms is None else uniforms[lo:hi]
+            left = None if max_accepted is None else max_accepted - int(walk[kns.STATE_ACCEPTED])
+            contracted = None
+            if engine is not None and requests is not None:
+                contracted = (engine, requests[0][lo:hi], requests[1][lo:hi])
+            pscores = np.ascontiguousarray(sub.pscores, dtype=np.float64)
+            target, c_arr, accepted, m = _walk(
+                policy, sub, pos, pscores, u, contexts, (adaptive, quantile, c_max, c), left,
+                contracted, hist, walk,
+            )  # fmt: skip
+            nnz = int(ptr[m])
+            q = np.zeros(nnz) if q_of is None else q_of.rounds(lo, lo + m)
+            if q_of is not None:
+                q -= low  # in place: one value per candidate of the chunk
+                q /= width01
+            rows = slice(lo, lo + m)
+            w = target[:nnz][pos[:m]] / pscores[:m]
+            r01 = (rewards[rows] - low) / width01
+            terms, t_low, t_high = dr_terms(
+                ptr[: m + 1], target[:nnz], q, pos[:m], r01, w,
+                None if sub.cand_prob is None else sub.cand_prob[:nnz], None,
+            )  # fmt: skip
+            for out, value in zip(trace, (terms, c_arr[:m], accepted[:m], w), strict=True):
+                out[rows] = value
+            if parts is None:
+                bounds = [min(bounds[0], t_low), max(bounds[1], t_high)]
+            else:
+                kope.supported_values(ptr[: m + 1], target[:nnz], q, *(a[rows] for a in parts))
+            walked = lo + m
+            if m < hi - lo:
+                break
+    if parts is not None:
+        w_max = float(trace[3][:walked].max(initial=0.0))
+        s_k, q_low, q_high = (a[:walked] for a in parts)
+        bounds = [float(np.min(s_k - w_max * q_high, initial=np.inf)),
+                  float(np.max(s_k + w_max * (1.0 - q_low), initial=-np.inf))]  # fmt: skip
+        del parts, s_k, q_low, q_high
+    t_all, c_all, acc_all, w_all = trace
+    result = Trace(t_all[:walked], c_all[:walked], acc_all[:walked], w_all[:walked],
+                   (float(bounds[0]), float(bounds[1])), span)  # fmt: skip
+    return _result(result, n, alpha)
+
+
+def _shaped(policy: Policy, data: LoggedData, lo: int) -> tuple[LoggedData, I64, I64, Any]:
+    """:func:`_checked`'s chunk, candidates' pointer, logged positions and contexts for a
+    chunk it has already checked (the walk's pass: no second validation of every
+    candidate, ~10 % of a Beta replay's time)."""
+    sub = data.take(lo, min(data.n_rounds, lo + CHUNK))
+    ptr, idx = (as_index_array(a, "candidates") for a in sub.candidates())
+    contexts = None
+    if policy.n_features is not None:
+        contexts = np.ascontiguousarray(sub.contexts, dtype=np.float64)
+    return sub, ptr, logged_positions(sub, ptr, idx), contexts
+
+
+def _checked(policy: Policy, data: LoggedData, lo: int) -> tuple[LoggedData, I64, I64, Any]:
+    """Events ``lo:lo + CHUNK`` of ``data`` checked for a replay of ``policy``: the chunk,
+    its candidates' pointer, logged positions (chunk-local) and contexts (or None).
+    Errors count rows from ``lo``."""
+    sub = data.take(lo, min(data.n_rounds, lo + CHUNK))
+    try:
+        ptr, _, pos, contexts = check_replay_inputs(policy, sub, checked_arms=True)
+    except InvalidInputError as err:
+        if lo == 0:
+            raise
+        raise type(err)(f"logged events from {lo} (rows counted from there): {err}") from None
+    return sub, ptr, pos, contexts
 
 
 def _walk(
     policy: Policy, data: LoggedData, pos: np.ndarray, pscores: F64, u: F64,
     contexts: F64 | None, rule: tuple[bool, float, float, Any], max_accepted: int | None,
-    contracted: tuple[Engine, F64, np.ndarray] | None = None,
+    contracted: tuple[Engine, F64, np.ndarray] | None, hist: F64, state: F64,
 ) -> tuple[F64, F64, np.ndarray, int]:  # fmt: skip
     """Target probabilities of every candidate (nnz,), ``c`` and acceptance per event, and
-    the events walked; teaches ``policy`` on the accepted events as it goes. With
-    ``contracted`` (the engine, request times and attribute codes) each chunk's policy
+    the events walked (at most ``max_accepted`` more acceptances); teaches ``policy`` on the
+    accepted events as it goes, carrying the walk's ``hist`` and ``state`` (see
+    :func:`allocator.kernels.nonstationary.accept_event`) from chunk to chunk. With
+    ``contracted`` (the engine, request times and attribute codes) each stretch's policy
     probabilities go through the contracts event by event."""
-    adaptive, quantile, c_max, c = rule
+    adaptive, quantile, c_max, _ = rule
     ptr, idx = data.candidates()
     n = data.n_rounds
     target = np.zeros(idx.shape[0])
     c_arr = np.zeros(n)
     accepted = np.zeros(n, dtype=np.bool_)
-    hist = np.zeros(kns.N_BINS)
-    state = np.array([c_max if adaptive else float(c), 0.0, 0.0])
     actions = np.asarray(data.actions, dtype=np.int64)
     rewards = np.asarray(data.rewards, dtype=np.float64)
     # checked once here (candidates by check_replay_inputs): chunks go to the checked entry
@@ -215,6 +277,8 @@ def _walk(
     engine, times, codes = contracted
     no_codes = np.zeros((n, 0), dtype=np.int64)
     i, size = 0, 64
+    if max_accepted is not None:  # the walk's count is cumulative over the chunks
+        max_accepted += int(state[kns.STATE_ACCEPTED])
     while i < n and (max_accepted is None or state[kns.STATE_ACCEPTED] < max_accepted):
         hi = min(n, i + size)
         f0, f1 = int(ptr[i]), int(ptr[hi])

@@ -165,6 +165,29 @@ def check_replay_inputs(
     return ptr, idx, pos, np.ascontiguousarray(data.contexts, dtype=np.float64)
 
 
+def _replay_chunks(
+    policy: Policy, data: LoggedData, rng: np.random.Generator, eps: float | None
+) -> tuple[list[F64], int]:
+    """The checked log replayed chunk by chunk: each chunk's accepted rewards, and the
+    rounds kept."""
+    walker = Walker(policy)
+    accepted, n_kept = [], 0
+    for lo in range(0, data.n_rounds, CHUNK):
+        sub, ptr, idx, pos, xs = _checked_chunk(policy, data, lo, eps)
+        if eps is None:
+            kept = np.arange(sub.n_rounds, dtype=np.int64)
+        else:
+            sizes = np.diff(ptr).astype(np.float64)
+            pscores = np.asarray(sub.pscores, dtype=np.float64)
+            kept = np.flatnonzero(rng.random(sub.n_rounds) < eps / sizes / pscores)
+        rewards = np.ascontiguousarray(sub.rewards, dtype=np.float64)
+        actions = np.ascontiguousarray(sub.actions, dtype=np.int64)
+        rows = walker.rounds(ptr, idx, pos, actions, rewards, xs, kept)
+        accepted.append(rewards[rows])
+        n_kept += kept.shape[0]
+    return accepted, n_kept
+
+
 def replay_learning_policy(
     policy: Policy,
     data: LoggedData,
@@ -198,23 +221,11 @@ def replay_learning_policy(
         )
     eps = None if uniform_epsilon is None else float(uniform_epsilon)
     check_arms(policy, data)
+    width = 1
     for lo in range(0, data.n_rounds, CHUNK):
-        _checked_chunk(policy, data, lo, eps)
-    walker = Walker(policy)
-    accepted, n_kept = [], 0
-    for lo in range(0, data.n_rounds, CHUNK):
-        sub, ptr, idx, pos, xs = _checked_chunk(policy, data, lo, eps)
-        if eps is None:
-            kept = np.arange(sub.n_rounds, dtype=np.int64)
-        else:
-            sizes = np.diff(ptr).astype(np.float64)
-            pscores = np.asarray(sub.pscores, dtype=np.float64)
-            kept = np.flatnonzero(rng.random(sub.n_rounds) < eps / sizes / pscores)
-        rewards = np.ascontiguousarray(sub.rewards, dtype=np.float64)
-        actions = np.ascontiguousarray(sub.actions, dtype=np.int64)
-        rows = walker.rounds(ptr, idx, pos, actions, rewards, xs, kept)
-        accepted.append(rewards[rows])
-        n_kept += kept.shape[0]
+        width = max(width, int(np.diff(_checked_chunk(policy, data, lo, eps)[1]).max(initial=1)))
+    with policy.bank_in_use(width):
+        accepted, n_kept = _replay_chunks(policy, data, rng, eps)
     r = np.concatenate(accepted) if accepted else np.zeros(0)
     del accepted  # the accepted rewards are the result's size: hold them once
     n_acc = r.shape[0]

@@ -4,8 +4,9 @@ A walk (:mod:`allocator.kernels.replay_walk`) decides logged rounds one by one w
 family's own decide kernel and returns only when Python must act: a refresh (bank draws
 come from the policy's numpy ``Generator``) or an update this module does not compile in.
 Families whose decisions move on every update (disjoint and shared linear / logistic) are
-updated inside the walk by their own update kernels; the others (per-arm banks, hybrid)
-decide from refreshed arrays only, so their accepted rounds are folded in by
+updated inside the walk by their own update kernels, and so is Beta–Bernoulli (its
+updates move nothing until the refresh that ends the call); the others (Normal–Gamma,
+hybrid) decide from refreshed arrays only, so their accepted rounds are folded in by
 ``update_batch`` just before the refresh they bring. Either way every round is decided
 from exactly the state, and the stream position, a round-by-round replay would use.
 """
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from allocator.errors import InvalidInputError
+from allocator.kernels import beta as kb
 from allocator.kernels import choice as ck
 from allocator.kernels import hybrid as kh
 from allocator.kernels import linear as kl
@@ -25,6 +27,7 @@ from allocator.kernels import logistic as klg
 from allocator.kernels import per_arm as kpa
 from allocator.kernels import replay_walk as kw
 from allocator.kernels import shared_linear as ksl
+from allocator.kernels.entry import entry_point
 from allocator.policies.base import Policy
 from allocator.replay.dataset import I64
 
@@ -39,6 +42,9 @@ _UPDATES = {
     ksl.update_shared_batch: kw.UPDATE_GAUSSIAN,
     klg.update_shared_logistic_batch: kw.UPDATE_LOGISTIC,
 }
+#: a family whose updates leave its decisions alone, by its one-observation learning
+#: kernel -> the walk's compiled-update code (its rounds are folded in inside the walk too)
+_STILL_UPDATES = {kb.learn_beta_one: kw.UPDATE_BETA}
 
 
 class Walker:
@@ -54,6 +60,8 @@ class Walker:
         moving = policy.UPDATES_MOVE_DECISIONS
         update = getattr(policy, "UPDATE", None)  # a logistic refit swaps it per instance
         self.update = _UPDATES.get(update, kw.UPDATE_NONE) if moving else kw.UPDATE_NONE
+        if not moving:
+            self.update = _STILL_UPDATES.get(type(policy).LEARN_ONE, kw.UPDATE_NONE)
         self.ptr1 = np.zeros(2, dtype=np.int64)
         self.t1 = np.zeros(1)
         self.codes1 = np.zeros((1, 0), dtype=np.int64)
@@ -71,21 +79,23 @@ class Walker:
         named = dict(zip(self.names, args, strict=True))
         return tuple(named[name] for name in self.one_names)
 
-    def _uargs(self) -> tuple[Any, Any]:
+    def _uargs(self) -> tuple[Any, Any, Any]:
         """The compiled update's arguments after the rewards in its model's slot (own
-        scratch buffers), None in the other (see ``kernels.replay_walk._update``)."""
+        scratch buffers), None in the others (see ``kernels.replay_walk._update``)."""
         p: Any = self.policy
         s = p.state
         if self.update == kw.UPDATE_NONE:
-            return None, None
+            return None, None, None
+        if self.update == kw.UPDATE_BETA:
+            return None, None, (p.gamma, s.clock, s.t_last, s.s1, s.s0, s.dirty)
         if self.slot == _SLOTS[kl.decide_linear]:
             d = s.mu.shape[1]
             work = np.zeros((2 * d + 2, d))
             return (p.gamma, p.lam, s.clock, s.t_last, s.g, s.h, s.count, s.mu0, s.mu,
-                    s.a_inv, work, s.dirty), None  # fmt: skip
+                    s.a_inv, work, s.dirty), None, None  # fmt: skip
         dim = s.mu.shape[0]
         return None, (s.features, p.gamma, p.lam, s.g, s.h, s.mu, s.a_inv, np.empty(dim),
-                      np.empty(dim), s.clock, s.model_dirty)  # fmt: skip
+                      np.empty(dim), s.clock, s.model_dirty), None  # fmt: skip
 
     def rounds(
         self, ptr: I64, idx: I64, pos: I64, actions: I64, rewards: np.ndarray,
@@ -129,12 +139,20 @@ class Walker:
         contextual = policy.n_features is not None
         accepted: list[I64] = []
         start = n_taken = 0
+        key: Any = None
         while start < rows.shape[0] and (max_accepted is None or n_taken < max_accepted):
-            self.ptr1[1] = width
-            args = policy.kernel_args(self.ptr1, idx[:width], xs[:1], self.t1, self.codes1,
-                                      True, None, self.probs, self.out)  # fmt: skip
-            decide: list[Any] = [None] * 4
-            decide[self.slot] = self._decide_args(args)
+            # the argument lists hold the state's arrays: rebuilt, and the compiled entry
+            # rebound, only when one was reallocated (refreshes write in place)
+            if key != (policy.state.generation, policy.registry.generation):
+                key = (policy.state.generation, policy.registry.generation)
+                self.ptr1[1] = width
+                args = policy.kernel_args(self.ptr1, idx[:width], xs[:1], self.t1,
+                                          self.codes1, True, None, self.probs,
+                                          self.out)  # fmt: skip
+                decide: list[Any] = [None] * 4
+                decide[self.slot] = self._decide_args(args)
+                call = (tuple(decide), self.update, self._uargs(), learn, *tail)
+                entry = entry_point(kernel, (walk, one, start, 0, *call))
             if self.update != kw.UPDATE_NONE:  # stop 0: only when a refresh is due
                 stop = 0
             elif policy.UPDATES_MOVE_DECISIONS:
@@ -144,9 +162,7 @@ class Walker:
             if max_accepted is not None:
                 left = max_accepted - n_taken
                 stop = left if stop == 0 else min(stop, left)
-            start, n, code = kernel(
-                walk, one, start, stop, tuple(decide), self.update, self._uargs(), learn, *tail
-            )
+            start, n, code = entry(walk, one, start, stop, *call)
             if code != ck.OK:
                 raise InvalidInputError(f"logged round {int(rows[start])} cannot be decided")
             got = taken[:n].copy()

@@ -48,7 +48,7 @@ def test_accept_event_matches_the_naive_reference(adaptive):
     d = rng.dirichlet(np.ones(4), m)[:, 0] * (rng.random(m) < 0.95)  # some d = 0
     p = rng.uniform(0.05, 1.0, m)
     u = rng.random(m)
-    hist, state = np.zeros(kns.N_BINS), np.array([0.7, 0.0, 0.0])
+    hist, state = np.zeros(kns.N_BINS), kns.walk_state(0.7)
     c_out, acc = np.zeros(m), np.zeros(m, dtype=np.bool_)
     for k in range(m):
         acc[k] = kns.accept_event(d[k], p[k], u[k], adaptive, 0.1, 0.7, hist, state, c_out, k)

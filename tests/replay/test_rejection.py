@@ -212,15 +212,17 @@ def _uniform_log_with_subsets(n: int, k: int, d: int, seed: int) -> LoggedData:
 
 
 def _reference_walk(policy, data: LoggedData) -> list[float]:
-    """Round by round, as the estimator is defined."""
+    """Round by round, as the estimator is defined (the bank's redraws narrowed to the
+    log's widest round, as the replay narrows them)."""
     out = []
     ptr, idx = data.cand_ptr, data.cand_idx
-    for i in range(data.n_rounds):
-        x = None if policy.n_features is None else data.contexts[i]
-        d = policy.decide(idx[ptr[i] : ptr[i + 1]], x)
-        if d.arm_index == data.actions[i]:
-            policy.update(d.arm_index, float(data.rewards[i]), x)
-            out.append(float(data.rewards[i]))
+    with policy.bank_in_use(int(np.diff(ptr).max())):
+        for i in range(data.n_rounds):
+            x = None if policy.n_features is None else data.contexts[i]
+            d = policy.decide(idx[ptr[i] : ptr[i + 1]], x)
+            if d.arm_index == data.actions[i]:
+                policy.update(d.arm_index, float(data.rewards[i]), x)
+                out.append(float(data.rewards[i]))
     return out
 
 

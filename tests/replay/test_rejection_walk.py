@@ -166,3 +166,78 @@ def test_a_bad_round_in_a_late_chunk_is_refused_before_anything_is_learned(monke
     assert pol.stream_position == 0
     for name, value in before.items():
         np.testing.assert_array_equal(after[name], value, err_msg=name)
+
+
+@pytest.mark.parametrize("kind", ["linear", "shared_linear", "hybrid_linear"])
+def test_a_narrowed_bank_redraws_only_the_slots_in_use_and_is_undone(kind):
+    pol = policy(kind)
+    ctx = np.zeros((1, D))
+    z0 = pol.state.z.copy()
+    with pol.bank_in_use(5):
+        pol.update_batch([0], [1.0], ctx)
+        pol.refresh()
+        z1 = pol.state.z.copy()
+    assert (z1[:5] != z0[:5]).any()
+    np.testing.assert_array_equal(z1[5:], z0[5:])
+    pol.update_batch([0], [1.0], ctx)
+    pol.refresh()
+    assert (pol.state.z[5:] != z1[5:]).any()  # outside the block every slot rolls again
+
+
+@pytest.mark.parametrize("cand_prob", [True, False])
+@pytest.mark.parametrize("kind", ["beta", "linear"])
+def test_nonstationary_replay_in_chunks_is_the_replay_in_one(kind, cand_prob, monkeypatch):
+    """Chunk boundaries (mid-refresh, and the acceptance cap inside a later chunk) change
+    nothing: same trace, bounds, estimate, interval and final state, with and without the
+    logged candidate distributions (without them the bounds wait for the walk's largest
+    weight)."""
+    contextual = kind != "beta"
+    data = subset_log(1500, contextual, None, seed=3)
+    if not cand_prob:
+        data = dataclasses.replace(data, cand_prob=None)
+    options = {"max_accepted": 250}
+    one, chunked = policy(kind), policy(kind)
+    whole = ns.replay_nonstationary(one, data, np.random.default_rng(5), **options)
+    monkeypatch.setattr(ns, "CHUNK", 173)
+    parts = ns.replay_nonstationary(chunked, data, np.random.default_rng(5), **options)
+    print(f"{kind}: {parts.n_accepted} accepted over {parts.n_events} events")
+    assert parts.n_events > 3 * 173 and parts.n_accepted == 250
+    assert (parts.value, parts.low, parts.high) == (whole.value, whole.low, whole.high)
+    assert parts.trace.bounds == whole.trace.bounds
+    for a, b in zip(parts.trace[:4], whole.trace[:4], strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert_same_state(chunked, one)
+
+
+def nonstationary_peak(n: int, k: int) -> int:
+    """Peak traced bytes of a nonstationary Beta replay of ``n`` rounds over all ``k`` arms
+    (every candidate's logging probability logged)."""
+    rng = np.random.default_rng(k)
+    probs = rng.dirichlet(np.ones(k))
+    actions = rng.choice(k, n, p=probs).astype(np.int64)
+    data = LoggedData(
+        arm_ids=tuple(f"arm:{a}" for a in range(k)), actions=actions,
+        rewards=(rng.random(n) < 0.3).astype(np.float64), pscores=probs[actions],
+        cand_ptr=np.arange(n + 1, dtype=np.int64) * k,
+        cand_idx=np.tile(np.arange(k, dtype=np.int64), n), cand_prob=np.tile(probs, n),
+    )  # fmt: skip
+    pol = make_policy(CONFIGS["beta"], make_registry(k, capacity=32), seed=0)
+    ns.replay_nonstationary(pol, data.take(0, 300), np.random.default_rng(0))  # warm up
+    tracemalloc.start()
+    ns.replay_nonstationary(pol, data, np.random.default_rng(0))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak
+
+
+def test_nonstationary_memory_per_candidate_does_not_grow_with_the_log(monkeypatch):
+    """What grows with the log is per event (the trace and the interval's pass over it),
+    not per candidate: 4 or 24 candidates a round, the growth per round is the same,
+    where one per-candidate array over the whole log would add 8 × 20 = 160 bytes."""
+    monkeypatch.setattr(ns, "CHUNK", 2048)
+    growth = {
+        k: (nonstationary_peak(40_960, k) - nonstationary_peak(8192, k)) / 32_768 for k in (4, 24)
+    }
+    print({k: f"{v:.0f} B per round" for k, v in growth.items()})
+    assert growth[24] - growth[4] < 16
+    assert growth[4] < 150  # the trace's 25 B, the interval's temporaries, the model fits
