@@ -235,8 +235,9 @@ class OffsetPrior(StrictModel):
 class _Hybrid(_Shared):
     """The shared model plus one offset per arm, shrunk toward its group's prior.
 
-    ``offset_sd`` is the between-arm sd of the offsets (score units), the prior a new arm
-    starts from; ``group_priors`` sets a group's mean offset and sd. With
+    ``offset_sd`` is the between-arm sd of the offsets in units of the noise (score units
+    over ``noise_scale`` for ``hybrid_linear``, logits for ``hybrid_logistic``), the prior
+    a new arm starts from; ``group_priors`` sets a group's mean offset and sd. With
     ``learn_offset_sd`` each refresh takes one EM step on every group's between-arm
     variance from its observed arms' offset posteriors, starting from the configured sd.
     """

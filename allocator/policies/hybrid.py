@@ -175,13 +175,19 @@ class HybridLinearPolicy(SharedLinearPolicy):
 
     def _em_offset_precision(self) -> None:
         """One EM step on each group's between-arm variance: the mean over its observed
-        arms of ``(m_a − β_a)² + v_a`` under their last offset posteriors (groups without
-        observed arms keep theirs); every arm of the group then uses it."""
+        arms of ``(m_a − β_a)² / σ² + v_a`` under their last offset posteriors (groups
+        without observed arms keep theirs); every arm of the group then uses it.
+
+        Precisions are in units of the noise variance ``σ²`` (``noise_scale``², 1 on the
+        logit scale) while the offset means are in score units, hence the division: without
+        it a small ``noise_scale`` made the estimate ~1/σ² times too tight and shrank every
+        offset to its group's mean."""
         s = self.state
         k = self.registry.n_arms
         codes, n_groups = self.registry.arm_group[:k], len(self.registry.groups)
         seen = s.n[:k] > 0.0
-        moment = (s.offset_mean[:k] - s.offset0[:k]) ** 2 + s.offset_var[:k]
+        noise2 = 1.0 if self.LOGIT else self.noise**2
+        moment = (s.offset_mean[:k] - s.offset0[:k]) ** 2 / noise2 + s.offset_var[:k]
         count = np.bincount(codes[seen], minlength=n_groups)
         total = np.bincount(codes[seen], moment[seen], n_groups)
         has = count[codes] > 0
