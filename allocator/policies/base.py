@@ -1,5 +1,6 @@
-"""What every family shares: declared state, input checks, the pipeline call, refresh
-cadence, the arm catalogue, and the generic snapshot / delta / merge / adopt.
+"""What every family shares: declared state, learning and refresh cadence, the arm
+catalogue, restore; the pipeline call and input shaping come from :mod:`.calls`, and the
+generic snapshot / delta / merge / adopt from :mod:`.exchange`.
 
 A family declares its arrays (:attr:`Policy.FIELDS`), writes its kernel argument list once
 (:meth:`Policy.model_args`, :meth:`Policy.scratch_args`) and its update and refresh. The
@@ -20,35 +21,16 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from allocator.decisions import Decision, Decisions, bare_decision
 from allocator.errors import InvalidInputError, SnapshotError, UnknownArmError, brief
-from allocator.inputs import as_float_array, as_index_array, check_csr
-from allocator.kernels import choice as ck
+from allocator.inputs import as_float_array, as_index_array
 from allocator.policies.bound import BoundCall
-from allocator.policies.state import COMMON_FIELDS, Field, ModelState, Role
+from allocator.policies.calls import DecisionCalls
+from allocator.policies.exchange import StateExchange
+from allocator.policies.state import COMMON_FIELDS, Field, ModelState
 from allocator.registry import ArmRegistry
 
-_CANDIDATE_ERRORS = {
-    ck.ERR_EMPTY: (InvalidInputError, "candidates is empty: expected at least one arm"),
-    ck.ERR_RANGE: (UnknownArmError, "is not a registered arm index"),
-    ck.ERR_RETIRED: (UnknownArmError, "is a retired arm"),
-    ck.ERR_DUPLICATE: (InvalidInputError, "appears twice in candidates"),
-    ck.ERR_NONFINITE: (InvalidInputError, "context contains NaN or inf"),
-    ck.ERR_TOO_MANY: (InvalidInputError, "too many candidates"),
-}
 
-#: contract arrays for "no contract" (K = 0), in the kernels' order after arm_group, n_obs
-_NO_CONTRACTS = (
-    np.zeros((0, 7), dtype=np.int64), np.zeros((0, 5)), np.zeros((0, 0, 1), dtype=np.bool_),
-    0.0, 1.0, 0.0,
-)  # fmt: skip
-_NO_CONTRACT_STATE = (
-    np.zeros(0), np.zeros((0, 10)), np.zeros((0, 5), dtype=np.int64), np.zeros((2, 0, 1)),
-    np.zeros((0, 1), dtype=np.bool_), np.zeros(1),
-)  # fmt: skip
-
-
-class Policy(ABC):
+class Policy(DecisionCalls, StateExchange, ABC):
     """A posterior family plus a rule (Thompson, UCB, greedy) and ε-mixing."""
 
     #: the family's arrays beyond :data:`COMMON_FIELDS`
@@ -106,26 +88,9 @@ class Policy(ABC):
         self.state = ModelState(COMMON_FIELDS + self.FIELDS, sizes, capacity)
         self._delta_base: dict[str, np.ndarray] = {}
         self._delta_clock = 0
-        self._err = np.zeros(2, dtype=np.int64)
-        self._ptr1 = np.zeros(2, dtype=np.int64)
-        self._t1 = np.zeros(1)
-        self._out1 = np.zeros((3, 1), dtype=np.int64)
-        self._out1_rows = (self._out1[0], self._out1[1], self._out1[2])  # made once
-        self._codes0 = np.zeros((1, 0), dtype=np.int64)
-        self._x_none = np.zeros((1, 0))
-        self._p1 = np.zeros(1)
-        self._arm1 = np.zeros(1, dtype=np.int64)
         self._r1 = np.zeros(1)
-        self._c0 = 0  # where the contract arrays start in the kernel's arguments
-        self._generation = 0  # bumped when a buffer of the single-call lists is replaced
-        self._one = BoundCall(self.KERNEL, self._single_args)  # no contract
-        self._one_contracts = BoundCall(self.KERNEL, self._single_args)
-        self._lean = BoundCall(self.DECIDE_ONE, self._lean_call_args)
-        self._joined = BoundCall(self.DECIDE_JOINED, self._joined_call_args)
+        self.make_call_buffers()
         self._learn = BoundCall(self.LEARN_ONE, self._learn_args)
-        self._last_n = 0
-        self._scratch_size = 0
-        self.ensure_scratch(16)
 
     # ------------------------------------------------------------ family interface
     @classmethod
@@ -133,10 +98,10 @@ class Policy(ABC):
     def sizes(cls, config: Any, capacity: int) -> dict[str, int]:
         """Named dimensions of the family's fields for ``config``."""
 
-    def _configure(self) -> None:  # noqa: B027 (optional hook)
+    def _configure(self) -> None:
         """Family constants and buffers derived from the config (built and restored alike)."""
 
-    def _init_model(self) -> None:  # noqa: B027 (optional hook)
+    def _init_model(self) -> None:
         """Model-wide initial values (after the state arrays exist)."""
 
     @abstractmethod
@@ -169,13 +134,7 @@ class Policy(ABC):
     @abstractmethod
     def _init_arms(self, new: np.ndarray, arm_features: np.ndarray | None) -> None: ...
 
-    def _new_scratch(self, size: int) -> None:
-        self.best_buf = np.empty(size)
-        self.arg_buf = np.empty(size, dtype=np.int64)
-        self.mean_buf = np.empty(size)
-        self.sd_buf = np.empty(size)
-
-    def _check_rewards(self, rewards: np.ndarray) -> None:  # noqa: B027 (optional hook)
+    def _check_rewards(self, rewards: np.ndarray) -> None:
         """Family-specific reward domain check (all finite already)."""
 
     def check_arm_features(self, n_new: int, arm_features: Any) -> np.ndarray | None:
@@ -184,9 +143,6 @@ class Policy(ABC):
                 f"arm_features given, but {type(self).__name__} takes no arm features"
             )
         return None
-
-    def _learned_changed(self) -> None:  # noqa: B027 (optional hook)
-        """Hook for models with one shared posterior: evidence changed outside updates."""
 
     # ------------------------------------------------------------------ read-only
     @property
@@ -212,11 +168,6 @@ class Policy(ABC):
         return view
 
     @property
-    def probabilities(self) -> np.ndarray:
-        """Choice probabilities over the last single request's candidates (a copy)."""
-        return self._p1[: self._last_n].copy()
-
-    @property
     def stream_position(self) -> int:
         """Uniforms drawn so far from the decision stream (one per drawn decision)."""
         return int(self.state.stream[1])
@@ -227,205 +178,10 @@ class Policy(ABC):
             raise InvalidInputError(f"position = {position!r}: expected an integer >= 0")
         self.state.stream[1] = np.uint64(position)
 
-    def propensity(self, position: int) -> float:
-        """Final probability of ``position`` in the last single request."""
-        return self._p1.item(position)
-
     @property
     def slots(self) -> int:
         """Most candidates one request may have."""
         return int(getattr(self.config, "max_candidates", 1 << 62))
-
-    # ------------------------------------------------------------------ decisions
-    def decide(self, candidates: Any, context: Any = None) -> Decision:
-        """Choose one of ``candidates`` (arm indices); the decision carries its propensity."""
-        cand = as_index_array(candidates, "candidates")
-        x = self.context_row(context)
-        pos, _, _ = self.decide_one(cand, x, 0.0, self._codes0, None)
-        return bare_decision(pos, cand.item(pos), self._p1.item(pos), self.state.version.item(0))
-
-    def decide_batch(
-        self, cand_ptr: Any, cand_idx: Any, contexts: Any = None, draw: bool = True
-    ) -> Decisions:
-        """Decide for R requests given as CSR candidate lists (``cand_ptr`` has R+1 entries).
-
-        With ``draw=False`` only the (ε-mixed) probabilities are computed and the decision
-        stream is left untouched: the target distribution of an evaluation.
-        """
-        ptr, idx = check_csr(cand_ptr, cand_idx)
-        n_req = ptr.shape[0] - 1
-        xs = self.context_rows(contexts, n_req)
-        times = np.zeros(n_req)
-        codes = np.zeros((n_req, 0), dtype=np.int64)
-        return self.decide_many(ptr, idx, xs, times, codes, None, draw)
-
-    def decide_one(
-        self, cand: np.ndarray, x: np.ndarray, t: float, codes: np.ndarray,
-        contracts: tuple[Any, ...] | None,
-    ) -> tuple[int, int, int]:  # fmt: skip
-        """One checked request (``x`` (1, d), ``codes`` (1, A)) through the pipeline, by the
-        kernel's bound entry point over the cached argument list (:mod:`.bound`: only the
-        request's slots are written per call).
-
-        Returns (position, forcing contract or -1, adjusted bitmask); the probabilities stay
-        in :attr:`probabilities` until the next call.
-        """
-        n = cand.shape[0]
-        if n > self._scratch_size or n > self._p1.shape[0]:
-            self._grow_single(n)
-        reg = self.registry
-        key = (self._generation, self.state.generation, reg.generation, reg.n_arms)
-        if contracts is None and self.DECIDE_ONE is not None:
-            lean = self._lean
-            args = lean.args if key == lean.key else lean.bind(key)
-            args[0] = cand
-            pos = lean.entry(*args)
-            if pos < 0:
-                self._ptr1[1] = n
-                self._fail(pos, self._ptr1, cand, x)
-            self._last_n = n
-            return pos, -1, 0
-        if contracts is None:
-            call = self._one
-            args = call.bind(key)
-        else:
-            call = self._one_contracts
-            args = call.bind(key, contracts)
-            args[self._c0 : self._c0 + len(contracts)] = contracts
-        args[1], args[2], args[4] = cand, x, codes
-        self._ptr1[1] = n
-        self._t1[0] = t
-        code = call.entry(*args)
-        if code < 0:
-            self._fail(code, self._ptr1, cand, x)
-        self._last_n = n
-        (pos,), (forced,), (adjusted,) = self._out1.tolist()
-        return pos, forced, adjusted
-
-    def _single_args(self, contracts: tuple[Any, ...] | None = None) -> list[Any]:
-        """The argument list of a single request (its slots hold placeholders until the
-        call): built when the arrays it holds were replaced (see :meth:`decide_one`)."""
-        self._check_synced()
-        args = self._args(
-            self._ptr1, self._arm1, self._x_none, self._t1, self._codes0, True, contracts,
-            self._p1, self._out1,
-        )  # fmt: skip
-        self._c0 = 7 + len(self.model_args())
-        return list(args)
-
-    def _grow_single(self, n: int) -> None:
-        """Scratch and the probability buffer grown for a single request of ``n``."""
-        self.ensure_scratch(n)
-        if self._p1.shape[0] < n:
-            self._p1 = np.empty(max(n, 2 * self._p1.shape[0]))
-            self._generation += 1
-
-    def _lean_call_args(self) -> list[Any]:
-        """The argument list of :attr:`DECIDE_ONE` (``cand`` a placeholder until the call)."""
-        self._check_synced()
-        return [self._arm1, *self.lean_args(), self._p1, self._err]
-
-    def _joined_call_args(self) -> list[Any]:
-        """The argument list of :attr:`DECIDE_JOINED` (``q``, ``cand``: placeholders of
-        their types; ``q`` is read-only, as :meth:`ArmRegistry.joined_ids` makes it)."""
-        reg = self.registry
-        return [*reg.id_table(), reg.joined_ids([]), *self._lean_call_args()]
-
-    def decide_joined(self, q: np.ndarray, cand: np.ndarray) -> tuple[int, int, int]:
-        """:meth:`decide_one` for a context-free request without contracts whose candidates
-        are ids joined by NUL (``q``: :meth:`ArmRegistry.joined_ids`), resolved into
-        ``cand`` (n,) by the same compiled call (:attr:`DECIDE_JOINED`, which the caller
-        checked is set). Returns (position, -1, 0), or (-1, status, position) of the first
-        id the lookup refused (:mod:`allocator.kernels.idtable` codes; nothing changed)."""
-        n = cand.shape[0]
-        if n > self._scratch_size or n > self._p1.shape[0]:
-            self._grow_single(n)
-        reg = self.registry
-        call = self._joined
-        key = (self._generation, self.state.generation, reg.generation, reg.n_arms)
-        args = call.args if key == call.key else call.bind(key)
-        args[3], args[4] = q, cand
-        pos = call.entry(*args)
-        if pos == ck.ERR_LOOKUP:
-            return -1, int(self._err[0]), int(self._err[1])
-        if pos < 0:
-            self._ptr1[1] = n
-            self._fail(pos, self._ptr1, cand, self._x_none)
-        self._last_n = n
-        return pos, -1, 0
-
-    def decide_many(
-        self, ptr: np.ndarray, idx: np.ndarray, xs: np.ndarray, times: np.ndarray,
-        codes: np.ndarray, contracts: tuple[Any, ...] | None, draw: bool = True,
-        names: tuple[str, ...] = (),
-    ) -> Decisions:  # fmt: skip
-        """A checked CSR batch through the pipeline (see :meth:`decide_batch`)."""
-        n_req = ptr.shape[0] - 1
-        self.ensure_scratch(int(np.diff(ptr).max(initial=1)))
-        probs = np.empty(idx.shape[0])
-        out = np.empty((3, n_req), dtype=np.int64)
-        self._call(ptr, idx, xs, times, codes, draw, contracts, probs, out)
-        flat = ptr[:-1] + out[0]
-        return Decisions(
-            positions=out[0], arms=idx[flat], propensities=probs[flat], probabilities=probs,
-            forced=out[1], adjusted=out[2], timestamps=times, constraint_names=names,
-            model_version=self.version,
-        )  # fmt: skip
-
-    def kernel_args(
-        self, ptr: np.ndarray, idx: np.ndarray, xs: np.ndarray, times: np.ndarray,
-        codes: np.ndarray, draw: bool, contracts: tuple[Any, ...] | None, probs: np.ndarray,
-        out: np.ndarray,
-    ) -> tuple[Any, ...]:  # fmt: skip
-        """The full argument list of :attr:`KERNEL` for a checked batch: requests, model,
-        contract arrays (``None``: no contract), stream and scratch, outputs (``probs``
-        (nnz,), ``out`` (3, R): positions, forcing contract, adjusted mask). Scratch is
-        sized for the batch's largest request first (the kernels trust it)."""
-        self.ensure_scratch(int(np.diff(ptr).max(initial=1)))
-        return self._args(ptr, idx, xs, times, codes, draw, contracts, probs, out)
-
-    def _args(
-        self, ptr: np.ndarray, idx: np.ndarray, xs: np.ndarray, times: np.ndarray,
-        codes: np.ndarray, draw: bool, contracts: tuple[Any, ...] | None, probs: np.ndarray,
-        out: np.ndarray,
-    ) -> tuple[Any, ...]:  # fmt: skip
-        reg = self.registry
-        if contracts is None:
-            contracts = (*_NO_CONTRACTS, reg.arm_group, self.state.n_obs, *_NO_CONTRACT_STATE)
-        rows = self._out1_rows if out is self._out1 else (out[0], out[1], out[2])
-        return (
-            ptr, idx, xs, times, codes, draw, reg.active, *self.model_args(), *contracts,
-            self.state.stream, self.state.pos_of_arm, *self.scratch_args(), probs, *rows,
-            self._err,
-        )  # fmt: skip
-
-    def _call(
-        self, ptr: np.ndarray, idx: np.ndarray, xs: np.ndarray, times: np.ndarray,
-        codes: np.ndarray, draw: bool, contracts: tuple[Any, ...] | None, probs: np.ndarray,
-        out: np.ndarray,
-    ) -> None:  # fmt: skip
-        """Run :attr:`KERNEL` on a batch (callers sized the scratch)."""
-        self._check_synced()
-        args = self._args(ptr, idx, xs, times, codes, draw, contracts, probs, out)
-        code = self.KERNEL(*args)
-        if code < 0:
-            self._fail(code, ptr, idx, xs)
-
-    def _check_synced(self) -> None:
-        if self.registry.n_arms != self.state.n_synced[0]:  # arms without state: refuse
-            raise InvalidInputError(
-                f"the registry has {self.registry.n_arms} arms, this policy has state for "
-                f"{int(self.state.n_synced[0])}: call sync_arms() after adding arms to a "
-                "registry directly (an Engine or Allocator does it in add_arms)"
-            )
-
-    def _fail(self, code: int, ptr: np.ndarray, idx: np.ndarray, xs: np.ndarray) -> None:
-        """Raise the error the kernel reported (``code`` < 0, ``err``: request, position)."""
-        r, j = int(self._err[0]), int(self._err[1])
-        where = f"request {r}: " if ptr.shape[0] > 2 else ""
-        if code == ck.ERR_NONFINITE:
-            as_float_array(xs[r], f"{where}context", (-1,))
-        self._raise(int(code), idx[ptr[r] : ptr[r + 1]], where, j)
 
     # ------------------------------------------------------------------- learning
     def update(self, arm: int, reward: float, context: Any = None) -> None:
@@ -549,14 +305,6 @@ class Policy(ABC):
         return new
 
     # ------------------------------------------------------ state, deltas, reload
-    def export_state(self, copy: bool = True) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        """Every saved state array (copies unless ``copy=False``: see
-        :meth:`ModelState.snapshot`), plus JSON-able meta (the bank RNG state)."""
-        return self.state.snapshot(copy), {
-            "kind": self.config.kind,
-            "rng": self.rng.bit_generator.state,
-        }
-
     @classmethod
     def restore(
         cls, config: Any, registry: ArmRegistry, seed: int,
@@ -590,114 +338,6 @@ class Policy(ABC):
         first = arrays.get("n_obs")
         return cls.sizes(config, 1 if first is None else max(int(first.shape[0]), 1))
 
-    def adopt_learned(self, other: Policy) -> None:
-        """Take ``other``'s evidence and per-arm priors (same arms), then refresh everything.
-
-        Used by hot reload: hyper-parameters come from this policy's config, evidence from
-        the running one.
-        """
-        other.settle()
-        n = min(other.registry.n_arms, self.registry.n_arms)
-        self.state.adopt(other.state, n)
-        if "t_last" in self.state.names:
-            self.state.t_last[:n] = self.state.clock[0]
-        self.state.dirty[:n] = True
-        self._learned_changed()
-        self.refresh()
-
-    def settle(self) -> None:
-        """Apply pending lazy forgetting, so stored statistics are effective at the clock."""
-        self.state.settle(self.gamma, self.registry.n_arms)
-
-    def export_delta(self) -> dict[str, np.ndarray]:
-        """What this replica learned since its previous export (sufficient statistics).
-
-        Exact for the conjugate models without forgetting. With forgetting, the previous
-        export is first decayed to this replica's clock, so the delta holds exactly the new
-        observations, weighted as of now; the learner folds it in as if observed at its own
-        clock (an approximation whose error shrinks with the export interval relative to the
-        half-life).
-        """
-        self.settle()
-        current = self.state.additive(self.registry.n_arms)
-        decay = self.gamma ** float(self.state.clock[0] - self._delta_clock)
-        decaying = {f.name for f in self.state.select(Role.DECAYS)}
-        delta = {}
-        for name, value in current.items():
-            base = self._delta_base.get(name)
-            diff = value.copy()
-            if base is not None:
-                diff[: base.shape[0]] -= base * decay if name in decaying else base
-            delta[name] = diff
-        self._delta_base = current
-        self._delta_clock = int(self.state.clock[0])
-        return delta
-
-    def merge(self, delta: Mapping[str, Any]) -> None:
-        """Fold a replica's :meth:`export_delta` into this policy, then refresh.
-
-        The delta is checked whole (names, shapes, finiteness), and so is the posterior it
-        would produce (finite, counts non-negative, within what observations inside the
-        input bounds can sum to, and any family-specific validity), before anything changes.
-        """
-        checked = self.state.check_delta(
-            delta, self.registry.n_arms, f"a {self.config.kind} policy"
-        )
-        n_obs = checked["n_obs"]
-        scale = max(1.0, self.input_bound, self.reward_bound) ** 2
-        limit = (float(self.state.clock[0]) + float(n_obs.sum()) + 1.0) * scale
-        merged = self.state.merged(checked, self.gamma, limit)
-        self._check_merged(merged, n_obs > 0)
-        self.settle()
-        k = self.state.put(merged)
-        self.state.clock[0] += int(n_obs.sum())
-        if "t_last" in self.state.names:
-            self.state.t_last[:k] = self.state.clock[0]
-        self.state.dirty[:k] |= n_obs > 0
-        self._learned_changed()
-        self.refresh()
-
-    def _check_merged(  # noqa: B027 (optional hook)
-        self, merged: Mapping[str, np.ndarray], touched: np.ndarray
-    ) -> None:
-        """Family hook: raise :class:`InvalidInputError` if ``merged`` statistics (see
-        :meth:`ModelState.merged`; ``touched`` marks the arms the delta observed) cannot be a
-        valid posterior's (the conjugate families need nothing beyond the field checks)."""
-
-    # ------------------------------------------------------------------ helpers
-    def ensure_scratch(self, n_candidates: int) -> None:
-        """Grow per-candidate scratch buffers to hold ``n_candidates``."""
-        size = max(n_candidates, self._min_scratch(), 1)
-        if size > self._scratch_size:
-            self._new_scratch(size)
-            self._scratch_size = size
-            self._generation += 1
-
-    def _min_scratch(self) -> int:
-        return 1
-
-    def context_row(self, context: Any) -> np.ndarray:
-        """One request's context as a (1, d) row (d = 0 for context-free models)."""
-        d = self.n_features
-        if d is None:
-            if context is not None:
-                raise InvalidInputError(f"{type(self).__name__} takes no context, got one")
-            return self._x_none
-        if context is None:
-            raise InvalidInputError(f"context is required: expected {d} floats")
-        return as_float_array(context, "context", (d,), self.input_bound).reshape(1, d)
-
-    def context_rows(self, contexts: Any, n: int) -> np.ndarray:
-        """R requests' contexts as (R, d) (d = 0 for context-free models)."""
-        d = self.n_features
-        if d is None:
-            if contexts is not None:
-                raise InvalidInputError(f"{type(self).__name__} takes no contexts, got some")
-            return np.zeros((n, 0))
-        if contexts is None:
-            raise InvalidInputError(f"contexts are required: expected shape ({n}, {d})")
-        return as_float_array(contexts, "contexts", (n, d), self.input_bound)
-
     def _check_arm(self, arm: Any) -> None:
         if not isinstance(arm, (int, np.integer)) or isinstance(arm, bool):
             raise InvalidInputError(f"arm must be an integer index, got {brief(arm)}")
@@ -720,16 +360,3 @@ class Policy(ABC):
         if not lo <= r <= hi:
             self._check_rewards(np.array([r]))
         return r
-
-    def _raise(self, code: int, cand: np.ndarray, where: str, j: int) -> None:
-        exc, text = _CANDIDATE_ERRORS[code]
-        if code in (ck.ERR_RANGE, ck.ERR_RETIRED, ck.ERR_DUPLICATE):
-            if code == ck.ERR_RETIRED and cand[j] >= self.registry.n_arms:
-                exc, text = _CANDIDATE_ERRORS[ck.ERR_RANGE]
-            raise exc(f"{where}candidates[{j}] = {int(cand[j])} {text}")
-        if code == ck.ERR_TOO_MANY:
-            raise exc(
-                f"{where}{cand.shape[0]} candidates: {text}, expected at most "
-                f"max_candidates = {self.slots}"
-            )
-        raise exc(f"{where}{text}")

@@ -1,0 +1,122 @@
+"""A policy's learned state as data: export, deltas between replicas, merge, adoption.
+
+Split from :mod:`.base`: everything here is derived from the declared state
+(:class:`~allocator.policies.state.ModelState`), not from a family's own code, except two
+hooks a family may override.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from allocator.policies.state import ModelState, Role
+from allocator.registry import ArmRegistry
+
+
+class StateExchange:
+    """Snapshot, delta and merge of :class:`~allocator.policies.base.Policy` (its only host).
+
+    Needs from the host: ``state``, ``registry``, ``config``, ``rng``, ``gamma``, the input
+    and reward bounds, :meth:`refresh`, and ``_delta_base`` / ``_delta_clock`` initialised
+    (empty, 0) at set-up.
+    """
+
+    state: ModelState
+    registry: ArmRegistry
+    config: Any
+    rng: np.random.Generator
+    gamma: float
+    input_bound: float
+    reward_bound: float
+    _delta_base: dict[str, np.ndarray]
+    _delta_clock: int
+
+    if TYPE_CHECKING:
+
+        def refresh(self) -> None: ...
+
+    def export_state(self, copy: bool = True) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Every saved state array (copies unless ``copy=False``: see
+        :meth:`ModelState.snapshot`), plus JSON-able meta (the bank RNG state)."""
+        return self.state.snapshot(copy), {
+            "kind": self.config.kind,
+            "rng": self.rng.bit_generator.state,
+        }
+
+    def adopt_learned(self, other: StateExchange) -> None:
+        """Take ``other``'s evidence and per-arm priors (same arms), then refresh everything.
+
+        Used by hot reload: hyper-parameters come from this policy's config, evidence from
+        the running one.
+        """
+        other.settle()
+        n = min(other.registry.n_arms, self.registry.n_arms)
+        self.state.adopt(other.state, n)
+        if "t_last" in self.state.names:
+            self.state.t_last[:n] = self.state.clock[0]
+        self.state.dirty[:n] = True
+        self._learned_changed()
+        self.refresh()
+
+    def settle(self) -> None:
+        """Apply pending lazy forgetting, so stored statistics are effective at the clock."""
+        self.state.settle(self.gamma, self.registry.n_arms)
+
+    def export_delta(self) -> dict[str, np.ndarray]:
+        """What this replica learned since its previous export (sufficient statistics).
+
+        Exact for the conjugate models without forgetting. With forgetting, the previous
+        export is first decayed to this replica's clock, so the delta holds exactly the new
+        observations, weighted as of now; the learner folds it in as if observed at its own
+        clock (an approximation whose error shrinks with the export interval relative to the
+        half-life).
+        """
+        self.settle()
+        current = self.state.additive(self.registry.n_arms)
+        decay = self.gamma ** float(self.state.clock[0] - self._delta_clock)
+        decaying = {f.name for f in self.state.select(Role.DECAYS)}
+        delta = {}
+        for name, value in current.items():
+            base = self._delta_base.get(name)
+            diff = value.copy()
+            if base is not None:
+                diff[: base.shape[0]] -= base * decay if name in decaying else base
+            delta[name] = diff
+        self._delta_base = current
+        self._delta_clock = int(self.state.clock[0])
+        return delta
+
+    def merge(self, delta: Mapping[str, Any]) -> None:
+        """Fold a replica's :meth:`export_delta` into this policy, then refresh.
+
+        The delta is checked whole (names, shapes, finiteness), and so is the posterior it
+        would produce (finite, counts non-negative, within what observations inside the
+        input bounds can sum to, and any family-specific validity), before anything changes.
+        """
+        checked = self.state.check_delta(
+            delta, self.registry.n_arms, f"a {self.config.kind} policy"
+        )
+        n_obs = checked["n_obs"]
+        scale = max(1.0, self.input_bound, self.reward_bound) ** 2
+        limit = (float(self.state.clock[0]) + float(n_obs.sum()) + 1.0) * scale
+        merged = self.state.merged(checked, self.gamma, limit)
+        self._check_merged(merged, n_obs > 0)
+        self.settle()
+        k = self.state.put(merged)
+        self.state.clock[0] += int(n_obs.sum())
+        if "t_last" in self.state.names:
+            self.state.t_last[:k] = self.state.clock[0]
+        self.state.dirty[:k] |= n_obs > 0
+        self._learned_changed()
+        self.refresh()
+
+    def _check_merged(self, merged: Mapping[str, np.ndarray], touched: np.ndarray) -> None:
+        """Family hook: raise :class:`InvalidInputError` if ``merged`` statistics (see
+        :meth:`ModelState.merged`; ``touched`` marks the arms the delta observed) cannot be a
+        valid posterior's (the conjugate families need nothing beyond the field checks)."""
+
+    def _learned_changed(self) -> None:
+        """Hook for models with one shared posterior: evidence changed outside updates."""
