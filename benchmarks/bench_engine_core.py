@@ -104,6 +104,38 @@ def config_dict(kind: str, n_merchants: int, rng: Any = None) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def tree_args(description: str) -> argparse.Namespace:
+    """``--tree`` (put first on sys.path), ``--merchants`` and ``--repeats``: the options
+    of the scripts that time one stage of the target case in one checkout."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--tree", required=True, type=Path)
+    ap.add_argument("--merchants", type=int, default=20_000)
+    ap.add_argument("--repeats", type=int, default=7)
+    args = ap.parse_args()
+    args.tree = args.tree.resolve()
+    sys.path.insert(0, str(args.tree))
+    return args
+
+
+def target_allocator(tree: Path, n_merchants: int, log_prefix: str, **kwargs: Any) -> Any:
+    """(allocator, rng): the target case over ``n_merchants``, warmed up, logging to a
+    fresh temporary directory, built from ``tree``'s package (checked) by a generator that
+    the caller goes on drawing requests from."""
+    import tempfile
+
+    import numpy as np
+
+    import allocator
+    from allocator.serving import AllocatorConfig
+
+    assert Path(allocator.__file__).resolve().is_relative_to(tree), allocator.__file__
+    rng = np.random.default_rng(0)
+    cfg = AllocatorConfig.model_validate(target_config(n_merchants, rng))
+    alloc = allocator.Allocator(cfg, seed=1, log_dir=tempfile.mkdtemp(prefix=log_prefix), **kwargs)
+    alloc.warmup()
+    return alloc, rng
+
+
 class Clock:
     """Strictly increasing request timestamps T0 + i shared by every call of a case."""
 

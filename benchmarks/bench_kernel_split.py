@@ -12,36 +12,21 @@ with the five contracts (floors, tilt, cold-start floor), without them, and with
 
 from __future__ import annotations
 
-import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--tree", required=True, type=Path)
-    ap.add_argument("--merchants", type=int, default=20_000)
-    ap.add_argument("--repeats", type=int, default=7)
-    args = ap.parse_args()
-    tree = args.tree.resolve()
-    sys.path.insert(0, str(tree))
     sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_engine_core import Clock, target_allocator, tree_args
 
+    args = tree_args(__doc__.split("\n")[0])
     import numpy as np
-    from bench_engine_core import Clock, target_config
 
-    import allocator
-    from allocator.serving import AllocatorConfig
-
-    assert Path(allocator.__file__).resolve().is_relative_to(tree), allocator.__file__
-    rng = np.random.default_rng(0)
     n = args.merchants
-    cfg = AllocatorConfig.model_validate(target_config(n, rng))
-    alloc = allocator.Allocator(cfg, seed=1, log_dir=tempfile.mkdtemp(prefix="bench-split-"))
-    alloc.warmup()
+    alloc, rng = target_allocator(args.tree, n, "bench-split-")
     pool = [np.concatenate([np.arange(3), 3 + rng.choice(n, size=197, replace=False)])
             for _ in range(64)]  # fmt: skip
     ctx_pool = [rng.standard_normal(8) for _ in range(64)]
@@ -77,7 +62,7 @@ def main() -> None:
             policy.KERNEL(*call)
             best[name] = min(best[name], (time.thread_time() - t) / r * 1e6)
     alloc.close()
-    label = tree.name
+    label = args.tree.name
     print(f"\n| {label} (200 of {n:,}) | CPU µs per request |\n|---|---|")
     for name, v in best.items():
         print(f"| {name} | {v:.1f} |")

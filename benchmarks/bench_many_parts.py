@@ -14,41 +14,27 @@ those stages alone; both request_batch signatures (before and after issue 15) ar
 
 from __future__ import annotations
 
-import argparse
 import inspect
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--tree", required=True, type=Path)
-    ap.add_argument("--merchants", type=int, default=20_000)
-    ap.add_argument("--repeats", type=int, default=7)
-    args = ap.parse_args()
-    tree = args.tree.resolve()
-    sys.path.insert(0, str(tree))
     sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_engine_core import Clock, target_allocator, tree_args
 
+    args = tree_args(__doc__.split("\n")[0])
     import numpy as np
     import pyarrow as pa
-    from bench_engine_core import Clock, target_config
 
-    import allocator
     from allocator.logs import parts
-    from allocator.serving import AllocatorConfig, log_rows
+    from allocator.serving import log_rows
     from allocator.serving.requests import request_batch
 
-    assert Path(allocator.__file__).resolve().is_relative_to(tree), allocator.__file__
-    rng = np.random.default_rng(0)
     n = args.merchants
-    cfg = AllocatorConfig.model_validate(target_config(n, rng))
-    log_dir = tempfile.mkdtemp(prefix="bench-parts-")
-    alloc = allocator.Allocator(cfg, seed=1, log_dir=log_dir, log_flush_interval_s=1000)
-    alloc.warmup()
+    alloc, rng = target_allocator(args.tree, n, "bench-parts-", log_flush_interval_s=1000)
     pool = [np.concatenate([np.arange(3), 3 + rng.choice(n, size=197, replace=False)])
             for _ in range(64)]  # fmt: skip
     ids = alloc.registry.all_ids()
@@ -102,7 +88,7 @@ def main() -> None:
         parts.encode_part(table, name, "bench")
         keep("part encoding (writer thread)", (time.thread_time() - t) / table.num_rows * 1e6)
     alloc.close()
-    print(f"\n| {tree.name} (200 of {n:,}) | CPU µs per decision |\n|---|---|")
+    print(f"\n| {args.tree.name} (200 of {n:,}) | CPU µs per decision |\n|---|---|")
     for label, us in best.items():
         print(f"| {label} | {us:.2f} |")
 
