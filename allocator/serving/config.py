@@ -28,6 +28,7 @@ from allocator.config import (
 )
 from allocator.constraints.config import ArmTarget, ColdArmsTarget, ConstraintSet, GroupTarget
 from allocator.constraints.feasibility import check_caps_cover
+from allocator.errors import ConfigError
 
 NonNegative = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
 #: Arms listed in a config (larger catalogues grow through ``Allocator.add_arms``).
@@ -160,6 +161,22 @@ def load_allocator_config(path: str | Path) -> AllocatorConfig:
     """Load and validate an :class:`AllocatorConfig` from YAML."""
     cfg: AllocatorConfig = parse_config(AllocatorConfig, load_yaml(path), str(path))
     return cfg
+
+
+def as_allocator_config(
+    config: AllocatorConfig | Mapping[str, Any] | str | Path,
+) -> AllocatorConfig:
+    """A validated config from a config, a mapping (as the YAML would read) or a YAML path."""
+    if isinstance(config, AllocatorConfig):
+        return config
+    if isinstance(config, Mapping):
+        parsed: AllocatorConfig = parse_config(AllocatorConfig, config, "<mapping>")
+        return parsed
+    if isinstance(config, (str, Path)):
+        return load_allocator_config(config)
+    raise ConfigError(
+        f"config must be an AllocatorConfig, a mapping or a YAML path, got {type(config).__name__}"
+    )
 
 
 def config_without_arms(data: Mapping[str, Any]) -> AllocatorConfig:
