@@ -28,6 +28,14 @@ def pytest_configure(config: pytest.Config) -> None:
     pytest.slow_enabled = "not slow" not in markexpr  # type: ignore[attr-defined]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under ``-n 2 --dist loadgroup`` (CI), the launch tests share one worker, so at most one
+    local Ray cluster runs at a time on the 2-core machine."""
+    for item in items:
+        if item.path.parent.name == "launch":
+            item.add_marker(pytest.mark.xdist_group("launch"))
+
+
 @pytest.fixture(scope="session")
 def ray_local():
     """One real local Ray (2 CPUs) for the whole session; runners reuse it."""
