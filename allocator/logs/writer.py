@@ -66,22 +66,27 @@ def _check_count(name: str, value: object) -> None:
         raise InvalidInputError(f"{name} = {value!r}: expected an integer >= 1")
 
 
-def _as_table(kind: Kind, items: Sequence[Any]) -> pa.Table:
-    """One table of buffered items in arrival order: runs of records become tables."""
+def _as_tables(kind: Kind, items: Sequence[Any]) -> list[pa.Table]:
+    """The buffered items in arrival order as tables of one schema each: runs of records
+    become tables, and consecutive tables of the same schema are joined (a decisions
+    buffer may hold records and tables of both versions; a part holds one)."""
     build = decisions_table if kind == "decisions" else outcomes_table
-    parts: list[pa.Table] = []
-    run: list[Any] = []
-    for item in items:
-        if isinstance(item, pa.Table):
-            if run:
-                parts.append(build(run))
-                run = []
-            parts.append(item)
+    runs: list[list[pa.Table]] = []
+    records: list[Any] = []
+    for item in [*items, None]:
+        if isinstance(item, pa.Table) or item is None:
+            tables = [build(records)] if records else []
+            records = []
+            if item is not None:
+                tables.append(item)
+            for table in tables:
+                if runs and runs[-1][0].schema.equals(table.schema):
+                    runs[-1].append(table)
+                else:
+                    runs.append([table])
         else:
-            run.append(item)
-    if run or not parts:
-        parts.append(build(run))
-    return parts[0] if len(parts) == 1 else pa.concat_tables(parts)
+            records.append(item)
+    return [run[0] if len(run) == 1 else pa.concat_tables(run) for run in runs]
 
 
 def _lock_replica(directory: Path, replica: str) -> int:
@@ -325,25 +330,24 @@ class DecisionLogWriter:
             self._buffers = {k: [] for k in KINDS}
             self._in_flight = sum(self._rows.values())
             self._rows = dict.fromkeys(KINDS, 0)
-        tables = {k: _as_table(k, taken[k]) for k in KINDS}
-        done = dict.fromkeys(KINDS, 0)
+        left = {k: _as_tables(k, taken[k]) for k in KINDS}
         try:
             for kind in KINDS:
-                table = tables[kind]
-                for i in range(0, table.num_rows, self.rotate_rows):
-                    chunk = table.slice(i, self.rotate_rows)
+                while left[kind]:
+                    table = left[kind][0]
+                    chunk = table.slice(0, self.rotate_rows)
                     self._recorded(lambda: self._write(kind, chunk))  # noqa: B023
-                    done[kind] += chunk.num_rows
+                    left[kind][0] = table.slice(chunk.num_rows)
+                    if not left[kind][0].num_rows:
+                        left[kind].pop(0)
                     with self._lock:
                         self._in_flight -= chunk.num_rows
         finally:
             with self._lock:
                 self._in_flight = 0
                 for kind in KINDS:
-                    left = tables[kind].num_rows - done[kind]
-                    if left:
-                        self._buffers[kind][:0] = [tables[kind].slice(done[kind])]
-                        self._rows[kind] += left
+                    self._buffers[kind][:0] = left[kind]
+                    self._rows[kind] += sum(t.num_rows for t in left[kind])
 
     def _background_flush(self) -> None:
         with self._io, contextlib.suppress(DecisionLogError):

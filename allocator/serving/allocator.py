@@ -41,7 +41,7 @@ from allocator.serving.config import (
     load_allocator_config,
 )
 from allocator.serving.fused import decide_ids
-from allocator.serving.log_rows import IdColumn, decision_rows, outcome_rows
+from allocator.serving.log_rows import LoggedCatalogue, decision_rows, outcome_rows
 from allocator.serving.pending import Pending, PendingTable
 from allocator.serving.persistence import (
     Books,
@@ -103,7 +103,7 @@ class Allocator:
             lambda: self.config.serving.on_log_error,
         )  # fmt: skip
         self._books = Books()
-        self._log_ids = IdColumn()
+        self._log_ids = LoggedCatalogue()
         self._feature_index = {n: i for i, n in enumerate(cfg.serving.feature_names or [])}
         self._autosaver = Autosaver(lambda: self.config.serving.on_autosave_error)
 
@@ -239,8 +239,9 @@ class Allocator:
                 self._register(head, first, out.arms, times, batch.contexts)
                 if self._log is not None and times.size:
                     self._log.write_decision_rows(decision_rows(
-                        out, batch.ptr, batch.idx, batch.contexts, batch.attrs, self.registry,
-                        self._log_ids.of(self.registry), self.config.engine.policy.kind,
+                        out, batch.ptr, batch.idx, batch.contexts, batch.attrs,
+                        self._log_ids.of(self.registry, self._log.writer),
+                        self.config.engine.policy.kind,
                     ))  # fmt: skip
                 if times.size:
                     self._housekeep(float(times.max()))

@@ -1,11 +1,13 @@
 """Decision-log rows of a decided batch, built column-wise: one Arrow table per call.
 
-The batch path of the facade logs R decisions without one record object per decision:
-candidate ids are gathered from an Arrow column of the catalogue's ids (``take`` on the
-flat candidate indices), probabilities and contexts become list columns over the batch's
-CSR offsets, and constraint names come from the ``adjusted`` bitmasks. Everything comes from
-inputs the facade has checked and the pipeline's own outputs, so the rows are not checked
-again (the loader's column checks still apply to the parts).
+The batch path of the facade logs R decisions without one record object per decision, in
+schema version 3: the candidates and the choice are the registry's own int32 indices
+(no id strings per row: those were most of a row's bytes and of the writer's encoding
+CPU), resolved by the log's catalogue, which :class:`LoggedCatalogue` keeps in step with
+the registry. Probabilities and contexts become list columns over the batch's CSR offsets,
+and constraint names come from the ``adjusted`` bitmasks. Everything comes from inputs the
+facade has checked and the pipeline's own outputs, so the rows are not checked again (the
+loader's column and catalogue checks still apply to the parts).
 """
 
 from __future__ import annotations
@@ -16,30 +18,64 @@ import numpy as np
 import pyarrow as pa
 
 from allocator.decisions import Decisions
-from allocator.logs import DECISION_SCHEMA, OUTCOME_SCHEMA
+from allocator.errors import DecisionLogError
+from allocator.logs import INDEXED_DECISION_SCHEMA, OUTCOME_SCHEMA, DecisionLogWriter
+from allocator.logs.catalogue import catalogue_rows, new_epoch
 from allocator.registry import ArmRegistry
 from allocator.serving.config import Outcome
 
+_INT32_END = 2**31
 
-class IdColumn:
-    """The catalogue's arm ids as an Arrow string array, extended as arms are added.
 
-    Indices are never reused and ids never change, so the column only grows; a different
-    registry object (a reconfiguration, an adopted snapshot) is read again in full.
+class LoggedCatalogue:
+    """The registry's numbering, written to the log's catalogue as it grows.
+
+    Indices are never reused and ids never change within a registry, so one epoch only
+    grows (appended when arms are added). A different registry object (a reconfiguration,
+    an adopted snapshot) continues the epoch if it numbers the logged arms alike, and
+    starts a new one (the whole catalogue again) if not; so does a different writer.
     """
 
     def __init__(self) -> None:
         self._registry: ArmRegistry | None = None
-        self._ids = pa.array([], pa.string())
+        self._writer: DecisionLogWriter | None = None
+        self._epoch = 0
+        self._written = 0
 
-    def of(self, registry: ArmRegistry) -> pa.Array:
-        if registry is not self._registry:
-            self._registry, self._ids = registry, pa.array([], pa.string())
-        n = len(self._ids)
-        if registry.n_arms > n:
-            fresh = pa.array(registry.all_ids()[n:], pa.string())
-            self._ids = pa.concat_arrays([self._ids, fresh])
-        return self._ids
+    def _continues(self, registry: ArmRegistry) -> bool:
+        old, n = self._registry, self._written
+        if old is None or registry.n_arms < n:
+            return False
+        head = np.arange(n)
+        return bool(
+            np.array_equal(old.ids_of(head), registry.ids_of(head))
+            and np.array_equal(
+                np.asarray(old.groups, dtype=object)[old.arm_group[:n]],
+                np.asarray(registry.groups, dtype=object)[registry.arm_group[:n]],
+            )
+        )
+
+    def of(self, registry: ArmRegistry, writer: DecisionLogWriter) -> int:
+        """The epoch naming ``registry``'s indices in ``writer``'s log, after buffering
+        (never dropping) the catalogue rows the log does not have yet."""
+        if writer is not self._writer or (
+            registry is not self._registry and not self._continues(registry)
+        ):
+            self._writer, self._epoch, self._written = writer, new_epoch(), 0
+        self._registry = registry
+        n = registry.n_arms
+        if n >= _INT32_END:
+            raise DecisionLogError(f"{n} arms: the decision log indexes at most 2**31 - 1")
+        if n > self._written:
+            fresh = np.arange(self._written, n)
+            groups = pa.array(registry.groups, pa.string()).take(
+                pa.array(registry.arm_group[fresh])
+            )
+            rows = catalogue_rows(self._epoch, self._written, pa.array(registry.ids_of(fresh)),
+                                  groups)  # fmt: skip
+            writer.write_rows("catalogue", rows)
+            self._written = n
+        return self._epoch
 
 
 def _lists(offsets: np.ndarray, values: pa.Array) -> pa.Array:
@@ -76,37 +112,35 @@ def _attrs(attrs: Sequence[Mapping[str, str] | None]) -> pa.Array:
 
 def decision_rows(
     out: Decisions, ptr: np.ndarray, idx: np.ndarray, xs: np.ndarray | None,
-    attrs: Sequence[Mapping[str, str] | None], registry: ArmRegistry, ids: pa.Array,
-    policy_kind: str,
+    attrs: Sequence[Mapping[str, str] | None], epoch: int, policy_kind: str,
 ) -> pa.Table:  # fmt: skip
-    """The log table of a decided batch (``ids``: :meth:`IdColumn.of` the registry)."""
+    """The log table of a decided batch (``epoch``: :meth:`LoggedCatalogue.of` the
+    registry that numbered ``idx``)."""
     assert out.decision_ids is not None and out.request_ids is not None
     r = len(out)
-    arms = out.arms
-    groups = pa.array(registry.groups, pa.string())
     context = (
-        pa.nulls(r, DECISION_SCHEMA.field("context").type) if xs is None
+        pa.nulls(r, INDEXED_DECISION_SCHEMA.field("context").type) if xs is None
         else _lists(np.arange(r + 1) * xs.shape[1], pa.array(xs.ravel()))
     )  # fmt: skip
     columns = {
         "decision_id": pa.array(out.decision_ids, pa.string()),
         "request_id": pa.array(out.request_ids, pa.string()),
         "timestamp": pa.array(out.timestamps),
-        "arm_id": ids.take(pa.array(arms)),
-        "arm_index": pa.array(arms),
-        "group": groups.take(pa.array(registry.arm_group[arms])),
+        "catalogue": pa.array(np.full(r, epoch, dtype=np.int64)),
+        "arm_index": pa.array(out.arms.astype(np.int32)),
         "propensity": pa.array(out.propensities),
         "forced": pa.array(out.forced >= 0),
         "model_version": pa.array(np.full(r, out.model_version, dtype=np.int64)),
         "policy_kind": pa.array(np.full(r, policy_kind, dtype=object), pa.string()),
-        "candidates": _lists(ptr, ids.take(pa.array(idx))),
+        "candidate_indices": _lists(ptr, pa.array(idx.astype(np.int32))),
         "candidate_probabilities": _lists(ptr, pa.array(out.probabilities)),
         "context": context,
         "attrs": _attrs(attrs),
         "adjusted_by": _adjusted_by(out.adjusted, out.constraint_names),
     }
     return pa.Table.from_arrays(
-        [columns[f.name].cast(f.type) for f in DECISION_SCHEMA], schema=DECISION_SCHEMA
+        [columns[f.name].cast(f.type) for f in INDEXED_DECISION_SCHEMA],
+        schema=INDEXED_DECISION_SCHEMA,
     )
 
 
