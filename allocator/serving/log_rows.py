@@ -27,6 +27,19 @@ from allocator.serving.config import Outcome
 _INT32_END = 2**31
 
 
+def _id_array(registry: ArmRegistry, start: int, stop: int) -> pa.Array:
+    """The ids of arms ``start:stop`` as an Arrow string array: ASCII ids (one byte per
+    character in the registry's table) are its bytes as they are, others are decoded."""
+    _, chars, offsets = registry.id_table()
+    lo, hi = int(offsets[start]), int(offsets[stop])
+    if chars.dtype == np.uint8 and not (chars[lo:hi] & 0x80).any():
+        ends = offsets[start : stop + 1] - lo
+        return pa.LargeStringArray.from_buffers(
+            stop - start, pa.py_buffer(ends.astype(np.int64)), pa.py_buffer(chars[lo:hi])
+        ).cast(pa.string())
+    return pa.array(registry.ids_of(np.arange(start, stop)), pa.string())
+
+
 class LoggedCatalogue:
     """The registry's numbering, written to the log's catalogue as it grows.
 
@@ -71,8 +84,8 @@ class LoggedCatalogue:
             groups = pa.array(registry.groups, pa.string()).take(
                 pa.array(registry.arm_group[fresh])
             )
-            rows = catalogue_rows(self._epoch, self._written, pa.array(registry.ids_of(fresh)),
-                                  groups)  # fmt: skip
+            ids = _id_array(registry, self._written, n)
+            rows = catalogue_rows(self._epoch, self._written, ids, groups)
             writer.write_rows("catalogue", rows)
             self._written = n
         return self._epoch

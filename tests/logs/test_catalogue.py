@@ -16,10 +16,12 @@ from allocator import ArmRegistry
 from allocator.errors import LogCorrupt
 from allocator.logs import DecisionLogWriter, load_decision_log
 from allocator.logs.parts import encode_part, parse_name, read_part
+from allocator.logs.tables import check_table
 from allocator.policies import make_policy
 from allocator.replay import evaluate, from_decision_log, replay_nonstationary
 from allocator.serving import Allocator
 from allocator.serving.log_rows import LoggedCatalogue
+from tests.logs.helpers import decision
 from tests.logs.make_v2_log import as_json
 from tests.serving.helpers import T0, config, context_for, without_epoch
 
@@ -244,3 +246,52 @@ def test_a_malformed_v3_log_is_refused_naming_part_column_and_row(logs, tmp_path
         load_decision_log(directory)
     skipped = load_decision_log(directory, on_damaged="skip")
     assert len(skipped) < good and skipped.damaged  # the decisions it cannot name are left out
+
+
+@pytest.mark.parametrize(
+    "ids", [["jd", "shop:7"], ["jd", "café", "shop:7"], ["jd", "小店:1", "café"]]
+)
+def test_catalogue_ids_are_the_registry_ids_in_every_encoding(tmp_path, ids):
+    """ASCII, Latin-1 and wider ids (the registry stores them one or four bytes wide)."""
+    registry = ArmRegistry.build(ids[:1], ["p"])
+    cat = LoggedCatalogue()
+    with DecisionLogWriter(tmp_path) as w:
+        cat.of(registry, w)
+        registry.add(ids[1:], "m")
+        cat.of(registry, w)
+    rows = pq.read_table(sorted(tmp_path.glob("catalogue-*"))).to_pydict()
+    assert rows["arm_id"] == ids and rows["group"] == ["p"] + ["m"] * (len(ids) - 1)
+
+
+def test_catalogue_rows_are_not_traffic_and_versions_share_a_stream_in_order(tmp_path):
+    """A catalogue of any size neither fills the bounds nor makes the caller write; v2
+    records and v3 tables buffered together become parts of one version each, in order."""
+    registry = ArmRegistry.build([f"m{i}" for i in range(50)], ["g"] * 50)
+    with DecisionLogWriter(tmp_path, rotate_rows=4, max_buffered_rows=8) as w:
+        epoch = LoggedCatalogue().of(registry, w)
+        assert w.buffered_rows == 0 and not w.full
+        row = {
+            "decision_id": ["v3"],
+            "request_id": ["q"],
+            "timestamp": [T0],
+            "catalogue": [epoch],
+            "arm_index": [49],
+            "propensity": [1.0],
+            "forced": [False],
+            "model_version": [0],
+            "policy_kind": ["beta_bernoulli"],
+            "candidate_indices": [[49]],
+            "candidate_probabilities": [[1.0]],
+            "context": [None],
+            "attrs": pa.array([[]], pa.map_(pa.string(), pa.string())),
+            "adjusted_by": [[]],
+        }
+        w.write_decision(decision(0, decision_id="first"))
+        w.write_rows("decisions", check_table("decisions", pa.table(row)))
+        w.write_decision(decision(1, decision_id="last"))
+        assert w.buffered_rows == 3
+    assert load_decision_log(tmp_path).decision_id.tolist() == ["first", "v3", "last"]
+    assert load_decision_log(tmp_path).arm_id.tolist() == ["taobao", "m49", "taobao"]
+    versions = [pq.read_metadata(p).metadata[b"entry_alloc.schema_version"]
+                for p in sorted(tmp_path.glob("decisions-*"))]  # fmt: skip
+    assert versions == [b"2", b"3", b"2"]
