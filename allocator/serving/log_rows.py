@@ -56,17 +56,23 @@ class LoggedCatalogue:
         self._written = 0
 
     def _continues(self, registry: ArmRegistry) -> bool:
+        """``registry`` numbers the logged arms as the last one did: same ids (compared as
+        the id tables' bytes, not as strings) and same groups (compared by name)."""
         old, n = self._registry, self._written
         if old is None or registry.n_arms < n:
             return False
-        head = np.arange(n)
-        return bool(
-            np.array_equal(old.ids_of(head), registry.ids_of(head))
-            and np.array_equal(
-                np.asarray(old.groups, dtype=object)[old.arm_group[:n]],
-                np.asarray(registry.groups, dtype=object)[registry.arm_group[:n]],
+        (_, chars, offsets), (_, new_chars, new_offsets) = old.id_table(), registry.id_table()
+        if chars.dtype == new_chars.dtype:
+            end = int(offsets[n])
+            same_ids = np.array_equal(offsets[: n + 1], new_offsets[: n + 1]) and np.array_equal(
+                chars[:end], new_chars[:end]
             )
-        )
+        else:
+            head = np.arange(n)
+            same_ids = np.array_equal(old.ids_of(head), registry.ids_of(head))
+        code = {g: i for i, g in enumerate(registry.groups)}
+        as_new = np.array([code.get(g, -1) for g in old.groups], dtype=np.int64)
+        return same_ids and np.array_equal(as_new[old.arm_group[:n]], registry.arm_group[:n])
 
     def of(self, registry: ArmRegistry, writer: DecisionLogWriter) -> int:
         """The epoch naming ``registry``'s indices in ``writer``'s log, after buffering

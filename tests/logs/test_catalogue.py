@@ -164,11 +164,18 @@ def test_an_index_names_one_id_per_epoch_and_growing_keeps_the_epoch(tmp_path):
         grown = registry.copy()
         grown.add(["d"], "h")
         assert cat.of(grown, w) == epoch  # a staged copy numbers the logged arms alike
+        restored = ArmRegistry.from_arrays(grown.to_arrays())
+        assert cat.of(restored, w) == epoch  # so does one restored from a snapshot
+        regrouped = ArmRegistry.build(["a", "b", "c", "d"], ["g", "g", "h", "h"])
+        second = cat.of(regrouped, w)
+        assert second != epoch  # same ids, another group: a new numbering
+        assert cat.of(grown, w) not in (epoch, second)  # and back: a new epoch again
     with DecisionLogWriter(tmp_path / "grow") as w:
         assert cat.of(grown, w) != epoch  # a new writer (a restart): a new epoch
     rows = pq.read_table(sorted((tmp_path / "grow").glob("catalogue-*"))).to_pydict()
-    assert rows["arm_index"] == [0, 1, 2, 3] * 2 and rows["arm_id"] == ["a", "b", "c", "d"] * 2
-    assert rows["group"] == ["g", "g", "g", "h"] * 2 and rows["epoch"][:4] == [epoch] * 4
+    assert rows["arm_index"] == [0, 1, 2, 3] * 4 and rows["arm_id"] == ["a", "b", "c", "d"] * 4
+    assert rows["group"][4:8] == ["g", "g", "h", "h"] and rows["epoch"][:4] == [epoch] * 4
+    assert len(set(rows["epoch"])) == 4
 
 
 def _rewrite(directory: Path, kind: str, change) -> None:
