@@ -302,3 +302,37 @@ def test_catalogue_rows_are_not_traffic_and_versions_share_a_stream_in_order(tmp
     versions = [pq.read_metadata(p).metadata[b"entry_alloc.schema_version"]
                 for p in sorted(tmp_path.glob("decisions-*"))]  # fmt: skip
     assert versions == [b"2", b"3", b"2"]
+
+
+def test_every_sampled_bit_flip_of_a_v3_log_is_refused_naming_the_part(logs, tmp_path):
+    """A flipped catalogue part also leaves out, reported, the decisions it named."""
+    directory = tmp_path / "log"
+    shutil.copytree(logs[1], directory)
+    full = len(load_decision_log(directory))
+    rng = np.random.default_rng(21)
+    flips = 0
+    for part in sorted(directory.glob("*.parquet")):
+        good = part.read_bytes()
+        for pos in rng.choice(len(good), size=8, replace=False):
+            bad = bytearray(good)
+            bad[pos] ^= 1 << int(rng.integers(8))
+            part.write_bytes(bytes(bad))
+            with pytest.raises(LogCorrupt, match=part.name):
+                load_decision_log(directory)
+            skipped = load_decision_log(directory, on_damaged="skip")
+            damaged = [d.part for d in skipped.damaged]
+            assert damaged[0] == part.name
+            if part.name.startswith("catalogue-"):
+                assert (
+                    len(skipped) == 0
+                    and damaged[1:]
+                    and all(d.startswith("decisions-") for d in damaged[1:])
+                )
+            elif part.name.startswith("decisions-"):
+                assert len(skipped) == 0 and damaged == [part.name]
+            else:
+                assert len(skipped) == full and damaged == [part.name]
+            flips += 1
+        part.write_bytes(good)
+    assert flips == 8 * len(list(directory.glob("*.parquet"))) >= 24
+    assert len(load_decision_log(directory)) == full
