@@ -104,13 +104,16 @@ def config_dict(kind: str, n_merchants: int, rng: Any = None) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def tree_args(description: str) -> argparse.Namespace:
-    """``--tree`` (put first on sys.path), ``--merchants`` and ``--repeats``: the options
-    of the scripts that time one stage of the target case in one checkout."""
+def tree_args(description: str, sets: bool = False) -> argparse.Namespace:
+    """``--tree`` (put first on sys.path), ``--merchants`` and ``--repeats`` (and with
+    ``sets``, ``--sets``: distinct candidate sets): the options of the scripts that time
+    one stage of the target case in one checkout."""
     ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--tree", required=True, type=Path)
     ap.add_argument("--merchants", type=int, default=20_000)
     ap.add_argument("--repeats", type=int, default=7)
+    if sets:
+        ap.add_argument("--sets", type=int, default=64)
     args = ap.parse_args()
     args.tree = args.tree.resolve()
     sys.path.insert(0, str(args.tree))

@@ -8,8 +8,13 @@ on 1,000-request batches, CPU µs per decision of this thread (``time.thread_tim
 ``--repeats``): shaping the requests into the batch (``serving.requests.request_batch``:
 keys, times, candidates, contexts), building the batch's decision-log table
 (``serving.log_rows.decision_rows``) and encoding it as a part (``logs.parts.encode_part``:
-the log writer thread's work). It reaches into the facade (its clock and books) to call
-those stages alone; both request_batch signatures (before and after issue 15) are handled.
+the log writer thread's work), then the encoded part's bytes per decision (schema 3 adds a
+catalogue part once per writer: its bytes per arm are printed too). Requests cycle through
+``--sets`` candidate sets: 64 (the default, as the figures before schema 3 were measured)
+repeat within a part, which flatters compression; 1000 gives every row of a batch its own
+set, as retrieval would. It reaches into the facade (its clock and books) to call those
+stages alone; both request_batch signatures (before and
+after issue 15) and both decision_rows signatures (schema 2 and 3) are handled.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bench_engine_core import Clock, target_allocator, tree_args
 
-    args = tree_args(__doc__.split("\n")[0])
+    args = tree_args(__doc__.split("\n")[0], sets=True)
     import numpy as np
     import pyarrow as pa
 
@@ -36,12 +41,12 @@ def main() -> None:
     n = args.merchants
     alloc, rng = target_allocator(args.tree, n, "bench-parts-", log_flush_interval_s=1000)
     pool = [np.concatenate([np.arange(3), 3 + rng.choice(n, size=197, replace=False)])
-            for _ in range(64)]  # fmt: skip
+            for _ in range(args.sets)]  # fmt: skip
     ids = alloc.registry.all_ids()
     clock = Clock()
 
     def req(c: Clock, as_ids: bool = False) -> dict[str, Any]:
-        k = c.i % 64
+        k = c.i % args.sets
         cand = [ids[i] for i in pool[k]] if as_ids else pool[k]
         return {"candidates": cand, "context": rng.standard_normal(8),
                 "timestamp": c.next(), "attrs": {"slot": "entry"}}  # fmt: skip
@@ -75,6 +80,8 @@ def main() -> None:
     def keep(label: str, us: float) -> None:
         best[label] = min(best.get(label, float("inf")), us)
 
+    size = len(parts.encode_part(table, name, "bench")) / table.num_rows
+    log_dir = Path(alloc._log.writer.directory)
     for _ in range(args.repeats):
         for label, as_ids in (("indices", False), ("string ids", True)):
             reqs = [req(clock, as_ids) for _ in range(1000)]
@@ -88,9 +95,13 @@ def main() -> None:
         parts.encode_part(table, name, "bench")
         keep("part encoding (writer thread)", (time.thread_time() - t) / table.num_rows * 1e6)
     alloc.close()
+    catalogue = sorted(log_dir.glob("catalogue-*.parquet"))
+    per_arm = sum(p.stat().st_size for p in catalogue) / len(ids) if catalogue else 0.0
     print(f"\n| {args.tree.name} (200 of {n:,}) | CPU µs per decision |\n|---|---|")
     for label, us in best.items():
         print(f"| {label} | {us:.2f} |")
+    print(f"| part bytes per decision | {size:,.0f} |")
+    print(f"| catalogue bytes per arm (once per writer) | {per_arm:.1f} |")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@ back with :func:`load_decision_log` as a :class:`DecisionLog` of named arrays.
 
 from allocator.logs.loader import DamagedPart, DecisionLog, load_decision_log
 from allocator.logs.schema import (
+    CATALOGUE_SCHEMA,
     DECISION_SCHEMA,
+    INDEXED_DECISION_SCHEMA,
     OUTCOME_SCHEMA,
     SCHEMA_VERSION,
     DecisionRecord,
@@ -17,7 +19,9 @@ from allocator.logs.schema import (
 from allocator.logs.writer import DecisionLogWriter
 
 __all__ = [
+    "CATALOGUE_SCHEMA",
     "DECISION_SCHEMA",
+    "INDEXED_DECISION_SCHEMA",
     "OUTCOME_SCHEMA",
     "SCHEMA_VERSION",
     "DamagedPart",

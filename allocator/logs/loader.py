@@ -2,8 +2,10 @@
 
 Every ``*.parquet`` file of the directory (hidden files and temporary parts excepted) must be
 an intact part written by :class:`~allocator.logs.DecisionLogWriter`: its checksum, name,
-metadata, schema and rows are verified (:func:`~allocator.logs.parts.read_part`), and each
-writer's parts must carry consecutive sequence numbers. Anything else is a
+metadata, schema and rows are verified (:func:`~allocator.logs.parts.read_part`), each
+writer's parts must carry consecutive sequence numbers, and the catalogue indices of
+schema-3 decision parts must name ids of an intact catalogue epoch
+(:mod:`allocator.logs.catalogue`); both versions read back alike. Anything else is a
 :class:`~allocator.errors.LogCorrupt` naming the part, or, with ``on_damaged="skip"``, a
 part left out and reported in :attr:`DecisionLog.damaged`. A writer's first and last parts
 cannot be missed from the directory alone (retention deletes from the front; a crash ends
@@ -28,8 +30,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from allocator.errors import InvalidInputError, LogCorrupt
-from allocator.logs.parts import PartName, parse_name, read_part
-from allocator.logs.schema import KINDS, SCHEMAS, Kind
+from allocator.logs.catalogue import check_catalogue
+from allocator.logs.parts import Part, PartName, parse_name, read_part
+from allocator.logs.schema import DECISION_SCHEMA, OUTCOME_SCHEMA
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -159,8 +162,7 @@ def _context(decisions: pa.Table) -> F64 | None:
     return out
 
 
-def _concat(kind: Kind, tables: list[pa.Table]) -> pa.Table:
-    schema = SCHEMAS[kind]
+def _concat(schema: pa.Schema, tables: list[pa.Table]) -> pa.Table:
     return pa.concat_tables(tables) if tables else schema.empty_table()
 
 
@@ -213,22 +215,39 @@ def load_decision_log(
     if faults and on_damaged == "raise":
         raise faults[0]
     skip = {f.part for f in faults}
-    tables: dict[Kind, list[pa.Table]] = {kind: [] for kind in KINDS}
-    last: dict[str, int] = {}
+    read: list[Part] = []
     for path in paths:
         if path.name in skip:
             continue
         try:
-            name, table = read_part(path)
+            read.append(read_part(path))
         except LogCorrupt as err:
             if on_damaged == "raise":
                 raise
             faults.append(err)
-            continue
-        tables[name.kind].append(table)
-        last[name.replica] = max(last.get(name.replica, -1), name.seq)
-    decisions = _concat("decisions", tables["decisions"])
-    outcomes = _concat("outcomes", tables["outcomes"])
+    catalogue, bad_epochs = check_catalogue([p for p in read if p.name.kind == "catalogue"])
+    if bad_epochs and on_damaged == "raise":
+        raise bad_epochs[0]
+    faults.extend(bad_epochs)
+    decision_tables: list[pa.Table] = []
+    outcome_tables: list[pa.Table] = []
+    last: dict[str, int] = {}
+    for part in read:
+        if part.name.kind == "decisions" and part.version == 3:
+            try:
+                decision_tables.append(catalogue.resolve(part))
+            except LogCorrupt as err:
+                if on_damaged == "raise":
+                    raise
+                faults.append(err)
+                continue
+        elif part.name.kind != "catalogue":
+            (decision_tables if part.name.kind == "decisions" else outcome_tables).append(
+                part.table
+            )
+        last[part.name.replica] = max(last.get(part.name.replica, -1), part.name.seq)
+    decisions = _concat(DECISION_SCHEMA, decision_tables)
+    outcomes = _concat(OUTCOME_SCHEMA, outcome_tables)
 
     ids = decisions.column("decision_id").combine_chunks()
     first = pc.index_in(ids, value_set=ids).to_numpy(zero_copy_only=False)

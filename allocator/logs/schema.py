@@ -1,11 +1,16 @@
 """Arrow schemas and record types of the decision log.
 
-The log is two append-only streams of Parquet parts in one directory: *decisions* (one row
-per impression, written when the allocator decides) and *outcomes* (one row per learned
-reward, written when feedback arrives or the wait expires). Every field carries its own
-description as Arrow field metadata (``doc``), so a part documents itself; the key-value
-metadata of each file names the schema version and the stream (:data:`META_VERSION`,
-:data:`META_KIND`), so the loader can refuse anything that is not ours.
+The log is append-only streams of Parquet parts in one directory: *decisions* (one row
+per impression, written when the allocator decides), *outcomes* (one row per learned
+reward, written when feedback arrives or the wait expires) and, since schema version 3,
+the *catalogue* (one row per arm id, written once when a writer first logs for a registry
+and appended when arms are added). Version 3 decision rows carry their candidates and
+choice as int32 catalogue indices instead of id strings (the strings were most of a
+row's bytes and of the writer's encoding CPU); version 2 rows carry the strings. Every
+field carries its own description as Arrow field metadata (``doc``), so a part documents
+itself; the key-value metadata of each file names the schema version and the stream
+(:data:`META_VERSION`, :data:`META_KIND`), so the loader can refuse anything that is not
+ours.
 
 Records are validated here, once, at the boundary: a record that passes
 :func:`check_decision` / :func:`check_outcome` can always be written and read back.
@@ -24,11 +29,13 @@ import pyarrow as pa
 
 from allocator.errors import InvalidInputError
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 META_VERSION: Final = b"entry_alloc.schema_version"
 META_KIND: Final = b"entry_alloc.kind"
-Kind = Literal["decisions", "outcomes"]
-KINDS: Final[tuple[Kind, ...]] = ("decisions", "outcomes")
+Kind = Literal["catalogue", "decisions", "outcomes"]
+#: in the order a writer drains its buffers: catalogue rows reach the disk no later than
+#: the decisions that refer to them
+KINDS: Final[tuple[Kind, ...]] = ("catalogue", "decisions", "outcomes")
 OUTCOME_SOURCES: Final = ("feedback", "expired_default")
 
 # Candidate probabilities are the allocator's exact final distribution; these tolerances
@@ -108,15 +115,52 @@ OUTCOME_SCHEMA: Final = pa.schema(
     ]
 )
 
-SCHEMAS: Final[Mapping[Kind, pa.Schema]] = {
-    "decisions": DECISION_SCHEMA,
-    "outcomes": OUTCOME_SCHEMA,
+_INDEX_DOC = " Index into the catalogue epoch named by the row's ``catalogue``."
+# version 3 replaces the id strings of version 2 (None: dropped, the catalogue holds it)
+_BY_INDEX: Final[Mapping[str, pa.Field | None]] = {
+    "arm_id": _field("catalogue", pa.int64(), "Catalogue epoch the row's indices refer to."),
+    "arm_index": _field("arm_index", pa.int32(), "Chosen arm." + _INDEX_DOC),
+    "group": None,
+    "candidates": _field(
+        "candidate_indices", _list(pa.int32()), "Eligible arms, in request order." + _INDEX_DOC
+    ),
+}
+INDEXED_DECISION_SCHEMA: Final = pa.schema(
+    [g for f in DECISION_SCHEMA if (g := _BY_INDEX.get(f.name, f)) is not None]
+)
+
+CATALOGUE_SCHEMA: Final = pa.schema(
+    [
+        _field(
+            "epoch",
+            pa.int64(),
+            "Random token of one registry's numbering: an index names one id per epoch.",
+        ),
+        _field("arm_index", pa.int32(), "The arm's registry index (never reused in an epoch)."),
+        _field("arm_id", pa.string(), "The arm's id."),
+        _field("group", pa.string(), "The arm's group (partner platform or mini shop)."),
+    ]
+)
+
+#: the schema of each stream at each version the loader reads
+VERSIONED: Final[Mapping[tuple[Kind, int], pa.Schema]] = {
+    ("decisions", 2): DECISION_SCHEMA,
+    ("decisions", 3): INDEXED_DECISION_SCHEMA,
+    ("outcomes", 2): OUTCOME_SCHEMA,
+    ("outcomes", 3): OUTCOME_SCHEMA,
+    ("catalogue", 3): CATALOGUE_SCHEMA,
 }
 
 
-def file_metadata(kind: Kind) -> dict[bytes, bytes]:
+def schema_version(kind: Kind, names: Sequence[str]) -> int:
+    """The version a part of ``kind`` with columns ``names`` is written as: decisions
+    with id strings stay version 2, everything else is :data:`SCHEMA_VERSION`."""
+    return 2 if kind == "decisions" and "candidates" in names else SCHEMA_VERSION
+
+
+def file_metadata(kind: Kind, version: int = SCHEMA_VERSION) -> dict[bytes, bytes]:
     """Key-value metadata stored in every Parquet part of ``kind``."""
-    return {META_VERSION: str(SCHEMA_VERSION).encode(), META_KIND: kind.encode()}
+    return {META_VERSION: str(version).encode(), META_KIND: kind.encode()}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False)

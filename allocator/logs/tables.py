@@ -5,8 +5,11 @@ A simulator or a bulk export holds its decisions as arrays already; building one
 than the simulation. :func:`check_table` applies the record checks of
 :mod:`allocator.logs.schema` to whole columns instead (one vectorised pass per rule) and
 returns the table in the stream's exact schema, ready for
-:meth:`~allocator.logs.DecisionLogWriter.write_table`. Not checked here: that a row's
-candidates are distinct (the record path checks it).
+:meth:`~allocator.logs.DecisionLogWriter.write_table`. Decisions are read as version 3
+(catalogue indices) when they have a ``candidate_indices`` column, else as version 2 (id
+strings). Not checked here: that a row's candidates are distinct (the record path checks
+it), and that indices name ids of their catalogue (:mod:`allocator.logs.catalogue`, which
+sees every catalogue part).
 """
 
 from __future__ import annotations
@@ -19,7 +22,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from allocator.errors import InvalidInputError
-from allocator.logs.schema import OUTCOME_SOURCES, PROPENSITY_TOL, SCHEMAS, SUM_TOL, Kind
+from allocator.logs.schema import (
+    KINDS,
+    OUTCOME_SOURCES,
+    PROPENSITY_TOL,
+    SUM_TOL,
+    VERSIONED,
+    Kind,
+    schema_version,
+)
 
 Mask = npt.NDArray[np.bool_]
 
@@ -35,8 +46,8 @@ def _require(ok: Mask, name: str, values: Any, expected: str) -> None:
         raise InvalidInputError(f"{name}[{row}] = {value!r}: expected {expected}")
 
 
-def _conform(kind: Kind, table: pa.Table) -> pa.Table:
-    schema = SCHEMAS[kind]
+def _conform(kind: Kind, table: pa.Table, version: int) -> pa.Table:
+    schema = VERSIONED[kind, version]
     missing = [n for n in schema.names if n not in table.column_names]
     extra = [n for n in table.column_names if n not in schema.names]
     if missing or extra:
@@ -70,16 +81,20 @@ def _finite(table: pa.Table, name: str, low: float = -np.inf) -> None:
 
 
 def _check_decisions(t: pa.Table) -> None:
-    _nonempty(t, "decision_id", "arm_id", "group", "policy_kind")
+    indexed = "candidate_indices" in t.column_names
+    if not indexed:
+        _nonempty(t, "arm_id", "group")
+    _nonempty(t, "decision_id", "policy_kind")
     _finite(t, "timestamp")
     for name in ("arm_index", "model_version"):
         _finite(t, name, 0.0)
     p = _numbers(t.column("propensity"))
     _require((p > 0.0) & (p <= 1.0), "propensity", p, "a probability in (0, 1]")
-    cands = pa.chunked_array(t.column("candidates")).combine_chunks()
+    cand_name = "candidate_indices" if indexed else "candidates"
+    cands = pa.chunked_array(t.column(cand_name)).combine_chunks()
     probs = pa.chunked_array(t.column("candidate_probabilities")).combine_chunks()
     n_cand = _numbers(pc.list_value_length(cands))
-    _require(n_cand > 0, "candidates", cands, "at least one candidate")
+    _require(n_cand > 0, cand_name, cands, "at least one candidate")
     n_prob = _numbers(pc.list_value_length(probs))
     _require(n_prob == n_cand, "candidate_probabilities", probs, "one probability per candidate")
     flat_p = _numbers(pc.list_flatten(probs)).astype(np.float64)
@@ -91,9 +106,18 @@ def _check_decisions(t: pa.Table) -> None:
     sums = np.bincount(rows, weights=flat_p, minlength=len(t))
     expected = "probabilities in [0, 1] summing to 1"
     _require(np.abs(sums - 1.0) <= SUM_TOL, "candidate_probabilities", probs, expected)
-    chosen = _numbers(pc.equal(pc.list_flatten(cands), pc.take(t.column("arm_id"), rows)))
+    flat_c = _numbers(pc.list_flatten(cands))
+    if indexed:
+        bad_row[:] = False
+        bad_row[rows[flat_c < 0]] = True
+        _require(~bad_row, cand_name, cands, "catalogue indices >= 0")
+        chosen = flat_c == _numbers(t.column("arm_index"))[rows]
+        arm_name = "arm_index"
+    else:
+        chosen = _numbers(pc.equal(pc.list_flatten(cands), pc.take(t.column("arm_id"), rows)))
+        arm_name = "arm_id"
     hits = np.bincount(rows[chosen], minlength=len(t))
-    _require(hits == 1, "arm_id", t.column("arm_id"), "exactly one of the row's candidates")
+    _require(hits == 1, arm_name, t.column(arm_name), "exactly one of the row's candidates")
     at_choice = np.empty(len(t))
     at_choice[rows[chosen]] = flat_p[chosen]
     expected = "the chosen arm's candidate probability"
@@ -103,6 +127,11 @@ def _check_decisions(t: pa.Table) -> None:
     bad_row[:] = False
     bad_row[_numbers(pc.list_parent_indices(context)).astype(np.int64)[~np.isfinite(x)]] = True
     _require(~bad_row, "context", context, "finite numbers")
+
+
+def _check_catalogue(t: pa.Table) -> None:
+    _nonempty(t, "arm_id", "group")
+    _finite(t, "arm_index", 0.0)
 
 
 def _check_outcomes(t: pa.Table) -> None:
@@ -115,14 +144,21 @@ def _check_outcomes(t: pa.Table) -> None:
     _require(known, "source", t.column("source"), f"one of {OUTCOME_SOURCES}")
 
 
-def check_table(kind: Kind, table: pa.Table) -> pa.Table:
+def check_table(kind: Kind, table: pa.Table, version: int | None = None) -> pa.Table:
     """``table`` in the exact schema of ``kind`` (columns ordered, types cast); raises
     :class:`InvalidInputError` naming the first bad column and row."""
-    if kind not in SCHEMAS:
-        raise InvalidInputError(f"kind = {kind!r}: expected one of {list(SCHEMAS)}")
+    if kind not in KINDS:
+        raise InvalidInputError(f"kind = {kind!r}: expected one of {list(KINDS)}")
     if not isinstance(table, pa.Table):
         raise InvalidInputError(f"table = {type(table).__name__}: expected a pyarrow.Table")
-    conformed = _conform(kind, table)
+    if version is None:
+        version = schema_version(kind, table.column_names)
+    conformed = _conform(kind, table, version)
     if len(conformed):
-        (_check_decisions if kind == "decisions" else _check_outcomes)(conformed)
+        checks = {
+            "catalogue": _check_catalogue,
+            "decisions": _check_decisions,
+            "outcomes": _check_outcomes,
+        }
+        checks[kind](conformed)
     return conformed

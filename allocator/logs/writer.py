@@ -8,7 +8,8 @@ a whole new part (see :mod:`allocator.logs.parts`), because a Parquet file is un
 until its footer is written: appending row groups to an open file would lose the whole file
 on a kill. The trade-off is many small parts under light traffic (up to two per interval:
 ~170,000 a day at 1 s); raise the interval, or compact offline, if that matters more than
-the loss bound.
+the loss bound. Catalogue rows (schema 3) are written first in every flush, so a decision
+part never reaches the disk before the catalogue rows it refers to.
 
 One writer per directory and replica: an exclusive ``flock`` on ``.<replica>.lock``
 (released by the OS when the process dies, even by ``kill -9``) makes a second writer fail
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import math
 import os
 import secrets
@@ -34,7 +36,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Final
 
 import pyarrow as pa
 
@@ -60,28 +62,30 @@ from allocator.logs.schema import (
 )
 from allocator.logs.tables import check_table
 
+#: the streams whose rows traffic makes: the bounds, ``buffered_rows`` and ``full`` count
+#: these; catalogue rows (bounded by the registry, written once) are never counted or dropped
+_TRAFFIC: Final = ("decisions", "outcomes")
+
 
 def _check_count(name: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise InvalidInputError(f"{name} = {value!r}: expected an integer >= 1")
 
 
-def _as_table(kind: Kind, items: Sequence[Any]) -> pa.Table:
-    """One table of buffered items in arrival order: runs of records become tables."""
+def _as_tables(kind: Kind, items: Sequence[Any]) -> list[pa.Table]:
+    """The buffered items in arrival order as tables of one schema each: runs of records
+    become tables, and consecutive tables of the same schema are joined (a decisions
+    buffer may hold records and tables of both versions; a part holds one)."""
     build = decisions_table if kind == "decisions" else outcomes_table
-    parts: list[pa.Table] = []
-    run: list[Any] = []
-    for item in items:
-        if isinstance(item, pa.Table):
-            if run:
-                parts.append(build(run))
-                run = []
-            parts.append(item)
-        else:
-            run.append(item)
-    if run or not parts:
-        parts.append(build(run))
-    return parts[0] if len(parts) == 1 else pa.concat_tables(parts)
+    tables: list[pa.Table] = []
+    for is_table, run in itertools.groupby(items, lambda item: isinstance(item, pa.Table)):
+        group = list(run)
+        tables.extend(group if is_table else [build(group)])
+    return [pa.concat_tables(list(same)) for _, same in itertools.groupby(tables, _schema)]
+
+
+def _schema(table: pa.Table) -> pa.Schema:
+    return table.schema
 
 
 def _lock_replica(directory: Path, replica: str) -> int:
@@ -208,8 +212,9 @@ class DecisionLogWriter:
 
     @property
     def buffered_rows(self) -> int:
-        """Rows validated but not yet on disk (buffered, or in a part being written)."""
-        return self._in_flight + sum(self._rows.values())
+        """Decision and outcome rows validated but not yet on disk (buffered, or in a part
+        being written)."""
+        return self._in_flight + sum(self._rows[k] for k in _TRAFFIC)
 
     @property
     def full(self) -> bool:
@@ -323,27 +328,26 @@ class DecisionLogWriter:
         with self._lock:
             taken = {k: self._buffers[k] for k in KINDS}
             self._buffers = {k: [] for k in KINDS}
-            self._in_flight = sum(self._rows.values())
+            self._in_flight = sum(self._rows[k] for k in _TRAFFIC)
             self._rows = dict.fromkeys(KINDS, 0)
-        tables = {k: _as_table(k, taken[k]) for k in KINDS}
-        done = dict.fromkeys(KINDS, 0)
+        left = {k: _as_tables(k, taken[k]) for k in KINDS}
         try:
             for kind in KINDS:
-                table = tables[kind]
-                for i in range(0, table.num_rows, self.rotate_rows):
-                    chunk = table.slice(i, self.rotate_rows)
+                while left[kind]:
+                    table = left[kind][0]
+                    chunk = table.slice(0, self.rotate_rows)
                     self._recorded(lambda: self._write(kind, chunk))  # noqa: B023
-                    done[kind] += chunk.num_rows
+                    left[kind][0] = table.slice(chunk.num_rows)
+                    if not left[kind][0].num_rows:
+                        left[kind].pop(0)
                     with self._lock:
-                        self._in_flight -= chunk.num_rows
+                        self._in_flight -= chunk.num_rows if kind in _TRAFFIC else 0
         finally:
             with self._lock:
                 self._in_flight = 0
                 for kind in KINDS:
-                    left = tables[kind].num_rows - done[kind]
-                    if left:
-                        self._buffers[kind][:0] = [tables[kind].slice(done[kind])]
-                        self._rows[kind] += left
+                    self._buffers[kind][:0] = left[kind]
+                    self._rows[kind] += sum(t.num_rows for t in left[kind])
 
     def _background_flush(self) -> None:
         with self._io, contextlib.suppress(DecisionLogError):

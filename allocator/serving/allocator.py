@@ -38,7 +38,7 @@ from allocator.serving.config import AllocatorConfig, as_allocator_config
 from allocator.serving.feedback import FeedbackCalls
 from allocator.serving.fused import decide_ids
 from allocator.serving.lifecycle import LifecycleCalls
-from allocator.serving.log_rows import IdColumn, decision_rows
+from allocator.serving.log_rows import LoggedCatalogue, decision_rows
 from allocator.serving.pending import PendingTable
 from allocator.serving.persistence import Books, read_allocator_snapshot
 from allocator.serving.requests import request_batch
@@ -87,7 +87,7 @@ class Allocator(FeedbackCalls, LifecycleCalls):
             lambda: self.config.serving.on_log_error,
         )  # fmt: skip
         self._books = Books()
-        self._log_ids = IdColumn()
+        self._log_ids = LoggedCatalogue()
         self._feature_index = {n: i for i, n in enumerate(cfg.serving.feature_names or [])}
         self._autosaver = Autosaver(lambda: self.config.serving.on_autosave_error)
 
@@ -223,8 +223,9 @@ class Allocator(FeedbackCalls, LifecycleCalls):
                 self._register(head, first, out.arms, times, batch.contexts)
                 if self._log is not None and times.size:
                     self._log.write_decision_rows(decision_rows(
-                        out, batch.ptr, batch.idx, batch.contexts, batch.attrs, self.registry,
-                        self._log_ids.of(self.registry), self.config.engine.policy.kind,
+                        out, batch.ptr, batch.idx, batch.contexts, batch.attrs,
+                        self._log_ids.of(self.registry, self._log.writer),
+                        self.config.engine.policy.kind,
                     ))  # fmt: skip
                 if times.size:
                     self._housekeep(float(times.max()))

@@ -1,11 +1,13 @@
 """Decision-log rows of a decided batch, built column-wise: one Arrow table per call.
 
-The batch path of the facade logs R decisions without one record object per decision:
-candidate ids are gathered from an Arrow column of the catalogue's ids (``take`` on the
-flat candidate indices), probabilities and contexts become list columns over the batch's
-CSR offsets, and constraint names come from the ``adjusted`` bitmasks. Everything comes from
-inputs the facade has checked and the pipeline's own outputs, so the rows are not checked
-again (the loader's column checks still apply to the parts).
+The batch path of the facade logs R decisions without one record object per decision, in
+schema version 3: the candidates and the choice are the registry's own int32 indices
+(no id strings per row: those were most of a row's bytes and of the writer's encoding
+CPU), resolved by the log's catalogue, which :class:`LoggedCatalogue` keeps in step with
+the registry. Probabilities and contexts become list columns over the batch's CSR offsets,
+and constraint names come from the ``adjusted`` bitmasks. Everything comes from inputs the
+facade has checked and the pipeline's own outputs, so the rows are not checked again (the
+loader's column and catalogue checks still apply to the parts).
 """
 
 from __future__ import annotations
@@ -16,30 +18,83 @@ import numpy as np
 import pyarrow as pa
 
 from allocator.decisions import Decisions
-from allocator.logs import DECISION_SCHEMA, OUTCOME_SCHEMA
+from allocator.errors import DecisionLogError
+from allocator.logs import INDEXED_DECISION_SCHEMA, OUTCOME_SCHEMA, DecisionLogWriter
+from allocator.logs.catalogue import catalogue_rows, new_epoch
 from allocator.registry import ArmRegistry
 from allocator.serving.config import Outcome
 
+_INT32_END = 2**31
 
-class IdColumn:
-    """The catalogue's arm ids as an Arrow string array, extended as arms are added.
 
-    Indices are never reused and ids never change, so the column only grows; a different
-    registry object (a reconfiguration, an adopted snapshot) is read again in full.
+def _id_array(registry: ArmRegistry, start: int, stop: int) -> pa.Array:
+    """The ids of arms ``start:stop`` as an Arrow string array: ASCII ids (one byte per
+    character in the registry's table) are its bytes as they are, others are decoded."""
+    _, chars, offsets = registry.id_table()
+    lo, hi = int(offsets[start]), int(offsets[stop])
+    if chars.dtype == np.uint8 and not (chars[lo:hi] & 0x80).any():
+        ends = offsets[start : stop + 1] - lo
+        return pa.LargeStringArray.from_buffers(
+            stop - start, pa.py_buffer(ends.astype(np.int64)), pa.py_buffer(chars[lo:hi])
+        ).cast(pa.string())
+    return pa.array(registry.ids_of(np.arange(start, stop)), pa.string())
+
+
+class LoggedCatalogue:
+    """The registry's numbering, written to the log's catalogue as it grows.
+
+    Indices are never reused and ids never change within a registry, so one epoch only
+    grows (appended when arms are added). A different registry object (a reconfiguration,
+    an adopted snapshot) continues the epoch if it numbers the logged arms alike, and
+    starts a new one (the whole catalogue again) if not; so does a different writer.
     """
 
     def __init__(self) -> None:
         self._registry: ArmRegistry | None = None
-        self._ids = pa.array([], pa.string())
+        self._writer: DecisionLogWriter | None = None
+        self._epoch = 0
+        self._written = 0
 
-    def of(self, registry: ArmRegistry) -> pa.Array:
-        if registry is not self._registry:
-            self._registry, self._ids = registry, pa.array([], pa.string())
-        n = len(self._ids)
-        if registry.n_arms > n:
-            fresh = pa.array(registry.all_ids()[n:], pa.string())
-            self._ids = pa.concat_arrays([self._ids, fresh])
-        return self._ids
+    def _continues(self, registry: ArmRegistry) -> bool:
+        """``registry`` numbers the logged arms as the last one did: same ids (compared as
+        the id tables' bytes, not as strings) and same groups (compared by name)."""
+        old, n = self._registry, self._written
+        if old is None or registry.n_arms < n:
+            return False
+        (_, chars, offsets), (_, new_chars, new_offsets) = old.id_table(), registry.id_table()
+        if chars.dtype == new_chars.dtype:
+            end = int(offsets[n])
+            same_ids = np.array_equal(offsets[: n + 1], new_offsets[: n + 1]) and np.array_equal(
+                chars[:end], new_chars[:end]
+            )
+        else:
+            head = np.arange(n)
+            same_ids = np.array_equal(old.ids_of(head), registry.ids_of(head))
+        code = {g: i for i, g in enumerate(registry.groups)}
+        as_new = np.array([code.get(g, -1) for g in old.groups], dtype=np.int64)
+        return same_ids and np.array_equal(as_new[old.arm_group[:n]], registry.arm_group[:n])
+
+    def of(self, registry: ArmRegistry, writer: DecisionLogWriter) -> int:
+        """The epoch naming ``registry``'s indices in ``writer``'s log, after buffering
+        (never dropping) the catalogue rows the log does not have yet."""
+        if writer is not self._writer or (
+            registry is not self._registry and not self._continues(registry)
+        ):
+            self._writer, self._epoch, self._written = writer, new_epoch(), 0
+        self._registry = registry
+        n = registry.n_arms
+        if n >= _INT32_END:
+            raise DecisionLogError(f"{n} arms: the decision log indexes at most 2**31 - 1")
+        if n > self._written:
+            fresh = np.arange(self._written, n)
+            groups = pa.array(registry.groups, pa.string()).take(
+                pa.array(registry.arm_group[fresh])
+            )
+            ids = _id_array(registry, self._written, n)
+            rows = catalogue_rows(self._epoch, self._written, ids, groups)
+            writer.write_rows("catalogue", rows)
+            self._written = n
+        return self._epoch
 
 
 def _lists(offsets: np.ndarray, values: pa.Array) -> pa.Array:
@@ -76,37 +131,35 @@ def _attrs(attrs: Sequence[Mapping[str, str] | None]) -> pa.Array:
 
 def decision_rows(
     out: Decisions, ptr: np.ndarray, idx: np.ndarray, xs: np.ndarray | None,
-    attrs: Sequence[Mapping[str, str] | None], registry: ArmRegistry, ids: pa.Array,
-    policy_kind: str,
+    attrs: Sequence[Mapping[str, str] | None], epoch: int, policy_kind: str,
 ) -> pa.Table:  # fmt: skip
-    """The log table of a decided batch (``ids``: :meth:`IdColumn.of` the registry)."""
+    """The log table of a decided batch (``epoch``: :meth:`LoggedCatalogue.of` the
+    registry that numbered ``idx``)."""
     assert out.decision_ids is not None and out.request_ids is not None
     r = len(out)
-    arms = out.arms
-    groups = pa.array(registry.groups, pa.string())
     context = (
-        pa.nulls(r, DECISION_SCHEMA.field("context").type) if xs is None
+        pa.nulls(r, INDEXED_DECISION_SCHEMA.field("context").type) if xs is None
         else _lists(np.arange(r + 1) * xs.shape[1], pa.array(xs.ravel()))
     )  # fmt: skip
     columns = {
         "decision_id": pa.array(out.decision_ids, pa.string()),
         "request_id": pa.array(out.request_ids, pa.string()),
         "timestamp": pa.array(out.timestamps),
-        "arm_id": ids.take(pa.array(arms)),
-        "arm_index": pa.array(arms),
-        "group": groups.take(pa.array(registry.arm_group[arms])),
+        "catalogue": pa.array(np.full(r, epoch, dtype=np.int64)),
+        "arm_index": pa.array(out.arms.astype(np.int32)),
         "propensity": pa.array(out.propensities),
         "forced": pa.array(out.forced >= 0),
         "model_version": pa.array(np.full(r, out.model_version, dtype=np.int64)),
         "policy_kind": pa.array(np.full(r, policy_kind, dtype=object), pa.string()),
-        "candidates": _lists(ptr, ids.take(pa.array(idx))),
+        "candidate_indices": _lists(ptr, pa.array(idx.astype(np.int32))),
         "candidate_probabilities": _lists(ptr, pa.array(out.probabilities)),
         "context": context,
         "attrs": _attrs(attrs),
         "adjusted_by": _adjusted_by(out.adjusted, out.constraint_names),
     }
     return pa.Table.from_arrays(
-        [columns[f.name].cast(f.type) for f in DECISION_SCHEMA], schema=DECISION_SCHEMA
+        [columns[f.name].cast(f.type) for f in INDEXED_DECISION_SCHEMA],
+        schema=INDEXED_DECISION_SCHEMA,
     )
 
 

@@ -482,8 +482,9 @@ def own_replay_config(directory: Path, policies: list[dict[str, Any]]) -> Path:
     return cfg
 
 
-def own_log(log_dir: Path, n: int, epsilon: float) -> dict[str, float]:
-    """An allocator (Beta TS, ε-mixed) serving n requests of a 3-arm world, logging them.
+def own_log(log_dir: Path, n: int, epsilon: float, batched: bool = False) -> dict[str, float]:
+    """An allocator (Beta TS, ε-mixed) serving n requests of a 3-arm world, logging them
+    (``batched``: through ``decide_many``, which logs schema 3: catalogue indices).
 
     Partners and a Mini Shop merchant: sorted by id the groups interleave
     (jd, shop:7, taobao → partner, mini_shop, partner).
@@ -498,11 +499,33 @@ def own_log(log_dir: Path, n: int, epsilon: float) -> dict[str, float]:
     )
     alloc = Allocator(config, seed=5, log_dir=log_dir)
     u = np.random.default_rng(9).random(n)
+    arm_ids = list(means)
     for i in range(n):
-        d = alloc.decide(list(means), timestamp=1.7e9 + i)
-        alloc.update(d.decision_id, {"click": float(u[i] < means[d.arm_id])}, 1.7e9 + i + 0.5)
+        if batched:
+            one = alloc.decide_many([{"candidates": arm_ids, "timestamp": 1.7e9 + i}])
+            decision_id, arm_id = one.decision_ids[0], arm_ids[int(one.arms[0])]
+        else:
+            d = alloc.decide(arm_ids, timestamp=1.7e9 + i)
+            decision_id, arm_id = d.decision_id, d.arm_id
+        alloc.update(decision_id, {"click": float(u[i] < means[arm_id])}, 1.7e9 + i + 0.5)
     alloc.close()
     return means
+
+
+def test_the_replay_command_reads_a_schema_3_log_as_its_schema_2_twin(tmp_path, tracking_uri):
+    """The same seeded run logged by ``decide`` (schema 2, id strings) and ``decide_many``
+    (schema 3, catalogue indices): the replay command's cell metrics are identical."""
+    metrics = {}
+    for batched in (False, True):
+        exp = tmp_path / f"batched_{batched}"
+        own_log(exp / "decisions", 400, epsilon=0.3, batched=batched)
+        cfg = own_replay_config(exp, [POLICIES[0]])
+        code, out, _ = replay(cfg, tracking_uri, exp / "runs", f"v3-{batched}", "--sequential")
+        assert code == 0, out
+        metrics[batched] = runs_of(tracking_uri, f"v3-{batched}")[("beta_ts", 1, 0)].data.metrics
+    assert any((tmp_path / "batched_True" / "decisions").glob("catalogue-*.parquet"))
+    assert not any((tmp_path / "batched_False" / "decisions").glob("catalogue-*.parquet"))
+    assert metrics[True]["rounds"] == 400 and metrics[False] == metrics[True]
 
 
 def test_replay_of_the_allocators_own_decision_log(tmp_path, tracking_uri):

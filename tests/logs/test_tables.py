@@ -8,6 +8,7 @@ import pytest
 
 from allocator.errors import AllocatorError, InvalidInputError
 from allocator.logs import DecisionLogWriter, load_decision_log
+from allocator.logs.catalogue import catalogue_rows
 from allocator.logs.schema import decisions_table, outcomes_table
 from allocator.logs.tables import check_table
 from tests.logs.helpers import decision, outcome
@@ -77,15 +78,6 @@ BAD_DECISIONS = [
 ]
 
 
-@pytest.mark.parametrize(("change", "match"), BAD_DECISIONS)
-def test_invalid_decision_tables_name_the_column_and_row(tmp_path, change, match):
-    w = DecisionLogWriter(tmp_path)
-    with pytest.raises(InvalidInputError, match=match):
-        w.write_table("decisions", change(_decisions()))
-    w.close()
-    assert not any(tmp_path.glob("*.parquet"))
-
-
 @pytest.mark.parametrize(
     ("change", "match"),
     [
@@ -106,3 +98,64 @@ def test_check_table_refuses_unknown_kinds_and_non_tables():
         check_table("outcomes", {"decision_id": ["a"]})  # type: ignore[arg-type]
     assert check_table("outcomes", _outcomes().slice(0, 0)).num_rows == 0
     assert pc.all(pc.equal(check_table("outcomes", _outcomes()).column("click"), 1.0)).as_py()
+
+
+def _indexed(n: int = 5) -> pa.Table:
+    """:func:`_decisions` in schema 3: candidates taobao, shop:7, jd as indices 0, 1, 2."""
+    t = _decisions(n).drop_columns(["arm_id", "group", "candidates"])
+    t = t.set_column(t.schema.get_field_index("arm_index"), "arm_index", pa.array([0] * n))
+    return t.append_column("catalogue", pa.array([7] * n)).append_column(
+        "candidate_indices", pa.array([[0, 1, 2]] * n)
+    )
+
+
+def _catalogue() -> pa.Table:
+    return catalogue_rows(7, 0, pa.array(["taobao", "shop:7", "jd"]), pa.array(["t", "m", "j"]))
+
+
+def test_an_indexed_table_written_whole_reads_back_like_records(tmp_path):
+    with DecisionLogWriter(tmp_path / "batch", rotate_rows=2) as w:
+        w.write_table("catalogue", _catalogue())
+        w.write_table("decisions", _indexed())
+    with DecisionLogWriter(tmp_path / "records") as w:
+        w.write_decisions([decision(i, context=(0.5, float(i))) for i in range(5)])
+    batch, records = load_decision_log(tmp_path / "batch"), load_decision_log(tmp_path / "records")
+    assert list(batch.cand_ids) == list(records.cand_ids) and list(batch.arm_id) == ["taobao"] * 5
+    assert (batch.context == records.context).all() and batch.attrs == records.attrs
+
+
+BAD_INDEXED = [
+    (lambda t: t.drop_columns(["catalogue"]), r"missing columns \['catalogue'\]"),
+    (lambda t: _set(t, "candidate_indices", 1, []), r"candidate_indices\[1\] = \[\]: expected at"),
+    (lambda t: _set(t, "candidate_indices", 2, [0, -4, 2]), r"candidate_indices\[2\] = .*>= 0"),
+    (lambda t: _set(t, "arm_index", 3, 5), r"arm_index\[3\] = 5: expected exactly one of the"),
+    (lambda t: _set(t, "candidate_indices", 4, [0, 1]), r"probabilities\[4\] .*one probability"),
+    (lambda t: _set(t, "catalogue", 0, None), r"catalogue\[0\] = None: expected a value"),
+]
+
+
+@pytest.mark.parametrize(
+    ("table", "change", "match"),
+    [(_decisions, *bad) for bad in BAD_DECISIONS] + [(_indexed, *bad) for bad in BAD_INDEXED],
+)
+def test_invalid_decision_tables_name_the_column_and_row(tmp_path, table, change, match):
+    """Schema 2 (id strings) and schema 3 (catalogue indices) tables alike."""
+    w = DecisionLogWriter(tmp_path)
+    with pytest.raises(InvalidInputError, match=match):
+        w.write_table("decisions", change(table()))
+    w.close()
+    assert not any(tmp_path.glob("*.parquet"))
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (lambda t: _set(t, "arm_id", 1, ""), r"arm_id\[1\] = '': expected a non-empty string"),
+        (lambda t: _set(t, "group", 2, None), r"group\[2\] = None: expected a value"),
+        (lambda t: _set(t, "arm_index", 0, -1), r"arm_index\[0\] = -1: expected a finite .*>= 0"),
+        (lambda t: t.drop_columns(["epoch"]), r"catalogue table: missing columns \['epoch'\]"),
+    ],
+)
+def test_invalid_catalogue_tables_name_the_column_and_row(change, match):
+    with pytest.raises(InvalidInputError, match=match):
+        check_table("catalogue", change(_catalogue()))
