@@ -163,6 +163,10 @@ class RewardModel:
         else:
             stack, model_of_row = coef[None], np.zeros(n, dtype=np.int64)
         out = np.empty(idx.shape[0])
+        if self.n_features is None:  # one value per model and arm: mapped K times, not nnz
+            values = self._output(np.array(stack[:, :, :1], order="C"))  # a copy
+            kope.predict_csr(x, ptr, idx, model_of_row, values, out)
+            return out
         kope.predict_csr(x, ptr, idx, model_of_row, np.ascontiguousarray(stack), out)
         return self._output(out)
 
@@ -234,6 +238,17 @@ class LogisticRewardModel(RewardModel):
         p = x.shape[1] + 1
         n_models = 1 if self.n_folds == 1 else self.n_folds + 1
         coef = np.empty((n_models, k, p))
+        if p == 1:  # no context: every row of an arm is alike, its counts are the data
+            rows = np.bincount(folds * k + arms, minlength=self.n_folds * k).reshape(-1, k)
+            ones = np.bincount(folds * k + arms, y, self.n_folds * k).reshape(-1, k)
+            for m in range(n_models):
+                n_m = rows.sum(axis=0) - (rows[m - 1] if m else 0)
+                y_m = ones.sum(axis=0) - (ones[m - 1] if m else 0.0)
+                kope.logistic_fit_counts(
+                    np.ascontiguousarray(n_m, dtype=np.float64), np.ascontiguousarray(y_m),
+                    self.l2, LOGISTIC_MAX_ITER, LOGISTIC_TOL, coef[m, :, 0],
+                )  # fmt: skip
+            return coef
         for m in range(n_models):
             include = np.ones(y.shape[0], dtype=np.bool_) if m == 0 else folds != m - 1
             kope.logistic_fit(
