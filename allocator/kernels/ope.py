@@ -21,15 +21,16 @@ def ridge_moments(x, arms, rewards, fold, xtx, xty):
     x : float64 (n, d), d may be 0
     arms : int64 (n,), arm index of each row, in [0, K)
     rewards : float64 (n,)
-    fold : int64 (n,), fold of each row, in [0, F)
+    fold : int64 (n,), fold of each row, in [0, F); empty: every row in fold 0
     xtx : float64 (F, K, d+1, d+1), output: Σ z zᵀ with z = [1, x]
     xty : float64 (F, K, d+1), output: Σ r z
     """
     xtx[...] = 0.0
     xty[...] = 0.0
     d = x.shape[1]
+    folded = fold.shape[0] != 0
     for i in range(x.shape[0]):
-        f = fold[i]
+        f = fold[i] if folded else 0
         a = arms[i]
         r = rewards[i]
         xtx[f, a, 0, 0] += 1.0
@@ -281,12 +282,13 @@ def logistic_fit(x, arms, rewards, include, l2, max_iter, tol, coef, pooled):
     Parameters
     ----------
     x : float64 (n, d); arms : int64 (n,) in [0, K); rewards : float64 (n,) in [0, 1]
-    include : bool (n,), the rows this model is fitted on (at least one)
+    include : bool (n,), the rows this model is fitted on (at least one); empty: all
     l2 : float > 0; max_iter : int; tol : float, stop when no coefficient moves more
     coef : float64 (K, p), output, p = d + 1; pooled : float64 (p,), output
     """
     n, d = x.shape
     n_arms, p = coef.shape
+    every = include.shape[0] == 0
     z = np.empty(p)
     g = np.empty(p)
     h = np.empty((p, p))
@@ -297,7 +299,7 @@ def logistic_fit(x, arms, rewards, include, l2, max_iter, tol, coef, pooled):
         g[:] = 0.0
         h[...] = 0.0
         for i in range(n):
-            if not include[i]:
+            if not every and not include[i]:
                 continue
             z[0] = 1.0
             for j in range(d):
@@ -330,7 +332,7 @@ def logistic_fit(x, arms, rewards, include, l2, max_iter, tol, coef, pooled):
         gk[...] = 0.0
         hk[...] = 0.0
         for i in range(n):
-            if not include[i]:
+            if not every and not include[i]:
                 continue
             a = arms[i]
             z[0] = 1.0
