@@ -43,6 +43,8 @@ def _features(contexts: Any, n: int, d: int | None, name: str) -> F64:
     x = np.ascontiguousarray(contexts, dtype=np.float64)
     if x.shape != (n, d):
         raise InvalidInputError(f"{name} has shape {x.shape}, expected ({n}, {d})")
+    if x.size and np.isfinite(x.min()) and np.isfinite(x.max()):
+        return x  # finite: checked without a per-row temporary
     bad = np.asarray(~np.isfinite(x).all(axis=1))
     if bad.any():
         raise InvalidInputError(f"{name} must be finite; first bad rows {first_rows(bad)}")
