@@ -2,7 +2,7 @@
 
 Not a test: it prints one markdown table per section (see benchmarks/README.md).
 
-    python benchmarks/bench_replay.py [--quick] [--only replay|nonstationary|memory|ray|mlflow]
+    python benchmarks/bench_replay.py [--quick] [--only replay|nonstationary|ray|mlflow]
 """
 
 from __future__ import annotations
@@ -275,51 +275,6 @@ def bench_nonstationary(quick: bool) -> str:
     return header("Nonstationary replay and intervals (one core)") + "\n" + table(cols, rows)
 
 
-# ------------------------------------------------------------------------------- memory
-def bare_log(k: int, n: int, d: int | None, seed: int) -> LoggedData:
-    """n rounds over all k arms (no candidate lists: every arm a candidate) from a fixed
-    skewed logger: the smallest log a replay reads, so 10^7 rows fit beside it."""
-    rng = np.random.default_rng(seed)
-    probs = 0.5 / k + 0.5 * rng.dirichlet(np.full(k, 0.5))
-    actions = rng.choice(k, n, p=probs).astype(np.int64)
-    return LoggedData(
-        arm_ids=tuple(f"arm:{a}" for a in range(k)), actions=actions,
-        rewards=(rng.random(n) < 0.05 + 0.01 * (actions % 5)).astype(np.float64),
-        pscores=probs[actions], contexts=None if d is None else rng.normal(size=(n, d)),
-    )  # fmt: skip
-
-
-def bench_memory(quick: bool) -> str:
-    """Peak traced bytes of a nonstationary replay beyond its log, at two log lengths."""
-    import tracemalloc
-
-    sizes = {
-        "Beta TS K=10": (10**5, 10**6) if quick else (10**6, 10**7),
-        "linear TS d=16 K=20": (10**5, 3 * 10**5) if quick else (10**6, 3 * 10**6),
-    }
-    cases = [("Beta TS K=10", BetaBernoulliConfig(), 10, None),
-             ("linear TS d=16 K=20", LinearGaussianConfig(n_features=16), 20, 16)]  # fmt: skip
-    rows = []
-    for label, cfg, k, d in cases:
-        replay_nonstationary(fresh_engine(cfg, k, False), bare_log(k, 2_000, d, 99),
-                             np.random.default_rng(0))  # fmt: skip
-        for n in sizes[label]:
-            data = bare_log(k, n, d, 0)
-            engine = fresh_engine(cfg, k, False)
-            tracemalloc.start()
-            res, _, cpu = cpu_timed(replay_nonstationary, engine, data, np.random.default_rng(0))
-            peak = tracemalloc.get_traced_memory()[1]
-            tracemalloc.stop()
-            interval = f"{res.value:.4f} [{res.low:.4f}, {res.high:.4f}]"
-            rows.append([label, f"{n:,}", f"{peak / 2**20:.1f}", f"{peak / n:.2f}",
-                         f"{n / cpu:,.0f}", interval])  # fmt: skip
-            note(f"memory {label} {n:,}: {peak / 2**20:.1f} MiB")
-            del data, res
-    cols = ["policy", "logged rows", "peak traced MiB (beyond the log)", "B per row",
-            "rows/CPU s (traced)", "value [interval]"]  # fmt: skip
-    return header("Nonstationary replay memory (tracemalloc)") + "\n" + table(cols, rows)
-
-
 # ---------------------------------------------------------------------------------- ray
 def trivial(shared: Any, task: Any) -> Any:
     return task
@@ -436,7 +391,6 @@ def bench_mlflow(quick: bool) -> str:
 SECTIONS = {
     "replay": bench_replay,
     "nonstationary": bench_nonstationary,
-    "memory": bench_memory,
     "ray": bench_ray,
     "mlflow": bench_mlflow,
 }
