@@ -14,27 +14,15 @@ import argparse
 import tracemalloc
 
 import numpy as np
-from bench_replay import cpu_timed, fresh_engine, header, note, table
+from bench_replay import cpu_timed, fresh_engine, header, note, skewed_log, table
 
 from allocator.config import BetaBernoulliConfig, LinearGaussianConfig
-from allocator.replay import LoggedData, replay_nonstationary
-
-
-def bare_log(k: int, n: int, d: int | None, seed: int) -> LoggedData:
-    """n rounds over all k arms (no candidate lists: every arm a candidate) from a fixed
-    skewed logger: the smallest log a replay reads, so 10^7 rows fit beside it."""
-    rng = np.random.default_rng(seed)
-    probs = 0.5 / k + 0.5 * rng.dirichlet(np.full(k, 0.5))
-    actions = rng.choice(k, n, p=probs).astype(np.int64)
-    return LoggedData(
-        arm_ids=tuple(f"arm:{a}" for a in range(k)), actions=actions,
-        rewards=(rng.random(n) < 0.05 + 0.01 * (actions % 5)).astype(np.float64),
-        pscores=probs[actions], contexts=None if d is None else rng.normal(size=(n, d)),
-    )  # fmt: skip
+from allocator.replay import replay_nonstationary
 
 
 def bench_memory(quick: bool) -> str:
-    """Peak traced bytes of a nonstationary replay beyond its log, at two log lengths."""
+    """Peak traced bytes of a nonstationary replay beyond its log, at two log lengths; the
+    log without candidate lists (every arm a candidate), so 10^7 rows fit beside it."""
     sizes = {
         "Beta TS K=10": (10**5, 10**6) if quick else (10**6, 10**7),
         "linear TS d=16 K=20": (10**5, 3 * 10**5) if quick else (10**6, 3 * 10**6),
@@ -43,10 +31,10 @@ def bench_memory(quick: bool) -> str:
              ("linear TS d=16 K=20", LinearGaussianConfig(n_features=16), 20, 16)]  # fmt: skip
     rows = []
     for label, cfg, k, d in cases:
-        replay_nonstationary(fresh_engine(cfg, k, False), bare_log(k, 2_000, d, 99),
+        replay_nonstationary(fresh_engine(cfg, k, False), skewed_log(k, 2_000, d, 99, lists=False),
                              np.random.default_rng(0))  # fmt: skip
         for n in sizes[label]:
-            data = bare_log(k, n, d, 0)
+            data = skewed_log(k, n, d, 0, lists=False)
             engine = fresh_engine(cfg, k, False)
             tracemalloc.start()
             res, _, cpu = cpu_timed(replay_nonstationary, engine, data, np.random.default_rng(0))
