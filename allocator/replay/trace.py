@@ -103,6 +103,6 @@ def summarise(trace: Trace, m: int, alpha: float, n_plan: int) -> Summary:
         sequence.feed(trace.terms[rows], c)
         n_acc += int(np.count_nonzero(trace.accepted[rows]))
         w_sum += float(w.sum())
-        w2_sum += float(np.dot(w, w))
+        w2_sum += float(np.square(w).sum())  # not BLAS: its threads spin on a busy machine
     ess = w_sum**2 / max(w2_sum, 1e-300)
     return Summary(sequence.estimate(), n_acc, truncated, ess)
