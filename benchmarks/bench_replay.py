@@ -198,21 +198,25 @@ def groups_of(k: int) -> list[str]:
     return ["p0", "p1"] + ["mini_shop"] * (k - 2)
 
 
-def skewed_log(k: int, n: int, d: int | None, seed: int) -> LoggedData:
+def skewed_log(k: int, n: int, d: int | None, seed: int, lists: bool = True) -> LoggedData:
     """n rounds over all k arms from a fixed skewed logger (half uniform, half a Dirichlet
-    favourite), every candidate's probability logged; 30 days of timestamps and a category
-    attribute per round, so contracts can be replayed on it."""
+    favourite), every candidate's probability logged (``lists``; else no candidate lists:
+    every arm a candidate); 30 days of timestamps and a category attribute per round, so
+    contracts can be replayed on it."""
     data = uniform_log(k, n, d, seed)
     rng = np.random.default_rng(seed + 1)
     probs = 0.5 / k + 0.5 * rng.dirichlet(np.full(k, 0.5))
     actions = rng.choice(k, n, p=probs).astype(np.int64)
+    csr: dict[str, Any] = {}
+    if lists:
+        csr = {"cand_ptr": np.arange(n + 1, dtype=np.int64) * k,
+               "cand_idx": np.tile(np.arange(k, dtype=np.int64), n),
+               "cand_prob": np.tile(probs, n)}  # fmt: skip
     return LoggedData(
         arm_ids=data.arm_ids, actions=actions, rewards=data.rewards, pscores=probs[actions],
         arm_groups=tuple(groups_of(k)), contexts=data.contexts,
         timestamps=T0 + np.sort(rng.random(n)) * 30 * DAY,
-        cand_ptr=np.arange(n + 1, dtype=np.int64) * k,
-        cand_idx=np.tile(np.arange(k, dtype=np.int64), n), cand_prob=np.tile(probs, n),
-        attrs={"category": CATEGORIES[rng.integers(0, 3, n)]},
+        attrs={"category": CATEGORIES[rng.integers(0, 3, n)]}, **csr,
     )  # fmt: skip
 
 

@@ -83,31 +83,60 @@ def lower_bound(x, bets, alpha, low, high):
 EB_CAP = 0.5
 
 
+#: slots of :func:`eb_feed`'s running state
+EB_S1, EB_S2, EB_NUM, EB_DEN, EB_PEN, EB_T, EB_WMAX, EB_WSUM, EB_TWSUM = range(9)
+
+
+def eb_state():
+    """A fresh state of :func:`eb_feed` (float64 (9,)): one pseudo-observation at 1/2
+    with variance 1/4, nothing fed."""
+    state = np.zeros(9)
+    state[EB_S1], state[EB_S2] = 0.5, 0.25
+    return state
+
+
 @njit(cache=True, nogil=True)
-def eb_interval(x, scale, alpha, n_plan, out):
-    """Predictable-plug-in empirical-Bernstein interval (Waudby-Smith & Ramdas 2023,
-    Theorem 2) for terms ``x`` in [0, 1] whose conditional means ``μ_i`` may change with
-    time: at level ``1 − alpha`` it covers ``Σ λ_i μ_i / Σ λ_i`` at every time. Bets are
-    tuned for ``n_plan`` terms (nearly constant, so the covered mean is nearly the
-    ``scale``-weighted one) and multiplied by ``scale``.
+def eb_feed(terms, weights, low, span, alpha, n_plan, state):
+    """Feed the next terms to the predictable-plug-in empirical-Bernstein interval
+    (Waudby-Smith & Ramdas 2023, Theorem 2) for terms whose conditional means ``μ_i`` may
+    change with time: at level ``1 − alpha`` it covers ``Σ λ_i μ_i / Σ λ_i`` at every time.
+    Terms are mapped to [0, 1] by ``(t − low) / span``; bets are tuned for ``n_plan``
+    terms (nearly constant, so the covered mean is nearly the weighted one) and
+    multiplied by ``min(1, w_i / max_{j<=i} w_j)`` (predictable weights). Fed in any
+    number of pieces, the state is the same.
 
     Parameters
     ----------
-    x : float64 (n,) in [0, 1]; scale : float64 (n,) in (0, 1], predictable
-    alpha : float in (0, 1); n_plan : float >= 1
-    out : float64 (2,), output: centre and radius
+    terms, weights : float64 (n,), the next terms (in [low, low + span]) and weights (> 0)
+    low, span : float; alpha : float in (0, 1); n_plan : float >= 1
+    state : float64 (9,), from :func:`eb_state` (updated)
     """
     log_a = np.log(2.0 / alpha)
-    s1, s2 = 0.5, 0.25  # one pseudo-observation at 1/2 with variance 1/4
-    num = den = pen = 0.0
-    for i in range(x.shape[0]):
-        t = i + 1.0
+    s1, s2, t = state[EB_S1], state[EB_S2], state[EB_T]
+    num, den, pen, w_max = state[EB_NUM], state[EB_DEN], state[EB_PEN], state[EB_WMAX]
+    w_sum, tw_sum = state[EB_WSUM], state[EB_TWSUM]
+    for i in range(terms.shape[0]):
+        x = (terms[i] - low) / span
+        w = weights[i]
+        w_max = max(w_max, w)
+        t += 1.0
         mean, var = s1 / t, s2 / t
-        lam = min(np.sqrt(2.0 * log_a / (max(var, 1e-12) * n_plan)), EB_CAP) * scale[i]
-        num += lam * x[i]
+        lam = min(np.sqrt(2.0 * log_a / (max(var, 1e-12) * n_plan)), EB_CAP) * min(1.0, w / w_max)
+        num += lam * x
         den += lam
-        pen += (x[i] - mean) ** 2 * (-np.log1p(-lam) - lam)
-        s1 += x[i]
-        s2 += (x[i] - s1 / (t + 1.0)) ** 2
-    out[0] = num / den
-    out[1] = (log_a + pen) / den
+        pen += (x - mean) ** 2 * (-np.log1p(-lam) - lam)
+        s1 += x
+        s2 += (x - s1 / (t + 1.0)) ** 2
+        w_sum += w
+        tw_sum += w * terms[i]
+    state[EB_S1], state[EB_S2], state[EB_T] = s1, s2, t
+    state[EB_NUM], state[EB_DEN], state[EB_PEN], state[EB_WMAX] = num, den, pen, w_max
+    state[EB_WSUM], state[EB_TWSUM] = w_sum, tw_sum
+
+
+def eb_result(state, alpha):
+    """``(weighted mean of the terms, centre, radius)`` of the interval fed so far (mapped
+    units for centre and radius)."""
+    centre = state[EB_NUM] / state[EB_DEN]
+    radius = (np.log(2.0 / alpha) + state[EB_PEN]) / state[EB_DEN]
+    return state[EB_TWSUM] / state[EB_WSUM], centre, radius

@@ -28,6 +28,7 @@ decide kernel's error code (inputs are checked before a walk, so it stays ``OK``
 from numba import njit
 
 from allocator.kernels.beta import update_beta_batch
+from allocator.kernels.beta_bank import refresh_beta_bank
 from allocator.kernels.choice import OK, draw_index
 from allocator.kernels.hybrid import decide_hybrid
 from allocator.kernels.linear import decide_linear_one, update_linear_batch
@@ -44,8 +45,10 @@ UPDATE_NONE, UPDATE_GAUSSIAN, UPDATE_LOGISTIC, UPDATE_BETA = 0, 1, 2, 3
 @njit(cache=True, nogil=True)
 def _take(walk, one, r, taken, stop_after, update, uargs, learn):
     """Record accepted round ``r`` and fold it in when ``update`` is compiled in; returns
-    the acceptances so far and whether the walk must stop (a refresh due, or
-    ``stop_after`` reached)."""
+    the acceptances so far and whether the walk must stop (a refresh due that is not
+    compiled in, or ``stop_after`` reached). ``uargs[3:]`` are the arguments of
+    :func:`allocator.kernels.beta_bank.refresh_beta_bank` before and after ``pending``
+    (a Beta–Bernoulli refresh compiled in), or None."""
     walk[7][taken] = r
     taken += 1
     if update != UPDATE_NONE:
@@ -53,8 +56,20 @@ def _take(walk, one, r, taken, stop_after, update, uargs, learn):
         if update != UPDATE_BETA:
             one[6][1] = -1
         if _learned(walk, learn, r):
-            return taken, True
+            if not _refreshed(learn, uargs[3], uargs[4]):
+                return taken, True
+            one[6][1] = -1  # the bank was redrawn
     return taken, taken == stop_after
+
+
+@njit(cache=True, nogil=True)
+def _refreshed(learn, bank, scratch):
+    """Refresh a Beta–Bernoulli bank in place when its arguments are given (``bank``, and
+    ``scratch`` after ``pending``); whether it was (else Python refreshes)."""
+    if bank is None:
+        return False
+    refresh_beta_bank(*bank, learn[1], *scratch)
+    return True
 
 
 @njit(cache=True, nogil=True)
@@ -137,15 +152,17 @@ def _update(walk, r, update, linear, shared, beta):
 @njit(cache=True, nogil=True)
 def walk_rounds(walk, one, start, stop_after, decide, update, uargs, learn):
     """Walk ``rows[start:]`` until ``stop_after`` acceptances (0: no limit) or, when
-    ``update`` is compiled in, until an accepted round makes a refresh due.
+    ``update`` is compiled in, until an accepted round makes a refresh due that is not
+    compiled in too.
 
     ``decide`` is ``(per_arm, linear, shared, hybrid)``: the arguments after ``draw`` of
     the family's decide kernel (``decide_linear_one`` for the linear slot) in its slot,
     None in the others. ``update`` is
     ``UPDATE_NONE`` (Python folds the accepted rounds in) or the family's update kernel
     (``UPDATE_GAUSSIAN``, ``UPDATE_LOGISTIC``, ``UPDATE_BETA``) with ``uargs`` =
-    ``(linear, shared, beta)``, its arguments in the slot of its model (see
-    :func:`_update`), None in the others.
+    ``(linear, shared, beta, bank, scratch)``, its arguments in the slot of its model (see
+    :func:`_update`), None in the others; ``bank`` and ``scratch`` compile a Beta–Bernoulli
+    refresh in (see :func:`_take`) or are None.
     """
     ptr, idx, xs, rows = walk[0], walk[1], walk[5], walk[6]
     chosen, probs, stream, last = one[3], one[4], one[5], one[6]

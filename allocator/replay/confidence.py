@@ -71,13 +71,17 @@ class PastOnlyValues:
 
     def rounds(self, lo: int, hi: int) -> F64:
         """Values of the candidates of rounds ``lo:hi`` (their nnz,)."""
-        ptr, _ = self.data.candidates()
-        out = np.empty(int(ptr[hi] - ptr[lo]))
+        ptr, k = self.data.cand_ptr, self.data.n_arms
+
+        def at(i: int) -> int:  # offset of round i's candidates (all k arms when unlogged)
+            return i * k if ptr is None else int(ptr[i])
+
+        out = np.empty(at(hi) - at(lo))
         for a, b in itertools.pairwise(self.starts):
             a0, b0 = max(a, lo), min(b, hi)
             if a0 >= b0:
                 continue
-            seg = slice(int(ptr[a0] - ptr[lo]), int(ptr[b0] - ptr[lo]))
+            seg = slice(at(a0) - at(lo), at(b0) - at(lo))
             if a == 0:
                 out[seg] = self.prior
             else:
@@ -118,23 +122,41 @@ def dr_sequence(terms: F64, low_bound: float, high_bound: float, alpha: float) -
     return AnytimeEstimate(float(np.mean(terms)), lo, hi)
 
 
+class DriftingMean:
+    """The weighted mean of terms (scaled units, in ``[low_bound, high_bound]``) and an
+    interval for the weighted mean of their conditional means, which may drift (a learning
+    target), fed in pieces: the empirical-Bernstein sequence over the terms mapped to
+    [0, 1] by their bounds, bets scaled by the weights relative to their running maximum
+    (predictable weights, known before their term). ``n_plan`` tunes the bets."""
+
+    def __init__(self, low_bound: float, high_bound: float, alpha: float, n_plan: int) -> None:
+        self.low, self.high = min(0.0, low_bound), max(1.0, high_bound)
+        self.alpha, self.n_plan = alpha, float(max(n_plan, 1))
+        self.state = kcs.eb_state()
+
+    def feed(self, terms: F64, weights: F64) -> None:
+        """The next terms and their weights, both (m,)."""
+        kcs.eb_feed(
+            np.ascontiguousarray(terms, dtype=np.float64),
+            np.ascontiguousarray(weights, dtype=np.float64),
+            self.low, self.high - self.low, self.alpha, self.n_plan, self.state,
+        )  # fmt: skip
+
+    def estimate(self) -> AnytimeEstimate:
+        mean, centre, radius = kcs.eb_result(self.state, self.alpha)
+        span = self.high - self.low
+        lo = max(0.0, self.low + span * (centre - radius))
+        hi = min(1.0, self.low + span * (centre + radius))
+        return AnytimeEstimate(float(mean), lo, hi)
+
+
 def drifting_mean_interval(
     terms: F64, low_bound: float, high_bound: float, alpha: float, weights: F64, n_plan: int
 ) -> AnytimeEstimate:
-    """Weighted mean of ``terms`` (scaled units, in ``[low_bound, high_bound]``) and an
-    interval for the weighted mean of their conditional means, which may drift (a learning
-    target): the empirical-Bernstein sequence over the terms mapped to [0, 1] by their
-    bounds, bets scaled by ``weights`` relative to their running maximum (predictable
-    weights, known before their term)."""
-    lo_b, hi_b = min(0.0, low_bound), max(1.0, high_bound)
-    x = np.ascontiguousarray((terms - lo_b) / (hi_b - lo_b))
-    scale = np.ascontiguousarray(np.minimum(1.0, weights / np.maximum.accumulate(weights)))
-    out = np.empty(2)
-    kcs.eb_interval(x, scale, alpha, float(max(n_plan, 1)), out)
-    span = hi_b - lo_b
-    lo = max(0.0, lo_b + span * (out[0] - out[1]))
-    hi = min(1.0, lo_b + span * (out[0] + out[1]))
-    return AnytimeEstimate(float(np.average(terms, weights=weights)), lo, hi)
+    """:class:`DriftingMean` of ``terms`` and ``weights`` fed at once."""
+    sequence = DriftingMean(low_bound, high_bound, alpha, n_plan)
+    sequence.feed(terms, weights)
+    return sequence.estimate()
 
 
 def dr_terms(

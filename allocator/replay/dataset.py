@@ -108,7 +108,8 @@ class LoggedData:
         ptr = idx = prob = None
         if self.cand_ptr is not None and self.cand_idx is not None:
             lo, hi = int(self.cand_ptr[start]), int(self.cand_ptr[stop])
-            ptr = self.cand_ptr[start : stop + 1] - lo
+            ptr = self.cand_ptr[start : stop + 1]
+            ptr = ptr - lo if lo else ptr  # a log's head keeps a view
             idx = self.cand_idx[lo:hi]
             prob = None if self.cand_prob is None else self.cand_prob[lo:hi]
         return self._rows(slice(start, stop), (ptr, idx, prob), ())

@@ -223,12 +223,14 @@ def reward_range_of(data: LoggedData, declared: Any) -> tuple[float, float]:
     """The declared range (every reward checked against it), else [0, 1] when the rewards
     lie in it, else the observed [min, max] (declare the range for unbounded rewards)."""
     r = np.asarray(data.rewards, dtype=np.float64)
-    if r.size == 0 or not np.isfinite(r).all():
+    if r.size == 0 or not (np.isfinite(r.min()) and np.isfinite(r.max())):
         raise InvalidInputError("rewards must be a non-empty array of finite numbers")
     rng = check_reward_range(declared)
+    low, high = float(r.min()), float(r.max())
     if rng is None:
-        low, high = float(r.min()), float(r.max())
         return (0.0, 1.0) if low >= 0.0 and high <= 1.0 else (low, max(high, low + 1e-12))
+    if low >= rng[0] and high <= rng[1]:  # no per-row mask unless a reward is outside
+        return rng
     bad = (r < rng[0]) | (r > rng[1])
     if bad.any():
         rows = first_rows(bad)

@@ -36,39 +36,29 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from allocator.engine import Engine
-from allocator.errors import EvaluationRefused, InvalidInputError
+from allocator.errors import InvalidInputError
 from allocator.inputs import as_index_array
 from allocator.kernels import nonstationary as kns
 from allocator.kernels import ope as kope
 from allocator.policies.base import Policy
-from allocator.replay.confidence import PastOnlyValues, dr_terms, drifting_mean_interval
+from allocator.replay.confidence import PastOnlyValues, dr_terms
 from allocator.replay.contracts import contract_args, has_contracts, request_inputs
 from allocator.replay.dataset import F64, I64, LoggedData
 from allocator.replay.evaluate import check_arms, logged_positions, reward_range_of
 from allocator.replay.rejection import check_replay_inputs
 from allocator.replay.reward_model import RewardModel, make_reward_model
+from allocator.replay.trace import Trace, nth_accepted, pieces, spilled, summarise
 from allocator.replay.walks import Walker
 
-#: logged events checked and walked per chunk: the replay's per-candidate arrays (target
-#: probabilities, reward-model values) are a chunk's, its per-event trace the log's
+#: logged events checked and walked per chunk: the replay's per-candidate and per-event
+#: arrays are a chunk's (its per-event trace goes to a temporary file, see
+#: :mod:`allocator.replay.trace`)
 CHUNK = 1 << 16
 #: fewest events a chunk's probabilities are computed for (a policy that moves on every
 #: acceptance walks ~1/acceptance-rate events per chunk)
 MIN_CHUNK = 16
 #: default quantile of the adaptive acceptance constant (the paper's experiments: 0.01–0.1)
 DEFAULT_QUANTILE = 0.05
-
-
-class Trace(NamedTuple):
-    """Per walked event: scaled DR term, the ``c`` it was walked with, whether accepted;
-    the bounds every term lies in; the reward range used for scaling."""
-
-    terms: F64
-    c: F64
-    accepted: np.ndarray
-    weights: F64
-    bounds: tuple[float, float]
-    span: tuple[float, float]
 
 
 class NonstationaryResult(NamedTuple):
@@ -164,15 +154,12 @@ def replay_nonstationary(
         q_of = PastOnlyValues(data, model, low + 0.5 * width01)
     walk = kns.walk_state(c_max if adaptive else float(c))
     hist = np.zeros(kns.N_BINS)
-    trace: tuple[F64, F64, np.ndarray, F64] = (
-        np.empty(n),
-        np.zeros(n),
-        np.zeros(n, dtype=np.bool_),
-        np.empty(n),
-    )
     # without the logged candidate distributions every candidate weighs the largest
     # weight of the whole walk: the bounds wait for it (three values per event)
-    parts = None if data.cand_prob is not None else (np.empty(n), np.empty(n), np.empty(n))
+    n_parts = 0 if data.cand_prob is not None else 3
+    *floats, accepted_all = spilled(n, [np.float64] * (3 + n_parts) + [np.bool_])
+    trace = (floats[0], floats[1], accepted_all, floats[2])
+    parts = tuple(floats[3:]) if n_parts else None
     bounds = [np.inf, -np.inf]
     walked = 0
     with policy.bank_in_use(width):
@@ -211,11 +198,12 @@ def replay_nonstationary(
             if m < hi - lo:
                 break
     if parts is not None:
-        w_max = float(trace[3][:walked].max(initial=0.0))
-        s_k, q_low, q_high = (a[:walked] for a in parts)
-        bounds = [float(np.min(s_k - w_max * q_high, initial=np.inf)),
-                  float(np.max(s_k + w_max * (1.0 - q_low), initial=-np.inf))]  # fmt: skip
-        del parts, s_k, q_low, q_high
+        w_max = max((float(trace[3][rows].max(initial=0.0)) for rows in pieces(walked)),
+                    default=0.0)  # fmt: skip
+        for rows in pieces(walked):
+            s_k, q_low, q_high = (a[rows] for a in parts)
+            bounds = [min(bounds[0], float(np.min(s_k - w_max * q_high))),
+                      max(bounds[1], float(np.max(s_k + w_max * (1.0 - q_low))))]  # fmt: skip
     t_all, c_all, acc_all, w_all = trace
     result = Trace(t_all[:walked], c_all[:walked], acc_all[:walked], w_all[:walked],
                    (float(bounds[0]), float(bounds[1])), span)  # fmt: skip
@@ -313,26 +301,13 @@ def _result(
 ) -> NonstationaryResult:
     """The estimate over the first ``n_events`` walked events of ``trace`` (all: None)."""
     m = trace.terms.shape[0] if n_events is None else n_events
-    acc = trace.accepted[:m]
-    n_acc = int(acc.sum())
-    if n_acc == 0:
-        raise EvaluationRefused(
-            f"no event was accepted out of {m} walked: the log is too short, or the logger "
-            "too unlike the policy, to say anything about it"
-        )
-    c = trace.c[:m]
-    # the adaptive c starts at c_max for the first state only: its events weigh as the next
-    first = int(np.argmax(trace.accepted)) + 1
-    scale_c = c.copy()
-    if first < m:
-        scale_c[:first] = np.minimum(c[:first], c[first])
-    est = drifting_mean_interval(trace.terms[:m], *trace.bounds, alpha, scale_c, n_rounds)
+    summary = summarise(trace, m, alpha, n_rounds)
     low, width = trace.span[0], trace.span[1] - trace.span[0]
-    value, lo, hi = (float(np.clip(low + width * v, *trace.span)) for v in est)
-    w = trace.weights[:m]
-    ess = float(w.sum() ** 2 / max(float((w**2).sum()), 1e-300))
-    truncated = float(np.mean(c * w > 1.0))
-    return NonstationaryResult(value, lo, hi, n_acc, m, n_rounds, n_acc / m, truncated, ess, trace)
+    value, lo, hi = (float(np.clip(low + width * v, *trace.span)) for v in summary.estimate)
+    n_acc = summary.n_accepted
+    return NonstationaryResult(
+        value, lo, hi, n_acc, m, n_rounds, n_acc / m, summary.truncated / m, summary.ess, trace
+    )
 
 
 def at_accepted(
@@ -344,7 +319,7 @@ def at_accepted(
         raise InvalidInputError(
             f"n_accepted = {n_accepted}: expected 1..{result.n_accepted} (accepted events)"
         )
-    cut = int(np.flatnonzero(result.trace.accepted)[n_accepted - 1]) + 1
+    cut = nth_accepted(result.trace.accepted, n_accepted) + 1
     return _result(result.trace, result.n_rounds, alpha, cut)
 
 

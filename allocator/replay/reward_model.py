@@ -43,10 +43,24 @@ def _features(contexts: Any, n: int, d: int | None, name: str) -> F64:
     x = np.ascontiguousarray(contexts, dtype=np.float64)
     if x.shape != (n, d):
         raise InvalidInputError(f"{name} has shape {x.shape}, expected ({n}, {d})")
+    if x.size and np.isfinite(x.min()) and np.isfinite(x.max()):
+        return x  # finite: checked without a per-row temporary
     bad = np.asarray(~np.isfinite(x).all(axis=1))
     if bad.any():
         raise InvalidInputError(f"{name} must be finite; first bad rows {first_rows(bad)}")
     return x
+
+
+def _arm_indices(actions: Any, n_arms: int) -> I64:
+    """The logged arms as int64 indices in ``[0, n_arms)`` (checked without a per-row
+    temporary when they already are an int64 array)."""
+    a = actions
+    if (
+        isinstance(a, np.ndarray) and a.dtype == np.int64 and a.ndim == 1
+        and a.flags.c_contiguous and a.size and a.min() >= 0 and a.max() < n_arms
+    ):  # fmt: skip
+        return a
+    return check_arm_indices(actions, n_arms, "actions")
 
 
 def check_reward_range(value: Any) -> tuple[float, float] | None:
@@ -65,7 +79,12 @@ def check_reward_range(value: Any) -> tuple[float, float] | None:
 
 
 def is_binary(rewards: F64) -> bool:
-    return bool(np.all((rewards == 0.0) | (rewards == 1.0)))
+    """Whether every reward is 0 or 1 (read in pieces: no per-row temporary)."""
+    step = 1 << 16
+    return all(
+        bool(np.all((part == 0.0) | (part == 1.0)))
+        for part in (rewards[lo : lo + step] for lo in range(0, rewards.shape[0], step))
+    )
 
 
 class RewardModel:
@@ -114,16 +133,19 @@ class RewardModel:
             raise InvalidInputError(f"n_folds = {self.n_folds} exceeds the {n} logged rounds")
         d = None if data.contexts is None else int(data.contexts.shape[1])
         x = _features(data.contexts, n, d, "contexts")
-        arms = check_arm_indices(data.actions, k, "actions")
+        arms = _arm_indices(data.actions, k)
         rewards = np.ascontiguousarray(data.rewards, dtype=np.float64)
-        if not np.isfinite(rewards).all():
+        if not (np.isfinite(rewards.min()) and np.isfinite(rewards.max())):
             raise InvalidInputError(
                 f"rewards must be finite; first bad rows {first_rows(~np.isfinite(rewards))}"
             )
         self._check_rewards(rewards)
-        folds = np.arange(n, dtype=np.int64) % self.n_folds
-        if rng is not None:
-            folds = np.ascontiguousarray(rng.permutation(folds))
+        # one fold: no per-row fold array (the kernels read an empty one as all in fold 0)
+        folds = np.zeros(0, dtype=np.int64)
+        if self.n_folds > 1:
+            folds = np.arange(n, dtype=np.int64) % self.n_folds
+            if rng is not None:
+                folds = np.ascontiguousarray(rng.permutation(folds))
         coef = self._fit_stack(x, arms, rewards, folds, k)
         self.n_arms, self.n_features = k, d
         self.coef = coef[0]
@@ -163,6 +185,10 @@ class RewardModel:
         else:
             stack, model_of_row = coef[None], np.zeros(n, dtype=np.int64)
         out = np.empty(idx.shape[0])
+        if self.n_features is None:  # one value per model and arm: mapped K times, not nnz
+            values = self._output(np.array(stack[:, :, :1], order="C"))  # a copy
+            kope.predict_csr(x, ptr, idx, model_of_row, values, out)
+            return out
         kope.predict_csr(x, ptr, idx, model_of_row, np.ascontiguousarray(stack), out)
         return self._output(out)
 
@@ -175,6 +201,8 @@ class RewardModel:
         if self.reward_range is None:
             return
         low, high = self.reward_range
+        if rewards.min() >= low and rewards.max() <= high:
+            return
         bad = (rewards < low) | (rewards > high)
         if bad.any():
             rows = first_rows(bad)
@@ -230,12 +258,24 @@ class LogisticRewardModel(RewardModel):
     def _fit_stack(self, x: F64, arms: I64, rewards: F64, folds: I64, k: int) -> F64:
         assert self.reward_range is not None
         low, high = self.reward_range
-        y = np.ascontiguousarray((rewards - low) / (high - low))
+        y = rewards if (low, high) == (0.0, 1.0) else (rewards - low) / (high - low)
         p = x.shape[1] + 1
         n_models = 1 if self.n_folds == 1 else self.n_folds + 1
         coef = np.empty((n_models, k, p))
+        if p == 1:  # no context: every row of an arm is alike, its counts are the data
+            cell = arms if self.n_folds == 1 else folds * k + arms
+            rows = np.bincount(cell, minlength=self.n_folds * k).reshape(-1, k)
+            ones = np.bincount(cell, y, self.n_folds * k).reshape(-1, k)
+            for m in range(n_models):
+                n_m = rows.sum(axis=0) - (rows[m - 1] if m else 0)
+                y_m = ones.sum(axis=0) - (ones[m - 1] if m else 0.0)
+                kope.logistic_fit_counts(
+                    np.ascontiguousarray(n_m, dtype=np.float64), np.ascontiguousarray(y_m),
+                    self.l2, LOGISTIC_MAX_ITER, LOGISTIC_TOL, coef[m, :, 0],
+                )  # fmt: skip
+            return coef
         for m in range(n_models):
-            include = np.ones(y.shape[0], dtype=np.bool_) if m == 0 else folds != m - 1
+            include = np.ones(0, dtype=np.bool_) if m == 0 else folds != m - 1  # empty: all
             kope.logistic_fit(
                 x, arms, y, include, self.l2, LOGISTIC_MAX_ITER, LOGISTIC_TOL, coef[m],
                 np.empty(p),

@@ -5,9 +5,11 @@ family's own decide kernel and returns only when Python must act: a refresh (ban
 come from the policy's numpy ``Generator``) or an update this module does not compile in.
 Families whose decisions move on every update (disjoint and shared linear / logistic) are
 updated inside the walk by their own update kernels, and so is Beta–Bernoulli (its
-updates move nothing until the refresh that ends the call); the others (Normal–Gamma,
-hybrid) decide from refreshed arrays only, so their accepted rounds are folded in by
-``update_batch`` just before the refresh they bring. Either way every round is decided
+updates move nothing until the refresh that ends the call, and with at most
+:data:`allocator.kernels.beta_bank.MAX_ARMS` arms that refresh is compiled in too, drawing
+from the policy's own ``Generator``: such a walk runs to its end in one call); the others
+(Normal–Gamma, hybrid) decide from refreshed arrays only, so their accepted rounds are
+folded in by ``update_batch`` just before the refresh they bring. Either way every round is decided
 from exactly the state, and the stream position, a round-by-round replay would use.
 """
 
@@ -20,6 +22,7 @@ import numpy as np
 
 from allocator.errors import InvalidInputError
 from allocator.kernels import beta as kb
+from allocator.kernels import beta_bank as kbb
 from allocator.kernels import choice as ck
 from allocator.kernels import hybrid as kh
 from allocator.kernels import linear as kl
@@ -79,23 +82,31 @@ class Walker:
         named = dict(zip(self.names, args, strict=True))
         return tuple(named[name] for name in self.one_names)
 
-    def _uargs(self) -> tuple[Any, Any, Any]:
+    def _uargs(self) -> tuple[Any, ...]:
         """The compiled update's arguments after the rewards in its model's slot (own
-        scratch buffers), None in the others (see ``kernels.replay_walk._update``)."""
+        scratch buffers), None in the others (see ``kernels.replay_walk._update``), then
+        those of a compiled Beta–Bernoulli refresh (or None, None)."""
         p: Any = self.policy
         s = p.state
         if self.update == kw.UPDATE_NONE:
-            return None, None, None
+            return None, None, None, None, None
         if self.update == kw.UPDATE_BETA:
-            return None, None, (p.gamma, s.clock, s.t_last, s.s1, s.s0, s.dirty)
+            beta = (p.gamma, s.clock, s.t_last, s.s1, s.s0, s.dirty)
+            n = p.registry.n_arms
+            if n > kbb.MAX_ARMS:
+                return None, None, beta, None, None
+            bank = (p.rng, n, *beta[:5], s.a0, s.b0, s.dirty, s.bank, s.winner, s.mean, s.sd)
+            scratch = (s.version, np.empty(n, dtype=np.int64), np.empty(n), np.empty(n),
+                       np.empty((n, s.bank.shape[1])))  # fmt: skip
+            return None, None, beta, bank, scratch
         if self.slot == _SLOTS[kl.decide_linear]:
             d = s.mu.shape[1]
             work = np.zeros((2 * d + 2, d))
             return (p.gamma, p.lam, s.clock, s.t_last, s.g, s.h, s.count, s.mu0, s.mu,
-                    s.a_inv, work, s.dirty), None, None  # fmt: skip
+                    s.a_inv, work, s.dirty), None, None, None, None  # fmt: skip
         dim = s.mu.shape[0]
         return None, (s.features, p.gamma, p.lam, s.g, s.h, s.mu, s.a_inv, np.empty(dim),
-                      np.empty(dim), s.clock, s.model_dirty), None  # fmt: skip
+                      np.empty(dim), s.clock, s.model_dirty), None, None, None  # fmt: skip
 
     def rounds(
         self, ptr: I64, idx: I64, pos: I64, actions: I64, rewards: np.ndarray,

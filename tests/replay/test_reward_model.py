@@ -210,3 +210,31 @@ def test_ridge_predictions_are_clipped_to_the_declared_range_and_rewards_checked
         RidgeRewardModel(reward_range=(0, 0.5)).fit(data)
     with pytest.raises(InvalidInputError, match=r"reward_range = \(1, 0\): expected finite low"):
         RidgeRewardModel(reward_range=(1, 0))
+
+
+@pytest.mark.parametrize("n_folds", [1, 3])
+def test_a_context_free_logistic_fit_from_counts_is_the_row_by_row_fit(n_folds):
+    """Without contexts the fit reads each arm's row count and reward sum; it is the
+    row-by-row Newton fit (the general kernel) up to rounding, fold by fold, and its
+    per-arm predictions are the general path's values."""
+    from allocator.kernels import ope as kope
+    from allocator.replay import reward_model as rm
+
+    data = dataclasses.replace(logged(8, n=700), contexts=None)
+    model = rm.LogisticRewardModel(l2=1.5, n_folds=n_folds).fit(data, np.random.default_rng(2))
+    folds = model._folds if n_folds > 1 else np.zeros(700, dtype=np.int64)
+    y = np.asarray(data.rewards, dtype=np.float64)
+    stack = [model.coef] if n_folds == 1 else [model.coef, *model._fold_coef]
+    for m, coef in enumerate(stack):
+        ref = np.empty_like(coef)
+        include = np.ones(700, dtype=np.bool_) if m == 0 else folds != m - 1
+        kope.logistic_fit(np.empty((700, 0)), data.actions, y, include, 1.5,
+                          rm.LOGISTIC_MAX_ITER, rm.LOGISTIC_TOL, ref, np.empty(1))  # fmt: skip
+        np.testing.assert_allclose(coef, ref, rtol=0, atol=1e-12)
+    ptr, idx = data.candidates()
+    linear = np.empty(idx.shape[0])
+    kope.predict_csr(
+        np.empty((700, 0)), ptr, idx, np.zeros(700, dtype=np.int64), model.coef[None], linear
+    )
+    other = dataclasses.replace(data, rewards=data.rewards.copy())  # not the fitted data
+    np.testing.assert_array_equal(model.predict_candidates(other), model._output(linear))
