@@ -6,12 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from allocator import Engine, IntIds, UnknownArmError
+from allocator import Engine, UnknownArmError
 from allocator.config import BetaBernoulliConfig
 from allocator.errors import AllocatorError
 from allocator.registry import ArmRegistry
-
-FORMS = ("list", "tuple", "array", "intids")
+from tests.serving.helpers import ID_FORMS, id_form
 
 
 def _engine() -> Engine:
@@ -20,16 +19,6 @@ def _engine() -> Engine:
     engine = Engine(BetaBernoulliConfig(), None, reg)
     engine.retire_arms([str(10**6 + i) for i in (7, 70, 170, 270, 370)])
     return engine
-
-
-def _as(form: str, ids: list[str]) -> object:
-    if form == "list":
-        return ids
-    if form == "tuple":
-        return tuple(ids)
-    if form == "array":
-        return np.array(ids)
-    return IntIds([int(i) for i in ids])
 
 
 def _one_by_one(engine: Engine, given: list) -> tuple[np.ndarray, np.ndarray]:
@@ -45,7 +34,7 @@ def _batch(rng: np.random.Generator, n: int = 40) -> list[list[str]]:
     ]
 
 
-@pytest.mark.parametrize("form", [*FORMS, "indices", "mixed"])
+@pytest.mark.parametrize("form", [*ID_FORMS, "indices", "mixed"])
 def test_every_form_resolves_as_one_request_at_a_time(form):
     engine = _engine()
     rng = np.random.default_rng(1)
@@ -54,9 +43,9 @@ def test_every_form_resolves_as_one_request_at_a_time(form):
         if form == "indices":
             given = [engine.resolve(c) for c in ids]
         elif form == "mixed":
-            given = [_as(FORMS[r % 4], c) for r, c in enumerate(ids)]
+            given = [id_form(ID_FORMS[r % 4], c) for r, c in enumerate(ids)]
         else:
-            given = [_as(form, c) for c in ids]
+            given = [id_form(form, c) for c in ids]
         ptr, idx = engine.resolve_many(given)
         want_ptr, want_idx = _one_by_one(engine, given)
         np.testing.assert_array_equal(ptr, want_ptr)
@@ -64,7 +53,7 @@ def test_every_form_resolves_as_one_request_at_a_time(form):
         assert ptr.dtype == idx.dtype == np.int64
 
 
-@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("form", ID_FORMS)
 @pytest.mark.parametrize(
     ("bad", "at"),
     [("1999999", 4), ("1000070", 0), ("1000007", 11)],  # unknown, retired, retired
@@ -74,7 +63,7 @@ def test_unknown_and_retired_ids_raise_for_the_request_the_one_by_one_path_names
     ids = _batch(np.random.default_rng(2))
     ids[17][at] = bad
     ids[23][0] = "1999998"  # a later bad request is not the one named
-    given = [_as(form, c) for c in ids]
+    given = [id_form(form, c) for c in ids]
     with pytest.raises(UnknownArmError) as want:
         _one_by_one(engine, given)
     with pytest.raises(UnknownArmError) as got:

@@ -11,11 +11,10 @@ from types import MappingProxyType
 import numpy as np
 import pytest
 
-from allocator import Allocator, IntIds, InvalidInputError, UnknownArmError
+from allocator import Allocator, InvalidInputError, UnknownArmError
 from allocator.serving import AllocatorConfig
-from tests.serving.helpers import T0, config
+from tests.serving.helpers import ID_FORMS, T0, config, id_form
 
-FORMS = ("list", "tuple", "array", "intids")
 WINDOW = {"start": "2025-01-01T00:00:00Z", "end": "2027-01-01T00:00:00Z"}
 
 
@@ -36,16 +35,6 @@ def _config(kind: str) -> AllocatorConfig:
     return AllocatorConfig.model_validate(raw)
 
 
-def _as(form: str, ids: list[str]) -> object:
-    if form == "list":
-        return ids
-    if form == "tuple":
-        return tuple(ids)
-    if form == "array":
-        return np.array(ids)
-    return IntIds([int(i) for i in ids])
-
-
 def _requests(alloc: Allocator, rng: np.random.Generator, n: int, t: int) -> list[dict]:
     live = alloc.registry.members_all()
     ctx = None if alloc.policy.n_features is None else [1.0, 0.5, 0.0]
@@ -61,7 +50,7 @@ def _one_by_one_forms(reqs: list[dict]) -> list:
     """The same requests as read-only mappings with mixed candidate forms: every stage
     takes its request-by-request path."""
     return [
-        MappingProxyType({**r, "candidates": _as(FORMS[i % 4], r["candidates"]),
+        MappingProxyType({**r, "candidates": id_form(ID_FORMS[i % 4], r["candidates"]),
                           "attrs": MappingProxyType(r["attrs"])})
         for i, r in enumerate(reqs)
     ]  # fmt: skip
@@ -79,7 +68,7 @@ COUNTS = ("decisions", "pending", "expired", "evicted", "rejected", "refreshes")
 
 
 @pytest.mark.parametrize("kind", ["beta_bernoulli", "shared_linear"])
-@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("form", ID_FORMS)
 def test_the_whole_batch_path_decides_and_learns_as_the_one_by_one_path(kind, form):
     cfg = _config(kind)
     fast, slow = Allocator(cfg, seed=3), Allocator(cfg, seed=3)
@@ -88,7 +77,7 @@ def test_the_whole_batch_path_decides_and_learns_as_the_one_by_one_path(kind, fo
     t, adjusted = 0, set()
     for step in range(8):
         reqs = _requests(fast, rng, 30, t)
-        a = fast.decide_many([{**r, "candidates": _as(form, r["candidates"])} for r in reqs])
+        a = fast.decide_many([{**r, "candidates": id_form(form, r["candidates"])} for r in reqs])
         b = slow.decide_many(_one_by_one_forms(reqs))
         for name in ("positions", "arms", "propensities", "probabilities", "forced",
                      "adjusted", "timestamps"):  # fmt: skip
@@ -109,7 +98,7 @@ def test_the_whole_batch_path_decides_and_learns_as_the_one_by_one_path(kind, fo
     assert _state_bytes(fast) == _state_bytes(slow)
 
 
-@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("form", ID_FORMS)
 @pytest.mark.parametrize(
     ("bad", "error", "match"),
     [
@@ -130,7 +119,7 @@ def test_bad_ids_are_refused_as_one_by_one_with_state_unchanged(form, bad, error
     if bad != "twice":  # (ids are resolved before the kernel checks duplicates)
         reqs[5]["candidates"][0] = "1999999998"  # a later bad request is not the one named
     messages = []
-    for given in ([{**r, "candidates": _as(form, r["candidates"])} for r in reqs],
+    for given in ([{**r, "candidates": id_form(form, r["candidates"])} for r in reqs],
                   _one_by_one_forms(reqs)):  # fmt: skip
         with pytest.raises(error, match=match) as err:
             alloc.decide_many(given)
