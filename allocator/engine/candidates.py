@@ -15,6 +15,7 @@ empty list), return None: the caller resolves those request by request.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,9 @@ import numpy as np
 from allocator.kernels import idtable as kid
 from allocator.registry import ArmRegistry, IntIds
 
-_INDEX = np.dtype(np.int64)
+_INDEX = frozenset({np.dtype(np.int64)})
+_dtype = attrgetter("dtype")
+_ndim = attrgetter("ndim")
 
 
 def resolve_batch(
@@ -42,7 +45,8 @@ def resolve_batch(
     lens = np.fromiter(map(len, given), np.int64, len(given))
     ptr = np.zeros(lens.shape[0] + 1, dtype=np.int64)
     np.cumsum(lens, out=ptr[1:])
-    if kind is np.ndarray and all(c.dtype == _INDEX and c.ndim == 1 for c in given):
+    arrays = kind is np.ndarray and set(map(_ndim, given)) == {1}
+    if arrays and set(map(_dtype, given)) == _INDEX:
         return ptr, np.concatenate(given)
     if not lens.all():  # an empty request: refused by the kernel, after every lookup
         return None
@@ -51,7 +55,7 @@ def resolve_batch(
     if kind is IntIds:
         values = np.concatenate([c.values for c in given])
         return _looked_up(registry, kid.lookup_ints, values, ptr, given)
-    if kind is np.ndarray and all(c.dtype.kind == "U" and c.ndim == 1 for c in given):
+    if arrays and {t.kind for t in set(map(_dtype, given))} == {"U"}:
         ids = np.concatenate(given)
         rows = ids.view(np.uint32).reshape(ids.shape[0], -1)
         return _looked_up(registry, kid.lookup_rows, rows, ptr, given)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain
-from operator import itemgetter, methodcaller
+from operator import attrgetter, itemgetter, methodcaller
 from typing import Any
 
 import numpy as np
@@ -24,7 +24,10 @@ from allocator.engine import Engine
 from allocator.errors import InvalidInputError
 
 KEYS = frozenset({"candidates", "context", "attrs", "timestamp", "request_id"})
-_REAL = np.dtype(np.float64)
+_REALS = frozenset({np.dtype(np.float64)})
+_ARRAY = frozenset({np.ndarray})
+_dtype = attrgetter("dtype")
+_shape = attrgetter("shape")
 _DICT = frozenset({dict})
 _ID_TYPES = frozenset({str, type(None)})
 _get_candidates = itemgetter("candidates")
@@ -112,10 +115,12 @@ def _checked_candidates(requests: Any) -> list[Any]:
 
 def _contexts(given: list[Any], d: int, bound: float) -> np.ndarray | None:
     """The (R, d) contexts when every one is a float64 array of width ``d`` with entries
-    within ``bound`` (checked as one array); None otherwise (checked one by one)."""
-    if not given or not all(
-        type(c) is np.ndarray and c.dtype == _REAL and c.shape == (d,) for c in given
-    ):
+    within ``bound`` (types, dtypes and shapes checked as sets, values as one array); None
+    otherwise (checked one by one)."""
+    if (
+        not given or set(map(type, given)) != _ARRAY
+        or set(map(_dtype, given)) != _REALS or set(map(_shape, given)) != {(d,)}
+    ):  # fmt: skip
         return None
     xs = np.stack(given)
     return xs if np.abs(xs).max(initial=0.0) <= bound else None  # NaN fails the comparison
