@@ -134,16 +134,21 @@ def _hashes(q, lo, hi):
 @njit(cache=True, nogil=True)
 def _lookup_spans(table, chars, offsets, active, mode, q, lo, hi, hs, out):
     """Resolve the ids ``q[lo[i]:hi[i]]`` (hashes ``hs``) into ``out``, in stages over all
-    ids (each id's first entry with its tag, then that arm's offsets and flag, then the
-    comparison) so that the cache misses of different ids overlap instead of queueing
-    one id at a time. Returns (status, position) of the first failing id, or (FOUND, -1)."""
+    ids (each id's home entry; the probe to its tag; that arm's offsets and flag; its
+    first codepoint; the comparison). The loads of a stage do not depend on each other and
+    the stages that miss the cache have no branch, so the misses of different ids overlap
+    instead of queueing one id at a time. Returns (status, position) of the first failing
+    id, or (FOUND, -1)."""
     n = out.shape[0]
     mask = table.shape[0] - 1
     at = np.empty(n, dtype=np.int64)
     for i in range(n):
+        at[i] = np.int64(hs[i] & np.uint64(mask))
+        out[i] = table[at[i]]
+    for i in range(n):  # on cached entries: the probe on to the first matching tag
         tag = _tag(hs[i])
-        s = np.int64(hs[i] & np.uint64(mask))
-        e = table[s]
+        s = at[i]
+        e = out[i]
         while e >= 0 and e >> _INDEX_BITS != tag:
             s = (s + 1) & mask
             e = table[s]
@@ -152,12 +157,18 @@ def _lookup_spans(table, chars, offsets, active, mode, q, lo, hi, hs, out):
     start = np.empty(n, dtype=np.int64)
     live = np.empty(n, dtype=np.bool_)
     for i in range(n):
-        idx = out[i]
-        start[i] = offsets[idx] if idx >= 0 else 0
-        live[i] = active[idx] if idx >= 0 else False
+        idx = max(out[i], 0)
+        start[i] = offsets[idx]
+        live[i] = active[idx]
+    first = np.empty(n, dtype=chars.dtype)
+    for i in range(n):
+        first[i] = chars[start[i]]
     for i in range(n):
         idx = out[i]
-        if idx >= 0 and not _same(chars, start[i], offsets[idx + 1], q, lo[i], hi[i]):
+        if idx >= 0 and not (
+            hi[i] > lo[i] and first[i] == q[lo[i]]
+            and _same(chars, start[i], offsets[idx + 1], q, lo[i], hi[i])
+        ):  # fmt: skip
             # a tag collision (one in 2**23 probes): probe on from the next slot
             tag = _tag(hs[i])
             idx = _find_from(table, chars, offsets, tag, q, lo[i], hi[i], (at[i] + 1) & mask)
