@@ -229,9 +229,9 @@ class Allocator:
                 times = batch.times
                 if times.size:
                     self._check_time(float(times.min()))
-                codes = engine.encode_attrs(batch.attrs, len(times)) if batch.codes is None else (
-                    batch.codes
-                )  # fmt: skip
+                codes = batch.codes  # None: encoded (and refused) request by request
+                if codes is None:
+                    codes = engine.encode_attrs(batch.attrs, len(times))
                 xs = engine.policy.context_rows(batch.contexts, len(times))
                 out = engine.decide_checked(batch.ptr, batch.idx, xs, times, codes)
                 for mode in modes:
