@@ -42,10 +42,12 @@ def resolve_batch(
     if len(kinds) != 1:
         return None
     kind = kinds.pop()
+    arrays = kind is np.ndarray and set(map(_ndim, given)) == {1}
+    if not (arrays or kind is list or kind is tuple or kind is IntIds):
+        return None  # scalars, 0-d or 2-d arrays...: refused one by one
     lens = np.fromiter(map(len, given), np.int64, len(given))
     ptr = np.zeros(lens.shape[0] + 1, dtype=np.int64)
     np.cumsum(lens, out=ptr[1:])
-    arrays = kind is np.ndarray and set(map(_ndim, given)) == {1}
     if arrays and set(map(_dtype, given)) == _INDEX:
         return ptr, np.concatenate(given)
     if not lens.all():  # an empty request: refused by the kernel, after every lookup

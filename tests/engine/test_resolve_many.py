@@ -34,6 +34,19 @@ def _batch(rng: np.random.Generator, n: int = 40) -> list[list[str]]:
     ]
 
 
+@pytest.mark.parametrize(
+    "given",
+    [[np.array(5), np.array(6)], [5, 6], [None], [np.zeros((2, 2), dtype=np.int64)]],
+)
+def test_batches_of_non_lists_are_refused_as_one_by_one(given):
+    engine = _engine()
+    with pytest.raises(AllocatorError) as want:
+        _one_by_one(engine, given)
+    with pytest.raises(type(want.value)) as got:
+        engine.resolve_many(given)
+    assert str(got.value) == str(want.value)
+
+
 @pytest.mark.parametrize("form", [*ID_FORMS, "indices", "mixed"])
 def test_every_form_resolves_as_one_request_at_a_time(form):
     engine = _engine()
@@ -82,9 +95,12 @@ def test_unknown_and_retired_ids_raise_for_the_request_the_one_by_one_path_names
         "1000001",  # a str, not a list
     ],
 )
-def test_what_the_joined_form_cannot_carry_takes_the_one_by_one_path(odd):
+@pytest.mark.parametrize("same_kind", [False, True])
+def test_what_the_joined_form_cannot_carry_takes_the_one_by_one_path(odd, same_kind):
     engine = _engine()
     given: list = [["1000001", "1000002"], odd, ["1999999"]]
+    if same_kind:  # every request in the odd form
+        given = [odd, odd]
     try:
         want = _one_by_one(engine, given)
     except AllocatorError as err:
