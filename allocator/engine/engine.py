@@ -17,6 +17,8 @@ import numpy as np
 
 from allocator.constraints import ConstraintReport, ConstraintSet, Contracts
 from allocator.decisions import Decision, Decisions, named_constraints, new_decision
+from allocator.engine.attrs import encode_plain
+from allocator.engine.candidates import resolve_batch
 from allocator.errors import InvalidInputError, SnapshotError
 from allocator.inputs import as_float_array, as_id_list, as_index_array, check_csr
 from allocator.policies import POLICY_CLASSES, Policy, PolicyConfig, make_policy
@@ -149,6 +151,15 @@ class Engine:
             else as_float_array(timestamps, "timestamps", (n_req,))
         )  # fmt: skip
         codes = self.encode_attrs(attrs, n_req)
+        return self.decide_checked(ptr, idx, xs, times, codes, draw)
+
+    def decide_checked(
+        self, ptr: np.ndarray, idx: np.ndarray, xs: np.ndarray, times: np.ndarray,
+        codes: np.ndarray, draw: bool = True,
+    ) -> Decisions:  # fmt: skip
+        """:meth:`decide_batch` of a batch already shaped: int64 CSR ``ptr``/``idx``, (R, d)
+        float64 contexts, (R,) times and (R, A) attribute codes (:meth:`encode_attrs`).
+        Candidates and contexts are the kernel's checks; nothing changes on a refusal."""
         names = self.contracts.names
         self.contracts.reserve(self.registry.capacity, int(np.diff(ptr).max(initial=1)))
         args = None
@@ -164,7 +175,15 @@ class Engine:
             return self.contracts.encode_columns(attrs, n_req)
         if len(attrs) != n_req:
             raise InvalidInputError(f"attrs has {len(attrs)} entries for {n_req} requests")
-        return self.contracts.encode_many(attrs)
+        codes = self.encode_plain_attrs(attrs)
+        return self.contracts.encode_many(attrs) if codes is None else codes
+
+    def encode_plain_attrs(self, attrs: Sequence[Any]) -> np.ndarray | None:
+        """:meth:`encode_attrs` of a list whose entries are all None or a ``dict`` of str
+        to str, by passes over the whole batch (:mod:`allocator.engine.attrs`); None for
+        any other list (nothing raised: :meth:`encode_attrs` names the bad request)."""
+        compiled = self.contracts.compiled
+        return encode_plain(attrs, compiled.attrs, compiled.vocab)
 
     def resolve(self, candidates: Any) -> np.ndarray:
         """Candidate arm indices from indices or ids: a list of str, a numpy string array or
@@ -178,6 +197,20 @@ class Engine:
         else:
             ids = isinstance(candidates, IntIds)
         return self.registry.lookup(candidates) if ids else as_index_array(candidates, "candidates")
+
+    def resolve_many(self, given: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+        """CSR offsets and arm indices of R requests' candidate lists, each in any form
+        :meth:`resolve` takes: one compiled lookup for the whole batch when they share a
+        form (:mod:`allocator.engine.candidates`), else request by request. Raises as
+        :meth:`resolve` of the first request that fails."""
+        batch = resolve_batch(self.registry, given)
+        if batch is not None:
+            return batch
+        cands = [self.resolve(c) for c in given]
+        ptr = np.zeros(len(cands) + 1, dtype=np.int64)
+        np.cumsum([c.shape[0] for c in cands], out=ptr[1:])
+        idx = np.concatenate(cands) if cands else np.zeros(0, dtype=np.int64)
+        return ptr, idx
 
     @property
     def probabilities(self) -> np.ndarray:

@@ -2,12 +2,16 @@
 
 Ids live end to end in ``chars`` (``uint8`` while every codepoint is below 256, else
 ``uint32``) with ``offsets`` (n+1,) marking where each begins; ``table`` (a power of two,
-at most half full) holds an arm index per used slot and -1 elsewhere, probed linearly
-from the id's FNV-1a hash over its codepoints. Queries come in three forms, each read in
-place: ids joined by NUL (a list of str joined and encoded once), the rows of a numpy
-string array viewed as ``uint32`` codepoints (trailing zeros are padding), and int64
-values standing for their decimal spelling. Lookups report the first unknown or retired
-id by position, so the caller can raise exactly the error the dict lookup used to.
+at most half full) holds an entry per used slot and -1 elsewhere, probed linearly from
+the id's FNV-1a hash over its codepoints. An entry is the arm index in its low 40 bits
+and a 23-bit tag (the hash's top bits) above: a probe whose tag differs is passed over
+without reading the id's offsets or codepoints, so a lookup costs one cache miss in the
+table, then the id's offsets and codepoints once, to confirm the match. Queries come in
+three forms, each read in place: ids joined by NUL (a list of str joined and encoded
+once), the rows of a numpy string array viewed as ``uint32`` codepoints (trailing zeros
+are padding), and int64 values standing for their decimal spelling. Lookups report the
+first unknown or retired id by position, so the caller can raise exactly the error the
+dict lookup used to.
 """
 
 import numpy as np
@@ -39,24 +43,50 @@ def _hash(q, lo, hi):
     return h
 
 
+#: bits of an entry below its tag (arm indices are below 2**40)
+_INDEX_BITS = 40
+_INDEX_MASK = (1 << _INDEX_BITS) - 1
+#: the tag is the hash's bits from here up (23 bits: an entry stays non-negative)
+_TAG_SHIFT = np.uint64(41)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _tag(h):
+    return np.int64(h >> _TAG_SHIFT)
+
+
+@njit(cache=True, nogil=True)
+def _same(chars, start, stop, q, lo, hi):
+    """True when the id ``chars[start:stop]`` is ``q[lo:hi]``."""
+    n = hi - lo
+    if stop - start != n:
+        return False
+    k = 0
+    while k < n and chars[start + k] == q[lo + k]:
+        k += 1
+    return k == n
+
+
+@njit(cache=True, nogil=True)
+def _find_from(table, chars, offsets, tag, q, lo, hi, slot):
+    """Index of the id ``q[lo:hi]`` (hash tag ``tag``) probing from ``slot`` on, or -1."""
+    mask = table.shape[0] - 1
+    while True:
+        e = table[slot]
+        if e < 0:
+            return -1
+        if e >> _INDEX_BITS == tag:
+            idx = e & _INDEX_MASK
+            if _same(chars, offsets[idx], offsets[idx + 1], q, lo, hi):
+                return idx
+        slot = (slot + 1) & mask
+
+
 @njit(cache=True, nogil=True)
 def _find(table, chars, offsets, h, q, lo, hi):
     """Index of the id ``q[lo:hi]`` with hash ``h``, or -1."""
-    mask = table.shape[0] - 1
-    slot = np.int64(h & np.uint64(mask))
-    width = hi - lo
-    while True:
-        idx = table[slot]
-        if idx < 0:
-            return -1
-        start = offsets[idx]
-        if offsets[idx + 1] - start == width:
-            k = 0
-            while k < width and chars[start + k] == q[lo + k]:
-                k += 1
-            if k == width:
-                return idx
-        slot = (slot + 1) & mask
+    slot = np.int64(h & np.uint64(table.shape[0] - 1))
+    return _find_from(table, chars, offsets, _tag(h), q, lo, hi, slot)
 
 
 @njit(cache=True, nogil=True)
@@ -82,7 +112,7 @@ def insert(table, chars, offsets, start, stop):
         slot = np.int64(h & np.uint64(mask))
         while table[slot] >= 0:
             slot = (slot + 1) & mask
-        table[slot] = idx
+        table[slot] = idx | (_tag(h) << _INDEX_BITS)
     return -1
 
 
@@ -93,54 +123,69 @@ ANY_OR_NEW = 2
 
 
 @njit(cache=True, nogil=True)
-def _first_slots(table, q, lo, hi):
-    """Each span's first probe slot in ``table`` (its hash masked)."""
-    mask = np.uint64(table.shape[0] - 1)
-    slot = np.empty(lo.shape[0], dtype=np.int64)
+def _hashes(q, lo, hi):
+    """Each span's hash."""
+    hs = np.empty(lo.shape[0], dtype=np.uint64)
     for i in range(lo.shape[0]):
-        slot[i] = np.int64(_hash(q, lo[i], hi[i]) & mask)
-    return slot
+        hs[i] = _hash(q, lo[i], hi[i])
+    return hs
+
+
+#: ids a stage of :func:`_lookup_spans` covers: enough to overlap many cache misses, few
+#: enough that its scratch stays in the L1 cache on a batch of 10^5 ids
+BLOCK = 256
 
 
 @njit(cache=True, nogil=True)
-def _lookup_spans(table, chars, offsets, active, mode, q, lo, hi, slot, out):
-    """Resolve the ids ``q[lo[i]:hi[i]]`` (first probe slots ``slot``) into ``out``, in
-    stages over all ids (the slot's entry, then its offsets, then its first codepoint, then
-    the full comparison) so that the cache misses of different ids overlap instead of
-    queueing one id at a time. Returns (status, position) of the first failing id, or
-    (FOUND, -1)."""
+def _lookup_spans(table, chars, offsets, active, mode, q, lo, hi, hs, out):
+    """Resolve the ids ``q[lo[i]:hi[i]]`` (hashes ``hs``) into ``out``, :data:`BLOCK` ids
+    at a time in stages (each id's home entry; the probe to its tag; that arm's offsets
+    and flag; its first codepoint; the comparison). The loads of a stage do not depend on
+    each other and the stages that miss the cache have no branch, so the misses of
+    different ids overlap instead of queueing one id at a time. Returns (status, position)
+    of the first failing id, or (FOUND, -1)."""
     n = out.shape[0]
     mask = table.shape[0] - 1
-    start = np.empty(n, dtype=np.int64)
-    for i in range(n):
-        out[i] = table[slot[i]]
-    for i in range(n):
-        start[i] = offsets[out[i]] if out[i] >= 0 else 0
-    for i in range(n):  # first codepoints: the first probe's verdict in most cases
-        if out[i] >= 0 and (hi[i] == lo[i] or chars[start[i]] != q[lo[i]]):
-            start[i] = -1
-    for i in range(n):
-        s = slot[i]
-        idx = out[i]
-        first = start[i]
-        width = hi[i] - lo[i]
-        while idx >= 0:
-            if first >= 0 and offsets[idx + 1] - first == width:
-                k = 1
-                while k < width and chars[first + k] == q[lo[i] + k]:
-                    k += 1
-                if k >= width:
-                    break
-            s = (s + 1) & mask
-            idx = table[s]
-            first = offsets[idx] if idx >= 0 else -1
-            if first >= 0 and (width == 0 or chars[first] != q[lo[i]]):
-                first = -1
-        if idx < 0 and mode != ANY_OR_NEW:
-            return UNKNOWN, i
-        if mode == ACTIVE and not active[idx]:
-            return RETIRED, i
-        out[i] = idx
+    at = np.empty(BLOCK, dtype=np.int64)
+    start = np.empty(BLOCK, dtype=np.int64)
+    live = np.empty(BLOCK, dtype=np.bool_)
+    first = np.empty(BLOCK, dtype=chars.dtype)
+    for b in range(0, n, BLOCK):
+        m = min(BLOCK, n - b)
+        for j in range(m):
+            at[j] = np.int64(hs[b + j] & np.uint64(mask))
+            out[b + j] = table[at[j]]
+        for j in range(m):  # on cached entries: the probe on to the first matching tag
+            tag = _tag(hs[b + j])
+            s = at[j]
+            e = out[b + j]
+            while e >= 0 and e >> _INDEX_BITS != tag:
+                s = (s + 1) & mask
+                e = table[s]
+            at[j] = s
+            out[b + j] = e & _INDEX_MASK if e >= 0 else -1
+        for j in range(m):
+            idx = max(out[b + j], 0)
+            start[j] = offsets[idx]
+            live[j] = active[idx]
+        for j in range(m):
+            first[j] = chars[start[j]]
+        for j in range(m):
+            i = b + j
+            idx = out[i]
+            if idx >= 0 and not (
+                hi[i] > lo[i] and first[j] == q[lo[i]]
+                and _same(chars, start[j], offsets[idx + 1], q, lo[i], hi[i])
+            ):  # fmt: skip
+                # a tag collision (one in 2**23 probes): probe on from the next slot
+                tag = _tag(hs[i])
+                idx = _find_from(table, chars, offsets, tag, q, lo[i], hi[i], (at[j] + 1) & mask)
+                live[j] = active[idx] if idx >= 0 else False
+            if idx < 0 and mode != ANY_OR_NEW:
+                return UNKNOWN, i
+            if mode == ACTIVE and not live[j]:
+                return RETIRED, i
+            out[i] = idx
     return FOUND, -1
 
 
@@ -194,8 +239,7 @@ def lookup_joined(table, chars, offsets, active, mode, q, out):
         return _lookup_joined_short(table, chars, offsets, active, mode, q, out)
     lo = np.empty(n, dtype=np.int64)
     hi = np.empty(n, dtype=np.int64)
-    slot = np.empty(n, dtype=np.int64)
-    mask = np.uint64(table.shape[0] - 1)
+    hs = np.empty(n, dtype=np.uint64)
     i = 0
     start = 0
     h = _FNV_OFFSET
@@ -205,7 +249,7 @@ def lookup_joined(table, chars, offsets, active, mode, q, out):
                 return MISSPLIT, 0
             lo[i] = start
             hi[i] = k
-            slot[i] = np.int64(h & mask)
+            hs[i] = h
             h = _FNV_OFFSET
             i += 1
             start = k + 1
@@ -213,7 +257,7 @@ def lookup_joined(table, chars, offsets, active, mode, q, out):
             h = _mix(h, q[k])
     if i != n:
         return MISSPLIT, 0
-    return _lookup_spans(table, chars, offsets, active, mode, q, lo, hi, slot, out)
+    return _lookup_spans(table, chars, offsets, active, mode, q, lo, hi, hs, out)
 
 
 @njit(cache=True, nogil=True)
@@ -231,37 +275,46 @@ def lookup_rows(table, chars, offsets, active, mode, q, out):
             end -= 1
         lo[i] = i * w
         hi[i] = end
-    slot = _first_slots(table, flat, lo, hi)
-    return _lookup_spans(table, chars, offsets, active, mode, flat, lo, hi, slot, out)
+    return _lookup_spans(
+        table, chars, offsets, active, mode, flat, lo, hi, _hashes(flat, lo, hi), out
+    )
 
 
 @njit(cache=True, nogil=True)
 def lookup_ints(table, chars, offsets, active, mode, values, out):
-    """Indices of the ids spelled by ``values`` int64 (n,) in decimal (``str(v)``).
-    Returns (status, position) as :func:`lookup_joined`."""
+    """Indices of the ids spelled by ``values`` int64 (n,) in decimal (``str(v)``), spelled
+    and looked up :data:`BLOCK` at a time. Returns (status, position) as
+    :func:`lookup_joined`."""
     n = values.shape[0]
-    digits = np.empty(n * _INT_DIGITS, dtype=np.uint32)
-    lo = np.empty(n, dtype=np.int64)
-    hi = np.empty(n, dtype=np.int64)
-    for i in range(n):
-        v = values[i]
-        # the magnitude as uint64 (-(v + 1) + 1 keeps int64's minimum in range)
-        m = np.uint64(-(v + 1)) + np.uint64(1) if v < 0 else np.uint64(v)
-        end = (i + 1) * _INT_DIGITS
-        k = end
-        while True:
-            k -= 1
-            digits[k] = np.uint32(48 + m % np.uint64(10))
-            m //= np.uint64(10)
-            if m == 0:
-                break
-        if v < 0:
-            k -= 1
-            digits[k] = np.uint32(45)
-        lo[i] = k
-        hi[i] = end
-    slot = _first_slots(table, digits, lo, hi)
-    return _lookup_spans(table, chars, offsets, active, mode, digits, lo, hi, slot, out)
+    digits = np.empty(BLOCK * _INT_DIGITS, dtype=np.uint32)
+    lo = np.empty(BLOCK, dtype=np.int64)
+    hi = np.empty(BLOCK, dtype=np.int64)
+    for b in range(0, n, BLOCK):
+        m = min(BLOCK, n - b)
+        for j in range(m):
+            v = values[b + j]
+            # the magnitude as uint64 (-(v + 1) + 1 keeps int64's minimum in range)
+            mag = np.uint64(-(v + 1)) + np.uint64(1) if v < 0 else np.uint64(v)
+            end = (j + 1) * _INT_DIGITS
+            k = end
+            while True:
+                k -= 1
+                digits[k] = np.uint32(48 + mag % np.uint64(10))
+                mag //= np.uint64(10)
+                if mag == 0:
+                    break
+            if v < 0:
+                k -= 1
+                digits[k] = np.uint32(45)
+            lo[j] = k
+            hi[j] = end
+        hs = _hashes(digits, lo[:m], hi[:m])
+        status, at = _lookup_spans(
+            table, chars, offsets, active, mode, digits, lo[:m], hi[:m], hs, out[b : b + m]
+        )
+        if status != FOUND:
+            return status, b + at
+    return FOUND, -1
 
 
 @njit(cache=True, nogil=True)

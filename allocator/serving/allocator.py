@@ -202,7 +202,7 @@ class Allocator(FeedbackCalls, LifecycleCalls):
                 batch = request_batch(engine, requests, resolve_times, self._resolve_context)
                 if batch.times.size:  # admission is per decision: an empty batch is not refused
                     self._admit()
-                if self._log is not None:
+                if self._log is not None and (batch.codes is None or not batch.plain_ids):
                     for request_id, attrs in zip(batch.request_ids, batch.attrs, strict=True):
                         check_log_fields(request_id, attrs)
                 if len(modes) > 1:
@@ -213,7 +213,11 @@ class Allocator(FeedbackCalls, LifecycleCalls):
                 times = batch.times
                 if times.size:
                     self._check_time(float(times.min()))
-                out = engine.decide_batch(batch.ptr, batch.idx, batch.contexts, times, batch.attrs)
+                codes = batch.codes  # None: encoded (and refused) request by request
+                if codes is None:
+                    codes = engine.encode_attrs(batch.attrs, len(times))
+                xs = engine.policy.context_rows(batch.contexts, len(times))
+                out = engine.decide_checked(batch.ptr, batch.idx, xs, times, codes)
                 for mode in modes:
                     self._commit_time(mode)
                 head, first, ids = self._books.decision_ids(self.replica, len(times))

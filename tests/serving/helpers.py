@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
+from allocator import IntIds
 from allocator.serving import AllocatorConfig
 
 T0 = 1_760_000_000.0
@@ -56,3 +59,18 @@ def without_epoch(decision_id: str) -> str:
     allocators (or of one and its restore) have equal ids up to their epochs."""
     replica, _, counter = decision_id.rsplit("-", 2)
     return f"{replica}-{counter}"
+
+
+#: the forms candidate ids may take (besides int64 registry indices)
+ID_FORMS = ("list", "tuple", "array", "intids")
+
+
+def id_form(form: str, ids: list[str]) -> object:
+    """Candidate ``ids`` (integer spellings, for ``intids``) in one of :data:`ID_FORMS`."""
+    if form == "list":
+        return ids
+    if form == "tuple":
+        return tuple(ids)
+    if form == "array":
+        return np.array(ids)
+    return IntIds([int(i) for i in ids])
