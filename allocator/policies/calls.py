@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from allocator.decisions import Decision, Decisions, bare_decision, new_decision
+from allocator.decisions import Decision, Decisions, bare_decision
 from allocator.errors import InvalidInputError, UnknownArmError
 from allocator.inputs import as_float_array, as_index_array, check_csr
 from allocator.kernels import choice as ck
@@ -94,6 +94,7 @@ class DecisionCalls:
         self._rows = BoundCall(self.DECIDE_JOINED, self._rows_call_args)
         self._last_n = 0
         self._lean_room = 0  # set when the lean list is bound (see _lean_call_args)
+        self._lean_version = self.state.version
         self._scratch_size = 0
         self.ensure_scratch(16)
 
@@ -128,9 +129,9 @@ class DecisionCalls:
                 pos = lean.entry(*args)
                 if pos >= 0:
                     self._last_n = candidates.shape[0]
-                    return new_decision((
+                    return tuple.__new__(Decision, (
                         pos, candidates.item(pos), self._p1.item(pos), "", "", None, (),
-                        self.state.version.item(0), 0.0, None, None,
+                        self._lean_version.item(0), 0.0, None, None,
                     ))  # fmt: skip
         cand = as_index_array(candidates, "candidates")
         x = self.context_row(context)
@@ -221,6 +222,7 @@ class DecisionCalls:
         its buffers hold (both change with the key)."""
         self._check_synced()
         self._lean_room = min(self._scratch_size, self._p1.shape[0])
+        self._lean_version = self.state.version
         x = () if self.n_features is None else (np.zeros((1, self.n_features)),)
         return [self._arm1, *x, *self.lean_args(), self._p1, self._err]
 
