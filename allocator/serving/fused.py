@@ -20,15 +20,18 @@ from allocator.engine import Engine
 from allocator.kernels import idtable as kid
 
 _REAL = np.dtype(np.float64)
+_INDEX = np.dtype(np.int64)
 
 
 def decide_fused(
     engine: Engine, candidates: Any, context: Any, attrs: Any
 ) -> tuple[np.ndarray, int, np.ndarray | None] | None:
     """(candidate indices, chosen position, context row) for a request that fits the fused
-    path: candidates as a list or tuple of str or a 1-d numpy string array, no attributes,
-    no contract in force, a family with :attr:`Policy.DECIDE_JOINED`, and for a contextual
-    family a context given as a float64 array of its width. Else None, nothing done: the
+    path: candidates as a list or tuple of str or a 1-d numpy string array (or, for a
+    context-free family, a C-contiguous int64 index array, decided by the same call the
+    general path ends in), no attributes, no contract in force, a family with
+    :attr:`Policy.DECIDE_JOINED`, and for a contextual family a context given as a float64
+    array of its width. Else None, nothing done: the
     general path then takes it, and raises its errors in its own order (a context the
     kernel refuses, after the ids were found good, is left to it too). The caller checked
     everything else the general path checks before the decision (time, admission)."""
@@ -53,6 +56,13 @@ def decide_fused(
         q = policy.registry.joined_ids(candidates)
         if q is None:
             return None
+    elif kind is np.ndarray and candidates.dtype == _INDEX and d is None:
+        if candidates.ndim != 1 or not candidates.flags.c_contiguous:
+            return None
+        # indices as the kernels take them: the general path's own call, minus its layers
+        row, codes = policy.context_row(None), engine.contracts.encode(None)
+        pos, _, _ = policy.decide_one(candidates, row, 0.0, codes, None)
+        return candidates, pos, None
     elif kind is np.ndarray and candidates.dtype.kind == "U" and candidates.ndim == 1:
         if not (
             candidates.shape[0] and candidates.dtype.itemsize and candidates.dtype.isnative

@@ -154,6 +154,18 @@ def _general(alloc: Allocator) -> Allocator:
 FUSED_KINDS = ("beta_bernoulli", "shared_linear", "shared_logistic")
 #: candidate ids as a list of str or a numpy string array
 FORMS = {"list": list, "numpy": np.array}
+#: refused index arrays (the context-free short path takes int64 ones, the general path
+#: any other integer dtype)
+BAD_INDICES = {
+    "empty": np.zeros(0, dtype=np.int64),
+    "out of range": np.array([0, 99]),
+    "retired": np.array([0, 4]),
+    "duplicate": np.array([1, 3, 1]),
+    "negative": np.array([-1, 2]),
+    "int32": np.array([1, 99], dtype=np.int32),
+    "strided": np.array([1, 0, 1, 5])[::2],
+    "2-d": np.array([[1, 2]]),
+}
 
 
 def _context(kind: str, i: int) -> np.ndarray | None:
@@ -248,3 +260,44 @@ def test_fused_path_rejects_exactly_as_the_general_path(kind, context, case, for
         assert before.keys() == after.keys()
         for name in before:
             assert np.asarray(before[name]).tobytes() == np.asarray(after[name]).tobytes()
+
+
+@pytest.mark.parametrize("case", list(BAD_INDICES))
+def test_index_short_path_rejects_exactly_as_the_general_path(case):
+    """A context-free family's int64 index arrays skip the general path's layers: every
+    refused array raises the same error, state byte-identical, and good ones decide the
+    same (also through a growth and with learning in between)."""
+    cfg = _without_contracts(reward_wait_s=30.0)
+    short, general = Allocator(cfg, seed=3), _general(Allocator(cfg, seed=3))
+    for alloc in (short, general):
+        alloc.retire_arms(["merchant:2"])  # index 4
+    rng = np.random.default_rng(5)
+    for i in range(60):
+        if i == 30:
+            for alloc in (short, general):
+                alloc.add_arms([f"late:{k}" for k in range(20)], "mini_shop")
+        n = short.registry.n_arms
+        cand = rng.choice([a for a in range(n) if a != 4], size=2 + i % 5, replace=False)
+        a, b = (alloc.decide(cand, timestamp=T0 + i) for alloc in (short, general))
+        assert a == b._replace(decision_id=a.decision_id)
+        if i % 2:
+            for alloc, d in ((short, a), (general, b)):
+                alloc.update(d.decision_id, {"order": 1.0})
+    before, _ = short.snapshot_state()
+    errors = []
+    for alloc in (short, general):
+        with pytest.raises(AllocatorError) as info:
+            alloc.decide(BAD_INDICES[case], timestamp=T0 + 61)
+        errors.append((type(info.value), str(info.value)))
+    assert errors[0] == errors[1]
+    after, _ = short.snapshot_state()
+    for name in before:
+        assert np.asarray(before[name]).tobytes() == np.asarray(after[name]).tobytes()
+    _assert_same_learning_state(short, general)
+
+
+def _assert_same_learning_state(a: Allocator, b: Allocator) -> None:
+    sa, _ = a.engine.export_state()
+    sb, _ = b.engine.export_state()
+    for name in sa:
+        assert sa[name].tobytes() == sb[name].tobytes(), name
