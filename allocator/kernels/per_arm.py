@@ -20,7 +20,8 @@ from allocator.kernels.choice import (
     mark_candidates,
     mix_uniform,
 )
-from allocator.kernels.id_query import found_all
+from allocator.kernels.id_query import lookup_active
+from allocator.kernels.idtable import FOUND
 from allocator.kernels.pipeline import check_requests, finish
 
 
@@ -142,7 +143,10 @@ def decide_joined_one(
         id is unknown, retired or the join does not split into n ids; else a negative
         error code of :func:`decide_per_arm_one`. Nothing changes on an error.
     """
-    if not found_all(table, chars, offsets, active, q, cand, err):
+    status, at = lookup_active(table, chars, offsets, active, q, cand)
+    if status != FOUND:
+        err[0] = status
+        err[1] = at
         return ERR_LOOKUP
     return decide_per_arm_one(
         cand, active, bank, winner, mean, sd, rule, ucb_alpha, eps, rng_state, pos_of_arm,

@@ -263,11 +263,11 @@ class DecisionCalls:
         if x is not None:
             args[5] = x
         pos = call.entry(*args)
-        if pos == ck.ERR_LOOKUP:
-            return -1, int(self._err[0]), int(self._err[1])
-        if pos == ck.ERR_NONFINITE:
-            return -1, -1, 0
         if pos < 0:
+            if pos == ck.ERR_LOOKUP:
+                return -1, int(self._err[0]), int(self._err[1])
+            if pos == ck.ERR_NONFINITE:
+                return -1, -1, 0
             self._ptr1[1] = n
             self._fail(pos, self._ptr1, cand, self._x_none)
         self._last_n = n
