@@ -186,14 +186,14 @@ class Allocator:
                     self._check_time(t)
                     pos, forced, adjusted = engine.decide_prepared(cand, xrow, codes, t)
                     x_saved = None if engine.policy.n_features is None else xrow
+                    given = given_id(candidates, pos)
                 else:
-                    (cand, pos, x_saved), forced, adjusted = fused, -1, 0
+                    (cand, pos, x_saved, given), forced, adjusted = fused, -1, 0
                 self._commit_time(mode)
                 head, first, decision_id = self._books.decision_id(self.replica)
                 self._books.last_t = max(self._books.last_t, t)
                 d = engine.decision(
-                    cand, pos, forced, adjusted, t, decision_id, request_id,
-                    given_id(candidates, pos),
+                    cand, pos, forced, adjusted, t, decision_id, request_id, given
                 )  # fmt: skip
                 self._register_one(head, first, d.arm_index, t, x_saved)
                 if self._log is not None:

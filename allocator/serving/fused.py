@@ -25,8 +25,9 @@ _INDEX = np.dtype(np.int64)
 
 def decide_fused(
     engine: Engine, candidates: Any, context: Any, attrs: Any
-) -> tuple[np.ndarray, int, np.ndarray | None] | None:
-    """(candidate indices, chosen position, context row) for a request that fits the fused
+) -> tuple[np.ndarray, int, np.ndarray | None, str | None] | None:
+    """(candidate indices, chosen position, context row, the chosen arm's id as given: the
+    id it resolved to, or None for indices) for a request that fits the fused
     path: candidates as a list or tuple of str or a 1-d numpy string array (or, for a
     context-free family, a C-contiguous int64 index array, decided by the same call the
     general path ends in), no attributes, no contract in force, a family with
@@ -62,7 +63,7 @@ def decide_fused(
         # indices as the kernels take them: the general path's own call, minus its layers
         row, codes = policy.context_row(None), engine.contracts.encode(None)
         pos, _, _ = policy.decide_one(candidates, row, 0.0, codes, None)
-        return candidates, pos, None
+        return candidates, pos, None, None
     elif kind is np.ndarray and candidates.dtype.kind == "U" and candidates.ndim == 1:
         if not (
             candidates.shape[0] and candidates.dtype.itemsize and candidates.dtype.isnative
@@ -74,8 +75,8 @@ def decide_fused(
         return None
     cand = np.empty(len(candidates), dtype=np.int64)
     pos, status, at = policy.decide_joined(q, cand, x)
-    if pos >= 0:
-        return cand, pos, x
+    if pos >= 0:  # a string array's item is its id as resolved (numpy drops trailing NULs)
+        return cand, pos, x, candidates[pos] if kind is not np.ndarray else candidates.item(pos)
     if status < 0 or status == kid.MISSPLIT:  # a refused context, an id holding a NUL
         return None
     ids = candidates.tolist() if kind is np.ndarray else candidates  # str, not np.str_
