@@ -9,8 +9,9 @@ has them); Beta K=10 ``Allocator.decide`` with string ids against its bare kerne
 build time (from the arms file when the tree reads one, else the inline config), traced
 memory after a warm-up build, snapshot save and load; then what first touching fresh
 memory costs on the machine at that moment (``--scale-only``: the 10^6 table alone;
-``--only beta`` or ``--only shared``: that decide workload alone). Per-arm families also
-get a ``lean kernel`` row: the 15-argument single-request entry the facade now calls.
+``--only beta`` or ``--only shared``: that decide workload alone). Families with one
+get a ``lean kernel`` row: the single-request entry the facade calls without contracts
+(15 arguments for the per-arm families, 24 for the shared linear one).
 """
 
 from __future__ import annotations
@@ -91,9 +92,10 @@ def decide_rows(alloc: Allocator, label: str, n_cand: int, n: int) -> list[str]:
     bare = [bare_call(alloc, c, x) for c, x in zip(cands, xs, strict=True)]
     rows = {"bare kernel": percentiles(lambda i: bare[i % 64](), n)}
     lean = getattr(alloc.policy, "DECIDE_ONE", None)
-    if lean is not None:  # the per-arm families' 15-argument entry (no contract)
-        largs = [(c, *alloc.policy.lean_args(), np.empty(n_cand), np.zeros(2, np.int64))
-                 for c in cands]  # fmt: skip
+    if lean is not None:  # the single-request entry without contracts (a (1, d) context)
+        tail = (*alloc.policy.lean_args(), np.empty(n_cand), np.zeros(2, np.int64))
+        largs = [(c, *(() if x is None else (x[None, :],)), *tail)
+                 for c, x in zip(cands, xs, strict=True)]  # fmt: skip
         rows["lean kernel (DECIDE_ONE)"] = percentiles(lambda i: lean(*largs[i % 64]), n)
     t = T0
     for name, reqs in forms.items():

@@ -20,7 +20,8 @@ from allocator.kernels.choice import (
     mark_candidates,
     mix_uniform,
 )
-from allocator.kernels.idtable import ACTIVE, FOUND, lookup_joined
+from allocator.kernels.id_query import lookup_active
+from allocator.kernels.idtable import FOUND
 from allocator.kernels.pipeline import check_requests, finish
 
 
@@ -126,12 +127,13 @@ def decide_joined_one(
     rng_state, pos_of_arm, best, arg, p, err,
 ):  # fmt: skip
     """:func:`decide_per_arm_one` on candidates given as ids: resolved from ``q`` into
-    ``cand`` by :func:`.idtable.lookup_joined` (active ids only) in the same call, so the
+    ``cand`` by :func:`.id_query.lookup_active` (active ids only) in the same call, so the
     serving facade's common request is one compiled call.
 
     Parameters
     ----------
-    table, chars, offsets : the id table; q : uint8 or uint32 (L,) the ids joined by 0
+    table, chars, offsets : the id table; q : uint8 or uint32 (L,) the ids joined by 0, or
+    uint32 (n, w) the codepoints of a numpy string array's rows
     cand : int64 (n,) receives the indices; the rest as :func:`decide_per_arm_one`
 
     Returns
@@ -141,7 +143,7 @@ def decide_joined_one(
         id is unknown, retired or the join does not split into n ids; else a negative
         error code of :func:`decide_per_arm_one`. Nothing changes on an error.
     """
-    status, at = lookup_joined(table, chars, offsets, active, ACTIVE, q, cand)
+    status, at = lookup_active(table, chars, offsets, active, q, cand)
     if status != FOUND:
         err[0] = status
         err[1] = at

@@ -15,10 +15,20 @@ propensity is its share of the bank rows it wins, exact for the procedure.
 import numpy as np
 from numba import njit
 
-from allocator.kernels.choice import OK, RULE_THOMPSON, all_finite, tally_wins
+from allocator.kernels.choice import (
+    ERR_LOOKUP,
+    ERR_NONFINITE,
+    OK,
+    RULE_THOMPSON,
+    all_finite,
+    draw_index,
+    mix_uniform,
+    tally_wins,
+)
+from allocator.kernels.id_query import found_all
 from allocator.kernels.linear import scores_to_probs, sherman_morrison
 from allocator.kernels.link import apply_link
-from allocator.kernels.pipeline import check_requests, finish
+from allocator.kernels.pipeline import check_request, check_requests, finish
 
 
 @njit(cache=True, nogil=True)
@@ -219,6 +229,81 @@ def joint_win_shares(cand, features, mean, v, p_fold, z, n, l_buf, best, arg, p)
 
 
 @njit(cache=True, nogil=True)
+def _shared_probs(cand, x, features, mu, a_inv, v, z, rule, ucb_alpha, joint, l_buf, best,
+                  arg, w_buf, pp_buf, mean_buf, sd_buf, p):  # fmt: skip
+    """Base probabilities ``p[:n]`` of one request: scores, then the rule (joint or
+    marginal Thompson draws, UCB, greedy); score means and sds stay in the buffers."""
+    n = cand.shape[0]
+    shared_scores(x, cand, features, mu, a_inv, v, w_buf, pp_buf, mean_buf, sd_buf)
+    if joint and rule == RULE_THOMPSON:
+        joint_win_shares(cand, features, mean_buf, v, pp_buf, z, n, l_buf, best, arg, p)
+    else:
+        scores_to_probs(mean_buf, sd_buf, n, z, rule, ucb_alpha, best, arg, p)
+
+
+@njit(cache=True, nogil=True)
+def decide_shared_one(
+    cand, xs, bound, active, features, mu, a_inv, v, z, rule, ucb_alpha, eps, joint, l_buf,
+    rng_state, pos_of_arm, best, arg, w_buf, pp_buf, mean_buf, sd_buf, p, err,
+):  # fmt: skip
+    """One request without contracts: :func:`decide_shared` on a batch of one, step for
+    step (same checks, probabilities and uniform), over the 24 arguments it needs instead
+    of 44 (the link only shapes what contracts weigh, so it is not applied).
+
+    Parameters
+    ----------
+    cand : int64 (C,); xs : float64 (1, d_ctx) the context
+    bound : float, the largest context magnitude accepted (``max_abs_input``)
+    active … sd_buf : as :func:`decide_shared`; p : float64 (>= C,) the final
+    probabilities; err : int64 (2,)
+
+    Returns
+    -------
+    int
+        The chosen position, or a negative error code (``err`` = 0, position) with nothing
+        changed: ``ERR_NONFINITE`` also for a context entry beyond ``bound``.
+    """
+    err[0] = 0
+    x = xs[0]
+    for q in range(x.shape[0]):
+        if not abs(x[q]) <= bound:  # NaN fails too
+            return ERR_NONFINITE
+    code = check_request(cand, x, active, pos_of_arm, z.shape[0], err)
+    if code != OK:
+        return code
+    _shared_probs(cand, x, features, mu, a_inv, v, z, rule, ucb_alpha, joint, l_buf, best,
+                  arg, w_buf, pp_buf, mean_buf, sd_buf, p)  # fmt: skip
+    n = cand.shape[0]
+    mix_uniform(p, n, eps)
+    return draw_index(p, n, rng_state)
+
+
+@njit(cache=True, nogil=True)
+def decide_shared_ids_one(
+    table, chars, offsets, q, cand, xs, bound, active, features, mu, a_inv, v, z, rule,
+    ucb_alpha, eps, joint, l_buf, rng_state, pos_of_arm, best, arg, w_buf, pp_buf, mean_buf,
+    sd_buf, p, err,
+):  # fmt: skip
+    """:func:`decide_shared_one` on candidates given as ids (``q``: joined by 0, or a
+    string array's rows; see :func:`.id_query.lookup_active`), resolved into ``cand`` in
+    the same call: the facade's 200 merchant ids are one compiled call.
+
+    Returns
+    -------
+    int
+        As :func:`decide_shared_one`, or ``ERR_LOOKUP`` (``err`` = lookup status,
+        position) when an id is unknown, retired or the join does not split into n ids.
+        The ids are resolved before the context is looked at. Nothing changes on an error.
+    """
+    if not found_all(table, chars, offsets, active, q, cand, err):
+        return ERR_LOOKUP
+    return decide_shared_one(
+        cand, xs, bound, active, features, mu, a_inv, v, z, rule, ucb_alpha, eps, joint,
+        l_buf, rng_state, pos_of_arm, best, arg, w_buf, pp_buf, mean_buf, sd_buf, p, err,
+    )  # fmt: skip
+
+
+@njit(cache=True, nogil=True)
 def decide_shared(
     cand_ptr, cand_idx, xs, times, codes, draw,
     active, features, mu, a_inv, v, link, z, rule, ucb_alpha, eps, joint, l_buf,
@@ -244,11 +329,8 @@ def decide_shared(
         c = cand_idx[lo : cand_ptr[r + 1]]
         n = c.shape[0]
         p = p_out[lo : lo + n]
-        shared_scores(xs[r], c, features, mu, a_inv, v, w_buf, pp_buf, mean_buf, sd_buf)
-        if joint and rule == RULE_THOMPSON:
-            joint_win_shares(c, features, mean_buf, v, pp_buf, z, n, l_buf, best, arg, p)
-        else:
-            scores_to_probs(mean_buf, sd_buf, n, z, rule, ucb_alpha, best, arg, p)
+        _shared_probs(c, xs[r], features, mu, a_inv, v, z, rule, ucb_alpha, joint, l_buf,
+                      best, arg, w_buf, pp_buf, mean_buf, sd_buf, p)  # fmt: skip
         apply_link(mean_buf, sd_buf, v, n, link)
         chosen[r], forced[r], adjusted[r] = finish(
             p, n, c, mean_buf, eps, times[r], codes[r], draw, def_i, def_f, allowed, eta,

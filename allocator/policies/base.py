@@ -14,6 +14,7 @@ is a numpy ``Generator`` used only when the posterior is refreshed.
 from __future__ import annotations
 
 import math
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -58,6 +59,15 @@ class Policy(DecisionCalls, StateExchange, ABC):
     #: objective's reward of them (every event field of an outcome then informs it)
     LEARNS_EVENTS: ClassVar[bool] = False
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A class with its own :attr:`KERNEL` decides differently from its parent's lean
+        entries, so it inherits none of them (it may declare its own)."""
+        super().__init_subclass__(**kwargs)
+        if "KERNEL" in vars(cls):
+            for name in ("DECIDE_ONE", "DECIDE_JOINED"):
+                if name not in vars(cls):
+                    setattr(cls, name, None)
+
     def __init__(
         self, config: Any, registry: ArmRegistry, seed: int, arm_features: Any = None
     ) -> None:
@@ -91,6 +101,11 @@ class Policy(DecisionCalls, StateExchange, ABC):
         self._r1 = np.zeros(1)
         self.make_call_buffers()
         self._learn = BoundCall(self.LEARN_ONE, self._learn_args)
+        # rewards the scalar path accepts without its checks: finite bounds, so that NaN
+        # and inf fail the comparison and take the checks (which raise)
+        lo, hi = self.REWARD_RANGE
+        self._reward_lo = max(lo, -self.reward_bound, -sys.float_info.max)
+        self._reward_hi = min(hi, self.reward_bound, sys.float_info.max)
 
     # ------------------------------------------------------------ family interface
     @classmethod
@@ -185,7 +200,24 @@ class Policy(DecisionCalls, StateExchange, ABC):
 
     # ------------------------------------------------------------------- learning
     def update(self, arm: int, reward: float, context: Any = None) -> None:
-        """Fold one observed reward for ``arm`` (with its context for contextual models)."""
+        """Fold one observed reward for ``arm`` (with its context for contextual models).
+
+        An int arm and a float reward that plainly pass the checks go straight to the
+        bound :attr:`LEARN_ONE` entry (the online loop's step); anything else, or a first
+        call after the state's arrays were replaced, takes the checks and
+        :meth:`update_checked`, which then binds it: the same arithmetic either way."""
+        learn = self._learn
+        if (
+            type(arm) is int and type(reward) is float and context is None
+            and learn.key == self.state.generation and self.n_features is None
+            and 0 <= arm < self.registry.n_arms and self._reward_lo <= reward <= self._reward_hi
+        ):  # fmt: skip
+            args = learn.args
+            args[0] = arm
+            args[1] = reward
+            if learn.entry(*args):
+                self.refresh()
+            return
         self._check_arm(arm)
         r = self._check_reward(reward, "reward")
         self.update_checked(arm, r, self.context_row(context))

@@ -20,6 +20,8 @@ from allocator.policies.bound import BoundCall
 from allocator.policies.state import ModelState
 from allocator.registry import ArmRegistry
 
+_INT64 = np.dtype(np.int64)
+
 _CANDIDATE_ERRORS = {
     ck.ERR_EMPTY: (InvalidInputError, "candidates is empty: expected at least one arm"),
     ck.ERR_RANGE: (UnknownArmError, "is not a registered arm index"),
@@ -89,7 +91,10 @@ class DecisionCalls:
         self._one_contracts = BoundCall(self.KERNEL, self._single_args)
         self._lean = BoundCall(self.DECIDE_ONE, self._lean_call_args)
         self._joined = BoundCall(self.DECIDE_JOINED, self._joined_call_args)
+        self._rows = BoundCall(self.DECIDE_JOINED, self._rows_call_args)
         self._last_n = 0
+        self._lean_room = 0  # set when the lean list is bound (see _lean_call_args)
+        self._lean_version = self.state.version
         self._scratch_size = 0
         self.ensure_scratch(16)
 
@@ -104,7 +109,30 @@ class DecisionCalls:
 
     # ------------------------------------------------------------------ decisions
     def decide(self, candidates: Any, context: Any = None) -> Decision:
-        """Choose one of ``candidates`` (arm indices); the decision carries its propensity."""
+        """Choose one of ``candidates`` (arm indices); the decision carries its propensity.
+
+        A context-free request as an int64 array goes straight to the bound
+        :attr:`DECIDE_ONE` entry while its argument list is current; any other input, or
+        a request the kernel refuses (it changed nothing), takes the general path, which
+        checks, binds and raises."""
+        lean = self._lean
+        if (
+            type(candidates) is np.ndarray and context is None
+            and candidates.dtype is _INT64 and candidates.ndim == 1
+            and candidates.flags.c_contiguous and candidates.shape[0] <= self._lean_room
+        ):  # fmt: skip
+            reg = self.registry
+            key = (self._generation, self.state.generation, reg.generation, reg.n_arms)
+            if key == lean.key and self.n_features is None:
+                args = lean.args
+                args[0] = candidates
+                pos = lean.entry(*args)
+                if pos >= 0:
+                    self._last_n = candidates.shape[0]
+                    return tuple.__new__(Decision, (
+                        pos, candidates.item(pos), self._p1.item(pos), "", "", None, (),
+                        self._lean_version.item(0), 0.0, None, None,
+                    ))  # fmt: skip
         cand = as_index_array(candidates, "candidates")
         x = self.context_row(context)
         pos, _, _ = self.decide_one(cand, x, 0.0, self._codes0, None)
@@ -145,6 +173,8 @@ class DecisionCalls:
             lean = self._lean
             args = lean.args if key == lean.key else lean.bind(key)
             args[0] = cand
+            if self.n_features is not None:
+                args[1] = x
             pos = lean.entry(*args)
             if pos < 0:
                 self._ptr1[1] = n
@@ -187,9 +217,14 @@ class DecisionCalls:
             self._generation += 1
 
     def _lean_call_args(self) -> list[Any]:
-        """The argument list of :attr:`DECIDE_ONE` (``cand`` a placeholder until the call)."""
+        """The argument list of :attr:`DECIDE_ONE` (``cand``, and a contextual family's
+        (1, d) context, placeholders until the call); ``_lean_room`` the most candidates
+        its buffers hold (both change with the key)."""
         self._check_synced()
-        return [self._arm1, *self.lean_args(), self._p1, self._err]
+        self._lean_room = min(self._scratch_size, self._p1.shape[0])
+        self._lean_version = self.state.version
+        x = () if self.n_features is None else (np.zeros((1, self.n_features)),)
+        return [self._arm1, *x, *self.lean_args(), self._p1, self._err]
 
     def _joined_call_args(self) -> list[Any]:
         """The argument list of :attr:`DECIDE_JOINED` (``q``, ``cand``: placeholders of
@@ -197,24 +232,42 @@ class DecisionCalls:
         reg = self.registry
         return [*reg.id_table(), reg.joined_ids([]), *self._lean_call_args()]
 
-    def decide_joined(self, q: np.ndarray, cand: np.ndarray) -> tuple[int, int, int]:
-        """:meth:`decide_one` for a context-free request without contracts whose candidates
-        are ids joined by NUL (``q``: :meth:`ArmRegistry.joined_ids`), resolved into
-        ``cand`` (n,) by the same compiled call (:attr:`DECIDE_JOINED`, which the caller
-        checked is set). Returns (position, -1, 0), or (-1, status, position) of the first
-        id the lookup refused (:mod:`allocator.kernels.idtable` codes; nothing changed)."""
+    def _rows_call_args(self) -> list[Any]:
+        """:meth:`_joined_call_args` for ids as a string array's rows (``q`` (n, w)
+        writeable uint32, see :meth:`decide_joined`)."""
+        reg = self.registry
+        return [*reg.id_table(), np.zeros((0, 1), np.uint32), *self._lean_call_args()]
+
+    def decide_joined(
+        self, q: np.ndarray, cand: np.ndarray, x: np.ndarray | None = None
+    ) -> tuple[int, int, int]:
+        """:meth:`decide_one` for a request without contracts whose candidates are ids,
+        resolved into ``cand`` (n,) by the same compiled call (:attr:`DECIDE_JOINED`, which
+        the caller checked is set): ``q`` is the ids joined by NUL
+        (:meth:`ArmRegistry.joined_ids`) or a numpy string array's codepoints (n, w) C
+        uint32, writeable. A contextual family takes its context ``x`` (1, d) C float64
+        unchecked: the kernel refuses a non-finite or out-of-bound one after the lookup.
+
+        Returns (position, -1, 0); (-1, status, position) of the first id the lookup
+        refused (:mod:`allocator.kernels.idtable` codes); (-1, -1, 0) for a context the
+        kernel refused, which the general path is to report. Nothing changes on a refusal.
+        """
         n = cand.shape[0]
         if n > self._scratch_size or n > self._p1.shape[0]:
             self._grow_single(n)
         reg = self.registry
-        call = self._joined
+        call = self._rows if q.ndim == 2 else self._joined
         key = (self._generation, self.state.generation, reg.generation, reg.n_arms)
         args = call.args if key == call.key else call.bind(key)
         args[3], args[4] = q, cand
+        if x is not None:
+            args[5] = x
         pos = call.entry(*args)
-        if pos == ck.ERR_LOOKUP:
-            return -1, int(self._err[0]), int(self._err[1])
         if pos < 0:
+            if pos == ck.ERR_LOOKUP:
+                return -1, int(self._err[0]), int(self._err[1])
+            if pos == ck.ERR_NONFINITE:
+                return -1, -1, 0
             self._ptr1[1] = n
             self._fail(pos, self._ptr1, cand, self._x_none)
         self._last_n = n

@@ -200,6 +200,8 @@ class SharedLinearPolicy(_ScoreBankPolicy):
 
     config: SharedLinearConfig
     KERNEL = staticmethod(ksl.decide_shared)
+    DECIDE_ONE = staticmethod(ksl.decide_shared_one)
+    DECIDE_JOINED = staticmethod(ksl.decide_shared_ids_one)
     #: the sequential update kernel (``kernels.shared_linear.update_shared_batch``'s signature)
     UPDATE: ClassVar[Any] = staticmethod(ksl.update_shared_batch)
     FIELDS = (
@@ -252,6 +254,14 @@ class SharedLinearPolicy(_ScoreBankPolicy):
 
     def scratch_args(self) -> tuple[Any, ...]:
         return (self.best_buf, self.arg_buf, self._w_buf, self._pp_buf, self.mean_buf, self.sd_buf)
+
+    def lean_args(self) -> tuple[Any, ...]:
+        s = self.state
+        return (
+            self.input_bound, self.registry.active, s.features, s.mu, s.a_inv, self.noise, s.z,
+            self.rule, self.ucb_alpha, self.eps, self._joint_draw, self._draw_factor, s.stream,
+            s.pos_of_arm, *self.scratch_args(),
+        )  # fmt: skip
 
     def check_arm_features(self, n_new: int, arm_features: Any) -> np.ndarray | None:
         if n_new == 0 and arm_features is None:

@@ -36,7 +36,7 @@ from allocator.serving.catalogue import CatalogueChanges
 from allocator.serving.clock import ServingClock
 from allocator.serving.config import AllocatorConfig, as_allocator_config
 from allocator.serving.feedback import FeedbackCalls
-from allocator.serving.fused import decide_ids
+from allocator.serving.fused import decide_fused
 from allocator.serving.lifecycle import LifecycleCalls
 from allocator.serving.log_rows import LoggedCatalogue, decision_rows
 from allocator.serving.pending import PendingTable
@@ -124,7 +124,9 @@ class Allocator(FeedbackCalls, LifecycleCalls):
             x = None if self.policy.n_features is None else np.zeros(self.policy.n_features)
             t0 = self._books.last_t if math.isfinite(self._books.last_t) else 0.0
             d = self._engine.decide(cand, x, None, t0)
-            decide_ids(self._engine, [reg.arm_id(int(a)) for a in cand], None, None)
+            ids = [reg.arm_id(int(a)) for a in cand]
+            for given in (ids, np.array(ids)):  # both query forms of the fused call
+                decide_fused(self._engine, given, x, None)
             # through the outcome entry points, which every family accepts (a factored
             # family refuses a bare scalar reward)
             self.policy.learn_outcome(d.arm_index, 0.0, 0.0, 0.0, 0.0, x)
@@ -160,20 +162,22 @@ class Allocator(FeedbackCalls, LifecycleCalls):
                 t, mode = self._time.time_of(timestamp, "decide", self._books.last_t)
                 # every check is done (the kernel's candidate checks included) before any
                 # state changes: housekeeping at t follows the decision
-                fused = None if self._time_refused(t) else decide_ids(engine, candidates, x, attrs)
+                fused = (
+                    None if self._time_refused(t) else decide_fused(engine, candidates, x, attrs)
+                )
                 if fused is None:
                     cand, xrow, codes = engine.prepare(candidates, x, attrs)
                     self._check_time(t)
                     pos, forced, adjusted = engine.decide_prepared(cand, xrow, codes, t)
                     x_saved = None if engine.policy.n_features is None else xrow
-                else:  # a context-free family: no context to keep
-                    (cand, pos), forced, adjusted, x_saved = fused, -1, 0, None
+                    given = given_id(candidates, pos)
+                else:
+                    (cand, pos, x_saved, given), forced, adjusted = fused, -1, 0
                 self._commit_time(mode)
                 head, first, decision_id = self._books.decision_id(self.replica)
                 self._books.last_t = max(self._books.last_t, t)
                 d = engine.decision(
-                    cand, pos, forced, adjusted, t, decision_id, request_id,
-                    given_id(candidates, pos),
+                    cand, pos, forced, adjusted, t, decision_id, request_id, given
                 )  # fmt: skip
                 self._register_one(head, first, d.arm_index, t, x_saved)
                 if self._log is not None:

@@ -150,32 +150,62 @@ def _general(alloc: Allocator) -> Allocator:
     return alloc
 
 
-def test_fused_ids_and_decide_equal_the_general_path():
-    """Without contracts a list of str is resolved and decided in one compiled call: the
-    same decisions, propensities, learning and state as the two-call path, across a
-    catalogue growth past the capacity (id table, state and scratch reallocated), a
-    retirement and long lists (the staged lookup)."""
-    cfg = _without_contracts(reward_wait_s=30.0, refresh_every_s=7.0)
+#: the families with a fused ids-and-decide entry: context-free, and the shared linear one
+FUSED_KINDS = ("beta_bernoulli", "shared_linear", "shared_logistic")
+#: candidate ids as a list of str or a numpy string array
+FORMS = {"list": list, "numpy": np.array}
+#: refused index arrays (the context-free short path takes int64 ones, the general path
+#: any other integer dtype)
+BAD_INDICES = {
+    "empty": np.zeros(0, dtype=np.int64),
+    "out of range": np.array([0, 99]),
+    "retired": np.array([0, 4]),
+    "duplicate": np.array([1, 3, 1]),
+    "negative": np.array([-1, 2]),
+    "int32": np.array([1, 99], dtype=np.int32),
+    "strided": np.array([1, 0, 1, 5])[::2],
+    "2-d": np.array([[1, 2]]),
+}
+
+
+def _context(kind: str, i: int) -> np.ndarray | None:
+    given = context_for(kind, i)
+    return None if given is None else np.array(given)
+
+
+@pytest.mark.parametrize("form", list(FORMS))
+@pytest.mark.parametrize("kind", FUSED_KINDS)
+def test_fused_ids_and_decide_equal_the_general_path(kind, form):
+    """Without contracts a list of str or a numpy string array is resolved and decided in
+    one compiled call: the same decisions, propensities, learning and state as the two-call
+    path, across a catalogue growth past the capacity (id table, state and scratch
+    reallocated), a retirement and long lists (the staged lookup)."""
+    cfg = _without_contracts(kind, reward_wait_s=30.0, refresh_every_s=7.0)
     fused, general = Allocator(cfg, seed=4), _general(Allocator(cfg, seed=4))
     rng = np.random.default_rng(2)
+    shape = FORMS[form]
     for i in range(200):
         if i == 60:
+            features = None if kind == "beta_bernoulli" else np.full((40, 2), 0.5)
             for alloc in (fused, general):
-                alloc.add_arms([f"late:{k}" for k in range(40)], "mini_shop")
+                alloc.add_arms([f"late:{k}" for k in range(40)], "mini_shop", features)
         if i == 120:
             for alloc in (fused, general):
                 alloc.retire_arms(["late:3"])
         ids = [a for a in fused.registry.all_ids() if a != "late:3"]
         size = min(2 + i % 20, len(ids))
-        cands = [ids[k] for k in rng.choice(len(ids), size=size, replace=False)]
-        a, b = (alloc.decide(cands, timestamp=T0 + i) for alloc in (fused, general))
+        cands = shape([ids[k] for k in rng.choice(len(ids), size=size, replace=False)])
+        x = _context(kind, i)
+        a, b = (alloc.decide(cands, x, timestamp=T0 + i) for alloc in (fused, general))
         assert a == b._replace(decision_id=a.decision_id)
+        assert fused.engine.probabilities.tobytes() == general.engine.probabilities.tobytes()
         if i % 3 == 0:
             outcome = {"order": float(rng.random() < 0.5)}
             for alloc, d in ((fused, a), (general, b)):
                 assert alloc.update(d.decision_id, outcome) is UpdateStatus.APPLIED
-    assert fused.policy._joined.key is not None  # the fused call was taken (and bound)
-    assert general.policy._joined.key is None
+    bound = fused.policy._rows if form == "numpy" else fused.policy._joined
+    assert bound.key is not None  # the fused call was taken (and bound)
+    assert general.policy._joined.key is None and general.policy._rows.key is None
     _assert_same_learning(fused, general, min_expired=50)
 
 
@@ -189,29 +219,85 @@ BAD_IDS = {
     "unencodable": ["taobao", "m\u20ac"],
     "index list": [0, 1],
 }
+#: contexts the shared families refuse (the config's max_abs_input is 1e6), and a good one
+BAD_CONTEXTS = {
+    "good context": np.array([1.0, 0.5, 0.0]),
+    "NaN context": np.array([1.0, np.nan, 0.0]),
+    "huge context": np.array([1.0, 2e6, 0.0]),
+    "short context": np.array([1.0, 0.5]),
+}
 
 
+@pytest.mark.parametrize("form", list(FORMS))
 @pytest.mark.parametrize("case", list(BAD_IDS))
-def test_fused_path_rejects_exactly_as_the_general_path(case):
-    """Every refused candidate list raises the general path's error type and message from
-    the fused path too, and leaves the allocator's whole state byte-identical."""
-    cfg = _without_contracts()
+@pytest.mark.parametrize(
+    ("kind", "context"),
+    [("beta_bernoulli", None)] + [("shared_linear", c) for c in BAD_CONTEXTS],
+)
+def test_fused_path_rejects_exactly_as_the_general_path(kind, context, case, form):
+    """Every refused request raises the general path's error type and message from the
+    fused path too (the ids' error before the context's, as the general path checks them
+    first), and leaves the allocator's whole state byte-identical."""
+    cfg = _without_contracts(kind)
+    x = None if context is None else BAD_CONTEXTS[context]
     fused, general = Allocator(cfg, seed=1), _general(Allocator(cfg, seed=1))
     for alloc in (fused, general):
-        alloc.decide(CANDS, timestamp=T0)
+        alloc.decide(CANDS, BAD_CONTEXTS["good context"] if x is not None else None,
+                     timestamp=T0)  # fmt: skip
         alloc.retire_arms(["merchant:2"])
     before, _ = fused.snapshot_state()
-    errors = []
+    given = FORMS[form](BAD_IDS[case])
+    outcomes = []
     for alloc in (fused, general):
-        if case == "index list":
-            alloc.decide(BAD_IDS[case], timestamp=T0 + 1)  # valid: indices, general path
-            continue
-        with pytest.raises(AllocatorError) as info:
-            alloc.decide(BAD_IDS[case], timestamp=T0 + 1)
-        errors.append((type(info.value), str(info.value)))
-    if case != "index list":
-        assert errors[0] == errors[1]
+        try:
+            d = alloc.decide(given, x, timestamp=T0 + 1)
+            outcomes.append((d.arm_index, d.propensity))
+        except AllocatorError as err:
+            outcomes.append((type(err), str(err)))
+    assert outcomes[0] == outcomes[1]
+    if isinstance(outcomes[0][0], type):  # refused: nothing changed
         after, _ = fused.snapshot_state()
         assert before.keys() == after.keys()
         for name in before:
             assert np.asarray(before[name]).tobytes() == np.asarray(after[name]).tobytes()
+
+
+@pytest.mark.parametrize("case", list(BAD_INDICES))
+def test_index_short_path_rejects_exactly_as_the_general_path(case):
+    """A context-free family's int64 index arrays skip the general path's layers: every
+    refused array raises the same error, state byte-identical, and good ones decide the
+    same (also through a growth and with learning in between)."""
+    cfg = _without_contracts(reward_wait_s=30.0)
+    short, general = Allocator(cfg, seed=3), _general(Allocator(cfg, seed=3))
+    for alloc in (short, general):
+        alloc.retire_arms(["merchant:2"])  # index 4
+    rng = np.random.default_rng(5)
+    for i in range(60):
+        if i == 30:
+            for alloc in (short, general):
+                alloc.add_arms([f"late:{k}" for k in range(20)], "mini_shop")
+        n = short.registry.n_arms
+        cand = rng.choice([a for a in range(n) if a != 4], size=2 + i % 5, replace=False)
+        a, b = (alloc.decide(cand, timestamp=T0 + i) for alloc in (short, general))
+        assert a == b._replace(decision_id=a.decision_id)
+        if i % 2:
+            for alloc, d in ((short, a), (general, b)):
+                alloc.update(d.decision_id, {"order": 1.0})
+    before, _ = short.snapshot_state()
+    errors = []
+    for alloc in (short, general):
+        with pytest.raises(AllocatorError) as info:
+            alloc.decide(BAD_INDICES[case], timestamp=T0 + 61)
+        errors.append((type(info.value), str(info.value)))
+    assert errors[0] == errors[1]
+    after, _ = short.snapshot_state()
+    for name in before:
+        assert np.asarray(before[name]).tobytes() == np.asarray(after[name]).tobytes()
+    _assert_same_learning_state(short, general)
+
+
+def _assert_same_learning_state(a: Allocator, b: Allocator) -> None:
+    sa, _ = a.engine.export_state()
+    sb, _ = b.engine.export_state()
+    for name in sa:
+        assert sa[name].tobytes() == sb[name].tobytes(), name
