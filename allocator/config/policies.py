@@ -318,7 +318,12 @@ class FactoredValueConfig(_Hybrid, _FeatureBase):
 
     @model_validator(mode="after")
     def _offsets_need_the_hybrid_click(self) -> FactoredValueConfig:
-        given = sorted({"offset_sd", "learn_offset_sd", "group_priors"} & self.model_fields_set)
+        # non-default values only: a dumped config (a snapshot's) repeats the defaults
+        fields = type(self).model_fields
+        given = [
+            name for name in ("group_priors", "learn_offset_sd", "offset_sd")
+            if getattr(self, name) != fields[name].get_default(call_default_factory=True)
+        ]  # fmt: skip
         if self.click_model == "shared" and given:
             raise ValueError(
                 f"{', '.join(given)} set with click_model='shared': the per-arm offsets "

@@ -70,6 +70,8 @@ def test_offset_settings_need_the_hybrid_click():
         FactoredValueConfig(**base, **extra, click_model="hybrid")
     with pytest.raises(ConfigError, match="click_model"):
         FactoredValueConfig(**base, click_model="disjoint")
+    dumped = FactoredValueConfig(**base).model_dump()  # as a snapshot stores it
+    assert FactoredValueConfig(**dumped).click_model == "shared"
 
 
 def hidden_click_regret(click_model: str, seed: int, rounds: int = 120, batch: int = 40):
