@@ -386,6 +386,42 @@ def laplace_online(xs, ys, gammas, lam, m0):
     return np.linalg.solve(lam * np.eye(d) + g, lam * m0 + h), lam * np.eye(d) + g
 
 
+def hybrid_joint(feats, arms, xs, weights, info, lam, beta, kappa):
+    """Precision and information of (θ, b_1..b_K) of a hybrid model (shared weights over
+    ``kron(f_a, x)`` plus one offset per arm, prior ``N(beta, 1/kappa)``) built observation
+    by observation, dense."""
+    k, d = feats.shape[0], feats.shape[1] * xs.shape[1]
+    prec = np.zeros((d + k, d + k))
+    vec = np.zeros(d + k)
+    prec[:d, :d] = lam * np.eye(d)
+    prec[d:, d:] = np.diag(kappa)
+    vec[d:] = kappa * beta
+    for a, x, w, i in zip(arms, xs, weights, info, strict=True):
+        row = np.zeros(d + k)
+        row[:d] = np.kron(feats[a], x)
+        row[d + a] = 1.0
+        prec += w * np.outer(row, row)
+        vec += i * row
+    return prec, vec
+
+
+def hybrid_laplace(feats, arms, xs, ys, lam, beta, kappa):
+    """The hybrid logistic posterior refreshed after every observation, dense: each factor
+    is linearised at the joint posterior mean of the factors before it. Returns the final
+    joint mean (θ, then one offset per arm) and precision."""
+    d, t = feats.shape[1] * xs.shape[1], len(arms)
+    weights, info = np.zeros(t), np.zeros(t)
+    for i in range(t):
+        prec, vec = hybrid_joint(feats, arms[:i], xs[:i], weights[:i], info[:i], lam, beta, kappa)
+        m = np.linalg.solve(prec, vec)
+        z = np.kron(feats[arms[i]], xs[i]) @ m[:d] + m[d + arms[i]]
+        p = sigmoid(z)
+        weights[i] = p * (1 - p)
+        info[i] = weights[i] * z + ys[i] - p
+    prec, vec = hybrid_joint(feats, arms, xs, weights, info, lam, beta, kappa)
+    return np.linalg.solve(prec, vec), prec
+
+
 def logistic_map(xs, ys, lam, m0, iters=50):
     """Batch MAP of a logistic regression with prior N(m0, I/λ), by Newton's method."""
     d = xs.shape[1]

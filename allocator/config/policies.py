@@ -296,14 +296,17 @@ class HybridLogisticConfig(_Hybrid, _LogisticBase):
     kind: Literal["hybrid_logistic"] = "hybrid_logistic"
 
 
-class FactoredValueConfig(_Shared, _FeatureBase):
-    """``value = P(click) · P(order | click) · E[value | order]``: two shared logistic models
-    and a shared regression of the log order value, each learned where its event is observed,
-    their product sampled (``kernels.factored``); it learns from outcomes, not rewards.
+class FactoredValueConfig(_Hybrid, _FeatureBase):
+    """``value = P(click) · P(order | click) · E[value | order]``: two logistic models and a
+    regression of the log order value, each learned where its event is observed, their
+    product sampled (``kernels.factored``); it learns from outcomes, not rewards.
 
     ``objective`` values an outcome as the engine's (which must be the same); the log-value
     regression is centred on ``typical_order_value``, and ``value_log_sd`` is the prior guess
-    of the log order value's sd (worth two orders).
+    of the log order value's sd (worth two orders). ``click_model: hybrid`` gives the click
+    factor a per-arm logit offset shrunk toward its group (``hybrid_logistic``'s model and
+    its ``offset_sd``, ``learn_offset_sd`` and ``group_priors``): clicks are the one event
+    frequent enough to show a merchant's own quality; the order and value stay shared.
     """
 
     kind: Literal["factored_value"] = "factored_value"
@@ -311,6 +314,22 @@ class FactoredValueConfig(_Shared, _FeatureBase):
     exploration_scale: PositiveFloat = 1.0
     typical_order_value: PositiveFloat = 100.0
     value_log_sd: PositiveFloat = 1.0
+    click_model: Literal["shared", "hybrid"] = "shared"
+
+    @model_validator(mode="after")
+    def _offsets_need_the_hybrid_click(self) -> FactoredValueConfig:
+        # non-default values only: a dumped config (a snapshot's) repeats the defaults
+        fields = type(self).model_fields
+        given = [
+            name for name in ("group_priors", "learn_offset_sd", "offset_sd")
+            if getattr(self, name) != fields[name].get_default(call_default_factory=True)
+        ]  # fmt: skip
+        if self.click_model == "shared" and given:
+            raise ValueError(
+                f"{', '.join(given)} set with click_model='shared': the per-arm offsets "
+                "exist only with click_model='hybrid'"
+            )
+        return self
 
     @property
     def score_scale(self) -> float:

@@ -21,7 +21,7 @@ from allocator.engine.attrs import encode_plain
 from allocator.engine.candidates import resolve_batch
 from allocator.errors import InvalidInputError, SnapshotError
 from allocator.inputs import as_float_array, as_id_list, as_index_array, check_csr
-from allocator.policies import POLICY_CLASSES, Policy, PolicyConfig, make_policy
+from allocator.policies import Policy, PolicyConfig, make_policy, policy_class
 from allocator.registry import ArmRegistry, IntIds
 from allocator.timestamps import as_epoch_seconds
 
@@ -285,7 +285,7 @@ class Engine:
         policy_arrays = {
             k[len(POLICY_PREFIX) :]: v for k, v in arrays.items() if k.startswith(POLICY_PREFIX)
         }
-        policy = POLICY_CLASSES[policy_config.kind].restore(
+        policy = policy_class(policy_config).restore(
             policy_config, registry, seed, policy_arrays, meta, copy
         )
         engine = cls(policy, constraints)

@@ -10,6 +10,11 @@ order probability ``o`` and log-value mean ``u``. Thompson sampling draws the th
 scores of candidate ``j`` from their marginals through bank row ``m`` (columns ``m``,
 ``M + m``, ``2M + m`` of ``z``), so the propensity (the share of rows a candidate wins) is
 exact for that procedure, as for the single-score families.
+
+With a hybrid click model (``click_model: hybrid``) the click logit also carries the arm's
+offset (``kernels.hybrid``): its posterior mean and variance add to the shared part's, at
+O(1) per candidate; the order and value factors are unchanged. The kernels take the
+offsets' mean and variance arrays, empty (length 0) for the shared click model.
 """
 
 import numpy as np
@@ -23,6 +28,7 @@ from allocator.kernels.choice import (
     argmax_onehot,
     tally_wins,
 )
+from allocator.kernels.hybrid import hybrid_scores, update_hybrid
 from allocator.kernels.link import predictive_probability, sigmoid
 from allocator.kernels.logistic import fold_logistic
 from allocator.kernels.pipeline import check_requests, finish
@@ -55,20 +61,53 @@ def update_factored_batch(
         f = features[arms[i]]
         clock[0] += 1
         decay_joint(gamma, cg, ch)
-        decay_joint(gamma, og, oh)
-        decay_joint(gamma, vg, vh)
-        vstats *= gamma
         joint_features(f, x, phi)
         fold_logistic(phi, click[i], exact, cg, ch, cmu, ca, u)
-        if click[i] > 0.0:
-            joint_features(f, x, phi)
-            fold_logistic(phi, order[i], exact, og, oh, omu, oa, u)
-        y = log_value[i]
-        if not np.isnan(y):
-            joint_features(f, x, phi)
-            fold_linear(phi, y, exact, vg, vh, vmu, va, u)
-            vstats[0] += 1.0
-            vstats[1] += y * y
+        fold_order_value(
+            f, x, click[i], order[i], log_value[i], gamma, og, oh, omu, oa, vg, vh, vmu, va,
+            vstats, phi, u,
+        )  # fmt: skip
+
+
+@njit(cache=True, nogil=True)
+def update_factored_hybrid_batch(
+    features, arms, xs, click, order, log_value, gamma, cg, ch, cmu, offset_mean, t_last, n,
+    s, r, dirty, og, oh, omu, oa, vg, vh, vmu, va, vstats, phi, u, clock,
+):  # fmt: skip
+    """:func:`update_factored_batch` with the hybrid click model: the click folds into the
+    shared ``cg``, ``ch`` and the arm's ``n``, ``s``, ``r`` (linearised at the refreshed
+    ``cmu`` and ``offset_mean``, see :func:`allocator.kernels.hybrid.update_hybrid`, which
+    ticks the clock); the order and value factors as there."""
+    for i in range(arms.shape[0]):
+        a = arms[i]
+        x = xs[i]
+        if update_hybrid(
+            a, features[a], x, click[i], gamma, True, cg, ch, cmu, offset_mean, clock, t_last,
+            n, s, r, phi, dirty,
+        ):  # fmt: skip
+            fold_order_value(
+                features[a], x, click[i], order[i], log_value[i], gamma, og, oh, omu, oa, vg,
+                vh, vmu, va, vstats, phi, u,
+            )  # fmt: skip
+
+
+@njit(cache=True, nogil=True)
+def fold_order_value(f, x, click, order, log_value, gamma, og, oh, omu, oa, vg, vh, vmu, va,
+                     vstats, phi, u):  # fmt: skip
+    """One impression's tick of the order and value factors: both decay by ``gamma``; the
+    order folds in if the impression was clicked, the log value if it is not NaN."""
+    exact = gamma == 1.0
+    decay_joint(gamma, og, oh)
+    decay_joint(gamma, vg, vh)
+    vstats *= gamma
+    if click > 0.0:
+        joint_features(f, x, phi)
+        fold_logistic(phi, order, exact, og, oh, omu, oa, u)
+    if not np.isnan(log_value):
+        joint_features(f, x, phi)
+        fold_linear(phi, log_value, exact, vg, vh, vmu, va, u)
+        vstats[0] += 1.0
+        vstats[1] += log_value * log_value
 
 
 @njit(cache=True, nogil=True, fastmath=True)
@@ -82,11 +121,15 @@ def app_value(lc, lo, lv, rate, weights):
 
 
 @njit(cache=True, nogil=True)
-def factor_scores(x, cand, features, cmu, ca, omu, oa, vmu, va, noise_var, v, w_buf, p_buf,
-                  mean3, sd3):  # fmt: skip
+def factor_scores(x, cand, features, cmu, ca, om, ov, omu, oa, vmu, va, noise_var, v, w_buf,
+                  p_buf, mean3, sd3):  # fmt: skip
     """Per-candidate score means and sds of the three factors into ``mean3``, ``sd3``
-    (3, >= n): click logit, order logit, log value (its sd scaled by ``√σ²``)."""
-    shared_scores(x, cand, features, cmu, ca, v, w_buf, p_buf, mean3[0], sd3[0])
+    (3, >= n): click logit (plus the arm's offset, mean ``om`` and variance ``ov``, unless
+    those are empty), order logit, log value (its sd scaled by ``√σ²``)."""
+    if om.shape[0]:
+        hybrid_scores(x, cand, features, cmu, ca, om, ov, v, w_buf, p_buf, mean3[0], sd3[0])
+    else:
+        shared_scores(x, cand, features, cmu, ca, v, w_buf, p_buf, mean3[0], sd3[0])
     shared_scores(x, cand, features, omu, oa, v, w_buf, p_buf, mean3[1], sd3[1])
     scale = v * np.sqrt(noise_var[0])
     shared_scores(x, cand, features, vmu, va, scale, w_buf, p_buf, mean3[2], sd3[2])
@@ -134,7 +177,7 @@ def product_win_shares(cand, mean3, sd3, noise_var, rate, weights, z, best, arg,
 @njit(cache=True, nogil=True)
 def decide_factored(
     cand_ptr, cand_idx, xs, times, codes, draw,
-    active, features, cmu, ca, omu, oa, vmu, va, noise_var, rate, weights, v, z, rule,
+    active, features, cmu, ca, om, ov, omu, oa, vmu, va, noise_var, rate, weights, v, z, rule,
     ucb_alpha, eps,
     def_i, def_f, allowed, eta, backstop, surplus, arm_group, n_obs, first_seen, st_f, st_i,
     ring, member, before,
@@ -144,7 +187,8 @@ def decide_factored(
     """Decide a CSR batch under the factored value model through the pipeline.
 
     ``features`` (capacity, d_arm); click, order and log-value posteriors ``*mu`` (D,),
-    ``*a`` (D, D) (inverse precisions); ``noise_var`` (1,) the log value's ``σ²``;
+    ``*a`` (D, D) (inverse precisions); the click offsets' mean and variance ``om``, ``ov``
+    (capacity,), or (0,) for the shared click model; ``noise_var`` (1,) the log value's ``σ²``;
     ``rate`` (capacity,) each arm's value per unit of order value; ``weights`` (4,) as in
     :func:`app_value`; ``z`` (slots, 3M). Thompson: :func:`product_win_shares`; UCB: the
     value at every factor's ``mean + ucb_alpha·sd``; greedy: the posterior mean value.
@@ -159,8 +203,8 @@ def decide_factored(
         c = cand_idx[lo : cand_ptr[r + 1]]
         n = c.shape[0]
         p = p_out[lo : lo + n]
-        factor_scores(xs[r], c, features, cmu, ca, omu, oa, vmu, va, noise_var, v, w_buf,
-                      pp_buf, mean3, sd3)  # fmt: skip
+        factor_scores(xs[r], c, features, cmu, ca, om, ov, omu, oa, vmu, va, noise_var, v,
+                      w_buf, pp_buf, mean3, sd3)  # fmt: skip
         expected_values(c, mean3, sd3, v, noise_var, rate, weights, mean_buf)
         if rule == RULE_THOMPSON:
             product_win_shares(c, mean3, sd3, noise_var, rate, weights, z, best, arg, p)
@@ -183,11 +227,12 @@ def decide_factored(
 
 
 @njit(cache=True, nogil=True)
-def predict_factored(arms, xs, features, cmu, ca, omu, oa, vmu, va, noise_var, rate, weights,
-                     w_buf, p_buf, mean3, sd3, out):  # fmt: skip
-    """Posterior mean value of ``arms[i]`` (n,) in ``xs[i]`` (n, d_ctx) into ``out``."""
+def predict_factored(arms, xs, features, cmu, ca, om, ov, omu, oa, vmu, va, noise_var, rate,
+                     weights, w_buf, p_buf, mean3, sd3, out):  # fmt: skip
+    """Posterior mean value of ``arms[i]`` (n,) in ``xs[i]`` (n, d_ctx) into ``out``
+    (``om``, ``ov`` as in :func:`decide_factored`)."""
     for i in range(arms.shape[0]):
         a = arms[i : i + 1]
-        factor_scores(xs[i], a, features, cmu, ca, omu, oa, vmu, va, noise_var, 1.0, w_buf,
-                      p_buf, mean3, sd3)  # fmt: skip
+        factor_scores(xs[i], a, features, cmu, ca, om, ov, omu, oa, vmu, va, noise_var, 1.0,
+                      w_buf, p_buf, mean3, sd3)  # fmt: skip
         expected_values(a, mean3, sd3, 1.0, noise_var, rate, weights, out[i : i + 1])

@@ -25,7 +25,7 @@ from allocator.config import (
 )
 from allocator.errors import ConfigError
 from allocator.policies.base import Policy
-from allocator.policies.factored import FactoredValuePolicy
+from allocator.policies.factored import FactoredValuePolicy, HybridClickFactoredPolicy
 from allocator.policies.hybrid import HybridLinearPolicy, HybridLogisticPolicy
 from allocator.policies.linear import LinearGaussianPolicy, SharedLinearPolicy
 from allocator.policies.logistic import LogisticPolicy, SharedLogisticPolicy
@@ -51,6 +51,14 @@ POLICY_CONFIGS = (
 )  # fmt: skip
 
 
+def policy_class(config: PolicyConfig) -> type[Policy]:
+    """The class implementing ``config``: its kind's, except a factored value model with a
+    hybrid click, whose state and update are its own."""
+    if isinstance(config, FactoredValueConfig) and config.click_model == "hybrid":
+        return HybridClickFactoredPolicy
+    return POLICY_CLASSES[config.kind]
+
+
 def make_policy(
     config: PolicyConfig | Mapping[str, Any], registry: ArmRegistry, seed: int,
     arm_features: Any = None,
@@ -63,7 +71,7 @@ def make_policy(
         raise ConfigError(
             f"config must be a policy config or a mapping, got {type(config).__name__}"
         )
-    cls: Any = POLICY_CLASSES[config.kind]
+    cls: Any = policy_class(config)
     policy: Policy = cls(config, registry, seed, arm_features)
     return policy
 
@@ -72,6 +80,7 @@ __all__ = [
     "POLICY_CLASSES",
     "BetaBernoulliPolicy",
     "FactoredValuePolicy",
+    "HybridClickFactoredPolicy",
     "HybridLinearPolicy",
     "HybridLogisticPolicy",
     "LinearGaussianPolicy",
@@ -82,4 +91,5 @@ __all__ = [
     "SharedLinearPolicy",
     "SharedLogisticPolicy",
     "make_policy",
+    "policy_class",
 ]

@@ -30,6 +30,18 @@ _SUM = Role.PER_ARM | Role.LEARNED | Role.ADDITIVE | Role.DECAYS
 #: arms per block when the offsets are marginalised out (bounds the temporary arrays)
 _BLOCK = 1 << 14
 
+#: the per-arm offset's statistics, prior and cached posterior (beyond the shared model's)
+OFFSET_FIELDS = (
+    Field("t_last", np.int64, Role.PER_ARM, values="tick"),
+    Field("n", np.float64, _SUM, values="count"),  # Σ w: the offset's data precision
+    Field("s", np.float64, _SUM, ("d_ctx",)),  # Σ w x: the arm's cross term is f ⊗ s
+    Field("r", np.float64, _SUM),  # Σ information
+    Field("offset0", np.float64, Role.PER_ARM | Role.PRIOR),  # the group's mean offset
+    Field("kappa", np.float64, Role.PER_ARM | Role.CACHE),  # the group's offset precision
+    Field("offset_mean", np.float64, Role.PER_ARM | Role.CACHE),
+    Field("offset_var", np.float64, Role.PER_ARM | Role.CACHE),
+)
+
 
 class HybridLinearPolicy(SharedLinearPolicy):
     """Shared linear model plus a per-arm offset with hierarchical shrinkage."""
@@ -38,17 +50,7 @@ class HybridLinearPolicy(SharedLinearPolicy):
     KERNEL = staticmethod(kh.decide_hybrid)  # type: ignore[assignment]
     UPDATES_MOVE_DECISIONS = False  # decisions read refreshed means and variances only
     LOGIT = False
-    FIELDS = (  # type: ignore[assignment]
-        *SharedLinearPolicy.FIELDS,
-        Field("t_last", np.int64, Role.PER_ARM, values="tick"),
-        Field("n", np.float64, _SUM, values="count"),  # Σ w: the offset's data precision
-        Field("s", np.float64, _SUM, ("d_ctx",)),  # Σ w x: the arm's cross term is f ⊗ s
-        Field("r", np.float64, _SUM),  # Σ information
-        Field("offset0", np.float64, Role.PER_ARM | Role.PRIOR),  # the group's mean offset
-        Field("kappa", np.float64, Role.PER_ARM | Role.CACHE),  # the group's offset precision
-        Field("offset_mean", np.float64, Role.PER_ARM | Role.CACHE),
-        Field("offset_var", np.float64, Role.PER_ARM | Role.CACHE),
-    )
+    FIELDS = (*SharedLinearPolicy.FIELDS, *OFFSET_FIELDS)  # type: ignore[assignment]
 
     @classmethod
     def sizes(cls, config: Any, capacity: int) -> dict[str, int]:

@@ -10,7 +10,7 @@ import numpy as np
 
 from allocator.engine import Engine
 from allocator.errors import InvalidInputError
-from allocator.policies import make_policy
+from allocator.policies import make_policy, policy_class
 from allocator.serving.config import AllocatorConfig
 
 
@@ -24,6 +24,12 @@ def stage_engine(running: Engine, old: AllocatorConfig, new: AllocatorConfig, se
         raise InvalidInputError(
             f"policy kind {old.engine.policy.kind!r} → {new.engine.policy.kind!r} would "
             "discard the learned state: build a new Allocator instead"
+        )
+    old_cls, new_cls = policy_class(old.engine.policy), policy_class(new.engine.policy)
+    if new_cls is not old_cls:  # e.g. factored_value's click_model: other state arrays
+        raise InvalidInputError(
+            f"policy {old.engine.policy.kind!r} as {old_cls.__name__} → {new_cls.__name__} "
+            "would discard the learned state: build a new Allocator instead"
         )
     for arm in new.arms:
         known = running.registry.index_of(arm.id)

@@ -8,7 +8,7 @@ import pytest
 
 from allocator.config import FactoredValueConfig, ObjectiveConfig
 from allocator.errors import InvalidInputError
-from allocator.policies import make_policy
+from allocator.policies import make_policy, policy_class
 from allocator.registry import ArmRegistry
 from tests.naive import logistic_map
 
@@ -167,12 +167,18 @@ def test_a_scalar_reward_is_refused():
     assert pol.clock == 0
 
 
-def test_snapshot_round_trip_decides_identically(rng):
-    pol = policy(seed=5)
+#: the two click models (the hybrid's offsets a priori as wide as THETA_CLICK's weights)
+CLICK_MODELS = {"shared": {}, "hybrid": {"click_model": "hybrid", "offset_sd": 0.5}}
+
+
+@pytest.mark.parametrize("click_model", sorted(CLICK_MODELS))
+def test_snapshot_round_trip_decides_identically(rng, click_model):
+    pol = policy(seed=5, **CLICK_MODELS[click_model])
     arms, xs, click, order, gmv = events(rng, 500)
     pol.learn_outcomes(arms, click, order, gmv, None, xs)
     arrays, meta = pol.export_state()
-    twin = type(pol).restore(pol.config, registry(), 5, arrays, meta)
+    twin = policy_class(pol.config).restore(pol.config, registry(), 5, arrays, meta)
+    assert type(twin) is type(pol)
     ptr, idx = np.array([0, K, 2 * K]), np.tile(np.arange(K), 2)
     ctx = rng.normal(size=(2, DC))
     a, b = pol.decide_batch(ptr, idx, ctx), twin.decide_batch(ptr, idx, ctx)

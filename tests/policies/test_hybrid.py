@@ -13,7 +13,7 @@ from allocator.config import (
     HybridLogisticConfig,
     SharedLogisticConfig,
 )
-from allocator.kernels.link import sigmoid
+from tests.naive import hybrid_joint, hybrid_laplace
 
 DA, DC = 2, 3
 PRIORS = {"partner": {"mean": 0.3, "sd": 0.4}, "mini_shop": {"mean": -0.2}}
@@ -33,23 +33,6 @@ def prior_of(reg: ArmRegistry, offset_sd: float) -> tuple[np.ndarray, np.ndarray
     return mean, 1.0 / sd**2
 
 
-def dense_joint(feats, arms, xs, weights, info, lam, beta, kappa):
-    """Precision and information of (θ, b_1..b_K) built observation by observation."""
-    k, d = feats.shape[0], DA * DC
-    prec = np.zeros((d + k, d + k))
-    vec = np.zeros(d + k)
-    prec[:d, :d] = lam * np.eye(d)
-    prec[d:, d:] = np.diag(kappa)
-    vec[d:] = kappa * beta
-    for a, x, w, i in zip(arms, xs, weights, info, strict=True):
-        row = np.zeros(d + k)
-        row[:d] = np.kron(feats[a], x)
-        row[d + a] = 1.0
-        prec += w * np.outer(row, row)
-        vec += i * row
-    return prec, vec
-
-
 @pytest.mark.parametrize("discount", [None, 0.97])
 def test_hybrid_linear_posterior_is_the_dense_joint_solve(rng, discount):
     k, t = 8, 60
@@ -66,7 +49,7 @@ def test_hybrid_linear_posterior_is_the_dense_joint_solve(rng, discount):
     pol.refresh()
     decay = (discount or 1.0) ** (t - 1 - np.arange(t))
     beta, kappa = prior_of(reg, 0.7)
-    prec, vec = dense_joint(feats, arms, xs, decay, decay * rewards, 2.0, beta, kappa)
+    prec, vec = hybrid_joint(feats, arms, xs, decay, decay * rewards, 2.0, beta, kappa)
     mean, cov = np.linalg.solve(prec, vec), np.linalg.inv(prec)
     mu, marginal = pol.posterior()
     np.testing.assert_allclose(mu, mean[: DA * DC], atol=1e-10)
@@ -92,17 +75,9 @@ def test_hybrid_logistic_factors_match_a_dense_laplace_reference(rng):
     arms, xs = rng.integers(0, k, t), rng.normal(size=(t, DC))
     ys = (rng.random(t) < 0.4).astype(float)
     beta, kappa = prior_of(reg, 0.7)
-    weights, info = np.zeros(t), np.zeros(t)
     for i in range(t):
-        prec, vec = dense_joint(feats, arms[:i], xs[:i], weights[:i], info[:i], 1.0, beta, kappa)
-        m = np.linalg.solve(prec, vec)
-        z = np.kron(feats[arms[i]], xs[i]) @ m[: DA * DC] + m[DA * DC + arms[i]]
-        p = sigmoid(z)
-        weights[i] = p * (1 - p)
-        info[i] = weights[i] * z + ys[i] - p
         pol.update(int(arms[i]), float(ys[i]), xs[i])
-    prec, vec = dense_joint(feats, arms, xs, weights, info, 1.0, beta, kappa)
-    mean = np.linalg.solve(prec, vec)
+    mean, _ = hybrid_laplace(feats, arms, xs, ys, 1.0, beta, kappa)
     np.testing.assert_allclose(pol.state.mu, mean[: DA * DC], atol=1e-9)
     np.testing.assert_allclose(pol.offsets()[0], mean[DA * DC :], atol=1e-9)
     # the predictive is a probability that moves with the evidence

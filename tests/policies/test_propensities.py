@@ -164,10 +164,12 @@ def test_logistic_calibration(rng, kind, contracts):
 
 
 @pytest.mark.heavy
+@pytest.mark.parametrize("click_model", ["shared", "hybrid"])
 @pytest.mark.parametrize("contracts", [False, True], ids=["plain", "contracts"])
-def test_factored_value_calibration(rng, contracts):
+def test_factored_value_calibration(rng, contracts, click_model):
     """The factored value family (three factors sampled per bank row, ranked by their
-    product), with and without contracts: counts within 5σ of Σ propensities, 10^5 requests."""
+    product; the click with or without per-arm offsets), with and without contracts: counts
+    within 5σ of Σ propensities, 10^5 requests."""
     k, d, da = 12, 4, 3
     reg = ArmRegistry(capacity=16)
     reg.add([f"p{i}" for i in range(3)], "partner")
@@ -176,7 +178,7 @@ def test_factored_value_calibration(rng, contracts):
                  "take_rates": {"partner": 0.03, "mini_shop": 0.05}}  # fmt: skip
     cfg = FactoredValueConfig(
         n_context_features=d, n_arm_features=da, refresh_every=10**9, bank_rows=64,
-        objective=objective, typical_order_value=50.0,
+        objective=objective, typical_order_value=50.0, click_model=click_model,
     )  # fmt: skip
     pol = make_policy(cfg, reg, seed=9, arm_features=rng.normal(size=(k, da)))
     click = rng.integers(0, 2, 300).astype(float)

@@ -244,3 +244,36 @@ def test_every_refresh_is_counted_and_a_smaller_pending_table_evicts_at_once():
     assert m["pending"] == 40 and m["evicted"] == 60
     assert alloc.update(ids[-1], {"order": 1.0}) is UpdateStatus.APPLIED  # the newest kept
     assert alloc.update(ids[259], {"order": 1.0}) is UpdateStatus.DUPLICATE  # evicted: learned
+
+
+def test_factored_click_model_serves_restores_and_cannot_be_swapped_live(tmp_path):
+    """An allocator on the factored model with the hybrid click learns events, loads back
+    to the same decisions; a reload to the shared click (other state arrays) is refused
+    and leaves it untouched."""
+    raw = config("shared_linear").model_dump()
+    raw["engine"]["policy"] = {
+        "kind": "factored_value", "n_context_features": 3, "n_arm_features": 2,
+        "click_model": "hybrid", "offset_sd": 0.5, "objective": raw["engine"]["objective"],
+    }  # fmt: skip
+    alloc = Allocator(AllocatorConfig.model_validate(raw), seed=7)
+    for i in range(200):
+        d = alloc.decide(CANDS, context=context_for("shared_linear", i), timestamp=T0 + i)
+        won = float(d.arm_id == "merchant:4")
+        alloc.update(d.decision_id, {"click": won, "order": won, "gmv": 80.0 * won})
+    alloc.policy.refresh()
+    assert type(alloc.policy).__name__ == "HybridClickFactoredPolicy"
+    assert alloc.policy.offsets()[0].max() > 0.0  # merchant:4's clicks moved its offset
+    alloc.save(tmp_path / "state.npz")
+    twin = Allocator.load(tmp_path / "state.npz")
+    assert type(twin.policy) is type(alloc.policy)
+    ctx = context_for("shared_linear", 3)
+    a = alloc.decide(CANDS, context=ctx, timestamp=T0 + 500)
+    b = twin.decide(CANDS, context=ctx, timestamp=T0 + 500)
+    assert (a.arm_id, a.propensity) == (b.arm_id, b.propensity)
+    shared = dict(raw, engine=dict(raw["engine"], policy=dict(raw["engine"]["policy"])))
+    del shared["engine"]["policy"]["click_model"], shared["engine"]["policy"]["offset_sd"]
+    before = alloc.snapshot_state()
+    with pytest.raises(InvalidInputError, match="would discard the learned state"):
+        alloc.reconfigure(AllocatorConfig.model_validate(shared))
+    for k, v in before[0].items():
+        np.testing.assert_array_equal(v, alloc.snapshot_state()[0][k], err_msg=k)
