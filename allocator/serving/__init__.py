@@ -1,6 +1,6 @@
 """The embedded serving facade and its configuration."""
 
-from allocator.serving.allocator import Allocator
+from allocator.serving.allocator import Allocator, UpdateStatus
 from allocator.serving.config import (
     AllocatorConfig,
     ArmSpec,
@@ -8,7 +8,6 @@ from allocator.serving.config import (
     ServingConfig,
     load_allocator_config,
 )
-from allocator.serving.feedback import UpdateStatus
 
 __all__ = [
     "Allocator",
