@@ -331,15 +331,14 @@ class Allocator:
         self, d: Decision, decision_id: str, request_id: str | None, cand: np.ndarray,
         probabilities: np.ndarray, x: np.ndarray | None, attrs: Mapping[str, str] | None,
     ) -> None:  # fmt: skip
-        """One row of the decision log (the candidate ids cost O(C) in Python: logging only)."""
-        registry = self.registry
+        """One row of the decision log (the candidate ids gathered in one compiled call)."""
         assert self._log is not None
         self._log.write_decision(DecisionRecord(
             decision_id=decision_id, request_id=request_id, timestamp=d.timestamp,
             arm_id=d.arm_id, arm_index=d.arm_index, group=d.group, propensity=d.propensity,
             forced=d.forced, model_version=d.model_version,
             policy_kind=self.config.engine.policy.kind,
-            candidates=[registry.arm_id(int(a)) for a in cand],
+            candidates=self.registry.ids_of(cand).tolist(),
             candidate_probabilities=np.array(probabilities, dtype=np.float64),
             context=None if x is None else np.asarray(x, dtype=np.float64),
             attrs=dict(attrs or {}), adjusted_by=d.adjusted_by,
