@@ -95,6 +95,10 @@ def extra_peak(n: int) -> int:
     return peak - 3 * res.curve.nbytes
 
 
+# Compiled only (``heavy``: skipped by the JIT-off coverage run): tracemalloc sees numpy's
+# allocations, and with NUMBA_DISABLE_JIT the kernels run as Python, whose per-call
+# temporaries are not the compiled code's; the property is about the compiled replay.
+@pytest.mark.heavy
 def test_memory_does_not_grow_with_the_log(monkeypatch):
     monkeypatch.setattr(rj, "CHUNK", 2048)
     small, large = extra_peak(8192), extra_peak(65536)
@@ -230,6 +234,7 @@ def nonstationary_peak(n: int, k: int) -> int:
     return peak
 
 
+@pytest.mark.heavy  # compiled only, as test_memory_does_not_grow_with_the_log
 def test_nonstationary_memory_does_not_grow_with_the_log(monkeypatch):
     """Nothing grows with the log: the per-event trace lives in a memory-mapped temporary
     file, the interval reads it in chunks, the past-only reward-model fits keep no per-row
