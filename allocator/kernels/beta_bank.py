@@ -12,11 +12,10 @@ refresh to Python.
 from numba import njit
 
 from allocator.kernels.beta import beta_posterior
-from allocator.kernels.per_arm import refresh_winners
+from allocator.kernels.per_arm import CELL_BY_CELL_MAX, refresh_winners
 
-#: arms up to which the policy draws cell by cell in arm order (it may group arms sharing
-#: a prior beyond); a walk compiles the refresh in only up to this catalogue size
-MAX_ARMS = 64
+#: the policy draws cell by cell up to this many arms (one constant, the policy's own)
+MAX_ARMS = CELL_BY_CELL_MAX
 
 
 @njit(cache=True, nogil=True)

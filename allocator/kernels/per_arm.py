@@ -24,6 +24,10 @@ from allocator.kernels.id_query import lookup_active
 from allocator.kernels.idtable import FOUND
 from allocator.kernels.pipeline import check_requests, finish
 
+#: arms up to which a policy fills its bank cell by cell in arm order (beyond, it may group
+#: arms sharing a prior); a replay walk compiles the Beta refresh only up to this size
+CELL_BY_CELL_MAX = 64
+
 
 @njit(cache=True, nogil=True)
 def _base_probs(cand, pos_of_arm, bank, winner, mean, sd, rule, ucb_alpha, best, arg, p):

@@ -22,9 +22,6 @@ from allocator.kernels import per_arm as kpa
 from allocator.policies.base import Policy
 from allocator.policies.state import Field, Role
 
-_BROADCAST_MAX = 64
-
-
 #: arms drawn per block when filling the bank: float64 temporaries stay in cache-sized
 #: blocks (a few MiB) instead of four (capacity, M) arrays at a catalogue's first fill
 _DRAW_BLOCK = 1 << 14
@@ -63,7 +60,7 @@ def draw_grouped(
         fill(out, *(p[0] for p in params))
         return out
     uniq = inverse = None
-    if n > _BROADCAST_MAX:  # a few arms (an add slice, a refresh): grouping costs more
+    if n > kpa.CELL_BY_CELL_MAX:  # a few arms (an add slice, a refresh): grouping costs more
         uniq, inverse = np.unique(np.stack(params, axis=1), axis=0, return_inverse=True)
     if uniq is None or inverse is None or uniq.shape[0] * 4 > n:
         fill(out, *(p[:, None] for p in params))
