@@ -138,8 +138,8 @@ class Allocator:
             t0 = self._books.last_t if math.isfinite(self._books.last_t) else 0.0
             d = self._engine.decide(cand, x, None, t0)
             ids = [reg.arm_id(int(a)) for a in cand]
-            for given in (ids, np.array(ids)):  # both query forms of the fused call
-                decide_fused(self._engine, given, x, None)
+            for given in (ids, np.array(ids), cand):  # every query form of the fused call
+                decide_fused(self._engine, given, x, None, t0)
             # through the outcome entry points, which every family accepts (a factored
             # family refuses a bare scalar reward)
             self.policy.learn_outcome(d.arm_index, 0.0, 0.0, 0.0, 0.0, x)
@@ -176,8 +176,9 @@ class Allocator:
                 # every check is done (the kernel's candidate checks included) before any
                 # state changes: housekeeping at t follows the decision
                 fused = (
-                    None if self._time_refused(t) else decide_fused(engine, candidates, x, attrs)
-                )
+                    None if self._time_refused(t)
+                    else decide_fused(engine, candidates, x, attrs, t)
+                )  # fmt: skip
                 if fused is None:
                     cand, xrow, codes = engine.prepare(candidates, x, attrs)
                     self._check_time(t)
@@ -185,7 +186,7 @@ class Allocator:
                     x_saved = None if engine.policy.n_features is None else xrow
                     given = given_id(candidates, pos)
                 else:
-                    (cand, pos, x_saved, given), forced, adjusted = fused, -1, 0
+                    cand, pos, x_saved, given, forced, adjusted = fused
                 self._commit_time(mode)
                 head, first, decision_id = self._books.decision_id(self.replica)
                 self._books.last_t = max(self._books.last_t, t)
