@@ -28,7 +28,8 @@ from pydantic import ValidationError
 from allocator.decisions import Decision, Decisions
 from allocator.engine import Engine, given_id
 from allocator.errors import InvalidInputError, SnapshotError, brief
-from allocator.logs import DecisionLogWriter, DecisionRecord, OutcomeRecord
+from allocator.logs import DecisionLogWriter, OutcomeRecord
+from allocator.logs.indexed import IndexedDecision
 from allocator.objective import Objective
 from allocator.registry import ArmRegistry
 from allocator.serving.arms import build_catalogue
@@ -332,17 +333,17 @@ class Allocator:
         self, d: Decision, decision_id: str, request_id: str | None, cand: np.ndarray,
         probabilities: np.ndarray, x: np.ndarray | None, attrs: Mapping[str, str] | None,
     ) -> None:  # fmt: skip
-        """One row of the decision log (the candidate ids gathered in one compiled call)."""
-        assert self._log is not None
-        self._log.write_decision(DecisionRecord(
-            decision_id=decision_id, request_id=request_id, timestamp=d.timestamp,
-            arm_id=d.arm_id, arm_index=d.arm_index, group=d.group, propensity=d.propensity,
-            forced=d.forced, model_version=d.model_version,
-            policy_kind=self.config.engine.policy.kind,
-            candidates=self.registry.ids_of(cand).tolist(),
-            candidate_probabilities=np.array(probabilities, dtype=np.float64),
-            context=None if x is None else np.asarray(x, dtype=np.float64),
-            attrs=dict(attrs or {}), adjusted_by=d.adjusted_by,
+        """One schema-3 row of the decision log, as :meth:`decide_many` writes it for one
+        request (candidates as indices into the writer's catalogue: no id strings), made a
+        table when the writer drains; the arrays it holds are copies the row owns."""
+        log = self._log
+        assert log is not None
+        log.write_decision(IndexedDecision(
+            decision_id, request_id, d.timestamp, self._log_ids.of(self.registry, log.writer),
+            d.arm_index, d.propensity, d.forced, d.model_version,
+            self.config.engine.policy.kind, cand.astype(np.int32), probabilities,
+            None if x is None else x.copy(), None if attrs is None else dict(attrs),
+            d.adjusted_by,
         ))  # fmt: skip
 
     def close(self) -> None:
