@@ -13,16 +13,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from allocator import ArmRegistry
-from allocator.decisions import Decision
 from allocator.errors import LogCorrupt
-from allocator.logs import DecisionLogWriter, DecisionRecord, OutcomeRecord, load_decision_log
+from allocator.logs import DecisionLogWriter, load_decision_log
 from allocator.logs.parts import encode_part, parse_name, read_part
 from allocator.logs.tables import check_table
 from allocator.policies import make_policy
 from allocator.replay import evaluate, from_decision_log, replay_nonstationary
 from allocator.serving import Allocator
 from allocator.serving.log_rows import LoggedCatalogue
-from tests.logs.helpers import decision
+from tests.logs.helpers import copy_outcomes, decision, v2_record
 from tests.logs.make_v2_log import as_json
 from tests.serving.helpers import T0, config, context_for, without_epoch
 
@@ -56,7 +55,7 @@ def _run(directory: Path, batched: bool, n: int = 300, v2: Path | None = None) -
             d = alloc.decide(**r)
             ids.append(d.decision_id)
             if old is not None:
-                old.write_decision(_v2_record(d, r, alloc.engine.probabilities))
+                old.write_decision(v2_record(d, r, alloc.engine.probabilities, KIND))
     for i, decision_id in enumerate(ids):
         if i % 3:
             alloc.update(decision_id, {"order": float(i % 5 == 0), "gmv": float(i % 7)},
@@ -64,23 +63,8 @@ def _run(directory: Path, batched: bool, n: int = 300, v2: Path | None = None) -
     alloc.expire(T0 + 2e6)
     alloc.close()
     if old is not None:
-        parts = sorted(directory.glob("outcomes-*"), key=lambda p: parse_name(p.name).seq)
-        rows = pa.concat_tables([pq.read_table(p) for p in parts]).to_pylist()
-        old.write_outcomes([OutcomeRecord(**row) for row in rows])
+        copy_outcomes(directory, old)
         old.close()
-
-
-def _v2_record(d: Decision, request: dict, probabilities: np.ndarray) -> DecisionRecord:
-    """The schema-2 record of a single decision (as the single path wrote it up to
-    schema 3: every candidate id spelled)."""
-    return DecisionRecord(
-        decision_id=d.decision_id, request_id=request["request_id"], timestamp=d.timestamp,
-        arm_id=d.arm_id, arm_index=d.arm_index, group=d.group, propensity=d.propensity,
-        forced=d.forced, model_version=d.model_version, policy_kind=KIND,
-        candidates=request["candidates"], candidate_probabilities=probabilities,
-        context=np.asarray(request["context"], dtype=np.float64), attrs=request["attrs"],
-        adjusted_by=d.adjusted_by,
-    )  # fmt: skip
 
 
 def _versions(directory: Path) -> dict[str, set[int]]:
