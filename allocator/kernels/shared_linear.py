@@ -229,7 +229,7 @@ def joint_win_shares(cand, features, mean, v, p_fold, z, n, l_buf, best, arg, p)
 
 
 @njit(cache=True, nogil=True)
-def _shared_probs(cand, x, features, mu, a_inv, v, z, rule, ucb_alpha, joint, l_buf, best,
+def shared_probs(cand, x, features, mu, a_inv, v, z, rule, ucb_alpha, joint, l_buf, best,
                   arg, w_buf, pp_buf, mean_buf, sd_buf, p):  # fmt: skip
     """Base probabilities ``p[:n]`` of one request: scores, then the rule (joint or
     marginal Thompson draws, UCB, greedy); score means and sds stay in the buffers."""
@@ -239,6 +239,18 @@ def _shared_probs(cand, x, features, mu, a_inv, v, z, rule, ucb_alpha, joint, l_
         joint_win_shares(cand, features, mean_buf, v, pp_buf, z, n, l_buf, best, arg, p)
     else:
         scores_to_probs(mean_buf, sd_buf, n, z, rule, ucb_alpha, best, arg, p)
+
+
+@njit(cache=True, nogil=True)
+def check_bounded_request(cand, x, bound, active, pos_of_arm, slots, err):
+    """:func:`.pipeline.check_request` of one request (``err`` = 0, position) after its
+    context ``x`` (d,) is checked against ``bound``, the largest magnitude accepted
+    (``ERR_NONFINITE`` beyond it, or for NaN): what a lean entry checks first."""
+    err[0] = 0
+    for q in range(x.shape[0]):
+        if not abs(x[q]) <= bound:  # NaN fails too
+            return ERR_NONFINITE
+    return check_request(cand, x, active, pos_of_arm, slots, err)
 
 
 @njit(cache=True, nogil=True)
@@ -263,15 +275,11 @@ def decide_shared_one(
         The chosen position, or a negative error code (``err`` = 0, position) with nothing
         changed: ``ERR_NONFINITE`` also for a context entry beyond ``bound``.
     """
-    err[0] = 0
     x = xs[0]
-    for q in range(x.shape[0]):
-        if not abs(x[q]) <= bound:  # NaN fails too
-            return ERR_NONFINITE
-    code = check_request(cand, x, active, pos_of_arm, z.shape[0], err)
+    code = check_bounded_request(cand, x, bound, active, pos_of_arm, z.shape[0], err)
     if code != OK:
         return code
-    _shared_probs(cand, x, features, mu, a_inv, v, z, rule, ucb_alpha, joint, l_buf, best,
+    shared_probs(cand, x, features, mu, a_inv, v, z, rule, ucb_alpha, joint, l_buf, best,
                   arg, w_buf, pp_buf, mean_buf, sd_buf, p)  # fmt: skip
     n = cand.shape[0]
     mix_uniform(p, n, eps)
@@ -329,7 +337,7 @@ def decide_shared(
         c = cand_idx[lo : cand_ptr[r + 1]]
         n = c.shape[0]
         p = p_out[lo : lo + n]
-        _shared_probs(c, xs[r], features, mu, a_inv, v, z, rule, ucb_alpha, joint, l_buf,
+        shared_probs(c, xs[r], features, mu, a_inv, v, z, rule, ucb_alpha, joint, l_buf,
                       best, arg, w_buf, pp_buf, mean_buf, sd_buf, p)  # fmt: skip
         apply_link(mean_buf, sd_buf, v, n, link)
         chosen[r], forced[r], adjusted[r] = finish(

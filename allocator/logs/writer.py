@@ -41,6 +41,7 @@ from typing import Any, Final
 import pyarrow as pa
 
 from allocator.errors import DecisionLogError, InvalidInputError, LogLocked
+from allocator.logs.indexed import IndexedDecision, indexed_table
 from allocator.logs.parts import (
     PartName,
     check_replica,
@@ -74,13 +75,18 @@ def _check_count(name: str, value: object) -> None:
 
 def _as_tables(kind: Kind, items: Sequence[Any]) -> list[pa.Table]:
     """The buffered items in arrival order as tables of one schema each: runs of records
-    become tables, and consecutive tables of the same schema are joined (a decisions
-    buffer may hold records and tables of both versions; a part holds one)."""
-    build = decisions_table if kind == "decisions" else outcomes_table
+    (v2 decision records, v3 :class:`IndexedDecision` rows, outcome records) become
+    tables, and consecutive tables of the same schema are joined (a decisions buffer may
+    hold records and tables of both versions; a part holds one)."""
     tables: list[pa.Table] = []
-    for is_table, run in itertools.groupby(items, lambda item: isinstance(item, pa.Table)):
+    for form, run in itertools.groupby(items, type):
         group = list(run)
-        tables.extend(group if is_table else [build(group)])
+        if form is pa.Table:
+            tables.extend(group)
+        elif form is IndexedDecision:
+            tables.append(indexed_table(group))
+        else:
+            tables.append((decisions_table if kind == "decisions" else outcomes_table)(group))
     return [pa.concat_tables(list(same)) for _, same in itertools.groupby(tables, _schema)]
 
 
@@ -228,6 +234,12 @@ class DecisionLogWriter:
         if not validated:
             check_decision(record)
         self._append("decisions", record)
+
+    def write_indexed_decision(self, row: IndexedDecision) -> None:
+        """Buffer one schema-3 decision row, built from checked inputs (the serving single
+        path: no per-row checks; the part's column checks at load still apply). Its
+        ``catalogue`` epoch must be written to this writer already."""
+        self._append("decisions", row)
 
     def write_outcome(self, record: OutcomeRecord, *, validated: bool = False) -> None:
         """Validate and buffer one outcome (``validated`` as in :meth:`write_decision`)."""

@@ -52,6 +52,12 @@ class Policy(DecisionCalls, StateExchange, ABC):
     #: optional :attr:`DECIDE_ONE` on ids: ``(table, chars, offsets, q, cand, *lean_args(),
     #: p, err)`` resolves the joined ids ``q`` into ``cand`` first (see :meth:`decide_joined`)
     DECIDE_JOINED: ClassVar[Any] = None
+    #: optional kernel for one request under contracts: ``(cand, x, t, codes, bound,
+    #: active, *model_args(), *contract args, stream, pos_of_arm, *scratch_args(), p, out,
+    #: err)`` deciding exactly what :attr:`KERNEL` decides on a batch of one, and its form
+    #: on ids (``table, chars, offsets, q`` first; see :meth:`decide_contracted`)
+    DECIDE_CONTRACTED: ClassVar[Any] = None
+    DECIDE_CONTRACTED_IDS: ClassVar[Any] = None
     #: optional fused kernel for one checked update: ``(arm, reward, *learn_args())`` folds
     #: the reward, counts it and returns True when a refresh is due (None: the batch path)
     LEARN_ONE: ClassVar[Any] = None
@@ -64,7 +70,12 @@ class Policy(DecisionCalls, StateExchange, ABC):
         entries, so it inherits none of them (it may declare its own)."""
         super().__init_subclass__(**kwargs)
         if "KERNEL" in vars(cls):
-            for name in ("DECIDE_ONE", "DECIDE_JOINED"):
+            for name in (
+                "DECIDE_ONE",
+                "DECIDE_JOINED",
+                "DECIDE_CONTRACTED",
+                "DECIDE_CONTRACTED_IDS",
+            ):
                 if name not in vars(cls):
                     setattr(cls, name, None)
 

@@ -8,7 +8,7 @@ position; this module turns them into typed errors.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
 import numpy as np
 
@@ -54,6 +54,8 @@ class DecisionCalls:
     KERNEL: ClassVar[Any]
     DECIDE_ONE: ClassVar[Any]
     DECIDE_JOINED: ClassVar[Any]
+    DECIDE_CONTRACTED: ClassVar[Any]
+    DECIDE_CONTRACTED_IDS: ClassVar[Any]
     n_features: int | None
     registry: ArmRegistry
     state: ModelState
@@ -92,6 +94,12 @@ class DecisionCalls:
         self._lean = BoundCall(self.DECIDE_ONE, self._lean_call_args)
         self._joined = BoundCall(self.DECIDE_JOINED, self._joined_call_args)
         self._rows = BoundCall(self.DECIDE_JOINED, self._rows_call_args)
+        self._out2 = np.zeros(2, dtype=np.int64)
+        self._contracted = (
+            BoundCall(self.DECIDE_CONTRACTED, self._contracted_args),
+            BoundCall(self.DECIDE_CONTRACTED_IDS, self._contracted_ids_args),
+            BoundCall(self.DECIDE_CONTRACTED_IDS, self._contracted_rows_args),
+        )
         self._last_n = 0
         self._lean_room = 0  # set when the lean list is bound (see _lean_call_args)
         self._lean_version = self.state.version
@@ -264,14 +272,78 @@ class DecisionCalls:
             args[5] = x
         pos = call.entry(*args)
         if pos < 0:
-            if pos == ck.ERR_LOOKUP:
-                return -1, int(self._err[0]), int(self._err[1])
-            if pos == ck.ERR_NONFINITE:
-                return -1, -1, 0
-            self._ptr1[1] = n
-            self._fail(pos, self._ptr1, cand, self._x_none)
+            return self._refused(pos, cand)
         self._last_n = n
         return pos, -1, 0
+
+    def _refused(self, code: int, cand: np.ndarray) -> tuple[int, int, int]:
+        """What a fused entry's refusal ``code`` tells its caller: (-1, status, position)
+        of the first id the lookup refused, (-1, -1, 0) for a refused context (left to the
+        general path to report); a refused candidate list is raised here."""
+        if code == ck.ERR_LOOKUP:
+            return -1, int(self._err[0]), int(self._err[1])
+        if code == ck.ERR_NONFINITE:
+            return -1, -1, 0
+        self._ptr1[1] = cand.shape[0]
+        self._fail(code, self._ptr1, cand, self._x_none)
+
+    def _contracted_args(self, contracts: tuple[Any, ...]) -> list[Any]:
+        """The argument list of :attr:`DECIDE_CONTRACTED` (``cand``, ``x``, ``t``, ``codes``
+        and the contract arrays: placeholders of their types until the call)."""
+        self._check_synced()
+        s, x = self.state, np.zeros((1, self.n_features or 0))
+        self._c1 = 6 + len(self.model_args())  # where the contract arrays start
+        return [
+            self._arm1, x, 0.0, self._codes0, self.input_bound, self.registry.active,
+            *self.model_args(), *contracts, s.stream, s.pos_of_arm, *self.scratch_args(),
+            self._p1, self._out2, self._err,
+        ]  # fmt: skip
+
+    def _contracted_ids_args(self, contracts: tuple[Any, ...]) -> list[Any]:
+        reg = self.registry
+        return [*reg.id_table(), reg.joined_ids([]), *self._contracted_args(contracts)]
+
+    def _contracted_rows_args(self, contracts: tuple[Any, ...]) -> list[Any]:
+        return [
+            *self.registry.id_table(), np.zeros((0, 1), np.uint32),
+            *self._contracted_args(contracts),
+        ]  # fmt: skip
+
+    def decide_contracted(
+        self, q: np.ndarray | None, cand: np.ndarray, x: np.ndarray | None, t: float,
+        codes: np.ndarray, contracts: tuple[Any, ...],
+    ) -> tuple[int, int, int]:  # fmt: skip
+        """:meth:`decide_one` under ``contracts`` (:meth:`Contracts.kernel_args`, reserved
+        for the request) by the bound :attr:`DECIDE_CONTRACTED` entry, which the caller
+        checked is set: candidates as indices ``cand`` (``q`` None), or as ids ``q`` (as
+        :meth:`decide_joined` takes them) resolved into ``cand`` by the same call. ``x``
+        (1, d) C float64 (None: a context-free family) and ``codes`` (1, A) C int64 are
+        taken unchecked: the kernel refuses a context out of bounds first.
+
+        Returns (position, forcing contract or -1, adjusted bitmask); (-1, status,
+        position) of the first id the lookup refused; (-1, -1, 0) for a refused context,
+        which the general path is to report. Nothing changes on a refusal.
+        """
+        n = cand.shape[0]
+        if n > self._scratch_size or n > self._p1.shape[0]:
+            self._grow_single(n)
+        reg = self.registry
+        call = self._contracted[0 if q is None else q.ndim]
+        key = (self._generation, self.state.generation, reg.generation, reg.n_arms)
+        args = call.args if key == call.key else call.bind(key, contracts)
+        b = 0 if q is None else 4
+        if b:
+            args[3] = q
+        args[b], args[b + 2], args[b + 3] = cand, t, codes
+        args[b + 1] = self._x_none if x is None else x
+        c0 = b + self._c1
+        args[c0 : c0 + len(contracts)] = contracts
+        pos = call.entry(*args)
+        if pos < 0:
+            return self._refused(pos, cand)
+        self._last_n = n
+        forced, adjusted = self._out2.tolist()
+        return pos, forced, adjusted
 
     def decide_many(
         self, ptr: np.ndarray, idx: np.ndarray, xs: np.ndarray, times: np.ndarray,
@@ -338,7 +410,7 @@ class DecisionCalls:
                 "registry directly (an Engine or Allocator does it in add_arms)"
             )
 
-    def _fail(self, code: int, ptr: np.ndarray, idx: np.ndarray, xs: np.ndarray) -> None:
+    def _fail(self, code: int, ptr: np.ndarray, idx: np.ndarray, xs: np.ndarray) -> NoReturn:
         """Raise the error the kernel reported (``code`` < 0, ``err``: request, position)."""
         r, j = int(self._err[0]), int(self._err[1])
         where = f"request {r}: " if ptr.shape[0] > 2 else ""
@@ -386,7 +458,7 @@ class DecisionCalls:
             raise InvalidInputError(f"contexts are required: expected shape ({n}, {d})")
         return as_float_array(contexts, "contexts", (n, d), self.input_bound)
 
-    def _raise(self, code: int, cand: np.ndarray, where: str, j: int) -> None:
+    def _raise(self, code: int, cand: np.ndarray, where: str, j: int) -> NoReturn:
         exc, text = _CANDIDATE_ERRORS[code]
         if code in (ck.ERR_RANGE, ck.ERR_RETIRED, ck.ERR_DUPLICATE):
             if code == ck.ERR_RETIRED and cand[j] >= self.registry.n_arms:

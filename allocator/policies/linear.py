@@ -23,6 +23,7 @@ from allocator.inputs import as_float_array
 from allocator.kernels import linear as kl
 from allocator.kernels import link as klink
 from allocator.kernels import shared_linear as ksl
+from allocator.kernels import shared_single as kss
 from allocator.policies.base import Policy
 from allocator.policies.state import Field, Role
 
@@ -202,6 +203,8 @@ class SharedLinearPolicy(_ScoreBankPolicy):
     KERNEL = staticmethod(ksl.decide_shared)
     DECIDE_ONE = staticmethod(ksl.decide_shared_one)
     DECIDE_JOINED = staticmethod(ksl.decide_shared_ids_one)
+    DECIDE_CONTRACTED = staticmethod(kss.decide_shared_contracted_one)
+    DECIDE_CONTRACTED_IDS = staticmethod(kss.decide_shared_contracted_ids_one)
     #: the sequential update kernel (``kernels.shared_linear.update_shared_batch``'s signature)
     UPDATE: ClassVar[Any] = staticmethod(ksl.update_shared_batch)
     FIELDS = (

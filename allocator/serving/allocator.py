@@ -28,7 +28,8 @@ from pydantic import ValidationError
 from allocator.decisions import Decision, Decisions
 from allocator.engine import Engine, given_id
 from allocator.errors import InvalidInputError, SnapshotError, brief
-from allocator.logs import DecisionLogWriter, DecisionRecord, OutcomeRecord
+from allocator.logs import DecisionLogWriter, OutcomeRecord
+from allocator.logs.indexed import IndexedDecision
 from allocator.objective import Objective
 from allocator.registry import ArmRegistry
 from allocator.serving.arms import build_catalogue
@@ -138,8 +139,8 @@ class Allocator:
             t0 = self._books.last_t if math.isfinite(self._books.last_t) else 0.0
             d = self._engine.decide(cand, x, None, t0)
             ids = [reg.arm_id(int(a)) for a in cand]
-            for given in (ids, np.array(ids)):  # both query forms of the fused call
-                decide_fused(self._engine, given, x, None)
+            for given in (ids, np.array(ids), cand):  # every query form of the fused call
+                decide_fused(self._engine, given, x, None, t0)
             # through the outcome entry points, which every family accepts (a factored
             # family refuses a bare scalar reward)
             self.policy.learn_outcome(d.arm_index, 0.0, 0.0, 0.0, 0.0, x)
@@ -176,8 +177,9 @@ class Allocator:
                 # every check is done (the kernel's candidate checks included) before any
                 # state changes: housekeeping at t follows the decision
                 fused = (
-                    None if self._time_refused(t) else decide_fused(engine, candidates, x, attrs)
-                )
+                    None if self._time_refused(t)
+                    else decide_fused(engine, candidates, x, attrs, t)
+                )  # fmt: skip
                 if fused is None:
                     cand, xrow, codes = engine.prepare(candidates, x, attrs)
                     self._check_time(t)
@@ -185,7 +187,7 @@ class Allocator:
                     x_saved = None if engine.policy.n_features is None else xrow
                     given = given_id(candidates, pos)
                 else:
-                    (cand, pos, x_saved, given), forced, adjusted = fused, -1, 0
+                    cand, pos, x_saved, given, forced, adjusted = fused
                 self._commit_time(mode)
                 head, first, decision_id = self._books.decision_id(self.replica)
                 self._books.last_t = max(self._books.last_t, t)
@@ -331,17 +333,17 @@ class Allocator:
         self, d: Decision, decision_id: str, request_id: str | None, cand: np.ndarray,
         probabilities: np.ndarray, x: np.ndarray | None, attrs: Mapping[str, str] | None,
     ) -> None:  # fmt: skip
-        """One row of the decision log (the candidate ids gathered in one compiled call)."""
-        assert self._log is not None
-        self._log.write_decision(DecisionRecord(
-            decision_id=decision_id, request_id=request_id, timestamp=d.timestamp,
-            arm_id=d.arm_id, arm_index=d.arm_index, group=d.group, propensity=d.propensity,
-            forced=d.forced, model_version=d.model_version,
-            policy_kind=self.config.engine.policy.kind,
-            candidates=self.registry.ids_of(cand).tolist(),
-            candidate_probabilities=np.array(probabilities, dtype=np.float64),
-            context=None if x is None else np.asarray(x, dtype=np.float64),
-            attrs=dict(attrs or {}), adjusted_by=d.adjusted_by,
+        """One schema-3 row of the decision log, as :meth:`decide_many` writes it for one
+        request (candidates as indices into the writer's catalogue: no id strings), made a
+        table when the writer drains; the arrays it holds are copies the row owns."""
+        log = self._log
+        assert log is not None
+        log.write_decision(IndexedDecision(
+            decision_id, request_id, d.timestamp, self._log_ids.of(self.registry, log.writer),
+            d.arm_index, d.propensity, d.forced, d.model_version,
+            self.config.engine.policy.kind, cand.astype(np.int32), probabilities,
+            None if x is None else x.copy(), None if attrs is None else dict(attrs),
+            d.adjusted_by,
         ))  # fmt: skip
 
     def close(self) -> None:

@@ -36,7 +36,8 @@ from allocator.errors import (
     InvalidInputError,
     brief,
 )
-from allocator.logs import DecisionLogWriter, DecisionRecord, OutcomeRecord
+from allocator.logs import DecisionLogWriter, OutcomeRecord
+from allocator.logs.indexed import IndexedDecision
 
 
 def check_log_fields(request_id: Any, attrs: Any) -> None:
@@ -84,9 +85,9 @@ class LogSink:
 
     # The allocator builds these records from inputs it has already checked (request_id
     # and attrs by :func:`check_log_fields`): the writer does not check them again.
-    def write_decision(self, record: DecisionRecord) -> None:
+    def write_decision(self, row: IndexedDecision) -> None:
         if self._accepts():
-            self.writer.write_decision(record, validated=True)
+            self.writer.write_indexed_decision(row)
 
     def write_decision_rows(self, table: pa.Table) -> None:
         """A batch's decisions as one table (see :mod:`allocator.serving.log_rows`); under

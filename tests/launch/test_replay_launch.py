@@ -21,10 +21,11 @@ from mlflow.tracking import MlflowClient
 from allocator import ArmRegistry, make_policy
 from allocator.cli import main
 from allocator.config import BetaBernoulliConfig, EngineConfig
-from allocator.logs import load_decision_log
+from allocator.logs import DecisionLogWriter, load_decision_log
 from allocator.replay import LoggedData, from_decision_log, load_foreign_log, target_distribution
 from allocator.replay.columns import ForeignLogConfig
 from allocator.serving import Allocator, AllocatorConfig
+from tests.logs.helpers import copy_outcomes, v2_record
 from tests.replay.make_example_log import (
     ARMS,
     CLICK_RATE,
@@ -482,9 +483,13 @@ def own_replay_config(directory: Path, policies: list[dict[str, Any]]) -> Path:
     return cfg
 
 
-def own_log(log_dir: Path, n: int, epsilon: float, batched: bool = False) -> dict[str, float]:
+def own_log(
+    log_dir: Path, n: int, epsilon: float, batched: bool = False, v2: Path | None = None
+) -> dict[str, float]:
     """An allocator (Beta TS, ε-mixed) serving n requests of a 3-arm world, logging them
-    (``batched``: through ``decide_many``, which logs schema 3: catalogue indices).
+    as schema 3 (catalogue indices; ``batched``: through ``decide_many``); with ``v2``,
+    the single path's decisions and then the outcomes also written there as schema 2
+    (id strings): the same run's v2 twin.
 
     Partners and a Mini Shop merchant: sorted by id the groups interleave
     (jd, shop:7, taobao → partner, mini_shop, partner).
@@ -498,6 +503,7 @@ def own_log(log_dir: Path, n: int, epsilon: float, batched: bool = False) -> dic
         }
     )
     alloc = Allocator(config, seed=5, log_dir=log_dir)
+    twin = None if v2 is None else DecisionLogWriter(v2, replica="v2")
     u = np.random.default_rng(9).random(n)
     arm_ids = list(means)
     for i in range(n):
@@ -505,27 +511,38 @@ def own_log(log_dir: Path, n: int, epsilon: float, batched: bool = False) -> dic
             one = alloc.decide_many([{"candidates": arm_ids, "timestamp": 1.7e9 + i}])
             decision_id, arm_id = one.decision_ids[0], arm_ids[int(one.arms[0])]
         else:
-            d = alloc.decide(arm_ids, timestamp=1.7e9 + i)
+            request = {"candidates": arm_ids, "timestamp": 1.7e9 + i}
+            d = alloc.decide(**request)
             decision_id, arm_id = d.decision_id, d.arm_id
+            if twin is not None:
+                twin.write_decision(
+                    v2_record(d, request, alloc.engine.probabilities, "beta_bernoulli")
+                )
         alloc.update(decision_id, {"click": float(u[i] < means[arm_id])}, 1.7e9 + i + 0.5)
     alloc.close()
+    if twin is not None:
+        copy_outcomes(log_dir, twin)
+        twin.close()
     return means
 
 
 def test_the_replay_command_reads_a_schema_3_log_as_its_schema_2_twin(tmp_path, tracking_uri):
-    """The same seeded run logged by ``decide`` (schema 2, id strings) and ``decide_many``
-    (schema 3, catalogue indices): the replay command's cell metrics are identical."""
+    """The same seeded run logged by ``decide_many`` and by ``decide`` (schema 3,
+    catalogue indices) and as the single path's schema-2 twin (id strings): the replay
+    command's cell metrics are identical."""
+    own_log(tmp_path / "single" / "decisions", 400, 0.3, v2=tmp_path / "v2" / "decisions")
+    own_log(tmp_path / "batch" / "decisions", 400, 0.3, batched=True)
     metrics = {}
-    for batched in (False, True):
-        exp = tmp_path / f"batched_{batched}"
-        own_log(exp / "decisions", 400, epsilon=0.3, batched=batched)
-        cfg = own_replay_config(exp, [POLICIES[0]])
-        code, out, _ = replay(cfg, tracking_uri, exp / "runs", f"v3-{batched}", "--sequential")
+    for name in ("v2", "single", "batch"):
+        cfg = own_replay_config(tmp_path / name, [POLICIES[0]])
+        code, out, _ = replay(cfg, tracking_uri, tmp_path / name / "runs", name, "--sequential")
         assert code == 0, out
-        metrics[batched] = runs_of(tracking_uri, f"v3-{batched}")[("beta_ts", 1, 0)].data.metrics
-    assert any((tmp_path / "batched_True" / "decisions").glob("catalogue-*.parquet"))
-    assert not any((tmp_path / "batched_False" / "decisions").glob("catalogue-*.parquet"))
-    assert metrics[True]["rounds"] == 400 and metrics[False] == metrics[True]
+        metrics[name] = runs_of(tracking_uri, name)[("beta_ts", 1, 0)].data.metrics
+    assert any((tmp_path / "batch" / "decisions").glob("catalogue-*.parquet"))
+    assert any((tmp_path / "single" / "decisions").glob("catalogue-*.parquet"))
+    assert not any((tmp_path / "v2" / "decisions").glob("catalogue-*.parquet"))
+    assert metrics["batch"]["rounds"] == 400
+    assert metrics["v2"] == metrics["single"] == metrics["batch"]
 
 
 def test_replay_of_the_allocators_own_decision_log(tmp_path, tracking_uri):

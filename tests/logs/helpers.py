@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from allocator.logs import DecisionRecord, OutcomeRecord
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from allocator.decisions import Decision
+from allocator.logs import DecisionLogWriter, DecisionRecord, OutcomeRecord
+from allocator.logs.parts import parse_name
 
 
 def decision(i: int = 0, **changes: Any) -> DecisionRecord:
@@ -43,3 +50,28 @@ def outcome(i: int = 0, **changes: Any) -> OutcomeRecord:
     }
     fields.update(changes)
     return OutcomeRecord(**fields)
+
+
+def v2_record(
+    d: Decision, request: dict[str, Any], probabilities: np.ndarray, kind: str
+) -> DecisionRecord:
+    """The schema-2 record of a single decision made for ``request`` (the keyword
+    arguments of ``Allocator.decide``), as the single path wrote it before schema 3:
+    every candidate id spelled."""
+    context = request.get("context")
+    return DecisionRecord(
+        decision_id=d.decision_id, request_id=request.get("request_id"), timestamp=d.timestamp,
+        arm_id=d.arm_id, arm_index=d.arm_index, group=d.group, propensity=d.propensity,
+        forced=d.forced, model_version=d.model_version, policy_kind=kind,
+        candidates=list(request["candidates"]), candidate_probabilities=probabilities,
+        context=None if context is None else np.asarray(context, dtype=np.float64),
+        attrs=request.get("attrs") or {}, adjusted_by=d.adjusted_by,
+    )  # fmt: skip
+
+
+def copy_outcomes(directory: Path, writer: DecisionLogWriter) -> None:
+    """Every outcome row of the log in ``directory``, in part order, written by ``writer``
+    (the outcome stream of a v2 twin: outcomes are the same in both versions)."""
+    parts = sorted(directory.glob("outcomes-*"), key=lambda p: parse_name(p.name).seq)
+    rows = pa.concat_tables([pq.read_table(p) for p in parts]).to_pylist()
+    writer.write_outcomes([OutcomeRecord(**row) for row in rows])

@@ -21,7 +21,7 @@ from allocator.policies import make_policy
 from allocator.replay import evaluate, from_decision_log, replay_nonstationary
 from allocator.serving import Allocator
 from allocator.serving.log_rows import LoggedCatalogue
-from tests.logs.helpers import decision
+from tests.logs.helpers import copy_outcomes, decision, v2_record
 from tests.logs.make_v2_log import as_json
 from tests.serving.helpers import T0, config, context_for, without_epoch
 
@@ -38,22 +38,33 @@ def _requests(n: int) -> list[dict]:
     ]  # fmt: skip
 
 
-def _run(directory: Path, batched: bool, n: int = 300) -> None:
-    """One seeded run: the single path logs schema 2 records, the batch path schema 3."""
+def _run(directory: Path, batched: bool, n: int = 300, v2: Path | None = None) -> None:
+    """One seeded run, logged as schema 3 by the single path or the batch path; with
+    ``v2``, the single path's decisions are also written there as schema-2 records (with
+    the run's outcomes, once it is closed): the same run as a version-2 log."""
     alloc = Allocator(config(KIND, reward_wait_s=1e6), seed=11, log_dir=directory)
     reqs = _requests(n)
+    old = None if v2 is None else DecisionLogWriter(v2, replica="v2")
     if batched:
         ids = [
             d for lo in range(0, n, 64) for d in alloc.decide_many(reqs[lo : lo + 64]).decision_ids
         ]
     else:
-        ids = [alloc.decide(**r).decision_id for r in reqs]
+        ids = []
+        for r in reqs:
+            d = alloc.decide(**r)
+            ids.append(d.decision_id)
+            if old is not None:
+                old.write_decision(v2_record(d, r, alloc.engine.probabilities, KIND))
     for i, decision_id in enumerate(ids):
         if i % 3:
             alloc.update(decision_id, {"order": float(i % 5 == 0), "gmv": float(i % 7)},
                          timestamp=T0 + n + i)  # fmt: skip
     alloc.expire(T0 + 2e6)
     alloc.close()
+    if old is not None:
+        copy_outcomes(directory, old)
+        old.close()
 
 
 def _versions(directory: Path) -> dict[str, set[int]]:
@@ -65,11 +76,12 @@ def _versions(directory: Path) -> dict[str, set[int]]:
 
 
 @pytest.fixture(scope="module")
-def logs(tmp_path_factory) -> tuple[Path, Path]:
+def logs(tmp_path_factory) -> dict[str, Path]:
+    """The same run as a v2 log, and as v3 logs of the single and the batch path."""
     root = tmp_path_factory.mktemp("v2v3")
-    _run(root / "v2", batched=False)
-    _run(root / "v3", batched=True)
-    return root / "v2", root / "v3"
+    _run(root / "single", batched=False, v2=root / "v2")
+    _run(root / "batch", batched=True)
+    return {name: root / name for name in ("v2", "single", "batch")}
 
 
 def test_a_version_2_log_reads_back_as_the_version_2_loader_read_it():
@@ -78,8 +90,9 @@ def test_a_version_2_log_reads_back_as_the_version_2_loader_read_it():
     assert _versions(V2_LOG) == {"decisions": {2}, "outcomes": {2}}
 
 
-def test_the_same_run_logged_as_v2_and_v3_replays_to_identical_results(logs):
-    v2, v3 = logs
+@pytest.mark.parametrize("path", ["single", "batch"])
+def test_the_same_run_logged_as_v2_and_v3_replays_to_identical_results(logs, path):
+    v2, v3 = logs["v2"], logs[path]
     assert _versions(v2)["decisions"] == {2} and "catalogue" not in _versions(v2)
     assert _versions(v3) == {"catalogue": {3}, "decisions": {3}, "outcomes": {3}}
     a, b = load_decision_log(v2), load_decision_log(v3)
@@ -119,8 +132,31 @@ def test_the_same_run_logged_as_v2_and_v3_replays_to_identical_results(logs):
     assert [getattr(ra, f) for f in fields] == [getattr(rb, f) for f in fields]
 
 
-def test_a_v3_log_is_smaller_than_the_same_v2_log(logs):
-    v2, v3 = logs
+def _decision_rows(directory: Path) -> pa.Table:
+    parts = sorted(directory.glob("decisions-*"), key=lambda p: parse_name(p.name).seq)
+    return pa.concat_tables([pq.read_table(p) for p in parts])
+
+
+def test_single_decisions_log_the_rows_the_batch_path_logs(tmp_path):
+    """Row for row, column for column what ``decide_many`` writes for the same decisions,
+    but for the decision ids and the catalogue epoch (random per writer)."""
+    root = tmp_path
+    _run(root / "single", batched=False, n=70)
+    _run(root / "batch", batched=True, n=70)
+    single, batch = (_decision_rows(root / name) for name in ("single", "batch"))
+    assert single.schema == batch.schema and single.num_rows == 70
+    assert _versions(root / "single") == _versions(root / "batch")
+    same = [f for f in single.schema.names if f not in ("decision_id", "catalogue")]
+    assert single.select(same).equals(batch.select(same))
+    assert (
+        single.column("catalogue").unique().to_pylist()
+        != batch.column("catalogue").unique().to_pylist()
+    )
+
+
+@pytest.mark.parametrize("path", ["single", "batch"])
+def test_a_v3_log_is_smaller_than_the_same_v2_log(logs, path):
+    v2, v3 = logs["v2"], logs[path]
     size = {d: sum(p.stat().st_size for p in d.glob("decisions-*")) for d in (v2, v3)}
     assert size[v3] < size[v2]
 
@@ -246,7 +282,7 @@ BAD_V3 = [
 @pytest.mark.parametrize(("damage", "match"), BAD_V3)
 def test_a_malformed_v3_log_is_refused_naming_part_column_and_row(logs, tmp_path, damage, match):
     directory = tmp_path / "log"
-    shutil.copytree(logs[1], directory)
+    shutil.copytree(logs["batch"], directory)
     good = len(load_decision_log(directory))
     damage(directory)
     with pytest.raises(LogCorrupt, match=match):
@@ -307,7 +343,7 @@ def test_catalogue_rows_are_not_traffic_and_versions_share_a_stream_in_order(tmp
 def test_every_sampled_bit_flip_of_a_v3_log_is_refused_naming_the_part(logs, tmp_path):
     """A flipped catalogue part also leaves out, reported, the decisions it named."""
     directory = tmp_path / "log"
-    shutil.copytree(logs[1], directory)
+    shutil.copytree(logs["batch"], directory)
     full = len(load_decision_log(directory))
     rng = np.random.default_rng(21)
     flips = 0

@@ -10,6 +10,16 @@ from allocator import IntIds
 from allocator.serving import AllocatorConfig
 
 T0 = 1_760_000_000.0
+WINDOW = {"start": "2025-01-01T00:00:00Z", "end": "2027-01-01T00:00:00Z"}
+#: the Mini Shop tilt and a cold-start floor scoped to the "top" slot (add to a config's
+#: constraints)
+TILT_AND_COLD = (
+    {"name": "tilt", "kind": "tilt", "target": {"group": "mini_shop"},
+     "schedule": {**WINDOW, "start_value": 1.5}},
+    {"name": "cold", "kind": "floor",
+     "target": {"cold_in_group": "mini_shop", "n_min": 5, "max_age_s": 3600},
+     "schedule": {**WINDOW, "start_value": 0.1}, "scope": {"slot": ["top"]}},
+)  # fmt: skip
 PARTNERS = ("taobao", "douyin")
 DISJOINT = ("linear_gaussian", "logistic")
 SHARED = ("shared_linear", "shared_logistic", "hybrid_linear", "hybrid_logistic")

@@ -13,9 +13,7 @@ import pytest
 
 from allocator import Allocator, InvalidInputError, UnknownArmError
 from allocator.serving import AllocatorConfig
-from tests.serving.helpers import ID_FORMS, T0, config, id_form
-
-WINDOW = {"start": "2025-01-01T00:00:00Z", "end": "2027-01-01T00:00:00Z"}
+from tests.serving.helpers import ID_FORMS, T0, TILT_AND_COLD, config, id_form
 
 
 def _config(kind: str) -> AllocatorConfig:
@@ -25,13 +23,7 @@ def _config(kind: str) -> AllocatorConfig:
     for i, arm in enumerate(raw["arms"]):
         arm["id"] = str(10**9 + i)
     raw["serving"]["pending_capacity"] = 400
-    raw["constraints"]["constraints"] += [
-        {"name": "tilt", "kind": "tilt", "target": {"group": "mini_shop"},
-         "schedule": {**WINDOW, "start_value": 1.5}},
-        {"name": "cold", "kind": "floor",
-         "target": {"cold_in_group": "mini_shop", "n_min": 5, "max_age_s": 3600},
-         "schedule": {**WINDOW, "start_value": 0.1}, "scope": {"slot": ["top"]}},
-    ]  # fmt: skip
+    raw["constraints"]["constraints"] += TILT_AND_COLD
     return AllocatorConfig.model_validate(raw)
 
 
