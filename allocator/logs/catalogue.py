@@ -6,7 +6,8 @@ config, a restored snapshot, a restart or another replica may number the same id
 differently. Catalogue rows therefore carry an *epoch*, a random 63-bit token a writer
 draws whenever it starts logging for a numbering it cannot extend, and decision rows name
 their epoch. The loader checks every epoch whole (indices ``0..n-1`` each exactly once, no
-id twice) and resolves decisions back to the id strings of version 2, so every reader of
+id twice; a row repeated whole, as a writer writes again what a lost directory took, counts
+once) and resolves decisions back to the id strings of version 2, so every reader of
 :class:`~allocator.logs.DecisionLog` sees one shape whichever version was written.
 """
 
@@ -110,6 +111,20 @@ class Catalogue:
         )
 
 
+def _repeated_rows(epoch: I64, index: I64, ids: pa.Array, groups: pa.Array) -> np.ndarray:
+    """Rows (sorted by epoch, then index) equal in every column to the row before: the
+    same naming written twice (the writer writes again what a replaced directory lost)."""
+    again = np.zeros(len(epoch), dtype=bool)
+    if len(epoch) > 1:
+        same_key = (epoch[1:] == epoch[:-1]) & (index[1:] == index[:-1])
+        same_id = pc.fill_null(pc.equal(ids[1:], ids[:-1]), False).to_numpy(zero_copy_only=False)
+        same_group = pc.fill_null(pc.equal(groups[1:], groups[:-1]), False).to_numpy(
+            zero_copy_only=False
+        )
+        again[1:] = same_key & same_id & same_group
+    return again
+
+
 def check_catalogue(parts: list[Part]) -> tuple[Catalogue, list[LogCorrupt]]:
     """The catalogue of ``parts`` (catalogue parts), with one fault per epoch that is not a
     numbering (an index twice or missing, an id twice); those epochs are left out."""
@@ -124,6 +139,11 @@ def check_catalogue(parts: list[Part]) -> tuple[Catalogue, list[LogCorrupt]]:
     epoch, index, source = epoch[order], index[order], source[order]
     ids = table.column("arm_id").combine_chunks().take(pa.array(order))
     groups = table.column("group").combine_chunks().take(pa.array(order))
+    again = _repeated_rows(epoch, index, ids, groups)  # a part a writer wrote again
+    if again.any():
+        mask = pa.array(~again)
+        epoch, index, source = epoch[~again], index[~again], source[~again]
+        ids, groups = ids.filter(mask), groups.filter(mask)
     epochs, first, counts = np.unique(epoch, return_index=True, return_counts=True)
     code = np.repeat(np.arange(len(epochs)), counts)
     position = np.arange(len(epoch)) - first[code]

@@ -9,7 +9,10 @@ until its footer is written: appending row groups to an open file would lose the
 on a kill. The trade-off is many small parts under light traffic (up to two per interval:
 ~170,000 a day at 1 s); raise the interval, or compact offline, if that matters more than
 the loss bound. Catalogue rows (schema 3) are written first in every flush, so a decision
-part never reaches the disk before the catalogue rows it refers to.
+part never reaches the disk before the catalogue rows it refers to; and since decision rows
+buffered across a lost directory still refer to them, the writer keeps its catalogue parts'
+bytes (~6 B an arm) and writes again, as a new part, any that a replaced directory lost
+(the loader takes identical catalogue rows twice as once).
 
 One writer per directory and replica: an exclusive ``flock`` on ``.<replica>.lock``
 (released by the OS when the process dies, even by ``kill -9``) makes a second writer fail
@@ -39,6 +42,7 @@ from types import TracebackType
 from typing import Any, Final
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from allocator.errors import DecisionLogError, InvalidInputError, LogLocked
 from allocator.logs.indexed import IndexedDecision, indexed_table
@@ -92,6 +96,15 @@ def _as_tables(kind: Kind, items: Sequence[Any]) -> list[pa.Table]:
 
 def _schema(table: pa.Table) -> pa.Schema:
     return table.schema
+
+
+def _identity(directory: Path) -> tuple[int, int] | None:
+    """Which directory ``directory`` names now (device, inode), or None if none."""
+    try:
+        info = directory.stat()
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
 
 
 def _lock_replica(directory: Path, replica: str) -> int:
@@ -192,6 +205,9 @@ class DecisionLogWriter:
         self._in_flight = 0
         self._last_stamp = -math.inf
         self._closed = False
+        # (file, bytes) of every catalogue part written, and the directory they went to
+        self._catalogue: list[tuple[str, bytes]] = []
+        self._home = _identity(self.directory)
         self.errors = 0
         self.last_error: str | None = None
         self.healthy = True
@@ -320,6 +336,23 @@ class DecisionLogWriter:
             raise DecisionLogError(
                 f"writing {kind} part {self._seq} to {self.directory} failed: {err}"
             ) from None
+        if kind == "catalogue":
+            self._catalogue.append((file, data))
+
+    def _restore_catalogue(self) -> None:
+        """Write again the catalogue parts a replaced directory lost (the caller holds
+        ``_io``). Checked when the directory is not the one last written to (deleted and
+        made again) or after a failed write: cheap on the healthy path."""
+        home = _identity(self.directory)
+        if home is None or (home == self._home and self.healthy):
+            return
+        kept = [(f, d) for f, d in self._catalogue if (self.directory / f).is_file()]
+        lost = [d for f, d in self._catalogue if not (self.directory / f).is_file()]
+        if lost:
+            rows = pa.concat_tables([pq.read_table(pa.BufferReader(d)) for d in lost])
+            self._catalogue = kept
+            self._write("catalogue", rows.replace_schema_metadata(None))
+        self._home = home
 
     def _recorded(self, action: Callable[[], None]) -> None:
         """Run a part write and record the writer's health from it."""
@@ -344,6 +377,7 @@ class DecisionLogWriter:
             self._rows = dict.fromkeys(KINDS, 0)
         left = {k: _as_tables(k, taken[k]) for k in KINDS}
         try:
+            self._recorded(self._restore_catalogue)
             for kind in KINDS:
                 while left[kind]:
                     table = left[kind][0]

@@ -274,6 +274,9 @@ BAD_V3 = [
      r"\['merchant:0', 'merchant:4'\]"),
     (lambda d: _rewrite(d, "catalogue", lambda t: pa.concat_tables([t.slice(0, 3), t.slice(4)])),
      r"catalogue-\S+ catalogue epoch \d+: index 3 is missing"),
+    (lambda d: _rewrite(d, "catalogue", lambda t: pa.concat_tables(
+        [t, _set(t.slice(2, 1), "group", 0, "other")])),
+     r"catalogue-\S+ catalogue epoch \d+: index 2 is listed twice, naming \['merchant:0'\]"),
     (lambda d: _rewrite(d, "catalogue", lambda t: _set(t, "group", 1, "")),
      r"catalogue-\S+ holds invalid rows: group\[1\] = '': expected a non-empty string"),
 ]  # fmt: skip
@@ -289,6 +292,19 @@ def test_a_malformed_v3_log_is_refused_naming_part_column_and_row(logs, tmp_path
         load_decision_log(directory)
     skipped = load_decision_log(directory, on_damaged="skip")
     assert len(skipped) < good and skipped.damaged  # the decisions it cannot name are left out
+
+
+def test_catalogue_rows_written_again_whole_read_as_once(logs, tmp_path):
+    """A writer writes again the catalogue parts a replaced directory lost: identical rows
+    (in the same part or another) name what they named once."""
+    directory = tmp_path / "log"
+    shutil.copytree(logs["batch"], directory)
+    good = load_decision_log(directory)
+    _rewrite(directory, "catalogue", lambda t: pa.concat_tables([t, t.slice(2, 3), t]))
+    again = load_decision_log(directory)
+    assert not again.damaged
+    for name in ("decision_id", "arm_id", "arm_index", "group", "cand_ptr", "cand_ids"):
+        assert getattr(again, name).tolist() == getattr(good, name).tolist(), name
 
 
 @pytest.mark.parametrize(

@@ -38,15 +38,37 @@ def assert_same(a: tuple[dict[str, np.ndarray], dict], b: tuple[dict[str, np.nda
         np.testing.assert_array_equal(b[0][name], value, err_msg=name)
 
 
-def test_drop_keeps_serving_buffers_then_drops_and_recovers(tmp_path):
+class Outage:
+    """The log directory goes away under the writer and comes back: ``deleted`` (with
+    the parts on it, catalogue included; an empty directory returns) or ``moved`` away
+    and back (the parts return with it)."""
+
+    def __init__(self, how: str, log_dir, tmp_path) -> None:
+        self.how, self.log_dir, self.away = how, log_dir, tmp_path / "away"
+
+    def start(self) -> None:
+        if self.how == "deleted":
+            shutil.rmtree(self.log_dir)
+        else:
+            self.log_dir.rename(self.away)
+
+    def end(self) -> None:
+        if self.how == "deleted":
+            self.log_dir.mkdir()
+        else:
+            self.away.rename(self.log_dir)
+
+
+@pytest.mark.parametrize("how", ["deleted", "moved"])
+def test_drop_keeps_serving_buffers_then_drops_and_recovers(tmp_path, how):
     log_dir = tmp_path / "log"
     alloc = Allocator(
         config(), seed=1, log_dir=log_dir, log_rotate_rows=10, log_flush_interval_s=0.02
     )
     ids = [alloc.decide(CANDS, timestamp=T0 + i).decision_id for i in range(5)]
     wait_for(lambda: alloc.metrics()["log_buffered_rows"] == 0)
-    away = tmp_path / "away"
-    log_dir.rename(away)  # the disk goes away under the writer (with the parts on it)
+    outage = Outage(how, log_dir, tmp_path)
+    outage.start()  # the disk goes away under the writer
     ids += [alloc.decide(CANDS, timestamp=T0 + 5).decision_id]
     wait_for(lambda: not alloc.metrics()["log_healthy"])
     for i in range(6, 40):  # never an error: buffered up to 2 * rotate_rows, then dropped
@@ -55,22 +77,25 @@ def test_drop_keeps_serving_buffers_then_drops_and_recovers(tmp_path):
     assert m["log_errors"] >= 1 and "No such file or directory" in m["log_last_error"]
     assert m["log_buffered_rows"] == 20 and m["log_dropped"] == 40 - 5 - 20  # 5 on disk, 20 kept
     assert m["decisions"] == 40 and m["log_refused"] == 0
-    away.rename(log_dir)  # the disk is back: the buffered rows go out
+    outage.end()  # the disk is back: the buffered rows go out
     wait_for(lambda: alloc.metrics()["log_healthy"])
     alloc.close()
     log = load_decision_log(log_dir)
-    # what was on disk, then what was buffered, in order; the rest dropped
-    assert list(log.decision_id) == ids[:25]
+    # what was on disk (if it came back), then what was buffered, in order; the rest
+    # dropped. The buffered rows name arms by the catalogue written before the outage: a
+    # deleted directory took it along, and the writer wrote it again
+    assert list(log.decision_id) == (ids[:25] if how == "moved" else ids[5:25])
 
 
-def test_raise_refuses_with_nothing_changed_and_logs_every_decision_made(tmp_path):
+@pytest.mark.parametrize("how", ["deleted", "moved"])
+def test_raise_refuses_with_nothing_changed_and_logs_every_decision_made(tmp_path, how):
     log_dir = tmp_path / "log"
     cfg = config(on_log_error="raise")
     alloc = Allocator(cfg, seed=2, log_dir=log_dir, log_flush_interval_s=0.02)
     made = [alloc.decide(CANDS, timestamp=T0 + i).decision_id for i in range(5)]
     wait_for(lambda: alloc.metrics()["log_buffered_rows"] == 0)
-    away = tmp_path / "away"
-    log_dir.rename(away)
+    outage = Outage(how, log_dir, tmp_path)
+    outage.start()
     made.append(alloc.decide(CANDS, timestamp=T0 + 5).decision_id)  # buffered, not yet failed
     wait_for(lambda: not alloc.metrics()["log_healthy"])
     before = state(alloc)
@@ -84,12 +109,13 @@ def test_raise_refuses_with_nothing_changed_and_logs_every_decision_made(tmp_pat
         alloc.expire(T0 + 10_000)
     assert_same(before, state(alloc))
     assert alloc.metrics()["log_refused"] == 4
-    away.rename(log_dir)
+    outage.end()
     wait_for(lambda: alloc.metrics()["log_healthy"])
     made.append(alloc.decide(CANDS, timestamp=T0 + 7).decision_id)
     alloc.close()
-    # every decision the allocator returned is logged: none made without its record
-    assert list(load_decision_log(log_dir).decision_id) == made
+    # every decision the allocator returned since the outage is logged (and those before
+    # it if their parts came back): none made without its record
+    assert list(load_decision_log(log_dir).decision_id) == (made if how == "moved" else made[5:])
 
 
 def test_bad_log_fields_are_refused_before_the_decision(tmp_path):
