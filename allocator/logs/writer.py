@@ -351,7 +351,7 @@ class DecisionLogWriter:
         if lost:
             rows = pa.concat_tables([pq.read_table(pa.BufferReader(d)) for d in lost])
             self._catalogue = kept
-            self._write("catalogue", rows.replace_schema_metadata(None))
+            self._recorded(lambda: self._write("catalogue", rows.replace_schema_metadata(None)))
         self._home = home
 
     def _recorded(self, action: Callable[[], None]) -> None:
@@ -377,7 +377,7 @@ class DecisionLogWriter:
             self._rows = dict.fromkeys(KINDS, 0)
         left = {k: _as_tables(k, taken[k]) for k in KINDS}
         try:
-            self._recorded(self._restore_catalogue)
+            self._restore_catalogue()
             for kind in KINDS:
                 while left[kind]:
                     table = left[kind][0]
