@@ -32,6 +32,7 @@ from allocator.kernels.beta_bank import refresh_beta_bank
 from allocator.kernels.choice import OK, draw_index
 from allocator.kernels.hybrid import decide_hybrid
 from allocator.kernels.linear import decide_linear_one, update_linear_batch
+from allocator.kernels.linear_refresh import refresh_linear_walk
 from allocator.kernels.logistic import update_logistic_batch, update_shared_logistic_batch
 from allocator.kernels.nonstationary import accept_event
 from allocator.kernels.per_arm import decide_per_arm
@@ -46,9 +47,11 @@ UPDATE_NONE, UPDATE_GAUSSIAN, UPDATE_LOGISTIC, UPDATE_BETA = 0, 1, 2, 3
 def _take(walk, one, r, taken, stop_after, update, uargs, learn):
     """Record accepted round ``r`` and fold it in when ``update`` is compiled in; returns
     the acceptances so far and whether the walk must stop (a refresh due that is not
-    compiled in, or ``stop_after`` reached). ``uargs[3:]`` are the arguments of
+    compiled in, or ``stop_after`` reached). ``uargs[3:5]`` are the arguments of
     :func:`allocator.kernels.beta_bank.refresh_beta_bank` before and after ``pending``
-    (a Beta–Bernoulli refresh compiled in), or None."""
+    (a Beta–Bernoulli refresh compiled in), or None; ``uargs[5]`` those of
+    :func:`allocator.kernels.linear_refresh.refresh_linear_walk` before ``pending`` (a
+    disjoint linear refresh compiled in), or None."""
     walk[7][taken] = r
     taken += 1
     if update != UPDATE_NONE:
@@ -56,20 +59,24 @@ def _take(walk, one, r, taken, stop_after, update, uargs, learn):
         if update != UPDATE_BETA:
             one[6][1] = -1
         if _learned(walk, learn, r):
-            if not _refreshed(learn, uargs[3], uargs[4]):
+            if not _refreshed(learn, uargs[3], uargs[4], uargs[5]):
                 return taken, True
             one[6][1] = -1  # the bank was redrawn
     return taken, taken == stop_after
 
 
 @njit(cache=True, nogil=True)
-def _refreshed(learn, bank, scratch):
-    """Refresh a Beta–Bernoulli bank in place when its arguments are given (``bank``, and
-    ``scratch`` after ``pending``); whether it was (else Python refreshes)."""
-    if bank is None:
-        return False
-    refresh_beta_bank(*bank, learn[1], *scratch)
-    return True
+def _refreshed(learn, bank, scratch, posteriors):
+    """Refresh the policy in place when its refresh is compiled in: a Beta–Bernoulli bank
+    (``bank``, and ``scratch`` after ``pending``) or disjoint linear posteriors and score
+    bank (``posteriors``); whether it was (else Python refreshes)."""
+    if bank is not None:
+        refresh_beta_bank(*bank, learn[1], *scratch)
+        return True
+    if posteriors is not None:
+        refresh_linear_walk(*posteriors, learn[1])
+        return True
+    return False
 
 
 @njit(cache=True, nogil=True)
@@ -160,9 +167,10 @@ def walk_rounds(walk, one, start, stop_after, decide, update, uargs, learn):
     None in the others. ``update`` is
     ``UPDATE_NONE`` (Python folds the accepted rounds in) or the family's update kernel
     (``UPDATE_GAUSSIAN``, ``UPDATE_LOGISTIC``, ``UPDATE_BETA``) with ``uargs`` =
-    ``(linear, shared, beta, bank, scratch)``, its arguments in the slot of its model (see
-    :func:`_update`), None in the others; ``bank`` and ``scratch`` compile a Beta–Bernoulli
-    refresh in (see :func:`_take`) or are None.
+    ``(linear, shared, beta, bank, scratch, posteriors)``, its arguments in the slot of its
+    model (see :func:`_update`), None in the others; ``bank`` and ``scratch`` compile a
+    Beta–Bernoulli refresh in, ``posteriors`` a disjoint linear one (see :func:`_take`), or
+    are None.
     """
     ptr, idx, xs, rows = walk[0], walk[1], walk[5], walk[6]
     chosen, probs, stream, last = one[3], one[4], one[5], one[6]
