@@ -69,6 +69,34 @@ def spd_inverse(a, out, work):
 
 
 @njit(cache=True, nogil=True)
+def spd_inverse_symmetric(a, out, work):
+    """Inverse of a symmetric positive-definite (d, d) ``a`` as ``L⁻ᵀL⁻¹``, exactly
+    symmetric: ~d³/2 multiply-adds and d divisions, against ~d³ and 2d² for
+    :func:`spd_inverse`'s column-by-column solves (2.4× fewer at d = 16).
+
+    ``a`` is overwritten with ``L⁻¹`` (lower triangle); ``work`` (d, d) receives the
+    factor ``L``; ``out`` (d, d) the inverse.
+    """
+    d = a.shape[0]
+    cholesky_factor(a, work)
+    for i in range(d):
+        inv_ii = 1.0 / work[i, i]
+        a[i, i] = inv_ii
+        for j in range(i):
+            s = 0.0
+            for k in range(j, i):
+                s += work[i, k] * a[k, j]
+            a[i, j] = -s * inv_ii
+    for i in range(d):
+        for j in range(i + 1):
+            s = 0.0
+            for k in range(i, d):
+                s += a[k, i] * a[k, j]
+            out[i, j] = s
+            out[j, i] = s
+
+
+@njit(cache=True, nogil=True)
 def sherman_morrison(a_inv, x, u):
     """``a_inv ← (A + x xᵀ)⁻¹`` in place, O(d²); ``u`` (d,) scratch."""
     d = x.shape[0]
@@ -141,7 +169,7 @@ def update_linear(
 def refresh_linear(arms, gamma, lam, clock, t_last, g, h, mu0, mu, a_inv, work):
     """Re-solve the posteriors of ``arms`` (k,) from their statistics as of ``clock[0]``:
     ``A = w·G + λI`` and ``b = w·h`` with ``w = γ^(clock − t_last)`` (the forgetting not
-    yet applied), ``a_inv = A⁻¹`` through its Cholesky factor, ``mu = A⁻¹(λ μ0 + b)``.
+    yet applied), ``a_inv = A⁻¹`` (:func:`spd_inverse_symmetric`), ``mu = A⁻¹(λ μ0 + b)``.
 
     The policy's refresh and a replay walk's both run this, so they agree to the bit.
     Arrays as :func:`update_linear`; ``work`` (>= 2d+1, d) scratch.
@@ -156,7 +184,7 @@ def refresh_linear(arms, gamma, lam, clock, t_last, g, h, mu0, mu, a_inv, work):
             for k in range(d):
                 prec[i, k] = w * g[a, i, k] + (lam if i == k else 0.0)
             b[i] = w * h[a, i]
-        spd_inverse(prec, a_inv[a], work[d : 2 * d])
+        spd_inverse_symmetric(prec, a_inv[a], work[d : 2 * d])
         solve_mean(a_inv[a], lam, mu0[a], b, mu[a])
 
 

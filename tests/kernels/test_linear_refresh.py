@@ -42,6 +42,21 @@ def test_the_re_solve_is_lapacks_to_rounding(discount):
     np.testing.assert_allclose(s.a_inv[:K], np.linalg.inv(a), rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("d", [1, 2, 5, 16, 33])
+def test_the_symmetric_inverse_is_numpys(d):
+    """``L⁻ᵀL⁻¹`` against ``numpy.linalg.inv`` to 1e-12 relative on precisions like the
+    policy's (Gram matrix plus λ = 1), exactly symmetric, for the factor's every size."""
+    rng = np.random.default_rng(d)
+    x = rng.normal(size=(3 * d, d))
+    a = x.T @ x + np.eye(d)
+    out, work, scratch = np.zeros((d, d)), np.zeros((d, d)), a.copy()
+    kl.spd_inverse_symmetric(scratch, out, work)
+    ref = np.linalg.inv(a)
+    np.testing.assert_allclose(out, ref, rtol=0, atol=1e-12 * np.abs(ref).max())
+    np.testing.assert_array_equal(out, out.T)
+    np.testing.assert_allclose(work @ work.T, a, rtol=1e-12)  # the factor it went through
+
+
 @pytest.mark.parametrize("pending", [0, 1, 7, 64, 5000])
 @pytest.mark.parametrize("slots", [1, 3, 12])
 def test_the_bank_roll_draws_what_numpy_drew(pending, slots):
