@@ -94,8 +94,10 @@ def _reused(idx, xs, last, probs, stream, chosen, lo, n, draw):
     decided round's list (``last``: its offset and length): its probabilities ``probs``
     are then still the answer, the model being unchanged since (any update clears
     ``last``), and only the draw is left to make (what the decide kernel would do again,
-    without contracts)."""
-    if xs.shape[1] != 0 or last[1] != n:
+    without contracts). The walks ask only for context-free logs (``xs`` (n, 0)): a call
+    per contextual round, whose answer is always no, would cost its arguments' reference
+    counts."""
+    if last[1] != n:
         return False
     for j in range(n):
         if idx[lo + j] != idx[last[0] + j]:
@@ -117,16 +119,15 @@ def _decide(walk, one, k, draw, per_arm, linear, shared, hybrid):
     n = ptr[r + 1] - lo
     one[0][1] = n
     cand = walk[1][lo : lo + n]
-    x = walk[5][r : r + 1]
     code = OK
     if per_arm is not None:
-        code = decide_per_arm(one[0], cand, x, one[1], one[2], draw, *per_arm)
+        code = decide_per_arm(one[0], cand, walk[5][r : r + 1], one[1], one[2], draw, *per_arm)
     if linear is not None:
         code, one[3][0] = decide_linear_one(cand, walk[5][r], draw, *linear)
     if shared is not None:
-        code = decide_shared(one[0], cand, x, one[1], one[2], draw, *shared)
+        code = decide_shared(one[0], cand, walk[5][r : r + 1], one[1], one[2], draw, *shared)
     if hybrid is not None:
-        code = decide_hybrid(one[0], cand, x, one[1], one[2], draw, *hybrid)
+        code = decide_hybrid(one[0], cand, walk[5][r : r + 1], one[1], one[2], draw, *hybrid)
     one[6][0] = lo
     one[6][1] = n
     return r, lo, code
@@ -179,7 +180,8 @@ def walk_rounds(walk, one, start, stop_after, decide, update, uargs, learn):
     for k in range(start, rows.shape[0]):
         r = rows[k]
         lo = ptr[r]
-        if not _reused(idx, xs, last, probs, stream, chosen, lo, ptr[r + 1] - lo, True):
+        n = ptr[r + 1] - lo
+        if xs.shape[1] != 0 or not _reused(idx, xs, last, probs, stream, chosen, lo, n, True):
             r, lo, code = _decide(walk, one, k, True, *decide)
             if code != OK:
                 return k, taken, code
@@ -211,7 +213,7 @@ def walk_events(walk, one, start, stop_after, decide, update, uargs, learn, even
         r = rows[k]
         lo = ptr[r]
         n = ptr[r + 1] - lo
-        if not _reused(idx, xs, last, probs, stream, chosen, lo, n, False):
+        if xs.shape[1] != 0 or not _reused(idx, xs, last, probs, stream, chosen, lo, n, False):
             r, lo, code = _decide(walk, one, k, False, *decide)
             if code != OK:
                 return k, taken, code
