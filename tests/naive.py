@@ -590,3 +590,31 @@ def nonstationary_walk(
         size = max(16, 2 * used) if used < hi - i else min(8192, 2 * size)
         i += used
     return target, c_arr, accepted, i
+
+
+def roll_score_bank(z, rng, slots, pending, cursor):
+    """The score bank's rolling redraw as the linear policies ran it in numpy: the next
+    window of columns of the first ``slots`` rows, 1,024 normals per pending update (at
+    least one column, at most 65,536 normals), ``rng.standard_normal`` in one call."""
+    view = z[:slots]
+    m_rows = view.shape[1]
+    cells = min(1 << 16, (1 << 10) * pending)
+    step = max(1, min(m_rows, cells // max(slots, 1)))
+    lo = int(cursor[0])
+    hi = min(m_rows, lo + step)
+    view[:, lo:hi] = rng.standard_normal((slots, hi - lo))
+    cursor[0] = 0 if hi == m_rows else hi
+
+
+def lapack_linear_refresh(policy):
+    """The disjoint linear policy's refresh as it was before it was compiled: dirty arms
+    re-solved by LAPACK (``numpy.linalg.solve`` for the means, ``inv`` for ``A⁻¹``), then
+    the bank's roll."""
+    s = policy.state
+    idx = np.flatnonzero(s.dirty[: policy.registry.n_arms])
+    if idx.size:
+        mu, a = policy.posterior(idx)
+        s.mu[idx] = mu
+        s.a_inv[idx] = np.linalg.inv(a)
+        s.dirty[idx] = False
+    roll_score_bank(s.z, policy.rng, policy.bank_slots, int(s.pending[0]), s.z_cursor)

@@ -23,6 +23,11 @@ from allocator.kernels.choice import (
 from allocator.kernels.link import apply_link
 from allocator.kernels.pipeline import check_request, check_requests, finish
 
+#: normals a refresh redraws in the score bank: per update folded in since the last
+#: refresh, and at most (a refresh every 64 updates, the default, redraws the most)
+Z_CELLS_PER_UPDATE = 1 << 10
+Z_CELLS_PER_REFRESH = 1 << 16
+
 
 @njit(cache=True, nogil=True)
 def cholesky_factor(a, work):
@@ -61,6 +66,34 @@ def spd_inverse(a, out, work):
             for k in range(i + 1, d):
                 s -= work[k, i] * out[k, c]
             out[i, c] = s / work[i, i]
+
+
+@njit(cache=True, nogil=True)
+def spd_inverse_symmetric(a, out, work):
+    """Inverse of a symmetric positive-definite (d, d) ``a`` as ``L⁻ᵀL⁻¹``, exactly
+    symmetric: ~d³/2 multiply-adds and d divisions, against ~d³ and 2d² for
+    :func:`spd_inverse`'s column-by-column solves (2.4× fewer at d = 16).
+
+    ``a`` is overwritten with ``L⁻¹`` (lower triangle); ``work`` (d, d) receives the
+    factor ``L``; ``out`` (d, d) the inverse.
+    """
+    d = a.shape[0]
+    cholesky_factor(a, work)
+    for i in range(d):
+        inv_ii = 1.0 / work[i, i]
+        a[i, i] = inv_ii
+        for j in range(i):
+            s = 0.0
+            for k in range(j, i):
+                s += work[i, k] * a[k, j]
+            a[i, j] = -s * inv_ii
+    for i in range(d):
+        for j in range(i + 1):
+            s = 0.0
+            for k in range(i, d):
+                s += a[k, i] * a[k, j]
+            out[i, j] = s
+            out[j, i] = s
 
 
 @njit(cache=True, nogil=True)
@@ -130,6 +163,47 @@ def update_linear(
         spd_inverse(prec, a_inv[arm], work[d : 2 * d])
     solve_mean(a_inv[arm], lam, mu0[arm], ha, mu[arm])
     return True
+
+
+@njit(cache=True, nogil=True)
+def refresh_linear(arms, gamma, lam, clock, t_last, g, h, mu0, mu, a_inv, work):
+    """Re-solve the posteriors of ``arms`` (k,) from their statistics as of ``clock[0]``:
+    ``A = w·G + λI`` and ``b = w·h`` with ``w = γ^(clock − t_last)`` (the forgetting not
+    yet applied), ``a_inv = A⁻¹`` (:func:`spd_inverse_symmetric`), ``mu = A⁻¹(λ μ0 + b)``.
+
+    The policy's refresh and a replay walk's both run this, so they agree to the bit.
+    Arrays as :func:`update_linear`; ``work`` (>= 2d+1, d) scratch.
+    """
+    d = mu.shape[1]
+    prec = work[:d]
+    b = work[2 * d]
+    for j in range(arms.shape[0]):
+        a = arms[j]
+        w = 1.0 if gamma == 1.0 else gamma ** float(clock[0] - t_last[a])
+        for i in range(d):
+            for k in range(d):
+                prec[i, k] = w * g[a, i, k] + (lam if i == k else 0.0)
+            b[i] = w * h[a, i]
+        spd_inverse_symmetric(prec, a_inv[a], work[d : 2 * d])
+        solve_mean(a_inv[a], lam, mu0[a], b, mu[a])
+
+
+@njit(cache=True, nogil=True)
+def roll_normals(rng, z, slots, pending, cursor):
+    """Redraw the next window of the score bank ``z`` (rows, M) float32 in its first
+    ``slots`` rows: :data:`Z_CELLS_PER_UPDATE` normals per update of the ``pending`` ones
+    (at least one column, at most :data:`Z_CELLS_PER_REFRESH` normals), from column
+    ``cursor[0]`` (advanced, wrapping to 0 at the end), drawn row by row from the numpy
+    ``Generator`` ``rng`` (what ``rng.standard_normal((slots, width))`` draws)."""
+    m_rows = z.shape[1]
+    cells = min(Z_CELLS_PER_REFRESH, Z_CELLS_PER_UPDATE * pending)
+    step = max(1, min(m_rows, cells // max(slots, 1)))
+    lo = cursor[0]
+    hi = min(m_rows, lo + step)
+    for s in range(slots):
+        for m in range(lo, hi):
+            z[s, m] = rng.standard_normal()
+    cursor[0] = 0 if hi == m_rows else hi
 
 
 @njit(cache=True, nogil=True)

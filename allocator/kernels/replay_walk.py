@@ -32,6 +32,7 @@ from allocator.kernels.beta_bank import refresh_beta_bank
 from allocator.kernels.choice import OK, draw_index
 from allocator.kernels.hybrid import decide_hybrid
 from allocator.kernels.linear import decide_linear_one, update_linear_batch
+from allocator.kernels.linear_refresh import refresh_linear_walk
 from allocator.kernels.logistic import update_logistic_batch, update_shared_logistic_batch
 from allocator.kernels.nonstationary import accept_event
 from allocator.kernels.per_arm import decide_per_arm
@@ -46,9 +47,11 @@ UPDATE_NONE, UPDATE_GAUSSIAN, UPDATE_LOGISTIC, UPDATE_BETA = 0, 1, 2, 3
 def _take(walk, one, r, taken, stop_after, update, uargs, learn):
     """Record accepted round ``r`` and fold it in when ``update`` is compiled in; returns
     the acceptances so far and whether the walk must stop (a refresh due that is not
-    compiled in, or ``stop_after`` reached). ``uargs[3:]`` are the arguments of
+    compiled in, or ``stop_after`` reached). ``uargs[3:5]`` are the arguments of
     :func:`allocator.kernels.beta_bank.refresh_beta_bank` before and after ``pending``
-    (a Beta–Bernoulli refresh compiled in), or None."""
+    (a Beta–Bernoulli refresh compiled in), or None; ``uargs[5]`` those of
+    :func:`allocator.kernels.linear_refresh.refresh_linear_walk` before ``pending`` (a
+    disjoint linear refresh compiled in), or None."""
     walk[7][taken] = r
     taken += 1
     if update != UPDATE_NONE:
@@ -56,20 +59,24 @@ def _take(walk, one, r, taken, stop_after, update, uargs, learn):
         if update != UPDATE_BETA:
             one[6][1] = -1
         if _learned(walk, learn, r):
-            if not _refreshed(learn, uargs[3], uargs[4]):
+            if not _refreshed(learn, uargs[3], uargs[4], uargs[5]):
                 return taken, True
             one[6][1] = -1  # the bank was redrawn
     return taken, taken == stop_after
 
 
 @njit(cache=True, nogil=True)
-def _refreshed(learn, bank, scratch):
-    """Refresh a Beta–Bernoulli bank in place when its arguments are given (``bank``, and
-    ``scratch`` after ``pending``); whether it was (else Python refreshes)."""
-    if bank is None:
-        return False
-    refresh_beta_bank(*bank, learn[1], *scratch)
-    return True
+def _refreshed(learn, bank, scratch, posteriors):
+    """Refresh the policy in place when its refresh is compiled in: a Beta–Bernoulli bank
+    (``bank``, and ``scratch`` after ``pending``) or disjoint linear posteriors and score
+    bank (``posteriors``); whether it was (else Python refreshes)."""
+    if bank is not None:
+        refresh_beta_bank(*bank, learn[1], *scratch)
+        return True
+    if posteriors is not None:
+        refresh_linear_walk(*posteriors, learn[1])
+        return True
+    return False
 
 
 @njit(cache=True, nogil=True)
@@ -87,8 +94,10 @@ def _reused(idx, xs, last, probs, stream, chosen, lo, n, draw):
     decided round's list (``last``: its offset and length): its probabilities ``probs``
     are then still the answer, the model being unchanged since (any update clears
     ``last``), and only the draw is left to make (what the decide kernel would do again,
-    without contracts)."""
-    if xs.shape[1] != 0 or last[1] != n:
+    without contracts). The walks ask only for context-free logs (``xs`` (n, 0)): a call
+    per contextual round, whose answer is always no, would cost its arguments' reference
+    counts."""
+    if last[1] != n:
         return False
     for j in range(n):
         if idx[lo + j] != idx[last[0] + j]:
@@ -110,16 +119,15 @@ def _decide(walk, one, k, draw, per_arm, linear, shared, hybrid):
     n = ptr[r + 1] - lo
     one[0][1] = n
     cand = walk[1][lo : lo + n]
-    x = walk[5][r : r + 1]
     code = OK
     if per_arm is not None:
-        code = decide_per_arm(one[0], cand, x, one[1], one[2], draw, *per_arm)
+        code = decide_per_arm(one[0], cand, walk[5][r : r + 1], one[1], one[2], draw, *per_arm)
     if linear is not None:
         code, one[3][0] = decide_linear_one(cand, walk[5][r], draw, *linear)
     if shared is not None:
-        code = decide_shared(one[0], cand, x, one[1], one[2], draw, *shared)
+        code = decide_shared(one[0], cand, walk[5][r : r + 1], one[1], one[2], draw, *shared)
     if hybrid is not None:
-        code = decide_hybrid(one[0], cand, x, one[1], one[2], draw, *hybrid)
+        code = decide_hybrid(one[0], cand, walk[5][r : r + 1], one[1], one[2], draw, *hybrid)
     one[6][0] = lo
     one[6][1] = n
     return r, lo, code
@@ -160,9 +168,10 @@ def walk_rounds(walk, one, start, stop_after, decide, update, uargs, learn):
     None in the others. ``update`` is
     ``UPDATE_NONE`` (Python folds the accepted rounds in) or the family's update kernel
     (``UPDATE_GAUSSIAN``, ``UPDATE_LOGISTIC``, ``UPDATE_BETA``) with ``uargs`` =
-    ``(linear, shared, beta, bank, scratch)``, its arguments in the slot of its model (see
-    :func:`_update`), None in the others; ``bank`` and ``scratch`` compile a Beta–Bernoulli
-    refresh in (see :func:`_take`) or are None.
+    ``(linear, shared, beta, bank, scratch, posteriors)``, its arguments in the slot of its
+    model (see :func:`_update`), None in the others; ``bank`` and ``scratch`` compile a
+    Beta–Bernoulli refresh in, ``posteriors`` a disjoint linear one (see :func:`_take`), or
+    are None.
     """
     ptr, idx, xs, rows = walk[0], walk[1], walk[5], walk[6]
     chosen, probs, stream, last = one[3], one[4], one[5], one[6]
@@ -171,7 +180,8 @@ def walk_rounds(walk, one, start, stop_after, decide, update, uargs, learn):
     for k in range(start, rows.shape[0]):
         r = rows[k]
         lo = ptr[r]
-        if not _reused(idx, xs, last, probs, stream, chosen, lo, ptr[r + 1] - lo, True):
+        n = ptr[r + 1] - lo
+        if xs.shape[1] != 0 or not _reused(idx, xs, last, probs, stream, chosen, lo, n, True):
             r, lo, code = _decide(walk, one, k, True, *decide)
             if code != OK:
                 return k, taken, code
@@ -203,7 +213,7 @@ def walk_events(walk, one, start, stop_after, decide, update, uargs, learn, even
         r = rows[k]
         lo = ptr[r]
         n = ptr[r + 1] - lo
-        if not _reused(idx, xs, last, probs, stream, chosen, lo, n, False):
+        if xs.shape[1] != 0 or not _reused(idx, xs, last, probs, stream, chosen, lo, n, False):
             r, lo, code = _decide(walk, one, k, False, *decide)
             if code != OK:
                 return k, taken, code

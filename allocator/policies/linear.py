@@ -6,7 +6,7 @@ the scores are formed and compared in single precision, see
 scores ``mean_j + sd_j·z[j, m]``. ``z`` does not depend on
 the posterior, so a refresh only re-solves the changed posteriors and redraws a rolling
 window of bank rows (in proportion to the updates since the last refresh, at most
-``_Z_CELLS_PER_REFRESH`` normals), keeping refreshes cheap.
+``kernels.linear.Z_CELLS_PER_REFRESH`` normals), keeping refreshes cheap.
 """
 
 from __future__ import annotations
@@ -26,9 +26,6 @@ from allocator.kernels import shared_linear as ksl
 from allocator.kernels import shared_single as kss
 from allocator.policies.base import Policy
 from allocator.policies.state import Field, Role
-
-_Z_CELLS_PER_REFRESH = 1 << 16
-_Z_CELLS_PER_UPDATE = 1 << 10  # a refresh every 64 updates (the default) redraws 1 << 16
 
 #: the normal bank and its rolling-redraw cursor
 SCORE_BANK_FIELDS = (
@@ -78,22 +75,20 @@ class _ScoreBankPolicy(Policy):
         finally:
             self._bank_width = previous
 
+    @property
+    def bank_slots(self) -> int:
+        """The bank rows a refresh redraws now (all, or those of :meth:`bank_in_use`)."""
+        slots = int(self.state.z.shape[0])
+        return slots if self._bank_width is None else self._bank_width
+
     def _roll_bank(self) -> None:
-        """Redraw the next window of bank rows: ``_Z_CELLS_PER_UPDATE`` normals per update
+        """Redraw the next window of bank rows: ``Z_CELLS_PER_UPDATE`` normals per update
         folded in since the last refresh (at least one row, at most
-        ``_Z_CELLS_PER_REFRESH``), so a refresh every few updates costs in proportion to
+        ``Z_CELLS_PER_REFRESH``), so a refresh every few updates costs in proportion to
         them; the bank turns over at the same rate per update whatever the cadence.
         Propensities are exact for whichever bank a decision reads."""
-        z = self.state.z
-        if self._bank_width is not None:
-            z = z[: self._bank_width]
-        slots, m_rows = z.shape
-        cells = min(_Z_CELLS_PER_REFRESH, _Z_CELLS_PER_UPDATE * int(self.state.pending[0]))
-        step = max(1, min(m_rows, cells // max(slots, 1)))
-        lo = int(self.state.z_cursor[0])
-        hi = min(m_rows, lo + step)
-        z[:, lo:hi] = self.rng.standard_normal((slots, hi - lo))
-        self.state.z_cursor[0] = 0 if hi == m_rows else hi
+        s = self.state
+        kl.roll_normals(self.rng, s.z, self.bank_slots, int(s.pending[0]), s.z_cursor)
 
     def _check_merged(self, merged: Mapping[str, np.ndarray], touched: np.ndarray) -> None:
         """The merged Gram matrices plus the prior must stay symmetric positive definite
@@ -115,6 +110,9 @@ class LinearGaussianPolicy(_ScoreBankPolicy):
     KERNEL = staticmethod(kl.decide_linear)
     #: the sequential update kernel (``kernels.linear.update_linear_batch``'s signature)
     UPDATE: ClassVar[Any] = staticmethod(kl.update_linear_batch)
+    #: the posterior re-solve of a refresh, which is this kernel then the bank's roll
+    #: (:func:`kernels.linear.roll_normals`): a replay walk then compiles the refresh in
+    REFRESH: ClassVar[Any] = staticmethod(kl.refresh_linear)
     _SUM = Role.PER_ARM | Role.LEARNED | Role.ADDITIVE | Role.DECAYS
     FIELDS = (
         *SCORE_BANK_FIELDS,
@@ -182,9 +180,8 @@ class LinearGaussianPolicy(_ScoreBankPolicy):
         s = self.state
         idx = np.flatnonzero(s.dirty[: self.registry.n_arms])
         if idx.size:
-            mu, a = self.posterior(idx)
-            s.mu[idx] = mu
-            s.a_inv[idx] = np.linalg.inv(a)
+            self.REFRESH(idx, self.gamma, self.lam, s.clock, s.t_last, s.g, s.h, s.mu0, s.mu,
+                         s.a_inv, self._work)  # fmt: skip
             s.dirty[idx] = False
         self._roll_bank()
 

@@ -7,9 +7,12 @@ Families whose decisions move on every update (disjoint and shared linear / logi
 updated inside the walk by their own update kernels, and so is Beta–Bernoulli (its
 updates move nothing until the refresh that ends the call, and with at most
 :data:`allocator.kernels.beta_bank.MAX_ARMS` arms that refresh is compiled in too, drawing
-from the policy's own ``Generator``: such a walk runs to its end in one call); the others
-(Normal–Gamma, hybrid) decide from refreshed arrays only, so their accepted rounds are
-folded in by ``update_batch`` just before the refresh they bring. Either way every round is decided
+from the policy's own ``Generator``: such a walk runs to its end in one call). The disjoint
+linear and logistic (without refits) families' refresh is compiled in as well
+(:mod:`allocator.kernels.linear_refresh`: the policy's own re-solve kernel and score-bank
+draws), so their walks also run to the end in one call. The others (Normal–Gamma, hybrid)
+decide from refreshed arrays only, so their accepted rounds are folded in by
+``update_batch`` just before the refresh they bring. Either way every round is decided
 from exactly the state, and the stream position, a round-by-round replay would use.
 """
 
@@ -85,28 +88,36 @@ class Walker:
     def _uargs(self) -> tuple[Any, ...]:
         """The compiled update's arguments after the rewards in its model's slot (own
         scratch buffers), None in the others (see ``kernels.replay_walk._update``), then
-        those of a compiled Beta–Bernoulli refresh (or None, None)."""
+        those of a compiled Beta–Bernoulli refresh (or None, None) and of a compiled
+        disjoint linear one (or None)."""
         p: Any = self.policy
         s = p.state
         if self.update == kw.UPDATE_NONE:
-            return None, None, None, None, None
+            return None, None, None, None, None, None
+        n = p.registry.n_arms
         if self.update == kw.UPDATE_BETA:
             beta = (p.gamma, s.clock, s.t_last, s.s1, s.s0, s.dirty)
-            n = p.registry.n_arms
             if n > kbb.MAX_ARMS:
-                return None, None, beta, None, None
+                return None, None, beta, None, None, None
             bank = (p.rng, n, *beta[:5], s.a0, s.b0, s.dirty, s.bank, s.winner, s.mean, s.sd)
             scratch = (s.version, np.empty(n, dtype=np.int64), np.empty(n), np.empty(n),
                        np.empty((n, s.bank.shape[1])))  # fmt: skip
-            return None, None, beta, bank, scratch
+            return None, None, beta, bank, scratch, None
         if self.slot == _SLOTS[kl.decide_linear]:
             d = s.mu.shape[1]
             work = np.zeros((2 * d + 2, d))
-            return (p.gamma, p.lam, s.clock, s.t_last, s.g, s.h, s.count, s.mu0, s.mu,
-                    s.a_inv, work, s.dirty), None, None, None, None  # fmt: skip
+            linear = (p.gamma, p.lam, s.clock, s.t_last, s.g, s.h, s.count, s.mu0, s.mu,
+                      s.a_inv, work, s.dirty)  # fmt: skip
+            posteriors = None
+            if getattr(p, "REFRESH", None) is kl.refresh_linear:
+                posteriors = (p.rng, n, p.gamma, p.lam, s.clock, s.t_last, s.g, s.h, s.mu0,
+                              s.mu, s.a_inv, s.dirty, np.zeros((2 * d + 1, d)), s.z,
+                              p.bank_slots, s.z_cursor, np.empty(n, dtype=np.int64),
+                              s.version)  # fmt: skip
+            return linear, None, None, None, None, posteriors
         dim = s.mu.shape[0]
         return None, (s.features, p.gamma, p.lam, s.g, s.h, s.mu, s.a_inv, np.empty(dim),
-                      np.empty(dim), s.clock, s.model_dirty), None, None, None  # fmt: skip
+                      np.empty(dim), s.clock, s.model_dirty), None, None, None, None  # fmt: skip
 
     def rounds(
         self, ptr: I64, idx: I64, pos: I64, actions: I64, rewards: np.ndarray,
