@@ -226,7 +226,7 @@ def test_parts_at_the_fast_and_the_former_zstd_level_read_back_identical(tmp_pat
     table = decisions_table(records)
     name = PartName("decisions", "r0", 0)
     fast = encode_part(table, name, "s")
-    monkeypatch.setattr(parts, "_COMPRESSION_LEVEL", None)  # pyarrow's default: the former
+    monkeypatch.setattr(parts, "_DECISIONS_LEVEL", None)  # pyarrow's default: the former
     former = encode_part(table, name, "s")
     assert fast != former  # the level is in force
     logs = []
