@@ -17,6 +17,8 @@ dict lookup used to.
 import numpy as np
 from numba import njit
 
+from allocator.kernels.words import word
+
 #: lookup status codes (returned with the position they concern)
 FOUND = 0
 UNKNOWN = 1
@@ -57,14 +59,27 @@ def _tag(h):
 
 @njit(cache=True, nogil=True)
 def _same(chars, start, stop, q, lo, hi):
-    """True when the id ``chars[start:stop]`` is ``q[lo:hi]``."""
+    """True when the id ``chars[start:stop]`` is ``q[lo:hi]``: compared as 8-byte words
+    (the last one overlapping the one before) when both hold codepoints of one width and
+    the id fills a word, else codepoint by codepoint."""
     n = hi - lo
     if stop - start != n:
         return False
+    size = chars.itemsize
+    nb = n * size
+    if q.itemsize != size or nb < 8:
+        k = 0
+        while k < n and chars[start + k] == q[lo + k]:
+            k += 1
+        return k == n
+    a = start * size
+    b = lo * size
     k = 0
-    while k < n and chars[start + k] == q[lo + k]:
-        k += 1
-    return k == n
+    while k < nb - 8:
+        if word(chars, a + k) != word(q, b + k):
+            return False
+        k += 8
+    return word(chars, a + nb - 8) == word(q, b + nb - 8)
 
 
 @njit(cache=True, nogil=True)
