@@ -103,3 +103,20 @@ def test_a_tag_collision_between_long_ids_differing_in_one_place_probes_on(wide)
         assert reg.lookup(np.array(cands))[0] == victim_at
         assert reg.lookup([victim])[0] == victim_at  # the short lookup
         assert reg.lookup([ids[decoy_at]])[0] == decoy_at
+
+
+def test_prefetch_compiles_to_the_llvm_hint_and_changes_no_value():
+    from numba import config, njit
+
+    from allocator.kernels.prefetch import prefetch
+
+    @njit
+    def touch(a, idx):
+        for i in idx:
+            prefetch(a, i)
+        return a.sum()
+
+    a = np.arange(1000.0)
+    assert touch(a, np.array([0, 999, 5])) == a.sum()
+    if not config.DISABLE_JIT:  # compiled: the hint is really there
+        assert "@llvm.prefetch" in "".join(touch.inspect_llvm().values())
