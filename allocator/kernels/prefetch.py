@@ -15,15 +15,18 @@ from numba.extending import intrinsic, overload
 
 
 def prefetch(a, i):
-    """Ask for the cache line of ``a[i]`` (``a`` 1-d); nothing without the JIT."""
+    """Ask for the cache line where ``a[i]`` starts (``a`` C-contiguous: an element of a
+    1-d array, a row of a 2-d one); nothing without the JIT."""
 
 
 @intrinsic
 def _prefetch(typingctx, a, i):
     def codegen(context, builder, sig, args):
-        arr_type = sig.args[0]
-        arr = context.make_array(arr_type)(context, builder, args[0])
-        ptr = cgutils.get_item_pointer(context, builder, arr_type, arr, [args[1]])
+        arr = context.make_array(sig.args[0])(context, builder, args[0])
+        stride = cgutils.unpack_tuple(builder, arr.strides)[0]
+        base = builder.bitcast(arr.data, ir.IntType(8).as_pointer())
+        i = context.cast(builder, args[1], sig.args[1], types.intp)
+        ptr = builder.gep(base, [builder.mul(i, stride)])
         i32 = ir.IntType(32)
         fn = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32]),
