@@ -28,7 +28,7 @@ from allocator.kernels.choice import (
 from allocator.kernels.id_query import found_all
 from allocator.kernels.linear import scores_to_probs, sherman_morrison
 from allocator.kernels.link import apply_link
-from allocator.kernels.pipeline import check_request, check_requests, finish
+from allocator.kernels.pipeline import check_request, check_requests, finish, prefetch_request
 
 
 @njit(cache=True, nogil=True)
@@ -332,7 +332,12 @@ def decide_shared(
     code = check_requests(cand_ptr, cand_idx, xs, active, pos_of_arm, z.shape[0], err)
     if code != OK:
         return code
+    contracts = draw and def_i.shape[0] > 0
+    prefetch_request(cand_ptr, cand_idx, 0, features, contracts, arm_group, n_obs, first_seen)
     for r in range(cand_ptr.shape[0] - 1):
+        prefetch_request(
+            cand_ptr, cand_idx, r + 1, features, contracts, arm_group, n_obs, first_seen
+        )
         lo = cand_ptr[r]
         c = cand_idx[lo : cand_ptr[r + 1]]
         n = c.shape[0]

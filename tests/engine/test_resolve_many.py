@@ -10,6 +10,7 @@ from allocator import Engine, UnknownArmError
 from allocator.config import BetaBernoulliConfig
 from allocator.errors import AllocatorError
 from allocator.registry import ArmRegistry
+from tests.naive import dict_lookup
 from tests.serving.helpers import ID_FORMS, id_form
 
 
@@ -110,3 +111,32 @@ def test_what_the_joined_form_cannot_carry_takes_the_one_by_one_path(odd, same_k
     else:
         got = engine.resolve_many(given)
         np.testing.assert_array_equal(got[1], want[1])
+
+
+@pytest.mark.parametrize("stem", ["merchant:u-", "merchant:店-"])  # one byte, four a codepoint
+@pytest.mark.parametrize("form", ["list", "tuple", "array"])
+def test_long_ids_and_near_misses_resolve_and_fail_as_one_by_one_and_the_dict(stem, form):
+    """Ids of 19 codepoints, one byte or four each (the lookup's word-wise comparison; a
+    forged tag collision tests that comparison itself, in tests/kernels/test_idtable.py):
+    the batch resolves them as the dict lookup does, and an unknown id differing from a
+    known one in its first, a middle or its last codepoint is named exactly as request by
+    request."""
+    ids = [f"{stem}{i:08d}" for i in range(400)]
+    engine = Engine(BetaBernoulliConfig(), None, ArmRegistry.build(ids, ["g"] * 400))
+    rng = np.random.default_rng(4)
+    batch = [[ids[i] for i in rng.choice(400, 50, replace=False)] for _ in range(30)]
+    _, idx = engine.resolve_many([id_form(form, c) for c in batch])
+    want = dict_lookup(ids, np.ones(400, dtype=bool), [a for c in batch for a in c])
+    np.testing.assert_array_equal(idx, want)
+    for at in (0, 9, len(ids[0]) - 1):
+        near = list(batch[12])
+        known = near[30]
+        near[30] = known[:at] + "#" + known[at + 1 :]  # no id holds a '#'
+        assert near[30] != known and len(near[30]) == len(known)
+        given = [id_form(form, c) for c in [*batch[:12], near, *batch[13:]]]
+        with pytest.raises(UnknownArmError) as want_err:
+            _one_by_one(engine, given)
+        with pytest.raises(UnknownArmError) as got:
+            engine.resolve_many(given)
+        assert str(got.value) == str(want_err.value)
+        assert f"unknown arm id {near[30]!r} at position 30" in str(got.value)

@@ -6,7 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from allocator.errors import InvalidInputError, LogCorrupt
-from allocator.logs import DecisionLogWriter, load_decision_log
+from allocator.logs import DecisionLogWriter, load_decision_log, parts
 from allocator.logs.parts import PartName, encode_part
 from allocator.logs.schema import DECISION_SCHEMA, decisions_table, file_metadata
 from tests.logs.helpers import decision, outcome
@@ -209,3 +209,33 @@ def test_log_arrays_have_checked_shapes(tmp_path):
 def test_schema_is_documented_field_by_field():
     for f in DECISION_SCHEMA:
         assert f.metadata and f.metadata[b"doc"], f.name
+
+
+def test_parts_at_the_fast_and_the_former_zstd_level_read_back_identical(tmp_path, monkeypatch):
+    """The writer's fast zstd level changes bytes, never values; parts written at the
+    former default level (logs kept from before) load the same."""
+    rng = np.random.default_rng(5)
+    records = []
+    for i in range(300):
+        p = rng.dirichlet(np.ones(40))
+        cands = tuple(f"shop:{k}" for k in rng.choice(10_000, 40, replace=False))
+        records.append(decision(
+            i, candidates=cands, candidate_probabilities=tuple(p), propensity=float(p[0]),
+            arm_id=cands[0], group="mini_shop", context=tuple(rng.standard_normal(8)),
+        ))  # fmt: skip
+    table = decisions_table(records)
+    name = PartName("decisions", "r0", 0)
+    fast = encode_part(table, name, "s")
+    monkeypatch.setattr(parts, "_DECISIONS_LEVEL", None)  # pyarrow's default: the former
+    former = encode_part(table, name, "s")
+    assert fast != former  # the level is in force
+    logs = []
+    for label, data in (("fast", fast), ("former", former)):
+        (tmp_path / label).mkdir()
+        (tmp_path / label / "decisions-20240101T000000-r0-000000.parquet").write_bytes(data)
+        logs.append(load_decision_log(tmp_path / label))
+    assert len(logs[0]) == len(logs[1]) == 300
+    for field in ("decision_id", "propensity", "cand_ptr", "cand_ids", "cand_prob", "context"):
+        assert np.array_equal(getattr(logs[0], field), getattr(logs[1], field)), field
+    written = np.concatenate([r.candidate_probabilities for r in records])
+    assert np.array_equal(logs[0].cand_prob, written)  # exact: no bit of a float lost
