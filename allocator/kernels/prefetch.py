@@ -8,10 +8,15 @@ intrinsic; run without the JIT it does nothing, so the kernels that call it stil
 are covered) in pure Python.
 """
 
+import llvmlite.binding as llvm
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
+
+#: the intrinsic's name mangles its pointer argument: opaque pointers (``p0``) from LLVM 15,
+#: typed (``p0i8``) before, so the name follows the LLVM that llvmlite was built with
+_NAME = "llvm.prefetch.p0" if llvm.llvm_version_info[0] >= 15 else "llvm.prefetch.p0i8"
 
 
 def prefetch(a, i):
@@ -30,7 +35,7 @@ def _prefetch(typingctx, a, i):
         i32 = ir.IntType(32)
         fn = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32]),
-            "llvm.prefetch.p0",
+            _NAME,
         )  # fmt: skip
         builder.call(fn, [ptr, i32(0), i32(3), i32(1)])  # read, keep in all levels, data
         return context.get_dummy_value()
