@@ -307,6 +307,18 @@ class FactoredValueConfig(_Hybrid, _FeatureBase):
     factor a per-arm logit offset shrunk toward its group (``hybrid_logistic``'s model and
     its ``offset_sd``, ``learn_offset_sd`` and ``group_priors``): clicks are the one event
     frequent enough to show a merchant's own quality; the order and value stay shared.
+
+    The log-value weights' prior is ``N(0, σ²·P⁻¹)`` (0 is the informed guess: the
+    regression is centred on ``typical_order_value``). ``value_prior_precision`` sets ``P``'s
+    scale (default ``prior_precision``); with ``value_prior: balanced`` the weights of arm
+    feature ``i`` get that precision times the largest squared feature norm among the arms
+    that use it (at least 1), so no candidate's prior log-value score variance exceeds
+    ``σ²·‖x‖² / value_prior_precision`` whatever its number of features: a merchant with
+    five non-zero features is not a priori five times as uncertain as a partner with one,
+    and Thompson sampling does not favour it for that. Setting ``value_prior_precision`` to
+    the contexts' ``‖x‖²`` (the number of one-hot blocks they hold) makes that bound
+    ``σ²``: a candidate's mean log value is not a priori further from the typical order
+    value than one order's spread (the between-candidate variance is part of the total).
     """
 
     kind: Literal["factored_value"] = "factored_value"
@@ -315,6 +327,8 @@ class FactoredValueConfig(_Hybrid, _FeatureBase):
     typical_order_value: PositiveFloat = 100.0
     value_log_sd: PositiveFloat = 1.0
     click_model: Literal["shared", "hybrid"] = "shared"
+    value_prior: Literal["flat", "balanced"] = "flat"
+    value_prior_precision: PositiveFloat | None = None
 
     @model_validator(mode="after")
     def _offsets_need_the_hybrid_click(self) -> FactoredValueConfig:

@@ -10,6 +10,13 @@ about the order, and one without an order nothing about its value, so those fact
 simply not updated (never zero-filled). Decisions sample the three scores per bank row
 and rank by the product (``kernels.factored``).
 
+The log-value weights' prior precision is diagonal (:meth:`FactoredValuePolicy.prior_diag`):
+``value_prior_precision`` everywhere (``flat``), or per arm feature scaled by the largest
+squared norm of the arms that use it (``balanced``), so that a candidate's prior score
+variance does not grow with its number of features. Early on the log value is the least
+observed factor (an order is rare), so a wide prior there made the candidates with the most
+features (merchants) the most optimistic ones, in the draws and in the posterior mean.
+
 :class:`HybridClickFactoredPolicy` (``click_model: hybrid``) makes the click factor the
 hybrid logistic model (:class:`HybridLogisticPolicy`'s arrays, posterior and refresh): a
 merchant's clicks, the one event it has enough of, move its own logit offset away from
@@ -61,6 +68,8 @@ class FactoredValuePolicy(BinaryRewards, SharedLinearPolicy):
         Field("noise_var", np.float64, Role.CACHE, (1,), fill=1.0),
         # value per unit of order value, from this config's objective (a reload recomputes it)
         Field("rate", np.float64, Role.PER_ARM | Role.CACHE),
+        # per arm feature: the largest squared feature norm of the arms using it (balanced)
+        Field("feature_reach", np.float64, Role.CACHE, ("d_arm",), fill=1.0),
     )
 
     @classmethod
@@ -73,6 +82,8 @@ class FactoredValuePolicy(BinaryRewards, SharedLinearPolicy):
         o = cfg.objective
         self._weights = np.array([o.click, o.order, o.gmv, cfg.typical_order_value])
         self._prior_b = _PRIOR_ORDERS / 2.0 * cfg.value_log_sd**2
+        given = cfg.value_prior_precision
+        self._value_lam = self.lam if given is None else float(given)
         da, dim = cfg.n_arm_features, cfg.n_arm_features * cfg.n_context_features
         self._arm_buf, self._arm_sq = np.empty(da), np.empty((da, da))
         self._joint, self._joint_u = np.empty(dim), np.empty(dim)
@@ -83,7 +94,8 @@ class FactoredValuePolicy(BinaryRewards, SharedLinearPolicy):
     def _init_model(self) -> None:
         super()._init_model()
         s = self.state
-        s.order_a_inv[...] = s.value_a_inv[...] = s.a_inv
+        s.order_a_inv[...] = s.a_inv
+        s.value_a_inv[...] = np.diag(1.0 / self.prior_diag("value_"))
         s.noise_var[0] = self.config.value_log_sd**2
 
     def _new_scratch(self, size: int) -> None:
@@ -118,8 +130,25 @@ class FactoredValuePolicy(BinaryRewards, SharedLinearPolicy):
             or [o.default_take_rate]
         )
         self.state.rate[new] = table[self.registry.arm_group[new]]
+        if self.config.value_prior == "balanced":
+            s = self.state
+            f = s.features[new]
+            reach = np.where(f != 0.0, np.sum(f * f, axis=1)[:, None], 1.0).max(axis=0)
+            if (reach > s.feature_reach).any():
+                np.maximum(s.feature_reach, reach, out=s.feature_reach)
+                s.model_dirty[0] = True
 
     # ------------------------------------------------------------------ posterior
+    def prior_diag(self, prefix: str) -> np.ndarray:
+        """The diagonal (D,) of the ``"order_"`` or ``"value_"`` weights' prior precision
+        (the value's in units of ``1/σ²``): weight ``i·d_ctx + q`` of a balanced value
+        prior is ``value_prior_precision · max(1, feature_reach[i])``."""
+        dim = self.state.g.shape[0]
+        if prefix != "value_":
+            return np.full(dim, self.lam)
+        reach = np.maximum(self.state.feature_reach, 1.0)
+        return self._value_lam * np.repeat(reach, dim // reach.shape[0])
+
     def factor_posterior(self, prefix: str) -> tuple[np.ndarray, np.ndarray]:
         """Mean (D,) and precision (D, D) of the ``""`` (click), ``"order_"`` or
         ``"value_"`` factor's weights now (the value's precision is in units of ``1/σ²``;
@@ -127,7 +156,7 @@ class FactoredValuePolicy(BinaryRewards, SharedLinearPolicy):
         if not prefix:
             return self.posterior()
         g = getattr(self.state, f"{prefix}g")
-        a = g + self.lam * np.eye(g.shape[0])
+        a = g + np.diag(self.prior_diag(prefix))
         return np.linalg.solve(a, getattr(self.state, f"{prefix}h")), a
 
     def noise_posterior(self) -> tuple[float, float]:
@@ -248,9 +277,8 @@ class FactoredValuePolicy(BinaryRewards, SharedLinearPolicy):
         """Every factor's precision must stay positive definite (the click's is checked by
         the shared model); the value count and square sum non-negative (a field rule)."""
         super()._check_merged(merged, touched)
-        eye = self.lam * np.eye(self.state.g.shape[0])
         for prefix in ("order_", "value_"):
-            a = merged[f"{prefix}g"] + eye
+            a = merged[f"{prefix}g"] + np.diag(self.prior_diag(prefix))
             if np.abs(a - a.T).max(initial=0.0) > 1e-9 * (1.0 + np.abs(a).max(initial=0.0)):
                 raise InvalidInputError(f"delta['{prefix}g'] would make a precision asymmetric")
             require_positive_definite(
