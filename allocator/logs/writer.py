@@ -346,11 +346,13 @@ class DecisionLogWriter:
         home = _identity(self.directory)
         if home is None or (home == self._home and self.healthy):
             return
-        kept = [(f, d) for f, d in self._catalogue if (self.directory / f).is_file()]
-        lost = [d for f, d in self._catalogue if not (self.directory / f).is_file()]
+        there = [(self.directory / f).is_file() for f, _ in self._catalogue]
+        lost = [d for (_, d), on_disk in zip(self._catalogue, there, strict=True) if not on_disk]
         if lost:
             rows = pa.concat_tables([pq.read_table(pa.BufferReader(d)) for d in lost])
-            self._catalogue = kept
+            self._catalogue = [
+                c for c, on_disk in zip(self._catalogue, there, strict=True) if on_disk
+            ]
             self._recorded(lambda: self._write("catalogue", rows.replace_schema_metadata(None)))
         self._home = home
 

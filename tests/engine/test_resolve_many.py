@@ -27,6 +27,17 @@ def _one_by_one(engine: Engine, given: list) -> tuple[np.ndarray, np.ndarray]:
     return np.cumsum([0] + [c.shape[0] for c in cands]), np.concatenate(cands)
 
 
+def _same_refusal(engine: Engine, given: list, kind: type[AllocatorError]) -> str:
+    """The text of the error the batch lookup raises for ``given``, checked to be the one
+    the one-by-one path raises (same type and text)."""
+    with pytest.raises(kind) as want:
+        _one_by_one(engine, given)
+    with pytest.raises(type(want.value)) as got:
+        engine.resolve_many(given)
+    assert str(got.value) == str(want.value)
+    return str(got.value)
+
+
 def _batch(rng: np.random.Generator, n: int = 40) -> list[list[str]]:
     live = [i for i in range(500) if i % 100 != 70 and i != 7]
     return [
@@ -40,12 +51,7 @@ def _batch(rng: np.random.Generator, n: int = 40) -> list[list[str]]:
     [[np.array(5), np.array(6)], [5, 6], [None], [np.zeros((2, 2), dtype=np.int64)]],
 )
 def test_batches_of_non_lists_are_refused_as_one_by_one(given):
-    engine = _engine()
-    with pytest.raises(AllocatorError) as want:
-        _one_by_one(engine, given)
-    with pytest.raises(type(want.value)) as got:
-        engine.resolve_many(given)
-    assert str(got.value) == str(want.value)
+    _same_refusal(_engine(), given, AllocatorError)
 
 
 @pytest.mark.parametrize("form", [*ID_FORMS, "indices", "mixed"])
@@ -78,12 +84,7 @@ def test_unknown_and_retired_ids_raise_for_the_request_the_one_by_one_path_names
     ids[17][at] = bad
     ids[23][0] = "1999998"  # a later bad request is not the one named
     given = [id_form(form, c) for c in ids]
-    with pytest.raises(UnknownArmError) as want:
-        _one_by_one(engine, given)
-    with pytest.raises(UnknownArmError) as got:
-        engine.resolve_many(given)
-    assert str(got.value) == str(want.value)
-    assert f"'{bad}' at position {at}" in str(got.value)
+    assert f"'{bad}' at position {at}" in _same_refusal(engine, given, UnknownArmError)
 
 
 @pytest.mark.parametrize(
@@ -134,9 +135,5 @@ def test_long_ids_and_near_misses_resolve_and_fail_as_one_by_one_and_the_dict(st
         near[30] = known[:at] + "#" + known[at + 1 :]  # no id holds a '#'
         assert near[30] != known and len(near[30]) == len(known)
         given = [id_form(form, c) for c in [*batch[:12], near, *batch[13:]]]
-        with pytest.raises(UnknownArmError) as want_err:
-            _one_by_one(engine, given)
-        with pytest.raises(UnknownArmError) as got:
-            engine.resolve_many(given)
-        assert str(got.value) == str(want_err.value)
-        assert f"unknown arm id {near[30]!r} at position 30" in str(got.value)
+        message = _same_refusal(engine, given, UnknownArmError)
+        assert f"unknown arm id {near[30]!r} at position 30" in message
