@@ -11,7 +11,10 @@ current code. Cases (each a median of ``--repeats`` runs after a warm-up):
    contracts on, candidates as int64 registry indices: the same three figures.
 3. The issue-15 target workload (``--only target``): shared_linear with d = 16 weights (8
    context × 2 arm features), 200 candidates (3 partners + 197 merchants) of ``--merchants``
-   arms as int64 registry indices (``--only target_ids``: as lists of id strings), three
+   arms as int64 registry indices (``--only target_ids``: as lists of id strings, the
+   registry's own str objects, scattered over the catalogue's memory; ``--only
+   target_fresh_ids``: as new str objects per request, as a deserialised request brings
+   them, so the ids of one request sit together in memory), three
    partner floors + the Mini Shop tilt + a cold-start floor, the decision log on (a temporary
    directory), ``serving.refresh_every_s = 5`` with one request per simulated second:
    ``decide_many`` of 1,000 requests (decisions per wall and per process CPU second) and
@@ -248,8 +251,9 @@ def case_linear(allocator: Any, AllocatorConfig: Any, args: argparse.Namespace) 
 
 
 def case_target(
-    allocator: Any, AllocatorConfig: Any, args: argparse.Namespace, as_ids: bool = False
-) -> dict[str, Any]:
+    allocator: Any, AllocatorConfig: Any, args: argparse.Namespace, as_ids: bool = False,
+    fresh: bool = False,
+) -> dict[str, Any]:  # fmt: skip
     import tempfile
 
     import numpy as np
@@ -273,7 +277,8 @@ def case_target(
 
     def req(c: Clock) -> dict[str, Any]:
         k = c.i % 64
-        return {"candidates": pool[k], "context": ctx_pool[(k * 7) % 64],
+        cands = [i.encode().decode() for i in pool[k]] if fresh else pool[k]  # new str objects
+        return {"candidates": cands, "context": ctx_pool[(k * 7) % 64],
                 "timestamp": c.next(), "attrs": {"slot": "entry"}}  # fmt: skip
 
     # some feedback, so refreshes have updates to fold in (one impression per second)
@@ -340,8 +345,9 @@ def main() -> None:
     ap.add_argument("--protected", default="contextual_ts_protected")
     ap.add_argument("--unprotected", default="contextual_ts")
     ap.add_argument(
-        "--only", choices=["beta", "linear", "target", "target_ids", "scenario"], action="append"
-    )
+        "--only", action="append",
+        choices=["beta", "linear", "target", "target_ids", "target_fresh_ids", "scenario"],
+    )  # fmt: skip
     args = ap.parse_args()
     tree = args.tree.resolve()
     sys.path.insert(0, str(tree))
@@ -358,6 +364,9 @@ def main() -> None:
                      ("target", lambda: case_target(allocator, AllocatorConfig, args)),
                      ("target_ids",
                       lambda: case_target(allocator, AllocatorConfig, args, as_ids=True)),
+                     ("target_fresh_ids",
+                      lambda: case_target(allocator, AllocatorConfig, args, as_ids=True,
+                                          fresh=True)),
                      ("scenario", lambda: case_scenario(tree, args))):  # fmt: skip
         if name not in only:
             continue
@@ -393,7 +402,8 @@ def main() -> None:
     print(f"| shared_linear 200/{m:,} | decide_many(1000) decisions/CPU-s | "
           f"{f('linear', 'many_per_cpu_s', ',.0f')} |")  # fmt: skip
     print(f"| shared_linear 200/{m:,} | build s | {f('linear', 'build_s', '.1f')} |")
-    for case, form in (("target", "indices"), ("target_ids", "string ids")):
+    for case, form in (("target", "indices"), ("target_ids", "string ids"),
+                       ("target_fresh_ids", "fresh string ids")):  # fmt: skip
         m = res.get(case, {}).get("merchants", args.merchants)
         for key, what, fmt in (("many_per_s", "decide_many(1000) decisions/s", ",.0f"),
                                ("many_per_cpu_s", "decide_many(1000) decisions/CPU-s", ",.0f"),

@@ -132,6 +132,11 @@ def insert(table, chars, offsets, start, stop):
     return -1
 
 
+#: ids a stage of :func:`_lookup_spans` covers: enough to overlap many cache misses, few
+#: enough that its scratch stays in the L1 cache on a batch of 10^5 ids
+BLOCK = 256
+
+
 #: lookup modes: active ids only; retired ids too; unknown ids too (their index is -1)
 ACTIVE = 0
 ANY = 1
@@ -139,17 +144,16 @@ ANY_OR_NEW = 2
 
 
 @njit(cache=True, nogil=True)
-def _hashes(q, lo, hi):
-    """Each span's hash."""
+def _hashes(table, q, lo, hi):
+    """Each span's hash; the home slots of the first :data:`BLOCK` are prefetched as
+    their hashes are known (see :func:`lookup_joined`)."""
     hs = np.empty(lo.shape[0], dtype=np.uint64)
+    mask = np.uint64(table.shape[0] - 1)
     for i in range(lo.shape[0]):
         hs[i] = _hash(q, lo[i], hi[i])
+        if i < BLOCK:
+            prefetch(table, np.int64(hs[i] & mask))
     return hs
-
-
-#: ids a stage of :func:`_lookup_spans` covers: enough to overlap many cache misses, few
-#: enough that its scratch stays in the L1 cache on a batch of 10^5 ids
-BLOCK = 256
 
 
 @njit(cache=True, nogil=True)
@@ -260,6 +264,7 @@ def lookup_joined(table, chars, offsets, active, mode, q, out):
     lo = np.empty(n, dtype=np.int64)
     hi = np.empty(n, dtype=np.int64)
     hs = np.empty(n, dtype=np.uint64)
+    mask = np.uint64(table.shape[0] - 1)
     i = 0
     start = 0
     h = _FNV_OFFSET
@@ -270,6 +275,8 @@ def lookup_joined(table, chars, offsets, active, mode, q, out):
             lo[i] = start
             hi[i] = k
             hs[i] = h
+            if i < BLOCK:  # the home slot requested while the next ids are hashed
+                prefetch(table, np.int64(h & mask))
             h = _FNV_OFFSET
             i += 1
             start = k + 1
@@ -296,7 +303,7 @@ def lookup_rows(table, chars, offsets, active, mode, q, out):
         lo[i] = i * w
         hi[i] = end
     return _lookup_spans(
-        table, chars, offsets, active, mode, flat, lo, hi, _hashes(flat, lo, hi), out
+        table, chars, offsets, active, mode, flat, lo, hi, _hashes(table, flat, lo, hi), out
     )
 
 
@@ -328,7 +335,7 @@ def lookup_ints(table, chars, offsets, active, mode, values, out):
                 digits[k] = np.uint32(45)
             lo[j] = k
             hi[j] = end
-        hs = _hashes(digits, lo[:m], hi[:m])
+        hs = _hashes(table, digits, lo[:m], hi[:m])
         status, at = _lookup_spans(
             table, chars, offsets, active, mode, digits, lo[:m], hi[:m], hs, out[b : b + m]
         )

@@ -7,6 +7,8 @@ separate compiled call before it. These entries take the request as it comes (ca
 indices, or ids resolved into ``cand`` in the same call) and step through exactly what the
 batch kernel does for it — checks, scores, rule, link, ε-mix, contracts, one uniform — so
 the same stream gives the same decisions, propensities and contract queues either way.
+:func:`learn_shared_one` is the serving path's learning step as one bound call in the same
+way (the update and the policy's counters, which the Python layer used to write one by one).
 """
 
 from numba import njit
@@ -15,7 +17,25 @@ from allocator.kernels.choice import ERR_LOOKUP, OK
 from allocator.kernels.id_query import found_all
 from allocator.kernels.link import apply_link
 from allocator.kernels.pipeline import finish
-from allocator.kernels.shared_linear import check_bounded_request, shared_probs
+from allocator.kernels.prefetch import prefetch
+from allocator.kernels.shared_linear import check_bounded_request, shared_probs, update_shared
+
+
+@njit(cache=True, nogil=True)
+def prefetch_arms(cand, active, pos_of_arm, features, arm_group, n_obs, first_seen):
+    """Ask for every per-arm cache line the request reads (at 10^6 arms each array is
+    past the caches): the checks, the scores and the contracts then find them arriving,
+    their misses overlapped at once instead of one array's loop after another's.
+    ``cand`` is not checked yet: an index out of range is passed over."""
+    for j in range(cand.shape[0]):
+        a = cand[j]
+        if 0 <= a < active.shape[0]:
+            prefetch(active, a)
+            prefetch(pos_of_arm, a)
+            prefetch(features, a)
+            prefetch(arm_group, a)
+            prefetch(n_obs, a)
+            prefetch(first_seen, a)
 
 
 @njit(cache=True, nogil=True)
@@ -45,6 +65,7 @@ def decide_shared_contracted_one(
         ``ERR_NONFINITE`` also for a context entry beyond ``bound`` (checked first).
     """
     x = xs[0]
+    prefetch_arms(cand, active, pos_of_arm, features, arm_group, n_obs, first_seen)
     code = check_bounded_request(cand, x, bound, active, pos_of_arm, z.shape[0], err)
     if code != OK:
         return code
@@ -85,3 +106,31 @@ def decide_shared_contracted_ids_one(
         first_seen, st_f, st_i, ring, member, before, rng_state, pos_of_arm, best, arg, w_buf,
         pp_buf, mean_buf, sd_buf, p, out, err,
     )  # fmt: skip
+
+
+@njit(cache=True, nogil=True)
+def learn_shared_one(
+    arm, reward, xs, features, gamma, lam, g, h, mu, a_inv, phi, u, clock, n_obs, pending,
+    refresh_every, model_dirty,
+):  # fmt: skip
+    """One checked outcome: :func:`.shared_linear.update_shared_batch` on a batch of one,
+    then the counters a policy keeps per update.
+
+    Parameters
+    ----------
+    arm : int, a registered arm; reward : float, checked; xs : float64 (1, d_ctx)
+    features … clock : as :func:`.shared_linear.update_shared`
+    n_obs : int64 (capacity,) observations per arm; pending : int64 (1,) updates since
+    the last refresh; refresh_every : int; model_dirty : bool (1,) set (the posterior
+    needs a re-solve)
+
+    Returns
+    -------
+    bool
+        True when a refresh is due (``pending`` reached ``refresh_every``).
+    """
+    update_shared(features[arm], xs[0], reward, gamma, lam, g, h, mu, a_inv, phi, u, clock)
+    model_dirty[0] = True
+    n_obs[arm] += 1
+    pending[0] += 1
+    return pending[0] >= refresh_every

@@ -25,6 +25,7 @@ from allocator.kernels import link as klink
 from allocator.kernels import shared_linear as ksl
 from allocator.kernels import shared_single as kss
 from allocator.policies.base import Policy
+from allocator.policies.bound import BoundCall
 from allocator.policies.state import Field, Role
 
 #: the normal bank and its rolling-redraw cursor
@@ -241,6 +242,10 @@ class SharedLinearPolicy(_ScoreBankPolicy):
         # the hybrid families extend this model without its joint draw
         self._joint_draw = getattr(config, "sampling", "marginal") == "joint"
         self._draw_factor = np.zeros((config.n_arm_features, config.n_arm_features))
+        # the bound learning step is this model's update; a subclass with its own keeps it
+        own = type(self)._update_batch is SharedLinearPolicy._update_batch
+        own = own and self.UPDATE is ksl.update_shared_batch
+        self._learn_one = BoundCall(kss.learn_shared_one, self._learn_one_args) if own else None
 
     def _learned_changed(self) -> None:
         self.state.model_dirty[0] = True
@@ -302,3 +307,28 @@ class SharedLinearPolicy(_ScoreBankPolicy):
             self._phi, self._u, s.clock,
         )  # fmt: skip
         s.model_dirty[0] = True
+
+    def update_checked(self, arm: int, reward: float, x: np.ndarray) -> bool:
+        """:meth:`Policy.update_checked` (the serving path's learning step) as one bound
+        compiled call (:func:`.shared_single.learn_shared_one`): the same arithmetic and
+        counters as the batch update of one, without its per-call argument dispatch (a
+        subclass with its own update, or a row of another layout, takes the general step)."""
+        learn = self._learn_one
+        if learn is None or not (x.dtype == np.float64 and x.flags.c_contiguous):
+            return super().update_checked(arm, reward, x)
+        args = learn.args if learn.key == self.state.generation else learn.bind(
+            self.state.generation
+        )  # fmt: skip
+        args[0], args[1], args[2] = arm, reward, x
+        if not learn.entry(*args):
+            return False
+        self.refresh()
+        return True
+
+    def _learn_one_args(self) -> list[Any]:
+        s = self.state
+        return [
+            0, 0.0, np.zeros((1, self.n_features or 0)), s.features, self.gamma, self.lam, s.g,
+            s.h, s.mu, s.a_inv, self._phi, self._u, s.clock, s.n_obs, s.pending,
+            self.config.refresh_every, s.model_dirty,
+        ]  # fmt: skip

@@ -197,8 +197,7 @@ class Allocator:
                 self._register_one(head, first, d.arm_index, t, x_saved)
                 if self._log is not None:
                     probs = engine.probabilities
-                    x_log = None if x_saved is None else x_saved[0]
-                    self._log_decision(d, decision_id, request_id, cand, probs, x_log, attrs)
+                    self._log_decision(d, decision_id, request_id, cand, probs, x_saved, attrs)
                 self._housekeep(t)
                 return d
         except Exception:
@@ -334,15 +333,15 @@ class Allocator:
         probabilities: np.ndarray, x: np.ndarray | None, attrs: Mapping[str, str] | None,
     ) -> None:  # fmt: skip
         """One schema-3 row of the decision log, as :meth:`decide_many` writes it for one
-        request (candidates as indices into the writer's catalogue: no id strings), made a
-        table when the writer drains; the arrays it holds are copies the row owns."""
+        request (candidates as the writer's catalogue indices; ``x`` the (1, d) context), made
+        a table when the writer drains; the arrays it holds are copies the row owns."""
         log = self._log
         assert log is not None
         log.write_decision(IndexedDecision(
             decision_id, request_id, d.timestamp, self._log_ids.of(self.registry, log.writer),
             d.arm_index, d.propensity, d.forced, d.model_version,
             self.config.engine.policy.kind, cand.astype(np.int32), probabilities,
-            None if x is None else x.copy(), None if attrs is None else dict(attrs),
+            None if x is None else x[0].copy(), None if attrs is None else dict(attrs),
             d.adjusted_by,
         ))  # fmt: skip
 
@@ -472,12 +471,13 @@ class Allocator:
         """The checked reward of ``outcome`` for ``arm`` (InvalidInputError outside the
         policy's domain)."""
         reward = self._objective.reward_one(arm, outcome.click, outcome.order, outcome.gmv)
-        if self.policy.LEARNS_EVENTS:  # the events themselves are what it learns
-            self.policy.check_outcomes(
+        policy = self._engine.policy
+        if policy.LEARNS_EVENTS:  # the events themselves are what it learns
+            policy.check_outcomes(
                 [outcome.click], [outcome.order], [outcome.gmv], np.array([reward]), "reward"
             )
             return reward
-        return self.policy.check_reward(reward, "reward")
+        return policy.check_reward(reward, "reward")
 
     def _learn(
         self, decision_id: str | None, entry: Pending, outcome: Outcome, t: float,
@@ -485,7 +485,7 @@ class Allocator:
     ) -> None:  # fmt: skip
         """Apply one outcome; the pending entry goes only once the policy accepted it. The
         id may be None when ``row`` is given (it is then spelled only for the log)."""
-        policy = self.policy
+        policy = self._engine.policy
         if reward is None:
             reward = self._reward(entry.arm, outcome)
         if policy.LEARNS_EVENTS:
@@ -500,12 +500,12 @@ class Allocator:
         if refreshed:
             self._books.counts["refreshes"] += 1
         self._catalogue.learned(entry.arm)
-        logged = decision_id
-        if self._log is not None and logged is None:
-            logged = self._pending.row(row)[0]
+        log, logged = self._log, decision_id
+        if log is not None and logged is None:
+            logged = self._pending.id_of(row)
         self._pending.settle(decision_id, row)
-        if self._log is not None and logged is not None:
-            self._log.write_outcome(OutcomeRecord(
+        if log is not None and logged is not None:
+            log.write_outcome(OutcomeRecord(
                 decision_id=logged, timestamp=t, click=outcome.click, order=outcome.order,
                 gmv=outcome.gmv, reward=reward, source=source,  # type: ignore[arg-type]
             ))  # fmt: skip

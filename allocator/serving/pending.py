@@ -217,12 +217,9 @@ class PendingTable:
         ctx = self._ctx[row].copy() if self.n_features else None
         return Pending(self._arm.item(row), self._t.item(row), ctx)
 
-    def _id(self, row: int) -> str:
-        return f"{self._head_names[int(self._head[row])]}-{int(self._counter[row]):x}"
-
-    def row(self, row: int) -> tuple[str, Pending]:
-        """The id and entry of one row (the scalar path of :meth:`entries`)."""
-        return self._id(row), self.entry(row)
+    def id_of(self, row: int) -> str:
+        """The decision id of one row (the scalar path of :meth:`entries`)."""
+        return f"{self._head_names[self._head.item(row)]}-{self._counter.item(row):x}"
 
     def settle(self, decision_id: str | None, row: int = -1) -> None:
         """Move a pending decision (at ``row`` if known, else by id) to the finished ids."""

@@ -59,20 +59,29 @@ class Books:
     last_refresh_t: float = -math.inf  # time of the latest timed refresh check
     time_mode: str | None = None  # "event" or "wall" once fixed (see serving.clock)
     epoch: str = field(default_factory=new_epoch)  # of the decision ids issued
+    #: the id head per replica, spelled once: the pending table keys on the same str object
+    heads: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    def head(self, replica: str) -> str:
+        """``<replica>-<epoch>``, the common head of the decision ids issued here."""
+        head = self.heads.get(replica)
+        if head is None:
+            head = self.heads[replica] = f"{replica}-{self.epoch}"
+        return head
 
     def decision_ids(self, replica: str, n: int) -> tuple[str, int, list[str]]:
         """The next ``n`` decision ids (issued: the counter moves on), with their common
         head and the first counter (the pending table keys on those)."""
         first = self.next_id
         self.next_id += n
-        head = f"{replica}-{self.epoch}"
+        head = self.head(replica)
         return head, first, [f"{head}-{k:x}" for k in range(first, first + n)]
 
     def decision_id(self, replica: str) -> tuple[str, int, str]:
         """:meth:`decision_ids` for one decision: ``(head, counter, id)``."""
         k = self.next_id
         self.next_id = k + 1
-        head = f"{replica}-{self.epoch}"
+        head = self.head(replica)
         return head, k, f"{head}-{k:x}"
 
     def to_meta(self) -> dict[str, Any]:

@@ -68,7 +68,7 @@ def _request(alloc: Allocator, rng: np.random.Generator, i: int) -> dict[str, An
     elif form in (3, 4):
         known = [a for a in ids if alloc.registry.knows(a)]
         idx = [alloc.registry.index_of(a) for a in known] + (
-            [10**6] if len(known) < len(ids) else []
+            [10**6 if i % 2 else -1] if len(known) < len(ids) else []
         )
         given = np.array(idx, dtype=np.int64) if form == 3 else IntIds([int(v) for v in idx])
     context = CONTEXTS[3 + rng.integers(3)] if bad == 4 else CONTEXTS[rng.integers(3)]

@@ -112,6 +112,39 @@ def test_cached_kernel_arguments_follow_reallocated_arrays(kind):
         assert (a.arm_index, a.propensity) == (int(b.arms[0]), float(b.propensities[0]))
 
 
+@pytest.mark.parametrize("kind", ["shared_linear", "shared_logistic", "hybrid_linear"])
+def test_bound_learning_step_equals_the_batch_update(kind):
+    """The serving path's learning step (``update_checked``: for the shared linear model one
+    bound compiled call, a subclass with its own update keeps the general step) leaves the
+    policy byte-identical to ``update_batch`` of the same outcomes one at a time: refreshes
+    at the same updates, and the bound call rebound after arms outgrow the state's arrays
+    (a column-strided context takes the general step)."""
+    cfg = config(kind)
+    allocators = Allocator(cfg, seed=5), Allocator(cfg, seed=5)
+    fast, general = (a.policy for a in allocators)
+    rng = np.random.default_rng(1)
+    for i in range(300):
+        if i == 140:
+            new = [f"late:{k}" for k in range(2 * fast.registry.capacity)]
+            for a in allocators:
+                a.add_arms(new, "mini_shop", np.tile([1.0, 0.5], (len(new), 1)))
+        arm = int(rng.integers(fast.registry.n_arms))
+        reward = float(rng.random() < 0.4)
+        x = np.asfortranarray(np.array([context_for(kind, i)] * 2))[:1]
+        if i % 5:
+            x = np.ascontiguousarray(x)
+        refreshed = fast.update_checked(arm, reward, x)
+        version = general.version
+        general.update_batch([arm], [reward], x)
+        assert refreshed == (general.version != version)
+    assert fast.version >= 4  # refresh_every = 64
+    sf, _ = fast.export_state()
+    sg, _ = general.export_state()
+    assert sf.keys() == sg.keys()
+    for name in sf:
+        assert sf[name].tobytes() == sg[name].tobytes(), name
+
+
 def test_contract_state_restored_in_c_order():
     """A snapshot may store arrays in Fortran order; the contract queues are restored
     C-contiguous (the layout the bound decide entry points are typed for), and decide as
