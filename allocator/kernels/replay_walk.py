@@ -11,6 +11,13 @@ in by ``update_batch`` just before the refresh it brings). The decide kernel is 
 which argument slot is filled, not passed as a function: a numba function taking another
 as an argument is not cached on disk, and every process would compile it again.
 
+The per-round steps (:func:`_decide`, the linear family's one-request entry and the
+acceptance rule) are inlined into the walk at numba's level: a compiled call takes an
+atomic reference count on every array it is passed, on entry and on exit, and ~70 of them
+per round were a quarter of a linear walk's time. Inlining needs the slots to be the
+walk's own arguments (numba prunes the empty slots' branches only there) and calls
+without a starred argument.
+
 ``walk`` is ``(ptr, idx, pos, actions, rewards, xs, rows, taken)``: the log's CSR
 candidates (int64 (n+1,), (nnz,)), the flat position of each logged action (int64 (n,)),
 the logged arms (int64 (n,)), rewards (float64 (n,)), contexts (float64 (n, d), d may be
@@ -107,7 +114,7 @@ def _reused(idx, xs, last, probs, stream, chosen, lo, n, draw):
     return True
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _decide(walk, one, k, draw, per_arm, linear, shared, hybrid):
     """Decide round ``r = rows[k]`` with the one decide kernel whose arguments are given
     (the others are None: numba prunes their branches, so each family compiles alone;
@@ -123,7 +130,13 @@ def _decide(walk, one, k, draw, per_arm, linear, shared, hybrid):
     if per_arm is not None:
         code = decide_per_arm(one[0], cand, walk[5][r : r + 1], one[1], one[2], draw, *per_arm)
     if linear is not None:
-        code, one[3][0] = decide_linear_one(cand, walk[5][r], draw, *linear)
+        # spelled out, not ``*linear``: numba inlines no call with a starred argument
+        (active, pos_of_arm, err, mu, a_inv, v, z, rule, ucb_alpha, eps, rng_state, best,
+         arg, mean_buf, sd_buf, p_out) = linear  # fmt: skip
+        code, one[3][0] = decide_linear_one(
+            cand, walk[5][r], draw, active, pos_of_arm, err, mu, a_inv, v, z, rule,
+            ucb_alpha, eps, rng_state, best, arg, mean_buf, sd_buf, p_out,
+        )  # fmt: skip
     if shared is not None:
         code = decide_shared(one[0], cand, walk[5][r : r + 1], one[1], one[2], draw, *shared)
     if hybrid is not None:
@@ -158,20 +171,21 @@ def _update(walk, r, update, linear, shared, beta):
 
 
 @njit(cache=True, nogil=True)
-def walk_rounds(walk, one, start, stop_after, decide, update, uargs, learn):
+def walk_rounds(
+    walk, one, start, stop_after, per_arm, linear, shared, hybrid, update, uargs, learn
+):
     """Walk ``rows[start:]`` until ``stop_after`` acceptances (0: no limit) or, when
     ``update`` is compiled in, until an accepted round makes a refresh due that is not
     compiled in too.
 
-    ``decide`` is ``(per_arm, linear, shared, hybrid)``: the arguments after ``draw`` of
-    the family's decide kernel (``decide_linear_one`` for the linear slot) in its slot,
-    None in the others. ``update`` is
-    ``UPDATE_NONE`` (Python folds the accepted rounds in) or the family's update kernel
-    (``UPDATE_GAUSSIAN``, ``UPDATE_LOGISTIC``, ``UPDATE_BETA``) with ``uargs`` =
-    ``(linear, shared, beta, bank, scratch, posteriors)``, its arguments in the slot of its
-    model (see :func:`_update`), None in the others; ``bank`` and ``scratch`` compile a
-    Beta–Bernoulli refresh in, ``posteriors`` a disjoint linear one (see :func:`_take`), or
-    are None.
+    ``per_arm``, ``linear``, ``shared``, ``hybrid``: the arguments after ``draw`` of the
+    family's decide kernel (``decide_linear_one`` for the linear slot) in its slot, None
+    in the others. ``update`` is ``UPDATE_NONE`` (Python folds the accepted rounds in)
+    or the family's update kernel (``UPDATE_GAUSSIAN``, ``UPDATE_LOGISTIC``,
+    ``UPDATE_BETA``) with ``uargs`` = ``(linear, shared, beta, bank, scratch,
+    posteriors)``, its arguments in the slot of its model (see :func:`_update`), None in
+    the others; ``bank`` and ``scratch`` compile a Beta–Bernoulli refresh in,
+    ``posteriors`` a disjoint linear one (see :func:`_take`), or are None.
     """
     ptr, idx, xs, rows = walk[0], walk[1], walk[5], walk[6]
     chosen, probs, stream, last = one[3], one[4], one[5], one[6]
@@ -182,7 +196,7 @@ def walk_rounds(walk, one, start, stop_after, decide, update, uargs, learn):
         lo = ptr[r]
         n = ptr[r + 1] - lo
         if xs.shape[1] != 0 or not _reused(idx, xs, last, probs, stream, chosen, lo, n, True):
-            r, lo, code = _decide(walk, one, k, True, *decide)
+            r, lo, code = _decide(walk, one, k, True, per_arm, linear, shared, hybrid)
             if code != OK:
                 return k, taken, code
         if lo + one[3][0] == walk[2][r]:  # the drawn candidate is the logged one
@@ -193,7 +207,9 @@ def walk_rounds(walk, one, start, stop_after, decide, update, uargs, learn):
 
 
 @njit(cache=True, nogil=True)
-def walk_events(walk, one, start, stop_after, decide, update, uargs, learn, events):
+def walk_events(
+    walk, one, start, stop_after, per_arm, linear, shared, hybrid, update, uargs, learn, events
+):
     """Nonstationary replay's walk: :func:`walk_rounds` where each event's probabilities
     are computed without a draw (``target`` receives them) and the event is accepted by
     :func:`allocator.kernels.nonstationary.accept_event`.
@@ -214,7 +230,7 @@ def walk_events(walk, one, start, stop_after, decide, update, uargs, learn, even
         lo = ptr[r]
         n = ptr[r + 1] - lo
         if xs.shape[1] != 0 or not _reused(idx, xs, last, probs, stream, chosen, lo, n, False):
-            r, lo, code = _decide(walk, one, k, False, *decide)
+            r, lo, code = _decide(walk, one, k, False, per_arm, linear, shared, hybrid)
             if code != OK:
                 return k, taken, code
         target[lo : lo + n] = probs[:n]
