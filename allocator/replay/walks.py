@@ -173,7 +173,7 @@ class Walker:
                                           self.out)  # fmt: skip
                 decide: list[Any] = [None] * 4
                 decide[self.slot] = self._decide_args(args)
-                call = (*decide, self.update, self._uargs(), learn, *tail)
+                call = (*decide, self.update, *self._uargs(), learn, *tail)
                 entry = entry_point(kernel, (walk, one, start, 0, *call))
             if self.update != kw.UPDATE_NONE:  # stop 0: only when a refresh is due
                 stop = 0
