@@ -96,15 +96,14 @@ def _learned(walk, learn, r):
     return pending[0] >= refresh_every
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _reused(idx, xs, last, probs, stream, chosen, lo, n, draw):
     """Whether a context-free round with candidates ``idx[lo:lo + n]`` repeats the last
     decided round's list (``last``: its offset and length): its probabilities ``probs``
     are then still the answer, the model being unchanged since (any update clears
     ``last``), and only the draw is left to make (what the decide kernel would do again,
-    without contracts). The walks ask only for context-free logs (``xs`` (n, 0)): a call
-    per contextual round, whose answer is always no, would cost its arguments' reference
-    counts."""
+    without contracts). The walks ask only for context-free logs (``xs`` (n, 0)): a
+    contextual round's answer is always no."""
     if last[1] != n:
         return False
     for j in range(n):
