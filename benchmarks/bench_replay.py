@@ -3,6 +3,11 @@
 Not a test: it prints one markdown table per section (see benchmarks/README.md).
 
     python benchmarks/bench_replay.py [--quick] [--only replay|nonstationary|ray|mlflow]
+        [--tree CHECKOUT]
+
+``--tree`` names the checkout whose package is timed (put it on ``PYTHONPATH``; the
+script refuses to run another): ``BENCH=bench_replay.py benchmarks/bench_engine_core.sh
+BASE --only nonstationary`` alternates a base commit's worktree and this checkout.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+import allocator
 from allocator import ArmRegistry, Engine
 from allocator.config import BetaBernoulliConfig, LinearGaussianConfig
 from allocator.constraints import ConstraintSet
@@ -422,7 +428,14 @@ def main() -> None:
     parser.add_argument("--only", choices=list(SECTIONS), help="run one section")
     parser.add_argument("--cell-impressions", type=int, default=None,
                         help="impressions per Ray-scaling cell (default 50,000)")  # fmt: skip
+    parser.add_argument("--tree", type=Path, default=None,
+                        help="the checkout on PYTHONPATH whose package is timed")  # fmt: skip
     args = parser.parse_args()
+    if args.tree is not None:
+        where = Path(allocator.__file__).resolve()
+        if not where.is_relative_to(args.tree.resolve()):
+            parser.error(f"allocator is imported from {where}, not from --tree {args.tree}")
+        print(f"tree: {args.tree.resolve()}\n", flush=True)
     for name in [args.only] if args.only else list(SECTIONS):
         if name == "ray":
             print(bench_ray(args.quick, args.cell_impressions), end="\n\n", flush=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 MASK = (1 << 64) - 1
@@ -618,3 +620,78 @@ def lapack_linear_refresh(policy):
         s.a_inv[idx] = np.linalg.inv(a)
         s.dirty[idx] = False
     roll_score_bank(s.z, policy.rng, policy.bank_slots, int(s.pending[0]), s.z_cursor)
+
+
+def sequential_linear_scores(x, cand, mu, a_inv, v):
+    """``kernels.linear.linear_scores`` one row of ``A⁻¹x`` at a time, each sum in index
+    order (the kernel's order, so its bits)."""
+    d = len(x)
+    mean, sd = np.empty(len(cand)), np.empty(len(cand))
+    for j, a in enumerate(cand):
+        m = q = 0.0
+        for i in range(d):
+            m += float(x[i]) * float(mu[a, i])
+            row = 0.0
+            for k in range(d):
+                row += float(a_inv[a, i, k]) * float(x[k])
+            q += float(x[i]) * row
+        mean[j] = m
+        sd[j] = v * math.sqrt(q) if q > 0.0 else 0.0
+    return mean, sd
+
+
+def newton_logistic_fit(x, arms, rewards, include, l2, max_iter, tol, n_arms, intercept_l2):
+    """``kernels.ope.logistic_fit`` row by row in plain Python, every sum in the kernel's
+    order (its gradient ``(μ − r)·z`` and Hessian ``(s·z_j)·z_k`` per row): its bits.
+    Returns ``(coef (K, p), pooled (p,))``."""
+    from allocator.kernels.ope import cholesky_solve
+
+    n, d = x.shape
+    p = d + 1
+    rows = [i for i in range(n) if include.shape[0] == 0 or include[i]]
+    z = [[1.0, *(float(v) for v in x[i])] for i in range(n)]
+
+    def sigmoid(t):
+        if t >= 0.0:
+            return 1.0 / (1.0 + math.exp(-t))
+        e = math.exp(t)
+        return e / (1.0 + e)
+
+    def newton(theta_of, pen_of, centre_of, groups):
+        step, work = np.empty(p), np.zeros((p, p))
+        while True:
+            g = {a: [0.0] * p for a in groups}
+            h = {a: [[0.0] * p for _ in range(p)] for a in groups}
+            for i in rows:
+                a = theta_of(i)
+                eta = 0.0
+                for j in range(p):
+                    eta += groups[a][j] * z[i][j]
+                mu = sigmoid(eta)
+                s, e = mu * (1.0 - mu), mu - float(rewards[i])
+                for j in range(p):
+                    g[a][j] += e * z[i][j]
+                    for k in range(j + 1):
+                        h[a][j][k] += (s * z[i][j]) * z[i][k]
+            moved = 0.0
+            for a, theta in groups.items():
+                gg = np.array([g[a][j] + pen_of(j) * (theta[j] - centre_of(j)) for j in range(p)])
+                hh = np.array(h[a])
+                hh[np.diag_indices(p)] += [pen_of(j) for j in range(p)]
+                cholesky_solve(hh, gg, step, work)
+                for j in range(p):
+                    theta[j] -= float(step[j])
+                    moved = max(moved, abs(float(step[j])))
+            yield moved
+
+    pooled = [0.0] * p
+    fit = newton(lambda i: 0, lambda j: l2 if j else intercept_l2, lambda j: 0.0, {0: pooled})
+    for _, moved in zip(range(max_iter), fit, strict=False):
+        if moved < tol:
+            break
+    coef = {a: list(pooled) for a in range(n_arms)}
+    fit = newton(lambda i: int(arms[i]), lambda j: l2, lambda j: pooled[j], coef)
+    for _, moved in zip(range(max_iter), fit, strict=False):
+        if moved < tol:
+            break
+    return np.array([coef[a] for a in range(n_arms)]), np.array(pooled)

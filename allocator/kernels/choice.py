@@ -35,7 +35,7 @@ def clear_marks(cand, n, pos_of_arm):
         pos_of_arm[cand[j]] = -1
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def mark_candidates(cand, active, pos_of_arm, err):
     """Check a candidate list and mark each arm's position in ``pos_of_arm``.
 
@@ -151,7 +151,7 @@ def bank_win_shares(bank, cand, pos_of_arm, winner, best, arg, p):
     tally_wins(arg, m_rows, n, p)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def gauss_win_shares(mean, sd, z, n, best, arg, p):
     """Share of bank rows won by each candidate when scores are ``mean + sd * z``.
 

@@ -53,7 +53,7 @@ def _quantile(hist, seen, q, lowest):
     return 2.0**LOG2_HIGH
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def accept_event(d, p, u, adaptive, q, c_max, hist, state, c_out, k):
     """One event of the walk: record its ratio and ``c``, accept it, reset ``c`` after.
 

@@ -309,10 +309,12 @@ def logistic_fit(x, arms, rewards, include, l2, max_iter, tol, coef, pooled):
                 eta += pooled[j] * z[j]
             mu = _sigmoid(eta)
             s = mu * (1.0 - mu)
-            for j in range(p):
-                g[j] += (mu - rewards[i]) * z[j]
+            e = mu - rewards[i]
+            for j in range(p):  # s·z_j·z_k is (s·z_j)·z_k: hoisting s·z_j is exact
+                g[j] += e * z[j]
+                sz = s * z[j]
                 for k in range(j + 1):  # the solve reads the lower triangle only
-                    h[j, k] += s * z[j] * z[k]
+                    h[j, k] += sz * z[k]
         for j in range(p):
             pen = l2 if j > 0 else INTERCEPT_L2
             g[j] += pen * pooled[j]
@@ -343,10 +345,12 @@ def logistic_fit(x, arms, rewards, include, l2, max_iter, tol, coef, pooled):
                 eta += coef[a, j] * z[j]
             mu = _sigmoid(eta)
             s = mu * (1.0 - mu)
+            e = mu - rewards[i]
             for j in range(p):
-                gk[a, j] += (mu - rewards[i]) * z[j]
+                gk[a, j] += e * z[j]
+                sz = s * z[j]
                 for k in range(j + 1):
-                    hk[a, j, k] += s * z[j] * z[k]
+                    hk[a, j, k] += sz * z[k]
         moved = 0.0
         for a in range(n_arms):
             for j in range(p):

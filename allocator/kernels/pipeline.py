@@ -51,7 +51,7 @@ def check_requests(cand_ptr, cand_idx, xs, active, pos_of_arm, slots, err):
     return OK
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def check_request(cand, x, active, pos_of_arm, slots, err):
     """One request of :func:`check_requests` (candidates ``cand`` (C,), context ``x``
     (d,)); ``err[1]`` receives the offending candidate position. Allocates nothing, so a

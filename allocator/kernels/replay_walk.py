@@ -11,6 +11,13 @@ in by ``update_batch`` just before the refresh it brings). The decide kernel is 
 which argument slot is filled, not passed as a function: a numba function taking another
 as an argument is not cached on disk, and every process would compile it again.
 
+The per-round steps (:func:`_decide`, the linear family's one-request entry, the
+acceptance rule, and an accepted round's :func:`_take`) are inlined into the walk at
+numba's level: a compiled call takes an atomic reference count on every array it is
+passed, on entry and on exit, and ~70 of them per round were a quarter of a linear walk's
+time. Inlining needs the decide and update slots to be the walk's own arguments (numba
+prunes the empty slots' branches only there) and calls without a starred argument.
+
 ``walk`` is ``(ptr, idx, pos, actions, rewards, xs, rows, taken)``: the log's CSR
 candidates (int64 (n+1,), (nnz,)), the flat position of each logged action (int64 (n,)),
 the logged arms (int64 (n,)), rewards (float64 (n,)), contexts (float64 (n, d), d may be
@@ -43,29 +50,30 @@ from allocator.kernels.shared_linear import decide_shared, update_shared_batch
 UPDATE_NONE, UPDATE_GAUSSIAN, UPDATE_LOGISTIC, UPDATE_BETA = 0, 1, 2, 3
 
 
-@njit(cache=True, nogil=True)
-def _take(walk, one, r, taken, stop_after, update, uargs, learn):
+@njit(cache=True, nogil=True, inline="always")
+def _take(walk, one, r, taken, stop_after, update, up_linear, up_shared, up_beta, bank,
+          scratch, posteriors, learn):  # fmt: skip
     """Record accepted round ``r`` and fold it in when ``update`` is compiled in; returns
     the acceptances so far and whether the walk must stop (a refresh due that is not
-    compiled in, or ``stop_after`` reached). ``uargs[3:5]`` are the arguments of
+    compiled in, or ``stop_after`` reached). ``bank`` and ``scratch`` are the arguments of
     :func:`allocator.kernels.beta_bank.refresh_beta_bank` before and after ``pending``
-    (a Beta–Bernoulli refresh compiled in), or None; ``uargs[5]`` those of
+    (a Beta–Bernoulli refresh compiled in), or None; ``posteriors`` those of
     :func:`allocator.kernels.linear_refresh.refresh_linear_walk` before ``pending`` (a
     disjoint linear refresh compiled in), or None."""
     walk[7][taken] = r
     taken += 1
     if update != UPDATE_NONE:
-        _update(walk, r, update, uargs[0], uargs[1], uargs[2])
+        _update(walk, r, update, up_linear, up_shared, up_beta)
         if update != UPDATE_BETA:
             one[6][1] = -1
         if _learned(walk, learn, r):
-            if not _refreshed(learn, uargs[3], uargs[4], uargs[5]):
+            if not _refreshed(learn, bank, scratch, posteriors):
                 return taken, True
             one[6][1] = -1  # the bank was redrawn
     return taken, taken == stop_after
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _refreshed(learn, bank, scratch, posteriors):
     """Refresh the policy in place when its refresh is compiled in: a Beta–Bernoulli bank
     (``bank``, and ``scratch`` after ``pending``) or disjoint linear posteriors and score
@@ -79,7 +87,7 @@ def _refreshed(learn, bank, scratch, posteriors):
     return False
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _learned(walk, learn, r):
     """Count round ``r``'s observation; whether the policy now needs its refresh."""
     n_obs, pending, refresh_every = learn
@@ -88,15 +96,14 @@ def _learned(walk, learn, r):
     return pending[0] >= refresh_every
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _reused(idx, xs, last, probs, stream, chosen, lo, n, draw):
     """Whether a context-free round with candidates ``idx[lo:lo + n]`` repeats the last
     decided round's list (``last``: its offset and length): its probabilities ``probs``
     are then still the answer, the model being unchanged since (any update clears
     ``last``), and only the draw is left to make (what the decide kernel would do again,
-    without contracts). The walks ask only for context-free logs (``xs`` (n, 0)): a call
-    per contextual round, whose answer is always no, would cost its arguments' reference
-    counts."""
+    without contracts). The walks ask only for context-free logs (``xs`` (n, 0)): a
+    contextual round's answer is always no."""
     if last[1] != n:
         return False
     for j in range(n):
@@ -107,7 +114,7 @@ def _reused(idx, xs, last, probs, stream, chosen, lo, n, draw):
     return True
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _decide(walk, one, k, draw, per_arm, linear, shared, hybrid):
     """Decide round ``r = rows[k]`` with the one decide kernel whose arguments are given
     (the others are None: numba prunes their branches, so each family compiles alone;
@@ -123,7 +130,13 @@ def _decide(walk, one, k, draw, per_arm, linear, shared, hybrid):
     if per_arm is not None:
         code = decide_per_arm(one[0], cand, walk[5][r : r + 1], one[1], one[2], draw, *per_arm)
     if linear is not None:
-        code, one[3][0] = decide_linear_one(cand, walk[5][r], draw, *linear)
+        # spelled out, not ``*linear``: numba inlines no call with a starred argument
+        (active, pos_of_arm, err, mu, a_inv, v, z, rule, ucb_alpha, eps, rng_state, best,
+         arg, mean_buf, sd_buf, p_out) = linear  # fmt: skip
+        code, one[3][0] = decide_linear_one(
+            cand, walk[5][r], draw, active, pos_of_arm, err, mu, a_inv, v, z, rule,
+            ucb_alpha, eps, rng_state, best, arg, mean_buf, sd_buf, p_out,
+        )  # fmt: skip
     if shared is not None:
         code = decide_shared(one[0], cand, walk[5][r : r + 1], one[1], one[2], draw, *shared)
     if hybrid is not None:
@@ -133,7 +146,7 @@ def _decide(walk, one, k, draw, per_arm, linear, shared, hybrid):
     return r, lo, code
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _update(walk, r, update, linear, shared, beta):
     """Fold accepted round ``r`` in with the family's update kernel (``linear``: the
     disjoint kernels' arguments after the rewards; ``shared``: the arm features, those
@@ -158,20 +171,22 @@ def _update(walk, r, update, linear, shared, beta):
 
 
 @njit(cache=True, nogil=True)
-def walk_rounds(walk, one, start, stop_after, decide, update, uargs, learn):
+def walk_rounds(
+    walk, one, start, stop_after, per_arm, linear, shared, hybrid, update, up_linear,
+    up_shared, up_beta, bank, scratch, posteriors, learn,
+):  # fmt: skip
     """Walk ``rows[start:]`` until ``stop_after`` acceptances (0: no limit) or, when
     ``update`` is compiled in, until an accepted round makes a refresh due that is not
     compiled in too.
 
-    ``decide`` is ``(per_arm, linear, shared, hybrid)``: the arguments after ``draw`` of
-    the family's decide kernel (``decide_linear_one`` for the linear slot) in its slot,
-    None in the others. ``update`` is
-    ``UPDATE_NONE`` (Python folds the accepted rounds in) or the family's update kernel
-    (``UPDATE_GAUSSIAN``, ``UPDATE_LOGISTIC``, ``UPDATE_BETA``) with ``uargs`` =
-    ``(linear, shared, beta, bank, scratch, posteriors)``, its arguments in the slot of its
-    model (see :func:`_update`), None in the others; ``bank`` and ``scratch`` compile a
-    Beta–Bernoulli refresh in, ``posteriors`` a disjoint linear one (see :func:`_take`), or
-    are None.
+    ``per_arm``, ``linear``, ``shared``, ``hybrid``: the arguments after ``draw`` of the
+    family's decide kernel (``decide_linear_one`` for the linear slot) in its slot, None
+    in the others. ``update`` is ``UPDATE_NONE`` (Python folds the accepted rounds in)
+    or the family's update kernel (``UPDATE_GAUSSIAN``, ``UPDATE_LOGISTIC``,
+    ``UPDATE_BETA``) with its arguments in the slot of its model, ``up_linear``,
+    ``up_shared`` or ``up_beta`` (see :func:`_update`), None in the others; ``bank`` and
+    ``scratch`` compile a Beta–Bernoulli refresh in, ``posteriors`` a disjoint linear one
+    (see :func:`_take`), or are None.
     """
     ptr, idx, xs, rows = walk[0], walk[1], walk[5], walk[6]
     chosen, probs, stream, last = one[3], one[4], one[5], one[6]
@@ -182,18 +197,24 @@ def walk_rounds(walk, one, start, stop_after, decide, update, uargs, learn):
         lo = ptr[r]
         n = ptr[r + 1] - lo
         if xs.shape[1] != 0 or not _reused(idx, xs, last, probs, stream, chosen, lo, n, True):
-            r, lo, code = _decide(walk, one, k, True, *decide)
+            r, lo, code = _decide(walk, one, k, True, per_arm, linear, shared, hybrid)
             if code != OK:
                 return k, taken, code
         if lo + one[3][0] == walk[2][r]:  # the drawn candidate is the logged one
-            taken, done = _take(walk, one, r, taken, stop_after, update, uargs, learn)
+            taken, done = _take(
+                walk, one, r, taken, stop_after, update, up_linear, up_shared, up_beta, bank,
+                scratch, posteriors, learn,
+            )  # fmt: skip
             if done:
                 return k + 1, taken, OK
     return walk[6].shape[0], taken, OK
 
 
 @njit(cache=True, nogil=True)
-def walk_events(walk, one, start, stop_after, decide, update, uargs, learn, events):
+def walk_events(
+    walk, one, start, stop_after, per_arm, linear, shared, hybrid, update, up_linear,
+    up_shared, up_beta, bank, scratch, posteriors, learn, events,
+):  # fmt: skip
     """Nonstationary replay's walk: :func:`walk_rounds` where each event's probabilities
     are computed without a draw (``target`` receives them) and the event is accepted by
     :func:`allocator.kernels.nonstationary.accept_event`.
@@ -214,14 +235,18 @@ def walk_events(walk, one, start, stop_after, decide, update, uargs, learn, even
         lo = ptr[r]
         n = ptr[r + 1] - lo
         if xs.shape[1] != 0 or not _reused(idx, xs, last, probs, stream, chosen, lo, n, False):
-            r, lo, code = _decide(walk, one, k, False, *decide)
+            r, lo, code = _decide(walk, one, k, False, per_arm, linear, shared, hybrid)
             if code != OK:
                 return k, taken, code
-        target[lo : lo + n] = probs[:n]
+        for j in range(n):  # not a slice assignment: views cost reference counts
+            target[lo + j] = probs[j]
         d = probs[walk[2][r] - lo]
         accepted[r] = accept_event(d, p[r], u[r], adaptive, q, c_max, hist, state, c_out, r)
         if accepted[r]:
-            taken, done = _take(walk, one, r, taken, stop_after, update, uargs, learn)
+            taken, done = _take(
+                walk, one, r, taken, stop_after, update, up_linear, up_shared, up_beta, bank,
+                scratch, posteriors, learn,
+            )  # fmt: skip
             if done:
                 return k + 1, taken, OK
     return walk[6].shape[0], taken, OK

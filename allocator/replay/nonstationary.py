@@ -229,6 +229,8 @@ def _checked(policy: Policy, data: LoggedData, lo: int) -> tuple[LoggedData, I64
     sub = data.take(lo, min(data.n_rounds, lo + CHUNK))
     try:
         ptr, _, pos, contexts = check_replay_inputs(policy, sub, checked_arms=True)
+        if contexts is not None:  # the policy's bound: the walk's pass does not check again
+            policy.context_rows(contexts, sub.n_rounds)
     except InvalidInputError as err:
         if lo == 0:
             raise
@@ -255,8 +257,8 @@ def _walk(
     accepted = np.zeros(n, dtype=np.bool_)
     actions = np.asarray(data.actions, dtype=np.int64)
     rewards = np.asarray(data.rewards, dtype=np.float64)
-    # checked once here (candidates by check_replay_inputs): chunks go to the checked entry
-    xs_all = np.ascontiguousarray(policy.context_rows(contexts, n))
+    # checked by _checked (candidates and contexts): chunks go to the checked entry
+    xs_all = np.zeros((n, 0)) if contexts is None else contexts
     if contracted is None:
         events = (pscores, u, adaptive, quantile, c_max, hist, state, c_arr, accepted, target)
         walked = Walker(policy).events(ptr, idx, pos, actions, rewards, xs_all, events,

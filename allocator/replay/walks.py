@@ -37,7 +37,7 @@ from allocator.kernels.entry import entry_point
 from allocator.policies.base import Policy
 from allocator.replay.dataset import I64
 
-#: decide kernel -> its slot in the walk's ``decide`` tuple
+#: decide kernel -> its slot among the walk's decide arguments
 _SLOTS = {kpa.decide_per_arm: 0, kl.decide_linear: 1, ksl.decide_shared: 2, kh.decide_hybrid: 3}
 #: the one-request entry a walk calls instead of a family's batch decide kernel
 _ONE = {kl.decide_linear: kl.decide_linear_one}
@@ -173,7 +173,7 @@ class Walker:
                                           self.out)  # fmt: skip
                 decide: list[Any] = [None] * 4
                 decide[self.slot] = self._decide_args(args)
-                call = (tuple(decide), self.update, self._uargs(), learn, *tail)
+                call = (*decide, self.update, *self._uargs(), learn, *tail)
                 entry = entry_point(kernel, (walk, one, start, 0, *call))
             if self.update != kw.UPDATE_NONE:  # stop 0: only when a refresh is due
                 stop = 0

@@ -211,3 +211,25 @@ def test_one_shared_candidate_list_is_decided_once_per_chunk_with_the_same_resul
     np.testing.assert_array_equal(shared.trace.accepted, per_row.trace.accepted)
     np.testing.assert_allclose(shared.trace.weights, per_row.trace.weights, rtol=1e-12)
     assert shared.value == pytest.approx(per_row.value, rel=1e-9)
+
+
+def test_a_context_beyond_the_policys_bound_is_refused_before_it_learns(monkeypatch):
+    """Contexts are checked against the policy's ``max_abs_input`` in the checking pass, so
+    a bad context in a later chunk is refused (its row counted from the log's start) with
+    the policy as it was, not after the chunks before it were learned."""
+    import dataclasses
+
+    from allocator.replay import nonstationary as ns
+    from tests.replay.test_rejection_walk import full_log
+    from tests.replay.test_rejection_walk import policy as make
+
+    monkeypatch.setattr(ns, "CHUNK", 100)
+    data = full_log(400, True)
+    x = data.contexts.copy()
+    x[250, 1] = 2e6  # max_abs_input is 1e6
+    pol = make("linear")
+    before = {k: v.copy() for k, v in pol.export_state()[0].items()}
+    with pytest.raises(InvalidInputError, match=r"events from 200.*contexts\[50, 1\] = 2000000"):
+        replay_nonstationary(pol, dataclasses.replace(data, contexts=x), np.random.default_rng(0))
+    after = pol.export_state()[0]
+    assert all(np.array_equal(before[k], after[k]) for k in before)
