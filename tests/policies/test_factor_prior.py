@@ -109,6 +109,29 @@ def test_click_and_order_posteriors_are_the_dense_online_laplace(rng, factor_pri
         np.testing.assert_allclose(a_inv, np.linalg.inv(want_a), rtol=1e-7, atol=1e-10)
 
 
+def test_the_hybrid_click_factor_under_the_balanced_prior_is_the_dense_reference(rng):
+    """With the hybrid click (a per-arm offset) and a refresh after every impression, the
+    shared click weights' mean and marginal precision and every offset's posterior equal
+    the dense joint Laplace reference whose shared block has the balanced prior."""
+    t = 80
+    pol = policy(factor_prior="balanced", click_model="hybrid", offset_sd=0.7, refresh_every=1)
+    arms, xs, _, click, order, gmv = events(rng, t, *rng.normal(scale=0.5, size=(2, DA * DC)))
+    for i in range(t):
+        pol.learn_outcome(int(arms[i]), click[i], order[i], gmv[i], None, xs[i])
+    prior = naive_prior(FEATURES, 1.0)
+    assert np.unique(prior).size > 1  # not a multiple of the identity
+    mean, prec = naive.hybrid_laplace(
+        FEATURES, arms, xs, click, prior, np.zeros(K), np.full(K, 1.0 / 0.7**2)
+    )
+    d = DA * DC
+    got_mean, got_prec = pol.factor_posterior("")
+    np.testing.assert_allclose(got_mean, mean[:d], atol=1e-9)
+    np.testing.assert_allclose(np.linalg.inv(got_prec), np.linalg.inv(prec)[:d, :d], atol=1e-9)
+    offset_mean, offset_var = pol.offsets()
+    np.testing.assert_allclose(offset_mean, mean[d:], atol=1e-9)
+    np.testing.assert_allclose(offset_var, 1.0 / np.diag(prec)[d:], atol=1e-12)
+
+
 def map_gaps(typical_conversion, seeds=5, n=4000):
     """Per data seed: the online order posterior's largest gap to the Newton MAP of the same
     model on the same data (in posterior sds), and its precision's relative gap to the
