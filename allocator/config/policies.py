@@ -319,6 +319,16 @@ class FactoredValueConfig(_Hybrid, _FeatureBase):
     the contexts' ``‖x‖²`` (the number of one-hot blocks they hold) makes that bound
     ``σ²``: a candidate's mean log value is not a priori further from the typical order
     value than one order's spread (the between-candidate variance is part of the total).
+
+    ``factor_prior: balanced`` applies the same rule to the click and order logits' weights
+    (precision ``prior_precision`` times each arm feature's reach), so no candidate's prior
+    logit variance exceeds ``‖x‖² / prior_precision``: with the flat prior a merchant's
+    click and order logits were a priori several times as uncertain as a partner's, and a
+    wide logit draw lands near 1 often enough to win. One switch for both: they are the
+    same kind of model on the same logit scale and the rule has no setting of its own.
+    ``typical_conversion`` is the user's statement of a typical shop's ``P(order | click)``;
+    the order logit is centred on it (a fixed offset in the link, so the weights' prior
+    stays at 0 and the update and propensities stay exact). Unset, it is 1/2 (logit 0).
     """
 
     kind: Literal["factored_value"] = "factored_value"
@@ -329,6 +339,8 @@ class FactoredValueConfig(_Hybrid, _FeatureBase):
     click_model: Literal["shared", "hybrid"] = "shared"
     value_prior: Literal["flat", "balanced"] = "flat"
     value_prior_precision: PositiveFloat | None = None
+    factor_prior: Literal["flat", "balanced"] = "flat"
+    typical_conversion: Annotated[float, Field(gt=0.0, lt=1.0)] | None = None
 
     @model_validator(mode="after")
     def _offsets_need_the_hybrid_click(self) -> FactoredValueConfig:

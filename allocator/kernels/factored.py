@@ -9,7 +9,10 @@ regression of the log order value (orders with a value only), whose noise varian
 order probability ``o`` and log-value mean ``u``. Thompson sampling draws the three
 scores of candidate ``j`` from their marginals through bank row ``m`` (columns ``m``,
 ``M + m``, ``2M + m`` of ``z``), so the propensity (the share of rows a candidate wins) is
-exact for that procedure, as for the single-score families.
+exact for that procedure, as for the single-score families. The order logit is
+``b + φᵀθ`` with a fixed offset ``b`` (``typical_conversion``'s logit; 0 when unset), added
+in the link where a probability is formed, so the score bank and the propensities are
+unchanged.
 
 With a hybrid click model (``click_model: hybrid``) the click logit also carries the arm's
 offset (``kernels.hybrid``): its posterior mean and variance add to the shared part's, at
@@ -40,8 +43,8 @@ _LOG_CLIP = 300.0
 
 @njit(cache=True, nogil=True)
 def update_factored_batch(
-    features, arms, xs, click, order, log_value, gamma, cg, ch, cmu, ca, og, oh, omu, oa,
-    vg, vh, vmu, va, vstats, phi, u, clock,
+    features, arms, xs, click, order, log_value, gamma, order_offset, cg, ch, cmu, ca, og, oh,
+    omu, oa, vg, vh, vmu, va, vstats, phi, u, clock,
 ):  # fmt: skip
     """Fold impressions ``arms`` (k,) with contexts ``xs`` (k, d_ctx) in order.
 
@@ -51,7 +54,9 @@ def update_factored_batch(
     statistics and ``*mu`` (D,), ``*a`` (D, D) posterior (updated at once without
     forgetting, at the refresh with it); ``vstats`` (2,) = discounted count and sum of
     squares of the log values. Every statistic decays by ``gamma`` per impression (the
-    clock is one tick per impression). ``phi``, ``u`` (D,) scratch. Inputs are checked.
+    clock is one tick per impression). ``order_offset`` is the order logit's fixed offset
+    (:func:`allocator.kernels.logistic.fold_logistic`). ``phi``, ``u`` (D,) scratch. Inputs
+    are checked.
     """
     exact = gamma == 1.0
     for i in range(arms.shape[0]):
@@ -62,17 +67,17 @@ def update_factored_batch(
         clock[0] += 1
         decay_joint(gamma, cg, ch)
         joint_features(f, x, phi)
-        fold_logistic(phi, click[i], exact, cg, ch, cmu, ca, u)
+        fold_logistic(phi, click[i], exact, cg, ch, cmu, ca, u, 0.0)
         fold_order_value(
-            f, x, click[i], order[i], log_value[i], gamma, og, oh, omu, oa, vg, vh, vmu, va,
-            vstats, phi, u,
+            f, x, click[i], order[i], log_value[i], gamma, order_offset, og, oh, omu, oa, vg,
+            vh, vmu, va, vstats, phi, u,
         )  # fmt: skip
 
 
 @njit(cache=True, nogil=True)
 def update_factored_hybrid_batch(
-    features, arms, xs, click, order, log_value, gamma, cg, ch, cmu, offset_mean, t_last, n,
-    s, r, dirty, og, oh, omu, oa, vg, vh, vmu, va, vstats, phi, u, clock,
+    features, arms, xs, click, order, log_value, gamma, order_offset, cg, ch, cmu, offset_mean,
+    t_last, n, s, r, dirty, og, oh, omu, oa, vg, vh, vmu, va, vstats, phi, u, clock,
 ):  # fmt: skip
     """:func:`update_factored_batch` with the hybrid click model: the click folds into the
     shared ``cg``, ``ch`` and the arm's ``n``, ``s``, ``r`` (linearised at the refreshed
@@ -86,14 +91,14 @@ def update_factored_hybrid_batch(
             n, s, r, phi, dirty,
         ):  # fmt: skip
             fold_order_value(
-                features[a], x, click[i], order[i], log_value[i], gamma, og, oh, omu, oa, vg,
-                vh, vmu, va, vstats, phi, u,
+                features[a], x, click[i], order[i], log_value[i], gamma, order_offset, og, oh,
+                omu, oa, vg, vh, vmu, va, vstats, phi, u,
             )  # fmt: skip
 
 
 @njit(cache=True, nogil=True)
-def fold_order_value(f, x, click, order, log_value, gamma, og, oh, omu, oa, vg, vh, vmu, va,
-                     vstats, phi, u):  # fmt: skip
+def fold_order_value(f, x, click, order, log_value, gamma, order_offset, og, oh, omu, oa, vg,
+                     vh, vmu, va, vstats, phi, u):  # fmt: skip
     """One impression's tick of the order and value factors: both decay by ``gamma``; the
     order folds in if the impression was clicked, the log value if it is not NaN."""
     exact = gamma == 1.0
@@ -102,7 +107,7 @@ def fold_order_value(f, x, click, order, log_value, gamma, og, oh, omu, oa, vg, 
     vstats *= gamma
     if click > 0.0:
         joint_features(f, x, phi)
-        fold_logistic(phi, order, exact, og, oh, omu, oa, u)
+        fold_logistic(phi, order, exact, og, oh, omu, oa, u, order_offset)
     if not np.isnan(log_value):
         joint_features(f, x, phi)
         fold_linear(phi, log_value, exact, vg, vh, vmu, va, u)
@@ -113,9 +118,9 @@ def fold_order_value(f, x, click, order, log_value, gamma, og, oh, omu, oa, vg, 
 @njit(cache=True, nogil=True, fastmath=True)
 def app_value(lc, lo, lv, rate, weights):
     """Value of logits ``lc``, ``lo`` and log value ``lv`` (already including ``σ²/2``);
-    ``weights`` = (w_click, w_order, w_gmv, typical order value)."""
+    ``weights`` = (w_click, w_order, w_gmv, typical order value, the order logit's offset)."""
     c = sigmoid(lc)
-    o = sigmoid(lo)
+    o = sigmoid(lo + weights[4])
     v = weights[3] * np.exp(min(lv, _LOG_CLIP))
     return c * (weights[0] + o * (weights[1] + weights[2] * rate * v))
 
@@ -143,7 +148,7 @@ def expected_values(cand, mean3, sd3, v, noise_var, rate, weights, out):
     for j in range(cand.shape[0]):
         sc, so, sv = sd3[0, j] / v, sd3[1, j] / v, sd3[2, j] / v
         c = predictive_probability(mean3[0, j], sc * sc)
-        o = predictive_probability(mean3[1, j], so * so)
+        o = predictive_probability(mean3[1, j] + weights[4], so * so)
         ev = weights[3] * np.exp(min(mean3[2, j] + 0.5 * sv * sv + half, _LOG_CLIP))
         out[j] = c * (weights[0] + o * (weights[1] + weights[2] * rate[cand[j]] * ev))
 
@@ -189,7 +194,7 @@ def decide_factored(
     ``features`` (capacity, d_arm); click, order and log-value posteriors ``*mu`` (D,),
     ``*a`` (D, D) (inverse precisions); the click offsets' mean and variance ``om``, ``ov``
     (capacity,), or (0,) for the shared click model; ``noise_var`` (1,) the log value's ``σ²``;
-    ``rate`` (capacity,) each arm's value per unit of order value; ``weights`` (4,) as in
+    ``rate`` (capacity,) each arm's value per unit of order value; ``weights`` (5,) as in
     :func:`app_value`; ``z`` (slots, 3M). Thompson: :func:`product_win_shares`; UCB: the
     value at every factor's ``mean + ucb_alpha·sd``; greedy: the posterior mean value.
     Contracts weigh the posterior mean value. Other arguments as in

@@ -267,15 +267,20 @@ def _objective(prec, b, m, xs, ys, ws, n, derivs, grad, hess):
 
 
 @njit(cache=True, nogil=True)
-def fold_logistic(phi, reward, exact, g, h, mu, a_inv, u):
+def fold_logistic(phi, reward, exact, g, h, mu, a_inv, u, offset):
     """Add the Laplace factor of joint features ``phi`` (D,) with label ``reward``,
     linearised at ``mu`` (D,), to ``g`` (D, D) and ``h`` (D,); with ``exact`` also update
     ``a_inv`` (Sherman–Morrison, O(D²)) and ``mu``. ``phi`` is overwritten; ``u`` (D,)
-    scratch."""
+    scratch.
+
+    ``offset`` is a fixed logit added in the link, ``P(y = 1) = σ(offset + φᵀθ)``: the
+    weights' prior stays centred at 0 while every candidate's prior logit is centred at
+    ``offset``. The factor in ``θ`` is then ``w φφᵀ`` and ``φ (w φᵀm + y − p)`` with
+    ``p = σ(offset + φᵀm)``: the offset moves ``p`` and ``w``, not the linearisation."""
     z = 0.0
     for a in range(phi.shape[0]):
         z += phi[a] * mu[a]
-    p = sigmoid(z)
+    p = sigmoid(z + offset)
     w = p * (1.0 - p)
     fold_joint(phi, w, w * z + reward - p, g, h)
     if exact:
@@ -302,7 +307,7 @@ def update_shared_logistic(f, x, reward, gamma, lam, g, h, mu, a_inv, phi, u, cl
     clock[0] += 1
     decay_joint(gamma, g, h)
     joint_features(f, x, phi)
-    fold_logistic(phi, reward, gamma == 1.0, g, h, mu, a_inv, u)
+    fold_logistic(phi, reward, gamma == 1.0, g, h, mu, a_inv, u, 0.0)
     return True
 
 

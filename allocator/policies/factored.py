@@ -16,6 +16,9 @@ squared norm of the arms that use it (``balanced``), so that a candidate's prior
 variance does not grow with its number of features. Early on the log value is the least
 observed factor (an order is rare), so a wide prior there made the candidates with the most
 features (merchants) the most optimistic ones, in the draws and in the posterior mean.
+``factor_prior: balanced`` applies the same rule (the same :meth:`prior_diag`) to the click
+and order logits' weights at ``prior_precision``; ``typical_conversion`` centres the order
+logit on the user's typical ``P(order | click)`` through a fixed offset in its link.
 
 :class:`HybridClickFactoredPolicy` (``click_model: hybrid``) makes the click factor the
 hybrid logistic model (:class:`HybridLogisticPolicy`'s arrays, posterior and refresh): a
@@ -80,7 +83,9 @@ class FactoredValuePolicy(BinaryRewards, SharedLinearPolicy):
         super()._configure()
         cfg = self.config
         o = cfg.objective
-        self._weights = np.array([o.click, o.order, o.gmv, cfg.typical_order_value])
+        rate = cfg.typical_conversion
+        offset = 0.0 if rate is None else float(np.log(rate / (1.0 - rate)))
+        self._weights = np.array([o.click, o.order, o.gmv, cfg.typical_order_value, offset])
         self._prior_b = _PRIOR_ORDERS / 2.0 * cfg.value_log_sd**2
         given = cfg.value_prior_precision
         self._value_lam = self.lam if given is None else float(given)
@@ -94,7 +99,7 @@ class FactoredValuePolicy(BinaryRewards, SharedLinearPolicy):
     def _init_model(self) -> None:
         super()._init_model()
         s = self.state
-        s.order_a_inv[...] = s.a_inv
+        s.order_a_inv[...] = np.diag(1.0 / self.prior_diag("order_"))
         s.value_a_inv[...] = np.diag(1.0 / self.prior_diag("value_"))
         s.noise_var[0] = self.config.value_log_sd**2
 
@@ -130,7 +135,7 @@ class FactoredValuePolicy(BinaryRewards, SharedLinearPolicy):
             or [o.default_take_rate]
         )
         self.state.rate[new] = table[self.registry.arm_group[new]]
-        if self.config.value_prior == "balanced":
+        if "balanced" in (self.config.value_prior, self.config.factor_prior):
             s = self.state
             f = s.features[new]
             reach = np.where(f != 0.0, np.sum(f * f, axis=1)[:, None], 1.0).max(axis=0)
@@ -139,15 +144,19 @@ class FactoredValuePolicy(BinaryRewards, SharedLinearPolicy):
                 s.model_dirty[0] = True
 
     # ------------------------------------------------------------------ posterior
-    def prior_diag(self, prefix: str) -> np.ndarray:
-        """The diagonal (D,) of the ``"order_"`` or ``"value_"`` weights' prior precision
-        (the value's in units of ``1/σ²``): weight ``i·d_ctx + q`` of a balanced value
-        prior is ``value_prior_precision · max(1, feature_reach[i])``."""
+    def prior_diag(self, prefix: str = "") -> np.ndarray:
+        """The diagonal (D,) of the ``""`` (click), ``"order_"`` or ``"value_"`` weights'
+        prior precision (the value's in units of ``1/σ²``): weight ``i·d_ctx + q`` of a
+        balanced prior is its precision (``prior_precision``, or ``value_prior_precision``
+        for the value) times ``max(1, feature_reach[i])``, the same rule for every factor."""
         dim = self.state.g.shape[0]
-        if prefix != "value_":
-            return np.full(dim, self.lam)
+        cfg = self.config
+        value = prefix == "value_"
+        scale = self._value_lam if value else self.lam
+        if (cfg.value_prior if value else cfg.factor_prior) != "balanced":
+            return np.full(dim, scale)
         reach = np.maximum(self.state.feature_reach, 1.0)
-        return self._value_lam * np.repeat(reach, dim // reach.shape[0])
+        return scale * np.repeat(reach, dim // reach.shape[0])
 
     def factor_posterior(self, prefix: str) -> tuple[np.ndarray, np.ndarray]:
         """Mean (D,) and precision (D, D) of the ``""`` (click), ``"order_"`` or
@@ -260,9 +269,9 @@ class FactoredValuePolicy(BinaryRewards, SharedLinearPolicy):
     ) -> None:
         s = self.state
         kf.update_factored_batch(
-            s.features, a, xs, c, o, logv, self.gamma, s.g, s.h, s.mu, s.a_inv, s.order_g,
-            s.order_h, s.order_mu, s.order_a_inv, s.value_g, s.value_h, s.value_mu,
-            s.value_a_inv, s.value_stats, self._joint, self._joint_u, s.clock,
+            s.features, a, xs, c, o, logv, self.gamma, self._weights[4], s.g, s.h, s.mu,
+            s.a_inv, s.order_g, s.order_h, s.order_mu, s.order_a_inv, s.value_g, s.value_h,
+            s.value_mu, s.value_a_inv, s.value_stats, self._joint, self._joint_u, s.clock,
         )  # fmt: skip
 
     def learn_outcome(
@@ -303,8 +312,8 @@ class HybridClickFactoredPolicy(FactoredValuePolicy, HybridLogisticPolicy):  # t
     ) -> None:
         s = self.state
         kf.update_factored_hybrid_batch(
-            s.features, a, xs, c, o, logv, self.gamma, s.g, s.h, s.mu, s.offset_mean,
-            s.t_last, s.n, s.s, s.r, s.dirty, s.order_g, s.order_h, s.order_mu, s.order_a_inv,
-            s.value_g, s.value_h, s.value_mu, s.value_a_inv, s.value_stats, self._joint,
-            self._joint_u, s.clock,
+            s.features, a, xs, c, o, logv, self.gamma, self._weights[4], s.g, s.h, s.mu,
+            s.offset_mean, s.t_last, s.n, s.s, s.r, s.dirty, s.order_g, s.order_h, s.order_mu,
+            s.order_a_inv, s.value_g, s.value_h, s.value_mu, s.value_a_inv, s.value_stats,
+            self._joint, self._joint_u, s.clock,
         )  # fmt: skip

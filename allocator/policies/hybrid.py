@@ -124,7 +124,7 @@ class HybridLinearPolicy(SharedLinearPolicy):
         """``θ``'s marginal precision and information with the offsets of ``idx``
         integrated out."""
         q, hb = self._offset_terms(idx, n, r)
-        prec = g + self.lam * np.eye(g.shape[0])
+        prec = g + np.diag(self.prior_diag())
         info = h.copy()
         for lo in range(0, idx.size, _BLOCK):
             u = self._cross(idx[lo : lo + _BLOCK], sx[lo : lo + _BLOCK])

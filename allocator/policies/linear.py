@@ -91,11 +91,17 @@ class _ScoreBankPolicy(Policy):
         s = self.state
         kl.roll_normals(self.rng, s.z, self.bank_slots, int(s.pending[0]), s.z_cursor)
 
+    def prior_diag(self, prefix: str = "") -> np.ndarray:
+        """The diagonal (d,) of the weights' prior precision: ``prior_precision`` on every
+        weight (a family with a per-weight prior overrides this; ``prefix`` names one of
+        its factors)."""
+        return np.full(self.state.g.shape[-1], self.lam)
+
     def _check_merged(self, merged: Mapping[str, np.ndarray], touched: np.ndarray) -> None:
         """The merged Gram matrices plus the prior must stay symmetric positive definite
         (a sum of observations' x xᵀ always is; a forged delta need not be)."""
         g = merged["g"][touched] if merged["g"].ndim == 3 else merged["g"]
-        a = g + self.lam * np.eye(g.shape[-1])
+        a = g + np.diag(self.prior_diag())
         scale = 1.0 + np.abs(a).max(initial=0.0)
         if np.abs(a - np.swapaxes(a, -1, -2)).max(initial=0.0) > 1e-9 * scale:
             raise InvalidInputError("delta['g'] would make a posterior precision asymmetric")
@@ -226,7 +232,7 @@ class SharedLinearPolicy(_ScoreBankPolicy):
 
     def _init_model(self) -> None:
         super()._init_model()
-        self.state.a_inv[...] = np.eye(self.state.a_inv.shape[0]) / self.lam
+        self.state.a_inv[...] = np.diag(1.0 / self.prior_diag())
 
     def _configure(self) -> None:
         config = self.config
@@ -286,8 +292,7 @@ class SharedLinearPolicy(_ScoreBankPolicy):
 
     def posterior(self) -> tuple[np.ndarray, np.ndarray]:
         """Posterior mean (D,) and precision (D, D) of the joint weights now."""
-        g = self.state.g
-        a = g + self.lam * np.eye(g.shape[0])
+        a = self.state.g + np.diag(self.prior_diag())
         return np.linalg.solve(a, self.state.h), a
 
     def _refresh(self) -> None:

@@ -1,10 +1,10 @@
 """The Mini Shop's share of the decision mass at the prior (no outcome learned yet).
 
 On the first requests of a cell (default: 2,000 of world 7, traffic seed 1), the factored
-value model with the hybrid click of ``config.yaml`` decides under each value prior and each
-rule; the Mini Shop's mass is the sum of its candidates' exact probabilities. It separates
-what the value factor's prior does at the very start from what the other factors and the
-groups' take rates do.
+value model with the hybrid click of ``config.yaml`` decides under each value prior (and,
+``experiments/factor_prior``, the click and order priors) and each rule; the Mini Shop's mass
+is the sum of its candidates' exact probabilities. It separates what the priors do at the
+very start from what the groups' take rates do.
 
     PYTHONPATH=. python experiments/value_prior/prior_mass.py --world-seed 11
 """
@@ -29,6 +29,13 @@ PRIORS = {
     "flat, precision 4 (value_tight)": {"value_prior_precision": 4.0},
     "balanced, precision 4 (value_balanced)": {
         "value_prior": "balanced", "value_prior_precision": 4.0,
+    },
+    "+ click, order balanced (factor_balanced_half)": {
+        "value_prior": "balanced", "value_prior_precision": 4.0, "factor_prior": "balanced",
+    },
+    "+ P(order | click) at 0.05 (factor_balanced)": {
+        "value_prior": "balanced", "value_prior_precision": 4.0, "factor_prior": "balanced",
+        "typical_conversion": 0.05,
     },
 }  # fmt: skip
 
@@ -64,7 +71,7 @@ def main() -> None:
             pol = make_policy(cfg, reg, seed=1, arm_features=arms.features)
             out = pol.decide_batch(ptr, idx, xs)
             share = out.probabilities[mini].sum() / n
-            print(f"{name:42s} {rule:9s} Mini Shop mass {100 * share:.1f} %")
+            print(f"{name:48s} {rule:9s} Mini Shop mass {100 * share:.1f} %")
 
 
 if __name__ == "__main__":
