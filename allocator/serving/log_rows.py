@@ -17,10 +17,11 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pyarrow as pa
 
-from allocator.decisions import Decisions
+from allocator.decisions import Decision, Decisions
 from allocator.errors import DecisionLogError
 from allocator.logs import INDEXED_DECISION_SCHEMA, OUTCOME_SCHEMA, DecisionLogWriter
 from allocator.logs.catalogue import catalogue_rows, new_epoch
+from allocator.logs.indexed import IndexedDecision
 from allocator.registry import ArmRegistry
 from allocator.serving.config import Outcome
 
@@ -161,6 +162,22 @@ def decision_rows(
         [columns[f.name].cast(f.type) for f in INDEXED_DECISION_SCHEMA],
         schema=INDEXED_DECISION_SCHEMA,
     )
+
+
+def decision_row(
+    d: Decision, decision_id: str, request_id: str | None, epoch: int, policy_kind: str,
+    cand: np.ndarray, probabilities: np.ndarray, x: np.ndarray | None,
+    attrs: Mapping[str, str] | None,
+) -> IndexedDecision:  # fmt: skip
+    """One schema-3 row of the decision log, as :func:`decision_rows` writes it for one
+    request (candidates as the writer's catalogue indices; ``x`` the (1, d) context), made
+    a table when the writer drains; the arrays it holds are copies the row owns."""
+    return IndexedDecision(
+        decision_id, request_id, d.timestamp, epoch, d.arm_index, d.propensity, d.forced,
+        d.model_version, policy_kind, cand.astype(np.int32), probabilities,
+        None if x is None else x[0].copy(), None if attrs is None else dict(attrs),
+        d.adjusted_by,
+    )  # fmt: skip
 
 
 def outcome_rows(

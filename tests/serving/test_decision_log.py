@@ -26,7 +26,7 @@ def test_logged_decisions_and_outcomes_round_trip(tmp_path):
             request_id=f"req{i}",
         )
         decisions.append(d)
-        probs.append(alloc._engine.probabilities)
+        probs.append(alloc.engine.probabilities)
         if i % 4 == 0:
             outcome = {"order": float(i % 8 == 0), "gmv": float(i)}
             alloc.update(d.decision_id, outcome, timestamp=T0 + i + 0.5)
