@@ -22,6 +22,7 @@ from __future__ import annotations
 import inspect
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ def main() -> None:
     import pyarrow as pa
 
     from allocator.logs import parts
-    from allocator.serving import log_rows
+    from allocator.serving import log_rows, requests
     from allocator.serving.requests import request_batch
 
     n = args.merchants
@@ -51,21 +52,28 @@ def main() -> None:
         return {"candidates": cand, "context": rng.standard_normal(8),
                 "timestamp": c.next(), "attrs": {"slot": "entry"}}  # fmt: skip
 
-    engine, books, serving_clock = alloc.engine, alloc._books, alloc._time
+    engine = alloc.engine
+    if hasattr(alloc, "_state"):  # the facade's serving state (older trees: the facade's own)
+        state = alloc._state
+        books, serving_clock, log = state.books, state.time, state.log
+        resolve = partial(requests.resolve_context, state.feature_index)
+    else:
+        books, serving_clock, log = alloc._books, alloc._time, alloc._log
+        resolve = alloc._resolve_context
     if "resolve_times" in inspect.signature(request_batch).parameters:
 
         def shape(reqs: list[dict[str, Any]]) -> Any:
             def times(s: list[Any]) -> Any:
                 return serving_clock.times_of(s, "requests[{}]", books.last_t)[0]
 
-            return request_batch(engine, reqs, times, alloc._resolve_context)
+            return request_batch(engine, reqs, times, resolve)
     else:
 
         def shape(reqs: list[dict[str, Any]]) -> Any:
             def one(t: Any, w: str) -> float:
                 return float(serving_clock.time_of(t, w, books.last_t)[0])
 
-            return request_batch(engine, reqs, one, alloc._resolve_context)
+            return request_batch(engine, reqs, one, resolve)
 
     captured: list[tuple[Any, ...]] = []
     build = log_rows.decision_rows
@@ -81,7 +89,7 @@ def main() -> None:
         best[label] = min(best.get(label, float("inf")), us)
 
     size = len(parts.encode_part(table, name, "bench")) / table.num_rows
-    log_dir = Path(alloc._log.writer.directory)
+    log_dir = Path(log.writer.directory)
     for _ in range(args.repeats):
         for label, as_ids in (("indices", False), ("string ids", True)):
             reqs = [req(clock, as_ids) for _ in range(1000)]

@@ -40,41 +40,48 @@ class IndexedDecision(NamedTuple):
     adjusted_by: Sequence[str]
 
 
-def _list_column(values: list[np.ndarray], item: pa.DataType) -> pa.Array:
-    offsets = np.zeros(len(values) + 1, dtype=np.int32)
+def list_column(offsets: np.ndarray, values: pa.Array) -> pa.Array:
+    """A list column whose row ``i`` holds ``values[offsets[i]:offsets[i + 1]]`` (``offsets``
+    (R + 1,) integers, made the int32 offsets of the log schema's list types)."""
+    return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), values)
+
+
+def _stacked(values: list[np.ndarray], item: pa.DataType) -> pa.Array:
+    """The list column of one array per row."""
+    offsets = np.zeros(len(values) + 1, dtype=np.int64)
     np.cumsum([v.shape[0] for v in values], out=offsets[1:])
-    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(np.concatenate(values), item))
+    return list_column(offsets, pa.array(np.concatenate(values), item))
+
+
+#: the columns not built as ``pa.array(values, field.type)`` from the rows' values
+_LISTS = {"candidate_indices": pa.int32(), "candidate_probabilities": pa.float64()}
 
 
 def indexed_table(rows: Sequence[IndexedDecision]) -> pa.Table:
-    """The v3 decision table of ``rows`` (at least one), in their order."""
-    cols = list(zip(*rows, strict=True))
-    contexts = cols[11]
+    """The v3 decision table of ``rows`` (at least one), in their order; columns are taken
+    from the rows by the schema's field names (:class:`IndexedDecision` spells them alike)."""
+    cols = dict(zip(IndexedDecision._fields, zip(*rows, strict=True), strict=True))
+    contexts = cols["context"]
     context_type = INDEXED_DECISION_SCHEMA.field("context").type
     given = [c is not None for c in contexts]
     if not any(given):
         context = pa.nulls(len(rows), context_type)
     elif all(given):
-        context = _list_column(list(contexts), pa.float64())
+        context = _stacked(list(contexts), pa.float64())
     else:  # rows of a context-free and a contextual policy (a reconfiguration between)
         context = pa.array([None if c is None else c.tolist() for c in contexts], context_type)
-    columns = [
-        pa.array(cols[0], pa.string()),
-        pa.array(cols[1], pa.string()),
-        pa.array(cols[2], pa.float64()),
-        pa.array(cols[3], pa.int64()),
-        pa.array(cols[4], pa.int32()),
-        pa.array(cols[5], pa.float64()),
-        pa.array(cols[6], pa.bool_()),
-        pa.array(cols[7], pa.int64()),
-        pa.array(cols[8], pa.string()),
-        _list_column(list(cols[9]), pa.int32()),
-        _list_column(list(cols[10]), pa.float64()),
-        context,
-        pa.array([list((a or {}).items()) for a in cols[12]], pa.map_(pa.string(), pa.string())),
-        pa.array([list(n) for n in cols[13]], pa.list_(pa.string())),
-    ]
+    columns = {
+        **{name: _stacked(list(cols[name]), item) for name, item in _LISTS.items()},
+        "context": context,
+        "attrs": pa.array(
+            [list((a or {}).items()) for a in cols["attrs"]], pa.map_(pa.string(), pa.string())
+        ),
+        "adjusted_by": pa.array([list(n) for n in cols["adjusted_by"]], pa.list_(pa.string())),
+    }
     return pa.Table.from_arrays(
-        [c.cast(f.type) for c, f in zip(columns, INDEXED_DECISION_SCHEMA, strict=True)],
+        [
+            (columns[f.name] if f.name in columns else pa.array(cols[f.name], f.type)).cast(f.type)
+            for f in INDEXED_DECISION_SCHEMA
+        ],
         schema=INDEXED_DECISION_SCHEMA,
     )

@@ -3,7 +3,7 @@
 Split from :mod:`.base` so the family interface and learning read on their own. A single
 request runs through argument lists bound once (:mod:`.bound`) over one-element buffers this
 module owns; a batch builds its list per call. The kernels report bad candidates by code and
-position; this module turns them into typed errors.
+position; :mod:`.refusals` turns them into typed errors.
 """
 
 from __future__ import annotations
@@ -13,23 +13,15 @@ from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 import numpy as np
 
 from allocator.decisions import Decision, Decisions, bare_decision
-from allocator.errors import InvalidInputError, UnknownArmError
+from allocator.errors import InvalidInputError
 from allocator.inputs import as_float_array, as_index_array, check_csr
 from allocator.kernels import choice as ck
 from allocator.policies.bound import BoundCall
+from allocator.policies.refusals import check_synced, raise_refusal
 from allocator.policies.state import ModelState
 from allocator.registry import ArmRegistry
 
 _INT64 = np.dtype(np.int64)
-
-_CANDIDATE_ERRORS = {
-    ck.ERR_EMPTY: (InvalidInputError, "candidates is empty: expected at least one arm"),
-    ck.ERR_RANGE: (UnknownArmError, "is not a registered arm index"),
-    ck.ERR_RETIRED: (UnknownArmError, "is a retired arm"),
-    ck.ERR_DUPLICATE: (InvalidInputError, "appears twice in candidates"),
-    ck.ERR_NONFINITE: (InvalidInputError, "context contains NaN or inf"),
-    ck.ERR_TOO_MANY: (InvalidInputError, "too many candidates"),
-}
 
 #: contract arrays for "no contract" (K = 0), in the kernels' order after arm_group, n_obs
 _NO_CONTRACTS = (
@@ -209,7 +201,7 @@ class DecisionCalls:
     def _single_args(self, contracts: tuple[Any, ...] | None = None) -> list[Any]:
         """The argument list of a single request (its slots hold placeholders until the
         call): built when the arrays it holds were replaced (see :meth:`decide_one`)."""
-        self._check_synced()
+        check_synced(self.registry.n_arms, self.state.n_synced)
         args = self._args(
             self._ptr1, self._arm1, self._x_none, self._t1, self._codes0, True, contracts,
             self._p1, self._out1,
@@ -228,7 +220,7 @@ class DecisionCalls:
         """The argument list of :attr:`DECIDE_ONE` (``cand``, and a contextual family's
         (1, d) context, placeholders until the call); ``_lean_room`` the most candidates
         its buffers hold (both change with the key)."""
-        self._check_synced()
+        check_synced(self.registry.n_arms, self.state.n_synced)
         self._lean_room = min(self._scratch_size, self._p1.shape[0])
         self._lean_version = self.state.version
         x = () if self.n_features is None else (np.zeros((1, self.n_features)),)
@@ -290,7 +282,7 @@ class DecisionCalls:
     def _contracted_args(self, contracts: tuple[Any, ...]) -> list[Any]:
         """The argument list of :attr:`DECIDE_CONTRACTED` (``cand``, ``x``, ``t``, ``codes``
         and the contract arrays: placeholders of their types until the call)."""
-        self._check_synced()
+        check_synced(self.registry.n_arms, self.state.n_synced)
         s, x = self.state, np.zeros((1, self.n_features or 0))
         self._c1 = 6 + len(self.model_args())  # where the contract arrays start
         return [
@@ -396,27 +388,15 @@ class DecisionCalls:
         out: np.ndarray,
     ) -> None:  # fmt: skip
         """Run :attr:`KERNEL` on a batch (callers sized the scratch)."""
-        self._check_synced()
+        check_synced(self.registry.n_arms, self.state.n_synced)
         args = self._args(ptr, idx, xs, times, codes, draw, contracts, probs, out)
         code = self.KERNEL(*args)
         if code < 0:
             self._fail(code, ptr, idx, xs)
 
-    def _check_synced(self) -> None:
-        if self.registry.n_arms != self.state.n_synced[0]:  # arms without state: refuse
-            raise InvalidInputError(
-                f"the registry has {self.registry.n_arms} arms, this policy has state for "
-                f"{int(self.state.n_synced[0])}: call sync_arms() after adding arms to a "
-                "registry directly (an Engine or Allocator does it in add_arms)"
-            )
-
     def _fail(self, code: int, ptr: np.ndarray, idx: np.ndarray, xs: np.ndarray) -> NoReturn:
         """Raise the error the kernel reported (``code`` < 0, ``err``: request, position)."""
-        r, j = int(self._err[0]), int(self._err[1])
-        where = f"request {r}: " if ptr.shape[0] > 2 else ""
-        if code == ck.ERR_NONFINITE:
-            as_float_array(xs[r], f"{where}context", (-1,))
-        self._raise(int(code), idx[ptr[r] : ptr[r + 1]], where, j)
+        raise_refusal(code, self._err, ptr, idx, xs, self.registry.n_arms, self.slots)
 
     def _new_scratch(self, size: int) -> None:
         self.best_buf = np.empty(size)
@@ -457,16 +437,3 @@ class DecisionCalls:
         if contexts is None:
             raise InvalidInputError(f"contexts are required: expected shape ({n}, {d})")
         return as_float_array(contexts, "contexts", (n, d), self.input_bound)
-
-    def _raise(self, code: int, cand: np.ndarray, where: str, j: int) -> NoReturn:
-        exc, text = _CANDIDATE_ERRORS[code]
-        if code in (ck.ERR_RANGE, ck.ERR_RETIRED, ck.ERR_DUPLICATE):
-            if code == ck.ERR_RETIRED and cand[j] >= self.registry.n_arms:
-                exc, text = _CANDIDATE_ERRORS[ck.ERR_RANGE]
-            raise exc(f"{where}candidates[{j}] = {int(cand[j])} {text}")
-        if code == ck.ERR_TOO_MANY:
-            raise exc(
-                f"{where}{cand.shape[0]} candidates: {text}, expected at most "
-                f"max_candidates = {self.slots}"
-            )
-        raise exc(f"{where}{text}")

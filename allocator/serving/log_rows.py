@@ -17,10 +17,11 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pyarrow as pa
 
-from allocator.decisions import Decisions
+from allocator.decisions import Decision, Decisions
 from allocator.errors import DecisionLogError
 from allocator.logs import INDEXED_DECISION_SCHEMA, OUTCOME_SCHEMA, DecisionLogWriter
 from allocator.logs.catalogue import catalogue_rows, new_epoch
+from allocator.logs.indexed import IndexedDecision, list_column
 from allocator.registry import ArmRegistry
 from allocator.serving.config import Outcome
 
@@ -97,20 +98,16 @@ class LoggedCatalogue:
         return self._epoch
 
 
-def _lists(offsets: np.ndarray, values: pa.Array) -> pa.Array:
-    return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), values)
-
-
 def _adjusted_by(adjusted: np.ndarray, names: tuple[str, ...]) -> pa.Array:
     """list<string> of the constraint names set in each request's bitmask."""
     r = adjusted.shape[0]
     bits = (adjusted[:, None] >> np.arange(max(len(names), 1))) & 1 if names else None
     if bits is None or not bits.any():
-        return _lists(np.zeros(r + 1, dtype=np.int64), pa.array([], pa.string()))
+        return list_column(np.zeros(r + 1, dtype=np.int64), pa.array([], pa.string()))
     rows, cols = np.nonzero(bits)
     offsets = np.zeros(r + 1, dtype=np.int64)
     np.cumsum(np.bincount(rows, minlength=r), out=offsets[1:])
-    return _lists(offsets, pa.array(np.asarray(names, dtype=object)[cols], pa.string()))
+    return list_column(offsets, pa.array(np.asarray(names, dtype=object)[cols], pa.string()))
 
 
 def _attrs(attrs: Sequence[Mapping[str, str] | None]) -> pa.Array:
@@ -139,7 +136,7 @@ def decision_rows(
     r = len(out)
     context = (
         pa.nulls(r, INDEXED_DECISION_SCHEMA.field("context").type) if xs is None
-        else _lists(np.arange(r + 1) * xs.shape[1], pa.array(xs.ravel()))
+        else list_column(np.arange(r + 1) * xs.shape[1], pa.array(xs.ravel()))
     )  # fmt: skip
     columns = {
         "decision_id": pa.array(out.decision_ids, pa.string()),
@@ -151,8 +148,8 @@ def decision_rows(
         "forced": pa.array(out.forced >= 0),
         "model_version": pa.array(np.full(r, out.model_version, dtype=np.int64)),
         "policy_kind": pa.array(np.full(r, policy_kind, dtype=object), pa.string()),
-        "candidate_indices": _lists(ptr, pa.array(idx.astype(np.int32))),
-        "candidate_probabilities": _lists(ptr, pa.array(out.probabilities)),
+        "candidate_indices": list_column(ptr, pa.array(idx.astype(np.int32))),
+        "candidate_probabilities": list_column(ptr, pa.array(out.probabilities)),
         "context": context,
         "attrs": _attrs(attrs),
         "adjusted_by": _adjusted_by(out.adjusted, out.constraint_names),
@@ -161,6 +158,22 @@ def decision_rows(
         [columns[f.name].cast(f.type) for f in INDEXED_DECISION_SCHEMA],
         schema=INDEXED_DECISION_SCHEMA,
     )
+
+
+def decision_row(
+    d: Decision, decision_id: str, request_id: str | None, epoch: int, policy_kind: str,
+    cand: np.ndarray, probabilities: np.ndarray, x: np.ndarray | None,
+    attrs: Mapping[str, str] | None,
+) -> IndexedDecision:  # fmt: skip
+    """One schema-3 row of the decision log, as :func:`decision_rows` writes it for one
+    request (candidates as the writer's catalogue indices; ``x`` the (1, d) context), made
+    a table when the writer drains; the arrays it holds are copies the row owns."""
+    return IndexedDecision(
+        decision_id, request_id, d.timestamp, epoch, d.arm_index, d.propensity, d.forced,
+        d.model_version, policy_kind, cand.astype(np.int32), probabilities,
+        None if x is None else x[0].copy(), None if attrs is None else dict(attrs),
+        d.adjusted_by,
+    )  # fmt: skip
 
 
 def outcome_rows(

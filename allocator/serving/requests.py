@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from allocator.engine import Engine
-from allocator.errors import InvalidInputError
+from allocator.errors import InvalidInputError, brief
 
 KEYS = frozenset({"candidates", "context", "attrs", "timestamp", "request_id"})
 _REALS = frozenset({np.dtype(np.float64)})
@@ -124,3 +124,24 @@ def _contexts(given: list[Any], d: int, bound: float) -> np.ndarray | None:
         return None
     xs = np.stack(given)
     return xs if np.abs(xs).max(initial=0.0) <= bound else None  # NaN fails the comparison
+
+
+def resolve_context(feature_index: Mapping[str, int], context: Any) -> Any:
+    """A context given as a mapping of ``serving.feature_names`` to numbers, as the float
+    array the policy reads; any other form is returned as it is (the policy checks it)."""
+    if context is None or type(context) is np.ndarray or not isinstance(context, Mapping):
+        return context  # the policy checks it
+    if not feature_index:
+        raise InvalidInputError("context is a mapping, but serving.feature_names is not set")
+    x = np.zeros(len(feature_index))
+    for name, value in context.items():
+        i = feature_index.get(name)
+        if i is None:
+            raise InvalidInputError(
+                f"context feature {brief(name)} is not in serving.feature_names"
+            )
+        real = isinstance(value, (int, float, np.integer, np.floating))
+        if isinstance(value, bool) or not real:
+            raise InvalidInputError(f"context[{name!r}] must be a number, got {brief(value)}")
+        x[i] = value
+    return x

@@ -58,6 +58,19 @@ def config(kind: str = "beta_bernoulli", n_merchants: int = 6, **serving: Any) -
     return AllocatorConfig.model_validate(data)
 
 
+def contracts_config(kind: str, n_merchants: int = 30, **serving: Any) -> AllocatorConfig:
+    """Two partner floors, the Mini Shop tilt and a cold-start floor scoped to one slot;
+    a short backstop, so that some decisions are forced."""
+    raw = config(kind, n_merchants=n_merchants, **serving).model_dump(mode="json")
+    raw["constraints"].update(backstop=2.0, eta=0.01)
+    raw["constraints"]["constraints"] += [
+        {"name": "douyin_floor", "kind": "floor", "target": {"group": "douyin"},
+         "schedule": {**WINDOW, "start_value": 0.1}},
+        *TILT_AND_COLD,
+    ]  # fmt: skip
+    return AllocatorConfig.model_validate(raw)
+
+
 def context_for(kind: str, i: int):
     if kind in DISJOINT + SHARED:
         return [1.0, (i % 7) / 7.0, float(i % 2)]

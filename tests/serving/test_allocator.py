@@ -62,7 +62,7 @@ def test_memory_stays_bounded_under_a_flood_without_feedback():
         alloc.decide(CANDS, timestamp=T0 + i * 1e-3)
     m = alloc.metrics()
     assert m["pending"] == 1000 and m["evicted"] == 4000
-    assert alloc._pending.n_finished <= 1000
+    assert alloc._state.pending.n_finished <= 1000
     assert int(alloc.policy.n_observations.sum()) == 4000  # evicted ones learned the default
 
 
@@ -169,7 +169,7 @@ def test_contextual_bad_features():
     with pytest.raises(InvalidInputError, match=r"'height' is not in serving.feature_names"):
         alloc.decide(CANDS, context={"height": 1.0}, timestamp=T0)
     d = alloc.decide(CANDS, context={"age": 0.3, "referral": 1.0}, timestamp=T0)
-    np.testing.assert_array_equal(alloc._pending.get(d.decision_id).context, [0.3, 0, 1])
+    np.testing.assert_array_equal(alloc._state.pending.get(d.decision_id).context, [0.3, 0, 1])
 
 
 @pytest.mark.skipif(numba.config.DISABLE_JIT, reason="signatures exist only when compiling")

@@ -12,8 +12,7 @@ import pytest
 
 from allocator import Allocator
 from tests.policies.test_propensities_at_scale import assert_exact
-from tests.serving.helpers import T0
-from tests.serving.test_fused_contracts import _config
+from tests.serving.helpers import T0, contracts_config
 
 N_ARMS = 1_000_000
 N = 20_000
@@ -39,7 +38,7 @@ def _requests(rng: np.random.Generator, base: int) -> tuple[np.ndarray, np.ndarr
 @pytest.mark.slow
 @pytest.mark.parametrize("path", ["single", "many"])
 def test_contract_propensities_are_exact_at_a_million_arms(path):
-    cfg = _config("shared_linear", n_merchants=12, reward_wait_s=5.0, refresh_every_s=3.0)
+    cfg = contracts_config("shared_linear", n_merchants=12, reward_wait_s=5.0, refresh_every_s=3.0)
     alloc = Allocator(cfg, seed=5)
     rng = np.random.default_rng(6)
     base = alloc.registry.n_arms

@@ -11,23 +11,9 @@ import numpy as np
 import pytest
 
 from allocator import Allocator, AllocatorError, IntIds, UpdateStatus
-from allocator.serving import AllocatorConfig
-from tests.serving.helpers import T0, TILT_AND_COLD, WINDOW, config, without_epoch
+from tests.serving.helpers import T0, contracts_config, without_epoch
 
 KINDS = ("shared_linear", "shared_logistic")
-
-
-def _config(kind: str, n_merchants: int = 30, **serving: Any) -> AllocatorConfig:
-    """Two partner floors, the Mini Shop tilt and a cold-start floor scoped to one slot;
-    a short backstop, so that some decisions are forced."""
-    raw = config(kind, n_merchants=n_merchants, **serving).model_dump(mode="json")
-    raw["constraints"].update(backstop=2.0, eta=0.01)
-    raw["constraints"]["constraints"] += [
-        {"name": "douyin_floor", "kind": "floor", "target": {"group": "douyin"},
-         "schedule": {**WINDOW, "start_value": 0.1}},
-        *TILT_AND_COLD,
-    ]  # fmt: skip
-    return AllocatorConfig.model_validate(raw)
 
 
 def _general(alloc: Allocator) -> Allocator:
@@ -110,7 +96,7 @@ def test_fused_contracts_decide_refuse_and_learn_as_the_general_path(kind, contr
     time): the same decisions, probabilities, errors and state as the general path, a
     refused call changing nothing. With contracts the contracted entry decides, without
     them the lean one (attributes included)."""
-    cfg = _config(kind, reward_wait_s=20.0, refresh_every_s=7.0)
+    cfg = contracts_config(kind, reward_wait_s=20.0, refresh_every_s=7.0)
     if not contracts:
         cfg = cfg.model_copy(update={"constraints": type(cfg.constraints)()})
     fused, general = Allocator(cfg, seed=6), _general(Allocator(cfg, seed=6))
@@ -161,7 +147,7 @@ def test_fused_contracts_decide_refuse_and_learn_as_the_general_path(kind, contr
 def test_fused_contract_propensities_are_exact():
     """Counts of each arm chosen match the summed propensities (5σ, every arm), with
     the floors, tilt and cold-start floor moving mass and the model learning."""
-    cfg = _config("shared_linear", n_merchants=12, reward_wait_s=5.0, refresh_every_s=3.0)
+    cfg = contracts_config("shared_linear", n_merchants=12, reward_wait_s=5.0, refresh_every_s=3.0)
     alloc = Allocator(cfg, seed=11)
     rng = np.random.default_rng(12)
     ids = alloc.registry.all_ids()
