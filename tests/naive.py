@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 
 MASK = (1 << 64) - 1
@@ -651,10 +652,14 @@ def newton_logistic_fit(x, arms, rewards, include, l2, max_iter, tol, n_arms, in
     rows = [i for i in range(n) if include.shape[0] == 0 or include[i]]
     z = [[1.0, *(float(v) for v in x[i])] for i in range(n)]
 
+    # the kernel's np.exp of a scalar is libm's exp when compiled and numpy's ufunc under
+    # NUMBA_DISABLE_JIT; the two may differ in the last bit, so use the one it runs
+    exp = np.exp if numba.config.DISABLE_JIT else math.exp
+
     def sigmoid(t):
         if t >= 0.0:
-            return 1.0 / (1.0 + math.exp(-t))
-        e = math.exp(t)
+            return 1.0 / (1.0 + exp(-t))
+        e = exp(t)
         return e / (1.0 + e)
 
     def newton(theta_of, pen_of, centre_of, groups):
