@@ -486,7 +486,8 @@ def project_bounds(p, member, floor, bound, mu, tol=1e-12, passes=100):
 def rejection_replay(policy, data, rng, uniform_epsilon=None) -> tuple[np.ndarray, int]:
     """Rewards of the rounds a rejection replay accepts, and the rounds it kept: the batch
     pipeline with rewinds it replaced (decide ahead in batches, stop at the first accepted
-    round whose update moves decisions, rewind the stream there). Trusts its inputs."""
+    round whose update moves decisions, rewind the stream there; a policy that learns
+    events learns the round's ``outcomes``). Trusts its inputs."""
     ptr, idx = data.candidates()
     sizes = np.diff(ptr)
     rounds = np.arange(data.n_rounds)
@@ -517,7 +518,11 @@ def _rejection_rounds(policy, data, rounds, ptr, idx, sizes, logged, contexts, a
         for j in np.flatnonzero(out.arms == logged[rows]).tolist():
             r = int(rows[j])
             version = policy.version
-            policy.update(int(logged[r]), float(data.rewards[r]), None if xs is None else xs[j])
+            x = None if xs is None else xs[j]
+            if policy.LEARNS_EVENTS:
+                policy.learn_outcome(int(logged[r]), *data.outcomes[r], data.rewards[r], x)
+            else:
+                policy.update(int(logged[r]), float(data.rewards[r]), x)
             accepted.append(float(data.rewards[r]))
             if policy.UPDATES_MOVE_DECISIONS or policy.version != version:
                 used = j + 1
@@ -550,7 +555,8 @@ def nonstationary_walk(
     """The acceptance walk of a nonstationary replay without contracts as it was before
     it was compiled: one ``decide_many(draw=False)`` per chunk of events (one row tiled
     when every round shares its candidate list), the acceptance kernel until the next
-    update that moves decisions, ``update_batch`` of the accepted events."""
+    update that moves decisions, ``update_batch`` of the accepted events (``learn_outcomes``
+    of their events for a policy that learns events)."""
     from allocator.kernels import nonstationary as kns
 
     assert contracted is None
@@ -587,9 +593,12 @@ def nonstationary_walk(
                              state, c_arr[i:hi], accepted[i:hi])  # fmt: skip
         target[f0 : int(ptr[i + used])] = probs[: int(ptr[i + used]) - f0]
         rows = i + np.flatnonzero(accepted[i : i + used])
-        if rows.size:
-            policy.update_batch(data.actions[rows], data.rewards[rows],
-                                None if contexts is None else contexts[rows])  # fmt: skip
+        x = None if contexts is None else contexts[rows]
+        if rows.size and policy.LEARNS_EVENTS:
+            c, o, g = data.outcomes[rows].T
+            policy.learn_outcomes(data.actions[rows], c, o, g, data.rewards[rows], x)
+        elif rows.size:
+            policy.update_batch(data.actions[rows], data.rewards[rows], x)
         size = max(16, 2 * used) if used < hi - i else min(8192, 2 * size)
         i += used
     return target, c_arr, accepted, i

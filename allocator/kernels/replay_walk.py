@@ -7,9 +7,10 @@ accepts the round when the drawn arm is the logged one; nonstationary replay com
 probabilities without a draw and accepts by its acceptance rule. A walk returns to Python
 only when Python has work to do: a refresh (its bank draws use the policy's numpy
 ``Generator``), or the update of a family whose decisions move only at refreshes (folded
-in by ``update_batch`` just before the refresh it brings). The decide kernel is chosen by
-which argument slot is filled, not passed as a function: a numba function taking another
-as an argument is not cached on disk, and every process would compile it again.
+in by ``update_batch``, or ``learn_outcomes`` for the factored value family, just before
+the refresh it brings). The decide kernel is chosen by which argument slot is filled, not
+passed as a function: a numba function taking another as an argument is not cached on
+disk, and every process would compile it again.
 
 The per-round steps (:func:`_decide`, the linear family's one-request entry, the
 acceptance rule, and an accepted round's :func:`_take`) are inlined into the walk at
@@ -37,6 +38,7 @@ from numba import njit
 from allocator.kernels.beta import update_beta_batch
 from allocator.kernels.beta_bank import refresh_beta_bank
 from allocator.kernels.choice import OK, draw_index
+from allocator.kernels.factored import decide_factored
 from allocator.kernels.hybrid import decide_hybrid
 from allocator.kernels.linear import decide_linear_one, update_linear_batch
 from allocator.kernels.linear_refresh import refresh_linear_walk
@@ -115,7 +117,7 @@ def _reused(idx, xs, last, probs, stream, chosen, lo, n, draw):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _decide(walk, one, k, draw, per_arm, linear, shared, hybrid):
+def _decide(walk, one, k, draw, per_arm, linear, shared, hybrid, factored):
     """Decide round ``r = rows[k]`` with the one decide kernel whose arguments are given
     (the others are None: numba prunes their branches, so each family compiles alone;
     the disjoint linear family's is its one-request entry, ``decide_linear_one``);
@@ -141,6 +143,10 @@ def _decide(walk, one, k, draw, per_arm, linear, shared, hybrid):
         code = decide_shared(one[0], cand, walk[5][r : r + 1], one[1], one[2], draw, *shared)
     if hybrid is not None:
         code = decide_hybrid(one[0], cand, walk[5][r : r + 1], one[1], one[2], draw, *hybrid)
+    if factored is not None:
+        code = decide_factored(
+            one[0], cand, walk[5][r : r + 1], one[1], one[2], draw, *factored
+        )  # fmt: skip
     one[6][0] = lo
     one[6][1] = n
     return r, lo, code
@@ -172,17 +178,17 @@ def _update(walk, r, update, linear, shared, beta):
 
 @njit(cache=True, nogil=True)
 def walk_rounds(
-    walk, one, start, stop_after, per_arm, linear, shared, hybrid, update, up_linear,
+    walk, one, start, stop_after, per_arm, linear, shared, hybrid, factored, update, up_linear,
     up_shared, up_beta, bank, scratch, posteriors, learn,
 ):  # fmt: skip
     """Walk ``rows[start:]`` until ``stop_after`` acceptances (0: no limit) or, when
     ``update`` is compiled in, until an accepted round makes a refresh due that is not
     compiled in too.
 
-    ``per_arm``, ``linear``, ``shared``, ``hybrid``: the arguments after ``draw`` of the
-    family's decide kernel (``decide_linear_one`` for the linear slot) in its slot, None
-    in the others. ``update`` is ``UPDATE_NONE`` (Python folds the accepted rounds in)
-    or the family's update kernel (``UPDATE_GAUSSIAN``, ``UPDATE_LOGISTIC``,
+    ``per_arm``, ``linear``, ``shared``, ``hybrid``, ``factored``: the arguments after
+    ``draw`` of the family's decide kernel (``decide_linear_one`` for the linear slot) in
+    its slot, None in the others. ``update`` is ``UPDATE_NONE`` (Python folds the accepted
+    rounds in) or the family's update kernel (``UPDATE_GAUSSIAN``, ``UPDATE_LOGISTIC``,
     ``UPDATE_BETA``) with its arguments in the slot of its model, ``up_linear``,
     ``up_shared`` or ``up_beta`` (see :func:`_update`), None in the others; ``bank`` and
     ``scratch`` compile a Beta–Bernoulli refresh in, ``posteriors`` a disjoint linear one
@@ -197,7 +203,7 @@ def walk_rounds(
         lo = ptr[r]
         n = ptr[r + 1] - lo
         if xs.shape[1] != 0 or not _reused(idx, xs, last, probs, stream, chosen, lo, n, True):
-            r, lo, code = _decide(walk, one, k, True, per_arm, linear, shared, hybrid)
+            r, lo, code = _decide(walk, one, k, True, per_arm, linear, shared, hybrid, factored)
             if code != OK:
                 return k, taken, code
         if lo + one[3][0] == walk[2][r]:  # the drawn candidate is the logged one
@@ -212,7 +218,7 @@ def walk_rounds(
 
 @njit(cache=True, nogil=True)
 def walk_events(
-    walk, one, start, stop_after, per_arm, linear, shared, hybrid, update, up_linear,
+    walk, one, start, stop_after, per_arm, linear, shared, hybrid, factored, update, up_linear,
     up_shared, up_beta, bank, scratch, posteriors, learn, events,
 ):  # fmt: skip
     """Nonstationary replay's walk: :func:`walk_rounds` where each event's probabilities
@@ -235,7 +241,7 @@ def walk_events(
         lo = ptr[r]
         n = ptr[r + 1] - lo
         if xs.shape[1] != 0 or not _reused(idx, xs, last, probs, stream, chosen, lo, n, False):
-            r, lo, code = _decide(walk, one, k, False, per_arm, linear, shared, hybrid)
+            r, lo, code = _decide(walk, one, k, False, per_arm, linear, shared, hybrid, factored)
             if code != OK:
                 return k, taken, code
         for j in range(n):  # not a slice assignment: views cost reference counts

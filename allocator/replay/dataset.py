@@ -32,7 +32,10 @@ class LoggedData:
     probability of each candidate (the allocator's own logs have it). ``timestamps`` (n,)
     epoch seconds and ``attrs`` (one string array (n,) per request attribute, e.g.
     ``category``) are what contract schedules and scopes read when a constrained policy is
-    replayed; a round without an attribute holds ``""``.
+    replayed; a round without an attribute holds ``""``. ``outcomes`` (n, 3) holds each
+    round's observed events (click, order, gmv) when the source has them (the allocator's
+    own logs): a policy that learns the events rather than a scalar reward
+    (``factored_value``) is replayed from them.
     """
 
     arm_ids: tuple[str, ...]
@@ -48,6 +51,7 @@ class LoggedData:
     cand_idx: I64 | None = None
     cand_prob: F64 | None = None
     attrs: Mapping[str, npt.NDArray[np.str_]] | None = None
+    outcomes: F64 | None = None
     #: what the import did that a reader should know (arm set inferred, rows reordered)
     notes: tuple[str, ...] = ()
 
@@ -59,6 +63,7 @@ class LoggedData:
             ("timestamps", self.timestamps, (n,)),
             ("positions", self.positions, (n,)),
             ("cand_ptr", self.cand_ptr, (n + 1,)),
+            ("outcomes", self.outcomes, (n, 3)),
         ]
         for name, column in (self.attrs or {}).items():
             checks.append((f"attrs[{name!r}]", column, (n,)))
@@ -140,6 +145,7 @@ class LoggedData:
             self.arm_groups, pick(self.contexts), self.context_names, pick(self.timestamps),
             pick(self.positions), *csr,
             attrs=None if self.attrs is None else {k: v[rows] for k, v in self.attrs.items()},
+            outcomes=pick(self.outcomes),
             notes=self.notes + notes,
         )  # fmt: skip
 

@@ -48,7 +48,7 @@ from allocator.replay.evaluate import check_arms, logged_positions, reward_range
 from allocator.replay.rejection import check_replay_inputs
 from allocator.replay.reward_model import RewardModel, make_reward_model
 from allocator.replay.trace import Trace, nth_accepted, pieces, spilled, summarise
-from allocator.replay.walks import Walker
+from allocator.replay.walks import Walker, learn_rounds
 
 #: logged events checked and walked per chunk: the replay's per-candidate and per-event
 #: arrays are a chunk's (its per-event trace goes to a temporary file, see
@@ -262,7 +262,7 @@ def _walk(
     if contracted is None:
         events = (pscores, u, adaptive, quantile, c_max, hist, state, c_arr, accepted, target)
         walked = Walker(policy).events(ptr, idx, pos, actions, rewards, xs_all, events,
-                                       max_accepted)  # fmt: skip
+                                       max_accepted, data.outcomes)  # fmt: skip
         return target, c_arr, accepted, walked
     engine, times, codes = contracted
     no_codes = np.zeros((n, 0), dtype=np.int64)
@@ -290,9 +290,7 @@ def _walk(
         target[f0 : int(ptr[i + used])] = probs[: int(ptr[i + used]) - f0]
         rows = i + np.flatnonzero(accepted[i : i + used])
         if rows.size:
-            policy.update_batch(
-                actions[rows], rewards[rows], None if contexts is None else contexts[rows]
-            )
+            learn_rounds(policy, rows, actions, rewards, contexts, data.outcomes)
         size = max(MIN_CHUNK, 2 * used) if used < hi - i else min(8192, 2 * size)
         i += used
     return target, c_arr, accepted, i

@@ -147,7 +147,8 @@ def check_replay_inputs(
 ) -> tuple[I64, I64, I64, F64 | None]:  # fmt: skip
     """What a learning replay of ``policy`` on ``data`` reads, checked: candidates (CSR),
     the flat position of each logged action, the contexts the policy needs (or None);
-    propensities in (0, 1] and rewards in the policy's domain (it will learn from them).
+    propensities in (0, 1] and rewards in the policy's domain (it will learn from them), or,
+    for a policy that learns the events (``LEARNS_EVENTS``), the log's ``outcomes``.
     ``checked_arms``: the arm catalogues were already compared."""
     if not checked_arms:
         check_arms(policy, data)
@@ -157,7 +158,18 @@ def check_replay_inputs(
     bad = np.flatnonzero(~np.isfinite(pscores) | (pscores <= 0.0) | (pscores > 1.0))
     if bad.size:
         raise InvalidInputError(f"pscores must be in (0, 1]; first bad rows {bad[:5].tolist()}")
-    policy.check_rewards(np.asarray(data.rewards, dtype=np.float64))
+    rewards = np.asarray(data.rewards, dtype=np.float64)
+    if policy.LEARNS_EVENTS:
+        if data.outcomes is None:
+            raise InvalidInputError(
+                f"{type(policy).__name__} learns from the events (click, order, gmv); this "
+                "log has only a reward per round (the allocator's decision logs carry them: "
+                "from_decision_log)"
+            )
+        events = np.asarray(data.outcomes, dtype=np.float64)
+        policy.check_outcomes(events[:, 0], events[:, 1], events[:, 2], rewards)
+    else:
+        policy.check_rewards(rewards)
     if policy.n_features is None:
         return ptr, idx, pos, None
     if data.contexts is None:
@@ -182,7 +194,7 @@ def _replay_chunks(
             kept = np.flatnonzero(rng.random(sub.n_rounds) < eps / sizes / pscores)
         rewards = np.ascontiguousarray(sub.rewards, dtype=np.float64)
         actions = np.ascontiguousarray(sub.actions, dtype=np.int64)
-        rows = walker.rounds(ptr, idx, pos, actions, rewards, xs, kept)
+        rows = walker.rounds(ptr, idx, pos, actions, rewards, xs, kept, sub.outcomes)
         accepted.append(rewards[rows])
         n_kept += kept.shape[0]
     return accepted, n_kept

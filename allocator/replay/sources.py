@@ -278,8 +278,9 @@ def from_decision_log(
     Without ``arm_ids`` the arm set is every chosen or candidate arm, sorted. Arm groups
     are those logged with each arm; ``arm_groups`` is None if some arm was never chosen
     (its group is not in the log). Timestamps and request attributes come along (what a
-    constrained policy's contracts read when it is replayed); rounds are in time order.
-    Outcomes outside a declared ``reward_range`` are errors.
+    constrained policy's contracts read when it is replayed); rounds are in time order, and
+    each keeps its events (click, order, gmv) in ``outcomes``. Outcomes outside a declared
+    ``reward_range`` are errors.
     """
     if reward not in OUTCOMES:
         raise InvalidInputError(f"reward = {reward!r}: expected one of {list(OUTCOMES)}")
@@ -339,6 +340,8 @@ def from_decision_log(
             )
     cand_ptr = np.zeros(len(ids) + 1, dtype=np.int64)
     np.cumsum(lengths[keep], out=cand_ptr[1:])
+    # the events every outcome row carries (a factored policy learns them, not the reward)
+    events = np.ascontiguousarray(np.stack([log.click, log.order, log.gmv], axis=1)[keep])
     kept = [a for a, k in zip(log.attrs, keep.tolist(), strict=True) if k]
     names = sorted(set().union(*kept)) if kept else []
     attrs = {name: np.array([a.get(name, "") for a in kept], dtype=np.str_) for name in names}
@@ -354,4 +357,5 @@ def from_decision_log(
         cand_idx=cand_idx,
         cand_prob=np.ascontiguousarray(log.cand_prob[keep_flat]),
         attrs=attrs,
+        outcomes=events if np.isfinite(events).all() else None,
     ).in_time_order()

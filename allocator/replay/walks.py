@@ -12,7 +12,9 @@ linear and logistic (without refits) families' refresh is compiled in as well
 (:mod:`allocator.kernels.linear_refresh`: the policy's own re-solve kernel and score-bank
 draws), so their walks also run to the end in one call. The others (Normal–Gamma, hybrid)
 decide from refreshed arrays only, so their accepted rounds are folded in by
-``update_batch`` just before the refresh they bring. Either way every round is decided
+``update_batch`` just before the refresh they bring. The factored value family learns the
+logged events (click, order, gmv), not the reward: its walk stops at every acceptance and
+the round is folded in by its own ``learn_outcomes``. Either way every round is decided
 from exactly the state, and the stream position, a round-by-round replay would use.
 """
 
@@ -27,6 +29,7 @@ from allocator.errors import InvalidInputError
 from allocator.kernels import beta as kb
 from allocator.kernels import beta_bank as kbb
 from allocator.kernels import choice as ck
+from allocator.kernels import factored as kf
 from allocator.kernels import hybrid as kh
 from allocator.kernels import linear as kl
 from allocator.kernels import logistic as klg
@@ -38,7 +41,10 @@ from allocator.policies.base import Policy
 from allocator.replay.dataset import I64
 
 #: decide kernel -> its slot among the walk's decide arguments
-_SLOTS = {kpa.decide_per_arm: 0, kl.decide_linear: 1, ksl.decide_shared: 2, kh.decide_hybrid: 3}
+_SLOTS = {
+    kpa.decide_per_arm: 0, kl.decide_linear: 1, ksl.decide_shared: 2, kh.decide_hybrid: 3,
+    kf.decide_factored: 4,
+}  # fmt: skip
 #: the one-request entry a walk calls instead of a family's batch decide kernel
 _ONE = {kl.decide_linear: kl.decide_linear_one}
 #: a family's sequential update kernel -> the walk's compiled-update code
@@ -66,7 +72,9 @@ class Walker:
         moving = policy.UPDATES_MOVE_DECISIONS
         update = getattr(policy, "UPDATE", None)  # a logistic refit swaps it per instance
         self.update = _UPDATES.get(update, kw.UPDATE_NONE) if moving else kw.UPDATE_NONE
-        if not moving:
+        if policy.LEARNS_EVENTS:  # its UPDATE (inherited) learns rewards: Python folds in
+            self.update = kw.UPDATE_NONE
+        elif not moving:
             self.update = _STILL_UPDATES.get(type(policy).LEARN_ONE, kw.UPDATE_NONE)
         self.ptr1 = np.zeros(2, dtype=np.int64)
         self.t1 = np.zeros(1)
@@ -121,28 +129,29 @@ class Walker:
 
     def rounds(
         self, ptr: I64, idx: I64, pos: I64, actions: I64, rewards: np.ndarray,
-        xs: np.ndarray, rows: I64,
+        xs: np.ndarray, rows: I64, outcomes: np.ndarray | None = None,
     ) -> I64:  # fmt: skip
         """Rejection replay of ``rows`` (in order) of the checked chunk: the accepted
-        rounds, taught."""
+        rounds, taught (from ``outcomes`` (n, 3) when the policy learns events)."""
         walk = (ptr, idx, pos, actions, rewards, xs, rows, np.empty_like(rows))
-        accepted, _ = self._run(kw.walk_rounds, walk, (), None)
+        accepted, _ = self._run(kw.walk_rounds, walk, (), None, outcomes)
         return accepted
 
     def events(
         self, ptr: I64, idx: I64, pos: I64, actions: I64, rewards: np.ndarray,
         xs: np.ndarray, events: tuple[Any, ...], max_accepted: int | None,
+        outcomes: np.ndarray | None = None,
     ) -> int:  # fmt: skip
         """Nonstationary replay of the checked log from its first round (``events`` as
         :func:`allocator.kernels.replay_walk.walk_events` takes them) until its end or
         ``max_accepted`` acceptances; the rounds walked."""
         rows = np.arange(actions.shape[0], dtype=np.int64)
         walk = (ptr, idx, pos, actions, rewards, xs, rows, np.empty_like(rows))
-        return self._run(kw.walk_events, walk, events, max_accepted)[1]
+        return self._run(kw.walk_events, walk, events, max_accepted, outcomes)[1]
 
     def _run(
         self, kernel: Any, walk: tuple[Any, ...], events: tuple[Any, ...],
-        max_accepted: int | None,
+        max_accepted: int | None, outcomes: np.ndarray | None,
     ) -> tuple[I64, int]:  # fmt: skip
         """Call ``kernel`` until the walk's rows or ``max_accepted`` run out, folding in
         and refreshing between calls; the accepted rows and the rows walked."""
@@ -171,7 +180,7 @@ class Walker:
                 args = policy.kernel_args(self.ptr1, idx[:width], xs[:1], self.t1,
                                           self.codes1, True, None, self.probs,
                                           self.out)  # fmt: skip
-                decide: list[Any] = [None] * 4
+                decide: list[Any] = [None] * len(set(_SLOTS.values()))
                 decide[self.slot] = self._decide_args(args)
                 call = (*decide, self.update, *self._uargs(), learn, *tail)
                 entry = entry_point(kernel, (walk, one, start, 0, *call))
@@ -194,9 +203,24 @@ class Walker:
                 if policy.pending_updates >= refresh_every:
                     policy.refresh()
             elif n:
-                policy.update_batch(actions[got], rewards[got], xs[got] if contextual else None)
+                learn_rounds(policy, got, actions, rewards, xs if contextual else None, outcomes)
         got_all = np.concatenate(accepted) if accepted else np.zeros(0, dtype=np.int64)
         return got_all, int(start)
+
+
+def learn_rounds(
+    policy: Policy, rows: I64, actions: I64, rewards: np.ndarray, xs: np.ndarray | None,
+    outcomes: np.ndarray | None,
+) -> None:  # fmt: skip
+    """Teach ``policy`` the logged ``rows``: their events (click, order, gmv) when it learns
+    events (checked present by :func:`allocator.replay.rejection.check_replay_inputs`),
+    their rewards otherwise."""
+    x = None if xs is None else xs[rows]
+    if policy.LEARNS_EVENTS and outcomes is not None:
+        ev = outcomes[rows]
+        policy.learn_outcomes(actions[rows], ev[:, 0], ev[:, 1], ev[:, 2], rewards[rows], x)
+    else:
+        policy.update_batch(actions[rows], rewards[rows], x)
 
 
 def _parameters(kernel: Any) -> tuple[str, ...]:

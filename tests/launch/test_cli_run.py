@@ -35,4 +35,5 @@ def test_a_bad_worker_count_in_the_environment_is_named(capsys, monkeypatch):
 def test_check_validates_a_scenario_config(capsys, monkeypatch):
     monkeypatch.chdir(ROOT)
     assert main(["check", "configs/wechat_entry.yaml"]) == 0
-    assert '"contextual_ts_protected"' in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert '"contextual_ts_protected"' in out and '"value_ts_protected"' in out

@@ -25,7 +25,8 @@ from tests.scenario.faults import FailingCell
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIO = ROOT / "configs" / "wechat_entry.yaml"
 STRATEGIES = ["static_split", "ab_then_commit", "eps_greedy", "beta_ts", "contextual_ts",
-              "contextual_ts_protected", "oracle"]  # fmt: skip
+              "contextual_ts_protected", "value_ts_protected", "oracle"]  # fmt: skip
+RECOMMENDED = "value_ts_protected"  # the recommended policy of the bundled scenario
 
 
 def small_scenario(tmp_path: Path, seeds: list[int], **experiment: object) -> Path:
@@ -61,7 +62,7 @@ def test_the_main_job_on_local_ray_tracks_every_cell_and_a_summary(
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
     runs = client.search_runs([exp.experiment_id], max_results=100)
     cells = [r for r in runs if r.data.tags.get("role") == "cell"]
-    assert len(cells) == 14
+    assert len(cells) == 2 * len(STRATEGIES)
     assert all("mlflow.parentRunId" not in r.data.tags for r in runs)
     assert {(r.data.tags["grid.strategy"], r.data.tags["grid.seed"]) for r in cells} == {
         (s, str(seed)) for s in STRATEGIES for seed in (1, 2)
@@ -80,7 +81,7 @@ def test_the_main_job_on_local_ray_tracks_every_cell_and_a_summary(
         hist = client.get_metric_history(r.info.run_id, "curve.cum_regret")
         assert [h.step for h in hist] == list(range(12))
         assert client.get_metric_history(r.info.run_id, "curve.share.mini_shop")
-    protected = next(r for r in cells if r.data.tags["grid.strategy"] == "contextual_ts_protected")
+    protected = next(r for r in cells if r.data.tags["grid.strategy"] == RECOMMENDED)
     assert "contracts.constraints.0.name" in protected.data.params
     assert client.get_metric_history(protected.info.run_id, "curve.floor.taobao_protected")
     assert "contract.taobao_protected.cost" in protected.data.metrics
@@ -119,7 +120,7 @@ def test_ray_and_sequential_runners_give_identical_cells(tmp_path, ray_local):
     scenario = load_scenario(small_scenario(tmp_path, [3]))
     world = World(scenario.world, seed=scenario.experiment.world_seed)
     cells = [c for c in grid_cells(scenario, world, 2500)
-             if c.strategy in ("beta_ts", "contextual_ts_protected", "static_split")]  # fmt: skip
+             if c.strategy in ("beta_ts", RECOMMENDED, "static_split")]  # fmt: skip
     shared = Shared(world, scenario)
     seq = SequentialRunner(progress=False).run(run_cell, cells, shared)
     par = RayRunner(ray_module=ray_local, progress=False).run(run_cell, cells, shared)
@@ -144,7 +145,7 @@ def test_the_constrained_strategy_keeps_every_partner_floor_on_every_window():
     scenario = scenario.model_copy(
         update={"experiment": scenario.experiment.model_copy(update={"ope_target": None})}
     )
-    m = _cell_metrics(scenario, ["contextual_ts_protected", "contextual_ts"], 60_000)
+    m = _cell_metrics(scenario, [RECOMMENDED, "contextual_ts"], 60_000)
     cset = scenario.contracts["protected"]
     bound = -(cset.backstop + 2) / cset.window
     floors = [
@@ -152,7 +153,7 @@ def test_the_constrained_strategy_keeps_every_partner_floor_on_every_window():
     ]
     assert len(floors) == 3
     for name in floors:
-        prot = m["contextual_ts_protected"]
+        prot = m[RECOMMENDED]
         assert prot[f"floor.{name}.impressions"] >= 5 * cset.window
         assert prot[f"floor.{name}.worst_slack"] >= bound, name
         # the layer's own books agree with the re-measurement from served groups
@@ -186,7 +187,7 @@ def test_the_cli_runs_the_scenario_sequentially(tmp_path, capsys):
                  "--tracking-uri", uri, "--out", out_dir, "--launch-id", "cli"])  # fmt: skip
     out = capsys.readouterr().out
     assert code == 0
-    assert "7 cells (7 strategies × 1 seeds), 2,000 impressions each, launch cli" in out
+    assert "8 cells (8 strategies × 1 seeds), 2,000 impressions each, launch cli" in out
     assert (tmp_path / "out" / "cli" / "summary.csv").exists()
 
 
@@ -245,7 +246,7 @@ def test_every_cell_checks_off_policy_estimates_against_the_truth(tmp_path):
 def test_emitted_logs_are_decision_logs_that_replay_end_to_end(tmp_path, capsys):
     cfg = small_scenario(tmp_path, [1], ope_target=None)
     data = yaml.safe_load(cfg.read_text())
-    keep = ("eps_greedy", "contextual_ts_protected", "oracle")
+    keep = ("eps_greedy", RECOMMENDED, "oracle")
     data["strategies"] = [s for s in data["strategies"] if s["name"] in keep]
     cfg.write_text(yaml.safe_dump(data))
     uri = f"sqlite:///{tmp_path / 'sim.db'}"
@@ -256,8 +257,8 @@ def test_emitted_logs_are_decision_logs_that_replay_end_to_end(tmp_path, capsys)
     logs = out_dir / "emit" / "logs"
     # the oracle has no propensities: nothing to replay, nothing written
     assert sorted(p.name for p in logs.iterdir()) == [
-        "contextual_ts_protected_seed_1", "contextual_ts_protected_seed_1.replay.yaml",
         "eps_greedy_seed_1", "eps_greedy_seed_1.replay.yaml",
+        f"{RECOMMENDED}_seed_1", f"{RECOMMENDED}_seed_1.replay.yaml",
     ]  # fmt: skip
     from allocator.logs import load_decision_log
     from allocator.replay import from_decision_log
@@ -273,8 +274,12 @@ def test_emitted_logs_are_decision_logs_that_replay_end_to_end(tmp_path, capsys)
     assert ((logged.pscores > 0) & (logged.pscores <= 1)).all()
     rows = np.repeat(np.arange(4000), np.diff(logged.cand_ptr))
     np.testing.assert_allclose(np.bincount(rows, weights=logged.cand_prob), 1.0, atol=1e-9)
-    protected = load_decision_log(logs / "contextual_ts_protected_seed_1")
-    assert len(protected) == 4000 and set(protected.policy_kind) == {"shared_linear"}
+    protected = load_decision_log(logs / f"{RECOMMENDED}_seed_1")
+    assert len(protected) == 4000 and set(protected.policy_kind) == {"factored_value"}
+    # every round keeps its events: what the recommended (factored) policy is replayed from
+    events = from_decision_log(protected).outcomes
+    assert events is not None and events.shape == (4000, 3) and events[:, 0].sum() > 0
+    assert (events[:, 1] <= events[:, 0]).all() and ((events[:, 2] > 0) <= (events[:, 1] > 0)).all()
     # the contracts' work is in the log: mass moved (tilts, floors) and backstops, by name
     moved = set(protected.adj_names.tolist())
     assert "mini_shop_subsidy" in moved and moved <= {

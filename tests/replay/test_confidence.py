@@ -88,7 +88,8 @@ def _scenario_coverage(seeds: list[int], n: int) -> dict[str, float]:
     from allocator.scenario.config import load_scenario
     from tests.launch.test_scenario_launch import _cell_metrics, small_scenario
 
-    learning = ["eps_greedy", "beta_ts", "contextual_ts", "contextual_ts_protected"]
+    learning = ["eps_greedy", "beta_ts", "contextual_ts", "contextual_ts_protected",
+                "value_ts_protected"]  # fmt: skip
     keys = ["ope.ips.covers_truth", "ope.dr.covers_truth", "ope.ips.bootstrap_covers_truth",
             "ope.dr.bootstrap_covers_truth"]  # fmt: skip
     hits = dict.fromkeys(keys, 0.0)
@@ -108,13 +109,13 @@ def _scenario_coverage(seeds: list[int], n: int) -> dict[str, float]:
 
 
 @pytest.mark.heavy
-def test_default_intervals_cover_the_truth_on_8_adaptively_logged_cells():
+def test_default_intervals_cover_the_truth_on_10_adaptively_logged_cells():
     rates = _scenario_coverage([1, 2], 10_000)
     assert rates["ope.ips.covers_truth"] >= 0.9 and rates["ope.dr.covers_truth"] >= 0.9
 
 
 @pytest.mark.slow
-def test_default_intervals_cover_the_truth_on_40_adaptively_logged_cells():
+def test_default_intervals_cover_the_truth_on_50_adaptively_logged_cells():
     rates = _scenario_coverage(list(range(1, 11)), 20_000)
     assert rates["ope.ips.covers_truth"] >= 0.9 and rates["ope.dr.covers_truth"] >= 0.9
 

@@ -1,4 +1,4 @@
-"""The recommended policy (contextual TS under the partner contracts) replayed on the
+"""The recommended policy (value TS under the partner contracts) replayed on the
 scenario simulator's decision log of another learning policy, against its on-policy value
 in the same simulated world; likewise a what-if contract change (the Taobao floor kept one
 month longer), against the simulator's value of the changed contract.
@@ -29,7 +29,7 @@ from allocator.scenario.simulate import Shared, run_cell
 from allocator.scenario.world import World
 from tests.launch.test_scenario_launch import small_scenario
 
-TARGET = "contextual_ts_protected"
+TARGET = "value_ts_protected"
 LOG_ROWS = 50_000
 
 

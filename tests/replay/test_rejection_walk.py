@@ -22,6 +22,11 @@ from tests.conftest import make_registry
 K, D, DA = 6, 3, 2
 SMALL = {"bank_rows": 32, "refresh_every": 8}
 FEATS = {"n_context_features": D, "n_arm_features": DA, "max_candidates": 16}
+#: the factored family learns the events (click, order, gmv) the log's ``outcomes`` hold
+FACTORED = {
+    "objective": c.ObjectiveConfig(click=0.01, order=0.2, gmv=0.01, take_rates={"g": 0.05}),
+    "typical_order_value": 40.0, "value_log_sd": 0.8,
+}  # fmt: skip
 CONFIGS = {
     "beta": c.BetaBernoulliConfig(**SMALL),
     "normal_gamma": c.NormalGammaConfig(**SMALL),
@@ -32,19 +37,31 @@ CONFIGS = {
     "shared_logistic": c.SharedLogisticConfig(**FEATS, **SMALL),
     "hybrid_linear": c.HybridLinearConfig(**FEATS, **SMALL),
     "hybrid_logistic": c.HybridLogisticConfig(**FEATS, **SMALL),
+    "factored": c.FactoredValueConfig(**FEATS, **SMALL, **FACTORED),
+    "factored_hybrid": c.FactoredValueConfig(**FEATS, **SMALL, **FACTORED, click_model="hybrid"),
 }
 ARM_FEATURES = np.random.default_rng(7).normal(size=(K, DA))
 
 
 def policy(kind: str, seed: int = 3):
     cfg = CONFIGS[kind]
-    features = ARM_FEATURES if "shared" in kind or "hybrid" in kind else None
+    features = ARM_FEATURES if any(s in kind for s in ("shared", "hybrid", "factored")) else None
     return make_policy(cfg, make_registry(K), seed=seed, arm_features=features)
+
+
+def with_events(data: LoggedData, seed: int) -> LoggedData:
+    """``data`` with the events its binary rewards stand for: the reward is the click, an
+    order follows 40 % of clicks and carries a log-normal value."""
+    rng = np.random.default_rng(seed + 1000)
+    order = data.rewards * (rng.random(data.n_rounds) < 0.4)
+    gmv = order * np.exp(rng.normal(3.5, 0.5, data.n_rounds))
+    return dataclasses.replace(data, outcomes=np.column_stack([data.rewards, order, gmv]))
 
 
 def subset_log(n: int, contexts: bool, eps: float | None, seed: int = 0) -> LoggedData:
     """Rounds over random candidate subsets (2..K arms), logged uniformly over them, or by
-    an ε-mixture favouring the first candidate; binary rewards."""
+    an ε-mixture favouring the first candidate; binary rewards (the clicks of the events in
+    ``outcomes``)."""
     rng = np.random.default_rng(seed)
     sizes = rng.integers(2, K + 1, n)
     ptr = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
@@ -55,12 +72,13 @@ def subset_log(n: int, contexts: bool, eps: float | None, seed: int = 0) -> Logg
         first[ptr[:-1]] = 1.0
         prob = eps * prob + (1.0 - eps) * first
     pick = np.array([rng.choice(s, p=prob[ptr[i] : ptr[i + 1]]) for i, s in enumerate(sizes)])
-    return LoggedData(
+    data = LoggedData(
         arm_ids=tuple(f"arm:{a}" for a in range(K)), actions=idx[ptr[:-1] + pick],
         rewards=(rng.random(n) < 0.3 + 0.1 * (idx[ptr[:-1] + pick] % 3)).astype(np.float64),
         pscores=prob[ptr[:-1] + pick], contexts=rng.normal(size=(n, D)) if contexts else None,
         cand_ptr=ptr, cand_idx=idx, cand_prob=prob,
     )  # fmt: skip
+    return with_events(data, seed)
 
 
 @pytest.mark.parametrize("eps", [None, 0.4])
@@ -114,13 +132,14 @@ def full_log(n: int, contexts: bool, seed: int = 2) -> LoggedData:
     rng = np.random.default_rng(seed)
     probs = 0.5 / K + 0.5 * rng.dirichlet(np.full(K, 0.5))
     actions = rng.choice(K, n, p=probs).astype(np.int64)
-    return LoggedData(
+    data = LoggedData(
         arm_ids=tuple(f"arm:{a}" for a in range(K)), actions=actions,
         rewards=(rng.random(n) < 0.2 + 0.1 * (actions % 3)).astype(np.float64),
         pscores=probs[actions], contexts=rng.normal(size=(n, D)) if contexts else None,
         cand_ptr=np.arange(n + 1, dtype=np.int64) * K,
         cand_idx=np.tile(np.arange(K, dtype=np.int64), n), cand_prob=np.tile(probs, n),
     )  # fmt: skip
+    return with_events(data, seed)
 
 
 def assert_same_state(new, old) -> None:
@@ -170,6 +189,33 @@ def test_a_bad_round_in_a_late_chunk_is_refused_before_anything_is_learned(monke
     assert pol.stream_position == 0
     for name, value in before.items():
         np.testing.assert_array_equal(after[name], value, err_msg=name)
+
+
+@pytest.mark.parametrize("kind", ["factored", "factored_hybrid"])
+def test_a_policy_that_learns_events_is_refused_a_log_without_them(kind):
+    """Rewards alone cannot teach the factored family: a log without events (a foreign
+    file with a reward column) is a typed error before anything is learned or drawn."""
+    data = dataclasses.replace(subset_log(300, True, None), outcomes=None)
+    pol = policy(kind)
+    before, _ = pol.export_state()
+    for replay in (
+        lambda: replay_learning_policy(pol, data, np.random.default_rng(0)),
+        lambda: ns.replay_nonstationary(pol, data, np.random.default_rng(0)),
+    ):
+        with pytest.raises(InvalidInputError, match=r"learns from the events \(click, order"):
+            replay()
+    assert pol.stream_position == 0
+    after, _ = pol.export_state()
+    for name, value in before.items():
+        np.testing.assert_array_equal(after[name], value, err_msg=name)
+    # an impossible event (an order without a click) names the row
+    bad = subset_log(300, True, None)
+    events = bad.outcomes.copy()
+    row = int(np.flatnonzero(events[:, 0] == 0.0)[0])
+    events[row, 1] = 1.0
+    with pytest.raises(InvalidInputError, match="an order without a click"):
+        replay_learning_policy(pol, dataclasses.replace(bad, outcomes=events),
+                               np.random.default_rng(0))  # fmt: skip
 
 
 @pytest.mark.parametrize("kind", ["linear", "shared_linear", "hybrid_linear"])

@@ -32,7 +32,7 @@ def cells() -> dict[str, CellResult]:
 def test_every_strategy_runs_and_the_oracle_has_no_regret(cells):
     assert set(cells) == {
         "static_split", "ab_then_commit", "eps_greedy", "beta_ts", "contextual_ts",
-        "contextual_ts_protected", "oracle",
+        "contextual_ts_protected", "value_ts_protected", "oracle",
     }  # fmt: skip
     assert cells["oracle"].metrics["regret_per_1k"] == pytest.approx(0.0, abs=1e-9)
     for name, cell in cells.items():
@@ -44,8 +44,9 @@ def test_every_strategy_runs_and_the_oracle_has_no_regret(cells):
         assert sum(shares) == pytest.approx(1.0, abs=1e-9), name
 
 
-def test_only_the_protected_strategy_reports_its_contracts(cells):
-    protected = cells["contextual_ts_protected"].metrics
+@pytest.mark.parametrize("name", ["contextual_ts_protected", "value_ts_protected"])
+def test_only_the_protected_strategies_report_their_contracts(cells, name):
+    protected = cells[name].metrics
     assert any(k.startswith("contract.") for k in protected)
     assert not any(k.startswith("contract.") for k in cells["contextual_ts"].metrics)
     for k, v in protected.items():
