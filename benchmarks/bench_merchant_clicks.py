@@ -6,7 +6,7 @@ Not a test: a hand-run measurement (benchmarks/README.md, "Merchant click offset
 three policies run interleaved, round by round, on the same requests and outcomes, so a
 loaded machine slows them alike; the table gives medians and ratios to ``shared_linear``.
 
-    python benchmarks/bench_merchant_clicks.py [--arms 2000] [--rounds 10]
+    python benchmarks/bench_merchant_clicks.py [--arms 2000] [--rounds 10] [--objective gmv]
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from allocator import ArmRegistry, make_policy
+from allocator.config import FactoredValueConfig
 from allocator.policies.state import Role
 
 D_ARM, D_CTX, N_CAND, BATCH = 12, 15, 23, 256
@@ -30,10 +31,22 @@ CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 
-def build(cfg: dict[str, Any], n_arms: int, feats: np.ndarray) -> Any:
+#: the factored family's objective: ``order`` (the library's default: orders) or ``gmv``
+#: (the scenario's: the commission on the order value)
+OBJECTIVES: dict[str, dict[str, Any]] = {
+    "order": {},
+    "gmv": {"click": 0.0, "order": 0.0, "gmv": 0.1, "take_rates": {"mini_shop": 0.08}},
+}
+
+
+def build(cfg: dict[str, Any], n_arms: int, feats: np.ndarray, objective: str) -> Any:
     reg = ArmRegistry(capacity=n_arms)
     reg.add([f"m{i}" for i in range(n_arms)], "mini_shop")
     full = {**cfg, "n_context_features": D_CTX, "n_arm_features": D_ARM, "half_life": 200000}
+    if cfg["kind"] == "factored_value" and OBJECTIVES[objective]:
+        fields = {k: v for k, v in full.items() if k != "kind"}
+        factored = FactoredValueConfig(**fields, objective=OBJECTIVES[objective])
+        return make_policy(factored, reg, seed=0, arm_features=feats)
     return make_policy(full, reg, seed=0, arm_features=feats)
 
 
@@ -55,11 +68,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--arms", type=int, default=2000)
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--decides", type=int, default=300, help="timed decides per round")
+    p.add_argument("--objective", choices=sorted(OBJECTIVES), default="order",
+                   help="the factored family's objective")  # fmt: skip
     args = p.parse_args(argv)
     rng = np.random.default_rng(0)
     feats = (rng.random((args.arms, D_ARM)) < 0.35) * 1.0
     feats[:, 0] = 1.0
-    pols = {name: build(cfg, args.arms, feats) for name, cfg in CONFIGS.items()}
+    pols = {name: build(cfg, args.arms, feats, args.objective) for name, cfg in CONFIGS.items()}
     decide_us: dict[str, list[float]] = {n: [] for n in pols}
     learn_us: dict[str, list[float]] = {n: [] for n in pols}
     for r in range(args.rounds + 1):  # round 0 compiles and warms

@@ -709,3 +709,24 @@ def newton_logistic_fit(x, arms, rewards, include, l2, max_iter, tol, n_arms, in
         if moved < tol:
             break
     return np.array([coef[a] for a in range(n_arms)]), np.array(pooled)
+
+
+def product_win_shares(cand, mean3, sd3, noise_var, rate, weights, z):
+    """The factored family's Thompson win shares as computed before its draws were pruned:
+    every candidate drawn on every bank row (through the kernel's own ``app_value``, so the
+    values are the same bits), each row's winner the first largest; returns the winners
+    and the shares."""
+    from allocator.kernels.factored import app_value
+
+    n, m_rows = cand.shape[0], z.shape[1] // 3
+    half = 0.5 * noise_var[0]
+    best, arg = np.full(m_rows, -np.inf), np.zeros(m_rows, dtype=np.int64)
+    for j in range(n):
+        mc, mo, mv = mean3[0, j], mean3[1, j], mean3[2, j] + half
+        sc, so, sv = sd3[0, j], sd3[1, j], sd3[2, j]
+        for m in range(m_rows):
+            val = app_value(mc + sc * z[j, m], mo + so * z[j, m_rows + m],
+                            mv + sv * z[j, 2 * m_rows + m], rate[cand[j]], weights)  # fmt: skip
+            if val > best[m]:
+                best[m], arg[m] = val, j
+    return arg, np.bincount(arg, minlength=n) / m_rows

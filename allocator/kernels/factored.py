@@ -153,29 +153,97 @@ def expected_values(cand, mean3, sd3, v, noise_var, rate, weights, out):
         out[j] = c * (weights[0] + o * (weights[1] + weights[2] * rate[cand[j]] * ev))
 
 
+#: a bound is raised by this much before it skips a row (log scale: far beyond the rounding
+#: of the bound and of the draw it stands for)
+_LOG_MARGIN = 1e-9
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def log_sigmoid(z):
+    """``log σ(z)`` without overflow."""
+    if z >= 0.0:
+        return -np.log1p(np.exp(-z))
+    return z - np.log1p(np.exp(z))
+
+
 @njit(cache=True, nogil=True)
-def product_win_shares(cand, mean3, sd3, noise_var, rate, weights, z, best, arg, p):
+def single_event_weight(weights):
+    """The objective's one non-zero weight (0 click, 1 order, 2 gmv) when it has exactly
+    one and it is positive, else -1: the objectives whose log value is a sum of concave
+    terms in the draws (``log σ`` of the logits, the log value itself)."""
+    event = -1
+    for e in range(3):
+        if weights[e] != 0.0:
+            if event >= 0 or weights[e] < 0.0:
+                return -1
+            event = e
+    return event
+
+
+@njit(cache=True, nogil=True)
+def product_win_shares(cand, mean3, sd3, noise_var, rate, weights, z, best, arg, p, mean_value):
     """Share of bank rows each candidate wins when its three scores are drawn from their
-    marginals through ``z`` (slots, 3M) and combined by :func:`app_value`."""
+    marginals through ``z`` (slots, 3M) and combined by :func:`app_value`; ``best`` (>= 2M)
+    and ``arg`` (>= M) are scratch.
+
+    Every row's winner is the first candidate (in request order) with the largest drawn
+    value. Most draws cannot win, and for an objective of one event (click, order or gmv,
+    see :func:`single_event_weight`) a draw is bounded without a transcendental call: its
+    log value is ``log w + log σ(a) [+ log σ(b) [+ log value]]``, and ``log σ`` is concave,
+    so its tangent at the candidate's mean logit bounds it from above; the bound is linear
+    in the row's three normals. The candidate with the largest posterior mean value
+    (``mean_value``) is drawn on every row first; another candidate only on the rows where
+    its bound reaches the log of the best so far (kept in ``best[M:2M]``). The winners,
+    hence the probabilities, are those of drawing every candidate on every row (tested to
+    the bit); other objectives draw every candidate on every row.
+    """
     n = cand.shape[0]
     m_rows = z.shape[1] // 3
     half = 0.5 * noise_var[0]
+    event = single_event_weight(weights)
+    lead = 0
+    if event >= 0:
+        for j in range(1, n):
+            if mean_value[j] > mean_value[lead]:
+                lead = j
     for m in range(m_rows):
         best[m] = -np.inf
-        arg[m] = 0
-    for j in range(n):
+        best[m_rows + m] = -np.inf
+        arg[m] = lead
+    for step in range(n):
+        # the lead first, then the others in request order
+        j = lead if step == 0 else (step - 1 if step <= lead else step)
         mc, mo, mv = mean3[0, j], mean3[1, j], mean3[2, j] + half
         sc, so, sv = sd3[0, j], sd3[1, j], sd3[2, j]
         zj = z[j]
         r = rate[cand[j]]
+        bounded = event >= 0 and step > 0
+        c0 = k1 = k2 = k3 = 0.0
+        if bounded:  # log value <= c0 + k1·z_click + k2·z_order + k3·z_value
+            c0 = log_sigmoid(mc) + _LOG_MARGIN
+            k1 = sigmoid(-mc) * sc
+            if event == 0:
+                c0 += np.log(weights[0])
+            else:
+                b0 = mo + weights[4]
+                c0 += log_sigmoid(b0)
+                k2 = sigmoid(-b0) * so
+                if event == 1:
+                    c0 += np.log(weights[1])
+                else:
+                    scale = weights[2] * r * weights[3]  # 0 for a group that pays nothing
+                    c0 += (np.log(scale) if scale > 0.0 else -np.inf) + mv
+                    k3 = sv
         for m in range(m_rows):
-            val = app_value(
-                mc + sc * zj[m], mo + so * zj[m_rows + m], mv + sv * zj[2 * m_rows + m], r,
-                weights,
-            )  # fmt: skip
-            if val > best[m]:
+            z1, z2, z3 = zj[m], zj[m_rows + m], zj[2 * m_rows + m]
+            if bounded and c0 + k1 * z1 + k2 * z2 + k3 * z3 < best[m_rows + m]:
+                continue
+            val = app_value(mc + sc * z1, mo + so * z2, mv + sv * z3, r, weights)
+            if val > best[m] or (val == best[m] and j < arg[m]):
                 best[m] = val
                 arg[m] = j
+                if event >= 0:
+                    best[m_rows + m] = np.log(val) if val > 0.0 else -np.inf
     tally_wins(arg, m_rows, n, p)
 
 
@@ -212,7 +280,8 @@ def decide_factored(
                       w_buf, pp_buf, mean3, sd3)  # fmt: skip
         expected_values(c, mean3, sd3, v, noise_var, rate, weights, mean_buf)
         if rule == RULE_THOMPSON:
-            product_win_shares(c, mean3, sd3, noise_var, rate, weights, z, best, arg, p)
+            product_win_shares(c, mean3, sd3, noise_var, rate, weights, z, best, arg, p,
+                               mean_buf)  # fmt: skip
         elif rule == RULE_GREEDY:
             argmax_onehot(mean_buf, n, p)
         else:

@@ -105,6 +105,7 @@ class FactoredValuePolicy(BinaryRewards, SharedLinearPolicy):
 
     def _new_scratch(self, size: int) -> None:
         super()._new_scratch(size)
+        self.best_buf = np.empty(2 * size)  # the win shares keep each row's log best too
         self._mean3 = np.empty((3, size))
         self._sd3 = np.empty((3, size))
 
