@@ -114,7 +114,12 @@ def update_shared_batch(features, arms, xs, rewards, gamma, lam, g, h, mu, a_inv
 
 @njit(cache=True, nogil=True)
 def shared_scores(x, cand, features, mu, a_inv, v, w_buf, p_buf, mean_out, sd_out):
-    """Per-candidate score mean and sd under the shared model (see module docstring)."""
+    """Per-candidate score mean and sd under the shared model (see module docstring).
+
+    The context's zero entries are skipped in both sums of ``xᵀ A⁻¹_ik x`` (the request's
+    ``d_arm²/2`` blocks): contexts are mostly one-hot blocks, and a skipped term adds ±0,
+    so the sums are the same bits as over every entry, in a third of the work at the
+    scenario's sizes."""
     da = features.shape[1]
     dc = x.shape[0]
     for i in range(da):
@@ -122,18 +127,23 @@ def shared_scores(x, cand, features, mu, a_inv, v, w_buf, p_buf, mean_out, sd_ou
         for q in range(dc):
             s += mu[i * dc + q] * x[q]
         w_buf[i] = s
+    nz = np.empty(dc, dtype=np.int64)
+    n_nz = 0
+    for q in range(dc):
+        if x[q] != 0.0:
+            nz[n_nz] = q
+            n_nz += 1
     for i in range(da):
         for k in range(i, da):
             s = 0.0
-            for q in range(dc):
-                xq = x[q]
-                if xq == 0.0:
-                    continue
+            for a in range(n_nz):
+                q = nz[a]
                 row = i * dc + q
                 inner = 0.0
-                for r in range(dc):
+                for b in range(n_nz):
+                    r = nz[b]
                     inner += a_inv[row, k * dc + r] * x[r]
-                s += xq * inner
+                s += x[q] * inner
             p_buf[i, k] = s
             p_buf[k, i] = s
     for j in range(cand.shape[0]):
