@@ -189,3 +189,25 @@ def read_arms_file(
     except InvalidInputError:
         raise _repeats(ids, path) from None
     return ArmColumns(registry, feats)
+
+
+def read_catalogue(path: str | Path, with_features: bool) -> ArmColumns:
+    """The catalogue in ``path`` with the groups it names (in order of first appearance) and,
+    when ``with_features``, its features at the width of its first row (every row must
+    match it): what a replay reads to give a log's arms their groups and features."""
+    path = Path(path)
+    table = _read(path, ("group", "features") if with_features else ("group",))
+    col = _column(table, path, "group")
+    if pa.types.is_dictionary(col.type):
+        col = pc.cast(col, col.type.value_type)
+    if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+        raise _fail(path, f"column 'group' must hold strings, got {col.type}")
+    groups = list(dict.fromkeys(pc.unique(col).to_pylist()))
+    width = None
+    if with_features:
+        first = _column(table, path, "features")
+        if first.length() == 0 or not hasattr(first.type, "value_type"):
+            raise _fail(path, f"column 'features' must hold lists of numbers, got {first.type}")
+        width = int(pc.list_value_length(first.chunk(0)[:1]).to_numpy()[0])
+    del table
+    return read_arms_file(path, groups, width)

@@ -40,12 +40,16 @@ Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.
 
 
 class LogSource(StrictModel):
-    """Either the allocator's own decision log directory or a foreign file with a mapping."""
+    """Either the allocator's own decision log directory or a foreign file with a mapping;
+    ``arms_file``: the arms' catalogue (Parquet or Arrow: ``id``, ``group``, ``features``),
+    which gives the log's arms their groups and the features the shared-model families
+    weigh (logs carry neither for arms that were never chosen)."""
 
     decision_log: Path | None = None
     reward: Literal["reward", "click", "order", "gmv"] = "reward"
     missing: Literal["error", "drop"] = "error"
     foreign: ForeignLogConfig | None = None
+    arms_file: Path | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> LogSource:
@@ -148,21 +152,29 @@ class ReplayTask:
     coords: dict[str, str]
 
 
-def load_logs(source: LogSource, base_dir: Path, reward_range: Any = None) -> LoggedData:
-    """Read the configured log (paths relative to the config file's directory); rewards
-    outside a declared ``reward_range`` are import errors."""
+def load_logs(
+    source: LogSource, base_dir: Path, reward_range: Any = None, arm_features: bool = False
+) -> LoggedData:
+    """Read the configured log (paths relative to the config file's directory) and, with an
+    ``arms_file``, its arms' groups (and features, when ``arm_features``); rewards outside
+    a declared ``reward_range`` are import errors."""
     from allocator.logs import load_decision_log
-    from allocator.replay.sources import from_decision_log, load_foreign_log
+    from allocator.replay.sources import from_decision_log, load_foreign_log, with_catalogue
+
+    def resolve(p: Path) -> Path:
+        return p if p.is_absolute() else base_dir / p
 
     if source.foreign is not None:
-        return load_foreign_log(source.foreign, base_dir, reward_range)
-    assert source.decision_log is not None
-    path = (
-        source.decision_log if source.decision_log.is_absolute() else base_dir / source.decision_log
-    )
-    return from_decision_log(
-        load_decision_log(path), source.reward, source.missing, reward_range=reward_range
-    )
+        data = load_foreign_log(source.foreign, base_dir, reward_range)
+    else:
+        assert source.decision_log is not None
+        data = from_decision_log(
+            load_decision_log(resolve(source.decision_log)), source.reward, source.missing,
+            reward_range=reward_range,
+        )  # fmt: skip
+    if source.arms_file is not None:
+        data = with_catalogue(data, resolve(source.arms_file), arm_features)
+    return data
 
 
 def check_policies(policies: list[CandidatePolicy], data: LoggedData) -> None:
@@ -173,9 +185,17 @@ def check_policies(policies: list[CandidatePolicy], data: LoggedData) -> None:
             continue
         where = f"policies[{i}] ({p.name}): engine.policy"
         if p.engine.policy.USES_ARM_FEATURES:
-            raise ConfigError(
-                f"{where}.kind = {p.engine.policy.kind} needs arm features; logs have none"
-            )
+            width = getattr(p.engine.policy, "n_arm_features", None)
+            if data.arm_features is None:
+                raise ConfigError(
+                    f"{where}.kind = {p.engine.policy.kind} needs arm features; logs have "
+                    "none: give the arms' catalogue as logs.arms_file"
+                )
+            if width != data.arm_features.shape[1]:
+                raise ConfigError(
+                    f"{where}.n_arm_features = {width}, but logs.arms_file has "
+                    f"{data.arm_features.shape[1]} features an arm"
+                )
         if p.constraints is not None and p.constraints.constraints:
             needs = sorted({a for c in p.constraints.constraints for a in c.scope})
             have = sorted(data.attrs or {})
@@ -307,7 +327,8 @@ def run_replay(
     with their intervals, ESS and acceptance rates (also ``summary.txt`` / ``summary.csv``)."""
     path = Path(config_path)
     cfg: ReplayExperimentConfig = parse_config(ReplayExperimentConfig, load_yaml(path), str(path))
-    data = load_logs(cfg.logs, path.parent, cfg.experiment.reward_range)
+    weighs = any(p.engine is not None and p.engine.policy.USES_ARM_FEATURES for p in cfg.policies)
+    data = load_logs(cfg.logs, path.parent, cfg.experiment.reward_range, weighs)
     check_policies(cfg.policies, data)
     dists = load_distributions(cfg.policies, data, path.parent)
     s = cfg.experiment

@@ -35,7 +35,9 @@ class LoggedData:
     replayed; a round without an attribute holds ``""``. ``outcomes`` (n, 3) holds each
     round's observed events (click, order, gmv) when the source has them (the allocator's
     own logs): a policy that learns the events rather than a scalar reward
-    (``factored_value``) is replayed from them.
+    (``factored_value``) is replayed from them. ``arm_features`` (n_arms, d_arm) are the
+    arms' features from a catalogue (logs do not carry them): what the families that weigh
+    arm features are built with.
     """
 
     arm_ids: tuple[str, ...]
@@ -52,6 +54,7 @@ class LoggedData:
     cand_prob: F64 | None = None
     attrs: Mapping[str, npt.NDArray[np.str_]] | None = None
     outcomes: F64 | None = None
+    arm_features: F64 | None = None
     #: what the import did that a reader should know (arm set inferred, rows reordered)
     notes: tuple[str, ...] = ()
 
@@ -78,6 +81,13 @@ class LoggedData:
             self.cand_idx is None or self.cand_prob.shape != self.cand_idx.shape
         ):
             raise InvalidInputError("cand_prob needs cand_idx of the same shape")
+        if self.arm_features is not None and (
+            self.arm_features.ndim != 2 or self.arm_features.shape[0] != len(self.arm_ids)
+        ):
+            raise InvalidInputError(
+                f"arm_features has shape {self.arm_features.shape}, expected "
+                f"({len(self.arm_ids)}, d_arm)"
+            )
         if self.arm_groups is not None and len(self.arm_groups) != len(self.arm_ids):
             raise InvalidInputError(
                 f"arm_groups has {len(self.arm_groups)} entries for {len(self.arm_ids)} arms"
@@ -146,6 +156,7 @@ class LoggedData:
             pick(self.positions), *csr,
             attrs=None if self.attrs is None else {k: v[rows] for k, v in self.attrs.items()},
             outcomes=pick(self.outcomes),
+            arm_features=self.arm_features,
             notes=self.notes + notes,
         )  # fmt: skip
 

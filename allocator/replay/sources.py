@@ -9,6 +9,7 @@ and say where: foreign files by column and 0-based data row, own logs by decisio
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -20,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from allocator.errors import InvalidInputError
+from allocator.errors import ConfigError, InvalidInputError, UnknownArmError
 from allocator.logs import DecisionLog
 from allocator.replay.columns import (
     ForeignLogConfig,
@@ -359,3 +360,24 @@ def from_decision_log(
         attrs=attrs,
         outcomes=events if np.isfinite(events).all() else None,
     ).in_time_order()
+
+
+def with_catalogue(data: LoggedData, path: str | Path, with_features: bool) -> LoggedData:
+    """``data`` with its arms' groups (and, ``with_features``, features) from the catalogue
+    file ``path`` (``id``, ``group``, ``features``: :mod:`allocator.arms_file`); an arm of
+    the log missing from the catalogue is a :class:`ConfigError` naming it."""
+    from allocator.arms_file import read_catalogue
+
+    catalogue = read_catalogue(path, with_features)
+    try:
+        rows = catalogue.registry.lookup(list(data.arm_ids))
+    except (InvalidInputError, UnknownArmError) as err:
+        raise ConfigError(
+            f"arms file {path}: the log's arms are not all in it ({err.args[0]})"
+        ) from None
+    groups = catalogue.registry.groups
+    codes = catalogue.registry.arm_group[rows]
+    feats = None if catalogue.features is None else np.ascontiguousarray(catalogue.features[rows])
+    return dataclasses.replace(
+        data, arm_groups=tuple(groups[c] for c in codes.tolist()), arm_features=feats
+    )

@@ -25,18 +25,25 @@ NAMED_TARGETS = ("logging", "uniform")
 
 
 def policy_for_log(engine: EngineConfig | Mapping[str, Any], data: LoggedData, seed: int) -> Policy:
-    """A fresh policy of ``engine`` over the log's arms (index i = the log's arm i)."""
+    """A fresh policy of ``engine`` over the log's arms (index i = the log's arm i), with the
+    log's arm features (from a catalogue) for the families that weigh them."""
     if isinstance(engine, Mapping):
         engine = parse_config(EngineConfig, dict(engine), "<engine mapping>")
     if not isinstance(engine, EngineConfig):
         raise ConfigError(
             f"engine must be an EngineConfig or a mapping, got {type(engine).__name__}"
         )
+    feats = None
     if engine.policy.USES_ARM_FEATURES:
-        raise ConfigError(f"{engine.policy.kind} needs arm features, which logs do not carry")
+        feats = data.arm_features
+        if feats is None:
+            raise ConfigError(
+                f"{engine.policy.kind} needs arm features, which logs do not carry: give the "
+                "arms' catalogue (replay config: logs.arms_file)"
+            )
     groups = data.arm_groups or ("default",) * data.n_arms
     reg = ArmRegistry.build(list(data.arm_ids), list(groups))
-    return make_policy(engine.policy, reg, seed)
+    return make_policy(engine.policy, reg, seed, arm_features=feats)
 
 
 def named_target(name: str, data: LoggedData) -> F64:

@@ -99,6 +99,30 @@ def build_strategy(
     return PolicyStrategy(p.name, engine, arms, seed, contracts)
 
 
+def replay_candidates(scenario: ScenarioConfig, world: World) -> tuple[dict[str, Any], ...]:
+    """The launch's learning strategies as replay policy entries (engines with the world's
+    sizes and objective, their contracts as ``constraints``; a sweep's base engine), so an
+    emitted log's replay config evaluates them on it."""
+    arms = scenario_arms(world)
+    objective = scenario_objective(scenario, world)
+    out = []
+    for spec in scenario.strategies:
+        if not isinstance(spec, PolicySpec):
+            continue
+        engine = resolve_engine(
+            spec.engine, objective, arms.n_context, arms.features.shape[1],
+            f"strategy {spec.name}.engine",
+        )  # fmt: skip
+        # what differs from the defaults, and the policy's kind (its tag)
+        dumped = engine.model_dump(mode="json", exclude_defaults=True)
+        dumped["policy"] = {"kind": engine.policy.kind, **dumped.get("policy", {})}
+        entry: dict[str, Any] = {"name": spec.name, "mode": "learning", "engine": dumped}
+        if spec.contracts:
+            entry["constraints"] = scenario.contracts[spec.contracts].model_dump(mode="json")
+        out.append(entry)
+    return tuple(out)
+
+
 def grid_cells(scenario: ScenarioConfig, world: World, n_impressions: int) -> list[CellTask]:
     """Expand strategies × sweeps × seeds, validating every cell's strategy on the driver."""
     arms = scenario_arms(world)

@@ -4,19 +4,25 @@ A cell run with ``--emit-logs`` keeps every impression it decided in a :class:`L
 and writes it, once at the end, through :meth:`DecisionLogWriter.write_table` — the same
 schema, parts and loader as a serving fleet's log: chosen arm with its exact propensity,
 the whole candidate distribution, the user context, the request attributes (category, city
-tier), and the outcome the world drew (reward = app value). Next to it goes a replay config
-that points at it. The truth of the simulated world then checks any estimator on real
-files. The same buffer, kept in memory, feeds the cell's own off-policy check.
+tier), and the outcome the world drew (reward = app value). Next to it go the world's arm
+catalogue (``arms.parquet``: ids, groups, features, what the shared-model families are
+built with) and a replay config that points at both and proposes the launch's learning
+strategies, contracts included, as candidates. The truth of the simulated world then
+checks any estimator on real files. The same buffer, kept in memory, feeds the cell's own
+off-policy check.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import yaml
 
 from allocator.logs import DECISION_SCHEMA, DecisionLogWriter
@@ -117,30 +123,60 @@ def decision_tables(
     return decisions, outcomes
 
 
+#: the arm catalogue written next to a launch's logs (one per directory)
+ARMS_FILE = "arms.parquet"
+
+
 def write_cell_log(
     directory: Path, cell: str, buf: LogBuffer, arms: ScenarioArms, policy_kind: str,
-    contract_names: tuple[str, ...] = (),
+    contract_names: tuple[str, ...] = (), candidates: tuple[dict[str, Any], ...] = (),
 ) -> Path:  # fmt: skip
-    """``<directory>/<cell>/`` (a decision log) and ``<cell>.replay.yaml``; returns the log."""
+    """``<directory>/<cell>/`` (a decision log), the arm catalogue and
+    ``<cell>.replay.yaml`` (``candidates``: learning policy entries it proposes); returns
+    the log."""
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", cell)
     decisions, outcomes = decision_tables(buf, cell, arms, policy_kind, contract_names)
     with DecisionLogWriter(directory / stem, rotate_rows=1_000_000) as writer:
         writer.write_table("decisions", decisions)
         writer.write_table("outcomes", outcomes)
-    config = replay_config(stem, buf.parts["contexts"][0].shape[1], cell)
+    write_catalogue(directory / ARMS_FILE, arms)
+    config = replay_config(stem, buf.parts["contexts"][0].shape[1], cell, candidates)
     (directory / f"{stem}.replay.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     return directory / stem
 
 
-def replay_config(log_dir: str, n_context: int, cell: str) -> dict[str, Any]:
-    """A ready ``allocator replay`` config over one emitted log: frozen context-free and
-    contextual candidates, scored on the reward column (app value per impression)."""
+def write_catalogue(path: Path, arms: ScenarioArms) -> None:
+    """The world's arms as a catalogue file (``id``, ``group``, ``features``), written to a
+    temporary name and renamed: cells on several workers may write the same file at once,
+    and a reader never sees half of one."""
+    table = pa.table({
+        "id": pa.array(arms.ids, pa.string()),
+        "group": pa.array(arms.groups, pa.string()),
+        "features": pa.array(list(arms.features), pa.list_(pa.float64())),
+    })  # fmt: skip
+    fd, tmp = tempfile.mkstemp(prefix=".arms-", suffix=".parquet", dir=path.parent)
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def replay_config(
+    log_dir: str, n_context: int, cell: str, candidates: tuple[dict[str, Any], ...] = ()
+) -> dict[str, Any]:
+    """A ready ``allocator replay`` config over one emitted log and the arm catalogue:
+    frozen context-free and contextual candidates and the given learning ones, scored on
+    the reward column (app value per impression)."""
     return {
-        "logs": {"decision_log": log_dir},
+        "logs": {"decision_log": log_dir, "arms_file": ARMS_FILE},
         "experiment": {"name": f"replay-{cell.split('/')[0]}", "seeds": [1], "shards": 1},
         "policies": [
             {"name": "normal_gamma_ts", "engine": {"policy": {"kind": "normal_gamma"}}},
             {"name": "linear_ts",
              "engine": {"policy": {"kind": "linear_gaussian", "n_features": n_context}}},
+            *candidates,
         ],
     }  # fmt: skip

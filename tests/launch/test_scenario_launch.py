@@ -257,7 +257,7 @@ def test_emitted_logs_are_decision_logs_that_replay_end_to_end(tmp_path, capsys)
     logs = out_dir / "emit" / "logs"
     # the oracle has no propensities: nothing to replay, nothing written
     assert sorted(p.name for p in logs.iterdir()) == [
-        "eps_greedy_seed_1", "eps_greedy_seed_1.replay.yaml",
+        "arms.parquet", "eps_greedy_seed_1", "eps_greedy_seed_1.replay.yaml",
         f"{RECOMMENDED}_seed_1", f"{RECOMMENDED}_seed_1.replay.yaml",
     ]  # fmt: skip
     from allocator.logs import load_decision_log
@@ -289,10 +289,20 @@ def test_emitted_logs_are_decision_logs_that_replay_end_to_end(tmp_path, capsys)
     assert not log.forced.any() and log.adj_names.size == 0
 
     replay_cfg = yaml.safe_load((logs / "eps_greedy_seed_1.replay.yaml").read_text())
-    assert replay_cfg["logs"] == {"decision_log": "eps_greedy_seed_1"}
+    assert replay_cfg["logs"] == {"decision_log": "eps_greedy_seed_1", "arms_file": "arms.parquet"}
+    # the launch's learning strategies are its candidates, the recommended one with its
+    # contracts, built over the catalogue's arm features
+    learning = {p["name"]: p for p in replay_cfg["policies"] if p.get("mode") == "learning"}
+    assert set(learning) == {"eps_greedy", RECOMMENDED}
+    assert learning[RECOMMENDED]["engine"]["policy"]["kind"] == "factored_value"
+    assert "taobao_protected" in str(learning[RECOMMENDED]["constraints"])
+    capsys.readouterr()
     assert main(["replay", str(logs / "eps_greedy_seed_1.replay.yaml"), "--sequential",
                  "--tracking-uri", uri, "--out", str(out_dir)]) == 0  # fmt: skip
-    assert "linear_ts" in capsys.readouterr().out
+    table = capsys.readouterr().out
+    assert "linear_ts" in table
+    row = next(line for line in table.splitlines() if line.startswith(RECOMMENDED))
+    assert " replay " in row and "[" in row
 
 
 def test_a_small_launch_writes_the_table_plots_and_decision_logs(tmp_path):

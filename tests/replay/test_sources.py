@@ -474,3 +474,44 @@ def test_decision_log_brings_attrs_in_time_order_and_checks_a_declared_range(tmp
     with pytest.raises(InvalidInputError, match=r"1 decision, first \['r0-2'\] have reward "
                        r"outside the reward_range \[0\.0, 0\.9\]: \[1\.0\]"):  # fmt: skip
         from_decision_log(log, reward_range=(0, 0.9))
+
+
+def catalogue(path, ids, groups, features) -> None:
+    feats = pa.array(features, pa.list_(pa.float64()))
+    pq.write_table(pa.table({"id": ids, "group": groups, "features": feats}), path)
+
+
+def test_an_arms_catalogue_gives_the_logs_arms_their_groups_and_features(tmp_path):
+    """Logs carry no arm features and no group for an arm never chosen: the catalogue does,
+    in the log's arm order, whatever its own order and extra arms; a shared-model policy is
+    then built over the log's arms with them."""
+    from allocator.errors import ConfigError
+    from allocator.replay.sources import with_catalogue
+    from allocator.replay.targets import policy_for_log
+
+    data = load_foreign_log(config(write_csv(tmp_path / "logs.csv"), groups=None))
+    assert data.arm_groups is None and set(data.arm_ids) == {"taobao", "douyin", "jd"}
+    ids = ["shop:1", "taobao", "jd", "douyin"]  # another order, one arm the log lacks
+    feats = [[0.0, 1.0], [1.0, 0.0], [0.5, 0.5], [2.0, -1.0]]
+    catalogue(tmp_path / "arms.parquet", ids, ["mini_shop", "taobao", "partner", "partner"],
+              feats)  # fmt: skip
+    withf = with_catalogue(data, tmp_path / "arms.parquet", True)
+    for i, arm in enumerate(data.arm_ids):
+        np.testing.assert_array_equal(withf.arm_features[i], feats[ids.index(arm)])
+        assert withf.arm_groups[i] == {"taobao": "taobao", "jd": "partner",
+                                       "douyin": "partner"}[arm]  # fmt: skip
+    assert with_catalogue(data, tmp_path / "arms.parquet", False).arm_features is None
+    engine = {"policy": {"kind": "shared_linear", "n_context_features": withf.contexts.shape[1],
+                         "n_arm_features": 2}}  # fmt: skip
+    pol = policy_for_log(engine, withf, 1)
+    np.testing.assert_array_equal(pol.state.features[: data.n_arms], withf.arm_features)
+    with pytest.raises(ConfigError, match=r"logs\.arms_file"):
+        policy_for_log(engine, data, 1)
+    # an arm of the log missing from the catalogue, a ragged features row: named
+    catalogue(tmp_path / "few.parquet", ["taobao", "jd"], ["taobao", "partner"], feats[:2])
+    with pytest.raises(ConfigError, match=r"not all in it .*'douyin'"):
+        with_catalogue(data, tmp_path / "few.parquet", True)
+    ragged = [[0.0, 1.0], [1.0], [0.5, 0.5], [2.0, 1.0]]
+    catalogue(tmp_path / "ragged.parquet", ids, ["g"] * 4, ragged)
+    with pytest.raises(ConfigError, match=r"'features' must hold 2 values a row: rows \[1\]"):
+        with_catalogue(data, tmp_path / "ragged.parquet", True)
