@@ -44,6 +44,9 @@ class LogBuffer:
 
 
 def _lists(sizes: np.ndarray, values: pa.Array, type_: pa.DataType) -> pa.Array:
+    """The list column ``type_`` of rows of ``sizes`` values, built with 64-bit offsets so
+    that a cell past 2^31 candidates fails the cast to the schema's type loudly rather
+    than wrapping (``logs.indexed.list_column`` serves a writer's bounded parts)."""
     offsets = np.zeros(sizes.shape[0] + 1, dtype=np.int64)
     np.cumsum(sizes, out=offsets[1:])
     return pa.LargeListArray.from_arrays(offsets, values).cast(type_)

@@ -15,30 +15,22 @@ from allocator import Engine
 from allocator.config import FactoredValueConfig
 from allocator.constraints import ConstraintSet
 from allocator.errors import ConfigError
-from allocator.policies import make_policy, policy_class
+from allocator.policies import policy_class
 from tests import naive
 from tests.policies.test_factored_prior import (
     DA,
     DC,
     FEATURES,
-    OBJECTIVE,
     K,
     joint,
     naive_prior,
+    policy,
     registry,
 )
 from tests.policies.test_propensities import CONTRACTS, T0, calibration
 
 CONVERSION = 0.05
 OFFSET = np.log(CONVERSION / (1.0 - CONVERSION))
-
-
-def policy(seed: int = 3, **kw):
-    cfg = FactoredValueConfig(
-        n_context_features=DC, n_arm_features=DA, objective=OBJECTIVE, typical_order_value=50.0,
-        value_log_sd=0.8, **kw,
-    )  # fmt: skip
-    return make_policy(cfg, registry(), seed=seed, arm_features=FEATURES)
 
 
 def online_reference(phi, ys, prior, offset):
