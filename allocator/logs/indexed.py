@@ -17,6 +17,7 @@ from typing import NamedTuple
 import numpy as np
 import pyarrow as pa
 
+from allocator.errors import InvalidInputError
 from allocator.logs.schema import INDEXED_DECISION_SCHEMA
 
 
@@ -42,7 +43,13 @@ class IndexedDecision(NamedTuple):
 
 def list_column(offsets: np.ndarray, values: pa.Array) -> pa.Array:
     """A list column whose row ``i`` holds ``values[offsets[i]:offsets[i + 1]]`` (``offsets``
-    (R + 1,) integers, made the int32 offsets of the log schema's list types)."""
+    (R + 1,) integers, made the int32 offsets of the log schema's list types; a column past
+    2^31 values is refused, never wrapped)."""
+    if offsets.shape[0] and int(offsets[-1]) > np.iinfo(np.int32).max:
+        raise InvalidInputError(
+            f"a list column of {int(offsets[-1])} values exceeds the log schema's 32-bit "
+            "offsets: log fewer rows per call"
+        )
     return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), values)
 
 
