@@ -12,6 +12,8 @@ Cells run one after the other in this process (one core).
     python experiments/oracle_gap/run.py --world-seeds 7 11 --seeds 1 2 3
     python experiments/oracle_gap/run.py --strategies contextual_ts_protected noise_0.02 \
         --impressions 50000 --out screen.jsonl
+    python experiments/oracle_gap/run.py --config experiments/shared_intercept/config.yaml \
+        --arm-intercept --world-seeds 7 --seeds 1
 """
 
 from __future__ import annotations
@@ -253,6 +255,16 @@ def summarise(metrics: dict[str, float], curves: dict[str, Any], days: float) ->
     }
 
 
+def with_intercept(world: World) -> None:
+    """Append a constant arm feature, 1 for every arm (last column, ``intercept``): the
+    shared models' weights on it are a level every arm shares, learned from all traffic,
+    which each group's and merchant's own weights (prior mean 0) then deviate from."""
+    world.arm_feature_names = (*world.arm_feature_names, "intercept")
+    world.arm_features = np.ascontiguousarray(
+        np.column_stack([world.arm_features, np.ones(world.n_arms)])
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     p.add_argument("--config", type=Path, default=HERE / "config.yaml")
@@ -265,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ceiling", action="store_true", help="also the linear model's ceiling")
     p.add_argument("--window-days", type=float, default=10.0)
     p.add_argument("--out", type=Path, default=None, help="append the rows as JSON lines")
+    p.add_argument("--arm-intercept", action="store_true",
+                   help="append a constant arm feature (an intercept every arm shares)")  # fmt: skip
     args = p.parse_args(argv)
     rows: list[dict[str, Any]] = []
 
@@ -278,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     for ws in args.world_seeds:
         scenario = load(args.config, ws, list(args.seeds), args.merchants, args.quality_sd)
         world = World(scenario.world, seed=ws)
+        if args.arm_intercept:
+            with_intercept(world)
         days = (world.end_s - world.start_s) / 86400.0
         shared = Shared(world, scenario)
         refs = {s: feasible_oracle(world, scenario, s, args.impressions) for s in args.seeds}
