@@ -277,8 +277,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ceiling", action="store_true", help="also the linear model's ceiling")
     p.add_argument("--window-days", type=float, default=10.0)
     p.add_argument("--out", type=Path, default=None, help="append the rows as JSON lines")
-    p.add_argument("--arm-intercept", action="store_true",
-                   help="append a constant arm feature (an intercept every arm shares)")  # fmt: skip
+    p.add_argument(
+        "--arm-intercept", action="store_true", help="append a constant arm feature to the world"
+    )
     args = p.parse_args(argv)
     rows: list[dict[str, Any]] = []
 
