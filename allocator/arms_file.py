@@ -119,12 +119,17 @@ def _repeats(col: pa.ChunkedArray, path: Path) -> ConfigError:
     return _fail(path, f"column 'id' repeats ids {first.to_pylist()} at {_rows(rows)}")
 
 
-def _groups(table: pa.Table, path: Path, declared: Sequence[str]) -> np.ndarray:
+def _group_column(table: pa.Table, path: Path) -> pa.ChunkedArray:
     col = _column(table, path, "group")
     if pa.types.is_dictionary(col.type):
         col = pc.cast(col, col.type.value_type)
     if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
         raise _fail(path, f"column 'group' must hold strings, got {col.type}")
+    return col
+
+
+def _groups(table: pa.Table, path: Path, declared: Sequence[str]) -> np.ndarray:
+    col = _group_column(table, path)
     encoded = pc.index_in(col, value_set=pa.array(list(declared), pa.string()))
     codes = encoded.to_numpy(zero_copy_only=False)
     unknown = encoded.is_null().to_numpy(zero_copy_only=False)
@@ -197,12 +202,7 @@ def read_catalogue(path: str | Path, with_features: bool) -> ArmColumns:
     match it): what a replay reads to give a log's arms their groups and features."""
     path = Path(path)
     table = _read(path, ("group", "features") if with_features else ("group",))
-    col = _column(table, path, "group")
-    if pa.types.is_dictionary(col.type):
-        col = pc.cast(col, col.type.value_type)
-    if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
-        raise _fail(path, f"column 'group' must hold strings, got {col.type}")
-    groups = list(dict.fromkeys(pc.unique(col).to_pylist()))
+    groups = list(dict.fromkeys(pc.unique(_group_column(table, path)).to_pylist()))
     width = None
     if with_features:
         first = _column(table, path, "features")
