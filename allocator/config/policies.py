@@ -173,19 +173,33 @@ class _Disjoint(StrictModel):
 
 
 class _Shared(StrictModel):
-    """One weight vector over vec(arm features ⊗ context), shared by every arm."""
+    """One weight vector over vec(arm features ⊗ context), shared by every arm.
+
+    ``arm_intercept`` appends a constant arm feature (1 for every arm) to the
+    ``n_arm_features`` an arm is given: its weights are a level every arm shares, learned
+    from all traffic, and each group's or merchant's own feature weights (prior mean 0)
+    become deviations from it, so a group with little traffic starts at the level the
+    others showed instead of at the prior's. Arms are still given ``n_arm_features``
+    values; the model holds ``model_arm_features`` (one more) per arm.
+    """
 
     USES_ARM_FEATURES: ClassVar[bool] = True
     n_context_features: Annotated[int, Field(ge=1, le=256)]
     n_arm_features: Annotated[int, Field(ge=1, le=256)]
+    arm_intercept: bool = False
+
+    @property
+    def model_arm_features(self) -> int:
+        """Arm features the model holds: the given ones, then the intercept if any."""
+        return self.n_arm_features + int(self.arm_intercept)
 
     @model_validator(mode="after")
     def _joint_size(self) -> _Shared:
-        joint = self.n_context_features * self.n_arm_features
+        joint = self.n_context_features * self.model_arm_features
         if joint > 4096:
             raise ValueError(
-                f"n_context_features*n_arm_features = {joint} exceeds 4096 "
-                "(the shared model keeps a dense joint precision matrix)"
+                f"n_context_features*n_arm_features = {joint} (the intercept included) "
+                "exceeds 4096 (the shared model keeps a dense joint precision matrix)"
             )
         return self
 
@@ -207,19 +221,20 @@ class _JointSampling(StrictModel):
     any one of them should. ``joint`` draws the model (its weights folded with the
     context) once per bank row and scores every candidate with that draw, which is
     Thompson sampling proper; it costs O(d_arm) per candidate and bank row instead of O(1).
-    The bank's first ``n_arm_features`` rows feed the draw, so
-    ``max_candidates`` must be at least ``n_arm_features``."""
+    The bank's first ``model_arm_features`` rows feed the draw, so
+    ``max_candidates`` must be at least that."""
 
     sampling: Literal["marginal", "joint"] = "marginal"
 
     @model_validator(mode="after")
     def _bank_fits_draw(self) -> _JointSampling:
         slots = getattr(self, "max_candidates", 0)
-        width = getattr(self, "n_arm_features", 0)
+        width = getattr(self, "model_arm_features", 0)
         if self.sampling == "joint" and slots < width:
+            plus = " + 1 (the intercept)" if getattr(self, "arm_intercept", False) else ""
             raise ValueError(
-                f"sampling='joint' needs max_candidates >= n_arm_features, got "
-                f"max_candidates={slots} < n_arm_features={width}"
+                f"sampling='joint' needs max_candidates >= n_arm_features{plus}, got "
+                f"max_candidates={slots} < {width}"
             )
         return self
 

@@ -170,6 +170,10 @@ class Policy(DecisionCalls, StateExchange, ABC):
             )
         return None
 
+    def given_arm_features(self) -> np.ndarray | None:
+        """The registered arms' features as they were given (None: a family without)."""
+        return None
+
     # ------------------------------------------------------------------ read-only
     @property
     def clock(self) -> int:

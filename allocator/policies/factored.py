@@ -89,7 +89,8 @@ class FactoredValuePolicy(BinaryRewards, SharedLinearPolicy):
         self._prior_b = _PRIOR_ORDERS / 2.0 * cfg.value_log_sd**2
         given = cfg.value_prior_precision
         self._value_lam = self.lam if given is None else float(given)
-        da, dim = cfg.n_arm_features, cfg.n_arm_features * cfg.n_context_features
+        da = cfg.model_arm_features
+        dim = da * cfg.n_context_features
         self._arm_buf, self._arm_sq = np.empty(da), np.empty((da, da))
         self._joint, self._joint_u = np.empty(dim), np.empty(dim)
         self._mean3 = np.empty((3, 1))

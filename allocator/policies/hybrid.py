@@ -158,7 +158,7 @@ class HybridLinearPolicy(SharedLinearPolicy):
 
     def _configure(self) -> None:
         super()._configure()
-        self._joint = np.empty(self.config.n_context_features * self.config.n_arm_features)
+        self._joint = np.empty(self.config.n_context_features * self.config.model_arm_features)
 
     def _refresh(self) -> None:
         s = self.state

@@ -224,8 +224,8 @@ class SharedLinearPolicy(_ScoreBankPolicy):
     @classmethod
     def sizes(cls, config: Any, capacity: int) -> dict[str, int]:
         return {
-            "dim": config.n_context_features * config.n_arm_features,
-            "d_arm": config.n_arm_features,
+            "dim": config.n_context_features * config.model_arm_features,
+            "d_arm": config.model_arm_features,
             "rows": config.bank_rows,
             "slots": config.max_candidates,
         }
@@ -237,17 +237,17 @@ class SharedLinearPolicy(_ScoreBankPolicy):
     def _configure(self) -> None:
         config = self.config
         self.n_features = config.n_context_features
-        self.n_arm_features = config.n_arm_features
+        self.n_arm_features = da = config.model_arm_features
         self.lam = float(config.prior_precision)
         self.noise = float(config.score_scale)
-        dim = config.n_context_features * config.n_arm_features
-        self._w_buf = np.empty(config.n_arm_features)
-        self._pp_buf = np.empty((config.n_arm_features, config.n_arm_features))
+        dim = config.n_context_features * da
+        self._w_buf = np.empty(da)
+        self._pp_buf = np.empty((da, da))
         self._phi = np.empty(dim)
         self._u = np.empty(dim)
         # the hybrid families extend this model without its joint draw
         self._joint_draw = getattr(config, "sampling", "marginal") == "joint"
-        self._draw_factor = np.zeros((config.n_arm_features, config.n_arm_features))
+        self._draw_factor = np.zeros((da, da))
         # the bound learning step is this model's update; a subclass with its own keeps it
         own = type(self)._update_batch is SharedLinearPolicy._update_batch
         own = own and self.UPDATE is ksl.update_shared_batch
@@ -282,9 +282,16 @@ class SharedLinearPolicy(_ScoreBankPolicy):
                 f"arm_features required for {n_new} new arms: expected shape "
                 f"({n_new}, {self.config.n_arm_features})"
             )
-        return as_float_array(
+        given = as_float_array(
             arm_features, "arm_features", (n_new, self.config.n_arm_features), self.input_bound
         )
+        if not self.config.arm_intercept:
+            return given
+        return np.column_stack([given, np.ones(n_new)])
+
+    def given_arm_features(self) -> np.ndarray:
+        """The registered arms' features as they were given (the intercept left out)."""
+        return self.state.features[: self.registry.n_arms, : self.config.n_arm_features]
 
     def _init_arms(self, new: np.ndarray, arm_features: np.ndarray | None) -> None:
         assert arm_features is not None

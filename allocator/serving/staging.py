@@ -63,7 +63,8 @@ def stage_engine(running: Engine, old: AllocatorConfig, new: AllocatorConfig, se
     features = None
     if new.engine.policy.USES_ARM_FEATURES:
         given = {a.id: a.features for a in new.arms}
-        old_features = running.policy.state.features
+        old_features = running.policy.given_arm_features()
+        assert old_features is not None  # the same family: it takes features
         features = np.array([
             given[arm_id] if arm_id in given else old_features[i]
             for i, arm_id in enumerate(registry.all_ids())
