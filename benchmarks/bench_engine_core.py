@@ -142,6 +142,32 @@ def target_allocator(tree: Path, n_merchants: int, log_prefix: str, **kwargs: An
     return alloc, rng
 
 
+def target_stream(alloc: Any, rng: Any, n_merchants: int, as_ids: bool = False) -> Any:
+    """(request maker, clock) of the target case's stream on ``alloc`` (built by
+    :func:`target_allocator`): 64 candidate sets of the 3 partners and 197 merchants (as
+    registry indices, or with ``as_ids`` lists of id strings), each request one
+    event-second after the last; 2,000 decisions are made and every third one is fed
+    back, so refreshes have updates to fold in."""
+    import numpy as np
+
+    pool = [np.concatenate([np.arange(3), 3 + rng.choice(n_merchants, size=197, replace=False)])
+            for _ in range(64)]  # fmt: skip
+    if as_ids:
+        ids = alloc.registry.all_ids()
+        pool = [[ids[i] for i in p] for p in pool]
+    ctx_pool = [rng.standard_normal(8) for _ in range(64)]
+    clock = Clock()
+
+    def req(c: Clock) -> dict[str, Any]:
+        k = c.i % 64
+        return {"candidates": pool[k], "context": ctx_pool[(k * 7) % 64],
+                "timestamp": c.next(), "attrs": {"slot": "entry"}}  # fmt: skip
+
+    for d in alloc.decide_many([req(clock) for _ in range(2000)]).decision_ids[::3]:
+        alloc.update(d, {"order": 1.0, "gmv": 10.0})
+    return req, clock
+
+
 class Clock:
     """Strictly increasing request timestamps T0 + i shared by every call of a case."""
 

@@ -15,30 +15,17 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_engine_core import Clock, target_allocator, tree_args
+    from bench_engine_core import target_allocator, target_stream, tree_args
 
     args = tree_args(__doc__.split("\n")[0])
     import numpy as np
 
-    n = args.merchants
-    alloc, rng = target_allocator(args.tree, n, "bench-split-")
-    pool = [np.concatenate([np.arange(3), 3 + rng.choice(n, size=197, replace=False)])
-            for _ in range(64)]  # fmt: skip
-    ctx_pool = [rng.standard_normal(8) for _ in range(64)]
-    clock = Clock()
-
-    def req(c: Clock) -> dict[str, Any]:
-        k = c.i % 64
-        return {"candidates": pool[k], "context": ctx_pool[(k * 7) % 64],
-                "timestamp": c.next(), "attrs": {"slot": "entry"}}  # fmt: skip
-
-    for d in alloc.decide_many([req(clock) for _ in range(2000)]).decision_ids[::3]:
-        alloc.update(d, {"order": 1.0, "gmv": 10.0})
+    alloc, rng = target_allocator(args.tree, args.merchants, "bench-split-")
+    req, clock = target_stream(alloc, rng, args.merchants)
     engine, policy = alloc.engine, alloc.policy
     r = 1000
     reqs = [req(clock) for _ in range(r)]
@@ -63,7 +50,7 @@ def main() -> None:
             best[name] = min(best[name], (time.thread_time() - t) / r * 1e6)
     alloc.close()
     label = args.tree.name
-    print(f"\n| {label} (200 of {n:,}) | CPU µs per request |\n|---|---|")
+    print(f"\n| {label} (200 of {args.merchants:,}) | CPU µs per request |\n|---|---|")
     for name, v in best.items():
         print(f"| {name} | {v:.1f} |")
     extra = best["contracts + draw"] - best["draw, no contract"]

@@ -31,29 +31,14 @@ CALLS = 5000
 
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_engine_core import Clock, target_allocator, tree_args
+    from bench_engine_core import target_allocator, target_stream, tree_args
 
     args = tree_args(__doc__.split("\n")[0])
-    import numpy as np
-
     import allocator.serving.allocator as facade
 
     n = args.merchants
     alloc, rng = target_allocator(args.tree, n, "bench-single-")
-    pool = [np.concatenate([np.arange(3), 3 + rng.choice(n, size=197, replace=False)])
-            for _ in range(64)]  # fmt: skip
-    ids = alloc.registry.all_ids()
-    id_pool = [[ids[i] for i in p] for p in pool]
-    ctx_pool = [rng.standard_normal(8) for _ in range(64)]
-    clock = Clock()
-
-    def req(c: Clock) -> dict[str, Any]:
-        k = c.i % 64
-        return {"candidates": id_pool[k], "context": ctx_pool[(k * 7) % 64],
-                "timestamp": c.next(), "attrs": {"slot": "entry"}}  # fmt: skip
-
-    for d in alloc.decide_many([req(clock) for _ in range(2000)]).decision_ids[::3]:
-        alloc.update(d, {"order": 1.0, "gmv": 10.0})
+    req, clock = target_stream(alloc, rng, n, as_ids=True)
     for _ in range(1000):  # warm every path, expiries included
         alloc.decide(**req(clock))
 
