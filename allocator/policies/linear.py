@@ -309,7 +309,8 @@ class SharedLinearPolicy(_ScoreBankPolicy):
             s.mu[...] = mu
             s.a_inv[...] = np.linalg.inv(a)
             s.model_dirty[0] = False
-        s.dirty[: self.registry.n_arms] = False
+        # no per-arm state is re-solved here (``dirty`` is read by no shared family): a
+        # refresh costs O(d²) whatever the catalogue, not a pass over every arm
         self._roll_bank()
 
     def _update_batch(self, arms: np.ndarray, rewards: np.ndarray, xs: np.ndarray) -> None:
