@@ -237,7 +237,7 @@ class SharedLinearPolicy(_ScoreBankPolicy):
     def _configure(self) -> None:
         config = self.config
         self.n_features = config.n_context_features
-        self.n_arm_features = da = config.model_arm_features
+        da = config.model_arm_features
         self.lam = float(config.prior_precision)
         self.noise = float(config.score_scale)
         dim = config.n_context_features * da
