@@ -344,6 +344,13 @@ class FactoredValueConfig(_Hybrid, _FeatureBase):
     ``typical_conversion`` is the user's statement of a typical shop's ``P(order | click)``;
     the order logit is centred on it (a fixed offset in the link, so the weights' prior
     stays at 0 and the update and propensities stay exact). Unset, it is 1/2 (logit 0).
+
+    ``arm_feature_prior_scale`` maps an arm feature's index to a multiplier of its weights'
+    prior precision (every context cross term, in the click, order and value factors,
+    after the flat or balanced rule): below 1 a feature's weights are freer to move. With
+    a constant arm feature every arm shares (a common level), the group one-hots' weights
+    are each group's deviation from that level; a scale below 1 on them lets a group's
+    level leave the others' sooner. Empty (the default), every prior is as configured.
     """
 
     kind: Literal["factored_value"] = "factored_value"
@@ -356,6 +363,19 @@ class FactoredValueConfig(_Hybrid, _FeatureBase):
     value_prior_precision: PositiveFloat | None = None
     factor_prior: Literal["flat", "balanced"] = "flat"
     typical_conversion: Annotated[float, Field(gt=0.0, lt=1.0)] | None = None
+    arm_feature_prior_scale: dict[Annotated[int, Field(ge=0)], PositiveFloat] = Field(
+        default_factory=dict
+    )
+
+    @model_validator(mode="after")
+    def _scaled_features_exist(self) -> FactoredValueConfig:
+        bad = sorted(i for i in self.arm_feature_prior_scale if i >= self.n_arm_features)
+        if bad:
+            raise ValueError(
+                f"arm_feature_prior_scale names arm feature {bad[0]}, but n_arm_features is "
+                f"{self.n_arm_features} (indices 0..{self.n_arm_features - 1})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _offsets_need_the_hybrid_click(self) -> FactoredValueConfig:

@@ -96,6 +96,10 @@ class FactoredValuePolicy(BinaryRewards, SharedLinearPolicy):
         self._mean3 = np.empty((3, 1))
         self._sd3 = np.empty((3, 1))
         self._no_offsets = np.empty(0)
+        # per arm feature: the multiplier of its weights' prior precision (1: as configured)
+        self._feature_scale = np.ones(da)
+        for i, factor in cfg.arm_feature_prior_scale.items():
+            self._feature_scale[i] = factor
 
     def _init_model(self) -> None:
         super()._init_model()
@@ -150,15 +154,20 @@ class FactoredValuePolicy(BinaryRewards, SharedLinearPolicy):
         """The diagonal (D,) of the ``""`` (click), ``"order_"`` or ``"value_"`` weights'
         prior precision (the value's in units of ``1/σ²``): weight ``i·d_ctx + q`` of a
         balanced prior is its precision (``prior_precision``, or ``value_prior_precision``
-        for the value) times ``max(1, feature_reach[i])``, the same rule for every factor."""
+        for the value) times ``max(1, feature_reach[i])``, the same rule for every factor;
+        then times arm feature ``i``'s ``arm_feature_prior_scale`` (1 unless set)."""
         dim = self.state.g.shape[0]
         cfg = self.config
         value = prefix == "value_"
         scale = self._value_lam if value else self.lam
         if (cfg.value_prior if value else cfg.factor_prior) != "balanced":
-            return np.full(dim, scale)
-        reach = np.maximum(self.state.feature_reach, 1.0)
-        return scale * np.repeat(reach, dim // reach.shape[0])
+            diag = np.full(dim, scale)
+        else:
+            reach = np.maximum(self.state.feature_reach, 1.0)
+            diag = scale * np.repeat(reach, dim // reach.shape[0])
+        if cfg.arm_feature_prior_scale:
+            diag *= np.repeat(self._feature_scale, dim // self._feature_scale.shape[0])
+        return diag
 
     def factor_posterior(self, prefix: str) -> tuple[np.ndarray, np.ndarray]:
         """Mean (D,) and precision (D, D) of the ``""`` (click), ``"order_"`` or
