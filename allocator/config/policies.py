@@ -369,11 +369,12 @@ class FactoredValueConfig(_Hybrid, _FeatureBase):
 
     @model_validator(mode="after")
     def _scaled_features_exist(self) -> FactoredValueConfig:
-        bad = sorted(i for i in self.arm_feature_prior_scale if i >= self.n_arm_features)
+        width = self.model_arm_features  # the intercept, if any, is the last index
+        bad = sorted(i for i in self.arm_feature_prior_scale if i >= width)
         if bad:
             raise ValueError(
-                f"arm_feature_prior_scale names arm feature {bad[0]}, but n_arm_features is "
-                f"{self.n_arm_features} (indices 0..{self.n_arm_features - 1})"
+                f"arm_feature_prior_scale names arm feature {bad[0]}, but the model has "
+                f"{width} arm features (indices 0..{width - 1}, the intercept included)"
             )
         return self
 

@@ -180,3 +180,20 @@ def test_the_facade_serves_reconfigures_and_refuses_a_width_change():
     for name in before:
         np.testing.assert_array_equal(before[name], after[name], err_msg=name)
     assert alloc.decide(["p0", "m1"], [0.1, 0.2], timestamp=1.7e9 + 100).arm_id in ("p0", "m1")
+
+
+def test_a_prior_scale_can_name_the_intercept():
+    """``arm_feature_prior_scale`` indexes the model's features: the intercept is the last
+    index, and one past it is refused."""
+    cfg = FactoredValueConfig(
+        n_context_features=2, n_arm_features=3, arm_intercept=True,
+        arm_feature_prior_scale={3: 0.5},
+    )  # fmt: skip
+    assert cfg.model_arm_features == 4
+    with pytest.raises(ConfigError, match="arm feature 4"):
+        FactoredValueConfig(
+            n_context_features=2, n_arm_features=3, arm_intercept=True,
+            arm_feature_prior_scale={4: 0.5},
+        )  # fmt: skip
+    with pytest.raises(ConfigError, match="arm feature 3"):
+        FactoredValueConfig(n_context_features=2, n_arm_features=3, arm_feature_prior_scale={3: 2})
