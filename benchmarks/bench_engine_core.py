@@ -142,12 +142,15 @@ def target_allocator(tree: Path, n_merchants: int, log_prefix: str, **kwargs: An
     return alloc, rng
 
 
-def target_stream(alloc: Any, rng: Any, n_merchants: int, as_ids: bool = False) -> Any:
+def target_stream(
+    alloc: Any, rng: Any, n_merchants: int, as_ids: bool = False, fresh: bool = False
+) -> Any:
     """(request maker, clock) of the target case's stream on ``alloc`` (built by
     :func:`target_allocator`): 64 candidate sets of the 3 partners and 197 merchants (as
-    registry indices, or with ``as_ids`` lists of id strings), each request one
-    event-second after the last; 2,000 decisions are made and every third one is fed
-    back, so refreshes have updates to fold in."""
+    registry indices, or with ``as_ids`` lists of id strings: the serving layer's form;
+    with ``fresh`` new str objects per request, as a deserialised request brings), each
+    request one event-second after the last; 2,000 decisions are made and every third one
+    is fed back, so refreshes have updates to fold in."""
     import numpy as np
 
     pool = [np.concatenate([np.arange(3), 3 + rng.choice(n_merchants, size=197, replace=False)])
@@ -160,7 +163,8 @@ def target_stream(alloc: Any, rng: Any, n_merchants: int, as_ids: bool = False) 
 
     def req(c: Clock) -> dict[str, Any]:
         k = c.i % 64
-        return {"candidates": pool[k], "context": ctx_pool[(k * 7) % 64],
+        cands = [i.encode().decode() for i in pool[k]] if fresh else pool[k]
+        return {"candidates": cands, "context": ctx_pool[(k * 7) % 64],
                 "timestamp": c.next(), "attrs": {"slot": "entry"}}  # fmt: skip
 
     for d in alloc.decide_many([req(clock) for _ in range(2000)]).decision_ids[::3]:
@@ -292,26 +296,7 @@ def case_target(
     alloc = allocator.Allocator(cfg, seed=1, log_dir=log_dir)
     alloc.warmup()
     build_s = time.perf_counter() - t
-    pool = [np.concatenate([np.arange(3), 3 + rng.choice(n, size=197, replace=False)])
-            for _ in range(64)]  # fmt: skip
-    if as_ids:  # the serving layer's form: lists of merchant id strings
-        all_ids = alloc.registry.all_ids()
-        pool = [[all_ids[i] for i in p] for p in pool]
-    ctx_pool = [rng.standard_normal(8) for _ in range(64)]
-    clock = Clock()
-    learn: list[str] = []
-
-    def req(c: Clock) -> dict[str, Any]:
-        k = c.i % 64
-        cands = [i.encode().decode() for i in pool[k]] if fresh else pool[k]  # new str objects
-        return {"candidates": cands, "context": ctx_pool[(k * 7) % 64],
-                "timestamp": c.next(), "attrs": {"slot": "entry"}}  # fmt: skip
-
-    # some feedback, so refreshes have updates to fold in (one impression per second)
-    for d in alloc.decide_many([req(clock) for _ in range(2000)]).decision_ids[::3]:
-        learn.append(d)
-    for d in learn:
-        alloc.update(d, {"order": 1.0, "gmv": 10.0})
+    req, clock = target_stream(alloc, rng, n, as_ids, fresh)
     p50, p99 = time_decide(alloc, req, clock, args.n_decide, args.repeats)
     rate, cpu, best = time_many(alloc, req, clock, 1000, args.many_calls, args.repeats)
     alloc.close()

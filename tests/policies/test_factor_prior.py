@@ -101,17 +101,16 @@ def test_click_and_order_posteriors_are_the_dense_online_laplace(rng, factor_pri
         np.testing.assert_allclose(a_inv, np.linalg.inv(want_a), rtol=1e-7, atol=1e-10)
 
 
-def test_the_hybrid_click_factor_under_the_balanced_prior_is_the_dense_reference(rng):
-    """With the hybrid click (a per-arm offset) and a refresh after every impression, the
-    shared click weights' mean and marginal precision and every offset's posterior equal
-    the dense joint Laplace reference whose shared block has the balanced prior."""
+def assert_hybrid_click_is_dense(rng, prior: np.ndarray, **kw) -> None:
+    """A hybrid-click policy (``kw``: its other settings), refreshed after each of 80
+    impressions, against the dense joint Laplace reference whose shared block has prior
+    ``prior``: the shared click weights' mean and marginal precision, every offset's
+    posterior."""
     t = 80
-    pol = policy(factor_prior="balanced", click_model="hybrid", offset_sd=0.7, refresh_every=1)
+    pol = policy(click_model="hybrid", offset_sd=0.7, refresh_every=1, **kw)
     arms, xs, _, click, order, gmv = events(rng, t, *rng.normal(scale=0.5, size=(2, DA * DC)))
     for i in range(t):
         pol.learn_outcome(int(arms[i]), click[i], order[i], gmv[i], None, xs[i])
-    prior = naive_prior(FEATURES, 1.0)
-    assert np.unique(prior).size > 1  # not a multiple of the identity
     mean, prec = naive.hybrid_laplace(
         FEATURES, arms, xs, click, prior, np.zeros(K), np.full(K, 1.0 / 0.7**2)
     )
@@ -122,6 +121,15 @@ def test_the_hybrid_click_factor_under_the_balanced_prior_is_the_dense_reference
     offset_mean, offset_var = pol.offsets()
     np.testing.assert_allclose(offset_mean, mean[d:], atol=1e-9)
     np.testing.assert_allclose(offset_var, 1.0 / np.diag(prec)[d:], atol=1e-12)
+
+
+def test_the_hybrid_click_factor_under_the_balanced_prior_is_the_dense_reference(rng):
+    """With the hybrid click (a per-arm offset) and a refresh after every impression, the
+    shared click weights' mean and marginal precision and every offset's posterior equal
+    the dense joint Laplace reference whose shared block has the balanced prior."""
+    prior = naive_prior(FEATURES, 1.0)
+    assert np.unique(prior).size > 1  # not a multiple of the identity
+    assert_hybrid_click_is_dense(rng, prior, factor_prior="balanced")
 
 
 def map_gaps(typical_conversion, seeds=5, n=4000):

@@ -11,16 +11,16 @@ import pytest
 from allocator.config import FactoredValueConfig
 from allocator.errors import ConfigError
 from allocator.policies import policy_class
-from tests import naive
 from tests.policies.test_factor_prior import (
     BEFORE,
     CONVERSION,
     OFFSET,
+    assert_hybrid_click_is_dense,
     decision_digest,
     events,
     online_reference,
 )
-from tests.policies.test_factored_prior import DA, DC, FEATURES, K, naive_prior, policy, registry
+from tests.policies.test_factored_prior import DA, DC, FEATURES, naive_prior, policy, registry
 
 #: the first three arm features (the test catalogue's group-like one-hots) four times freer
 SCALE = {0: 0.25, 1: 0.25, 2: 0.25}
@@ -71,25 +71,10 @@ def test_the_hybrid_click_under_a_scaled_prior_is_the_dense_reference(rng):
     """Hybrid click, a refresh after every impression: the shared click weights' mean and
     marginal precision and every offset's posterior equal the dense joint Laplace reference
     whose shared block has the scaled balanced prior."""
-    t = 80
-    pol = policy(
-        factor_prior="balanced", click_model="hybrid", offset_sd=0.7, refresh_every=1,
+    assert_hybrid_click_is_dense(
+        rng, scaled(naive_prior(FEATURES, 1.0), SCALE), factor_prior="balanced",
         arm_feature_prior_scale=SCALE,
     )  # fmt: skip
-    arms, xs, _, click, order, gmv = events(rng, t, *rng.normal(scale=0.5, size=(2, DA * DC)))
-    for i in range(t):
-        pol.learn_outcome(int(arms[i]), click[i], order[i], gmv[i], None, xs[i])
-    prior = scaled(naive_prior(FEATURES, 1.0), SCALE)
-    mean, prec = naive.hybrid_laplace(
-        FEATURES, arms, xs, click, prior, np.zeros(K), np.full(K, 1.0 / 0.7**2)
-    )
-    d = DA * DC
-    got_mean, got_prec = pol.factor_posterior("")
-    np.testing.assert_allclose(got_mean, mean[:d], atol=1e-9)
-    np.testing.assert_allclose(np.linalg.inv(got_prec), np.linalg.inv(prec)[:d, :d], atol=1e-9)
-    offset_mean, offset_var = pol.offsets()
-    np.testing.assert_allclose(offset_mean, mean[d:], atol=1e-9)
-    np.testing.assert_allclose(offset_var, 1.0 / np.diag(prec)[d:], atol=1e-12)
 
 
 def test_a_weaker_prior_lets_the_scaled_weights_move_further(rng):
