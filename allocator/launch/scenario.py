@@ -114,6 +114,10 @@ def key_sections(scenario: Any, world: World) -> list[view.Section]:
         out.append(view.Section("Mini Shop", (
             c("Mini Shop share of impressions", f"curve.share.{MINI_SHOP}", kind="line"),
             c("Mini Shop share at the end of the period", f"share_end.{MINI_SHOP}"),
+            c("regret per 1,000 impressions at the end: a merchant was best, another group "
+              "was served", f"regret_end_per_1k.missed.{MINI_SHOP}"),
+            c("regret per 1,000 impressions at the end: a merchant served, not the best one",
+              f"regret_end_per_1k.within.{MINI_SHOP}"),
         )))  # fmt: skip
     if any(getattr(s, "contracts", None) for s in scenario.strategies):
         out.append(view.Section("Protection cost", (

@@ -61,6 +61,8 @@ class _Acc:
         self.n_bins, self.n_groups = n_bins, n_groups
         self.sums: dict[str, np.ndarray] = {}
         self.group_counts = np.zeros((n_bins, n_groups))
+        # regret per bin, by the best candidate's group, and whether that group was served
+        self.regret_split = np.zeros((n_bins, n_groups, 2))
 
     def add(self, name: str, bins: np.ndarray, values: np.ndarray) -> None:
         s = np.bincount(bins, weights=values, minlength=self.n_bins)
@@ -69,6 +71,15 @@ class _Acc:
     def add_groups(self, bins: np.ndarray, groups: np.ndarray) -> None:
         flat = np.bincount(bins * self.n_groups + groups, minlength=self.n_bins * self.n_groups)
         self.group_counts += flat.reshape(self.n_bins, self.n_groups)
+
+    def add_regret(
+        self, bins: np.ndarray, best_groups: np.ndarray, missed: np.ndarray, regret: np.ndarray
+    ) -> None:
+        """``regret`` of each impression under its best candidate's group, ``missed`` (bool)
+        where another group was served."""
+        slot = (bins * self.n_groups + best_groups) * 2 + missed
+        flat = np.bincount(slot, weights=regret, minlength=self.n_bins * self.n_groups * 2)
+        self.regret_split += flat.reshape(self.n_bins, self.n_groups, 2)
 
 
 def run_cell(shared: Shared, task: CellTask) -> CellResult:
@@ -189,6 +200,8 @@ def _record(
     best = np.empty(n)
     k.row_argmax(tick.cand_ptr, tick.value, best_pos, best)
     groups = group_of_arm[chosen]
+    best_groups = tick.cand_group[tick.cand_ptr[:-1] + best_pos]
+    acc.add_regret(bins, best_groups, best_groups != groups, best - tick.value[flat])
     acc.add("impressions", bins, np.ones(n))
     acc.add("value_true", bins, tick.value[flat])
     acc.add("oracle", bins, best)
@@ -285,7 +298,29 @@ def _summarise(acc: _Acc, arms: ScenarioArms, end_window: float, n: int) -> dict
     for j, g in enumerate(arms.group_names):
         m[f"share.{g}"] = total[j] / max(n, 1)
         m[f"share_end.{g}"] = end[j] / max(end.sum(), 1.0)
+    m.update(_regret_split(acc, arms.group_names, n_end))
     return m
+
+
+def _regret_split(acc: _Acc, group_names: tuple[str, ...], n_end: int) -> dict[str, float]:
+    """Where the regret is, per 1,000 impressions, over the cell and its last ``n_end``
+    bins: ``within.<g>`` where group ``g`` held the best candidate and was served (the
+    wrong one of its arms: a merchant's own quality), ``missed.<g>`` where ``g`` held it
+    and another group was served (the group's level misjudged). The parts sum to
+    ``regret_per_1k`` (``regret_end_per_1k`` over the last bins); a group of one arm has no
+    ``within`` regret."""
+    out: dict[str, float] = {}
+    n_all = max(float(acc.sums["impressions"].sum()), 1.0)
+    n_tail = max(float(acc.sums["impressions"][-n_end:].sum()), 1.0)
+    for prefix, split, imps in (
+        ("regret_per_1k", acc.regret_split.sum(axis=0), n_all),
+        ("regret_end_per_1k", acc.regret_split[-n_end:].sum(axis=0), n_tail),
+    ):
+        for j, g in enumerate(group_names):
+            out[f"{prefix}.within.{g}"] = split[j, 0] * 1000.0 / imps
+            out[f"{prefix}.missed.{g}"] = split[j, 1] * 1000.0 / imps
+    out["regret_end_per_1k"] = float(acc.regret_split[-n_end:].sum()) * 1000.0 / n_tail
+    return out
 
 
 def _curves(

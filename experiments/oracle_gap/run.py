@@ -314,6 +314,8 @@ def main(argv: list[str] | None = None) -> int:
             row = summarise(res.metrics, res.curves, days)
             row["feasible_share"] = row["value_per_1k"] / refs[cell.seed]["feasible_per_1k"]
             row["oracle_share"] = row["value_per_1k"] / row["oracle_per_1k"]
+            split = ("regret_per_1k.", "regret_end_per_1k")  # where the regret is (simulate)
+            row.update({k: v for k, v in res.metrics.items() if k.startswith(split)})
             emit({"world_seed": ws, "seed": cell.seed, "strategy": cell.strategy,
                   "seconds": res.seconds, **row})  # fmt: skip
     table(rows)

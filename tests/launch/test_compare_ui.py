@@ -85,7 +85,7 @@ def render(url: str, must: list[str], shot: Path) -> str:
     """The page's DOM once every string of ``must`` is rendered (the first load compiles
     and caches the UI's scripts, so it is retried), and its screenshot."""
     flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-             "--window-size=1600,2000", "--virtual-time-budget=60000"]  # fmt: skip
+             "--window-size=1600,3000", "--virtual-time-budget=60000"]  # fmt: skip
     dom = ""
     for _ in range(4):
         dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True,
@@ -125,6 +125,7 @@ def test_the_printed_link_opens_the_scenario_comparison(tmp_path):
             "curve.share.douyin vs curve.floor.douyin_apparel_beauty",
             "curve.share.pinduoduo vs curve.floor.pinduoduo_protected",
             "Mini Shop", "curve.share.mini_shop", "share_end.mini_shop",
+            "regret_end_per_1k.missed.mini_shop", "regret_end_per_1k.within.mini_shop",
             "Protection cost", "protection_cost_per_1k",
             *(f"Group: {s}" for s in STRATEGIES),
         ]  # fmt: skip

@@ -64,6 +64,11 @@ def test_the_bundled_scenario_gets_a_floor_chart_per_partner_floor_and_the_mini_
         ("curve.share.douyin", "curve.floor.douyin_apparel_beauty"),
         ("curve.share.pinduoduo", "curve.floor.pinduoduo_protected"),
     ]
+    # where the end's regret is: merchants passed over, or the wrong merchant served
+    assert sections["Mini Shop"] == [
+        ("curve.share.mini_shop",), ("share_end.mini_shop",),
+        ("regret_end_per_1k.missed.mini_shop",), ("regret_end_per_1k.within.mini_shop",),
+    ]  # fmt: skip
 
 
 @pytest.mark.heavy
