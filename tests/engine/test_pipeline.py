@@ -17,6 +17,7 @@ from allocator.config import (
 )
 from allocator.constraints import ConstraintSet
 from allocator.registry import ArmRegistry
+from tests.requests import random_requests
 
 T0 = 1_760_000_000.0
 PARTNERS = ("taobao", "douyin", "pdd")
@@ -72,10 +73,7 @@ def traffic(n: int, kind: str, seed: int = 0):
     """n requests: CSR candidates, contexts, times, categories, and rewards per arm."""
     rng = np.random.default_rng(seed)
     n_arms = len(PARTNERS) + N_MERCHANTS
-    sizes = rng.integers(2, 9, n)
-    ptr = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(sizes, out=ptr[1:])
-    idx = np.concatenate([rng.choice(n_arms, s, replace=False) for s in sizes])
+    ptr, idx = random_requests(rng, n, n_arms, min_size=2, max_size=8)
     xs = rng.normal(size=(n, 3)) if kind in ("linear", "shared") else None
     times = T0 + np.sort(rng.uniform(0, 86_400, n))
     cats = CATEGORIES[rng.integers(0, 3, n)]

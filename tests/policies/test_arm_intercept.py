@@ -16,6 +16,7 @@ from allocator.config import EngineConfig, FactoredValueConfig, SharedLinearConf
 from allocator.errors import ConfigError, InvalidInputError
 from allocator.policies import make_policy, policy_class
 from allocator.registry import ArmRegistry
+from tests.requests import random_requests
 
 DC = 3
 #: two one-hot partners, then merchants with group, category and continuous features
@@ -77,9 +78,7 @@ def play(pol, rounds: int = 5, seed: int = 9) -> list[np.ndarray]:
     seen = []
     for _ in range(rounds):
         n = 60
-        sizes = rng.integers(2, K + 1, n)
-        ptr = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        idx = np.concatenate([rng.choice(K, s, replace=False) for s in sizes]).astype(np.int64)
+        ptr, idx = random_requests(rng, n, K, min_size=2)
         xs = rng.normal(size=(n, DC))
         out = pol.decide_batch(ptr, idx, xs)
         seen += [out.arms, out.probabilities]

@@ -28,6 +28,7 @@ from tests.policies.test_factored_prior import (
     registry,
 )
 from tests.policies.test_propensities import CONTRACTS, T0, calibration
+from tests.requests import random_requests
 
 CONVERSION = 0.05
 OFFSET = np.log(CONVERSION / (1.0 - CONVERSION))
@@ -251,9 +252,7 @@ def decision_digest(pol, contracts: bool, seed: int = 5, rounds: int = 6) -> str
     digest = hashlib.sha256()
     for r in range(rounds):
         n = 200
-        sizes = rng.integers(1, K + 1, n)
-        ptr = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        idx = np.concatenate([rng.choice(K, s, replace=False) for s in sizes]).astype(np.int64)
+        ptr, idx = random_requests(rng, n, K)
         xs = rng.normal(size=(n, DC))
         times = T0 + r * 3600 + np.linspace(0, 3000, n)
         out = engine.decide_batch(ptr, idx, xs, times) if engine else pol.decide_batch(ptr, idx, xs)

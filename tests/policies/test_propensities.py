@@ -26,6 +26,7 @@ from allocator import (
 )
 from allocator.constraints import ConstraintSet
 from tests.conftest import make_registry
+from tests.requests import random_requests
 
 N = 100_000
 
@@ -78,9 +79,7 @@ def test_single_decisions_match_propensities(rng):
 def calibration(pol, rng, k, make_context, n_feat, engine=None):
     """Random subsets and contexts per request: per-arm count vs Σ propensity (through
     ``engine``'s contracts when given, its requests spread over a day)."""
-    sizes = rng.integers(1, k + 1, N)
-    ptr = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    idx = np.concatenate([rng.choice(k, s, replace=False) for s in sizes]).astype(np.int64)
+    ptr, idx = random_requests(rng, N, k)
     xs = make_context(N, n_feat)
     if engine is None:
         out = pol.decide_batch(ptr, idx, xs)

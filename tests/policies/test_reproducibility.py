@@ -7,6 +7,7 @@ import pytest
 
 from allocator import BetaBernoulliConfig, LinearGaussianConfig, NormalGammaConfig, make_policy
 from tests.conftest import make_registry
+from tests.requests import random_requests
 
 CONFIGS = {
     "beta": (BetaBernoulliConfig(refresh_every=16), None),
@@ -39,9 +40,7 @@ def test_same_seed_same_decisions(kind):
 def test_batch_equals_sequential(kind):
     cfg, d = CONFIGS[kind]
     rng = np.random.default_rng(5)
-    sizes = rng.integers(1, 9, 300)
-    ptr = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    idx = np.concatenate([rng.choice(8, s, replace=False) for s in sizes]).astype(np.int64)
+    ptr, idx = random_requests(rng, 300, 8)
     xs = None if d is None else rng.normal(size=(300, d))
     a = make_policy(cfg, make_registry(8), seed=1)
     b = make_policy(cfg, make_registry(8), seed=1)
