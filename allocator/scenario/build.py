@@ -50,6 +50,9 @@ class CellTask:
     spec: dict[str, Any]  # the resolved strategy spec (sweep values applied)
     #: write the cell's decision log (Parquet + replay config) into this directory
     log_dir: str | None = None
+    #: seeds the strategy's own randomness when set (``seed`` still draws the traffic and
+    #: outcomes): replicates of one strategy on the same impressions, apart only in its draws
+    policy_seed: int | None = None
 
 
 def scenario_arms(world: World) -> ScenarioArms:

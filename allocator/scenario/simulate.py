@@ -91,7 +91,8 @@ def run_cell(shared: Shared, task: CellTask) -> CellResult:
     group_of_arm = np.array([arms.group_names.index(g) for g in arms.groups], dtype=np.int64)
     rates = value_rates(world, arms.group_names)
     take = np.array([world.take_rates[g] for g in arms.group_names], dtype=np.float64)
-    strategy: Strategy = build_strategy(task.spec, scenario, world, arms, task.seed)
+    own_seed = task.seed if task.policy_seed is None else task.policy_seed
+    strategy: Strategy = build_strategy(task.spec, scenario, world, arms, own_seed)
     ope_ref = _ope_reference(scenario, arms, task)
     tracks = floor_tracks(scenario, task.spec, arms, world)
     n_bins = exp.curve_points

@@ -19,6 +19,7 @@ Cells run one after the other in this process (one core).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -278,6 +279,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--window-days", type=float, default=10.0)
     p.add_argument("--out", type=Path, default=None, help="append the rows as JSON lines")
     p.add_argument(
+        "--policy-seeds", type=int, nargs="+", default=None,
+        help="replicates: run every strategy once per policy seed on each cell's traffic",
+    )  # fmt: skip
+    p.add_argument(
         "--arm-intercept", action="store_true", help="append a constant arm feature to the world"
     )
     args = p.parse_args(argv)
@@ -310,14 +315,16 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             if args.strategies is not None and cell.strategy not in args.strategies:
                 continue
-            res = run_cell(shared, cell)
-            row = summarise(res.metrics, res.curves, days)
-            row["feasible_share"] = row["value_per_1k"] / refs[cell.seed]["feasible_per_1k"]
-            row["oracle_share"] = row["value_per_1k"] / row["oracle_per_1k"]
-            split = ("regret_per_1k.", "regret_end_per_1k")  # where the regret is (simulate)
-            row.update({k: v for k, v in res.metrics.items() if k.startswith(split)})
-            emit({"world_seed": ws, "seed": cell.seed, "strategy": cell.strategy,
-                  "seconds": res.seconds, **row})  # fmt: skip
+            for policy_seed in args.policy_seeds or [None]:
+                res = run_cell(shared, dataclasses.replace(cell, policy_seed=policy_seed))
+                row = summarise(res.metrics, res.curves, days)
+                row["feasible_share"] = row["value_per_1k"] / refs[cell.seed]["feasible_per_1k"]
+                row["oracle_share"] = row["value_per_1k"] / row["oracle_per_1k"]
+                split = ("regret_per_1k.", "regret_end_per_1k")  # where the regret is (simulate)
+                row.update({k: v for k, v in res.metrics.items() if k.startswith(split)})
+                seeded = {} if policy_seed is None else {"policy_seed": policy_seed}
+                emit({"world_seed": ws, "seed": cell.seed, "strategy": cell.strategy, **seeded,
+                      "seconds": res.seconds, **row})  # fmt: skip
     table(rows)
     return 0
 

@@ -3,6 +3,7 @@ propensities the strategies log (small enough to run with the JIT off)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -93,3 +94,17 @@ def test_a_split_that_always_serves_the_mini_shop_misses_it_never():
     assert m["regret_per_1k.within.mini_shop"] > 0.0
     assert m["regret_per_1k.missed.taobao"] > 0.0
     assert m["share.mini_shop"] > 0.9
+
+
+def test_a_policy_seed_replicates_a_strategy_on_the_same_traffic():
+    scenario, world = small_scenario()
+    (cell,) = [c for c in grid_cells(scenario, world, 1500) if c.strategy == "contextual_ts"]
+    shared = Shared(world, scenario)
+    base = run_cell(shared, cell).metrics
+    same = run_cell(shared, dataclasses.replace(cell, policy_seed=cell.seed)).metrics
+    other = run_cell(shared, dataclasses.replace(cell, policy_seed=cell.seed + 1000)).metrics
+    assert same == base  # the default is the traffic seed
+    oracle = base["value_per_1k"] + base["regret_per_1k"]
+    # the same impressions (the oracle's value is the traffic's), other draws of the policy
+    assert other["value_per_1k"] + other["regret_per_1k"] == pytest.approx(oracle, rel=1e-12)
+    assert other["value_per_1k"] != base["value_per_1k"]
