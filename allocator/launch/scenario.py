@@ -30,7 +30,9 @@ NOTE = (
     "\nvalue = app value (revenue share + commission + Mini Shop strategic weight) per "
     "1,000 impressions, true expectation; floor slack = worst sliding-window share "
     "minus floor (>= 0 held); protect cost = value given up against the same policy "
-    "without contracts; regret vs the oracle.\n"
+    "without contracts; regret vs the oracle; vs best = value/1k minus the best "
+    "strategy's (the oracle aside) on the same seeds, ± the 95 % t interval's half-width "
+    "over seeds (same traffic per seed: what is left is the strategies' own variation).\n"
 )
 
 
@@ -67,14 +69,17 @@ def run_scenario(
         runner, run_cell, cells, Shared(world, scenario),
         lambda cell, res: _cell_record(cell, res, scenario, scale),
     )  # fmt: skip
-    table_cells: list[tuple[str, dict[str, float] | None]] = []
+    table_cells: list[tuple[str, int, dict[str, float] | None]] = []
     by_strategy: dict[str, list[CellResult]] = {}
     for cell, res in zip(cells, results, strict=True):
         value: CellResult | None = res.value if res.ok else None
         if value is not None:
             by_strategy.setdefault(cell.strategy, []).append(value)
-        table_cells.append((cell.strategy, None if value is None else value.metrics))
-    rows = report.ranked_rows(table_cells, scenario.experiment.reward_scale, _twins(scenario))
+        table_cells.append((cell.strategy, cell.seed, None if value is None else value.metrics))
+    oracles = frozenset(s.name for s in scenario.strategies if s.kind == "oracle")
+    rows = report.ranked_rows(
+        table_cells, scenario.experiment.reward_scale, _twins(scenario), oracles
+    )
     table = report.format_table(rows)
     files = _write_files(launch.directory, rows, table, resolved, by_strategy, world, cells)
     trailer = f"\nfiles: {launch.directory}\n"

@@ -46,25 +46,32 @@ def cell_row(metrics: dict[str, float], reward_scale: float) -> dict[str, float]
 
 
 def ranked_rows(
-    cells: Sequence[tuple[str, dict[str, float] | None]],
+    cells: Sequence[tuple[str, int, dict[str, float] | None]],
     reward_scale: float,
     twins: dict[str, str] | None = None,
+    references: frozenset[str] = frozenset(),
 ) -> list[dict[str, Any]]:
     """Mean over seeds per strategy, ranked by value/1k (failed cells counted, not averaged).
 
-    ``twins`` maps a constrained strategy to the same engine without contracts: its cost
-    of protection is then the value it gives up against that twin on the same traffic
-    (otherwise the constraint layer's own attribution, Σ(π − p)·μ̂, is shown).
+    ``cells`` are (strategy, seed, metrics or None if the cell failed). ``twins`` maps a
+    constrained strategy to the same engine without contracts: its cost of protection is
+    then the value it gives up against that twin on the same traffic (otherwise the
+    constraint layer's own attribution, Σ(π − p)·μ̂, is shown). Each row also gets its
+    value/1k against the best row's on the seeds both ran (:func:`paired_gap`), the best
+    among the strategies not in ``references`` (the oracle: not a strategy one could run).
     """
     by: dict[str, list[dict[str, float]]] = {}
+    value: dict[str, dict[int, float]] = {}
     failed: dict[str, int] = {}
-    for strategy, metrics in cells:
+    for strategy, seed, metrics in cells:
         by.setdefault(strategy, [])
+        value.setdefault(strategy, {})
         failed.setdefault(strategy, 0)
         if metrics is None:
             failed[strategy] += 1
         else:
             by[strategy].append(cell_row(metrics, reward_scale))
+            value[strategy][seed] = metrics["value_per_1k"]
     rows = []
     for strategy, runs in by.items():
         row: dict[str, Any] = {"strategy": strategy, "seeds": len(runs), "failed": failed[strategy]}
@@ -78,19 +85,54 @@ def ranked_rows(
             gap = by_name[twin]["value_per_1k"] - by_name[name]["value_per_1k"]
             by_name[name]["protection_cost_per_1k"] = gap
     rows.sort(key=lambda r: -np.inf if not np.isfinite(r["value_per_1k"]) else -r["value_per_1k"])
+    best = next((r["strategy"] for r in rows if r["strategy"] not in references), None)
     for i, row in enumerate(rows, 1):
         row["rank"] = i
+        name = row["strategy"]
+        gap = None
+        if best is not None and name != best and name not in references:
+            gap = paired_gap(value[name], value[best])
+        row["vs_best_per_1k"], row["vs_best_half_width"] = gap or (float("nan"), float("nan"))
     return rows
 
 
+#: two-sided 95 % quantiles of Student's t by degrees of freedom (1-30; 1.96 beyond)
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
+         2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
+         2.060, 2.056, 2.052, 2.048, 2.045, 2.042)  # fmt: skip
+
+
+def paired_gap(a: dict[int, float], b: dict[int, float]) -> tuple[float, float] | None:
+    """Mean of ``a[s] − b[s]`` over the seeds both have, and its 95 % Student t interval's
+    half-width (NaN with one seed); None without a common seed. Strategies of one seed see
+    the same impressions and outcome draws, so the traffic's variance cancels in the
+    difference and what is left is the strategies' own (their draws, their learning)."""
+    seeds = sorted(set(a) & set(b))
+    if not seeds:
+        return None
+    d = np.array([a[s] - b[s] for s in seeds])
+    if d.size < 2:
+        return float(d[0]), float("nan")
+    t = _T975[d.size - 2] if d.size - 1 <= len(_T975) else 1.96
+    return float(d.mean()), float(t * d.std(ddof=1) / np.sqrt(d.size))
+
+
+def _gap_text(row: dict[str, Any]) -> str:
+    mean, half = row["vs_best_per_1k"], row["vs_best_half_width"]
+    if not np.isfinite(mean):
+        return "-"
+    return f"{mean:+.1f}" + (f" ± {half:.1f}" if np.isfinite(half) else "")
+
+
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
-    headers = ["#", "strategy"] + [h for _, h, _ in COLUMNS] + ["seeds"]
+    headers = ["#", "strategy"] + [h for _, h, _ in COLUMNS] + ["vs best", "seeds"]
     body = []
     for r in rows:
         cells = [str(r["rank"]), r["strategy"]]
         for key, _, fmt in COLUMNS:
             v = r[key]
             cells.append("-" if not np.isfinite(v) else fmt.format(v))
+        cells.append(_gap_text(r))
         cells.append(f"{r['seeds']}" + (f" ({r['failed']} failed)" if r["failed"] else ""))
         body.append(cells)
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(headers)]
@@ -105,7 +147,8 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
 
 def table_csv(rows: Sequence[dict[str, Any]]) -> str:
     buf = io.StringIO()
-    fields = ["rank", "strategy"] + [k for k, _, _ in COLUMNS] + ["seeds", "failed"]
+    fields = ["rank", "strategy", *(k for k, _, _ in COLUMNS), "vs_best_per_1k",
+              "vs_best_half_width", "seeds", "failed"]  # fmt: skip
     writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
