@@ -1,0 +1,87 @@
+"""Paired comparison of two strategies over cells and policy-seed replicates.
+
+    python experiments/late_regret/paired.py late.jsonl reps.jsonl \
+        --a value_ts_protected --b intercept_conv
+
+Rows pair when they share the world, the traffic seed and the policy seed (a row without
+``policy_seed`` ran with the traffic seed's own, the simulator's default). Replicates of a
+cell share its impressions, so they are averaged within the cell first; the interval is a
+Student t interval (95 %) over the cells' mean differences, the cell being the independent
+unit. Printed: per cell, B − A in points of the oracle's value and the relative change of
+the regret over the first 14 days, each replicate's; then the means over cells with their
+intervals, and the spread of A's share over its replicates (the policy's own noise).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+#: two-sided 95 % quantiles of Student's t, by degrees of freedom
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
+        9: 2.262, 10: 2.228, 11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131,
+        16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093, 20: 2.086, 25: 2.060, 30: 2.042}  # fmt: skip
+
+
+def t975(df: int) -> float:
+    return T975.get(df) or T975[max(k for k in T975 if k <= df)]
+
+
+def interval(x: np.ndarray) -> str:
+    m = float(x.mean())
+    if x.size < 2:
+        return f"{m:+.2f} (one cell)"
+    h = t975(x.size - 1) * float(x.std(ddof=1)) / np.sqrt(x.size)
+    return f"{m:+.2f} [{m - h:+.2f}, {m + h:+.2f}]"
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    p.add_argument("rows", nargs="+", type=Path)
+    p.add_argument("--a", default="value_ts_protected")
+    p.add_argument("--b", default="intercept_conv")
+    args = p.parse_args(argv)
+    runs: dict[tuple[int, int, int], dict[str, dict]] = defaultdict(dict)
+    for path in args.rows:
+        for line in path.read_text().splitlines():
+            r = json.loads(line)
+            if r["strategy"] in (args.a, args.b):
+                key = (r["world_seed"], r["seed"], r.get("policy_seed", r["seed"]))
+                runs[key][r["strategy"]] = r
+    cells: dict[tuple[int, int], list[tuple[float, float, float]]] = defaultdict(list)
+    for (ws, s, _), pair in sorted(runs.items()):
+        if len(pair) == 2:
+            a, b = pair[args.a], pair[args.b]
+            cells[(ws, s)].append((
+                100.0 * (b["oracle_share"] - a["oracle_share"]),
+                100.0 * (b["regret_14d"] / a["regret_14d"] - 1.0),
+                100.0 * a["oracle_share"],
+            ))  # fmt: skip
+    print(f"B = {args.b}, A = {args.a}: per cell, each replicate's B − A (points of the "
+          "oracle's value; early regret change %)")  # fmt: skip
+    share, early, spread = [], [], []
+    for (ws, s), reps in sorted(cells.items()):
+        d = np.array(reps)
+        print(f"  world {ws} seed {s}: " + ", ".join(f"{x:+.1f} ({e:+.0f} %)" for x, e, _ in reps))
+        share.append(d[:, 0].mean())
+        early.append(d[:, 1].mean())
+        if d.shape[0] > 1:
+            spread.append(d[:, 2].std(ddof=1))
+    n_pairs = sum(len(r) for r in cells.values())
+    print(f"{len(cells)} cells, {n_pairs} pairs; means over cells, 95 % t interval:")
+    print(f"  share of the oracle, B − A (points): {interval(np.array(share))}")
+    print(f"  regret over the first 14 days, B / A − 1 (%): {interval(np.array(early))}")
+    print(f"  cells where B's mean share is higher: {sum(x > 0 for x in share)} of {len(share)}")
+    if spread:
+        print(
+            f"  A's share over its replicates of a cell: sd {np.mean(spread):.2f} points "
+            f"(mean over {len(spread)} cells)"
+        )
+
+
+if __name__ == "__main__":
+    main()
