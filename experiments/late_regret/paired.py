@@ -9,7 +9,7 @@ cell share its impressions, so they are averaged within the cell first; the inte
 Student t interval (95 %) over the cells' mean differences, the cell being the independent
 unit. Printed: per cell, B − A in points of the oracle's value and the relative change of
 the regret over the first 14 days, each replicate's; then the means over cells with their
-intervals, and the spread of A's share over its replicates (the policy's own noise).
+intervals, and the spread of each one's share over its replicates (the policy's own noise).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
             if r["strategy"] in (args.a, args.b):
                 key = (r["world_seed"], r["seed"], r.get("policy_seed", r["seed"]))
                 runs[key][r["strategy"]] = r
-    cells: dict[tuple[int, int], list[tuple[float, float, float]]] = defaultdict(list)
+    cells: dict[tuple[int, int], list[tuple[float, float, float, float]]] = defaultdict(list)
     for (ws, s, _), pair in sorted(runs.items()):
         if len(pair) == 2:
             a, b = pair[args.a], pair[args.b]
@@ -60,26 +60,28 @@ def main(argv: list[str] | None = None) -> None:
                 100.0 * (b["oracle_share"] - a["oracle_share"]),
                 100.0 * (b["regret_14d"] / a["regret_14d"] - 1.0),
                 100.0 * a["oracle_share"],
+                100.0 * b["oracle_share"],
             ))  # fmt: skip
     print(f"B = {args.b}, A = {args.a}: per cell, each replicate's B − A (points of the "
           "oracle's value; early regret change %)")  # fmt: skip
-    share, early, spread = [], [], []
+    share, early, spread_a, spread_b = [], [], [], []
     for (ws, s), reps in sorted(cells.items()):
         d = np.array(reps)
-        print(f"  world {ws} seed {s}: " + ", ".join(f"{x:+.1f} ({e:+.0f} %)" for x, e, _ in reps))
+        print(f"  world {ws} seed {s}: " + ", ".join(f"{x:+.1f} ({e:+.0f} %)" for x, e, *_ in reps))
         share.append(d[:, 0].mean())
         early.append(d[:, 1].mean())
         if d.shape[0] > 1:
-            spread.append(d[:, 2].std(ddof=1))
+            spread_a.append(d[:, 2].std(ddof=1))
+            spread_b.append(d[:, 3].std(ddof=1))
     n_pairs = sum(len(r) for r in cells.values())
     print(f"{len(cells)} cells, {n_pairs} pairs; means over cells, 95 % t interval:")
     print(f"  share of the oracle, B − A (points): {interval(np.array(share))}")
     print(f"  regret over the first 14 days, B / A − 1 (%): {interval(np.array(early))}")
     print(f"  cells where B's mean share is higher: {sum(x > 0 for x in share)} of {len(share)}")
-    if spread:
+    if spread_a:
         print(
-            f"  A's share over its replicates of a cell: sd {np.mean(spread):.2f} points "
-            f"(mean over {len(spread)} cells)"
+            f"  share over the replicates of a cell, sd (points; mean over {len(spread_a)} cells):"
+            f" A {np.mean(spread_a):.2f}, B {np.mean(spread_b):.2f}"
         )
 
 
