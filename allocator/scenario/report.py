@@ -111,10 +111,15 @@ def paired_gap(a: dict[int, float], b: dict[int, float]) -> tuple[float, float] 
     if not seeds:
         return None
     d = np.array([a[s] - b[s] for s in seeds])
-    if d.size < 2:
-        return float(d[0]), float("nan")
-    t = _T975[d.size - 2] if d.size - 1 <= len(_T975) else 1.96
-    return float(d.mean()), float(t * d.std(ddof=1) / np.sqrt(d.size))
+    return float(d.mean()), t_half_width(d)
+
+
+def t_half_width(x: np.ndarray) -> float:
+    """Half-width of the 95 % Student t interval of the mean of ``x`` (NaN below 2 values)."""
+    if x.size < 2:
+        return float("nan")
+    t = _T975[x.size - 2] if x.size - 1 <= len(_T975) else 1.96
+    return float(t * x.std(ddof=1) / np.sqrt(x.size))
 
 
 def _gap_text(row: dict[str, Any]) -> str:

@@ -1,6 +1,6 @@
 """Paired comparison of two strategies over cells and policy-seed replicates.
 
-    python experiments/late_regret/paired.py late.jsonl reps.jsonl \
+    PYTHONPATH=. python experiments/late_regret/paired.py late.jsonl reps.jsonl \
         --a value_ts_protected --b intercept_conv
 
 Rows pair when they share the world, the traffic seed and the policy seed (a row without
@@ -21,21 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
-#: two-sided 95 % quantiles of Student's t, by degrees of freedom
-T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
-        9: 2.262, 10: 2.228, 11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131,
-        16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093, 20: 2.086, 25: 2.060, 30: 2.042}  # fmt: skip
-
-
-def t975(df: int) -> float:
-    return T975.get(df) or T975[max(k for k in T975 if k <= df)]
+from allocator.scenario.report import t_half_width
 
 
 def interval(x: np.ndarray) -> str:
     m = float(x.mean())
     if x.size < 2:
         return f"{m:+.2f} (one cell)"
-    h = t975(x.size - 1) * float(x.std(ddof=1)) / np.sqrt(x.size)
+    h = t_half_width(x)
     return f"{m:+.2f} [{m - h:+.2f}, {m + h:+.2f}]"
 
 
