@@ -299,6 +299,10 @@ def _summarise(acc: _Acc, arms: ScenarioArms, end_window: float, n: int) -> dict
     for j, g in enumerate(arms.group_names):
         m[f"share.{g}"] = total[j] / max(n, 1)
         m[f"share_end.{g}"] = end[j] / max(end.sum(), 1.0)
+    tail = {key: float(v[-n_end:].sum()) for key, v in acc.sums.items()}
+    m["regret_end_per_1k"] = (
+        (tail["oracle"] - tail["value_true"]) * 1000.0 / max(tail["impressions"], 1.0)
+    )
     m.update(_regret_split(acc, arms.group_names, n_end))
     return m
 
@@ -308,8 +312,9 @@ def _regret_split(acc: _Acc, group_names: tuple[str, ...], n_end: int) -> dict[s
     bins: ``within.<g>`` where group ``g`` held the best candidate and was served (the
     wrong one of its arms: a merchant's own quality), ``missed.<g>`` where ``g`` held it
     and another group was served (the group's level misjudged). The parts sum to
-    ``regret_per_1k`` (``regret_end_per_1k`` over the last bins); a group of one arm has no
-    ``within`` regret."""
+    ``regret_per_1k`` (``regret_end_per_1k`` over the last bins: both summed apart from
+    this split, from the oracle's and the chosen candidates' values); a group of one arm
+    has no ``within`` regret."""
     out: dict[str, float] = {}
     n_all = max(float(acc.sums["impressions"].sum()), 1.0)
     n_tail = max(float(acc.sums["impressions"][-n_end:].sum()), 1.0)
@@ -320,7 +325,6 @@ def _regret_split(acc: _Acc, group_names: tuple[str, ...], n_end: int) -> dict[s
         for j, g in enumerate(group_names):
             out[f"{prefix}.within.{g}"] = split[j, 0] * 1000.0 / imps
             out[f"{prefix}.missed.{g}"] = split[j, 1] * 1000.0 / imps
-    out["regret_end_per_1k"] = float(acc.regret_split[-n_end:].sum()) * 1000.0 / n_tail
     return out
 
 

@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-PARTNERS = ("taobao", "douyin", "pinduoduo")
+MISSED = "regret_end_per_1k.missed."
 
 
 def main(paths: list[str]) -> None:
@@ -29,7 +29,10 @@ def main(paths: list[str]) -> None:
         end = r["regret_end_per_1k"]
         missed = r["regret_end_per_1k.missed.mini_shop"]
         within = r["regret_end_per_1k.within.mini_shop"]
-        partners = sum(r[f"regret_end_per_1k.missed.{g}"] for g in PARTNERS)
+        # every other group's "missed" part: the partners'
+        partners = sum(
+            v for k, v in r.items() if k.startswith(MISSED) and k != f"{MISSED}mini_shop"
+        )
         print(f"| {r['world_seed']} | {r['seed']} | `{r['strategy']}` | {r['value_per_1k']:.1f} "
               f"| {100 * r['oracle_share']:.1f} % | {r['regret_14d']:,.0f} "
               f"| {r['slope_last30d']:.1f} | {end:.1f} | {missed:.1f} ({100 * missed / end:.0f} %) "
