@@ -10,7 +10,6 @@ strategy with every estimator, next to that strategy's true value on the same tr
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +25,7 @@ from allocator.scenario.compliance import FloorTrack, floor_tracks
 from allocator.scenario.config import ScenarioConfig, StaticSplitSpec
 from allocator.scenario.emit import LogBuffer, write_cell_log
 from allocator.scenario.strategies import ScenarioArms, StaticSplit, Strategy, Tick
-from allocator.scenario.world import Chunk, World
+from allocator.scenario.world import World
 
 OPE_MAX_ROWS = 200_000
 
@@ -125,7 +124,7 @@ def run_cell(shared: Shared, task: CellTask) -> CellResult:
             dec: Decisions = strategy.decide(tick)
             flat = tick.cand_ptr[:-1] + dec.positions
             chosen = tick.cand_idx[flat]
-            sub = _sub_chunk(chunk, lo, hi, flo, fhi)
+            sub = chunk.rows(lo, hi)
             click, order, gmv = world.draw_outcomes(sub, flat, task.seed)
             strategy.learn(tick, chosen, (click, order, gmv))
             _record(acc, tick, dec, flat, chosen, group_of_arm, rates, take, (click, order, gmv),
@@ -174,19 +173,6 @@ def _policy_kind(spec: dict[str, Any]) -> str:
     """The engine's policy family, or the strategy kind for baselines."""
     engine = spec.get("engine")
     return str(engine["policy"]["kind"]) if engine else str(spec["kind"])
-
-
-def _sub_chunk(chunk: Chunk, lo: int, hi: int, flo: int, fhi: int) -> Chunk:
-    """Impressions ``lo:hi`` of a chunk (outcome draws are keyed by global impression index)."""
-    return dataclasses.replace(
-        chunk,
-        timestamps=chunk.timestamps[lo:hi], contexts=chunk.contexts[lo:hi],
-        category=chunk.category[lo:hi], city_tier=chunk.city_tier[lo:hi],
-        age_band=chunk.age_band[lo:hi], referral=chunk.referral[lo:hi],
-        cand_ptr=chunk.cand_ptr[lo : hi + 1] - flo, cand_idx=chunk.cand_idx[flo:fhi],
-        p_click=chunk.p_click[flo:fhi], p_order=chunk.p_order[flo:fhi],
-        order_value=chunk.order_value[flo:fhi], offset=chunk.offset + lo,
-    )  # fmt: skip
 
 
 def _record(

@@ -14,6 +14,8 @@ Cells run one after the other in this process (one core).
         --impressions 50000 --out screen.jsonl
     python experiments/oracle_gap/run.py --config experiments/shared_intercept/config.yaml \
         --arm-intercept --world-seeds 7 --seeds 1
+    python experiments/oracle_gap/run.py --config configs/wechat_entry.yaml --trend-context \
+        --strategies value_ts_protected --world-seeds 7 --seeds 1
 """
 
 from __future__ import annotations
@@ -266,6 +268,23 @@ def with_intercept(world: World) -> None:
     )
 
 
+def with_trend(world: World) -> None:
+    """Append a context column every impression carries: ``log(1 + days since the start) /
+    log(1 + period days)``, from 0 to 1 (last column, ``trend``). Crossed with the arm
+    features, it lets a shared model give each group a level that moves with time (the Mini
+    Shop's improvement) without forgetting anything."""
+    world.context_names = (*world.context_names, "trend")
+    make_chunk = world._chunk
+    total = np.log1p((world.end_s - world.start_s) / 86400.0)
+
+    def chunk(*args: Any) -> Any:
+        c = make_chunk(*args)  # the kernel leaves the extra column at 0
+        c.contexts[:, -1] = np.log1p((c.timestamps - world.start_s) / 86400.0) / total
+        return c
+
+    world._chunk = chunk  # type: ignore[method-assign]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     p.add_argument("--config", type=Path, default=HERE / "config.yaml")
@@ -285,6 +304,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--arm-intercept", action="store_true", help="append a constant arm feature to the world"
     )
+    p.add_argument(
+        "--trend-context", action="store_true",
+        help="append a time-trend context column to the world (see with_trend)",
+    )  # fmt: skip
     args = p.parse_args(argv)
     rows: list[dict[str, Any]] = []
 
@@ -300,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
         world = World(scenario.world, seed=ws)
         if args.arm_intercept:
             with_intercept(world)
+        if args.trend_context:
+            with_trend(world)
         days = (world.end_s - world.start_s) / 86400.0
         shared = Shared(world, scenario)
         refs = {s: feasible_oracle(world, scenario, s, args.impressions) for s in args.seeds}

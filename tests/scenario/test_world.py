@@ -141,6 +141,22 @@ def test_outcome_draws_are_deterministic(world: World, chunk: Chunk) -> None:
     assert not np.array_equal(a[0], c[0])
 
 
+def test_a_slice_of_a_chunk_draws_its_impressions_outcomes(world: World, chunk: Chunk) -> None:
+    lo, hi = 37, min(chunk.n, 637)
+    part = chunk.rows(lo, hi)
+    assert part.n == hi - lo and part.offset == chunk.offset + lo
+    flo, fhi = chunk.cand_ptr[lo], chunk.cand_ptr[hi]
+    assert np.array_equal(part.cand_idx, chunk.cand_idx[flo:fhi])
+    assert np.array_equal(part.cand_ptr, chunk.cand_ptr[lo : hi + 1] - flo)
+    assert np.array_equal(part.contexts, chunk.contexts[lo:hi])
+    first = chunk.cand_ptr[:-1]  # every impression's first candidate
+    whole = world.draw_outcomes(chunk, first, seed=3)
+    sliced = world.draw_outcomes(part, part.cand_ptr[:-1], seed=3)
+    for x, y in zip(whole, sliced, strict=True):
+        assert np.array_equal(x[lo:hi], y)
+    assert whole[0][lo:hi].any()  # the check compared some clicks, not only zeros
+
+
 def test_timestamps_sorted_and_inside_the_period(world: World, sizes: Sizes) -> None:
     chunks = list(world.stream(sizes.small, chunk_size=sizes.small // 3 + 1, seed=2))
     t = np.concatenate([c.timestamps for c in chunks])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,6 +47,20 @@ class Chunk:
     def expected_gmv(self) -> F64:
         """Exact expected GMV of every candidate, (nnz,)."""
         return self.p_click * self.p_order * self.order_value
+
+    def rows(self, lo: int, hi: int) -> Chunk:
+        """Impressions ``lo:hi`` as a chunk of their own (their outcome draws unchanged: they
+        are keyed by the global impression index)."""
+        flo, fhi = int(self.cand_ptr[lo]), int(self.cand_ptr[hi])
+        return dataclasses.replace(
+            self,
+            timestamps=self.timestamps[lo:hi], contexts=self.contexts[lo:hi],
+            category=self.category[lo:hi], city_tier=self.city_tier[lo:hi],
+            age_band=self.age_band[lo:hi], referral=self.referral[lo:hi],
+            cand_ptr=self.cand_ptr[lo : hi + 1] - flo, cand_idx=self.cand_idx[flo:fhi],
+            p_click=self.p_click[flo:fhi], p_order=self.p_order[flo:fhi],
+            order_value=self.order_value[flo:fhi], offset=self.offset + lo,
+        )  # fmt: skip
 
 
 def seed_key(*entropy: int) -> np.uint64:
