@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from allocator.scenario.report import t_half_width
+from experiments.late_regret.paired import interval
 
 HERE = Path(__file__).resolve().parent
 REFERENCE = [HERE.parent / "late_regret" / f for f in ("late.jsonl", "reps.jsonl", "pseed.jsonl")]
@@ -34,11 +35,6 @@ def cell_means(paths: list[Path], strategy: str) -> dict[tuple[int, int], tuple[
                     (100.0 * r["oracle_share"], r["regret_14d"])
                 )
     return {k: (*np.mean(v, axis=0), len(v)) for k, v in runs.items()}
-
-
-def interval(x: np.ndarray) -> str:
-    m, h = float(x.mean()), t_half_width(x)
-    return f"{m:+.2f} [{m - h:+.2f}, {m + h:+.2f}]"
 
 
 def main(argv: list[str] | None = None) -> None:

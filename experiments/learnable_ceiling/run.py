@@ -41,29 +41,17 @@ from typing import Any
 
 import numpy as np
 
-from allocator.config import load_yaml, parse_config
 from allocator.registry import MINI_SHOP
 from allocator.scenario import kernels as k
 from allocator.scenario.build import scenario_arms
-from allocator.scenario.config import ScenarioConfig, set_dotted
+from allocator.scenario.config import ScenarioConfig
 from allocator.scenario.simulate import value_rates
 from allocator.scenario.world import World
+from experiments.oracle_gap.run import EARLY_DAYS, LATE_DAYS, load
 
 ROOT = Path(__file__).resolve().parents[2]
 LEARNERS = ("prior", "greedy", "ts")
-EARLY_DAYS, LATE_DAYS = 14.0, 30.0
 GRID = 201  # grid points for a merchant's quality, over ±6 prior sd
-
-
-def load(path: Path, world_seed: int, merchants: int, quality_sd: float) -> ScenarioConfig:
-    data: dict[str, Any] = load_yaml(path)
-    data = set_dotted(data, "experiment.world_seed", world_seed)
-    if merchants:
-        data = set_dotted(data, "world.mini_shop.n_merchants", merchants)
-    if quality_sd:
-        data = set_dotted(data, "world.mini_shop.quality_sd", quality_sd)
-    cfg: ScenarioConfig = parse_config(ScenarioConfig, data, str(path))
-    return cfg
 
 
 def _log_normal_cdf(x: np.ndarray) -> np.ndarray:
@@ -165,6 +153,21 @@ def time_lift(
     return lift + ms.newcomer_lift / (1.0 + age * rate)
 
 
+def _check_time_lift(world: World, chunk: Any, lift: np.ndarray, is_m: np.ndarray) -> None:
+    """:func:`time_lift` restates the world kernel's formula; check it against the kernel:
+    a merchant's click logit without ``q`` and that part must be constant within every
+    (category, tier, age, referral) cell."""
+    jm = chunk.cand_idx[is_m] - world.n_partners
+    rest = _logit(chunk.p_click[is_m]) - world._quality[jm] - lift
+    rows = np.repeat(np.arange(chunk.n), np.diff(chunk.cand_ptr))[is_m]
+    key = ((chunk.category[rows] * 3 + chunk.city_tier[rows]) * 4 + chunk.age_band[rows]) * 2
+    key += chunk.referral[rows]
+    _, cell = np.unique(key, return_inverse=True)
+    spread = np.abs(rest - (np.bincount(cell, rest) / np.bincount(cell))[cell]).max(initial=0.0)
+    if spread > 1e-9:
+        raise RuntimeError(f"time_lift no longer matches the world's kernel (off by {spread})")
+
+
 def mean_time_lift(world: World, seed: int, n: int) -> float:
     """The time part's mean over every merchant candidate of the run: what a learner that
     knows everything but the time course would use in its place."""
@@ -173,6 +176,8 @@ def mean_time_lift(world: World, seed: int, n: int) -> float:
         is_m = chunk.cand_idx >= world.n_partners
         lift = time_lift(world, chunk.timestamps, chunk.cand_ptr, is_m,
                          chunk.cand_idx[is_m] - world.n_partners)  # fmt: skip
+        if count == 0:
+            _check_time_lift(world, chunk, lift, is_m)
         total += float(lift.sum())
         count += lift.size
     return total / max(count, 1)
@@ -303,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None, help="append the rows as JSON lines")
     args = p.parse_args(argv)
     for ws in args.world_seeds:
-        scenario = load(args.config, ws, args.merchants, args.quality_sd)
+        scenario = load(args.config, ws, list(args.seeds), args.merchants, args.quality_sd)
         world = World(scenario.world, seed=ws)
         for s in args.seeds:
             runs = [(name, scale) for name in args.learners
