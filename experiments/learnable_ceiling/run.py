@@ -25,7 +25,8 @@ rule could earn more than Thompson sampling), but what a perfectly specified mod
     PYTHONPATH=. python experiments/learnable_ceiling/run.py --world-seeds 7 11 --seeds 1 2 3 \
         --ts-scales 1 0.35 --out rows.jsonl
 
-``--static-time`` takes the Mini Shop's time course from the learner (it uses its mean);
+``--static-time`` takes the Mini Shop's time course from the learner (it uses its mean;
+``--static-time improvement`` or ``newcomer`` only that part of it);
 ``--ignore orders`` / ``gmv`` are ablations of what the posterior learns from. The rows and
 their reading: README.md.
 """
@@ -136,11 +137,20 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p) - np.log1p(-p)
 
 
+TIME_PARTS = ("all", "improvement", "newcomer")
+
+
 def time_lift(
-    world: World, timestamps: np.ndarray, cand_ptr: np.ndarray, is_m: np.ndarray, jm: np.ndarray
+    world: World,
+    timestamps: np.ndarray,
+    cand_ptr: np.ndarray,
+    is_m: np.ndarray,
+    jm: np.ndarray,
+    part: str = "all",
 ) -> np.ndarray:
     """The time-dependent part of each merchant candidate's click and order logits: the
-    Mini Shop's improvement at that moment plus the merchant's newcomer shift."""
+    Mini Shop's improvement at that moment plus the merchant's newcomer shift (``part``:
+    both, or one of them)."""
     ms = world.config.mini_shop
     t = np.repeat(timestamps, np.diff(cand_ptr))[is_m]
     days = (t - world.start_s) / 86400.0
@@ -150,7 +160,8 @@ def time_lift(
     )
     age = t - world.arrival_s[world.n_partners + jm]
     rate = 1.0 / (ms.newcomer_half_time_days * 86400.0)
-    return lift + ms.newcomer_lift / (1.0 + age * rate)
+    newcomer = ms.newcomer_lift / (1.0 + age * rate)
+    return {"all": lift + newcomer, "improvement": lift, "newcomer": newcomer}[part]
 
 
 def _check_time_lift(world: World, chunk: Any, lift: np.ndarray, is_m: np.ndarray) -> None:
@@ -168,16 +179,17 @@ def _check_time_lift(world: World, chunk: Any, lift: np.ndarray, is_m: np.ndarra
         raise RuntimeError(f"time_lift no longer matches the world's kernel (off by {spread})")
 
 
-def mean_time_lift(world: World, seed: int, n: int) -> float:
+def mean_time_lift(world: World, seed: int, n: int, part: str = "all") -> float:
     """The time part's mean over every merchant candidate of the run: what a learner that
     knows everything but the time course would use in its place."""
     total, count = 0.0, 0
     for chunk in world.stream(n, seed=seed):
         is_m = chunk.cand_idx >= world.n_partners
-        lift = time_lift(world, chunk.timestamps, chunk.cand_ptr, is_m,
-                         chunk.cand_idx[is_m] - world.n_partners)  # fmt: skip
+        jm = chunk.cand_idx[is_m] - world.n_partners
         if count == 0:
-            _check_time_lift(world, chunk, lift, is_m)
+            _check_time_lift(world, chunk, time_lift(world, chunk.timestamps, chunk.cand_ptr,
+                                                     is_m, jm), is_m)  # fmt: skip
+        lift = time_lift(world, chunk.timestamps, chunk.cand_ptr, is_m, jm, part)
         total += float(lift.sum())
         count += lift.size
     return total / max(count, 1)
@@ -185,7 +197,7 @@ def mean_time_lift(world: World, seed: int, n: int) -> float:
 
 def run_learner(world: World, scenario: ScenarioConfig, seed: int, n: int, learner: str,
                 policy_seed: int, ts_scale: float = 1.0,
-                static_time: float | None = None,
+                static_time: float | None = None, static_part: str = "all",
                 ignore: tuple[str, ...] = ()) -> dict[str, float]:  # fmt: skip
     arms = scenario_arms(world)
     group_of_arm = np.array([arms.group_names.index(g) for g in arms.groups], dtype=np.int64)
@@ -212,7 +224,8 @@ def run_learner(world: World, scenario: ScenarioConfig, seed: int, n: int, learn
         a[is_m] = _logit(chunk.p_click[is_m]) - quality[jm]
         b[is_m] = _logit(chunk.p_order[is_m]) - quality[jm]
         if static_time is not None:  # the learner does not know the Mini Shop's time course
-            shift = static_time - time_lift(world, chunk.timestamps, chunk.cand_ptr, is_m, jm)
+            shift = static_time - time_lift(world, chunk.timestamps, chunk.cand_ptr, is_m, jm,
+                                            static_part)  # fmt: skip
             a[is_m] += shift
             b[is_m] += shift
         log_ov[is_m] = np.log(chunk.order_value[is_m]) - np.log(level[jm])
@@ -298,8 +311,9 @@ def main(argv: list[str] | None = None) -> int:
         help="ts: each draw's distance from the posterior mean times this (1: the posterior)",
     )  # fmt: skip
     p.add_argument(
-        "--static-time", action="store_true",
-        help="the learner replaces the Mini Shop's time course by its mean over the run",
+        "--static-time", nargs="?", const="all", default=None, choices=TIME_PARTS,
+        help="the learner replaces the Mini Shop's time course (all, or only its improvement "
+        "or its newcomer shift) by its mean over the run",
     )  # fmt: skip
     p.add_argument(
         "--ignore", nargs="*", default=[], choices=("orders", "gmv"),
@@ -307,22 +321,25 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     p.add_argument("--out", type=Path, default=None, help="append the rows as JSON lines")
     args = p.parse_args(argv)
+    # rows before the parts existed hold a bool: True for the whole time course
+    static_field = {None: False, "all": True}.get(args.static_time, args.static_time)
     for ws in args.world_seeds:
         scenario = load(args.config, ws, list(args.seeds), args.merchants, args.quality_sd)
         world = World(scenario.world, seed=ws)
         for s in args.seeds:
             runs = [(name, scale) for name in args.learners
                     for scale in (args.ts_scales if name == "ts" else [1.0])]  # fmt: skip
-            static = mean_time_lift(world, s, args.impressions) if args.static_time else None
+            static = (mean_time_lift(world, s, args.impressions, args.static_time)
+                      if args.static_time else None)  # fmt: skip
             for learner, scale in runs:
                 start = time.perf_counter()
                 row = run_learner(world, scenario, s, args.impressions, learner,
                                   args.policy_seed * 1000 + s, scale, static,
-                                  tuple(args.ignore))  # fmt: skip
+                                  args.static_time or "all", tuple(args.ignore))  # fmt: skip
                 out = {"world_seed": ws, "seed": s, "impressions": args.impressions,
                        "merchants": world.n_arms - world.n_partners,
                        "quality_sd": world.config.mini_shop.quality_sd, "learner": learner,
-                       "ts_scale": scale, "static_time": args.static_time,
+                       "ts_scale": scale, "static_time": static_field,
                        "ignore": sorted(args.ignore),
                        "seconds": time.perf_counter() - start, **row}  # fmt: skip
                 print(json.dumps(out), flush=True)

@@ -13,12 +13,17 @@ from pathlib import Path
 
 import numpy as np
 
+# how the learner knows the Mini Shop's time course, by the row's ``static_time``
+TIME_COURSE = {False: "known", True: "mean only", "improvement": "improvement: mean only",
+               "newcomer": "newcomer shift: mean only"}  # fmt: skip
+
 
 def main(paths: list[str]) -> int:
     rows = [json.loads(line) for p in paths for line in Path(p).read_text().splitlines() if line]
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        key = (r["merchants"], r["quality_sd"], r["impressions"], r.get("static_time", False),
+        time_course = TIME_COURSE[r.get("static_time", False)]
+        key = (r["merchants"], r["quality_sd"], r["impressions"], time_course,
                ",".join(r.get("ignore", [])), r["learner"], r.get("ts_scale", 1.0))  # fmt: skip
         groups.setdefault(key, []).append(r)
     print(
@@ -37,7 +42,7 @@ def main(paths: list[str]) -> int:
         world = f"{merchants:,} merchants, sd {sd:g}"
         cells = ", ".join(f"{r['world_seed']}/{r['seed']}" for r in sel)
         print(
-            f"| {world} | {n:,} | {'mean only' if static else 'known'} | {name} | {cells} | "
+            f"| {world} | {n:,} | {static} | {name} | {cells} | "
             f"{share.mean():.1f} ({share.min():.1f}–{share.max():.1f}) | "
             f"{np.mean([r['regret_14d'] for r in sel]):,.0f} | "
             f"{np.mean([r['slope_last30d'] for r in sel]):.1f} | "
