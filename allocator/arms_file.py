@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from allocator.errors import ConfigError, InvalidInputError
-from allocator.inputs import first_rows
+from allocator.inputs import first_rows, invalid_utf8
 from allocator.registry import ArmRegistry
 
 #: the pattern and length bounds of an inline arm's id and group (``ArmSpec``)
@@ -71,7 +71,11 @@ def _read(path: Path, wanted: Sequence[str]) -> pa.Table:
             with pa.memory_map(str(path)) as source:
                 table = pa.ipc.open_file(source).read_all()
             _require(path, table.column_names, wanted)
-            return table.select(list(wanted))
+            table = table.select(list(wanted))
+            # the mapped buffers are used as they are: an offset past its buffer (one
+            # flipped byte) would have the compute kernels read outside the map
+            table.validate(full=True)
+            return table
     except (pa.ArrowException, OSError, ValueError) as err:
         raise _fail(path, f"is not a readable Parquet or Arrow file ({err})") from None
     raise _fail(path, "is neither a Parquet file nor an Arrow IPC file")
@@ -88,6 +92,9 @@ def _column(table: pa.Table, path: Path, name: str) -> pa.ChunkedArray:
     if col.null_count:
         nulls = np.asarray(col.is_null().to_numpy(zero_copy_only=False))
         raise _fail(path, f"column {name!r} is empty at {_rows(nulls)}")
+    not_utf8 = invalid_utf8(col)
+    if not_utf8 is not None:
+        raise _fail(path, f"column {name!r} holds text that is not UTF-8 at {_rows(not_utf8)}")
     return col
 
 
@@ -109,11 +116,14 @@ def _ids(table: pa.Table, path: Path) -> pa.ChunkedArray:
     return col
 
 
-def _repeats(col: pa.ChunkedArray, path: Path) -> ConfigError:
+def _repeats(col: pa.ChunkedArray, path: Path, err: InvalidInputError) -> ConfigError:
     """The error naming the first repeated ids and their rows (only run on failure: the
-    registry's compiled insert finds repeats in the same pass that builds the table)."""
+    registry's compiled insert finds repeats in the same pass that builds the table), or
+    the registry's ``err`` if no id repeats."""
     counts = pc.value_counts(col)
     repeated = pc.filter(counts.field("values"), pc.greater(counts.field("counts"), 1))
+    if not len(repeated):
+        return _fail(path, str(err))
     first = repeated[:3]
     rows = pc.is_in(col, value_set=first).to_numpy(zero_copy_only=False)
     return _fail(path, f"column 'id' repeats ids {first.to_pylist()} at {_rows(rows)}")
@@ -134,13 +144,14 @@ def _groups(table: pa.Table, path: Path, declared: Sequence[str]) -> np.ndarray:
     codes = encoded.to_numpy(zero_copy_only=False)
     unknown = encoded.is_null().to_numpy(zero_copy_only=False)
     if unknown.any():
-        names = sorted(set(pc.filter(col, encoded.is_null()).unique().to_pylist()))[:5]
-        raise _fail(
-            path,
-            f"column 'group' names groups {names} not among arms_file.groups {list(declared)} "
-            f"at {_rows(unknown)}",
-        )
+        raise _bad_groups(col, unknown, path, f"not among arms_file.groups {list(declared)}")
     return np.ascontiguousarray(codes, dtype=np.int64)
+
+
+def _bad_groups(col: pa.ChunkedArray, bad: np.ndarray, path: Path, problem: str) -> ConfigError:
+    """The error naming the first groups of the ``bad`` rows, and the rows."""
+    names = sorted(set(pc.filter(col, pa.array(bad)).unique().to_pylist()))[:5]
+    return _fail(path, f"column 'group' names groups {names} {problem} at {_rows(bad)}")
 
 
 def _features(table: pa.Table, path: Path, width: int) -> np.ndarray:
@@ -187,12 +198,12 @@ def read_arms_file(
     codes = _groups(table, path, groups)
     feats = None if feature_width is None else _features(table, path, feature_width)
     del table
-    try:  # ids are non-empty and NUL-free by now: a refusal is a repeated id
+    try:  # ids are non-empty, NUL-free and UTF-8 by now: a refusal is a repeated id
         registry = ArmRegistry.from_columns(
             np.asarray(ids.to_numpy(zero_copy_only=False), dtype=str), list(groups), codes
         )
-    except InvalidInputError:
-        raise _repeats(ids, path) from None
+    except InvalidInputError as err:
+        raise _repeats(ids, path, err) from None
     return ArmColumns(registry, feats)
 
 
@@ -202,7 +213,11 @@ def read_catalogue(path: str | Path, with_features: bool) -> ArmColumns:
     match it): what a replay reads to give a log's arms their groups and features."""
     path = Path(path)
     table = _read(path, ("group", "features") if with_features else ("group",))
-    groups = list(dict.fromkeys(pc.unique(_group_column(table, path)).to_pylist()))
+    col = _group_column(table, path)
+    named = pc.match_substring_regex(col, GROUP_PATTERN.pattern).to_numpy(zero_copy_only=False)
+    if not named.all():
+        raise _bad_groups(col, ~named, path, f"that do not match {GROUP_PATTERN.pattern}")
+    groups = list(dict.fromkeys(pc.unique(col).to_pylist()))
     width = None
     if with_features:
         first = _column(table, path, "features")

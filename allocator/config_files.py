@@ -96,7 +96,11 @@ def load_yaml(path: str | Path) -> Any:
             return None
         _check_tree(node, path)
         return loader.construct_document(node)
-    except yaml.YAMLError as err:
+    except ConfigError:
+        raise
+    except (yaml.YAMLError, ValueError, OverflowError) as err:
+        # ValueError, OverflowError: a scalar its tag cannot build (2025-13-01, an int of
+        # over 4,300 digits, !!int 1e5)
         message = " ".join(str(err).split())
         raise ConfigError(f"config file {path} is not valid YAML: {message[:300]}") from None
     except RecursionError:

@@ -65,7 +65,15 @@ class AutosaveError(AllocatorError):
     with nothing changed, until a save succeeds."""
 
 
-_BRIEF = reprlib.Repr()
+class _Brief(reprlib.Repr):
+    def repr_int(self, x: int, level: int) -> str:
+        # Python refuses the repr of an int past 4,300 digits, and a long one is slow to make
+        if x.bit_length() > 4 * self.maxlong:
+            return f"<int of {x.bit_length():,} bits>"
+        return super().repr_int(x, level)
+
+
+_BRIEF = _Brief()
 _BRIEF.maxlevel, _BRIEF.maxstring, _BRIEF.maxother = 2, 60, 60
 _BRIEF.maxlist = _BRIEF.maxtuple = _BRIEF.maxdict = _BRIEF.maxset = 4
 

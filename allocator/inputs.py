@@ -1,4 +1,4 @@
-"""Input shaping at the boundary: arrays of indices and floats, CSR candidate lists.
+"""Input shaping at the boundary: arrays of indices and floats, CSR candidate lists, text.
 
 One implementation of each check, used by policies, the engine, the facade and replay, so a
 bad request reads the same everywhere and nothing unchecked reaches a kernel.
@@ -10,6 +10,8 @@ import math
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
 
 from allocator.errors import InvalidInputError, brief
 
@@ -19,9 +21,45 @@ def first_rows(mask: np.ndarray, k: int = 5) -> list[int]:
     return [int(i) for i in np.flatnonzero(mask)[:k]]
 
 
+def is_utf8(text: str) -> bool:
+    """True when ``text`` has a UTF-8 form. A Python str may hold a lone surrogate
+    (``"\\ud800"``), which no log part, file or other process can take."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def invalid_utf8(values: pa.ChunkedArray) -> npt.NDArray[np.bool_] | None:
+    """The rows of a text column (string, large or dictionary-encoded) whose bytes are not
+    UTF-8; None when there are none or the column is not text. A Parquet reader takes
+    whatever bytes a writer marked as text, and their conversion to Python fails later
+    with a raw error. One C pass says whether; rows are found one by one only then."""
+    if pa.types.is_dictionary(values.type):
+        values = values.cast(values.type.value_type)
+    if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+        return None
+    try:
+        values.validate(full=True)
+    except pa.ArrowInvalid:
+        cells = values.cast(pa.large_binary()).to_pylist()
+        return np.fromiter(map(_not_utf8, cells), np.bool_, len(cells))
+    return None
+
+
+def _not_utf8(cell: bytes | None) -> bool:
+    try:
+        if cell is not None:
+            cell.decode()
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
 def as_id_list(values: Any, name: str) -> list[str]:
     """``values`` (one id, or a list, tuple or 1-d array of ids) as a list of non-empty
-    strings, or a typed error naming ``name`` and the first bad entry."""
+    UTF-8 strings, or a typed error naming ``name`` and the first bad entry."""
     if isinstance(values, str):
         values = [values]
     elif isinstance(values, np.ndarray):
@@ -33,6 +71,9 @@ def as_id_list(values: Any, name: str) -> list[str]:
     for i, value in enumerate(values):
         if not isinstance(value, str) or not value:
             raise InvalidInputError(f"{name}[{i}] must be a non-empty string, got {brief(value)}")
+    if not is_utf8("".join(values)):  # one encode for the list; the loop only names the id
+        i = next(i for i, value in enumerate(values) if not is_utf8(value))
+        raise InvalidInputError(f"{name}[{i}] = {brief(values[i])}: expected UTF-8 text")
     return list(values)
 
 
@@ -63,6 +104,8 @@ def as_float_array(
             raise InvalidInputError(
                 f"{name} must be numeric, got {type(values).__name__}"
             ) from None
+        except OverflowError:  # a Python int past float range
+            raise InvalidInputError(f"{name} holds an integer beyond float64 range") from None
     if arr.ndim != len(shape) or any(
         s not in (-1, a) for s, a in zip(shape, arr.shape, strict=True)
     ):

@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 import numpy as np
 
 from allocator.errors import InvalidInputError, SnapshotError, UnknownArmError, brief
-from allocator.inputs import as_id_list
+from allocator.inputs import as_id_list, is_utf8
 from allocator.kernels import idtable as kid
 from allocator.kernels.entry import entry_point
 
@@ -59,6 +59,13 @@ def _encode(ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
     offsets = np.zeros(len(ids) + 1, dtype=np.int64)
     np.cumsum(np.fromiter(map(len, ids), np.int64, len(ids)), out=offsets[1:])
     return chars, offsets
+
+
+def codepoint_rows(ids: np.ndarray) -> np.ndarray:
+    """The 1-d numpy string array ``ids`` as (n, w) uint32 codepoints, zero-padded, in
+    native byte order (a big-endian array is converted, not misread); (0, 1) if empty."""
+    native = np.ascontiguousarray(ids, dtype=ids.dtype.newbyteorder("="))
+    return native.view(np.uint32).reshape(len(ids), ids.itemsize // 4)
 
 
 class ArmRegistry:
@@ -172,8 +179,7 @@ class ArmRegistry:
             if ids.ndim != 1:
                 raise InvalidInputError(f"candidates must be 1-d, got shape {ids.shape}")
             out = np.empty(ids.shape[0], dtype=np.int64)
-            rows = np.ascontiguousarray(ids).view(np.uint32).reshape(ids.shape[0], -1)
-            code, pos = kid.lookup_rows(*args, mode, rows, out)
+            code, pos = kid.lookup_rows(*args, mode, codepoint_rows(ids), out)
             if code != kid.FOUND:
                 self._raise(code, str(ids[pos]), pos)
             return out
@@ -268,8 +274,10 @@ class ArmRegistry:
     # ------------------------------------------------------------------ changes
     def check_new(self, ids: Sequence[str], group: str) -> None:
         """Raise if ``ids`` cannot be added to ``group`` (nothing changes either way)."""
-        if not group or not isinstance(group, str):
-            raise InvalidInputError(f"group must be a non-empty string, got {brief(group)}")
+        if not isinstance(group, str) or not group or not is_utf8(group):
+            raise InvalidInputError(
+                f"group must be a non-empty string of UTF-8 text, got {brief(group)}"
+            )
         ids = as_id_list(ids, "ids")
         if len(set(ids)) != len(ids):
             raise InvalidInputError("ids contains duplicates")
@@ -379,14 +387,14 @@ class ArmRegistry:
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> ArmRegistry:
         """Rebuild from :meth:`to_arrays` output, checking it first (untrusted files):
-        ids and groups unique non-empty strings, one capacity for both flag arrays, group
-        codes in range for registered arms, no active slot beyond them."""
+        ids and groups unique non-empty UTF-8 strings without NUL, one capacity for both
+        flag arrays, group codes in range for registered arms, no active slot beyond them."""
         try:
             ids_arr, groups_arr = arrays["registry.ids"], arrays["registry.groups"]
             active, arm_group = arrays["registry.active"], arrays["registry.arm_group"]
         except KeyError as err:
             raise SnapshotError(f"registry array {err} is missing") from None
-        if ids_arr.dtype.kind != "U" or groups_arr.dtype.kind != "U" or ids_arr.ndim != 1:
+        if any(a.dtype.kind != "U" or a.ndim != 1 for a in (ids_arr, groups_arr)):
             raise SnapshotError("registry ids and groups must be 1-d string arrays")
         if active.dtype != np.bool_ or arm_group.dtype != np.int64:
             raise SnapshotError("registry.active must be bool and registry.arm_group int64")
@@ -398,9 +406,11 @@ class ArmRegistry:
         groups = groups_arr.tolist()
         n, cap = ids_arr.shape[0], int(active.shape[0])
         out = cls(capacity=cap)
-        if n > cap or not all(groups) or len(set(groups)) != len(groups) or out._fill(ids_arr) >= 0:
+        names = cls(capacity=max(1, len(groups)))  # groups are checked as ids are
+        if n > cap or names._fill(groups_arr) >= 0 or out._fill(ids_arr) >= 0:
             raise SnapshotError(
-                f"registry has {n} ids for capacity {cap}, or repeated or empty ids or groups"
+                f"registry has {n} ids for capacity {cap}, or repeated or empty ids or groups "
+                "(or ones holding a NUL or a surrogate)"
             )
         codes = arm_group[:n]
         if n and (codes.min() < 0 or codes.max() >= len(groups)):
@@ -426,7 +436,8 @@ class ArmRegistry:
         bad = out._fill(ids)
         if bad >= 0:
             raise InvalidInputError(
-                f"ids[{bad}] = {str(ids[bad])!r} is empty, holds a NUL or repeats an earlier id"
+                f"ids[{bad}] = {str(ids[bad])!r} is empty, holds a NUL or a surrogate, or "
+                "repeats an earlier id"
             )
         out._groups = list(groups)
         out._group_code = {g: i for i, g in enumerate(groups)}
@@ -436,12 +447,12 @@ class ArmRegistry:
 
     def _fill(self, ids: np.ndarray) -> int:
         """Register the numpy string array ``ids`` into this empty registry (groups and
-        flags are the caller's). Returns the first empty, NUL-holding or repeated id's
-        position, else -1 (the registry is then unusable)."""
+        flags are the caller's). Returns the first empty, NUL-holding, non-UTF-8 (a
+        surrogate) or repeated id's position, else -1 (the registry is then unusable)."""
         n = ids.shape[0]
         if n == 0:
             return -1
-        rows = np.ascontiguousarray(ids).view(np.uint32).reshape(n, -1)
+        rows = codepoint_rows(ids)
         wide = bool(rows.size) and int(rows.max()) >= 256
         chars = np.empty(rows.size, dtype=np.uint32 if wide else np.uint8)
         bad = int(kid.pack_rows(rows, chars, self._offsets))

@@ -7,6 +7,7 @@ measured on that clock.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from datetime import datetime
 from typing import Any
@@ -25,7 +26,8 @@ def as_epoch_seconds(t: Any) -> float:
             raise InvalidInputError(f"timestamp {t.isoformat()} has no time zone: expected UTC")
         return t.timestamp()
     if isinstance(t, (int, float, np.integer, np.floating)) and not isinstance(t, (bool, np.bool_)):
-        value = float(t)
-        if math.isfinite(value):
-            return value
+        with contextlib.suppress(OverflowError):  # an int past float range: refused below
+            value = float(t)
+            if math.isfinite(value):
+                return value
     raise InvalidInputError(f"timestamp = {brief(t)}: expected epoch seconds or an aware datetime")

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from allocator.config_files import MAX_YAML_BYTES
+from allocator.config_files import MAX_YAML_BYTES, load_yaml
+from allocator.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,6 +40,10 @@ CASES: dict[str, tuple[bytes | str | None, str]] = {
     ),
     "python tag": ("policy: !!python/object/apply:os.system ['echo hi']\n", "not valid YAML"),
     "unterminated": ("policy: {kind: [\n", "not valid YAML"),
+    # scalars the safe constructor cannot build (a raw ValueError and a traceback once)
+    "impossible date": (ARMS + "start: 2025-13-01\n", "not valid YAML: month must be in 1..12"),
+    "5,000-digit int": ("seed: " + "9" * 5000 + "\n", "not valid YAML: Exceeds the limit"),
+    "int tag on a float": ("seed: !!int 1e5\n", "not valid YAML: invalid literal for int"),
     "a directory": (None, "not a regular file"),
     "unknown group": (
         "engine: {policy: {kind: beta_bernoulli}, objective: {take_rates: {taobo: 0.03}}}\n" + ARMS,
@@ -55,7 +60,7 @@ CASES: dict[str, tuple[bytes | str | None, str]] = {
 
 
 #: Run by default (each process imports the library: seconds); the others run with -m slow.
-DEFAULT = ("not UTF-8", "deep flow nesting", "alias bomb", "caps leave no room")
+DEFAULT = ("not UTF-8", "deep flow nesting", "alias bomb", "caps leave no room", "impossible date")
 
 
 @pytest.fixture(scope="module")
@@ -104,3 +109,12 @@ def test_bad_config_file_exits_2_with_one_line(outcomes, name):
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     assert len(lines[0]) < 2100
     assert re.search(match, lines[0]), lines[0]
+
+
+@pytest.mark.parametrize("name", ["impossible date", "5,000-digit int", "int tag on a float"])
+def test_scalars_yaml_cannot_build_are_config_errors(tmp_path, name):
+    content, match = CASES[name]
+    path = tmp_path / "bad.yaml"
+    path.write_text(str(content), encoding="utf-8")
+    with pytest.raises(ConfigError, match=rf"config file {re.escape(str(path))} is {match}"):
+        load_yaml(path)

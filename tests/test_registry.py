@@ -42,6 +42,8 @@ def test_retire_and_reactivate_keep_indices():
         (["x", "x"], "g", "duplicates"),
         ([""], "g", "non-empty string"),
         (["y"], "", "group must be a non-empty string"),
+        (["y", "z\ud800"], "g", r"ids\[1\] = 'z\\ud800': expected UTF-8 text"),
+        (["y"], "g\udfff", r"group must be a non-empty string of UTF-8 text, got 'g\\udfff'"),
     ],
 )
 def test_bad_adds(ids, group, match):

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from allocator.kernels import idtable as kid
-from allocator.registry import ArmRegistry, IntIds
+from allocator.registry import ArmRegistry, IntIds, codepoint_rows
 
 _INDEX = frozenset({np.dtype(np.int64)})
 _dtype = attrgetter("dtype")
@@ -58,8 +58,7 @@ def resolve_batch(
         values = np.concatenate([c.values for c in given])
         return _looked_up(registry, kid.lookup_ints, values, ptr, given)
     if arrays and {t.kind for t in set(map(_dtype, given))} == {"U"}:
-        ids = np.concatenate(given)
-        rows = ids.view(np.uint32).reshape(ids.shape[0], -1)
+        rows = codepoint_rows(np.concatenate(given))
         return _looked_up(registry, kid.lookup_rows, rows, ptr, given)
     return None
 

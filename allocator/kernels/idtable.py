@@ -348,7 +348,8 @@ def lookup_ints(table, chars, offsets, active, mode, values, out):
 def pack_rows(q, chars, offsets):
     """Rows of ``q`` uint32 (n, w) (trailing zeros are padding) end to end into ``chars``,
     with ``offsets`` int64 (n+1,). Returns the first row that is empty or holds a zero
-    inside, else -1."""
+    inside or a value that is no Unicode scalar (a surrogate, which has no UTF-8 form, or
+    past U+10FFFF), else -1."""
     pos = 0
     offsets[0] = 0
     for i in range(q.shape[0]):
@@ -359,9 +360,10 @@ def pack_rows(q, chars, offsets):
         if hi == 0:
             return i
         for k in range(hi):
-            if row[k] == 0:
+            c = row[k]
+            if c == 0 or 0xD800 <= c <= 0xDFFF or c > 0x10FFFF:
                 return i
-            chars[pos] = row[k]
+            chars[pos] = c
             pos += 1
         offsets[i + 1] = pos
     return -1

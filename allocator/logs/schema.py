@@ -27,7 +27,8 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from allocator.errors import InvalidInputError
+from allocator.errors import InvalidInputError, brief
+from allocator.inputs import is_utf8
 
 SCHEMA_VERSION: Final = 3
 META_VERSION: Final = b"entry_alloc.schema_version"
@@ -198,12 +199,12 @@ class OutcomeRecord:
 
 
 def _bad(name: str, value: Any, expected: str) -> InvalidInputError:
-    return InvalidInputError(f"{name} = {value!r}: expected {expected}")
+    return InvalidInputError(f"{name} = {brief(value)}: expected {expected}")
 
 
 def _text(name: str, value: Any, *, empty: bool = False) -> None:
-    if not isinstance(value, str) or (not empty and not value):
-        raise _bad(name, value, "a non-empty string" if not empty else "a string")
+    if not isinstance(value, str) or (not empty and not value) or not is_utf8(value):
+        raise _bad(name, value, f"{'a' if empty else 'a non-empty'} string of UTF-8 text")
 
 
 def _integer(name: str, value: Any) -> None:
@@ -227,8 +228,8 @@ def _strings(name: str, values: Any) -> list[str]:
         raise _bad(name, values, "a sequence of strings")
     out = list(values)
     for i, v in enumerate(out):
-        if not isinstance(v, str):
-            raise _bad(f"{name}[{i}]", v, "a string")
+        if not isinstance(v, str) or not is_utf8(v):
+            raise _bad(f"{name}[{i}]", v, "a string of UTF-8 text")
     return out
 
 

@@ -94,6 +94,11 @@ def _as_tables(kind: Kind, items: Sequence[Any]) -> list[pa.Table]:
     return [pa.concat_tables(list(same)) for _, same in itertools.groupby(tables, _schema)]
 
 
+def _row_count(item: Any) -> int:
+    """Rows of a buffered item: a table, or one record."""
+    return item.num_rows if isinstance(item, pa.Table) else 1
+
+
 def _schema(table: pa.Table) -> pa.Schema:
     return table.schema
 
@@ -356,29 +361,38 @@ class DecisionLogWriter:
             self._recorded(lambda: self._write("catalogue", rows.replace_schema_metadata(None)))
         self._home = home
 
+    def _failed(self, err: DecisionLogError) -> DecisionLogError:
+        """Record a failure in the writer's health; returns ``err`` to raise."""
+        with self._lock:
+            self.errors += 1
+            self.last_error = str(err)
+            self.healthy = False
+        return err
+
     def _recorded(self, action: Callable[[], None]) -> None:
         """Run a part write and record the writer's health from it."""
         try:
             action()
         except DecisionLogError as err:
-            with self._lock:
-                self.errors += 1
-                self.last_error = str(err)
-                self.healthy = False
-            raise
+            raise self._failed(err) from None
         with self._lock:
             self.healthy = True
 
     def _drain(self) -> None:
         """Write every buffered row, oldest first, at most ``rotate_rows`` per part (the
-        caller holds ``_io``). On failure the unwritten rows go back to the buffers' front."""
+        caller holds ``_io``). On failure the unwritten rows go back to the buffers' front.
+
+        Any failure is a recorded :class:`DecisionLogError`, also one of the buffered rows'
+        conversion (rows the checks upstream should have refused): the flusher thread
+        survives it and the writer reports itself unhealthy, rather than dying silently."""
         with self._lock:
             taken = {k: self._buffers[k] for k in KINDS}
             self._buffers = {k: [] for k in KINDS}
             self._in_flight = sum(self._rows[k] for k in _TRAFFIC)
             self._rows = dict.fromkeys(KINDS, 0)
-        left = {k: _as_tables(k, taken[k]) for k in KINDS}
+        left = taken
         try:
+            left = {k: _as_tables(k, taken[k]) for k in KINDS}
             self._restore_catalogue()
             for kind in KINDS:
                 while left[kind]:
@@ -390,12 +404,18 @@ class DecisionLogWriter:
                         left[kind].pop(0)
                     with self._lock:
                         self._in_flight -= chunk.num_rows if kind in _TRAFFIC else 0
+        except DecisionLogError:
+            raise  # recorded by _recorded
+        except Exception as err:
+            raise self._failed(
+                DecisionLogError(f"buffered rows of {self.directory} cannot be written: {err}")
+            ) from None
         finally:
             with self._lock:
                 self._in_flight = 0
                 for kind in KINDS:
                     self._buffers[kind][:0] = left[kind]
-                    self._rows[kind] += sum(t.num_rows for t in left[kind])
+                    self._rows[kind] += sum(map(_row_count, left[kind]))
 
     def _background_flush(self) -> None:
         with self._io, contextlib.suppress(DecisionLogError):

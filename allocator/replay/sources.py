@@ -22,6 +22,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from allocator.errors import ConfigError, InvalidInputError, UnknownArmError
+from allocator.inputs import invalid_utf8
 from allocator.logs import DecisionLog
 from allocator.replay.columns import (
     ForeignLogConfig,
@@ -43,30 +44,46 @@ _SHOWN = 5
 
 
 def _read_table(path: Path, config: ForeignLogConfig) -> pa.Table:
+    """The mapped columns of the file, their text checked to be UTF-8 (neither format's
+    reader checks it here: the bad rows are named instead)."""
     roles = config.columns.roles()
     needed = [column for column, _ in roles]
     try:
         if config.file_format == "parquet":
             names = pq.read_schema(path).names
             _check_columns(path, names, roles)
-            return pq.read_table(path, columns=needed)
-        # Every mapped column is read as text and parsed here: ids such as "007" stay text,
-        # a timestamp column may mix epoch seconds with ISO-8601, and a bad cell is reported
-        # by row even past the first block (from which pyarrow would infer the types).
-        convert = pacsv.ConvertOptions(
-            column_types=dict.fromkeys(needed, pa.string()),
-            null_values=[""],
-            strings_can_be_null=True,
-        )
-        with pacsv.open_csv(path, convert_options=convert) as reader:
-            names = reader.schema.names
-        _check_columns(path, names, roles)
-        convert.include_columns = needed
-        return pacsv.read_csv(path, convert_options=convert)
+            table = pq.read_table(path, columns=needed)
+        else:
+            # Every mapped column is read as text and parsed here: ids such as "007" stay
+            # text, a timestamp column may mix epoch seconds with ISO-8601, and a bad cell is
+            # reported by row even past the first block (from which pyarrow would infer the
+            # types).
+            convert = pacsv.ConvertOptions(
+                column_types=dict.fromkeys(needed, pa.string()),
+                null_values=[""],
+                strings_can_be_null=True,
+                check_utf8=False,
+            )
+            with pacsv.open_csv(path, convert_options=convert) as reader:
+                names = reader.schema.names
+            _check_columns(path, names, roles)
+            convert.include_columns = needed
+            table = pacsv.read_csv(path, convert_options=convert)
     except (pa.ArrowException, OSError) as err:
         raise InvalidInputError(
             f"cannot read {path} as {config.file_format}: {err}".rstrip()
         ) from None
+    except UnicodeDecodeError as err:  # a column name (pyarrow decodes names on reading)
+        raise InvalidInputError(
+            f"cannot read {path} as {config.file_format}: its column name {err.object!r} "
+            "is not UTF-8 text"
+        ) from None
+    for column, role in roles:
+        not_utf8 = invalid_utf8(table.column(column))
+        if not_utf8 is not None:
+            binary = table.column(column).cast(pa.large_binary())
+            raise bad_rows(column, role, "text that is not UTF-8", not_utf8, binary)
+    return table
 
 
 def _check_columns(path: Path, names: list[str], roles: list[tuple[str, str]]) -> None:
@@ -119,6 +136,8 @@ def load_foreign_log(
             raise bad_rows(column, role, problem, ~ok, raw(column))
 
     action_text = pc.utf8_trim_whitespace(labels(raw(cols.action), cols.action, "action"))
+    filled = pc.utf8_length(action_text).to_numpy(zero_copy_only=False) > 0
+    require(filled, cols.action, "action", "blank arm ids")
     listed = (
         None if cols.candidates is None else split_candidates(raw(cols.candidates), cols.candidates)
     )

@@ -44,7 +44,7 @@ from allocator.serving.persistence import (
     read_published,
 )
 from allocator.serving.requests import request_batch, resolve_context
-from allocator.serving.sinks import check_log_fields, log_metrics
+from allocator.serving.sinks import check_batch_log_fields, log_metrics
 from allocator.serving.staging import stage_engine
 from allocator.serving.state import ServingState
 from allocator.snapshot import DEFAULT_MAX_BYTES, load_key, write_snapshot
@@ -212,9 +212,9 @@ class Allocator:
                 )
                 if batch.times.size:  # admission is per decision: an empty batch is not refused
                     s.admit()
-                if s.log is not None and (batch.codes is None or not batch.plain_ids):
-                    for request_id, attrs in zip(batch.request_ids, batch.attrs, strict=True):
-                        check_log_fields(request_id, attrs)
+                if s.log is not None:
+                    plain = batch.codes is not None and batch.plain_ids
+                    check_batch_log_fields(batch.request_ids, batch.attrs, plain)
                 if len(modes) > 1:
                     raise InvalidInputError(
                         "requests mix given and missing timestamps: give every request its "

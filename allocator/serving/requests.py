@@ -108,7 +108,7 @@ def _checked_candidates(requests: Any) -> list[Any]:
         if not req.keys() <= KEYS or "candidates" not in req:
             raise InvalidInputError(
                 f"requests[{i}]: keys must be among {sorted(KEYS)} with 'candidates', "
-                f"got {sorted(req)}"
+                f"got {brief(sorted(req, key=brief))}"
             )
     return [r["candidates"] for r in requests]
 
@@ -143,5 +143,10 @@ def resolve_context(feature_index: Mapping[str, int], context: Any) -> Any:
         real = isinstance(value, (int, float, np.integer, np.floating))
         if isinstance(value, bool) or not real:
             raise InvalidInputError(f"context[{name!r}] must be a number, got {brief(value)}")
-        x[i] = value
+        try:
+            x[i] = value
+        except OverflowError:  # a Python int past float range
+            raise InvalidInputError(
+                f"context[{name!r}] = {brief(value)}: expected a finite number"
+            ) from None
     return x

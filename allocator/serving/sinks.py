@@ -23,7 +23,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -36,23 +37,44 @@ from allocator.errors import (
     InvalidInputError,
     brief,
 )
+from allocator.inputs import is_utf8
 from allocator.logs import DecisionLogWriter, OutcomeRecord
 from allocator.logs.indexed import IndexedDecision
 
 
 def check_log_fields(request_id: Any, attrs: Any) -> None:
     """The request fields only the log reads, checked before a decision is made (a bad one
-    found by the log afterwards would leave the decision made but unlogged)."""
-    if request_id is not None and not isinstance(request_id, str):
-        raise InvalidInputError(f"request_id = {brief(request_id)}: expected a string or None")
+    found by the log afterwards would leave the decision made but unlogged). Strings must
+    be UTF-8 text: a lone surrogate would fail the log's conversion, after the decision."""
+    if request_id is not None and not (isinstance(request_id, str) and is_utf8(request_id)):
+        raise InvalidInputError(
+            f"request_id = {brief(request_id)}: expected a string (UTF-8 text) or None"
+        )
     if attrs is not None:
         if not isinstance(attrs, Mapping):
             raise InvalidInputError(f"attrs = {brief(attrs)}: expected a mapping of strings")
         for key, value in attrs.items():
-            if not isinstance(key, str) or not isinstance(value, str):
+            if not (isinstance(key, str) and isinstance(value, str) and is_utf8(key + value)):
                 raise InvalidInputError(
-                    f"attrs[{brief(key)}] = {brief(value)}: expected string keys and values"
+                    f"attrs[{brief(key)}] = {brief(value)}: expected string keys and values "
+                    "(UTF-8 text)"
                 )
+
+
+def check_batch_log_fields(request_ids: Sequence[Any], attrs: Sequence[Any], plain: bool) -> None:
+    """:func:`check_log_fields` of every request of a batch, naming the first bad one. A
+    ``plain`` batch (request ids str or None, attrs None or dicts of str: their types are
+    checked already) is checked whole, by one join and one encode, and request by request
+    only if that fails."""
+    if plain:
+        pairs = chain.from_iterable(map(dict.items, filter(None, attrs)))
+        if is_utf8("".join(chain(filter(None, request_ids), chain.from_iterable(pairs)))):
+            return
+    for i, (request_id, fields) in enumerate(zip(request_ids, attrs, strict=True)):
+        try:
+            check_log_fields(request_id, fields)
+        except InvalidInputError as err:
+            raise InvalidInputError(f"requests[{i}]: {err}") from None
 
 
 class LogSink:

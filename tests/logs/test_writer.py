@@ -208,6 +208,28 @@ def test_closing_on_a_failing_disk_says_what_was_lost(tmp_path):
         w.write_decision(decision(4))
 
 
+def test_rows_the_conversion_refuses_make_the_writer_unhealthy_not_its_thread_die(tmp_path):
+    """Rows of the unchecked paths (``validated=True``: the serving layer's, whose checks
+    should have refused them) that the part's conversion fails on: a recorded
+    DecisionLogError from flush, from the flusher thread (which lives on) and from close,
+    the rows kept buffered (they once left a raw UnicodeEncodeError, or a dead thread that
+    dropped them with the writer still healthy)."""
+    w = DecisionLogWriter(tmp_path, flush_interval_s=0.02)
+    w.write_decision(decision(0, request_id="q\ud800"), validated=True)
+    w.write_outcome(outcome(0))
+    with pytest.raises(DecisionLogError, match=r"cannot be written: .*surrogates not allowed"):
+        w.flush()
+    assert not w.healthy and w.errors == 1 and w.buffered_rows == 2
+    deadline = time.monotonic() + 30.0  # the flusher meets the same rows, and lives on
+    while w.errors < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert w.errors >= 3 and not w.healthy  # two failed ticks: the thread outlived one
+    assert "surrogates not allowed" in (w.last_error or "") and w.buffered_rows == 2
+    with pytest.raises(DecisionLogError, match="closing lost 2 buffered rows"):
+        w.close()
+    assert parts(tmp_path) == []
+
+
 BAD_DECISIONS = [
     ({"propensity": 0.0}, r"propensity = 0\.0: expected a probability in \(0, 1\]"),
     ({"propensity": 1.5}, r"propensity = 1\.5"),
@@ -215,7 +237,8 @@ BAD_DECISIONS = [
     ({"propensity": 0.25}, r"propensity = 0\.25: expected the chosen arm's candidate prob"),
     ({"timestamp": math.inf}, r"timestamp = inf: expected a finite number"),
     ({"timestamp": "2024-01-01"}, r"timestamp = '2024-01-01'"),
-    ({"timestamp": 10**400}, r"timestamp = 1000.*: expected a finite number"),
+    ({"timestamp": 10**400}, r"timestamp = <int of 1,329 bits>: expected a finite number"),
+    ({"timestamp": 10**5000}, r"timestamp = <int of 16,610 bits>"),  # past repr's limit
     ({"candidate_probabilities": ("0.5", "0.25", "0.25")}, r"expected a flat sequence of floats"),
     ({"candidate_probabilities": (0.5, None, 0.25)}, r"expected a flat sequence of floats"),
     (
@@ -232,6 +255,10 @@ BAD_DECISIONS = [
     ({"candidates": ("taobao", 7, "jd")}, r"candidates\[1\] = 7: expected a string"),
     ({"decision_id": ""}, r"decision_id = '': expected a non-empty string"),
     ({"request_id": 12}, r"request_id = 12"),
+    # a lone surrogate has no UTF-8 form: the part could not be written
+    ({"request_id": "q\ud800"}, r"request_id = 'q\\ud800': expected a string of UTF-8 text"),
+    ({"candidates": ("taobao", "jd\udfff")}, r"candidates\[1\] = 'jd\\udfff': expected a str"),
+    ({"attrs": {"slot\udc00": "top"}}, r"attrs key = 'slot\\udc00': expected a string of UTF-8"),
     ({"arm_index": -1}, r"arm_index = -1: expected an integer in \[0, 2\*\*63\)"),
     ({"arm_index": 2**63}, r"arm_index = 9223372036854775808"),
     ({"arm_index": True}, r"arm_index = True"),
@@ -254,6 +281,7 @@ BAD_OUTCOMES = [
     ({"reward": math.nan}, r"reward = nan"),
     ({"source": "manual"}, r"source = 'manual': expected one of \('feedback', 'expired_default'\)"),
     ({"decision_id": None}, r"decision_id = None"),
+    ({"decision_id": "r0-\ud800"}, r"decision_id = 'r0-\\ud800': expected a non-empty string of"),
 ]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -13,6 +15,7 @@ from pydantic import ValidationError
 from allocator.errors import InvalidInputError
 from allocator.logs import DecisionLogWriter, load_decision_log
 from allocator.replay import ForeignLogConfig, LoggedData, from_decision_log, load_foreign_log
+from allocator.replay.columns import MAX_ONE_HOT_LEVELS
 from tests.logs.helpers import decision, outcome
 
 CSV = """\
@@ -188,6 +191,12 @@ MALFORMED = [
     (with_cell("slot", {1: "1", 2: "2"}), {}, r"'slot' \(position\) holds 3 positions \[0, 1, "
      r"2\]: several items.*keep_position"),
     (ROWS, {"keep_position": 4}, r"'slot' \(position\): no row holds keep_position 4"),
+    # ids blank once trimmed: an action, and an empty entry of a candidate list
+    (with_cell("arm", {1: "  "}), {}, r"'arm' \(action\): blank arm ids in 1 row.*\[1\] hold "
+     r"\['  '\]"),
+    (with_cell("cands", {0: "taobao;"}), {}, r"'cands' \(candidates\): blank arm ids.*\[0\]"),
+    (with_cell("cands", {1: "taobao; ;douyin", 2: " ;jd"}), {},
+     r"'cands' \(candidates\): blank arm ids in 2 rows.*\[1, 2\]"),
 ]  # fmt: skip
 
 
@@ -284,6 +293,15 @@ def test_unreadable_and_empty_files(tmp_path):
         load_foreign_log(config(tmp_path / "junk.parquet"))
     with pytest.raises(InvalidInputError, match="no data rows"):
         load_foreign_log(config(write_csv(tmp_path / "empty.csv", rows=[])))
+    # a column name that is not UTF-8, even one the mapping does not use
+    (tmp_path / "names.csv").write_bytes(b"arm,\xff\n" + b"taobao,1\n")
+    pq.write_table(pa.table({"arm": ["a"], "zq": [1]}), tmp_path / "n.pq", store_schema=False)
+    named = (tmp_path / "n.pq").read_bytes()
+    assert named.count(b"zq") == 2  # the schema and the column chunk
+    (tmp_path / "names.parquet").write_bytes(named.replace(b"zq", b"\xff\xfe"))
+    for path in (tmp_path / "names.csv", tmp_path / "names.parquet"):
+        with pytest.raises(InvalidInputError, match=r"its column name b'\\xff.*' is not UTF-8"):
+            load_foreign_log(config(path))
     pq.write_table(pa.table({"arm": [1.5], "reward": [1.0], "pscore": [1.0]}), tmp_path / "f.pq")
     cfg = ForeignLogConfig.model_validate(
         {
@@ -293,6 +311,98 @@ def test_unreadable_and_empty_files(tmp_path):
     )
     with pytest.raises(InvalidInputError, match=r"'arm' \(action\) has type double"):
         load_foreign_log(cfg)
+
+
+def _native(tmp_path, column: str, values: pa.Array, mapping: dict) -> ForeignLogConfig:
+    """A Parquet log of three rows with ``column`` holding ``values`` as written."""
+    table = {"arm": ["a", "b", "a"], "reward": [0.0, 1.0, 0.0], "pscore": [0.5] * 3}
+    pq.write_table(pa.table({**table, column: values}), tmp_path / "native.parquet")
+    columns = {"action": "arm", "reward": "reward", "propensity": "pscore", **mapping}
+    return ForeignLogConfig.model_validate(
+        {"path": tmp_path / "native.parquet", "columns": columns}
+    )
+
+
+@pytest.mark.parametrize(
+    ("column", "values", "mapping", "match"),
+    [
+        ("reward", pa.array([0, 2**53 + 1, 1], pa.int64()), {},
+         r"'reward' \(reward\): integers beyond ±2\*\*53.* \[1\] hold \[9007199254740993\]"),
+        ("reward", pa.array([0, 1, 2**64 - 1], pa.uint64()), {}, r"'reward' \(reward\).*\[2\]"),
+        ("pscore", pa.array([1, -(2**63), 1], pa.int64()), {}, r"'pscore' \(propensity\).*\[1\]"),
+        ("age", pa.array([2**62, 0, None], pa.int64()), {"context": ["age"]},
+         r"'age' \(context\[0\]\): integers beyond ±2\*\*53.* in 1 row.*\[0\]"),
+        ("slot", pa.array([2**63 - 1] * 3, pa.int64()), {"position": "slot"},
+         r"'slot' \(position\): integers beyond ±2\*\*53.* 3 rows"),
+    ],
+)  # fmt: skip
+def test_integers_float64_does_not_hold_are_named_by_column_and_rows(
+    tmp_path, column, values, mapping, match
+):
+    with pytest.raises(InvalidInputError, match=match):
+        load_foreign_log(_native(tmp_path, column, values, mapping))
+
+
+def test_nanosecond_timestamps_load_at_any_date(tmp_path):
+    """Nanosecond ticks of any date since 1970-04 are past 2**53 (their rounding to float
+    seconds is under a microsecond): refused by a safe cast once."""
+    ticks = [1_704_067_200_123_456_789, 2**62, 0]
+    stamps = pa.array(ticks, pa.timestamp("ns", tz="UTC"))
+    data = load_foreign_log(_native(tmp_path, "ts", stamps, {"timestamp": "ts"}))
+    np.testing.assert_allclose(data.timestamps, sorted(t / 1e9 for t in ticks), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+@pytest.mark.parametrize(
+    ("column", "role", "row", "cell"),
+    [
+        ("arm", "action", 1, b"douyin\xff"),
+        ("pscore", "propensity", 2, b"1.0\xff"),
+        ("city_tier", "categorical one_hot", 3, b"t\xc3"),
+        ("cands", "candidates", 0, b"taobao;\xe4\xb8"),
+    ],
+)
+def test_text_that_is_not_utf8_is_named_by_column_and_rows(
+    tmp_path, suffix, column, role, row, cell
+):
+    """Parquet takes whatever bytes a writer marks as text; a CSV is read unchecked too, so
+    that the bad rows are named (their conversion once failed with a raw error)."""
+    text = write_csv(tmp_path / "l.csv", rows=with_cell(column, {row: "CELL"})).read_bytes()
+    path = tmp_path / f"bad{suffix}"
+    path.write_bytes(text.replace(b"CELL", cell))
+    if suffix == ".parquet":
+        as_text = pacsv.ConvertOptions(column_types=dict.fromkeys(HEADER, pa.string()),
+                                       check_utf8=False)  # fmt: skip
+        pq.write_table(pacsv.read_csv(path, convert_options=as_text), path)
+    match = (
+        rf"'{column}' \({role}\): text that is not UTF-8 in 1 row; first data rows \(0-based\) "
+        rf"\[{row}\] hold \[{re.escape(repr(cell))}\]"
+    )
+    with pytest.raises(InvalidInputError, match=match):
+        load_foreign_log(config(path))
+
+
+def test_one_hot_is_bounded_in_levels_and_index_is_not(tmp_path):
+    """One float column per level: a column of ids would be an (n, n) matrix (40,000 rows,
+    12.8 GB). Refused, fixed levels or not, naming the column and its levels."""
+    n = MAX_ONE_HOT_LEVELS + 1
+    path = tmp_path / "cities.csv"
+    path.write_text("arm,reward,p,city\n" + "".join(f"a,1,0.5,c{i}\n" for i in range(n)))
+    columns = {"action": "arm", "reward": "reward", "propensity": "p"}
+    match = r"'city' \(categorical one_hot\) has 1,001 levels, over the 1,000 .*index"
+    for levels in ({}, {"city": [f"c{i}" for i in range(n)]}):
+        cfg = ForeignLogConfig.model_validate(
+            {
+                "path": path,
+                "columns": {**columns, "categorical": {"city": "one_hot"}, "levels": levels},
+            }
+        )
+        with pytest.raises(InvalidInputError, match=match):
+            load_foreign_log(cfg)
+    cfg = ForeignLogConfig.model_validate(
+        {"path": path, "columns": {**columns, "categorical": {"city": "index"}}}
+    )
+    assert load_foreign_log(cfg).contexts.shape == (n, 1)
 
 
 YAML = """
@@ -515,3 +625,14 @@ def test_an_arms_catalogue_gives_the_logs_arms_their_groups_and_features(tmp_pat
     catalogue(tmp_path / "ragged.parquet", ids, ["g"] * 4, ragged)
     with pytest.raises(ConfigError, match=r"'features' must hold 2 values a row: rows \[1\]"):
         with_catalogue(data, tmp_path / "ragged.parquet", True)
+    # groups that are no group names, or not text at all: the group column and its rows
+    catalogue(tmp_path / "groups.parquet", ids, ["g", "", "g", "\x00"], feats)
+    with pytest.raises(ConfigError, match=r"column 'group' names groups \['', '\\x00'\] that "
+                       r"do not match .* at rows \[1, 3\]"):  # fmt: skip
+        with_catalogue(data, tmp_path / "groups.parquet", False)
+    groups = pa.array([b"g", b"g", b"g\xff", b"g"], pa.binary()).view(pa.string())
+    pq.write_table(pa.table({"id": ids, "group": groups}), tmp_path / "bytes.parquet")
+    with pytest.raises(
+        ConfigError, match=r"column 'group' holds text that is not UTF-8 at rows \[2\]"
+    ):
+        with_catalogue(data, tmp_path / "bytes.parquet", False)

@@ -136,9 +136,16 @@ def test_rejected_config_leaves_the_running_allocator_untouched():
     [
         (lambda a: a.decide(["taobao", "ghost"], timestamp=T0), UnknownArmError, "'ghost'"),
         (lambda a: a.decide([], timestamp=T0), InvalidInputError, "candidates is empty"),
+        (
+            lambda a: a.decide(np.array([], dtype="U1"), timestamp=T0),
+            InvalidInputError,
+            "candidates is empty",
+        ),
         (lambda a: a.decide(["taobao", "taobao"], timestamp=T0), InvalidInputError, "twice"),
         (lambda a: a.decide(CANDS, timestamp=T0 - 100), InvalidInputError, "max_clock_skew_s"),
         (lambda a: a.decide(CANDS, timestamp="x"), InvalidInputError, "timestamp = 'x'"),
+        (lambda a: a.decide(CANDS, timestamp=10**400), InvalidInputError, "<int of 1,329 bits>"),
+        (lambda a: a.update("r0-0", {"order": 1.0}, 10**400), InvalidInputError, "timestamp = <"),
         (
             lambda a: a.decide(CANDS, context=[1.0], timestamp=T0),
             InvalidInputError,
@@ -168,6 +175,13 @@ def test_contextual_bad_features():
         alloc.decide(CANDS, context=[1.0, 2.0], timestamp=T0)
     with pytest.raises(InvalidInputError, match=r"'height' is not in serving.feature_names"):
         alloc.decide(CANDS, context={"height": 1.0}, timestamp=T0)
+    before = alloc.snapshot_state()[0]
+    with pytest.raises(InvalidInputError, match=r"context\['age'\] = <int of 1,329 bits>"):
+        alloc.decide(CANDS, context={"age": 10**400}, timestamp=T0)  # past float range
+    with pytest.raises(InvalidInputError, match="context holds an integer beyond float64"):
+        alloc.decide(CANDS, context=[0.1, 10**400, 0.0], timestamp=T0)
+    for name, value in alloc.snapshot_state()[0].items():
+        np.testing.assert_array_equal(value, before[name], err_msg=name)
     d = alloc.decide(CANDS, context={"age": 0.3, "referral": 1.0}, timestamp=T0)
     np.testing.assert_array_equal(alloc._state.pending.get(d.decision_id).context, [0.3, 0, 1])
 

@@ -3,6 +3,10 @@ malformed file refused with the column and rows named."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -118,6 +122,14 @@ def _malformed(cfg, case):
         ids = t.column("id").to_pylist()
         ids[3] = "a\x00b"
         return t.set_column(0, "id", pa.array(ids))
+    if case == "id not UTF-8":  # Parquet takes any bytes its writer marks as text
+        ids = [i.encode() for i in t.column("id").to_pylist()]
+        ids[4] = b"merchant:\xff"
+        return t.set_column(0, "id", pa.array(ids, pa.binary()).view(pa.string()))
+    if case == "group not UTF-8":
+        groups = [a.group.encode() for a in cfg.arms]
+        groups[2] = groups[8] = b"mini_shop\xc3"
+        return t.set_column(1, "group", pa.array(groups, pa.binary()).view(pa.string()))
     raise AssertionError(case)
 
 
@@ -140,6 +152,8 @@ def _malformed(cfg, case):
         ("null id", r"column 'id' is empty at rows \[1\]"),
         ("empty id", r"column 'id' is empty or over 256 characters at rows \[2\]"),
         ("NUL in id", r"column 'id' holds a NUL character at rows \[3\]"),
+        ("id not UTF-8", r"column 'id' holds text that is not UTF-8 at rows \[4\]"),
+        ("group not UTF-8", r"column 'group' holds text that is not UTF-8 at rows \[2, 8\]"),
     ],
 )
 def test_malformed_files_name_the_column_and_rows(tmp_path, case, match):
@@ -173,3 +187,41 @@ def test_unreadable_files_and_config_errors(tmp_path):
     bad["arms_file"]["groups"] = ["douyin"]  # the config's floor targets taobao
     with pytest.raises(ConfigError, match="unknown target group 'taobao'"):
         Allocator(bad, seed=0)
+
+
+def test_a_corrupt_arrow_file_is_refused_not_read_outside_its_map(tmp_path):
+    """An Arrow IPC file is memory-mapped, its buffers used as they are: a string offset
+    past its buffer (here 2**30, or one that goes back) once killed the reading process by
+    SIGBUS or SIGSEGV. Read in a child process, so that a regression fails this test
+    instead of the run."""
+    table = pa.table({"id": ["arm-one", "arm-two2"], "group": ["grp", "grp"]})
+    _write(table, tmp_path / "good.arrow")
+    data = (tmp_path / "good.arrow").read_bytes()
+    paths = []
+    for column, good, bad in [("id", [0, 7, 15], [0, 7, 2**30]), ("group", [0, 3, 6], [0, 6, 3])]:
+        offsets = np.array(good, dtype=np.int32).tobytes()
+        assert data.count(offsets) == 1, column
+        path = tmp_path / f"corrupt-{column}.arrow"
+        path.write_bytes(data.replace(offsets, np.array(bad, dtype=np.int32).tobytes()))
+        paths.append(str(path))
+    script = textwrap.dedent(
+        """
+        import sys
+        from allocator import ConfigError
+        from allocator.arms_file import read_arms_file
+        for path in sys.argv[1:]:
+            try:
+                read_arms_file(path, ["grp"], None)
+                print("READ", path)
+            except ConfigError as err:
+                print("REFUSED", err)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, *paths], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, (out.returncode, out.stderr[-2000:])
+    lines = out.stdout.splitlines()
+    assert len(lines) == 2, out.stdout
+    for path, line in zip(paths, lines, strict=True):
+        assert line.startswith(f"REFUSED arms file {path}: is not a readable Parquet or Arrow")

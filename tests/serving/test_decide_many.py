@@ -64,8 +64,14 @@ def test_decide_many_equals_decide_one_by_one(kind):
         ({"candidates": CANDS, "timestamp": float("nan")}, InvalidInputError, "timestamp"),
         ({"candidates": CANDS, "attrs": {"slot": 3}}, InvalidInputError, r"attrs\['slot'\]"),
         ({"candidates": ["taobao", "taobao"]}, InvalidInputError, "appears twice"),
+        # a key that is no str is named, not sorted among the others (a raw TypeError once)
+        ({"candidates": CANDS, 1: 2}, InvalidInputError,
+         r"requests\[3\]: keys must be among .*, got \['candidates', 'timestamp', 1\]"),
+        ({"candidates": np.array([], dtype="U1")}, InvalidInputError, "candidates is empty"),
+        ({"candidates": CANDS, "timestamp": 10**400}, InvalidInputError,
+         r"timestamp = <int of 1,329 bits>: expected epoch seconds"),
     ],
-)
+)  # fmt: skip
 def test_one_bad_request_rejects_the_batch_and_changes_nothing(bad, error, match):
     alloc, twin = Allocator(config(), seed=5), Allocator(config(), seed=5)
     reqs = requests("beta_bernoulli", 6)
@@ -224,6 +230,8 @@ def _state_bytes(alloc: Allocator) -> dict[str, bytes]:
         ("context", np.array([1.0, np.nan, 0.0]), r"context\[1\] = nan: expected a finite"),
         ("context", np.array([1.0, 1e300, 0.0]), r"context\[1\] = 1e\+300: expected \|value\|"),
         ("context", np.zeros(4), r"context has shape \(4,\), expected \(3,\)"),
+        ("context", [1.0, 10**400, 0.0], "context holds an integer beyond float64 range"),
+        ("context", {"tier": 10**400}, r"context\['tier'\] = <int of 1,329 bits>: expected a fin"),
         ("timestamp", float("nan"), "timestamp = nan: expected epoch seconds"),
         ("timestamp", 1e12, r"requests\[3\]: time 1000000000000.0 is outside"),
         ("timestamp", float(T0 + 10**7), r"requests\[3\]: time .* more than serving.max_time"),

@@ -31,6 +31,13 @@ def state(alloc: Allocator) -> tuple[dict[str, np.ndarray], dict]:
     return arrays, meta
 
 
+def twin_state(alloc: Allocator) -> tuple[dict[str, np.ndarray], dict]:
+    """:func:`state` but for the epoch each allocator draws (and its decision ids carry)."""
+    arrays, meta = state(alloc)
+    arrays["pending.ids"] = np.char.replace(arrays["pending.ids"], meta.pop("epoch"), "")
+    return arrays, meta
+
+
 def assert_same(a: tuple[dict[str, np.ndarray], dict], b: tuple[dict[str, np.ndarray], dict]):
     assert a[1] == b[1]
     assert a[0].keys() == b[0].keys()
@@ -118,19 +125,59 @@ def test_raise_refuses_with_nothing_changed_and_logs_every_decision_made(tmp_pat
     assert list(load_decision_log(log_dir).decision_id) == (made if how == "moved" else made[5:])
 
 
-def test_bad_log_fields_are_refused_before_the_decision(tmp_path):
-    alloc = Allocator(config(), seed=3, log_dir=tmp_path)
-    alloc.decide(CANDS, timestamp=T0)
+def _many(*requests: dict) -> Callable[[Allocator], object]:
+    return lambda a: a.decide_many(
+        [{"candidates": CANDS, "timestamp": T0 + 1, **r} for r in requests]
+    )
+
+
+BAD_LOG_FIELDS = [
+    (lambda a: a.decide(CANDS, timestamp=T0 + 1, request_id=5),
+     "request_id = 5: expected a string"),
+    (lambda a: a.decide(CANDS, timestamp=T0 + 1, attrs={3: "x"}),
+     r"attrs\[3\] = 'x': expected string keys"),
+    (_many({"request_id": 7}), r"requests\[0\]: request_id = 7"),
+    # lone surrogates: no log part can hold them (they once failed the log's conversion
+    # after the decision was made: a raw UnicodeEncodeError, or a silently dead flusher)
+    (lambda a: a.decide(CANDS, timestamp=T0 + 1, request_id="q\ud800"),
+     r"request_id = 'q\\ud800': expected a string \(UTF-8 text\)"),
+    (lambda a: a.decide(CANDS, timestamp=T0 + 1, attrs={"slot": "top\udfff"}),
+     r"attrs\['slot'\] = 'top\\udfff': expected string keys and values \(UTF-8 text\)"),
+    (lambda a: a.decide(CANDS, timestamp=T0 + 1, attrs={"\ud800": "top"}), r"attrs\['\\ud800'\]"),
+    # the batch's plain path (every field a str) too, before anything is decided
+    (_many({"request_id": "q1"}, {"request_id": "q\ud800"}),
+     r"requests\[1\]: request_id = 'q\\ud800'"),
+    (_many({"attrs": {"slot": "\udc00"}}), r"requests\[0\]: attrs\['slot'\] = '\\udc00'"),
+    # an arm id or group every later decision's log rows would have to carry
+    (lambda a: a.add_arms(["merchant:9\udc00"], "mini_shop"),
+     r"ids\[0\] = 'merchant:9\\udc00': expected UTF-8 text"),
+    (lambda a: a.add_arms(["merchant:9"], "shop\ud800"),
+     "group must be a non-empty string of UTF-8"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("call", "match"), BAD_LOG_FIELDS)
+def test_bad_log_fields_are_refused_before_the_decision(tmp_path, call, match):
+    alloc = Allocator(config(), seed=3, log_dir=tmp_path / "log")
+    twin = Allocator(config(), seed=3, log_dir=tmp_path / "twin")
+    for a in (alloc, twin):
+        a.decide(CANDS, timestamp=T0)
     before = state(alloc)
-    with pytest.raises(InvalidInputError, match="request_id = 5: expected a string"):
-        alloc.decide(CANDS, timestamp=T0 + 1, request_id=5)  # type: ignore[arg-type]
-    with pytest.raises(InvalidInputError, match=r"attrs\[3\] = 'x': expected string keys"):
-        alloc.decide(CANDS, timestamp=T0 + 1, attrs={3: "x"})  # type: ignore[dict-item]
-    with pytest.raises(InvalidInputError, match="request_id"):
-        alloc.decide_many([{"candidates": CANDS, "timestamp": T0 + 1, "request_id": 7}])
+    with pytest.raises(InvalidInputError, match=match):
+        call(alloc)
     assert_same(before, state(alloc))
-    alloc.close()
-    assert len(load_decision_log(tmp_path)) == 1
+    requests = [{"candidates": CANDS, "timestamp": T0 + 2 + i, "request_id": f"q{i}",
+                 "attrs": {"slot": "top"}} for i in range(4)]  # fmt: skip
+    for a in (alloc, twin):
+        a.decide(CANDS, timestamp=T0 + 1, request_id="q", attrs={"slot": "top"})
+        a.decide_many(requests)
+    assert_same(twin_state(twin), twin_state(alloc))
+    for a in (alloc, twin):
+        a.close()
+    logs = [load_decision_log(tmp_path / name) for name in ("log", "twin")]
+    assert len(logs[0]) == len(logs[1]) == 6
+    np.testing.assert_array_equal(logs[0].arm_id, logs[1].arm_id)
+    assert list(logs[0].request_id) == [None, "q", "q0", "q1", "q2", "q3"]
 
 
 def autosaving(tmp_path, policy: str) -> tuple[Allocator, object]:

@@ -53,6 +53,8 @@ FORGERIES: dict[str, Callable[[Arrays, Meta], None]] = {
     "NaN queue": _set("constraints.st_f", lambda a: _poke(a, np.nan)),
     "group code out of range": _set("registry.arm_group", lambda a: _poke(a, 99)),
     "active slot without an arm": _set("registry.active", lambda a: _poke(a, True, -1)),
+    # a lone surrogate: no decision log could hold the arm's rows
+    "surrogate in an arm id": _set("registry.ids", lambda a: _poke(a, "m\ud800", 2)),
     "pending arm out of range": _set("pending.arms", lambda a: _poke(a, 10**6)),
     "NaN pending time": _set("pending.timestamps", lambda a: _poke(a, np.nan)),
     "missing array": lambda arrays, meta: arrays.pop("policy.s1"),

@@ -64,6 +64,7 @@ def test_auto_is_fixed_by_the_first_call_and_survives_a_snapshot(tmp_path):
         (1e12, r"outside \[2000-01-01, 2100-01-01\)"),
         (-5.0, "outside"),
         (float("inf"), "expected epoch seconds"),
+        (10**400, r"timestamp = <int of 1,329 bits>: expected epoch seconds"),  # no float
         (T0 + 1000 + 40 * 86_400, "max_time_jump_s"),
         (T0 + 1000 - 60, "max_clock_skew_s"),
     ],
@@ -83,6 +84,19 @@ def test_an_implausible_time_changes_nothing(timestamp, match):
         np.testing.assert_array_equal(after[name], value, err_msg=name)
     # the allocator still serves, on its event time
     assert alloc.decide(CANDS, timestamp=T0 + 1001).decision_id.endswith("14")
+
+
+def test_expire_refuses_an_int_past_float_range_with_nothing_changed():
+    alloc = Allocator(configured(), seed=4, clock=lambda: WALL)
+    d = alloc.decide(CANDS, timestamp=T0 + 1000)
+    before = alloc.snapshot_state()
+    with pytest.raises(InvalidInputError, match=r"timestamp = <int of 1,329 bits>: expected"):
+        alloc.expire(10**400)  # a raw OverflowError once
+    after = alloc.snapshot_state()
+    assert after[1] == before[1]
+    for name, value in before[0].items():
+        np.testing.assert_array_equal(after[0][name], value, err_msg=name)
+    assert alloc.update(d.decision_id, {"order": 1.0}) is UpdateStatus.APPLIED
 
 
 def test_a_batch_cannot_mix_given_and_missing_timestamps():
