@@ -43,6 +43,9 @@ from allocator.policies.logistic import BinaryRewards
 from allocator.policies.state import Field, Role
 
 _STAT = Role.LEARNED | Role.ADDITIVE | Role.DECAYS
+#: prior precision multiplier of a weight ``crosses`` leaves out: it stays within a
+#: millionth of 0 (of its data's pull) while the matrices keep their shape
+PIN = 1e6
 #: prior pseudo-observations behind ``value_log_sd`` (inverse-gamma shape ``1 + this/2``)
 _PRIOR_ORDERS = 2.0
 
@@ -100,6 +103,13 @@ class FactoredValuePolicy(BinaryRewards, SharedLinearPolicy):
         self._feature_scale = np.ones(da)
         for i, factor in cfg.arm_feature_prior_scale.items():
             self._feature_scale[i] = factor
+        # per weight (arm feature i, context column q at i·d_ctx + q): PIN if ``crosses``
+        # leaves the pair out
+        pins = np.ones((da, cfg.n_context_features))
+        for i, columns in cfg.crosses.items():
+            pins[i] = PIN
+            pins[i, columns] = 1.0
+        self._pins = pins.ravel()
 
     def _init_model(self) -> None:
         super()._init_model()
@@ -155,7 +165,8 @@ class FactoredValuePolicy(BinaryRewards, SharedLinearPolicy):
         prior precision (the value's in units of ``1/σ²``): weight ``i·d_ctx + q`` of a
         balanced prior is its precision (``prior_precision``, or ``value_prior_precision``
         for the value) times ``max(1, feature_reach[i])``, the same rule for every factor;
-        then times arm feature ``i``'s ``arm_feature_prior_scale`` (1 unless set)."""
+        then times arm feature ``i``'s ``arm_feature_prior_scale`` (1 unless set), and
+        :data:`PIN` where ``crosses`` leaves the pair out."""
         dim = self.state.g.shape[0]
         cfg = self.config
         value = prefix == "value_"
@@ -167,6 +178,8 @@ class FactoredValuePolicy(BinaryRewards, SharedLinearPolicy):
             diag = scale * np.repeat(reach, dim // reach.shape[0])
         if cfg.arm_feature_prior_scale:
             diag *= np.repeat(self._feature_scale, dim // self._feature_scale.shape[0])
+        if cfg.crosses:
+            diag *= self._pins
         return diag
 
     def factor_posterior(self, prefix: str) -> tuple[np.ndarray, np.ndarray]:

@@ -18,7 +18,8 @@ the table says which factor's errors rank candidates wrongly, and whether a leve
 group bias) or the spread within a group is at fault.
 
     PYTHONPATH=. python experiments/static_world/factors.py \
-        --config experiments/static_world/config.yaml --world-seed 7 --seed 1 [--restrict-crosses]
+        --config experiments/static_world/config.yaml --world-seed 7 --seed 1 \
+        [--strategy value_ts_protected_crosses]
 """
 
 from __future__ import annotations
@@ -32,9 +33,8 @@ import numpy as np
 from allocator.scenario.build import build_strategy, grid_cells, scenario_arms
 from allocator.scenario.simulate import value_rates
 from allocator.scenario.strategies import Tick
-from allocator.scenario.world import World, WorldConfig
+from allocator.scenario.world import World
 from experiments.oracle_gap.run import load
-from experiments.static_world.crosses import restrict_crosses
 
 FACTORS = ("click", "order", "value")
 SOURCES = ("model", "truth", "calibrated")
@@ -87,11 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--strategy", default="value_ts_protected")
     p.add_argument("--impressions", type=int, default=200_000)
-    p.add_argument("--restrict-crosses", action="store_true", help="crosses.py's prototype")
     args = p.parse_args(argv)
-    if args.restrict_crosses:
-        bundled = World(WorldConfig(), seed=0)
-        restrict_crosses(bundled.arm_feature_names, bundled.context_names)
     scenario = load(args.config, args.world_seed, [args.seed], 0, 0.0)
     world = World(scenario.world, seed=args.world_seed)
     policy, tail, arms, group_of_arm, rates = run_and_read(
@@ -139,9 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             pick = [lo + int(np.argmax(est[lo:hi])) for lo, hi in bounds]
             lost[combo] += float((best - true_value[pick]).sum())
     g_all = np.concatenate(groups)
-    restricted = " (crosses restricted)" if args.restrict_crosses else ""
-    print(f"{args.config} world {args.world_seed} seed {args.seed} {args.strategy}{restricted}: "
-          "the last tenth")  # fmt: skip
+    print(f"{args.config} world {args.world_seed} seed {args.seed} {args.strategy}: the last tenth")
     print("\n| group | candidates | " + " | ".join(f"{f}: mean error (sd)" for f in FACTORS) + " |")
     print("|---|---|---|---|---|")
     for gi, name in enumerate(arms.group_names):
