@@ -11,7 +11,6 @@ import pytest
 
 from allocator.config import FactoredValueConfig
 from allocator.errors import ConfigError
-from allocator.policies import policy_class
 from allocator.policies.factored import PIN
 from tests.policies.test_factor_prior import (
     BEFORE,
@@ -22,7 +21,8 @@ from tests.policies.test_factor_prior import (
     events,
     online_reference,
 )
-from tests.policies.test_factored_prior import DA, DC, FEATURES, naive_prior, policy, registry
+from tests.policies.test_factored_prior import DA, DC, FEATURES, naive_prior, policy
+from tests.policies.test_feature_prior_scale import assert_a_snapshot_keeps
 
 #: feature 3 (a category-like one-hot) with context columns 0 and 2 only; feature 4 (a
 #: rating-like number) with the constant column 0 only; feature 5 with no column at all
@@ -85,15 +85,7 @@ def test_the_hybrid_click_with_crosses_is_the_dense_reference(rng):
 
 
 def test_a_snapshot_keeps_the_crosses(rng):
-    pol = policy(factor_prior="balanced", click_model="hybrid", crosses=CROSSES)
-    arms, xs, _, click, order, gmv = events(rng, 200, *rng.normal(scale=0.4, size=(2, DA * DC)))
-    pol.learn_outcomes(arms, click, order, gmv, None, xs)
-    arrays, meta = pol.export_state()
-    twin = policy_class(pol.config).restore(pol.config, registry(), 3, arrays, meta)
-    for prefix in ("", "order_", "value_"):
-        np.testing.assert_array_equal(twin.prior_diag(prefix), pol.prior_diag(prefix))
-    dumped = FactoredValueConfig.model_validate_json(pol.config.model_dump_json())
-    assert dumped.crosses == CROSSES
+    assert_a_snapshot_keeps(rng, "crosses", CROSSES)
 
 
 def test_the_crosses_are_validated():

@@ -278,6 +278,18 @@ BEFORE = {
 }
 
 
+def recorded_case(
+    click_model: str, half_life: int | None, value_prior: str, contracts: bool
+) -> tuple[dict, str]:
+    """The policy settings of a :data:`BEFORE` case and the digest recorded for it."""
+    kw = {"half_life": half_life} if half_life else {}
+    settings = dict(
+        click_model=click_model, value_prior=value_prior, value_prior_precision=4.0,
+        refresh_every=100, **kw,
+    )  # fmt: skip
+    return settings, BEFORE[(click_model, half_life, value_prior, contracts)]
+
+
 @pytest.mark.parametrize(("click_model", "half_life", "value_prior", "contracts"), list(BEFORE))
 def test_with_both_off_decisions_are_byte_identical_to_before(
     click_model, half_life, value_prior, contracts
@@ -285,12 +297,7 @@ def test_with_both_off_decisions_are_byte_identical_to_before(
     """``factor_prior: flat`` and no ``typical_conversion`` (the defaults) decide exactly as
     before they existed: arms and propensities to the bit, with and without forgetting and
     contracts, both click models; ``typical_conversion`` 1/2 is the same (offset 0)."""
-    kw = {"half_life": half_life} if half_life else {}
-    settings = dict(
-        click_model=click_model, value_prior=value_prior, value_prior_precision=4.0,
-        refresh_every=100, **kw,
-    )  # fmt: skip
-    want = BEFORE[(click_model, half_life, value_prior, contracts)]
+    settings, want = recorded_case(click_model, half_life, value_prior, contracts)
     assert decision_digest(policy(**settings), contracts) == want
     assert decision_digest(policy(typical_conversion=0.5, **settings), contracts) == want
 

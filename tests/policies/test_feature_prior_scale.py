@@ -19,6 +19,7 @@ from tests.policies.test_factor_prior import (
     decision_digest,
     events,
     online_reference,
+    recorded_case,
 )
 from tests.policies.test_factored_prior import DA, DC, FEATURES, naive_prior, policy, registry
 
@@ -91,8 +92,11 @@ def test_a_weaker_prior_lets_the_scaled_weights_move_further(rng):
     assert (np.diag(np.linalg.inv(aw))[part] > np.diag(np.linalg.inv(ab))[part]).all()
 
 
-def test_a_snapshot_keeps_the_scale(rng):
-    pol = policy(factor_prior="balanced", click_model="hybrid", arm_feature_prior_scale=SCALE)
+def assert_a_snapshot_keeps(rng, name: str, value: object) -> None:
+    """A hybrid policy with the prior option ``name`` = ``value``, restored from its
+    snapshot after learning, has the same three prior diagonals; a config JSON round trip
+    keeps the option."""
+    pol = policy(factor_prior="balanced", click_model="hybrid", **{name: value})
     arms, xs, _, click, order, gmv = events(rng, 200, *rng.normal(scale=0.4, size=(2, DA * DC)))
     pol.learn_outcomes(arms, click, order, gmv, None, xs)
     arrays, meta = pol.export_state()
@@ -100,7 +104,11 @@ def test_a_snapshot_keeps_the_scale(rng):
     for prefix in ("", "order_", "value_"):
         np.testing.assert_array_equal(twin.prior_diag(prefix), pol.prior_diag(prefix))
     dumped = FactoredValueConfig.model_validate_json(pol.config.model_dump_json())
-    assert dumped.arm_feature_prior_scale == SCALE
+    assert getattr(dumped, name) == value
+
+
+def test_a_snapshot_keeps_the_scale(rng):
+    assert_a_snapshot_keeps(rng, "arm_feature_prior_scale", SCALE)
 
 
 def test_the_scale_is_validated():
@@ -124,12 +132,7 @@ def test_empty_or_unit_scales_decide_byte_identically(
 ):
     """Empty (the default) or 1 on every feature: arms and propensities to the bit as
     recorded before the option existed."""
-    kw = {"half_life": half_life} if half_life else {}
-    settings = dict(
-        click_model=click_model, value_prior=value_prior, value_prior_precision=4.0,
-        refresh_every=100, **kw,
-    )  # fmt: skip
-    want = BEFORE[(click_model, half_life, value_prior, contracts)]
+    settings, want = recorded_case(click_model, half_life, value_prior, contracts)
     assert decision_digest(policy(**settings), contracts) == want
     ones = {i: 1.0 for i in range(DA)}
     assert decision_digest(policy(arm_feature_prior_scale=ones, **settings), contracts) == want
