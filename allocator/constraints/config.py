@@ -48,7 +48,8 @@ class ColdArmsTarget(StrictModel):
     seconds after they were first offered as a candidate."""
 
     cold_in_group: GroupName
-    n_min: Annotated[int, Field(ge=1)] = 50
+    #: bounded so it compiles to int64 and compares exactly with float observation counts
+    n_min: Annotated[int, Field(ge=1, le=2**53)] = 50
     max_age_s: PositiveFloat = 14 * 86400.0
 
 

@@ -176,14 +176,26 @@ def mix_constraints(
     for k in range(n_con):
         if st_i[k, J_ACTIVE] == 0 or def_i[k, I_KIND] != TILT or st_i[k, J_N_MEMBERS] == 0:
             continue
+        # Members weigh `boost`, others 1. Should that total overflow (a huge tilt), the
+        # same ratios as members 1 and others 1/boost; the usual case keeps its bits. A
+        # tilt that leaves no mass (0, or one that underflows, on every candidate holding
+        # probability) cannot be normalised: the request stays untilted.
         boost = st_f[k, S_VALUE]
+        w_in, w_out = boost, 1.0
         total = 0.0
         for j in range(n):
-            total += p[j] * boost if member[k, j] else p[j]
+            total += p[j] * w_in if member[k, j] else p[j]
+        if total == np.inf:
+            w_in, w_out = 1.0, 1.0 / boost
+            total = 0.0
+            for j in range(n):
+                total += p[j] * (w_in if member[k, j] else w_out)
+        if not total > 0.0:
+            continue
         lost = 0.0
         for j in range(n):
             old = p[j]
-            p[j] = (old * boost if member[k, j] else old) / total
+            p[j] = (old * w_in if member[k, j] else old * w_out) / total
             lost += (old - p[j]) * mu[j]
             st_f[k, S_MOVED] += abs(old - p[j])
         st_f[k, S_COST] += lost

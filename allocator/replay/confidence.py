@@ -32,6 +32,8 @@ from allocator.replay.reward_model import RewardModel
 
 #: rounds served by the constant prior before the first past-only reward-model fit
 FIRST_BLOCK = 64
+#: largest term bound the betting bounds resolve to ~2^-12 of the reward range
+MAX_SHIFT = 2.0**40
 
 
 class AnytimeEstimate(NamedTuple):
@@ -106,12 +108,18 @@ def _mean_interval(
 ) -> tuple[float, float]:
     """CS for V from ``low_terms + shift_low >= 0`` (mean V + shift_low) and
     ``shift_high − high_terms >= 0`` (mean shift_high − V), each at level α/2, V in [0, 1]."""
-    x = np.ascontiguousarray(low_terms + shift_low)
-    lo = kcs.lower_bound(x, _bets(x, alpha / 2, shift_low + 0.5), alpha / 2, shift_low,
-                         shift_low + 1.0) - shift_low  # fmt: skip
-    y = np.ascontiguousarray(shift_high - high_terms)
-    m = shift_high - 1.0
-    hi = shift_high - kcs.lower_bound(y, _bets(y, alpha / 2, m + 0.5), alpha / 2, m, m + 1.0)
+    # Past MAX_SHIFT (weights of propensities near 0) the shifted unit interval is finer
+    # than float64 can resolve and the bet's bound is rounding noise (it crossed the other
+    # end): that end is the range's own, the trivially valid bound.
+    lo, hi = 0.0, 1.0
+    if shift_low <= MAX_SHIFT:
+        x = np.ascontiguousarray(low_terms + shift_low)
+        lo = kcs.lower_bound(x, _bets(x, alpha / 2, shift_low + 0.5), alpha / 2, shift_low,
+                             shift_low + 1.0) - shift_low  # fmt: skip
+    if shift_high <= MAX_SHIFT:
+        y = np.ascontiguousarray(shift_high - high_terms)
+        m = shift_high - 1.0
+        hi = shift_high - kcs.lower_bound(y, _bets(y, alpha / 2, m + 0.5), alpha / 2, m, m + 1.0)
     return float(lo), float(hi)
 
 

@@ -17,7 +17,10 @@ from typing import ClassVar, NamedTuple
 
 import numpy as np
 
-from allocator.errors import InvalidInputError
+from allocator.errors import EvaluationRefused, InvalidInputError
+
+#: smallest propensity accepted: below it (subnormals) 1 / pscore overflows to infinity
+MIN_PSCORE = float(np.finfo(np.float64).tiny)
 
 
 class BanditFeedback(NamedTuple):
@@ -50,7 +53,7 @@ def check_feedback(data: BanditFeedback, needs_model: bool) -> BanditFeedback:
             raise InvalidInputError(f"{name} has shape {arr.shape}, expected ({n},)")
         bad = ~np.isfinite(arr)
         if name == "pscore":
-            bad |= (arr <= 0.0) | (arr > 1.0)
+            bad |= (arr < MIN_PSCORE) | (arr > 1.0)
         if name == "action_prob":
             bad |= (arr < 0.0) | (arr > 1.0)
         if bad.any():
@@ -62,8 +65,10 @@ def check_feedback(data: BanditFeedback, needs_model: bool) -> BanditFeedback:
                 if name == "action_prob"
                 else "finite"
             )
+            tail = f" (at least {MIN_PSCORE:.4g}: 1 / pscore must be finite)"
             raise InvalidInputError(
                 f"{name} must be {what}; first bad rows {rows}: {arr[rows].tolist()}"
+                + (tail if name == "pscore" else "")
             )
         fields[name] = arr
     return BanditFeedback(**fields)  # type: ignore[arg-type]  # required ones are set
@@ -82,6 +87,11 @@ class Estimator:
     clip: float | None = None
     needs_model: ClassVar[bool] = False
     name: ClassVar[str] = "base"
+
+    def __post_init__(self) -> None:
+        # clip = 0 zeroes every weight: IPS would read 0 and the normalised ones 0 / 0.
+        if self.clip is not None and not (0.0 < self.clip < float("inf")):
+            raise InvalidInputError(f"clip = {self.clip!r}: expected None or a finite number > 0")
 
     def weights(self, data: BanditFeedback) -> np.ndarray:
         w = data.action_prob / data.pscore
@@ -112,7 +122,10 @@ class Estimator:
         total_den = float(np.sum(c * den))
         value = float(np.sum(c * num)) / total_den if total_den > 0 else float("nan")
         if add is not None:
-            value += float(np.sum(c * add)) / float(c.sum())
+            # A bootstrap replicate whose Poisson counts are all zero (likely on a few rows)
+            # has no rows to average: NaN, dropped with the other undefined replicates.
+            n_rows = float(c.sum())
+            value = value + float(np.sum(c * add)) / n_rows if n_rows > 0 else float("nan")
         return value
 
 
@@ -188,6 +201,7 @@ class SwitchDR(Estimator):
     name: ClassVar[str] = "switch_dr"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.tau > 0.0:
             raise InvalidInputError(f"tau = {self.tau!r}: expected a number > 0")
 
@@ -224,9 +238,18 @@ def estimate_intervals(
     out = {}
     for j, (e, t) in enumerate(zip(estimators, terms, strict=True)):
         finite = boots[j][np.isfinite(boots[j])]
-        low, high = np.quantile(finite, [alpha / 2, 1 - alpha / 2])
         value = float(np.mean([Estimator._combine(*ts, None) for ts in t]))
-        out[e.name] = Estimate(value, float(low), float(high))
+        if not np.isfinite(value) or finite.size == 0:
+            # Self-normalised estimators divide by the summed weights: when the target gives
+            # no logged action any probability there is nothing to normalise by.
+            raise EvaluationRefused(
+                f"{e.name}: the target policy gives probability 0 to every logged action "
+                f"({n} rounds), so no logged reward informs its value; evaluate on a log "
+                "whose actions the target can take (or choose another estimator)"
+            )
+        low, high = np.quantile(finite, [alpha / 2, 1 - alpha / 2])
+        # A percentile interval of a skewed statistic can miss its own point estimate.
+        out[e.name] = Estimate(value, min(float(low), value), max(float(high), value))
     return out
 
 
@@ -240,6 +263,10 @@ def diagnostics(data: BanditFeedback, clip: float | None = None) -> Diagnostics:
     """ESS = (Σw)²/Σw², the largest weight, and the share of rows the target never takes."""
     data = check_feedback(data, False)
     w = IPS(clip=clip).weights(data)
-    s2 = float(w @ w)
-    ess = float(w.sum()) ** 2 / s2 if s2 > 0 else 0.0
-    return Diagnostics(ess, float(w.max()), float(np.mean(w == 0.0)))
+    w_max = float(w.max())
+    # ESS is scale-free: weights relative to the largest neither underflow when squared
+    # (tiny clipped weights) nor overflow (propensities near 0).
+    u = w / w_max if w_max > 0 else w
+    s2 = float(u @ u)
+    ess = float(u.sum()) ** 2 / s2 if s2 > 0 else 0.0
+    return Diagnostics(ess, w_max, float(np.mean(w == 0.0)))

@@ -17,7 +17,7 @@ import numpy as np
 
 from allocator.config import EngineConfig
 from allocator.engine import Engine
-from allocator.errors import InvalidInputError
+from allocator.errors import EvaluationRefused, InvalidInputError
 from allocator.inputs import first_rows
 from allocator.kernels import ope as kope
 from allocator.policies.base import Policy
@@ -39,6 +39,7 @@ from allocator.replay.estimators import (
     Estimate,
     Estimator,
     SwitchDR,
+    check_feedback,
     diagnostics,
     estimate_intervals,
 )
@@ -283,6 +284,21 @@ def _anytime(
         q /= width
     terms, t_low, t_high = dr_terms(ptr, prob, q, pos, r01, weights, data.cand_prob, clip)
     est = dr_sequence(terms, t_low, t_high, alpha)
+    if est.low > est.high:
+        # The running intersection is empty: no single value is the terms' conditional
+        # mean, i.e. the sequence's premise (exact logging probabilities with support for
+        # every action the target takes, no clipping bias) fails on this log.
+        raise EvaluationRefused(
+            f"{name}: the confidence sequence is empty on this log (lower "
+            f"{low + width * est.low:.6g} > upper {low + width * est.high:.6g}): the logged "
+            "propensities are not the logger's exact probabilities of the actions the target "
+            "takes (or clip biases the terms); fix the propensities, or use "
+            "interval='bootstrap' on i.i.d. logs"
+        )
+    # The sequence bounds the running conditional mean, not the final average of the
+    # terms: widen (never narrow) so the interval holds the value it is reported with.
+    value = est.value
+    est = type(est)(value, min(est.low, value), max(est.high, value))
     return Estimate(*(low + width * v for v in est))
 
 
@@ -326,6 +342,8 @@ def evaluate(
         raise InvalidInputError(f"interval = {interval!r}: expected 'cs' or 'bootstrap'")
     ests = _estimators(estimators, clip)
     prob = target_distribution(target_prob, data)
+    # Every row checked (rewards, propensities) before any weight is formed from it.
+    check_feedback(bandit_feedback(data, prob), False)
     span = reward_range_of(data, reward_range)
     skipped: dict[str, str] = {}
     qs: list[F64 | None] = [None]

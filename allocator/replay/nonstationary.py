@@ -36,7 +36,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from allocator.engine import Engine
-from allocator.errors import InvalidInputError
+from allocator.errors import EvaluationRefused, InvalidInputError
 from allocator.inputs import as_index_array
 from allocator.kernels import nonstationary as kns
 from allocator.kernels import ope as kope
@@ -303,7 +303,17 @@ def _result(
     m = trace.terms.shape[0] if n_events is None else n_events
     summary = summarise(trace, m, alpha, n_rounds)
     low, width = trace.span[0], trace.span[1] - trace.span[0]
+    if summary.estimate.low > summary.estimate.high:
+        # The interval lies wholly outside the reward range: no value in the range fits the
+        # terms, so the propensities cannot be the logger's probabilities. Clipping it to
+        # the range would report a zero-width interval at an end of the range.
+        raise EvaluationRefused(
+            f"the replay's confidence sequence excludes the whole reward range {trace.span} "
+            f"after {m} events: the logged propensities are not the logger's exact "
+            "probabilities (e.g. far too small); fix the propensities"
+        )
     value, lo, hi = (float(np.clip(low + width * v, *trace.span)) for v in summary.estimate)
+    lo, hi = min(lo, value), max(hi, value)  # widened, never narrowed, to hold the value
     n_acc = summary.n_accepted
     return NonstationaryResult(
         value, lo, hi, n_acc, m, n_rounds, n_acc / m, summary.truncated / m, summary.ess, trace

@@ -29,6 +29,7 @@ import numpy as np
 from allocator.errors import EvaluationRefused, InvalidInputError
 from allocator.policies.base import Policy
 from allocator.replay.dataset import F64, I64, LoggedData, check_candidates
+from allocator.replay.estimators import MIN_PSCORE
 from allocator.replay.evaluate import check_arms, logged_positions
 from allocator.replay.walks import Walker
 
@@ -155,9 +156,12 @@ def check_replay_inputs(
     ptr, idx = check_candidates(data)
     pos = logged_positions(data, ptr, idx)
     pscores = np.asarray(data.pscores, dtype=np.float64)
-    bad = np.flatnonzero(~np.isfinite(pscores) | (pscores <= 0.0) | (pscores > 1.0))
+    bad = np.flatnonzero(~np.isfinite(pscores) | (pscores < MIN_PSCORE) | (pscores > 1.0))
     if bad.size:
-        raise InvalidInputError(f"pscores must be in (0, 1]; first bad rows {bad[:5].tolist()}")
+        raise InvalidInputError(
+            f"pscores must be in (0, 1]; first bad rows {bad[:5].tolist()} (at least "
+            f"{MIN_PSCORE:.4g}: 1 / pscore must be finite)"
+        )
     rewards = np.asarray(data.rewards, dtype=np.float64)
     if policy.LEARNS_EVENTS:
         if data.outcomes is None:

@@ -36,6 +36,7 @@ from allocator.replay.columns import (
     split_candidates,
 )
 from allocator.replay.dataset import F64, I64, LoggedData
+from allocator.replay.estimators import MIN_PSCORE
 from allocator.replay.reward_model import check_reward_range
 
 Obj = npt.NDArray[np.object_]
@@ -160,7 +161,7 @@ def load_foreign_log(
         inside = (rewards >= span[0]) & (rewards <= span[1])
         require(inside, cols.reward, "reward", f"values outside the reward_range {list(span)}")
     pscores = floats(raw(cols.propensity), cols.propensity, "propensity")
-    in_range = (pscores > 0.0) & (pscores <= 1.0)
+    in_range = (pscores >= MIN_PSCORE) & (pscores <= 1.0)  # 1 / pscore must be finite
     require(in_range, cols.propensity, "propensity", "values missing or not in (0, 1]")
 
     blocks: list[F64] = []

@@ -62,6 +62,10 @@ def parse(items, **extra):
         ),
         ([floor("x", "taobao", 0.3), floor("x", "douyin", 0.1)], r"repeated: \['x'\]"),
         ([floor("s", "taobao", 1.3)], "a floor share must be in"),
+        (  # compiled to int64: refused at config time, not an OverflowError at compile
+            [{**floor("cold", "taobao", 0.3), "target": {"cold_in_group": "m", "n_min": 2**63}}],
+            r"n_min\n? *: Input should be less than or equal to 9007199254740992",
+        ),
         ([floor("u", "taobao", 0.3, end=START)], "is not after start"),
         (
             [floor("tz", "taobao", 0.3, start="2025-10-01T00:00:00")],

@@ -163,6 +163,30 @@ def test_tilt_effect_on_propensities_is_exact():
     np.testing.assert_allclose(cp.probabilities, tilted / tilted.sum(), rtol=1e-12)
 
 
+@pytest.mark.parametrize("boost", [0.0, 1e-320, 1e300, 1.7e308])
+def test_tilts_of_zero_or_huge_keep_an_exact_distribution(boost):
+    """The tilted distribution is base·w / Σ base·w; a tilt that would leave no mass (0 on
+    a request of target arms only) leaves the request untilted instead of dividing by 0."""
+    reg, policy, _partners = world(2, adversarial=False, seed=1)
+    _reg2, policy2, _ = world(2, adversarial=False, seed=1)
+    spec = {"constraints": [
+        {"name": "t", "kind": "tilt", "target": {"group": "mini_shop"}, "schedule": sched(boost)}
+    ]}  # fmt: skip
+    cp = constrained(policy2, spec)
+    every = np.arange(reg.n_arms, dtype=np.int64)
+    only_mini = every[[reg.group_of(int(a)) == "mini_shop" for a in every]]
+    for cand in (only_mini, every):
+        policy.decide(cand)
+        base = policy.probabilities
+        cp.decide(cand, timestamp=T0)
+        p = cp.probabilities
+        assert np.isfinite(p).all() and (p >= 0).all() and p.sum() == pytest.approx(1, abs=1e-12)
+        mini = np.array([reg.group_of(int(a)) == "mini_shop" for a in cand])
+        w = np.where(mini, min(boost, 1.0), 1.0 if boost <= 1 else 1.0 / boost)
+        want = base * w / (base * w).sum() if (base * w).sum() > 0 else base
+        np.testing.assert_allclose(p, want, rtol=1e-12, atol=1e-300)
+
+
 @pytest.mark.parametrize(("on_missing", "expect_debt"), [("skip", False), ("carry", True)])
 def test_missing_target_skips_or_carries_debt(on_missing, expect_debt):
     reg, policy, _partners = world(2)

@@ -124,3 +124,15 @@ def test_shared_bootstrap_replicates_give_each_estimator_its_own_interval():
     assert together["ips"] != together["snips"]
     with pytest.raises(InvalidInputError, match="n_boot = 5"):
         estimate_intervals([IPS()], data, np.random.default_rng(0), 5)
+
+
+@pytest.mark.parametrize(
+    ("pscore", "clip", "ess"),
+    [(1e-200, None, 3.0), (0.5, 1e-300, 3.0), (np.array([1e-200, 0.5, 0.5]), None, 1.0)],
+)
+def test_diagnostics_stay_finite_at_extreme_weights(pscore, clip, ess):
+    """ESS is scale-free: huge weights do not overflow (w·w) nor tiny ones underflow."""
+    fb = BanditFeedback(np.zeros(3), np.broadcast_to(pscore, (3,)).copy(), np.ones(3))
+    d = diagnostics(fb, clip)
+    assert d.effective_sample_size == pytest.approx(ess)
+    assert np.isfinite(d.max_weight)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import numpy as np
 import pytest
 
 from allocator import (
     BetaBernoulliConfig,
+    EvaluationRefused,
     InvalidInputError,
     LinearGaussianConfig,
     make_policy,
@@ -16,6 +18,7 @@ from allocator import (
 from allocator.replay import (
     DR,
     IPS,
+    LoggedData,
     RidgeRewardModel,
     SwitchDR,
     evaluate,
@@ -218,3 +221,80 @@ def _bad_target(lg):
 def test_invalid_inputs(call, match):
     with pytest.raises(InvalidInputError, match=match):
         call(world_log(7, 50), np.random.default_rng(0))
+
+
+def flat_log(n: int = 200, k: int = 4, **change) -> LoggedData:
+    """A uniformly logged context-free log; ``change`` replaces columns (adversarial logs)."""
+    rng = np.random.default_rng(0)
+    cols = {
+        "actions": rng.integers(0, k, n),
+        "rewards": (rng.random(n) < 0.1).astype(float),
+        "pscores": np.full(n, 1.0 / k),
+    }
+    cols.update(change)
+    return LoggedData(arm_ids=tuple(f"a{i}" for i in range(k)), **cols)
+
+
+def _never(data: LoggedData) -> np.ndarray:
+    dist = np.zeros((data.n_rounds, data.n_arms))
+    dist[:, 1] = 1.0  # the log only ever took arm 0
+    return dist
+
+
+def _one_tiny(p: float) -> np.ndarray:
+    pscores = np.full(200, 0.25)
+    pscores[3] = p
+    return pscores
+
+
+# (log, target, evaluate options, None: finite estimates in valid intervals | (error, match))
+ADVERSARIAL_LOGS = {
+    "all-zero rewards": (flat_log(rewards=np.zeros(200)), "uniform", {}, None),
+    "constant rewards": (flat_log(rewards=np.full(200, 7.0)), "uniform", {}, None),
+    "one arm": (flat_log(k=1, pscores=np.ones(200)), "uniform", {}, None),
+    "two rows: all-zero bootstrap counts": (flat_log(n=2), "uniform", {}, None),
+    "three rows": (flat_log(n=3), "uniform", {}, None),
+    "one propensity 1e-300": (flat_log(pscores=_one_tiny(1e-300)), "uniform", {}, None),
+    "every propensity 1e-200": (flat_log(pscores=np.full(200, 1e-200)), "uniform", {}, None),
+    "subnormal propensity": (
+        flat_log(pscores=_one_tiny(5e-324)), "uniform", {},
+        (InvalidInputError, r"pscore must be in \(0, 1\]; first bad rows \[3\].*finite"),
+    ),
+    "target never takes the logged action": (
+        flat_log(actions=np.zeros(200, dtype=np.int64)), _never, {},
+        (EvaluationRefused, "snips: the target policy gives probability 0 to every logged"),
+    ),
+    "clip 0": (flat_log(), "uniform", {"clip": 0.0}, (InvalidInputError, r"clip = 0.0: expected")),
+    "clip 1e-300: DR's sequence is empty": (
+        flat_log(), "uniform", {"clip": 1e-300},
+        (EvaluationRefused, "dr: the confidence sequence is empty on this log"),
+    ),
+    "propensity 1 of four candidates": (
+        flat_log(pscores=np.ones(200)), "uniform", {},
+        (EvaluationRefused, "dr: the confidence sequence is empty on this log"),
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("interval", ["cs", "bootstrap"])
+@pytest.mark.parametrize("case", list(ADVERSARIAL_LOGS))
+def test_adversarial_logs_give_valid_intervals_or_a_typed_refusal(case, interval):
+    data, target, options, error = ADVERSARIAL_LOGS[case]
+    if interval == "bootstrap" and "sequence is empty" in (error or ("", ""))[1]:
+        error = None  # the bootstrap makes no martingale claim to contradict
+    target = target(data) if callable(target) else target
+
+    def run():
+        return evaluate(data, target, reward_model="auto", interval=interval, n_boot=50,
+                        rng=np.random.default_rng(0), **options)  # fmt: skip
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no NaN / overflow on the way to a report
+        if error is not None:
+            with pytest.raises(error[0], match=error[1]):
+                run()
+            return
+        result = run()
+    for name, e in result.estimates.items():
+        assert np.isfinite(list(e)).all() and e.low <= e.value <= e.high, (name, e)
+    assert np.isfinite(list(result.diagnostics)).all()

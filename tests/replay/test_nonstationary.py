@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from allocator import ArmRegistry
-from allocator.errors import InvalidInputError
+from allocator.errors import AllocatorError, InvalidInputError
 from allocator.kernels import nonstationary as kns
 from allocator.policies import make_policy
-from allocator.replay import replay_learning_policy
+from allocator.replay import LoggedData, replay_learning_policy
 from allocator.replay.nonstationary import (
     at_accepted,
     compare_nonstationary,
@@ -182,6 +182,27 @@ def test_rewards_outside_the_policys_domain_are_refused_before_it_learns():
     with pytest.raises(InvalidInputError):
         replay_nonstationary(_beta(), dataclasses.replace(data, rewards=bad),
                              np.random.default_rng(0))  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("pscore", "error"),
+    [
+        (1e-12, "confidence sequence excludes the whole reward range"),  # not [0, 0]
+        (5e-324, r"pscores must be in \(0, 1\]; first bad rows \[0, 1, 2, 3, 4\]"),
+    ],
+)
+def test_propensities_that_cannot_be_the_loggers_are_refused(pscore, error):
+    rng = np.random.default_rng(0)
+    n = 200
+    data = LoggedData(
+        arm_ids=tuple(f"a{i}" for i in range(4)), actions=rng.integers(0, 4, n),
+        rewards=(rng.random(n) < 0.1).astype(float), pscores=np.full(n, pscore),
+    )  # fmt: skip
+    reg = ArmRegistry()
+    reg.add(list(data.arm_ids), "g")
+    policy = make_policy({"kind": "beta_bernoulli"}, reg, 1)
+    with pytest.raises(AllocatorError, match=error):
+        replay_nonstationary(policy, data, np.random.default_rng(0))
 
 
 def test_one_shared_candidate_list_is_decided_once_per_chunk_with_the_same_result():
