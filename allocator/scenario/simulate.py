@@ -115,12 +115,7 @@ def run_cell(shared: Shared, task: CellTask) -> CellResult:
         n = chunk.timestamps.shape[0]
         for lo in range(0, n, batch):
             hi = min(n, lo + batch)
-            flo, fhi = int(chunk.cand_ptr[lo]), int(chunk.cand_ptr[hi])
-            tick = Tick(
-                chunk.timestamps[lo:hi], chunk.contexts[lo:hi], chunk.category[lo:hi],
-                chunk.city_tier[lo:hi], chunk.cand_ptr[lo : hi + 1] - flo,
-                chunk.cand_idx[flo:fhi], cand_group[flo:fhi], value[flo:fhi],
-            )  # fmt: skip
+            tick = Tick.of(chunk, lo, hi, cand_group, value)
             dec: Decisions = strategy.decide(tick)
             flat = tick.cand_ptr[:-1] + dec.positions
             chosen = tick.cand_idx[flat]

@@ -26,6 +26,7 @@ from allocator.scenario.config import (
     StaticSplitSpec,
     resolve_engine,
 )
+from allocator.scenario.world import Chunk
 
 
 class Tick(NamedTuple):
@@ -39,6 +40,17 @@ class Tick(NamedTuple):
     cand_idx: np.ndarray  # (nnz,) arm indices
     cand_group: np.ndarray  # (nnz,) group codes
     value: np.ndarray  # (nnz,) true expected app value of each candidate
+
+    @classmethod
+    def of(cls, chunk: Chunk, lo: int, hi: int, cand_group: np.ndarray, value: np.ndarray) -> Tick:
+        """Impressions ``lo:hi`` of ``chunk``, with ``cand_group`` and ``value`` given per
+        candidate of the whole chunk."""
+        flo, fhi = int(chunk.cand_ptr[lo]), int(chunk.cand_ptr[hi])
+        return cls(
+            chunk.timestamps[lo:hi], chunk.contexts[lo:hi], chunk.category[lo:hi],
+            chunk.city_tier[lo:hi], chunk.cand_ptr[lo : hi + 1] - flo,
+            chunk.cand_idx[flo:fhi], cand_group[flo:fhi], value[flo:fhi],
+        )  # fmt: skip
 
 
 class ScenarioArms(NamedTuple):

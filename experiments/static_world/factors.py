@@ -63,12 +63,7 @@ def run_and_read(world: World, scenario, strategy: str, seed: int, n: int):  # t
         value = chunk.p_click * chunk.p_order * chunk.order_value * rates[cand_group]
         for lo in range(0, chunk.n, batch):
             hi = min(chunk.n, lo + batch)
-            flo, fhi = int(chunk.cand_ptr[lo]), int(chunk.cand_ptr[hi])
-            tick = Tick(
-                chunk.timestamps[lo:hi], chunk.contexts[lo:hi], chunk.category[lo:hi],
-                chunk.city_tier[lo:hi], chunk.cand_ptr[lo : hi + 1] - flo,
-                chunk.cand_idx[flo:fhi], cand_group[flo:fhi], value[flo:fhi],
-            )  # fmt: skip
+            tick = Tick.of(chunk, lo, hi, cand_group, value)
             flat = tick.cand_ptr[:-1] + st.decide(tick).positions
             outcomes = world.draw_outcomes(chunk.rows(lo, hi), flat, seed)
             st.learn(tick, tick.cand_idx[flat], outcomes)
