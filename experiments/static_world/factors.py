@@ -27,13 +27,15 @@ from __future__ import annotations
 import argparse
 import itertools
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from allocator.scenario.build import build_strategy, grid_cells, scenario_arms
+from allocator.scenario.config import ScenarioConfig
 from allocator.scenario.simulate import value_rates
-from allocator.scenario.strategies import Tick
-from allocator.scenario.world import World
+from allocator.scenario.strategies import ScenarioArms, Tick
+from allocator.scenario.world import Chunk, World
 from experiments.oracle_gap.run import load
 
 FACTORS = ("click", "order", "value")
@@ -48,8 +50,11 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
-def run_and_read(world: World, scenario, strategy: str, seed: int, n: int):  # type: ignore[no-untyped-def]
-    """Run the cell; return the policy (refreshed) and the chunks of the last tenth."""
+def run_and_read(
+    world: World, scenario: ScenarioConfig, strategy: str, seed: int, n: int
+) -> tuple[Any, list[Chunk], ScenarioArms, np.ndarray, np.ndarray]:
+    """Run the cell; return the policy (refreshed), the chunks of the last tenth, the arms,
+    each arm's group code and each group's value rate."""
     arms = scenario_arms(world)
     group_of_arm = np.array([arms.group_names.index(g) for g in arms.groups], dtype=np.int64)
     rates = value_rates(world, arms.group_names)
@@ -70,7 +75,7 @@ def run_and_read(world: World, scenario, strategy: str, seed: int, n: int):  # t
         if chunk.timestamps[-1] >= end_start:
             keep = chunk.timestamps >= end_start
             tail.append(chunk.rows(int(np.argmax(keep)), chunk.n))
-    policy = st.policy  # type: ignore[attr-defined]
+    policy = st.policy  # type: ignore[attr-defined]  # a PolicyStrategy
     policy.refresh()
     return policy, tail, arms, group_of_arm, rates
 
