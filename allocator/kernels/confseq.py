@@ -39,7 +39,10 @@ def plug_in_bets(x, alpha, prior_mean, prior_var, out):
         var = s2 / t
         out[i] = np.sqrt(2.0 * log_a / (max(var, 1e-12) * t * np.log(1.0 + t)))
         mean = s1 / t
-        s2 += (x[i] - mean) ** 2
+        d = x[i] - mean
+        # a term past 1e150 (a weight of a propensity near 0) would overflow the square:
+        # the running variance is infinite either way, and the bets 0
+        s2 = np.inf if abs(d) > 1e150 else s2 + d * d
         s1 += x[i]
 
 
