@@ -15,11 +15,10 @@ from allocator.policies.factored import PIN
 from tests.policies.test_factor_prior import (
     BEFORE,
     CONVERSION,
-    OFFSET,
+    assert_factors_are_dense,
     assert_hybrid_click_is_dense,
     decision_digest,
     events,
-    online_reference,
 )
 from tests.policies.test_factored_prior import DA, DC, FEATURES, naive_prior, policy
 from tests.policies.test_feature_prior_scale import assert_a_snapshot_keeps
@@ -56,22 +55,9 @@ def test_left_out_pairs_are_pinned_in_the_dense_online_laplace(rng, factor_prior
     )
     arms, xs, phi, click, order, gmv = events(rng, 400, *rng.normal(scale=0.8, size=(2, DA * DC)))
     pol.learn_outcomes(arms, click, order, gmv, None, xs)
-    seen = click > 0
     out = pins(CROSSES) > 1.0
-    for prefix, rows, ys, offset in (
-        ("", phi, click, 0.0),
-        ("order_", phi[seen], order[seen], OFFSET),
-    ):
-        want_m, want_a = online_reference(rows, ys, logit, offset)
-        got_m, got_a = pol.factor_posterior(prefix)
-        np.testing.assert_allclose(got_a, want_a, rtol=1e-10, atol=1e-12)
-        np.testing.assert_allclose(got_m, want_m, rtol=1e-8, atol=1e-10)
-        assert np.abs(got_m[out]).max() < 1e-5 * np.abs(got_m[~out]).max()
-    has = gmv > 0
-    value_m, value_a = pol.factor_posterior("value_")
-    want = np.diag(pol.prior_diag("value_")) + phi[has].T @ phi[has]
-    np.testing.assert_allclose(value_a, want, rtol=1e-10, atol=1e-12)
-    assert np.abs(value_m[out]).max() < 1e-5 * np.abs(value_m[~out]).max()
+    for mean in assert_factors_are_dense(pol, phi, click, order, gmv, logit):
+        assert np.abs(mean[out]).max() < 1e-5 * np.abs(mean[~out]).max()
 
 
 def test_the_hybrid_click_with_crosses_is_the_dense_reference(rng):

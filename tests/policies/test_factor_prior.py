@@ -73,6 +73,29 @@ def events(rng, n, theta_c, theta_o):
     return arms, xs, phi, click, order, gmv
 
 
+def assert_factors_are_dense(pol, phi, click, order, gmv, logit):
+    """The click and order posteriors of ``pol`` after learning these events equal the dense
+    online Laplace reference with prior precision ``diag(logit)`` (the order's offset by
+    ``logit(0.05)``) and the value's precision is its dense sum; returns the three factors'
+    posterior means."""
+    seen = click > 0
+    means = []
+    for prefix, rows, ys, offset in (
+        ("", phi, click, 0.0),
+        ("order_", phi[seen], order[seen], OFFSET),
+    ):
+        want_m, want_a = online_reference(rows, ys, logit, offset)
+        got_m, got_a = pol.factor_posterior(prefix)
+        np.testing.assert_allclose(got_a, want_a, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(got_m, want_m, rtol=1e-8, atol=1e-10)
+        means.append(got_m)
+    has = gmv > 0
+    value_m, value_a = pol.factor_posterior("value_")
+    want = np.diag(pol.prior_diag("value_")) + phi[has].T @ phi[has]
+    np.testing.assert_allclose(value_a, want, rtol=1e-10, atol=1e-12)
+    return (*means, value_m)
+
+
 @pytest.mark.parametrize("factor_prior", ["flat", "balanced"])
 def test_click_and_order_posteriors_are_the_dense_online_laplace(rng, factor_prior):
     """Without forgetting, the click and order posteriors (precision, mean, and the online

@@ -14,11 +14,10 @@ from allocator.policies import policy_class
 from tests.policies.test_factor_prior import (
     BEFORE,
     CONVERSION,
-    OFFSET,
+    assert_factors_are_dense,
     assert_hybrid_click_is_dense,
     decision_digest,
     events,
-    online_reference,
     recorded_case,
 )
 from tests.policies.test_factored_prior import DA, DC, FEATURES, naive_prior, policy, registry
@@ -53,19 +52,7 @@ def test_the_scaled_priors_are_the_dense_online_laplace(rng, factor_prior):
     )
     arms, xs, phi, click, order, gmv = events(rng, 400, *rng.normal(scale=0.4, size=(2, DA * DC)))
     pol.learn_outcomes(arms, click, order, gmv, None, xs)
-    seen = click > 0
-    for prefix, rows, ys, offset in (
-        ("", phi, click, 0.0),
-        ("order_", phi[seen], order[seen], OFFSET),
-    ):
-        want_m, want_a = online_reference(rows, ys, logit, offset)
-        got_m, got_a = pol.factor_posterior(prefix)
-        np.testing.assert_allclose(got_a, want_a, rtol=1e-10, atol=1e-12)
-        np.testing.assert_allclose(got_m, want_m, rtol=1e-8, atol=1e-10)
-    has = gmv > 0
-    _, value_a = pol.factor_posterior("value_")
-    want = np.diag(pol.prior_diag("value_")) + phi[has].T @ phi[has]
-    np.testing.assert_allclose(value_a, want, rtol=1e-10, atol=1e-12)
+    assert_factors_are_dense(pol, phi, click, order, gmv, logit)
 
 
 def test_the_hybrid_click_under_a_scaled_prior_is_the_dense_reference(rng):
