@@ -65,6 +65,8 @@ def scenario_arms(world: World) -> ScenarioArms:
         n_context=len(world.context_names),
         categories=tuple(world.categories),
         city_tiers=TIER_NAMES,
+        feature_names=world.arm_feature_names,
+        context_names=world.context_names,
     )
 
 
@@ -96,8 +98,9 @@ def build_strategy(
         )  # fmt: skip
     p = PolicySpec.model_validate(spec)
     engine = resolve_engine(
-        p.engine, objective, arms.n_context, arms.features.shape[1], f"strategy {p.name}.engine"
-    )
+        p.engine, objective, arms.n_context, arms.features.shape[1], f"strategy {p.name}.engine",
+        arms.feature_names, arms.context_names,
+    )  # fmt: skip
     contracts: ConstraintSet | None = scenario.contracts[p.contracts] if p.contracts else None
     return PolicyStrategy(p.name, engine, arms, seed, contracts)
 
@@ -114,7 +117,7 @@ def replay_candidates(scenario: ScenarioConfig, world: World) -> tuple[dict[str,
             continue
         engine = resolve_engine(
             spec.engine, objective, arms.n_context, arms.features.shape[1],
-            f"strategy {spec.name}.engine",
+            f"strategy {spec.name}.engine", arms.feature_names, arms.context_names,
         )  # fmt: skip
         # what differs from the defaults, and the policy's kind (its tag)
         dumped = engine.model_dump(mode="json", exclude_defaults=True)

@@ -9,6 +9,8 @@ world's, so a config names only what it chooses.
 from __future__ import annotations
 
 import copy
+import fnmatch
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -26,6 +28,7 @@ from allocator.constraints.feasibility import check_caps_cover
 from allocator.errors import ConfigError
 from allocator.registry import MINI_SHOP
 from allocator.scenario.world import WorldConfig
+from allocator.scenario.world.world import arm_feature_names, context_names
 
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
 Scale = Literal["small", "default", "full"]
@@ -122,7 +125,18 @@ class ScenarioConfig(StrictModel):
         if target is not None and target not in names:
             raise ValueError(f"experiment.ope_target {target!r} is not a strategy: {names}")
         self._check_groups()
+        self._check_crosses()
         return self
+
+    def _check_crosses(self) -> None:
+        """Every feature and column a ``crosses`` names is one of the world's (resolved
+        again, with the world's sizes, when the strategy is built)."""
+        arms, columns = arm_feature_names(self.world), context_names(self.world)
+        for i, s in enumerate(self.strategies):
+            policy = s.engine.get("policy") if isinstance(s, PolicySpec) else None
+            if isinstance(policy, dict) and "crosses" in policy:
+                where = f"strategies[{i}].engine.policy.crosses"
+                resolve_crosses(policy["crosses"], arms, columns, where)
 
     def _check_groups(self) -> None:
         """Every group a contract, prior or take rate names is one of the world's; caps do
@@ -165,17 +179,64 @@ def set_dotted(tree: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
     return out
 
 
+def _matches(name: object, names: Sequence[str], what: str, where: str) -> list[int]:
+    """The indices ``name`` stands for: itself if an int (or its decimal spelling, as a
+    JSON key has it), else every one of ``names`` it matches as a shell-style pattern
+    (``sells_*``); a string matching none is an error."""
+    if isinstance(name, int) and not isinstance(name, bool):
+        return [name]
+    if isinstance(name, str) and name.isascii() and name.isdecimal():
+        return [int(name)]
+    if not isinstance(name, str):
+        raise ConfigError(f"{where}: {name!r} is neither a {what} name nor an index")
+    hits = [i for i, n in enumerate(names) if fnmatch.fnmatchcase(n, name)]
+    if not hits:
+        raise ConfigError(f"{where}: {name!r} matches no {what} of the world: {list(names)}")
+    return hits
+
+
+def resolve_crosses(
+    crosses: Any, arm_names: Sequence[str], columns: Sequence[str], where: str
+) -> Any:
+    """``factored_value``'s ``crosses`` with the world's arm feature and context column
+    names (or shell-style patterns: ``sells_*: []``) turned into the indices the policy
+    takes, so that a config keeps its meaning in a world with other partners or
+    categories. A list of columns is the union of what its entries match; two keys naming
+    one feature are an error. Anything but a mapping is left to the policy's validation."""
+    if not isinstance(crosses, dict):
+        return crosses
+    out: dict[int, list[int]] = {}
+    for key, value in crosses.items():
+        features = _matches(key, arm_names, "arm feature", where)
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}.{key}: expected a list of context columns")
+        hits = [q for v in value for q in _matches(v, columns, "context column", f"{where}.{key}")]
+        for i in features:
+            if i in out:
+                raise ConfigError(f"{where}: arm feature {i} is named by two keys")
+            out[i] = list(dict.fromkeys(hits))
+    return out
+
+
 def resolve_engine(
     engine: dict[str, Any],
     objective: dict[str, Any],
     n_context: int,
     n_arm_features: int,
     where: str,
+    arm_names: Sequence[str] = (),
+    columns: Sequence[str] = (),
 ) -> EngineConfig:
-    """Validate a strategy's engine, filling world-dependent sizes and the objective."""
+    """Validate a strategy's engine, filling world-dependent sizes and the objective, and
+    turning the names in a ``crosses`` into indices (``arm_names``, ``columns``: the
+    world's)."""
     data = copy.deepcopy(engine)
     policy = data.get("policy")
     if isinstance(policy, dict):
+        if "crosses" in policy:
+            policy["crosses"] = resolve_crosses(
+                policy["crosses"], arm_names, columns, f"{where}.policy.crosses"
+            )
         if policy.get("kind") in ("linear_gaussian", "logistic"):
             policy.setdefault("n_features", n_context)
         if policy.get("kind") in (

@@ -63,6 +63,8 @@ class ScenarioArms(NamedTuple):
     n_context: int
     categories: tuple[str, ...]
     city_tiers: tuple[str, ...]
+    feature_names: tuple[str, ...]  # the features' columns
+    context_names: tuple[str, ...]  # the impression context's columns
 
 
 def make_registry(arms: ScenarioArms) -> ArmRegistry:

@@ -25,6 +25,24 @@ AGE_NAMES = ("age_18_24", "age_25_34", "age_35_49", "age_50_plus")
 _HOUR = 3600.0
 
 
+def arm_feature_names(config: WorldConfig) -> tuple[str, ...]:
+    """The observable arm features' names, in column order (see :class:`World`)."""
+    groups = (*(p.id for p in config.partners), MINI_SHOP)
+    return (
+        *(f"group_{g}" for g in groups),
+        *(f"sells_{c}" for c in config.categories),
+        "rating",
+        "price_level",
+    )
+
+
+def context_names(config: WorldConfig) -> tuple[str, ...]:
+    """The impression context's column names, in order: a constant ``bias``, the city tier
+    and age band one-hots, the intent category one-hot and the referral flag."""
+    return ("bias", *TIER_NAMES, *AGE_NAMES, *(f"intent_{c}" for c in config.categories),
+            "referral")  # fmt: skip
+
+
 class World:
     """Partners and Mini Shop merchants built deterministically from ``seed``.
 
@@ -60,13 +78,7 @@ class World:
         self.arm_value_per_gmv = np.array(
             [p.take_rate for p in cfg.partners] + [ms.take_rate + ms.strategic_weight] * n_m
         )
-        self.context_names: tuple[str, ...] = (
-            "bias",
-            *TIER_NAMES,
-            *AGE_NAMES,
-            *(f"intent_{c}" for c in cats),
-            "referral",
-        )
+        self.context_names = context_names(cfg)
 
         rng = np.random.default_rng(np.random.SeedSequence([self.seed, 0]))
         shares = np.array([cfg.users.intent[c] for c in cats])
@@ -106,12 +118,7 @@ class World:
         self._cat_cum_pop = cum - np.repeat(seg_base, np.diff(self._cat_ptr))
 
         # Observable arm features.
-        groups = (*(p.id for p in cfg.partners), MINI_SHOP)
-        self.arm_feature_names: tuple[str, ...] = (
-            tuple(f"group_{g}" for g in groups)
-            + tuple(f"sells_{c}" for c in cats)
-            + ("rating", "price_level")
-        )
+        self.arm_feature_names = arm_feature_names(cfg)
         feats = np.zeros((self.n_arms, len(self.arm_feature_names)))
         feats[np.arange(n_p), np.arange(n_p)] = 1.0
         feats[n_p:, n_p] = 1.0

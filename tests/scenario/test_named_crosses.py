@@ -1,0 +1,136 @@
+"""A scenario's ``crosses`` by the world's feature and column names: they resolve to the
+indices the policy takes in any world (other partners, other categories), and a name the
+world does not have fails when the config is read, naming the world's."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+from allocator.config import parse_config
+from allocator.errors import ConfigError
+from allocator.scenario.build import build_strategy, scenario_arms, scenario_objective
+from allocator.scenario.config import ScenarioConfig, resolve_crosses
+from allocator.scenario.world import World
+
+ROOT = Path(__file__).resolve().parents[2]
+NAMED = {"sells_*": [], "rating": ["bias"], "price_level": ["bias"]}
+POLICY = {"kind": "factored_value", "click_model": "hybrid", "factor_prior": "balanced"}
+
+
+def scenario(crosses: Any, partners: int = 3, drop_category: str | None = None) -> dict:
+    """The bundled config with one factored strategy (and the oracle), ``partners`` of the
+    three partners, and without ``drop_category`` if given."""
+    data = yaml.safe_load((ROOT / "configs" / "wechat_entry.yaml").read_text())
+    world = data["world"]
+    world["partners"] = world["partners"][:partners]
+    world["mini_shop"]["n_merchants"] = 60
+    if drop_category:
+        world["categories"].remove(drop_category)
+        for rates in [p["rates"] for p in world["partners"]] + [world["mini_shop"]["rates"]]:
+            del rates[drop_category]
+        intent = world["users"]["intent"]
+        del intent[drop_category]
+        total = sum(intent.values())
+        world["users"]["intent"] = {c: v / total for c, v in intent.items()}
+        for peak in world["traffic"]["peaks"]:
+            peak["intent_tilt"].pop(drop_category, None)
+    data["contracts"] = {}
+    data["experiment"].update({"seeds": [1], "ope_target": None})
+    policy = {**POLICY, "crosses": copy.deepcopy(crosses)}
+    data["strategies"] = [
+        {"kind": "policy", "name": "value_ts", "engine": {"policy": policy}},
+        {"kind": "oracle", "name": "oracle"},
+    ]
+    return data
+
+
+def built_crosses(data: dict) -> dict[int, list[int]]:
+    """The crosses of the policy built from ``data``'s first strategy, and its world."""
+    cfg = parse_config(ScenarioConfig, data)
+    world = World(cfg.world, seed=3)
+    strategy = build(cfg, world)
+    return strategy.policy.config.crosses, world
+
+
+def build(cfg: ScenarioConfig, world: World) -> Any:
+    """The first strategy of ``cfg`` built on ``world``."""
+    spec = cfg.strategies[0].model_dump(mode="json")
+    return build_strategy(spec, cfg, world, scenario_arms(world), 1)
+
+
+def expected(world: World) -> dict[int, list[int]]:
+    """The named crosses, resolved by hand from the built world's column names."""
+    names, columns = world.arm_feature_names, world.context_names
+    out = {names.index(n): [] for n in names if n.startswith("sells_")}
+    bias = [columns.index("bias")]
+    return {**out, names.index("rating"): bias, names.index("price_level"): bias}
+
+
+@pytest.mark.parametrize(
+    ("partners", "drop"), [(3, None), (2, None), (3, "food_delivery"), (1, "apparel")]
+)
+def test_names_resolve_to_the_worlds_indices(partners, drop):
+    crosses, world = built_crosses(scenario(NAMED, partners, drop))
+    assert crosses == expected(world)
+    assert len(world.arm_feature_names) == world.arm_features.shape[1]
+    n_groups = partners + 1
+    assert min(crosses) == n_groups  # the first sells_ column follows the group one-hots
+
+
+def test_names_and_indices_build_the_same_policy():
+    """In the bundled world the names are the indices the experiments recorded."""
+    by_index = {4: [], 5: [], 6: [], 7: [], 8: [], 9: [], 10: [0], 11: [0]}
+    named, _ = built_crosses(scenario(NAMED))
+    indexed, _ = built_crosses(scenario(by_index))
+    assert named == indexed == by_index
+    mixed, _ = built_crosses(scenario({"sells_*": [], 10: ["bias"], "price_level": [0]}))
+    assert mixed == by_index
+
+
+def test_a_list_of_patterns_is_the_union_of_their_columns():
+    columns = ("bias", "tier_1", "tier_2", "intent_a", "intent_b")
+    got = resolve_crosses(
+        {"rating": ["intent_*", "bias", "intent_a"]}, ("rating",), columns, "where"
+    )
+    assert got == {0: [3, 4, 0]}
+
+
+@pytest.mark.parametrize(
+    ("crosses", "message"),
+    [
+        ({"stars": ["bias"]}, r"'stars' matches no arm feature of the world: \['group_taobao'"),
+        ({"rating": ["weekday"]}, r"'weekday' matches no context column of the world: \['bias'"),
+        ({"sells_*": [], "sells_beauty": []}, "arm feature 5 is named by two keys"),
+        ({"rating": "bias"}, r"crosses.rating: expected a list of context columns"),
+        ({"rating": [1.5]}, "1.5 is neither a context column name nor an index"),
+    ],
+)
+def test_unknown_or_ambiguous_names_fail_when_the_config_is_read(crosses, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config(ScenarioConfig, scenario(crosses))
+
+
+def test_indices_past_the_world_are_still_the_policys_error():
+    data = scenario({12: [0]})
+    cfg = parse_config(ScenarioConfig, data)  # indices are the policy's to check
+    world = World(cfg.world, seed=3)
+    with pytest.raises(ConfigError, match="crosses names arm feature 12"):
+        build(cfg, world)
+
+
+def test_the_built_world_has_the_named_columns():
+    cfg = parse_config(ScenarioConfig, scenario(NAMED, 2, "home"))
+    world = World(cfg.world, seed=3)
+    arms = scenario_arms(world)
+    assert arms.feature_names == world.arm_feature_names
+    assert len(arms.context_names) == arms.n_context
+    chunk = next(world.stream(500, seed=1))
+    assert chunk.contexts.shape[1] == len(world.context_names)
+    assert np.all(chunk.contexts[:, world.context_names.index("bias")] == 1.0)
+    assert scenario_objective(cfg, world)["take_rates"]
