@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import re
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -32,6 +33,10 @@ EXPERIMENT_KIND_TAG = ("mlflow.experimentKind", "custom_model_development")
 DEFAULT_STORE = "mlflow.db"
 _BATCH = 900  # MLflow accepts at most 1000 metrics per log_batch call
 _MAX_PARAM = 6000
+#: what MLflow takes in a parameter name (ASCII here: a config's keys are untrusted) and
+#: the longest name it keeps
+_PARAM_NAME = re.compile(r"[A-Za-z0-9_.\- :/]+")
+_MAX_PARAM_NAME = 250
 
 
 def default_tracking_uri(workdir: Path | None = None) -> str:
@@ -49,11 +54,15 @@ def artifact_root(tracking_uri: str) -> Path | None:
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """Dotted-key flattening of a nested config, lists indexed (``a.0.b``)."""
+    """Dotted-key flattening of a nested config, lists indexed (``a.0.b``). A mapping with
+    a key MLflow would refuse in a parameter name (``crosses: {"sells_*": []}``) stays one
+    parameter, its JSON text, so that no config can fail a run's logging."""
     out: dict[str, str] = {}
     for key, value in tree.items():
         name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
+        if isinstance(value, Mapping) and all(
+            _PARAM_NAME.fullmatch(str(k)) and len(f"{name}.{k}") <= _MAX_PARAM_NAME for k in value
+        ):
             out.update(flatten(value, f"{name}."))
         elif isinstance(value, (list, tuple)) and any(isinstance(v, Mapping) for v in value):
             out.update(flatten({str(i): v for i, v in enumerate(value)}, f"{name}."))

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
+from mlflow.entities import Param
 from mlflow.tracking import MlflowClient
 
 from allocator.launch import view
@@ -23,6 +26,24 @@ def test_flatten_uses_dotted_keys_and_indexes_lists_of_mappings():
         "policy.kind": "beta", "policy.prior.alpha": "1.0", "seeds": "[1, 2]",
         "rules.0.name": "a", "rules.1.name": "b", "note": "x",
     }  # fmt: skip
+
+
+def test_a_mapping_with_keys_mlflow_refuses_stays_one_json_parameter(tmp_path):
+    """Patterns (``sells_*``), non-ASCII and over-long keys would fail MLflow's parameter
+    name check: their mapping is logged whole, and a real store takes every name."""
+    tree = {"policy": {"crosses": {"sells_*": [], "rating": ["bias"]}, "kind": "f"},
+            "take_rates": {"caf\u00e9": 0.1}, "deep": {"k" * 260: 1},
+            "ok": {"a b:c/d-e.f": 2}}  # fmt: skip
+    flat = flatten(tree)
+    assert flat == {
+        "policy.crosses": '{"sells_*": [], "rating": ["bias"]}', "policy.kind": "f",
+        "take_rates": '{"caf\\u00e9": 0.1}', "deep": json.dumps({"k" * 260: 1}),
+        "ok.a b:c/d-e.f": "2",
+    }  # fmt: skip
+    client = MlflowClient(f"sqlite:///{tmp_path}/m.db")
+    run = client.create_run(client.create_experiment("e"))
+    client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in flat.items()])
+    assert client.get_run(run.info.run_id).data.params == flat
 
 
 def test_config_hash_ignores_key_order_but_not_values():
