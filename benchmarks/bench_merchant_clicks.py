@@ -24,10 +24,22 @@ from allocator.policies.state import Role
 
 D_ARM, D_CTX, N_CAND, BATCH = 12, 15, 23, 256
 HYBRID = {"click_model": "hybrid", "offset_sd": 0.35}
+RECOMMENDED = {
+    **HYBRID, "typical_order_value": 150.0, "value_log_sd": 1.0, "value_prior": "balanced",
+    "value_prior_precision": 4.0, "factor_prior": "balanced",
+}  # fmt: skip
+ADOPTED = {
+    **RECOMMENDED, "typical_conversion": 0.05, "arm_intercept": True,
+    "crosses": {4: [], 5: [], 6: [], 7: [], 8: [], 9: [], 10: [0], 11: [0]},
+}  # fmt: skip
 CONFIGS: dict[str, dict[str, Any]] = {
     "shared_linear": {"kind": "shared_linear", "noise_scale": 0.02},
     "factored, shared click": {"kind": "factored_value", "exploration_scale": 0.35},
     "factored, hybrid click": {"kind": "factored_value", "exploration_scale": 0.35, **HYBRID},
+    # configs/wechat_entry.yaml's value_ts_protected before and after experiments/adopt_crosses
+    # (the bench's 12 random arm features stand for the scenario's groups, sells_, rating, price)
+    "recommended, Dec 2": {"kind": "factored_value", "exploration_scale": 0.35, **RECOMMENDED},
+    "recommended, Dec 3": {"kind": "factored_value", "exploration_scale": 0.1, **ADOPTED},
 }
 
 
