@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import posixpath
 import re
 import subprocess
 import time
@@ -54,22 +55,49 @@ def artifact_root(tracking_uri: str) -> Path | None:
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """Dotted-key flattening of a nested config, lists indexed (``a.0.b``). A mapping with
-    a key MLflow would refuse in a parameter name (``crosses: {"sells_*": []}``) stays one
-    parameter, its JSON text, so that no config can fail a run's logging."""
+    """Dotted-key flattening of a nested config, lists of mappings indexed (``a.0.b``).
+    A mapping (or list) under which a name would be one MLflow refuses (a key with
+    ``crosses: {"sells_*": []}``'s characters, too long, ``a/``) or two names would be one
+    (``{"a.b": 1, "a": {"b": 2}}``) stays one parameter, its JSON text, so that no config
+    can fail a run's logging or lose a value. ``tree``'s own keys are the caller's."""
     out: dict[str, str] = {}
     for key, value in tree.items():
         name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and all(
-            _PARAM_NAME.fullmatch(str(k)) and len(f"{name}.{k}") <= _MAX_PARAM_NAME for k in value
-        ):
-            out.update(flatten(value, f"{name}."))
-        elif isinstance(value, (list, tuple)) and any(isinstance(v, Mapping) for v in value):
-            out.update(flatten({str(i): v for i, v in enumerate(value)}, f"{name}."))
+        parts = (
+            dict(enumerate(value))
+            if isinstance(value, (list, tuple)) and any(isinstance(v, Mapping) for v in value)
+            else value
+        )
+        split = _split(name, parts) if isinstance(parts, Mapping) else None
+        if split is not None:
+            out.update(split)
         else:
             text = json.dumps(value, default=str) if not isinstance(value, str) else value
             out[name] = text[:_MAX_PARAM]
     return out
+
+
+def _split(name: str, parts: Mapping[Any, Any]) -> dict[str, str] | None:
+    """``parts`` flattened under ``name``, or None if a name would be refused or repeated."""
+    out: dict[str, str] = {}
+    for key, value in parts.items():
+        if not _loggable(f"{name}.{key}", key):
+            return None
+        items = flatten({key: value}, f"{name}.")
+        if items.keys() & out.keys():
+            return None
+        out.update(items)
+    return out
+
+
+def _loggable(name: str, key: object) -> bool:
+    """MLflow takes ``name``, ending in ``key``, as a parameter name: the key's characters,
+    the name's length, and a path that is its own normal form (a name may become a file's)."""
+    return (
+        bool(_PARAM_NAME.fullmatch(str(key)))
+        and len(name) <= _MAX_PARAM_NAME
+        and posixpath.normpath(name) == name
+    )
 
 
 def config_hash(config: Mapping[str, Any]) -> str:

@@ -7,7 +7,6 @@ minutes later inside a worker.
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +23,7 @@ from allocator.scenario.config import (
     ScenarioConfig,
     StaticSplitSpec,
     resolve_engine,
-    set_dotted,
+    sweep_points,
 )
 from allocator.scenario.strategies import (
     ExploreThenCommit,
@@ -130,7 +129,10 @@ def replay_candidates(scenario: ScenarioConfig, world: World) -> tuple[dict[str,
 
 
 def grid_cells(scenario: ScenarioConfig, world: World, n_impressions: int) -> list[CellTask]:
-    """Expand strategies × sweeps × seeds, validating every cell's strategy on the driver."""
+    """Expand strategies × sweeps × seeds, validating every cell's strategy on the driver,
+    and the replay candidates, whose engine for a sweep is its base engine, which no
+    cell runs (an emitted log's replay config is written by the cells)."""
+    replay_candidates(scenario, world)
     arms = scenario_arms(world)
     cells = []
     for spec in scenario.strategies:
@@ -138,16 +140,9 @@ def grid_cells(scenario: ScenarioConfig, world: World, n_impressions: int) -> li
         variants: list[tuple[str, dict[str, Any], dict[str, str]]] = [(spec.name, base, {})]
         if isinstance(spec, PolicySpec) and spec.sweep:
             variants = []
-            keys = sorted(spec.sweep)
-            for values in itertools.product(*(spec.sweep[k] for k in keys)):
-                engine = base["engine"]
-                coords = {}
-                for key, value in zip(keys, values, strict=True):
-                    engine = set_dotted(engine, key, value)
-                    coords[f"sweep.{key}"] = str(value)
-                label = ",".join(
-                    f"{key.split('.')[-1]}={v}" for key, v in zip(keys, values, strict=True)
-                )
+            for point, engine in sweep_points(base["engine"], spec.sweep):
+                coords = {f"sweep.{key}": str(value) for key, value in point.items()}
+                label = ",".join(f"{key.split('.')[-1]}={v}" for key, v in point.items())
                 variants.append((f"{spec.name}[{label}]", {**base, "engine": engine}, coords))
         for name, resolved, coords in variants:
             try:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import copy
 import fnmatch
+import itertools
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -33,6 +35,8 @@ from allocator.scenario.world.world import arm_feature_names, context_names
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
 Scale = Literal["small", "default", "full"]
 _IMPRESSIONS: dict[Scale, int] = {"small": 20_000, "default": 200_000, "full": 1_000_000}
+#: an index as a JSON key spells it (``"10"``, not ``"010"``), short of Python's digit limit
+_INDEX = re.compile(r"0|[1-9][0-9]{0,17}")
 
 
 class ExperimentSettings(StrictModel):
@@ -129,14 +133,19 @@ class ScenarioConfig(StrictModel):
         return self
 
     def _check_crosses(self) -> None:
-        """Every feature and column a ``crosses`` names is one of the world's (resolved
-        again, with the world's sizes, when the strategy is built)."""
+        """Every feature and column a ``crosses`` names, in the engine and at each point of
+        its sweep (which may set ``policy.crosses``), is one of the world's (resolved again,
+        with the world's sizes, when the strategy is built)."""
         arms, columns = arm_feature_names(self.world), context_names(self.world)
         for i, s in enumerate(self.strategies):
-            policy = s.engine.get("policy") if isinstance(s, PolicySpec) else None
-            if isinstance(policy, dict) and "crosses" in policy:
-                where = f"strategies[{i}].engine.policy.crosses"
-                resolve_crosses(policy["crosses"], arms, columns, where)
+            if not isinstance(s, PolicySpec):
+                continue
+            for point, engine in sweep_points(s.engine, s.sweep):
+                policy = engine.get("policy")
+                if isinstance(policy, dict) and "crosses" in policy:
+                    at = f" (sweep {point})" if point else ""
+                    where = f"strategies[{i}]{at}.engine.policy.crosses"
+                    resolve_crosses(policy["crosses"], arms, columns, where)
 
     def _check_groups(self) -> None:
         """Every group a contract, prior or take rate names is one of the world's; caps do
@@ -179,13 +188,32 @@ def set_dotted(tree: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
     return out
 
 
+def sweep_points(
+    engine: dict[str, Any], sweep: dict[str, list[Any]]
+) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Every combination of a sweep's values (one cell each) as ``({path: value}, the
+    engine with them set)``, paths in sorted order; ``[({}, engine)]`` without a sweep."""
+    keys = sorted(sweep)
+    out = []
+    for values in itertools.product(*(sweep[k] for k in keys)):
+        point = dict(zip(keys, values, strict=True))
+        swept = engine
+        for key, value in point.items():
+            swept = set_dotted(swept, key, value)
+        out.append((point, swept))
+    return out
+
+
 def _matches(name: object, names: Sequence[str], what: str, where: str) -> list[int]:
     """The indices ``name`` stands for: itself if an int (or its decimal spelling, as a
     JSON key has it), else every one of ``names`` it matches as a shell-style pattern
-    (``sells_*``); a string matching none is an error."""
+    (``sells_*``); a string matching none is an error. A negative int is refused here,
+    as its JSON key (``"-1"``) would later read as a pattern that matches nothing."""
     if isinstance(name, int) and not isinstance(name, bool):
+        if name < 0:
+            raise ConfigError(f"{where}: {name} is not an index (indices count from 0)")
         return [name]
-    if isinstance(name, str) and name.isascii() and name.isdecimal():
+    if isinstance(name, str) and _INDEX.fullmatch(name):
         return [int(name)]
     if not isinstance(name, str):
         raise ConfigError(f"{where}: {name!r} is neither a {what} name nor an index")

@@ -46,6 +46,32 @@ def test_a_mapping_with_keys_mlflow_refuses_stays_one_json_parameter(tmp_path):
     assert client.get_run(run.info.run_id).data.params == flat
 
 
+@pytest.mark.parametrize(
+    "inner",
+    [
+        {"a.b": 1, "a": {"b": 2}},  # two names would be one: neither value may be lost
+        {1: "x", "1": "y"},
+        {"a": {"b": 2}, "a.b": 1},
+        {"r": [{"a": 1}], "r.0.a": 2},
+        {"a/": 1},  # MLflow's names are paths in their normal form
+        {"a//b": 1},
+        {"a/../b": 1},
+    ],
+)
+def test_names_that_clash_or_are_not_paths_keep_their_mapping_whole(tmp_path, inner):
+    flat = flatten({"p": inner})
+    assert flat == {"p": json.dumps(inner)}
+    client = MlflowClient(f"sqlite:///{tmp_path}/m.db")
+    run = client.create_run(client.create_experiment("e"))
+    client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in flat.items()])
+    assert client.get_run(run.info.run_id).data.params == flat
+
+
+def test_a_lists_indices_are_names_mlflow_must_take_too():
+    key = "x" * 247  # "p.<key>" is 249 characters, "p.<key>.0" 251
+    assert flatten({"p": {key: [{"a": 1}, 5]}}) == {f"p.{key}": '[{"a": 1}, 5]'}
+
+
 def test_config_hash_ignores_key_order_but_not_values():
     assert config_hash({"a": 1, "b": 2}) == config_hash({"b": 2, "a": 1})
     assert config_hash({"a": 1}) != config_hash({"a": 2})

@@ -14,7 +14,12 @@ import yaml
 
 from allocator.config import parse_config
 from allocator.errors import ConfigError
-from allocator.scenario.build import build_strategy, scenario_arms, scenario_objective
+from allocator.scenario.build import (
+    build_strategy,
+    grid_cells,
+    scenario_arms,
+    scenario_objective,
+)
 from allocator.scenario.config import ScenarioConfig, resolve_crosses
 from allocator.scenario.world import World
 
@@ -114,6 +119,51 @@ def test_a_list_of_patterns_is_the_union_of_their_columns():
 def test_unknown_or_ambiguous_names_fail_when_the_config_is_read(crosses, message):
     with pytest.raises(ConfigError, match=message):
         parse_config(ScenarioConfig, scenario(crosses))
+
+
+@pytest.mark.parametrize(
+    ("crosses", "message"),
+    [
+        # the int -1 would reach the policy as the JSON key "-1", a pattern matching nothing
+        ({-1: ["bias"]}, r"crosses: -1 is not an index \(indices count from 0\)"),
+        ({"rating": [-1]}, r"crosses.rating: -1 is not an index"),
+        ({"010": ["bias"]}, r"'010' matches no arm feature"),  # not how JSON spells 10
+        ({"1" * 5000: ["bias"]}, r"'1111.*' matches no arm feature"),
+    ],
+)
+def test_negative_or_unusually_spelled_indices_fail_when_the_config_is_read(crosses, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config(ScenarioConfig, scenario(crosses))
+
+
+@pytest.mark.parametrize(
+    ("crosses", "sweep", "message"),
+    [
+        ({}, {"policy.crosses": [{"rating": ["bias"]}, {"stars": []}]},
+         r"strategies\[0\] \(sweep .*'stars' matches no arm feature"),
+        ({"sells_*": []}, {"policy.crosses.sells_beauty": [["bias"]]},
+         "arm feature 5 is named by two keys"),
+    ],
+)  # fmt: skip
+def test_swept_crosses_fail_when_the_config_is_read(crosses, sweep, message):
+    data = scenario(crosses)
+    data["strategies"][0]["sweep"] = sweep
+    with pytest.raises(ConfigError, match=message):
+        parse_config(ScenarioConfig, data)
+
+
+def test_a_sweeps_base_engine_is_checked_before_the_launch():
+    """An emitted log's replay config has a swept strategy's base engine, which no cell
+    runs: an invalid one fails on the driver, not in every cell after its simulation."""
+    data = scenario({12: ["bias"]})  # 12: the intercept, which only the sweep adds
+    data["strategies"][0]["sweep"] = {"policy.arm_intercept": [True]}
+    cfg = parse_config(ScenarioConfig, data)
+    world = World(cfg.world, seed=3)
+    with pytest.raises(ConfigError, match="crosses names arm feature 12"):
+        grid_cells(cfg, world, 1000)
+    data["strategies"][0]["engine"]["policy"]["arm_intercept"] = True
+    cells = grid_cells(parse_config(ScenarioConfig, data), world, 1000)
+    assert [c.strategy for c in cells] == ["value_ts[arm_intercept=True]", "oracle"]
 
 
 def test_indices_past_the_world_are_still_the_policys_error():
