@@ -184,3 +184,22 @@ def test_the_built_world_has_the_named_columns():
     assert chunk.contexts.shape[1] == len(world.context_names)
     assert np.all(chunk.contexts[:, world.context_names.index("bias")] == 1.0)
     assert scenario_objective(cfg, world)["take_rates"]
+
+
+def test_the_bundled_recommended_policy_keeps_the_tested_crosses():
+    """``configs/wechat_entry.yaml``'s recommended policy builds, in its own world, the
+    engine ``experiments/adopt_crosses`` tested (``crosses_b01``: crosses by index)."""
+    cfg = parse_config(
+        ScenarioConfig, yaml.safe_load((ROOT / "configs" / "wechat_entry.yaml").read_text())
+    )
+    world = World(cfg.world, seed=cfg.experiment.world_seed)
+    spec = next(s for s in cfg.strategies if s.name == "value_ts_protected")
+    built = build_strategy(spec.model_dump(mode="json"), cfg, world, scenario_arms(world), 1)
+    tested = yaml.safe_load((ROOT / "experiments" / "adopt_crosses" / "config.yaml").read_text())
+    spec_b01 = next(s for s in tested["strategies"] if s["name"] == "crosses_b01")
+    dumped = built.policy.config.model_dump()
+    assert {key: dumped[key] for key in spec_b01["engine"]["policy"]} == spec_b01["engine"][
+        "policy"
+    ]
+    assert dumped["crosses"] == {4: [], 5: [], 6: [], 7: [], 8: [], 9: [], 10: [0], 11: [0]}
+    assert spec.contracts == spec_b01["contracts"] == "protected"
