@@ -61,7 +61,6 @@ def scenario_arms(world: World) -> ScenarioArms:
         groups=tuple(world.arm_groups),
         group_names=group_names,
         features=np.ascontiguousarray(world.arm_features, dtype=np.float64),
-        n_context=len(world.context_names),
         categories=tuple(world.categories),
         city_tiers=TIER_NAMES,
         feature_names=world.arm_feature_names,
@@ -97,9 +96,8 @@ def build_strategy(
         )  # fmt: skip
     p = PolicySpec.model_validate(spec)
     engine = resolve_engine(
-        p.engine, objective, arms.n_context, arms.features.shape[1], f"strategy {p.name}.engine",
-        arms.feature_names, arms.context_names,
-    )  # fmt: skip
+        p.engine, objective, arms.feature_names, arms.context_names, f"strategy {p.name}.engine"
+    )
     contracts: ConstraintSet | None = scenario.contracts[p.contracts] if p.contracts else None
     return PolicyStrategy(p.name, engine, arms, seed, contracts)
 
@@ -115,8 +113,8 @@ def replay_candidates(scenario: ScenarioConfig, world: World) -> tuple[dict[str,
         if not isinstance(spec, PolicySpec):
             continue
         engine = resolve_engine(
-            spec.engine, objective, arms.n_context, arms.features.shape[1],
-            f"strategy {spec.name}.engine", arms.feature_names, arms.context_names,
+            spec.engine, objective, arms.feature_names, arms.context_names,
+            f"strategy {spec.name}.engine",
         )  # fmt: skip
         # what differs from the defaults, and the policy's kind (its tag)
         dumped = engine.model_dump(mode="json", exclude_defaults=True)

@@ -249,15 +249,14 @@ def resolve_crosses(
 def resolve_engine(
     engine: dict[str, Any],
     objective: dict[str, Any],
-    n_context: int,
-    n_arm_features: int,
+    arm_names: Sequence[str],
+    columns: Sequence[str],
     where: str,
-    arm_names: Sequence[str] = (),
-    columns: Sequence[str] = (),
 ) -> EngineConfig:
-    """Validate a strategy's engine, filling world-dependent sizes and the objective, and
-    turning the names in a ``crosses`` into indices (``arm_names``, ``columns``: the
-    world's)."""
+    """Validate a strategy's engine, filling the world's sizes (its arm features
+    ``arm_names`` and context ``columns``) and the objective, and turning the names in a
+    ``crosses`` into indices."""
+    n_context, n_arm_features = len(columns), len(arm_names)
     data = copy.deepcopy(engine)
     policy = data.get("policy")
     if isinstance(policy, dict):

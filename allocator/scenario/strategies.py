@@ -60,11 +60,14 @@ class ScenarioArms(NamedTuple):
     groups: tuple[str, ...]
     group_names: tuple[str, ...]  # group code -> name
     features: np.ndarray  # (n_arms, d_arm)
-    n_context: int
     categories: tuple[str, ...]
     city_tiers: tuple[str, ...]
     feature_names: tuple[str, ...]  # the features' columns
     context_names: tuple[str, ...]  # the impression context's columns
+
+    @property
+    def n_context(self) -> int:
+        return len(self.context_names)
 
 
 def make_registry(arms: ScenarioArms) -> ArmRegistry:
@@ -205,7 +208,7 @@ class ExploreThenCommit(PolicyStrategy):
     ) -> None:  # fmt: skip
         policy = parse_config(NormalGammaConfig, {"rule": "greedy", "epsilon": 0.0})
         engine = resolve_engine(
-            {"policy": policy.model_dump(mode="json")}, objective.model_dump(mode="json"), 0, 0,
+            {"policy": policy.model_dump(mode="json")}, objective.model_dump(mode="json"), (), (),
             spec.name,
         )  # fmt: skip
         super().__init__(spec.name, engine, arms, seed)

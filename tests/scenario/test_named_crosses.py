@@ -14,14 +14,10 @@ import yaml
 
 from allocator.config import parse_config
 from allocator.errors import ConfigError
-from allocator.scenario.build import (
-    build_strategy,
-    grid_cells,
-    scenario_arms,
-    scenario_objective,
-)
+from allocator.scenario.build import build_strategy, grid_cells, scenario_arms
 from allocator.scenario.config import ScenarioConfig, resolve_crosses
 from allocator.scenario.world import World
+from allocator.scenario.world.world import arm_feature_names, context_names
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMED = {"sells_*": [], "rating": ["bias"], "price_level": ["bias"]}
@@ -83,7 +79,6 @@ def expected(world: World) -> dict[int, list[int]]:
 def test_names_resolve_to_the_worlds_indices(partners, drop):
     crosses, world = built_crosses(scenario(NAMED, partners, drop))
     assert crosses == expected(world)
-    assert len(world.arm_feature_names) == world.arm_features.shape[1]
     n_groups = partners + 1
     assert min(crosses) == n_groups  # the first sells_ column follows the group one-hots
 
@@ -174,16 +169,25 @@ def test_indices_past_the_world_are_still_the_policys_error():
         build(cfg, world)
 
 
-def test_the_built_world_has_the_named_columns():
+def test_the_names_are_the_built_worlds_columns():
+    """The names a config is checked against (from the world config alone) label the built
+    world's columns: as many, ``bias`` constant, ``sells_*`` and ``rating`` set on the
+    merchants only, the group one-hots on their group."""
     cfg = parse_config(ScenarioConfig, scenario(NAMED, 2, "home"))
     world = World(cfg.world, seed=3)
-    arms = scenario_arms(world)
-    assert arms.feature_names == world.arm_feature_names
-    assert len(arms.context_names) == arms.n_context
-    chunk = next(world.stream(500, seed=1))
-    assert chunk.contexts.shape[1] == len(world.context_names)
-    assert np.all(chunk.contexts[:, world.context_names.index("bias")] == 1.0)
-    assert scenario_objective(cfg, world)["take_rates"]
+    arms, chunk = scenario_arms(world), next(world.stream(500, seed=1))
+    names, columns = arm_feature_names(cfg.world), context_names(cfg.world)
+    assert len(names) == arms.features.shape[1]
+    assert len(columns) == arms.n_context == chunk.contexts.shape[1]
+    assert np.all(chunk.contexts[:, columns.index("bias")] == 1.0)
+    sells = [i for i, n in enumerate(names) if n.startswith("sells_")]
+    partners, merchants = arms.features[:2], arms.features[2:]
+    assert not partners[:, sells].any() and (merchants[:, sells].sum(axis=1) >= 1).all()
+    assert not partners[:, names.index("rating")].any()
+    assert merchants[:, names.index("rating")].any()
+    for g, group in enumerate(("taobao", "douyin")):
+        assert arms.features[g, names.index(f"group_{group}")] == 1.0
+    assert np.all(merchants[:, names.index("group_mini_shop")] == 1.0)
 
 
 def test_the_bundled_recommended_policy_keeps_the_tested_crosses():
