@@ -187,11 +187,6 @@ class _Shared(StrictModel):
     n_context_features: Annotated[int, Field(ge=1, le=256)]
     n_arm_features: Annotated[int, Field(ge=1, le=256)]
     arm_intercept: bool = False
-    drift: dict[Annotated[int, Field(ge=0)], list[Annotated[int, Field(ge=0)]]] = Field(
-        default_factory=dict
-    )
-    drift_sd: PositiveFloat = 0.5
-    drift_ticks: Annotated[int, Field(ge=1)] = 100_000
 
     @property
     def model_arm_features(self) -> int:

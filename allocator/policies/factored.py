@@ -110,7 +110,6 @@ class FactoredValuePolicy(BinaryRewards, SharedLinearPolicy):
             pins[i] = PIN
             pins[i, columns] = 1.0
         self._pins = pins.ravel()
-        self._drift_prefixes = ("", "order_")
 
     def _init_model(self) -> None:
         super()._init_model()
@@ -209,7 +208,7 @@ class FactoredValuePolicy(BinaryRewards, SharedLinearPolicy):
             for prefix in ("order_", "value_"):
                 mean, a = self.factor_posterior(prefix)
                 getattr(s, f"{prefix}mu")[...] = mean
-                getattr(s, f"{prefix}a_inv")[...] = self._walk(prefix, mean, a)
+                getattr(s, f"{prefix}a_inv")[...] = np.linalg.inv(a)
             shape, scale = self.noise_posterior()
             s.noise_var[0] = scale / (shape - 1.0)
         super()._refresh()

@@ -219,8 +219,6 @@ class SharedLinearPolicy(_ScoreBankPolicy):
         Field("a_inv", np.float64, Role.CACHE, ("dim", "dim")),
         Field("features", np.float64, Role.PER_ARM | Role.PRIOR, ("d_arm",)),
         Field("model_dirty", np.bool_, Role.NONE, (1,)),
-        # the clock tick up to which the drifting weights' random walk is folded in
-        Field("walk_tick", np.int64, Role.LEARNED, (1,), values="tick"),
     )
 
     @classmethod
@@ -254,12 +252,6 @@ class SharedLinearPolicy(_ScoreBankPolicy):
         own = type(self)._update_batch is SharedLinearPolicy._update_batch
         own = own and self.UPDATE is ksl.update_shared_batch
         self._learn_one = BoundCall(kss.learn_shared_one, self._learn_one_args) if own else None
-        dc = config.n_context_features
-        self._drift_sel = np.array(
-            sorted(i * dc + q for i, cols in config.drift.items() for q in cols), dtype=np.int64
-        )
-        self._drift_rate = config.drift_sd**2 / config.drift_ticks
-        self._drift_prefixes: tuple[str, ...] = ("",)
 
     def _learned_changed(self) -> None:
         self.state.model_dirty[0] = True
@@ -315,8 +307,7 @@ class SharedLinearPolicy(_ScoreBankPolicy):
         if s.model_dirty[0]:
             mu, a = self.posterior()
             s.mu[...] = mu
-            s.a_inv[...] = self._walk("", mu, a)
-            s.walk_tick[0] = s.clock[0]
+            s.a_inv[...] = np.linalg.inv(a)
             s.model_dirty[0] = False
         # no per-arm state is re-solved here (``dirty`` is read by no shared family): a
         # refresh costs O(d²) whatever the catalogue, not a pass over every arm
@@ -329,28 +320,6 @@ class SharedLinearPolicy(_ScoreBankPolicy):
             self._phi, self._u, s.clock,
         )  # fmt: skip
         s.model_dirty[0] = True
-
-    def _walk(self, prefix: str, mu: np.ndarray, a: np.ndarray) -> np.ndarray:
-        """The covariance of the ``prefix`` factor's weights (mean ``mu``, precision ``a``)
-        after the drifting weights' random walk since ``walk_tick``; the walk is folded into
-        the factor's ``g`` and ``h`` (mean unchanged), so later evidence adds to it.
-
-        A walk of variance ``q`` on the weights ``S`` adds ``q`` to their covariance:
-        ``(a⁻¹ + q S Sᵀ)⁻¹ = a − a S (I/q + Sᵀ a S)⁻¹ Sᵀ a`` (Woodbury, O(D²·|S|))."""
-        cov = np.linalg.inv(a)
-        sel = self._drift_sel
-        ticks = int(self.state.clock[0] - self.state.walk_tick[0])
-        if sel.size == 0 or ticks <= 0 or prefix not in self._drift_prefixes:
-            return cov
-        q = self._drift_rate * ticks
-        a_s = a[:, sel]
-        inner = np.eye(sel.size) / q + a[np.ix_(sel, sel)]
-        dm = -(a_s @ np.linalg.solve(inner, a_s.T))
-        dm = 0.5 * (dm + dm.T)
-        getattr(self.state, f"{prefix}g")[...] += dm
-        getattr(self.state, f"{prefix}h")[...] += dm @ mu
-        cov[sel, sel] += q
-        return cov
 
     def update_checked(self, arm: int, reward: float, x: np.ndarray) -> bool:
         """:meth:`Policy.update_checked` (the serving path's learning step) as one bound

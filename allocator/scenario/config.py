@@ -142,11 +142,10 @@ class ScenarioConfig(StrictModel):
                 continue
             for point, engine in sweep_points(s.engine, s.sweep):
                 policy = engine.get("policy")
-                for key in ("crosses", "drift"):
-                    if isinstance(policy, dict) and key in policy:
-                        at = f" (sweep {point})" if point else ""
-                        where = f"strategies[{i}]{at}.engine.policy.{key}"
-                        resolve_crosses(policy[key], arms, columns, where)
+                if isinstance(policy, dict) and "crosses" in policy:
+                    at = f" (sweep {point})" if point else ""
+                    where = f"strategies[{i}]{at}.engine.policy.crosses"
+                    resolve_crosses(policy["crosses"], arms, columns, where)
 
     def _check_groups(self) -> None:
         """Every group a contract, prior or take rate names is one of the world's; caps do
@@ -261,11 +260,10 @@ def resolve_engine(
     data = copy.deepcopy(engine)
     policy = data.get("policy")
     if isinstance(policy, dict):
-        for key in ("crosses", "drift"):
-            if key in policy:
-                policy[key] = resolve_crosses(
-                    policy[key], arm_names, columns, f"{where}.policy.{key}"
-                )
+        if "crosses" in policy:
+            policy["crosses"] = resolve_crosses(
+                policy["crosses"], arm_names, columns, f"{where}.policy.crosses"
+            )
         if policy.get("kind") in ("linear_gaussian", "logistic"):
             policy.setdefault("n_features", n_context)
         if policy.get("kind") in (
