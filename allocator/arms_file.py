@@ -223,6 +223,7 @@ def read_catalogue(path: str | Path, with_features: bool) -> ArmColumns:
         first = _column(table, path, "features")
         if first.length() == 0 or not hasattr(first.type, "value_type"):
             raise _fail(path, f"column 'features' must hold lists of numbers, got {first.type}")
-        width = int(pc.list_value_length(first.chunk(0)[:1]).to_numpy()[0])
+        # the first row, wherever it lies (a table's first chunk may be empty)
+        width = int(pc.list_value_length(first.slice(0, 1)).to_numpy()[0])
     del table
     return read_arms_file(path, groups, width)

@@ -57,6 +57,13 @@ def test_yaml_round_trip(tmp_path):
             "take_rates.taobao",
         ),
         ({"policy": {"kind": "normal_gamma", "prior": {"mean": float("nan")}}}, "prior.mean"),
+        # pseudo-counts whose moments underflow (a ZeroDivisionError at build) or overflow
+        ({"policy": {"kind": "beta_bernoulli", "prior": {"alpha": 5e-324}}}, "prior.alpha"),
+        ({"policy": {"kind": "beta_bernoulli", "prior": {"beta": 1e13}}}, "prior.beta"),
+        ({"policy": {"kind": "normal_gamma", "prior": {"kappa": 1e-7}}}, "prior.kappa"),
+        ({"policy": {"kind": "normal_gamma", "prior": {"beta": 1e31}}}, "prior.beta"),
+        # past the kernels' 64-bit integers (a numba typing error at the first update)
+        ({"policy": {"kind": "beta_bernoulli", "refresh_every": 2**200}}, "refresh_every"),
     ],
 )
 def test_invalid_configs_name_the_field(tmp_path, data, match):
@@ -157,3 +164,28 @@ def test_scenario_group_names_are_checked_against_the_world():
     policy["engine"]["policy"]["group_priors"] = {"nope": {}}
     with pytest.raises(ConfigError, match=r"engine.policy.group_priors: unknown groups \['nope'\]"):
         parse_config(ScenarioConfig, data)
+
+
+@pytest.mark.parametrize("kind", ["beta_bernoulli", "normal_gamma"])
+def test_priors_at_the_bounds_give_finite_posteriors_and_decisions(kind):
+    """The smallest and largest pseudo-counts a config accepts keep every posterior moment
+    and bank draw finite."""
+    import numpy as np
+
+    from allocator import ArmRegistry, Engine
+
+    lo, hi = 1e-6, 1e12
+    for alpha, beta in ((lo, lo), (hi, hi), (lo, hi)):
+        prior = (
+            {"alpha": alpha, "beta": beta}
+            if kind == "beta_bernoulli"
+            else {"kappa": alpha, "alpha": beta, "beta": 1e-30 if alpha == lo else 1e30}
+        )
+        policy = EngineConfig.model_validate({"policy": {"kind": kind, "prior": prior}}).policy
+        engine = Engine(policy, None, ArmRegistry.build(["a", "b", "c"], ["g"] * 3), seed=0)
+        for i in range(50):
+            d = engine.decide(["a", "b", "c"])
+            engine.update(d.arm_index, float(i % 2))
+        s = engine.policy.state
+        assert np.isfinite(s.mean[:3]).all() and np.isfinite(s.sd[:3]).all()
+        assert np.isfinite(s.bank[:3]).all()

@@ -18,20 +18,30 @@ from allocator.config.objective import ObjectiveConfig
 RULE_CODES: dict[str, int] = {"thompson": 0, "ucb": 1, "greedy": 2}
 
 
-class BetaPrior(StrictModel):
-    """Beta(alpha, beta) prior on a Bernoulli success rate."""
+#: range of a prior's pseudo-counts (Beta's alpha and beta, Normal–Gamma's kappa and
+#: alpha): beyond it the posterior's moments underflow or overflow in double precision
+PRIOR_COUNTS = (1e-6, 1e12)
+#: range of the Normal–Gamma prior's scale ``beta`` (units of reward²)
+PRIOR_SCALE = (1e-30, 1e30)
+PriorCount = Annotated[float, Field(ge=PRIOR_COUNTS[0], le=PRIOR_COUNTS[1], allow_inf_nan=False)]
 
-    alpha: PositiveFloat = 1.0
-    beta: PositiveFloat = 1.0
+
+class BetaPrior(StrictModel):
+    """Beta(alpha, beta) prior on a Bernoulli success rate (pseudo-counts in
+    :data:`PRIOR_COUNTS`)."""
+
+    alpha: PriorCount = 1.0
+    beta: PriorCount = 1.0
 
 
 class NormalGammaPrior(StrictModel):
-    """Normal–Gamma prior on (mean, precision) of a real-valued reward."""
+    """Normal–Gamma prior on (mean, precision) of a real-valued reward (``kappa`` and
+    ``alpha`` in :data:`PRIOR_COUNTS`, ``beta`` in :data:`PRIOR_SCALE`)."""
 
     mean: FiniteFloat = 0.0
-    kappa: PositiveFloat = 1.0
-    alpha: PositiveFloat = 1.0
-    beta: PositiveFloat = 1.0
+    kappa: PriorCount = 1.0
+    alpha: PriorCount = 1.0
+    beta: Annotated[float, Field(ge=PRIOR_SCALE[0], le=PRIOR_SCALE[1], allow_inf_nan=False)] = 1.0
 
 
 class LinearPrior(StrictModel):
@@ -64,7 +74,7 @@ class _PolicyBase(StrictModel):
     half_life: PositiveFloat | None = None
     bank_rows: Annotated[int, Field(ge=1, le=65536)] = 256
     bank_max_cells: Annotated[int, Field(ge=1024)] = 1 << 24
-    refresh_every: Annotated[int, Field(ge=1)] = 64
+    refresh_every: Annotated[int, Field(ge=1, le=1 << 40)] = 64
     new_arm_prior: Literal["configured", "empirical"] = "configured"
     max_abs_input: Annotated[float, Field(gt=0.0, le=1e12, allow_inf_nan=False)] = 1e6
     max_abs_reward: Annotated[float, Field(gt=0.0, le=1e15, allow_inf_nan=False)] = 1e9

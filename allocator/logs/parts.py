@@ -218,7 +218,7 @@ def read_part(path: Path) -> Part:
             meta = part.metadata.metadata or {}
             schema = part.schema_arrow
             table = part.read()
-    except (pa.ArrowException, OSError) as err:
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as err:
         raise LogCorrupt(path.name, f"is unreadable: {err}") from None
     said_version = _meta_text(meta, META_VERSION)
     readable = sorted(v for k, v in VERSIONED if k == name.kind)

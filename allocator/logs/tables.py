@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from allocator.errors import InvalidInputError
+from allocator.inputs import invalid_utf8
 from allocator.logs.schema import (
     KINDS,
     OUTCOME_SOURCES,
@@ -64,8 +65,21 @@ def _conform(kind: Kind, table: pa.Table, version: int) -> pa.Table:
             raise InvalidInputError(f"{kind} column {f.name}: expected {f.type} ({err})") from None
         if not f.nullable and column.null_count:
             _require(~_numbers(column.is_null()), f.name, column, "a value (not null)")
+        _require_utf8(kind, f.name, column)
         columns.append(column)
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _require_utf8(kind: Kind, name: str, column: pa.ChunkedArray) -> None:
+    """Text (at any depth: a map's keys, a list's items) must be UTF-8: Parquet stores
+    whatever bytes a writer marked as text, and Python fails on them only when it reads
+    them. One C pass says whether; the first bad row is named when the column is text."""
+    try:
+        column.validate(full=True)
+    except pa.ArrowInvalid as err:
+        bad = invalid_utf8(column)
+        where = f" (row {int(np.flatnonzero(bad)[0])})" if bad is not None and bad.any() else ""
+        raise InvalidInputError(f"{kind} column {name}{where}: invalid text ({err})") from None
 
 
 def _nonempty(table: pa.Table, *names: str) -> None:

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from allocator.config import LinearGaussianConfig, SharedLinearConfig
-from allocator.errors import InvalidInputError
+from allocator.errors import InvalidInputError, SnapshotError
 from allocator.inputs import as_float_array
 from allocator.kernels import linear as kl
 from allocator.kernels import link as klink
@@ -56,6 +56,12 @@ class _ScoreBankPolicy(Policy):
     @property
     def bank_rows(self) -> int:
         return int(self.state.sizes["rows"])
+
+    def _check_restored(self) -> None:
+        super()._check_restored()
+        cursor, rows = int(self.state.z_cursor[0]), self.state.z.shape[1]
+        if not 0 <= cursor < rows:
+            raise SnapshotError(f"state array 'z_cursor' = {cursor}: expected 0 .. {rows - 1}")
 
     def _min_scratch(self) -> int:
         return self.bank_rows
@@ -288,6 +294,16 @@ class SharedLinearPolicy(_ScoreBankPolicy):
         if not self.config.arm_intercept:
             return given
         return np.column_stack([given, np.ones(n_new)])
+
+    def _check_restored(self) -> None:
+        super()._check_restored()
+        f = self.state.features[: self.registry.n_arms]
+        if f.size and not np.abs(f).max() <= self.input_bound:
+            raise SnapshotError(
+                f"state array 'features' holds values beyond max_abs_input = {self.input_bound:g}"
+            )
+        if self.config.arm_intercept and f.size and not (f[:, -1] == 1.0).all():
+            raise SnapshotError("state array 'features': the intercept column must be 1")
 
     def given_arm_features(self) -> np.ndarray:
         """The registered arms' features as they were given (the intercept left out)."""

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from allocator.config import BetaBernoulliConfig, NormalGammaConfig
+from allocator.config.policies import PRIOR_COUNTS, PRIOR_SCALE
 from allocator.errors import InvalidInputError, SnapshotError
 from allocator.kernels import beta as kb
 from allocator.kernels import normal_gamma as kng
@@ -74,6 +75,9 @@ def draw_grouped(
     return out
 
 
+#: the largest magnitude the float32 bank holds finite
+_BANK_MAX = float(np.finfo(np.float32).max)
+
 _ARM = Role.PER_ARM
 _SUM = Role.PER_ARM | Role.LEARNED | Role.ADDITIVE | Role.DECAYS
 _PRIOR = Role.PER_ARM | Role.PRIOR
@@ -98,6 +102,19 @@ class PerArmPolicy(Policy):
     UPDATES_MOVE_DECISIONS = False  # decisions read the bank, mean and sd: refreshed only
     #: prior fields, in the order of the config's prior model fields
     PRIOR_FIELDS: ClassVar[tuple[str, ...]] = ()
+
+    def _prior_bounds(self) -> dict[str, tuple[float, float]]:
+        """The range each prior field's values may take (what a config or an empirical
+        prior can produce); a restored value outside it is refused."""
+        return {}
+
+    def _check_restored(self) -> None:
+        super()._check_restored()
+        k = self.registry.n_arms
+        for name, (lo, hi) in self._prior_bounds().items():
+            values = getattr(self.state, name)[:k]
+            if values.size and not (lo <= values.min() and values.max() <= hi):
+                raise SnapshotError(f"state array {name!r} holds priors outside [{lo:g}, {hi:g}]")
 
     @classmethod
     def sizes(cls, config: Any, capacity: int) -> dict[str, int]:
@@ -209,6 +226,22 @@ class BetaBernoulliPolicy(PerArmPolicy):
         Field("s0", np.float64, _SUM, values="count"),  # discounted failures as of t_last
     )
     PRIOR_FIELDS = ("a0", "b0")
+
+    def _prior_bounds(self) -> dict[str, tuple[float, float]]:
+        # an empirical prior splits a configured strength a0 + b0 in two
+        hi = 2.0 * PRIOR_COUNTS[1]
+        return {"a0": (0.0, hi), "b0": (0.0, hi)}
+
+    def _check_restored(self) -> None:
+        super()._check_restored()
+        k = self.registry.n_arms
+        a0, b0 = self.state.a0[:k], self.state.b0[:k]
+        if k and ((a0 <= 0.0).any() or (b0 <= 0.0).any() or (a0 + b0).min() < PRIOR_COUNTS[0]):
+            raise SnapshotError(
+                f"state arrays 'a0', 'b0' hold a prior that is not positive, or whose "
+                f"strength a0 + b0 is below {PRIOR_COUNTS[0]:g}"
+            )
+
     REWARD_RANGE = (0.0, 1.0)
     LEARN_ONE = staticmethod(kb.learn_beta_one)
 
@@ -292,6 +325,9 @@ class NormalGammaPolicy(PerArmPolicy):
     )
     PRIOR_FIELDS = ("m0", "k0", "al0", "be0")
 
+    def _prior_bounds(self) -> dict[str, tuple[float, float]]:
+        return {"k0": PRIOR_COUNTS, "al0": PRIOR_COUNTS, "be0": PRIOR_SCALE}
+
     def _update_batch(self, arms: np.ndarray, rewards: np.ndarray, xs: np.ndarray) -> None:
         s = self.state
         kng.update_normal_gamma_batch(
@@ -322,9 +358,19 @@ class NormalGammaPolicy(PerArmPolicy):
     def _sample(
         self, mu: Any, kappa: Any, alpha: Any, beta: Any, size: tuple[int, int]
     ) -> np.ndarray:
-        """Normal–Gamma: precision tau ~ Gamma(alpha, 1/beta), then N(mu, 1/(kappa tau))."""
+        """Normal–Gamma: precision tau ~ Gamma(alpha, 1/beta), then N(mu, 1/(kappa tau)).
+
+        A small shape ``alpha`` draws a precision that underflows to 0 now and then; that
+        draw's score is then beyond any reward, and it is kept at the float32 bank's
+        largest finite magnitude (its sign the normal's) instead of becoming inf or NaN."""
         tau = gamma_draws(self.rng, alpha, size) / beta
-        draws: np.ndarray = mu + self.rng.standard_normal(size) / np.sqrt(kappa * tau)
+        z = self.rng.standard_normal(size)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            draws: np.ndarray = mu + z / np.sqrt(kappa * tau)
+        wild = ~np.isfinite(draws)
+        if wild.any():
+            draws[wild] = np.where(z[wild] < 0.0, -_BANK_MAX, _BANK_MAX)
+        np.clip(draws, -_BANK_MAX, _BANK_MAX, out=draws)
         return draws
 
     def _empirical_prior(self, new: np.ndarray, prior: dict[str, np.ndarray]) -> None:

@@ -111,17 +111,8 @@ class AllocatorConfig(StrictModel):
         dupes = sorted(i for i, n in ids.items() if n > 1)
         if dupes:
             raise ValueError(f"arms: ids must be unique, repeated: {dupes[:5]}")
+        check_serving(self.engine, self.serving)
         policy = self.engine.policy
-        names = self.serving.feature_names
-        want = policy.context_size
-        if names is not None and want is None:
-            raise ValueError(
-                f"serving.feature_names given, but policy {policy.kind} takes no context"
-            )
-        if names is not None and len(names) != want:
-            raise ValueError(
-                f"serving.feature_names has {len(names)} names, the policy expects {want}"
-            )
         for arm in self.arms:
             width = policy.arm_feature_size
             if width is not None:
@@ -132,29 +123,49 @@ class AllocatorConfig(StrictModel):
                     )
             elif arm.features is not None:
                 raise ValueError(f"arms: {arm.id!r} has features, but {policy.kind} uses none")
-        default = self.serving.default_outcome
-        if policy.BERNOULLI_REWARDS and max(default.click, default.order) > 1.0:
-            raise ValueError(
-                f"serving.default_outcome: click and order must be at most 1 for {policy.kind} "
-                f"(got click={default.click}, order={default.order})"
-            )
         groups = {a.group for a in self.arms} or set(
             self.arms_file.groups if self.arms_file else ()
         )
         for c in self.constraints.constraints:
             t = c.target
-            target_group = (
-                t.group if isinstance(t, GroupTarget)
-                else t.cold_in_group if isinstance(t, ColdArmsTarget)
-                else None
-            )  # fmt: skip
-            if target_group is not None and target_group not in groups:
-                raise ValueError(f"constraint {c.name!r}: unknown target group {target_group!r}")
             if isinstance(t, ArmTarget) and self.arms and t.arm not in ids:  # else at load
                 raise ValueError(f"constraint {c.name!r}: unknown target arm {t.arm!r}")
-        check_group_names(self.engine, groups)
-        check_caps_cover(self.constraints.constraints, sorted(groups))
+        check_groups(self.engine, self.constraints, groups)
         return self
+
+
+def check_serving(engine: EngineConfig, serving: ServingConfig) -> None:
+    """The rules between the serving settings and the policy (no arm list needed, so a
+    snapshot's config is held to them too): ``ValueError`` naming the setting."""
+    policy = engine.policy
+    names = serving.feature_names
+    want = policy.context_size
+    if names is not None and want is None:
+        raise ValueError(f"serving.feature_names given, but policy {policy.kind} takes no context")
+    if names is not None and len(names) != want:
+        raise ValueError(f"serving.feature_names has {len(names)} names, the policy expects {want}")
+    default = serving.default_outcome
+    if policy.BERNOULLI_REWARDS and max(default.click, default.order) > 1.0:
+        raise ValueError(
+            f"serving.default_outcome: click and order must be at most 1 for {policy.kind} "
+            f"(got click={default.click}, order={default.order})"
+        )
+
+
+def check_groups(engine: EngineConfig, constraints: ConstraintSet, groups: set[str]) -> None:
+    """Every group the contracts, priors and take rates name is one of the catalogue's
+    ``groups``, and caps do not cap every group below 1: ``ValueError`` naming it."""
+    for c in constraints.constraints:
+        t = c.target
+        target_group = (
+            t.group if isinstance(t, GroupTarget)
+            else t.cold_in_group if isinstance(t, ColdArmsTarget)
+            else None
+        )  # fmt: skip
+        if target_group is not None and target_group not in groups:
+            raise ValueError(f"constraint {c.name!r}: unknown target group {target_group!r}")
+    check_group_names(engine, groups)
+    check_caps_cover(constraints.constraints, sorted(groups))
 
 
 def load_allocator_config(path: str | Path) -> AllocatorConfig:
@@ -186,9 +197,12 @@ def config_without_arms(data: Mapping[str, Any]) -> AllocatorConfig:
     restored allocator's ``config.arms`` is empty and its registry holds the catalogue, so
     catalogues of millions of merchants load in array time.
     """
+    engine = EngineConfig.model_validate(data["engine"])
+    serving = ServingConfig.model_validate(data["serving"])
+    check_serving(engine, serving)
     return AllocatorConfig.model_construct(
-        engine=EngineConfig.model_validate(data["engine"]),
+        engine=engine,
         constraints=ConstraintSet.model_validate(data["constraints"]),
-        serving=ServingConfig.model_validate(data["serving"]),
+        serving=serving,
         arms=[],
     )

@@ -29,7 +29,7 @@ import numpy as np
 from allocator.engine import Engine
 from allocator.errors import SnapshotError, brief
 from allocator.serving.clock import EPOCH_MAX, EPOCH_MIN
-from allocator.serving.config import AllocatorConfig, config_without_arms
+from allocator.serving.config import AllocatorConfig, check_groups, config_without_arms
 from allocator.serving.pending import PendingTable
 from allocator.snapshot import DEFAULT_MAX_BYTES, read_snapshot
 
@@ -181,6 +181,7 @@ def read_allocator_snapshot(
         engine = Engine.restore(
             config.engine.policy, config.constraints, seed, arrays, meta["policy"], copy=False
         )
+        check_groups(config.engine, config.constraints, set(engine.registry.groups))
         pending = PendingTable.from_arrays(
             config.serving.pending_capacity, arrays, engine.registry.n_arms,
             engine.policy.n_features,

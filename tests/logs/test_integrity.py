@@ -179,3 +179,70 @@ def test_a_new_writer_removes_its_replicas_orphaned_temporary_parts(tmp_path):
     theirs.write_bytes(b"PAR1")
     DecisionLogWriter(tmp_path, replica="r0").close()
     assert not mine.exists() and theirs.exists()
+
+
+def _forged(directory: Path, kind: str, column: str, make) -> None:  # type: ignore[no-untyped-def]
+    """Rewrite the last ``kind`` part with ``column`` replaced, under a fresh valid digest
+    (the digest is integrity, not authorship: whoever writes the directory can forge it)."""
+    import pyarrow as pa
+
+    from allocator.logs.parts import encode_part, parse_name, read_part
+
+    path = sorted(directory.glob(f"{kind}-*.parquet"))[-1]
+    table = read_part(path).table
+    i = table.schema.get_field_index(column)
+    table = table.set_column(
+        i, table.schema.field(i), make(table.column(column).combine_chunks(), pa)
+    )
+    session = pq.read_metadata(path).metadata[b"entry_alloc.session"].decode()
+    path.write_bytes(encode_part(table, parse_name(path.name), session))
+
+
+def _not_utf8(column, pa):  # type: ignore[no-untyped-def]
+    cells = [b"\xff\xfe" + v.encode() for v in column.to_pylist()]
+    return pa.array(cells, pa.binary()).view(pa.string())
+
+
+def _attrs_key_not_utf8(column, pa):  # type: ignore[no-untyped-def]
+    n = len(column)
+    offsets = pa.array(np.arange(n + 1, dtype=np.int32))
+    keys = pa.array([b"\xff"] * n, pa.binary()).view(pa.string())
+    return pa.MapArray.from_arrays(offsets, keys, pa.array(["x"] * n), type=column.type)
+
+
+@pytest.mark.parametrize(
+    ("kind", "column", "make"),
+    [("decisions", "decision_id", _not_utf8), ("decisions", "policy_kind", _not_utf8),
+     ("decisions", "attrs", _attrs_key_not_utf8)],
+)  # fmt: skip
+def test_text_that_is_not_utf8_is_a_corrupt_part(tmp_path, kind, column, make):
+    """Parquet keeps whatever bytes a writer marked as text; Python fails on them only when
+    it reads them, so the loader checks every text column (a map's keys too) first."""
+    write_log(tmp_path)
+    _forged(tmp_path, kind, column, make)
+    with pytest.raises(LogCorrupt, match=f"{kind} column {column}.*invalid text"):
+        load_decision_log(tmp_path)
+
+
+def test_a_column_name_that_is_not_utf8_is_a_corrupt_part(tmp_path):
+    """One byte of a column's name, at each place the part spells it, made non-UTF-8 under
+    a recomputed digest: refused as corrupt (the footer's spelling) or harmless (a copy
+    the reader does not use), never a raw decoding error."""
+    from allocator.logs.parts import _digest, _digest_at
+
+    write_log(tmp_path)
+    path = sorted(tmp_path.glob("decisions-*.parquet"))[0]
+    genuine = path.read_bytes()
+    refused = start = 0
+    while (at_name := genuine.find(b"policy_kind", start)) >= 0:
+        start = at_name + 1
+        data = bytearray(genuine)
+        data[at_name + 2] = 0xFF
+        at = _digest_at(data)
+        data[at : at + 64] = _digest(data, at)
+        path.write_bytes(bytes(data))
+        try:
+            load_decision_log(tmp_path)
+        except LogCorrupt:
+            refused += 1
+    assert refused >= 1

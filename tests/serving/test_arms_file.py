@@ -225,3 +225,25 @@ def test_a_corrupt_arrow_file_is_refused_not_read_outside_its_map(tmp_path):
     assert len(lines) == 2, out.stdout
     for path, line in zip(paths, lines, strict=True):
         assert line.startswith(f"REFUSED arms file {path}: is not a readable Parquet or Arrow")
+
+
+def test_a_catalogue_whose_first_batch_is_empty_reads_its_feature_width(tmp_path):
+    """An Arrow file's first record batch may hold no rows; the feature width is the first
+    row's wherever it lies (an IndexError before)."""
+    from allocator.arms_file import read_catalogue
+
+    schema = pa.schema(
+        [("id", pa.string()), ("group", pa.string()), ("features", pa.list_(pa.float64()))]
+    )
+    empty = pa.record_batch([pa.array([], t) for t in schema.types], schema=schema)
+    rows = pa.record_batch(
+        [pa.array(["a", "b"]), pa.array(["g", "g"]), pa.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])],
+        schema=schema,
+    )
+    path = tmp_path / "arms.arrow"
+    with pa.OSFile(str(path), "wb") as f, pa.ipc.new_file(f, schema) as writer:
+        writer.write_batch(empty)
+        writer.write_batch(rows)
+    catalogue = read_catalogue(path, with_features=True)
+    assert catalogue.registry.n_arms == 2
+    assert catalogue.features is not None and catalogue.features.shape == (2, 3)

@@ -79,6 +79,37 @@ FORGERIES: dict[str, Callable[[Arrays, Meta], None]] = {
     "seed as a string": lambda arrays, meta: meta.update(seed="1"),
     "replica not a string": lambda arrays, meta: meta.update(replica=[1, 2]),
     "malformed epoch": lambda arrays, meta: meta.update(epoch="../../x"),
+    "policy meta not a mapping": lambda arrays, meta: meta.update(policy=None),
+    "RNG increment below 0": lambda arrays, meta: meta["policy"]["rng"]["state"].update(inc=-1),
+    "RNG state past 64 bits": lambda arrays, meta: meta["policy"]["rng"]["state"].update(
+        state=2**200
+    ),
+    "negative prior": _set("policy.a0", lambda a: _poke(a, -1e308)),
+    "prior beyond double-precision moments": _set("policy.b0", lambda a: _poke(a, 1e308)),
+    "statistic beyond what the clock allows": _set("policy.s1", lambda a: _poke(a, 1e300)),
+    # each refused by the live config too: a snapshot's config is held to the same rules
+    "default outcome above 1 for a binary family": lambda arrays, meta: meta["config"]["serving"][
+        "default_outcome"
+    ].update(order=1.5),
+    "refresh period past the kernels' integers": lambda arrays, meta: meta["config"]["engine"][
+        "policy"
+    ].update(refresh_every=2**200),
+    "contract on a group the catalogue lacks": lambda arrays, meta: meta["config"]["constraints"][
+        "constraints"
+    ][0]["target"].update(group="nosuch"),
+}
+
+#: forgeries of a shared linear model's state (a ``genuine_shared`` snapshot)
+SHARED_FORGERIES: dict[str, Callable[[Arrays, Meta], None]] = {
+    # roll_normals would index past the bank: heap corruption, not an error
+    "bank cursor past the bank": _set("policy.z_cursor", lambda a: _poke(a, 2**63 - 1)),
+    "bank cursor at the bank's end": lambda arrays, meta: arrays.update(
+        {"policy.z_cursor": np.array([arrays["policy.z"].shape[1]], np.int64)}
+    ),
+    "Gram matrix beyond what the clock allows": _set("policy.g", lambda a: _poke(a, 1e308)),
+    "Gram matrix not positive semi-definite": _set("policy.g", lambda a: a - 50.0 * np.eye(len(a))),
+    "asymmetric Gram matrix": _set("policy.g", lambda a: _poke(a, 3.0, 1)),
+    "arm features beyond max_abs_input": _set("policy.features", lambda a: _poke(a, 1e300)),
 }
 
 
@@ -140,6 +171,33 @@ def test_each_forgery_is_a_snapshot_error(genuine, tmp_path, name):
     with pytest.raises(SnapshotError):
         Allocator.load(path)
     Allocator.load(genuine)  # and the genuine one still loads
+
+
+@pytest.fixture(scope="module")
+def genuine_shared(tmp_path_factory) -> Path:
+    alloc = Allocator(config("shared_linear", reward_wait_s=1e6), seed=1)
+    rng = np.random.default_rng(0)
+    for i in range(60):
+        d = alloc.decide(
+            ["taobao", "douyin", "merchant:1", "merchant:2"], context=rng.normal(size=3),
+            timestamp=T0 + i,
+        )  # fmt: skip
+        alloc.update(d.decision_id, {"order": float(i % 3 == 0), "gmv": 10.0})
+    path = tmp_path_factory.mktemp("snap") / "genuine_shared.npz"
+    alloc.save(path)
+    return path
+
+
+@pytest.mark.parametrize("name", list(SHARED_FORGERIES))
+def test_each_shared_model_forgery_is_a_snapshot_error(genuine_shared, tmp_path, name):
+    arrays, meta = read_snapshot(genuine_shared)
+    SHARED_FORGERIES[name](arrays, meta)
+    path = tmp_path / "forged.npz"
+    write_snapshot(path, arrays, meta)
+    with pytest.raises(SnapshotError):
+        Allocator.load(path)
+    alloc = Allocator.load(genuine_shared)  # the genuine one still loads and serves
+    alloc.decide(["taobao", "merchant:1"], context=np.zeros(3), timestamp=T0 + 100)
 
 
 def test_forgeries_never_kill_the_loading_process(genuine, tmp_path):
