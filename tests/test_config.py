@@ -64,6 +64,11 @@ def test_yaml_round_trip(tmp_path):
         ({"policy": {"kind": "normal_gamma", "prior": {"beta": 1e31}}}, "prior.beta"),
         # past the kernels' 64-bit integers (a numba typing error at the first update)
         ({"policy": {"kind": "beta_bernoulli", "refresh_every": 2**200}}, "refresh_every"),
+        # every ordered impression's reward would be refused
+        (
+            {"policy": {"kind": "normal_gamma"}, "objective": {"click": 1e9, "order": 1.0}},
+            "worth more than policy.max_abs_reward",
+        ),
     ],
 )
 def test_invalid_configs_name_the_field(tmp_path, data, match):

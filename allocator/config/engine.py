@@ -35,6 +35,12 @@ class EngineConfig(StrictModel):
                 f"(got click={o.click}, order={o.order}, gmv={o.gmv}); use normal_gamma or a "
                 "linear policy for revenue"
             )
+        if abs(o.click) + abs(o.order) > self.policy.max_abs_reward:
+            raise ValueError(
+                f"objective click={o.click} and order={o.order}: an ordered impression would be "
+                f"worth more than policy.max_abs_reward = {self.policy.max_abs_reward:g}, "
+                "and every such reward would be refused"
+            )
         if isinstance(self.policy, FactoredValueConfig) and self.policy.objective != o:
             raise ValueError(
                 "policy factored_value values outcomes with its own objective, which must "

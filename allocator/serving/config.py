@@ -150,6 +150,15 @@ def check_serving(engine: EngineConfig, serving: ServingConfig) -> None:
             f"serving.default_outcome: click and order must be at most 1 for {policy.kind} "
             f"(got click={default.click}, order={default.order})"
         )
+    o = engine.objective
+    rate = max([o.default_take_rate, *o.take_rates.values()])
+    worth = abs(default.click * o.click) + abs(default.order * o.order)
+    worth += abs(default.gmv * o.gmv) * rate
+    if worth > policy.max_abs_reward:
+        raise ValueError(
+            f"serving.default_outcome is worth up to {worth:g} under the objective, more than "
+            f"policy.max_abs_reward = {policy.max_abs_reward:g}: every expiry would be refused"
+        )
 
 
 def check_groups(engine: EngineConfig, constraints: ConstraintSet, groups: set[str]) -> None:

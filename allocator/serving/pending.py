@@ -296,9 +296,12 @@ class PendingTable:
 
     @classmethod
     def from_arrays(
-        cls, capacity: int, arrays: dict[str, np.ndarray], n_arms: int, n_features: int | None
-    ) -> PendingTable:
-        """Rebuild from :meth:`to_arrays` output, checking it first (untrusted files)."""
+        cls, capacity: int, arrays: dict[str, np.ndarray], n_arms: int, n_features: int | None,
+        input_bound: float,
+    ) -> PendingTable:  # fmt: skip
+        """Rebuild from :meth:`to_arrays` output, checking it first (untrusted files):
+        contexts beyond ``input_bound`` could not have been decided on, and their learning
+        would be refused at every expiry."""
         try:
             ids, arms = arrays["pending.ids"], arrays["pending.arms"]
             times, ctx = arrays["pending.timestamps"], arrays["pending.contexts"]
@@ -318,6 +321,10 @@ class PendingTable:
             raise SnapshotError("pending.arms holds an arm index out of range")
         if not (np.isfinite(times).all() and np.isfinite(ctx).all()):
             raise SnapshotError("pending times or contexts hold NaN or inf")
+        if ctx.size and not np.abs(ctx).max() <= input_bound:
+            raise SnapshotError(
+                f"pending.contexts hold values beyond max_abs_input = {input_bound:g}"
+            )
         if k > capacity or finished.shape[0] > capacity or len(set(ids.tolist())) != k:
             raise SnapshotError("pending tables exceed their capacity or repeat an id")
         keys = [split_id(i) for i in ids.tolist()]

@@ -184,7 +184,7 @@ def read_allocator_snapshot(
         check_groups(config.engine, config.constraints, set(engine.registry.groups))
         pending = PendingTable.from_arrays(
             config.serving.pending_capacity, arrays, engine.registry.n_arms,
-            engine.policy.n_features,
+            engine.policy.n_features, engine.policy.input_bound,
         )  # fmt: skip
         return Restored(config, seed, replica, engine, pending, Books.from_meta(meta))
     except (KeyError, TypeError, ValueError) as err:

@@ -110,6 +110,13 @@ SHARED_FORGERIES: dict[str, Callable[[Arrays, Meta], None]] = {
     "Gram matrix not positive semi-definite": _set("policy.g", lambda a: a - 50.0 * np.eye(len(a))),
     "asymmetric Gram matrix": _set("policy.g", lambda a: _poke(a, 3.0, 1)),
     "arm features beyond max_abs_input": _set("policy.features", lambda a: _poke(a, 1e300)),
+    "pending context beyond max_abs_input": _set("pending.contexts", lambda a: _poke(a, 1e300)),
+    "objective beyond max_abs_reward": lambda arrays, meta: meta["config"]["engine"][
+        "objective"
+    ].update(order=1e60),
+    "default outcome beyond max_abs_reward": lambda arrays, meta: meta["config"]["serving"][
+        "default_outcome"
+    ].update(gmv=1e300),
 }
 
 
@@ -171,7 +178,8 @@ def genuine_shared(tmp_path_factory) -> Path:
             ["taobao", "douyin", "merchant:1", "merchant:2"], context=rng.normal(size=3),
             timestamp=T0 + i,
         )  # fmt: skip
-        alloc.update(d.decision_id, {"order": float(i % 3 == 0), "gmv": 10.0})
+        if i % 2:  # the others stay pending, their contexts saved with them
+            alloc.update(d.decision_id, {"order": float(i % 3 == 0), "gmv": 10.0})
     path = tmp_path_factory.mktemp("snap") / "genuine_shared.npz"
     alloc.save(path)
     return path

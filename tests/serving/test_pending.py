@@ -82,17 +82,17 @@ def test_snapshot_arrays_round_trip_and_forged_orders_are_refused():
     t.settle(f"{HEAD}-3")
     t.finish(f"{HEAD}-3")
     arrays = t.to_arrays(2)
-    back = PendingTable.from_arrays(100, arrays, 10, 2)
+    back = PendingTable.from_arrays(100, arrays, 10, 2, 1e6)
     assert back.to_arrays(2).keys() == arrays.keys()
     for name, value in back.to_arrays(2).items():
         np.testing.assert_array_equal(value, arrays[name])
     assert back.was_finished(f"{HEAD}-3") and back.get(f"{HEAD}-4") is not None
     forged = dict(arrays, **{"pending.ids": arrays["pending.ids"][::-1].copy()})
     with pytest.raises(SnapshotError, match="in issue order"):
-        PendingTable.from_arrays(100, forged, 10, 2)
+        PendingTable.from_arrays(100, forged, 10, 2, 1e6)
     forged = dict(arrays, **{"pending.ids": np.array(["x"] * 29)})
     with pytest.raises(SnapshotError, match="repeat an id"):
-        PendingTable.from_arrays(100, forged, 10, 2)
+        PendingTable.from_arrays(100, forged, 10, 2, 1e6)
 
 
 def test_one_row_paths_agree_with_the_bulk_ones():
