@@ -33,6 +33,18 @@ def _set(name: str, fn: Callable[[np.ndarray], np.ndarray]) -> Callable[[Arrays,
     return change
 
 
+def _meta(*path: str | int, **values: object) -> Callable[[Arrays, Meta], None]:
+    """Set ``values`` in the meta mapping at ``path`` (keys and list positions)."""
+
+    def change(arrays: Arrays, meta: Meta) -> None:
+        node = meta
+        for key in path:
+            node = node[key]
+        node.update(values)
+
+    return change
+
+
 def _poke(a: np.ndarray, value: float, where: int = 0) -> np.ndarray:
     a.reshape(-1)[where] = value
     return a
@@ -80,23 +92,21 @@ FORGERIES: dict[str, Callable[[Arrays, Meta], None]] = {
     "replica not a string": lambda arrays, meta: meta.update(replica=[1, 2]),
     "malformed epoch": lambda arrays, meta: meta.update(epoch="../../x"),
     "policy meta not a mapping": lambda arrays, meta: meta.update(policy=None),
-    "RNG increment below 0": lambda arrays, meta: meta["policy"]["rng"]["state"].update(inc=-1),
-    "RNG state past 64 bits": lambda arrays, meta: meta["policy"]["rng"]["state"].update(
-        state=2**200
-    ),
+    "RNG increment below 0": _meta("policy", "rng", "state", inc=-1),
+    "RNG state past 64 bits": _meta("policy", "rng", "state", state=2**200),
     "negative prior": _set("policy.a0", lambda a: _poke(a, -1e308)),
     "prior beyond double-precision moments": _set("policy.b0", lambda a: _poke(a, 1e308)),
     "statistic beyond what the clock allows": _set("policy.s1", lambda a: _poke(a, 1e300)),
     # each refused by the live config too: a snapshot's config is held to the same rules
-    "default outcome above 1 for a binary family": lambda arrays, meta: meta["config"]["serving"][
-        "default_outcome"
-    ].update(order=1.5),
-    "refresh period past the kernels' integers": lambda arrays, meta: meta["config"]["engine"][
-        "policy"
-    ].update(refresh_every=2**200),
-    "contract on a group the catalogue lacks": lambda arrays, meta: meta["config"]["constraints"][
-        "constraints"
-    ][0]["target"].update(group="nosuch"),
+    "default outcome above 1 for a binary family": _meta(
+        "config", "serving", "default_outcome", order=1.5
+    ),
+    "refresh period past the kernels' integers": _meta(
+        "config", "engine", "policy", refresh_every=2**200
+    ),
+    "contract on a group the catalogue lacks": _meta(
+        "config", "constraints", "constraints", 0, "target", group="nosuch"
+    ),
 }
 
 #: forgeries of a shared linear model's state (a ``genuine_shared`` snapshot)
@@ -111,12 +121,10 @@ SHARED_FORGERIES: dict[str, Callable[[Arrays, Meta], None]] = {
     "asymmetric Gram matrix": _set("policy.g", lambda a: _poke(a, 3.0, 1)),
     "arm features beyond max_abs_input": _set("policy.features", lambda a: _poke(a, 1e300)),
     "pending context beyond max_abs_input": _set("pending.contexts", lambda a: _poke(a, 1e300)),
-    "objective beyond max_abs_reward": lambda arrays, meta: meta["config"]["engine"][
-        "objective"
-    ].update(order=1e60),
-    "default outcome beyond max_abs_reward": lambda arrays, meta: meta["config"]["serving"][
-        "default_outcome"
-    ].update(gmv=1e300),
+    "objective beyond max_abs_reward": _meta("config", "engine", "objective", order=1e60),
+    "default outcome beyond max_abs_reward": _meta(
+        "config", "serving", "default_outcome", gmv=1e300
+    ),
 }
 
 
