@@ -27,7 +27,7 @@ from allocator.inputs import as_float_array, as_index_array
 from allocator.policies.bound import BoundCall
 from allocator.policies.calls import DecisionCalls
 from allocator.policies.exchange import StateExchange
-from allocator.policies.state import COMMON_FIELDS, Field, ModelState, Role
+from allocator.policies.state import COMMON_FIELDS, Field, ModelState
 from allocator.registry import ArmRegistry
 
 
@@ -384,26 +384,8 @@ class Policy(DecisionCalls, StateExchange, ABC):
 
     def _check_restored(self) -> None:
         """Refuse restored arrays no run of this policy could hold, with a
-        :class:`SnapshotError` (each family adds its rules): the learned statistics must
-        pass a merge's checks (as if the whole state were one fleet delta), so a forged
-        file cannot install what a forged delta could not."""
-        s = self.state
-        k = self.registry.n_arms
-        scale = max(1.0, self.input_bound, self.reward_bound) ** 2
-        limit = (float(s.clock[0]) + 1.0) * scale
-        stats = {}
-        for f in s.select(Role.ADDITIVE):
-            value = getattr(s, f.name)
-            stats[f.name] = value[:k] if f.has(Role.PER_ARM) else value
-            if value.dtype.kind == "f" and not np.abs(value).max(initial=0.0) <= limit:
-                raise SnapshotError(
-                    f"state array {f.name!r} is beyond {limit:g} in magnitude: more than "
-                    f"{int(s.clock[0])} observations within the input bounds can sum to"
-                )
-        try:
-            self._check_merged(stats, s.n_obs[:k] > 0)
-        except InvalidInputError as err:
-            raise SnapshotError(f"restored statistics are impossible: {err}") from None
+        :class:`SnapshotError` (each family adds its rules to the statistics' checks)."""
+        self.check_restored_statistics()
 
     @classmethod
     def restored_sizes(cls, config: Any, arrays: Mapping[str, np.ndarray]) -> dict[str, int]:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from allocator.errors import InvalidInputError, SnapshotError
 from allocator.policies.state import ModelState, Role
 from allocator.registry import ArmRegistry
 
@@ -112,6 +113,28 @@ class StateExchange:
         self.state.dirty[:k] |= n_obs > 0
         self._learned_changed()
         self.refresh()
+
+    def check_restored_statistics(self) -> None:
+        """The learned statistics of a restored state must pass a merge's checks, as if the
+        whole state were one fleet delta: a forged file cannot install what a forged delta
+        could not. :class:`SnapshotError` naming what is impossible."""
+        s = self.state
+        k = self.registry.n_arms
+        scale = max(1.0, self.input_bound, self.reward_bound) ** 2
+        limit = (float(s.clock[0]) + 1.0) * scale
+        stats = {}
+        for f in s.select(Role.ADDITIVE):
+            value = getattr(s, f.name)
+            stats[f.name] = value[:k] if f.has(Role.PER_ARM) else value
+            if value.dtype.kind == "f" and not np.abs(value).max(initial=0.0) <= limit:
+                raise SnapshotError(
+                    f"state array {f.name!r} is beyond {limit:g} in magnitude: more than "
+                    f"{int(s.clock[0])} observations within the input bounds can sum to"
+                )
+        try:
+            self._check_merged(stats, s.n_obs[:k] > 0)
+        except InvalidInputError as err:
+            raise SnapshotError(f"restored statistics are impossible: {err}") from None
 
     def _check_merged(self, merged: Mapping[str, np.ndarray], touched: np.ndarray) -> None:
         """Family hook: raise :class:`InvalidInputError` if ``merged`` statistics (see
