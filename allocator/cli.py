@@ -1,8 +1,9 @@
 """Command line.
 
 - ``allocator check CONFIG`` validates a config and prints it resolved (a file with an
-  ``arms`` list is an allocator config, one with ``world`` a scenario, one with ``logs`` a
-  replay experiment; otherwise an engine config).
+  ``arms`` list is an allocator config, one with ``world`` a scenario, whose world is built
+  and grid validated as ``run`` does before launching, one with ``logs`` a replay
+  experiment; otherwise an engine config).
 - ``allocator run CONFIG`` runs an experiment: a scenario (``world:``) is simulated, a replay
   experiment (``logs:``) evaluates policies on logged traffic. ``simulate`` and ``replay``
   are the same command restricted to one kind.
@@ -43,10 +44,23 @@ def main(argv: list[str] | None = None) -> int:
     try:
         data = load_yaml(args.config)
         cfg = parse_config(_model_for(data), data, args.config)
+        _check_scenario(cfg)
     except AllocatorError as err:
         return _refuse(err)
     print(json.dumps(cfg.model_dump(mode="json"), indent=2))
     return 0
+
+
+def _check_scenario(cfg: Any) -> None:
+    """For a scenario, the checks ``run`` makes before launching (the world built, every
+    cell's strategy and contracts compiled against it), so ``check`` passes what ``run``
+    launches."""
+    from allocator.scenario.config import ScenarioConfig
+
+    if isinstance(cfg, ScenarioConfig):
+        from allocator.launch.scenario import prepare_cells
+
+        prepare_cells(cfg, min(cfg.experiment.impressions.values()))
 
 
 def _refuse(err: AllocatorError) -> int:
@@ -117,6 +131,14 @@ def _run(args: argparse.Namespace) -> int:
 
     try:
         settings = load_settings()
+        if args.impressions is not None:  # before any runner starts
+            from allocator.scenario.config import MIN_IMPRESSIONS
+
+            if args.impressions < MIN_IMPRESSIONS:
+                raise ConfigError(
+                    f"--impressions {args.impressions}: expected at least {MIN_IMPRESSIONS} "
+                    "(as experiment.impressions)"
+                )
     except AllocatorError as err:
         return _refuse(err)
     runner: Any

@@ -118,3 +118,16 @@ def test_scalars_yaml_cannot_build_are_config_errors(tmp_path, name):
     path.write_text(str(content), encoding="utf-8")
     with pytest.raises(ConfigError, match=rf"config file {re.escape(str(path))} is {match}"):
         load_yaml(path)
+
+
+def test_a_bad_impressions_override_exits_2_with_one_line_before_launch(tmp_path):
+    """The override is held to ``experiment.impressions``' bound, as a config file is."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    args = ["run", "--sequential", str(ROOT / "configs" / "wechat_entry.yaml"),
+            "--impressions", "0", "--out", str(tmp_path / "runs")]  # fmt: skip
+    proc = _start(args, env, tmp_path)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2, (out, err)
+    assert err.splitlines() == ["error: --impressions 0: expected at least 1000 (as "
+                                "experiment.impressions)"]  # fmt: skip
+    assert out == "" and list(tmp_path.iterdir()) == []

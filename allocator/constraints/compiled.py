@@ -1,9 +1,10 @@
 """A validated :class:`ConstraintSet` resolved against the arm registry into flat arrays.
 
 Targets become group codes or arm indices (unknown ones are a :class:`ConfigError` naming
-the constraint), and caps that together cap every group of the catalogue below 1 are
-refused; scopes become a boolean table over request-attribute value codes, so the
-kernel tests a request's scope with a few array lookups.
+the constraint); caps that together cap every group of the catalogue below 1, and group
+caps below a floor on an arm of that group (known only here), are refused; scopes become
+a boolean table over request-attribute value codes, so the kernel tests a request's scope
+with a few array lookups.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from allocator.constraints.config import (
     ConstraintSet,
     GroupTarget,
 )
-from allocator.constraints.feasibility import check_caps_cover
+from allocator.constraints.feasibility import check_caps_above_floors, check_caps_cover
 from allocator.errors import ConfigError, InvalidInputError, brief
 from allocator.kernels import constraints as kc
 from allocator.registry import ArmRegistry
@@ -82,10 +83,19 @@ def _target(c: Constraint, registry: ArmRegistry) -> tuple[int, int]:
         raise ConfigError(f"constraint {c.name!r}: unknown target: {err}") from None
 
 
+def _arm_group(registry: ArmRegistry, arm: str) -> str | None:
+    """The group of arm id ``arm`` (None if unknown: :func:`_target` names it)."""
+    try:
+        return registry.group_of(int(registry.lookup([arm], allow_retired=True)[0]))
+    except KeyError:
+        return None
+
+
 def compile_constraints(spec: ConstraintSet, registry: ArmRegistry) -> CompiledConstraints:
     """Resolve ``spec`` against ``registry``; order by priority (stable)."""
     try:
         check_caps_cover(spec.constraints, registry.groups)
+        check_caps_above_floors(spec.constraints, lambda arm: _arm_group(registry, arm))
     except ValueError as err:
         raise ConfigError(str(err)) from None
     order = tuple(sorted(spec.constraints, key=lambda c: -c.priority))

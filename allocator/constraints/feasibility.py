@@ -17,7 +17,7 @@ unchecked.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,7 +35,7 @@ SHAPE_CODES = {"constant": kc.SHAPE_CONSTANT, "linear": kc.SHAPE_LINEAR, "step":
 
 MAX_SCOPE_CLASSES = 1024
 _TOL = 1e-12
-_NEAR = 1e-3  # seconds beside a breakpoint: a left limit, or past a stair's rounding
+_NEAR = 1e-3  # seconds beside a breakpoint (at most): a left limit, or past a stair's rounding
 
 
 def _fmt(t: float) -> str:
@@ -56,20 +56,27 @@ def _table(cs: Sequence[Constraint]) -> tuple[np.ndarray, np.ndarray]:
 def time_grid(cs: Sequence[Constraint]) -> np.ndarray:
     """Sorted times at which sums of the schedules of ``cs`` reach their extremes.
 
-    Every start, every stair (and 1 ms past it, where the stair's own rounding may still
-    give the previous value) and 1 ms before every end; with a linear schedule among them,
-    also 1 ms before every breakpoint (the left limit of a slope cut off there).
+    Every start, every stair (and a little past it, where the stair's own rounding may
+    still give the previous value) and a little before every end; with a linear schedule
+    among them, also a little before every breakpoint (the left limit of a slope cut off
+    there). "A little" is 1 ms, or half the shortest stair or span of ``cs`` when that is
+    shorter, so that a sub-millisecond ramp is still looked at inside.
     """
+    near = _NEAR
+    for c in cs:
+        t0, t1 = c.schedule.start.timestamp(), c.schedule.end.timestamp()
+        stairs = c.schedule.steps if c.schedule.shape == "step" else 1
+        near = min(near, 0.5 * (t1 - t0) / stairs)
     parts = []
     for c in cs:
         t0, t1 = c.schedule.start.timestamp(), c.schedule.end.timestamp()
-        parts.append(np.array([t0, t1 - _NEAR]))
+        parts.append(np.array([t0, t1 - near]))
         if c.schedule.shape == "step":
             stairs = t0 + (t1 - t0) * np.arange(1, c.schedule.steps) / c.schedule.steps
-            parts += [stairs, stairs + _NEAR]
+            parts += [stairs, stairs + near]
     grid = np.concatenate(parts) if parts else np.zeros(0)
     if any(c.schedule.shape == "linear" for c in cs):
-        grid = np.concatenate([grid, grid - _NEAR])
+        grid = np.concatenate([grid, grid - near])
     return np.unique(grid)
 
 
@@ -205,15 +212,41 @@ def _common_request(a: Constraint, b: Constraint) -> dict[str, str] | None:
     return request
 
 
-def check_caps_above_floors(constraints: Sequence[Constraint]) -> None:
-    """Raise ``ValueError`` if a cap is below a floor on the same target for some request
-    under both scopes while the cap is live."""
+def _within(floor: Constraint, cap: Constraint, group_of_arm: Callable[[str], str | None]) -> bool:
+    """Whether every arm ``floor`` may push traffic to is also under ``cap``: the same
+    target, or a group cap over a cold-arm floor in that group or over an arm of it."""
+    if floor.target == cap.target:
+        return True
+    group = _group(cap)
+    if group is None:
+        return False
+    t = floor.target
+    cold = getattr(t, "cold_in_group", None)
+    if cold is not None:
+        return bool(cold == group)
+    arm = getattr(t, "arm", None)
+    return arm is not None and group_of_arm(arm) == group
+
+
+def _no_group(arm: str) -> None:
+    return None
+
+
+def check_caps_above_floors(
+    constraints: Sequence[Constraint], group_of_arm: Callable[[str], str | None] = _no_group
+) -> None:
+    """Raise ``ValueError`` if a cap is below a floor inside its target (the same target, or
+    cold arms or an arm of a capped group) for some request under both scopes while the cap
+    is live: whenever such a floor's arms are offered, both cannot hold.
+
+    ``group_of_arm`` names an arm's group where the registry is known (None if unknown).
+    """
     pairs = [
         (cap, floor, request)
         for cap in constraints
         if cap.kind == "cap"
         for floor in constraints
-        if floor.kind == "floor" and floor.target == cap.target
+        if floor.kind == "floor" and _within(floor, cap, group_of_arm)
         and (request := _common_request(cap, floor)) is not None
     ]  # fmt: skip
     for cap, floor, request in pairs:
@@ -222,9 +255,10 @@ def check_caps_above_floors(constraints: Sequence[Constraint]) -> None:
         ti = kf.first_below(times, sched_f, sched_i, 0, 1)
         if ti >= 0:
             t = float(times[ti])
+            where = "the same target" if floor.target == cap.target else "arms it caps"
             raise ValueError(
                 f"cap {cap.name!r} ({cap.schedule.value_at(t):.3f}) is below floor "
-                f"{floor.name!r} ({floor.schedule.value_at(t):.3f}) on the same target at "
+                f"{floor.name!r} ({floor.schedule.value_at(t):.3f}) on {where} at "
                 f"{_fmt(t)} for requests {_shown(request)}"
             )
 

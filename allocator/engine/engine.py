@@ -36,6 +36,12 @@ class Engine:
     policy config, it builds one over ``registry`` with ``seed`` (and ``arm_features`` for
     the shared linear family). Either way the registry is claimed for the policy: arms are
     then added and retired through :meth:`add_arms` and :meth:`retire_arms` only.
+
+    Time: each request carries epoch seconds (UTC). Under contracts the time is required:
+    it decides which schedules are live and starts an arm's cold-start clock the first time
+    the arm is a candidate (``first_seen``), so it should be the request's real time and
+    move forward. The engine checks only that it is finite; range, skew and jumps are the
+    :class:`allocator.Allocator` facade's checks. Without contracts a missing time is 0.
     """
 
     def __init__(
@@ -65,16 +71,29 @@ class Engine:
         candidates: Any,
         context: Any = None,
         attrs: Mapping[str, str] | None = None,
-        timestamp: Any = 0.0,
+        timestamp: Any = None,
     ) -> Decision:
-        """Choose among ``candidates`` (arm indices or ids) for one request at ``timestamp``."""
+        """Choose among ``candidates`` (arm indices or ids) for one request at ``timestamp``
+        (required under contracts, see the class docstring)."""
         t = (
             timestamp if type(timestamp) is float and math.isfinite(timestamp)
-            else as_epoch_seconds(timestamp)
+            else self.request_time(timestamp)
         )  # fmt: skip
         cand, x, codes = self.prepare(candidates, context, attrs)
         pos, forced, adjusted = self.decide_prepared(cand, x, codes, t)
         return self.decision(cand, pos, forced, adjusted, t, given_id=given_id(candidates, pos))
+
+    def request_time(self, timestamp: Any) -> float:
+        """Epoch seconds of a request; a missing time is 0 without contracts and refused
+        under them: it would switch schedules off and start cold-start clocks in 1970."""
+        if timestamp is None:
+            if self.contracts.names:
+                raise InvalidInputError(
+                    "timestamp is required when contracts are configured (their schedules "
+                    "and cold-start clocks run on request time)"
+                )
+            return 0.0
+        return as_epoch_seconds(timestamp)
 
     def prepare(
         self, candidates: Any, context: Any, attrs: Mapping[str, str] | None
@@ -139,17 +158,20 @@ class Engine:
     ) -> Decisions:
         """Decide R requests given as CSR candidate lists, contracts included.
 
-        ``timestamps`` (R,) epoch seconds (default 0); ``attrs`` is one mapping per request,
-        or one string array per attribute (R,) — the vectorised form. ``draw=False`` gives
-        the policy's ε-mixed probabilities only (no contract, no draw, stream untouched).
+        ``timestamps`` (R,) epoch seconds (required under contracts when drawing, else
+        default 0); ``attrs`` is one mapping per request, or one string array per attribute
+        (R,) — the vectorised form. ``draw=False`` gives the policy's ε-mixed probabilities
+        only (no contract, no draw, stream untouched).
         """
         ptr, idx = check_csr(cand_ptr, cand_idx)
         n_req = ptr.shape[0] - 1
         xs = self.policy.context_rows(contexts, n_req)
-        times = (
-            np.zeros(n_req) if timestamps is None
-            else as_float_array(timestamps, "timestamps", (n_req,))
-        )  # fmt: skip
+        if timestamps is None:
+            if draw:
+                self.request_time(None)
+            times = np.zeros(n_req)
+        else:
+            times = as_float_array(timestamps, "timestamps", (n_req,))
         codes = self.encode_attrs(attrs, n_req)
         return self.decide_checked(ptr, idx, xs, times, codes, draw)
 

@@ -15,6 +15,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from allocator.constraints.config import GroupTarget
+from allocator.errors import ConfigError
 from allocator.launch import view
 from allocator.launch.orchestrate import Launch, LaunchOutcome
 from allocator.launch.runner import Runner, TaskResult
@@ -22,7 +23,7 @@ from allocator.launch.tracking import CellRecord, flatten
 from allocator.registry import MINI_SHOP
 from allocator.scenario import report
 from allocator.scenario.build import CellTask, grid_cells
-from allocator.scenario.config import Scale, load_scenario
+from allocator.scenario.config import MIN_IMPRESSIONS, Scale, ScenarioConfig, load_scenario
 from allocator.scenario.simulate import CellResult, Shared, run_cell
 from allocator.scenario.world import World
 
@@ -49,9 +50,8 @@ def run_scenario(
 ) -> LaunchOutcome:
     """Run every cell of the scenario and report; failures are reported, never dropped."""
     scenario = load_scenario(config_path)
-    world = World(scenario.world, seed=scenario.experiment.world_seed)
-    n = impressions or scenario.experiment.impressions[scale]
-    cells = grid_cells(scenario, world, n)
+    n = cell_impressions(scenario, scale, impressions)
+    world, cells = prepare_cells(scenario, n)
     resolved = scenario.model_dump(mode="json")
     launch = Launch(
         scenario.experiment.name, resolved, tracking_uri, launch_id, out_dir, stream,
@@ -93,6 +93,25 @@ def run_scenario(
         {"scale": scale, "impressions_per_cell": str(n), "cells": str(len(cells))},
         files, trailer, "grid.strategy", key_sections(scenario, world),
     )  # fmt: skip
+
+
+def cell_impressions(scenario: ScenarioConfig, scale: Scale, impressions: int | None) -> int:
+    """Impressions per cell: an override (held to the config field's bound, so that it
+    fails here, not inside every cell), else the scale's."""
+    if impressions is None:
+        return scenario.experiment.impressions[scale]
+    if type(impressions) is not int or impressions < MIN_IMPRESSIONS:
+        raise ConfigError(
+            f"--impressions {impressions!r}: expected an integer >= {MIN_IMPRESSIONS}"
+        )
+    return impressions
+
+
+def prepare_cells(scenario: ScenarioConfig, n: int) -> tuple[World, list[CellTask]]:
+    """The world and the validated grid: every check ``run`` makes before launching
+    (``allocator check`` makes them too, so the two agree)."""
+    world = World(scenario.world, seed=scenario.experiment.world_seed)
+    return world, grid_cells(scenario, world, n)
 
 
 def key_sections(scenario: Any, world: World) -> list[view.Section]:

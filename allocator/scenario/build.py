@@ -15,7 +15,6 @@ import numpy as np
 from allocator.config import ObjectiveConfig
 from allocator.constraints import ConstraintSet
 from allocator.errors import ConfigError
-from allocator.registry import MINI_SHOP
 from allocator.scenario.config import (
     ExploreThenCommitSpec,
     OracleSpec,
@@ -24,6 +23,7 @@ from allocator.scenario.config import (
     StaticSplitSpec,
     resolve_engine,
     sweep_points,
+    world_objective,
 )
 from allocator.scenario.strategies import (
     ExploreThenCommit,
@@ -70,14 +70,7 @@ def scenario_arms(world: World) -> ScenarioArms:
 
 def scenario_objective(scenario: ScenarioConfig, world: World) -> dict[str, Any]:
     """The reward every learning strategy optimises: app value (take rate + strategic) × scale."""
-    rates = {g: float(r) for g, r in world.take_rates.items()}
-    rates[MINI_SHOP] = min(1.0, rates.get(MINI_SHOP, 0.0) + world.strategic_weight)
-    return {
-        "click": 0.0,
-        "order": 0.0,
-        "gmv": scenario.experiment.reward_scale,
-        "take_rates": rates,
-    }
+    return world_objective(scenario.world, scenario.experiment.reward_scale)
 
 
 def build_strategy(

@@ -18,6 +18,7 @@ import numpy as np
 
 from allocator.constraints import ConstraintSet
 from allocator.constraints.config import GroupTarget, Schedule
+from allocator.scenario.kernels import has_group
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class FloorTrack:
         if self.tiers is not None:
             scope &= np.isin(tier, list(self.tiers))
         if self.skip_missing:
-            scope &= (present >> self.group) & 1 == 1
+            scope &= has_group(present, self.group)
         served = (served_group[scope] == self.group).astype(np.float64)
         r = target[scope]
         key = f"floor.{self.name}"
@@ -71,8 +72,12 @@ def floor_tracks(scenario: Any, spec: dict[str, Any], arms: Any, world: Any) -> 
             continue
         if c.target.group not in arms.group_names:
             continue
-        cats = tiers = None
-        if "category" in c.scope:
+        cats: frozenset[int] | None = None
+        tiers: frozenset[int] | None = None
+        if set(c.scope) - {"category", "city_tier"}:
+            # the simulator sends no other attribute: the layer never applies this floor
+            cats = frozenset()
+        elif "category" in c.scope:
             cats = frozenset(arms.categories.index(v) for v in c.scope["category"]
                              if v in arms.categories)  # fmt: skip
         if "city_tier" in c.scope:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import fnmatch
 import itertools
+import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,15 +27,21 @@ from allocator.config import (
     parse_config,
 )
 from allocator.constraints import ConstraintSet
-from allocator.constraints.feasibility import check_caps_cover
+from allocator.constraints.feasibility import check_caps_above_floors, check_caps_cover
 from allocator.errors import ConfigError
 from allocator.registry import MINI_SHOP
 from allocator.scenario.world import WorldConfig
-from allocator.scenario.world.world import arm_feature_names, context_names
+from allocator.scenario.world.world import TIER_NAMES, arm_feature_names, context_names
 
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
 Scale = Literal["small", "default", "full"]
 _IMPRESSIONS: dict[Scale, int] = {"small": 20_000, "default": 200_000, "full": 1_000_000}
+#: the fewest impressions per cell (``experiment.impressions`` and ``--impressions``)
+MIN_IMPRESSIONS = 1000
+#: the largest |z| the world's Box-Muller draw can give (its uniforms are multiples of
+#: 2^-53 below 1): bounds the GMV log-normal tail exactly; the merchants' value levels
+#: (numpy normals) get the same margin, which they pass with odds below 1e-16 each
+Z_MAX = math.sqrt(-2.0 * math.log(2.0**-53))
 #: an index as a JSON key spells it (``"10"``, not ``"010"``), short of Python's digit limit
 _INDEX = re.compile(r"0|[1-9][0-9]{0,17}")
 
@@ -49,7 +56,7 @@ class ExperimentSettings(StrictModel):
         default_factory=lambda: [1, 2]
     )
     #: impressions per cell at each ``--scale``
-    impressions: dict[Scale, Annotated[int, Field(ge=1000)]] = Field(
+    impressions: dict[Scale, Annotated[int, Field(ge=MIN_IMPRESSIONS)]] = Field(
         default_factory=lambda: dict(_IMPRESSIONS)
     )
     #: impressions decided on one model state before their feedback is folded in
@@ -130,7 +137,44 @@ class ScenarioConfig(StrictModel):
             raise ValueError(f"experiment.ope_target {target!r} is not a strategy: {names}")
         self._check_groups()
         self._check_crosses()
+        self._check_rewards()
         return self
+
+    def _check_rewards(self) -> None:
+        """Every policy strategy can learn the largest reward the world can produce.
+
+        Refused here rather than clipped in the simulator: a clipped reward would change
+        what the policies learn, and a reward past ``max_abs_reward`` otherwise fails a
+        cell mid-run. The bound is the world's largest order value (tier and merchant
+        value levels included) times the GMV tail at :data:`Z_MAX`, through the objective.
+        """
+        largest = max_order_values(self.world)
+        objective = world_objective(self.world, self.experiment.reward_scale)
+        arms, columns = arm_feature_names(self.world), context_names(self.world)
+        for i, s in enumerate(self.strategies):
+            if not isinstance(s, PolicySpec):
+                continue
+            for point, engine in sweep_points(s.engine, s.sweep):
+                at = f" (sweep {point})" if point else ""
+                try:
+                    cfg = resolve_engine(engine, objective, arms, columns, "engine")
+                except ValueError:
+                    continue  # a bad engine is named when the strategy is built
+                bound = cfg.policy.max_abs_reward
+                if cfg.policy.kind == "factored_value":  # learns the GMV itself
+                    what, top = "GMV", max(largest.values())
+                else:
+                    o = cfg.objective
+                    rate = max(largest[g] * o.take_rates.get(g, o.default_take_rate)
+                               for g in largest)  # fmt: skip
+                    what, top = "reward", abs(o.click) + abs(o.order) + abs(o.gmv) * rate
+                if not top <= bound:
+                    raise ValueError(
+                        f"strategies[{i}] ({s.name}){at}: the world's order values can give "
+                        f"a {what} up to {top:.4g} per impression, past the engine's "
+                        f"policy.max_abs_reward = {bound:g}; lower the order values or "
+                        "experiment.reward_scale, or raise max_abs_reward"
+                    )
 
     def _check_crosses(self) -> None:
         """Every feature and column a ``crosses`` names, in the engine and at each point of
@@ -147,15 +191,53 @@ class ScenarioConfig(StrictModel):
                     where = f"strategies[{i}]{at}.engine.policy.crosses"
                     resolve_crosses(policy["crosses"], arms, columns, where)
 
+    def _arm_group(self, arm: str) -> str | None:
+        """The group of a world arm id: a partner is its own arm, merchants are Mini Shop
+        (whether the id exists is checked when the strategy is built)."""
+        if arm in {p.id for p in self.world.partners}:
+            return arm
+        return MINI_SHOP if arm.startswith("merchant:") else None
+
+    def _check_scopes(self, name: str, contracts: ConstraintSet) -> None:
+        """Every scope names an attribute and values the simulator sends, and every schedule
+        meets the world's period: otherwise the contract would silently never apply."""
+        valid = {"category": list(self.world.categories), "city_tier": list(TIER_NAMES)}
+        start = self.world.start.timestamp()
+        end = start + self.world.days * 86400.0
+        for c in contracts.constraints:
+            where = f"contracts.{name}.{c.name}"
+            for attr, values in c.scope.items():
+                if attr not in valid:
+                    raise ValueError(
+                        f"{where}: scope attribute {attr!r} is never sent by the scenario; "
+                        f"expected one of {sorted(valid)}"
+                    )
+                unknown = [v for v in values if v not in valid[attr]]
+                if unknown:
+                    raise ValueError(
+                        f"{where}: scope.{attr} has values {unknown} the world never sends; "
+                        f"expected some of {valid[attr]}"
+                    )
+            s = c.schedule
+            if s.end.timestamp() <= start or s.start.timestamp() >= end:
+                raise ValueError(
+                    f"{where}: schedule {s.start.isoformat()} to {s.end.isoformat()} lies "
+                    f"outside the world's period {self.world.start.isoformat()} + "
+                    f"{self.world.days} days: it would never apply"
+                )
+
     def _check_groups(self) -> None:
         """Every group a contract, prior or take rate names is one of the world's; caps do
-        not cap every group below 1."""
+        not cap every group below 1, nor a group below a floor on its arms; scopes and
+        schedules can apply."""
         groups = sorted({p.id for p in self.world.partners} | {MINI_SHOP})
         for name, contracts in self.contracts.items():
             targets = [getattr(c.target, "group", getattr(c.target, "cold_in_group", None))
                        for c in contracts.constraints]  # fmt: skip
             check_known_groups(f"contracts.{name} targets", filter(None, targets), groups)
             check_caps_cover(contracts.constraints, groups)
+            check_caps_above_floors(contracts.constraints, self._arm_group)
+            self._check_scopes(name, contracts)
         for i, s in enumerate(self.strategies):
             if not isinstance(s, PolicySpec):
                 continue
@@ -164,6 +246,31 @@ class ScenarioConfig(StrictModel):
                     s.engine.get(part, {}), dict) else {}  # fmt: skip
                 if isinstance(mapping, dict):
                     check_known_groups(f"strategies[{i}].engine.{part}.{key}", mapping, groups)
+
+
+def max_order_values(world: WorldConfig) -> dict[str, float]:
+    """Per group, the largest GMV one order can have in ``world``: the category order
+    value times the largest tier value factor (and merchant value level), times the
+    log-normal GMV tail at :data:`Z_MAX`."""
+    tail = math.exp(world.gmv_sigma * Z_MAX - 0.5 * world.gmv_sigma**2)
+    out = {
+        p.id: max(r.order_value for r in p.rates.values()) * max(p.effects.tier_value) * tail
+        for p in world.partners
+    }
+    ms = world.mini_shop
+    level = math.exp(ms.value_sd * Z_MAX - 0.5 * ms.value_sd**2)
+    out[MINI_SHOP] = (
+        max(r.order_value for r in ms.rates.values()) * max(ms.effects.tier_value) * level * tail
+    )
+    return out
+
+
+def world_objective(world: WorldConfig, reward_scale: float) -> dict[str, Any]:
+    """The reward every learning strategy optimises: app value (take rate + strategic
+    weight for the Mini Shop) × ``reward_scale``."""
+    rates = {p.id: float(p.take_rate) for p in world.partners}
+    rates[MINI_SHOP] = min(1.0, world.mini_shop.take_rate + world.mini_shop.strategic_weight)
+    return {"click": 0.0, "order": 0.0, "gmv": reward_scale, "take_rates": rates}
 
 
 def load_scenario(path: str | Path) -> ScenarioConfig:

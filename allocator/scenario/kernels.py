@@ -73,9 +73,21 @@ def row_expectation(ptr, probs, values, out):
 
 @njit(cache=True, nogil=True)
 def present_groups(ptr, cand_group, out):
-    """Bitmask per row of the groups (codes < 63) among its candidates."""
+    """Bitmask per row of the groups among its candidates: ``out`` (n, W) uint64 zeros,
+    group ``g`` at bit ``g % 64`` of word ``g // 64`` (W words, so any number of groups)."""
+    one = np.uint64(1)
     for r in range(ptr.shape[0] - 1):
-        mask = np.int64(0)
         for j in range(ptr[r], ptr[r + 1]):
-            mask |= np.int64(1) << cand_group[j]
-        out[r] = mask
+            g = cand_group[j]
+            out[r, g >> 6] |= one << np.uint64(g & 63)
+
+
+def group_words(n_groups: int) -> int:
+    """Words per row of :func:`present_groups` for ``n_groups`` groups."""
+    return max(1, (n_groups + 63) // 64)
+
+
+def has_group(present: np.ndarray, group: int) -> np.ndarray:
+    """Rows of a :func:`present_groups` table whose candidates include ``group``."""
+    word = present[:, group >> 6]
+    return (word >> np.uint64(group & 63)) & np.uint64(1) == np.uint64(1)

@@ -126,7 +126,7 @@ def run_cell(shared: Shared, task: CellTask) -> CellResult:
                     world.start_s, span, n_bins)  # fmt: skip
             times.append(tick.timestamps)
             served_groups.append(group_of_arm[chosen])
-            pg = np.empty(hi - lo, dtype=np.int64)
+            pg = np.zeros((hi - lo, k.group_words(len(arms.group_names))), dtype=np.uint64)
             k.present_groups(tick.cand_ptr, tick.cand_group, pg)
             present.append(pg)
             cats.append(tick.category)

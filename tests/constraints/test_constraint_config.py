@@ -96,6 +96,21 @@ def test_unknown_target_is_named_at_compile_time():
         Engine(pol, spec)
 
 
+def test_group_cap_below_a_floor_on_one_of_its_arms_is_refused_at_compile_time():
+    """The arm's group is known only to the registry: the set validates, the engine refuses
+    it; the same floor on an arm of another group compiles."""
+    reg = make_registry(3)
+    reg.add(["taobao"], "taobao")
+    arm_floor = {**floor("f", "taobao", 0.5), "target": {"arm": "taobao"}}
+    spec = parse([floor("c", "taobao", 0.1, kind="cap"), arm_floor])
+    with pytest.raises(ConfigError, match=r"cap 'c' \(0.100\) is below floor 'f' \(0.500\)"):
+        Engine(make_policy(BetaBernoulliConfig(), reg, seed=0), spec)
+    other = parse([floor("c", "g", 0.1, kind="cap"), arm_floor])
+    reg2 = make_registry(3)
+    reg2.add(["taobao"], "taobao")
+    assert Engine(make_policy(BetaBernoulliConfig(), reg2, seed=0), other).constraints == other
+
+
 @pytest.mark.parametrize("shape", ["constant", "linear", "step"])
 def test_schedule_kernel_matches_reference(shape):
     ts = np.linspace(0.0, 99.999, 57)

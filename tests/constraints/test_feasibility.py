@@ -74,11 +74,78 @@ def test_floor_sums_agree_with_brute_force_both_ways():
     assert refused >= 50 and accepted >= 50, (refused, accepted)
 
 
+def merchant_group(arm: str) -> str | None:
+    """The registry's answer for the random sets' arms: merchants are Mini Shop."""
+    return "mini_shop" if arm.startswith("merchant:") else None
+
+
+def cap_below_nested_floor(cs, group_of_arm=lambda arm: None) -> bool:
+    """Brute force: a floor inside a cap's target (the same target, the cold arms of the
+    capped group, or an arm of it) counts as a floor on the cap's target."""
+    for cap in cs:
+        if cap.kind != "cap":
+            continue
+        for floor in cs:
+            if floor.kind != "floor":
+                continue
+            t, group = floor.target, getattr(cap.target, "group", None)
+            arm = getattr(t, "arm", None)
+            by_arm = arm is not None and group_of_arm(arm) == group
+            inside = t == cap.target or (
+                group is not None and (getattr(t, "cold_in_group", None) == group or by_arm)
+            )
+            if inside and naive.cap_below_floor(
+                [cap, floor.model_copy(update={"target": cap.target})]
+            ):
+                return True
+    return False
+
+
 def test_caps_above_floors_agree_with_brute_force_both_ways():
     refused, accepted = compare(
-        fz.check_caps_above_floors, naive.cap_below_floor, 300, 2, ["floor", "cap"]
+        fz.check_caps_above_floors, cap_below_nested_floor, 300, 2, ["floor", "cap"]
     )
     assert refused >= 30 and accepted >= 30, (refused, accepted)
+
+
+def test_caps_above_arm_floors_agree_with_brute_force_given_the_registry():
+    """With the arms' groups known, a group cap below a floor on one of its arms is caught
+    exactly where brute force finds the conflict, and only there."""
+    refused, accepted = compare(
+        fz.check_caps_above_floors, cap_below_nested_floor, 300, 12, ["floor", "cap"],
+        extra=(merchant_group,),
+    )  # fmt: skip
+    assert refused >= 30 and accepted >= 30, (refused, accepted)
+
+
+def test_a_group_cap_below_a_floor_inside_the_group_is_refused():
+    """Cold arms or one arm of a capped group are served only within the cap: a cap below
+    their floor breaks one of the two on every request that offers them."""
+    sched = {"start": "2025-10-01T00:00:00Z", "end": "2026-01-01T00:00:00Z"}
+    cap = {"name": "cap", "kind": "cap", "target": {"group": "mini_shop"},
+           "schedule": {**sched, "start_value": 0.05}}  # fmt: skip
+    cold = {"name": "cold", "kind": "floor", "target": {"cold_in_group": "mini_shop"},
+            "schedule": {**sched, "start_value": 0.3}}  # fmt: skip
+    with pytest.raises(ConfigError, match=r"cap 'cap' \(0.050\) is below floor 'cold'"):
+        parse_config(ConstraintSet, {"constraints": [cap, cold]}, "test")
+    # disjoint scopes, or a cold floor in another group, are feasible and accepted
+    parse_config(
+        ConstraintSet,
+        {
+            "constraints": [
+                {**cap, "scope": {"slot": ["top"]}},
+                {**cold, "scope": {"slot": ["feed"]}},
+            ]
+        },
+        "test",
+    )
+    parse_config(ConstraintSet, {"constraints": [
+        cap, {**cold, "target": {"cold_in_group": "taobao"}}]}, "test")  # fmt: skip
+    arm = {**cold, "name": "arm", "target": {"arm": "merchant:1"}}
+    assert not refuses(fz.check_caps_above_floors, [Constraint(**cap), Constraint(**arm)])
+    assert refuses(
+        fz.check_caps_above_floors, [Constraint(**cap), Constraint(**arm)], merchant_group
+    )
 
 
 def test_caps_covering_the_catalogue_agree_with_brute_force_both_ways():
@@ -150,3 +217,13 @@ def test_size_bounds_are_config_errors():
     steps = _floor("s", 0.1, shape="step", steps=10_001)
     with pytest.raises(ConfigError, match="less than or equal to 10000"):
         parse_config(ConstraintSet, {"constraints": [steps]})
+
+
+@pytest.mark.parametrize("ramp", ["000500", "000002"])
+def test_floors_past_one_on_a_sub_millisecond_ramp_are_refused(ramp):
+    """The grid looks beside breakpoints by at most half the shortest span: a ramp shorter
+    than 1 ms is still looked at inside, where the floors sum past 1."""
+    ramp_up = _floor("douyin", 0.0, start="2025-10-02T00:00:00Z",
+                     end=f"2025-10-02T00:00:00.{ramp}Z", end_value=1.0, shape="linear")  # fmt: skip
+    with pytest.raises(ConfigError, match=r"floors \['taobao', 'douyin'\] sum to 1\.[1-4]"):
+        parse_config(ConstraintSet, {"constraints": [_floor("taobao", 0.6), ramp_up]}, "test")

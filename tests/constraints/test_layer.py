@@ -249,7 +249,8 @@ def test_reconfigure_carries_unchanged_queues_and_rejects_bad_sets():
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"timestamp": None}, "timestamp = None"),
+        ({}, "timestamp is required when contracts are configured"),
+        ({"timestamp": None}, "timestamp is required"),
         ({"timestamp": float("nan")}, "timestamp = nan"),
         ({"timestamp": datetime(2025, 10, 1)}, "no time zone"),
         ({"timestamp": T0, "attrs": ["food"]}, "attrs must be a mapping"),
@@ -267,3 +268,20 @@ def test_bad_requests_are_typed_errors_and_leave_state(kwargs, match):
         cp.decide(cand, **kwargs)
     np.testing.assert_array_equal(policy.state.stream, stream)
     assert cp.report()[0].impressions == 0
+
+
+def test_a_batch_without_times_is_refused_under_contracts_only():
+    """A missing time would be 1970: schedules off and cold-start clocks started then."""
+    reg, policy, partners = world(2)
+    cp = constrained(policy, {"constraints": [group_floor("a", "partner0", 0.3)]})
+    cand = np.concatenate([reg.lookup(partners), reg.members("mini_shop")])
+    ptr, idx = np.array([0, cand.shape[0]]), cand
+    stream = policy.state.stream.copy()
+    with pytest.raises(InvalidInputError, match="timestamp is required"):
+        cp.decide_batch(ptr, idx)
+    np.testing.assert_array_equal(policy.state.stream, stream)
+    assert cp.report()[0].impressions == 0
+    cp.decide_batch(ptr, idx, draw=False)  # probabilities only: no contract applies
+    cp.set_constraints(ConstraintSet())
+    assert cp.decide_batch(ptr, idx).timestamps[0] == 0.0
+    assert cp.decide(cand).timestamp == 0.0
