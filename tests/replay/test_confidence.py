@@ -120,6 +120,7 @@ def test_default_intervals_cover_the_truth_on_50_adaptively_logged_cells():
     assert rates["ope.ips.covers_truth"] >= 0.9 and rates["ope.dr.covers_truth"] >= 0.9
 
 
+@pytest.mark.heavy
 def test_binary_dm_and_dr_stay_in_range_for_every_target():
     """Logging, uniform, a deterministic pick, the world's target; ridge, logistic, auto."""
     lg = log_rounds(make_world(5), 1500, np.random.default_rng(5))

@@ -27,6 +27,8 @@ def small_scenario(extra_strategies: list[dict] | None = None) -> tuple[Scenario
     return scenario, World(scenario.world, seed=scenario.experiment.world_seed)
 
 
+# the tests on these cells are heavy: a whole scenario cell per strategy takes minutes with
+# the JIT off, and the launch tests cover the same code in the coverage run
 @pytest.fixture(scope="module")
 def cells() -> dict[str, CellResult]:
     scenario, world = small_scenario()
@@ -35,6 +37,7 @@ def cells() -> dict[str, CellResult]:
     }
 
 
+@pytest.mark.heavy
 def test_every_strategy_runs_and_the_oracle_has_no_regret(cells):
     assert set(cells) == {
         "static_split", "ab_then_commit", "eps_greedy", "beta_ts", "contextual_ts",
@@ -50,6 +53,7 @@ def test_every_strategy_runs_and_the_oracle_has_no_regret(cells):
         assert sum(shares) == pytest.approx(1.0, abs=1e-9), name
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("name", ["contextual_ts_protected", "value_ts_protected"])
 def test_only_the_protected_strategies_report_their_contracts(cells, name):
     protected = cells[name].metrics
@@ -64,6 +68,7 @@ def regret_parts(metrics: dict[str, float], prefix: str) -> dict[str, float]:
     return {k: v for k, v in metrics.items() if k.startswith(f"{prefix}.")}
 
 
+@pytest.mark.heavy
 def test_the_regret_split_adds_up_to_the_regret_and_one_arm_groups_have_none_within(cells):
     single = {"taobao", "douyin", "pinduoduo"}  # each partner is one arm
     for name, cell in cells.items():
@@ -96,6 +101,7 @@ def test_a_split_that_always_serves_the_mini_shop_misses_it_never():
     assert m["share.mini_shop"] > 0.9
 
 
+@pytest.mark.heavy
 def test_a_policy_seed_replicates_a_strategy_on_the_same_traffic():
     scenario, world = small_scenario()
     (cell,) = [c for c in grid_cells(scenario, world, 1500) if c.strategy == "contextual_ts"]
