@@ -2,8 +2,9 @@
 
 The grid is policy × seed × shard. A ``frozen`` policy is fitted on the first
 ``train_fraction`` of its shard (the logged arms and rewards) and then evaluated on the rest
-by the off-policy estimators, with anytime-valid intervals for IPS / DR (bootstrap for the
-others, or for all with ``interval: bootstrap``) and weight diagnostics; a named target
+by the off-policy estimators, with anytime-valid intervals for IPS / DR (for the others
+their bootstrap widened to contain those; the plain bootstrap for all with ``interval:
+bootstrap``) and weight diagnostics; a named target
 (``logging``, ``uniform``) or a given distribution is evaluated on the same rows. A
 ``learning`` policy is evaluated by nonstationary replay on its whole shard (or by rejection
 replay, valid only on uniform or declared ε-uniform logs, which refuses any other log).

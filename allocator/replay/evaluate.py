@@ -169,6 +169,7 @@ def bandit_feedback(
 
 CS_LABEL = "confidence sequence (valid on adaptive logs)"
 BOOTSTRAP_LABEL = "bootstrap (i.i.d. logs only)"
+WIDENED_LABEL = "bootstrap widened to contain the {} confidence sequence (valid on adaptive logs)"
 #: cross-fitting splits whose spread the bootstrap intervals carry
 N_SPLITS = 5
 
@@ -332,9 +333,12 @@ def evaluate(
 
     ``interval="cs"`` (default) gives IPS and DR anytime-valid confidence sequences, valid on
     logs written by a learning policy (DR then uses a reward model fitted on earlier rounds
-    only); the other estimators, and all of them with ``interval="bootstrap"``, get a
-    Poisson-bootstrap interval, valid for i.i.d. logs only. Values and intervals are kept
-    inside ``reward_range`` (declared, else [0, 1] or the observed range).
+    only); the other estimators' Poisson-bootstrap interval is widened to contain the
+    sequence of their unbiased counterpart (SNIPS: IPS; DM, SNDR, Switch-DR: DR), since a
+    bootstrap misses a reward model's bias even on i.i.d. logs. With
+    ``interval="bootstrap"`` all get the plain bootstrap, valid for i.i.d. logs only.
+    Values and intervals are kept inside ``reward_range`` (declared, else [0, 1] or the
+    observed range).
     """
     if not isinstance(rng, np.random.Generator):
         raise InvalidInputError(f"rng must be a numpy Generator, got {type(rng).__name__}")
@@ -366,10 +370,26 @@ def evaluate(
     estimates = estimate_intervals(run, feedback, rng, n_boot, alpha)
     methods = {e.name: BOOTSTRAP_LABEL for e in run}
     if interval == "cs":
+        sequences: dict[tuple[str, float | None], Estimate] = {}
         for e in run:
-            if type(e) in (IPS, DR):
-                estimates[e.name] = _anytime(e.name, data, prob, model, e.clip, span, alpha)
+            # IPS and DR get their own sequence; the others' bootstrap interval is widened
+            # to contain their unbiased counterpart's (SNIPS: IPS; the model-based: DR), so
+            # that it covers whenever that one does: a bootstrap interval misses a reward
+            # model's bias even on i.i.d. logs, and a learning logger's dependence on them.
+            anchor = e.name if type(e) in (IPS, DR) else ("dr" if e.needs_model else "ips")
+            key = (anchor, e.clip)
+            if key not in sequences:
+                sequences[key] = _anytime(anchor, data, prob, model, e.clip, span, alpha)
+            cs = sequences[key]
+            if anchor == e.name:
+                estimates[e.name] = cs
                 methods[e.name] = CS_LABEL
+            else:
+                own = estimates[e.name]
+                estimates[e.name] = Estimate(
+                    own.value, min(own.low, cs.low), max(own.high, cs.high)
+                )
+                methods[e.name] = WIDENED_LABEL.format(anchor.upper())
     estimates = {k: _in_range(v, span) for k, v in estimates.items()}
     return Evaluation(
         estimates, diagnostics(feedback[0], clip), skipped, data.n_rounds, methods, span
