@@ -272,16 +272,27 @@ def _parse_iso(
 ) -> F64:
     subset = trimmed.filter(pa.array(iso))
     try:
-        micros = pc.cast(pc.cast(subset, pa.timestamp("us", tz="UTC")), pa.int64())
+        micros = _iso_micros(subset)
     except pa.ArrowInvalid:  # well-formed but impossible (month 13): find those rows
         invalid = np.zeros(len(iso), dtype=bool)
         for row in np.flatnonzero(iso):
             try:
-                pc.cast(trimmed[int(row)], pa.timestamp("us", tz="UTC"))
+                _iso_micros(pa.array([trimmed[int(row)].as_py()], pa.string()))
             except pa.ArrowInvalid:
                 invalid[row] = True
         raise bad_rows(column, role, "impossible dates", invalid, raw) from None
     return micros.to_numpy().astype(np.float64) / 1e6
+
+
+def _iso_micros(values: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """Microseconds since the epoch of zoned ISO-8601 texts. A fraction of 7 to 9 digits
+    (pandas writes nanoseconds) is read at nanosecond precision, within the years that
+    holds (1677-2262), and cut to the microsecond."""
+    try:
+        return pc.cast(pc.cast(values, pa.timestamp("us", tz="UTC")), pa.int64())
+    except pa.ArrowInvalid:
+        nanos = pc.cast(pc.cast(values, pa.timestamp("ns", tz="UTC")), pa.int64())
+        return pc.divide(nanos, 1000)  # integer division: toward 0, under a microsecond
 
 
 def encode_categorical(

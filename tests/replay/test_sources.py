@@ -352,6 +352,20 @@ def test_nanosecond_timestamps_load_at_any_date(tmp_path):
     np.testing.assert_allclose(data.timestamps, sorted(t / 1e9 for t in ticks), rtol=0, atol=1e-6)
 
 
+def test_iso_text_with_a_nanosecond_fraction_loads(tmp_path):
+    """pandas writes datetime64[ns] as text with nine fractional digits; they are read at
+    nanosecond precision and cut to the microsecond (they were "impossible dates")."""
+    texts = pa.array([
+        "2019-11-24 00:00:01.387735123+00:00", "2019-11-24 00:00:02.5+00:00",
+        "2019-11-24T00:00:03.000000001Z",
+    ])  # fmt: skip
+    data = load_foreign_log(_native(tmp_path, "ts", texts, {"timestamp": "ts"}))
+    start = 1_574_553_600.0
+    np.testing.assert_allclose(
+        data.timestamps, [start + 1.387735, start + 2.5, start + 3.0], rtol=0, atol=1e-6
+    )
+
+
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
 @pytest.mark.parametrize(
     ("column", "role", "row", "cell"),
