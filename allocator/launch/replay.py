@@ -30,7 +30,8 @@ from allocator.launch.replay_table import format_table, headline, summary_rows, 
 from allocator.launch.runner import TaskResult
 from allocator.launch.tracking import CellRecord, flatten
 from allocator.replay.columns import ForeignLogConfig
-from allocator.replay.dataset import LoggedData
+from allocator.replay.dataset import RESORTED, LoggedData
+from allocator.replay.estimators import SwitchDR
 from allocator.replay.evaluate import ESTIMATORS, evaluate, reward_range_of, target_distribution
 from allocator.replay.nonstationary import replay_nonstationary
 from allocator.replay.rejection import replay_learning_policy
@@ -72,6 +73,8 @@ class ReplaySettings(StrictModel):
     n_boot: Annotated[int, Field(ge=10, le=10_000)] = 200
     alpha: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.05
     clip: Annotated[float, Field(gt=0.0)] | None = None
+    #: Switch-DR's weight threshold: rows weighted above it keep only the model's term
+    switch_tau: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] = SwitchDR.tau
     ridge_l2: Annotated[float, Field(gt=0.0)] = 1.0
     ridge_folds: Annotated[int, Field(ge=1, le=20)] = 2
     reward_model: Literal["auto", "ridge", "logistic"] = "auto"
@@ -302,8 +305,12 @@ def run_replay_cell(
     model = make_reward_model(
         settings.reward_model, test.rewards, span, settings.ridge_folds, settings.ridge_l2
     )
+    estimators = [
+        SwitchDR(clip=settings.clip, tau=settings.switch_tau) if name == SwitchDR.name else name
+        for name in settings.estimators
+    ]
     result = evaluate(
-        test, target, estimators=settings.estimators, reward_model=model, clip=settings.clip,
+        test, target, estimators=estimators, reward_model=model, clip=settings.clip,
         interval=settings.interval, reward_range=span, n_boot=settings.n_boot,
         alpha=settings.alpha, rng=rng,
     )  # fmt: skip
@@ -344,6 +351,12 @@ def run_replay(
     )
     for note in data.notes:
         launch.say(f"note: {note}\n")
+    if dists and any(note.startswith(RESORTED) for note in data.notes):
+        launch.say(
+            "note: the log was re-sorted by time, and a distribution .npy is read in the "
+            "loaded order (after keep_position and the sort), not the file's: check that "
+            f"{sorted(dists)} follow it\n"
+        )
     order = {p.name: i for i, p in enumerate(cfg.policies)}
     record = partial(_cell_record, s, order)
     results = launch.run(runner, run_replay_cell, tasks, (data, s, dists), record)

@@ -171,10 +171,14 @@ class LoggedData:
             return self
         rows = np.flatnonzero(late)
         note = (
-            f"rows ordered by {column}: {rows.size} rows were earlier than a row above "
+            f"{RESORTED} {column}: {rows.size} rows were earlier than a row above "
             f"them (first data rows {rows[:5].tolist()})"
         )
         return self.select(np.argsort(t, kind="stable"), (note,))
+
+
+#: how the note of a log re-sorted by time begins
+RESORTED = "rows ordered by"
 
 
 def check_candidates(data: LoggedData) -> tuple[I64, I64]:

@@ -817,3 +817,30 @@ def test_constraints_a_log_cannot_feed_are_config_errors(tmp_path, policy, match
     code, _, err = run_cli("replay", str(cfg), "--sequential", "--out", str(tmp_path / "r"),
                            "--tracking-uri", f"sqlite:///{tmp_path}/m.db")  # fmt: skip
     assert code != 0 and re.search(match, err), err
+
+
+@pytest.mark.parametrize(("tau", "same_as"), [(1e12, "dr"), (1e-9, "dm")])
+def test_switch_tau_and_the_resorted_log_note(tmp_path, tracking_uri, tau, same_as):
+    """``experiment.switch_tau`` reaches Switch-DR (a threshold above every weight is DR,
+    below every weight DM); a log re-sorted by time warns that a distribution file is read
+    in the loaded order."""
+    lines = make_click_log(400, 7).text.splitlines()
+    stamps = 1_760_000_000 + np.arange(400)
+    stamps[[10, 11]] = stamps[[11, 10]]  # two rows out of order
+    text = "\n".join(
+        [lines[0] + ",ts"] + [f"{r},{t}" for r, t in zip(lines[1:], stamps, strict=True)]
+    )
+    policies = [{"name": "uniform_file", "distribution": "uniform.npy"}]
+    cfg = write_experiment(
+        tmp_path, text + "\n", policies, estimators=["dm", "dr", "switch_dr"],
+        interval="bootstrap", switch_tau=tau,
+    )  # fmt: skip
+    raw = yaml.safe_load(cfg.read_text())
+    raw["logs"]["foreign"]["columns"] = {**COLUMNS, "timestamp": "ts"}
+    cfg.write_text(yaml.safe_dump(raw, sort_keys=False))
+    np.save(cfg.parent / "uniform.npy", np.full((400, len(ARMS)), 1 / len(ARMS)))
+    code, out, err = replay(cfg, tracking_uri, tmp_path / "runs", f"tau{tau:g}", "--sequential")
+    assert code == 0, err + out
+    assert "note: the log was re-sorted by time" in out and "['uniform_file']" in out
+    m = runs_of(tracking_uri, f"tau{tau:g}")[("uniform_file", 1, 0)].data.metrics
+    assert m["ope.switch_dr.value"] == pytest.approx(m[f"ope.{same_as}.value"], abs=1e-12)
