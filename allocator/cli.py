@@ -132,13 +132,9 @@ def _run(args: argparse.Namespace) -> int:
     try:
         settings = load_settings()
         if args.impressions is not None:  # before any runner starts
-            from allocator.scenario.config import MIN_IMPRESSIONS
+            from allocator.scenario.config import check_impressions
 
-            if args.impressions < MIN_IMPRESSIONS:
-                raise ConfigError(
-                    f"--impressions {args.impressions}: expected at least {MIN_IMPRESSIONS} "
-                    "(as experiment.impressions)"
-                )
+            check_impressions(args.impressions)
     except AllocatorError as err:
         return _refuse(err)
     runner: Any

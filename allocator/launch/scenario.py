@@ -15,7 +15,6 @@ from typing import Any, TextIO
 import numpy as np
 
 from allocator.constraints.config import GroupTarget
-from allocator.errors import ConfigError
 from allocator.launch import view
 from allocator.launch.orchestrate import Launch, LaunchOutcome
 from allocator.launch.runner import Runner, TaskResult
@@ -23,7 +22,7 @@ from allocator.launch.tracking import CellRecord, flatten
 from allocator.registry import MINI_SHOP
 from allocator.scenario import report
 from allocator.scenario.build import CellTask, grid_cells
-from allocator.scenario.config import MIN_IMPRESSIONS, Scale, ScenarioConfig, load_scenario
+from allocator.scenario.config import Scale, ScenarioConfig, check_impressions, load_scenario
 from allocator.scenario.simulate import CellResult, Shared, run_cell
 from allocator.scenario.world import World
 
@@ -96,15 +95,10 @@ def run_scenario(
 
 
 def cell_impressions(scenario: ScenarioConfig, scale: Scale, impressions: int | None) -> int:
-    """Impressions per cell: an override (held to the config field's bound, so that it
-    fails here, not inside every cell), else the scale's."""
+    """Impressions per cell: an override (checked), else the scale's."""
     if impressions is None:
         return scenario.experiment.impressions[scale]
-    if type(impressions) is not int or impressions < MIN_IMPRESSIONS:
-        raise ConfigError(
-            f"--impressions {impressions!r}: expected an integer >= {MIN_IMPRESSIONS}"
-        )
-    return impressions
+    return check_impressions(impressions)
 
 
 def prepare_cells(scenario: ScenarioConfig, n: int) -> tuple[World, list[CellTask]]:

@@ -101,9 +101,7 @@ class StateExchange:
             delta, self.registry.n_arms, f"a {self.config.kind} policy"
         )
         n_obs = checked["n_obs"]
-        scale = max(1.0, self.input_bound, self.reward_bound) ** 2
-        limit = (float(self.state.clock[0]) + float(n_obs.sum()) + 1.0) * scale
-        merged = self.state.merged(checked, self.gamma, limit)
+        merged = self.state.merged(checked, self.gamma, self._statistic_limit(n_obs.sum()))
         self._check_merged(merged, n_obs > 0)
         self.settle()
         k = self.state.put(merged)
@@ -120,8 +118,7 @@ class StateExchange:
         could not. :class:`SnapshotError` naming what is impossible."""
         s = self.state
         k = self.registry.n_arms
-        scale = max(1.0, self.input_bound, self.reward_bound) ** 2
-        limit = (float(s.clock[0]) + 1.0) * scale
+        limit = self._statistic_limit(0)
         stats = {}
         for f in s.select(Role.ADDITIVE):
             value = getattr(s, f.name)
@@ -135,6 +132,12 @@ class StateExchange:
             self._check_merged(stats, s.n_obs[:k] > 0)
         except InvalidInputError as err:
             raise SnapshotError(f"restored statistics are impossible: {err}") from None
+
+    def _statistic_limit(self, new_observations: float) -> float:
+        """The largest magnitude a statistic can reach from the clock's observations plus
+        ``new_observations``, every input and reward within its bound."""
+        scale = max(1.0, self.input_bound, self.reward_bound) ** 2
+        return (float(self.state.clock[0]) + float(new_observations) + 1.0) * scale
 
     def _check_merged(self, merged: Mapping[str, np.ndarray], touched: np.ndarray) -> None:
         """Family hook: raise :class:`InvalidInputError` if ``merged`` statistics (see

@@ -226,6 +226,8 @@ class BetaBernoulliPolicy(PerArmPolicy):
         Field("s0", np.float64, _SUM, values="count"),  # discounted failures as of t_last
     )
     PRIOR_FIELDS = ("a0", "b0")
+    REWARD_RANGE = (0.0, 1.0)
+    LEARN_ONE = staticmethod(kb.learn_beta_one)
 
     def _prior_bounds(self) -> dict[str, tuple[float, float]]:
         # an empirical prior splits a configured strength a0 + b0 in two
@@ -241,9 +243,6 @@ class BetaBernoulliPolicy(PerArmPolicy):
                 f"state arrays 'a0', 'b0' hold a prior that is not positive, or whose "
                 f"strength a0 + b0 is below {PRIOR_COUNTS[0]:g}"
             )
-
-    REWARD_RANGE = (0.0, 1.0)
-    LEARN_ONE = staticmethod(kb.learn_beta_one)
 
     def learn_args(self) -> tuple[Any, ...]:
         s = self.state

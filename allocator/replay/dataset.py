@@ -19,6 +19,8 @@ from allocator.inputs import check_csr
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
+#: how the note of a log re-sorted by time begins
+RESORTED = "rows ordered by"
 
 
 @dataclass(frozen=True, eq=False)
@@ -175,10 +177,6 @@ class LoggedData:
             f"them (first data rows {rows[:5].tolist()})"
         )
         return self.select(np.argsort(t, kind="stable"), (note,))
-
-
-#: how the note of a log re-sorted by time begins
-RESORTED = "rows ordered by"
 
 
 def check_candidates(data: LoggedData) -> tuple[I64, I64]:

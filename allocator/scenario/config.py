@@ -31,7 +31,12 @@ from allocator.constraints.feasibility import check_caps_above_floors, check_cap
 from allocator.errors import ConfigError
 from allocator.registry import MINI_SHOP
 from allocator.scenario.world import WorldConfig
-from allocator.scenario.world.world import TIER_NAMES, arm_feature_names, context_names
+from allocator.scenario.world.world import (
+    MERCHANT_PREFIX,
+    TIER_NAMES,
+    arm_feature_names,
+    context_names,
+)
 
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
 Scale = Literal["small", "default", "full"]
@@ -196,7 +201,7 @@ class ScenarioConfig(StrictModel):
         (whether the id exists is checked when the strategy is built)."""
         if arm in {p.id for p in self.world.partners}:
             return arm
-        return MINI_SHOP if arm.startswith("merchant:") else None
+        return MINI_SHOP if arm.startswith(MERCHANT_PREFIX) else None
 
     def _check_scopes(self, name: str, contracts: ConstraintSet) -> None:
         """Every scope names an attribute and values the simulator sends, and every schedule
@@ -263,6 +268,16 @@ def max_order_values(world: WorldConfig) -> dict[str, float]:
         max(r.order_value for r in ms.rates.values()) * max(ms.effects.tier_value) * level * tail
     )
     return out
+
+
+def check_impressions(n: Any) -> int:
+    """An impressions override (``--impressions``), held to ``experiment.impressions``'
+    bound, so that it fails before a launch and not inside every cell."""
+    if type(n) is not int or n < MIN_IMPRESSIONS:
+        raise ConfigError(
+            f"--impressions {n!r}: expected at least {MIN_IMPRESSIONS} (as experiment.impressions)"
+        )
+    return n
 
 
 def world_objective(world: WorldConfig, reward_scale: float) -> dict[str, Any]:

@@ -25,6 +25,10 @@ AGE_NAMES = ("age_18_24", "age_25_34", "age_35_49", "age_50_plus")
 _HOUR = 3600.0
 
 
+#: how a Mini Shop merchant's arm id begins (``merchant:00001``)
+MERCHANT_PREFIX = "merchant:"
+
+
 def arm_feature_names(config: WorldConfig) -> tuple[str, ...]:
     """The observable arm features' names, in column order (see :class:`World`)."""
     groups = (*(p.id for p in config.partners), MINI_SHOP)
@@ -69,7 +73,7 @@ class World:
         self.take_rates[MINI_SHOP] = ms.take_rate
         width = max(5, len(str(n_m)))
         self.arm_ids: tuple[str, ...] = tuple(p.id for p in cfg.partners) + tuple(
-            f"merchant:{i + 1:0{width}d}" for i in range(n_m)
+            f"{MERCHANT_PREFIX}{i + 1:0{width}d}" for i in range(n_m)
         )
         self.arm_groups: tuple[str, ...] = tuple(p.id for p in cfg.partners) + (MINI_SHOP,) * n_m
         self.n_partners = n_p
