@@ -156,5 +156,6 @@ def check_csr(
             raise InvalidInputError(
                 f"every round needs a candidate; empty rounds {first_rows(empty)}"
             )
-        check_arm_indices(idx, n_arms, "cand_idx")
+        if idx.size and (idx.min() < 0 or idx.max() >= n_arms):  # no per-candidate mask
+            check_arm_indices(idx, n_arms, "cand_idx")  # when every index is valid
     return ptr, idx

@@ -1,7 +1,8 @@
-"""Hand-run benchmark of nonstationary replay's memory: the peak traced bytes of a replay
-beyond its log, at two log lengths (flat when nothing grows with the log).
+"""Hand-run benchmark of replay's memory: the peak traced bytes of a nonstationary replay
+beyond its log, at two log lengths (flat when nothing grows with the log), and of a frozen
+evaluation with every estimator at 80 arms, per logged row.
 
-    python benchmarks/bench_replay_memory.py [--quick]
+    python benchmarks/bench_replay_memory.py [--quick] [--only nonstationary|frozen]
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 from bench_replay import cpu_timed, fresh_engine, header, note, skewed_log, table
 
 from allocator.config import BetaBernoulliConfig, LinearGaussianConfig
-from allocator.replay import replay_nonstationary
+from allocator.replay import evaluate, replay_nonstationary
 
 
 def bench_memory(quick: bool) -> str:
@@ -50,10 +51,47 @@ def bench_memory(quick: bool) -> str:
     return header("Nonstationary replay memory (tracemalloc)") + "\n" + table(cols, rows)
 
 
+def bench_frozen(quick: bool) -> str:
+    """Peak traced bytes per logged row of ``evaluate`` (IPS, SNIPS, DM, DR, SNDR with the
+    cross-fitted reward model and the confidence sequences) of a linear TS target, 80 arms
+    with every arm a candidate, d = 20: an Open-Bandit-sized action set."""
+    k, d = 80, 20
+    engine = {"policy": {"kind": "linear_gaussian", "n_features": d}}
+    evaluate(
+        skewed_log(k, 500, d, 99, lists=False),
+        engine,
+        reward_model="auto",
+        rng=np.random.default_rng(0),
+    )  # compiles
+    rows = []
+    for n in (2 * 10**4, 8 * 10**4) if quick else (10**5, 4 * 10**5):
+        data = skewed_log(k, n, d, 0, lists=False)
+        tracemalloc.start()
+        ev, _, cpu = cpu_timed(
+            lambda data: evaluate(data, engine, reward_model="auto", rng=np.random.default_rng(0)),
+            data,
+        )
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        dr = ev["dr"]
+        rows.append([f"{n:,}", f"{peak / 2**20:.1f}", f"{peak / n:,.0f}", f"{n / cpu:,.0f}",
+                     f"{dr.value:.4f} [{dr.low:.4f}, {dr.high:.4f}]"])  # fmt: skip
+        note(f"frozen {n:,}: {peak / 2**20:.1f} MiB")
+        del data, ev
+    cols = ["logged rows", "peak traced MiB (beyond the log)", "B per row", "rows/CPU s (traced)",
+            "DR [interval]"]  # fmt: skip
+    return header("Frozen evaluation memory, 80 arms (tracemalloc)") + "\n" + table(cols, rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
-    print(bench_memory(parser.parse_args().quick), flush=True)
+    parser.add_argument("--only", choices=["nonstationary", "frozen"], default=None)
+    args = parser.parse_args()
+    if args.only in (None, "nonstationary"):
+        print(bench_memory(args.quick), flush=True)
+    if args.only in (None, "frozen"):
+        print(bench_frozen(args.quick), flush=True)
 
 
 if __name__ == "__main__":

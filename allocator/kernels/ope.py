@@ -156,6 +156,17 @@ def segment_sums(cand_ptr, values, out):
 
 
 @njit(cache=True, nogil=True)
+def segment_dots(cand_ptr, a, b, out):
+    """``out[i] = Σ a[j]·b[j]`` over ``j`` in ``cand_ptr[i]:cand_ptr[i+1]``; a, b (nnz,), out
+    (n,): a target's mean of a per-candidate value, without a per-candidate temporary."""
+    for i in range(cand_ptr.shape[0] - 1):
+        s = 0.0
+        for j in range(cand_ptr[i], cand_ptr[i + 1]):
+            s += a[j] * b[j]
+        out[i] = s
+
+
+@njit(cache=True, nogil=True)
 def dr_round_terms(ptr, target, q, pos, rewards01, weights, logp, w_max, clip, terms, bounds):
     """Per-round DR terms ``Σ π q̂ + w·(r − q̂(a))`` and the bounds no term can leave, in
     one pass and without a per-candidate temporary (a log of 10^8 rounds has ~10^9

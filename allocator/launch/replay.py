@@ -96,7 +96,8 @@ class ReplaySettings(StrictModel):
 class CandidatePolicy(StrictModel):
     """One candidate: an engine config, a named target (``logging``, ``uniform``) or a
     ``distribution`` file (an ``.npy`` (n, k) array: per logged round, the probability of
-    each of the log's arms). Only an engine can be ``learning``: it is replayed by
+    each of the log's arms; ``distribution_rows: file`` for one row per data row of the
+    foreign file, in its order). Only an engine can be ``learning``: it is replayed by
     nonstationary replay (acceptance constant ``c``), or by rejection replay with
     ``replay: rejection`` (uniform logs, or the ε-uniform slice of ``uniform_epsilon``).
     ``constraints`` puts the engine under contracts, run on the log's timestamps and
@@ -107,6 +108,9 @@ class CandidatePolicy(StrictModel):
     constraints: ConstraintSet | None = None
     target: Literal["logging", "uniform"] | None = None
     distribution: Path | None = None
+    #: the distribution's rows: the rounds as loaded (after keep_position and the sort by
+    #: time), or one per data row of the foreign log's file, in the file's order
+    distribution_rows: Literal["loaded", "file"] = "loaded"
     mode: Literal["frozen", "learning"] = "frozen"
     replay: Literal["nonstationary", "rejection"] = "nonstationary"
     c: Literal["adaptive"] | Annotated[float, Field(gt=0.0, le=1.0)] = "adaptive"
@@ -121,6 +125,8 @@ class CandidatePolicy(StrictModel):
                 f"policy {self.name!r}: give exactly one of engine, target, distribution "
                 f"(got {given or 'none'})"
             )
+        if self.distribution_rows != "loaded" and self.distribution is None:
+            raise ValueError(f"policy {self.name!r}: distribution_rows needs a distribution")
         if self.mode == "learning" and self.engine is None:
             raise ValueError(f"policy {self.name!r}: mode learning needs an engine")
         if self.constraints is not None and self.engine is None:
@@ -230,10 +236,29 @@ def load_distributions(
         except (OSError, ValueError) as err:
             raise ConfigError(f"{where}: not a readable .npy array ({err})") from None
         try:
-            out[p.name] = target_distribution(np.asarray(matrix, dtype=np.float64), data)
+            matrix = np.asarray(matrix, dtype=np.float64)
+            if p.distribution_rows == "file":
+                matrix = _file_rows(matrix, data)
+            out[p.name] = target_distribution(matrix, data)
         except (InvalidInputError, TypeError, ValueError) as err:
             raise ConfigError(f"{where}: {err}") from None
     return out
+
+
+def _file_rows(matrix: np.ndarray, data: LoggedData) -> np.ndarray:
+    """An array with a row per data row of the log's file, as the loaded rounds' rows."""
+    if data.source_rows is None or data.source_size is None:
+        raise InvalidInputError(
+            "distribution_rows: file needs a foreign log file; the allocator's own decision "
+            "log is read in its own order (distribution_rows: loaded)"
+        )
+    if matrix.ndim != 2 or matrix.shape[0] != data.source_size:
+        raise InvalidInputError(
+            f"the array has shape {matrix.shape}, expected ({data.source_size}, "
+            f"{data.n_arms}): distribution_rows: file reads one row per data row of the "
+            "file, in the file's order"
+        )
+    return matrix[data.source_rows]
 
 
 def _estimate_metrics(name: str, value: float, low: float, high: float) -> dict[str, float]:
@@ -351,11 +376,13 @@ def run_replay(
     )
     for note in data.notes:
         launch.say(f"note: {note}\n")
-    if dists and any(note.startswith(RESORTED) for note in data.notes):
+    loaded = [p.name for p in cfg.policies if p.name in dists and p.distribution_rows == "loaded"]
+    if loaded and any(note.startswith(RESORTED) for note in data.notes):
         launch.say(
             "note: the log was re-sorted by time, and a distribution .npy is read in the "
             "loaded order (after keep_position and the sort), not the file's: check that "
-            f"{sorted(dists)} follow it\n"
+            f"{sorted(loaded)} follow it, or set distribution_rows: file for an array in "
+            "the file's order\n"
         )
     order = {p.name: i for i, p in enumerate(cfg.policies)}
     record = partial(_cell_record, s, order)

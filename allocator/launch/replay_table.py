@@ -52,7 +52,13 @@ def summary_rows(
                                           if "acceptance_rate" in m]),
                 "cells": len(ms),
             })  # fmt: skip
-        key = "replay" if "replay" in names else head
+        # a policy without the headline estimator (the logger of a foreign log has only
+        # ips and snips) is ranked by its best one
+        key = head
+        if "replay" in names:
+            key = "replay"
+        elif names and head not in names:
+            key = headline(names)
         vals = [m[f"estimate/{key}"] for m in ms if f"estimate/{key}" in m]
         ranked.append((-_mean(vals) if vals else math.inf, policy))
     rank = {policy: i for i, (_, policy) in enumerate(sorted(ranked))}

@@ -73,6 +73,12 @@ class ColumnMap(StrictModel):
     #: request attribute name -> column (what contract scopes read, e.g. category)
     attrs: dict[Label, ColumnName] = Field(default_factory=dict)
 
+    def numeric(self) -> list[str]:
+        """The columns read as plain numbers (what a decimal mark applies to)."""
+        return [self.reward, self.propensity, *self.context] + (
+            [] if self.position is None else [self.position]
+        )
+
     def roles(self) -> list[tuple[str, str]]:
         """``(column, role)`` of every mapped column, in context order."""
         out = [(self.action, "action"), (self.reward, "reward"), (self.propensity, "propensity")]
@@ -127,6 +133,12 @@ class ForeignLogConfig(StrictModel):
     groups: dict[Label, GroupName] | None = None
     #: evaluate the rows of this position only (a slate log's per-position propensities)
     keep_position: Annotated[int, Field(ge=0)] | None = None
+    #: CSV only: the field separator (one character, e.g. ``;`` or a tab)
+    delimiter: str = ","
+    #: CSV only: the decimal mark of the reward, propensity, position, context and epoch
+    #: timestamp columns (``","`` for files written with a decimal comma, which then need
+    #: another delimiter; a ``.`` in those numbers, e.g. a thousands separator, is an error)
+    decimal: Literal[".", ","] = "."
 
     @property
     def file_format(self) -> Format:
@@ -138,6 +150,22 @@ class ForeignLogConfig(StrictModel):
             raise ValueError(
                 f"path {str(self.path)!r} has suffix {self.path.suffix!r}: name a "
                 f"{'/'.join(FORMATS)} file or set format to csv or parquet"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _csv_dialect(self) -> ForeignLogConfig:
+        if (self.delimiter, self.decimal) != (",", ".") and self.file_format != "csv":
+            raise ValueError("delimiter and decimal apply to CSV files only")
+        if len(self.delimiter) != 1 or self.delimiter in '\r\n"':
+            raise ValueError(
+                f"delimiter = {self.delimiter!r}: expected one character other than a quote "
+                "or a line break"
+            )
+        if self.delimiter == self.decimal:
+            raise ValueError(
+                f"delimiter and decimal are both {self.delimiter!r}: a file with a decimal "
+                "comma separates its fields with another character (often ';')"
             )
         return self
 

@@ -91,12 +91,6 @@ class PastOnlyValues:
         return out
 
 
-def past_only_values(data: LoggedData, model: RewardModel, prior: float) -> F64:
-    """q̂ of every candidate (nnz,), each round's from a model fitted on earlier rounds only
-    (see :class:`PastOnlyValues`)."""
-    return PastOnlyValues(data, model, prior).rounds(0, data.n_rounds)
-
-
 def _bets(x: F64, alpha: float, prior_mean: float) -> F64:
     bets = np.empty(x.shape[0])
     kcs.plug_in_bets(x, alpha, prior_mean, 0.25, bets)
@@ -169,19 +163,21 @@ def drifting_mean_interval(
 
 def dr_terms(
     ptr: I64, target: F64, q: F64, pos: I64, rewards01: F64, weights: F64,
-    cand_prob: F64 | None, clip: float | None,
+    cand_prob: F64 | None, clip: float | None, w_max: float | None = None,
 ) -> tuple[F64, float, float]:  # fmt: skip
     """Per-round DR terms and the bounds they cannot leave (all in scaled units).
 
     The bounds use the importance weight each candidate would have had: target over
     logging probability (``cand_prob`` (nnz,)), or, when the log kept only the chosen
     arm's propensity, the largest logged weight for every candidate the target can
-    choose; capped at ``clip``.
+    choose (``w_max``: by default the largest of ``weights``; a chunk of a log passes the
+    whole log's); capped at ``clip``.
     """
     terms = np.empty(ptr.shape[0] - 1)
     bounds = np.empty(2)
     logp = np.zeros(0) if cand_prob is None else np.asarray(cand_prob, dtype=np.float64)
-    w_max = float(weights.max(initial=0.0))
+    if w_max is None:
+        w_max = float(weights.max(initial=0.0))
     kope.dr_round_terms(
         ptr, target, q, pos, rewards01, weights, logp, w_max,
         np.inf if clip is None else float(clip), terms, bounds,

@@ -9,7 +9,7 @@ with different eligible arms need no padding; ``None`` means every arm was eligi
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -59,6 +59,12 @@ class LoggedData:
     arm_features: F64 | None = None
     #: what the import did that a reader should know (arm set inferred, rows reordered)
     notes: tuple[str, ...] = ()
+    #: a file's import: the data row of the file each round came from (rounds may be a
+    #: position's rows, re-sorted by time), and how many data rows the file has
+    source_rows: I64 | None = None
+    source_size: int | None = None
+    #: the materialised "every arm" candidate lists, built once (see :meth:`candidates`)
+    _all_arms: tuple[I64, I64] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         n = self.actions.shape[0]
@@ -68,6 +74,7 @@ class LoggedData:
             ("timestamps", self.timestamps, (n,)),
             ("positions", self.positions, (n,)),
             ("cand_ptr", self.cand_ptr, (n + 1,)),
+            ("source_rows", self.source_rows, (n,)),
             ("outcomes", self.outcomes, (n, 3)),
         ]
         for name, column in (self.attrs or {}).items():
@@ -79,6 +86,8 @@ class LoggedData:
                 raise InvalidInputError(f"{name} has shape {arr.shape}, expected {shape}")
         if (self.cand_ptr is None) != (self.cand_idx is None):
             raise InvalidInputError("cand_ptr and cand_idx come together (or both None)")
+        if (self.source_rows is None) != (self.source_size is None):
+            raise InvalidInputError("source_rows and source_size come together (or both None)")
         if self.cand_prob is not None and (
             self.cand_idx is None or self.cand_prob.shape != self.cand_idx.shape
         ):
@@ -107,11 +116,13 @@ class LoggedData:
         """CSR candidate lists, materialising 'all arms' when none were logged."""
         if self.cand_ptr is not None and self.cand_idx is not None:
             return self.cand_ptr, self.cand_idx
-        n, k = self.n_rounds, self.n_arms
-        return (
-            np.arange(n + 1, dtype=np.int64) * k,
-            np.tile(np.arange(k, dtype=np.int64), n),
-        )
+        if self._all_arms is None:  # built once: an evaluation asks for it several times
+            n, k = self.n_rounds, self.n_arms
+            ptr = np.arange(n + 1, dtype=np.int64) * k
+            idx = np.tile(np.arange(k, dtype=np.int64), n)
+            object.__setattr__(self, "_all_arms", (ptr, idx))
+        assert self._all_arms is not None
+        return self._all_arms
 
     def shard(self, index: int, n_shards: int) -> LoggedData:
         """Contiguous slice ``index`` of ``n_shards`` (time order kept: replay is sequential)."""
@@ -160,6 +171,8 @@ class LoggedData:
             outcomes=pick(self.outcomes),
             arm_features=self.arm_features,
             notes=self.notes + notes,
+            source_rows=pick(self.source_rows),
+            source_size=self.source_size,
         )  # fmt: skip
 
     def in_time_order(self, column: str = "timestamp") -> LoggedData:

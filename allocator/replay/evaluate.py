@@ -21,11 +21,7 @@ from allocator.errors import EvaluationRefused, InvalidInputError
 from allocator.inputs import first_rows
 from allocator.kernels import ope as kope
 from allocator.policies.base import Policy
-from allocator.replay.confidence import (
-    dr_sequence,
-    dr_terms,
-    past_only_values,
-)
+from allocator.replay.confidence import PastOnlyValues, dr_sequence, dr_terms
 from allocator.replay.contracts import constrained_distribution, has_contracts
 from allocator.replay.dataset import F64, I64, LoggedData, check_candidates
 from allocator.replay.estimators import (
@@ -155,9 +151,7 @@ def bandit_feedback(
     pos = logged_positions(data, ptr, idx)
     q_logged = q_target = None
     if q_candidates is not None:
-        q_logged = q_candidates[pos]
-        q_target = np.empty(data.n_rounds)
-        kope.segment_sums(ptr, np.ascontiguousarray(target_prob * q_candidates), q_target)
+        q_logged, q_target = model_terms(ptr, pos, target_prob, q_candidates)
     return BanditFeedback(
         np.asarray(data.rewards, dtype=np.float64),
         np.asarray(data.pscores, dtype=np.float64),
@@ -165,6 +159,35 @@ def bandit_feedback(
         q_logged,
         q_target,
     )
+
+
+def model_terms(ptr: I64, pos: I64, target_prob: F64, q_candidates: F64) -> tuple[F64, F64]:
+    """q̂ at each round's logged action and its mean under the target, both (n,): what
+    the estimators read of a per-candidate model."""
+    q_target = np.empty(ptr.shape[0] - 1)
+    kope.segment_dots(
+        ptr, np.ascontiguousarray(target_prob), np.ascontiguousarray(q_candidates), q_target
+    )
+    return q_candidates[pos], q_target
+
+
+#: candidates whose per-candidate values are held at once (8 MiB per float64 array; a log
+#: of 10^6 rounds of 80 arms has 8·10^7 candidates, 640 MB per array)
+CANDIDATE_CHUNK = 1 << 20
+
+
+def round_chunks(ptr: I64) -> list[tuple[int, int, int, int]]:
+    """``(lo, hi, a, b)``: consecutive runs of rounds ``lo:hi`` holding about
+    :data:`CANDIDATE_CHUNK` candidates ``a:b`` each (at least one round)."""
+    n = ptr.shape[0] - 1
+    out = []
+    lo = 0
+    while lo < n:
+        hi = int(np.searchsorted(ptr, ptr[lo] + CANDIDATE_CHUNK, side="right")) - 1
+        hi = min(n, max(hi, lo + 1))
+        out.append((lo, hi, int(ptr[lo]), int(ptr[hi])))
+        lo = hi
+    return out
 
 
 CS_LABEL = "confidence sequence (valid on adaptive logs)"
@@ -245,45 +268,85 @@ def reward_range_of(data: LoggedData, declared: Any) -> tuple[float, float]:
 
 def _model_values(
     spec: RewardModel | str, data: LoggedData, span: tuple[float, float],
-    rng: np.random.Generator,
-) -> tuple[list[F64], RewardModel]:  # fmt: skip
-    """q̂ of every candidate for each cross-fitting split, and the model family used.
+    rng: np.random.Generator, target_prob: F64,
+) -> tuple[list[tuple[F64, F64]], RewardModel]:  # fmt: skip
+    """:func:`model_terms` for each cross-fitting split, and the model family used.
 
     A fitted model serves as is (one split); an unfitted one or a name (cross-fitted with
     2 folds) is fitted on :data:`N_SPLITS` random fold splits, so that the bootstrap sees
-    how much the estimate moves with the split.
+    how much the estimate moves with the split. Per-candidate values exist only a chunk
+    of rounds at a time (:data:`CANDIDATE_CHUNK`): at 80 arms they are 640 bytes a round, the
+    per-round ones 16.
     """
     rewards = np.asarray(data.rewards, dtype=np.float64)
     model = make_reward_model(spec, rewards, span, n_folds=2)
+    ptr, idx = check_candidates(data)
+    pos = logged_positions(data, ptr, idx)
     if model.is_fitted:
-        return [model.predict_candidates(data)], model
-    if model.n_folds == 1:
-        return [model.unfitted().fit(data).predict_candidates(data)], model
-    seeds = rng.spawn(N_SPLITS)
-    return [model.unfitted().fit(data, s).predict_candidates(data) for s in seeds], model
+        fits = [model]
+    elif model.n_folds == 1:
+        fits = [model.unfitted()]
+    else:
+        fits = [model.unfitted() for _ in range(N_SPLITS)]
+    seeds = [None] if len(fits) == 1 else rng.spawn(N_SPLITS)
+    out = []
+    for fit, seed in zip(fits, seeds, strict=True):
+        if not fit.is_fitted:
+            fit.fit(data, seed)
+        q_logged, q_target = np.empty(data.n_rounds), np.empty(data.n_rounds)
+        for lo, hi, a, b in round_chunks(ptr):
+            q_logged[lo:hi], q_target[lo:hi] = model_terms(
+                ptr[lo : hi + 1] - a, pos[lo:hi] - a, target_prob[a:b],
+                fit.predict_candidates(data, lo, hi),
+            )  # fmt: skip
+        out.append((q_logged, q_target))
+    return out, model
 
 
-def _anytime(
+def _dr_terms(
     name: str, data: LoggedData, prob: F64, model: RewardModel | None, clip: float | None,
-    span: tuple[float, float], alpha: float,
-) -> Estimate:  # fmt: skip
-    """IPS or DR with its confidence sequence (scaled to [0, 1] and back)."""
-    low, width = span[0], span[1] - span[0]
+    low: float, width: float, r01: F64,
+) -> tuple[F64, float, float]:  # fmt: skip
+    """Past-only DR terms (IPS: a zero model) of every round and their bounds, scaled."""
     ptr, idx = check_candidates(data)
     pos = logged_positions(data, ptr, idx)
     pscores = np.asarray(data.pscores, dtype=np.float64)
     weights = prob[pos] / pscores
     if clip is not None:
         weights = np.minimum(weights, clip)
-    r01 = (np.asarray(data.rewards, dtype=np.float64) - low) / width
-    if name == "ips":  # IPS is DR with a zero model
-        q = np.zeros(idx.shape[0])
-    else:
+    past = None
+    if name != "ips":  # IPS is DR with a zero model
         assert model is not None
-        q = past_only_values(data, model, low + 0.5 * width)
-        q -= low  # in place: q is one value per candidate of the whole log
-        q /= width
-    terms, t_low, t_high = dr_terms(ptr, prob, q, pos, r01, weights, data.cand_prob, clip)
+        past = PastOnlyValues(data, model, low + 0.5 * width)
+    w_max = float(weights.max(initial=0.0))
+    terms = np.empty(data.n_rounds)
+    t_low, t_high = np.inf, -np.inf
+    for lo, hi, a, b in round_chunks(ptr):
+        q = np.zeros(b - a) if past is None else past.rounds(lo, hi)
+        if past is not None:
+            q -= low  # in place: one value per candidate of the chunk
+            q /= width
+        terms[lo:hi], c_low, c_high = dr_terms(
+            ptr[lo : hi + 1] - a, prob[a:b], q, pos[lo:hi] - a, r01[lo:hi], weights[lo:hi],
+            None if data.cand_prob is None else data.cand_prob[a:b], clip, w_max,
+        )  # fmt: skip
+        t_low, t_high = min(t_low, c_low), max(t_high, c_high)
+    return terms, t_low, t_high
+
+
+def _anytime(
+    name: str, data: LoggedData, prob: F64 | None, model: RewardModel | None,
+    clip: float | None, span: tuple[float, float], alpha: float,
+) -> Estimate:  # fmt: skip
+    """IPS or DR with its confidence sequence (scaled to [0, 1] and back); ``prob`` None is
+    the logging policy on its own log (IPS only: every weight is one)."""
+    low, width = span[0], span[1] - span[0]
+    r01 = (np.asarray(data.rewards, dtype=np.float64) - low) / width
+    if prob is None:
+        cap = 1.0 if clip is None else min(1.0, clip)
+        terms, t_low, t_high = cap * r01, 0.0, cap
+    else:
+        terms, t_low, t_high = _dr_terms(name, data, prob, model, clip, low, width, r01)
     est = dr_sequence(terms, t_low, t_high, alpha)
     if est.low > est.high:
         # The running intersection is empty: no single value is the terms' conditional
@@ -324,7 +387,10 @@ def evaluate(
     """Estimate the value of a frozen target policy on ``data``.
 
     ``target_prob`` is a policy, an engine config, ``'logging'``, ``'uniform'``, an (n, k)
-    or (nnz,) distribution (see :func:`target_distribution`).
+    or (nnz,) distribution (see :func:`target_distribution`). ``'logging'`` on a log that
+    has only the chosen arm's propensity (a foreign log) is the logger on its own log:
+    every weight is one, IPS and SNIPS are the mean reward with their interval, and the
+    model-based estimators are skipped (the logger's other candidates are unknown).
     ``estimators`` are names from :data:`ESTIMATORS` (built with ``clip``) or instances.
     ``reward_model`` serves DM / DR / SNDR / Switch-DR: a name (``auto``, ``ridge``,
     ``logistic``; cross-fitted over :data:`N_SPLITS` random splits) or a
@@ -345,14 +411,32 @@ def evaluate(
     if interval not in ("cs", "bootstrap"):
         raise InvalidInputError(f"interval = {interval!r}: expected 'cs' or 'bootstrap'")
     ests = _estimators(estimators, clip)
-    prob = target_distribution(target_prob, data)
+    prob: F64 | None = None
+    if isinstance(target_prob, str) and target_prob == "logging" and data.cand_prob is None:
+        # The logger on its own log: each logged action's target probability is its
+        # propensity, and nothing is known of the logger's other candidates.
+        pscores = np.asarray(data.pscores, dtype=np.float64)
+        plain = BanditFeedback(np.asarray(data.rewards, dtype=np.float64), pscores, pscores)
+    else:
+        prob = target_distribution(target_prob, data)
+        plain = bandit_feedback(data, prob)
     # Every row checked (rewards, propensities) before any weight is formed from it.
-    check_feedback(bandit_feedback(data, prob), False)
+    check_feedback(plain, False)
     span = reward_range_of(data, reward_range)
     skipped: dict[str, str] = {}
-    qs: list[F64 | None] = [None]
+    splits: list[tuple[F64, F64] | tuple[None, None]] = [(None, None)]
     model = None
-    if any(e.needs_model for e in ests):
+    if prob is None:
+        for e in ests:
+            if e.needs_model:
+                skipped[e.name] = (
+                    f"{e.name} needs the logging policy's probability of every candidate, "
+                    "and this log has only the chosen arm's: the logger's value is its mean "
+                    "reward (ips, snips)"
+                )
+        if len(skipped) == len(ests):
+            raise InvalidInputError("; ".join(skipped.values()))
+    elif any(e.needs_model for e in ests):
         if reward_model is None:
             for e in ests:
                 if e.needs_model:
@@ -363,9 +447,9 @@ def evaluate(
             if len(skipped) == len(ests):
                 raise InvalidInputError("; ".join(skipped.values()))
         else:
-            values, model = _model_values(reward_model, data, span, rng)
-            qs = list(values)
-    feedback = [bandit_feedback(data, prob, q) for q in qs]
+            values, model = _model_values(reward_model, data, span, rng, prob)
+            splits = list(values)
+    feedback = [plain._replace(q_logged=ql, q_target=qt) for ql, qt in splits]
     run = [e for e in ests if e.name not in skipped]
     estimates = estimate_intervals(run, feedback, rng, n_boot, alpha)
     methods = {e.name: BOOTSTRAP_LABEL for e in run}

@@ -165,23 +165,29 @@ class RewardModel:
         kope.predict_csr(x, ptr, a, np.zeros(m, dtype=np.int64), coef[None], out)
         return self._output(out)
 
-    def predict_candidates(self, data: LoggedData) -> F64:
-        """q̂ of every candidate of every round, aligned with ``data.candidates()[1]`` (nnz,).
+    def predict_candidates(self, data: LoggedData, lo: int = 0, hi: int | None = None) -> F64:
+        """q̂ of every candidate of rounds ``lo:hi`` (default: every round), aligned with
+        those rounds' ``data.candidates()[1]``.
 
         When ``data`` is the very :class:`LoggedData` this model was fitted on and
         ``n_folds > 1``, each round's values come from the model fitted without its fold.
+        A log's rounds asked in pieces give the values of the whole, piece by piece.
         """
         coef = self._coef()
         if data.n_arms != self.n_arms:
             raise InvalidInputError(
                 f"data has {data.n_arms} arms, the reward model was fitted on {self.n_arms}"
             )
-        ptr, idx = check_candidates(data)
-        n = data.n_rounds
-        x = _features(data.contexts, n, self.n_features, "contexts")
+        hi = data.n_rounds if hi is None else hi
+        if not 0 <= lo <= hi <= data.n_rounds:
+            raise InvalidInputError(f"rounds {lo}:{hi} outside the log's 0:{data.n_rounds}")
+        part = data if (lo, hi) == (0, data.n_rounds) else data.take(lo, hi)
+        ptr, idx = check_candidates(part)
+        n = part.n_rounds
+        x = _features(part.contexts, n, self.n_features, "contexts")
         if data is self._fitted_on and self._fold_coef is not None:
             assert self._folds is not None
-            stack, model_of_row = self._fold_coef, self._folds
+            stack, model_of_row = self._fold_coef, self._folds[lo:hi]
         else:
             stack, model_of_row = coef[None], np.zeros(n, dtype=np.int64)
         out = np.empty(idx.shape[0])

@@ -65,11 +65,12 @@ def _read_table(path: Path, config: ForeignLogConfig) -> pa.Table:
                 strings_can_be_null=True,
                 check_utf8=False,
             )
-            with pacsv.open_csv(path, convert_options=convert) as reader:
+            parse = pacsv.ParseOptions(delimiter=config.delimiter)
+            with pacsv.open_csv(path, parse_options=parse, convert_options=convert) as reader:
                 names = reader.schema.names
             _check_columns(path, names, roles)
             convert.include_columns = needed
-            table = pacsv.read_csv(path, convert_options=convert)
+            table = pacsv.read_csv(path, parse_options=parse, convert_options=convert)
     except (pa.ArrowException, OSError) as err:
         raise InvalidInputError(
             f"cannot read {path} as {config.file_format}: {err}".rstrip()
@@ -84,6 +85,18 @@ def _read_table(path: Path, config: ForeignLogConfig) -> pa.Table:
         if not_utf8 is not None:
             binary = table.column(column).cast(pa.large_binary())
             raise bad_rows(column, role, "text that is not UTF-8", not_utf8, binary)
+    if config.decimal != ".":  # "0,25" -> "0.25"
+        numeric = config.columns.numeric()
+        for column, role in roles:
+            if column not in numeric and role != "timestamp":
+                continue
+            text = table.column(column)
+            dot = pc.fill_null(pc.match_substring(text, "."), False).to_numpy(zero_copy_only=False)
+            if column in numeric and dot.any():  # a thousands separator, or a file not
+                # written with a decimal comma (an ISO timestamp's fraction may use either)
+                raise bad_rows(column, role, "a '.' in a number read with decimal ','", dot, text)
+            dotted = pc.replace_substring(text, ",", ".")
+            table = table.set_column(table.schema.get_field_index(column), column, dotted)
     return table
 
 
@@ -219,6 +232,8 @@ def load_foreign_log(
         cand_idx=cand_idx,
         attrs=attrs or None,
         notes=notes,
+        source_rows=np.arange(table.num_rows, dtype=np.int64),
+        source_size=table.num_rows,
     )
     if rows is not None:
         data = data.select(rows)

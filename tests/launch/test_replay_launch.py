@@ -685,7 +685,8 @@ def test_the_bundled_example_config_runs(tmp_path, tracking_uri):
         "ex",
     )
     assert code == 0, err
-    assert out.startswith("16 cells over 2,000 logged rounds, launch ex\n")
+    assert out.startswith("20 cells over 2,000 logged rounds, launch ex\n")
+    assert re.search(r"^logger +ips ", out, re.M)  # the CSV's logger, on its own rows
     lines = out.split("\n\n")[1].splitlines()[1:]
     ranked = list(dict.fromkeys(line.split()[0] for line in lines))
     # tiers change the best destination: the contextual policy is worth more
@@ -844,3 +845,68 @@ def test_switch_tau_and_the_resorted_log_note(tmp_path, tracking_uri, tau, same_
     assert "note: the log was re-sorted by time" in out and "['uniform_file']" in out
     m = runs_of(tracking_uri, f"tau{tau:g}")[("uniform_file", 1, 0)].data.metrics
     assert m["ope.switch_dr.value"] == pytest.approx(m[f"ope.{same_as}.value"], abs=1e-12)
+
+
+def test_a_distribution_in_file_order_is_read_by_file_row(tmp_path, tracking_uri):
+    """``distribution_rows: file`` reads an array written in the file's order (one row per
+    data row) through the re-sort by time: it gives the estimates of the same distribution
+    written in the loaded order; read as loaded, the file-order array scores other rows."""
+    n = 300
+    lines = make_click_log(n, 5).text.splitlines()
+    stamps = 1_760_000_000 + np.random.default_rng(0).permutation(n)  # every row moves
+    text = "\n".join(
+        [lines[0] + ",ts"] + [f"{r},{t}" for r, t in zip(lines[1:], stamps, strict=True)]
+    )
+    favourite = np.random.default_rng(1).integers(0, len(ARMS), n)  # per file row
+    by_file = np.full((n, len(ARMS)), 0.1 / (len(ARMS) - 1))
+    by_file[np.arange(n), favourite] = 0.9
+    order = np.argsort(stamps, kind="stable")  # loaded round i is file row order[i]
+    policies = [
+        {"name": "by_file", "distribution": "by_file.npy", "distribution_rows": "file"},
+        {"name": "by_loaded", "distribution": "by_loaded.npy"},
+        {"name": "misread", "distribution": "by_file.npy"},
+    ]
+    cfg = write_experiment(tmp_path, text + "\n", policies, estimators=["ips", "dr"])
+    raw = yaml.safe_load(cfg.read_text())
+    raw["logs"]["foreign"]["columns"] = {**COLUMNS, "timestamp": "ts"}
+    cfg.write_text(yaml.safe_dump(raw, sort_keys=False))
+    np.save(cfg.parent / "by_file.npy", by_file)
+    np.save(cfg.parent / "by_loaded.npy", by_file[order])
+    code, out, err = replay(cfg, tracking_uri, tmp_path / "runs", "rows", "--sequential")
+    assert code == 0, err + out
+    assert "['by_loaded', 'misread'] follow it" in out  # the note names only those
+    runs = runs_of(tracking_uri, "rows")
+    m = {p["name"]: runs[(p["name"], 1, 0)].data.metrics for p in policies}
+    for key in ("ope.ips.value", "ope.ips.low", "ope.ips.high", "ope.dr.value"):
+        assert m["by_file"][key] == m["by_loaded"][key], key
+    assert m["misread"]["ope.ips.value"] != m["by_file"]["ope.ips.value"]
+    # a file-order array must have one row per data row of the file
+    np.save(cfg.parent / "by_file.npy", by_file[:-1])
+    code, _, err = replay(cfg, tracking_uri, tmp_path / "runs", "short", "--sequential")
+    assert code != 0 and f"expected ({n}, {len(ARMS)}): distribution_rows: file reads" in err
+
+
+def test_distribution_rows_needs_a_distribution(tmp_path):
+    policy = {"name": "x", "target": "uniform", "distribution_rows": "file"}
+    cfg = write_experiment(tmp_path, make_click_log(50, seed=1).text, [policy])
+    code, _, err = run_cli("replay", str(cfg), "--sequential", "--out", str(tmp_path / "r"),
+                           "--tracking-uri", f"sqlite:///{tmp_path}/m.db")  # fmt: skip
+    assert code != 0 and "distribution_rows needs a distribution" in err, err
+
+
+def test_the_logger_of_a_foreign_log_is_ranked_by_its_mean_reward(tmp_path, tracking_uri):
+    """``target: logging`` on a log with only the chosen arm's propensity: IPS and SNIPS are
+    the test rows' mean reward, DR is not reported, and the ranked table places the logger
+    by its IPS (the uniform logger equals the uniform target in value)."""
+    policies = [{"name": "uniform", "target": "uniform"}, {"name": "logger", "target": "logging"}]
+    cfg = write_experiment(tmp_path, make_click_log(600, seed=3).text, policies)
+    code, out, err = replay(cfg, tracking_uri, tmp_path / "runs", "lg", "--sequential")
+    assert code == 0, err + out
+    runs = runs_of(tracking_uri, "lg")
+    m = runs[("logger", 1, 0)].data.metrics
+    assert m["estimate/ips"] == pytest.approx(m["logged.mean_reward"], abs=1e-12)
+    assert m["estimate/snips"] == pytest.approx(m["logged.mean_reward"], abs=1e-12)
+    assert m["estimate/ips/lower"] < m["estimate/ips"] < m["estimate/ips/upper"]
+    assert "estimate/dr" not in m
+    table = out.split("\n\n")[1]
+    assert re.search(r"^logger +ips ", table, re.M) and "logger    dr" not in table

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import warnings
 
 import numpy as np
@@ -332,3 +333,30 @@ def test_model_based_intervals_contain_the_dr_sequence_and_cover_a_biased_model(
         boot = runs["bootstrap"]["dm"]
         missed_by_bootstrap += not boot.low <= truth <= boot.high
     assert missed_by_bootstrap >= 4
+
+
+@pytest.mark.parametrize("subsets", [True, False])
+@pytest.mark.parametrize("spec", ["auto", "prefitted"])
+def test_chunked_evaluation_equals_the_whole_log_at_once(monkeypatch, subsets, spec):
+    """Per-candidate values live a chunk of rounds at a time (memory); the estimates and
+    intervals must be those of one chunk spanning the log, to the last bit."""
+    ev_module = importlib.import_module("allocator.replay.evaluate")  # the package's
+    # ``evaluate`` attribute is the function
+
+    lg = world_log(11, 700, subsets)
+    model = "auto" if spec == "auto" else RidgeRewardModel(n_folds=3).fit(lg.data)
+    names = ("ips", "snips", "dm", "dr", "sndr", "switch_dr")
+
+    def run():
+        return evaluate(
+            lg.data, lg.target, estimators=names, reward_model=model,
+            rng=np.random.default_rng(5),
+        )  # fmt: skip
+
+    monkeypatch.setattr(ev_module, "CANDIDATE_CHUNK", 10**9)
+    whole = run()
+    # chunks of a few rounds, the last one short (and a round larger than a chunk alone)
+    monkeypatch.setattr(ev_module, "CANDIDATE_CHUNK", 3)
+    chunked = run()
+    assert chunked.estimates == whole.estimates
+    assert chunked.diagnostics == whole.diagnostics

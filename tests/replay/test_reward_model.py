@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import numpy as np
 import pytest
 
 from allocator import InvalidInputError
-from allocator.replay import LoggedData, RidgeRewardModel
+from allocator.replay import LoggedData, LogisticRewardModel, RidgeRewardModel
 from tests import naive
 from tests.worlds.logged import log_rounds, make_world
 
@@ -90,6 +91,20 @@ def test_cross_fitted_values_come_from_the_other_folds():
     # other data (even equal) is served by the model fitted on every row
     full = RidgeRewardModel(l2=1.5).fit(data).predict_candidates(data)
     np.testing.assert_allclose(model.predict_candidates(dataclasses.replace(data)), full)
+
+
+@pytest.mark.parametrize("cls", [RidgeRewardModel, LogisticRewardModel])
+def test_rounds_asked_in_pieces_are_the_whole_logs_values(cls):
+    data = logged(6, n=300)
+    model = cls(n_folds=3).fit(data, np.random.default_rng(2))  # cross-fitted on data
+    whole = model.predict_candidates(data)
+    cuts = [0, 1, 64, 65, 200, 300]
+    pieces = [model.predict_candidates(data, a, b) for a, b in itertools.pairwise(cuts)]
+    np.testing.assert_array_equal(np.concatenate(pieces), whole)
+    assert model.predict_candidates(data, 40, 40).shape == (0,)
+    for lo, hi in [(-1, 5), (5, 4), (0, 301)]:
+        with pytest.raises(InvalidInputError, match=r"outside the log's 0:300"):
+            model.predict_candidates(data, lo, hi)
 
 
 def test_a_rounds_cross_fitted_value_does_not_depend_on_its_reward():

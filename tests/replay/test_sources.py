@@ -103,6 +103,43 @@ def test_csv_loads_to_the_expected_arrays(tmp_path):
         )
         assert arr.flags.c_contiguous
     assert data.cand_prob is None
+    assert data.source_rows.tolist() == TIME_ORDER and data.source_size == len(ROWS)
+    assert data.shard(1, 2).source_rows.tolist() == TIME_ORDER[2:]
+
+
+def decimal_comma_csv(path, delimiter=";"):
+    """The test CSV as a decimal-comma locale writes it: fields split by ``delimiter``,
+    numbers and epoch seconds with a comma, a cell holding the delimiter quoted."""
+    numeric = {HEADER.index(c) for c in ("reward", "pscore", "age", "income", "ts")}
+    lines = []
+    for row in [HEADER, *ROWS]:
+        cells = []
+        for j, cell in enumerate(row):
+            if row is not HEADER and j in numeric and "T" not in cell:
+                cell = cell.replace(".", ",")
+            cells.append(f'"{cell}"' if delimiter in cell else cell)
+        lines.append(delimiter.join(cells))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("delimiter", [";", "\t"])
+def test_a_decimal_comma_file_with_another_delimiter_loads_the_same_arrays(tmp_path, delimiter):
+    want = load_foreign_log(config(write_csv(tmp_path / "dot.csv")))
+    path = decimal_comma_csv(tmp_path / "comma.csv", delimiter)
+    assert "1000,5" in path.read_text()
+    got = load_foreign_log(config(path, delimiter=delimiter, decimal=","))
+    assert_same(got, want)
+    # read with the default dialect, the same file is refused, not misread
+    with pytest.raises(InvalidInputError, match=r"comma\.csv"):
+        load_foreign_log(config(path))
+
+
+def test_a_dot_in_a_decimal_comma_number_is_named_by_row(tmp_path):
+    path = decimal_comma_csv(tmp_path / "comma.csv")
+    path.write_text(path.read_text().replace(";1000,5;", ";1.000,5;"))  # thousands separator
+    with pytest.raises(InvalidInputError, match=r"'income' \(context\[1\]\).*'\.' in a number"):
+        load_foreign_log(config(path, delimiter=";", decimal=","))
 
 
 def test_relative_path_resolves_against_base_dir(tmp_path):
@@ -265,6 +302,7 @@ def test_one_position_of_a_slate_log_is_kept_with_its_propensities(tmp_path):
     assert data.positions.tolist() == [1, 1]
     assert data.pscores.tolist() == [0.1, 0.25]  # file rows 3 then 1 (time order)
     assert data.cand_ptr.tolist() == [0, 2, 5] and data.cand_idx.tolist() == [0, 2, 2, 0, 1]
+    assert data.source_rows.tolist() == [3, 1] and data.source_size == 4
     with pytest.raises(ValidationError, match="keep_position needs a position column"):
         config(tmp_path / "l.csv", keep_position=0,
                columns={k: v for k, v in MAPPING.items() if k != "position"})  # fmt: skip
@@ -477,6 +515,12 @@ INVALID_CONFIGS = [
     (edit("arms", []), r"arms\n.*at least 1 item"),
     (edit("groups", {"taobao": "taobao"}), r"missing \['douyin', 'jd'\]"),
     (edit("groups.jd", "bad group!"), r"groups.jd\n.*pattern"),
+    (edit("decimal", ","), r"delimiter and decimal are both ','"),
+    (edit("delimiter", ";;"), r"delimiter = ';;': expected one character"),
+    (edit("delimiter", '"'), r"other than a quote or a line break"),
+    (edit("delimiter", ""), r"expected one character"),
+    (edit("decimal", ";"), r"decimal\n.*'\.' or ','"),
+    ({**edit("path", "logs.parquet"), "delimiter": ";"}, r"apply to CSV files only"),
 ]
 
 

@@ -95,3 +95,35 @@ def test_logging_target_needs_the_logged_distributions():
     data = dataclasses.replace(_log().data, cand_prob=None)
     with pytest.raises(InvalidInputError, match="logging probability"):
         target_distribution("logging", data)
+
+
+def test_the_logger_of_a_log_without_its_distributions_is_scored_on_policy():
+    """Only the chosen arm's propensity: every weight is one, so IPS and SNIPS are the mean
+    reward, with the interval the full log gives its logger; DR / DM are skipped with the
+    reason, and a request of model-based estimators alone is refused."""
+    import dataclasses
+
+    full = _log().data
+    data = dataclasses.replace(full, cand_prob=None)
+    names = ("ips", "snips", "dm", "dr")
+    ev = evaluate(data, "logging", estimators=names, reward_model="auto",
+                  rng=np.random.default_rng(0))  # fmt: skip
+    mean = float(data.rewards.mean())
+    assert ev["ips"].value == pytest.approx(mean, abs=1e-12)
+    assert ev["snips"].value == pytest.approx(mean, abs=1e-12)
+    # the same sequence as the logger scored through its logged distributions
+    ref = evaluate(full, "logging", estimators=("ips",), rng=np.random.default_rng(0))
+    assert ev["ips"] == ref["ips"]
+    assert ev["snips"].low <= ev["ips"].low and ev["snips"].high >= ev["ips"].high
+    assert ev.diagnostics.effective_sample_size == pytest.approx(data.n_rounds)
+    assert ev.diagnostics.max_weight == 1.0 and ev.diagnostics.zero_weight_share == 0.0
+    assert set(ev.skipped) == {"dm", "dr"}
+    with pytest.raises(InvalidInputError, match="only the chosen arm's"):
+        ev["dr"]
+    with pytest.raises(InvalidInputError, match="dr needs the logging policy's probability"):
+        evaluate(data, "logging", estimators=("dr",), reward_model="auto",
+                 rng=np.random.default_rng(0))  # fmt: skip
+    # clip caps the weights of one as it would any weight
+    clipped = evaluate(data, "logging", estimators=("ips",), clip=0.5,
+                       rng=np.random.default_rng(0))  # fmt: skip
+    assert clipped["ips"].value == pytest.approx(0.5 * mean, abs=1e-12)
