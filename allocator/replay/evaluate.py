@@ -426,29 +426,25 @@ def evaluate(
     skipped: dict[str, str] = {}
     splits: list[tuple[F64, F64] | tuple[None, None]] = [(None, None)]
     model = None
+    unscored = None  # why the model-based estimators cannot run, if they cannot
     if prob is None:
-        for e in ests:
-            if e.needs_model:
-                skipped[e.name] = (
-                    f"{e.name} needs the logging policy's probability of every candidate, "
-                    "and this log has only the chosen arm's: the logger's value is its mean "
-                    "reward (ips, snips)"
-                )
+        unscored = (
+            "{} needs the logging policy's probability of every candidate, and this log has "
+            "only the chosen arm's: the logger's value is its mean reward (ips, snips)"
+        )
+    elif reward_model is None:
+        unscored = (
+            "{} needs a reward model: pass reward_model='auto' (or 'ridge', 'logistic', a "
+            "RewardModel) to evaluate()"
+        )
+    if unscored is not None:
+        skipped = {e.name: unscored.format(e.name) for e in ests if e.needs_model}
         if len(skipped) == len(ests):
             raise InvalidInputError("; ".join(skipped.values()))
     elif any(e.needs_model for e in ests):
-        if reward_model is None:
-            for e in ests:
-                if e.needs_model:
-                    skipped[e.name] = (
-                        f"{e.name} needs a reward model: pass reward_model='auto' (or "
-                        "'ridge', 'logistic', a RewardModel) to evaluate()"
-                    )
-            if len(skipped) == len(ests):
-                raise InvalidInputError("; ".join(skipped.values()))
-        else:
-            values, model = _model_values(reward_model, data, span, rng, prob)
-            splits = list(values)
+        assert prob is not None and reward_model is not None
+        values, model = _model_values(reward_model, data, span, rng, prob)
+        splits = list(values)
     feedback = [plain._replace(q_logged=ql, q_target=qt) for ql, qt in splits]
     run = [e for e in ests if e.name not in skipped]
     estimates = estimate_intervals(run, feedback, rng, n_boot, alpha)
