@@ -29,7 +29,7 @@ from allocator.launch.orchestrate import Launch, LaunchOutcome
 from allocator.launch.replay_table import format_table, headline, summary_rows, write_summary
 from allocator.launch.runner import TaskResult
 from allocator.launch.tracking import CellRecord, flatten
-from allocator.replay.columns import ForeignLogConfig
+from allocator.replay.columns import ForeignLogConfig, preview
 from allocator.replay.dataset import RESORTED, LoggedData
 from allocator.replay.estimators import SwitchDR
 from allocator.replay.evaluate import ESTIMATORS, evaluate, reward_range_of, target_distribution
@@ -217,7 +217,11 @@ def check_policies(policies: list[CandidatePolicy], data: LoggedData) -> None:
                 )
         want = getattr(p.engine.policy, "n_features", None)
         if want is not None and want != width:
-            got = "no context" if width is None else f"{width} context columns {data.context_names}"
+            got = (
+                "no context"
+                if width is None
+                else f"{width} context columns {preview(list(data.context_names))}"
+            )
             raise ConfigError(f"{where}.n_features = {want}, but the logs have {got}")
 
 
