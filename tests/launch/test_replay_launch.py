@@ -910,3 +910,13 @@ def test_the_logger_of_a_foreign_log_is_ranked_by_its_mean_reward(tmp_path, trac
     assert "estimate/dr" not in m
     table = out.split("\n\n")[1]
     assert re.search(r"^logger +ips ", table, re.M) and "logger    dr" not in table
+
+
+def test_an_own_log_has_no_file_rows_for_a_distribution(tmp_path):
+    own_log(tmp_path / "exp" / "decisions", 200, epsilon=0.3)
+    np.save(tmp_path / "exp" / "u.npy", np.full((200, 3), 1 / 3))
+    policy = {"name": "u", "distribution": "u.npy", "distribution_rows": "file"}
+    cfg = own_replay_config(tmp_path / "exp", [policy])
+    code, _, err = run_cli("replay", str(cfg), "--sequential", "--out", str(tmp_path / "r"),
+                           "--tracking-uri", f"sqlite:///{tmp_path}/m.db")  # fmt: skip
+    assert code != 0 and "distribution_rows: file needs a foreign log file" in err, err
