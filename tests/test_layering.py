@@ -156,11 +156,16 @@ def test_the_layer_check_sees_an_upward_import():
 
 
 def _own_private_names(tree: ast.AST) -> set[str]:
-    """Underscore names a module defines itself: methods, and attributes it assigns."""
+    """Underscore names a module defines itself: methods, annotated class fields, and
+    attributes it assigns."""
     own = set()
     for node in ast.walk(tree):
         if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name.startswith("_"):
             own.add(node.name)
+        if isinstance(node, ast.ClassDef):  # fields and class attributes in its body
+            for stmt in node.body:
+                if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
+                    own.add(stmt.target.id)
         if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             for t in targets:
