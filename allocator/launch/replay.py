@@ -26,7 +26,13 @@ from allocator.engine import Engine
 from allocator.errors import ConfigError, InvalidInputError
 from allocator.launch import view
 from allocator.launch.orchestrate import Launch, LaunchOutcome
-from allocator.launch.replay_table import format_table, headline, summary_rows, write_summary
+from allocator.launch.replay_table import (
+    format_table,
+    headline,
+    ranked_by,
+    summary_rows,
+    write_summary,
+)
 from allocator.launch.runner import TaskResult
 from allocator.launch.tracking import CellRecord, flatten
 from allocator.replay.columns import ForeignLogConfig, preview
@@ -420,7 +426,10 @@ def _cell_record(
         return CellRecord(task.name, task.coords, params, error=res.error)
     metrics = dict(res.value["metrics"])
     curves = dict(res.value["curves"])
-    src = "replay" if task.policy.mode == "learning" else f"ope.{headline(s.estimators)}"
+    src = "replay"
+    if task.policy.mode != "learning":
+        names = [k[4:-6] for k in metrics if k.startswith("ope.") and k.endswith(".value")]
+        src = f"ope.{ranked_by(names, headline(s.estimators))}"
     low, value, high = (metrics.get(f"{src}.{b}", np.nan) for b in ("low", "value", "high"))
     metrics["estimate"] = value
     # The interval drawn by the chart view (which has no error bars): low, estimate and high

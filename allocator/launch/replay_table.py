@@ -23,6 +23,17 @@ def headline(estimators: Sequence[str]) -> str:
     return estimators[0]
 
 
+def ranked_by(names: Sequence[str], head: str) -> str:
+    """The estimate a policy is ranked and charted by, among the ``names`` it has:
+    ``replay`` for a learning policy, else the headline ``head``, else (a policy without it:
+    the logger of a foreign log has only ips and snips) its first in the headline order."""
+    if "replay" in names:
+        return "replay"
+    if head in names or not names:
+        return head
+    return headline(names)
+
+
 def _mean(values: list[float]) -> float:
     return float(np.mean(values)) if values else math.nan
 
@@ -52,13 +63,7 @@ def summary_rows(
                                           if "acceptance_rate" in m]),
                 "cells": len(ms),
             })  # fmt: skip
-        # a policy without the headline estimator (the logger of a foreign log has only
-        # ips and snips) is ranked by its best one
-        key = head
-        if "replay" in names:
-            key = "replay"
-        elif names and head not in names:
-            key = headline(names)
+        key = ranked_by(names, head)
         vals = [m[f"estimate/{key}"] for m in ms if f"estimate/{key}" in m]
         ranked.append((-_mean(vals) if vals else math.inf, policy))
     rank = {policy: i for i, (_, policy) in enumerate(sorted(ranked))}

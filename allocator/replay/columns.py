@@ -133,11 +133,12 @@ class ForeignLogConfig(StrictModel):
     groups: dict[Label, GroupName] | None = None
     #: evaluate the rows of this position only (a slate log's per-position propensities)
     keep_position: Annotated[int, Field(ge=0)] | None = None
-    #: CSV only: the field separator (one character, e.g. ``;`` or a tab)
+    #: CSV only: the field separator (one printable ASCII character or a tab, e.g. ``;``)
     delimiter: str = ","
-    #: CSV only: the decimal mark of the reward, propensity, position, context and epoch
+    #: CSV only: the decimal mark of the reward, propensity, position, context and
     #: timestamp columns (``","`` for files written with a decimal comma, which then need
-    #: another delimiter; a ``.`` in those numbers, e.g. a thousands separator, is an error)
+    #: another delimiter; a ``.`` in a number of the first four, e.g. a thousands separator,
+    #: is an error; a timestamp may hold either mark, as ISO fractions do)
     decimal: Literal[".", ","] = "."
 
     @property
@@ -157,10 +158,11 @@ class ForeignLogConfig(StrictModel):
     def _csv_dialect(self) -> ForeignLogConfig:
         if (self.delimiter, self.decimal) != (",", ".") and self.file_format != "csv":
             raise ValueError("delimiter and decimal apply to CSV files only")
-        if len(self.delimiter) != 1 or self.delimiter in '\r\n"':
+        d = self.delimiter
+        if len(d) != 1 or not (" " <= d <= "~" or d == "\t") or d == '"':
             raise ValueError(
-                f"delimiter = {self.delimiter!r}: expected one character other than a quote "
-                "or a line break"
+                f"delimiter = {d!r}: expected one printable ASCII character or a tab, other "
+                "than a quote"
             )
         if self.delimiter == self.decimal:
             raise ValueError(

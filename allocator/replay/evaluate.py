@@ -307,7 +307,9 @@ def _dr_terms(
     name: str, data: LoggedData, prob: F64, model: RewardModel | None, clip: float | None,
     low: float, width: float, r01: F64,
 ) -> tuple[F64, float, float]:  # fmt: skip
-    """Past-only DR terms (IPS: a zero model) of every round and their bounds, scaled."""
+    """Past-only DR terms of every round and their bounds, scaled. IPS is DR with a zero
+    model: a reward of 0, ``-low / width`` scaled, so that its value is ``mean(w·r)`` for
+    any reward range, as the bootstrap's IPS."""
     ptr, idx = check_candidates(data)
     pos = logged_positions(data, ptr, idx)
     pscores = np.asarray(data.pscores, dtype=np.float64)
@@ -315,7 +317,7 @@ def _dr_terms(
     if clip is not None:
         weights = np.minimum(weights, clip)
     past = None
-    if name != "ips":  # IPS is DR with a zero model
+    if name != "ips":
         assert model is not None
         past = PastOnlyValues(data, model, low + 0.5 * width)
     w_max = float(weights.max(initial=0.0))
@@ -323,9 +325,8 @@ def _dr_terms(
     t_low, t_high = np.inf, -np.inf
     for lo, hi, a, b in round_chunks(ptr):
         q = np.zeros(b - a) if past is None else past.rounds(lo, hi)
-        if past is not None:
-            q -= low  # in place: one value per candidate of the chunk
-            q /= width
+        q -= low  # in place: one value per candidate of the chunk
+        q /= width
         terms[lo:hi], c_low, c_high = dr_terms(
             ptr[lo : hi + 1] - a, prob[a:b], q, pos[lo:hi] - a, r01[lo:hi], weights[lo:hi],
             None if data.cand_prob is None else data.cand_prob[a:b], clip, w_max,
@@ -342,9 +343,9 @@ def _anytime(
     the logging policy on its own log (IPS only: every weight is one)."""
     low, width = span[0], span[1] - span[0]
     r01 = (np.asarray(data.rewards, dtype=np.float64) - low) / width
-    if prob is None:
-        cap = 1.0 if clip is None else min(1.0, clip)
-        terms, t_low, t_high = cap * r01, 0.0, cap
+    if prob is None:  # every weight is one (capped by clip): IPS's terms, zero model
+        w, q = 1.0 if clip is None else min(1.0, clip), -low / width
+        terms, t_low, t_high = q + w * (r01 - q), q * (1.0 - w), q * (1.0 - w) + w
     else:
         terms, t_low, t_high = _dr_terms(name, data, prob, model, clip, low, width, r01)
     est = dr_sequence(terms, t_low, t_high, alpha)

@@ -896,8 +896,8 @@ def test_distribution_rows_needs_a_distribution(tmp_path):
 
 def test_the_logger_of_a_foreign_log_is_ranked_by_its_mean_reward(tmp_path, tracking_uri):
     """``target: logging`` on a log with only the chosen arm's propensity: IPS and SNIPS are
-    the test rows' mean reward, DR is not reported, and the ranked table places the logger
-    by its IPS (the uniform logger equals the uniform target in value)."""
+    the test rows' mean reward, DR is not reported, and the ranked table and the chart place
+    the logger by its first estimator in the headline order (SNIPS)."""
     policies = [{"name": "uniform", "target": "uniform"}, {"name": "logger", "target": "logging"}]
     cfg = write_experiment(tmp_path, make_click_log(600, seed=3).text, policies)
     code, out, err = replay(cfg, tracking_uri, tmp_path / "runs", "lg", "--sequential")
@@ -908,6 +908,8 @@ def test_the_logger_of_a_foreign_log_is_ranked_by_its_mean_reward(tmp_path, trac
     assert m["estimate/snips"] == pytest.approx(m["logged.mean_reward"], abs=1e-12)
     assert m["estimate/ips/lower"] < m["estimate/ips"] < m["estimate/ips/upper"]
     assert "estimate/dr" not in m
+    # the chart's estimate is the one it is ranked by: SNIPS, its first in the headline order
+    assert m["estimate"] == m["estimate/snips"]
     table = out.split("\n\n")[1]
     assert re.search(r"^logger +ips ", table, re.M) and "logger    dr" not in table
 

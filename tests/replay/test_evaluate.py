@@ -360,3 +360,22 @@ def test_chunked_evaluation_equals_the_whole_log_at_once(monkeypatch, subsets, s
     chunked = run()
     assert chunked.estimates == whole.estimates
     assert chunked.diagnostics == whole.diagnostics
+
+
+@pytest.mark.parametrize("clip", [None, 0.5, 3.0])
+def test_ips_is_mean_of_weighted_rewards_in_both_interval_modes(clip):
+    """IPS is ``mean(min(w, clip)·r)`` under the confidence sequence as under the bootstrap,
+    whatever the reward range (the sequence's terms are taken with a zero reward model, not
+    one at the range's low end), and its sequence covers the value it reports."""
+    lg = world_log(13, 800)
+    data = dataclasses.replace(lg.data, rewards=2.0 * lg.data.rewards - 1.0)  # in [-1, 1]
+    ptr, idx = data.candidates()
+    pos = np.array([ptr[i] + list(idx[ptr[i] : ptr[i + 1]]).index(a)
+                    for i, a in enumerate(data.actions)])  # fmt: skip
+    w = lg.target[pos] / data.pscores
+    want = float(np.mean((w if clip is None else np.minimum(w, clip)) * data.rewards))
+    for interval in ("cs", "bootstrap"):
+        ev = evaluate(data, lg.target, estimators=("ips",), clip=clip, interval=interval,
+                      reward_range=(-1.0, 1.0), rng=np.random.default_rng(0))  # fmt: skip
+        assert ev["ips"].value == pytest.approx(want, abs=1e-12), interval
+        assert ev["ips"].low <= want <= ev["ips"].high

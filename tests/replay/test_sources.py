@@ -516,9 +516,12 @@ INVALID_CONFIGS = [
     (edit("groups", {"taobao": "taobao"}), r"missing \['douyin', 'jd'\]"),
     (edit("groups.jd", "bad group!"), r"groups.jd\n.*pattern"),
     (edit("decimal", ","), r"delimiter and decimal are both ','"),
-    (edit("delimiter", ";;"), r"delimiter = ';;': expected one character"),
-    (edit("delimiter", '"'), r"other than a quote or a line break"),
-    (edit("delimiter", ""), r"expected one character"),
+    (edit("delimiter", ";;"), r"delimiter = ';;': expected one printable ASCII character"),
+    (edit("delimiter", '"'), r"other than a quote"),
+    (edit("delimiter", ""), r"expected one printable"),
+    (edit("delimiter", "\n"), r"expected one printable"),
+    (edit("delimiter", "\0"), r"expected one printable"),
+    (edit("delimiter", "§"), r"expected one printable ASCII"),  # pyarrow takes one byte
     (edit("decimal", ";"), r"decimal\n.*'\.' or ','"),
     ({**edit("path", "logs.parquet"), "delimiter": ";"}, r"apply to CSV files only"),
 ]
