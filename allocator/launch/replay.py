@@ -262,11 +262,11 @@ def _file_rows(matrix: np.ndarray, data: LoggedData) -> np.ndarray:
             "distribution_rows: file needs a foreign log file; the allocator's own decision "
             "log is read in its own order (distribution_rows: loaded)"
         )
-    if matrix.ndim != 2 or matrix.shape[0] != data.source_size:
+    if matrix.ndim != 2 or matrix.shape != (data.source_size, data.n_arms):
         raise InvalidInputError(
             f"the array has shape {matrix.shape}, expected ({data.source_size}, "
             f"{data.n_arms}): distribution_rows: file reads one row per data row of the "
-            "file, in the file's order"
+            "file, in the file's order, and one column per arm of the log"
         )
     return matrix[data.source_rows]
 

@@ -881,9 +881,10 @@ def test_a_distribution_in_file_order_is_read_by_file_row(tmp_path, tracking_uri
         assert m["by_file"][key] == m["by_loaded"][key], key
     assert m["misread"]["ope.ips.value"] != m["by_file"]["ope.ips.value"]
     # a file-order array must have one row per data row of the file
-    np.save(cfg.parent / "by_file.npy", by_file[:-1])
-    code, _, err = replay(cfg, tracking_uri, tmp_path / "runs", "short", "--sequential")
-    assert code != 0 and f"expected ({n}, {len(ARMS)}): distribution_rows: file reads" in err
+    for wrong in (by_file[:-1], by_file[:, :-1]):  # a row short, an arm short
+        np.save(cfg.parent / "by_file.npy", wrong)
+        code, _, err = replay(cfg, tracking_uri, tmp_path / "runs", "short", "--sequential")
+        assert code != 0 and f"expected ({n}, {len(ARMS)}): distribution_rows: file" in err
 
 
 def test_distribution_rows_needs_a_distribution(tmp_path):
