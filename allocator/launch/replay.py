@@ -428,7 +428,7 @@ def _cell_record(
     curves = dict(res.value["curves"])
     src = "replay"
     if task.policy.mode != "learning":
-        names = [k[4:-6] for k in metrics if k.startswith("ope.") and k.endswith(".value")]
+        names = [e for e in s.estimators if f"ope.{e}.value" in metrics]
         src = f"ope.{ranked_by(names, headline(s.estimators))}"
     low, value, high = (metrics.get(f"{src}.{b}", np.nan) for b in ("low", "value", "high"))
     metrics["estimate"] = value

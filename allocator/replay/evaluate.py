@@ -268,7 +268,7 @@ def reward_range_of(data: LoggedData, declared: Any) -> tuple[float, float]:
 
 def _model_values(
     spec: RewardModel | str, data: LoggedData, span: tuple[float, float],
-    rng: np.random.Generator, target_prob: F64,
+    rng: np.random.Generator, target_prob: F64, ptr: I64, pos: I64,
 ) -> tuple[list[tuple[F64, F64]], RewardModel]:  # fmt: skip
     """:func:`model_terms` for each cross-fitting split, and the model family used.
 
@@ -280,19 +280,14 @@ def _model_values(
     """
     rewards = np.asarray(data.rewards, dtype=np.float64)
     model = make_reward_model(spec, rewards, span, n_folds=2)
-    ptr, idx = check_candidates(data)
-    pos = logged_positions(data, ptr, idx)
     if model.is_fitted:
         fits = [model]
     elif model.n_folds == 1:
-        fits = [model.unfitted()]
+        fits = [model.unfitted().fit(data)]
     else:
-        fits = [model.unfitted() for _ in range(N_SPLITS)]
-    seeds = [None] if len(fits) == 1 else rng.spawn(N_SPLITS)
+        fits = [model.unfitted().fit(data, s) for s in rng.spawn(N_SPLITS)]
     out = []
-    for fit, seed in zip(fits, seeds, strict=True):
-        if not fit.is_fitted:
-            fit.fit(data, seed)
+    for fit in fits:
         q_logged, q_target = np.empty(data.n_rounds), np.empty(data.n_rounds)
         for lo, hi, a, b in round_chunks(ptr):
             q_logged[lo:hi], q_target[lo:hi] = model_terms(
@@ -304,14 +299,12 @@ def _model_values(
 
 
 def _dr_terms(
-    name: str, data: LoggedData, prob: F64, model: RewardModel | None, clip: float | None,
-    low: float, width: float, r01: F64,
+    name: str, data: LoggedData, prob: F64, ptr: I64, pos: I64, model: RewardModel | None,
+    clip: float | None, low: float, width: float, r01: F64,
 ) -> tuple[F64, float, float]:  # fmt: skip
     """Past-only DR terms of every round and their bounds, scaled. IPS is DR with a zero
     model: a reward of 0, ``-low / width`` scaled, so that its value is ``mean(w·r)`` for
     any reward range, as the bootstrap's IPS."""
-    ptr, idx = check_candidates(data)
-    pos = logged_positions(data, ptr, idx)
     pscores = np.asarray(data.pscores, dtype=np.float64)
     weights = prob[pos] / pscores
     if clip is not None:
@@ -336,18 +329,19 @@ def _dr_terms(
 
 
 def _anytime(
-    name: str, data: LoggedData, prob: F64 | None, model: RewardModel | None,
+    name: str, data: LoggedData, on: tuple[F64, I64, I64] | None, model: RewardModel | None,
     clip: float | None, span: tuple[float, float], alpha: float,
 ) -> Estimate:  # fmt: skip
-    """IPS or DR with its confidence sequence (scaled to [0, 1] and back); ``prob`` None is
+    """IPS or DR with its confidence sequence (scaled to [0, 1] and back) of the target
+    ``on`` = (probability of every candidate, candidate pointer, logged positions); None is
     the logging policy on its own log (IPS only: every weight is one)."""
     low, width = span[0], span[1] - span[0]
     r01 = (np.asarray(data.rewards, dtype=np.float64) - low) / width
-    if prob is None:  # every weight is one (capped by clip): IPS's terms, zero model
+    if on is None:  # every weight is one (capped by clip): IPS's terms, zero model
         w, q = 1.0 if clip is None else min(1.0, clip), -low / width
         terms, t_low, t_high = q + w * (r01 - q), q * (1.0 - w), q * (1.0 - w) + w
     else:
-        terms, t_low, t_high = _dr_terms(name, data, prob, model, clip, low, width, r01)
+        terms, t_low, t_high = _dr_terms(name, data, *on, model, clip, low, width, r01)
     est = dr_sequence(terms, t_low, t_high, alpha)
     if est.low > est.high:
         # The running intersection is empty: no single value is the terms' conditional
@@ -412,7 +406,7 @@ def evaluate(
     if interval not in ("cs", "bootstrap"):
         raise InvalidInputError(f"interval = {interval!r}: expected 'cs' or 'bootstrap'")
     ests = _estimators(estimators, clip)
-    prob: F64 | None = None
+    on: tuple[F64, I64, I64] | None = None  # the target's probabilities, ptr, positions
     if isinstance(target_prob, str) and target_prob == "logging" and data.cand_prob is None:
         # The logger on its own log: each logged action's target probability is its
         # propensity, and nothing is known of the logger's other candidates.
@@ -420,6 +414,8 @@ def evaluate(
         plain = BanditFeedback(np.asarray(data.rewards, dtype=np.float64), pscores, pscores)
     else:
         prob = target_distribution(target_prob, data)
+        ptr, idx = check_candidates(data)
+        on = (prob, ptr, logged_positions(data, ptr, idx))
         plain = bandit_feedback(data, prob)
     # Every row checked (rewards, propensities) before any weight is formed from it.
     check_feedback(plain, False)
@@ -428,7 +424,7 @@ def evaluate(
     splits: list[tuple[F64, F64] | tuple[None, None]] = [(None, None)]
     model = None
     unscored = None  # why the model-based estimators cannot run, if they cannot
-    if prob is None:
+    if on is None:
         unscored = (
             "{} needs the logging policy's probability of every candidate, and this log has "
             "only the chosen arm's: the logger's value is its mean reward (ips, snips)"
@@ -443,8 +439,8 @@ def evaluate(
         if len(skipped) == len(ests):
             raise InvalidInputError("; ".join(skipped.values()))
     elif any(e.needs_model for e in ests):
-        assert prob is not None and reward_model is not None
-        values, model = _model_values(reward_model, data, span, rng, prob)
+        assert on is not None and reward_model is not None
+        values, model = _model_values(reward_model, data, span, rng, *on)
         splits = list(values)
     feedback = [plain._replace(q_logged=ql, q_target=qt) for ql, qt in splits]
     run = [e for e in ests if e.name not in skipped]
@@ -460,7 +456,7 @@ def evaluate(
             anchor = e.name if type(e) in (IPS, DR) else ("dr" if e.needs_model else "ips")
             key = (anchor, e.clip)
             if key not in sequences:
-                sequences[key] = _anytime(anchor, data, prob, model, e.clip, span, alpha)
+                sequences[key] = _anytime(anchor, data, on, model, e.clip, span, alpha)
             cs = sequences[key]
             if anchor == e.name:
                 estimates[e.name] = cs

@@ -91,10 +91,13 @@ def _read_table(path: Path, config: ForeignLogConfig) -> pa.Table:
             if column not in numeric and role != "timestamp":
                 continue
             text = table.column(column)
-            dot = pc.fill_null(pc.match_substring(text, "."), False).to_numpy(zero_copy_only=False)
-            if column in numeric and dot.any():  # a thousands separator, or a file not
-                # written with a decimal comma (an ISO timestamp's fraction may use either)
-                raise bad_rows(column, role, "a '.' in a number read with decimal ','", dot, text)
+            if column in numeric:  # an ISO timestamp's fraction may hold either mark
+                dot = pc.fill_null(pc.match_substring(text, "."), False).to_numpy(
+                    zero_copy_only=False
+                )
+                if dot.any():  # a thousands separator, or a file with decimal points
+                    raise bad_rows(column, role, "a '.' in a number read with decimal ','",
+                                   dot, text)  # fmt: skip
             dotted = pc.replace_substring(text, ",", ".")
             table = table.set_column(table.schema.get_field_index(column), column, dotted)
     return table
