@@ -143,6 +143,11 @@ class ArmRegistry:
         """True when ``arm_id`` was ever registered (active or retired)."""
         return self.index_of(arm_id) is not None
 
+    def known(self, ids: Sequence[str]) -> np.ndarray:
+        """Whether each of ``ids`` was ever registered (active or retired): one compiled
+        lookup for the list, where :meth:`knows` per id costs a call each."""
+        return self._resolve(as_id_list(ids, "ids"), kid.ANY_OR_NEW) >= 0
+
     def index_of(self, arm_id: str) -> int | None:
         """The index of ``arm_id``, or None when it was never registered."""
         if not isinstance(arm_id, str):
@@ -345,9 +350,18 @@ class ArmRegistry:
 
     def reserve(self, n: int) -> None:
         """Make room for ``n`` arms (doubling, so one-at-a-time adds stay amortised O(1))."""
+        grown = self.grown_for(n)
+        if grown is not None:
+            self.install(grown)
+
+    def grown_for(self, n: int) -> dict[str, np.ndarray] | None:
+        """The arrays of a registry with room for ``n`` arms, the current entries copied (and
+        the id table rebuilt when it must grow), or None when there is room already. The
+        registry itself is unchanged: a caller that keeps it unchanged until :meth:`install`
+        (e.g. under its catalogue mutex) builds them outside its serving lock."""
         cap = self.capacity
         if n <= cap:
-            return
+            return None
         while cap < n:
             cap *= 2
         active = np.zeros(cap, dtype=np.bool_)
@@ -356,11 +370,20 @@ class ArmRegistry:
         group[: self.arm_group.shape[0]] = self.arm_group
         offsets = np.zeros(cap + 1, dtype=np.int64)
         offsets[: self._n + 1] = self._offsets[: self._n + 1]
-        self.active, self.arm_group, self._offsets = active, group, offsets
-        self.generation += 1
+        grown = {"active": active, "arm_group": group, "offsets": offsets}
         if _table_size(cap) > self._table.shape[0]:
-            self._table = np.full(_table_size(cap), -1, dtype=np.int64)
-            kid.insert(self._table, self._chars, self._offsets, 0, self._n)
+            table = np.full(_table_size(cap), -1, dtype=np.int64)
+            kid.insert(table, self._chars, offsets, 0, self._n)
+            grown["table"] = table
+        return grown
+
+    def install(self, grown: Mapping[str, np.ndarray]) -> None:
+        """Swap in arrays from :meth:`grown_for` (the registry unchanged since)."""
+        self.active, self.arm_group = grown["active"], grown["arm_group"]
+        self._offsets = grown["offsets"]
+        if "table" in grown:
+            self._table = grown["table"]
+        self.generation += 1
 
     def copy(self) -> ArmRegistry:
         """An independent copy (used to stage a reconfiguration before swapping it in)."""

@@ -31,6 +31,7 @@ def _forms(cands: list[str]) -> list:
 
 
 @pytest.mark.parametrize("kind", ["latin", "wide", "integers"])
+@pytest.mark.heavy
 def test_every_form_matches_the_dict_lookup(kind):
     rng = np.random.default_rng(3)
     n = 3000
@@ -125,6 +126,7 @@ def test_bad_registrations_and_snapshots_are_refused():
 
 
 @pytest.mark.parametrize("kind", ["beta_bernoulli", "shared_linear"])
+@pytest.mark.heavy
 def test_id_forms_and_indices_give_identical_decisions_and_errors(kind):
     """Same seed, same requests: candidates as a list of str, a numpy string array,
     IntIds (an all-integer catalogue) and dict-resolved indices decide identically; a

@@ -255,8 +255,8 @@ class Engine:
         """
         ids = as_id_list(ids, "ids")
         self.registry.check_new(ids, group)
-        fresh = [a for a in ids if not self.registry.knows(a)]
-        feats = self.policy.check_arm_features(len(fresh), features)
+        fresh = int(np.count_nonzero(~self.registry.known(ids)))
+        feats = self.policy.check_arm_features(fresh, features)
         idx = self.registry.add(ids, group, by=self.policy)
         self.policy.sync_arms(feats)
         self.contracts.reserve(self.registry.capacity, 0)

@@ -404,7 +404,11 @@ def run_replay(
     ]
     rows = summary_rows(cells, [p.name for p in cfg.policies], headline(s.estimators))
     files = write_summary(rows, launch.directory)
-    note = "(value ± interval: mean over cells; learning policies by replay)\n"
+    note = (
+        "(value ± interval: mean over cells; learning policies by replay; vs top: the ranking "
+        "row's interval meets the top policy's, so the data do not order them, or lies below "
+        "it)\n"
+    )
     return launch.finish(
         rows, format_table(rows), note, {"rounds": str(data.n_rounds)}, files, "\n",
         "grid.policy", key_sections(s),

@@ -1,6 +1,10 @@
 """The replay launch's report: per policy and estimator, the mean over cells of the value,
 its interval, the effective sample size and (learning policies) the acceptance rate, as the
-printed table, ``summary.txt`` and ``summary.csv``."""
+printed table, ``summary.txt`` and ``summary.csv``.
+
+Policies are ranked by their point values, which orders them even where the data cannot:
+``vs_top`` says, on each policy's ranking row, whether its interval meets the top policy's
+(``overlaps``: not ordered by the data) or lies wholly below it (``below``)."""
 
 from __future__ import annotations
 
@@ -12,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-COLUMNS = ("policy", "estimator", "value", "lower", "upper", "ess", "acceptance_rate", "cells")
+COLUMNS = ("policy", "estimator", "value", "lower", "upper", "ess", "acceptance_rate", "cells",
+           "vs_top")  # fmt: skip
 
 
 def headline(estimators: Sequence[str]) -> str:
@@ -48,6 +53,7 @@ def summary_rows(
         by_policy.setdefault(name, []).append(metrics)
     rows: list[dict[str, Any]] = []
     ranked: list[tuple[float, str]] = []
+    ranking: dict[str, str] = {}
     for policy in order:
         ms = by_policy.get(policy, [])
         names = [k[len("estimate/") :] for k in (ms[0] if ms else {})
@@ -61,13 +67,31 @@ def summary_rows(
                 "ess": _mean([m["ess"] for m in ms if "ess" in m]),
                 "acceptance_rate": _mean([m["acceptance_rate"] for m in ms
                                           if "acceptance_rate" in m]),
-                "cells": len(ms),
+                "cells": len(ms), "vs_top": "",
             })  # fmt: skip
-        key = ranked_by(names, head)
+        key = ranking[policy] = ranked_by(names, head)
         vals = [m[f"estimate/{key}"] for m in ms if f"estimate/{key}" in m]
         ranked.append((-_mean(vals) if vals else math.inf, policy))
     rank = {policy: i for i, (_, policy) in enumerate(sorted(ranked))}
-    return sorted(rows, key=lambda r: rank[r["policy"]])
+    rows.sort(key=lambda r: rank[r["policy"]])
+    _compare_to_top([r for r in rows if r["estimator"] == ranking[r["policy"]]])
+    return rows
+
+
+def _compare_to_top(heads: list[dict[str, Any]]) -> None:
+    """Fill ``vs_top`` on each policy's ranking row (``heads``, best first)."""
+    top = next((r for r in heads if not math.isnan(r["value"])), None)
+    for r in heads:
+        if top is None or math.isnan(r["value"]):
+            continue
+        if r is top:
+            r["vs_top"] = "top"
+        elif math.isnan(r["upper"]) or math.isnan(top["lower"]):
+            continue
+        elif r["upper"] < top["lower"]:
+            r["vs_top"] = "below"
+        else:
+            r["vs_top"] = "overlaps"
 
 
 def _num(v: float, width: int, digits: int) -> str:
@@ -76,12 +100,13 @@ def _num(v: float, width: int, digits: int) -> str:
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     lines = [f"{'policy':<22}{'estimator':<10}{'value':>10}  {'interval':<21}{'ess':>9}"
-             f"{'accept':>8}  cells"]  # fmt: skip
+             f"{'accept':>8}  {'cells':>5}  vs top"]  # fmt: skip
     for r in rows:
         interval = f"[{_num(r['lower'], 8, 5).strip()}, {_num(r['upper'], 8, 5).strip()}]"
         lines.append(
             f"{r['policy']:<22}{r['estimator']:<10}{_num(r['value'], 10, 5)}  {interval:<21}"
-            f"{_num(r['ess'], 9, 0)}{_num(r['acceptance_rate'], 8, 3)}  {r['cells']}"
+            f"{_num(r['ess'], 9, 0)}{_num(r['acceptance_rate'], 8, 3)}  {r['cells']:>5}  "
+            f"{r['vs_top']}".rstrip()
         )
     return "\n".join(lines)
 

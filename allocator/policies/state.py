@@ -10,6 +10,7 @@ generic operation can forget it. The arrays stay plain attributes of a :class:`M
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -124,6 +125,11 @@ class ModelState:
         self.fill_rows(grown, self.capacity, capacity)
         self.copy_rows(grown, 0, self.capacity)
         self.install(grown, capacity)
+
+    def values_per_arm(self) -> int:
+        """How many values (floats, counts, flags) one arm's state holds: what adding an
+        arm initialises (its bank rows included)."""
+        return sum(math.prod(f.shape(self.sizes, 1)[1:]) for f in self.select(Role.PER_ARM))
 
     def grown_arrays(self, capacity: int) -> dict[str, np.ndarray]:
         """Uninitialised per-arm arrays for ``capacity`` arms.

@@ -116,6 +116,7 @@ def test_what_the_joined_form_cannot_carry_takes_the_one_by_one_path(odd, same_k
 
 @pytest.mark.parametrize("stem", ["merchant:u-", "merchant:店-"])  # one byte, four a codepoint
 @pytest.mark.parametrize("form", ["list", "tuple", "array"])
+@pytest.mark.heavy
 def test_long_ids_and_near_misses_resolve_and_fail_as_one_by_one_and_the_dict(stem, form):
     """Ids of 19 codepoints, one byte or four each (the lookup's word-wise comparison; a
     forged tag collision tests that comparison itself, in tests/kernels/test_idtable.py):

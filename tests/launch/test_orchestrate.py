@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from allocator.launch.orchestrate import Launch
@@ -29,6 +30,7 @@ def _record(task: Task, res: TaskResult) -> CellRecord:
     return CellRecord(task.name, {"seed": str(task.seed)}, {}, metrics, error=res.error)
 
 
+@pytest.mark.heavy
 def test_a_launch_tracks_every_cell_and_reports_failures(tracking_uri, tmp_path):
     buf = io.StringIO()
     launch = Launch("orch", {"a": 1}, tracking_uri, "L", tmp_path / "runs", buf, {"x": "y"})

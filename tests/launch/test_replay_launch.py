@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import re
 import shutil
 from pathlib import Path
@@ -21,6 +22,7 @@ from mlflow.tracking import MlflowClient
 from allocator import ArmRegistry, make_policy
 from allocator.cli import main
 from allocator.config import BetaBernoulliConfig, EngineConfig
+from allocator.launch.replay_table import format_table, summary_rows
 from allocator.logs import DecisionLogWriter, load_decision_log
 from allocator.replay import LoggedData, from_decision_log, load_foreign_log, target_distribution
 from allocator.replay.columns import ForeignLogConfig
@@ -219,6 +221,7 @@ def launches(ray_local, tmp_path_factory, migrated_store) -> Launches:
     return Launches(uri, on_ray, in_process, root / "runs")
 
 
+@pytest.mark.heavy
 def test_ray_and_sequential_launches_log_identical_metrics_per_cell(launches):
     assert launches.ray[0] == 0 and launches.seq[0] == 0, launches.ray[2] + launches.seq[2]
     on_ray, in_process = runs_of(launches.uri, "t"), runs_of(launches.uri, "t-seq")
@@ -234,7 +237,7 @@ def test_ray_and_sequential_launches_log_identical_metrics_per_cell(launches):
     # the printed tables agree too (the launch ids differ)
     table = launches.ray[1].split("\n\n")[1]
     assert table == launches.seq[1].split("\n\n")[1]
-    header = ["policy", "estimator", "value", "interval", "ess", "accept", "cells"]
+    header = ["policy", "estimator", "value", "interval", "ess", "accept", "cells", "vs", "top"]
     assert table.splitlines()[0].split() == header
 
 
@@ -297,12 +300,43 @@ def test_mlflow_layout_of_a_launch(launches):
     lower = float(row[3].strip("[,"))
     assert lower == pytest.approx(np.mean([m["estimate/dr/lower"] for m in cells]), abs=1e-5)
     assert float(row[5]) == pytest.approx(np.mean([m["ess"] for m in cells]), abs=0.5)
-    assert row[6] == "-" and row[-1] == "4"  # no acceptance rate for a frozen policy
+    assert row[6] == "-" and row[7] == "4"  # no acceptance rate for a frozen policy
+    assert row[8] in ("top", "overlaps", "below")  # dr is its ranking row
     online = next(line.split() for line in text.splitlines() if line.startswith("beta_ts_online"))
     assert online[1] == "replay" and 0.2 < float(online[6]) < 0.3  # uniform log, K = 4
     csv_rows = (launches.out / "t" / "summary.csv").read_text().splitlines()
-    assert csv_rows[0] == "policy,estimator,value,lower,upper,ess,acceptance_rate,cells"
+    assert csv_rows[0] == "policy,estimator,value,lower,upper,ess,acceptance_rate,cells,vs_top"
     assert len(csv_rows) == len(text.splitlines())
+
+
+def test_the_table_says_which_ranks_the_intervals_do_not_resolve():
+    """Ranked by point value; on each ranking row, vs_top says whether the interval meets
+    the top policy's or lies below it. Other estimators' rows and a policy without an
+    interval say nothing."""
+
+    def cell(dr: tuple[float, float, float], ips: tuple[float, float, float]):
+        out = {"ess": 100.0}
+        for name, (v, lo, hi) in (("dr", dr), ("ips", ips)):
+            out |= {f"estimate/{name}": v, f"estimate/{name}/lower": lo,
+                    f"estimate/{name}/upper": hi}  # fmt: skip
+        return out
+
+    nan = (0.3, math.nan, math.nan)
+    cells = [
+        ("c", cell((0.2, 0.1, 0.3), (0.9, 0.0, 1.0))),  # ips would rank it first
+        ("a", cell((0.5, 0.4, 0.6), (0.5, 0.4, 0.6))),
+        ("b", cell((0.38, 0.3, 0.41), (0.1, 0.0, 0.2))),  # touches a's lower end
+        ("d", cell(nan, nan)),
+    ]
+    rows = summary_rows(cells, ["c", "a", "b", "d"], "dr")
+    got = [(r["policy"], r["estimator"], r["vs_top"]) for r in rows]
+    assert got == [
+        ("a", "dr", "top"), ("a", "ips", ""), ("b", "dr", "overlaps"), ("b", "ips", ""),
+        ("d", "dr", ""), ("d", "ips", ""), ("c", "dr", "below"), ("c", "ips", ""),
+    ]  # fmt: skip
+    lines = format_table(rows).splitlines()
+    assert lines[0].split()[-2:] == ["vs", "top"]
+    assert lines[1].split()[-1] == "top" and lines[2].split()[-1] == "1"
 
 
 # ------------------------------------------------------------ estimates against the truth
@@ -448,6 +482,7 @@ def test_learning_policy_earns_the_best_arm_minus_its_exploration_loss(truthful)
 
 
 # ------------------------------------------------------------ refusals, own logs, configs
+@pytest.mark.heavy
 def test_learning_policy_on_a_non_uniform_log_fails_only_its_cell(
     ray_local, tmp_path, tracking_uri
 ):
@@ -672,6 +707,7 @@ def test_the_example_log_is_reproducible_byte_for_byte():
     assert len(data) <= 150_000 and data.count(b"\n") <= 2001
 
 
+@pytest.mark.heavy
 def test_the_bundled_example_config_runs(tmp_path, tracking_uri):
     code, out, err = run_cli(
         "replay",
@@ -693,6 +729,7 @@ def test_the_bundled_example_config_runs(tmp_path, tracking_uri):
     assert ranked.index("linear_ts") < ranked.index("beta_ts")
 
 
+@pytest.mark.heavy
 def test_learning_policy_and_named_targets_on_the_allocators_own_log(tmp_path, tracking_uri):
     """An ε-mixed allocator's (non-uniform) log: nonstationary replay of a learning Beta TS,
     the logging and uniform targets, and a uniform (n, k) distribution file."""

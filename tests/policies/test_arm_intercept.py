@@ -99,6 +99,7 @@ def assert_same_state(a, b) -> None:
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
+@pytest.mark.heavy
 def test_the_intercept_is_a_column_of_ones(family):
     """Same state before and after learning, same arms and probabilities to the bit."""
     on, off = twins(family)
@@ -111,6 +112,7 @@ def test_the_intercept_is_a_column_of_ones(family):
 
 
 @pytest.mark.parametrize("family", ["shared_linear", "factored_value_hybrid"])
+@pytest.mark.heavy
 def test_snapshots_and_new_arms_keep_it(family):
     """A restored snapshot decides as the original; an arm added later is given its
     ``n_arm_features`` values and gets the intercept too; the full width is refused."""

@@ -90,6 +90,7 @@ def test_the_crosses_are_validated():
 @pytest.mark.parametrize(
     ("click_model", "half_life", "value_prior", "contracts"), list(BEFORE)[::3]
 )
+@pytest.mark.heavy
 def test_empty_or_full_crosses_decide_byte_identically(
     click_model, half_life, value_prior, contracts
 ):

@@ -176,6 +176,7 @@ def map_gaps(typical_conversion, seeds=5, n=4000):
     return np.array(sds), np.array(precs)
 
 
+@pytest.mark.heavy
 def test_the_online_order_posterior_tracks_the_batch_map():
     """4,000 clicked impressions (~160 orders), five data seeds: the online order mean
     with the offset stays within 0.8 posterior sd of the Newton MAP of the offset model
@@ -314,6 +315,7 @@ def recorded_case(
 
 
 @pytest.mark.parametrize(("click_model", "half_life", "value_prior", "contracts"), list(BEFORE))
+@pytest.mark.heavy
 def test_with_both_off_decisions_are_byte_identical_to_before(
     click_model, half_life, value_prior, contracts
 ):

@@ -114,6 +114,7 @@ def test_the_scale_is_validated():
 @pytest.mark.parametrize(
     ("click_model", "half_life", "value_prior", "contracts"), list(BEFORE)[::3]
 )
+@pytest.mark.heavy
 def test_empty_or_unit_scales_decide_byte_identically(
     click_model, half_life, value_prior, contracts
 ):

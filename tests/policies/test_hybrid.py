@@ -130,6 +130,7 @@ def test_hybrid_learns_hidden_merchant_quality_the_shared_model_cannot():
 
 @pytest.mark.parametrize("noise", [1.0, 0.04])
 @pytest.mark.parametrize("start", [0.1, 3.0])
+@pytest.mark.heavy
 def test_learned_between_arm_sd_finds_the_offsets_spread(start, noise):
     """200 arms whose offsets have sd 0.6 noise sd, the model's ``noise_scale`` the
     noise sd, 40,000 observations in 80 refreshes: the EM estimate (in units of the noise,

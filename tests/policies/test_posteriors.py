@@ -164,6 +164,7 @@ def test_bank_draws_follow_the_posterior_distribution():
 
 
 @pytest.mark.parametrize(("alpha", "beta"), [(1.0, 1.0), (1.0, 3.0), (2.5, 1.0), (0.4, 0.4)])
+@pytest.mark.heavy
 def test_fresh_bank_draws_follow_the_prior_for_every_sampler(alpha, beta):
     """A catalogue's first fill draws all arms of a group at once, in blocks, as gamma
     ratios (a shape of 1 by the exponential sampler). The

@@ -31,6 +31,7 @@ def play(kind, seed, n=600):
 
 
 @pytest.mark.parametrize("kind", list(CONFIGS))
+@pytest.mark.heavy
 def test_same_seed_same_decisions(kind):
     assert play(kind, 3) == play(kind, 3)
     assert play(kind, 3) != play(kind, 4)

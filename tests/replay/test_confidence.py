@@ -58,6 +58,7 @@ def test_past_only_blocks_double():
     assert block_starts(10) == [0]
 
 
+@pytest.mark.heavy
 def test_rare_rewards_upper_bound_is_at_least_the_binomial_bound_over_the_largest_weight():
     """A target that always picks arms with no observed reward: the interval cannot be 0."""
     lg = log_rounds(make_world(3), 3000, np.random.default_rng(3), subsets=False)

@@ -108,6 +108,7 @@ def coverage(n_seeds: int) -> dict[str, float]:
     return {k: v / n_seeds for k, v in hits.items()}
 
 
+@pytest.mark.heavy
 def test_intervals_cover_the_truth_small():
     rates = coverage(20)
     print("coverage over 20 seeds:", rates)
@@ -337,6 +338,7 @@ def test_model_based_intervals_contain_the_dr_sequence_and_cover_a_biased_model(
 
 @pytest.mark.parametrize("subsets", [True, False])
 @pytest.mark.parametrize("spec", ["auto", "prefitted"])
+@pytest.mark.heavy
 def test_chunked_evaluation_equals_the_whole_log_at_once(monkeypatch, subsets, spec):
     """Per-candidate values live a chunk of rounds at a time (memory); the estimates and
     intervals must be those of one chunk spanning the log, to the last bit."""

@@ -31,6 +31,7 @@ def as_before(pol, monkeypatch):
 
 @pytest.mark.parametrize("shape", ["subsets", "full"])
 @pytest.mark.parametrize("kind", ["linear", "logistic"])
+@pytest.mark.heavy
 def test_compiled_refresh_replays_as_before(kind, shape, monkeypatch):
     data = subset_log(3000, True, None, seed=6) if shape == "subsets" else full_log(3000, True)
     new, old = policy(kind), as_before(policy(kind), monkeypatch)

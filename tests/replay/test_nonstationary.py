@@ -74,6 +74,7 @@ def test_uniform_log_agrees_with_rejection_replay():
 
 
 @pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.heavy
 def test_beta_ts_on_a_skewed_log_covers_its_online_value(seed):
     favour = np.array([0.7, 0.1, 0.1, 0.05, 0.05])
     data = bernoulli_log(MEANS, 20_000, np.random.default_rng(10 + seed), epsilon=0.3,

@@ -152,6 +152,7 @@ def assert_same_state(new, old) -> None:
 
 @pytest.mark.parametrize("shape", ["subsets", "full"])
 @pytest.mark.parametrize("kind", list(CONFIGS))
+@pytest.mark.heavy
 def test_nonstationary_walk_is_the_chunked_one(kind, shape, monkeypatch):
     contextual = kind not in ("beta", "normal_gamma")
     data = subset_log(1200, contextual, None) if shape == "subsets" else full_log(1200, contextual)

@@ -15,6 +15,7 @@ def _log():
     return log_rounds(make_world(2), 4000, np.random.default_rng(2))
 
 
+@pytest.mark.heavy
 def test_logging_target_is_the_logged_distribution_and_its_value_the_logged_mean():
     lg = _log()
     data = lg.data
@@ -26,6 +27,7 @@ def test_logging_target_is_the_logged_distribution_and_its_value_the_logged_mean
     assert ev["ips"].low <= mean <= ev["ips"].high and ev["dr"].low <= mean <= ev["dr"].high
 
 
+@pytest.mark.heavy
 def test_uniform_target_covers_the_worlds_uniform_value():
     lg = _log()
     data = lg.data

@@ -11,6 +11,8 @@ import pytest
 
 from allocator import Allocator, UnknownArmError
 from allocator.serving import AllocatorConfig
+from allocator.serving.catalogue import ADD_SLICE, add_slice
+from tests.serving.helpers import config, context_for
 
 T0 = 1_760_000_000.0
 
@@ -104,6 +106,42 @@ def test_add_arms_under_decide_traffic_serves_new_arms_from_their_prior():
     assert d.arm_id in ("new10", "taobao")
 
 
+@pytest.mark.parametrize(
+    ("kind", "size"),
+    [("beta_bernoulli", 16), ("shared_linear", 135), ("linear_gaussian", 78)],
+)
+def test_add_slices_are_sized_by_the_family_so_the_seed_decides(kind, size):
+    """A slice's size comes from the arm state's size (bank rows included), not from any
+    timing: each slice rolls the bank, so two allocators of one seed given the same adds
+    keep deciding identically."""
+    allocs = [Allocator(config(kind), seed=9) for _ in range(2)]
+    assert add_slice(allocs[0].policy.state.values_per_arm()) == size
+    assert add_slice(10**6) == ADD_SLICE
+    feats = np.ones((3 * size + 1, 2)) if kind == "shared_linear" else None
+    for alloc in allocs:
+        alloc.add_arms([f"new{i}" for i in range(3 * size + 1)], "mini_shop", feats)
+    cands = ["taobao", "new0", f"new{3 * size}", "merchant:1"]
+    x = context_for(kind, 0)
+    picks = [[a.decide(cands, x, timestamp=T0 + i).arm_id for i in range(50)] for a in allocs]
+    assert picks[0] == picks[1]
+
+
+def test_a_bulk_add_lands_every_arm_once_in_order():
+    """100,000 merchants added in one call (slices of growing size) get consecutive
+    indices, are all served, and the old arms keep their state."""
+    alloc = Allocator(big_config(20), seed=4, clock=lambda: T0)
+    d = alloc.decide(["m1", "taobao"])
+    alloc.update(d.decision_id, {"order": 1.0})
+    before = alloc.policy.n_observations.copy()
+    ids = [f"bulk{i}" for i in range(100_000)]
+    idx = alloc.add_arms(ids, "mini_shop")
+    np.testing.assert_array_equal(idx, np.arange(22, 100_022))
+    np.testing.assert_array_equal(alloc.registry.lookup(ids[::997]), idx[::997])
+    np.testing.assert_array_equal(alloc.policy.n_observations[:22], before[:22])
+    assert not alloc.policy.n_observations[22:100_022].any()
+    assert alloc.decide(["bulk99999", "bulk0"]).arm_id in ("bulk99999", "bulk0")
+
+
 def test_add_arms_is_all_or_nothing_and_reactivates_retired_ids():
     alloc = Allocator(big_config(20), seed=2, clock=lambda: T0)
     with pytest.raises(Exception, match="already registered"):
@@ -116,6 +154,7 @@ def test_add_arms_is_all_or_nothing_and_reactivates_retired_ids():
         assert alloc.decide(["m3", "fresh", "taobao"]).arm_id in ("m3", "fresh", "taobao")
 
 
+@pytest.mark.heavy
 def test_growth_keeps_learned_state_and_pending_decisions():
     alloc = Allocator(big_config(5000), seed=3, clock=lambda: T0)
     ds = [alloc.decide(["m1", "m2", "taobao"]) for _ in range(30)]

@@ -90,6 +90,7 @@ def run_fleet(kind: str) -> tuple[Allocator, Allocator, list[Allocator]]:
 @pytest.mark.parametrize(
     "kind", ["beta_bernoulli", "normal_gamma", "linear_gaussian", "shared_linear", "hybrid_linear"]
 )
+@pytest.mark.heavy
 def test_two_replicas_merge_to_the_single_replica_posterior(kind):
     learner, single, _ = run_fleet(kind)
     a, b = learner.policy, single.policy
@@ -110,6 +111,7 @@ def test_two_replicas_merge_to_the_single_replica_posterior(kind):
 
 
 @pytest.mark.parametrize("kind", ["logistic", "shared_logistic", "hybrid_logistic"])
+@pytest.mark.heavy
 def test_logistic_replicas_merge_close_to_the_single_replica_posterior(kind):
     """A logistic factor is linearised at the mean of the model that observes it, so the
     merged posterior is the sum of the replicas' factors exactly, and close to (not equal

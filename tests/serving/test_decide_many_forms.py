@@ -61,6 +61,7 @@ COUNTS = ("decisions", "pending", "expired", "evicted", "rejected", "refreshes")
 
 @pytest.mark.parametrize("kind", ["beta_bernoulli", "shared_linear"])
 @pytest.mark.parametrize("form", ID_FORMS)
+@pytest.mark.heavy
 def test_the_whole_batch_path_decides_and_learns_as_the_one_by_one_path(kind, form):
     cfg = _config(kind)
     fast, slow = Allocator(cfg, seed=3), Allocator(cfg, seed=3)

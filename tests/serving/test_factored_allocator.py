@@ -53,6 +53,7 @@ def drive(alloc: Allocator, lo: int, hi: int) -> list[tuple[Any, ...]]:
     return out
 
 
+@pytest.mark.heavy
 def test_event_outcomes_are_learned_and_save_load_decides_identically(tmp_path):
     alloc = Allocator(config(), seed=5)
     drive(alloc, 0, 600)

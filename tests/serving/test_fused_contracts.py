@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from allocator import Allocator, AllocatorError, IntIds, UpdateStatus
+from allocator.serving import AllocatorConfig
 from tests.serving.helpers import T0, contracts_config, without_epoch
 
 KINDS = ("shared_linear", "shared_logistic")
@@ -96,7 +97,9 @@ def test_fused_contracts_decide_refuse_and_learn_as_the_general_path(kind, contr
     time): the same decisions, probabilities, errors and state as the general path, a
     refused call changing nothing. With contracts the contracted entry decides, without
     them the lean one (attributes included)."""
-    cfg = contracts_config(kind, reward_wait_s=20.0, refresh_every_s=7.0)
+    raw = contracts_config(kind, reward_wait_s=20.0, refresh_every_s=7.0).model_dump(mode="json")
+    raw["constraints"]["backstop"] = 1.0  # the least allowed: forced decisions in every family
+    cfg = AllocatorConfig.model_validate(raw)
     if not contracts:
         cfg = cfg.model_copy(update={"constraints": type(cfg.constraints)()})
     fused, general = Allocator(cfg, seed=6), _general(Allocator(cfg, seed=6))
@@ -144,6 +147,7 @@ def test_fused_contracts_decide_refuse_and_learn_as_the_general_path(kind, contr
     assert _state(fused) == _state(general)
 
 
+@pytest.mark.heavy
 def test_fused_contract_propensities_are_exact():
     """Counts of each arm chosen match the summed propensities (5σ, every arm), with
     the floors, tilt and cold-start floor moving mass and the model learning."""

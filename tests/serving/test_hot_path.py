@@ -18,6 +18,7 @@ CANDS = ["taobao", "douyin", "merchant:0", "merchant:3", "merchant:5"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.heavy
 def test_fast_single_calls_equal_the_general_path_with_learning(kind):
     """Same seed, same requests and outcomes: ``decide`` (a list of str) + ``update`` on one
     allocator, ``decide_many`` of one request (a numpy string array: the staged lookup and
@@ -208,6 +209,7 @@ def _context(kind: str, i: int) -> np.ndarray | None:
 
 @pytest.mark.parametrize("form", list(FORMS))
 @pytest.mark.parametrize("kind", FUSED_KINDS)
+@pytest.mark.heavy
 def test_fused_ids_and_decide_equal_the_general_path(kind, form):
     """Without contracts a list of str or a numpy string array is resolved and decided in
     one compiled call: the same decisions, propensities, learning and state as the two-call

@@ -79,29 +79,44 @@ def test_damaged_files_are_refused(tmp_path):
 
 
 def kill_during_save(tmp_path: Path, trials: int, seed: int) -> None:
+    """``trials`` writers, each SIGKILLed at a random moment of its save loop (saves take a
+    few ms: 0–0.5 s spans many of them); the file must load as the last completed save or
+    the one under way."""
     rng = np.random.default_rng(seed)
     path = tmp_path / "snap.npz"
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_DISABLE_JIT"}
     env["PYTHONPATH"] = str(ROOT)
-    for trial in range(trials):
-        child = subprocess.Popen(
-            [sys.executable, str(Path(__file__).with_name("snapshot_child.py")), str(path),
-             "20000"],
-            stdout=subprocess.PIPE, text=True, env=env,
-        )  # fmt: skip
-        assert child.stdout is not None
-        first = child.stdout.readline()  # one complete save exists from here on
-        assert first.strip().isdigit(), first
-        time.sleep(float(rng.uniform(0.0, 1.5)))
-        child.send_signal(signal.SIGKILL)
-        completed = [int(first)] + [int(x) for x in child.stdout.read().split()]
-        child.wait()
-        loaded = Allocator.load(path)
-        # The file is the last completed save, or the one being written when killed.
-        decided = loaded.metrics()["decisions"]
-        assert decided - 1 in (completed[-1], completed[-1] + 1), (trial, completed)
-        loaded.save(path)  # and the killed writer's temp file is cleaned up
-        assert not list(tmp_path.glob(".snap.npz.*.tmp")), trial
+    server = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("snapshot_child.py")), str(path),
+         "20000"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    assert server.stdin is not None and server.stdout is not None
+    try:
+        for trial in range(trials):
+            server.stdin.write("go\n")
+            server.stdin.flush()
+            announced = server.stdout.readline().split()
+            assert announced[0] == "pid", announced
+            first = server.stdout.readline()  # one complete save exists from here on
+            assert first.strip().isdigit(), first
+            time.sleep(float(rng.uniform(0.0, 0.5)))
+            os.kill(int(announced[1]), signal.SIGKILL)
+            lines = []
+            while not (line := server.stdout.readline().strip()).endswith("done"):
+                assert line, "the fork server died"
+                lines.append(line)
+            lines.append(line.removesuffix("done"))  # a count the kill cut short of "\n"
+            completed = [int(first)] + [int(x) for x in lines if x.isdigit()]
+            loaded = Allocator.load(path)
+            # The file is the last completed save, or the one being written when killed.
+            decided = loaded.metrics()["decisions"]
+            assert decided - 1 in (completed[-1], completed[-1] + 1), (trial, completed)
+            loaded.save(path)  # and the killed writer's temp file is cleaned up
+            assert not list(tmp_path.glob(".snap.npz.*.tmp")), trial
+    finally:
+        server.kill()
+        server.wait()
 
 
 @pytest.mark.heavy
