@@ -1,10 +1,20 @@
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from hypothesis import settings
 
 from allocator import ArmRegistry
+
+# The two pytest-xdist workers (pyproject's addopts) share two cores: a BLAS pool of two
+# threads in each would oversubscribe them (OpenBLAS threads spin while they wait), and a
+# BLAS-heavy test then runs at about half speed. The workers inherit this environment when
+# they start; a one-process run (``-n 0``) has loaded its own pool by then (the processes it
+# starts, e.g. Ray workers, get one thread).
+for _pool in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_pool, "1")
 
 # Property tests draw the same examples on every run (fixed seeds, as every other test).
 settings.register_profile("derandomized", derandomize=True)
