@@ -81,17 +81,15 @@ def summary_rows(
 def _compare_to_top(heads: list[dict[str, Any]]) -> None:
     """Fill ``vs_top`` on each policy's ranking row (``heads``, best first)."""
     top = next((r for r in heads if not math.isnan(r["value"])), None)
+    if top is None:
+        return
+    top["vs_top"] = "top"
     for r in heads:
-        if top is None or math.isnan(r["value"]):
+        if r is top or math.isnan(r["value"]) or math.isnan(r["upper"]):
             continue
-        if r is top:
-            r["vs_top"] = "top"
-        elif math.isnan(r["upper"]) or math.isnan(top["lower"]):
-            continue
-        elif r["upper"] < top["lower"]:
-            r["vs_top"] = "below"
-        else:
-            r["vs_top"] = "overlaps"
+        if math.isnan(top["lower"]):
+            return
+        r["vs_top"] = "below" if r["upper"] < top["lower"] else "overlaps"
 
 
 def _num(v: float, width: int, digits: int) -> str:

@@ -27,8 +27,7 @@ from allocator.inputs import as_float_array, as_id_list
 
 #: arms per lock hold while the per-arm arrays grow (a slice copies ~0.1 ms of memory)
 GROW_SLICE = 256
-#: the fewest arms in one add slice (a slice of a Beta family with 256 bank rows draws them
-#: all: ~40 µs for 4 arms)
+#: the fewest arms in one add slice, however large an arm's state
 ADD_SLICE = 4
 #: the work of one add slice, in state values initialised (~30 ns each measured), an arm's
 #: id checks and registration counting as ADD_ID_VALUES more: ~150 µs a hold
