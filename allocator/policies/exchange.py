@@ -16,6 +16,11 @@ from allocator.errors import InvalidInputError, SnapshotError
 from allocator.policies.state import ModelState, Role
 from allocator.registry import ArmRegistry
 
+#: the key of a delta's family tag (the policy kind as a 0-d string array)
+DELTA_KIND = "kind"
+#: the largest model clock a merge may reach (observations counted, far below int64's end)
+MAX_CLOCK = float(2**62)
+
 
 class StateExchange:
     """Snapshot, delta and merge of :class:`~allocator.policies.base.Policy` (its only host).
@@ -88,6 +93,7 @@ class StateExchange:
             delta[name] = diff
         self._delta_base = current
         self._delta_clock = int(self.state.clock[0])
+        delta[DELTA_KIND] = np.array(self.config.kind)
         return delta
 
     def merge(self, delta: Mapping[str, Any]) -> None:
@@ -97,20 +103,49 @@ class StateExchange:
         would produce (finite, counts non-negative, within what observations inside the
         input bounds can sum to, and any family-specific validity), before anything changes.
         """
+        arrays = self._family_arrays(delta)
         checked = self.state.check_delta(
-            delta, self.registry.n_arms, f"a {self.config.kind} policy"
+            arrays, self.registry.n_arms, f"a {self.config.kind} policy"
         )
         n_obs = checked["n_obs"]
-        merged = self.state.merged(checked, self.gamma, self._statistic_limit(n_obs.sum()))
-        self._check_merged(merged, n_obs > 0)
+        # float sum: an int64 sum of forged counts can wrap to a small number
+        added = float(n_obs.sum(dtype=np.float64))
+        if float(self.state.clock[0]) + added > MAX_CLOCK:
+            raise InvalidInputError(
+                f"delta claims {added:g} observations: the model clock would pass {MAX_CLOCK:g}"
+            )
+        merged = self.state.merged(checked, self.gamma, self._statistic_limit(added))
+        touched = self.state.touched_rows(checked)
+        self._check_merged(merged, touched)
         self.settle()
         k = self.state.put(merged)
-        self.state.clock[0] += int(n_obs.sum())
+        self.state.clock[0] += int(added)
         if "t_last" in self.state.names:
             self.state.t_last[:k] = self.state.clock[0]
-        self.state.dirty[:k] |= n_obs > 0
+        self.state.dirty[:k] |= touched
         self._learned_changed()
         self.refresh()
+
+    def _family_arrays(self, delta: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The delta's statistics once its family tag (:data:`DELTA_KIND`) is this policy's:
+        families with the same arrays (logistic and linear Gaussian, say) hold different
+        quantities in them."""
+        if not isinstance(delta, Mapping):
+            raise InvalidInputError(
+                f"delta must be a mapping of arrays, got {type(delta).__name__}"
+            )
+        if DELTA_KIND not in delta:
+            raise InvalidInputError(
+                f"delta lacks its family tag {DELTA_KIND!r}: not an export_delta() of a "
+                f"{self.config.kind} policy"
+            )
+        tag = np.asarray(delta[DELTA_KIND])
+        kind = str(tag) if tag.ndim == 0 and tag.dtype.kind == "U" else None
+        if kind != self.config.kind:
+            raise InvalidInputError(
+                f"delta is from a {kind or 'unknown'} policy, this is a {self.config.kind} policy"
+            )
+        return {name: value for name, value in delta.items() if name != DELTA_KIND}
 
     def check_restored_statistics(self) -> None:
         """The learned statistics of a restored state must pass a merge's checks, as if the

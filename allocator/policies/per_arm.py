@@ -75,6 +75,13 @@ def draw_grouped(
     return out
 
 
+def _counted(n_obs: np.ndarray) -> np.ndarray:
+    """The most a sum of ``n_obs`` per-observation terms within [0, 1] can reach, with
+    room for rounding."""
+    n = n_obs.astype(np.float64)
+    return n * (1.0 + 1e-9) + 1e-9
+
+
 #: the largest magnitude the float32 bank holds finite
 _BANK_MAX = float(np.finfo(np.float32).max)
 
@@ -244,6 +251,16 @@ class BetaBernoulliPolicy(PerArmPolicy):
                 f"strength a0 + b0 is below {PRIOR_COUNTS[0]:g}"
             )
 
+    def _check_merged(self, merged: Any, touched: np.ndarray) -> None:
+        """Each observation adds a reward r in [0, 1] to ``s1`` and 1 − r to ``s0``, so the
+        (discounted) sums cannot exceed the arm's count."""
+        over = merged["s1"] + merged["s0"] > _counted(merged["n_obs"])
+        if over.any():
+            raise InvalidInputError(
+                f"delta would give arm {int(np.flatnonzero(over)[0])} more successes plus "
+                "failures than observations"
+            )
+
     def learn_args(self) -> tuple[Any, ...]:
         s = self.state
         return (
@@ -326,6 +343,24 @@ class NormalGammaPolicy(PerArmPolicy):
 
     def _prior_bounds(self) -> dict[str, tuple[float, float]]:
         return {"k0": PRIOR_COUNTS, "al0": PRIOR_COUNTS, "be0": PRIOR_SCALE}
+
+    def _check_merged(self, merged: Any, touched: np.ndarray) -> None:
+        """Sums of (discounted) observations: the count ``sn`` at most the arm's count,
+        ``|sx| <= sn·max_abs_reward`` and ``sx² <= sn·sxx`` (Cauchy–Schwarz). A forged
+        tiny ``sn`` beside a real ``sx`` would otherwise give an infinite posterior sd."""
+        sn, sx, sxx = merged["sn"], merged["sx"], merged["sxx"]
+        tol = 1e-9
+        bad = (
+            (sn > _counted(merged["n_obs"]))
+            | (np.abs(sx) > sn * self.reward_bound * (1.0 + tol))
+            | (sx * sx > sn * sxx * (1.0 + tol) + tol * sxx)
+        )
+        if bad.any():
+            raise InvalidInputError(
+                f"delta would give arm {int(np.flatnonzero(bad)[0])} sums no observations "
+                "can produce (count beyond the arm's, or sum beyond what the count and the "
+                "sum of squares allow)"
+            )
 
     def _update_batch(self, arms: np.ndarray, rewards: np.ndarray, xs: np.ndarray) -> None:
         s = self.state

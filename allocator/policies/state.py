@@ -291,10 +291,27 @@ class ModelState:
                 part.dtype.kind == "f" and not np.isfinite(part).all()
             ):
                 raise InvalidInputError(f"delta[{f.name!r}] must be finite numbers")
+            if np.dtype(f.dtype).kind == "i" and part.size:
+                # counts: whole numbers within int64, never truncated or wrapped
+                whole = part.dtype.kind != "f" or bool((part == np.floor(part)).all())
+                if not whole or float(part.max()) >= 2.0**62 or float(part.min()) <= -(2.0**62):
+                    raise InvalidInputError(
+                        f"delta[{f.name!r}] must hold whole numbers below 2**62 in magnitude"
+                    )
             out[f.name] = part.astype(f.dtype, copy=False)
         if (out["n_obs"] < 0).any():
             raise InvalidInputError("delta['n_obs'] has negative counts")
         return out
+
+    def touched_rows(self, delta: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The arms a checked delta changes: a count or any per-arm statistic non-zero
+        (with forgetting a delta may move an arm's statistics without new observations)."""
+        k = int(delta["n_obs"].shape[0])
+        touched = delta["n_obs"] != 0
+        for f in self.select(Role.ADDITIVE):
+            if f.has(Role.PER_ARM):
+                touched |= (delta[f.name].reshape(k, -1) != 0).any(axis=1)
+        return touched
 
     def merged(
         self, delta: Mapping[str, np.ndarray], gamma: float, limit: float

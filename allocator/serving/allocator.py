@@ -354,8 +354,14 @@ class Allocator:
             mine = self.registry.all_ids()
             bound = published_size_bound(s.engine) if max_bytes is None else max_bytes
         published, ids = read_published(path, s.config, s.seed, s.snapshot_key, bound)
-        if ids[: len(mine)] != mine[: len(ids)]:
-            raise SnapshotError(f"published snapshot {path} has a different arm catalogue")
+        if ids[: len(mine)] != mine:
+            # the learner's catalogue must extend this replica's: an arm this replica added
+            # that the learner lacks would vanish under its pending decisions
+            missing = len(mine) - len(ids) if len(ids) < len(mine) else 0
+            raise SnapshotError(
+                f"published snapshot {path} has a different arm catalogue"
+                + (f": it lacks {missing} arm(s) this replica has" if missing else "")
+            )
         published.policy.export_delta()  # the adopted state is the new delta baseline
         with s.catalogue.mutex, s.lock:
             published.policy.state.stream[:] = self.policy.state.stream

@@ -142,6 +142,7 @@ def test_replica_adopts_published_learner_snapshot(tmp_path):
     replica.load_published(tmp_path / "published.npz")
     np.testing.assert_array_equal(replica.policy.state.s1, learner.policy.state.s1)
     delta = replica.export_delta()
+    assert str(delta.pop("kind")) == "beta_bernoulli"  # the family tag
     assert not any(np.any(v) for v in delta.values())  # nothing new since the adopted state
     d = replica.decide(CANDS, timestamp=T0 + 400)
     assert d.decision_id.startswith("a-")
@@ -152,9 +153,108 @@ def test_merge_rejects_foreign_deltas():
 
     beta = Allocator(config(), seed=1)
     ng = Allocator(config("normal_gamma"), seed=1)
-    with pytest.raises(InvalidInputError, match="not from a beta_bernoulli policy"):
+    with pytest.raises(InvalidInputError, match="from a normal_gamma policy, this is a beta"):
         beta.merge(ng.export_delta())
     delta = beta.export_delta()
     delta["s1"] = np.zeros(99)
     with pytest.raises(InvalidInputError, match=r"covers|shape"):
         beta.merge(delta)
+
+
+@pytest.mark.parametrize(
+    ("replica_kind", "learner_kind"),
+    [("logistic", "linear_gaussian"), ("linear_gaussian", "logistic"),
+     ("shared_logistic", "shared_linear"), ("hybrid_logistic", "hybrid_linear")],
+)  # fmt: skip
+def test_a_delta_of_a_family_with_the_same_arrays_is_refused(replica_kind, learner_kind):
+    """Logistic and linear Gaussian models keep arrays of one name and shape holding
+    different quantities: the family tag tells them apart, and nothing changes."""
+    from allocator import InvalidInputError
+
+    learner = Allocator(config(learner_kind), seed=1)
+    replica = Allocator(config(replica_kind), seed=2)
+    for i in range(30):
+        d = replica.decide(CANDS, context=[0.5, -0.2, 1.0], timestamp=T0 + i)
+        replica.update(d.decision_id, {"order": float(i % 3 == 0)})
+    replica.expire(T0 + 1e6)
+    delta = replica.export_delta()
+    assert set(delta) - {"kind"} == set(learner.export_delta()) - {"kind"}  # same arrays
+    before = learner.snapshot_state()[0]
+    with pytest.raises(InvalidInputError, match=f"from a {replica_kind} policy"):
+        learner.merge(delta)
+    untagged = {k: v for k, v in delta.items() if k != "kind"}
+    with pytest.raises(InvalidInputError, match="lacks its family tag"):
+        learner.merge(untagged)
+    after = learner.snapshot_state()[0]
+    for k in before:
+        np.testing.assert_array_equal(before[k], after[k], err_msg=k)
+
+
+def forged_delta(kind: str, **arrays):
+    alloc = Allocator(config(kind, reward_wait_s=1e9), seed=2)
+    d = alloc.decide(CANDS, timestamp=T0)
+    alloc.update(d.decision_id, {"order": 1.0, "gmv": 100.0})
+    delta = alloc.export_delta()
+    arm = alloc.registry.index_of(d.arm_id)
+    for name, value in arrays.items():
+        delta[name] = delta[name].astype(np.asarray(value).dtype)
+        delta[name][arm] = value
+    return delta
+
+
+@pytest.mark.parametrize(
+    ("kind", "arrays", "match"),
+    [
+        ("beta_bernoulli", {"s1": 1e17}, "more successes plus failures than observations"),
+        ("beta_bernoulli", {"n_obs": 0}, "more successes plus failures than observations"),
+        ("beta_bernoulli", {"n_obs": 1.5}, "whole numbers"),
+        ("beta_bernoulli", {"n_obs": 2**62}, "whole numbers"),
+        ("normal_gamma", {"sn": 1e-300}, "sums no observations can produce"),
+        ("normal_gamma", {"sn": 2.0}, "sums no observations can produce"),
+        ("normal_gamma", {"sxx": 0.0}, "sums no observations can produce"),
+    ],
+)
+def test_forged_per_arm_deltas_are_refused_and_change_nothing(kind, arrays, match):
+    """Sums that no observations within the rewards' range can produce (a count of one
+    with 10^17 successes, a fractional or wrapping count, a tiny count beside a real sum
+    that would make the posterior sd infinite) are refused before anything changes."""
+    from allocator import InvalidInputError
+
+    learner = Allocator(config(kind, reward_wait_s=1e9), seed=1)
+    before = learner.snapshot_state()[0]
+    with pytest.raises(InvalidInputError, match=match):
+        learner.merge(forged_delta(kind, **arrays))
+    after = learner.snapshot_state()[0]
+    for k in before:
+        np.testing.assert_array_equal(before[k], after[k], err_msg=k)
+    learner.merge(forged_delta(kind))  # the genuine delta is taken
+    assert np.isfinite(learner.policy.state.sd).all()
+
+
+def test_counts_that_wrap_int64_when_summed_are_refused():
+    from allocator import InvalidInputError
+
+    learner = Allocator(config(reward_wait_s=1e9), seed=1)
+    delta = forged_delta("beta_bernoulli")
+    delta["n_obs"] = np.full_like(delta["n_obs"], 2**61)  # sums to 2**64 and more: wraps
+    delta["s1"] = np.zeros_like(delta["s1"])
+    with pytest.raises(InvalidInputError, match="model clock would pass"):
+        learner.merge(delta)
+    assert int(learner.policy.state.clock[0]) == 0
+
+
+def test_statistics_moved_without_new_counts_refresh_their_arm():
+    """With forgetting a genuine delta can move an arm's sums without a new count: the
+    arm's cached posterior must follow the merged sums, not keep its old mean."""
+    learner = Allocator(config(reward_wait_s=1e9), seed=1)
+    delta = forged_delta("beta_bernoulli")
+    learner.merge(delta)
+    arm = int(np.flatnonzero(delta["n_obs"])[0])
+    moved = {**delta, "n_obs": np.zeros_like(delta["n_obs"]), "s1": -0.5 * delta["s1"],
+             "s0": np.zeros_like(delta["s0"])}  # fmt: skip
+    moved["s0"][arm] = 0.5
+    learner.merge(moved)
+    s = learner.policy.state
+    a, b = s.a0[arm] + s.s1[arm], s.b0[arm] + s.s0[arm]
+    assert s.s1[arm] == 0.5 and s.s0[arm] == 0.5
+    np.testing.assert_allclose(s.mean[arm], a / (a + b))

@@ -240,3 +240,27 @@ def test_bad_keys_are_config_errors_that_never_show_the_key(tmp_path):
         Allocator(config(), snapshot_key=123)  # type: ignore[arg-type]
     alloc = Allocator(config(), snapshot_key=KEY)
     assert KEY.decode() not in repr(alloc) + repr(vars(alloc).keys())
+
+
+def test_a_publication_lacking_arms_the_replica_added_is_refused_harmlessly(tmp_path):
+    """A replica that added an arm the learner has not (yet) must not adopt the learner's
+    shorter catalogue: its pending decisions on that arm would learn into an index the
+    registry no longer has, and expire would fail on every later call."""
+    learner = served(seed=2)
+    learner.save(tmp_path / "published.npz")
+    replica = served(seed=3)
+    replica.add_arms(["merchant:new"], "mini_shop")
+    for i in range(10):
+        replica.decide(["taobao", "merchant:new"], timestamp=T0 + 100 + i)
+    before = state_of(replica)
+    with pytest.raises(SnapshotError, match=r"lacks 1 arm\(s\) this replica has"):
+        replica.load_published(tmp_path / "published.npz")
+    assert_same_state(before, state_of(replica))
+    assert "merchant:new" in replica.registry.all_ids()
+    replica.expire(T0 + 2e6)  # every pending decision falls due and is learned
+    assert replica.decide(["taobao", "merchant:new"], timestamp=T0 + 2e6 + 1).arm_id
+    # a learner that has the replica's arms, and more, is adopted
+    learner.add_arms(["merchant:new", "merchant:newer"], "mini_shop")
+    learner.save(tmp_path / "published.npz")
+    replica.load_published(tmp_path / "published.npz")
+    assert replica.registry.all_ids()[-2:] == ["merchant:new", "merchant:newer"]
