@@ -96,16 +96,21 @@ def as_float_array(
     magnitude at most ``bound``, or a typed error naming the first bad entry."""
     arr = values
     if not (type(arr) is np.ndarray and arr.dtype == np.float64 and arr.flags.c_contiguous):
-        if isinstance(values, np.ndarray) and values.dtype.kind not in "biuf":
-            raise InvalidInputError(f"{name} must be real numbers, got dtype {values.dtype}")
         try:
-            arr = np.ascontiguousarray(values, dtype=np.float64)
+            # no dtype first: strings ("1"), booleans and Decimals are refused, not parsed
+            arr = np.asarray(values)
         except (TypeError, ValueError):
             raise InvalidInputError(
                 f"{name} must be numeric, got {type(values).__name__}"
             ) from None
-        except OverflowError:  # a Python int past float range
-            raise InvalidInputError(f"{name} holds an integer beyond float64 range") from None
+        if arr.dtype.kind == "O" and all(type(v) is int or type(v) is float for v in arr.flat):
+            try:  # Python ints past int64
+                arr = np.asarray(arr, dtype=np.float64)
+            except OverflowError:
+                raise InvalidInputError(f"{name} holds an integer beyond float64 range") from None
+        if arr.dtype.kind not in "iuf":
+            raise InvalidInputError(f"{name} must be real numbers, got dtype {arr.dtype}")
+        arr = np.ascontiguousarray(arr, dtype=np.float64)
     if arr.ndim != len(shape) or any(
         s not in (-1, a) for s, a in zip(shape, arr.shape, strict=True)
     ):

@@ -228,8 +228,8 @@ class ArmRegistry:
     @staticmethod
     def _raise(code: int, arm_id: Any, pos: int) -> NoReturn:
         if code == kid.RETIRED:
-            raise UnknownArmError(f"arm {arm_id!r} at position {pos} is retired")
-        raise UnknownArmError(f"unknown arm id {arm_id!r} at position {pos}")
+            raise UnknownArmError(f"arm {brief(arm_id)} at position {pos} is retired")
+        raise UnknownArmError(f"unknown arm id {brief(arm_id)} at position {pos}")
 
     def _resolve_each(self, ids: Sequence[Any], mode: int) -> np.ndarray:
         """One id at a time: the exact error for inputs the joined form cannot carry."""
@@ -344,7 +344,12 @@ class ArmRegistry:
     def retire(self, ids: Iterable[str], by: object | None = None) -> np.ndarray:
         """Make arms ineligible; their index and learned state are kept."""
         self._check_owner(by)
-        idx = self.lookup(as_id_list(ids, "ids"), allow_retired=True)
+        listed = as_id_list(ids, "ids")
+        idx = self.lookup(listed, allow_retired=True)
+        if np.unique(idx).shape[0] != idx.shape[0]:  # as add_arms and decide refuse them
+            order = np.argsort(idx, kind="stable")
+            twice = int(order[1:][np.diff(idx[order]) == 0][0])
+            raise InvalidInputError(f"ids[{twice}] = {brief(listed[twice])} is repeated")
         self.active[idx] = False
         return idx
 

@@ -103,7 +103,7 @@ def test_bad_updates_rejected_state_unchanged(kind, arm, reward, exc, match):
         ("linear", np.array([1.0, np.inf, 0.0]), r"context\[1\] = inf"),
         ("linear", np.ones(4), r"context has shape \(4,\), expected \(3,\)"),
         ("linear", None, "context is required"),
-        ("linear", "abc", "context must be numeric"),
+        ("linear", "abc", "context must be real numbers, got dtype <U3"),
         ("linear", [1.0, 10**400, 0.0], "context holds an integer beyond float64 range"),
         ("shared", np.ones((3, 1)), r"context has shape \(3, 1\)"),
         ("beta", np.ones(3), "takes no context"),

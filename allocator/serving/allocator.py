@@ -222,7 +222,7 @@ class Allocator:
                     )
                 times = batch.times
                 if times.size:
-                    s.check_time(float(times.min()))
+                    s.check_times(times)
                 codes = batch.codes  # None: encoded (and refused) request by request
                 if codes is None:
                     codes = engine.encode_attrs(batch.attrs, len(times))

@@ -14,7 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+import numpy as np
+from pydantic import BeforeValidator, Field, model_validator
 
 from allocator.config import (
     EngineConfig,
@@ -60,12 +61,29 @@ class ArmsFile(StrictModel):
         return self
 
 
+def _amount(value: Any) -> Any:
+    """A real number as given (int or float, Python or numpy); a bool, string or Decimal
+    is refused rather than read as one (``True`` is not an order, ``"1"`` not a count)."""
+    if isinstance(value, bool | np.bool_) or not isinstance(
+        value, int | float | np.integer | np.floating
+    ):
+        raise ValueError(f"expected a real number, got {type(value).__name__}")
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError("an integer beyond float64 range") from None
+
+
+#: an outcome's amount: a non-negative finite real number, never a coerced bool or string
+Amount = Annotated[float, BeforeValidator(_amount), Field(ge=0.0, allow_inf_nan=False)]
+
+
 class Outcome(StrictModel):
     """What happened after a decision; missing fields count as 0."""
 
-    click: NonNegative = 0.0
-    order: NonNegative = 0.0
-    gmv: NonNegative = 0.0
+    click: Amount = 0.0
+    order: Amount = 0.0
+    gmv: Amount = 0.0
 
 
 class ServingConfig(StrictModel):

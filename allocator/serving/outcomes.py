@@ -297,16 +297,15 @@ def parse_outcome(outcome: Any, where: str, weighed: frozenset[str]) -> Outcome:
     It must carry at least one field the objective weighs (``weighed``): an outcome without
     one would silently teach a reward of 0.
     """
-    if isinstance(outcome, Outcome):
-        result = outcome
-    else:
-        try:
-            result = Outcome.model_validate({} if outcome is None else outcome)
-        except ValidationError as err:
-            first = err.errors()[0]
-            field = ".".join(map(str, first["loc"]))
-            value = brief(first.get("input"))
-            raise InvalidInputError(f"{where}.{field} = {value}: {first['msg']}") from None
+    if isinstance(outcome, Outcome):  # re-checked: model_construct() validates nothing
+        outcome = {name: getattr(outcome, name) for name in outcome.model_fields_set}
+    try:
+        result = Outcome.model_validate({} if outcome is None else outcome)
+    except ValidationError as err:
+        first = err.errors()[0]
+        field = ".".join(map(str, first["loc"]))
+        value = brief(first.get("input"))
+        raise InvalidInputError(f"{where}.{field} = {value}: {first['msg']}") from None
     if not result.model_fields_set & weighed:
         fields = sorted(weighed)
         raise InvalidInputError(

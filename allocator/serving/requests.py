@@ -72,8 +72,14 @@ def request_batch(
     ptr, idx = engine.resolve_many(given)
     policy = engine.policy
     xs = None
-    if policy.n_features is not None:
-        contexts = list(map(_get_context, requests))
+    contexts = list(map(_get_context, requests))
+    if policy.n_features is None:
+        with_context = [i for i, c in enumerate(contexts) if c is not None]
+        if with_context:  # as decide() refuses it: a context the model ignores is a mistake
+            raise InvalidInputError(
+                f"requests[{with_context[0]}]: {type(policy).__name__} takes no context, got one"
+            )
+    else:
         xs = _contexts(contexts, policy.n_features, policy.input_bound)
         if xs is None:
             rows = [policy.context_row(resolve_context(c))[0] for c in contexts]

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from allocator.engine import Engine
 from allocator.errors import InvalidInputError
 from allocator.logs import DecisionLogWriter
@@ -89,6 +91,20 @@ class ServingState:
 
     def time_refused(self, t: float) -> bool:
         return t < self.books.last_t - self.config.serving.max_clock_skew_s
+
+    def check_times(self, times: np.ndarray) -> None:
+        """:meth:`check_time` of a batch's times in order, each against the latest before
+        it (the batch's own earlier requests included), as the same requests decided one
+        by one would be."""
+        latest = np.maximum.accumulate(np.concatenate(([self.books.last_t], times[:-1])))
+        late = np.flatnonzero(times < latest - self.config.serving.max_clock_skew_s)
+        if late.size:
+            i = int(late[0])
+            raise InvalidInputError(
+                f"requests[{i}]: timestamp {float(times[i])} is "
+                f"{float(latest[i] - times[i]):.3f} s before the latest decision: more than "
+                f"max_clock_skew_s = {self.config.serving.max_clock_skew_s}"
+            )
 
     def check_time(self, t: float) -> None:
         skew = self.config.serving.max_clock_skew_s

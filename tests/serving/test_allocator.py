@@ -204,7 +204,7 @@ def test_warmup_compiles_everything_once():
     idx = alloc.registry.lookup(CANDS)
     for i in range(200):
         d = alloc.decide(CANDS if i % 2 else idx, attrs={"slot": "top"}, timestamp=T0 + i)
-        alloc.update(d.decision_id, {"order": i % 3 == 0})
+        alloc.update(d.decision_id, {"order": float(i % 3 == 0)})
     alloc.policy.decide_batch(np.array([0, 2]), idx[:2])
     assert [len(k.signatures) for k in kernels] == before
     assert alloc.metrics()["decisions"] == 200  # warm-up leaves no trace
