@@ -126,11 +126,15 @@ def _experiment_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from allocator.launch.orchestrate import check_launch_target
     from allocator.launch.runner import RayRunner, SequentialRunner
     from allocator.settings import load_settings
 
     try:
         settings = load_settings()
+        if args.workers is not None and args.workers < 1:
+            raise ConfigError(f"--workers {args.workers}: expected a positive integer")
+        check_launch_target(args.out, args.launch_id)
         if args.impressions is not None:  # before any runner starts
             from allocator.scenario.config import check_impressions
 

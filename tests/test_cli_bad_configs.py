@@ -128,6 +128,6 @@ def test_a_bad_impressions_override_exits_2_with_one_line_before_launch(tmp_path
     proc = _start(args, env, tmp_path)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 2, (out, err)
-    assert err.splitlines() == ["error: --impressions 0: expected at least 1000 (as "
-                                "experiment.impressions)"]  # fmt: skip
+    assert err.splitlines() == ["error: --impressions 0: expected an integer from 1000 to "
+                                "100000000 (as experiment.impressions)"]  # fmt: skip
     assert out == "" and list(tmp_path.iterdir()) == []

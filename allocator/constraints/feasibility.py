@@ -212,15 +212,23 @@ def _common_request(a: Constraint, b: Constraint) -> dict[str, str] | None:
     return request
 
 
-def _within(floor: Constraint, cap: Constraint, group_of_arm: Callable[[str], str | None]) -> bool:
+def _within(
+    floor: Constraint,
+    cap: Constraint,
+    group_of_arm: Callable[[str], str | None],
+    arms_of_group: Callable[[str], frozenset[str] | None],
+) -> bool:
     """Whether every arm ``floor`` may push traffic to is also under ``cap``: the same
-    target, or a group cap over a cold-arm floor in that group or over an arm of it."""
+    target, a group cap over a cold-arm floor in that group or over an arm of it, or an
+    arm cap over a floor on a group (or its cold arms) whose only arm it is."""
     if floor.target == cap.target:
         return True
     group = _group(cap)
-    if group is None:
-        return False
     t = floor.target
+    if group is None:
+        arm = getattr(cap.target, "arm", None)
+        floored = _group(floor) or getattr(t, "cold_in_group", None)
+        return arm is not None and floored is not None and arms_of_group(floored) == {arm}
     cold = getattr(t, "cold_in_group", None)
     if cold is not None:
         return bool(cold == group)
@@ -232,21 +240,30 @@ def _no_group(arm: str) -> None:
     return None
 
 
-def check_caps_above_floors(
-    constraints: Sequence[Constraint], group_of_arm: Callable[[str], str | None] = _no_group
-) -> None:
-    """Raise ``ValueError`` if a cap is below a floor inside its target (the same target, or
-    cold arms or an arm of a capped group) for some request under both scopes while the cap
-    is live: whenever such a floor's arms are offered, both cannot hold.
+def _no_arms(group: str) -> None:
+    return None
 
-    ``group_of_arm`` names an arm's group where the registry is known (None if unknown).
+
+def check_caps_above_floors(
+    constraints: Sequence[Constraint],
+    group_of_arm: Callable[[str], str | None] = _no_group,
+    arms_of_group: Callable[[str], frozenset[str] | None] = _no_arms,
+) -> None:
+    """Raise ``ValueError`` if a cap is below a floor inside its target (the same target,
+    cold arms or an arm of a capped group, or a group of one arm under an arm cap) for some
+    request under both scopes while the cap is live: whenever such a floor's arms are
+    offered, both cannot hold.
+
+    ``group_of_arm`` names an arm's group where the registry is known (None if unknown);
+    ``arms_of_group`` the ids of a group's arms where they are fixed for good (None if
+    unknown or open to new arms, as a serving registry is).
     """
     pairs = [
         (cap, floor, request)
         for cap in constraints
         if cap.kind == "cap"
         for floor in constraints
-        if floor.kind == "floor" and _within(floor, cap, group_of_arm)
+        if floor.kind == "floor" and _within(floor, cap, group_of_arm, arms_of_group)
         and (request := _common_request(cap, floor)) is not None
     ]  # fmt: skip
     for cap, floor, request in pairs:

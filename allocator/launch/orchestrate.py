@@ -10,15 +10,45 @@ printed table, failures and the MLflow hint.
 
 from __future__ import annotations
 
+import itertools
+import re
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TextIO, TypeVar
 
+from allocator.errors import ConfigError
 from allocator.launch import view
 from allocator.launch.runner import Runner, TaskFn, TaskResult
 from allocator.launch.tracking import CellRecord, LaunchTracker, environment_tags
+
+#: a launch id names one directory under the output directory: a single path component
+#: (no separator, no leading dot), so ``runs/<id>/`` stays inside ``runs/``
+LAUNCH_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+=@,:-]{0,127}")
+
+
+def check_launch_target(out_dir: str | Path, launch_id: str | None) -> None:
+    """Raise :class:`ConfigError` unless a launch can write a new ``out_dir/launch_id/``:
+    the id is one safe path component, ``out_dir`` is a directory (or does not exist yet),
+    and no launch of that id is there already (it would be overwritten, and its MLflow runs
+    mixed with the new ones under one ``launch_id``)."""
+    if launch_id is not None and not (
+        isinstance(launch_id, str) and LAUNCH_ID.fullmatch(launch_id)
+    ):
+        raise ConfigError(
+            f"--launch-id {launch_id!r}: expected one name of letters, digits and "
+            "'_.+=@,:-' (starting with a letter, digit or '_'; at most 128 characters)"
+        )
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {str(out_dir)!r}: exists and is not a directory")
+    if launch_id is not None and (out / launch_id).exists():
+        raise ConfigError(
+            f"--launch-id {launch_id!r}: {out / launch_id} already exists (an earlier "
+            "launch); choose another id, or remove that directory"
+        )
 
 
 class NamedTask(Protocol):
@@ -66,11 +96,26 @@ class Launch:
         tags: Mapping[str, str] | None = None,
     ) -> None:
         self.out = stream if stream is not None else sys.stdout
+        check_launch_target(out_dir, launch_id)
+        if launch_id is None:  # the time to the second, made unique under out_dir
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            launch_id = next(
+                name for n in itertools.count(1)
+                if not (Path(out_dir) / (name := stamp if n == 1 else f"{stamp}-{n}")).exists()
+            )  # fmt: skip
         self.tracker = LaunchTracker(
             experiment, tracking_uri, launch_id, {**environment_tags(resolved), **(tags or {})}
         )
         self.directory = Path(out_dir) / self.tracker.launch_id
-        self.directory.mkdir(parents=True, exist_ok=True)
+        try:
+            self.directory.mkdir(parents=True)
+        except FileExistsError:  # a launch of the same id (or second) got there first
+            raise ConfigError(
+                f"launch {self.tracker.launch_id!r}: {self.directory} already exists; "
+                "choose another --launch-id"
+            ) from None
+        except NotADirectoryError:
+            raise ConfigError(f"--out {str(out_dir)!r}: a part of it is a file") from None
         self.results: list[TaskResult] = []
         self.failed: list[str] = []
         self.scalar_keys: set[str] = set()

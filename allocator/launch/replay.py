@@ -20,7 +20,14 @@ from typing import Annotated, Any, Literal, TextIO
 import numpy as np
 from pydantic import Field, model_validator
 
-from allocator.config import EngineConfig, StrictModel, load_yaml, parse_config
+from allocator.config import (
+    EngineConfig,
+    FiniteFloat,
+    PositiveFloat,
+    StrictModel,
+    load_yaml,
+    parse_config,
+)
 from allocator.constraints import ConstraintSet
 from allocator.engine import Engine
 from allocator.errors import ConfigError, InvalidInputError
@@ -45,6 +52,9 @@ from allocator.replay.reward_model import make_reward_model
 from allocator.replay.targets import engine_for_log
 
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+#: the most accepted rounds ``experiment.accepted`` may ask for (a count the replay keeps in
+#: int64 arithmetic; far past any log)
+MAX_ACCEPTED = 10**15
 
 
 class LogSource(StrictModel):
@@ -78,16 +88,17 @@ class ReplaySettings(StrictModel):
     )
     n_boot: Annotated[int, Field(ge=10, le=10_000)] = 200
     alpha: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.05
-    clip: Annotated[float, Field(gt=0.0)] | None = None
+    clip: PositiveFloat | None = None
     #: Switch-DR's weight threshold: rows weighted above it keep only the model's term
     switch_tau: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] = SwitchDR.tau
-    ridge_l2: Annotated[float, Field(gt=0.0)] = 1.0
+    ridge_l2: PositiveFloat = 1.0
     ridge_folds: Annotated[int, Field(ge=1, le=20)] = 2
     reward_model: Literal["auto", "ridge", "logistic"] = "auto"
-    reward_range: tuple[float, float] | None = None
+    #: (low, high), finite, low < high
+    reward_range: tuple[FiniteFloat, FiniteFloat] | None = None
     interval: Literal["cs", "bootstrap"] = "cs"
     #: learning policies are replayed until this many accepted rounds (equal counts)
-    accepted: Annotated[int, Field(ge=1)] | None = None
+    accepted: Annotated[int, Field(ge=1, le=MAX_ACCEPTED)] | None = None
 
     @model_validator(mode="after")
     def _known_estimators(self) -> ReplaySettings:
@@ -96,6 +107,19 @@ class ReplaySettings(StrictModel):
             raise ValueError(
                 f"experiment.estimators: unknown {unknown}; known {sorted(ESTIMATORS)}"
             )
+        repeated = sorted({e for e in self.estimators if self.estimators.count(e) > 1})
+        if repeated:
+            raise ValueError(f"experiment.estimators: repeated {repeated}; name each once")
+        seeds = sorted({s for s in self.seeds if self.seeds.count(s) > 1})
+        if seeds:
+            raise ValueError(f"experiment.seeds: repeated {seeds}; the same cells again")
+        return self
+
+    @model_validator(mode="after")
+    def _reward_range(self) -> ReplaySettings:
+        if self.reward_range is not None and not self.reward_range[0] < self.reward_range[1]:
+            low, high = self.reward_range
+            raise ValueError(f"experiment.reward_range = [{low}, {high}]: expected low < high")
         return self
 
 

@@ -21,7 +21,12 @@ from allocator.launch.runner import Runner, TaskResult
 from allocator.launch.tracking import CellRecord, flatten
 from allocator.registry import MINI_SHOP
 from allocator.scenario import report
-from allocator.scenario.build import CellTask, grid_cells
+from allocator.scenario.build import (
+    CellTask,
+    grid_cells,
+    optimises_app_value,
+    replay_left_out,
+)
 from allocator.scenario.config import Scale, ScenarioConfig, check_impressions, load_scenario
 from allocator.scenario.simulate import CellResult, Shared, run_cell
 from allocator.scenario.world import World
@@ -30,9 +35,11 @@ NOTE = (
     "\nvalue = app value (revenue share + commission + Mini Shop strategic weight) per "
     "1,000 impressions, true expectation; floor slack = worst sliding-window share "
     "minus floor (>= 0 held); protect cost = value given up against the same policy "
-    "without contracts; regret vs the oracle; vs best = value/1k minus the best "
-    "strategy's (the oracle aside) on the same seeds, ± the 95 % t interval's half-width "
-    "over seeds (same traffic per seed: what is left is the strategies' own variation).\n"
+    "without contracts (without one listed: the contract layer's own estimate, blank when "
+    "the policy's objective is not the app value); regret vs the oracle; vs best = "
+    "value/1k minus the best strategy's (the oracle aside) on the same seeds, ± the 95 % t "
+    "interval's half-width over seeds (same traffic per seed: what is left is the "
+    "strategies' own variation).\n"
 )
 
 
@@ -76,8 +83,9 @@ def run_scenario(
             by_strategy.setdefault(cell.strategy, []).append(value)
         table_cells.append((cell.strategy, cell.seed, None if value is None else value.metrics))
     oracles = frozenset(s.name for s in scenario.strategies if s.kind == "oracle")
+    other = frozenset(c.strategy for c in cells if not optimises_app_value(c.spec, scenario))
     rows = report.ranked_rows(
-        table_cells, scenario.experiment.reward_scale, _twins(scenario), oracles
+        table_cells, scenario.experiment.reward_scale, _twins(scenario), oracles, other
     )
     table = report.format_table(rows)
     files = _write_files(launch.directory, rows, table, resolved, by_strategy, world, cells)
@@ -87,6 +95,8 @@ def run_scenario(
             f"decision logs: {log_dir} (replay one with: allocator replay "
             f"{log_dir}/<cell>.replay.yaml)\n"
         )
+        for line in replay_left_out(scenario, world):
+            trailer += f"  not a replay candidate: {line}\n"
     return launch.finish(
         rows, table, NOTE,
         {"scale": scale, "impressions_per_cell": str(n), "cells": str(len(cells))},
@@ -180,7 +190,7 @@ def _cell_record(cell: CellTask, res: TaskResult, scenario: Any, scale: str) -> 
     if value is None:
         return CellRecord(cell.name, cell.coords, params, error=res.error or "failed")
     metrics = {**value.metrics, "cell_seconds": value.seconds}
-    if contracts:
+    if contracts and optimises_app_value(cell.spec, scenario):  # else not in app value
         row = report.cell_row(value.metrics, scenario.experiment.reward_scale)
         metrics["protection_cost_per_1k"] = row["protection_cost_per_1k"]
     return CellRecord(cell.name, cell.coords, params, metrics, value.curves)

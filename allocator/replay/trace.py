@@ -93,7 +93,9 @@ def summarise(trace: Trace, m: int, alpha: float, n_plan: int) -> Summary:
     c_next = float(trace.c[first + 1]) if first + 1 < m else np.inf
     sequence = DriftingMean(*trace.bounds, alpha, n_plan)
     n_acc = truncated = 0
-    w_sum = w2_sum = 0.0
+    # the weights' sums relative to the largest weight so far: a weight near 1/2.2e-308
+    # (a propensity at its floor) squares past the float range
+    w_max = s1 = s2 = 0.0
     for rows in pieces(m):
         c, w = np.array(trace.c[rows]), np.asarray(trace.weights[rows])
         truncated += int(np.count_nonzero(c * w > 1.0))
@@ -102,7 +104,13 @@ def summarise(trace: Trace, m: int, alpha: float, n_plan: int) -> Summary:
             np.minimum(c[early], c_next, out=c[early])
         sequence.feed(trace.terms[rows], c)
         n_acc += int(np.count_nonzero(trace.accepted[rows]))
-        w_sum += float(w.sum())
-        w2_sum += float(np.square(w).sum())  # not BLAS: its threads spin on a busy machine
-    ess = w_sum**2 / max(w2_sum, 1e-300)
+        top = float(w.max()) if w.shape[0] else 0.0
+        if top > w_max:
+            s1, s2 = s1 * (w_max / top), s2 * (w_max / top) ** 2
+            w_max = top
+        if w_max > 0.0:
+            scaled = w / w_max
+            s1 += float(scaled.sum())
+            s2 += float(np.square(scaled).sum())  # not BLAS: its threads spin on a busy machine
+    ess = s1**2 / s2 if s2 > 0.0 else 0.0
     return Summary(sequence.estimate(), n_acc, truncated, ess)

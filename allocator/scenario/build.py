@@ -21,6 +21,7 @@ from allocator.scenario.config import (
     PolicySpec,
     ScenarioConfig,
     StaticSplitSpec,
+    max_shown,
     resolve_engine,
     sweep_points,
     world_objective,
@@ -34,7 +35,7 @@ from allocator.scenario.strategies import (
     Strategy,
 )
 from allocator.scenario.world import World
-from allocator.scenario.world.world import TIER_NAMES
+from allocator.scenario.world.world import TIER_NAMES, arm_feature_names, context_names
 
 
 @dataclass(frozen=True)
@@ -89,26 +90,63 @@ def build_strategy(
         )  # fmt: skip
     p = PolicySpec.model_validate(spec)
     engine = resolve_engine(
-        p.engine, objective, arms.feature_names, arms.context_names, f"strategy {p.name}.engine"
-    )
+        p.engine, objective, arms.feature_names, arms.context_names, f"strategy {p.name}.engine",
+        max_shown(scenario.world),
+    )  # fmt: skip
     contracts: ConstraintSet | None = scenario.contracts[p.contracts] if p.contracts else None
     return PolicyStrategy(p.name, engine, arms, seed, contracts)
+
+
+def optimises_app_value(spec: dict[str, Any], scenario: ScenarioConfig) -> bool:
+    """Whether a cell's strategy ``spec`` (sweep values applied) is an engine whose
+    objective is the world's (app value × ``reward_scale``), so that its model's
+    estimates, and the constraint layer's cost from them, are in app value."""
+    if spec.get("kind") != "policy":
+        return False
+    p = PolicySpec.model_validate(spec)
+    objective = world_objective(scenario.world, scenario.experiment.reward_scale)
+    engine = resolve_engine(
+        p.engine, objective, arm_feature_names(scenario.world), context_names(scenario.world),
+        f"strategy {p.name}.engine",
+    )  # fmt: skip
+    return bool(engine.objective == ObjectiveConfig.model_validate(objective))
 
 
 def replay_candidates(scenario: ScenarioConfig, world: World) -> tuple[dict[str, Any], ...]:
     """The launch's learning strategies as replay policy entries (engines with the world's
     sizes and objective, their contracts as ``constraints``; a sweep's base engine), so an
-    emitted log's replay config evaluates them on it."""
+    emitted log's replay config evaluates them on it. Only engines that optimise the app
+    value, the log's reward column, are proposed (see :func:`replay_left_out`)."""
+    return replay_split(scenario, world)[0]
+
+
+def replay_left_out(scenario: ScenarioConfig, world: World) -> tuple[str, ...]:
+    """The learning strategies an emitted log's replay config leaves out, each with why."""
+    return replay_split(scenario, world)[1]
+
+
+def replay_split(
+    scenario: ScenarioConfig, world: World
+) -> tuple[tuple[dict[str, Any], ...], tuple[str, ...]]:
+    """(the replay entries, the strategies left out with why): a log's reward column is the
+    app value per impression, so a strategy with another objective (orders, clicks) would
+    learn from rewards it was not built for (a Beta–Bernoulli one refuses them)."""
     arms = scenario_arms(world)
     objective = scenario_objective(scenario, world)
-    out = []
+    app_value = ObjectiveConfig.model_validate(objective)
+    out, left_out = [], []
     for spec in scenario.strategies:
         if not isinstance(spec, PolicySpec):
             continue
         engine = resolve_engine(
             spec.engine, objective, arms.feature_names, arms.context_names,
-            f"strategy {spec.name}.engine",
+            f"strategy {spec.name}.engine", max_shown(scenario.world),
         )  # fmt: skip
+        if engine.objective != app_value or getattr(engine.policy, "BERNOULLI_REWARDS", False):
+            left_out.append(
+                f"{spec.name}: its objective is not the app value, the log's reward column"
+            )
+            continue
         # what differs from the defaults, and the policy's kind (its tag)
         dumped = engine.model_dump(mode="json", exclude_defaults=True)
         dumped["policy"] = {"kind": engine.policy.kind, **dumped.get("policy", {})}
@@ -116,7 +154,7 @@ def replay_candidates(scenario: ScenarioConfig, world: World) -> tuple[dict[str,
         if spec.contracts:
             entry["constraints"] = scenario.contracts[spec.contracts].model_dump(mode="json")
         out.append(entry)
-    return tuple(out)
+    return tuple(out), tuple(left_out)
 
 
 def grid_cells(scenario: ScenarioConfig, world: World, n_impressions: int) -> list[CellTask]:

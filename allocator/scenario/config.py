@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import fnmatch
 import itertools
+import json
 import math
 import re
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ from pydantic import Field, model_validator
 
 from allocator.config import (
     EngineConfig,
+    PositiveFloat,
     StrictModel,
     check_known_groups,
     load_yaml,
@@ -35,6 +37,7 @@ from allocator.scenario.world.world import (
     MERCHANT_PREFIX,
     TIER_NAMES,
     arm_feature_names,
+    arm_ids,
     context_names,
 )
 
@@ -43,6 +46,9 @@ Scale = Literal["small", "default", "full"]
 _IMPRESSIONS: dict[Scale, int] = {"small": 20_000, "default": 200_000, "full": 1_000_000}
 #: the fewest impressions per cell (``experiment.impressions`` and ``--impressions``)
 MIN_IMPRESSIONS = 1000
+#: the most impressions per cell: a cell keeps ~40 bytes per impression for its contract
+#: measurements (time, served group, groups offered, category, tier), ~4 GB at the bound
+MAX_IMPRESSIONS = 100_000_000
 #: the largest |z| the world's Box-Muller draw can give (its uniforms are multiples of
 #: 2^-53 below 1): bounds the GMV log-normal tail exactly; the merchants' value levels
 #: (numpy normals) get the same margin, which they pass with odds below 1e-16 each
@@ -61,7 +67,7 @@ class ExperimentSettings(StrictModel):
         default_factory=lambda: [1, 2]
     )
     #: impressions per cell at each ``--scale``
-    impressions: dict[Scale, Annotated[int, Field(ge=MIN_IMPRESSIONS)]] = Field(
+    impressions: dict[Scale, Annotated[int, Field(ge=MIN_IMPRESSIONS, le=MAX_IMPRESSIONS)]] = Field(
         default_factory=lambda: dict(_IMPRESSIONS)
     )
     #: impressions decided on one model state before their feedback is folded in
@@ -71,10 +77,20 @@ class ExperimentSettings(StrictModel):
     #: share of the period, at its end, over which "Mini Shop share at the end" is measured
     end_share_window: Annotated[float, Field(gt=0.0, le=1.0)] = 0.1
     #: reward units per unit of app value (GMV × take rate); keeps rewards O(1) for the models
-    reward_scale: Annotated[float, Field(gt=0.0)] = 0.1
+    reward_scale: PositiveFloat = 0.1
     #: off-policy check in every cell: the cell's own log evaluates this strategy
     ope_target: Name | None = "static_split"
     ope_bootstrap: Annotated[int, Field(ge=10, le=10_000)] = 100
+
+    @model_validator(mode="after")
+    def _distinct_seeds(self) -> ExperimentSettings:
+        repeated = sorted({s for s in self.seeds if self.seeds.count(s) > 1})
+        if repeated:
+            raise ValueError(
+                f"experiment.seeds: repeated {repeated}; a repeated seed is the same cell "
+                "again, counted as another seed"
+            )
+        return self
 
 
 class StaticSplitSpec(StrictModel):
@@ -82,7 +98,8 @@ class StaticSplitSpec(StrictModel):
 
     kind: Literal["static_split"] = "static_split"
     name: Name
-    shares: dict[Name, Annotated[float, Field(gt=0.0)]]
+    #: relative weights (finite, > 0): only their ratios matter
+    shares: dict[Name, PositiveFloat]
 
 
 class ExploreThenCommitSpec(StrictModel):
@@ -90,7 +107,7 @@ class ExploreThenCommitSpec(StrictModel):
 
     kind: Literal["explore_then_commit"] = "explore_then_commit"
     name: Name
-    explore_days: Annotated[float, Field(gt=0.0)] = 14.0
+    explore_days: PositiveFloat = 14.0
 
 
 class PolicySpec(StrictModel):
@@ -102,6 +119,18 @@ class PolicySpec(StrictModel):
     contracts: Name | None = None
     #: optional hyper-parameter sweep: dotted engine path -> values (one cell per value)
     sweep: dict[str, Annotated[list[Any], Field(min_length=1)]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _distinct_sweep_values(self) -> PolicySpec:
+        for path, values in self.sweep.items():
+            spelled = [json.dumps(v, sort_keys=True, default=str) for v in values]
+            repeated = [v for v, text in zip(values, spelled, strict=True)
+                        if spelled.count(text) > 1]  # fmt: skip
+            if repeated:
+                raise ValueError(
+                    f"{self.name}: sweep.{path} repeats {repeated[0]!r}: the same cells again"
+                )
+        return self
 
 
 class OracleSpec(StrictModel):
@@ -203,6 +232,12 @@ class ScenarioConfig(StrictModel):
             return arm
         return MINI_SHOP if arm.startswith(MERCHANT_PREFIX) else None
 
+    def _group_arms(self, group: str) -> frozenset[str] | None:
+        """The ids of a world group's arms (fixed by the world): a partner is its one arm."""
+        if group != MINI_SHOP:
+            return frozenset({group}) if group in {p.id for p in self.world.partners} else None
+        return frozenset(arm_ids(self.world)[len(self.world.partners) :])
+
     def _check_scopes(self, name: str, contracts: ConstraintSet) -> None:
         """Every scope names an attribute and values the simulator sends, and every schedule
         meets the world's period: otherwise the contract would silently never apply."""
@@ -241,16 +276,19 @@ class ScenarioConfig(StrictModel):
                        for c in contracts.constraints]  # fmt: skip
             check_known_groups(f"contracts.{name} targets", filter(None, targets), groups)
             check_caps_cover(contracts.constraints, groups)
-            check_caps_above_floors(contracts.constraints, self._arm_group)
+            check_caps_above_floors(contracts.constraints, self._arm_group, self._group_arms)
             self._check_scopes(name, contracts)
         for i, s in enumerate(self.strategies):
             if not isinstance(s, PolicySpec):
                 continue
-            for part, key in (("policy", "group_priors"), ("objective", "take_rates")):
-                mapping = s.engine.get(part, {}).get(key, {}) if isinstance(
-                    s.engine.get(part, {}), dict) else {}  # fmt: skip
-                if isinstance(mapping, dict):
-                    check_known_groups(f"strategies[{i}].engine.{part}.{key}", mapping, groups)
+            for point, engine in sweep_points(s.engine, s.sweep):
+                at = f" (sweep {point})" if point else ""
+                for part, key in (("policy", "group_priors"), ("objective", "take_rates")):
+                    mapping = engine.get(part, {}).get(key, {}) if isinstance(
+                        engine.get(part, {}), dict) else {}  # fmt: skip
+                    if isinstance(mapping, dict):
+                        where = f"strategies[{i}]{at}.engine.{part}.{key}"
+                        check_known_groups(where, mapping, groups)
 
 
 def max_order_values(world: WorldConfig) -> dict[str, float]:
@@ -270,12 +308,19 @@ def max_order_values(world: WorldConfig) -> dict[str, float]:
     return out
 
 
+def max_shown(world: WorldConfig) -> int:
+    """The most candidates one impression of ``world`` can have: every partner and up to
+    ``mini_shop.k`` merchants."""
+    return len(world.partners) + min(world.mini_shop.k, world.mini_shop.n_merchants)
+
+
 def check_impressions(n: Any) -> int:
     """An impressions override (``--impressions``), held to ``experiment.impressions``'
     bound, so that it fails before a launch and not inside every cell."""
-    if type(n) is not int or n < MIN_IMPRESSIONS:
+    if type(n) is not int or not MIN_IMPRESSIONS <= n <= MAX_IMPRESSIONS:
         raise ConfigError(
-            f"--impressions {n!r}: expected at least {MIN_IMPRESSIONS} (as experiment.impressions)"
+            f"--impressions {n!r}: expected an integer from {MIN_IMPRESSIONS} to "
+            f"{MAX_IMPRESSIONS} (as experiment.impressions)"
         )
     return n
 
@@ -374,10 +419,12 @@ def resolve_engine(
     arm_names: Sequence[str],
     columns: Sequence[str],
     where: str,
+    max_shown: int | None = None,
 ) -> EngineConfig:
     """Validate a strategy's engine, filling the world's sizes (its arm features
     ``arm_names`` and context ``columns``) and the objective, and turning the names in a
-    ``crosses`` into indices."""
+    ``crosses`` into indices. A size the engine sets must be the world's, and its
+    ``max_candidates`` at least ``max_shown`` (see :func:`max_shown`), if given."""
     n_context, n_arm_features = len(columns), len(arm_names)
     data = copy.deepcopy(engine)
     policy = data.get("policy")
@@ -401,4 +448,31 @@ def resolve_engine(
             policy.setdefault("objective", objective)
     data.setdefault("objective", objective)
     cfg: EngineConfig = parse_config(EngineConfig, data, where)
+    _check_sizes(cfg, n_context, n_arm_features, max_shown, where)
     return cfg
+
+
+def _check_sizes(
+    cfg: EngineConfig, n_context: int, n_arm_features: int, max_shown: int | None, where: str
+) -> None:
+    """An engine's sizes meet the world's: a context or arm-feature width set in the
+    config equals the world's (a mismatch fails every cell at its first impression), and
+    ``max_candidates`` takes the most candidates one impression can have."""
+    policy = cfg.policy
+    context = "n_features" if hasattr(policy, "n_features") else "n_context_features"
+    for field, have, want, what in (
+        (context, policy.context_size, n_context, "context columns"),
+        ("n_arm_features", policy.arm_feature_size, n_arm_features, "arm features"),
+    ):
+        if have is not None and have != want:
+            raise ConfigError(
+                f"{where}.policy.{field} = {have}, but the world has {want} {what}; "
+                "leave it out to take the world's"
+            )
+    slots = getattr(policy, "max_candidates", None)
+    if max_shown is not None and slots is not None and slots < max_shown:
+        raise ConfigError(
+            f"{where}.policy.max_candidates = {slots}, but one impression of the world can "
+            f"have {max_shown} candidates (every partner and up to mini_shop.k merchants); "
+            f"set it to at least {max_shown}"
+        )

@@ -133,10 +133,11 @@ ARMS_FILE = "arms.parquet"
 def write_cell_log(
     directory: Path, cell: str, buf: LogBuffer, arms: ScenarioArms, policy_kind: str,
     contract_names: tuple[str, ...] = (), candidates: tuple[dict[str, Any], ...] = (),
+    left_out: tuple[str, ...] = (),
 ) -> Path:  # fmt: skip
     """``<directory>/<cell>/`` (a decision log), the arm catalogue and
-    ``<cell>.replay.yaml`` (``candidates``: learning policy entries it proposes); returns
-    the log."""
+    ``<cell>.replay.yaml`` (``candidates``: learning policy entries it proposes; the
+    strategies ``left_out``, with why, in a comment at its top); returns the log."""
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", cell)
     decisions, outcomes = decision_tables(buf, cell, arms, policy_kind, contract_names)
     with DecisionLogWriter(directory / stem, rotate_rows=1_000_000) as writer:
@@ -144,7 +145,9 @@ def write_cell_log(
         writer.write_table("outcomes", outcomes)
     write_catalogue(directory / ARMS_FILE, arms)
     config = replay_config(stem, buf.parts["contexts"][0].shape[1], cell, candidates)
-    (directory / f"{stem}.replay.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    notes = "".join(f"# left out: {line}\n" for line in left_out)
+    text = yaml.safe_dump(config, sort_keys=False)
+    (directory / f"{stem}.replay.yaml").write_text(notes + text)
     return directory / stem
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,13 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def cell_row(metrics: dict[str, float], reward_scale: float) -> dict[str, float]:
-    """The table's quantities for one cell."""
+def cell_row(
+    metrics: dict[str, float], reward_scale: float, app_value: bool = True
+) -> dict[str, float]:
+    """The table's quantities for one cell. The constraint layer's cost is in the units of
+    the engine's objective: app value × ``reward_scale`` when ``app_value`` (the engine
+    optimises the world's objective), else in other units (orders, clicks), and then left
+    blank (NaN) rather than shown as app value."""
     slacks = [
         v for k, v in metrics.items() if k.startswith("floor.") and k.endswith(".worst_slack")
     ]
@@ -40,7 +46,7 @@ def cell_row(metrics: dict[str, float], reward_scale: float) -> dict[str, float]
         "conversion_pct": 100.0 * metrics["conversion"],
         f"{MINI_SHOP}_share_end": metrics.get(f"share_end.{MINI_SHOP}", float("nan")),
         "worst_floor_slack": min(slacks) if slacks else float("nan"),
-        "protection_cost_per_1k": cost / reward_scale / n * 1000.0,
+        "protection_cost_per_1k": cost / reward_scale / n * 1000.0 if app_value else math.nan,
         "regret_per_1k": metrics["regret_per_1k"],
     }
 
@@ -50,13 +56,15 @@ def ranked_rows(
     reward_scale: float,
     twins: dict[str, str] | None = None,
     references: frozenset[str] = frozenset(),
+    other_objective: frozenset[str] = frozenset(),
 ) -> list[dict[str, Any]]:
     """Mean over seeds per strategy, ranked by value/1k (failed cells counted, not averaged).
 
     ``cells`` are (strategy, seed, metrics or None if the cell failed). ``twins`` maps a
     constrained strategy to the same engine without contracts: its cost of protection is
     then the value it gives up against that twin on the same traffic (otherwise the
-    constraint layer's own attribution, Σ(π − p)·μ̂, is shown). Each row also gets its
+    constraint layer's own attribution, Σ(π − p)·μ̂, is shown, except for the strategies
+    in ``other_objective``, whose μ̂ is not in app value: blank). Each row also gets its
     value/1k against the best row's on the seeds both ran (:func:`paired_gap`), the best
     among the strategies not in ``references`` (the oracle: not a strategy one could run).
     """
@@ -70,7 +78,7 @@ def ranked_rows(
         if metrics is None:
             failed[strategy] += 1
         else:
-            by[strategy].append(cell_row(metrics, reward_scale))
+            by[strategy].append(cell_row(metrics, reward_scale, strategy not in other_objective))
             value[strategy][seed] = metrics["value_per_1k"]
     rows = []
     for strategy, runs in by.items():

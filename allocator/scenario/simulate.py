@@ -20,7 +20,7 @@ import numpy as np
 from allocator.decisions import Decisions
 from allocator.registry import MINI_SHOP
 from allocator.scenario import kernels as k
-from allocator.scenario.build import CellTask, build_strategy, replay_candidates, scenario_arms
+from allocator.scenario.build import CellTask, build_strategy, replay_split, scenario_arms
 from allocator.scenario.compliance import FloorTrack, floor_tracks
 from allocator.scenario.config import ScenarioConfig, StaticSplitSpec
 from allocator.scenario.emit import LogBuffer, write_cell_log
@@ -158,7 +158,7 @@ def run_cell(shared: Shared, task: CellTask) -> CellResult:
     if log is not None and log.parts and task.log_dir is not None:
         path = write_cell_log(
             Path(task.log_dir), task.name, log, arms, _policy_kind(task.spec), contract_names,
-            replay_candidates(scenario, world),
+            *replay_split(scenario, world),
         )  # fmt: skip
         extra["log"] = str(path)
     return CellResult(metrics, curves, time.perf_counter() - start, n_seen, extra)

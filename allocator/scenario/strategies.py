@@ -123,7 +123,9 @@ class StaticSplit(Strategy):
         unknown = sorted(set(spec.shares) - set(arms.group_names))
         if unknown:
             raise ValueError(f"{spec.name}: shares for unknown groups {unknown}")
-        self.shares = np.array([spec.shares.get(g, 0.0) for g in arms.group_names])
+        shares = np.array([spec.shares.get(g, 0.0) for g in arms.group_names])
+        # relative to the largest, so that a row's total cannot overflow (1e308 + 1e308)
+        self.shares = shares / shares.max() if shares.any() else shares
 
     def distribution(self, tick: Tick) -> np.ndarray:
         out = np.empty(tick.cand_idx.shape[0])

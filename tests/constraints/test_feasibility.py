@@ -148,6 +148,36 @@ def test_a_group_cap_below_a_floor_inside_the_group_is_refused():
     )
 
 
+def one_arm_partners(group: str) -> frozenset[str] | None:
+    """A world's fixed groups: a partner is its one arm, the Mini Shop two merchants."""
+    if group == "mini_shop":
+        return frozenset({"merchant:1", "merchant:2"})
+    return frozenset({group})
+
+
+@pytest.mark.parametrize("floored", [{"group": "taobao"}, {"cold_in_group": "taobao"}])
+def test_an_arm_cap_below_a_floor_on_a_group_of_that_one_arm_is_refused(floored):
+    """The mirror of a group cap below a floor on its arm: where the group is known to be
+    exactly the capped arm, the floor can only be met on that arm, above its cap."""
+    sched = {"start": "2025-10-01T00:00:00Z", "end": "2026-01-01T00:00:00Z"}
+    cap = Constraint(name="cap", kind="cap", target={"arm": "taobao"},
+                     schedule={**sched, "start_value": 0.1})  # fmt: skip
+    floor = Constraint(name="floor", kind="floor", target=floored,
+                       schedule={**sched, "start_value": 0.5})  # fmt: skip
+    with pytest.raises(ValueError, match=r"cap 'cap' \(0.100\) is below floor 'floor' \(0.500\)"):
+        fz.check_caps_above_floors([cap, floor], lambda arm: arm, one_arm_partners)
+    # the group's arms unknown (a serving registry takes new arms): not refused
+    assert not refuses(fz.check_caps_above_floors, [cap, floor])
+    # a cap at or above the floor, or on one arm of a group of several, is feasible
+    high = cap.model_copy(update={"schedule": floor.schedule})
+    fz.check_caps_above_floors([high, floor], lambda arm: arm, one_arm_partners)
+    merchant = Constraint(name="cap", kind="cap", target={"arm": "merchant:1"},
+                          schedule={**sched, "start_value": 0.1})  # fmt: skip
+    mini = Constraint(name="floor", kind="floor", target={"group": "mini_shop"},
+                      schedule={**sched, "start_value": 0.5})  # fmt: skip
+    fz.check_caps_above_floors([merchant, mini], lambda arm: "mini_shop", one_arm_partners)
+
+
 def test_caps_covering_the_catalogue_agree_with_brute_force_both_ways():
     refused, accepted = compare(
         fz.check_caps_cover, naive.caps_leave_no_room, 300, 3, ["cap"], (3, 8), (GROUPS,)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import pytest
 from mlflow.tracking import MlflowClient
 
+from allocator.errors import ConfigError
 from allocator.launch.orchestrate import Launch
 from allocator.launch.runner import SequentialRunner, TaskResult
 from allocator.launch.tracking import CellRecord
@@ -53,3 +54,20 @@ def test_a_launch_tracks_every_cell_and_reports_failures(tracking_uri, tmp_path)
     assert all(r.data.tags["x"] == "y" and "config_hash" in r.data.tags for r in runs)
     arts = [a.path for a in client.list_artifacts(out.summary_run_id)]
     assert arts == ["failed_cells.txt"]
+
+
+def test_a_second_launch_of_one_id_is_refused(tracking_uri, tmp_path):
+    """Whoever opens the launch (the CLI checks it too, earlier): runs/<id>/ is created
+    once, and an id that is not one path component never is."""
+    Launch("orch", {}, tracking_uri, "L", tmp_path / "runs", io.StringIO())
+    with pytest.raises(ConfigError, match=r"--launch-id 'L': .* already exists"):
+        Launch("orch", {}, tracking_uri, "L", tmp_path / "runs", io.StringIO())
+    with pytest.raises(ConfigError, match=r"--launch-id '\.\./x': expected one name"):
+        Launch("orch", {}, tracking_uri, "../x", tmp_path / "runs", io.StringIO())
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["L"]
+    # ids given by the clock never collide: a second launch in the same second gets "-2"
+    first = Launch("orch", {}, tracking_uri, None, tmp_path / "auto", io.StringIO())
+    (tmp_path / "auto" / f"{first.launch_id}-2").mkdir()  # taken too
+    again = Launch("orch", {}, tracking_uri, None, tmp_path / "auto", io.StringIO())
+    assert again.launch_id not in (first.launch_id, f"{first.launch_id}-2")
+    assert again.directory.is_dir() and again.launch_id == again.directory.name

@@ -700,6 +700,43 @@ def test_malformed_replay_configs_fail_fast_naming_the_field(tmp_path, change, m
     assert not db.exists() and not (tmp_path / "runs").exists()  # nothing ran, nothing logged
 
 
+BAD_SETTINGS = [
+    ([1.0, 0.0], "reward_range", r"experiment\.reward_range = \[1\.0, 0\.0\]: expected low < high"),
+    ([0.0, 0.0], "reward_range", r"experiment\.reward_range = \[0\.0, 0\.0\]: expected low < high"),
+    ([0.0, math.inf], "reward_range", r"experiment\.reward_range\.1: Input should be a finite"),
+    ([math.nan, 1.0], "reward_range", r"experiment\.reward_range\.0: Input should be a finite"),
+    (math.inf, "clip", r"experiment\.clip: Input should be a finite number"),
+    (math.inf, "ridge_l2", r"experiment\.ridge_l2: Input should be a finite number"),
+    (["ips", "ips", "dr"], "estimators", r"experiment\.estimators: repeated \['ips'\]"),
+    (10**30, "accepted", r"experiment\.accepted: Input should be less than or equal to 10{15}"),
+    ([1, 2, 1], "seeds", r"experiment\.seeds: repeated \[1\]"),
+]
+
+
+@pytest.mark.parametrize(
+    ("value", "field", "message"), BAD_SETTINGS, ids=[f"{b[1]}={b[0]}" for b in BAD_SETTINGS]
+)
+def test_replay_settings_run_would_refuse_are_refused_by_check(
+    tmp_path, capsys, value, field, message
+):
+    """These passed ``allocator check`` and then ``run`` refused them (reward_range) or
+    failed every cell (an infinite clip or ridge, a repeated estimator, an ``accepted``
+    past int64)."""
+    good = write_experiment(tmp_path, make_click_log(50, seed=1).text, POLICIES)
+    assert main(["check", str(good)]) == 0
+    capsys.readouterr()
+    cfg = yaml.safe_load(good.read_text())
+    cfg["experiment"][field] = value
+    good.write_text(yaml.safe_dump(cfg))
+    assert main(["check", str(good)]) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err), err
+    db = tmp_path / "mlflow.db"
+    code, out, err = replay(good, f"sqlite:///{db}", tmp_path / "runs", "bad", "--sequential")
+    assert code == 2 and out == "" and re.search(message, err), err
+    assert not db.exists() and not (tmp_path / "runs").exists()
+
+
 # ------------------------------------------------------------ the bundled example
 def test_the_example_log_is_reproducible_byte_for_byte():
     data = example_csv()

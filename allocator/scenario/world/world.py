@@ -40,6 +40,16 @@ def arm_feature_names(config: WorldConfig) -> tuple[str, ...]:
     )
 
 
+def arm_ids(config: WorldConfig) -> tuple[str, ...]:
+    """The arm ids, by index: the partners (group = partner id), then the merchants
+    ``merchant:00001``... (group ``mini_shop``)."""
+    n_m = config.mini_shop.n_merchants
+    width = max(5, len(str(n_m)))
+    return tuple(p.id for p in config.partners) + tuple(
+        f"{MERCHANT_PREFIX}{i + 1:0{width}d}" for i in range(n_m)
+    )
+
+
 def context_names(config: WorldConfig) -> tuple[str, ...]:
     """The impression context's column names, in order: a constant ``bias``, the city tier
     and age band one-hots, the intent category one-hot and the referral flag."""
@@ -71,10 +81,7 @@ class World:
         self.strategic_weight = float(ms.strategic_weight)
         self.take_rates: dict[str, float] = {p.id: p.take_rate for p in cfg.partners}
         self.take_rates[MINI_SHOP] = ms.take_rate
-        width = max(5, len(str(n_m)))
-        self.arm_ids: tuple[str, ...] = tuple(p.id for p in cfg.partners) + tuple(
-            f"{MERCHANT_PREFIX}{i + 1:0{width}d}" for i in range(n_m)
-        )
+        self.arm_ids: tuple[str, ...] = arm_ids(cfg)
         self.arm_groups: tuple[str, ...] = tuple(p.id for p in cfg.partners) + (MINI_SHOP,) * n_m
         self.n_partners = n_p
         self.n_arms = n_p + n_m
