@@ -285,7 +285,11 @@ class ArmRegistry:
             )
         ids = as_id_list(ids, "ids")
         if len(set(ids)) != len(ids):
-            raise InvalidInputError("ids contains duplicates")
+            seen: set[str] = set()
+            for at, arm_id in enumerate(ids):
+                if arm_id in seen:
+                    raise InvalidInputError(f"ids[{at}] = {brief(arm_id)} repeats an earlier id")
+                seen.add(arm_id)
         if "\x00" in "".join(ids):  # the joined lookups use NUL as the separator
             at = next(i for i, a in enumerate(ids) if "\x00" in a)
             raise InvalidInputError(f"ids[{at}] = {ids[at]!r} contains a NUL character")

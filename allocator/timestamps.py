@@ -25,6 +25,12 @@ def as_epoch_seconds(t: Any) -> float:
         if t.tzinfo is None:
             raise InvalidInputError(f"timestamp {t.isoformat()} has no time zone: expected UTC")
         return t.timestamp()
+    if isinstance(t, np.floating) and np.finfo(t.dtype).nmant < 52:
+        # a float32 holds today's epoch seconds to 128 s: refuse rather than round
+        raise InvalidInputError(
+            f"timestamp = {brief(t)} is a {t.dtype}: too coarse for epoch seconds; "
+            "pass a Python float or a float64"
+        )
     if isinstance(t, (int, float, np.integer, np.floating)) and not isinstance(t, (bool, np.bool_)):
         with contextlib.suppress(OverflowError):  # an int past float range: refused below
             value = float(t)

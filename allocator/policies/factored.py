@@ -28,6 +28,7 @@ what its features predict; the order and value factors stay shared.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -279,7 +280,8 @@ class FactoredValuePolicy(BinaryRewards, SharedLinearPolicy):
         c, o, g = self._events(click, order, gmv, a.shape[0])
         xs = self.context_rows(contexts, a.shape[0])
         with np.errstate(divide="ignore"):
-            logv = np.where(g > 0.0, np.log(g / self.config.typical_order_value), np.nan)
+            # log(g) - log(typical): g / typical underflows to 0 for a subnormal g
+            logv = np.where(g > 0.0, np.log(g) - math.log(self.config.typical_order_value), np.nan)
         self._fold_events(a, xs, c, o, logv)
         s = self.state
         s.model_dirty[0] = True

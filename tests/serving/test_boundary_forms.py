@@ -128,3 +128,26 @@ def test_an_unknown_id_is_named_briefly():
     with pytest.raises(UnknownArmError) as err:
         a.decide(["taobao", "x" * 1_000_000], timestamp=T0)
     assert len(str(err.value)) < 200 and "position 1" in str(err.value)
+
+
+def test_a_float32_timestamp_is_refused_not_rounded():
+    """A float32 holds today's epoch seconds to 128 s: T0 + 30 became T0."""
+    a, b = twins()
+    for call in (
+        lambda: a.decide(CANDS, timestamp=np.float32(T0 + 30)),
+        lambda: a.decide_many([{"candidates": CANDS, "timestamp": np.float32(T0 + 30)}]),
+    ):
+        with pytest.raises(InvalidInputError, match="float32: too coarse for epoch seconds"):
+            call()
+    d = a.decide(CANDS, timestamp=np.float64(T0))
+    with pytest.raises(InvalidInputError, match="float32: too coarse"):
+        a.update(d.decision_id, {"order": 1.0}, np.float32(T0 + 30))
+    b.decide(CANDS, timestamp=T0)
+    assert_same_from_here(a, b, "beta_bernoulli", T0 + 1)
+
+
+def test_adding_an_id_twice_names_it():
+    a = twins()[0]
+    with pytest.raises(InvalidInputError, match=r"ids\[2\] = 'merchant:x' repeats an earlier id"):
+        a.add_arms(["merchant:x", "merchant:y", "merchant:x"], "mini_shop")
+    assert "merchant:x" not in a.registry.all_ids()

@@ -97,6 +97,24 @@ def test_inconsistent_events_are_refused_whole(bad, match):
     assert alloc.update(d1.decision_id, {"click": 1.0}) is UpdateStatus.APPLIED
 
 
+@pytest.mark.parametrize("gmv", [5e-324, 1e-310, 1e-300])
+def test_a_tiny_order_value_is_learned_finitely(gmv):
+    """The log value was log(gmv / typical_order_value): a subnormal gmv underflowed to 0
+    and left -inf (then NaN) in the value factor's statistics (found by the fuzz test)."""
+    alloc = Allocator(config(), seed=5)
+    d = alloc.decide(["taobao", "merchant:1"], [1.0, 0.5, 0.0], timestamp=T0)
+    assert alloc.update(d.decision_id, {"click": 1.0, "order": 1.0, "gmv": gmv}) is (
+        UpdateStatus.APPLIED
+    )
+    alloc.policy.refresh()
+    s = alloc.policy.state
+    np.testing.assert_allclose(s.value_stats[1], (np.log(gmv) - np.log(80.0)) ** 2)
+    for name, value in alloc.snapshot_state()[0].items():
+        if name.startswith("policy."):  # (constraints use NaN for "never seen")
+            assert value.dtype.kind != "f" or np.isfinite(value).all(), name
+    assert alloc.decide(["taobao", "merchant:1"], [1.0, 0.5, 0.0], timestamp=T0 + 1).arm_id
+
+
 def test_the_policy_objective_must_be_the_engines():
     with pytest.raises(ConfigError, match=r"must equal engine\.objective"):
         Allocator(config({**OBJECTIVE, "gmv": 0.2}), seed=5)
