@@ -39,7 +39,7 @@ def test_retire_and_reactivate_keep_indices():
     ("ids", "group", "match"),
     [
         (["a"], "g", "'a' is already registered"),
-        (["x", "x"], "g", "duplicates"),
+        (["x", "x"], "g", r"ids\[1\] = .x. repeats an earlier id"),
         ([""], "g", "non-empty string"),
         (["y"], "", "group must be a non-empty string"),
         (["y", "z\ud800"], "g", r"ids\[1\] = 'z\\ud800': expected UTF-8 text"),
